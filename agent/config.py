@@ -1,0 +1,112 @@
+"""`agent.toml`: the model, limits, prices, tools and policy, validated at load.
+
+Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml`; none is fine
+(every setting has a default or a flag). A wrong file is refused with the key that is wrong::
+
+    [model]
+    uri = "openai:gpt-5.5"          # see `agent run --help` for the URI forms
+    planner = "openai:gpt-5.5"      # optional: plan with another model than the one that acts
+    api_key_env = "OPENAI_API_KEY"  # where the key is read from (never from this file)
+    timeout = 120                   # seconds per model call
+    max_attempts = 5                # tries per model call on 429, 5xx, timeouts
+
+    [limits]                        # per task; flags on `agent run` override
+    max_steps = 50
+    max_tokens = 500000
+    max_seconds = 1800
+    max_cost_usd = 2.0
+
+    [prices."openai:gpt-5.5"]       # US dollars per million tokens; the cost budget uses it
+    input = 1.25
+    output = 10.0
+
+    [tools]
+    modules = ["examples.tally_tool"]   # modules whose @tool functions are registered
+
+    [policy]
+    file = "policies.toml"          # rules for the gate; default: the packaged default policy
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.errors import ConfigError
+from agent.events import Limits
+from agent.store import default_home
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    uri: str | None = None
+    planner: str | None = None
+    api_key_env: str | None = None
+    timeout: float = Field(120.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=20)
+
+
+class PriceConfig(_Section):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class ToolsConfig(_Section):
+    modules: list[str] = Field(default_factory=list)
+
+
+class PolicyConfig(_Section):
+    file: Path | None = None
+
+
+class Config(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    limits: Limits = Field(default_factory=Limits)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    #: the file it came from, if any (paths inside it are relative to its folder)
+    source: Path | None = None
+
+
+def find_config(explicit: Path | None = None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    for candidate in (Path("agent.toml"), default_home() / "agent.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate a config file (None: all defaults). Raises `ConfigError`."""
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_url=False))
+        raise ConfigError(f"{path}: {problems}") from None
+    config.source = path.resolve()
+    base = path.resolve().parent
+    if config.policy.file is not None and not config.policy.file.is_absolute():
+        config.policy.file = base / config.policy.file
+    return config
+
+
+def api_key(config: ModelConfig, default_env: str) -> str | None:
+    return os.environ.get(config.api_key_env or default_env) or None

@@ -1,0 +1,205 @@
+"""The typed events a task's log is made of.
+
+Every fact about a task is one of these, appended to the store in order. A task's state is a fold
+of its events (`agent.state.TaskState.apply`); the terminal, `agent show` and tests read the same
+stream. Events are a discriminated union on `kind`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from agent.backends.base import ModelResponse, Purpose, Usage
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Limits(_Event):
+    """What one task may spend. `None` means no limit. A step is one executor model turn."""
+
+    max_steps: int = Field(50, ge=1)
+    max_tokens: int | None = Field(500_000, ge=1)
+    max_seconds: float | None = Field(1800.0, gt=0)
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_replans: int = Field(3, ge=0)
+    #: stuck detector: identical action+observation this many times in a row
+    stuck_repeats: int = Field(4, ge=2)
+    #: stuck detector: the identical error this many times in a row
+    stuck_errors: int = Field(3, ge=2)
+    #: stuck detector: two actions alternating A,B,A,B,... over this many steps
+    stuck_alternation: int = Field(6, ge=4)
+
+
+class TaskCreated(_Event):
+    kind: Literal["task_created"] = "task_created"
+    task: str
+    model: str
+    limits: Limits
+
+
+class PlanProposed(_Event):
+    kind: Literal["plan_proposed"] = "plan_proposed"
+    steps: tuple[str, ...]
+    #: why the plan was made again; None for the first plan
+    replan_reason: str | None = None
+
+
+class StepStarted(_Event):
+    kind: Literal["step_started"] = "step_started"
+    index: int
+    title: str
+
+
+class ModelResponded(_Event):
+    """A model's answer, recorded before anything acts on it (so a restart never asks again)."""
+
+    kind: Literal["model_responded"] = "model_responded"
+    purpose: Purpose
+    response: ModelResponse
+    seconds: float
+    cost_usd: float | None = None
+    #: calls whose arguments were too large to keep, by index: the size the model sent, in bytes
+    #: (the recorded arguments are cut short; such a call is rejected, never run)
+    oversized: dict[int, int] = Field(default_factory=dict)
+
+
+class ReplyRejected(_Event):
+    """The model's reply had no usable tool call (prose, an empty reply, a malformed plan)."""
+
+    kind: Literal["reply_rejected"] = "reply_rejected"
+    error: str
+
+
+class CallRejected(_Event):
+    """A tool call that never ran: unknown tool, invalid or oversized arguments, or skipped."""
+
+    kind: Literal["call_rejected"] = "call_rejected"
+    ref: str
+    tool: str
+    error: str
+
+
+class GateDecided(_Event):
+    kind: Literal["gate_decided"] = "gate_decided"
+    ref: str
+    tool: str
+    arguments: dict[str, Any]
+    call_hash: str
+    verdict: Literal["allow", "deny", "ask"]
+    reason: str
+    rule: str | None = None
+
+
+class ApprovalRequested(_Event):
+    kind: Literal["approval_requested"] = "approval_requested"
+    approval_id: str
+    ref: str
+    call_hash: str
+    reason: str
+    preview: str
+    #: "gate" for a policy's ask; "reconcile" when a crash left the call's outcome unknown
+    cause: Literal["gate", "reconcile"] = "gate"
+
+
+class ApprovalDecided(_Event):
+    kind: Literal["approval_decided"] = "approval_decided"
+    approval_id: str
+    approved: bool
+    reason: str = ""
+    reviewer: str = ""
+
+
+class IntentRecorded(_Event):
+    """Written before a side-effecting call runs; its result is written after."""
+
+    kind: Literal["intent"] = "intent"
+    ref: str
+    call_hash: str
+    idempotency_key: str
+    approval_id: str | None = None
+
+
+class ToolResulted(_Event):
+    kind: Literal["tool_result"] = "tool_result"
+    ref: str
+    ok: bool
+    content: str
+    error_code: str | None = None
+    seconds: float = 0.0
+    #: how the result was obtained after a crash: None (it ran), "reconciled" (the tool said it
+    #: had already taken effect), "rerun" (safe to run again and it was)
+    recovery: Literal["reconciled", "rerun"] | None = None
+
+
+class StepFinished(_Event):
+    kind: Literal["step_finished"] = "step_finished"
+    index: int
+    summary: str
+
+
+class ReplanRequested(_Event):
+    kind: Literal["replan_requested"] = "replan_requested"
+    reason: str
+
+
+PauseReason = Literal["budget_exhausted", "model_error", "tool_crashed", "interrupted"]
+
+
+class TaskPaused(_Event):
+    kind: Literal["task_paused"] = "task_paused"
+    reason: PauseReason
+    detail: str
+
+
+class LimitsRaised(_Event):
+    kind: Literal["limits_raised"] = "limits_raised"
+    limits: Limits
+
+
+class TaskResumed(_Event):
+    kind: Literal["task_resumed"] = "task_resumed"
+
+
+class TaskFinished(_Event):
+    kind: Literal["task_finished"] = "task_finished"
+    answer: str
+
+
+class TaskFailed(_Event):
+    kind: Literal["task_failed"] = "task_failed"
+    reason: str
+
+
+class TaskStuck(_Event):
+    kind: Literal["task_stuck"] = "task_stuck"
+    reason: str
+
+
+Event = Annotated[
+    TaskCreated | PlanProposed | StepStarted | ModelResponded | ReplyRejected | CallRejected
+    | GateDecided | ApprovalRequested | ApprovalDecided | IntentRecorded | ToolResulted
+    | StepFinished | ReplanRequested | TaskPaused | LimitsRaised | TaskResumed | TaskFinished
+    | TaskFailed | TaskStuck,
+    Field(discriminator="kind"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+Status = Literal["running", "awaiting_approval", "paused", "done", "failed", "stuck"]
+
+#: the task status each kind of event leaves behind (kinds not listed leave it as it was)
+STATUS_AFTER: dict[str, Status] = {
+    "task_created": "running",
+    "approval_requested": "awaiting_approval",
+    "approval_decided": "running",
+    "task_paused": "paused",
+    "task_resumed": "running",
+    "task_finished": "done",
+    "task_failed": "failed",
+    "task_stuck": "stuck",
+}
+
+__all__ = ["EVENT_ADAPTER", "STATUS_AFTER", "Event", "Limits", "Status", "Usage"]

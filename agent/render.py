@@ -1,0 +1,149 @@
+"""Rendering a task's events for people: live during a run, and whole in `agent show`.
+
+The loop never imports this module; the CLI subscribes a `Renderer` to the runner's events.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+
+from agent.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    CallRejected,
+    GateDecided,
+    IntentRecorded,
+    LimitsRaised,
+    ModelResponded,
+    PlanProposed,
+    ReplanRequested,
+    ReplyRejected,
+    StepFinished,
+    StepStarted,
+    TaskCreated,
+    TaskFailed,
+    TaskFinished,
+    TaskPaused,
+    TaskResumed,
+    TaskStuck,
+    ToolResulted,
+)
+from agent.store import StoredEvent
+
+
+def _cut(text: str, limit: int) -> str:
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters]"
+
+
+class Renderer:
+    """Prints events to a console. `detailed` (for `agent show`) adds sequence numbers, times,
+    and longer excerpts of tool output."""
+
+    def __init__(self, console: Console, *, detailed: bool = False) -> None:
+        self.console = console
+        self.detailed = detailed
+        self.limit = 2000 if detailed else 240
+
+    def __call__(self, stored: StoredEvent) -> None:
+        line = self.line(stored)
+        if line is None:
+            return
+        if self.detailed:
+            when = datetime.fromtimestamp(stored.ts).strftime("%H:%M:%S")
+            prefix = f"[dim]{stored.seq:>4} {when}[/] "
+            if isinstance(line, str):
+                line = prefix + line
+            else:
+                self.console.print(prefix + f"[dim]{stored.event.kind}[/]")
+        self.console.print(line)
+
+    def line(self, stored: StoredEvent) -> str | Panel | None:
+        e, cut = stored.event, self.limit
+        match e:
+            case TaskCreated():
+                return f"[bold]▶ task {stored.task_id}[/] {escape(e.task)}  [dim]({e.model})[/]"
+            case PlanProposed():
+                head = ("[bold]Plan[/]" if e.replan_reason is None
+                        else f"[bold yellow]New plan[/] [dim](after: {escape(e.replan_reason)})[/]")
+                steps = "\n".join(f"  {i}. {escape(s)}" for i, s in enumerate(e.steps, 1))
+                return f"{head}\n{steps}"
+            case StepStarted():
+                return f"[bold cyan]● step {e.index + 1}[/] {escape(e.title)}"
+            case ModelResponded():
+                return self._response(e)
+            case ReplyRejected():
+                return f"    [red]✗ reply rejected:[/] {escape(_cut(e.error, cut))}"
+            case CallRejected():
+                return f"    [red]✗ {escape(e.tool)} not run:[/] {escape(_cut(e.error, cut))}"
+            case GateDecided():
+                if e.verdict == "deny":
+                    return f"    [red]⛔ denied by policy[/] ({escape(e.rule or '')}): " \
+                           f"{escape(e.reason)}"
+                return f"    [dim]gate: {e.verdict} ({escape(e.rule or '')})[/]" \
+                    if self.detailed else None
+            case ApprovalRequested():
+                body = f"{escape(e.reason)}\n\n{escape(e.preview)}"
+                return Panel(body, title=f"approval needed · {e.approval_id}", expand=False,
+                             border_style="yellow")
+            case ApprovalDecided():
+                who = f" by {escape(e.reviewer)}" if e.reviewer else ""
+                why = f": {escape(e.reason)}" if e.reason else ""
+                return (f"    [green]✓ approved{who}[/]{why}" if e.approved
+                        else f"    [red]✗ declined{who}[/]{why}")
+            case IntentRecorded():
+                return f"    [dim]intent recorded ({e.idempotency_key})[/]" \
+                    if self.detailed else None
+            case ToolResulted():
+                mark = "[green]←[/]" if e.ok else "[red]← error:[/]"
+                how = f" [dim]({e.recovery})[/]" if e.recovery else ""
+                return f"    {mark} {escape(_cut(e.content, cut))}{how}"
+            case StepFinished():
+                return f"  [green]✓ step {e.index + 1} done:[/] {escape(_cut(e.summary, cut))}"
+            case ReplanRequested():
+                return f"  [yellow]↻ replanning:[/] {escape(e.reason)}"
+            case TaskPaused():
+                return f"[yellow]⏸ paused ({e.reason}):[/] {escape(_cut(e.detail, cut))}"
+            case LimitsRaised():
+                return f"[dim]limits now: {e.limits.model_dump_json(exclude_none=True)}[/]"
+            case TaskResumed():
+                return "[bold]▶ resumed[/]"
+            case TaskFinished():
+                return f"[bold green]✔ done:[/] {escape(e.answer)}"
+            case TaskFailed():
+                return f"[bold red]✘ failed:[/] {escape(e.reason)}"
+            case TaskStuck():
+                return f"[bold red]✘ stuck:[/] {escape(e.reason)}"
+        return None
+
+    def _response(self, e: ModelResponded) -> str | None:
+        parts = []
+        if e.response.text.strip() and (self.detailed or not e.response.tool_calls):
+            parts.append(f"    [dim]“{escape(_cut(e.response.text, self.limit))}”[/]")
+        if e.purpose == "act":
+            for call in e.response.tool_calls:
+                parts.append(f"    → [bold]{escape(call.name)}[/]"
+                             f"({escape(_cut(_args(call.arguments), self.limit))})")
+        if self.detailed:
+            u = e.response.usage
+            cost = f", ${e.cost_usd:.5f}" if e.cost_usd is not None else ""
+            parts.append(f"    [dim]{e.purpose} model: {u.input_tokens}+{u.output_tokens} "
+                         f"tokens, {e.seconds:.2f} s{cost}[/]")
+        return "\n".join(parts) or None
+
+
+def _args(raw: str) -> str:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in value.items())
+    return raw

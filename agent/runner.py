@@ -1,0 +1,224 @@
+"""The runner: drives a task's steps, keeping its state and its log in step.
+
+    runner = Runner(store, registry, gate, planner=backend)
+    task_id = runner.create("Count the visitors", Limits(max_steps=20))
+    state = await runner.run(task_id)
+
+`run` stops when the task is done, failed or stuck, paused (a budget is used up, the model
+failed, Ctrl-C), or waiting for a reviewer; `resume` continues it later, in this process or any
+other, from its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent._control import EXECUTOR, PLANNER
+from agent.backends.base import ModelBackend, ModelRequest, Purpose, ToolSpec, Usage
+from agent.errors import BackendError, ConfigError
+from agent.events import (
+    CallRejected,
+    Event,
+    Limits,
+    LimitsRaised,
+    ModelResponded,
+    ReplyRejected,
+    TaskCreated,
+    TaskPaused,
+    TaskResumed,
+    TaskStuck,
+)
+from agent.state import Call, TaskState
+from agent.steps import next_step, tool_crashed, trim_oversized
+from agent.store import Store, StoredEvent
+from policies import Gate
+from tools.registry import Registry, Tool, ToolContext, ToolResult
+
+Subscriber = Callable[[StoredEvent], None]
+
+#: the events after which the stuck detector looks at the history again
+_OBSERVATIONS = frozenset({"tool_result", "call_rejected", "reply_rejected", "gate_decided",
+                           "approval_decided"})
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+
+    def cost(self, usage: Usage) -> float:
+        return (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1e6
+
+
+@dataclass
+class RunContext:
+    """One run of one task: its state, its dependencies, and the way events are recorded.
+
+    Events are either committed (durable before the run goes on) or staged (kept in memory and
+    committed with the next commit, before the next model call, and when the run stops). Staged
+    events are those a crash may lose because they are made again the same way: a gate decision,
+    a read-only tool's result.
+    """
+
+    store: Store
+    state: TaskState
+    registry: Registry
+    gate: Gate
+    backends: dict[Purpose, ModelBackend]
+    tool_specs: tuple[ToolSpec, ...]
+    prices: dict[str, Price]
+    subscribers: list[Subscriber]
+    max_argument_bytes: int
+    staged: list[Event] = field(default_factory=list)
+
+    def stage(self, events: list[Event]) -> None:
+        for event in events:
+            self.staged.append(event)
+            self.state.apply(event, self.state.last_seq + 1)
+        self._watch(events)
+
+    def commit(self, events: list[Event]) -> None:
+        self.stage(events)
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.staged:
+            return
+        events, self.staged = self.staged, []
+        first = self.state.last_seq - len(events) + 1
+        self.store.append(self.state.task_id, events, after=first - 1)
+        if self.subscribers:
+            now = time.time()
+            for seq, event in enumerate(events, first):
+                for notify in self.subscribers:
+                    notify(StoredEvent(self.state.task_id, seq, now, event))
+
+    def _watch(self, events: list[Event]) -> None:
+        if self.state.status == "running" and any(e.kind in _OBSERVATIONS for e in events):
+            reason = self.state.stuck_reason()
+            if reason is not None:
+                self.stage([TaskStuck(reason=reason)])
+
+    def reject(self, call: Call, error: str) -> None:
+        self.stage([CallRejected(ref=call.ref, tool=call.wire.name, error=error)])
+
+    def stop_if_over_budget(self) -> bool:
+        reason = self.state.budget_exhausted()
+        if reason is not None:
+            self.commit([TaskPaused(reason="budget_exhausted", detail=reason)])
+        return reason is not None
+
+    async def ask(self, purpose: Purpose, request: ModelRequest) -> None:
+        """Call the model and record its answer (or pause the task if the model failed)."""
+        self.flush()
+        backend = self.backends[purpose]
+        started = time.perf_counter()
+        try:
+            response = await backend.complete(request)
+        except BackendError as exc:
+            self.commit([TaskPaused(reason="model_error",
+                                    detail=f"{backend.name}: {exc} [{exc.code}]")])
+            return
+        price = self.prices.get(backend.name) or self.prices.get(response.model)
+        event = ModelResponded(purpose=purpose, response=response,
+                               seconds=time.perf_counter() - started,
+                               cost_usd=price.cost(response.usage) if price else None)
+        events: list[Event] = [trim_oversized(event, self.max_argument_bytes)]
+        if purpose == "act" and not response.tool_calls:
+            names = ", ".join(t.name for t in self.tool_specs)
+            events.append(ReplyRejected(error=f"your reply had no tool call. Call exactly one "
+                                              f"tool; the tools are: {names}"))
+        self.commit(events)
+
+    async def invoke(self, tool: Tool, call: Call, key: str) -> tuple[ToolResult, float] | None:
+        """Run a tool. A bug in the tool pauses the task (its call stays unresolved)."""
+        assert call.arguments is not None
+        ctx = ToolContext(task_id=self.state.task_id, call_id=call.wire.id, idempotency_key=key)
+        started = time.perf_counter()
+        try:
+            result = await tool.invoke(call.arguments, ctx)
+        except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
+            self.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
+            return None
+        return result, time.perf_counter() - started
+
+    def preview(self, tool: Tool | None, call: Call) -> str:
+        touches = tool.touches if tool else "unknown"
+        args = json.dumps(call.arguments, indent=2, ensure_ascii=False)
+        return f"{call.wire.name} (touches: {touches})\n{args}"
+
+
+class Runner:
+    """Runs tasks. Holds its dependencies; all task state lives in the store."""
+
+    def __init__(self, store: Store, registry: Registry, gate: Gate, *, planner: ModelBackend,
+                 executor: ModelBackend | None = None, prices: dict[str, Price] | None = None,
+                 max_argument_bytes: int = 64 * 1024) -> None:
+        clash = [t.name for t in registry if t.name in EXECUTOR or t.name in PLANNER]
+        if clash:
+            raise ConfigError(f"tool names reserved by the runner: {', '.join(clash)}")
+        self.store = store
+        self.registry = registry
+        self.gate = gate
+        self.backends: dict[Purpose, ModelBackend] = {"plan": planner,
+                                                      "act": executor or planner}
+        self.prices = prices or {}
+        self.max_argument_bytes = max_argument_bytes
+        self.tool_specs = registry.specs() + EXECUTOR.specs()
+        self.subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call `subscriber` with every event this runner records, as it is recorded."""
+        self.subscribers.append(subscriber)
+
+    def create(self, task: str, limits: Limits | None = None) -> str:
+        """Record a new task; return its id. Nothing runs until `run`."""
+        created = TaskCreated(task=task, model=self.backends["act"].name,
+                              limits=limits or Limits())
+        task_id = self.store.create_task(created)
+        for notify in self.subscribers:
+            notify(StoredEvent(task_id, 1, time.time(), created))
+        return task_id
+
+    def load(self, task_id: str) -> TaskState:
+        events = self.store.events(task_id)
+        return TaskState.fold(task_id, [(e.seq, e.event) for e in events])
+
+    async def run(self, task_id: str) -> TaskState:
+        """Drive the task until it stops; return its state. Raises `TaskBusy` if another live
+        process is running it."""
+        return await self.resume(task_id, continue_only=True)
+
+    async def resume(self, task_id: str, limits: Limits | None = None, *,
+                     continue_only: bool = False) -> TaskState:
+        """Continue a task from its log: after a crash, a pause, or a stop for being stuck.
+
+        `limits` replaces the task's limits (to go on after a budget ran out). With
+        `continue_only`, a paused or stuck task is left as it is.
+        """
+        with self.store.lease(task_id):
+            state = self.load(task_id)
+            rt = RunContext(self.store, state, self.registry, self.gate, self.backends,
+                            self.tool_specs, self.prices, self.subscribers,
+                            self.max_argument_bytes)
+            events: list[Event] = []
+            if limits is not None and limits != state.limits:
+                events.append(LimitsRaised(limits=limits))
+            if not continue_only and state.status in ("paused", "stuck"):
+                events.append(TaskResumed())
+            rt.commit(events)
+            try:
+                while (step := next_step(state)) is not None:
+                    await step.run(rt)
+                rt.flush()
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                rt.commit([TaskPaused(reason="interrupted", detail="stopped by the user")])
+                raise
+            return state

@@ -1,0 +1,287 @@
+"""The loop's steps: Plan → Act → Gate → [AwaitApproval] → Execute → Observe → ... → Done.
+
+Each step reads the task state, does one thing, and records what happened as events. Which step
+comes next is a pure function of the state (`next_step`), so a runner that starts on a task half
+way through (after a crash, kill -9 included) picks up exactly where the log ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agent._control import EXECUTOR, MAX_PLAN_STEPS, complete_step, finish, replan, submit_plan
+from agent.events import (
+    ApprovalRequested,
+    CallRejected,
+    Event,
+    GateDecided,
+    IntentRecorded,
+    ModelResponded,
+    PlanProposed,
+    ReplanRequested,
+    ReplyRejected,
+    StepFinished,
+    StepStarted,
+    TaskFailed,
+    TaskFinished,
+    TaskPaused,
+    ToolResulted,
+)
+from agent.prompts import act_request, plan_request
+from agent.state import Call, TaskState, call_hash
+from policies import Deny, RequireApproval
+from tools.registry import InvalidArguments, Tool, ToolContext, ToolResult
+
+if TYPE_CHECKING:
+    from agent.runner import RunContext
+
+#: planner replies that may be rejected in a row before the task fails
+PLAN_ATTEMPTS = 3
+#: how much of oversized arguments is kept in the log
+OVERSIZED_KEPT = 1000
+
+
+class Step(ABC):
+    @abstractmethod
+    async def run(self, rt: RunContext) -> None:
+        """Do this step's work and record it."""
+
+
+def next_step(state: TaskState) -> Step | None:
+    """What to do next, derived from the state alone; None when the runner should stop."""
+    if state.status != "running":
+        return None  # done, failed, stuck, paused, or waiting for a reviewer
+    if state.pending_plan is not None:
+        return ReadPlan()
+    if state.needs_plan:
+        return Plan()
+    if state.pending is not None:
+        for call in state.pending.calls:
+            if call.observation is not None:
+                continue
+            if call.approval is not None and call.decision is None:
+                return None  # a reviewer decides first
+            if call.approval is not None and call.approval.approval_id not in state.used_approvals:
+                return Execute(call)  # approved (a denial would have resolved the call)
+            if call.intent is not None:
+                return Reconcile(call)  # it started and the runner stopped before its result
+            if call.verdict is None:
+                return Gate(call)
+            return Execute(call)
+    return Act()
+
+
+class Plan(Step):
+    """Ask the planner for a plan (or, after a failure, for a new one)."""
+
+    async def run(self, rt: RunContext) -> None:
+        if rt.stop_if_over_budget():
+            return
+        await rt.ask("plan", plan_request(rt.state, rt.tool_specs))
+
+
+class ReadPlan(Step):
+    """Check the planner's reply; start the first step, or tell the planner what was wrong."""
+
+    async def run(self, rt: RunContext) -> None:
+        state = rt.state
+        response = state.pending_plan
+        assert response is not None
+        calls = response.tool_calls
+        error = None
+        if len(calls) != 1 or calls[0].name != submit_plan.name:
+            error = (f"answer with exactly one call to {submit_plan.name} "
+                     f"(got {', '.join(c.name for c in calls) or 'no tool call'})")
+        else:
+            try:
+                steps = submit_plan.parse(calls[0].arguments)["steps"]
+            except InvalidArguments as exc:
+                error = f"{exc} (a plan has 1 to {MAX_PLAN_STEPS} steps)"
+        if error is not None:
+            events: list[Event] = [ReplyRejected(error=error)]
+            if len(state.plan_attempts) + 1 >= PLAN_ATTEMPTS:
+                events.append(TaskFailed(
+                    reason=f"the model gave no valid plan in {PLAN_ATTEMPTS} tries: {error}"))
+            rt.commit(events)
+            return
+        rt.commit([PlanProposed(steps=tuple(steps), replan_reason=state.replan_reason),
+                   StepStarted(index=0, title=steps[0])])
+
+
+class Act(Step):
+    """Ask the executor for its next tool call on the current step."""
+
+    async def run(self, rt: RunContext) -> None:
+        if rt.stop_if_over_budget():
+            return
+        await rt.ask("act", act_request(rt.state, rt.tool_specs))
+
+
+def trim_oversized(event: ModelResponded, limit: int) -> ModelResponded:
+    """Cut arguments beyond `limit` bytes out of the record; such calls are rejected, not run."""
+    sizes = {i: len(c.arguments.encode()) for i, c in enumerate(event.response.tool_calls)}
+    oversized = {i: n for i, n in sizes.items() if n > limit}
+    if not oversized:
+        return event
+    calls = tuple(c.model_copy(update={"arguments": c.arguments[:OVERSIZED_KEPT]})
+                  if i in oversized else c for i, c in enumerate(event.response.tool_calls))
+    response = event.response.model_copy(update={"tool_calls": calls})
+    return event.model_copy(update={"response": response, "oversized": oversized})
+
+
+@dataclass
+class Gate(Step):
+    """Validate a call and ask the policy about it. Invalid calls never reach a tool."""
+
+    call: Call
+
+    async def run(self, rt: RunContext) -> None:
+        call, state = self.call, rt.state
+        name = call.wire.name
+        if call.oversized is not None:
+            return rt.reject(call, f"the arguments are {call.oversized:,} bytes; the limit is "
+                                   f"{rt.max_argument_bytes:,} bytes. Send less at a time.")
+        if name in EXECUTOR:
+            return self._control(rt)
+        tool = rt.registry.get(name)
+        if tool is None:
+            return rt.reject(call, f"there is no tool named {name!r}; the tools are: "
+                                   + ", ".join(t.name for t in rt.tool_specs))
+        try:
+            arguments = tool.parse(call.wire.arguments)
+        except InvalidArguments as exc:
+            return rt.reject(call, str(exc))
+        decision = rt.gate.evaluate(tool, arguments)
+        digest = call_hash(tool.name, arguments)
+        verdict = ("ask" if isinstance(decision, RequireApproval)
+                   else "deny" if isinstance(decision, Deny) else "allow")
+        events: list[Event] = [GateDecided(ref=call.ref, tool=name, arguments=arguments,
+                                           call_hash=digest, verdict=verdict,
+                                           reason=decision.reason, rule=decision.rule)]
+        if isinstance(decision, RequireApproval):
+            events.append(ApprovalRequested(
+                approval_id=f"{state.task_id}-{call.ref}", ref=call.ref, call_hash=digest,
+                reason=decision.reason, preview=decision.preview))
+            rt.commit(events)
+        else:
+            rt.stage(events)  # made durable with the intent or the result that follows
+        return None
+
+    def _control(self, rt: RunContext) -> None:
+        call, state = self.call, rt.state
+        control = EXECUTOR.get(call.wire.name)
+        assert control is not None
+        try:
+            args = control.parse(call.wire.arguments)
+        except InvalidArguments as exc:
+            return rt.reject(call, str(exc))
+        assert state.pending is not None
+        later = state.pending.calls[state.pending.calls.index(call) + 1:]
+        events: list[Event] = [
+            CallRejected(ref=c.ref, tool=c.wire.name,
+                         error=f"not run: {call.wire.name} ended the step before it")
+            for c in later]
+        if control is complete_step:
+            events.append(StepFinished(index=state.step, summary=args["summary"]))
+            if state.step + 1 < len(state.plan):
+                events.append(StepStarted(index=state.step + 1, title=state.plan[state.step + 1]))
+            else:
+                events.append(TaskFinished(answer=args["summary"]))
+        elif control is replan:
+            if state.replans >= state.limits.max_replans:
+                events.append(TaskFailed(reason=f"the plan failed {state.replans + 1} times "
+                                                f"(limit {state.limits.max_replans} replans); "
+                                                f"last reason: {args['reason']}"))
+            else:
+                events.append(ReplanRequested(reason=args["reason"]))
+        elif control is finish:
+            events.append(TaskFinished(answer=args["answer"]))
+        rt.commit(events)
+        return None
+
+
+@dataclass
+class Execute(Step):
+    """Run an allowed or approved call. A side-effecting call records its intent first."""
+
+    call: Call
+
+    async def run(self, rt: RunContext) -> None:
+        call, state = self.call, rt.state
+        tool = rt.registry.get(call.wire.name)
+        assert call.arguments is not None
+        assert call.call_hash is not None
+        if tool is None:
+            return rt.reject(call, f"the tool {call.wire.name!r} is no longer registered")
+        approval_id = None
+        if call.approval is not None:
+            # The approval is bound to the exact call: checked again, just before it runs.
+            approval = call.approval
+            if (call.decision is None or not call.decision.approved
+                    or approval.call_hash != call_hash(tool.name, call.arguments)
+                    or approval.call_hash != call.call_hash):
+                return rt.reject(call, "the approval does not match this call; it was not run")
+            approval_id = approval.approval_id
+        key = f"{state.task_id}/{call.ref}"
+        if tool.has_side_effects:
+            rt.commit([IntentRecorded(ref=call.ref, call_hash=call.call_hash,
+                                      idempotency_key=key, approval_id=approval_id)])
+        result = await rt.invoke(tool, call, key)
+        if result is None:
+            return None
+        event = ToolResulted(ref=call.ref, ok=result[0].ok, content=result[0].content,
+                             error_code=result[0].error_code, seconds=result[1])
+        if tool.has_side_effects:
+            rt.commit([event])
+        else:
+            rt.stage([event])
+        return None
+
+
+@dataclass
+class Reconcile(Step):
+    """A call recorded its intent and no result: find out what happened, never blindly re-send."""
+
+    call: Call
+
+    async def run(self, rt: RunContext) -> None:
+        call, state = self.call, rt.state
+        assert call.intent is not None
+        assert call.arguments is not None
+        tool = rt.registry.get(call.wire.name)
+        key = call.intent.idempotency_key
+        if tool is not None and tool.reconcile is not None and tool.has_side_effects \
+                and not tool.idempotent:
+            ctx = ToolContext(task_id=state.task_id, call_id=call.wire.id, idempotency_key=key)
+            found = await asyncio.to_thread(tool.reconcile, ctx)
+            if found is not None:
+                result = found if isinstance(found, ToolResult) else ToolResult(True, found)
+                rt.commit([ToolResulted(ref=call.ref, ok=result.ok, content=result.content,
+                                        error_code=result.error_code, recovery="reconciled")])
+                return
+        if tool is not None and (not tool.has_side_effects or tool.idempotent
+                                 or tool.reconcile is not None):
+            # Safe to run again: it has no effect, honours the key, or said it never happened.
+            outcome = await rt.invoke(tool, call, key)
+            if outcome is not None:
+                rt.commit([ToolResulted(ref=call.ref, ok=outcome[0].ok,
+                                        content=outcome[0].content,
+                                        error_code=outcome[0].error_code, seconds=outcome[1],
+                                        recovery="rerun")])
+            return
+        n = sum(1 for a in state.used_approvals if a.startswith(f"{state.task_id}-{call.ref}"))
+        rt.commit([ApprovalRequested(
+            approval_id=f"{state.task_id}-{call.ref}-r{n + 1}", ref=call.ref,
+            call_hash=call.intent.call_hash, cause="reconcile",
+            reason=("the runner stopped while this call was running, and the tool cannot tell "
+                    "whether it took effect. Approve to run it again; deny to tell the model "
+                    "it did not run."),
+            preview=rt.preview(tool, call))])
+
+
+def tool_crashed(tool: Tool, exc: BaseException, detail: str) -> TaskPaused:
+    return TaskPaused(reason="tool_crashed",
+                      detail=f"the tool {tool.name} raised {type(exc).__name__}: {exc}\n{detail}")

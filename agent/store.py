@@ -1,0 +1,231 @@
+"""The append-only event log, in SQLite (WAL).
+
+Each task is an ordered list of events, numbered from 1. Several processes (a runner, a reviewer's
+CLI) may use one store at once: appends are transactions that check the sequence number they
+expect, and a runner holds a lease on the task so that two runners never drive the same task.
+
+SQLite calls are made inline from async code on purpose: each is a local write of a few tens of
+microseconds (WAL, no fsync per commit by default), far less than a hop to a thread would cost.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agent.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
+from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
+
+FINISHED: frozenset[str] = frozenset({"done", "failed"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, task TEXT NOT NULL, status TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL, last_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    task_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL,
+    body TEXT NOT NULL, PRIMARY KEY (task_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    task_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started TEXT NOT NULL,
+    since REAL NOT NULL);
+"""
+
+
+def default_home() -> Path:
+    """`$AGENT_HOME`, else `$XDG_DATA_HOME/agent`, else `~/.local/share/agent`."""
+    if home := os.environ.get("AGENT_HOME"):
+        return Path(home)
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "agent"
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    task_id: str
+    seq: int
+    ts: float
+    event: Event
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: str
+    task: str
+    status: Status
+    created: float
+    updated: float
+    last_seq: int
+
+
+class Store:
+    """The event log. Open with `Store.open(path)`; close with `close()` or a `with` block."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._db = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path | None = None, *,
+             synchronous: Literal["normal", "full"] = "normal") -> Store:
+        """Open (creating if needed) the store at `path` (default: `default_home()/events.db`).
+
+        `normal` survives any crash of the process (kill -9 included); `full` also survives a
+        power loss, at the cost of an fsync per append.
+        """
+        path = path or default_home() / "events.db"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the event store at {path}: {exc}") from exc
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # BEGIN IMMEDIATE takes the write lock up front, so a concurrent writer waits on
+        # busy_timeout instead of failing half way through.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def create_task(self, created: TaskCreated, task_id: str | None = None) -> str:
+        """Start a task's log with its `TaskCreated` event; return the new task id."""
+        task_id = task_id or secrets.token_hex(4)
+        now = time.time()
+        with self._write() as db:
+            db.execute("INSERT INTO tasks VALUES (?, ?, 'running', ?, ?, 1)",
+                       (task_id, created.task, now, now))
+            db.execute("INSERT INTO events VALUES (?, 1, ?, ?, ?)",
+                       (task_id, now, created.kind, created.model_dump_json()))
+        return task_id
+
+    def append(self, task_id: str, events: Sequence[Event], *, after: int | None = None) -> int:
+        """Append events in one transaction; return the last sequence number.
+
+        With `after`, the append succeeds only if the task's log still ends at `after`; otherwise
+        it raises `ConflictingWrite` and writes nothing (another process appended first).
+        """
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT last_seq FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise TaskNotFound(f"no task {task_id}", task_id=task_id)
+            last: int = row[0]
+            if after is not None and after != last:
+                raise ConflictingWrite(f"task {task_id} has events after {after} (now {last})",
+                                       task_id=task_id)
+            status = None
+            for event in events:
+                last += 1
+                db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                           (task_id, last, now, event.kind, event.model_dump_json()))
+                status = STATUS_AFTER.get(event.kind, status)
+            if status is None:
+                db.execute("UPDATE tasks SET updated = ?, last_seq = ? WHERE id = ?",
+                           (now, last, task_id))
+            else:
+                db.execute("UPDATE tasks SET updated = ?, last_seq = ?, status = ? WHERE id = ?",
+                           (now, last, status, task_id))
+        return last
+
+    def events(self, task_id: str, *, after: int = 0) -> list[StoredEvent]:
+        """The task's events with sequence number above `after`, in order."""
+        rows = self._db.execute(
+            "SELECT seq, ts, body FROM events WHERE task_id = ? AND seq > ? ORDER BY seq",
+            (task_id, after)).fetchall()
+        if not rows and after == 0:
+            raise TaskNotFound(f"no task {task_id}", task_id=task_id)
+        return [StoredEvent(task_id, seq, ts, EVENT_ADAPTER.validate_json(body))
+                for seq, ts, body in rows]
+
+    def task(self, task_id: str) -> TaskRow:
+        row = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise TaskNotFound(f"no task {task_id}", task_id=task_id)
+        return TaskRow(*row)
+
+    def tasks(self, *, statuses: Sequence[str] | None = None, limit: int = 1000) -> list[TaskRow]:
+        """Tasks, newest first, optionally only those in `statuses`."""
+        query, args = "SELECT * FROM tasks", list[object]()
+        if statuses:
+            query += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args.extend(statuses)
+        query += " ORDER BY created DESC LIMIT ?"
+        return [TaskRow(*r) for r in self._db.execute(query, (*args, limit)).fetchall()]
+
+    def resolve(self, prefix: str) -> str:
+        """The task id that starts with `prefix` (ids are long; people type a few characters)."""
+        rows = self._db.execute("SELECT id FROM tasks WHERE id LIKE ? || '%' LIMIT 2",
+                                (prefix,)).fetchall()
+        if len(rows) == 1:
+            return str(rows[0][0])
+        if not rows:
+            raise TaskNotFound(f"no task id starts with {prefix!r} (see `agent tasks`)")
+        raise TaskNotFound(f"more than one task id starts with {prefix!r}; type more of it")
+
+    @contextmanager
+    def lease(self, task_id: str) -> Iterator[None]:
+        """Hold the task for this process. Raises `TaskBusy` if a live process holds it.
+
+        A lease whose process is gone (it crashed, or was killed with -9) is taken over at once.
+        """
+        me = (socket.gethostname(), os.getpid(), _process_start(os.getpid()))
+        with self._write() as db:
+            row = db.execute("SELECT host, pid, started, since FROM leases WHERE task_id = ?",
+                             (task_id,)).fetchone()
+            if row is not None and tuple(row[:3]) != me and _alive(row[0], row[1], row[2]):
+                raise TaskBusy(f"task {task_id} is being run by process {row[1]} on {row[0]}",
+                               task_id=task_id, pid=row[1])
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
+                       (task_id, *me, time.time()))
+        try:
+            yield
+        finally:
+            with self._write() as db:
+                db.execute("DELETE FROM leases WHERE task_id = ? AND pid = ?", (task_id, me[1]))
+
+
+def _process_start(pid: int) -> str:
+    """When the process started (so a reused pid is not mistaken for the old process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(host: str, pid: int, started: str) -> bool:
+    if host != socket.gethostname():
+        return True  # a process elsewhere cannot be checked: assume it is alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _process_start(pid) == started

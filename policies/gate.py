@@ -1,0 +1,111 @@
+"""The policy gate: every tool call passes `Gate.evaluate` before it may run.
+
+The gate is pure: it reads its rules once, when built, and then decides from the tool and the
+arguments alone, with no I/O, in a few microseconds (it runs on every step of the loop).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from os import PathLike
+from typing import Any
+
+from policies._match import Call, CompiledRule
+from policies.decisions import Allow, Decision, Deny, RequireApproval
+from policies.rules import RuleSet, load_rules, parse_rules
+from tools.registry import Tool
+
+# Tool names come from a registry, so this stays small; the bound only stops a caller that
+# invents names from growing it without end.
+_MAX_CACHED_TOOLS = 4096
+
+
+class Gate:
+    """Decides `Allow | Deny | RequireApproval` for a tool call from an ordered rule set.
+
+    The first rule that matches decides; when none does, the rule set's default action does.
+    """
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self._compiled = tuple(CompiledRule(rule, rules.label(i))
+                               for i, rule in enumerate(rules.rules))
+        # The rules whose `tool`/`touches` matchers accept a tool depend on its name and touches
+        # only, so they are worked out once per tool rather than on every call.
+        self._by_tool: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
+
+    def __repr__(self) -> str:
+        return (f"<Gate {self.rules.source}: {len(self._compiled)} rules, "
+                f"default {self.rules.default}>")
+
+    @classmethod
+    def from_file(cls, path: str | PathLike[str]) -> Gate:
+        """A gate from a TOML rules file. Raises `ConfigError` naming the file and bad line."""
+        return cls(load_rules(path))
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<policy>") -> Gate:
+        """A gate from TOML text; `source` names it in errors and decision labels.
+
+        Raises `ConfigError` naming `source` and the bad line.
+        """
+        return cls(parse_rules(text, source=source))
+
+    @classmethod
+    def default(cls) -> Gate:
+        """The gate of the packaged `policies/default.toml`: destructive commands, cloud metadata
+        and system paths denied; reads and workspace writes allowed; external and deploy
+        effects asked of a reviewer."""
+        text = resources.files("policies").joinpath("default.toml").read_text(encoding="utf-8")
+        return cls.from_text(text, source="policies/default.toml")
+
+    def evaluate(self, tool: Tool, arguments: Mapping[str, Any]) -> Decision:
+        """Decide whether `tool` may run with `arguments` (already validated by `Tool.parse`)."""
+        candidates = self._rules_for(tool)
+        call = Call(arguments)
+        for rule in candidates:
+            if rule.matches(call):
+                return self._decide(rule, tool, call)
+        return self._default(tool, call)
+
+    def _rules_for(self, tool: Tool) -> tuple[CompiledRule, ...]:
+        key = (tool.name, tool.touches)
+        found = self._by_tool.get(key)
+        if found is None:
+            if len(self._by_tool) >= _MAX_CACHED_TOOLS:
+                self._by_tool.clear()
+            found = tuple(r for r in self._compiled if r.applies_to(tool.name, tool.touches))
+            self._by_tool[key] = found
+        return found
+
+    def _decide(self, rule: CompiledRule, tool: Tool, call: Call) -> Decision:
+        if rule.action == "allow":
+            return Allow(rule.reason or f"allowed by policy rule {rule.label}", rule.label)
+        if rule.action == "deny":
+            return Deny(rule.reason or f"{tool.name} with these arguments is denied by policy "
+                        f"rule {rule.label}", rule.label)
+        return RequireApproval(rule.reason or f"policy rule {rule.label} asks a reviewer",
+                               rule.label, _preview(tool, call.arguments, rule.explain(call)))
+
+    def _default(self, tool: Tool, call: Call) -> Decision:
+        label = self.rules.default_label
+        what = f"no rule matched {tool.name} (touches {tool.touches})"
+        action = self.rules.default
+        if action == "allow":
+            return Allow(f"{what}; the default is to allow", label)
+        if action == "deny":
+            return Deny(f"{what}; the default is to deny", label)
+        return RequireApproval(f"{what}; the default is to ask a reviewer", label,
+                               _preview(tool, call.arguments, ()))
+
+
+def _preview(tool: Tool, arguments: Mapping[str, Any], matched: Iterable[str]) -> str:
+    """Render what a call will do, for a reviewer: tool, what it touches, why the rule matched
+    (`matched`: lines such as ``host: api.example.com (matches "*.example.com")``), and the
+    arguments as pretty JSON."""
+    lines = [f"tool: {tool.name} (touches {tool.touches})", *matched, "arguments:",
+             json.dumps(dict(arguments), indent=2, sort_keys=True, ensure_ascii=False,
+                        default=str)]
+    return "\n".join(lines)

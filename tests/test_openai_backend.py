@@ -1,0 +1,365 @@
+"""The OpenAI-compatible backend and the retry layer, against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from tenacity import RetryError
+from wire_server import Reply, WireServer
+
+from agent.backends._retry import RetryPolicy, parse_retry_after
+from agent.backends.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
+from agent.backends.openai_compat import OpenAICompatibleBackend
+from agent.errors import BackendError, ConfigError
+
+FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=2.0)
+
+READ_FILE = ToolSpec(
+    name="read_file",
+    description="Read a file from the workspace.",
+    parameters={"type": "object", "properties": {"path": {"type": "string"}},
+                "required": ["path"]},
+)
+
+
+def completion(message: dict[str, Any], *, model: str = "test-model-2025",
+               usage: dict[str, int] | None = None) -> dict[str, Any]:
+    """A chat-completions response body as OpenAI sends it, extra fields included."""
+    body: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", **message},
+                     "finish_reason": "stop", "logprobs": None}],
+    }
+    if usage is not None:
+        body["usage"] = {**usage, "total_tokens": sum(usage.values())}
+    return body
+
+
+TEXT_OK = Reply(body=completion({"content": "done"}))
+
+
+def ask(*messages: Message, tools: tuple[ToolSpec, ...] = ()) -> ModelRequest:
+    return ModelRequest(task_id="t1", purpose="act", turn=0, tools=tools,
+                        messages=messages or (Message(role="user", content="hi"),))
+
+
+@pytest.fixture
+def server() -> Iterator[WireServer]:
+    with WireServer() as running:
+        yield running
+
+
+@pytest.fixture
+async def backend(server: WireServer) -> AsyncIterator[OpenAICompatibleBackend]:
+    model = OpenAICompatibleBackend(f"{server.url}/v1", "test-model", api_key="sk-test",
+                                    retry=FAST)
+    yield model
+    await model.aclose()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# --- the happy paths -----------------------------------------------------------------------------
+
+
+async def test_tool_call_round_trip(server: WireServer,
+                                    backend: OpenAICompatibleBackend) -> None:
+    server.reply(Reply(body=completion(
+        {"content": None, "tool_calls": [
+            {"id": "call_2", "type": "function",
+             "function": {"name": "read_file", "arguments": '{"path": "b.txt"}'}}]},
+        usage={"prompt_tokens": 120, "completion_tokens": 17},
+    )))
+    request = ModelRequest(
+        task_id="t1", purpose="act", turn=2, tool_choice="required", tools=(READ_FILE,),
+        messages=(
+            Message(role="system", content="You are careful."),
+            Message(role="user", content="Compare a.txt and b.txt."),
+            Message(role="assistant", tool_calls=(
+                ToolCall(id="call_1", name="read_file", arguments='{"path": "a.txt"}'),)),
+            Message(role="tool", tool_call_id="call_1", content="alpha"),
+        ),
+    )
+
+    response = await backend.complete(request)
+
+    assert [(r.method, r.path) for r in server.requests] == [("POST", "/v1/chat/completions")]
+    sent = server.requests[0]
+    assert sent.headers["authorization"] == "Bearer sk-test"
+    assert sent.json == {
+        "model": "test-model",
+        "messages": [
+            {"role": "system", "content": "You are careful."},
+            {"role": "user", "content": "Compare a.txt and b.txt."},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "read_file", "arguments": '{"path": "a.txt"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "alpha"},
+        ],
+        "tools": [{"type": "function", "function": {
+            "name": "read_file", "description": "Read a file from the workspace.",
+            "parameters": READ_FILE.parameters}}],
+        "tool_choice": "required",
+    }
+    assert response.tool_calls == (
+        ToolCall(id="call_2", name="read_file", arguments='{"path": "b.txt"}'),)
+    assert response.text == ""
+    assert response.usage == Usage(input_tokens=120, output_tokens=17)
+    assert response.model == "test-model-2025"
+
+
+async def test_plain_text_answer_without_tools_or_key(server: WireServer) -> None:
+    server.reply(Reply(body=completion({"content": "Paris."},
+                                       usage={"prompt_tokens": 9, "completion_tokens": 2})))
+    backend = OpenAICompatibleBackend(f"{server.url}/v1/", "local", retry=FAST)
+    try:
+        response = await backend.complete(
+            ask(Message(role="user", content="Capital of France?")))
+    finally:
+        await backend.aclose()
+
+    sent = server.requests[0]
+    assert sent.path == "/v1/chat/completions"
+    assert "authorization" not in sent.headers
+    assert sent.json == {"model": "local",
+                         "messages": [{"role": "user", "content": "Capital of France?"}]}
+    assert response.text == "Paris."
+    assert response.tool_calls == ()
+    assert response.usage == Usage(input_tokens=9, output_tokens=2)
+
+
+async def test_arguments_kept_raw_or_reserialized(server: WireServer,
+                                                  backend: OpenAICompatibleBackend) -> None:
+    server.reply(Reply(body=completion({"tool_calls": [
+        {"id": "a", "type": "function",
+         "function": {"name": "read_file", "arguments": '{"path": "x", oops'}},
+        {"type": "function",
+         "function": {"name": "read_file", "arguments": {"path": "y"}}},
+    ]})))
+
+    response = await backend.complete(ask(tools=(READ_FILE,)))
+
+    first, second = response.tool_calls
+    assert first.arguments == '{"path": "x", oops'  # invalid JSON: the loop reports it later
+    assert second.arguments == '{"path": "y"}'
+    assert second.id == "call_1"  # the server gave none; the call still needs one to answer
+    assert response.usage == Usage()
+    assert response.model == "test-model-2025"
+
+
+# --- retried failures ----------------------------------------------------------------------------
+
+
+async def test_429_waits_for_retry_after_then_succeeds(server: WireServer,
+                                                       backend: OpenAICompatibleBackend) -> None:
+    server.reply(Reply(status=429, headers={"Retry-After": "1"},
+                       body={"error": {"message": "Rate limit reached", "type": "requests"}}),
+                 TEXT_OK)
+
+    started = time.monotonic()
+    response = await backend.complete(ask())
+    elapsed = time.monotonic() - started
+
+    assert response.text == "done"
+    assert len(server.requests) == 2
+    # base_delay is 0.01 s, so only the header can account for a wait this long.
+    assert elapsed >= 0.95
+
+
+async def test_5xx_retried_until_success(server: WireServer,
+                                         backend: OpenAICompatibleBackend) -> None:
+    server.reply(Reply(status=500, body={"error": {"message": "boom"}}),
+                 Reply(status=502, body=b"<html>Bad Gateway</html>"),
+                 TEXT_OK)
+
+    response = await backend.complete(ask())
+
+    assert response.text == "done"
+    assert len(server.requests) == 3
+
+
+async def test_408_is_retried(server: WireServer, backend: OpenAICompatibleBackend) -> None:
+    server.reply(Reply(status=408, body={"error": {"message": "request timeout"}}), TEXT_OK)
+
+    assert (await backend.complete(ask())).text == "done"
+    assert len(server.requests) == 2
+
+
+async def test_repeated_503_exhausts_retries_with_backend_error(
+        server: WireServer, backend: OpenAICompatibleBackend) -> None:
+    server.reply(*[Reply(status=503, body={"error": {"message": "overloaded"}})] * 5)
+
+    with pytest.raises(BackendError) as caught:
+        await backend.complete(ask())
+
+    assert not isinstance(caught.value, RetryError)
+    assert caught.value.code == "server_error"
+    assert caught.value.retryable is True
+    assert caught.value.status == 503
+    assert "overloaded" in str(caught.value)
+    assert len(server.requests) == FAST.attempts
+
+
+async def test_timeout_after_configured_attempts(server: WireServer) -> None:
+    server.reply(*[Reply(delay=2.0, body=completion({"content": "late"}))] * 3)
+    backend = OpenAICompatibleBackend(
+        server.url, "slow", timeout=0.2, connect_timeout=0.5,
+        retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=1.0))
+    try:
+        with pytest.raises(BackendError) as caught:
+            await backend.complete(ask())
+    finally:
+        await backend.aclose()
+
+    assert caught.value.code == "timeout"
+    assert caught.value.retryable is True
+    assert len(server.requests) == 2
+
+
+async def test_connection_refused() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    backend = OpenAICompatibleBackend(
+        url, "nowhere", retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=1.0))
+    try:
+        with pytest.raises(BackendError) as caught:
+            await backend.complete(ask())
+    finally:
+        await backend.aclose()
+
+    assert caught.value.code == "connection_failed"
+    assert caught.value.retryable is True
+    assert f"{url}/chat/completions" in str(caught.value)
+
+
+# --- failures that are not retried ---------------------------------------------------------------
+
+
+async def test_400_is_not_retried(server: WireServer, backend: OpenAICompatibleBackend) -> None:
+    server.reply(Reply(status=400, body={"error": {
+        "message": "Invalid schema for function 'read_file'", "type": "invalid_request_error"}}),
+                 TEXT_OK)
+
+    with pytest.raises(BackendError) as caught:
+        await backend.complete(ask(tools=(READ_FILE,)))
+
+    assert len(server.requests) == 1
+    assert caught.value.code == "bad_request"
+    assert caught.value.retryable is False
+    assert caught.value.status == 400
+    assert "Invalid schema for function 'read_file'" in str(caught.value)
+
+
+@pytest.mark.parametrize(("status", "code"),
+                         [(401, "auth_failed"), (403, "auth_failed"), (404, "not_found"),
+                          (422, "bad_request")])
+async def test_client_errors_map_to_codes(server: WireServer, backend: OpenAICompatibleBackend,
+                                          status: int, code: str) -> None:
+    server.reply(Reply(status=status, body={"error": {"message": "Incorrect API key provided"}}))
+
+    with pytest.raises(BackendError) as caught:
+        await backend.complete(ask())
+
+    assert (caught.value.code, caught.value.retryable, caught.value.status) == (code, False, status)
+    assert "Incorrect API key provided" in str(caught.value)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(("body", "shown"), [
+    (b"this is not json", "this is not json"),
+    ({"object": "list", "data": []}, "object"),
+    ({"choices": []}, "no choices"),
+    ({"error": {"message": "upstream provider failed"}}, "upstream provider failed"),
+])
+async def test_malformed_200_is_bad_response(server: WireServer,
+                                             backend: OpenAICompatibleBackend,
+                                             body: Any, shown: str) -> None:
+    server.reply(Reply(body=body), TEXT_OK)
+
+    with pytest.raises(BackendError) as caught:
+        await backend.complete(ask())
+
+    assert caught.value.code == "bad_response"
+    assert caught.value.retryable is False
+    assert shown in str(caught.value)
+    assert len(server.requests) == 1
+
+
+# --- construction --------------------------------------------------------------------------------
+
+
+async def test_constructor_does_no_io_and_aclose_is_idempotent() -> None:
+    backend = OpenAICompatibleBackend(f"http://127.0.0.1:{closed_port()}/v1", "m")
+    assert backend.name == "openai-compatible:m"
+    await backend.aclose()
+    await backend.aclose()
+
+
+def test_rejects_a_base_url_that_is_not_http() -> None:
+    with pytest.raises(ConfigError, match=r"ftp://example\.com"):
+        OpenAICompatibleBackend("ftp://example.com/v1", "m")
+
+
+# --- the retry layer on its own ------------------------------------------------------------------
+
+
+async def test_retry_does_not_retry_other_exceptions() -> None:
+    calls = 0
+
+    async def broken() -> str:
+        nonlocal calls
+        calls += 1
+        raise ValueError("a bug, not a backend failure")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await FAST.run(broken)
+    assert calls == 1
+
+
+async def test_retry_after_is_capped_by_max_delay() -> None:
+    calls = 0
+
+    async def throttled() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BackendError("slow down", code="rate_limited", retryable=True, retry_after=30)
+        return "ok"
+
+    started = time.monotonic()
+    result = await RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.05).run(throttled)
+
+    assert result == "ok"
+    assert calls == 2
+    assert time.monotonic() - started < 1.0
+
+
+def test_retry_policy_refuses_zero_attempts() -> None:
+    with pytest.raises(ConfigError, match="at least 1"):
+        RetryPolicy(attempts=0)
+
+
+def test_parse_retry_after() -> None:
+    now = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("1") == 1.0
+    assert parse_retry_after(" 2.5 ") == 2.5
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=10), usegmt=True),
+                             now=now) == 10.0
+    assert parse_retry_after(format_datetime(now - timedelta(seconds=10), usegmt=True),
+                             now=now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-1") is None
+    assert parse_retry_after(None) is None

@@ -1,0 +1,16 @@
+"""Typed tools: `@tool` turns a typed function into a tool; a `Registry` holds them."""
+
+from tools.registry import (
+    TOUCHES,
+    InvalidArguments,
+    Registry,
+    Tool,
+    ToolContext,
+    ToolError,
+    ToolResult,
+    Touches,
+    tool,
+)
+
+__all__ = ["TOUCHES", "InvalidArguments", "Registry", "Tool", "ToolContext", "ToolError",
+           "ToolResult", "Touches", "tool"]

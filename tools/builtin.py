@@ -1,0 +1,72 @@
+"""The tools every runtime has. They touch nothing outside the process: the tools that act on
+the world (shell, files, browser, HTTP) run in the task's sandbox and arrive with it."""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from tools.registry import Registry, ToolError, tool
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.USub: operator.neg, ast.UAdd: operator.pos}
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "sqrt": math.sqrt, "log": math.log, "exp": math.exp, "abs": abs, "round": round,
+    "min": min, "max": max}
+_CONSTANTS = {"pi": math.pi, "e": math.e}
+_MAX_EXPONENT = 10_000
+
+
+def _evaluate(node: ast.AST) -> Any:
+    match node:
+        case ast.Constant(value=int() | float() as value) if not isinstance(value, bool):
+            return value
+        case ast.Name(id=name) if name in _CONSTANTS:
+            return _CONSTANTS[name]
+        case ast.BinOp(left=left, op=op, right=right) if type(op) in _BINARY:
+            a, b = _evaluate(left), _evaluate(right)
+            if isinstance(op, ast.Pow) and abs(b) > _MAX_EXPONENT:
+                raise ToolError(f"exponent {b} is too large")
+            return _BINARY[type(op)](a, b)
+        case ast.UnaryOp(op=op, operand=operand) if type(op) in _UNARY:
+            return _UNARY[type(op)](_evaluate(operand))
+        case ast.Call(func=ast.Name(id=name), args=args, keywords=[]) if name in _FUNCTIONS:
+            return _FUNCTIONS[name](*(_evaluate(a) for a in args))
+    raise ToolError(f"not allowed in an expression: {ast.unparse(node)!r} (numbers, + - * / // "
+                    f"% **, parentheses, {', '.join(_FUNCTIONS)}, pi and e are)")
+
+
+@tool
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression exactly as written, e.g. `(17 * 3) / 4`.
+
+    Args:
+        expression: numbers, + - * / // % ** and parentheses; sqrt, log, exp, abs, round, min,
+            max; the constants pi and e.
+    """
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as exc:
+        raise ToolError(f"not an expression: {exc.msg}") from None
+    try:
+        return str(_evaluate(tree.body))
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        raise ToolError(f"{type(exc).__name__}: {exc}") from None
+
+
+@tool
+def current_time() -> str:
+    """The current date and time in UTC, ISO 8601."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+registry = Registry([calculate, current_time])

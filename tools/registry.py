@@ -1,0 +1,337 @@
+"""Typed tools and the registry that holds them.
+
+A tool is a typed Python function plus metadata. Its JSON schema comes from the signature and the
+docstring (through pydantic), never by hand. Arguments from a model are validated before anything
+runs; a call that does not validate never executes and the model is told which field is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import importlib.util
+import inspect
+import json
+import re
+import sys
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, overload
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from agent.backends.base import ToolSpec
+from agent.errors import ConfigError
+
+Touches = Literal["read", "write", "external", "deploy"]
+TOUCHES: tuple[Touches, ...] = ("read", "write", "external", "deploy")
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a running tool may know about its call. Declare a parameter of this type to get it.
+
+    `idempotency_key` is stable across restarts of the runner: a tool with side effects uses it
+    so that a call re-sent after a crash is recognised (DESIGN invariant 2).
+    """
+
+    task_id: str
+    call_id: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    ok: bool
+    content: str
+    error_code: str | None = None
+
+
+class ToolError(Exception):
+    """Raised by a tool for a failure the model should see and correct (a 404, a bad path...)."""
+
+    def __init__(self, message: str, *, code: str = "tool_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class InvalidArguments(Exception):
+    """A model's arguments do not fit the tool's schema. The message names each wrong field."""
+
+
+Reconciler = Callable[[ToolContext], "ToolResult | str | None"]
+
+
+class Tool:
+    """A registered tool. Build one with `@tool`; call `parse` then `invoke`."""
+
+    def __init__(self, fn: Callable[..., Any], *, name: str, description: str, touches: Touches,
+                 timeout: float, reconcile: Reconciler | None, idempotent: bool) -> None:
+        if not _NAME.match(name):
+            raise ConfigError(f"tool name {name!r} must match {_NAME.pattern}")
+        if touches not in TOUCHES:
+            raise ConfigError(f"tool {name}: touches={touches!r} is not one of "
+                              + ", ".join(TOUCHES))
+        if timeout <= 0:
+            raise ConfigError(f"tool {name}: timeout must be positive, got {timeout}")
+        self.fn = fn
+        self.name = name
+        self.description = description
+        self.touches: Touches = touches
+        self.timeout = timeout
+        self.reconcile = reconcile
+        self.idempotent = idempotent
+        self.args_model, self._ctx_param = _arguments_model(fn, name)
+        self.spec = ToolSpec(name=name, description=description,
+                             parameters=self.args_model.model_json_schema())
+
+    @property
+    def has_side_effects(self) -> bool:
+        return self.touches != "read"
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name} touches={self.touches}>"
+
+    def parse(self, raw: str | dict[str, Any]) -> dict[str, Any]:
+        """Validate a model's arguments and return them as plain JSON-able values.
+
+        Raises `InvalidArguments` naming every wrong, missing or unexpected field.
+        """
+        try:
+            if isinstance(raw, str):
+                model = self.args_model.model_validate_json(raw or "{}")
+            else:
+                model = self.args_model.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidArguments(_describe(self.name, exc)) from None
+        return model.model_dump(mode="json")
+
+    async def invoke(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        """Run the tool on validated arguments.
+
+        A `ToolError` or a timeout becomes a failed `ToolResult` for the model. Any other exception
+        is a bug in the tool and propagates: the runner records it and pauses the task.
+        """
+        kwargs = dict(self.args_model.model_validate(arguments))
+        if self._ctx_param:
+            kwargs[self._ctx_param] = ctx
+        try:
+            if inspect.iscoroutinefunction(self.fn):
+                value = await asyncio.wait_for(self.fn(**kwargs), self.timeout)
+            else:
+                # A thread cannot be killed: a sync tool that overruns is abandoned, not stopped.
+                call = functools.partial(self.fn, **kwargs)
+                value = await asyncio.wait_for(asyncio.to_thread(call), self.timeout)
+        except ToolError as exc:
+            return ToolResult(ok=False, content=str(exc), error_code=exc.code)
+        except TimeoutError:
+            return ToolResult(ok=False, content=f"{self.name} timed out after {self.timeout:g} s",
+                              error_code="timeout")
+        return ToolResult(ok=True, content=_render(value))
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _describe(tool_name: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(arguments)"
+        if err["type"] == "missing":
+            problems.append(f"missing field '{where}'")
+        elif err["type"] == "extra_forbidden":
+            problems.append(f"unexpected field '{where}'")
+        elif err["type"].startswith("json_"):
+            problems.append(f"arguments are not valid JSON ({err['msg']})")
+        else:
+            got = json.dumps(err.get("input"), default=str)
+            if len(got) > 60:
+                got = got[:57] + "..."
+            problems.append(f"field '{where}': {err['msg']} (got {got})")
+    return f"invalid arguments for {tool_name}: " + "; ".join(problems)
+
+
+_ARG_LINE = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def _docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
+    """The summary of a docstring and the descriptions in its `Args:` section (Google style)."""
+    doc = inspect.getdoc(fn) or ""
+    head, _, rest = doc.partition("\nArgs:\n")
+    summary = " ".join(head.split("\n\n")[0].split())
+    params: dict[str, str] = {}
+    base: int | None = None
+    current = None
+    for line in rest.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if base is None:
+            base = indent
+        if indent < base or (indent == base and not _ARG_LINE.match(line.strip())):
+            break  # the next section (Returns:, Raises:) or the end of Args
+        match = _ARG_LINE.match(line.strip())
+        if indent == base and match:
+            current = match.group(1)
+            params[current] = match.group(2).strip()
+        elif current:
+            params[current] += " " + line.strip()
+    return summary, params
+
+
+def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel], str | None]:
+    hints = typing.get_type_hints(fn)
+    _, arg_docs = _docstring(fn)
+    fields: dict[str, Any] = {}
+    ctx_param = None
+    for param in inspect.signature(fn).parameters.values():
+        annotation = hints.get(param.name)
+        if annotation is ToolContext or ToolContext in typing.get_args(annotation):
+            ctx_param = param.name
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ConfigError(f"tool {name}: *args and **kwargs cannot be described to a model")
+        if annotation is None:
+            raise ConfigError(f"tool {name}: parameter {param.name!r} needs a type annotation")
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
+    model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+    return model, ctx_param
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(*, name: str | None = None, touches: Touches = "read", timeout: float = 30.0,
+         reconcile: Reconciler | None = None, idempotent: bool = False,
+         ) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+         touches: Touches = "read", timeout: float = 30.0, reconcile: Reconciler | None = None,
+         idempotent: bool = False) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a typed function a tool.
+
+    Args:
+        name: the name the model calls it by (default: the function's name).
+        touches: what it affects: ``read`` (nothing), ``write`` (the task's own workspace),
+            ``external`` (the world outside), ``deploy`` (running services). The default policy
+            allows reads and asks a reviewer before external and deploy effects.
+        timeout: seconds before the call is abandoned and the model told it timed out.
+        reconcile: for a tool with side effects, a function that tells after a crash whether a
+            call with the given idempotency key already took effect (return its result) or not
+            (return None). Without it, and unless `idempotent`, a reviewer decides.
+        idempotent: the tool honours `ToolContext.idempotency_key` itself, so sending the same
+            call twice has the effect of once.
+    """
+
+    def wrap(func: Callable[..., Any]) -> Tool:
+        summary, _ = _docstring(func)
+        return Tool(func, name=name or func.__name__, description=summary or func.__name__,
+                    touches=touches, timeout=timeout, reconcile=reconcile, idempotent=idempotent)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+class Registry:
+    """A set of tools with unique names."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for t in tools:
+            self.add(t)
+
+    def add(self, t: Tool) -> Tool:
+        """Add a tool. Raises `ConfigError` if the name is taken."""
+        if t.name in self._tools:
+            raise ConfigError(f"a tool named {t.name!r} is already registered")
+        self._tools[t.name] = t
+        return t
+
+    def include(self, source: Registry | Tool | ModuleType | Iterable[Tool]) -> None:
+        """Add every tool of another registry, a module (its `Tool` attributes), or a list."""
+        if isinstance(source, Tool):
+            self.add(source)
+        elif isinstance(source, ModuleType):
+            found = [v for v in vars(source).values() if isinstance(v, Tool | Registry)]
+            if not found:
+                raise ConfigError(f"module {source.__name__} defines no tools")
+            for item in found:
+                self.include(item)
+        else:
+            tools: Iterable[Tool] = source
+            for t in tools:
+                self.add(t)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(t.spec for t in self._tools.values())
+
+    def load_module(self, spec: str) -> None:
+        """Include the tools of a module: `package.module`, `package.module:attribute`, or the
+        path of a `.py` file. Raises `ConfigError` if it cannot be imported or has no tools."""
+        if spec.endswith(".py"):
+            module = _import_file(Path(spec))
+            self.include(module)
+            return
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import tool module {module_name!r}: {exc}") from exc
+        target: Any = getattr(module, attr, None) if attr else module
+        if not isinstance(target, Tool | Registry | ModuleType):
+            raise ConfigError(f"{spec} is not a tool, a registry or a module")
+        self.include(target)
+
+    def load_entry_points(self, group: str = "agent.tools") -> None:
+        """Include tools that installed packages declare in the `agent.tools` entry-point group."""
+        for ep in entry_points(group=group):
+            try:
+                target = ep.load()
+            except Exception as exc:
+                raise ConfigError(f"tool entry point {ep.name} ({ep.value}) failed to load: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            if not isinstance(target, Tool | Registry | ModuleType):
+                raise ConfigError(f"tool entry point {ep.name} ({ep.value}) is not a tool, "
+                                  "a registry or a module")
+            self.include(target)
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise ConfigError(f"no tool file {path}")
+    name = f"agent_tools_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load tool file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ConfigError(f"tool file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+    return module
