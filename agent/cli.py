@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Console(stderr=args.json, highlight=False)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         config = load_config(find_config(args.config))
         return _dispatch(args, config, out)
@@ -291,7 +291,7 @@ def _report(s: _Session, runner: Runner, state: TaskState) -> int:
             try:
                 backend.verify(state.turns)
             except AgentError as exc:
-                Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+                Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
                 code = 1
     if args.json:
         print(json.dumps(_summary(state), ensure_ascii=False))

@@ -148,7 +148,8 @@ class Gate(Step):
             return self._control(rt)
         tool = rt.registry.get(name)
         if tool is None:
-            return rt.reject(call, f"there is no tool named {name!r}; the tools are: "
+            shown = name if len(name) <= 60 else name[:60] + "..."
+            return rt.reject(call, f"there is no tool named {shown!r}; the tools are: "
                                    + ", ".join(t.name for t in rt.tool_specs))
         try:
             arguments = tool.parse(call.wire.arguments)

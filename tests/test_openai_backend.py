@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from tenacity import RetryError
-from wire_server import Reply, WireServer
+from .wire_server import Reply, WireServer
 
 from agent.backends._retry import RetryPolicy, parse_retry_after
 from agent.backends.base import Message, ModelRequest, ToolCall, ToolSpec, Usage

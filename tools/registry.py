@@ -191,7 +191,7 @@ def _docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
 
 
 def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel], str | None]:
-    hints = typing.get_type_hints(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
     _, arg_docs = _docstring(fn)
     fields: dict[str, Any] = {}
     ctx_param = None

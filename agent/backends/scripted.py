@@ -140,10 +140,13 @@ class ScriptedBackend(ModelBackend):
 
     def verify(self, turns_used: int) -> None:
         """Raise `ScriptError` if the finished run left turns of the script unused."""
-        if turns_used < len(self.turns):
+        left = len(self.turns) - turns_used
+        if left > 0:
+            unused = (f"turn {turns_used + 1} was" if left == 1
+                      else f"turns {turns_used + 1}-{len(self.turns)} were")
             raise ScriptError(f"the run finished after {turns_used} of the script's "
-                              f"{len(self.turns)} turns: turns {turns_used + 1}-"
-                              f"{len(self.turns)} were never used", code="script_unconsumed")
+                              f"{len(self.turns)} turns: {unused} never used",
+                              code="script_unconsumed")
 
 
 def _estimate(request: ModelRequest, text: str, calls: tuple[ToolCall, ...]) -> Usage:

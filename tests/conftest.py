@@ -1,0 +1,64 @@
+"""Shared fixtures: a store in a temporary home, and a runner built from real parts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.backends.scripted import ScriptedBackend, parse_script
+from agent.events import Limits
+from agent.runner import Runner
+from agent.store import Store
+from examples import tally_tool
+from policies import Gate
+from tools import Registry
+from tools.builtin import registry as builtin
+
+REPO = Path(__file__).resolve().parent.parent
+ALLOW_ALL = '[default]\naction = "allow"\n'
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty AGENT_HOME (and tally ledger) for one test."""
+    monkeypatch.setenv("AGENT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TALLY_LEDGER", str(tmp_path / "tally.jsonl"))
+    monkeypatch.delenv("AGENT_MODEL", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[Store]:
+    with Store.open(home / "events.db") as s:
+        yield s
+
+
+def tools() -> Registry:
+    registry = Registry()
+    registry.include(builtin)
+    registry.add(tally_tool.tally)
+    return registry
+
+
+def scripted(turns: list[dict[str, Any]]) -> ScriptedBackend:
+    return ScriptedBackend(parse_script(turns))
+
+
+def make_runner(store: Store, turns: list[dict[str, Any]], *, policy: str | None = ALLOW_ALL,
+                registry: Registry | None = None) -> tuple[Runner, ScriptedBackend]:
+    backend = scripted(turns)
+    gate = Gate.from_text(policy, source="test-policy.toml") if policy else Gate.default()
+    return Runner(store, registry or tools(), gate, planner=backend), backend
+
+
+def write_script(path: Path, turns: list[dict[str, Any]]) -> Path:
+    path.write_text(json.dumps({"turns": turns}))
+    return path
+
+
+def run_limits(**overrides: Any) -> Limits:
+    return Limits().model_copy(update=overrides)
