@@ -15,7 +15,6 @@ import re
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -158,33 +157,55 @@ def render_argument(value: Any) -> str:
                       default=str)
 
 
+_UNSET: Any = object()
+
+
 class Call:
-    """A lazy view of one call's arguments: each derived value is computed once, on first use."""
+    """A lazy view of one call's arguments: each derived value is computed once, on first use.
+
+    (Hand-written rather than `functools.cached_property`, whose per-access lock on Python 3.11
+    cost more than the matching itself.)
+    """
+
+    __slots__ = ("_command", "_hosts", "_method", "_path", "arguments")
 
     def __init__(self, arguments: Mapping[str, Any]) -> None:
         self.arguments = arguments
+        self._command = self._hosts = self._method = self._path = _UNSET
 
-    @cached_property
+    @property
     def command(self) -> str | None:
-        value = self.arguments.get("command")
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            value = " ".join(value)  # an argv list runs the same program as its joined form
-        return normalise_command(value) if isinstance(value, str) else None
+        if self._command is _UNSET:
+            value = self.arguments.get("command")
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = " ".join(value)  # an argv list runs the same program as its joined form
+            self._command = normalise_command(value) if isinstance(value, str) else None
+        result: str | None = self._command
+        return result
 
-    @cached_property
+    @property
     def hosts(self) -> tuple[str, ...]:
-        value = self.arguments.get("url")
-        return url_hosts(value) if isinstance(value, str) else ()
+        if self._hosts is _UNSET:
+            value = self.arguments.get("url")
+            self._hosts = url_hosts(value) if isinstance(value, str) else ()
+        result: tuple[str, ...] = self._hosts
+        return result
 
-    @cached_property
+    @property
     def method(self) -> str | None:
-        value = self.arguments.get("method")
-        return value.strip().upper() if isinstance(value, str) else None
+        if self._method is _UNSET:
+            value = self.arguments.get("method")
+            self._method = value.strip().upper() if isinstance(value, str) else None
+        result: str | None = self._method
+        return result
 
-    @cached_property
+    @property
     def path(self) -> str | None:
-        value = self.arguments.get("path")
-        return normalise_path(value) if isinstance(value, str) and value else None
+        if self._path is _UNSET:
+            value = self.arguments.get("path")
+            self._path = normalise_path(value) if isinstance(value, str) and value else None
+        result: str | None = self._path
+        return result
 
     def rendered(self, name: str) -> str | None:
         if name not in self.arguments:

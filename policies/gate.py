@@ -46,7 +46,7 @@ class Gate:
         return cls(load_rules(path))
 
     @classmethod
-    def from_text(cls, text: str, source: str = "<policy>") -> Gate:
+    def from_text(cls, text: str, source: str = "<rules>") -> Gate:
         """A gate from TOML text; `source` names it in errors and decision labels.
 
         Raises `ConfigError` naming `source` and the bad line.

@@ -107,7 +107,10 @@ def _host(value: str) -> str:
     if "/" in value or "@" in value:
         raise ValueError("a URL, not a host pattern (write just the host)")
     _non_empty(value)
-    host = canonical_host(value.strip())
+    host = value.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # `[fd00::1]` as written in a URL; as a glob it would be a class
+    host = canonical_host(host)
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
@@ -376,4 +379,9 @@ class _Lines:
                         return found
                     key_line = key_line or number
             return self._key(loc[1], header, body_end, parent="args") or key_line or header
+        if key_line is None:
+            # An unknown subtable such as `[rule.arg]` is reported at its own header.
+            rule_end = self._next_header(header, within="rule")
+            key_line = next((n for n, name, _ in self.headers
+                             if header < n < rule_end and name == f"rule.{loc[0]}"), None)
         return key_line or header
