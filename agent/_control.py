@@ -17,8 +17,10 @@ MAX_PLAN_STEPS = 20
 
 @tool
 def submit_plan(
-    steps: Annotated[list[Annotated[str, Field(min_length=1, max_length=500)]],
-                     Field(min_length=1, max_length=MAX_PLAN_STEPS)],
+    steps: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=500)]],
+        Field(min_length=1, max_length=MAX_PLAN_STEPS),
+    ],
 ) -> None:
     """Submit the plan: the steps that will accomplish the task, in order.
 

@@ -17,8 +17,9 @@ def pending_approval(state: TaskState) -> ApprovalRequested | None:
     return call.approval if call is not None else None
 
 
-def decide(store: Store, state: TaskState, *, approved: bool, reason: str = "",
-           reviewer: str = "") -> ApprovalDecided:
+def decide(
+    store: Store, state: TaskState, *, approved: bool, reason: str = "", reviewer: str = ""
+) -> ApprovalDecided:
     """Record a reviewer's decision on the task's pending approval.
 
     Raises `NothingToApprove` if the task is not waiting for one, and `ConflictingWrite` if the
@@ -26,10 +27,13 @@ def decide(store: Store, state: TaskState, *, approved: bool, reason: str = "",
     """
     request = pending_approval(state)
     if request is None or state.status != "awaiting_approval":
-        raise NothingToApprove(f"task {state.task_id} is not waiting for an approval "
-                               f"(it is {state.status})", task_id=state.task_id)
-    decision = ApprovalDecided(approval_id=request.approval_id, approved=approved,
-                               reason=reason, reviewer=reviewer)
+        raise NothingToApprove(
+            f"task {state.task_id} is not waiting for an approval (it is {state.status})",
+            task_id=state.task_id,
+        )
+    decision = ApprovalDecided(
+        approval_id=request.approval_id, approved=approved, reason=reason, reviewer=reviewer
+    )
     store.append(state.task_id, [decision], after=state.last_seq)
     state.apply(decision, state.last_seq + 1)
     return decision

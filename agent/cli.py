@@ -50,54 +50,94 @@ in agent.toml, else $AGENT_MODEL"""
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="agent", description="Run tasks with a model, tools, a policy gate and approvals.",
-        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="agent",
+        description="Run tasks with a model, tools, a policy gate and approvals.",
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="agent.toml to use (default: ./agent.toml, "
-                        "then $AGENT_HOME/agent.toml)")
-    common.add_argument("--json", action="store_true", help="print one JSON object at the end "
-                        "instead of live output")
+    common.add_argument(
+        "--config",
+        type=Path,
+        help="agent.toml to use (default: ./agent.toml, then $AGENT_HOME/agent.toml)",
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object at the end instead of live output",
+    )
     running = argparse.ArgumentParser(add_help=False, parents=[common])
     running.add_argument("--model", help=_MODEL_HELP)
-    running.add_argument("--tools", action="append", default=[], metavar="MODULE_OR_FILE",
-                         help="register the @tool functions of a module or .py file (repeatable)")
-    running.add_argument("--policy", type=Path, help="policy rules file (default: [policy] file "
-                         "in agent.toml, else the packaged default policy)")
+    running.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="register the @tool functions of a module or .py file (repeatable)",
+    )
+    running.add_argument(
+        "--policy",
+        type=Path,
+        help="policy rules file (default: [policy] file "
+        "in agent.toml, else the packaged default policy)",
+    )
     limits = running.add_argument_group("limits (per task)")
     limits.add_argument("--max-steps", type=int, help="executor turns (default 50)")
     limits.add_argument("--max-tokens", type=int, help="model tokens, in and out (default 500000)")
-    limits.add_argument("--max-seconds", type=float, help="time spent in the model and tools "
-                        "(default 1800)")
-    limits.add_argument("--max-cost", type=float, dest="max_cost_usd",
-                        help="US dollars, where [prices] are known (default: none)")
+    limits.add_argument(
+        "--max-seconds", type=float, help="time spent in the model and tools (default 1800)"
+    )
+    limits.add_argument(
+        "--max-cost",
+        type=float,
+        dest="max_cost_usd",
+        help="US dollars, where [prices] are known (default: none)",
+    )
 
-    run = sub.add_parser("run", parents=[running], help="run a task",
-                         description="Plan and carry out a task, showing each step live. In a "
-                         "terminal, approvals are asked inline.")
+    run = sub.add_parser(
+        "run",
+        parents=[running],
+        help="run a task",
+        description="Plan and carry out a task, showing each step live. In a "
+        "terminal, approvals are asked inline.",
+    )
     run.add_argument("task", help="what to do, in plain words")
-    run.add_argument("--no-prompt", action="store_true",
-                     help="never ask for approvals inline; stop with exit code 3 instead")
+    run.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="never ask for approvals inline; stop with exit code 3 instead",
+    )
 
     resume = sub.add_parser("resume", parents=[running], help="continue a task from its log")
     target = resume.add_mutually_exclusive_group(required=True)
     target.add_argument("id", nargs="?", help="task id (a unique prefix is enough)")
-    target.add_argument("--all", action="store_true",
-                        help="continue every task a crashed runner left running")
+    target.add_argument(
+        "--all", action="store_true", help="continue every task a crashed runner left running"
+    )
     resume.add_argument("--no-prompt", action="store_true", help=argparse.SUPPRESS)
 
     for name, verb in (("approve", "approve"), ("deny", "deny")):
-        p = sub.add_parser(name, parents=[running], help=f"{verb} a task's pending action, then "
-                           "continue the task")
+        p = sub.add_parser(
+            name, parents=[running], help=f"{verb} a task's pending action, then continue the task"
+        )
         p.add_argument("id", help="task id (a unique prefix is enough)")
-        p.add_argument("--reason", required=name == "deny", default="",
-                       help="why (shown to the model)" + (" (required)" if name == "deny" else ""))
-        p.add_argument("--no-resume", action="store_true",
-                       help="record the decision only; do not continue the task here")
-        p.add_argument("--no-prompt", action="store_true",
-                       help="never ask for later approvals inline")
+        p.add_argument(
+            "--reason",
+            required=name == "deny",
+            default="",
+            help="why (shown to the model)" + (" (required)" if name == "deny" else ""),
+        )
+        p.add_argument(
+            "--no-resume",
+            action="store_true",
+            help="record the decision only; do not continue the task here",
+        )
+        p.add_argument(
+            "--no-prompt", action="store_true", help="never ask for later approvals inline"
+        )
 
     tasks = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
     tasks.add_argument("--status", action="append", help="only tasks in this status (repeatable)")
@@ -109,8 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     tools = sub.add_parser("tools", help="the registered tools")
     tools_sub = tools.add_subparsers(dest="tools_command", required=True, metavar="COMMAND")
     tools_list = tools_sub.add_parser("list", parents=[common], help="list the registered tools")
-    tools_list.add_argument("--tools", action="append", default=[], metavar="MODULE_OR_FILE",
-                            help="also register the tools of a module or .py file")
+    tools_list.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="also register the tools of a module or .py file",
+    )
     return parser
 
 
@@ -155,14 +200,22 @@ class _Session:
 
     def runner(self, uri: str | None) -> Runner:
         if not uri:
-            raise ConfigError("no model configured: pass --model URI, set [model] uri in "
-                              "agent.toml, or set $AGENT_MODEL (e.g. --model "
-                              "scripted:examples/quickstart.json)")
+            raise ConfigError(
+                "no model configured: pass --model URI, set [model] uri in "
+                "agent.toml, or set $AGENT_MODEL (e.g. --model "
+                "scripted:examples/quickstart.json)"
+            )
         planner_uri = self.config.model.planner
         executor = _backend(normalize_uri(uri), self.config)
         planner = _backend(normalize_uri(planner_uri), self.config) if planner_uri else None
-        runner = Runner(self.store, self.registry, self.gate, planner=planner or executor,
-                        executor=executor, prices=self.prices)
+        runner = Runner(
+            self.store,
+            self.registry,
+            self.gate,
+            planner=planner or executor,
+            executor=executor,
+            prices=self.prices,
+        )
         if not self.args.json:
             runner.subscribe(Renderer(self.out))
         return runner
@@ -170,11 +223,18 @@ class _Session:
 
 async def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console) -> int:
     policy = args.policy or config.policy.file
-    s = _Session(args, config, store, out, _registry(config, args.tools),
-                 Gate.from_file(policy) if policy else Gate.default(),
-                 {name: Price(p.input, p.output) for name, p in config.prices.items()})
-    limits_given = {k: getattr(args, k) for k in Limits.model_fields
-                    if getattr(args, k, None) is not None}
+    s = _Session(
+        args,
+        config,
+        store,
+        out,
+        _registry(config, args.tools),
+        Gate.from_file(policy) if policy else Gate.default(),
+        {name: Price(p.input, p.output) for name, p in config.prices.items()},
+    )
+    limits_given = {
+        k: getattr(args, k) for k in Limits.model_fields if getattr(args, k, None) is not None
+    }
 
     if args.command == "run":
         runner = s.runner(args.model or config.model.uri or os.environ.get("AGENT_MODEL"))
@@ -188,8 +248,13 @@ async def _drive(args: argparse.Namespace, config: Config, store: Store, out: Co
     runner = s.runner(args.model or state.model)
     limits = state.limits.model_copy(update=limits_given) if limits_given else None
     if args.command in ("approve", "deny"):
-        decision = decide(store, state, approved=args.command == "approve", reason=args.reason,
-                          reviewer=getpass.getuser())
+        decision = decide(
+            store,
+            state,
+            approved=args.command == "approve",
+            reason=args.reason,
+            reviewer=getpass.getuser(),
+        )
         if not args.json:
             word = "approved" if decision.approved else "denied"
             out.print(f"{word} {decision.approval_id}")
@@ -203,10 +268,16 @@ async def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limi
     try:
         state = await runner.resume(task_id, limits)
         while state.status == "awaiting_approval" and _can_prompt(s.args):
-            answer = s.out.input("[bold yellow]Approve?[/] [y]es / [n]o (you may add a reason "
-                                 "after the letter) > ").strip()
-            decide(s.store, state, approved=answer[:1].lower() == "y",
-                   reason=answer[1:].strip(), reviewer=getpass.getuser())
+            answer = s.out.input(
+                "[bold yellow]Approve?[/] [y]es / [n]o (you may add a reason after the letter) > "
+            ).strip()
+            decide(
+                s.store,
+                state,
+                approved=answer[:1].lower() == "y",
+                reason=answer[1:].strip(),
+                reviewer=getpass.getuser(),
+            )
             state = await runner.resume(task_id)
     finally:
         await _close(runner)
@@ -246,8 +317,9 @@ async def _resume_all(s: _Session) -> int:
 def _backend(uri: str, config: Config) -> ModelBackend:
     mc = config.model
     default_env = "OPENAI_API_KEY"
-    return backend_from_uri(uri, api_key=api_key(mc, default_env), timeout=mc.timeout,
-                            max_attempts=mc.max_attempts)
+    return backend_from_uri(
+        uri, api_key=api_key(mc, default_env), timeout=mc.timeout, max_attempts=mc.max_attempts
+    )
 
 
 def _registry(config: Config, extra: list[str]) -> Registry:
@@ -274,12 +346,19 @@ def _summary(state: TaskState) -> dict[str, Any]:
         "plan": list(state.plan),
         "completed_steps": len(state.completed),
         "replans": state.replans,
-        "usage": {"input_tokens": state.usage.input_tokens,
-                  "output_tokens": state.usage.output_tokens,
-                  "cost_usd": round(state.cost_usd, 6), "seconds": round(state.seconds, 3)},
-        "pending_approval": None if request is None else {
-            "approval_id": request.approval_id, "reason": request.reason,
-            "preview": request.preview},
+        "usage": {
+            "input_tokens": state.usage.input_tokens,
+            "output_tokens": state.usage.output_tokens,
+            "cost_usd": round(state.cost_usd, 6),
+            "seconds": round(state.seconds, 3),
+        },
+        "pending_approval": None
+        if request is None
+        else {
+            "approval_id": request.approval_id,
+            "reason": request.reason,
+            "preview": request.preview,
+        },
     }
 
 
@@ -298,28 +377,45 @@ def _report(s: _Session, runner: Runner, state: TaskState) -> int:
         return code
     hints = {
         "awaiting_approval": f"waiting for a reviewer: agent approve {state.task_id}  |  "
-                             f"agent deny {state.task_id} --reason '…'",
+        f"agent deny {state.task_id} --reason '…'",
         "paused": f"continue with: agent resume {state.task_id}"
-                  + (" --max-steps N (or another raised limit)"
-                     if state.pause and state.pause.reason == "budget_exhausted" else ""),
+        + (
+            " --max-steps N (or another raised limit)"
+            if state.pause and state.pause.reason == "budget_exhausted"
+            else ""
+        ),
         "stuck": f"try again with: agent resume {state.task_id}",
     }
     if state.status in hints:
         out.print(f"[dim]{hints[state.status]}[/]")
     u = state.usage
-    out.print(f"[dim]{state.task_id}: {state.status} · {state.steps_taken} steps · "
-              f"{u.input_tokens}+{u.output_tokens} tokens · {state.seconds:.1f} s[/]")
+    out.print(
+        f"[dim]{state.task_id}: {state.status} · {state.steps_taken} steps · "
+        f"{u.input_tokens}+{u.output_tokens} tokens · {state.seconds:.1f} s[/]"
+    )
     return code
 
 
 def _tasks(args: argparse.Namespace, store: Store, out: Console) -> int:
     rows = store.tasks(statuses=args.status, limit=args.limit)
     if args.json:
-        print(json.dumps([{"task_id": r.id, "status": r.status, "task": r.task,
-                           "created": r.created, "updated": r.updated} for r in rows]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "task_id": r.id,
+                        "status": r.status,
+                        "task": r.task,
+                        "created": r.created,
+                        "updated": r.updated,
+                    }
+                    for r in rows
+                ]
+            )
+        )
         return 0
     if not rows:
-        out.print("no tasks yet: agent run \"…\" starts one")
+        out.print('no tasks yet: agent run "…" starts one')
         return 0
     table = Table("id", "status", "updated", "task", box=None)
     from datetime import datetime  # noqa: PLC0415
@@ -335,26 +431,44 @@ def _show(args: argparse.Namespace, store: Store, out: Console) -> int:
     task_id = store.resolve(args.id)
     events = store.events(task_id)
     if args.json:
-        print(json.dumps([{"seq": e.seq, "ts": e.ts, **e.event.model_dump(mode="json")}
-                          for e in events], ensure_ascii=False))
+        print(
+            json.dumps(
+                [{"seq": e.seq, "ts": e.ts, **e.event.model_dump(mode="json")} for e in events],
+                ensure_ascii=False,
+            )
+        )
         return 0
     render = Renderer(out, detailed=True)
     for stored in events:
         render(stored)
     state = TaskState.fold(task_id, [(e.seq, e.event) for e in events])
     u = state.usage
-    out.print(f"[dim]{task_id}: {state.status} · {state.steps_taken} steps · "
-              f"{u.input_tokens}+{u.output_tokens} tokens · ${state.cost_usd:.4f} · "
-              f"{state.seconds:.1f} s · {len(events)} events[/]")
+    out.print(
+        f"[dim]{task_id}: {state.status} · {state.steps_taken} steps · "
+        f"{u.input_tokens}+{u.output_tokens} tokens · ${state.cost_usd:.4f} · "
+        f"{state.seconds:.1f} s · {len(events)} events[/]"
+    )
     return 0
 
 
 def _tools_list(args: argparse.Namespace, config: Config, out: Console) -> int:
     registry = _registry(config, args.tools)
     if args.json:
-        print(json.dumps([{"name": t.name, "description": t.description, "touches": t.touches,
-                           "timeout": t.timeout, "parameters": t.spec.parameters}
-                          for t in registry], ensure_ascii=False))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": t.name,
+                        "description": t.description,
+                        "touches": t.touches,
+                        "timeout": t.timeout,
+                        "parameters": t.spec.parameters,
+                    }
+                    for t in registry
+                ],
+                ensure_ascii=False,
+            )
+        )
         return 0
     table = Table("tool", "touches", "timeout", "description", box=None)
     for t in registry:

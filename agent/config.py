@@ -99,7 +99,8 @@ def load_config(path: Path | None) -> Config:
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors(include_url=False))
+            for err in exc.errors(include_url=False)
+        )
         raise ConfigError(f"{path}: {problems}") from None
     config.source = path.resolve()
     base = path.resolve().parent

@@ -25,8 +25,14 @@ class AgentError(Exception):
     code: str = "agent_error"
     retryable: bool = False
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None,
-                 **context: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        **context: Any,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -50,9 +56,16 @@ class BackendError(AgentError):
 
     code = "backend_error"
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None,
-                 status: int | None = None, retry_after: float | None = None,
-                 **context: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        **context: Any,
+    ) -> None:
         super().__init__(message, code=code, retryable=retryable, **context)
         self.status = status
         self.retry_after = retry_after

@@ -180,10 +180,25 @@ class TaskStuck(_Event):
 
 
 Event = Annotated[
-    TaskCreated | PlanProposed | StepStarted | ModelResponded | ReplyRejected | CallRejected
-    | GateDecided | ApprovalRequested | ApprovalDecided | IntentRecorded | ToolResulted
-    | StepFinished | ReplanRequested | TaskPaused | LimitsRaised | TaskResumed | TaskFinished
-    | TaskFailed | TaskStuck,
+    TaskCreated
+    | PlanProposed
+    | StepStarted
+    | ModelResponded
+    | ReplyRejected
+    | CallRejected
+    | GateDecided
+    | ApprovalRequested
+    | ApprovalDecided
+    | IntentRecorded
+    | ToolResulted
+    | StepFinished
+    | ReplanRequested
+    | TaskPaused
+    | LimitsRaised
+    | TaskResumed
+    | TaskFinished
+    | TaskFailed
+    | TaskStuck,
     Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -34,19 +34,32 @@ def plan_request(state: TaskState, tools: tuple[ToolSpec, ...]) -> ModelRequest:
         lines += ["", "The previous plan did not work out. It was:"]
         lines += [f"{i + 1}. {s}" for i, s in enumerate(state.plan)]
         lines += _progress(state)
-        lines += ["", f"Why it stopped: {state.replan_reason}",
-                  "Plan the remaining work (do not repeat steps already done)."]
-    messages = [Message(role="system", content=PLANNER_SYSTEM),
-                Message(role="user", content="\n".join(lines))]
+        lines += [
+            "",
+            f"Why it stopped: {state.replan_reason}",
+            "Plan the remaining work (do not repeat steps already done).",
+        ]
+    messages = [
+        Message(role="system", content=PLANNER_SYSTEM),
+        Message(role="user", content="\n".join(lines)),
+    ]
     for response, error in state.plan_attempts:
-        messages.append(Message(role="assistant", content=response.text,
-                                tool_calls=response.tool_calls))
-        messages.extend(Message(role="tool", tool_call_id=c.id, content=f"Error: {error}")
-                        for c in response.tool_calls)
+        messages.append(
+            Message(role="assistant", content=response.text, tool_calls=response.tool_calls)
+        )
+        messages.extend(
+            Message(role="tool", tool_call_id=c.id, content=f"Error: {error}")
+            for c in response.tool_calls
+        )
         if not response.tool_calls:
             messages.append(Message(role="user", content=f"Error: {error}"))
-    return ModelRequest(task_id=state.task_id, purpose="plan", turn=state.turns,
-                        messages=tuple(messages), tools=(submit_plan.spec,))
+    return ModelRequest(
+        task_id=state.task_id,
+        purpose="plan",
+        turn=state.turns,
+        messages=tuple(messages),
+        tools=(submit_plan.spec,),
+    )
 
 
 def act_request(state: TaskState, tools: tuple[ToolSpec, ...]) -> ModelRequest:
@@ -54,12 +67,19 @@ def act_request(state: TaskState, tools: tuple[ToolSpec, ...]) -> ModelRequest:
     lines += [f"{'→' if i == state.step else ' '} {i + 1}. {s}" for i, s in enumerate(state.plan)]
     lines += _progress(state)
     lines += ["", f"Current step ({state.step + 1} of {len(state.plan)}): {state.current_step}"]
-    messages = [Message(role="system", content=EXECUTOR_SYSTEM),
-                Message(role="user", content="\n".join(lines))]
+    messages = [
+        Message(role="system", content=EXECUTOR_SYSTEM),
+        Message(role="user", content="\n".join(lines)),
+    ]
     for exchange in state.window:
         messages.extend(exchange)
-    return ModelRequest(task_id=state.task_id, purpose="act", turn=state.turns,
-                        messages=tuple(messages), tools=tools)
+    return ModelRequest(
+        task_id=state.task_id,
+        purpose="act",
+        turn=state.turns,
+        messages=tuple(messages),
+        tools=tools,
+    )
 
 
 def _progress(state: TaskState) -> list[str]:

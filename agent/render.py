@@ -71,8 +71,11 @@ class Renderer:
             case TaskCreated():
                 return f"[bold]▶ task {stored.task_id}[/] {escape(e.task)}  [dim]({e.model})[/]"
             case PlanProposed():
-                head = ("[bold]Plan[/]" if e.replan_reason is None
-                        else f"[bold yellow]New plan[/] [dim](after: {escape(e.replan_reason)})[/]")
+                head = (
+                    "[bold]Plan[/]"
+                    if e.replan_reason is None
+                    else f"[bold yellow]New plan[/] [dim](after: {escape(e.replan_reason)})[/]"
+                )
                 steps = "\n".join(f"  {i}. {escape(s)}" for i, s in enumerate(e.steps, 1))
                 return f"{head}\n{steps}"
             case StepStarted():
@@ -85,22 +88,35 @@ class Renderer:
                 return f"    [red]✗ {escape(e.tool)} not run:[/] {escape(_cut(e.error, cut))}"
             case GateDecided():
                 if e.verdict == "deny":
-                    return f"    [red]⛔ denied by policy[/] ({escape(e.rule or '')}): " \
-                           f"{escape(e.reason)}"
-                return f"    [dim]gate: {e.verdict} ({escape(e.rule or '')})[/]" \
-                    if self.detailed else None
+                    return (
+                        f"    [red]⛔ denied by policy[/] ({escape(e.rule or '')}): "
+                        f"{escape(e.reason)}"
+                    )
+                return (
+                    f"    [dim]gate: {e.verdict} ({escape(e.rule or '')})[/]"
+                    if self.detailed
+                    else None
+                )
             case ApprovalRequested():
                 body = f"{escape(e.reason)}\n\n{escape(e.preview)}"
-                return Panel(body, title=f"approval needed · {e.approval_id}", expand=False,
-                             border_style="yellow")
+                return Panel(
+                    body,
+                    title=f"approval needed · {e.approval_id}",
+                    expand=False,
+                    border_style="yellow",
+                )
             case ApprovalDecided():
                 who = f" by {escape(e.reviewer)}" if e.reviewer else ""
                 why = f": {escape(e.reason)}" if e.reason else ""
-                return (f"    [green]✓ approved{who}[/]{why}" if e.approved
-                        else f"    [red]✗ declined{who}[/]{why}")
+                return (
+                    f"    [green]✓ approved{who}[/]{why}"
+                    if e.approved
+                    else f"    [red]✗ declined{who}[/]{why}"
+                )
             case IntentRecorded():
-                return f"    [dim]intent recorded ({e.idempotency_key})[/]" \
-                    if self.detailed else None
+                return (
+                    f"    [dim]intent recorded ({e.idempotency_key})[/]" if self.detailed else None
+                )
             case ToolResulted():
                 mark = "[green]←[/]" if e.ok else "[red]← error:[/]"
                 how = f" [dim]({e.recovery})[/]" if e.recovery else ""
@@ -129,13 +145,17 @@ class Renderer:
             parts.append(f"    [dim]“{escape(_cut(e.response.text, self.limit))}”[/]")
         if e.purpose == "act":
             for call in e.response.tool_calls:
-                parts.append(f"    → [bold]{escape(call.name)}[/]"
-                             f"({escape(_cut(_args(call.arguments), self.limit))})")
+                parts.append(
+                    f"    → [bold]{escape(call.name)}[/]"
+                    f"({escape(_cut(_args(call.arguments), self.limit))})"
+                )
         if self.detailed:
             u = e.response.usage
             cost = f", ${e.cost_usd:.5f}" if e.cost_usd is not None else ""
-            parts.append(f"    [dim]{e.purpose} model: {u.input_tokens}+{u.output_tokens} "
-                         f"tokens, {e.seconds:.2f} s{cost}[/]")
+            parts.append(
+                f"    [dim]{e.purpose} model: {u.input_tokens}+{u.output_tokens} "
+                f"tokens, {e.seconds:.2f} s{cost}[/]"
+            )
         return "\n".join(parts) or None
 
 

@@ -42,8 +42,9 @@ from tools.registry import Registry, Tool, ToolContext, ToolResult
 Subscriber = Callable[[StoredEvent], None]
 
 #: the events after which the stuck detector looks at the history again
-_OBSERVATIONS = frozenset({"tool_result", "call_rejected", "reply_rejected", "gate_decided",
-                           "approval_decided"})
+_OBSERVATIONS = frozenset(
+    {"tool_result", "call_rejected", "reply_rejected", "gate_decided", "approval_decided"}
+)
 
 
 @dataclass(frozen=True)
@@ -123,18 +124,26 @@ class RunContext:
         try:
             response = await backend.complete(request)
         except BackendError as exc:
-            self.commit([TaskPaused(reason="model_error",
-                                    detail=f"{backend.name}: {exc} [{exc.code}]")])
+            self.commit(
+                [TaskPaused(reason="model_error", detail=f"{backend.name}: {exc} [{exc.code}]")]
+            )
             return
         price = self.prices.get(backend.name) or self.prices.get(response.model)
-        event = ModelResponded(purpose=purpose, response=response,
-                               seconds=time.perf_counter() - started,
-                               cost_usd=price.cost(response.usage) if price else None)
+        event = ModelResponded(
+            purpose=purpose,
+            response=response,
+            seconds=time.perf_counter() - started,
+            cost_usd=price.cost(response.usage) if price else None,
+        )
         events: list[Event] = [trim_oversized(event, self.max_argument_bytes)]
         if purpose == "act" and not response.tool_calls:
             names = ", ".join(t.name for t in self.tool_specs)
-            events.append(ReplyRejected(error=f"your reply had no tool call. Call exactly one "
-                                              f"tool; the tools are: {names}"))
+            events.append(
+                ReplyRejected(
+                    error=f"your reply had no tool call. Call exactly one "
+                    f"tool; the tools are: {names}"
+                )
+            )
         self.commit(events)
 
     async def invoke(self, tool: Tool, call: Call, key: str) -> tuple[ToolResult, float] | None:
@@ -158,17 +167,24 @@ class RunContext:
 class Runner:
     """Runs tasks. Holds its dependencies; all task state lives in the store."""
 
-    def __init__(self, store: Store, registry: Registry, gate: Gate, *, planner: ModelBackend,
-                 executor: ModelBackend | None = None, prices: dict[str, Price] | None = None,
-                 max_argument_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        gate: Gate,
+        *,
+        planner: ModelBackend,
+        executor: ModelBackend | None = None,
+        prices: dict[str, Price] | None = None,
+        max_argument_bytes: int = 64 * 1024,
+    ) -> None:
         clash = [t.name for t in registry if t.name in EXECUTOR or t.name in PLANNER]
         if clash:
             raise ConfigError(f"tool names reserved by the runner: {', '.join(clash)}")
         self.store = store
         self.registry = registry
         self.gate = gate
-        self.backends: dict[Purpose, ModelBackend] = {"plan": planner,
-                                                      "act": executor or planner}
+        self.backends: dict[Purpose, ModelBackend] = {"plan": planner, "act": executor or planner}
         self.prices = prices or {}
         self.max_argument_bytes = max_argument_bytes
         self.tool_specs = registry.specs() + EXECUTOR.specs()
@@ -180,8 +196,7 @@ class Runner:
 
     def create(self, task: str, limits: Limits | None = None) -> str:
         """Record a new task; return its id. Nothing runs until `run`."""
-        created = TaskCreated(task=task, model=self.backends["act"].name,
-                              limits=limits or Limits())
+        created = TaskCreated(task=task, model=self.backends["act"].name, limits=limits or Limits())
         task_id = self.store.create_task(created)
         for notify in self.subscribers:
             notify(StoredEvent(task_id, 1, time.time(), created))
@@ -196,8 +211,9 @@ class Runner:
         process is running it."""
         return await self.resume(task_id, continue_only=True)
 
-    async def resume(self, task_id: str, limits: Limits | None = None, *,
-                     continue_only: bool = False) -> TaskState:
+    async def resume(
+        self, task_id: str, limits: Limits | None = None, *, continue_only: bool = False
+    ) -> TaskState:
         """Continue a task from its log: after a crash, a pause, or a stop for being stuck.
 
         `limits` replaces the task's limits (to go on after a budget ran out). With
@@ -205,9 +221,17 @@ class Runner:
         """
         with self.store.lease(task_id):
             state = self.load(task_id)
-            rt = RunContext(self.store, state, self.registry, self.gate, self.backends,
-                            self.tool_specs, self.prices, self.subscribers,
-                            self.max_argument_bytes)
+            rt = RunContext(
+                self.store,
+                state,
+                self.registry,
+                self.gate,
+                self.backends,
+                self.tool_specs,
+                self.prices,
+                self.subscribers,
+                self.max_argument_bytes,
+            )
             events: list[Event] = []
             if limits is not None and limits != state.limits:
                 events.append(LimitsRaised(limits=limits))

@@ -46,8 +46,12 @@ WINDOW = 12
 
 def call_hash(tool: str, arguments: dict[str, Any]) -> str:
     """The identity of a call: its tool and canonical arguments. Approvals are bound to it."""
-    canonical = json.dumps({"tool": tool, "arguments": arguments}, sort_keys=True,
-                           separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        {"tool": tool, "arguments": arguments},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -84,12 +88,20 @@ class Turn:
         return self.rejected is not None or all(c.observation is not None for c in self.calls)
 
     def messages(self) -> tuple[Message, ...]:
-        assistant = Message(role="assistant", content=self.response.text,
-                            tool_calls=tuple(c.wire for c in self.calls))
+        assistant = Message(
+            role="assistant",
+            content=self.response.text,
+            tool_calls=tuple(c.wire for c in self.calls),
+        )
         if self.rejected is not None:
             return (assistant, Message(role="user", content=f"Error: {self.rejected}"))
-        return (assistant, *(Message(role="tool", tool_call_id=c.wire.id,
-                                     content=c.observation or "") for c in self.calls))
+        return (
+            assistant,
+            *(
+                Message(role="tool", tool_call_id=c.wire.id, content=c.observation or "")
+                for c in self.calls
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -173,8 +185,10 @@ class TaskState:
                     self.pending_plan = event.response
                 else:
                     self.steps_taken += 1
-                    calls = [Call(f"{self.turns}.{i}", wire, oversized=event.oversized.get(i))
-                             for i, wire in enumerate(event.response.tool_calls)]
+                    calls = [
+                        Call(f"{self.turns}.{i}", wire, oversized=event.oversized.get(i))
+                        for i, wire in enumerate(event.response.tool_calls)
+                    ]
                     self.pending = Turn(self.turns, event.response, calls)
                     self.calls = {c.ref: c for c in calls}
             case ReplyRejected():
@@ -192,8 +206,7 @@ class TaskState:
                 call.arguments, call.call_hash = event.arguments, event.call_hash
                 call.verdict = event.verdict
                 if event.verdict == "deny":
-                    self._observe(event.ref, f"Error: denied by policy: {event.reason}",
-                                  error=True)
+                    self._observe(event.ref, f"Error: denied by policy: {event.reason}", error=True)
             case ApprovalRequested():
                 self.calls[event.ref].approval = event
                 self.calls[event.ref].decision = None
@@ -203,8 +216,9 @@ class TaskState:
                     decided.decision = event
                     if not event.approved:
                         why = f": {event.reason}" if event.reason else ""
-                        self._observe(decided.ref, f"Error: a reviewer declined this call{why}",
-                                      error=True)
+                        self._observe(
+                            decided.ref, f"Error: a reviewer declined this call{why}", error=True
+                        )
             case IntentRecorded():
                 self.calls[event.ref].intent = event
                 if event.approval_id is not None:
@@ -249,8 +263,11 @@ class TaskState:
     def _observe(self, ref: str, text: str, *, error: bool) -> None:
         call = self.calls[ref]
         call.observation, call.is_error = text, error
-        args = json.dumps(call.arguments, sort_keys=True) if call.arguments is not None \
+        args = (
+            json.dumps(call.arguments, sort_keys=True)
+            if call.arguments is not None
             else call.wire.arguments
+        )
         self._remember(f"{call.wire.name}:{args}", text, error)
         if self.pending is not None and self.pending.resolved:
             self._close_turn()
@@ -277,8 +294,10 @@ class TaskState:
         if len(h) >= n:
             a, b = h[-2], h[-1]
             if a != b and all(s == (a if (n - i) % 2 == 0 else b) for i, s in enumerate(h[-n:])):
-                return (f"alternating between two actions for {n} steps: "
-                        f"{_short(a.action)} / {_short(b.action)}")
+                return (
+                    f"alternating between two actions for {n} steps: "
+                    f"{_short(a.action)} / {_short(b.action)}"
+                )
         return None
 
     def budget_exhausted(self) -> str | None:

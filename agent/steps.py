@@ -93,8 +93,10 @@ class ReadPlan(Step):
         calls = response.tool_calls
         error = None
         if len(calls) != 1 or calls[0].name != submit_plan.name:
-            error = (f"answer with exactly one call to {submit_plan.name} "
-                     f"(got {', '.join(c.name for c in calls) or 'no tool call'})")
+            error = (
+                f"answer with exactly one call to {submit_plan.name} "
+                f"(got {', '.join(c.name for c in calls) or 'no tool call'})"
+            )
         else:
             try:
                 steps = submit_plan.parse(calls[0].arguments)["steps"]
@@ -103,12 +105,19 @@ class ReadPlan(Step):
         if error is not None:
             events: list[Event] = [ReplyRejected(error=error)]
             if len(state.plan_attempts) + 1 >= PLAN_ATTEMPTS:
-                events.append(TaskFailed(
-                    reason=f"the model gave no valid plan in {PLAN_ATTEMPTS} tries: {error}"))
+                events.append(
+                    TaskFailed(
+                        reason=f"the model gave no valid plan in {PLAN_ATTEMPTS} tries: {error}"
+                    )
+                )
             rt.commit(events)
             return
-        rt.commit([PlanProposed(steps=tuple(steps), replan_reason=state.replan_reason),
-                   StepStarted(index=0, title=steps[0])])
+        rt.commit(
+            [
+                PlanProposed(steps=tuple(steps), replan_reason=state.replan_reason),
+                StepStarted(index=0, title=steps[0]),
+            ]
+        )
 
 
 class Act(Step):
@@ -126,8 +135,10 @@ def trim_oversized(event: ModelResponded, limit: int) -> ModelResponded:
     oversized = {i: n for i, n in sizes.items() if n > limit}
     if not oversized:
         return event
-    calls = tuple(c.model_copy(update={"arguments": c.arguments[:OVERSIZED_KEPT]})
-                  if i in oversized else c for i, c in enumerate(event.response.tool_calls))
+    calls = tuple(
+        c.model_copy(update={"arguments": c.arguments[:OVERSIZED_KEPT]}) if i in oversized else c
+        for i, c in enumerate(event.response.tool_calls)
+    )
     response = event.response.model_copy(update={"tool_calls": calls})
     return event.model_copy(update={"response": response, "oversized": oversized})
 
@@ -142,30 +153,55 @@ class Gate(Step):
         call, state = self.call, rt.state
         name = call.wire.name
         if call.oversized is not None:
-            return rt.reject(call, f"the arguments are {call.oversized:,} bytes; the limit is "
-                                   f"{rt.max_argument_bytes:,} bytes. Send less at a time.")
+            return rt.reject(
+                call,
+                f"the arguments are {call.oversized:,} bytes; the limit is "
+                f"{rt.max_argument_bytes:,} bytes. Send less at a time.",
+            )
         if name in EXECUTOR:
             return self._control(rt)
         tool = rt.registry.get(name)
         if tool is None:
             shown = name if len(name) <= 60 else name[:60] + "..."
-            return rt.reject(call, f"there is no tool named {shown!r}; the tools are: "
-                                   + ", ".join(t.name for t in rt.tool_specs))
+            return rt.reject(
+                call,
+                f"there is no tool named {shown!r}; the tools are: "
+                + ", ".join(t.name for t in rt.tool_specs),
+            )
         try:
             arguments = tool.parse(call.wire.arguments)
         except InvalidArguments as exc:
             return rt.reject(call, str(exc))
         decision = rt.gate.evaluate(tool, arguments)
         digest = call_hash(tool.name, arguments)
-        verdict = ("ask" if isinstance(decision, RequireApproval)
-                   else "deny" if isinstance(decision, Deny) else "allow")
-        events: list[Event] = [GateDecided(ref=call.ref, tool=name, arguments=arguments,
-                                           call_hash=digest, verdict=verdict,
-                                           reason=decision.reason, rule=decision.rule)]
+        verdict = (
+            "ask"
+            if isinstance(decision, RequireApproval)
+            else "deny"
+            if isinstance(decision, Deny)
+            else "allow"
+        )
+        events: list[Event] = [
+            GateDecided(
+                ref=call.ref,
+                tool=name,
+                arguments=arguments,
+                call_hash=digest,
+                verdict=verdict,
+                reason=decision.reason,
+                rule=decision.rule,
+            )
+        ]
         if isinstance(decision, RequireApproval):
-            events.append(ApprovalRequested(
-                approval_id=f"{state.task_id}-{call.ref}", ref=call.ref, call_hash=digest,
-                reason=decision.reason, preview=decision.preview))
+            events.append(
+                ApprovalRequested(
+                    approval_id=f"{state.task_id}-{call.ref}",
+                    ref=call.ref,
+                    call_hash=digest,
+                    reason=decision.reason,
+                    preview=decision.preview,
+                )
+            )
             rt.commit(events)
         else:
             rt.stage(events)  # made durable with the intent or the result that follows
@@ -180,11 +216,15 @@ class Gate(Step):
         except InvalidArguments as exc:
             return rt.reject(call, str(exc))
         assert state.pending is not None
-        later = state.pending.calls[state.pending.calls.index(call) + 1:]
+        later = state.pending.calls[state.pending.calls.index(call) + 1 :]
         events: list[Event] = [
-            CallRejected(ref=c.ref, tool=c.wire.name,
-                         error=f"not run: {call.wire.name} ended the step before it")
-            for c in later]
+            CallRejected(
+                ref=c.ref,
+                tool=c.wire.name,
+                error=f"not run: {call.wire.name} ended the step before it",
+            )
+            for c in later
+        ]
         if control is complete_step:
             events.append(StepFinished(index=state.step, summary=args["summary"]))
             if state.step + 1 < len(state.plan):
@@ -193,9 +233,13 @@ class Gate(Step):
                 events.append(TaskFinished(answer=args["summary"]))
         elif control is replan:
             if state.replans >= state.limits.max_replans:
-                events.append(TaskFailed(reason=f"the plan failed {state.replans + 1} times "
-                                                f"(limit {state.limits.max_replans} replans); "
-                                                f"last reason: {args['reason']}"))
+                events.append(
+                    TaskFailed(
+                        reason=f"the plan failed {state.replans + 1} times "
+                        f"(limit {state.limits.max_replans} replans); "
+                        f"last reason: {args['reason']}"
+                    )
+                )
             else:
                 events.append(ReplanRequested(reason=args["reason"]))
         elif control is finish:
@@ -221,20 +265,36 @@ class Execute(Step):
         if call.approval is not None:
             # The approval is bound to the exact call: checked again, just before it runs.
             approval = call.approval
-            if (call.decision is None or not call.decision.approved
-                    or approval.call_hash != call_hash(tool.name, call.arguments)
-                    or approval.call_hash != call.call_hash):
+            if (
+                call.decision is None
+                or not call.decision.approved
+                or approval.call_hash != call_hash(tool.name, call.arguments)
+                or approval.call_hash != call.call_hash
+            ):
                 return rt.reject(call, "the approval does not match this call; it was not run")
             approval_id = approval.approval_id
         key = f"{state.task_id}/{call.ref}"
         if tool.has_side_effects:
-            rt.commit([IntentRecorded(ref=call.ref, call_hash=call.call_hash,
-                                      idempotency_key=key, approval_id=approval_id)])
+            rt.commit(
+                [
+                    IntentRecorded(
+                        ref=call.ref,
+                        call_hash=call.call_hash,
+                        idempotency_key=key,
+                        approval_id=approval_id,
+                    )
+                ]
+            )
         result = await rt.invoke(tool, call, key)
         if result is None:
             return None
-        event = ToolResulted(ref=call.ref, ok=result[0].ok, content=result[0].content,
-                             error_code=result[0].error_code, seconds=result[1])
+        event = ToolResulted(
+            ref=call.ref,
+            ok=result[0].ok,
+            content=result[0].content,
+            error_code=result[0].error_code,
+            seconds=result[1],
+        )
         if tool.has_side_effects:
             rt.commit([event])
         else:
@@ -254,35 +314,68 @@ class Reconcile(Step):
         assert call.arguments is not None
         tool = rt.registry.get(call.wire.name)
         key = call.intent.idempotency_key
-        if tool is not None and tool.reconcile is not None and tool.has_side_effects \
-                and not tool.idempotent:
+        if (
+            tool is not None
+            and tool.reconcile is not None
+            and tool.has_side_effects
+            and not tool.idempotent
+        ):
             ctx = ToolContext(task_id=state.task_id, call_id=call.wire.id, idempotency_key=key)
             found = await asyncio.to_thread(tool.reconcile, ctx)
             if found is not None:
                 result = found if isinstance(found, ToolResult) else ToolResult(True, found)
-                rt.commit([ToolResulted(ref=call.ref, ok=result.ok, content=result.content,
-                                        error_code=result.error_code, recovery="reconciled")])
+                rt.commit(
+                    [
+                        ToolResulted(
+                            ref=call.ref,
+                            ok=result.ok,
+                            content=result.content,
+                            error_code=result.error_code,
+                            recovery="reconciled",
+                        )
+                    ]
+                )
                 return
-        if tool is not None and (not tool.has_side_effects or tool.idempotent
-                                 or tool.reconcile is not None):
+        if tool is not None and (
+            not tool.has_side_effects or tool.idempotent or tool.reconcile is not None
+        ):
             # Safe to run again: it has no effect, honours the key, or said it never happened.
             outcome = await rt.invoke(tool, call, key)
             if outcome is not None:
-                rt.commit([ToolResulted(ref=call.ref, ok=outcome[0].ok,
-                                        content=outcome[0].content,
-                                        error_code=outcome[0].error_code, seconds=outcome[1],
-                                        recovery="rerun")])
+                rt.commit(
+                    [
+                        ToolResulted(
+                            ref=call.ref,
+                            ok=outcome[0].ok,
+                            content=outcome[0].content,
+                            error_code=outcome[0].error_code,
+                            seconds=outcome[1],
+                            recovery="rerun",
+                        )
+                    ]
+                )
             return
         n = sum(1 for a in state.used_approvals if a.startswith(f"{state.task_id}-{call.ref}"))
-        rt.commit([ApprovalRequested(
-            approval_id=f"{state.task_id}-{call.ref}-r{n + 1}", ref=call.ref,
-            call_hash=call.intent.call_hash, cause="reconcile",
-            reason=("the runner stopped while this call was running, and the tool cannot tell "
-                    "whether it took effect. Approve to run it again; deny to tell the model "
-                    "it did not run."),
-            preview=rt.preview(tool, call))])
+        rt.commit(
+            [
+                ApprovalRequested(
+                    approval_id=f"{state.task_id}-{call.ref}-r{n + 1}",
+                    ref=call.ref,
+                    call_hash=call.intent.call_hash,
+                    cause="reconcile",
+                    reason=(
+                        "the runner stopped while this call was running, and the tool cannot tell "
+                        "whether it took effect. Approve to run it again; deny to tell the model "
+                        "it did not run."
+                    ),
+                    preview=rt.preview(tool, call),
+                )
+            ]
+        )
 
 
 def tool_crashed(tool: Tool, exc: BaseException, detail: str) -> TaskPaused:
-    return TaskPaused(reason="tool_crashed",
-                      detail=f"the tool {tool.name} raised {type(exc).__name__}: {exc}\n{detail}")
+    return TaskPaused(
+        reason="tool_crashed",
+        detail=f"the tool {tool.name} raised {type(exc).__name__}: {exc}\n{detail}",
+    )

@@ -73,8 +73,9 @@ class Store:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path | None = None, *,
-             synchronous: Literal["normal", "full"] = "normal") -> Store:
+    def open(
+        cls, path: Path | None = None, *, synchronous: Literal["normal", "full"] = "normal"
+    ) -> Store:
         """Open (creating if needed) the store at `path` (default: `default_home()/events.db`).
 
         `normal` survives any crash of the process (kill -9 included); `full` also survives a
@@ -83,8 +84,9 @@ class Store:
         path = path or default_home() / "events.db"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             conn.executescript(_SCHEMA)
@@ -118,10 +120,14 @@ class Store:
         task_id = task_id or secrets.token_hex(4)
         now = time.time()
         with self._write() as db:
-            db.execute("INSERT INTO tasks VALUES (?, ?, 'running', ?, ?, 1)",
-                       (task_id, created.task, now, now))
-            db.execute("INSERT INTO events VALUES (?, 1, ?, ?, ?)",
-                       (task_id, now, created.kind, created.model_dump_json()))
+            db.execute(
+                "INSERT INTO tasks VALUES (?, ?, 'running', ?, ?, 1)",
+                (task_id, created.task, now, now),
+            )
+            db.execute(
+                "INSERT INTO events VALUES (?, 1, ?, ?, ?)",
+                (task_id, now, created.kind, created.model_dump_json()),
+            )
         return task_id
 
     def append(self, task_id: str, events: Sequence[Event], *, after: int | None = None) -> int:
@@ -137,31 +143,40 @@ class Store:
                 raise TaskNotFound(f"no task {task_id}", task_id=task_id)
             last: int = row[0]
             if after is not None and after != last:
-                raise ConflictingWrite(f"task {task_id} has events after {after} (now {last})",
-                                       task_id=task_id)
+                raise ConflictingWrite(
+                    f"task {task_id} has events after {after} (now {last})", task_id=task_id
+                )
             status = None
             for event in events:
                 last += 1
-                db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                           (task_id, last, now, event.kind, event.model_dump_json()))
+                db.execute(
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                    (task_id, last, now, event.kind, event.model_dump_json()),
+                )
                 status = STATUS_AFTER.get(event.kind, status)
             if status is None:
-                db.execute("UPDATE tasks SET updated = ?, last_seq = ? WHERE id = ?",
-                           (now, last, task_id))
+                db.execute(
+                    "UPDATE tasks SET updated = ?, last_seq = ? WHERE id = ?", (now, last, task_id)
+                )
             else:
-                db.execute("UPDATE tasks SET updated = ?, last_seq = ?, status = ? WHERE id = ?",
-                           (now, last, status, task_id))
+                db.execute(
+                    "UPDATE tasks SET updated = ?, last_seq = ?, status = ? WHERE id = ?",
+                    (now, last, status, task_id),
+                )
         return last
 
     def events(self, task_id: str, *, after: int = 0) -> list[StoredEvent]:
         """The task's events with sequence number above `after`, in order."""
         rows = self._db.execute(
             "SELECT seq, ts, body FROM events WHERE task_id = ? AND seq > ? ORDER BY seq",
-            (task_id, after)).fetchall()
+            (task_id, after),
+        ).fetchall()
         if not rows and after == 0:
             raise TaskNotFound(f"no task {task_id}", task_id=task_id)
-        return [StoredEvent(task_id, seq, ts, EVENT_ADAPTER.validate_json(body))
-                for seq, ts, body in rows]
+        return [
+            StoredEvent(task_id, seq, ts, EVENT_ADAPTER.validate_json(body))
+            for seq, ts, body in rows
+        ]
 
     def task(self, task_id: str) -> TaskRow:
         row = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -180,8 +195,9 @@ class Store:
 
     def resolve(self, prefix: str) -> str:
         """The task id that starts with `prefix` (ids are long; people type a few characters)."""
-        rows = self._db.execute("SELECT id FROM tasks WHERE id LIKE ? || '%' LIMIT 2",
-                                (prefix,)).fetchall()
+        rows = self._db.execute(
+            "SELECT id FROM tasks WHERE id LIKE ? || '%' LIMIT 2", (prefix,)
+        ).fetchall()
         if len(rows) == 1:
             return str(rows[0][0])
         if not rows:
@@ -196,13 +212,18 @@ class Store:
         """
         me = (socket.gethostname(), os.getpid(), _process_start(os.getpid()))
         with self._write() as db:
-            row = db.execute("SELECT host, pid, started, since FROM leases WHERE task_id = ?",
-                             (task_id,)).fetchone()
+            row = db.execute(
+                "SELECT host, pid, started, since FROM leases WHERE task_id = ?", (task_id,)
+            ).fetchone()
             if row is not None and tuple(row[:3]) != me and _alive(row[0], row[1], row[2]):
-                raise TaskBusy(f"task {task_id} is being run by process {row[1]} on {row[0]}",
-                               task_id=task_id, pid=row[1])
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
-                       (task_id, *me, time.time()))
+                raise TaskBusy(
+                    f"task {task_id} is being run by process {row[1]} on {row[0]}",
+                    task_id=task_id,
+                    pid=row[1],
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)", (task_id, *me, time.time())
+            )
         try:
             yield
         finally:

@@ -54,8 +54,12 @@ def tally(counter: str, ctx: ToolContext, amount: int = 1) -> str:
     path = ledger_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     total = amount + sum(e["amount"] for e in read_ledger(path) if e["counter"] == counter)
-    line = json.dumps({"key": ctx.idempotency_key, "counter": counter, "amount": amount,
-                       "total": total}) + "\n"
+    line = (
+        json.dumps(
+            {"key": ctx.idempotency_key, "counter": counter, "amount": amount, "total": total}
+        )
+        + "\n"
+    )
     # One write of one line with O_APPEND: the effect happens entirely or not at all.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -10,5 +10,15 @@ from policies.decisions import Allow, Decision, Deny, RequireApproval
 from policies.gate import Gate
 from policies.rules import Action, Rule, RuleSet, load_rules, parse_rules
 
-__all__ = ["Action", "Allow", "Decision", "Deny", "Gate", "RequireApproval", "Rule", "RuleSet",
-           "load_rules", "parse_rules"]
+__all__ = [
+    "Action",
+    "Allow",
+    "Decision",
+    "Deny",
+    "Gate",
+    "RequireApproval",
+    "Rule",
+    "RuleSet",
+    "load_rules",
+    "parse_rules",
+]

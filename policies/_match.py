@@ -122,7 +122,7 @@ def path_glob(pattern: str) -> str:
             out.append("[^/]")
             i += 1
         elif pattern[i] == "[" and (end := _class_end(pattern, i)) > 0:
-            out.append(_char_class(pattern[i + 1:end]))
+            out.append(_char_class(pattern[i + 1 : end]))
             i = end + 1
         else:
             out.append(re.escape(pattern[i]))
@@ -153,8 +153,7 @@ def render_argument(value: Any) -> str:
     """An argument as `[rule.args]` globs see it: a string as is, anything else as compact JSON."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 _UNSET: Any = object()
@@ -222,8 +221,9 @@ class _Patterns:
     any: re.Pattern[str]
 
     @classmethod
-    def compile(cls, texts: tuple[str, ...],
-                translate: Callable[[str], str] = fnmatch.translate) -> _Patterns:
+    def compile(
+        cls, texts: tuple[str, ...], translate: Callable[[str], str] = fnmatch.translate
+    ) -> _Patterns:
         regexes = [f"(?s:{translate(text)})" for text in texts]
         return cls(texts, tuple(re.compile(r) for r in regexes), re.compile("|".join(regexes)))
 
@@ -231,15 +231,26 @@ class _Patterns:
         return self.any.fullmatch(text) is not None
 
     def which(self, text: str) -> str | None:
-        return next((t for t, p in zip(self.texts, self.each, strict=True)
-                     if p.fullmatch(text)), None)
+        return next(
+            (t for t, p in zip(self.texts, self.each, strict=True) if p.fullmatch(text)), None
+        )
 
 
 class CompiledRule:
     """One rule, ready to test calls against. `explain` says what matched, for previews."""
 
-    __slots__ = ("action", "args", "command", "hosts", "label", "methods", "path", "reason",
-                 "tool", "touches")
+    __slots__ = (
+        "action",
+        "args",
+        "command",
+        "hosts",
+        "label",
+        "methods",
+        "path",
+        "reason",
+        "tool",
+        "touches",
+    )
 
     def __init__(self, rule: Rule, label: str) -> None:
         self.action = rule.action
@@ -251,8 +262,11 @@ class CompiledRule:
         self.command = rule.command_prefix
         self.path = _Patterns.compile(rule.path, path_glob) if rule.path else None
         self.hosts = _Patterns.compile(rule.url_host) if rule.url_host else None
-        self.args = tuple((name, _Patterns.compile(globs)) for name, globs in rule.args.items()) \
-            if rule.args else None
+        self.args = (
+            tuple((name, _Patterns.compile(globs)) for name, globs in rule.args.items())
+            if rule.args
+            else None
+        )
 
     def applies_to(self, tool_name: str, touches: str) -> bool:
         """Whether the tool-level matchers (`tool`, `touches`) accept this tool."""

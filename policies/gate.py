@@ -30,15 +30,17 @@ class Gate:
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
-        self._compiled = tuple(CompiledRule(rule, rules.label(i))
-                               for i, rule in enumerate(rules.rules))
+        self._compiled = tuple(
+            CompiledRule(rule, rules.label(i)) for i, rule in enumerate(rules.rules)
+        )
         # The rules whose `tool`/`touches` matchers accept a tool depend on its name and touches
         # only, so they are worked out once per tool rather than on every call.
         self._by_tool: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
 
     def __repr__(self) -> str:
-        return (f"<Gate {self.rules.source}: {len(self._compiled)} rules, "
-                f"default {self.rules.default}>")
+        return (
+            f"<Gate {self.rules.source}: {len(self._compiled)} rules, default {self.rules.default}>"
+        )
 
     @classmethod
     def from_file(cls, path: str | PathLike[str]) -> Gate:
@@ -84,10 +86,16 @@ class Gate:
         if rule.action == "allow":
             return Allow(rule.reason or f"allowed by policy rule {rule.label}", rule.label)
         if rule.action == "deny":
-            return Deny(rule.reason or f"{tool.name} with these arguments is denied by policy "
-                        f"rule {rule.label}", rule.label)
-        return RequireApproval(rule.reason or f"policy rule {rule.label} asks a reviewer",
-                               rule.label, _preview(tool, call.arguments, rule.explain(call)))
+            return Deny(
+                rule.reason
+                or f"{tool.name} with these arguments is denied by policy rule {rule.label}",
+                rule.label,
+            )
+        return RequireApproval(
+            rule.reason or f"policy rule {rule.label} asks a reviewer",
+            rule.label,
+            _preview(tool, call.arguments, rule.explain(call)),
+        )
 
     def _default(self, tool: Tool, call: Call) -> Decision:
         label = self.rules.default_label
@@ -97,15 +105,19 @@ class Gate:
             return Allow(f"{what}; the default is to allow", label)
         if action == "deny":
             return Deny(f"{what}; the default is to deny", label)
-        return RequireApproval(f"{what}; the default is to ask a reviewer", label,
-                               _preview(tool, call.arguments, ()))
+        return RequireApproval(
+            f"{what}; the default is to ask a reviewer", label, _preview(tool, call.arguments, ())
+        )
 
 
 def _preview(tool: Tool, arguments: Mapping[str, Any], matched: Iterable[str]) -> str:
     """Render what a call will do, for a reviewer: tool, what it touches, why the rule matched
     (`matched`: lines such as ``host: api.example.com (matches "*.example.com")``), and the
     arguments as pretty JSON."""
-    lines = [f"tool: {tool.name} (touches {tool.touches})", *matched, "arguments:",
-             json.dumps(dict(arguments), indent=2, sort_keys=True, ensure_ascii=False,
-                        default=str)]
+    lines = [
+        f"tool: {tool.name} (touches {tool.touches})",
+        *matched,
+        "arguments:",
+        json.dumps(dict(arguments), indent=2, sort_keys=True, ensure_ascii=False, default=str),
+    ]
     return "\n".join(lines)

@@ -88,6 +88,7 @@ def _one_or_many(value: object) -> object:
 def _each(check: Callable[[str], str]) -> AfterValidator:
     def apply(values: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(check(v) for v in values)
+
     return AfterValidator(apply)
 
 
@@ -148,8 +149,11 @@ class Rule(BaseModel):
     @model_validator(mode="after")
     def _has_a_matcher(self) -> Rule:
         if all(getattr(self, name) is None for name in MATCHERS):
-            raise ValueError("a rule needs at least one matcher (" + ", ".join(MATCHERS)
-                             + "); to decide every other call, set [default] action")
+            raise ValueError(
+                "a rule needs at least one matcher ("
+                + ", ".join(MATCHERS)
+                + "); to decide every other call, set [default] action"
+            )
         return self
 
 
@@ -211,16 +215,22 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line, message = _syntax_error_line(exc, text)
-        raise ConfigError(f"{source}:{line}: TOML syntax error: {message}",
-                          source=source, line=line) from None
+        raise ConfigError(
+            f"{source}:{line}: TOML syntax error: {message}", source=source, line=line
+        ) from None
     lines = _Lines(text)
     problems: list[tuple[int, str]] = []
 
     for key in raw:
         if key not in ("default", "rule"):
-            problems.append((lines.top_level(key), f"unknown table or key {key!r}"
-                             f"{_did_you_mean(key, ('default', 'rule'))}"
-                             " (a policy has [default] and [[rule]] tables)"))
+            problems.append(
+                (
+                    lines.top_level(key),
+                    f"unknown table or key {key!r}"
+                    f"{_did_you_mean(key, ('default', 'rule'))}"
+                    " (a policy has [default] and [[rule]] tables)",
+                )
+            )
 
     default: Action = "ask"
     default_line: int | None = None
@@ -235,8 +245,12 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
     rules: list[Rule] = []
     raw_rules = raw.get("rule", [])
     if isinstance(raw_rules, dict):
-        problems.append((lines.top_level("rule"), "write each rule as [[rule]] (an array of "
-                         "tables), not [rule]"))
+        problems.append(
+            (
+                lines.top_level("rule"),
+                "write each rule as [[rule]] (an array of tables), not [rule]",
+            )
+        )
         raw_rules = []
     elif not isinstance(raw_rules, list):
         problems.append((lines.top_level("rule"), "`rule` must be [[rule]] tables"))
@@ -246,23 +260,35 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
         if not isinstance(entry, dict):
             problems.append((lines.rule_key(index, ()), f"rule {number}: must be a table"))
         elif not entry:
-            problems.append((lines.rule_key(index, ()),
-                             f"rule {number}: is empty (it needs an action and a matcher)"))
+            problems.append(
+                (
+                    lines.rule_key(index, ()),
+                    f"rule {number}: is empty (it needs an action and a matcher)",
+                )
+            )
         else:
             try:
                 rules.append(Rule.model_validate(entry))
             except ValidationError as exc:
                 for err in exc.errors(include_url=False):
-                    problems.append((lines.rule_key(index, err["loc"]),
-                                     f"rule {number}: {_describe(err)}"))
+                    problems.append(
+                        (lines.rule_key(index, err["loc"]), f"rule {number}: {_describe(err)}")
+                    )
 
     if problems:
         problems.sort(key=lambda p: p[0])
-        raise ConfigError("\n".join(f"{source}:{line}: {message}" for line, message in problems),
-                          source=source, line=problems[0][0])
-    return RuleSet(rules=tuple(rules), default=default, source=source,
-                   lines=tuple(lines.rule_header(i) for i in range(len(rules))),
-                   default_line=default_line)
+        raise ConfigError(
+            "\n".join(f"{source}:{line}: {message}" for line, message in problems),
+            source=source,
+            line=problems[0][0],
+        )
+    return RuleSet(
+        rules=tuple(rules),
+        default=default,
+        source=source,
+        lines=tuple(lines.rule_header(i) for i in range(len(rules))),
+        default_line=default_line,
+    )
 
 
 _AT_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -273,9 +299,9 @@ def _syntax_error_line(exc: tomllib.TOMLDecodeError, text: str) -> tuple[int, st
     """The line and the bare message of a TOML syntax error (tomllib puts both in the text)."""
     message = str(exc)
     if match := _AT_LINE.search(message):
-        return int(match.group(1)), f"{message[:match.start()]} (column {match.group(2)})"
+        return int(match.group(1)), f"{message[: match.start()]} (column {match.group(2)})"
     if match := _AT_END.search(message):
-        return max(1, len(text.splitlines())), f"{message[:match.start()]} at end of file"
+        return max(1, len(text.splitlines())), f"{message[: match.start()]} at end of file"
     return 1, message
 
 
@@ -350,8 +376,9 @@ class _Lines:
         return self._key(key, 0, first) or 1
 
     def default_key(self, loc: tuple[int | str, ...]) -> int:
-        header = next((n for n, name, array in self.headers if name == "default" and not array),
-                      None)
+        header = next(
+            (n for n, name, array in self.headers if name == "default" and not array), None
+        )
         if header is None:
             return self.top_level("default")
         if loc and isinstance(loc[0], str):
@@ -382,6 +409,12 @@ class _Lines:
         if key_line is None:
             # An unknown subtable such as `[rule.arg]` is reported at its own header.
             rule_end = self._next_header(header, within="rule")
-            key_line = next((n for n, name, _ in self.headers
-                             if header < n < rule_end and name == f"rule.{loc[0]}"), None)
+            key_line = next(
+                (
+                    n
+                    for n, name, _ in self.headers
+                    if header < n < rule_end and name == f"rule.{loc[0]}"
+                ),
+                None,
+            )
         return key_line or header

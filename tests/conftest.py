@@ -44,18 +44,23 @@ def tools() -> Registry:
     return registry
 
 
-def scripted(turns: list[dict[str, Any]]) -> ScriptedBackend:
+def scripted(turns: list[Any]) -> ScriptedBackend:
     return ScriptedBackend(parse_script(turns))
 
 
-def make_runner(store: Store, turns: list[dict[str, Any]], *, policy: str | None = ALLOW_ALL,
-                registry: Registry | None = None) -> tuple[Runner, ScriptedBackend]:
+def make_runner(
+    store: Store,
+    turns: list[Any],
+    *,
+    policy: str | None = ALLOW_ALL,
+    registry: Registry | None = None,
+) -> tuple[Runner, ScriptedBackend]:
     backend = scripted(turns)
     gate = Gate.from_text(policy, source="test-policy.toml") if policy else Gate.default()
     return Runner(store, registry or tools(), gate, planner=backend), backend
 
 
-def write_script(path: Path, turns: list[dict[str, Any]]) -> Path:
+def write_script(path: Path, turns: list[Any]) -> Path:
     path.write_text(json.dumps({"turns": turns}))
     return path
 

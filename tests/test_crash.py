@@ -25,33 +25,55 @@ STEPS = 3
 def _script(i: int) -> list[dict[str, object]]:
     turns: list[dict[str, object]] = [{"plan": [f"Count item {i}.{s}" for s in range(STEPS)]}]
     for s in range(STEPS):
-        turns += [{"tool": "look", "args": {"name": f"item {i}.{s}"}},
-                  {"tool": "count", "args": {"name": f"item {i}.{s}"}},
-                  {"done": f"counted item {i}.{s}"}]
+        turns += [
+            {"tool": "look", "args": {"name": f"item {i}.{s}"}},
+            {"tool": "count", "args": {"name": f"item {i}.{s}"}},
+            {"done": f"counted item {i}.{s}"},
+        ]
     return turns
 
 
-def test_kill_9_at_random_points_then_every_effect_exactly_once(home: Path,
-                                                                tmp_path: Path) -> None:
+def test_kill_9_at_random_points_then_every_effect_exactly_once(home: Path, tmp_path: Path) -> None:
     rng = random.Random(int(os.environ.get("CRASH_SEED", "0")) or None)
     policy = tmp_path / "allow.toml"
     policy.write_text('[default]\naction = "allow"\n')
     ledger = tmp_path / "ledger.jsonl"
     with Store.open(home / "events.db") as store:
-        ids = [store.create_task(TaskCreated(
-            task=f"count items of batch {i}",
-            model=f"scripted:{write_script(tmp_path / f's{i}.json', _script(i))}",
-            limits=Limits(max_steps=100)))
-            for i in range(TASKS)]
+        ids = [
+            store.create_task(
+                TaskCreated(
+                    task=f"count items of batch {i}",
+                    model=f"scripted:{write_script(tmp_path / f's{i}.json', _script(i))}",
+                    limits=Limits(max_steps=100),
+                )
+            )
+            for i in range(TASKS)
+        ]
 
     env = {**os.environ, "CRASH_LEDGER": str(ledger), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "agent.cli", "resume", "--all", "--json",
-               "--tools", str(REPO / "tests" / "crash_tools.py"), "--policy", str(policy)]
+    command = [
+        sys.executable,
+        "-m",
+        "agent.cli",
+        "resume",
+        "--all",
+        "--json",
+        "--tools",
+        str(REPO / "tests" / "crash_tools.py"),
+        "--policy",
+        str(policy),
+    ]
     kills = 0
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             out, err = proc.communicate(timeout=rng.uniform(0.5, 1.2))
         except subprocess.TimeoutExpired:
@@ -66,8 +88,12 @@ def test_kill_9_at_random_points_then_every_effect_exactly_once(home: Path,
 
     with Store.open(home / "events.db") as store:
         statuses = Counter(store.task(i).status for i in ids)
-        recoveries = Counter(e.event.recovery for i in ids for e in store.events(i)
-                             if e.event.kind == "tool_result" and e.event.recovery)
+        recoveries = Counter(
+            e.event.recovery
+            for i in ids
+            for e in store.events(i)
+            if e.event.kind == "tool_result" and e.event.recovery
+        )
     assert statuses == {"done": TASKS}
     entries = [json.loads(line) for line in ledger.read_text().splitlines()]
     effects = Counter(e["name"] for e in entries)

@@ -90,9 +90,11 @@ def test_there_are_fifty_cases() -> None:
 
 @pytest.mark.parametrize(("name", "turn"), CASES, ids=[name for name, _ in CASES])
 async def test_malformed_output_is_an_error_observation(
-        name: str, turn: dict[str, Any], store: Store, tmp_path: Path) -> None:
-    runner, backend = make_runner(store, [{"plan": ["Count one visitor"]}, turn,
-                                          {"answer": "gave up counting"}])
+    name: str, turn: dict[str, Any], store: Store, tmp_path: Path
+) -> None:
+    runner, backend = make_runner(
+        store, [{"plan": ["Count one visitor"]}, turn, {"answer": "gave up counting"}]
+    )
     # The scripted model's usage is estimated from what it sends: 2 MB of output is ~500k
     # tokens, which the default token budget would (rightly) refuse to go on after.
     task_id = runner.create("count one visitor", run_limits(max_tokens=None))
@@ -102,7 +104,8 @@ async def test_malformed_output_is_an_error_observation(
     assert state.answer == "gave up counting"
     assert read_ledger(tmp_path / "tally.jsonl") == [], "nothing may run"
     kinds = [e.event.kind for e in store.events(task_id)]
-    assert "tool_result" not in kinds and "intent" not in kinds
+    assert "tool_result" not in kinds
+    assert "intent" not in kinds
     assert kinds.count("call_rejected") + kinds.count("reply_rejected") == 1
     # The model's next request carries the error, so it can correct itself.
     last = backend.requests[-1].messages[-1]

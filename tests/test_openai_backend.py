@@ -11,33 +11,40 @@ from typing import Any
 
 import pytest
 from tenacity import RetryError
-from .wire_server import Reply, WireServer
 
 from agent.backends._retry import RetryPolicy, parse_retry_after
 from agent.backends.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.errors import BackendError, ConfigError
 
+from .wire_server import Reply, WireServer
+
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=2.0)
 
 READ_FILE = ToolSpec(
     name="read_file",
     description="Read a file from the workspace.",
-    parameters={"type": "object", "properties": {"path": {"type": "string"}},
-                "required": ["path"]},
+    parameters={"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
 )
 
 
-def completion(message: dict[str, Any], *, model: str = "test-model-2025",
-               usage: dict[str, int] | None = None) -> dict[str, Any]:
+def completion(
+    message: dict[str, Any], *, model: str = "test-model-2025", usage: dict[str, int] | None = None
+) -> dict[str, Any]:
     """A chat-completions response body as OpenAI sends it, extra fields included."""
     body: dict[str, Any] = {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", **message},
-                     "finish_reason": "stop", "logprobs": None}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", **message},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
     }
     if usage is not None:
         body["usage"] = {**usage, "total_tokens": sum(usage.values())}
@@ -48,8 +55,13 @@ TEXT_OK = Reply(body=completion({"content": "done"}))
 
 
 def ask(*messages: Message, tools: tuple[ToolSpec, ...] = ()) -> ModelRequest:
-    return ModelRequest(task_id="t1", purpose="act", turn=0, tools=tools,
-                        messages=messages or (Message(role="user", content="hi"),))
+    return ModelRequest(
+        task_id="t1",
+        purpose="act",
+        turn=0,
+        tools=tools,
+        messages=messages or (Message(role="user", content="hi"),),
+    )
 
 
 @pytest.fixture
@@ -60,8 +72,7 @@ def server() -> Iterator[WireServer]:
 
 @pytest.fixture
 async def backend(server: WireServer) -> AsyncIterator[OpenAICompatibleBackend]:
-    model = OpenAICompatibleBackend(f"{server.url}/v1", "test-model", api_key="sk-test",
-                                    retry=FAST)
+    model = OpenAICompatibleBackend(f"{server.url}/v1", "test-model", api_key="sk-test", retry=FAST)
     yield model
     await model.aclose()
 
@@ -76,21 +87,39 @@ def closed_port() -> int:
 # --- the happy paths -----------------------------------------------------------------------------
 
 
-async def test_tool_call_round_trip(server: WireServer,
-                                    backend: OpenAICompatibleBackend) -> None:
-    server.reply(Reply(body=completion(
-        {"content": None, "tool_calls": [
-            {"id": "call_2", "type": "function",
-             "function": {"name": "read_file", "arguments": '{"path": "b.txt"}'}}]},
-        usage={"prompt_tokens": 120, "completion_tokens": 17},
-    )))
+async def test_tool_call_round_trip(server: WireServer, backend: OpenAICompatibleBackend) -> None:
+    server.reply(
+        Reply(
+            body=completion(
+                {
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_2",
+                            "type": "function",
+                            "function": {"name": "read_file", "arguments": '{"path": "b.txt"}'},
+                        }
+                    ],
+                },
+                usage={"prompt_tokens": 120, "completion_tokens": 17},
+            )
+        )
+    )
     request = ModelRequest(
-        task_id="t1", purpose="act", turn=2, tool_choice="required", tools=(READ_FILE,),
+        task_id="t1",
+        purpose="act",
+        turn=2,
+        tool_choice="required",
+        tools=(READ_FILE,),
         messages=(
             Message(role="system", content="You are careful."),
             Message(role="user", content="Compare a.txt and b.txt."),
-            Message(role="assistant", tool_calls=(
-                ToolCall(id="call_1", name="read_file", arguments='{"path": "a.txt"}'),)),
+            Message(
+                role="assistant",
+                tool_calls=(
+                    ToolCall(id="call_1", name="read_file", arguments='{"path": "a.txt"}'),
+                ),
+            ),
             Message(role="tool", tool_call_id="call_1", content="alpha"),
         ),
     )
@@ -105,51 +134,87 @@ async def test_tool_call_round_trip(server: WireServer,
         "messages": [
             {"role": "system", "content": "You are careful."},
             {"role": "user", "content": "Compare a.txt and b.txt."},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function",
-                 "function": {"name": "read_file", "arguments": '{"path": "a.txt"}'}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "read_file", "arguments": '{"path": "a.txt"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "alpha"},
         ],
-        "tools": [{"type": "function", "function": {
-            "name": "read_file", "description": "Read a file from the workspace.",
-            "parameters": READ_FILE.parameters}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "read_file",
+                    "description": "Read a file from the workspace.",
+                    "parameters": READ_FILE.parameters,
+                },
+            }
+        ],
         "tool_choice": "required",
     }
     assert response.tool_calls == (
-        ToolCall(id="call_2", name="read_file", arguments='{"path": "b.txt"}'),)
+        ToolCall(id="call_2", name="read_file", arguments='{"path": "b.txt"}'),
+    )
     assert response.text == ""
     assert response.usage == Usage(input_tokens=120, output_tokens=17)
     assert response.model == "test-model-2025"
 
 
 async def test_plain_text_answer_without_tools_or_key(server: WireServer) -> None:
-    server.reply(Reply(body=completion({"content": "Paris."},
-                                       usage={"prompt_tokens": 9, "completion_tokens": 2})))
+    server.reply(
+        Reply(
+            body=completion(
+                {"content": "Paris."}, usage={"prompt_tokens": 9, "completion_tokens": 2}
+            )
+        )
+    )
     backend = OpenAICompatibleBackend(f"{server.url}/v1/", "local", retry=FAST)
     try:
-        response = await backend.complete(
-            ask(Message(role="user", content="Capital of France?")))
+        response = await backend.complete(ask(Message(role="user", content="Capital of France?")))
     finally:
         await backend.aclose()
 
     sent = server.requests[0]
     assert sent.path == "/v1/chat/completions"
     assert "authorization" not in sent.headers
-    assert sent.json == {"model": "local",
-                         "messages": [{"role": "user", "content": "Capital of France?"}]}
+    assert sent.json == {
+        "model": "local",
+        "messages": [{"role": "user", "content": "Capital of France?"}],
+    }
     assert response.text == "Paris."
     assert response.tool_calls == ()
     assert response.usage == Usage(input_tokens=9, output_tokens=2)
 
 
-async def test_arguments_kept_raw_or_reserialized(server: WireServer,
-                                                  backend: OpenAICompatibleBackend) -> None:
-    server.reply(Reply(body=completion({"tool_calls": [
-        {"id": "a", "type": "function",
-         "function": {"name": "read_file", "arguments": '{"path": "x", oops'}},
-        {"type": "function",
-         "function": {"name": "read_file", "arguments": {"path": "y"}}},
-    ]})))
+async def test_arguments_kept_raw_or_reserialized(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    server.reply(
+        Reply(
+            body=completion(
+                {
+                    "tool_calls": [
+                        {
+                            "id": "a",
+                            "type": "function",
+                            "function": {"name": "read_file", "arguments": '{"path": "x", oops'},
+                        },
+                        {
+                            "type": "function",
+                            "function": {"name": "read_file", "arguments": {"path": "y"}},
+                        },
+                    ]
+                }
+            )
+        )
+    )
 
     response = await backend.complete(ask(tools=(READ_FILE,)))
 
@@ -164,11 +229,17 @@ async def test_arguments_kept_raw_or_reserialized(server: WireServer,
 # --- retried failures ----------------------------------------------------------------------------
 
 
-async def test_429_waits_for_retry_after_then_succeeds(server: WireServer,
-                                                       backend: OpenAICompatibleBackend) -> None:
-    server.reply(Reply(status=429, headers={"Retry-After": "1"},
-                       body={"error": {"message": "Rate limit reached", "type": "requests"}}),
-                 TEXT_OK)
+async def test_429_waits_for_retry_after_then_succeeds(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    server.reply(
+        Reply(
+            status=429,
+            headers={"Retry-After": "1"},
+            body={"error": {"message": "Rate limit reached", "type": "requests"}},
+        ),
+        TEXT_OK,
+    )
 
     started = time.monotonic()
     response = await backend.complete(ask())
@@ -180,11 +251,14 @@ async def test_429_waits_for_retry_after_then_succeeds(server: WireServer,
     assert elapsed >= 0.95
 
 
-async def test_5xx_retried_until_success(server: WireServer,
-                                         backend: OpenAICompatibleBackend) -> None:
-    server.reply(Reply(status=500, body={"error": {"message": "boom"}}),
-                 Reply(status=502, body=b"<html>Bad Gateway</html>"),
-                 TEXT_OK)
+async def test_5xx_retried_until_success(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    server.reply(
+        Reply(status=500, body={"error": {"message": "boom"}}),
+        Reply(status=502, body=b"<html>Bad Gateway</html>"),
+        TEXT_OK,
+    )
 
     response = await backend.complete(ask())
 
@@ -200,7 +274,8 @@ async def test_408_is_retried(server: WireServer, backend: OpenAICompatibleBacke
 
 
 async def test_repeated_503_exhausts_retries_with_backend_error(
-        server: WireServer, backend: OpenAICompatibleBackend) -> None:
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
     server.reply(*[Reply(status=503, body={"error": {"message": "overloaded"}})] * 5)
 
     with pytest.raises(BackendError) as caught:
@@ -217,8 +292,12 @@ async def test_repeated_503_exhausts_retries_with_backend_error(
 async def test_timeout_after_configured_attempts(server: WireServer) -> None:
     server.reply(*[Reply(delay=2.0, body=completion({"content": "late"}))] * 3)
     backend = OpenAICompatibleBackend(
-        server.url, "slow", timeout=0.2, connect_timeout=0.5,
-        retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=1.0))
+        server.url,
+        "slow",
+        timeout=0.2,
+        connect_timeout=0.5,
+        retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=1.0),
+    )
     try:
         with pytest.raises(BackendError) as caught:
             await backend.complete(ask())
@@ -233,7 +312,8 @@ async def test_timeout_after_configured_attempts(server: WireServer) -> None:
 async def test_connection_refused() -> None:
     url = f"http://127.0.0.1:{closed_port()}/v1"
     backend = OpenAICompatibleBackend(
-        url, "nowhere", retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=1.0))
+        url, "nowhere", retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=1.0)
+    )
     try:
         with pytest.raises(BackendError) as caught:
             await backend.complete(ask())
@@ -249,9 +329,18 @@ async def test_connection_refused() -> None:
 
 
 async def test_400_is_not_retried(server: WireServer, backend: OpenAICompatibleBackend) -> None:
-    server.reply(Reply(status=400, body={"error": {
-        "message": "Invalid schema for function 'read_file'", "type": "invalid_request_error"}}),
-                 TEXT_OK)
+    server.reply(
+        Reply(
+            status=400,
+            body={
+                "error": {
+                    "message": "Invalid schema for function 'read_file'",
+                    "type": "invalid_request_error",
+                }
+            },
+        ),
+        TEXT_OK,
+    )
 
     with pytest.raises(BackendError) as caught:
         await backend.complete(ask(tools=(READ_FILE,)))
@@ -263,11 +352,13 @@ async def test_400_is_not_retried(server: WireServer, backend: OpenAICompatibleB
     assert "Invalid schema for function 'read_file'" in str(caught.value)
 
 
-@pytest.mark.parametrize(("status", "code"),
-                         [(401, "auth_failed"), (403, "auth_failed"), (404, "not_found"),
-                          (422, "bad_request")])
-async def test_client_errors_map_to_codes(server: WireServer, backend: OpenAICompatibleBackend,
-                                          status: int, code: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(401, "auth_failed"), (403, "auth_failed"), (404, "not_found"), (422, "bad_request")],
+)
+async def test_client_errors_map_to_codes(
+    server: WireServer, backend: OpenAICompatibleBackend, status: int, code: str
+) -> None:
     server.reply(Reply(status=status, body={"error": {"message": "Incorrect API key provided"}}))
 
     with pytest.raises(BackendError) as caught:
@@ -278,15 +369,18 @@ async def test_client_errors_map_to_codes(server: WireServer, backend: OpenAICom
     assert len(server.requests) == 1
 
 
-@pytest.mark.parametrize(("body", "shown"), [
-    (b"this is not json", "this is not json"),
-    ({"object": "list", "data": []}, "object"),
-    ({"choices": []}, "no choices"),
-    ({"error": {"message": "upstream provider failed"}}, "upstream provider failed"),
-])
-async def test_malformed_200_is_bad_response(server: WireServer,
-                                             backend: OpenAICompatibleBackend,
-                                             body: Any, shown: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        (b"this is not json", "this is not json"),
+        ({"object": "list", "data": []}, "object"),
+        ({"choices": []}, "no choices"),
+        ({"error": {"message": "upstream provider failed"}}, "upstream provider failed"),
+    ],
+)
+async def test_malformed_200_is_bad_response(
+    server: WireServer, backend: OpenAICompatibleBackend, body: Any, shown: str
+) -> None:
     server.reply(Reply(body=body), TEXT_OK)
 
     with pytest.raises(BackendError) as caught:
@@ -356,10 +450,13 @@ def test_parse_retry_after() -> None:
     now = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
     assert parse_retry_after("1") == 1.0
     assert parse_retry_after(" 2.5 ") == 2.5
-    assert parse_retry_after(format_datetime(now + timedelta(seconds=10), usegmt=True),
-                             now=now) == 10.0
-    assert parse_retry_after(format_datetime(now - timedelta(seconds=10), usegmt=True),
-                             now=now) == 0.0
+    assert (
+        parse_retry_after(format_datetime(now + timedelta(seconds=10), usegmt=True), now=now)
+        == 10.0
+    )
+    assert (
+        parse_retry_after(format_datetime(now - timedelta(seconds=10), usegmt=True), now=now) == 0.0
+    )
     assert parse_retry_after("soon") is None
     assert parse_retry_after("-1") is None
     assert parse_retry_after(None) is None

@@ -70,8 +70,11 @@ def action(gate: Gate, t: Tool, **arguments: Any) -> str:
 
 # --- matchers ---------------------------------------------------------------------------------
 
+
 def test_tool_matcher_is_a_glob_or_a_list_of_globs(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    gate = gate_from(
+        tmp_path,
+        """
 [default]
 action = "allow"
 
@@ -82,7 +85,8 @@ tool = "http_*"
 [[rule]]
 action = "ask"
 tool = ["write_*", "sh?ll"]
-""")
+""",
+    )
     assert action(gate, http_request, method="GET", url="https://x.org") == "deny"
     assert action(gate, http_get, url="https://x.org") == "deny"
     assert action(gate, write_file, path="a", content="") == "ask"
@@ -91,14 +95,17 @@ tool = ["write_*", "sh?ll"]
 
 
 def test_touches_matcher(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    gate = gate_from(
+        tmp_path,
+        """
 [default]
 action = "deny"
 
 [[rule]]
 action = "allow"
 touches = ["read", "write"]
-""")
+""",
+    )
     assert action(gate, read_file, path="a") == "allow"
     assert action(gate, write_file, path="a", content="") == "allow"
     assert action(gate, shell, command="ls") == "deny"
@@ -106,15 +113,19 @@ touches = ["read", "write"]
 
 
 def test_command_prefix_normalises_whitespace_and_a_trailing_space_means_a_whole_word(
-        tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    tmp_path: Path,
+) -> None:
+    gate = gate_from(
+        tmp_path,
+        """
 [default]
 action = "allow"
 
 [[rule]]
 action = "deny"
 command_prefix = ["rm -rf / ", "mkfs", "  git   push"]
-""")
+""",
+    )
     assert action(gate, shell, command="rm -rf /") == "deny"
     assert action(gate, shell, command="   rm \t -rf   /  ") == "deny"
     assert action(gate, shell, command="rm -rf / --no-preserve-root") == "deny"
@@ -138,7 +149,9 @@ def test_command_prefix_reads_an_argv_list_as_its_joined_command(tmp_path: Path)
 
 
 def test_url_host_matcher_is_a_case_insensitive_glob_on_the_host(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    gate = gate_from(
+        tmp_path,
+        """
 [default]
 action = "ask"
 
@@ -149,7 +162,8 @@ url_host = ["*.internal", "169.254.169.254"]
 [[rule]]
 action = "allow"
 url_host = "API.example.com"
-""")
+""",
+    )
     assert action(gate, http_get, url="http://db.corp.internal/x") == "deny"
     assert action(gate, http_get, url="HTTP://DB.CORP.INTERNAL./x") == "deny"
     assert action(gate, http_get, url="https://api.example.com:8443/v1") == "allow"
@@ -163,10 +177,16 @@ url_host = "API.example.com"
 
 
 def test_url_host_compares_ip_addresses_in_standard_form(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, '[[rule]]\naction = "deny"\n'
-                               'url_host = ["169.254.169.254", "[FD00:EC2:0::254]"]\n')
-    for spelling in ("http://2852039166/", "http://0xa9fea9fe/", "http://169.254.43518/",
-                     "http://[::ffff:169.254.169.254]/", "http://[fd00:ec2::254]/"):
+    gate = gate_from(
+        tmp_path, '[[rule]]\naction = "deny"\nurl_host = ["169.254.169.254", "[FD00:EC2:0::254]"]\n'
+    )
+    for spelling in (
+        "http://2852039166/",
+        "http://0xa9fea9fe/",
+        "http://169.254.43518/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[fd00:ec2::254]/",
+    ):
         assert action(gate, http_get, url=spelling) == "deny", spelling
 
 
@@ -182,39 +202,54 @@ def test_an_ambiguous_url_must_match_an_allow_rule_both_ways(tmp_path: Path) -> 
 
 
 def test_method_matcher_is_case_insensitive(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    gate = gate_from(
+        tmp_path,
+        """
 [default]
 action = "allow"
 
 [[rule]]
 action = "ask"
 method = ["post", "DELETE"]
-""")
+""",
+    )
     assert action(gate, http_request, method="POST", url="https://x.org") == "ask"
     assert action(gate, http_request, method="delete", url="https://x.org") == "ask"
     assert action(gate, http_request, method="GET", url="https://x.org") == "allow"
 
 
 def test_path_matcher_globs(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    gate = gate_from(
+        tmp_path,
+        """
 [default]
 action = "allow"
 
 [[rule]]
 action = "deny"
 path = ["/etc/**", "**/.ssh/*", "/srv/*.conf"]
-""")
-    for denied in ("/etc", "/etc/passwd", "/etc/nginx/sites/a", "/tmp/../etc/shadow",
-                   "//etc/hosts", ".ssh/id_rsa", "/root/.ssh/authorized_keys",
-                   "~/.ssh/config", "/srv/app.conf"):
+""",
+    )
+    for denied in (
+        "/etc",
+        "/etc/passwd",
+        "/etc/nginx/sites/a",
+        "/tmp/../etc/shadow",
+        "//etc/hosts",
+        ".ssh/id_rsa",
+        "/root/.ssh/authorized_keys",
+        "~/.ssh/config",
+        "/srv/app.conf",
+    ):
         assert action(gate, write_file, path=denied, content="") == "deny", denied
-    for allowed in ("/etcetera", "etc/passwd", "/root/.ssh/keys/id", "/srv/a/app.conf",
-                    "notes.md"):
+    for allowed in ("/etcetera", "etc/passwd", "/root/.ssh/keys/id", "/srv/a/app.conf", "notes.md"):
         assert action(gate, write_file, path=allowed, content="") == "allow", allowed
 
 
 def test_args_matcher_globs_each_named_argument_on_its_json_rendering(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    gate = gate_from(
+        tmp_path,
+        """
 [default]
 action = "allow"
 
@@ -227,7 +262,8 @@ force = "true"
 [[rule]]
 action = "ask"
 args.replicas = "[1-9][0-9]"
-""")
+""",
+    )
     assert action(gate, deploy, service="s", branch="main", force=True) == "deny"
     assert action(gate, deploy, service="s", branch="release/2.1", force=True) == "deny"
     assert action(gate, deploy, service="s", branch="main", force=False) == "allow"
@@ -238,7 +274,9 @@ args.replicas = "[1-9][0-9]"
 
 
 def test_all_matchers_of_a_rule_must_match(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    gate = gate_from(
+        tmp_path,
+        """
 [default]
 action = "allow"
 
@@ -247,7 +285,8 @@ action = "deny"
 tool = "http_request"
 method = "DELETE"
 url_host = "*.example.com"
-""")
+""",
+    )
     assert action(gate, http_request, method="DELETE", url="https://a.example.com/") == "deny"
     assert action(gate, http_request, method="GET", url="https://a.example.com/") == "allow"
     assert action(gate, http_request, method="DELETE", url="https://example.org/") == "allow"
@@ -256,8 +295,11 @@ url_host = "*.example.com"
 
 # --- order and default --------------------------------------------------------------------------
 
+
 def test_first_matching_rule_wins_and_its_line_is_the_label(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """\
+    gate = gate_from(
+        tmp_path,
+        """\
 [[rule]]
 action = "allow"
 reason = "reads are harmless"
@@ -267,7 +309,8 @@ touches = ["read"]
 action = "deny"
 reason = "never touch /etc"
 path = "/etc/**"
-""")
+""",
+    )
     decision = gate.evaluate(read_file, {"path": "/etc/passwd"})
     assert isinstance(decision, Allow)
     assert decision.reason == "reads are harmless"
@@ -279,8 +322,10 @@ path = "/etc/**"
 
 
 def test_the_default_action_applies_when_no_rule_matches(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, '# policy\n[default]\naction = "deny"\n\n'
-                               '[[rule]]\naction = "allow"\ntouches = "read"\n')
+    gate = gate_from(
+        tmp_path,
+        '# policy\n[default]\naction = "deny"\n\n[[rule]]\naction = "allow"\ntouches = "read"\n',
+    )
     decision = gate.evaluate(shell, {"command": "ls"})
     assert isinstance(decision, Deny)
     assert decision.rule.endswith("policies.toml:3 [default]")
@@ -298,44 +343,55 @@ def test_without_a_default_table_the_default_is_to_ask(tmp_path: Path) -> None:
 def test_a_rule_without_a_reason_gets_one_naming_it(tmp_path: Path) -> None:
     gate = Gate.from_text('[[rule]]\naction = "deny"\ntool = "shell"\n', source="team.toml")
     decision = gate.evaluate(shell, {"command": "ls"})
-    assert decision == Deny("shell with these arguments is denied by policy rule team.toml:1",
-                            "team.toml:1")
+    assert decision == Deny(
+        "shell with these arguments is denied by policy rule team.toml:1", "team.toml:1"
+    )
 
 
 def test_a_gate_can_be_built_from_rules_made_in_code() -> None:
-    rules = RuleSet(rules=(Rule.model_validate({"action": "allow", "tool": "read_*"}),),
-                    default="deny")
+    rules = RuleSet(
+        rules=(Rule.model_validate({"action": "allow", "tool": "read_*"}),), default="deny"
+    )
     gate = Gate(rules)
     assert gate.evaluate(read_file, {"path": "a"}) == Allow(
-        "allowed by policy rule <rules>:rule 1", "<rules>:rule 1")
+        "allowed by policy rule <rules>:rule 1", "<rules>:rule 1"
+    )
     assert gate.evaluate(shell, {"command": "ls"}).rule == "<rules> [default]"
 
 
 # --- previews -----------------------------------------------------------------------------------
 
+
 def test_preview_shows_tool_touches_matched_values_and_pretty_arguments(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    gate = gate_from(
+        tmp_path,
+        """
 [[rule]]
 action = "ask"
 reason = "writes to the production API"
 method = ["POST", "PUT"]
 url_host = "*.example.com"
-""")
+""",
+    )
     arguments = {"method": "post", "url": "https://api.example.com/users?x=1"}
     decision = gate.evaluate(http_request, arguments)
     assert isinstance(decision, RequireApproval)
     assert decision.reason == "writes to the production API"
-    assert decision.preview == "\n".join([
-        "tool: http_request (touches external)",
-        'host: api.example.com (matches "*.example.com")',
-        "method: POST",
-        "arguments:",
-        json.dumps(arguments, indent=2, sort_keys=True),
-    ])
+    assert decision.preview == "\n".join(
+        [
+            "tool: http_request (touches external)",
+            'host: api.example.com (matches "*.example.com")',
+            "method: POST",
+            "arguments:",
+            json.dumps(arguments, indent=2, sort_keys=True),
+        ]
+    )
 
 
 def test_preview_shows_the_matched_command_and_path(tmp_path: Path) -> None:
-    gate = gate_from(tmp_path, """
+    gate = gate_from(
+        tmp_path,
+        """
 [[rule]]
 action = "ask"
 command_prefix = ["git push ", "kubectl"]
@@ -343,7 +399,8 @@ command_prefix = ["git push ", "kubectl"]
 [[rule]]
 action = "ask"
 path = ["/srv/**"]
-""")
+""",
+    )
     decision = gate.evaluate(shell, {"command": "  git push   origin main"})
     assert isinstance(decision, RequireApproval)
     assert 'command: git push origin main (starts with "git push")' in decision.preview
@@ -351,18 +408,23 @@ path = ["/srv/**"]
     decision = gate.evaluate(write_file, {"path": "/srv/a/../b.txt", "content": "héllo"})
     assert isinstance(decision, RequireApproval)
     assert decision.preview.splitlines()[:2] == [
-        "tool: write_file (touches write)", 'path: /srv/b.txt (matches "/srv/**")']
+        "tool: write_file (touches write)",
+        'path: /srv/b.txt (matches "/srv/**")',
+    ]
     assert '"content": "héllo"' in decision.preview
 
 
 def test_default_preview_has_tool_and_arguments() -> None:
     decision = Gate.from_text("").evaluate(deploy, {"service": "signup", "branch": "main"})
     assert isinstance(decision, RequireApproval)
-    assert decision.preview == ('tool: deploy (touches deploy)\narguments:\n'
-                                '{\n  "branch": "main",\n  "service": "signup"\n}')
+    assert decision.preview == (
+        "tool: deploy (touches deploy)\narguments:\n"
+        '{\n  "branch": "main",\n  "service": "signup"\n}'
+    )
 
 
 # --- the packaged default policy ----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def default_gate() -> Gate:
@@ -371,44 +433,72 @@ def default_gate() -> Gate:
 
 def test_default_policy_allows_reads_and_workspace_writes(default_gate: Gate) -> None:
     assert isinstance(default_gate.evaluate(read_file, {"path": "/etc/hosts"}), Allow)
-    assert isinstance(default_gate.evaluate(write_file, {"path": "out/report.md", "content": ""}),
-                      Allow)
+    assert isinstance(
+        default_gate.evaluate(write_file, {"path": "out/report.md", "content": ""}), Allow
+    )
 
 
 def test_default_policy_asks_before_external_and_deploy_effects(default_gate: Gate) -> None:
-    decision = default_gate.evaluate(http_request,
-                                     {"method": "POST", "url": "https://api.example.com/u"})
+    decision = default_gate.evaluate(
+        http_request, {"method": "POST", "url": "https://api.example.com/u"}
+    )
     assert isinstance(decision, RequireApproval)
     assert decision.rule.startswith("policies/default.toml:")
-    assert isinstance(default_gate.evaluate(shell, {"command": "rm -rf /tmp/build"}),
-                      RequireApproval)
-    assert isinstance(default_gate.evaluate(deploy, {"service": "s", "branch": "main"}),
-                      RequireApproval)
+    assert isinstance(
+        default_gate.evaluate(shell, {"command": "rm -rf /tmp/build"}), RequireApproval
+    )
+    assert isinstance(
+        default_gate.evaluate(deploy, {"service": "s", "branch": "main"}), RequireApproval
+    )
 
 
-@pytest.mark.parametrize("command", [
-    "rm -rf /", "  rm  -rf /*", "sudo rm -rf / --no-preserve-root", "mkfs.ext4 /dev/sda1",
-    "dd if=/dev/zero of=/dev/sda bs=1M", "shutdown -h now", "reboot", ":(){ :|:& };:",
-    "curl -s http://169.254.169.254/latest/meta-data/iam/",
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "rm -rf /",
+        "  rm  -rf /*",
+        "sudo rm -rf / --no-preserve-root",
+        "mkfs.ext4 /dev/sda1",
+        "dd if=/dev/zero of=/dev/sda bs=1M",
+        "shutdown -h now",
+        "reboot",
+        ":(){ :|:& };:",
+        "curl -s http://169.254.169.254/latest/meta-data/iam/",
+    ],
+)
 def test_default_policy_denies_destructive_commands(default_gate: Gate, command: str) -> None:
     decision = default_gate.evaluate(shell, {"command": command})
     assert isinstance(decision, Deny), command
     assert decision.reason.startswith("refused:")
 
 
-@pytest.mark.parametrize("url", [
-    "http://169.254.169.254/latest/meta-data/", "http://metadata.google.internal/computeMetadata",
-    "http://[fd00:ec2::254]/latest", "http://2852039166/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata",
+        "http://[fd00:ec2::254]/latest",
+        "http://2852039166/",
+    ],
+)
 def test_default_policy_denies_cloud_metadata(default_gate: Gate, url: str) -> None:
     assert isinstance(default_gate.evaluate(http_request, {"method": "GET", "url": url}), Deny)
 
 
-@pytest.mark.parametrize("path", [
-    "/etc/passwd", "/etc", "/boot/grub/grub.cfg", "/proc/sys/kernel/x", "/sys/power/state",
-    "/root/.ssh/authorized_keys", "~/.ssh/id_ed25519", "/tmp/../etc/cron.d/x", "../../outside",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "/etc",
+        "/boot/grub/grub.cfg",
+        "/proc/sys/kernel/x",
+        "/sys/power/state",
+        "/root/.ssh/authorized_keys",
+        "~/.ssh/id_ed25519",
+        "/tmp/../etc/cron.d/x",
+        "../../outside",
+    ],
+)
 def test_default_policy_denies_system_writes(default_gate: Gate, path: str) -> None:
     decision = default_gate.evaluate(write_file, {"path": path, "content": "x"})
     assert isinstance(decision, Deny), path
@@ -423,14 +513,18 @@ def test_default_policy_ships_as_a_valid_rules_file() -> None:
 
 # --- malformed files ----------------------------------------------------------------------------
 
+
 def test_a_toml_syntax_error_is_refused_with_its_line(tmp_path: Path) -> None:
-    message = refusal(tmp_path, '[default]\naction = "ask"\n\n[[rule]]\naction = "deny"\n'
-                                'tool = "shell\n')
+    message = refusal(
+        tmp_path, '[default]\naction = "ask"\n\n[[rule]]\naction = "deny"\ntool = "shell\n'
+    )
     assert message.startswith("policies.toml:6: TOML syntax error:")
 
 
 def test_an_unknown_action_is_refused_with_its_line(tmp_path: Path) -> None:
-    message = refusal(tmp_path, """\
+    message = refusal(
+        tmp_path,
+        """\
 [[rule]]
 action = "deny"
 tool = "shell"
@@ -439,26 +533,34 @@ tool = "shell"
 tool = "http_*"
 # a typo
 action = "alow"
-""")
-    assert message == ("policies.toml:8: rule 2: action: should be 'allow', 'ask' or 'deny' "
-                       '(got "alow")')
+""",
+    )
+    assert message == (
+        "policies.toml:8: rule 2: action: should be 'allow', 'ask' or 'deny' (got \"alow\")"
+    )
 
 
 def test_an_unknown_key_is_refused_with_its_line_and_a_suggestion(tmp_path: Path) -> None:
-    message = refusal(tmp_path, """\
+    message = refusal(
+        tmp_path,
+        """\
 [default]
 action = "allow"
 
 [[rule]]
 action = "deny"
 comand_prefix = ["rm -rf / "]
-""")
-    assert message == ("policies.toml:6: rule 1: unknown key 'comand_prefix' "
-                       "(did you mean 'command_prefix'?)")
+""",
+    )
+    assert message == (
+        "policies.toml:6: rule 1: unknown key 'comand_prefix' (did you mean 'command_prefix'?)"
+    )
 
 
 def test_a_wrong_type_is_refused_with_its_line(tmp_path: Path) -> None:
-    message = refusal(tmp_path, """\
+    message = refusal(
+        tmp_path,
+        """\
 [[rule]]
 action = "ask"
 tool = "deploy"
@@ -467,9 +569,11 @@ tool = "deploy"
 action = "ask"
 url_host = "*.example.com"
 method = 5
-""")
-    assert message == ("policies.toml:8: rule 2: method: expected a string or a list of strings "
-                       "(got 5)")
+""",
+    )
+    assert message == (
+        "policies.toml:8: rule 2: method: expected a string or a list of strings (got 5)"
+    )
     message = refusal(tmp_path, '[[rule]]\naction = "ask"\n\nmethod = ["POST", 5]\n')
     assert message == "policies.toml:4: rule 1: method[1]: should be a valid string (got 5)"
 
@@ -479,38 +583,66 @@ def test_a_rule_without_an_action_is_refused_at_its_header(tmp_path: Path) -> No
     assert message == "policies.toml:4: rule 1: missing key 'action'"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ('[[rule]]\naction = "deny"\ntool = "x"\n[[rule]]\n# nothing yet\n',
-     "policies.toml:4: rule 2: is empty (it needs an action and a matcher)"),
-    ('[[rule]]\naction = "deny"\nreason = "everything"\n',
-     "policies.toml:1: rule 1: a rule needs at least one matcher"),
-    ('[[rule]]\naction = "deny"\ntool = []\n', "policies.toml:3: rule 1: tool: must not be empty"),
-    ('[[rule]]\naction = "deny"\ntouches = ["read", "wirte"]\n',
-     "policies.toml:3: rule 1: touches[1]: should be 'read', 'write', 'external' or 'deploy'"),
-    ('[[rule]]\naction = "deny"\nmethod = "PO ST"\n',
-     "policies.toml:3: rule 1: method: not an HTTP method"),
-    ('[[rule]]\naction = "deny"\nurl_host = "https://x.org/"\n',
-     "policies.toml:3: rule 1: url_host: a URL, not a host pattern"),
-    ('[[rule]]\naction = "deny"\n[rule.args]\nbranch = "main"\nforce = true\n',
-     "policies.toml:5: rule 1: args.force: expected a string or a list of strings (got true)"),
-    ('[[rule]]\naction = "deny"\nargs.force = 1\n',
-     "policies.toml:3: rule 1: args.force: expected a string or a list of strings (got 1)"),
-    ('[default]\naction = "maybe"\n', "policies.toml:2: [default]: action: should be"),
-    ('[default]\nacton = "ask"\n', "policies.toml:2: [default]: unknown key 'acton'"),
-    ('[default]\naction = "ask"\n[[rules]]\naction = "deny"\n',
-     "policies.toml:3: unknown table or key 'rules' (did you mean 'rule'?)"),
-    ('[rule]\naction = "deny"\n', "policies.toml:1: write each rule as [[rule]]"),
-    ('[[rule]]\naction = "deny"\ntool = "x"\n\n[rule.arg]\nbranch = "main"\n',
-     "policies.toml:5: rule 1: unknown key 'arg' (did you mean 'args'?)"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[[rule]]\naction = "deny"\ntool = "x"\n[[rule]]\n# nothing yet\n',
+            "policies.toml:4: rule 2: is empty (it needs an action and a matcher)",
+        ),
+        (
+            '[[rule]]\naction = "deny"\nreason = "everything"\n',
+            "policies.toml:1: rule 1: a rule needs at least one matcher",
+        ),
+        (
+            '[[rule]]\naction = "deny"\ntool = []\n',
+            "policies.toml:3: rule 1: tool: must not be empty",
+        ),
+        (
+            '[[rule]]\naction = "deny"\ntouches = ["read", "wirte"]\n',
+            "policies.toml:3: rule 1: touches[1]: "
+            "should be 'read', 'write', 'external' or 'deploy'",
+        ),
+        (
+            '[[rule]]\naction = "deny"\nmethod = "PO ST"\n',
+            "policies.toml:3: rule 1: method: not an HTTP method",
+        ),
+        (
+            '[[rule]]\naction = "deny"\nurl_host = "https://x.org/"\n',
+            "policies.toml:3: rule 1: url_host: a URL, not a host pattern",
+        ),
+        (
+            '[[rule]]\naction = "deny"\n[rule.args]\nbranch = "main"\nforce = true\n',
+            "policies.toml:5: rule 1: args.force: "
+            "expected a string or a list of strings (got true)",
+        ),
+        (
+            '[[rule]]\naction = "deny"\nargs.force = 1\n',
+            "policies.toml:3: rule 1: args.force: expected a string or a list of strings (got 1)",
+        ),
+        ('[default]\naction = "maybe"\n', "policies.toml:2: [default]: action: should be"),
+        ('[default]\nacton = "ask"\n', "policies.toml:2: [default]: unknown key 'acton'"),
+        (
+            '[default]\naction = "ask"\n[[rules]]\naction = "deny"\n',
+            "policies.toml:3: unknown table or key 'rules' (did you mean 'rule'?)",
+        ),
+        ('[rule]\naction = "deny"\n', "policies.toml:1: write each rule as [[rule]]"),
+        (
+            '[[rule]]\naction = "deny"\ntool = "x"\n\n[rule.arg]\nbranch = "main"\n',
+            "policies.toml:5: rule 1: unknown key 'arg' (did you mean 'args'?)",
+        ),
+    ],
+)
 def test_semantic_errors_name_the_line(tmp_path: Path, text: str, expected: str) -> None:
     assert refusal(tmp_path, text).startswith(expected)
 
 
 def test_every_problem_is_listed_in_line_order(tmp_path: Path) -> None:
     path = tmp_path / "policies.toml"
-    path.write_text('[[rule]]\naction = "alow"\ntool = "x"\n\n[[rule]]\naction = "deny"\n'
-                    'pth = "/etc/**"\n', encoding="utf-8")
+    path.write_text(
+        '[[rule]]\naction = "alow"\ntool = "x"\n\n[[rule]]\naction = "deny"\npth = "/etc/**"\n',
+        encoding="utf-8",
+    )
     with pytest.raises(ConfigError) as caught:
         Gate.from_file(path)
     lines = str(caught.value).splitlines()

@@ -24,8 +24,9 @@ def _json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     return result
 
 
-def test_plan_replan_approval_answer_and_history(home: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_replan_approval_answer_and_history(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["run", TASK, "--model", f"scripted:{QUICKSTART}", "--tools", TALLY, "--json"])
     first = _json(capsys)
     assert code == 3, "the default policy asks before a side effect"
@@ -41,21 +42,35 @@ def test_plan_replan_approval_answer_and_history(home: Path, tmp_path: Path,
     assert main(["approve", task_id[:4], "--tools", TALLY, "--json"]) == 3
     second = _json(capsys)
     assert second["replans"] == 1
-    assert second["plan"] == ["Record 1 visitor at the side door",
-                              "Work out the side-door share and report it"]
+    assert second["plan"] == [
+        "Record 1 visitor at the side door",
+        "Work out the side-door share and report it",
+    ]
     assert main(["approve", task_id, "--tools", TALLY, "--reason", "ok", "--json"]) == 0
     done = _json(capsys)
     assert done["status"] == "done"
-    assert done["answer"] == "3 visitors today: 2 at the front desk, 1 at the side door " \
-                             "(a third of them)."
+    assert (
+        done["answer"] == "3 visitors today: 2 at the front desk, 1 at the side door "
+        "(a third of them)."
+    )
     ledger = read_ledger(tmp_path / "tally.jsonl")
     assert [(e["counter"], e["total"]) for e in ledger] == [("front-desk", 2), ("side-door", 1)]
 
     assert main(["show", task_id]) == 0
     history = capsys.readouterr().out
-    for expected in ["Record 2 visitors at the front desk", "approval needed", "approved by",
-                     "front-desk is now 2", "ZeroDivisionError", "replanning", "New plan",
-                     "side-door is now 1", "0.3333", "done: 3 visitors today", "36 events"]:
+    for expected in [
+        "Record 2 visitors at the front desk",
+        "approval needed",
+        "approved by",
+        "front-desk is now 2",
+        "ZeroDivisionError",
+        "replanning",
+        "New plan",
+        "side-door is now 1",
+        "0.3333",
+        "done: 3 visitors today",
+        "36 events",
+    ]:
         assert expected in history, expected
 
     assert main(["show", task_id, "--json"]) == 0
@@ -66,16 +81,22 @@ def test_plan_replan_approval_answer_and_history(home: Path, tmp_path: Path,
     assert kinds[-1] == "task_finished"
 
 
-def test_deny_tells_the_model_and_nothing_runs(home: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_deny_tells_the_model_and_nothing_runs(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     script = tmp_path / "deny.json"
-    script.write_text(json.dumps([
-        {"plan": ["Tally one visitor"]},
-        {"tool": "tally", "args": {"counter": "front-desk"}},
-        {"answer": "not recorded: the reviewer declined"},
-    ]))
-    assert main(["run", "tally one", "--model", f"scripted:{script}", "--tools", TALLY,
-                 "--json"]) == 3
+    script.write_text(
+        json.dumps(
+            [
+                {"plan": ["Tally one visitor"]},
+                {"tool": "tally", "args": {"counter": "front-desk"}},
+                {"answer": "not recorded: the reviewer declined"},
+            ]
+        )
+    )
+    assert (
+        main(["run", "tally one", "--model", f"scripted:{script}", "--tools", TALLY, "--json"]) == 3
+    )
     task_id = str(_json(capsys)["task_id"])
     assert main(["deny", task_id, "--reason", "not today", "--tools", TALLY, "--json"]) == 0
     assert _json(capsys)["status"] == "done"
@@ -84,8 +105,9 @@ def test_deny_tells_the_model_and_nothing_runs(home: Path, tmp_path: Path,
     assert "declined by" in capsys.readouterr().out
 
 
-def test_a_script_with_unused_turns_fails_the_run(home: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_script_with_unused_turns_fails_the_run(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     script = tmp_path / "long.json"
     script.write_text(json.dumps([{"plan": ["Answer"]}, {"answer": "42"}, {"answer": "43"}]))
     assert main(["run", "answer", "--model", f"scripted:{script}", "--json"]) == 1

@@ -76,8 +76,7 @@ class WireServer:
     def start(self) -> None:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         # A short poll interval: `shutdown` waits out one poll, and tests stop a server each.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.01,),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.01,), daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -94,8 +93,12 @@ class WireServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def _take(self, request: Recorded) -> Reply | None:
@@ -119,13 +122,23 @@ def _handler_for(server: WireServer) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            recorded = Recorded(method=self.command, path=self.path,
-                                headers={k.lower(): v for k, v in self.headers.items()},
-                                body=self.rfile.read(length))
+            recorded = Recorded(
+                method=self.command,
+                path=self.path,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=self.rfile.read(length),
+            )
             reply = server._take(recorded)
             if reply is None:
-                reply = Reply(status=418, body={"error": {
-                    "message": f"wire server: no reply queued for {self.command} {self.path}"}})
+                reply = Reply(
+                    status=418,
+                    body={
+                        "error": {
+                            "message": "wire server: no reply queued for "
+                            f"{self.command} {self.path}"
+                        }
+                    },
+                )
             if reply.delay and server._stopping.wait(reply.delay):
                 return
             body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()

@@ -12,5 +12,14 @@ from tools.registry import (
     tool,
 )
 
-__all__ = ["TOUCHES", "InvalidArguments", "Registry", "Tool", "ToolContext", "ToolError",
-           "ToolResult", "Touches", "tool"]
+__all__ = [
+    "TOUCHES",
+    "InvalidArguments",
+    "Registry",
+    "Tool",
+    "ToolContext",
+    "ToolError",
+    "ToolResult",
+    "Touches",
+    "tool",
+]

@@ -13,15 +13,27 @@ from typing import Any
 from tools.registry import Registry, ToolError, tool
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-    ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
-    ast.USub: operator.neg, ast.UAdd: operator.pos}
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "sqrt": math.sqrt, "log": math.log, "exp": math.exp, "abs": abs, "round": round,
-    "min": min, "max": max}
+    "sqrt": math.sqrt,
+    "log": math.log,
+    "exp": math.exp,
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+}
 _CONSTANTS = {"pi": math.pi, "e": math.e}
 _MAX_EXPONENT = 10_000
 
@@ -41,8 +53,10 @@ def _evaluate(node: ast.AST) -> Any:
             return _UNARY[type(op)](_evaluate(operand))
         case ast.Call(func=ast.Name(id=name), args=args, keywords=[]) if name in _FUNCTIONS:
             return _FUNCTIONS[name](*(_evaluate(a) for a in args))
-    raise ToolError(f"not allowed in an expression: {ast.unparse(node)!r} (numbers, + - * / // "
-                    f"% **, parentheses, {', '.join(_FUNCTIONS)}, pi and e are)")
+    raise ToolError(
+        f"not allowed in an expression: {ast.unparse(node)!r} (numbers, + - * / // "
+        f"% **, parentheses, {', '.join(_FUNCTIONS)}, pi and e are)"
+    )
 
 
 @tool

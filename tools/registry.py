@@ -71,13 +71,23 @@ Reconciler = Callable[[ToolContext], "ToolResult | str | None"]
 class Tool:
     """A registered tool. Build one with `@tool`; call `parse` then `invoke`."""
 
-    def __init__(self, fn: Callable[..., Any], *, name: str, description: str, touches: Touches,
-                 timeout: float, reconcile: Reconciler | None, idempotent: bool) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        description: str,
+        touches: Touches,
+        timeout: float,
+        reconcile: Reconciler | None,
+        idempotent: bool,
+    ) -> None:
         if not _NAME.match(name):
             raise ConfigError(f"tool name {name!r} must match {_NAME.pattern}")
         if touches not in TOUCHES:
-            raise ConfigError(f"tool {name}: touches={touches!r} is not one of "
-                              + ", ".join(TOUCHES))
+            raise ConfigError(
+                f"tool {name}: touches={touches!r} is not one of " + ", ".join(TOUCHES)
+            )
         if timeout <= 0:
             raise ConfigError(f"tool {name}: timeout must be positive, got {timeout}")
         self.fn = fn
@@ -88,8 +98,9 @@ class Tool:
         self.reconcile = reconcile
         self.idempotent = idempotent
         self.args_model, self._ctx_param = _arguments_model(fn, name)
-        self.spec = ToolSpec(name=name, description=description,
-                             parameters=self.args_model.model_json_schema())
+        self.spec = ToolSpec(
+            name=name, description=description, parameters=self.args_model.model_json_schema()
+        )
 
     @property
     def has_side_effects(self) -> bool:
@@ -131,8 +142,11 @@ class Tool:
         except ToolError as exc:
             return ToolResult(ok=False, content=str(exc), error_code=exc.code)
         except TimeoutError:
-            return ToolResult(ok=False, content=f"{self.name} timed out after {self.timeout:g} s",
-                              error_code="timeout")
+            return ToolResult(
+                ok=False,
+                content=f"{self.name} timed out after {self.timeout:g} s",
+                error_code="timeout",
+            )
         return ToolResult(ok=True, content=_render(value))
 
 
@@ -213,12 +227,24 @@ def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel]
 @overload
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
-def tool(*, name: str | None = None, touches: Touches = "read", timeout: float = 30.0,
-         reconcile: Reconciler | None = None, idempotent: bool = False,
-         ) -> Callable[[Callable[..., Any]], Tool]: ...
-def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-         touches: Touches = "read", timeout: float = 30.0, reconcile: Reconciler | None = None,
-         idempotent: bool = False) -> Tool | Callable[[Callable[..., Any]], Tool]:
+def tool(
+    *,
+    name: str | None = None,
+    touches: Touches = "read",
+    timeout: float = 30.0,
+    reconcile: Reconciler | None = None,
+    idempotent: bool = False,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    touches: Touches = "read",
+    timeout: float = 30.0,
+    reconcile: Reconciler | None = None,
+    idempotent: bool = False,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a typed function a tool.
 
     Args:
@@ -236,8 +262,15 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
 
     def wrap(func: Callable[..., Any]) -> Tool:
         summary, _ = _docstring(func)
-        return Tool(func, name=name or func.__name__, description=summary or func.__name__,
-                    touches=touches, timeout=timeout, reconcile=reconcile, idempotent=idempotent)
+        return Tool(
+            func,
+            name=name or func.__name__,
+            description=summary or func.__name__,
+            touches=touches,
+            timeout=timeout,
+            reconcile=reconcile,
+            idempotent=idempotent,
+        )
 
     return wrap(fn) if fn is not None else wrap
 
@@ -310,11 +343,14 @@ class Registry:
             try:
                 target = ep.load()
             except Exception as exc:
-                raise ConfigError(f"tool entry point {ep.name} ({ep.value}) failed to load: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+                raise ConfigError(
+                    f"tool entry point {ep.name} ({ep.value}) failed to load: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
             if not isinstance(target, Tool | Registry | ModuleType):
-                raise ConfigError(f"tool entry point {ep.name} ({ep.value}) is not a tool, "
-                                  "a registry or a module")
+                raise ConfigError(
+                    f"tool entry point {ep.name} ({ep.value}) is not a tool, a registry or a module"
+                )
             self.include(target)
 
 

@@ -82,8 +82,9 @@ class _WaitForServerOrBackoff(wait_base):
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._max_delay = policy.max_delay
-        self._backoff = (wait_exponential(multiplier=policy.base_delay, max=policy.max_delay)
-                         + wait_random(0, policy.base_delay))
+        self._backoff = wait_exponential(
+            multiplier=policy.base_delay, max=policy.max_delay
+        ) + wait_random(0, policy.base_delay)
 
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome

@@ -66,7 +66,8 @@ class OpenAICompatibleBackend(ModelBackend):
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigError(
-                f"OpenAI-compatible base_url must be an http(s) URL, got {base_url!r}")
+                f"OpenAI-compatible base_url must be an http(s) URL, got {base_url!r}"
+            )
         if client is not None and transport is not None:
             raise ConfigError("pass either an httpx client or a transport, not both")
         self.name = f"openai-compatible:{model}"
@@ -107,17 +108,23 @@ class OpenAICompatibleBackend(ModelBackend):
         except httpx.TimeoutException as error:
             raise BackendError(
                 f"{self.url} did not answer in time ({type(error).__name__})",
-                code="timeout", retryable=True, url=self.url,
+                code="timeout",
+                retryable=True,
+                url=self.url,
             ) from error
         except httpx.TransportError as error:
             raise BackendError(
                 f"could not reach {self.url}: {error or type(error).__name__}",
-                code="connection_failed", retryable=True, url=self.url,
+                code="connection_failed",
+                retryable=True,
+                url=self.url,
             ) from error
         except httpx.DecodingError as error:
             raise BackendError(
                 f"{self.url} sent a body that could not be decoded: {error}",
-                code="bad_response", retryable=False, url=self.url,
+                code="bad_response",
+                retryable=False,
+                url=self.url,
             ) from error
         if not response.is_success:
             raise _status_error(self.url, response)
@@ -142,8 +149,11 @@ def _request_body(model: str, request: ModelRequest) -> dict[str, Any]:
 def _wire_message(message: Message) -> dict[str, Any]:
     if message.role == "tool":
         if message.tool_call_id is None:
-            raise BackendError("a tool message needs the tool_call_id it answers",
-                               code="bad_request", retryable=False)
+            raise BackendError(
+                "a tool message needs the tool_call_id it answers",
+                code="bad_request",
+                retryable=False,
+            )
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
     if message.role == "assistant" and message.tool_calls:
         return {
@@ -151,8 +161,11 @@ def _wire_message(message: Message) -> dict[str, Any]:
             # The wire format wants null, not "", for an assistant turn that only calls tools.
             "content": message.content or None,
             "tool_calls": [
-                {"id": call.id, "type": "function",
-                 "function": {"name": call.name, "arguments": call.arguments}}
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
                 for call in message.tool_calls
             ],
         }
@@ -216,17 +229,26 @@ def _parse_response(url: str, response: httpx.Response, *, default_model: str) -
         raise BackendError(
             f"{url} answered {response.status_code} with a body that is not a chat completion: "
             f"{_provider_message(response)} ({error.error_count()} validation errors)",
-            code="bad_response", retryable=False, status=response.status_code, url=url,
+            code="bad_response",
+            retryable=False,
+            status=response.status_code,
+            url=url,
         ) from error
     if not completion.choices:
-        raise BackendError(f"{url} answered with no choices", code="bad_response",
-                           retryable=False, status=response.status_code, url=url)
+        raise BackendError(
+            f"{url} answered with no choices",
+            code="bad_response",
+            retryable=False,
+            status=response.status_code,
+            url=url,
+        )
     message = completion.choices[0].message
     usage = completion.usage or _WireUsage()
     return ModelResponse(
         text=message.content or "",
-        tool_calls=tuple(_tool_call(call, index)
-                         for index, call in enumerate(message.tool_calls or ())),
+        tool_calls=tuple(
+            _tool_call(call, index) for index, call in enumerate(message.tool_calls or ())
+        ),
         usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
         model=completion.model or default_model,
     )
@@ -251,7 +273,10 @@ def _status_error(url: str, response: httpx.Response) -> BackendError:
     code, retryable = _classify(status)
     return BackendError(
         f"{url} answered {status}: {_provider_message(response)}",
-        code=code, retryable=retryable, status=status, url=url,
+        code=code,
+        retryable=retryable,
+        status=status,
+        url=url,
         retry_after=parse_retry_after(response.headers.get("retry-after")),
     )
 

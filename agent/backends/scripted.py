@@ -123,18 +123,28 @@ class ScriptedBackend(ModelBackend):
         self.requests.append(request)
         n = request.turn
         if n >= len(self.turns):
-            raise ScriptError(f"the script has {len(self.turns)} turns and the run asked for "
-                              f"turn {n + 1} ({request.purpose})", turn=n)
+            raise ScriptError(
+                f"the script has {len(self.turns)} turns and the run asked for "
+                f"turn {n + 1} ({request.purpose})",
+                turn=n,
+            )
         turn = self.turns[n]
         if turn.purpose != request.purpose:
-            raise ScriptError(f"script turn {n + 1} answers the {turn.purpose}ner's call but the "
-                              f"run asked the {request.purpose}or: the run diverged from the "
-                              "script", code="script_diverged", turn=n)
+            raise ScriptError(
+                f"script turn {n + 1} answers the {turn.purpose}ner's call but the "
+                f"run asked the {request.purpose}or: the run diverged from the "
+                "script",
+                code="script_diverged",
+                turn=n,
+            )
         calls = tuple(
-            ToolCall(id=c.id or f"call_{n}_{i}", name=c.name,
-                     arguments=c.arguments if isinstance(c.arguments, str)
-                     else json.dumps(c.arguments))
-            for i, c in enumerate(turn.calls()))
+            ToolCall(
+                id=c.id or f"call_{n}_{i}",
+                name=c.name,
+                arguments=c.arguments if isinstance(c.arguments, str) else json.dumps(c.arguments),
+            )
+            for i, c in enumerate(turn.calls())
+        )
         usage = turn.usage or _estimate(request, turn.text, calls)
         return ModelResponse(text=turn.text, tool_calls=calls, usage=usage, model=self.name)
 
@@ -142,15 +152,21 @@ class ScriptedBackend(ModelBackend):
         """Raise `ScriptError` if the finished run left turns of the script unused."""
         left = len(self.turns) - turns_used
         if left > 0:
-            unused = (f"turn {turns_used + 1} was" if left == 1
-                      else f"turns {turns_used + 1}-{len(self.turns)} were")
-            raise ScriptError(f"the run finished after {turns_used} of the script's "
-                              f"{len(self.turns)} turns: {unused} never used",
-                              code="script_unconsumed")
+            unused = (
+                f"turn {turns_used + 1} was"
+                if left == 1
+                else f"turns {turns_used + 1}-{len(self.turns)} were"
+            )
+            raise ScriptError(
+                f"the run finished after {turns_used} of the script's "
+                f"{len(self.turns)} turns: {unused} never used",
+                code="script_unconsumed",
+            )
 
 
 def _estimate(request: ModelRequest, text: str, calls: tuple[ToolCall, ...]) -> Usage:
-    sent = sum(len(m.content) + sum(len(c.arguments) for c in m.tool_calls)
-               for m in request.messages)
+    sent = sum(
+        len(m.content) + sum(len(c.arguments) for c in m.tool_calls) for m in request.messages
+    )
     received = len(text) + sum(len(c.arguments) + len(c.name) for c in calls)
     return Usage(input_tokens=sent // 4 + 1, output_tokens=received // 4 + 1)
