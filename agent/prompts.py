@@ -63,14 +63,7 @@ def plan_request(state: TaskState, tools: tuple[ToolSpec, ...]) -> ModelRequest:
 
 
 def act_request(state: TaskState, tools: tuple[ToolSpec, ...]) -> ModelRequest:
-    lines = [f"Task: {state.task}", "", "Plan:"]
-    lines += [f"{'→' if i == state.step else ' '} {i + 1}. {s}" for i, s in enumerate(state.plan)]
-    lines += _progress(state)
-    lines += ["", f"Current step ({state.step + 1} of {len(state.plan)}): {state.current_step}"]
-    messages = [
-        Message(role="system", content=EXECUTOR_SYSTEM),
-        Message(role="user", content="\n".join(lines)),
-    ]
+    messages = [*_act_header(state)]
     for exchange in state.window:
         messages.extend(exchange)
     return ModelRequest(
@@ -80,6 +73,23 @@ def act_request(state: TaskState, tools: tuple[ToolSpec, ...]) -> ModelRequest:
         messages=tuple(messages),
         tools=tools,
     )
+
+
+def _act_header(state: TaskState) -> tuple[Message, Message]:
+    """The executor's instructions and its view of the plan: rebuilt only when the step changes."""
+    key = (id(state.plan), state.step, len(state.completed))
+    if state.header is not None and state.header[0] == key:
+        return state.header[1]
+    lines = [f"Task: {state.task}", "", "Plan:"]
+    lines += [f"{'→' if i == state.step else ' '} {i + 1}. {s}" for i, s in enumerate(state.plan)]
+    lines += _progress(state)
+    lines += ["", f"Current step ({state.step + 1} of {len(state.plan)}): {state.current_step}"]
+    header = (
+        Message(role="system", content=EXECUTOR_SYSTEM),
+        Message(role="user", content="\n".join(lines)),
+    )
+    state.header = (key, header)
+    return header
 
 
 def _progress(state: TaskState) -> list[str]:

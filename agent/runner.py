@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from agent._control import EXECUTOR, PLANNER
 from agent.backends.base import ModelBackend, ModelRequest, Purpose, ToolSpec, Usage
@@ -32,19 +33,15 @@ from agent.events import (
     TaskPaused,
     TaskResumed,
     TaskStuck,
+    ToolResulted,
 )
 from agent.state import Call, TaskState
 from agent.steps import next_step, tool_crashed, trim_oversized
 from agent.store import Store, StoredEvent
 from policies import Gate
-from tools.registry import Registry, Tool, ToolContext, ToolResult
+from tools.registry import Registry, Tool, ToolContext
 
 Subscriber = Callable[[StoredEvent], None]
-
-#: the events after which the stuck detector looks at the history again
-_OBSERVATIONS = frozenset(
-    {"tool_result", "call_rejected", "reply_rejected", "gate_decided", "approval_decided"}
-)
 
 
 @dataclass(frozen=True)
@@ -80,10 +77,14 @@ class RunContext:
     staged: list[Event] = field(default_factory=list)
 
     def stage(self, events: list[Event]) -> None:
+        seen = self.state.observations
         for event in events:
             self.staged.append(event)
             self.state.apply(event, self.state.last_seq + 1)
-        self._watch(events)
+        if self.state.observations != seen and self.state.status == "running":
+            reason = self.state.stuck_reason()
+            if reason is not None:
+                self.stage([TaskStuck(reason=reason)])
 
     def commit(self, events: list[Event]) -> None:
         self.stage(events)
@@ -100,12 +101,6 @@ class RunContext:
             for seq, event in enumerate(events, first):
                 for notify in self.subscribers:
                     notify(StoredEvent(self.state.task_id, seq, now, event))
-
-    def _watch(self, events: list[Event]) -> None:
-        if self.state.status == "running" and any(e.kind in _OBSERVATIONS for e in events):
-            reason = self.state.stuck_reason()
-            if reason is not None:
-                self.stage([TaskStuck(reason=reason)])
 
     def reject(self, call: Call, error: str) -> None:
         self.stage([CallRejected(ref=call.ref, tool=call.wire.name, error=error)])
@@ -146,17 +141,31 @@ class RunContext:
             )
         self.commit(events)
 
-    async def invoke(self, tool: Tool, call: Call, key: str) -> tuple[ToolResult, float] | None:
-        """Run a tool. A bug in the tool pauses the task (its call stays unresolved)."""
+    async def run_tool(
+        self,
+        tool: Tool,
+        call: Call,
+        key: str,
+        recovery: Literal["rerun"] | None = None,
+    ) -> ToolResulted | None:
+        """Run a tool and return its result, to be recorded. A bug in the tool (an exception other
+        than `ToolError`) pauses the task instead, leaving the call unresolved."""
         assert call.arguments is not None
-        ctx = ToolContext(task_id=self.state.task_id, call_id=call.wire.id, idempotency_key=key)
+        ctx = ToolContext(self.state.task_id, call.wire.id, key) if tool.wants_context else None
         started = time.perf_counter()
         try:
-            result = await tool.invoke(call.arguments, ctx)
+            result = await tool.invoke(call.validated or call.arguments, ctx)
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
             self.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
             return None
-        return result, time.perf_counter() - started
+        return ToolResulted(
+            ref=call.ref,
+            ok=result.ok,
+            content=result.content,
+            error_code=result.error_code,
+            seconds=time.perf_counter() - started,
+            recovery=recovery,
+        )
 
     def preview(self, tool: Tool | None, call: Call) -> str:
         touches = tool.touches if tool else "unknown"

@@ -8,10 +8,12 @@ the loop decides, it decides from this state, never from what happened to be on 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel
 
 from agent.backends.base import Message, ModelResponse, ToolCall, Usage
 from agent.events import (
@@ -44,18 +46,16 @@ from agent.events import (
 WINDOW = 12
 
 
-def call_hash(tool: str, arguments: dict[str, Any]) -> str:
-    """The identity of a call: its tool and canonical arguments. Approvals are bound to it."""
-    canonical = json.dumps(
-        {"tool": tool, "arguments": arguments},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def call_hash(tool: str, arguments: BaseModel) -> str:
+    """The identity of a call: its tool and its validated arguments. Approvals are bound to it.
+
+    The arguments are serialised by their model, field by field in the tool's declared order, so
+    the same call hashes the same when its arguments are validated again from the log.
+    """
+    return hashlib.sha256(tool.encode() + b"\n" + arguments.model_dump_json().encode()).hexdigest()
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One tool call of an executor turn, and everything decided about it so far."""
 
@@ -72,9 +72,12 @@ class Call:
     is_error: bool = False
     #: the size in bytes of arguments too large to keep
     oversized: int | None = None
+    #: the validated arguments, kept in memory from the gate to the execution (not in the log;
+    #: after a restart they are validated again from `arguments`)
+    validated: BaseModel | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Turn:
     """One executor response and its calls."""
 
@@ -104,8 +107,7 @@ class Turn:
         )
 
 
-@dataclass(frozen=True)
-class _Signature:
+class _Signature(NamedTuple):
     action: str
     observation: str
     error: bool
@@ -134,14 +136,23 @@ class TaskState:
 
     turns: int = 0
     steps_taken: int = 0
-    usage: Usage = field(default_factory=Usage)
+    input_tokens: int = 0
+    output_tokens: int = 0
     cost_usd: float = 0.0
     seconds: float = 0.0
 
     pending: Turn | None = None
     window: deque[tuple[Message, ...]] = field(default_factory=lambda: deque(maxlen=WINDOW))
     calls: dict[str, Call] = field(default_factory=dict)
-    history: deque[_Signature] = field(default_factory=lambda: deque(maxlen=16))
+    #: the stuck detector's memory: the last two observations and how long each pattern has run
+    recent: deque[_Signature] = field(default_factory=lambda: deque(maxlen=2))
+    repeat_run: int = 0
+    error_run: int = 0
+    alternation_run: int = 0
+    #: observations so far (the runner checks for being stuck when this moves)
+    observations: int = 0
+    #: the executor's prompt header, cached with the (plan, step, progress) it was built for
+    header: tuple[tuple[int, int, int], tuple[Message, Message]] | None = None
     used_approvals: set[str] = field(default_factory=set)
 
     @classmethod
@@ -159,92 +170,118 @@ class TaskState:
     def needs_plan(self) -> bool:
         return not self.plan or self.replan_reason is not None
 
-    def apply(self, event: Event, seq: int) -> None:  # noqa: PLR0915 - one branch per kind
+    def apply(self, event: Event, seq: int) -> None:
         """Fold one event into the state."""
         self.last_seq = seq
         self.status = STATUS_AFTER.get(event.kind, self.status)
-        match event:
-            case TaskCreated():
-                self.task, self.model, self.limits = event.task, event.model, event.limits
-            case PlanProposed():
-                self.plan, self.step = event.steps, 0
-                if event.replan_reason is not None:
-                    self.replans += 1
-                self.replan_reason, self.pending_plan = None, None
-                self.plan_attempts.clear()
-                self._new_step()
-            case StepStarted():
-                self.step = event.index
-                self._new_step()
-            case ModelResponded():
-                self.turns += 1
-                self.usage = self.usage + event.response.usage
-                self.cost_usd += event.cost_usd or 0.0
-                self.seconds += event.seconds
-                if event.purpose == "plan":
-                    self.pending_plan = event.response
-                else:
-                    self.steps_taken += 1
-                    calls = [
-                        Call(f"{self.turns}.{i}", wire, oversized=event.oversized.get(i))
-                        for i, wire in enumerate(event.response.tool_calls)
-                    ]
-                    self.pending = Turn(self.turns, event.response, calls)
-                    self.calls = {c.ref: c for c in calls}
-            case ReplyRejected():
-                if self.pending_plan is not None:
-                    self.plan_attempts.append((self.pending_plan, event.error))
-                    self.pending_plan = None
-                elif self.pending is not None:
-                    self.pending.rejected = event.error
-                    self._remember("reply:" + self.pending.response.text, event.error, True)
-                    self._close_turn()
-            case CallRejected():
-                self._observe(event.ref, f"Error: {event.error}", error=True)
-            case GateDecided():
-                call = self.calls[event.ref]
-                call.arguments, call.call_hash = event.arguments, event.call_hash
-                call.verdict = event.verdict
-                if event.verdict == "deny":
-                    self._observe(event.ref, f"Error: denied by policy: {event.reason}", error=True)
-            case ApprovalRequested():
-                self.calls[event.ref].approval = event
-                self.calls[event.ref].decision = None
-            case ApprovalDecided():
-                decided = self.awaiting
-                if decided is not None:
-                    decided.decision = event
-                    if not event.approved:
-                        why = f": {event.reason}" if event.reason else ""
-                        self._observe(
-                            decided.ref, f"Error: a reviewer declined this call{why}", error=True
-                        )
-            case IntentRecorded():
-                self.calls[event.ref].intent = event
-                if event.approval_id is not None:
-                    self.used_approvals.add(event.approval_id)
-            case ToolResulted():
-                self.seconds += event.seconds
-                text = event.content if event.ok else f"Error: {event.content}"
-                self._observe(event.ref, text, error=not event.ok)
-            case StepFinished():
-                self.completed.append((self.plan[event.index], event.summary))
-                self.step = event.index + 1
-                self._new_step()
-            case ReplanRequested():
-                self.replan_reason = event.reason
-                self.pending = None
-            case TaskPaused():
-                self.pause = event
-            case LimitsRaised():
-                self.limits = event.limits
-            case TaskResumed():
-                self.pause, self.end_reason = None, None
-                self.history.clear()
-            case TaskFinished():
-                self.answer = event.answer
-            case TaskFailed() | TaskStuck():
-                self.end_reason = event.reason
+        handler = _HANDLERS.get(event.kind)
+        if handler is not None:
+            handler(self, event)
+
+    def _on_task_created(self, event: TaskCreated) -> None:
+        self.task, self.model, self.limits = event.task, event.model, event.limits
+
+    def _on_plan_proposed(self, event: PlanProposed) -> None:
+        self.plan, self.step = event.steps, 0
+        if event.replan_reason is not None:
+            self.replans += 1
+        self.replan_reason, self.pending_plan = None, None
+        self.plan_attempts.clear()
+        self._new_step()
+
+    def _on_step_started(self, event: StepStarted) -> None:
+        self.step = event.index
+        self._new_step()
+
+    def _on_model_responded(self, event: ModelResponded) -> None:
+        self.turns += 1
+        usage = event.response.usage
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cost_usd += event.cost_usd or 0.0
+        self.seconds += event.seconds
+        if event.purpose == "plan":
+            self.pending_plan = event.response
+            return
+        self.steps_taken += 1
+        calls = [
+            Call(f"{self.turns}.{i}", wire, oversized=event.oversized.get(i))
+            for i, wire in enumerate(event.response.tool_calls)
+        ]
+        self.pending = Turn(self.turns, event.response, calls)
+        self.calls = {c.ref: c for c in calls}
+
+    def _on_reply_rejected(self, event: ReplyRejected) -> None:
+        if self.pending_plan is not None:
+            self.plan_attempts.append((self.pending_plan, event.error))
+            self.pending_plan = None
+        elif self.pending is not None:
+            self.pending.rejected = event.error
+            self._remember("reply:" + self.pending.response.text, event.error, True)
+            self._close_turn()
+
+    def _on_call_rejected(self, event: CallRejected) -> None:
+        self._observe(event.ref, f"Error: {event.error}", error=True)
+
+    def _on_gate_decided(self, event: GateDecided) -> None:
+        call = self.calls[event.ref]
+        call.arguments, call.call_hash = event.arguments, event.call_hash
+        call.verdict = event.verdict
+        if event.verdict == "deny":
+            self._observe(event.ref, f"Error: denied by policy: {event.reason}", error=True)
+
+    def _on_approval_requested(self, event: ApprovalRequested) -> None:
+        call = self.calls[event.ref]
+        call.approval, call.decision = event, None
+
+    def _on_approval_decided(self, event: ApprovalDecided) -> None:
+        decided = self.awaiting
+        if decided is None:
+            return
+        decided.decision = event
+        if not event.approved:
+            why = f": {event.reason}" if event.reason else ""
+            self._observe(decided.ref, f"Error: a reviewer declined this call{why}", error=True)
+
+    def _on_intent(self, event: IntentRecorded) -> None:
+        self.calls[event.ref].intent = event
+        if event.approval_id is not None:
+            self.used_approvals.add(event.approval_id)
+
+    def _on_tool_result(self, event: ToolResulted) -> None:
+        self.seconds += event.seconds
+        text = event.content if event.ok else f"Error: {event.content}"
+        self._observe(event.ref, text, error=not event.ok)
+
+    def _on_step_finished(self, event: StepFinished) -> None:
+        self.completed.append((self.plan[event.index], event.summary))
+        self.step = event.index + 1
+        self._new_step()
+
+    def _on_replan_requested(self, event: ReplanRequested) -> None:
+        self.replan_reason = event.reason
+        self.pending = None
+
+    def _on_task_paused(self, event: TaskPaused) -> None:
+        self.pause = event
+
+    def _on_limits_raised(self, event: LimitsRaised) -> None:
+        self.limits = event.limits
+
+    def _on_task_resumed(self, event: TaskResumed) -> None:
+        self.pause, self.end_reason = None, None
+        self.recent.clear()
+        self.repeat_run = self.error_run = self.alternation_run = 0
+
+    def _on_task_finished(self, event: TaskFinished) -> None:
+        self.answer = event.answer
+
+    def _on_task_ended(self, event: TaskFailed | TaskStuck) -> None:
+        self.end_reason = event.reason
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens)
 
     @property
     def awaiting(self) -> Call | None:
@@ -263,17 +300,28 @@ class TaskState:
     def _observe(self, ref: str, text: str, *, error: bool) -> None:
         call = self.calls[ref]
         call.observation, call.is_error = text, error
-        args = (
-            json.dumps(call.arguments, sort_keys=True)
-            if call.arguments is not None
-            else call.wire.arguments
-        )
-        self._remember(f"{call.wire.name}:{args}", text, error)
+        # The call hash identifies a validated call; a rejected one is known by its raw text.
+        action = call.call_hash or call.wire.arguments
+        self._remember(f"{call.wire.name}:{action}", text, error)
         if self.pending is not None and self.pending.resolved:
             self._close_turn()
 
     def _remember(self, action: str, observation: str, error: bool) -> None:
-        self.history.append(_Signature(action, observation, error))
+        """Update the stuck detector's runs in constant time."""
+        sig = _Signature(action, observation, error)
+        prev = self.recent[-1] if self.recent else None
+        before = self.recent[0] if len(self.recent) == 2 else None
+        self.repeat_run = self.repeat_run + 1 if sig == prev else 1
+        same_error = prev is not None and prev.error and prev.observation == observation
+        self.error_run = (self.error_run + 1 if same_error else 1) if error else 0
+        if prev is None or sig == prev:
+            self.alternation_run = 1
+        elif sig == before and self.alternation_run >= 2:
+            self.alternation_run += 1
+        else:
+            self.alternation_run = 2
+        self.recent.append(sig)
+        self.observations += 1
 
     def _close_turn(self) -> None:
         assert self.pending is not None
@@ -282,22 +330,22 @@ class TaskState:
 
     def stuck_reason(self) -> str | None:
         """Why the task looks stuck, or None. Checked after every observation."""
-        h, lim = list(self.history), self.limits
-        n = lim.stuck_errors
-        last = h[-n:]
-        if len(h) >= n and all(s.error for s in last) and len({s.observation for s in last}) == 1:
-            return f"the same error {n} times in a row: {_short(h[-1].observation)}"
-        n = lim.stuck_repeats
-        if len(h) >= n and len(set(h[-n:])) == 1:
-            return f"the same action and observation {n} times in a row: {_short(h[-1].action)}"
-        n = lim.stuck_alternation
-        if len(h) >= n:
-            a, b = h[-2], h[-1]
-            if a != b and all(s == (a if (n - i) % 2 == 0 else b) for i, s in enumerate(h[-n:])):
-                return (
-                    f"alternating between two actions for {n} steps: "
-                    f"{_short(a.action)} / {_short(b.action)}"
-                )
+        lim = self.limits
+        if not self.recent:
+            return None
+        last = self.recent[-1]
+        if self.error_run >= lim.stuck_errors:
+            return f"the same error {self.error_run} times in a row: {_short(last.observation)}"
+        if self.repeat_run >= lim.stuck_repeats:
+            return (
+                f"the same action and observation {self.repeat_run} times in a row: "
+                f"{_short(last.action)}"
+            )
+        if self.alternation_run >= lim.stuck_alternation:
+            return (
+                f"alternating between two actions for {self.alternation_run} steps: "
+                f"{_short(self.recent[0].action)} / {_short(last.action)}"
+            )
         return None
 
     def budget_exhausted(self) -> str | None:
@@ -305,8 +353,9 @@ class TaskState:
         lim = self.limits
         if self.steps_taken >= lim.max_steps:
             return f"steps: {self.steps_taken} of {lim.max_steps} used"
-        if lim.max_tokens is not None and self.usage.total >= lim.max_tokens:
-            return f"tokens: {self.usage.total} of {lim.max_tokens} used"
+        tokens = self.input_tokens + self.output_tokens
+        if lim.max_tokens is not None and tokens >= lim.max_tokens:
+            return f"tokens: {tokens} of {lim.max_tokens} used"
         if lim.max_seconds is not None and self.seconds >= lim.max_seconds:
             return f"time: {self.seconds:.1f} s of {lim.max_seconds:g} s used"
         if lim.max_cost_usd is not None and self.cost_usd >= lim.max_cost_usd:
@@ -317,3 +366,28 @@ class TaskState:
 def _short(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Dispatch on `kind` (a dict lookup) rather than a match over every event class in turn: the fold
+# runs for every event the loop records.
+_HANDLERS: dict[str, Callable[[TaskState, Any], None]] = {
+    "task_created": TaskState._on_task_created,
+    "plan_proposed": TaskState._on_plan_proposed,
+    "step_started": TaskState._on_step_started,
+    "model_responded": TaskState._on_model_responded,
+    "reply_rejected": TaskState._on_reply_rejected,
+    "call_rejected": TaskState._on_call_rejected,
+    "gate_decided": TaskState._on_gate_decided,
+    "approval_requested": TaskState._on_approval_requested,
+    "approval_decided": TaskState._on_approval_decided,
+    "intent": TaskState._on_intent,
+    "tool_result": TaskState._on_tool_result,
+    "step_finished": TaskState._on_step_finished,
+    "replan_requested": TaskState._on_replan_requested,
+    "task_paused": TaskState._on_task_paused,
+    "limits_raised": TaskState._on_limits_raised,
+    "task_resumed": TaskState._on_task_resumed,
+    "task_finished": TaskState._on_task_finished,
+    "task_failed": TaskState._on_task_ended,
+    "task_stuck": TaskState._on_task_ended,
+}

@@ -169,11 +169,12 @@ class Gate(Step):
                 + ", ".join(t.name for t in rt.tool_specs),
             )
         try:
-            arguments = tool.parse(call.wire.arguments)
+            validated = tool.validate(call.wire.arguments)
         except InvalidArguments as exc:
             return rt.reject(call, str(exc))
+        arguments = validated.model_dump(mode="json")
         decision = rt.gate.evaluate(tool, arguments)
-        digest = call_hash(tool.name, arguments)
+        digest = call_hash(tool.name, validated)
         verdict = (
             "ask"
             if isinstance(decision, RequireApproval)
@@ -205,6 +206,7 @@ class Gate(Step):
             rt.commit(events)
         else:
             rt.stage(events)  # made durable with the intent or the result that follows
+        call.validated = validated
         return None
 
     def _control(self, rt: RunContext) -> None:
@@ -261,6 +263,11 @@ class Execute(Step):
         assert call.call_hash is not None
         if tool is None:
             return rt.reject(call, f"the tool {call.wire.name!r} is no longer registered")
+        if call.validated is None:  # after a restart: validate again from the log
+            try:
+                call.validated = tool.validate(call.arguments)
+            except InvalidArguments as exc:
+                return rt.reject(call, f"not run: the arguments no longer fit {tool.name}: {exc}")
         approval_id = None
         if call.approval is not None:
             # The approval is bound to the exact call: checked again, just before it runs.
@@ -268,37 +275,22 @@ class Execute(Step):
             if (
                 call.decision is None
                 or not call.decision.approved
-                or approval.call_hash != call_hash(tool.name, call.arguments)
+                or approval.call_hash != call_hash(tool.name, call.validated)
                 or approval.call_hash != call.call_hash
             ):
                 return rt.reject(call, "the approval does not match this call; it was not run")
             approval_id = approval.approval_id
         key = f"{state.task_id}/{call.ref}"
         if tool.has_side_effects:
-            rt.commit(
-                [
-                    IntentRecorded(
-                        ref=call.ref,
-                        call_hash=call.call_hash,
-                        idempotency_key=key,
-                        approval_id=approval_id,
-                    )
-                ]
+            intent = IntentRecorded(
+                ref=call.ref, call_hash=call.call_hash, idempotency_key=key, approval_id=approval_id
             )
-        result = await rt.invoke(tool, call, key)
-        if result is None:
-            return None
-        event = ToolResulted(
-            ref=call.ref,
-            ok=result[0].ok,
-            content=result[0].content,
-            error_code=result[0].error_code,
-            seconds=result[1],
-        )
-        if tool.has_side_effects:
-            rt.commit([event])
-        else:
-            rt.stage([event])
+            rt.commit([intent])
+        result = await rt.run_tool(tool, call, key)
+        if result is not None and tool.has_side_effects:
+            rt.commit([result])
+        elif result is not None:
+            rt.stage([result])  # a read-only result is made durable with the next commit
         return None
 
 
@@ -323,14 +315,14 @@ class Reconcile(Step):
             ctx = ToolContext(task_id=state.task_id, call_id=call.wire.id, idempotency_key=key)
             found = await asyncio.to_thread(tool.reconcile, ctx)
             if found is not None:
-                result = found if isinstance(found, ToolResult) else ToolResult(True, found)
+                done = found if isinstance(found, ToolResult) else ToolResult(True, found)
                 rt.commit(
                     [
                         ToolResulted(
                             ref=call.ref,
-                            ok=result.ok,
-                            content=result.content,
-                            error_code=result.error_code,
+                            ok=done.ok,
+                            content=done.content,
+                            error_code=done.error_code,
                             recovery="reconciled",
                         )
                     ]
@@ -340,20 +332,9 @@ class Reconcile(Step):
             not tool.has_side_effects or tool.idempotent or tool.reconcile is not None
         ):
             # Safe to run again: it has no effect, honours the key, or said it never happened.
-            outcome = await rt.invoke(tool, call, key)
-            if outcome is not None:
-                rt.commit(
-                    [
-                        ToolResulted(
-                            ref=call.ref,
-                            ok=outcome[0].ok,
-                            content=outcome[0].content,
-                            error_code=outcome[0].error_code,
-                            seconds=outcome[1],
-                            recovery="rerun",
-                        )
-                    ]
-                )
+            result = await rt.run_tool(tool, call, key, recovery="rerun")
+            if result is not None:
+                rt.commit([result])
             return
         n = sum(1 for a in state.used_approvals if a.startswith(f"{state.task_id}-{call.ref}"))
         rt.commit(

@@ -29,7 +29,7 @@ FINISHED: frozenset[str] = frozenset({"done", "failed"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, task TEXT NOT NULL, status TEXT NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL, last_seq INTEGER NOT NULL);
+    created REAL NOT NULL, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     task_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, kind TEXT NOT NULL,
     body TEXT NOT NULL, PRIMARY KEY (task_id, seq)) WITHOUT ROWID;
@@ -61,8 +61,8 @@ class TaskRow:
     task: str
     status: Status
     created: float
+    #: when the task's status last changed
     updated: float
-    last_seq: int
 
 
 class Store:
@@ -121,7 +121,7 @@ class Store:
         now = time.time()
         with self._write() as db:
             db.execute(
-                "INSERT INTO tasks VALUES (?, ?, 'running', ?, ?, 1)",
+                "INSERT INTO tasks VALUES (?, ?, 'running', ?, ?)",
                 (task_id, created.task, now, now),
             )
             db.execute(
@@ -134,18 +134,15 @@ class Store:
         """Append events in one transaction; return the last sequence number.
 
         With `after`, the append succeeds only if the task's log still ends at `after`; otherwise
-        it raises `ConflictingWrite` and writes nothing (another process appended first).
+        it raises `ConflictingWrite` and writes nothing (another process appended first). The
+        check costs nothing: the events' key is (task, seq), so a taken seq refuses the insert.
         """
         now = time.time()
-        with self._write() as db:
-            row = db.execute("SELECT last_seq FROM tasks WHERE id = ?", (task_id,)).fetchone()
-            if row is None:
-                raise TaskNotFound(f"no task {task_id}", task_id=task_id)
-            last: int = row[0]
-            if after is not None and after != last:
-                raise ConflictingWrite(
-                    f"task {task_id} has events after {after} (now {last})", task_id=task_id
-                )
+        db = self._db
+        # BEGIN/COMMIT by hand rather than through `_write`: this runs twice per step.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            last = _last_seq(db, task_id) if after is None else after
             status = None
             for event in events:
                 last += 1
@@ -154,15 +151,19 @@ class Store:
                     (task_id, last, now, event.kind, event.model_dump_json()),
                 )
                 status = STATUS_AFTER.get(event.kind, status)
-            if status is None:
+            if status is not None:  # the tasks table is an index for listing: status only
                 db.execute(
-                    "UPDATE tasks SET updated = ?, last_seq = ? WHERE id = ?", (now, last, task_id)
+                    "UPDATE tasks SET updated = ?, status = ? WHERE id = ?", (now, status, task_id)
                 )
-            else:
-                db.execute(
-                    "UPDATE tasks SET updated = ?, last_seq = ?, status = ? WHERE id = ?",
-                    (now, last, status, task_id),
-                )
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK")
+            raise ConflictingWrite(
+                f"task {task_id} has events after {after}", task_id=task_id
+            ) from None
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
         return last
 
     def events(self, task_id: str, *, after: int = 0) -> list[StoredEvent]:
@@ -229,6 +230,13 @@ class Store:
         finally:
             with self._write() as db:
                 db.execute("DELETE FROM leases WHERE task_id = ? AND pid = ?", (task_id, me[1]))
+
+
+def _last_seq(db: sqlite3.Connection, task_id: str) -> int:
+    row = db.execute("SELECT MAX(seq) FROM events WHERE task_id = ?", (task_id,)).fetchone()
+    if row[0] is None:
+        raise TaskNotFound(f"no task {task_id}", task_id=task_id)
+    return int(row[0])
 
 
 def _process_start(pid: int) -> str:

@@ -244,6 +244,7 @@ class CompiledRule:
         "args",
         "command",
         "hosts",
+        "inspects_arguments",
         "label",
         "methods",
         "path",
@@ -266,6 +267,10 @@ class CompiledRule:
             tuple((name, _Patterns.compile(globs)) for name, globs in rule.args.items())
             if rule.args
             else None
+        )
+        #: whether matching looks at the arguments at all (most rules look only at the tool)
+        self.inspects_arguments = any(
+            m is not None for m in (self.methods, self.command, self.path, self.hosts, self.args)
         )
 
     def applies_to(self, tool_name: str, touches: str) -> bool:

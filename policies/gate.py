@@ -36,6 +36,7 @@ class Gate:
         # The rules whose `tool`/`touches` matchers accept a tool depend on its name and touches
         # only, so they are worked out once per tool rather than on every call.
         self._by_tool: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
+        self._fixed: dict[tuple[str, str], Allow | Deny] = {}
 
     def __repr__(self) -> str:
         return (
@@ -65,10 +66,9 @@ class Gate:
 
     def evaluate(self, tool: Tool, arguments: Mapping[str, Any]) -> Decision:
         """Decide whether `tool` may run with `arguments` (already validated by `Tool.parse`)."""
-        candidates = self._rules_for(tool)
         call = Call(arguments)
-        for rule in candidates:
-            if rule.matches(call):
+        for rule in self._rules_for(tool):
+            if not rule.inspects_arguments or rule.matches(call):
                 return self._decide(rule, tool, call)
         return self._default(tool, call)
 
@@ -83,18 +83,29 @@ class Gate:
         return found
 
     def _decide(self, rule: CompiledRule, tool: Tool, call: Call) -> Decision:
-        if rule.action == "allow":
-            return Allow(rule.reason or f"allowed by policy rule {rule.label}", rule.label)
-        if rule.action == "deny":
-            return Deny(
-                rule.reason
-                or f"{tool.name} with these arguments is denied by policy rule {rule.label}",
-                rule.label,
-            )
+        if rule.action != "ask":
+            # Allow and Deny do not depend on the arguments: made once per (rule, tool).
+            key = (rule.label, tool.name)
+            decision = self._fixed.get(key)
+            if decision is None:
+                if len(self._fixed) >= _MAX_CACHED_TOOLS:
+                    self._fixed.clear()
+                decision = self._fixed[key] = self._fixed_decision(rule, tool)
+            return decision
         return RequireApproval(
             rule.reason or f"policy rule {rule.label} asks a reviewer",
             rule.label,
             _preview(tool, call.arguments, rule.explain(call)),
+        )
+
+    @staticmethod
+    def _fixed_decision(rule: CompiledRule, tool: Tool) -> Allow | Deny:
+        if rule.action == "allow":
+            return Allow(rule.reason or f"allowed by policy rule {rule.label}", rule.label)
+        return Deny(
+            rule.reason
+            or f"{tool.name} with these arguments is denied by policy rule {rule.label}",
+            rule.label,
         )
 
     def _default(self, tool: Tool, call: Call) -> Decision:

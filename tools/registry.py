@@ -98,6 +98,7 @@ class Tool:
         self.reconcile = reconcile
         self.idempotent = idempotent
         self.args_model, self._ctx_param = _arguments_model(fn, name)
+        self._is_async = inspect.iscoroutinefunction(fn)
         self.spec = ToolSpec(
             name=name, description=description, parameters=self.args_model.model_json_schema()
         )
@@ -109,36 +110,48 @@ class Tool:
     def __repr__(self) -> str:
         return f"<Tool {self.name} touches={self.touches}>"
 
-    def parse(self, raw: str | dict[str, Any]) -> dict[str, Any]:
-        """Validate a model's arguments and return them as plain JSON-able values.
+    def validate(self, raw: str | dict[str, Any]) -> BaseModel:
+        """Validate a model's arguments (JSON text or a dict) into the tool's argument model.
 
         Raises `InvalidArguments` naming every wrong, missing or unexpected field.
         """
         try:
             if isinstance(raw, str):
-                model = self.args_model.model_validate_json(raw or "{}")
-            else:
-                model = self.args_model.model_validate(raw)
+                return self.args_model.model_validate_json(raw or "{}")
+            return self.args_model.model_validate(raw)
         except ValidationError as exc:
             raise InvalidArguments(_describe(self.name, exc)) from None
-        return model.model_dump(mode="json")
 
-    async def invoke(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
-        """Run the tool on validated arguments.
+    def parse(self, raw: str | dict[str, Any]) -> dict[str, Any]:
+        """`validate`, returned as plain JSON-able values (as recorded in the log)."""
+        return self.validate(raw).model_dump(mode="json")
+
+    @property
+    def wants_context(self) -> bool:
+        """Whether the function declares a `ToolContext` parameter."""
+        return self._ctx_param is not None
+
+    async def invoke(
+        self, arguments: BaseModel | dict[str, Any], ctx: ToolContext | None
+    ) -> ToolResult:
+        """Run the tool on validated arguments (the model from `validate`, or its dump).
 
         A `ToolError` or a timeout becomes a failed `ToolResult` for the model. Any other exception
         is a bug in the tool and propagates: the runner records it and pauses the task.
         """
-        kwargs = dict(self.args_model.model_validate(arguments))
+        model = arguments if isinstance(arguments, BaseModel) else self.validate(arguments)
+        kwargs = dict(model.__dict__)  # the fields; far cheaper than iterating the model
         if self._ctx_param:
+            if ctx is None:
+                raise TypeError(f"tool {self.name} needs a ToolContext")
             kwargs[self._ctx_param] = ctx
         try:
-            if inspect.iscoroutinefunction(self.fn):
-                value = await asyncio.wait_for(self.fn(**kwargs), self.timeout)
-            else:
-                # A thread cannot be killed: a sync tool that overruns is abandoned, not stopped.
-                call = functools.partial(self.fn, **kwargs)
-                value = await asyncio.wait_for(asyncio.to_thread(call), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                if self._is_async:
+                    value = await self.fn(**kwargs)
+                else:
+                    # A thread cannot be killed: a sync tool that overruns is abandoned.
+                    value = await asyncio.to_thread(functools.partial(self.fn, **kwargs))
         except ToolError as exc:
             return ToolResult(ok=False, content=str(exc), error_code=exc.code)
         except TimeoutError:
