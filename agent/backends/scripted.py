@@ -32,6 +32,9 @@ from agent.backends.base import ModelBackend, ModelRequest, ModelResponse, ToolC
 from agent.errors import ConfigError, ScriptError
 
 
+_ROLE = {"plan": "planner", "act": "executor"}
+
+
 class _ScriptedCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -131,9 +134,8 @@ class ScriptedBackend(ModelBackend):
         turn = self.turns[n]
         if turn.purpose != request.purpose:
             raise ScriptError(
-                f"script turn {n + 1} answers the {turn.purpose}ner's call but the "
-                f"run asked the {request.purpose}or: the run diverged from the "
-                "script",
+                f"script turn {n + 1} answers the {_ROLE[turn.purpose]}'s call but the run asked "
+                f"the {_ROLE[request.purpose]}: the run diverged from the script",
                 code="script_diverged",
                 turn=n,
             )

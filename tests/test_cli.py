@@ -1,0 +1,274 @@
+"""The `agent` command as a person or a script uses it: clear errors that change nothing,
+documented exit codes, listings, resuming, and a whole task driven over the OpenAI wire format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.cli import main
+from agent.events import Limits, TaskCreated
+from agent.store import Store
+
+from .conftest import REPO, write_script
+from .wire_server import Reply, WireServer
+
+TALLY = str(REPO / "examples" / "tally_tool.py")
+
+
+def _script(tmp_path: Path, turns: list[Any], name: str = "s.json") -> str:
+    return f"scripted:{write_script(tmp_path / name, turns)}"
+
+
+def _last_json(capsys: pytest.CaptureFixture[str]) -> Any:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _error(capsys: pytest.CaptureFixture[str]) -> str:
+    return " ".join(capsys.readouterr().err.split())
+
+
+def _no_tasks(home: Path) -> bool:
+    if not (home / "events.db").exists():
+        return True
+    with Store.open(home / "events.db") as store:
+        return store.tasks() == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "x"], "no model configured: pass --model URI"),
+        (["run", "x", "--model", "gpt-5"], "has no scheme; use one of: scripted:..."),
+        (["run", "x", "--model", "claude:opus"], "unknown model scheme 'claude'"),
+        (["run", "x", "--model", "openai:gpt-5.5"], "needs an API key: set OPENAI_API_KEY"),
+        (["run", "x", "--model", "openai-compatible:http://127.0.0.1:9/v1"], "needs the model"),
+        (["run", "x", "--model", "openai-compatible:ftp://h/v1#m"], "must be an http(s) URL"),
+        (["run", "x", "--model", "scripted:/nonexistent/turns.json"], "cannot read script"),
+        (["run", "x", "--model", "scripted:s.json", "--tools", "nope.py"], "no tool file nope.py"),
+        (["run", "x", "--model", "scripted:s.json", "--tools", "no_such_mod"], "cannot import"),
+        (["show", "zzzz"], "no task id starts with 'zzzz'"),
+        (["approve", "zzzz"], "no task id starts with 'zzzz'"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_creates_nothing(
+    argv: list[str],
+    expected: str,
+    home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    write_script(tmp_path / "s.json", [{"answer": "x"}])
+    assert main(argv) == 2
+    assert expected in _error(capsys)
+    assert _no_tasks(home)
+
+
+def test_a_malformed_script_names_the_place(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"turns": [\n  {"plan": ["a"]},\n  {"tool": }\n]}')
+    assert main(["run", "x", "--model", f"scripted:{bad_json}"]) == 2
+    assert f"{bad_json}:3: not valid JSON" in _error(capsys)
+
+    unknown = write_script(tmp_path / "unknown.json", [{"plan": ["a"]}, {"tol": "calculate"}])
+    assert main(["run", "x", "--model", f"scripted:{unknown}"]) == 2
+    assert "turns.1.tol: Extra inputs are not permitted" in _error(capsys)
+    assert _no_tasks(home)
+
+
+def test_a_malformed_policy_or_config_names_the_line_or_key(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[default]\naction = "ask"\n\n[[rule]]\naction = "alow"\ntool = "x"\n')
+    model = _script(tmp_path, [{"answer": "x"}])
+    assert main(["run", "x", "--model", model, "--policy", str(policy)]) == 2
+    assert f"{policy}:5: rule 1:" in _error(capsys)
+
+    config = tmp_path / "agent.toml"
+    config.write_text("[limits]\nmax_stepz = 3\n")
+    assert main(["run", "x", "--model", model, "--config", str(config)]) == 2
+    assert "limits.max_stepz: Extra inputs are not permitted" in _error(capsys)
+
+    config.write_text("[limits\n")
+    monkeypatch.chdir(tmp_path)  # found as ./agent.toml without --config
+    assert main(["run", "x", "--model", model]) == 2
+    assert "agent.toml: " in _error(capsys)
+    assert _no_tasks(home)
+
+
+def test_config_supplies_model_limits_tools_and_policy(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_script(
+        tmp_path / "turns.json",
+        [{"plan": ["Count"]}, *[{"tool": "tally", "args": {"counter": f"c{i}"}} for i in range(5)]],
+    )
+    (tmp_path / "allow.toml").write_text('[default]\naction = "allow"\n')
+    (tmp_path / "agent.toml").write_text(
+        '[model]\nuri = "scripted:turns.json"\n'
+        "[limits]\nmax_steps = 2\n"
+        f'[tools]\nmodules = ["{TALLY}"]\n'
+        '[policy]\nfile = "allow.toml"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "count", "--json"]) == 4
+    result = _last_json(capsys)
+    assert (result["status"], result["pause_reason"], result["steps"]) == (
+        "paused",
+        "budget_exhausted",
+        2,
+    )
+
+
+def test_exit_codes_for_each_outcome(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = _script(tmp_path, [{"plan": ["Answer"]}, {"answer": "42"}], "done.json")
+    assert main(["run", "answer", "--model", done, "--json"]) == 0
+    assert _last_json(capsys)["answer"] == "42"
+
+    runaway = [{"plan": ["Add"]}]
+    runaway += [{"tool": "calculate", "args": {"expression": f"{i}+1"}} for i in range(5)]
+    runaway.append({"answer": "added"})
+    model = _script(tmp_path, runaway, "runaway.json")
+    assert main(["run", "add", "--model", model, "--max-steps", "2", "--json"]) == 4
+    task_id = _last_json(capsys)["task_id"]
+    assert main(["resume", task_id, "--max-steps", "20", "--json"]) == 0
+    assert _last_json(capsys)["answer"] == "added"
+
+    same = {"tool": "calculate", "args": {"expression": "1+1"}}
+    stuck = _script(tmp_path, [{"plan": ["Add"]}, *[same] * 5], "stuck.json")
+    assert main(["run", "add", "--model", stuck, "--json"]) == 5
+    assert _last_json(capsys)["reason"].startswith("the same action and observation 4 times")
+
+    planless = _script(tmp_path, [{"text": "no"}] * 3, "planless.json")
+    assert main(["run", "plan", "--model", planless, "--json"]) == 4
+    paused = _last_json(capsys)
+    assert paused["pause_reason"] == "model_error"
+    assert "answers the executor's call but the run asked the planner" in paused["reason"]
+
+    bad_plans = _script(tmp_path, [{"plan": []}] * 3, "bad_plans.json")
+    assert main(["run", "plan", "--model", bad_plans, "--json"]) == 1
+    assert _last_json(capsys)["reason"].startswith("the model gave no valid plan in 3 tries")
+
+
+def test_approving_a_task_that_waits_for_nothing_is_refused(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _script(tmp_path, [{"plan": ["Answer"]}, {"answer": "42"}])
+    assert main(["run", "answer", "--model", model, "--json"]) == 0
+    task_id = _last_json(capsys)["task_id"]
+    assert main(["approve", task_id]) == 2
+    assert f"task {task_id} is not waiting for an approval (it is done)" in _error(capsys)
+
+
+def test_listings(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tasks"]) == 0
+    assert "no tasks yet" in capsys.readouterr().out
+    model = _script(tmp_path, [{"plan": ["Answer"]}, {"answer": "42"}])
+    assert main(["run", "the question", "--model", model, "--json"]) == 0
+    task_id = _last_json(capsys)["task_id"]
+
+    assert main(["tasks", "--json"]) == 0
+    [row] = _last_json(capsys)
+    assert (row["task_id"], row["status"], row["task"]) == (task_id, "done", "the question")
+    assert main(["tasks", "--status", "paused", "--json"]) == 0
+    assert _last_json(capsys) == []
+    assert main(["tasks"]) == 0
+    assert task_id in capsys.readouterr().out
+
+    assert main(["tools", "list", "--json"]) == 0
+    tools = {t["name"]: t for t in _last_json(capsys)}
+    assert set(tools) == {"calculate", "current_time"}
+    assert tools["calculate"]["parameters"]["required"] == ["expression"]
+    assert main(["tools", "list", "--tools", TALLY]) == 0
+    listing = capsys.readouterr().out
+    assert "tally" in listing
+    assert "external" in listing
+
+
+def test_resume_all_finishes_what_a_crashed_runner_left(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = []
+    with Store.open(home / "events.db") as store:
+        for i in range(3):
+            model = _script(tmp_path, [{"plan": ["Answer"]}, {"answer": str(i)}], f"{i}.json")
+            ids.append(store.create_task(TaskCreated(task=f"t{i}", model=model, limits=Limits())))
+    assert main(["resume", "--all", "--json"]) == 0
+    resumed = _last_json(capsys)["resumed"]
+    assert [(r["task_id"], r["answer"]) for r in resumed] == list(zip(ids, "012", strict=True))
+    assert main(["resume", "--all"]) == 0
+    assert "no unfinished tasks" in capsys.readouterr().out
+
+
+def test_a_task_through_the_openai_wire_format(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def tool_call(name: str, arguments: dict[str, Any], tokens: int) -> Reply:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{name}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(arguments)},
+                }
+            ],
+        }
+        return Reply(
+            body={
+                "id": "x",
+                "model": "local-moe",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": tokens, "completion_tokens": 10},
+            }
+        )
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with WireServer() as server:
+        server.reply(
+            tool_call("submit_plan", {"steps": ["Multiply"]}, 100),
+            Reply(status=503, body={"error": {"message": "busy"}}),  # retried by the backend
+            tool_call("calculate", {"expression": "6 * 7"}, 200),
+            tool_call("complete_step", {"summary": "6 * 7 = 42"}, 300),
+        )
+        model = f"openai-compatible:{server.url}/v1#local-moe"
+        assert main(["run", "multiply six by seven", "--model", model, "--json"]) == 0
+        result = _last_json(capsys)
+        requests = [r.json for r in server.requests]
+        headers = server.requests[0].headers
+
+    assert (result["status"], result["answer"]) == ("done", "6 * 7 = 42")
+    assert result["usage"]["input_tokens"] == 600
+    assert len(requests) == 4
+    assert headers["authorization"] == "Bearer sk-test"
+    assert [t["function"]["name"] for t in requests[0]["tools"]] == ["submit_plan"]
+    act_tools = [t["function"]["name"] for t in requests[2]["tools"]]
+    assert act_tools[:2] == ["calculate", "current_time"]
+    assert requests[2]["tool_choice"] == "required"
+    # The executor's next request carries the tool's result under the call's id.
+    tool_message = requests[3]["messages"][-1]
+    assert tool_message == {"role": "tool", "tool_call_id": "call_calculate", "content": "42"}
+
+
+def test_help_documents_exit_codes_and_model_uris(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "3  the task is waiting for a reviewer" in text
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "compatible:BASE_URL#MODEL" in text
+    assert "scripted:PATH" in text

@@ -1,0 +1,265 @@
+"""What happens when a run stops in the middle of a call: the intent is on record, the result is
+not. Such a call is never silently sent again (DESIGN invariant 2): it is reconciled through the
+tool, re-run only where that is safe, or handed to a reviewer."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.approvals import decide
+from agent.backends.scripted import ScriptedBackend, parse_script
+from agent.events import ToolResulted
+from agent.runner import Runner
+from agent.state import TaskState
+from agent.store import Store
+from tools import Registry, ToolContext, ToolError, tool
+
+from .conftest import make_runner
+
+
+class World:
+    """A tool's effects, and a switch that interrupts the run around one of them."""
+
+    def __init__(self) -> None:
+        self.effects: list[str] = []
+        self.interrupt: str | None = None  # "before" or "after" the effect, once
+
+    def act(self, key: str) -> str:
+        if self.interrupt == "before":
+            self.interrupt = None
+            raise KeyboardInterrupt
+        self.effects.append(key)
+        if self.interrupt == "after":
+            self.interrupt = None
+            raise KeyboardInterrupt
+        return f"sent {len(self.effects)}"
+
+    def find(self, ctx: ToolContext) -> str | None:
+        return (
+            f"sent (found {ctx.idempotency_key})" if ctx.idempotency_key in self.effects else None
+        )
+
+
+def registry(world: World) -> Registry:
+    @tool(touches="external", reconcile=world.find)
+    def send(to: str, ctx: ToolContext) -> str:
+        """Send a message.
+
+        Args:
+            to: who to.
+        """
+        return world.act(ctx.idempotency_key)
+
+    @tool(touches="external")
+    def blind_send(to: str, ctx: ToolContext) -> str:
+        """Send a message through a service that cannot say what it received.
+
+        Args:
+            to: who to.
+        """
+        return world.act(ctx.idempotency_key)
+
+    @tool(touches="external", idempotent=True)
+    def keyed_send(to: str, ctx: ToolContext) -> str:
+        """Send a message through a service that drops repeats of an idempotency key.
+
+        Args:
+            to: who to.
+        """
+        if ctx.idempotency_key in world.effects and world.interrupt is None:
+            return "sent (already)"
+        return world.act(ctx.idempotency_key)
+
+    return Registry([send, blind_send, keyed_send])
+
+
+def _turns(tool_name: str) -> list[dict[str, Any]]:
+    return [{"plan": ["Send it"]}, {"tool": tool_name, "args": {"to": "dana"}}, {"answer": "ok"}]
+
+
+async def _interrupted(store: Store, world: World, tool_name: str, when: str) -> tuple[Runner, str]:
+    runner, _ = make_runner(store, _turns(tool_name), registry=registry(world))
+    task_id = runner.create("send a message")
+    world.interrupt = when
+    with pytest.raises(KeyboardInterrupt):
+        await runner.run(task_id)
+    state = runner.load(task_id)
+    assert state.status == "paused"
+    assert state.pause is not None
+    assert state.pause.reason == "interrupted"
+    kinds = [e.event.kind for e in store.events(task_id)]
+    assert "intent" in kinds
+    assert "tool_result" not in kinds
+    return runner, task_id
+
+
+def _results(store: Store, task_id: str) -> list[ToolResulted]:
+    return [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
+
+
+async def test_effect_happened_then_the_tool_reconciles_it(store: Store) -> None:
+    world = World()
+    runner, task_id = await _interrupted(store, world, "send", "after")
+    state = await runner.resume(task_id)
+    assert state.status == "done"
+    assert world.effects == [f"{task_id}/2.0"], "exactly once"
+    [result] = _results(store, task_id)
+    assert result.recovery == "reconciled"
+    assert result.content == f"sent (found {task_id}/2.0)"
+
+
+async def test_effect_did_not_happen_then_it_runs_once(store: Store) -> None:
+    world = World()
+    runner, task_id = await _interrupted(store, world, "send", "before")
+    state = await runner.resume(task_id)
+    assert state.status == "done"
+    assert world.effects == [f"{task_id}/2.0"]
+    [result] = _results(store, task_id)
+    assert result.recovery == "rerun"
+
+
+async def test_an_idempotent_tool_is_sent_again_with_the_same_key(store: Store) -> None:
+    world = World()
+    runner, task_id = await _interrupted(store, world, "keyed_send", "after")
+    state = await runner.resume(task_id)
+    assert state.status == "done"
+    assert world.effects == [f"{task_id}/2.0"], "the service dropped the repeat of the key"
+    [result] = _results(store, task_id)
+    assert (result.recovery, result.content) == ("rerun", "sent (already)")
+
+
+@pytest.mark.parametrize("approve", [True, False])
+async def test_a_tool_that_cannot_tell_goes_to_a_reviewer(store: Store, approve: bool) -> None:
+    world = World()
+    runner, task_id = await _interrupted(store, world, "blind_send", "after")
+    state = await runner.resume(task_id)
+    assert state.status == "awaiting_approval", "never re-sent on its own"
+    assert world.effects == [f"{task_id}/2.0"]
+    call = state.awaiting
+    assert call is not None
+    assert call.approval is not None
+    assert call.approval.cause == "reconcile"
+    assert "cannot tell whether it took effect" in call.approval.reason
+
+    decide(store, state, approved=approve, reason="checked the outbox", reviewer="rev")
+    state = await runner.resume(task_id)
+    assert state.status == "done"
+    if approve:
+        assert world.effects == [f"{task_id}/2.0"] * 2, "the reviewer chose to send it again"
+    else:
+        assert world.effects == [f"{task_id}/2.0"]
+        observation = state_observation(store, task_id)
+        assert "a reviewer declined this call: checked the outbox" in observation
+
+
+def state_observation(store: Store, task_id: str) -> str:
+    """What the model was shown in the task's last step."""
+    state = TaskState.fold(task_id, [(e.seq, e.event) for e in store.events(task_id)])
+    return "\n".join(m.content for exchange in state.window for m in exchange)
+
+
+async def test_a_crashing_tool_pauses_the_task_and_resume_goes_on(store: Store) -> None:
+    broken = {"yes": True}
+
+    @tool
+    def fragile(n: int) -> str:
+        """Look something up.
+
+        Args:
+            n: which.
+        """
+        if broken["yes"]:
+            raise RuntimeError("bug in the tool")
+        return f"value {n}"
+
+    runner, _ = make_runner(
+        store,
+        [{"plan": ["Look"]}, {"tool": "fragile", "args": {"n": 3}}, {"answer": "value 3"}],
+        registry=Registry([fragile]),
+    )
+    task_id = runner.create("look")
+    state = await runner.run(task_id)
+    assert state.status == "paused"
+    assert state.pause is not None
+    assert state.pause.reason == "tool_crashed"
+    assert "RuntimeError: bug in the tool" in state.pause.detail
+    assert "Traceback" in state.pause.detail
+
+    broken["yes"] = False  # the developer fixes the tool
+    state = await runner.resume(task_id)
+    assert state.status == "done"
+    assert [r.content for r in _results(store, task_id)] == ["value 3"]
+
+
+async def test_a_tool_error_is_an_observation_not_a_pause(store: Store) -> None:
+    @tool
+    def lookup(key: str) -> str:
+        """Look a key up.
+
+        Args:
+            key: the key.
+        """
+        raise ToolError(f"no such key: {key}", code="not_found")
+
+    runner, backend = make_runner(
+        store,
+        [{"plan": ["Look"]}, {"tool": "lookup", "args": {"key": "k"}}, {"answer": "missing"}],
+        registry=Registry([lookup]),
+    )
+    state = await runner.run(runner.create("look"))
+    assert state.status == "done"
+    assert backend.requests[-1].messages[-1].content == "Error: no such key: k"
+
+
+async def test_a_failing_model_pauses_and_a_new_backend_resumes(store: Store) -> None:
+    runner, _ = make_runner(store, [{"plan": ["Add"]}])
+    task_id = runner.create("add")
+    state = await runner.run(task_id)
+    assert state.status == "paused"
+    assert state.pause is not None
+    assert state.pause.reason == "model_error"
+    assert "the script has 1 turns and the run asked for turn 2" in state.pause.detail
+
+    longer = ScriptedBackend(
+        parse_script(
+            [
+                {"plan": ["Add"]},
+                {"tool": "calculate", "args": {"expression": "2+2"}},
+                {"answer": "4"},
+            ]
+        )
+    )
+    resumed = Runner(store, runner.registry, runner.gate, planner=longer)
+    state = await resumed.resume(task_id)
+    assert (state.status, state.answer) == ("done", "4")
+    assert [r.turn for r in longer.requests] == [1, 2], "turns already recorded are not re-asked"
+
+
+async def test_an_approval_is_bound_to_the_exact_call(store: Store, home: Path) -> None:
+    world = World()
+    runner, _ = make_runner(store, _turns("send"), policy=None, registry=registry(world))
+    task_id = runner.create("send a message")
+    state = await runner.run(task_id)
+    assert state.status == "awaiting_approval"
+    decide(store, state, approved=True, reviewer="rev")
+
+    # Someone rewrites the recorded arguments after the approval: the approval no longer fits.
+    db = sqlite3.connect(home / "events.db")
+    db.execute(
+        "UPDATE events SET body = replace(body, '\"dana\"', '\"mallory\"') "
+        "WHERE task_id = ? AND kind = 'gate_decided'",
+        (task_id,),
+    )
+    db.commit()
+    db.close()
+
+    state = await runner.resume(task_id)
+    assert world.effects == [], "nothing was sent to anyone"
+    assert state.status == "done"
+    assert "the approval does not match this call; it was not run" in state_observation(
+        store, task_id
+    )
