@@ -21,7 +21,7 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     output = 10.0
 
     [tools]
-    modules = ["examples.tally_tool"]   # modules whose @tool functions are registered
+    modules = ["examples/tally_tool.py"]  # modules or .py files whose @tool functions register
 
     [policy]
     file = "policies.toml"          # rules for the gate; default: the packaged default policy
@@ -106,6 +106,11 @@ def load_config(path: Path | None) -> Config:
     base = path.resolve().parent
     if config.policy.file is not None and not config.policy.file.is_absolute():
         config.policy.file = base / config.policy.file
+    # A tool given as a file, like the policy file, is relative to the config that names it.
+    config.tools.modules = [
+        str(base / m) if m.endswith(".py") and not Path(m).is_absolute() else m
+        for m in config.tools.modules
+    ]
     return config
 
 
