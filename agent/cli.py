@@ -268,16 +268,14 @@ async def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limi
     try:
         state = await runner.resume(task_id, limits)
         while state.status == "awaiting_approval" and _can_prompt(s.args):
-            answer = s.out.input(
-                "[bold yellow]Approve?[/] [y]es / [n]o (you may add a reason after the letter) > "
-            ).strip()
-            decide(
-                s.store,
-                state,
-                approved=answer[:1].lower() == "y",
-                reason=answer[1:].strip(),
-                reviewer=getpass.getuser(),
+            answer = _ask_approval(s.out)
+            if answer is None:
+                break  # no answer (end of input): the task keeps waiting, durably
+            approved, reason = answer
+            decision = decide(
+                s.store, state, approved=approved, reason=reason, reviewer=getpass.getuser()
             )
+            s.out.print(f"    {'approved' if decision.approved else 'denied'} {decision.approval_id}")
             state = await runner.resume(task_id)
     finally:
         await _close(runner)
@@ -287,6 +285,23 @@ async def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limi
 async def _close(runner: Runner) -> None:
     for backend in set(runner.backends.values()):
         await backend.aclose()
+
+
+def _ask_approval(out: Console) -> tuple[bool, str] | None:
+    """Ask until the answer is yes or no; None at the end of input."""
+    while True:
+        try:
+            answer = out.input(
+                "[bold yellow]Approve?[/] \\[y]es / \\[n]o, optionally followed by a reason > "
+            ).strip()
+        except EOFError:
+            return None
+        word, _, reason = answer.partition(" ")
+        if word.lower() in ("y", "yes"):
+            return True, reason.strip()
+        if word.lower() in ("n", "no"):
+            return False, reason.strip()
+        out.print("please answer y or n (Ctrl-C pauses the task; it stays waiting for you)")
 
 
 def _can_prompt(args: argparse.Namespace) -> bool:
