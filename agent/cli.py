@@ -275,7 +275,8 @@ async def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limi
             decision = decide(
                 s.store, state, approved=approved, reason=reason, reviewer=getpass.getuser()
             )
-            s.out.print(f"    {'approved' if decision.approved else 'denied'} {decision.approval_id}")
+            word = "approved" if decision.approved else "denied"
+            s.out.print(f"    {word} {decision.approval_id}")
             state = await runner.resume(task_id)
     finally:
         await _close(runner)

@@ -134,15 +134,15 @@ class Store:
         """Append events in one transaction; return the last sequence number.
 
         With `after`, the append succeeds only if the task's log still ends at `after`; otherwise
-        it raises `ConflictingWrite` and writes nothing (another process appended first). The
-        check costs nothing: the events' key is (task, seq), so a taken seq refuses the insert.
+        it raises `ConflictingWrite` and writes nothing (another process appended first). Raises
+        `TaskNotFound` if there is no such task.
         """
         now = time.time()
         db = self._db
         # BEGIN/COMMIT by hand rather than through `_write`: this runs twice per step.
         db.execute("BEGIN IMMEDIATE")
         try:
-            last = _last_seq(db, task_id) if after is None else after
+            last = _last_seq(db, task_id, expected=after)
             status = None
             for event in events:
                 last += 1
@@ -155,11 +155,6 @@ class Store:
                 db.execute(
                     "UPDATE tasks SET updated = ?, status = ? WHERE id = ?", (now, status, task_id)
                 )
-        except sqlite3.IntegrityError:
-            db.execute("ROLLBACK")
-            raise ConflictingWrite(
-                f"task {task_id} has events after {after}", task_id=task_id
-            ) from None
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -196,8 +191,10 @@ class Store:
 
     def resolve(self, prefix: str) -> str:
         """The task id that starts with `prefix` (ids are long; people type a few characters)."""
+        # Escape LIKE's wildcards: a typed `_` or `%` is a character of the id, not a pattern.
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self._db.execute(
-            "SELECT id FROM tasks WHERE id LIKE ? || '%' LIMIT 2", (prefix,)
+            "SELECT id FROM tasks WHERE id LIKE ? || '%' ESCAPE '\\' LIMIT 2", (pattern,)
         ).fetchall()
         if len(rows) == 1:
             return str(rows[0][0])
@@ -232,20 +229,36 @@ class Store:
                 db.execute("DELETE FROM leases WHERE task_id = ? AND pid = ?", (task_id, me[1]))
 
 
-def _last_seq(db: sqlite3.Connection, task_id: str) -> int:
+def _last_seq(db: sqlite3.Connection, task_id: str, *, expected: int | None = None) -> int:
+    """The task's last sequence number; `ConflictingWrite` if it is not `expected` (when given).
+
+    One index lookup, made under the write lock. Trusting `expected` instead would let a stale or
+    wrong value write a gap in the log, or events of a task that does not exist.
+    """
     row = db.execute("SELECT MAX(seq) FROM events WHERE task_id = ?", (task_id,)).fetchone()
     if row[0] is None:
         raise TaskNotFound(f"no task {task_id}", task_id=task_id)
-    return int(row[0])
+    last = int(row[0])
+    if expected is not None and expected != last:
+        raise ConflictingWrite(
+            f"task {task_id} has moved on: its log ends at {last}, not {expected}",
+            task_id=task_id,
+        )
+    return last
 
 
 def _process_start(pid: int) -> str:
-    """When the process started (so a reused pid is not mistaken for the old process)."""
+    """When the process started (so a reused pid is not mistaken for the old process).
+
+    "" if it cannot be known, or if the process has exited and only its zombie is left (a runner
+    killed with -9 stays a zombie until its parent reaps it, but it holds nothing any more).
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return "" if fields[0] in ("Z", "X") else fields[19]
 
 
 def _alive(host: str, pid: int, started: str) -> bool:

@@ -136,7 +136,7 @@ def test_exit_codes_for_each_outcome(
     assert main(["run", "answer", "--model", done, "--json"]) == 0
     assert _last_json(capsys)["answer"] == "42"
 
-    runaway = [{"plan": ["Add"]}]
+    runaway: list[dict[str, Any]] = [{"plan": ["Add"]}]
     runaway += [{"tool": "calculate", "args": {"expression": f"{i}+1"}} for i in range(5)]
     runaway.append({"answer": "added"})
     model = _script(tmp_path, runaway, "runaway.json")

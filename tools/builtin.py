@@ -25,17 +25,41 @@ _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
     ast.USub: operator.neg,
     ast.UAdd: operator.pos,
 }
+_MAX_EXPONENT = 10_000
+# Python computes a huge integer as long as asked, holding the GIL: `(9**9999)**9999` would stall
+# the whole runner. No integer past this many bits is made.
+_MAX_BITS = 100_000
+
+
+def _round(number: float, ndigits: int | None = None) -> float:
+    # round(1, -10**7) builds 10**(10**7) inside, for seconds.
+    if ndigits is not None and abs(ndigits) > _MAX_EXPONENT:
+        raise ToolError(f"cannot round to {ndigits} digits")
+    return round(number, ndigits)
+
+
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sqrt": math.sqrt,
     "log": math.log,
     "exp": math.exp,
     "abs": abs,
-    "round": round,
+    "round": _round,
     "min": min,
     "max": max,
 }
 _CONSTANTS = {"pi": math.pi, "e": math.e}
-_MAX_EXPONENT = 10_000
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    if abs(exponent) > _MAX_EXPONENT:
+        raise ToolError(f"exponent {exponent} is too large")
+    # Only int ** int grows without bound; a float result overflows instead.
+    if (
+        isinstance(base, int)
+        and isinstance(exponent, int)
+        and abs(base).bit_length() * exponent > _MAX_BITS
+    ):
+        raise ToolError("the result of ** would be too large")
 
 
 def _evaluate(node: ast.AST) -> Any:
@@ -46,9 +70,12 @@ def _evaluate(node: ast.AST) -> Any:
             return _CONSTANTS[name]
         case ast.BinOp(left=left, op=op, right=right) if type(op) in _BINARY:
             a, b = _evaluate(left), _evaluate(right)
-            if isinstance(op, ast.Pow) and abs(b) > _MAX_EXPONENT:
-                raise ToolError(f"exponent {b} is too large")
-            return _BINARY[type(op)](a, b)
+            if isinstance(op, ast.Pow):
+                _check_power(a, b)
+            result = _BINARY[type(op)](a, b)
+            if isinstance(result, int) and result.bit_length() > _MAX_BITS:
+                raise ToolError(f"a number in the expression is too large (over {_MAX_BITS} bits)")
+            return result
         case ast.UnaryOp(op=op, operand=operand) if type(op) in _UNARY:
             return _UNARY[type(op)](_evaluate(operand))
         case ast.Call(func=ast.Name(id=name), args=args, keywords=[]) if name in _FUNCTIONS:
@@ -71,9 +98,11 @@ def calculate(expression: str) -> str:
         tree = ast.parse(expression, mode="eval")
     except SyntaxError as exc:
         raise ToolError(f"not an expression: {exc.msg}") from None
+    except RecursionError:
+        raise ToolError("not an expression: nested too deeply") from None
     try:
         return str(_evaluate(tree.body))
-    except (ArithmeticError, ValueError, TypeError) as exc:
+    except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
         raise ToolError(f"{type(exc).__name__}: {exc}") from None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -23,7 +24,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, overload
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticUserError,
+    ValidationError,
+    create_model,
+)
 
 from agent.backends.base import ToolSpec
 from agent.errors import ConfigError
@@ -88,7 +96,7 @@ class Tool:
             raise ConfigError(
                 f"tool {name}: touches={touches!r} is not one of " + ", ".join(TOUCHES)
             )
-        if timeout <= 0:
+        if not timeout > 0:  # also refuses nan
             raise ConfigError(f"tool {name}: timeout must be positive, got {timeout}")
         self.fn = fn
         self.name = name
@@ -213,12 +221,15 @@ def _docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
             current = match.group(1)
             params[current] = match.group(2).strip()
         elif current:
-            params[current] += " " + line.strip()
+            params[current] = f"{params[current]} {line.strip()}".lstrip()
     return summary, params
 
 
 def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel], str | None]:
-    hints = typing.get_type_hints(fn, include_extras=True)
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except NameError as exc:
+        raise ConfigError(f"tool {name}: cannot resolve an annotation: {exc}") from exc
     _, arg_docs = _docstring(fn)
     fields: dict[str, Any] = {}
     ctx_param = None
@@ -233,7 +244,11 @@ def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel]
             raise ConfigError(f"tool {name}: parameter {param.name!r} needs a type annotation")
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
-    model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+    try:
+        model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+        model.model_json_schema()  # fail here, not when a model is first told about the tool
+    except PydanticUserError as exc:
+        raise ConfigError(f"tool {name}: {exc.message}") from exc
     return model, ctx_param
 
 
@@ -311,8 +326,10 @@ class Registry:
             found = [v for v in vars(source).values() if isinstance(v, Tool | Registry)]
             if not found:
                 raise ConfigError(f"module {source.__name__} defines no tools")
-            for item in found:
-                self.include(item)
+            # A module often holds its tools and also a registry of them: take each tool once.
+            unique = {id(t): t for v in found for t in ([v] if isinstance(v, Tool) else v)}
+            for t in unique.values():
+                self.add(t)
         else:
             tools: Iterable[Tool] = source
             for t in tools:
@@ -343,8 +360,10 @@ class Registry:
         module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigError(f"cannot import tool module {module_name!r}: {exc}") from exc
+        except Exception as exc:  # a module that raises on import cannot be used either
+            raise ConfigError(
+                f"cannot import tool module {module_name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         target: Any = getattr(module, attr, None) if attr else module
         if not isinstance(target, Tool | Registry | ModuleType):
             raise ConfigError(f"{spec} is not a tool, a registry or a module")
@@ -370,7 +389,9 @@ class Registry:
 def _import_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise ConfigError(f"no tool file {path}")
-    name = f"agent_tools_{path.stem}"
+    # Keyed on the full path: two files with the same name in different folders are two modules.
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    name = f"agent_tools_{path.stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)

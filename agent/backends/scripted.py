@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agent.backends.base import ModelBackend, ModelRequest, ModelResponse, ToolCall, Usage
 from agent.errors import ConfigError, ScriptError
 
-
 _ROLE = {"plan": "planner", "act": "executor"}
 
 
