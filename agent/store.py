@@ -74,18 +74,23 @@ class Store:
 
     @classmethod
     def open(
-        cls, path: Path | None = None, *, synchronous: Literal["normal", "full"] = "normal"
+        cls,
+        path: Path | None = None,
+        *,
+        synchronous: Literal["normal", "full"] = "normal",
+        busy_timeout: float = 30.0,
     ) -> Store:
         """Open (creating if needed) the store at `path` (default: `default_home()/events.db`).
 
         `normal` survives any crash of the process (kill -9 included); `full` also survives a
-        power loss, at the cost of an fsync per append.
+        power loss, at the cost of an fsync per append. A write waits up to `busy_timeout`
+        seconds for another process's write to finish, then raises a retryable `StoreError`.
         """
         path = path or default_home() / "events.db"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                path, timeout=30.0, isolation_level=None, check_same_thread=False
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -107,13 +112,16 @@ class Store:
     def _write(self) -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE takes the write lock up front, so a concurrent writer waits on
         # busy_timeout instead of failing half way through.
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
 
     def create_task(self, created: TaskCreated, task_id: str | None = None) -> str:
         """Start a task's log with its `TaskCreated` event; return the new task id."""
@@ -140,7 +148,10 @@ class Store:
         now = time.time()
         db = self._db
         # BEGIN/COMMIT by hand rather than through `_write`: this runs twice per step.
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
         try:
             last = _last_seq(db, task_id, expected=after)
             status = None
@@ -155,10 +166,15 @@ class Store:
                 db.execute(
                     "UPDATE tasks SET updated = ?, status = ? WHERE id = ?", (now, status, task_id)
                 )
-        except BaseException:
+        except BaseException as exc:
             db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _store_error(exc, self.path) from exc
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _store_error(exc, self.path) from exc
         return last
 
     def events(self, task_id: str, *, after: int = 0) -> list[StoredEvent]:
@@ -186,7 +202,7 @@ class Store:
         if statuses:
             query += f" WHERE status IN ({','.join('?' * len(statuses))})"
             args.extend(statuses)
-        query += " ORDER BY created DESC LIMIT ?"
+        query += " ORDER BY created DESC, rowid DESC LIMIT ?"
         return [TaskRow(*r) for r in self._db.execute(query, (*args, limit)).fetchall()]
 
     def resolve(self, prefix: str) -> str:
@@ -245,6 +261,20 @@ def _last_seq(db: sqlite3.Connection, task_id: str, *, expected: int | None = No
             task_id=task_id,
         )
     return last
+
+
+def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    """Map an SQLite failure, once, to the store's own error (busy and locked are retryable)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StoreError(f"the event store refused a write: {exc}", code="store_integrity")
+    busy = name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    return StoreError(
+        f"the event store at {path} failed: {exc}"
+        + (" (another process holds it)" if busy else ""),
+        retryable=busy,
+        sqlite_error=name,
+    )
 
 
 def _process_start(pid: int) -> str:

@@ -906,3 +906,26 @@ def test_fold_of_the_log_equals_the_state_applied_as_it_was_written(store: Store
     assert live.used_approvals == {f"{task_id}-5.0"}
     assert live.pause is None
     assert live.last_seq == len(stored) == 25
+
+
+def test_sqlite_failures_are_store_errors_with_retryable(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with Store.open(path, busy_timeout=0.2) as store:
+        task_id = store.create_task(created())
+        with pytest.raises(StoreError) as duplicate:
+            store.create_task(created(), task_id=task_id)
+        assert duplicate.value.code == "store_integrity"
+
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process is in the middle of a write
+        try:
+            with pytest.raises(StoreError) as locked:
+                store.append(task_id, [TaskResumed()])
+            assert locked.value.retryable
+            assert "another process holds it" in str(locked.value)
+            with pytest.raises(StoreError):
+                store.create_task(created())
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert store.append(task_id, [TaskResumed()]) == 2, "usable again once the lock is gone"
