@@ -71,6 +71,8 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._db = conn
         self.path = path
+        #: the last seq this connection appended, per task
+        self._written: dict[str, int] = {}
 
     @classmethod
     def open(
@@ -136,6 +138,7 @@ class Store:
                 "INSERT INTO events VALUES (?, 1, ?, ?, ?)",
                 (task_id, now, created.kind, created.model_dump_json()),
             )
+        self._written[task_id] = 1
         return task_id
 
     def append(self, task_id: str, events: Sequence[Event], *, after: int | None = None) -> int:
@@ -153,7 +156,13 @@ class Store:
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
         try:
-            last = _last_seq(db, task_id, expected=after)
+            # Where this connection wrote the event at `after` itself, it certainly exists (events
+            # are never deleted): no lookup needed, and the (task, seq) key still refuses a seq
+            # another process took. Otherwise look the log's end up under the write lock.
+            if after is not None and self._written.get(task_id) == after:
+                last = after
+            else:
+                last = _last_seq(db, task_id, expected=after)
             status = None
             for event in events:
                 last += 1
@@ -166,6 +175,12 @@ class Store:
                 db.execute(
                     "UPDATE tasks SET updated = ?, status = ? WHERE id = ?", (now, status, task_id)
                 )
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK")
+            raise ConflictingWrite(
+                f"task {task_id} has moved on: another process appended after {after}",
+                task_id=task_id,
+            ) from None
         except BaseException as exc:
             db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
@@ -175,6 +190,7 @@ class Store:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
+        self._written[task_id] = last
         return last
 
     def events(self, task_id: str, *, after: int = 0) -> list[StoredEvent]:
