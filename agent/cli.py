@@ -20,13 +20,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from agent import __version__
-from agent.approvals import decide, pending_approval
+from agent._views import next_move, print_history, print_tasks, print_tools, status_line, summary
+from agent.approvals import decide
 from agent.backends import backend_from_uri, normalize_uri
 from agent.backends.base import ModelBackend
 from agent.backends.scripted import ScriptedBackend
@@ -44,20 +43,15 @@ EXIT = {"done": 0, "failed": 1, "awaiting_approval": 3, "paused": 4, "stuck": 5,
 EXIT_USAGE = 2
 
 _MODEL_HELP = """model URI: scripted:PATH (replay a script), openai:MODEL ($OPENAI_API_KEY),
-openai-compatible:BASE_URL#MODEL (vLLM, llama.cpp's server, Ollama...); default: [model] uri
-in agent.toml, else $AGENT_MODEL"""
+openai-compatible:BASE_URL#MODEL (vLLM, llama.cpp's server, Ollama...). Default: for a new task,
+[model] uri in agent.toml, else $AGENT_MODEL; for an existing task, the model it started with"""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="agent",
-        description="Run tasks with a model, tools, a policy gate and approvals.",
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"agent {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+_ID_HELP = "task id (a unique prefix is enough)"
+_TOOLS_HELP = "register the @tool functions of a module or .py file (repeatable)"
 
+
+def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -65,24 +59,28 @@ def _parser() -> argparse.ArgumentParser:
         help="agent.toml to use (default: ./agent.toml, then $AGENT_HOME/agent.toml)",
     )
     common.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON object at the end instead of live output",
+        "--json", action="store_true", help="print one JSON object at the end, no live output"
     )
+    return common
+
+
+def _running_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of every command that drives a task: run, resume, approve, deny."""
     running = argparse.ArgumentParser(add_help=False, parents=[common])
     running.add_argument("--model", help=_MODEL_HELP)
     running.add_argument(
-        "--tools",
-        action="append",
-        default=[],
-        metavar="MODULE_OR_FILE",
-        help="register the @tool functions of a module or .py file (repeatable)",
+        "--tools", action="append", default=[], metavar="MODULE_OR_FILE", help=_TOOLS_HELP
     )
     running.add_argument(
         "--policy",
         type=Path,
-        help="policy rules file (default: [policy] file "
-        "in agent.toml, else the packaged default policy)",
+        help="policy rules file (default: [policy] file in agent.toml, else the packaged "
+        "default policy)",
+    )
+    running.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="never ask for approvals inline; stop with exit code 3 instead",
     )
     limits = running.add_argument_group("limits (per task)")
     limits.add_argument("--max-steps", type=int, help="executor turns (default 50)")
@@ -96,47 +94,50 @@ def _parser() -> argparse.ArgumentParser:
         dest="max_cost_usd",
         help="US dollars, where [prices] are known (default: none)",
     )
+    return running
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent",
+        description="Run tasks with a model, tools, a policy gate and approvals.",
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+    running = _running_options(common)
 
     run = sub.add_parser(
         "run",
         parents=[running],
         help="run a task",
-        description="Plan and carry out a task, showing each step live. In a "
-        "terminal, approvals are asked inline.",
+        description="Plan and carry out a task, showing each step live. In a terminal, "
+        "approvals are asked inline.",
     )
     run.add_argument("task", help="what to do, in plain words")
-    run.add_argument(
-        "--no-prompt",
-        action="store_true",
-        help="never ask for approvals inline; stop with exit code 3 instead",
-    )
 
     resume = sub.add_parser("resume", parents=[running], help="continue a task from its log")
     target = resume.add_mutually_exclusive_group(required=True)
-    target.add_argument("id", nargs="?", help="task id (a unique prefix is enough)")
+    target.add_argument("id", nargs="?", help=_ID_HELP)
     target.add_argument(
         "--all", action="store_true", help="continue every task a crashed runner left running"
     )
-    resume.add_argument("--no-prompt", action="store_true", help=argparse.SUPPRESS)
 
-    for name, verb in (("approve", "approve"), ("deny", "deny")):
-        p = sub.add_parser(
-            name, parents=[running], help=f"{verb} a task's pending action, then continue the task"
+    for verb in ("approve", "deny"):
+        decide_cmd = sub.add_parser(
+            verb, parents=[running], help=f"{verb} a task's pending action, then continue the task"
         )
-        p.add_argument("id", help="task id (a unique prefix is enough)")
-        p.add_argument(
+        decide_cmd.add_argument("id", help=_ID_HELP)
+        decide_cmd.add_argument(
             "--reason",
-            required=name == "deny",
+            required=verb == "deny",
             default="",
-            help="why (shown to the model)" + (" (required)" if name == "deny" else ""),
+            help="why (shown to the model)" + (" (required)" if verb == "deny" else ""),
         )
-        p.add_argument(
-            "--no-resume",
-            action="store_true",
-            help="record the decision only; do not continue the task here",
-        )
-        p.add_argument(
-            "--no-prompt", action="store_true", help="never ask for later approvals inline"
+        decide_cmd.add_argument(
+            "--no-resume", action="store_true", help="record the decision; do not continue here"
         )
 
     tasks = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
@@ -144,17 +145,13 @@ def _parser() -> argparse.ArgumentParser:
     tasks.add_argument("--limit", type=int, default=50)
 
     show = sub.add_parser("show", parents=[common], help="print a task's whole event history")
-    show.add_argument("id", help="task id (a unique prefix is enough)")
+    show.add_argument("id", help=_ID_HELP)
 
     tools = sub.add_parser("tools", help="the registered tools")
     tools_sub = tools.add_subparsers(dest="tools_command", required=True, metavar="COMMAND")
     tools_list = tools_sub.add_parser("list", parents=[common], help="list the registered tools")
     tools_list.add_argument(
-        "--tools",
-        action="append",
-        default=[],
-        metavar="MODULE_OR_FILE",
-        help="also register the tools of a module or .py file",
+        "--tools", action="append", default=[], metavar="MODULE_OR_FILE", help=_TOOLS_HELP
     )
     return parser
 
@@ -177,12 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
     command = args.command
     if command == "tools":
-        return _tools_list(args, config, out)
+        print_tools(_registry(config, args.tools), out, as_json=args.json)
+        return 0
     with Store.open() as store:
         if command == "tasks":
-            return _tasks(args, store, out)
+            print_tasks(store, out, statuses=args.status, limit=args.limit, as_json=args.json)
+            return 0
         if command == "show":
-            return _show(args, store, out)
+            print_history(store, store.resolve(args.id), out, as_json=args.json)
+            return 0
         return asyncio.run(_drive(args, config, store, out))
 
 
@@ -238,13 +238,18 @@ async def _drive(args: argparse.Namespace, config: Config, store: Store, out: Co
 
     if args.command == "run":
         runner = s.runner(args.model or config.model.uri or os.environ.get("AGENT_MODEL"))
+        if (orphans := len(store.orphans())) and not args.json:
+            out.print(
+                f"[yellow]{orphans} task{'s were' if orphans > 1 else ' was'} left running by a "
+                "runner that stopped[/]; `agent resume --all` continues them"
+            )
         task_id = runner.create(args.task, config.limits.model_copy(update=limits_given))
         return await _until_stopped(s, runner, task_id, None)
     if args.command == "resume" and args.all:
         return await _resume_all(s)
 
     task_id = store.resolve(args.id)
-    state = _load(store, task_id)
+    state = TaskState.from_store(store, task_id)
     runner = s.runner(args.model or state.model)
     limits = state.limits.model_copy(update=limits_given) if limits_given else None
     if args.command in ("approve", "deny"):
@@ -306,36 +311,34 @@ def _ask_approval(out: Console) -> tuple[bool, str] | None:
 
 
 def _can_prompt(args: argparse.Namespace) -> bool:
-    return not args.json and not getattr(args, "no_prompt", False) and sys.stdin.isatty()
+    return not args.json and not args.no_prompt and sys.stdin.isatty()
 
 
 async def _resume_all(s: _Session) -> int:
-    rows = s.store.tasks(statuses=["running"])
+    orphans = s.store.orphans()
     codes, results = [], []
-    for row in reversed(rows):  # oldest first
-        runner = s.runner(s.args.model or _load(s.store, row.id).model)
+    for task_id in orphans:
+        runner = s.runner(s.args.model or TaskState.from_store(s.store, task_id).model)
         try:
-            state = await runner.run(row.id)
-        except TaskBusy as exc:
-            s.out.print(f"[dim]{row.id}: {exc}; left to it[/]")
+            state = await runner.run(task_id)
+        except TaskBusy as exc:  # another runner picked it up meanwhile
+            s.out.print(f"[dim]{task_id}: {exc}; left to it[/]")
             continue
         finally:
             await _close(runner)
         codes.append(EXIT.get(state.status, 1))
-        results.append(_summary(state))
+        results.append(summary(state))
     if s.args.json:
         print(json.dumps({"resumed": results}, ensure_ascii=False))
-    elif not rows:
+    elif not orphans:
         s.out.print("no unfinished tasks to continue")
     return max(codes, default=0)
 
 
 def _backend(uri: str, config: Config) -> ModelBackend:
     mc = config.model
-    default_env = "OPENAI_API_KEY"
-    return backend_from_uri(
-        uri, api_key=api_key(mc, default_env), timeout=mc.timeout, max_attempts=mc.max_attempts
-    )
+    key = api_key(mc, "OPENAI_API_KEY")
+    return backend_from_uri(uri, api_key=key, timeout=mc.timeout, max_attempts=mc.max_attempts)
 
 
 def _registry(config: Config, extra: list[str]) -> Registry:
@@ -346,40 +349,7 @@ def _registry(config: Config, extra: list[str]) -> Registry:
     return registry
 
 
-def _load(store: Store, task_id: str) -> TaskState:
-    return TaskState.fold(task_id, [(e.seq, e.event) for e in store.events(task_id)])
-
-
-def _summary(state: TaskState) -> dict[str, Any]:
-    request = pending_approval(state)
-    return {
-        "task_id": state.task_id,
-        "status": state.status,
-        "answer": state.answer,
-        "reason": state.end_reason or (state.pause.detail if state.pause else None),
-        "pause_reason": state.pause.reason if state.pause else None,
-        "steps": state.steps_taken,
-        "plan": list(state.plan),
-        "completed_steps": len(state.completed),
-        "replans": state.replans,
-        "usage": {
-            "input_tokens": state.usage.input_tokens,
-            "output_tokens": state.usage.output_tokens,
-            "cost_usd": round(state.cost_usd, 6),
-            "seconds": round(state.seconds, 3),
-        },
-        "pending_approval": None
-        if request is None
-        else {
-            "approval_id": request.approval_id,
-            "reason": request.reason,
-            "preview": request.preview,
-        },
-    }
-
-
 def _report(s: _Session, runner: Runner, state: TaskState) -> int:
-    args, out = s.args, s.out
     code = EXIT.get(state.status, 1)
     for backend in set(runner.backends.values()):
         if state.status == "done" and isinstance(backend, ScriptedBackend):
@@ -388,109 +358,13 @@ def _report(s: _Session, runner: Runner, state: TaskState) -> int:
             except AgentError as exc:
                 Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
                 code = 1
-    if args.json:
-        print(json.dumps(_summary(state), ensure_ascii=False))
+    if s.args.json:
+        print(json.dumps(summary(state), ensure_ascii=False))
         return code
-    hints = {
-        "awaiting_approval": f"waiting for a reviewer: agent approve {state.task_id}  |  "
-        f"agent deny {state.task_id} --reason '…'",
-        "paused": f"continue with: agent resume {state.task_id}"
-        + (
-            " --max-steps N (or another raised limit)"
-            if state.pause and state.pause.reason == "budget_exhausted"
-            else ""
-        ),
-        "stuck": f"try again with: agent resume {state.task_id}",
-    }
-    if state.status in hints:
-        out.print(f"[dim]{hints[state.status]}[/]")
-    u = state.usage
-    out.print(
-        f"[dim]{state.task_id}: {state.status} · {state.steps_taken} steps · "
-        f"{u.input_tokens}+{u.output_tokens} tokens · {state.seconds:.1f} s[/]"
-    )
+    if hint := next_move(state):
+        s.out.print(f"[dim]{hint}[/]")
+    s.out.print(status_line(state))
     return code
-
-
-def _tasks(args: argparse.Namespace, store: Store, out: Console) -> int:
-    rows = store.tasks(statuses=args.status, limit=args.limit)
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "task_id": r.id,
-                        "status": r.status,
-                        "task": r.task,
-                        "created": r.created,
-                        "updated": r.updated,
-                    }
-                    for r in rows
-                ]
-            )
-        )
-        return 0
-    if not rows:
-        out.print('no tasks yet: agent run "…" starts one')
-        return 0
-    table = Table("id", "status", "updated", "task", box=None)
-    from datetime import datetime  # noqa: PLC0415
-
-    for r in rows:
-        when = datetime.fromtimestamp(r.updated).strftime("%Y-%m-%d %H:%M")
-        table.add_row(r.id, r.status, when, r.task if len(r.task) < 70 else r.task[:67] + "...")
-    out.print(table)
-    return 0
-
-
-def _show(args: argparse.Namespace, store: Store, out: Console) -> int:
-    task_id = store.resolve(args.id)
-    events = store.events(task_id)
-    if args.json:
-        print(
-            json.dumps(
-                [{"seq": e.seq, "ts": e.ts, **e.event.model_dump(mode="json")} for e in events],
-                ensure_ascii=False,
-            )
-        )
-        return 0
-    render = Renderer(out, detailed=True)
-    for stored in events:
-        render(stored)
-    state = TaskState.fold(task_id, [(e.seq, e.event) for e in events])
-    u = state.usage
-    out.print(
-        f"[dim]{task_id}: {state.status} · {state.steps_taken} steps · "
-        f"{u.input_tokens}+{u.output_tokens} tokens · ${state.cost_usd:.4f} · "
-        f"{state.seconds:.1f} s · {len(events)} events[/]"
-    )
-    return 0
-
-
-def _tools_list(args: argparse.Namespace, config: Config, out: Console) -> int:
-    registry = _registry(config, args.tools)
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": t.name,
-                        "description": t.description,
-                        "touches": t.touches,
-                        "timeout": t.timeout,
-                        "parameters": t.spec.parameters,
-                    }
-                    for t in registry
-                ],
-                ensure_ascii=False,
-            )
-        )
-        return 0
-    table = Table("tool", "touches", "timeout", "description", box=None)
-    for t in registry:
-        table.add_row(t.name, t.touches, f"{t.timeout:g} s", t.description)
-    out.print(table)
-    return 0
 
 
 if __name__ == "__main__":

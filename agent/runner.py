@@ -212,8 +212,7 @@ class Runner:
         return task_id
 
     def load(self, task_id: str) -> TaskState:
-        events = self.store.events(task_id)
-        return TaskState.fold(task_id, [(e.seq, e.event) for e in events])
+        return TaskState.from_store(self.store, task_id)
 
     async def run(self, task_id: str) -> TaskState:
         """Drive the task until it stops; return its state. Raises `TaskBusy` if another live

@@ -11,7 +11,7 @@ import hashlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel
 
@@ -41,6 +41,9 @@ from agent.events import (
     TaskStuck,
     ToolResulted,
 )
+
+if TYPE_CHECKING:
+    from agent.store import Store
 
 #: how many finished exchanges of the current step the executor is shown (bounds prompt size)
 WINDOW = 12
@@ -154,6 +157,11 @@ class TaskState:
     #: the executor's prompt header, cached with the (plan, step, progress) it was built for
     header: tuple[tuple[int, int, int], tuple[Message, Message]] | None = None
     used_approvals: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_store(cls, store: Store, task_id: str) -> TaskState:
+        """Fold a task's whole log. Raises `TaskNotFound`."""
+        return cls.fold(task_id, [(e.seq, e.event) for e in store.events(task_id)])
 
     @classmethod
     def fold(cls, task_id: str, events: list[tuple[int, Event]]) -> TaskState:

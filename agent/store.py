@@ -234,6 +234,18 @@ class Store:
             raise TaskNotFound(f"no task id starts with {prefix!r} (see `agent tasks`)")
         raise TaskNotFound(f"more than one task id starts with {prefix!r}; type more of it")
 
+    def orphans(self) -> list[str]:
+        """Tasks left running with no live runner (it crashed, or was killed): oldest first."""
+        rows = self._db.execute(
+            "SELECT t.id, l.host, l.pid, l.started FROM tasks t LEFT JOIN leases l "
+            "ON l.task_id = t.id WHERE t.status = 'running' ORDER BY t.created, t.rowid"
+        ).fetchall()
+        return [
+            task_id
+            for task_id, host, pid, started in rows
+            if host is None or not _alive(host, pid, started)
+        ]
+
     @contextmanager
     def lease(self, task_id: str) -> Iterator[None]:
         """Hold the task for this process. Raises `TaskBusy` if a live process holds it.

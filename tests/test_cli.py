@@ -272,3 +272,19 @@ def test_help_documents_exit_codes_and_model_uris(capsys: pytest.CaptureFixture[
     text = " ".join(capsys.readouterr().out.split())
     assert "compatible:BASE_URL#MODEL" in text
     assert "scripted:PATH" in text
+
+
+def test_run_points_at_tasks_a_crashed_runner_left(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Store.open(home / "events.db") as store:
+        model = _script(tmp_path, [{"plan": ["Answer"]}, {"answer": "1"}], "left.json")
+        left = store.create_task(TaskCreated(task="left behind", model=model, limits=Limits()))
+        assert store.orphans() == [left]
+        with store.lease(left):  # while a live runner holds it, it is nobody's orphan
+            assert store.orphans() == []
+    fresh = _script(tmp_path, [{"plan": ["Answer"]}, {"answer": "2"}], "fresh.json")
+    assert main(["run", "new task", "--model", fresh]) == 0
+    assert "1 task was left running by a runner that stopped" in capsys.readouterr().out
+    assert main(["resume", "--all", "--json"]) == 0
+    assert [r["task_id"] for r in _last_json(capsys)["resumed"]] == [left]

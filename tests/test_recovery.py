@@ -158,7 +158,7 @@ async def test_a_tool_that_cannot_tell_goes_to_a_reviewer(store: Store, approve:
 
 def state_observation(store: Store, task_id: str) -> str:
     """What the model was shown in the task's last step."""
-    state = TaskState.fold(task_id, [(e.seq, e.event) for e in store.events(task_id)])
+    state = TaskState.from_store(store, task_id)
     return "\n".join(m.content for exchange in state.window for m in exchange)
 
 

@@ -198,7 +198,7 @@ def awaiting_log(task_id: str) -> list[Event]:
 
 
 def load(store: Store, task_id: str) -> TaskState:
-    return TaskState.fold(task_id, [(e.seq, e.event) for e in store.events(task_id)])
+    return TaskState.from_store(store, task_id)
 
 
 def lease_rows(path: Path) -> list[tuple[str, int]]:

@@ -1,0 +1,137 @@
+"""What the CLI prints about tasks and tools: the `--json` summary, listings, a task's history."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from agent.approvals import pending_approval
+from agent.render import Renderer
+from agent.state import TaskState
+from agent.store import Store
+from tools.registry import Registry
+
+
+def summary(state: TaskState) -> dict[str, Any]:
+    """The one JSON object `--json` prints at the end of a run (documented in the README)."""
+    request = pending_approval(state)
+    return {
+        "task_id": state.task_id,
+        "status": state.status,
+        "answer": state.answer,
+        "reason": state.end_reason or (state.pause.detail if state.pause else None),
+        "pause_reason": state.pause.reason if state.pause else None,
+        "steps": state.steps_taken,
+        "plan": list(state.plan),
+        "completed_steps": len(state.completed),
+        "replans": state.replans,
+        "usage": {
+            "input_tokens": state.input_tokens,
+            "output_tokens": state.output_tokens,
+            "cost_usd": round(state.cost_usd, 6),
+            "seconds": round(state.seconds, 3),
+        },
+        "pending_approval": None
+        if request is None
+        else {
+            "approval_id": request.approval_id,
+            "reason": request.reason,
+            "preview": request.preview,
+        },
+    }
+
+
+def status_line(state: TaskState, *, events: int | None = None) -> str:
+    parts = [
+        f"{state.task_id}: {state.status}",
+        f"{state.steps_taken} steps",
+        f"{state.input_tokens}+{state.output_tokens} tokens",
+    ]
+    if state.cost_usd:
+        parts.append(f"${state.cost_usd:.4f}")
+    parts.append(f"{state.seconds:.1f} s")
+    if events is not None:
+        parts.append(f"{events} events")
+    return f"[dim]{' · '.join(parts)}[/]"
+
+
+def next_move(state: TaskState) -> str | None:
+    """What a person can do next about a task that stopped short of done."""
+    task_id = state.task_id
+    if state.status == "awaiting_approval":
+        return (
+            f"waiting for a reviewer: agent approve {task_id}  |  agent deny {task_id} --reason …"
+        )
+    if state.status == "paused":
+        raise_limit = state.pause is not None and state.pause.reason == "budget_exhausted"
+        return f"continue with: agent resume {task_id}" + (
+            " --max-steps N (or another raised limit)" if raise_limit else ""
+        )
+    if state.status == "stuck":
+        return f"try again with: agent resume {task_id}"
+    return None
+
+
+def print_tasks(
+    store: Store, out: Console, *, statuses: list[str] | None, limit: int, as_json: bool
+) -> None:
+    rows = store.tasks(statuses=statuses, limit=limit)
+    if as_json:
+        listing = [
+            {
+                "task_id": r.id,
+                "status": r.status,
+                "task": r.task,
+                "created": r.created,
+                "updated": r.updated,
+            }
+            for r in rows
+        ]
+        print(json.dumps(listing, ensure_ascii=False))
+        return
+    if not rows:
+        out.print('no tasks yet: agent run "…" starts one')
+        return
+    table = Table("id", "status", "updated", "task", box=None)
+    for r in rows:
+        when = datetime.fromtimestamp(r.updated).strftime("%Y-%m-%d %H:%M")
+        table.add_row(r.id, r.status, when, r.task if len(r.task) < 70 else r.task[:67] + "...")
+    out.print(table)
+
+
+def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) -> None:
+    events = store.events(task_id)
+    if as_json:
+        rows = [{"seq": e.seq, "ts": e.ts, **e.event.model_dump(mode="json")} for e in events]
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    render = Renderer(out, detailed=True)
+    state = TaskState(task_id)
+    for stored in events:
+        render(stored)
+        state.apply(stored.event, stored.seq)
+    out.print(status_line(state, events=len(events)))
+
+
+def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
+    if as_json:
+        tools = [
+            {
+                "name": t.name,
+                "description": t.description,
+                "touches": t.touches,
+                "timeout": t.timeout,
+                "parameters": t.spec.parameters,
+            }
+            for t in registry
+        ]
+        print(json.dumps(tools, ensure_ascii=False))
+        return
+    table = Table("tool", "touches", "timeout", "description", box=None)
+    for t in registry:
+        table.add_row(t.name, t.touches, f"{t.timeout:g} s", t.description)
+    out.print(table)
