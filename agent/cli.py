@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: the task is paused; `agent resume ID` continues it")
+        err.print("[yellow]interrupted[/]: the task is paused (`agent tasks` lists it)")
         return EXIT["paused"]
 
 

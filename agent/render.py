@@ -126,7 +126,10 @@ class Renderer:
             case ReplanRequested():
                 return f"  [yellow]↻ replanning:[/] {escape(e.reason)}"
             case TaskPaused():
-                return f"[yellow]⏸ paused ({e.reason}):[/] {escape(_cut(e.detail, cut))}"
+                line = f"[yellow]⏸ paused ({e.reason}):[/] {escape(_cut(e.detail, cut))}"
+                if e.reason == "interrupted" and not self.detailed:
+                    line += f" [dim]— `agent resume {stored.task_id}` continues it[/]"
+                return line
             case LimitsRaised():
                 return f"[dim]limits now: {e.limits.model_dump_json(exclude_none=True)}[/]"
             case TaskResumed():
