@@ -20,7 +20,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 
 from agent import __version__
@@ -183,7 +185,7 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
         if command == "show":
             print_history(store, store.resolve(args.id), out, as_json=args.json)
             return 0
-        return asyncio.run(_drive(args, config, store, out))
+        return _drive(args, config, store, out)
 
 
 @dataclass
@@ -221,7 +223,7 @@ class _Session:
         return runner
 
 
-async def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console) -> int:
+def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console) -> int:
     policy = args.policy or config.policy.file
     s = _Session(
         args,
@@ -232,26 +234,24 @@ async def _drive(args: argparse.Namespace, config: Config, store: Store, out: Co
         Gate.from_file(policy) if policy else Gate.default(),
         {name: Price(p.input, p.output) for name, p in config.prices.items()},
     )
-    limits_given = {
-        k: getattr(args, k) for k in Limits.model_fields if getattr(args, k, None) is not None
-    }
+    given = {k: getattr(args, k) for k in Limits.model_fields if getattr(args, k, None) is not None}
 
     if args.command == "run":
         runner = s.runner(args.model or config.model.uri or os.environ.get("AGENT_MODEL"))
+        new_limits = _limits(config.limits, given)
         if (orphans := len(store.orphans())) and not args.json:
             out.print(
                 f"[yellow]{orphans} task{'s were' if orphans > 1 else ' was'} left running by a "
                 "runner that stopped[/]; `agent resume --all` continues them"
             )
-        task_id = runner.create(args.task, config.limits.model_copy(update=limits_given))
-        return await _until_stopped(s, runner, task_id, None)
+        return _until_stopped(s, runner, runner.create(args.task, new_limits), None)
     if args.command == "resume" and args.all:
-        return await _resume_all(s)
+        return asyncio.run(_resume_all(s))
 
     task_id = store.resolve(args.id)
     state = TaskState.from_store(store, task_id)
     runner = s.runner(args.model or state.model)
-    limits = state.limits.model_copy(update=limits_given) if limits_given else None
+    raised = _limits(state.limits, given) if given else None
     if args.command in ("approve", "deny"):
         decision = decide(
             store,
@@ -265,27 +265,54 @@ async def _drive(args: argparse.Namespace, config: Config, store: Store, out: Co
             out.print(f"{word} {decision.approval_id}")
         if args.no_resume:
             return _report(s, runner, runner.load(task_id))
-    return await _until_stopped(s, runner, task_id, limits)
+    return _until_stopped(s, runner, task_id, raised)
 
 
-async def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | None) -> int:
-    """Run the task; in a terminal, ask each approval inline and go on."""
+def _limits(base: Limits, given: dict[str, Any]) -> Limits:
+    """`base` with the limits given as flags, validated (a bad one would poison the log)."""
     try:
-        state = await runner.resume(task_id, limits)
+        return Limits.model_validate({**base.model_dump(), **given})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid limit: {problems}") from None
+
+
+def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | None) -> int:
+    """Run the task; in a terminal, ask each approval inline and go on.
+
+    Each stretch of running gets its own event loop, and the prompt happens between them, so a
+    Ctrl-C at the prompt is an ordinary interrupt: the task simply keeps waiting.
+    """
+    try:
+        state = asyncio.run(_run_once(runner, task_id, limits))
         while state.status == "awaiting_approval" and _can_prompt(s.args):
-            answer = _ask_approval(s.out)
+            try:
+                answer = _ask_approval(s.out)
+            except KeyboardInterrupt:
+                answer = None
             if answer is None:
-                break  # no answer (end of input): the task keeps waiting, durably
+                s.out.print()
+                break  # the task keeps waiting, durably
             approved, reason = answer
             decision = decide(
                 s.store, state, approved=approved, reason=reason, reviewer=getpass.getuser()
             )
             word = "approved" if decision.approved else "denied"
             s.out.print(f"    {word} {decision.approval_id}")
-            state = await runner.resume(task_id)
-    finally:
-        await _close(runner)
+            state = asyncio.run(_run_once(runner, task_id, None))
+    except KeyboardInterrupt:
+        state = runner.load(task_id)  # the runner recorded the pause (if it was running)
     return _report(s, runner, state)
+
+
+async def _run_once(runner: Runner, task_id: str, limits: Limits | None) -> TaskState:
+    try:
+        return await runner.resume(task_id, limits)
+    finally:
+        await _close(runner)  # HTTP clients belong to this event loop
 
 
 async def _close(runner: Runner) -> None:
@@ -315,21 +342,30 @@ def _can_prompt(args: argparse.Namespace) -> bool:
 
 
 async def _resume_all(s: _Session) -> int:
+    """Continue every orphaned task; one that cannot start is reported and the rest go on."""
     orphans = s.store.orphans()
-    codes, results = [], []
+    codes: list[int] = []
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
     for task_id in orphans:
-        runner = s.runner(s.args.model or TaskState.from_store(s.store, task_id).model)
         try:
-            state = await runner.run(task_id)
+            runner = s.runner(s.args.model or TaskState.from_store(s.store, task_id).model)
+            try:
+                state = await runner.run(task_id)
+            finally:
+                await _close(runner)
         except TaskBusy as exc:  # another runner picked it up meanwhile
             s.out.print(f"[dim]{task_id}: {exc}; left to it[/]")
             continue
-        finally:
-            await _close(runner)
+        except AgentError as exc:
+            errors.append({"task_id": task_id, "error": str(exc)})
+            codes.append(EXIT_USAGE)
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {task_id}: {exc}")
+            continue
         codes.append(EXIT.get(state.status, 1))
         results.append(summary(state))
     if s.args.json:
-        print(json.dumps({"resumed": results}, ensure_ascii=False))
+        print(json.dumps({"resumed": results, "errors": errors}, ensure_ascii=False))
     elif not orphans:
         s.out.print("no unfinished tasks to continue")
     return max(codes, default=0)

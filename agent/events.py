@@ -135,6 +135,16 @@ class ToolResulted(_Event):
     recovery: Literal["reconciled", "rerun"] | None = None
 
 
+class OutcomeUnknown(_Event):
+    """A side-effecting call did not finish in time, so it may still take effect. It is settled
+    like a call cut off by a crash (reconciled, sent again only where that is safe, or decided by a
+    reviewer), never by letting the model simply try again."""
+
+    kind: Literal["outcome_unknown"] = "outcome_unknown"
+    ref: str
+    reason: str
+
+
 class StepFinished(_Event):
     kind: Literal["step_finished"] = "step_finished"
     index: int
@@ -191,6 +201,7 @@ Event = Annotated[
     | ApprovalDecided
     | IntentRecorded
     | ToolResulted
+    | OutcomeUnknown
     | StepFinished
     | ReplanRequested
     | TaskPaused

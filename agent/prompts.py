@@ -77,7 +77,7 @@ def act_request(state: TaskState, tools: tuple[ToolSpec, ...]) -> ModelRequest:
 
 def _act_header(state: TaskState) -> tuple[Message, Message]:
     """The executor's instructions and its view of the plan: rebuilt only when the step changes."""
-    key = (id(state.plan), state.step, len(state.completed))
+    key = (state.plan_revision, state.step, len(state.completed))
     if state.header is not None and state.header[0] == key:
         return state.header[1]
     lines = [f"Task: {state.task}", "", "Plan:"]

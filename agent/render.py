@@ -20,6 +20,7 @@ from agent.events import (
     IntentRecorded,
     LimitsRaised,
     ModelResponded,
+    OutcomeUnknown,
     PlanProposed,
     ReplanRequested,
     ReplyRejected,
@@ -121,6 +122,8 @@ class Renderer:
                 mark = "[green]←[/]" if e.ok else "[red]← error:[/]"
                 how = f" [dim]({e.recovery})[/]" if e.recovery else ""
                 return f"    {mark} {escape(_cut(e.content, cut))}{how}"
+            case OutcomeUnknown():
+                return f"    [yellow]? outcome unknown:[/] {escape(e.reason)}"
             case StepFinished():
                 return f"  [green]✓ step {e.index + 1} done:[/] {escape(_cut(e.summary, cut))}"
             case ReplanRequested():

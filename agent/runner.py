@@ -81,10 +81,12 @@ class RunContext:
         for event in events:
             self.staged.append(event)
             self.state.apply(event, self.state.last_seq + 1)
-        if self.state.observations != seen and self.state.status == "running":
-            reason = self.state.stuck_reason()
-            if reason is not None:
-                self.stage([TaskStuck(reason=reason)])
+        if self.state.observations != seen:
+            self.check_stuck()
+
+    def check_stuck(self) -> None:
+        if self.state.status == "running" and (reason := self.state.stuck_reason()) is not None:
+            self.stage([TaskStuck(reason=reason)])
 
     def commit(self, events: list[Event]) -> None:
         self.stage(events)
@@ -93,9 +95,10 @@ class RunContext:
     def flush(self) -> None:
         if not self.staged:
             return
-        events, self.staged = self.staged, []
+        events = self.staged
         first = self.state.last_seq - len(events) + 1
         self.store.append(self.state.task_id, events, after=first - 1)
+        self.staged = []  # only once they are durable
         if self.subscribers:
             now = time.time()
             for seq, event in enumerate(events, first):
@@ -211,6 +214,15 @@ class Runner:
             notify(StoredEvent(task_id, 1, time.time(), created))
         return task_id
 
+    def _pause_interrupted(self, task_id: str) -> None:
+        """Record that the user stopped the run. The log is read again rather than trusting
+        memory: staged events may not be durable, and the interrupt may have cut a flush short.
+        Only a running task is paused: one that is done or waiting for a reviewer stays so."""
+        durable = self.load(task_id)
+        if durable.status == "running":
+            pause = TaskPaused(reason="interrupted", detail="stopped by the user")
+            self.store.append(task_id, [pause], after=durable.last_seq)
+
     def load(self, task_id: str) -> TaskState:
         return TaskState.from_store(self.store, task_id)
 
@@ -246,11 +258,14 @@ class Runner:
             if not continue_only and state.status in ("paused", "stuck"):
                 events.append(TaskResumed())
             rt.commit(events)
+            # Decisions recorded by other processes (a reviewer's denials) are observations too.
+            rt.check_stuck()
+            rt.flush()
             try:
                 while (step := next_step(state)) is not None:
                     await step.run(rt)
                 rt.flush()
             except (KeyboardInterrupt, asyncio.CancelledError):
-                rt.commit([TaskPaused(reason="interrupted", detail="stopped by the user")])
+                self._pause_interrupted(task_id)
                 raise
             return state

@@ -8,6 +8,7 @@ the loop decides, it decides from this state, never from what happened to be on 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from agent.events import (
     Limits,
     LimitsRaised,
     ModelResponded,
+    OutcomeUnknown,
     PlanProposed,
     ReplanRequested,
     ReplyRejected,
@@ -49,13 +51,14 @@ if TYPE_CHECKING:
 WINDOW = 12
 
 
-def call_hash(tool: str, arguments: BaseModel) -> str:
-    """The identity of a call: its tool and its validated arguments. Approvals are bound to it.
+def call_hash(tool: str, arguments: dict[str, Any]) -> str:
+    """The identity of a call: its tool and its arguments as recorded. Approvals are bound to it.
 
-    The arguments are serialised by their model, field by field in the tool's declared order, so
-    the same call hashes the same when its arguments are validated again from the log.
+    Taken over the recorded (JSON) arguments with sorted keys, so it is the same in any process
+    that reads the log, whatever order a set or a dict had when it was first validated.
     """
-    return hashlib.sha256(tool.encode() + b"\n" + arguments.model_dump_json().encode()).hexdigest()
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{tool}\n{canonical}".encode()).hexdigest()
 
 
 @dataclass(slots=True)
@@ -75,6 +78,10 @@ class Call:
     is_error: bool = False
     #: the size in bytes of arguments too large to keep
     oversized: int | None = None
+    #: how many times a reviewer was asked to settle this call's unknown outcome
+    reconcile_requests: int = 0
+    #: the run timed out waiting for this side-effecting call: it may still take effect
+    timed_out: bool = False
     #: the validated arguments, kept in memory from the gate to the execution (not in the log;
     #: after a restart they are validated again from `arguments`)
     validated: BaseModel | None = None
@@ -132,6 +139,8 @@ class TaskState:
     step: int = 0
     completed: list[tuple[str, str]] = field(default_factory=list)
     replans: int = 0
+    #: how many plans there have been (the first is 1)
+    plan_revision: int = 0
     replan_reason: str | None = None
     #: planner replies that were rejected since the last plan (shown back to the planner)
     plan_attempts: list[tuple[ModelResponse, str]] = field(default_factory=list)
@@ -191,6 +200,7 @@ class TaskState:
 
     def _on_plan_proposed(self, event: PlanProposed) -> None:
         self.plan, self.step = event.steps, 0
+        self.plan_revision += 1
         if event.replan_reason is not None:
             self.replans += 1
         self.replan_reason, self.pending_plan = None, None
@@ -241,11 +251,15 @@ class TaskState:
     def _on_approval_requested(self, event: ApprovalRequested) -> None:
         call = self.calls[event.ref]
         call.approval, call.decision = event, None
+        if event.cause == "reconcile":
+            call.reconcile_requests += 1
 
     def _on_approval_decided(self, event: ApprovalDecided) -> None:
         decided = self.awaiting
-        if decided is None:
+        if decided is None or decided.approval is None:
             return
+        if decided.approval.approval_id != event.approval_id:
+            return  # a decision about another request (stale): it decides nothing here
         decided.decision = event
         if not event.approved:
             why = f": {event.reason}" if event.reason else ""
@@ -260,6 +274,9 @@ class TaskState:
         self.seconds += event.seconds
         text = event.content if event.ok else f"Error: {event.content}"
         self._observe(event.ref, text, error=not event.ok)
+
+    def _on_outcome_unknown(self, event: OutcomeUnknown) -> None:
+        self.calls[event.ref].timed_out = True
 
     def _on_step_finished(self, event: StepFinished) -> None:
         self.completed.append((self.plan[event.index], event.summary))
@@ -278,8 +295,7 @@ class TaskState:
 
     def _on_task_resumed(self, event: TaskResumed) -> None:
         self.pause, self.end_reason = None, None
-        self.recent.clear()
-        self.repeat_run = self.error_run = self.alternation_run = 0
+        self._forget_runs()
 
     def _on_task_finished(self, event: TaskFinished) -> None:
         self.answer = event.answer
@@ -304,6 +320,11 @@ class TaskState:
     def _new_step(self) -> None:
         self.window.clear()
         self.pending = None
+        self._forget_runs()  # repeating yourself is about one step; a new step starts afresh
+
+    def _forget_runs(self) -> None:
+        self.recent.clear()
+        self.repeat_run = self.error_run = self.alternation_run = 0
 
     def _observe(self, ref: str, text: str, *, error: bool) -> None:
         call = self.calls[ref]
@@ -390,6 +411,7 @@ _HANDLERS: dict[str, Callable[[TaskState, Any], None]] = {
     "approval_decided": TaskState._on_approval_decided,
     "intent": TaskState._on_intent,
     "tool_result": TaskState._on_tool_result,
+    "outcome_unknown": TaskState._on_outcome_unknown,
     "step_finished": TaskState._on_step_finished,
     "replan_requested": TaskState._on_replan_requested,
     "task_paused": TaskState._on_task_paused,

@@ -8,6 +8,7 @@ way through (after a crash, kill -9 included) picks up exactly where the log end
 from __future__ import annotations
 
 import asyncio
+import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from agent.events import (
     GateDecided,
     IntentRecorded,
     ModelResponded,
+    OutcomeUnknown,
     PlanProposed,
     ReplanRequested,
     ReplyRejected,
@@ -174,7 +176,7 @@ class Gate(Step):
             return rt.reject(call, str(exc))
         arguments = validated.model_dump(mode="json")
         decision = rt.gate.evaluate(tool, arguments)
-        digest = call_hash(tool.name, validated)
+        digest = call_hash(tool.name, arguments)
         verdict = (
             "ask"
             if isinstance(decision, RequireApproval)
@@ -218,7 +220,16 @@ class Gate(Step):
         except InvalidArguments as exc:
             return rt.reject(call, str(exc))
         assert state.pending is not None
-        later = state.pending.calls[state.pending.calls.index(call) + 1 :]
+        calls = state.pending.calls
+        position = calls.index(call)
+        if any(c.is_error for c in calls[:position]):
+            # Finishing or moving on would skip over a failure the model has not seen yet.
+            return rt.reject(
+                call,
+                f"not run: an earlier call in this turn failed or was declined; read its result "
+                f"before calling {call.wire.name}",
+            )
+        later = calls[position + 1 :]
         events: list[Event] = [
             CallRejected(
                 ref=c.ref,
@@ -275,45 +286,67 @@ class Execute(Step):
             if (
                 call.decision is None
                 or not call.decision.approved
-                or approval.call_hash != call_hash(tool.name, call.validated)
+                or approval.call_hash != call_hash(tool.name, call.arguments)
                 or approval.call_hash != call.call_hash
             ):
                 return rt.reject(call, "the approval does not match this call; it was not run")
             approval_id = approval.approval_id
         key = f"{state.task_id}/{call.ref}"
-        if tool.has_side_effects:
+        # An intent comes first for anything with an effect, and for anything approved: it marks
+        # the approval as used before the call runs, so one approval never runs a call twice.
+        durable = tool.has_side_effects or approval_id is not None
+        if durable:
             intent = IntentRecorded(
                 ref=call.ref, call_hash=call.call_hash, idempotency_key=key, approval_id=approval_id
             )
             rt.commit([intent])
         result = await rt.run_tool(tool, call, key)
-        if result is not None and tool.has_side_effects:
+        if result is None:
+            return None
+        if tool.has_side_effects and result.error_code == "timeout":
+            # The call may still take effect: settle it like a crash, not as a failure to retry.
+            rt.commit([OutcomeUnknown(ref=call.ref, reason=result.content)])
+        elif durable:
             rt.commit([result])
-        elif result is not None:
+        else:
             rt.stage([result])  # a read-only result is made durable with the next commit
         return None
 
 
 @dataclass
 class Reconcile(Step):
-    """A call recorded its intent and no result: find out what happened, never blindly re-send."""
+    """A call recorded its intent and no result (the run stopped, or the call timed out): find out
+    what happened, and never blindly send it again."""
 
     call: Call
 
     async def run(self, rt: RunContext) -> None:
-        call, state = self.call, rt.state
+        call = self.call
         assert call.intent is not None
-        assert call.arguments is not None
         tool = rt.registry.get(call.wire.name)
         key = call.intent.idempotency_key
-        if (
-            tool is not None
-            and tool.reconcile is not None
-            and tool.has_side_effects
-            and not tool.idempotent
-        ):
-            ctx = ToolContext(task_id=state.task_id, call_id=call.wire.id, idempotency_key=key)
-            found = await asyncio.to_thread(tool.reconcile, ctx)
+        # Safe to send again: it has no effect, or it drops repeats of the key. But an approval
+        # is used once: a read that a reviewer approved is not read again without one.
+        harmless = tool is not None and (
+            tool.idempotent or (not tool.has_side_effects and call.intent.approval_id is None)
+        )
+        if tool is not None and harmless:
+            result = await rt.run_tool(tool, call, key, recovery="rerun")
+            if result is not None:
+                rt.commit([result])
+            return
+        if tool is not None and tool.reconcile is not None:
+            ctx = ToolContext(task_id=rt.state.task_id, call_id=call.wire.id, idempotency_key=key)
+            try:
+                found = await asyncio.wait_for(asyncio.to_thread(tool.reconcile, ctx), tool.timeout)
+            except TimeoutError:
+                found = None
+                settled = False  # the tool could not tell in time: a reviewer decides
+            except Exception as exc:  # noqa: BLE001 - a bug in the reconciler; the task pauses
+                rt.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
+                return
+            else:
+                settled = True
             if found is not None:
                 done = found if isinstance(found, ToolResult) else ToolResult(True, found)
                 rt.commit(
@@ -328,26 +361,32 @@ class Reconcile(Step):
                     ]
                 )
                 return
-        if tool is not None and (
-            not tool.has_side_effects or tool.idempotent or tool.reconcile is not None
-        ):
-            # Safe to run again: it has no effect, honours the key, or said it never happened.
-            result = await rt.run_tool(tool, call, key, recovery="rerun")
-            if result is not None:
-                rt.commit([result])
-            return
-        n = sum(1 for a in state.used_approvals if a.startswith(f"{state.task_id}-{call.ref}"))
+            if settled and not call.timed_out:
+                # It never happened, and nothing is still running it: run it once.
+                result = await rt.run_tool(tool, call, key, recovery="rerun")
+                if result is not None:
+                    rt.commit([result])
+                return
+        self._ask_reviewer(rt, tool)
+
+    def _ask_reviewer(self, rt: RunContext, tool: Tool | None) -> None:
+        call, state = self.call, rt.state
+        assert call.intent is not None
+        what = (
+            "this call timed out and may still take effect"
+            if call.timed_out
+            else "the runner stopped while this call was running"
+        )
         rt.commit(
             [
                 ApprovalRequested(
-                    approval_id=f"{state.task_id}-{call.ref}-r{n + 1}",
+                    approval_id=f"{state.task_id}-{call.ref}-r{call.reconcile_requests + 1}",
                     ref=call.ref,
                     call_hash=call.intent.call_hash,
                     cause="reconcile",
                     reason=(
-                        "the runner stopped while this call was running, and the tool cannot tell "
-                        "whether it took effect. Approve to run it again; deny to tell the model "
-                        "it did not run."
+                        f"{what}, and the tool cannot tell whether it took effect. Approve to run "
+                        "it again; deny to tell the model it did not run."
                     ),
                     preview=rt.preview(tool, call),
                 )

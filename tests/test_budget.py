@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from agent.approvals import decide
 from agent.runner import Price, Runner
 from agent.state import TaskState
 from agent.store import Store
@@ -164,3 +165,43 @@ async def test_varied_progress_is_not_stuck(store: Store) -> None:
     runner, _ = make_runner(store, _runaway(30))
     state = await runner.run(runner.create("add numbers"))
     assert state.status == "done"
+
+
+async def test_the_same_action_in_every_step_is_progress_not_a_loop(store: Store) -> None:
+    turns: list[Any] = [{"plan": [f"Check {i}" for i in range(5)]}]
+    for _ in range(5):
+        turns += [{"tool": "calculate", "args": {"expression": "1 + 1"}}, {"done": "2"}]
+    state = await _stuck_after(store, turns)
+    assert state.status == "done"
+    assert len(state.completed) == 5
+
+
+async def test_a_reviewer_declining_the_same_call_again_and_again_is_stuck(
+    store: Store,
+) -> None:
+    ask = {"tool": "tally", "args": {"counter": "front-desk"}}
+    runner, _ = make_runner(store, [{"plan": ["Tally"]}, *[ask] * 6], policy=None)
+    task_id = runner.create("tally")
+    state = await runner.run(task_id)
+    for _ in range(3):
+        assert state.status == "awaiting_approval"
+        decide(store, state, approved=False, reason="no")
+        state = await runner.resume(task_id)
+    assert state.status == "stuck"
+    assert state.end_reason == (
+        "the same error 3 times in a row: Error: a reviewer declined this call: no"
+    )
+
+
+async def test_finishing_in_the_same_turn_as_a_failed_call_is_refused(store: Store) -> None:
+    turn = {
+        "tool_calls": [
+            {"name": "calculate", "arguments": {"expression": "1/0"}},
+            {"name": "finish", "arguments": {"answer": "it is 42"}},
+        ]
+    }
+    runner, backend = make_runner(store, [{"plan": ["Divide"]}, turn, {"answer": "cannot"}])
+    state = await runner.run(runner.create("divide"))
+    assert (state.status, state.answer) == ("done", "cannot")
+    seen = backend.requests[-1].messages[-1].content
+    assert seen.startswith("Error: not run: an earlier call in this turn failed or was declined")

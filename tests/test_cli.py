@@ -4,6 +4,12 @@ documented exit codes, listings, resuming, and a whole task driven over the Open
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +294,114 @@ def test_run_points_at_tasks_a_crashed_runner_left(
     assert "1 task was left running by a runner that stopped" in capsys.readouterr().out
     assert main(["resume", "--all", "--json"]) == 0
     assert [r["task_id"] for r in _last_json(capsys)["resumed"]] == [left]
+
+
+def test_invalid_limits_are_refused_before_anything_is_written(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runaway = [{"plan": ["Add"]}, *[{"tool": "calculate", "args": {"expression": "1+1"}}] * 3]
+    model = _script(tmp_path, runaway)
+    assert main(["run", "x", "--model", model, "--max-steps", "0"]) == 2
+    assert "invalid limit: --max-steps: Input should be greater than or equal to 1" in _error(
+        capsys
+    )
+    assert _no_tasks(home)
+
+    assert main(["run", "x", "--model", model, "--max-steps", "1", "--json"]) == 4
+    task_id = _last_json(capsys)["task_id"]
+    with Store.open(home / "events.db") as store:
+        before = len(store.events(task_id))
+    assert main(["resume", task_id, "--max-cost", "-1"]) == 2
+    assert "invalid limit: --max-cost-usd" in _error(capsys)
+    with Store.open(home / "events.db") as store:
+        assert len(store.events(task_id)) == before, "the log is untouched, and still readable"
+    assert main(["show", task_id]) == 0
+
+
+SET_TOOL = '''
+from tools import tool
+
+@tool(touches="external")
+def label(tags: set[str]) -> str:
+    """Label something.
+
+    Args:
+        tags: the labels.
+    """
+    return "labelled " + ",".join(sorted(tags))
+'''
+
+
+def test_an_approval_holds_in_another_process_whatever_its_hash_seed(
+    home: Path, tmp_path: Path
+) -> None:
+    """Sets iterate in an order that depends on the process: the call hash must not."""
+    tools = tmp_path / "label_tool.py"
+    tools.write_text(SET_TOOL)
+    tags = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    model = _script(
+        tmp_path, [{"plan": ["Label"]}, {"tool": "label", "args": {"tags": tags}}, {"answer": "ok"}]
+    )
+    command = [sys.executable, "-m", "agent.cli"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.run(
+        [*command, "run", "label", "--model", model, "--tools", str(tools), "--json"],
+        env={**env, "PYTHONHASHSEED": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert first.returncode == 3, first.stderr
+    task_id = json.loads(first.stdout)["task_id"]
+    second = subprocess.run(
+        [*command, "approve", task_id, "--tools", str(tools), "--json"],
+        env={**env, "PYTHONHASHSEED": "2"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["status"] == "done"
+
+
+def test_ctrl_c_at_the_approval_prompt_leaves_the_task_waiting(home: Path, tmp_path: Path) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a person's terminal running the quickstart
+        os.environ["PYTHONPATH"] = str(REPO)
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "run",
+                "count visitors",
+                "--model",
+                f"scripted:{REPO / 'examples' / 'quickstart.json'}",
+                "--tools",
+                TALLY,
+            ],
+        )
+    screen = _read_until(fd, b"Approve?")
+    assert b"approval needed" in screen
+    os.write(fd, b"\x03")  # Ctrl-C
+    screen = _read_until(fd, b"awaiting_approval")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 3
+    assert b"waiting for a reviewer: agent approve" in screen
+    assert not (tmp_path / "tally.jsonl").exists(), "nothing was approved, nothing ran"
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 30.0) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no {marker!r} on the terminal; it showed: {seen[-500:]!r}"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # the terminal closed: the program ended
+                break
+    return seen

@@ -4,7 +4,9 @@ tool, re-run only where that is safe, or handed to a reviewer."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from agent.backends.scripted import ScriptedBackend, parse_script
 from agent.events import ToolResulted
 from agent.runner import Runner
 from agent.state import TaskState
-from agent.store import Store
+from agent.store import Store, StoredEvent
 from tools import Registry, ToolContext, ToolError, tool
 
 from .conftest import make_runner
@@ -263,3 +265,141 @@ async def test_an_approval_is_bound_to_the_exact_call(store: Store, home: Path) 
     assert "the approval does not match this call; it was not run" in state_observation(
         store, task_id
     )
+
+
+@pytest.mark.parametrize("when", ["approval_requested", "task_finished"])
+async def test_an_interrupt_never_pauses_a_task_that_is_done_or_waiting(
+    store: Store, when: str
+) -> None:
+    """A second Ctrl-C landing while the terminal prints the last event must not reopen the
+    task (a finished task resumed would act again) or hide an approval request."""
+    world = World()
+    policy = None if when == "approval_requested" else '[default]\naction = "allow"\n'
+    runner, _ = make_runner(store, _turns("send"), policy=policy, registry=registry(world))
+
+    def interrupt_on(stored: StoredEvent) -> None:
+        if stored.event.kind == when:
+            raise KeyboardInterrupt
+
+    runner.subscribe(interrupt_on)
+    task_id = runner.create("send a message")
+    with pytest.raises(KeyboardInterrupt):
+        await runner.run(task_id)
+    state = runner.load(task_id)
+    assert state.status == ("awaiting_approval" if when == "approval_requested" else "done")
+    assert "task_paused" not in [e.event.kind for e in store.events(task_id)]
+
+
+async def test_a_timed_out_side_effect_is_settled_not_retried(store: Store) -> None:
+    """The call timed out but its effect landed later: the model must not be told 'failed' and
+    send it again (that would pay twice). The reconciler finds it; without one, a reviewer
+    decides; the call is never sent a second time on its own."""
+    effects: list[str] = []
+
+    def paid(ctx: ToolContext) -> str | None:
+        return "paid (found)" if ctx.idempotency_key in effects else None
+
+    @tool(touches="external", timeout=0.2, reconcile=paid)
+    async def pay(amount: int, ctx: ToolContext) -> str:
+        """Pay an amount.
+
+        Args:
+            amount: euros.
+        """
+        await asyncio.sleep(0.4)
+        effects.append(ctx.idempotency_key)  # not reached: the call is abandoned at 0.2 s
+        return "paid"
+
+    @tool(touches="external", timeout=0.2)
+    def slow_pay(amount: int, ctx: ToolContext) -> str:
+        """Pay an amount through a service that cannot be asked what it received.
+
+        Args:
+            amount: euros.
+        """
+        time.sleep(0.4)
+        effects.append(ctx.idempotency_key)  # a thread cannot be stopped: this happens
+        return "paid"
+
+    turns = [{"plan": ["Pay"]}, {"tool": "slow_pay", "args": {"amount": 5}}, {"answer": "ok"}]
+    runner, _ = make_runner(store, turns, registry=Registry([pay, slow_pay]))
+    task_id = runner.create("pay")
+    state = await runner.run(task_id)
+    assert state.status == "awaiting_approval"
+    call = state.awaiting
+    assert call is not None
+    assert call.approval is not None
+    assert call.approval.reason.startswith("this call timed out and may still take effect")
+    kinds = [e.event.kind for e in store.events(task_id)]
+    assert "outcome_unknown" in kinds
+    assert "tool_result" not in kinds
+    await asyncio.sleep(0.4)  # the abandoned thread finishes its effect meanwhile
+    assert effects == [f"{task_id}/2.0"], "exactly once, though the run gave up waiting"
+
+    effects.clear()
+    turns = [{"plan": ["Pay"]}, {"tool": "pay", "args": {"amount": 5}}, {"answer": "ok"}]
+    runner, _ = make_runner(store, turns, registry=Registry([pay, slow_pay]))
+    state = await runner.run(runner.create("pay"))
+    # The async call was cancelled before its effect, and the reconciler says so: but a
+    # timed-out call may still be in flight somewhere, so a reviewer decides, not a re-send.
+    assert state.status == "awaiting_approval"
+    assert effects == []
+
+
+async def test_a_crashing_reconciler_pauses_the_task(store: Store) -> None:
+    def broken(ctx: ToolContext) -> str | None:
+        raise RuntimeError("the ledger is unreadable")
+
+    world = World()
+
+    @tool(touches="external", reconcile=broken)
+    def send(to: str, ctx: ToolContext) -> str:
+        """Send a message.
+
+        Args:
+            to: who to.
+        """
+        return world.act(ctx.idempotency_key)
+
+    runner, _ = make_runner(store, _turns("send"), registry=Registry([send]))
+    task_id = runner.create("send")
+    world.interrupt = "after"
+    with pytest.raises(KeyboardInterrupt):
+        await runner.run(task_id)
+    state = await runner.resume(task_id)
+    assert state.status == "paused"
+    assert state.pause is not None
+    assert state.pause.reason == "tool_crashed"
+    assert "RuntimeError: the ledger is unreadable" in state.pause.detail
+    assert world.effects == [f"{task_id}/2.0"]
+
+
+async def test_an_approved_read_is_not_read_again_without_a_reviewer(store: Store) -> None:
+    reads: list[str] = []
+
+    @tool
+    def peek(path: str) -> str:
+        """Read a sensitive file.
+
+        Args:
+            path: which file.
+        """
+        reads.append(path)
+        if len(reads) == 1:
+            raise KeyboardInterrupt  # the run stops right after the read
+        return "secret"
+
+    runner, _ = make_runner(
+        store,
+        [{"plan": ["Peek"]}, {"tool": "peek", "args": {"path": "/secret"}}, {"answer": "ok"}],
+        policy='[default]\naction = "ask"\n',
+        registry=Registry([peek]),
+    )
+    task_id = runner.create("peek")
+    state = await runner.run(task_id)
+    decide(store, state, approved=True, reviewer="rev")
+    with pytest.raises(KeyboardInterrupt):
+        await runner.resume(task_id)
+    state = await runner.resume(task_id)
+    assert state.status == "awaiting_approval", "the approval was used once; ask again"
+    assert reads == ["/secret"]
