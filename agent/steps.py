@@ -11,7 +11,7 @@ import asyncio
 import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from agent._control import EXECUTOR, MAX_PLAN_STEPS, complete_step, finish, replan, submit_plan
 from agent.events import (
@@ -324,50 +324,55 @@ class Reconcile(Step):
         call = self.call
         assert call.intent is not None
         tool = rt.registry.get(call.wire.name)
-        key = call.intent.idempotency_key
+        if tool is None:
+            return self._ask_reviewer(rt, None)
         # Safe to send again: it has no effect, or it drops repeats of the key. But an approval
         # is used once: a read that a reviewer approved is not read again without one.
-        harmless = tool is not None and (
-            tool.idempotent or (not tool.has_side_effects and call.intent.approval_id is None)
-        )
-        if tool is not None and harmless:
-            result = await rt.run_tool(tool, call, key, recovery="rerun")
-            if result is not None:
-                rt.commit([result])
-            return
-        if tool is not None and tool.reconcile is not None:
-            ctx = ToolContext(task_id=rt.state.task_id, call_id=call.wire.id, idempotency_key=key)
-            try:
-                found = await asyncio.wait_for(asyncio.to_thread(tool.reconcile, ctx), tool.timeout)
-            except TimeoutError:
-                found = None
-                settled = False  # the tool could not tell in time: a reviewer decides
-            except Exception as exc:  # noqa: BLE001 - a bug in the reconciler; the task pauses
-                rt.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
-                return
-            else:
-                settled = True
-            if found is not None:
-                done = found if isinstance(found, ToolResult) else ToolResult(True, found)
-                rt.commit(
-                    [
-                        ToolResulted(
-                            ref=call.ref,
-                            ok=done.ok,
-                            content=done.content,
-                            error_code=done.error_code,
-                            recovery="reconciled",
-                        )
-                    ]
-                )
-                return
-            if settled and not call.timed_out:
-                # It never happened, and nothing is still running it: run it once.
-                result = await rt.run_tool(tool, call, key, recovery="rerun")
-                if result is not None:
-                    rt.commit([result])
-                return
-        self._ask_reviewer(rt, tool)
+        if tool.idempotent or (not tool.has_side_effects and call.intent.approval_id is None):
+            return await self._rerun(rt, tool)
+        if tool.reconcile is None:
+            return self._ask_reviewer(rt, tool)
+        found = await self._ask_tool(rt, tool)
+        if isinstance(found, ToolResult):
+            result = ToolResulted(
+                ref=call.ref,
+                ok=found.ok,
+                content=found.content,
+                error_code=found.error_code,
+                recovery="reconciled",
+            )
+            rt.commit([result])
+        elif found == "absent" and not call.timed_out:
+            await self._rerun(rt, tool)  # it never happened, and nothing is still running it
+        elif found != "crashed":
+            self._ask_reviewer(rt, tool)  # no answer in time, or a timed-out call may yet land
+        return None
+
+    async def _rerun(self, rt: RunContext, tool: Tool) -> None:
+        assert self.call.intent is not None
+        key = self.call.intent.idempotency_key
+        result = await rt.run_tool(tool, self.call, key, recovery="rerun")
+        if result is not None:
+            rt.commit([result])
+
+    async def _ask_tool(
+        self, rt: RunContext, tool: Tool
+    ) -> ToolResult | Literal["absent", "unknown", "crashed"]:
+        """The tool's reconciler, asked whether the call took effect (and given the tool's time
+        limit to say). A reconciler that raises pauses the task, like any tool bug."""
+        assert tool.reconcile is not None
+        assert self.call.intent is not None
+        ctx = ToolContext(rt.state.task_id, self.call.wire.id, self.call.intent.idempotency_key)
+        try:
+            found = await asyncio.wait_for(asyncio.to_thread(tool.reconcile, ctx), tool.timeout)
+        except TimeoutError:
+            return "unknown"
+        except Exception as exc:  # noqa: BLE001 - a bug in the reconciler; the task pauses
+            rt.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
+            return "crashed"
+        if found is None:
+            return "absent"
+        return found if isinstance(found, ToolResult) else ToolResult(True, found)
 
     def _ask_reviewer(self, rt: RunContext, tool: Tool | None) -> None:
         call, state = self.call, rt.state
