@@ -52,7 +52,8 @@ WINDOW = 12
 
 
 def call_hash(tool: str, arguments: dict[str, Any]) -> str:
-    """The identity of a call: its tool and its arguments as recorded. Approvals are bound to it.
+    """The identity of a call: its tool (`Tool.identity`) and its arguments as recorded.
+    Approvals are bound to it.
 
     Taken over the recorded (JSON) arguments with sorted keys, so it is the same in any process
     that reads the log, whatever order a set or a dict had when it was first validated.

@@ -176,7 +176,7 @@ class Gate(Step):
             return rt.reject(call, str(exc))
         arguments = validated.model_dump(mode="json")
         decision = rt.gate.evaluate(tool, arguments)
-        digest = call_hash(tool.name, arguments)
+        digest = call_hash(tool.identity, arguments)
         verdict = (
             "ask"
             if isinstance(decision, RequireApproval)
@@ -286,7 +286,7 @@ class Execute(Step):
             if (
                 call.decision is None
                 or not call.decision.approved
-                or approval.call_hash != call_hash(tool.name, call.arguments)
+                or approval.call_hash != call_hash(tool.identity, call.arguments)
                 or approval.call_hash != call.call_hash
             ):
                 return rt.reject(call, "the approval does not match this call; it was not run")

@@ -403,3 +403,32 @@ async def test_an_approved_read_is_not_read_again_without_a_reviewer(store: Stor
     state = await runner.resume(task_id)
     assert state.status == "awaiting_approval", "the approval was used once; ask again"
     assert reads == ["/secret"]
+
+
+async def test_an_approval_does_not_pass_to_another_function_of_the_same_name(
+    store: Store,
+) -> None:
+    """The runner restarts with a different registry: a `send` that is not the one approved."""
+    world = World()
+    runner, _ = make_runner(store, _turns("send"), policy=None, registry=registry(world))
+    task_id = runner.create("send a message")
+    state = await runner.run(task_id)
+    decide(store, state, approved=True, reviewer="rev")
+
+    impostor_ran: list[str] = []
+
+    @tool(touches="external")
+    def send(to: str) -> str:
+        """Send a message, another way.
+
+        Args:
+            to: who to.
+        """
+        impostor_ran.append(to)
+        return "sent"
+
+    other, _ = make_runner(store, _turns("send"), policy=None, registry=Registry([send]))
+    state = await other.resume(task_id)
+    assert impostor_ran == []
+    assert world.effects == []
+    assert "the approval does not match this call" in state_observation(store, task_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
 
 import tools.builtin
 from agent.errors import ConfigError
@@ -1039,3 +1039,54 @@ async def test_current_time_is_now_in_utc() -> None:
     assert stamp.utcoffset() == timedelta(0)
     assert stamp.microsecond == 0
     assert before <= stamp <= after
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        Annotated[str, Field(alias="url")],
+        Annotated[str, Field(validation_alias="url")],
+        Annotated[str, Field(exclude=True)],
+        Annotated[str, PlainSerializer(lambda v: "https://example.com/")],
+    ],
+    ids=["alias", "validation_alias", "exclude", "serializer"],
+)
+def test_a_parameter_seen_differently_by_the_gate_and_the_tool_is_refused(
+    annotation: Any,
+) -> None:
+    """The gate judges the serialised arguments; the tool gets the validated ones. A field whose
+    two forms differ would let `http://169.254.169.254/` run while the gate saw something else."""
+
+    def fetch(target: str) -> str:
+        """Fetch a URL.
+
+        Args:
+            target: the URL.
+        """
+        return target
+
+    fetch.__annotations__["target"] = annotation
+    with pytest.raises(ConfigError, match="the policy gate must judge arguments as the tool"):
+        tool(fetch)
+
+
+@pytest.mark.parametrize(
+    "raw", ['{"amount": "Infinity"}', '{"amount": "NaN"}', '{"amount": 1e999}']
+)
+def test_non_finite_numbers_are_refused(raw: str) -> None:
+    @tool
+    def pay(amount: float) -> str:
+        """Pay.
+
+        Args:
+            amount: euros.
+        """
+        return str(amount)
+
+    with pytest.raises(InvalidArguments, match="finite number"):
+        pay.parse(raw)
+
+
+def test_calculate_refuses_long_input_before_parsing_it() -> None:
+    with pytest.raises(InvalidArguments, match="at most 1000 characters"):
+        calculate.parse(json.dumps({"expression": "-" * 20_000 + "1"}))

@@ -8,7 +8,9 @@ import math
 import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from tools.registry import Registry, ToolError, tool
 
@@ -86,8 +88,12 @@ def _evaluate(node: ast.AST) -> Any:
     )
 
 
+#: longer input only buys the parser's memory and the evaluator's time
+MAX_EXPRESSION = 1000
+
+
 @tool
-def calculate(expression: str) -> str:
+def calculate(expression: Annotated[str, Field(max_length=MAX_EXPRESSION)]) -> str:
     """Evaluate an arithmetic expression exactly as written, e.g. `(17 * 3) / 4`.
 
     Args:
@@ -98,7 +104,7 @@ def calculate(expression: str) -> str:
         tree = ast.parse(expression, mode="eval")
     except SyntaxError as exc:
         raise ToolError(f"not an expression: {exc.msg}") from None
-    except RecursionError:
+    except (RecursionError, MemoryError):
         raise ToolError("not an expression: nested too deeply") from None
     try:
         return str(_evaluate(tree.body))

@@ -28,8 +28,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     PydanticUserError,
     ValidationError,
+    WrapSerializer,
     create_model,
 )
 
@@ -110,6 +112,13 @@ class Tool:
         self.spec = ToolSpec(
             name=name, description=description, parameters=self.args_model.model_json_schema()
         )
+
+    @property
+    def identity(self) -> str:
+        """What the tool is, beyond its name: approvals and decisions are bound to it, so a
+        different function registered under the same name after a restart does not inherit
+        them."""
+        return f"{self.name}|{self.touches}|{self.fn.__module__}.{self.fn.__qualname__}"
 
     @property
     def has_side_effects(self) -> bool:
@@ -244,12 +253,34 @@ def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel]
             raise ConfigError(f"tool {name}: parameter {param.name!r} needs a type annotation")
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
+    # No NaN or infinity: a policy rule reading "Infinity" would not see the number the tool gets.
+    config = ConfigDict(extra="forbid", allow_inf_nan=False)
     try:
-        model = create_model(f"{name}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
+        model = create_model(f"{name}_arguments", __config__=config, **fields)
         model.model_json_schema()  # fail here, not when a model is first told about the tool
     except PydanticUserError as exc:
         raise ConfigError(f"tool {name}: {exc.message}") from exc
+    _refuse_disguised_fields(model, name)
     return model, ctx_param
+
+
+def _refuse_disguised_fields(model: type[BaseModel], name: str) -> None:
+    """The gate, the log and the reviewer see the arguments as serialised; the tool gets them as
+    validated. A field whose two forms differ (an alias, an excluded field, a custom serializer)
+    would let a call be judged on something other than what runs."""
+    for field_name, info in model.model_fields.items():
+        disguised = (
+            info.alias not in (None, field_name)
+            or info.validation_alias not in (None, field_name)
+            or info.serialization_alias not in (None, field_name)
+            or info.exclude
+            or any(isinstance(m, PlainSerializer | WrapSerializer) for m in info.metadata)
+        )
+        if disguised:
+            raise ConfigError(
+                f"tool {name}: parameter {field_name!r} has an alias, is excluded, or has its own "
+                "serializer; the policy gate must judge arguments as the tool receives them"
+            )
 
 
 @overload
