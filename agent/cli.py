@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
     command = args.command
     if command == "tools":
-        print_tools(_registry(config, args.tools), out, as_json=args.json)
+        print_tools(_registry([*config.tools.modules, *args.tools]), out, as_json=args.json)
         return 0
     with Store.open() as store:
         if command == "tasks":
@@ -188,35 +188,83 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
         return _drive(args, config, store, out)
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What a task runs with. A new task takes it from the flags and agent.toml; a task that
+    exists keeps what it was started with, unless a flag says otherwise."""
+
+    model: str | None
+    planner: str | None
+    tools: tuple[str, ...]
+    policy: str | None
+
+    @classmethod
+    def new(cls, args: argparse.Namespace, config: Config) -> _Setup:
+        policy = args.policy or config.policy.file
+        return cls(
+            model=args.model or config.model.uri or os.environ.get("AGENT_MODEL"),
+            planner=config.model.planner,
+            tools=tuple(_where(t) for t in [*config.tools.modules, *args.tools]),
+            policy=str(Path(policy).resolve()) if policy else None,
+        )
+
+    @classmethod
+    def of(cls, state: TaskState, args: argparse.Namespace) -> _Setup:
+        created = state.created
+        assert created is not None
+        return cls(
+            model=args.model or created.model,
+            planner=created.planner,
+            tools=tuple(_where(t) for t in args.tools) if args.tools else created.tools,
+            policy=str(Path(args.policy).resolve()) if args.policy else created.policy,
+        )
+
+
+def _where(spec: str) -> str:
+    """A tool module as it is recorded: a .py file by its absolute path."""
+    return str(Path(spec).resolve()) if spec.endswith(".py") else spec
+
+
 @dataclass
 class _Session:
-    """What the commands that drive tasks share: parsed flags, config, store, tools, gate."""
+    """What the commands that drive tasks share: parsed flags, config, store, console."""
 
     args: argparse.Namespace
     config: Config
     store: Store
     out: Console
-    registry: Registry
-    gate: Gate
-    prices: dict[str, Price]
 
-    def runner(self, uri: str | None) -> Runner:
-        if not uri:
+    def runner(self, setup: _Setup, task_id: str | None = None) -> Runner:
+        """A runner for `setup`. Raises `ConfigError` (before anything is recorded) if its model,
+        tools or policy cannot be had."""
+        if not setup.model:
             raise ConfigError(
-                "no model configured: pass --model URI, set [model] uri in "
-                "agent.toml, or set $AGENT_MODEL (e.g. --model "
-                "scripted:examples/quickstart.json)"
+                "no model configured: pass --model URI, set [model] uri in agent.toml, or set "
+                "$AGENT_MODEL (e.g. --model scripted:examples/quickstart.json)"
             )
-        planner_uri = self.config.model.planner
-        executor = _backend(normalize_uri(uri), self.config)
-        planner = _backend(normalize_uri(planner_uri), self.config) if planner_uri else None
+        model, planner = normalize_uri(setup.model), setup.planner
+        if planner and planner != model and "scripted" in (model.split(":")[0], planner[:8]):
+            raise ConfigError(
+                "a scripted model answers the planner and the executor alike (its turns count "
+                "every model call): do not combine it with a separate [model] planner"
+            )
+        try:
+            registry = _registry(setup.tools)
+        except ConfigError as exc:
+            if task_id is None:
+                raise
+            raise ConfigError(
+                f"task {task_id} runs with tools that cannot be loaded now: {exc} "
+                "(pass --tools to give it others)"
+            ) from exc
+        executor = _backend(model, self.config)
         runner = Runner(
             self.store,
-            self.registry,
-            self.gate,
-            planner=planner or executor,
+            registry,
+            Gate.from_file(setup.policy) if setup.policy else Gate.default(),
+            planner=_backend(normalize_uri(planner), self.config) if planner else executor,
             executor=executor,
-            prices=self.prices,
+            prices={name: Price(p.input, p.output) for name, p in self.config.prices.items()},
         )
         if not self.args.json:
             runner.subscribe(Renderer(self.out))
@@ -224,33 +272,26 @@ class _Session:
 
 
 def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console) -> int:
-    policy = args.policy or config.policy.file
-    s = _Session(
-        args,
-        config,
-        store,
-        out,
-        _registry(config, args.tools),
-        Gate.from_file(policy) if policy else Gate.default(),
-        {name: Price(p.input, p.output) for name, p in config.prices.items()},
-    )
+    s = _Session(args, config, store, out)
     given = {k: getattr(args, k) for k in Limits.model_fields if getattr(args, k, None) is not None}
 
     if args.command == "run":
-        runner = s.runner(args.model or config.model.uri or os.environ.get("AGENT_MODEL"))
+        setup = _Setup.new(args, config)
+        runner = s.runner(setup)
         new_limits = _limits(config.limits, given)
         if (orphans := len(store.orphans())) and not args.json:
             out.print(
                 f"[yellow]{orphans} task{'s were' if orphans > 1 else ' was'} left running by a "
                 "runner that stopped[/]; `agent resume --all` continues them"
             )
-        return _until_stopped(s, runner, runner.create(args.task, new_limits), None)
+        task_id = runner.create(args.task, new_limits, tools=setup.tools, policy=setup.policy)
+        return _until_stopped(s, runner, task_id, None)
     if args.command == "resume" and args.all:
         return asyncio.run(_resume_all(s))
 
     task_id = store.resolve(args.id)
     state = TaskState.from_store(store, task_id)
-    runner = s.runner(args.model or state.model)
+    runner = s.runner(_Setup.of(state, args), task_id)
     raised = _limits(state.limits, given) if given else None
     if args.command in ("approve", "deny"):
         decision = decide(
@@ -349,7 +390,8 @@ async def _resume_all(s: _Session) -> int:
     errors: list[dict[str, str]] = []
     for task_id in orphans:
         try:
-            runner = s.runner(s.args.model or TaskState.from_store(s.store, task_id).model)
+            state = TaskState.from_store(s.store, task_id)
+            runner = s.runner(_Setup.of(state, s.args), task_id)
             try:
                 state = await runner.run(task_id)
             finally:
@@ -377,10 +419,10 @@ def _backend(uri: str, config: Config) -> ModelBackend:
     return backend_from_uri(uri, api_key=key, timeout=mc.timeout, max_attempts=mc.max_attempts)
 
 
-def _registry(config: Config, extra: list[str]) -> Registry:
+def _registry(specs: Sequence[str]) -> Registry:
     registry = Registry()
     registry.load_entry_points()
-    for spec in [*config.tools.modules, *extra]:
+    for spec in specs:
         registry.load_module(spec)
     return registry
 

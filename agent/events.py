@@ -35,10 +35,19 @@ class Limits(_Event):
 
 
 class TaskCreated(_Event):
+    """A new task, with what it runs with: every later run of it (a resume, an approval from
+    another process) uses the same model, tools and policy unless told otherwise."""
+
     kind: Literal["task_created"] = "task_created"
     task: str
     model: str
     limits: Limits
+    #: the planner's model, where it is not `model`
+    planner: str | None = None
+    #: where its tools came from beyond the installed ones: modules, or absolute .py paths
+    tools: tuple[str, ...] = ()
+    #: the policy file's absolute path; None for the packaged default policy
+    policy: str | None = None
 
 
 class PlanProposed(_Event):
@@ -143,6 +152,8 @@ class OutcomeUnknown(_Event):
     kind: Literal["outcome_unknown"] = "outcome_unknown"
     ref: str
     reason: str
+    #: how long the run waited for it (counted against the time budget)
+    seconds: float = 0.0
 
 
 class StepFinished(_Event):

@@ -206,9 +206,28 @@ class Runner:
         """Call `subscriber` with every event this runner records, as it is recorded."""
         self.subscribers.append(subscriber)
 
-    def create(self, task: str, limits: Limits | None = None) -> str:
-        """Record a new task; return its id. Nothing runs until `run`."""
-        created = TaskCreated(task=task, model=self.backends["act"].name, limits=limits or Limits())
+    def create(
+        self,
+        task: str,
+        limits: Limits | None = None,
+        *,
+        tools: tuple[str, ...] = (),
+        policy: str | None = None,
+    ) -> str:
+        """Record a new task; return its id. Nothing runs until `run`.
+
+        `tools` and `policy` say where this runner's tools and policy came from, so that a later
+        run of the task, in any process, can load the same ones.
+        """
+        planner, executor = self.backends["plan"], self.backends["act"]
+        created = TaskCreated(
+            task=task,
+            model=executor.name,
+            planner=planner.name if planner is not executor else None,
+            limits=limits or Limits(),
+            tools=tools,
+            policy=policy,
+        )
         task_id = self.store.create_task(created)
         for notify in self.subscribers:
             notify(StoredEvent(task_id, 1, time.time(), created))

@@ -129,6 +129,7 @@ class TaskState:
     task_id: str
     task: str = ""
     model: str = ""
+    created: TaskCreated | None = None
     limits: Limits = field(default_factory=Limits)
     status: Status = "running"
     last_seq: int = 0
@@ -198,6 +199,7 @@ class TaskState:
 
     def _on_task_created(self, event: TaskCreated) -> None:
         self.task, self.model, self.limits = event.task, event.model, event.limits
+        self.created = event
 
     def _on_plan_proposed(self, event: PlanProposed) -> None:
         self.plan, self.step = event.steps, 0
@@ -264,7 +266,12 @@ class TaskState:
         decided.decision = event
         if not event.approved:
             why = f": {event.reason}" if event.reason else ""
-            self._observe(decided.ref, f"Error: a reviewer declined this call{why}", error=True)
+            if decided.approval.cause == "reconcile":
+                text = "Error: not sent again: its outcome is unknown and a reviewer declined to "
+                text += f"repeat it{why}"
+            else:
+                text = f"Error: a reviewer declined this call{why}"
+            self._observe(decided.ref, text, error=True)
 
     def _on_intent(self, event: IntentRecorded) -> None:
         self.calls[event.ref].intent = event
@@ -278,6 +285,7 @@ class TaskState:
 
     def _on_outcome_unknown(self, event: OutcomeUnknown) -> None:
         self.calls[event.ref].timed_out = True
+        self.seconds += event.seconds
 
     def _on_step_finished(self, event: StepFinished) -> None:
         self.completed.append((self.plan[event.index], event.summary))

@@ -291,6 +291,15 @@ class Execute(Step):
             ):
                 return rt.reject(call, "the approval does not match this call; it was not run")
             approval_id = approval.approval_id
+            if approval.cause == "reconcile" and tool.reconcile is not None:
+                # The reviewer said "run it again", but the call that was cut off may have
+                # landed since (a timed-out thread finishes on its own): ask once more first.
+                found = await ask_reconciler(rt, tool, call)
+                if isinstance(found, ToolResult):
+                    rt.commit([reconciled(call, found)])
+                    return None
+                if found == "crashed":
+                    return None
         key = f"{state.task_id}/{call.ref}"
         # An intent comes first for anything with an effect, and for anything approved: it marks
         # the approval as used before the call runs, so one approval never runs a call twice.
@@ -305,7 +314,8 @@ class Execute(Step):
             return None
         if tool.has_side_effects and result.error_code == "timeout":
             # The call may still take effect: settle it like a crash, not as a failure to retry.
-            rt.commit([OutcomeUnknown(ref=call.ref, reason=result.content)])
+            unknown = OutcomeUnknown(ref=call.ref, reason=result.content, seconds=result.seconds)
+            rt.commit([unknown])
         elif durable:
             rt.commit([result])
         else:
@@ -332,16 +342,9 @@ class Reconcile(Step):
             return await self._rerun(rt, tool)
         if tool.reconcile is None:
             return self._ask_reviewer(rt, tool)
-        found = await self._ask_tool(rt, tool)
+        found = await ask_reconciler(rt, tool, call)
         if isinstance(found, ToolResult):
-            result = ToolResulted(
-                ref=call.ref,
-                ok=found.ok,
-                content=found.content,
-                error_code=found.error_code,
-                recovery="reconciled",
-            )
-            rt.commit([result])
+            rt.commit([reconciled(call, found)])
         elif found == "absent" and not call.timed_out:
             await self._rerun(rt, tool)  # it never happened, and nothing is still running it
         elif found != "crashed":
@@ -354,25 +357,6 @@ class Reconcile(Step):
         result = await rt.run_tool(tool, self.call, key, recovery="rerun")
         if result is not None:
             rt.commit([result])
-
-    async def _ask_tool(
-        self, rt: RunContext, tool: Tool
-    ) -> ToolResult | Literal["absent", "unknown", "crashed"]:
-        """The tool's reconciler, asked whether the call took effect (and given the tool's time
-        limit to say). A reconciler that raises pauses the task, like any tool bug."""
-        assert tool.reconcile is not None
-        assert self.call.intent is not None
-        ctx = ToolContext(rt.state.task_id, self.call.wire.id, self.call.intent.idempotency_key)
-        try:
-            found = await asyncio.wait_for(asyncio.to_thread(tool.reconcile, ctx), tool.timeout)
-        except TimeoutError:
-            return "unknown"
-        except Exception as exc:  # noqa: BLE001 - a bug in the reconciler; the task pauses
-            rt.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
-            return "crashed"
-        if found is None:
-            return "absent"
-        return found if isinstance(found, ToolResult) else ToolResult(True, found)
 
     def _ask_reviewer(self, rt: RunContext, tool: Tool | None) -> None:
         call, state = self.call, rt.state
@@ -397,6 +381,36 @@ class Reconcile(Step):
                 )
             ]
         )
+
+
+async def ask_reconciler(
+    rt: RunContext, tool: Tool, call: Call
+) -> ToolResult | Literal["absent", "unknown", "crashed"]:
+    """The tool's reconciler, asked whether the call took effect (and given the tool's time limit
+    to say). A reconciler that raises pauses the task, like any tool bug."""
+    assert tool.reconcile is not None
+    assert call.intent is not None
+    ctx = ToolContext(rt.state.task_id, call.wire.id, call.intent.idempotency_key)
+    try:
+        found = await asyncio.wait_for(asyncio.to_thread(tool.reconcile, ctx), tool.timeout)
+    except TimeoutError:
+        return "unknown"
+    except Exception as exc:  # noqa: BLE001 - a bug in the reconciler; the task pauses
+        rt.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
+        return "crashed"
+    if found is None:
+        return "absent"
+    return found if isinstance(found, ToolResult) else ToolResult(True, found)
+
+
+def reconciled(call: Call, found: ToolResult) -> ToolResulted:
+    return ToolResulted(
+        ref=call.ref,
+        ok=found.ok,
+        content=found.content,
+        error_code=found.error_code,
+        recovery="reconciled",
+    )
 
 
 def tool_crashed(tool: Tool, exc: BaseException, detail: str) -> TaskPaused:

@@ -54,7 +54,7 @@ def _no_tasks(home: Path) -> bool:
         (["run", "x", "--model", "openai-compatible:http://127.0.0.1:9/v1"], "needs the model"),
         (["run", "x", "--model", "openai-compatible:ftp://h/v1#m"], "must be an http(s) URL"),
         (["run", "x", "--model", "scripted:/nonexistent/turns.json"], "cannot read script"),
-        (["run", "x", "--model", "scripted:s.json", "--tools", "nope.py"], "no tool file nope.py"),
+        (["run", "x", "--model", "scripted:s.json", "--tools", "nope.py"], "/nope.py"),
         (["run", "x", "--model", "scripted:s.json", "--tools", "no_such_mod"], "cannot import"),
         (["show", "zzzz"], "no task id starts with 'zzzz'"),
         (["approve", "zzzz"], "no task id starts with 'zzzz'"),
@@ -405,3 +405,41 @@ def _read_until(fd: int, marker: bytes, timeout: float = 30.0) -> bytes:
             except OSError:  # the terminal closed: the program ended
                 break
     return seen
+
+
+def test_a_task_keeps_its_tools_and_policy_for_every_later_command(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`agent approve ID`, as the hint says, with no flags: the task's own tools and policy."""
+    tools = tmp_path / "my_tally.py"
+    tools.write_text((REPO / "examples" / "tally_tool.py").read_text())
+    policy = tmp_path / "strict.toml"
+    policy.write_text('[default]\naction = "deny"\n\n[[rule]]\naction = "ask"\ntool = "tally"\n')
+    turns = [
+        {"plan": ["Count", "Check the time"]},
+        {"tool": "tally", "args": {"counter": "front-desk"}},
+        {"done": "counted"},
+        {"tool": "current_time"},  # the task's policy denies it; the packaged default would not
+        {"answer": "counted; the time was not allowed"},
+    ]
+    model = _script(tmp_path, turns)
+    argv = ["run", "count", "--model", model, "--tools", str(tools), "--policy", str(policy)]
+    assert main([*argv, "--json"]) == 3
+    task_id = _last_json(capsys)["task_id"]
+
+    assert main(["approve", task_id, "--json"]) == 0
+    assert _last_json(capsys)["status"] == "done"
+    ledger = [json.loads(line) for line in (tmp_path / "tally.jsonl").read_text().splitlines()]
+    assert [e["counter"] for e in ledger] == ["front-desk"], "the task's own tool ran"
+    assert main(["show", task_id]) == 0
+    history = capsys.readouterr().out
+    assert "denied by policy" in history, "the task's own policy decided"
+
+    # A task whose tool file has gone is refused before its approval is spent.
+    assert main([*argv, "--json"]) == 3
+    second = _last_json(capsys)["task_id"]
+    tools.rename(tmp_path / "moved.py")
+    assert main(["approve", second]) == 2
+    assert "runs with tools that cannot be loaded now" in _error(capsys)
+    with Store.open(home / "events.db") as store:
+        assert store.task(second).status == "awaiting_approval"

@@ -155,7 +155,10 @@ async def test_a_tool_that_cannot_tell_goes_to_a_reviewer(store: Store, approve:
     else:
         assert world.effects == [f"{task_id}/2.0"]
         observation = state_observation(store, task_id)
-        assert "a reviewer declined this call: checked the outbox" in observation
+        assert (
+            "not sent again: its outcome is unknown and a reviewer declined to repeat it: "
+            "checked the outbox" in observation
+        )
 
 
 def state_observation(store: Store, task_id: str) -> str:
@@ -432,3 +435,36 @@ async def test_an_approval_does_not_pass_to_another_function_of_the_same_name(
     assert impostor_ran == []
     assert world.effects == []
     assert "the approval does not match this call" in state_observation(store, task_id)
+
+
+async def test_approving_a_rerun_asks_the_reconciler_again_first(store: Store) -> None:
+    """The call timed out; the reconciler found nothing yet; a reviewer said 'run it again'. By
+    then the abandoned call has landed: running it again would do it twice."""
+    effects: list[str] = []
+
+    def sent(ctx: ToolContext) -> str | None:
+        return "sent (found)" if ctx.idempotency_key in effects else None
+
+    @tool(touches="external", timeout=0.2, reconcile=sent)
+    def send(to: str, ctx: ToolContext) -> str:
+        """Send.
+
+        Args:
+            to: who to.
+        """
+        time.sleep(0.4)
+        effects.append(ctx.idempotency_key)
+        return "sent"
+
+    runner, _ = make_runner(store, _turns("send"), registry=Registry([send]))
+    task_id = runner.create("send")
+    state = await runner.run(task_id)
+    assert state.status == "awaiting_approval"
+    await asyncio.sleep(0.4)  # the abandoned call lands
+    decide(store, state, approved=True, reviewer="rev")
+    state = await runner.resume(task_id)
+    assert state.status == "done"
+    assert effects == [f"{task_id}/2.0"], "once"
+    results = _results(store, task_id)
+    assert [r.recovery for r in results] == ["reconciled"]
+    assert state.seconds >= 0.2, "the time spent waiting for it counts against the budget"
