@@ -31,7 +31,7 @@ from agent.approvals import decide
 from agent.backends import backend_from_uri, normalize_uri
 from agent.backends.base import ModelBackend
 from agent.backends.scripted import ScriptedBackend
-from agent.config import Config, api_key, find_config, load_config
+from agent.config import Config, find_config, load_config
 from agent.errors import AgentError, ConfigError, TaskBusy
 from agent.events import Limits
 from agent.render import Renderer
@@ -415,8 +415,9 @@ async def _resume_all(s: _Session) -> int:
 
 def _backend(uri: str, config: Config) -> ModelBackend:
     mc = config.model
-    key = api_key(mc, "OPENAI_API_KEY")
-    return backend_from_uri(uri, api_key=key, timeout=mc.timeout, max_attempts=mc.max_attempts)
+    return backend_from_uri(
+        uri, api_key_env=mc.api_key_env, timeout=mc.timeout, max_attempts=mc.max_attempts
+    )
 
 
 def _registry(specs: Sequence[str]) -> Registry:

@@ -6,7 +6,8 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     [model]
     uri = "openai:gpt-5.5"          # see `agent run --help` for the URI forms
     planner = "openai:gpt-5.5"      # optional: plan with another model than the one that acts
-    api_key_env = "OPENAI_API_KEY"  # where the key is read from (never from this file)
+    api_key_env = "OPENAI_API_KEY"  # the variable the key is read from (never this file); an
+                                    # openai-compatible server gets a key only if this is set
     timeout = 120                   # seconds per model call
     max_attempts = 5                # tries per model call on 429, 5xx, timeouts
 
@@ -29,7 +30,6 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 
@@ -112,7 +112,3 @@ def load_config(path: Path | None) -> Config:
         for m in config.tools.modules
     ]
     return config
-
-
-def api_key(config: ModelConfig, default_env: str) -> str | None:
-    return os.environ.get(config.api_key_env or default_env) or None

@@ -50,7 +50,8 @@ def _no_tasks(home: Path) -> bool:
         (["run", "x"], "no model configured: pass --model URI"),
         (["run", "x", "--model", "gpt-5"], "has no scheme; use one of: scripted:..."),
         (["run", "x", "--model", "claude:opus"], "unknown model scheme 'claude'"),
-        (["run", "x", "--model", "openai:gpt-5.5"], "needs an API key: set OPENAI_API_KEY"),
+        (["run", "x", "--model", "openai:gpt-5.5"], "needs an API key: set $OPENAI_API_KEY"),
+        (["run", "x", "--model", "openai:"], "names no model (or script) after 'openai:'"),
         (["run", "x", "--model", "openai-compatible:http://127.0.0.1:9/v1"], "needs the model"),
         (["run", "x", "--model", "openai-compatible:ftp://h/v1#m"], "must be an http(s) URL"),
         (["run", "x", "--model", "scripted:/nonexistent/turns.json"], "cannot read script"),
@@ -241,7 +242,11 @@ def test_a_task_through_the_openai_wire_format(
             }
         )
 
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    # A key meant for OpenAI is never sent to another server unless the config names it.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-key")
+    monkeypatch.setenv("LOCAL_MODEL_KEY", "sk-test")
+    (tmp_path / "agent.toml").write_text('[model]\napi_key_env = "LOCAL_MODEL_KEY"\n')
+    monkeypatch.chdir(tmp_path)
     with WireServer() as server:
         server.reply(
             tool_call("submit_plan", {"steps": ["Multiply"]}, 100),
@@ -259,6 +264,7 @@ def test_a_task_through_the_openai_wire_format(
     assert result["usage"]["input_tokens"] == 600
     assert len(requests) == 4
     assert headers["authorization"] == "Bearer sk-test"
+
     assert [t["function"]["name"] for t in requests[0]["tools"]] == ["submit_plan"]
     act_tools = [t["function"]["name"] for t in requests[2]["tools"]]
     assert act_tools[:2] == ["calculate", "current_time"]
@@ -443,3 +449,15 @@ def test_a_task_keeps_its_tools_and_policy_for_every_later_command(
     assert "runs with tools that cannot be loaded now" in _error(capsys)
     with Store.open(home / "events.db") as store:
         assert store.task(second).status == "awaiting_approval"
+
+
+def test_no_key_goes_to_a_compatible_server_unless_configured(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-key")
+    plan = {"choices": [{"message": {"role": "assistant", "content": "no plan"}}]}
+    with WireServer() as server:
+        server.reply(*[Reply(body=plan)] * 3)
+        model = f"openai-compatible:{server.url}/v1#m"
+        assert main(["run", "x", "--model", model, "--json"]) == 1
+        assert all("authorization" not in r.headers for r in server.requests)

@@ -31,49 +31,54 @@ def normalize_uri(uri: str) -> str:
 
 
 def backend_from_uri(
-    uri: str, *, api_key: str | None = None, timeout: float = 120.0, max_attempts: int = 5
+    uri: str, *, api_key_env: str | None = None, timeout: float = 120.0, max_attempts: int = 5
 ) -> ModelBackend:
-    """Build the backend a model URI names. Raises `ConfigError` for a URI it cannot use."""
+    """Build the backend a model URI names. Raises `ConfigError` for a URI it cannot use.
+
+    The key is read from the environment variable `api_key_env` names. `openai:` falls back to
+    $OPENAI_API_KEY; `openai-compatible:` does not, so a key meant for one provider is never sent
+    to whatever server a base URL points at.
+    """
     scheme, sep, rest = uri.partition(":")
-    if not sep or not rest:
+    if not sep or not scheme:
         raise ConfigError(
             f"model URI {uri!r} has no scheme; use one of: "
             + ", ".join(f"{s}:..." for s in SCHEMES)
         )
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"unknown model scheme {scheme!r} in {uri!r}; use one of: " + ", ".join(SCHEMES)
+        )
+    if not rest:
+        raise ConfigError(f"model URI {uri!r} names no model (or script) after '{scheme}:'")
     retry = RetryPolicy(attempts=max_attempts)
     if scheme == "scripted":
         backend = ScriptedBackend.from_file(Path(rest).expanduser())
         backend.name = normalize_uri(uri)
         return backend
     if scheme == "openai":
-        key = api_key or os.environ.get("OPENAI_API_KEY")
+        variable = api_key_env or "OPENAI_API_KEY"
+        key = os.environ.get(variable)
         if not key:
-            raise ConfigError(
-                f"{uri} needs an API key: set OPENAI_API_KEY (or [model] api_key_env in agent.toml)"
-            )
+            raise ConfigError(f"{uri} needs an API key: set ${variable}")
         base = os.environ.get("OPENAI_BASE_URL", OPENAI_URL)
         openai = OpenAICompatibleBackend(base, rest, api_key=key, timeout=timeout, retry=retry)
         openai.name = uri
         return openai
-    if scheme == "openai-compatible":
-        base, hash_, model = rest.partition("#")
-        if not hash_ or not model:
-            raise ConfigError(
-                f"model URI {uri!r} needs the model after '#', e.g. "
-                "openai-compatible:http://127.0.0.1:8080/v1#qwen3-30b-a3b"
-            )
-        compat = OpenAICompatibleBackend(
-            base,
-            model,
-            timeout=timeout,
-            retry=retry,
-            api_key=api_key or os.environ.get("OPENAI_API_KEY"),
+    base, hash_, model = rest.partition("#")
+    if not hash_ or not model:
+        raise ConfigError(
+            f"model URI {uri!r} needs the model after '#', e.g. "
+            "openai-compatible:http://127.0.0.1:8080/v1#qwen3-30b-a3b"
         )
-        compat.name = uri
-        return compat
-    raise ConfigError(
-        f"unknown model scheme {scheme!r} in {uri!r}; use one of: " + ", ".join(SCHEMES)
-    )
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise ConfigError(f"[model] api_key_env names ${api_key_env}, which is not set")
+    compat = OpenAICompatibleBackend(base, model, timeout=timeout, retry=retry, api_key=key)
+    compat.name = uri
+    return compat
 
 
 __all__ = ["SCHEMES", "ModelBackend", "backend_from_uri", "normalize_uri"]
