@@ -59,6 +59,14 @@ def status_line(state: TaskState, *, events: int | None = None) -> str:
     return f"[dim]{' · '.join(parts)}[/]"
 
 
+_BUDGET_FLAGS = {
+    "steps": "--max-steps N",
+    "tokens": "--max-tokens N",
+    "time": "--max-seconds S",
+    "cost": "--max-cost USD",
+}
+
+
 def next_move(state: TaskState) -> str | None:
     """What a person can do next about a task that stopped short of done."""
     task_id = state.task_id
@@ -66,11 +74,17 @@ def next_move(state: TaskState) -> str | None:
         return (
             f"waiting for a reviewer: agent approve {task_id}  |  agent deny {task_id} --reason …"
         )
-    if state.status == "paused":
-        raise_limit = state.pause is not None and state.pause.reason == "budget_exhausted"
-        return f"continue with: agent resume {task_id}" + (
-            " --max-steps N (or another raised limit)" if raise_limit else ""
-        )
+    if state.status == "paused" and state.pause is not None:
+        pause = state.pause
+        if pause.reason == "budget_exhausted":
+            used = pause.detail.split(":", 1)[0]  # "steps", "tokens", "time" or "cost"
+            flag = _BUDGET_FLAGS.get(used, "--max-steps N")
+            return f"continue with a higher limit: agent resume {task_id} {flag}"
+        if pause.reason == "tool_crashed":
+            return f"fix the tool, then: agent resume {task_id}"
+        if pause.reason == "model_error":
+            return f"once the model answers again: agent resume {task_id} [--model URI]"
+        return f"continue with: agent resume {task_id}"
     if state.status == "stuck":
         return f"try again with: agent resume {task_id}"
     return None

@@ -2,9 +2,9 @@
 
 Exit codes (for scripts):
     0  the task is done
-    1  the task failed
+    1  the task failed (or a scripted run left turns of its script unused)
     2  bad usage, config, or environment (nothing ran)
-    3  the task is waiting for a reviewer (`agent approve ID` / `agent deny ID`)
+    3  the task is waiting for a reviewer (`agent approve ID` / `agent deny ID --reason ...`)
     4  the task is paused (a budget ran out, the model failed, Ctrl-C): `agent resume ID`
     5  the task is stuck (it repeated itself): `agent resume ID` to try again
 """
@@ -20,10 +20,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from agent import __version__
 from agent._views import next_move, print_history, print_tasks, print_tools, status_line, summary
@@ -33,7 +34,7 @@ from agent.backends.base import ModelBackend
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config, find_config, load_config
 from agent.errors import AgentError, ConfigError, TaskBusy
-from agent.events import Limits
+from agent.events import Limits, Status
 from agent.render import Renderer
 from agent.runner import Price, Runner
 from agent.state import TaskState
@@ -61,7 +62,7 @@ def _common_options() -> argparse.ArgumentParser:
         help="agent.toml to use (default: ./agent.toml, then $AGENT_HOME/agent.toml)",
     )
     common.add_argument(
-        "--json", action="store_true", help="print one JSON object at the end, no live output"
+        "--json", action="store_true", help="print JSON instead of text (for scripts)"
     )
     return common
 
@@ -143,7 +144,12 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     tasks = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
-    tasks.add_argument("--status", action="append", help="only tasks in this status (repeatable)")
+    tasks.add_argument(
+        "--status",
+        action="append",
+        choices=get_args(Status),
+        help="only tasks in this status (repeatable)",
+    )
     tasks.add_argument("--limit", type=int, default=50)
 
     show = sub.add_parser("show", parents=[common], help="print a task's whole event history")
@@ -166,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(find_config(args.config))
         return _dispatch(args, config, out)
     except AgentError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: the task is paused (`agent tasks` lists it)")
@@ -309,13 +315,21 @@ def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console)
     return _until_stopped(s, runner, task_id, raised)
 
 
+_LIMIT_FLAGS = {
+    "max_steps": "--max-steps",
+    "max_tokens": "--max-tokens",
+    "max_seconds": "--max-seconds",
+    "max_cost_usd": "--max-cost",
+}
+
+
 def _limits(base: Limits, given: dict[str, Any]) -> Limits:
     """`base` with the limits given as flags, validated (a bad one would poison the log)."""
     try:
         return Limits.model_validate({**base.model_dump(), **given})
     except ValidationError as exc:
         problems = "; ".join(
-            f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}"
+            f"{_LIMIT_FLAGS.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}"
             for err in exc.errors(include_url=False)
         )
         raise ConfigError(f"invalid limit: {problems}") from None
@@ -375,7 +389,12 @@ def _ask_approval(out: Console) -> tuple[bool, str] | None:
             return True, reason.strip()
         if word.lower() in ("n", "no"):
             return False, reason.strip()
-        out.print("please answer y or n (Ctrl-C pauses the task; it stays waiting for you)")
+        out.print("please answer y or n (Ctrl-C stops here; the task keeps waiting for a reviewer)")
+
+
+def _print_error(message: str) -> None:
+    # Escaped: messages quote TOML ("[model] uri") that rich would take for markup.
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
 
 
 def _can_prompt(args: argparse.Namespace) -> bool:
@@ -402,7 +421,7 @@ async def _resume_all(s: _Session) -> int:
         except AgentError as exc:
             errors.append({"task_id": task_id, "error": str(exc)})
             codes.append(EXIT_USAGE)
-            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {task_id}: {exc}")
+            _print_error(f"{task_id}: {exc}")
             continue
         codes.append(EXIT.get(state.status, 1))
         results.append(summary(state))
@@ -435,7 +454,7 @@ def _report(s: _Session, runner: Runner, state: TaskState) -> int:
             try:
                 backend.verify(state.turns)
             except AgentError as exc:
-                Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}")
+                _print_error(str(exc))
                 code = 1
     if s.args.json:
         print(json.dumps(summary(state), ensure_ascii=False))

@@ -86,7 +86,7 @@ class Renderer:
             case ReplyRejected():
                 return f"    [red]✗ reply rejected:[/] {escape(_cut(e.error, cut))}"
             case CallRejected():
-                return f"    [red]✗ {escape(e.tool)} not run:[/] {escape(_cut(e.error, cut))}"
+                return f"    [red]✗ {escape(_cut(e.tool, 60))}:[/] {escape(_cut(e.error, cut))}"
             case GateDecided():
                 if e.verdict == "deny":
                     return (

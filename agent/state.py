@@ -160,6 +160,7 @@ class TaskState:
     calls: dict[str, Call] = field(default_factory=dict)
     #: the stuck detector's memory: the last two observations and how long each pattern has run
     recent: deque[_Signature] = field(default_factory=lambda: deque(maxlen=2))
+    recent_shown: deque[str] = field(default_factory=lambda: deque(maxlen=2))
     repeat_run: int = 0
     error_run: int = 0
     alternation_run: int = 0
@@ -238,7 +239,8 @@ class TaskState:
             self.pending_plan = None
         elif self.pending is not None:
             self.pending.rejected = event.error
-            self._remember("reply:" + self.pending.response.text, event.error, True)
+            text = self.pending.response.text
+            self._remember("reply:" + text, event.error, True, f"a reply with no tool call: {text}")
             self._close_turn()
 
     def _on_call_rejected(self, event: CallRejected) -> None:
@@ -333,6 +335,7 @@ class TaskState:
 
     def _forget_runs(self) -> None:
         self.recent.clear()
+        self.recent_shown.clear()
         self.repeat_run = self.error_run = self.alternation_run = 0
 
     def _observe(self, ref: str, text: str, *, error: bool) -> None:
@@ -340,12 +343,14 @@ class TaskState:
         call.observation, call.is_error = text, error
         # The call hash identifies a validated call; a rejected one is known by its raw text.
         action = call.call_hash or call.wire.arguments
-        self._remember(f"{call.wire.name}:{action}", text, error)
+        shown = f"{call.wire.name}({_short(call.wire.arguments, 80)})"
+        self._remember(f"{call.wire.name}:{action}", text, error, shown)
         if self.pending is not None and self.pending.resolved:
             self._close_turn()
 
-    def _remember(self, action: str, observation: str, error: bool) -> None:
-        """Update the stuck detector's runs in constant time."""
+    def _remember(self, action: str, observation: str, error: bool, shown: str) -> None:
+        """Update the stuck detector's runs in constant time. `shown` is the action for people."""
+        self.recent_shown.append(shown)
         sig = _Signature(action, observation, error)
         prev = self.recent[-1] if self.recent else None
         before = self.recent[0] if len(self.recent) == 2 else None
@@ -377,12 +382,12 @@ class TaskState:
         if self.repeat_run >= lim.stuck_repeats:
             return (
                 f"the same action and observation {self.repeat_run} times in a row: "
-                f"{_short(last.action)}"
+                f"{self.recent_shown[-1]}"
             )
         if self.alternation_run >= lim.stuck_alternation:
             return (
                 f"alternating between two actions for {self.alternation_run} steps: "
-                f"{_short(self.recent[0].action)} / {_short(last.action)}"
+                f"{self.recent_shown[0]} / {self.recent_shown[-1]}"
             )
         return None
 

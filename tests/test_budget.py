@@ -120,7 +120,9 @@ async def test_identical_action_and_observation_repeated_4_times_is_stuck(store:
     state = await _stuck_after(store, turns)
     assert state.status == "stuck"
     assert state.end_reason is not None
-    assert state.end_reason.startswith("the same action and observation 4 times in a row")
+    assert state.end_reason == (
+        'the same action and observation 4 times in a row: calculate({"expression": "1 + 1"})'
+    )
     assert _ran(store, state.task_id) == 4
 
 

@@ -318,7 +318,7 @@ def test_invalid_limits_are_refused_before_anything_is_written(
     with Store.open(home / "events.db") as store:
         before = len(store.events(task_id))
     assert main(["resume", task_id, "--max-cost", "-1"]) == 2
-    assert "invalid limit: --max-cost-usd" in _error(capsys)
+    assert "invalid limit: --max-cost: Input should be greater than 0" in _error(capsys)
     with Store.open(home / "events.db") as store:
         assert len(store.events(task_id)) == before, "the log is untouched, and still readable"
     assert main(["show", task_id]) == 0
