@@ -160,7 +160,7 @@ class TaskState:
     calls: dict[str, Call] = field(default_factory=dict)
     #: the stuck detector's memory: the last two observations and how long each pattern has run
     recent: deque[_Signature] = field(default_factory=lambda: deque(maxlen=2))
-    recent_shown: deque[str] = field(default_factory=lambda: deque(maxlen=2))
+    recent_shown: deque[ToolCall | str] = field(default_factory=lambda: deque(maxlen=2))
     repeat_run: int = 0
     error_run: int = 0
     alternation_run: int = 0
@@ -240,7 +240,7 @@ class TaskState:
         elif self.pending is not None:
             self.pending.rejected = event.error
             text = self.pending.response.text
-            self._remember("reply:" + text, event.error, True, f"a reply with no tool call: {text}")
+            self._remember("reply:" + text, event.error, True, text)
             self._close_turn()
 
     def _on_call_rejected(self, event: CallRejected) -> None:
@@ -343,13 +343,13 @@ class TaskState:
         call.observation, call.is_error = text, error
         # The call hash identifies a validated call; a rejected one is known by its raw text.
         action = call.call_hash or call.wire.arguments
-        shown = f"{call.wire.name}({_short(call.wire.arguments, 80)})"
-        self._remember(f"{call.wire.name}:{action}", text, error, shown)
+        self._remember(f"{call.wire.name}:{action}", text, error, call.wire)
         if self.pending is not None and self.pending.resolved:
             self._close_turn()
 
-    def _remember(self, action: str, observation: str, error: bool, shown: str) -> None:
-        """Update the stuck detector's runs in constant time. `shown` is the action for people."""
+    def _remember(self, action: str, observation: str, error: bool, shown: ToolCall | str) -> None:
+        """Update the stuck detector's runs in constant time. `shown` is what to tell people
+        (the call, or a reply's text), formatted only if the task is found stuck."""
         self.recent_shown.append(shown)
         sig = _Signature(action, observation, error)
         prev = self.recent[-1] if self.recent else None
@@ -382,12 +382,12 @@ class TaskState:
         if self.repeat_run >= lim.stuck_repeats:
             return (
                 f"the same action and observation {self.repeat_run} times in a row: "
-                f"{self.recent_shown[-1]}"
+                f"{_shown(self.recent_shown[-1])}"
             )
         if self.alternation_run >= lim.stuck_alternation:
             return (
                 f"alternating between two actions for {self.alternation_run} steps: "
-                f"{self.recent_shown[0]} / {self.recent_shown[-1]}"
+                f"{_shown(self.recent_shown[0])} / {_shown(self.recent_shown[-1])}"
             )
         return None
 
@@ -404,6 +404,12 @@ class TaskState:
         if lim.max_cost_usd is not None and self.cost_usd >= lim.max_cost_usd:
             return f"cost: ${self.cost_usd:.4f} of ${lim.max_cost_usd:.4f} used"
         return None
+
+
+def _shown(action: ToolCall | str) -> str:
+    if isinstance(action, str):
+        return f"a reply with no tool call: {_short(action)}"
+    return f"{action.name}({_short(action.arguments, 80)})"
 
 
 def _short(text: str, limit: int = 120) -> str:

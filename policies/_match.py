@@ -1,98 +1,24 @@
 """Matching machinery for the gate: rules compiled once, a lazy view of one call's arguments.
 
 Everything here is pure and allocation-light because the gate runs on every step of the loop:
-patterns are compiled when the gate is built, and a call's derived values (its normalised command,
-URL host, method, path) are computed at most once, and only if some rule asks for them.
+patterns are compiled when the gate is built, and a call's derived values (the readings of its
+command, the hosts of its URL, its method and path; see `policies._readings`) are computed at most
+once, and only if some rule asks for them.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import json
-import posixpath
 import re
-import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+
+from policies._readings import command_readings, normalise_path, url_hosts
 
 if TYPE_CHECKING:
     from policies.rules import Rule
-
-_WHITESPACE = re.compile(r"\s+")
-_LEGACY_IPV4 = re.compile(r"^[0-9][0-9a-fx.]*$")
-
-
-def normalise_command(command: str) -> str:
-    """A command as prefixes see it: whitespace runs made one space, ending in one space.
-
-    The trailing space stands for the end of the command, so a prefix that ends in a space matches
-    a whole word: ``"rm -rf / "`` matches ``rm -rf /`` and ``rm -rf / --x`` but not ``rm -rf /tmp``.
-    """
-    return _WHITESPACE.sub(" ", command.strip()) + " "
-
-
-def normalise_prefix(prefix: str) -> str:
-    """A `command_prefix` entry: leading whitespace dropped, whitespace runs made one space."""
-    return _WHITESPACE.sub(" ", prefix.lstrip())
-
-
-def canonical_host(host: str) -> str:
-    """A host in the one spelling rules compare against: lower case, no trailing dot, and an IP
-    address in its standard form, whatever legacy spelling (``2852039166``, ``0xa9.0xfe.43518``,
-    ``::ffff:169.254.169.254``) names it. A deny list that missed another spelling of the same
-    address would be no deny list."""
-    host = host.lower().rstrip(".")
-    if ":" in host:
-        try:
-            address = ipaddress.IPv6Address(host)
-        except ValueError:
-            return host
-        return str(address.ipv4_mapped or address)
-    if _LEGACY_IPV4.match(host):
-        try:
-            # inet_aton is a pure parser (no lookup) and accepts the forms HTTP clients accept.
-            return socket.inet_ntoa(socket.inet_aton(host))
-        except OSError:
-            return host
-    return host
-
-
-def url_hosts(url: str) -> tuple[str, ...]:
-    """Every host a URL could be read to name: none when it has no host, two when parsers differ.
-
-    A URL without a scheme (``example.com/x``) is read as if it had one. A backslash in the
-    authority is read by some clients as the end of the host and by others as part of the user
-    info (``http://a.com\\@b.com``): both readings are returned, so that an allow rule must cover
-    both and a deny rule catches either.
-    """
-    readings = [url]
-    if "://" not in url and not url.startswith("/"):
-        readings = ["//" + url]
-    if "\\" in url:
-        readings.append(readings[0].replace("\\", "/"))
-    hosts: list[str] = []
-    for text in readings:
-        try:
-            host = urlsplit(text).hostname
-        except ValueError:  # e.g. an unclosed IPv6 bracket: no parseable host
-            continue
-        if host:
-            canonical = canonical_host(host)
-            if canonical not in hosts:
-                hosts.append(canonical)
-    return tuple(hosts)
-
-
-def normalise_path(path: str) -> str:
-    """A path with ``.`` and ``..`` resolved lexically (no file system), so ``/tmp/../etc/x`` is
-    seen as ``/etc/x``. POSIX keeps a leading ``//`` distinct; nothing here does, so it is one."""
-    normal = posixpath.normpath(path)
-    if normal.startswith("//"):
-        normal = "/" + normal.lstrip("/")
-    return normal
 
 
 def path_glob(pattern: str) -> str:
@@ -156,6 +82,16 @@ def render_argument(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def _command_text(value: object) -> str | None:
+    """A `command` argument as text: a string, or an argv list joined with spaces (it runs the
+    same program as its joined form); None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    return None
+
+
 _UNSET: Any = object()
 
 
@@ -166,28 +102,32 @@ class Call:
     cost more than the matching itself.)
     """
 
-    __slots__ = ("_command", "_hosts", "_method", "_path", "arguments")
+    __slots__ = ("_commands", "_hosts", "_method", "_path", "arguments")
 
     def __init__(self, arguments: Mapping[str, Any]) -> None:
         self.arguments = arguments
-        self._command = self._hosts = self._method = self._path = _UNSET
+        self._commands = self._hosts = self._method = self._path = _UNSET
 
     @property
-    def command(self) -> str | None:
-        if self._command is _UNSET:
-            value = self.arguments.get("command")
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                value = " ".join(value)  # an argv list runs the same program as its joined form
-            self._command = normalise_command(value) if isinstance(value, str) else None
-        result: str | None = self._command
+    def commands(self) -> tuple[str, ...] | None:
+        """The readings of the `command` argument (`command_readings`); None without one."""
+        if self._commands is _UNSET:
+            text = _command_text(self.arguments.get("command"))
+            self._commands = command_readings(text) if text is not None else None
+        result: tuple[str, ...] | None = self._commands
         return result
 
     @property
-    def hosts(self) -> tuple[str, ...]:
+    def hosts(self) -> tuple[str, ...] | None:
+        """The hosts the `url` argument may name (`url_hosts`): None without a `url` argument,
+        empty when there is one but no host can be read from it."""
         if self._hosts is _UNSET:
             value = self.arguments.get("url")
-            self._hosts = url_hosts(value) if isinstance(value, str) else ()
-        result: tuple[str, ...] = self._hosts
+            if value is None:
+                self._hosts = None
+            else:
+                self._hosts = url_hosts(value) if isinstance(value, str) else ()
+        result: tuple[str, ...] | None = self._hosts
         return result
 
     @property
@@ -207,9 +147,14 @@ class Call:
         return result
 
     def rendered(self, name: str) -> str | None:
+        """Argument `name` as `[rule.args]` globs see it (`render_argument`; a `command` argv
+        list joined with spaces, as `command_prefix` reads it); None when the call lacks it."""
         if name not in self.arguments:
             return None
-        return render_argument(self.arguments[name])
+        value = self.arguments[name]
+        if name == "command" and (text := _command_text(value)) is not None:
+            return text
+        return render_argument(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,26 +182,30 @@ class _Patterns:
 
 
 class CompiledRule:
-    """One rule, ready to test calls against. `explain` says what matched, for previews."""
+    """Rule number `index` of a rule set, ready to test calls against; `label` names it uniquely
+    in decisions. `explain` says what matched, for previews."""
 
     __slots__ = (
         "action",
         "args",
         "command",
         "hosts",
+        "index",
         "inspects_arguments",
         "label",
         "methods",
         "path",
+        "reads",
         "reason",
         "tool",
         "touches",
     )
 
-    def __init__(self, rule: Rule, label: str) -> None:
+    def __init__(self, rule: Rule, label: str, index: int) -> None:
         self.action = rule.action
         self.reason = rule.reason
         self.label = label
+        self.index = index
         self.tool = _Patterns.compile(rule.tool) if rule.tool else None
         self.touches = frozenset(rule.touches) if rule.touches else None
         self.methods = frozenset(rule.method) if rule.method else None
@@ -268,10 +217,19 @@ class CompiledRule:
             if rule.args
             else None
         )
+        #: the arguments its matchers read; a tool without one of them can never match the rule
+        self.reads = frozenset(
+            name
+            for name, matcher in (
+                ("method", self.methods),
+                ("command", self.command),
+                ("path", self.path),
+                ("url", self.hosts),
+            )
+            if matcher is not None
+        ) | frozenset(name for name, _ in self.args or ())
         #: whether matching looks at the arguments at all (most rules look only at the tool)
-        self.inspects_arguments = any(
-            m is not None for m in (self.methods, self.command, self.path, self.hosts, self.args)
-        )
+        self.inspects_arguments = bool(self.reads)
 
     def applies_to(self, tool_name: str, touches: str) -> bool:
         """Whether the tool-level matchers (`tool`, `touches`) accept this tool."""
@@ -280,13 +238,15 @@ class CompiledRule:
         return self.touches is None or touches in self.touches
 
     def matches(self, call: Call) -> bool:
-        """Whether the argument-level matchers accept the call (the tool was checked before)."""
+        """Whether the argument-level matchers accept the call (the tool was checked before).
+
+        Where the text reads several ways (a command line's simple commands, a URL's hosts), an
+        allow rule needs every reading to match and a deny or ask rule needs one.
+        """
         if self.methods is not None and call.method not in self.methods:
             return False
-        if self.command is not None:
-            command = call.command
-            if command is None or not command.startswith(self.command):
-                return False
+        if self.command is not None and not self._command_matches(call.commands):
+            return False
         if self.path is not None:
             path = call.path
             if path is None or not self.path.match(path):
@@ -300,31 +260,56 @@ class CompiledRule:
                     return False
         return True
 
-    def _hosts_match(self, hosts: tuple[str, ...]) -> bool:
-        assert self.hosts is not None
-        if not hosts:
+    def _command_matches(self, readings: tuple[str, ...] | None) -> bool:
+        assert self.command is not None
+        if readings is None:
             return False
-        # Where a URL reads two ways, allowing needs both readings covered, refusing needs one.
+        if self.action != "allow":
+            return any(reading.startswith(self.command) for reading in readings)
+        # Allowing needs every command that runs covered: the simple commands, not the line.
+        runs = readings[1:] or readings
+        return all(reading.startswith(self.command) for reading in runs)
+
+    def _hosts_match(self, hosts: tuple[str, ...] | None) -> bool:
+        assert self.hosts is not None
+        if hosts is None:
+            return False
+        if not hosts:
+            # A URL no parser could read a host from: a deny or ask rule fails closed (it
+            # matches), an allow rule does not match.
+            return self.action != "allow"
         test = all if self.action == "allow" else any
         return test(self.hosts.match(h) for h in hosts)
 
     def explain(self, call: Call) -> Iterator[str]:
         """Lines saying which argument values made this rule match, for a reviewer."""
-        if self.hosts is not None:
+        if self.hosts is not None and call.hosts is not None:
             for host in call.hosts:
                 yield f"host: {host}{_because(self.hosts.which(host))}"
+            if not call.hosts:
+                yield "host: none could be read from the url"
         if self.methods is not None and call.method is not None:
             yield f"method: {call.method}"
         if self.path is not None and call.path is not None:
             yield f"path: {call.path}{_because(self.path.which(call.path))}"
-        if self.command is not None and call.command is not None:
-            prefix = next((p for p in self.command if call.command.startswith(p)), None)
-            shown = call.command.rstrip()
-            yield f"command: {shown}" + (f' (starts with "{prefix.rstrip()}")' if prefix else "")
+        if self.command is not None and call.commands is not None:
+            yield _explain_command(call.commands, self.command)
         for name, patterns in self.args or ():
             value = call.rendered(name)
             if value is not None:
                 yield f"{name}: {value}{_because(patterns.which(value))}"
+
+
+def _explain_command(readings: tuple[str, ...], prefixes: tuple[str, ...]) -> str:
+    shown = f"command: {readings[0].rstrip()}"
+    for index, reading in enumerate(readings):
+        prefix = next((p for p in prefixes if reading.startswith(p)), None)
+        if prefix is None:
+            continue
+        if index == 0:  # the whole line
+            return f'{shown} (starts with "{prefix.rstrip()}")'
+        return f'{shown} (runs "{reading.rstrip()}", which starts with "{prefix.rstrip()}")'
+    return shown
 
 
 def _because(pattern: str | None) -> str:

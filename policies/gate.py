@@ -31,12 +31,14 @@ class Gate:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self._compiled = tuple(
-            CompiledRule(rule, rules.label(i)) for i, rule in enumerate(rules.rules)
+            CompiledRule(rule, rules.label(i), i) for i, rule in enumerate(rules.rules)
         )
         # The rules whose `tool`/`touches` matchers accept a tool depend on its name and touches
         # only, so they are worked out once per tool rather than on every call.
-        self._by_tool: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
-        self._fixed: dict[tuple[str, str], Allow | Deny] = {}
+        self._by_tool: dict[Tool, tuple[CompiledRule, ...]] = {}
+        # Allow and Deny decisions by (rule index, tool name): the index, not the label, names a
+        # rule, so that no two rules can ever share a cached decision.
+        self._fixed: dict[tuple[int, str], Allow | Deny] = {}
 
     def __repr__(self) -> str:
         return (
@@ -58,9 +60,10 @@ class Gate:
 
     @classmethod
     def default(cls) -> Gate:
-        """The gate of the packaged `policies/default.toml`: destructive commands, cloud metadata
-        and system paths denied; reads and workspace writes allowed; external and deploy
-        effects asked of a reviewer."""
+        """The gate of the packaged `policies/default.toml`: literal spellings of destructive
+        commands, cloud metadata hosts and system paths denied; every command and every absolute
+        path asked of a reviewer (until the sandbox contains them); reads and writes to relative
+        paths allowed; external and deploy effects asked of a reviewer."""
         text = resources.files("policies").joinpath("default.toml").read_text(encoding="utf-8")
         return cls.from_text(text, source="policies/default.toml")
 
@@ -73,19 +76,26 @@ class Gate:
         return self._default(tool, call)
 
     def _rules_for(self, tool: Tool) -> tuple[CompiledRule, ...]:
-        key = (tool.name, tool.touches)
-        found = self._by_tool.get(key)
+        """The rules that can apply to this tool, worked out once per tool: its name and what it
+        touches must fit, and it must have every argument the rule reads (a shell rule can never
+        match a tool with no `command`), so most calls test only a rule or two."""
+        found = self._by_tool.get(tool)
         if found is None:
             if len(self._by_tool) >= _MAX_CACHED_TOOLS:
                 self._by_tool.clear()
-            found = tuple(r for r in self._compiled if r.applies_to(tool.name, tool.touches))
-            self._by_tool[key] = found
+            parameters = tool.args_model.model_fields.keys()
+            found = tuple(
+                r
+                for r in self._compiled
+                if r.applies_to(tool.name, tool.touches) and r.reads <= parameters
+            )
+            self._by_tool[tool] = found
         return found
 
     def _decide(self, rule: CompiledRule, tool: Tool, call: Call) -> Decision:
         if rule.action != "ask":
             # Allow and Deny do not depend on the arguments: made once per (rule, tool).
-            key = (rule.label, tool.name)
+            key = (rule.index, tool.name)
             decision = self._fixed.get(key)
             if decision is None:
                 if len(self._fixed) >= _MAX_CACHED_TOOLS:

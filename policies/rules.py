@@ -23,24 +23,48 @@ is `[default]`). All matchers in a rule must match; within a list, any entry may
 stands for a list of one. A matcher about an argument the call does not have does not match.
 
 - ``tool`` and ``[rule.args]`` are shell-style globs (``*``, ``?``, ``[abc]``, ``[!abc]``),
-  case-sensitive; ``*`` matches any characters. An argument that is not a string is matched in
-  its compact JSON form: ``force = "true"`` matches ``true``, ``ids = "[1,2]"`` matches ``[1, 2]``.
-- ``command_prefix`` compares after leading whitespace is dropped and every whitespace run is made
-  one space. The end of the command counts as a space, so a prefix ending in a space matches a
-  whole word: ``"rm -rf / "`` matches ``rm -rf /`` and ``rm -rf / --no-preserve-root``, not
-  ``rm -rf /tmp``, while ``"mkfs"`` matches ``mkfs.ext4``. A list-of-strings command is joined.
-- ``url_host`` globs are case-insensitive. The host is read from the URL (a URL without a scheme
-  is read as if it had one); an IP address in any spelling is compared in its standard form. A
-  URL with no host matches no ``url_host`` rule. A URL that parsers read two ways (a backslash
-  before the host) must match an allow rule both ways, and matches a deny or ask rule either way.
+  case-sensitive; ``*`` matches any characters. ``[rule.args]`` sees the value as written. An
+  argument that is not a string is matched in its compact JSON form: ``force = "true"`` matches
+  ``true``, ``ids = "[1,2]"`` matches ``[1, 2]``; but a ``command`` given as a list of strings is
+  joined with spaces, as ``command_prefix`` reads it.
+- ``command_prefix`` compares against each simple command of the ``command`` argument: the line
+  is split at ``;``, ``&&``, ``||``, ``|``, ``&``, newlines, parentheses and backquotes; each
+  part is split into words as a POSIX shell does (quotes removed); leading ``sudo``, ``env``,
+  ``command``, ``exec``, ``nice``, ``nohup`` and ``time`` (with their options), ``VAR=value``
+  words and shell words such as ``then`` or ``{`` are dropped; the program loses a leading
+  backslash and its directory (``/bin/rm`` is ``rm``); words are joined by one space (with an
+  unclosed quote, the line is split at whitespace instead). The end of each part counts as a
+  space, so a prefix ending in a space matches a whole word: ``"rm -rf / "`` matches
+  ``rm -rf /``, ``true && sudo /bin/rm -rf '/';`` and ``rm -rf / --no-preserve-root``, not
+  ``rm -rf /tmp``, while ``"mkfs"`` matches ``mkfs.ext4``. The whole line (whitespace runs
+  made one space) is compared too, for prefixes that span operators. A deny or ask rule matches
+  if any part does; an allow rule only if every simple command does. A list-of-strings command
+  is joined first.
+- ``url_host`` globs are case-insensitive. The host of the ``url`` argument is read by three
+  parsers: Python's ``urlsplit`` (a URL without a scheme is read as if it had one), the same with
+  backslashes read as slashes, and the WHATWG URL standard browsers and HTTP clients follow
+  (``pydantic_core.Url``: ``http:\\\\host\\``, ``http:/host``, ``http:host`` and
+  ``http:///host`` name ``host``). Each host is then put in one spelling: percent-escapes decoded,
+  Unicode compatibility forms folded (fullwidth digits and letters) and the full stops U+3002,
+  U+FF0E and U+FF61 read as ``.``, lower case, no trailing dot, IPv6 brackets and zone ID
+  dropped, and an IP address in its standard form from the spellings ``inet_aton`` and IPv6
+  accept (``2852039166``, ``0xa9fea9fe``, ``0251.0376.0251.0376``, ``169.254.43518``,
+  ``::ffff:169.254.169.254``). A deny or ask rule matches if any reading matches; an allow rule
+  only if every one does. A ``url`` argument from which no host can be read (a bare path, a
+  broken URL, ``file:///x``) matches every deny and ask ``url_host`` rule and no allow rule.
 - ``method`` is case-insensitive.
-- ``path`` is first normalised lexically (``/tmp/../etc/x`` is ``/etc/x``). In the glob, ``*``
-  and ``?`` stay within one segment; ``**/`` matches zero or more directories (``**/.ssh/*``
-  matches ``.ssh/id`` and ``/root/.ssh/id``); a trailing ``/**`` matches the directory and
-  everything under it (``/etc/**`` matches ``/etc`` and ``/etc/a/b``).
+- ``path`` is first normalised lexically (``/tmp/../etc/x`` is ``/etc/x``). A leading ``~`` or
+  ``~user`` is a home directory, so absolute: ``~/x`` stays ``~/x`` and a path that climbs out of
+  it is read from the root (``~/../etc/x`` is ``/etc/x``). In the glob, ``*`` and ``?`` stay
+  within one segment; ``**/`` matches zero or more directories (``**/.ssh/*`` matches ``.ssh/id``
+  and ``/root/.ssh/id``); a trailing ``/**`` matches the directory and everything under it
+  (``/etc/**`` matches ``/etc`` and ``/etc/a/b``).
 
-Command and URL matching are best-effort reading of text a model wrote (a shell has many ways to
-spell a command); the sandbox, not these rules, is the boundary that holds.
+Command, URL and path matching are best-effort tripwires against literal spellings in the
+arguments named ``command``, ``url`` and ``path``, not a boundary. They do not see other flag
+spellings (``rm -r -f -v /``), commands run by other commands (``sh -c '...'``, ``xargs``),
+other destructive programs, a host a name resolves to, or an argument with another name; the
+sandbox, not these rules, is the boundary that holds.
 
 Unknown keys are errors: a typo such as ``comand_prefix`` must not silently widen a policy.
 """
@@ -48,7 +72,6 @@ Unknown keys are errors: a typo such as ``comand_prefix`` must not silently wide
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import re
 import tomllib
@@ -70,7 +93,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from agent.errors import ConfigError
-from policies._match import canonical_host, normalise_prefix
+from policies._readings import canonical_host, normalise_prefix
 from tools.registry import Touches
 
 Action = Literal["allow", "ask", "deny"]
@@ -107,15 +130,9 @@ def _method(value: str) -> str:
 def _host(value: str) -> str:
     if "/" in value or "@" in value:
         raise ValueError("a URL, not a host pattern (write just the host)")
-    _non_empty(value)
-    host = value.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]  # `[fd00::1]` as written in a URL; as a glob it would be a class
-    host = canonical_host(host)
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host
+    # The same spelling as hosts read from URLs: `[FD00:EC2:0::254]` is `fd00:ec2::254` (as a
+    # glob, the brackets would be a class), `ｍｅｔａｄａｔａ` is `metadata`.
+    return canonical_host(_non_empty(value).strip())
 
 
 def _prefix(value: str) -> str:
@@ -168,7 +185,8 @@ class RuleSet:
     """A loaded policy: its rules in order, the default action, and where each came from.
 
     `lines[i]` is the line of rule i's `[[rule]]` header in `source` (empty when the rules were
-    not read from text), `default_line` the line of `[default] action` (None when implicit).
+    not read from text; for rules written inline, `rule = [{...}, {...}]`, all share the line of
+    `rule =`), `default_line` the line of `[default] action` (None when implicit).
     """
 
     rules: tuple[Rule, ...] = ()
@@ -178,9 +196,14 @@ class RuleSet:
     default_line: int | None = None
 
     def label(self, index: int) -> str:
-        """A short name for rule `index`, such as ``policies.toml:14``."""
+        """A short name for rule `index`, unique in the rule set: ``policies.toml:14`` for a
+        ``[[rule]]`` table, ``policies.toml:3 rule 2`` where rules share a line (inline rules),
+        ``<rules>:rule 2`` without lines."""
         if index < len(self.lines):
-            return f"{self.source}:{self.lines[index]}"
+            line = self.lines[index]
+            if self.lines.count(line) == 1:
+                return f"{self.source}:{line}"
+            return f"{self.source}:{line} rule {index + 1}"
         return f"{self.source}:rule {index + 1}"
 
     @property

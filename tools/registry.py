@@ -109,16 +109,12 @@ class Tool:
         self.idempotent = idempotent
         self.args_model, self._ctx_param = _arguments_model(fn, name)
         self._is_async = inspect.iscoroutinefunction(fn)
+        #: what the tool is, beyond its name: approvals and decisions are bound to it, so a
+        #: different function registered under the same name after a restart inherits none
+        self.identity = f"{name}|{touches}|{fn.__module__}.{fn.__qualname__}"
         self.spec = ToolSpec(
             name=name, description=description, parameters=self.args_model.model_json_schema()
         )
-
-    @property
-    def identity(self) -> str:
-        """What the tool is, beyond its name: approvals and decisions are bound to it, so a
-        different function registered under the same name after a restart does not inherit
-        them."""
-        return f"{self.name}|{self.touches}|{self.fn.__module__}.{self.fn.__qualname__}"
 
     @property
     def has_side_effects(self) -> bool:
