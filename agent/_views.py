@@ -48,7 +48,7 @@ def summary(state: TaskState) -> dict[str, Any]:
 def status_line(state: TaskState, *, events: int | None = None) -> str:
     parts = [
         f"{state.task_id}: {state.status}",
-        f"{state.steps_taken} steps",
+        f"{state.steps_taken} step{'' if state.steps_taken == 1 else 's'}",
         f"{state.input_tokens}+{state.output_tokens} tokens",
     ]
     if state.cost_usd:
@@ -115,6 +115,9 @@ def print_tasks(
         when = datetime.fromtimestamp(r.updated).strftime("%Y-%m-%d %H:%M")
         table.add_row(r.id, r.status, when, r.task if len(r.task) < 70 else r.task[:67] + "...")
     out.print(table)
+    total = store.count(statuses=statuses)
+    if total > len(rows):
+        out.print(f"[dim]showing the newest {len(rows)} of {total}; --limit N shows more[/]")
 
 
 def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) -> None:

@@ -47,11 +47,18 @@ EXIT_USAGE = 2
 
 _MODEL_HELP = """model URI: scripted:PATH (replay a script), openai:MODEL ($OPENAI_API_KEY),
 openai-compatible:BASE_URL#MODEL (vLLM, llama.cpp's server, Ollama...). Default: for a new task,
-[model] uri in agent.toml, else $AGENT_MODEL; for an existing task, the model it started with"""
+$AGENT_MODEL, else [model] uri in agent.toml; for an existing task, the model it started with"""
 
 
 _ID_HELP = "task id (a unique prefix is enough)"
 _TOOLS_HELP = "register the @tool functions of a module or .py file (repeatable)"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -150,7 +157,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=get_args(Status),
         help="only tasks in this status (repeatable)",
     )
-    tasks.add_argument("--limit", type=int, default=50)
+    tasks.add_argument(
+        "--limit", type=_positive, default=50, help="show at most this many (default 50)"
+    )
 
     show = sub.add_parser("show", parents=[common], help="print a task's whole event history")
     show.add_argument("id", help=_ID_HELP)
@@ -208,7 +217,7 @@ class _Setup:
     def new(cls, args: argparse.Namespace, config: Config) -> _Setup:
         policy = args.policy or config.policy.file
         return cls(
-            model=args.model or config.model.uri or os.environ.get("AGENT_MODEL"),
+            model=args.model or os.environ.get("AGENT_MODEL") or config.model.uri,
             planner=config.model.planner,
             tools=tuple(_where(t) for t in [*config.tools.modules, *args.tools]),
             policy=str(Path(policy).resolve()) if policy else None,
@@ -282,6 +291,10 @@ def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console)
     given = {k: getattr(args, k) for k in Limits.model_fields if getattr(args, k, None) is not None}
 
     if args.command == "run":
+        if not args.task.strip():
+            raise ConfigError(
+                'the task is empty: say what to do, e.g. agent run "summarise notes.txt"'
+            )
         setup = _Setup.new(args, config)
         runner = s.runner(setup)
         new_limits = _limits(config.limits, given)
@@ -289,6 +302,11 @@ def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console)
             out.print(
                 f"[yellow]{orphans} task{'s were' if orphans > 1 else ' was'} left running by a "
                 "runner that stopped[/]; `agent resume --all` continues them"
+            )
+        if new_limits.max_cost_usd is not None and not _priced(runner, config) and not args.json:
+            out.print(
+                "[yellow]warning:[/] a cost limit is set but \\[prices] has no price for this "
+                "model, so cost is not counted"
             )
         task_id = runner.create(args.task, new_limits, tools=setup.tools, policy=setup.policy)
         return _until_stopped(s, runner, task_id, None)
@@ -321,6 +339,10 @@ _LIMIT_FLAGS = {
     "max_seconds": "--max-seconds",
     "max_cost_usd": "--max-cost",
 }
+
+
+def _priced(runner: Runner, config: Config) -> bool:
+    return all(backend.name in config.prices for backend in runner.backends.values())
 
 
 def _limits(base: Limits, given: dict[str, Any]) -> Limits:
@@ -410,6 +432,8 @@ async def _resume_all(s: _Session) -> int:
     for task_id in orphans:
         try:
             state = TaskState.from_store(s.store, task_id)
+            if not s.args.json:
+                s.out.rule(f"task {task_id}: {state.task}", align="left", style="dim")
             runner = s.runner(_Setup.of(state, s.args), task_id)
             try:
                 state = await runner.run(task_id)

@@ -106,7 +106,20 @@ def load_config(path: Path | None) -> Config:
     base = path.resolve().parent
     if config.policy.file is not None and not config.policy.file.is_absolute():
         config.policy.file = base / config.policy.file
-    # A tool given as a file, like the policy file, is relative to the config that names it.
+    # A scripted model's file, a tool given as a file, and the policy file are all relative to
+    # the config that names them; so are price keys that name a scripted model.
+    for section in ("uri", "planner"):
+        uri = getattr(config.model, section)
+        if uri and uri.startswith("scripted:") and not Path(uri[9:]).expanduser().is_absolute():
+            setattr(config.model, section, f"scripted:{base / uri[9:]}")
+    config.prices = {
+        (
+            f"scripted:{base / k[9:]}"
+            if k.startswith("scripted:") and not Path(k[9:]).is_absolute()
+            else k
+        ): v
+        for k, v in config.prices.items()
+    }
     config.tools.modules = [
         str(base / m) if m.endswith(".py") and not Path(m).is_absolute() else m
         for m in config.tools.modules

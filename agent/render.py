@@ -134,7 +134,8 @@ class Renderer:
                     line += f" [dim]— `agent resume {stored.task_id}` continues it[/]"
                 return line
             case LimitsRaised():
-                return f"[dim]limits now: {e.limits.model_dump_json(exclude_none=True)}[/]"
+                shown = ", ".join(f"{k}={v}" for k, v in e.limits.model_dump().items() if v)
+                return f"[dim]limits now: {shown}[/]"
             case TaskResumed():
                 return "[bold]▶ resumed[/]"
             case TaskFinished():

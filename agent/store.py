@@ -221,6 +221,14 @@ class Store:
         query += " ORDER BY created DESC, rowid DESC LIMIT ?"
         return [TaskRow(*r) for r in self._db.execute(query, (*args, limit)).fetchall()]
 
+    def count(self, *, statuses: Sequence[str] | None = None) -> int:
+        """How many tasks there are (in `statuses`, if given)."""
+        query, args = "SELECT COUNT(*) FROM tasks", list[object]()
+        if statuses:
+            query += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args.extend(statuses)
+        return int(self._db.execute(query, args).fetchone()[0])
+
     def resolve(self, prefix: str) -> str:
         """The task id that starts with `prefix` (ids are long; people type a few characters)."""
         # Escape LIKE's wildcards: a typed `_` or `%` is a character of the id, not a pattern.

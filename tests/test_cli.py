@@ -461,3 +461,45 @@ def test_no_key_goes_to_a_compatible_server_unless_configured(
         model = f"openai-compatible:{server.url}/v1#m"
         assert main(["run", "x", "--model", model, "--json"]) == 1
         assert all("authorization" not in r.headers for r in server.requests)
+
+
+def test_small_things_a_demanding_user_notices(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _script(tmp_path, [{"plan": ["Answer"]}, {"answer": "42"}])
+    assert main(["run", "  ", "--model", model]) == 2
+    assert "the task is empty" in _error(capsys)
+
+    both = write_script(tmp_path / "both.json", [{"plan": ["a"]}, {"done": "x", "answer": "y"}])
+    assert main(["run", "x", "--model", f"scripted:{both}"]) == 2
+    assert "a turn can end the step one way" in _error(capsys)
+
+    # $AGENT_MODEL wins over agent.toml; paths in agent.toml are relative to it.
+    config_dir = tmp_path / "project"
+    config_dir.mkdir()
+    write_script(config_dir / "turns.json", [{"plan": ["Answer"]}, {"answer": "from toml"}])
+    (config_dir / "agent.toml").write_text(
+        '[model]\nuri = "scripted:turns.json"\n[prices."scripted:turns.json"]\ninput = 1.0\n'
+        "output = 1.0\n"
+    )
+    argv = ["run", "x", "--config", str(config_dir / "agent.toml"), "--json"]
+    assert main(argv) == 0, "the script is found next to agent.toml, from any directory"
+    result = _last_json(capsys)
+    assert result["answer"] == "from toml"
+    assert result["usage"]["cost_usd"] > 0, "the price key names the same script"
+    monkeypatch.setenv("AGENT_MODEL", model)
+    assert main(argv) == 0
+    assert _last_json(capsys)["answer"] == "42"
+
+    assert main(["run", "x", "--model", model, "--max-cost", "1"]) == 0
+    assert "a cost limit is set but [prices] has no price for this model" in capsys.readouterr().out
+
+    for _ in range(3):
+        assert main(["run", "x", "--model", model, "--json"]) == 0
+    capsys.readouterr()
+    assert main(["tasks", "--limit", "2"]) == 0
+    assert "showing the newest 2 of" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["tasks", "--limit", "0"])
+    with pytest.raises(SystemExit):
+        main(["tasks", "--status", "waiting"])

@@ -59,6 +59,8 @@ class ScriptedTurn(BaseModel):
         acts = [self.tool, self.done, self.replan, self.answer]
         if self.plan is not None and (any(a is not None for a in acts) or self.tool_calls):
             raise ValueError("a turn with 'plan' cannot also call tools")
+        if sum(a is not None for a in (self.done, self.replan, self.answer)) > 1:
+            raise ValueError("a turn can end the step one way: 'done', 'replan' or 'answer'")
         return self
 
     @property
