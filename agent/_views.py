@@ -32,7 +32,7 @@ def summary(state: TaskState) -> dict[str, Any]:
         "usage": {
             "input_tokens": state.input_tokens,
             "output_tokens": state.output_tokens,
-            "cost_usd": round(state.cost_usd, 6),
+            "cost_usd": round(state.cost_usd, 6) if state.priced else None,
             "seconds": round(state.seconds, 3),
         },
         "pending_approval": None
@@ -141,7 +141,7 @@ def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
                 "name": t.name,
                 "description": t.description,
                 "touches": t.touches,
-                "timeout": t.timeout,
+                "timeout": float(t.timeout),
                 "parameters": t.spec.parameters,
             }
             for t in registry

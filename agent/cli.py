@@ -17,7 +17,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -33,7 +33,7 @@ from agent.backends import backend_from_uri, normalize_uri
 from agent.backends.base import ModelBackend
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config, find_config, load_config
-from agent.errors import AgentError, ConfigError, TaskBusy
+from agent.errors import AgentError, BackendError, ConfigError, TaskBusy
 from agent.events import Limits, Status
 from agent.render import Renderer
 from agent.runner import Price, Runner
@@ -272,18 +272,28 @@ class _Session:
                 f"task {task_id} runs with tools that cannot be loaded now: {exc} "
                 "(pass --tools to give it others)"
             ) from exc
-        executor = _backend(model, self.config)
+        executor = _backend(model, self.config, self._retrying)
         runner = Runner(
             self.store,
             registry,
             Gate.from_file(setup.policy) if setup.policy else Gate.default(),
-            planner=_backend(normalize_uri(planner), self.config) if planner else executor,
+            planner=_backend(normalize_uri(planner), self.config, self._retrying)
+            if planner
+            else executor,
             executor=executor,
             prices={name: Price(p.input, p.output) for name, p in self.config.prices.items()},
         )
         if not self.args.json:
             runner.subscribe(Renderer(self.out))
         return runner
+
+    def _retrying(self, error: BackendError, attempt: int, wait: float) -> None:
+        """Say that the model is being asked again, so a slow retry is not silence."""
+        attempts = self.config.model.max_attempts
+        Console(stderr=True, soft_wrap=True, highlight=False).print(
+            f"[dim]model: {escape(str(error))} \\[{error.code}]; trying again in {wait:.1f} s "
+            f"(attempt {attempt} of {attempts})[/]"
+        )
 
 
 def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console) -> int:
@@ -456,10 +466,16 @@ async def _resume_all(s: _Session) -> int:
     return max(codes, default=0)
 
 
-def _backend(uri: str, config: Config) -> ModelBackend:
+def _backend(
+    uri: str, config: Config, on_retry: Callable[[BackendError, int, float], None]
+) -> ModelBackend:
     mc = config.model
     return backend_from_uri(
-        uri, api_key_env=mc.api_key_env, timeout=mc.timeout, max_attempts=mc.max_attempts
+        uri,
+        api_key_env=mc.api_key_env,
+        timeout=mc.timeout,
+        max_attempts=mc.max_attempts,
+        on_retry=on_retry,
     )
 
 

@@ -129,7 +129,10 @@ class Renderer:
             case ReplanRequested():
                 return f"  [yellow]↻ replanning:[/] {escape(e.reason)}"
             case TaskPaused():
-                line = f"[yellow]⏸ paused ({e.reason}):[/] {escape(_cut(e.detail, cut))}"
+                detail = e.detail if self.detailed else e.detail.split("\n", 1)[0]
+                line = f"[yellow]⏸ paused ({e.reason}):[/] {escape(_cut(detail, cut))}"
+                if "\n" in e.detail and not self.detailed:
+                    line += f" [dim](`agent show {stored.task_id}` has the traceback)[/]"
                 if e.reason == "interrupted" and not self.detailed:
                     line += f" [dim]— `agent resume {stored.task_id}` continues it[/]"
                 return line
@@ -148,7 +151,7 @@ class Renderer:
 
     def _response(self, e: ModelResponded) -> str | None:
         parts = []
-        if e.response.text.strip() and (self.detailed or not e.response.tool_calls):
+        if e.response.text.strip():
             parts.append(f"    [dim]“{escape(_cut(e.response.text, self.limit))}”[/]")
         if e.purpose == "act":
             for call in e.response.tool_calls:

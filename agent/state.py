@@ -153,6 +153,8 @@ class TaskState:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    #: whether any model call had a known price (else cost_usd means "not counted")
+    priced: bool = False
     seconds: float = 0.0
 
     pending: Turn | None = None
@@ -220,7 +222,9 @@ class TaskState:
         usage = event.response.usage
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
-        self.cost_usd += event.cost_usd or 0.0
+        if event.cost_usd is not None:
+            self.cost_usd += event.cost_usd
+            self.priced = True
         self.seconds += event.seconds
         if event.purpose == "plan":
             self.pending_plan = event.response

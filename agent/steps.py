@@ -414,7 +414,9 @@ def reconciled(call: Call, found: ToolResult) -> ToolResulted:
 
 
 def tool_crashed(tool: Tool, exc: BaseException, detail: str) -> TaskPaused:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
     return TaskPaused(
         reason="tool_crashed",
-        detail=f"the tool {tool.name} raised {type(exc).__name__}: {exc}\n{detail}",
+        detail=f"the tool {tool.name} raised {type(exc).__name__}: {exc}{where}\n{detail}",
     )

@@ -87,7 +87,7 @@ def test_a_malformed_script_names_the_place(
 
     unknown = write_script(tmp_path / "unknown.json", [{"plan": ["a"]}, {"tol": "calculate"}])
     assert main(["run", "x", "--model", f"scripted:{unknown}"]) == 2
-    assert "turns.1.tol: Extra inputs are not permitted" in _error(capsys)
+    assert "turn 2.tol: Extra inputs are not permitted" in _error(capsys)
     assert _no_tasks(home)
 
 
@@ -141,7 +141,9 @@ def test_exit_codes_for_each_outcome(
 ) -> None:
     done = _script(tmp_path, [{"plan": ["Answer"]}, {"answer": "42"}], "done.json")
     assert main(["run", "answer", "--model", done, "--json"]) == 0
-    assert _last_json(capsys)["answer"] == "42"
+    finished = _last_json(capsys)
+    assert finished["answer"] == "42"
+    assert finished["usage"]["cost_usd"] is None, "no price known: not counted, not zero"
 
     runaway: list[dict[str, Any]] = [{"plan": ["Add"]}]
     runaway += [{"tool": "calculate", "args": {"expression": f"{i}+1"}} for i in range(5)]
@@ -256,7 +258,11 @@ def test_a_task_through_the_openai_wire_format(
         )
         model = f"openai-compatible:{server.url}/v1#local-moe"
         assert main(["run", "multiply six by seven", "--model", model, "--json"]) == 0
-        result = _last_json(capsys)
+        captured = capsys.readouterr()
+        result = json.loads(captured.out)
+        # A retry is said, not silent: which error, how long, which attempt.
+        assert "[server_error]; trying again in" in captured.err
+        assert "(attempt 2 of 5)" in captured.err
         requests = [r.json for r in server.requests]
         headers = server.requests[0].headers
 

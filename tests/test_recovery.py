@@ -191,7 +191,9 @@ async def test_a_crashing_tool_pauses_the_task_and_resume_goes_on(store: Store) 
     assert state.status == "paused"
     assert state.pause is not None
     assert state.pause.reason == "tool_crashed"
-    assert "RuntimeError: bug in the tool" in state.pause.detail
+    first_line = state.pause.detail.split("\n", 1)[0]
+    assert "RuntimeError: bug in the tool at " in first_line
+    assert "test_recovery.py:" in first_line, "it says where the tool raised"
     assert "Traceback" in state.pause.detail
 
     broken["yes"] = False  # the developer fixes the tool

@@ -10,13 +10,14 @@ openai-compatible:BASE_URL#MODEL      any OpenAI-compatible server (vLLM, llama.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.backends._retry import RetryPolicy
 from agent.backends.base import ModelBackend
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.backends.scripted import ScriptedBackend
-from agent.errors import ConfigError
+from agent.errors import BackendError, ConfigError
 
 SCHEMES = ("scripted", "openai", "openai-compatible")
 OPENAI_URL = "https://api.openai.com/v1"
@@ -31,7 +32,12 @@ def normalize_uri(uri: str) -> str:
 
 
 def backend_from_uri(
-    uri: str, *, api_key_env: str | None = None, timeout: float = 120.0, max_attempts: int = 5
+    uri: str,
+    *,
+    api_key_env: str | None = None,
+    timeout: float = 120.0,
+    max_attempts: int = 5,
+    on_retry: Callable[[BackendError, int, float], None] | None = None,
 ) -> ModelBackend:
     """Build the backend a model URI names. Raises `ConfigError` for a URI it cannot use.
 
@@ -51,7 +57,7 @@ def backend_from_uri(
         )
     if not rest:
         raise ConfigError(f"model URI {uri!r} names no model (or script) after '{scheme}:'")
-    retry = RetryPolicy(attempts=max_attempts)
+    retry = RetryPolicy(attempts=max_attempts, on_retry=on_retry)
     if scheme == "scripted":
         backend = ScriptedBackend.from_file(Path(rest).expanduser())
         backend.name = normalize_uri(uri)

@@ -41,6 +41,8 @@ class RetryPolicy:
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 60.0
+    #: told of each retry before its wait: the error, the attempt about to be made, the wait
+    on_retry: Callable[[BackendError, int, float], None] | None = None
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -63,6 +65,7 @@ class RetryPolicy:
             wait=_WaitForServerOrBackoff(self),
             # Callers key on BackendError.code; tenacity's RetryError would hide it.
             reraise=True,
+            before_sleep=self._tell if self.on_retry is not None else None,
         )
 
         # tenacity decides sync or async by inspecting the function, so a lambda returning a
@@ -71,6 +74,13 @@ class RetryPolicy:
             return await fn()
 
         return await retrying(attempt)
+
+    def _tell(self, retry_state: RetryCallState) -> None:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        wait = retry_state.next_action.sleep if retry_state.next_action is not None else 0.0
+        if self.on_retry is not None and isinstance(error, BackendError):
+            self.on_retry(error, retry_state.attempt_number + 1, wait)
 
 
 def _is_retryable(error: BaseException) -> bool:

@@ -106,7 +106,10 @@ def parse_script(data: Any, *, source: str = "script") -> list[ScriptedTurn]:
         script = Script.model_validate(data)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err["loc"])
+        loc = list(err["loc"])
+        if len(loc) >= 2 and loc[0] == "turns" and isinstance(loc[1], int):
+            loc[:2] = [f"turn {loc[1] + 1}"]  # counted from 1, as the run's messages count
+        where = ".".join(str(p) for p in loc)
         raise ConfigError(f"{source}: {where}: {err['msg']}") from None
     return [turn for turn in script.turns for _ in range(turn.repeat)]
 
