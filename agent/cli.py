@@ -257,7 +257,8 @@ class _Session:
                 "no model configured: pass --model URI, set [model] uri in agent.toml, or set "
                 "$AGENT_MODEL (e.g. --model scripted:examples/quickstart.json)"
             )
-        model, planner = normalize_uri(setup.model), setup.planner
+        model = normalize_uri(setup.model)
+        planner = normalize_uri(setup.planner) if setup.planner else None
         if planner and planner != model and "scripted" in (model.split(":")[0], planner[:8]):
             raise ConfigError(
                 "a scripted model answers the planner and the executor alike (its turns count "
@@ -277,9 +278,7 @@ class _Session:
             self.store,
             registry,
             Gate.from_file(setup.policy) if setup.policy else Gate.default(),
-            planner=_backend(normalize_uri(planner), self.config, self._retrying)
-            if planner
-            else executor,
+            planner=_backend(planner, self.config, self._retrying) if planner else executor,
             executor=executor,
             prices={name: Price(p.input, p.output) for name, p in self.config.prices.items()},
         )
@@ -321,6 +320,10 @@ def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console)
         task_id = runner.create(args.task, new_limits, tools=setup.tools, policy=setup.policy)
         return _until_stopped(s, runner, task_id, None)
     if args.command == "resume" and args.all:
+        if given:
+            raise ConfigError(
+                "limits are raised one task at a time: agent resume ID --max-steps N ..."
+            )
         return asyncio.run(_resume_all(s))
 
     task_id = store.resolve(args.id)

@@ -6,8 +6,8 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     [model]
     uri = "openai:gpt-5.5"          # see `agent run --help` for the URI forms
     planner = "openai:gpt-5.5"      # optional: plan with another model than the one that acts
-    api_key_env = "OPENAI_API_KEY"  # the variable the key is read from (never this file); an
-                                    # openai-compatible server gets a key only if this is set
+    api_key_env = "LOCAL_MODEL_KEY" # for an openai-compatible server: the variable its key is
+                                    # read from (never this file; openai: reads $OPENAI_API_KEY)
     timeout = 120                   # seconds per model call
     max_attempts = 5                # tries per model call on 429, 5xx, timeouts
 
@@ -35,6 +35,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent.backends import normalize_uri
 from agent.errors import ConfigError
 from agent.events import Limits
 from agent.store import default_home
@@ -111,13 +112,9 @@ def load_config(path: Path | None) -> Config:
     for section in ("uri", "planner"):
         uri = getattr(config.model, section)
         if uri and uri.startswith("scripted:") and not Path(uri[9:]).expanduser().is_absolute():
-            setattr(config.model, section, f"scripted:{base / uri[9:]}")
+            setattr(config.model, section, normalize_uri(f"scripted:{base / uri[9:]}"))
     config.prices = {
-        (
-            f"scripted:{base / k[9:]}"
-            if k.startswith("scripted:") and not Path(k[9:]).is_absolute()
-            else k
-        ): v
+        normalize_uri(f"scripted:{base / k[9:]}") if k.startswith("scripted:") else k: v
         for k, v in config.prices.items()
     }
     config.tools.modules = [

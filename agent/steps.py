@@ -223,12 +223,16 @@ class Gate(Step):
         calls = state.pending.calls
         position = calls.index(call)
         if any(c.is_error for c in calls[:position]):
-            # Finishing or moving on would skip over a failure the model has not seen yet.
-            return rt.reject(
-                call,
-                f"not run: an earlier call in this turn failed or was declined; read its result "
-                f"before calling {call.wire.name}",
+            # Finishing or moving on would skip over a failure the model has not seen yet; and
+            # what it planned to do after moving on is not run either.
+            why = "an earlier call in this turn failed or was declined; read its result first"
+            rt.stage(
+                [
+                    CallRejected(ref=c.ref, tool=c.wire.name, error=f"not run: {why}")
+                    for c in calls[position:]
+                ]
             )
+            return None
         later = calls[position + 1 :]
         events: list[Event] = [
             CallRejected(
@@ -310,17 +314,20 @@ class Execute(Step):
             )
             rt.commit([intent])
         result = await rt.run_tool(tool, call, key)
-        if result is None:
-            return None
-        if tool.has_side_effects and result.error_code == "timeout":
-            # The call may still take effect: settle it like a crash, not as a failure to retry.
-            unknown = OutcomeUnknown(ref=call.ref, reason=result.content, seconds=result.seconds)
-            rt.commit([unknown])
-        elif durable:
-            rt.commit([result])
-        else:
-            rt.stage([result])  # a read-only result is made durable with the next commit
+        if result is not None:
+            record_result(rt, tool, result, durable=durable)
         return None
+
+
+def record_result(rt: RunContext, tool: Tool, result: ToolResulted, *, durable: bool) -> None:
+    """Record what a call did. A side effect that timed out may still take effect: it is settled
+    like a crash (reconciled, or decided by a reviewer), never reported as a failure to retry."""
+    if tool.has_side_effects and result.error_code == "timeout":
+        rt.commit([OutcomeUnknown(ref=result.ref, reason=result.content, seconds=result.seconds)])
+    elif durable or tool.has_side_effects:
+        rt.commit([result])
+    else:
+        rt.stage([result])  # a read-only result is made durable with the next commit
 
 
 @dataclass
@@ -337,8 +344,12 @@ class Reconcile(Step):
         if tool is None:
             return self._ask_reviewer(rt, None)
         # Safe to send again: it has no effect, or it drops repeats of the key. But an approval
-        # is used once: a read that a reviewer approved is not read again without one.
-        if tool.idempotent or (not tool.has_side_effects and call.intent.approval_id is None):
+        # is used once (a read a reviewer approved is not read again without one), and a call
+        # that already timed out is not sent again on its own (it could hang every time).
+        harmless = tool.idempotent or (
+            not tool.has_side_effects and call.intent.approval_id is None
+        )
+        if harmless and not call.timed_out:
             return await self._rerun(rt, tool)
         if tool.reconcile is None:
             return self._ask_reviewer(rt, tool)
@@ -356,7 +367,7 @@ class Reconcile(Step):
         key = self.call.intent.idempotency_key
         result = await rt.run_tool(tool, self.call, key, recovery="rerun")
         if result is not None:
-            rt.commit([result])
+            record_result(rt, tool, result, durable=True)
 
     def _ask_reviewer(self, rt: RunContext, tool: Tool | None) -> None:
         call, state = self.call, rt.state

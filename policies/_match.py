@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from policies._readings import command_readings, normalise_path, url_hosts
+from policies._readings import command_readings, literal_commands, normalise_path, url_hosts
 
 if TYPE_CHECKING:
     from policies.rules import Rule
@@ -102,11 +102,11 @@ class Call:
     cost more than the matching itself.)
     """
 
-    __slots__ = ("_commands", "_hosts", "_method", "_path", "arguments")
+    __slots__ = ("_commands", "_hosts", "_literal", "_method", "_path", "arguments")
 
     def __init__(self, arguments: Mapping[str, Any]) -> None:
         self.arguments = arguments
-        self._commands = self._hosts = self._method = self._path = _UNSET
+        self._commands = self._hosts = self._method = self._path = self._literal = _UNSET
 
     @property
     def commands(self) -> tuple[str, ...] | None:
@@ -115,6 +115,16 @@ class Call:
             text = _command_text(self.arguments.get("command"))
             self._commands = command_readings(text) if text is not None else None
         result: tuple[str, ...] | None = self._commands
+        return result
+
+    @property
+    def literal_commands(self) -> tuple[str, ...] | None:
+        """The simple commands as written, for allow rules (`literal_commands`); None without a
+        `command` argument, or when what runs cannot be told from it."""
+        if self._literal is _UNSET:
+            text = _command_text(self.arguments.get("command"))
+            self._literal = literal_commands(text) if text is not None else None
+        result: tuple[str, ...] | None = self._literal
         return result
 
     @property
@@ -245,7 +255,7 @@ class CompiledRule:
         """
         if self.methods is not None and call.method not in self.methods:
             return False
-        if self.command is not None and not self._command_matches(call.commands):
+        if self.command is not None and not self._command_matches(call):
             return False
         if self.path is not None:
             path = call.path
@@ -260,15 +270,15 @@ class CompiledRule:
                     return False
         return True
 
-    def _command_matches(self, readings: tuple[str, ...] | None) -> bool:
+    def _command_matches(self, call: Call) -> bool:
         assert self.command is not None
-        if readings is None:
-            return False
         if self.action != "allow":
-            return any(reading.startswith(self.command) for reading in readings)
-        # Allowing needs every command that runs covered: the simple commands, not the line.
-        runs = readings[1:] or readings
-        return all(reading.startswith(self.command) for reading in runs)
+            readings = call.commands
+            return readings is not None and any(r.startswith(self.command) for r in readings)
+        # Allowing needs every command that runs covered, as written: stripping wrappers or a
+        # program's directory helps a deny rule see through them, but would widen an allow.
+        runs = call.literal_commands
+        return runs is not None and all(r.startswith(self.command) for r in runs)
 
     def _hosts_match(self, hosts: tuple[str, ...] | None) -> bool:
         assert self.hosts is not None

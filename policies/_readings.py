@@ -74,13 +74,44 @@ def command_readings(command: str) -> tuple[str, ...]:
     ``true; rm -rf /;`` but not ``rm -rf /tmp``.
     """
     readings = [_WHITESPACE.sub(" ", command.strip()) + " "]
-    for simple in _simple_commands(command):
+    # Also split the raw text at every operator character: quotes do not stop a shell from running
+    # `$(...)` or backquotes inside double quotes (`echo "$(rm -rf /)"`). Only deny and ask rules
+    # see these readings; for allow rules, see `literal_commands`.
+    raw = [piece.split() for piece in _OPERATORS.split(command)]
+    for simple in [*_simple_commands(command), *raw]:
         words = _program_words(simple)
         if words:
             reading = _WHITESPACE.sub(" ", " ".join(words).strip()) + " "
             if reading not in readings[1:]:
                 readings.append(reading)
     return tuple(readings)
+
+
+def literal_commands(command: str) -> tuple[str, ...] | None:
+    """The simple commands of a line exactly as written (only quotes removed), which an allow rule
+    must cover, every one. Nothing is stripped: `sudo ls`, `/tmp/x/ls` and `LD_PRELOAD=... ls` are
+    not `ls` for an allow rule. None when what runs cannot be told from the text: the line
+    substitutes commands (`$(...)`, backquotes, `<(...)`), redirects (`>`, `<`: a file is written
+    or read that the words do not name as an argument), or cannot be split into words.
+    """
+    if "$(" in command or "`" in command or "<" in command or ">" in command:
+        return None
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=_OPERATOR_CHARS)
+    lexer.whitespace = _SHELL_WHITESPACE
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        tokens = list(lexer)
+    except ValueError:
+        return None
+    runs: list[list[str]] = [[]]
+    for token in tokens:
+        if token and token.strip(_OPERATOR_CHARS) == "":
+            runs.append([])
+        else:
+            runs[-1].append(token)
+    found = tuple(" ".join(words) + " " for words in runs if words)
+    return found or None
 
 
 def normalise_prefix(prefix: str) -> str:

@@ -509,3 +509,40 @@ def test_small_things_a_demanding_user_notices(
         main(["tasks", "--limit", "0"])
     with pytest.raises(SystemExit):
         main(["tasks", "--status", "waiting"])
+
+
+def test_limits_with_resume_all_are_refused_not_ignored(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["resume", "--all", "--max-steps", "2"]) == 2
+    assert "limits are raised one task at a time" in _error(capsys)
+
+
+def test_each_provider_gets_only_its_own_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A planner on OpenAI and an executor on a local server: neither gets the other's key."""
+    from agent.backends import backend_from_uri
+    from agent.backends.openai_compat import OpenAICompatibleBackend
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.setenv("LOCAL_MODEL_KEY", "sk-local")
+    hosted = backend_from_uri("openai:gpt-5.5", api_key_env="LOCAL_MODEL_KEY")
+    local = backend_from_uri(
+        "openai-compatible:http://127.0.0.1:9/v1#m", api_key_env="LOCAL_MODEL_KEY"
+    )
+    assert isinstance(hosted, OpenAICompatibleBackend)
+    assert isinstance(local, OpenAICompatibleBackend)
+    assert hosted._api_key == "sk-openai"
+    assert local._api_key == "sk-local"
+
+
+def test_a_price_key_names_a_script_however_its_path_is_written(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "sub").mkdir()
+    write_script(tmp_path / "s.json", [{"plan": ["a"]}, {"answer": "x"}])
+    (tmp_path / "sub" / "agent.toml").write_text(
+        '[model]\nuri = "scripted:../s.json"\n[prices."scripted:../s.json"]\ninput = 1.0\n'
+        "output = 1.0\n"
+    )
+    assert main(["run", "x", "--config", str(tmp_path / "sub" / "agent.toml"), "--json"]) == 0
+    assert _last_json(capsys)["usage"]["cost_usd"] > 0

@@ -935,3 +935,34 @@ def test_every_problem_is_listed_in_line_order(tmp_path: Path) -> None:
 def test_a_missing_file_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: policy file not found"):
         Gate.from_file(tmp_path / "nope.toml")
+
+
+_ALLOW_LS = '[default]\naction = "ask"\n\n[[rule]]\naction = "allow"\ncommand_prefix = ["ls "]\n'
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sudo ls /root",
+        "/tmp/evil/ls -la",
+        "./ls",
+        "LD_PRELOAD=/tmp/evil.so ls",
+        "env PATH=/tmp/evil ls",
+        "exec ls",
+        'ls "$(rm -rf ~)"',
+        "ls `rm -rf ~`",
+        "ls > ~/.bashrc",
+        "ls; rm -rf ~",
+        "ls 'unclosed",
+    ],
+)
+def test_an_allow_rule_covers_only_the_commands_as_written(command: str) -> None:
+    """Seeing through wrappers and paths helps a deny rule; it must not widen an allow."""
+    gate = Gate.from_text(_ALLOW_LS, source="p.toml")
+    assert isinstance(gate.evaluate(shell, {"command": command}), RequireApproval)
+    assert isinstance(gate.evaluate(shell, {"command": "ls -la /tmp"}), Allow)
+
+
+@pytest.mark.parametrize("command", ['echo "$(rm -rf /)"', 'echo "`rm -rf /`"', "x=$(rm -rf /)"])
+def test_a_deny_rule_sees_commands_substituted_inside_double_quotes(command: str) -> None:
+    assert isinstance(Gate.default().evaluate(shell, {"command": command}), Deny)

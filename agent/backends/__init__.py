@@ -41,9 +41,9 @@ def backend_from_uri(
 ) -> ModelBackend:
     """Build the backend a model URI names. Raises `ConfigError` for a URI it cannot use.
 
-    The key is read from the environment variable `api_key_env` names. `openai:` falls back to
-    $OPENAI_API_KEY; `openai-compatible:` does not, so a key meant for one provider is never sent
-    to whatever server a base URL points at.
+    `openai:` reads $OPENAI_API_KEY. `openai-compatible:` sends a key only from the variable
+    `api_key_env` names, so a key meant for one provider never goes to whatever server a base URL
+    points at (and a planner on one provider and an executor on another keep their own keys).
     """
     scheme, sep, rest = uri.partition(":")
     if not sep or not scheme:
@@ -63,10 +63,9 @@ def backend_from_uri(
         backend.name = normalize_uri(uri)
         return backend
     if scheme == "openai":
-        variable = api_key_env or "OPENAI_API_KEY"
-        key = os.environ.get(variable)
+        key = os.environ.get("OPENAI_API_KEY")
         if not key:
-            raise ConfigError(f"{uri} needs an API key: set ${variable}")
+            raise ConfigError(f"{uri} needs an API key: set $OPENAI_API_KEY")
         base = os.environ.get("OPENAI_BASE_URL", OPENAI_URL)
         openai = OpenAICompatibleBackend(base, rest, api_key=key, timeout=timeout, retry=retry)
         openai.name = uri
