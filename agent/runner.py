@@ -36,10 +36,10 @@ from agent.events import (
     ToolResulted,
 )
 from agent.state import Call, TaskState
-from agent.steps import next_step, tool_crashed, trim_oversized
+from agent.steps import next_step, record_result, tool_crashed, trim_oversized
 from agent.store import Store, StoredEvent
 from policies import Gate
-from tools.registry import Registry, Tool, ToolContext
+from tools.registry import CallInterrupted, Registry, Tool, ToolContext, ToolResult
 
 Subscriber = Callable[[StoredEvent], None]
 
@@ -158,22 +158,34 @@ class RunContext:
         started = time.perf_counter()
         try:
             result = await tool.invoke(call.validated or call.arguments, ctx)
+        except CallInterrupted as stopped:
+            # Stopped (Ctrl-C) while the call ran in a thread: it was let finish, so its outcome
+            # is known. Record it, then stop as asked.
+            done = _resulted(call, stopped.result, started, recovery)
+            record_result(self, tool, done, durable=True)
+            raise asyncio.CancelledError from None
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
             self.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
             return None
-        return ToolResulted(
-            ref=call.ref,
-            ok=result.ok,
-            content=result.content,
-            error_code=result.error_code,
-            seconds=time.perf_counter() - started,
-            recovery=recovery,
-        )
+        return _resulted(call, result, started, recovery)
 
     def preview(self, tool: Tool | None, call: Call) -> str:
         touches = tool.touches if tool else "unknown"
         args = json.dumps(call.arguments, indent=2, ensure_ascii=False)
         return f"{call.wire.name} (touches: {touches})\n{args}"
+
+
+def _resulted(
+    call: Call, result: ToolResult, started: float, recovery: Literal["rerun"] | None
+) -> ToolResulted:
+    return ToolResulted(
+        ref=call.ref,
+        ok=result.ok,
+        content=result.content,
+        error_code=result.error_code,
+        seconds=time.perf_counter() - started,
+        recovery=recovery,
+    )
 
 
 class Runner:

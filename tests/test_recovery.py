@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -470,3 +471,59 @@ async def test_approving_a_rerun_asks_the_reconciler_again_first(store: Store) -
     results = _results(store, task_id)
     assert [r.recovery for r in results] == ["reconciled"]
     assert state.seconds >= 0.2, "the time spent waiting for it counts against the budget"
+
+
+async def test_stopping_the_run_during_a_call_records_what_the_call_did(store: Store) -> None:
+    """Ctrl-C while a call with effects runs in a thread: the thread cannot be stopped, so the
+    run waits for it, records its result, and then stops. Resuming needs no reviewer."""
+    effects: list[str] = []
+    started = threading.Event()
+
+    @tool(touches="external")
+    def send(to: str, ctx: ToolContext) -> str:
+        """Send a message (through a service that cannot say what it received).
+
+        Args:
+            to: who to.
+        """
+        started.set()
+        time.sleep(0.3)
+        effects.append(ctx.idempotency_key)
+        return f"sent to {to}"
+
+    runner, _ = make_runner(store, _turns("send"), registry=Registry([send]))
+    task_id = runner.create("send")
+    running = asyncio.create_task(runner.run(task_id))
+    await asyncio.to_thread(started.wait, 5)
+    running.cancel()  # what asyncio.run does on Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    assert effects == [f"{task_id}/2.0"]
+    [result] = _results(store, task_id)
+    assert result.content == "sent to dana"
+    state = runner.load(task_id)
+    assert state.status == "paused"
+    assert state.pause is not None
+    assert state.pause.reason == "interrupted"
+
+    state = await runner.resume(task_id)
+    assert state.status == "done", "its outcome was known: nothing to reconcile or ask"
+    assert effects == [f"{task_id}/2.0"]
+
+
+async def test_a_tool_timeout_is_still_a_timeout_not_a_stop(store: Store) -> None:
+    @tool(timeout=0.1)
+    def slow() -> str:
+        """Take a while."""
+        time.sleep(0.3)
+        return "late"
+
+    runner, backend = make_runner(
+        store,
+        [{"plan": ["Wait"]}, {"tool": "slow"}, {"answer": "gave up"}],
+        registry=Registry([slow]),
+    )
+    state = await runner.run(runner.create("wait"))
+    assert state.status == "done"
+    assert backend.requests[-1].messages[-1].content == "Error: slow timed out after 0.1 s"

@@ -8,6 +8,7 @@ runs; a call that does not validate never executes and the model is told which f
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import hashlib
 import importlib
@@ -69,6 +70,16 @@ class ToolError(Exception):
     def __init__(self, message: str, *, code: str = "tool_error") -> None:
         super().__init__(message)
         self.code = code
+
+
+class CallInterrupted(BaseException):
+    """The run was stopped while a tool ran in a thread; the call was let finish, and this carries
+    its result so the runner can record it before stopping. A BaseException, like the
+    cancellation it stands for: no `except Exception` should take it for a tool's bug."""
+
+    def __init__(self, result: ToolResult) -> None:
+        super().__init__("the run was stopped while a call was running")
+        self.result = result
 
 
 class InvalidArguments(Exception):
@@ -158,22 +169,38 @@ class Tool:
             if ctx is None:
                 raise TypeError(f"tool {self.name} needs a ToolContext")
             kwargs[self._ctx_param] = ctx
+        interrupted = False
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout) as deadline:
                 if self._is_async:
                     value = await self.fn(**kwargs)
                 else:
                     # A thread cannot be killed: a sync tool that overruns is abandoned.
-                    value = await asyncio.to_thread(functools.partial(self.fn, **kwargs))
+                    call = functools.partial(contextvars.copy_context().run, self.fn, **kwargs)
+                    running = asyncio.get_running_loop().run_in_executor(None, call)
+                    try:
+                        value = await asyncio.shield(running)
+                    except asyncio.CancelledError:
+                        if deadline.expired():
+                            raise  # our own time limit: the context turns it into TimeoutError
+                        # Stopped from outside (Ctrl-C) while the thread runs. It cannot be
+                        # stopped, and the process waits for it before exiting anyway: wait here,
+                        # so that what the call did is known and can be recorded.
+                        deadline.reschedule(None)
+                        interrupted = True
+                        value = await running
+            result = ToolResult(ok=True, content=_render(value))
         except ToolError as exc:
-            return ToolResult(ok=False, content=str(exc), error_code=exc.code)
+            result = ToolResult(ok=False, content=str(exc), error_code=exc.code)
         except TimeoutError:
-            return ToolResult(
+            result = ToolResult(
                 ok=False,
                 content=f"{self.name} timed out after {self.timeout:g} s",
                 error_code="timeout",
             )
-        return ToolResult(ok=True, content=_render(value))
+        if interrupted:
+            raise CallInterrupted(result)
+        return result
 
 
 def _render(value: Any) -> str:
