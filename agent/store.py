@@ -24,8 +24,6 @@ from typing import Literal
 from agent.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
 from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
 
-FINISHED: frozenset[str] = frozenset({"done", "failed"})
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, task TEXT NOT NULL, status TEXT NOT NULL,
@@ -214,20 +212,14 @@ class Store:
 
     def tasks(self, *, statuses: Sequence[str] | None = None, limit: int = 1000) -> list[TaskRow]:
         """Tasks, newest first, optionally only those in `statuses`."""
-        query, args = "SELECT * FROM tasks", list[object]()
-        if statuses:
-            query += f" WHERE status IN ({','.join('?' * len(statuses))})"
-            args.extend(statuses)
-        query += " ORDER BY created DESC, rowid DESC LIMIT ?"
+        where, args = _status_filter(statuses)
+        query = f"SELECT * FROM tasks{where} ORDER BY created DESC, rowid DESC LIMIT ?"
         return [TaskRow(*r) for r in self._db.execute(query, (*args, limit)).fetchall()]
 
     def count(self, *, statuses: Sequence[str] | None = None) -> int:
         """How many tasks there are (in `statuses`, if given)."""
-        query, args = "SELECT COUNT(*) FROM tasks", list[object]()
-        if statuses:
-            query += f" WHERE status IN ({','.join('?' * len(statuses))})"
-            args.extend(statuses)
-        return int(self._db.execute(query, args).fetchone()[0])
+        where, args = _status_filter(statuses)
+        return int(self._db.execute(f"SELECT COUNT(*) FROM tasks{where}", args).fetchone()[0])
 
     def resolve(self, prefix: str) -> str:
         """The task id that starts with `prefix` (ids are long; people type a few characters)."""
@@ -279,6 +271,13 @@ class Store:
         finally:
             with self._write() as db:
                 db.execute("DELETE FROM leases WHERE task_id = ? AND pid = ?", (task_id, me[1]))
+
+
+def _status_filter(statuses: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause and its parameters that keep tasks in `statuses` (all, if none)."""
+    if not statuses:
+        return "", ()
+    return f" WHERE status IN ({','.join('?' * len(statuses))})", tuple(statuses)
 
 
 def _last_seq(db: sqlite3.Connection, task_id: str, *, expected: int | None = None) -> int:

@@ -96,21 +96,11 @@ def literal_commands(command: str) -> tuple[str, ...] | None:
     """
     if "$(" in command or "`" in command or "<" in command or ">" in command:
         return None
-    lexer = shlex.shlex(command, posix=True, punctuation_chars=_OPERATOR_CHARS)
-    lexer.whitespace = _SHELL_WHITESPACE
-    lexer.whitespace_split = True
-    lexer.commenters = ""
     try:
-        tokens = list(lexer)
+        words = _split(command)
     except ValueError:
         return None
-    runs: list[list[str]] = [[]]
-    for token in tokens:
-        if token and token.strip(_OPERATOR_CHARS) == "":
-            runs.append([])
-        else:
-            runs[-1].append(token)
-    found = tuple(" ".join(words) + " " for words in runs if words)
+    found = tuple(" ".join(simple) + " " for simple in words if simple)
     return found or None
 
 
@@ -121,15 +111,21 @@ def normalise_prefix(prefix: str) -> str:
 
 def _simple_commands(command: str) -> list[list[str]]:
     """The words of each simple command in a command line (see `command_readings`)."""
+    try:
+        return _split(command)
+    except ValueError:  # an unclosed quote, or a backslash at the very end
+        return [piece.split() for piece in _OPERATORS.split(command)]
+
+
+def _split(command: str) -> list[list[str]]:
+    """A command line as a shell splits it: the words of each simple command, quotes removed.
+    Raises `ValueError` where the line cannot be split (an unclosed quote)."""
     if "'" in command or '"' in command or "\\" in command:
         lexer = shlex.shlex(command, posix=True, punctuation_chars=_OPERATOR_CHARS)
         lexer.whitespace = _SHELL_WHITESPACE
         lexer.whitespace_split = True
         lexer.commenters = ""  # text after `#` is read too: a deny rule may as well see it
-        try:
-            tokens = list(lexer)
-        except ValueError:  # an unclosed quote, or a backslash at the very end
-            return [piece.split() for piece in _OPERATORS.split(command)]
+        tokens = list(lexer)
     else:
         tokens = _TOKENS.findall(command)
     commands: list[list[str]] = [[]]
