@@ -8,10 +8,13 @@ raised with structured fields so that callers decide on `code` and `retryable`, 
     ├── ConfigError          a config, rules file or model URI is wrong (refused at load)
     ├── BackendError         a model backend failed (rate limited, 5xx, timeout, 4xx, ...)
     │   └── ScriptError      a scripted backend ran out of turns or diverged from its script
-    └── StoreError           the event log cannot be used
-        ├── TaskNotFound
-        ├── TaskBusy         another live runner holds the task
-        └── ConflictingWrite another process appended to the task first
+    ├── StoreError           the event log cannot be used
+    │   ├── TaskNotFound
+    │   ├── TaskBusy         another live runner holds the task
+    │   └── ConflictingWrite another process appended to the task first
+    └── SandboxError         a task's sandbox cannot be had or used (`fix` says what to run)
+        ├── DockerUnavailable no Docker daemon answers
+        └── ImageMissing     the runtime image has not been built
 """
 
 from __future__ import annotations
@@ -93,3 +96,25 @@ class TaskBusy(StoreError):
 class ConflictingWrite(StoreError):
     code = "conflicting_write"
     retryable = True
+
+
+class SandboxError(AgentError):
+    """A sandbox cannot be created or used. `fix`, when set, is the command that fixes it."""
+
+    code = "sandbox_error"
+
+    def __init__(self, message: str, *, fix: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} (to fix: {self.fix})" if self.fix else self.message
+
+
+class DockerUnavailable(SandboxError):
+    code = "docker_unavailable"
+    retryable = True
+
+
+class ImageMissing(SandboxError):
+    code = "image_missing"

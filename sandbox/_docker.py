@@ -1,0 +1,61 @@
+"""The Docker connection and the one place Docker's errors become the runtime's own."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from agent.errors import DockerUnavailable, ImageMissing, SandboxError
+
+#: every container and volume the project creates carries this label
+LABEL = "agent.sandbox"
+START_DOCKER = (
+    "start the Docker daemon (`dockerd &` as root, or `systemctl start docker`); "
+    "`agent doctor` checks it"
+)
+BUILD_IMAGE = "agent sandbox build"
+
+
+def connect(timeout: float = 60.0) -> docker.DockerClient:
+    """A client for the daemon $DOCKER_HOST names (default: the local socket), known to answer.
+
+    Raises `DockerUnavailable` with what to run when none answers.
+    """
+    try:
+        client = docker.from_env(timeout=int(timeout), max_pool_size=32)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise DockerUnavailable(
+            f"no Docker daemon answers: {_first_line(exc)}", fix=START_DOCKER
+        ) from None
+    return client
+
+
+@contextlib.contextmanager
+def mapped(what: str, image: str | None = None) -> Iterator[None]:
+    """Turn Docker's exceptions raised while doing `what` into `SandboxError`s."""
+    try:
+        yield
+    except docker.errors.ImageNotFound:
+        raise ImageMissing(
+            f"{what}: the runtime image {image or ''} is not built", fix=BUILD_IMAGE
+        ) from None
+    except docker.errors.NotFound as exc:
+        raise SandboxError(f"{what}: {_first_line(exc)}", code="sandbox_gone") from None
+    except docker.errors.APIError as exc:
+        if image and exc.status_code == 404:
+            raise ImageMissing(f"{what}: no image {image}", fix=BUILD_IMAGE) from None
+        raise SandboxError(
+            f"{what}: {_first_line(exc)}", retryable=(exc.status_code or 500) >= 500
+        ) from None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise DockerUnavailable(f"{what}: {_first_line(exc)}", fix=START_DOCKER) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -1,0 +1,332 @@
+"""One task's sandbox: a hardened container, its commands and its files.
+
+Get one from `Sandboxes.for_task`; it lives as long as the task. Every method is async: the
+Docker SDK blocks, so its calls run in threads.
+
+    result = await sandbox.exec("pytest -q", timeout=60, on_output=print_chunk)
+    await sandbox.write_file("notes.txt", b"...")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import io
+import posixpath
+import secrets
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import docker
+
+from agent.errors import SandboxError
+from sandbox._docker import mapped
+from sandbox.limits import SandboxLimits
+
+WORKSPACE = "/workspace"
+#: a volume agent-init watches (the archive API cannot write a container's tmpfs mounts)
+CONTROL = "/run/agent"
+REAP_DIR = CONTROL + "/reap"
+USER = "1000:1000"
+#: a command gets this long after SIGKILL for its output stream to close
+KILL_GRACE = 1.5
+#: what is kept of each of stdout and stderr (the head; the rest is counted, not kept)
+MAX_OUTPUT = 256 * 1024
+OutputSink = Callable[[str, str], None]
+"""Called with ("stdout" | "stderr", text) as a command prints."""
+
+#: how shells and Python say that a fork was refused; only a hint, the counters decide
+_FORK_REFUSED = ("Resource temporarily unavailable", "Cannot fork", "can't fork")
+_COUNTERS = (
+    "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events "
+    "/sys/fs/cgroup/pids/pids.events /sys/fs/cgroup/pids.events 2>/dev/null; true"
+)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False
+    #: a limit the command ran into, said plainly ("out of memory: ..."), if any
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.problem is None
+
+
+@dataclass
+class _Output:
+    """What a command printed so far; filled by the thread that reads the stream."""
+
+    sink: OutputSink | None
+    loop: asyncio.AbstractEventLoop
+    parts: dict[str, list[str]] = field(default_factory=lambda: {"stdout": [], "stderr": []})
+    sizes: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    decoders: dict[str, codecs.IncrementalDecoder] = field(
+        default_factory=lambda: {
+            s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")
+        }
+    )
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, stream: str, data: bytes, final: bool = False) -> None:
+        text = self.decoders[stream].decode(data, final)
+        if not text:
+            return
+        with self.lock:
+            kept = self.sizes[stream]
+            if kept < MAX_OUTPUT:
+                self.parts[stream].append(text[: MAX_OUTPUT - kept])
+            self.sizes[stream] = kept + len(text)
+        if self.sink is not None:
+            self.loop.call_soon_threadsafe(self.sink, stream, text)
+
+    def text(self, stream: str) -> str:
+        with self.lock:
+            text = "".join(self.parts[stream])
+            dropped = self.sizes[stream] - len(text)
+        return text + (f"\n[... {dropped} more characters not kept]" if dropped > 0 else "")
+
+
+class Sandbox:
+    """A task's container. Constructed by `Sandboxes`; does no I/O until a method is awaited."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        container_id: str,
+        name: str,
+        limits: SandboxLimits,
+        *,
+        fresh: bool,
+    ) -> None:
+        self._client = client
+        self.id = container_id
+        self.name = name
+        self.limits = limits
+        # Counters of limit hits (OOM kills, refused forks) are compared with what they were
+        # before; a fresh container starts at zero, one found after a restart is read first.
+        self._counters: dict[str, int] | None = {} if fresh else None
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.name} {self.id[:12]}>"
+
+    async def exec(
+        self,
+        command: str | Sequence[str],
+        *,
+        timeout: float,  # noqa: ASYNC109 - the command's limit, enforced in the container
+        on_output: OutputSink | None = None,
+        workdir: str = WORKSPACE,
+        env: dict[str, str] | None = None,
+    ) -> ExecResult:
+        """Run a command (a string is given to `sh -c`) as the sandbox's user; return what it
+        printed and its exit code. A command past `timeout` is killed with everything it started,
+        and the result says so. Raises `SandboxError` if the container cannot be used."""
+        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+        if self._counters is None:
+            self._counters = await self._read_counters()
+        token = secrets.token_hex(8)
+        output = _Output(on_output, asyncio.get_running_loop())
+        started = time.perf_counter()
+        stream = asyncio.ensure_future(
+            asyncio.to_thread(
+                self._stream, argv, {**(env or {}), "AGENT_EXEC": token}, workdir, output
+            )
+        )
+        timed_out = False
+        try:
+            exec_id = await asyncio.wait_for(asyncio.shield(stream), timeout)
+        except TimeoutError:
+            timed_out = True
+            await self._kill(token)
+            try:
+                exec_id = await asyncio.wait_for(asyncio.shield(stream), KILL_GRACE)
+            except TimeoutError:
+                raise SandboxError(
+                    f"sandbox {self.name}: a command outlived its timeout and could not be "
+                    "killed; the sandbox will be replaced",
+                    code="sandbox_unresponsive",
+                ) from None
+        exit_code = await asyncio.to_thread(self._exit_code, exec_id)
+        seconds = time.perf_counter() - started
+        stdout, stderr = output.text("stdout"), output.text("stderr")
+        problem = None
+        hit_pids = any(sign in stderr for sign in _FORK_REFUSED)
+        if hit_pids and not timed_out:
+            # What it left running (a fork bomb's children) would hold the limit for every later
+            # command: end it all.
+            await self._kill(token)
+        if timed_out or hit_pids or exit_code not in (0, 1, 2):
+            problem = await self._diagnose(stderr)
+        elif "No space left on device" in stderr:
+            problem = self._disk_full()
+        if timed_out and problem is None:
+            problem = (
+                f"timed out after {timeout:g} s; the command and every process it started "
+                "were killed"
+            )
+        elif timed_out:
+            problem = f"{problem}; it was still running at the {timeout:g} s timeout and was killed"
+        return ExecResult(exit_code, stdout, stderr, seconds, timed_out, problem)
+
+    def _stream(self, argv: list[str], env: dict[str, str], workdir: str, output: _Output) -> str:
+        api = self._client.api
+        with mapped(f"running a command in sandbox {self.name}"):
+            exec_id: str = api.exec_create(
+                self.id, argv, stdout=True, stderr=True, environment=env, workdir=workdir, user=USER
+            )["Id"]
+            for out, err in api.exec_start(exec_id, stream=True, demux=True):
+                if out:
+                    output.add("stdout", out)
+                if err:
+                    output.add("stderr", err)
+        output.add("stdout", b"", final=True)
+        output.add("stderr", b"", final=True)
+        return exec_id
+
+    def _exit_code(self, exec_id: str) -> int | None:
+        with mapped(f"reading a command's exit code in sandbox {self.name}"):
+            code = self._client.api.exec_inspect(exec_id)["ExitCode"]
+        return int(code) if code is not None else None
+
+    async def _kill(self, token: str) -> None:
+        """Have agent-init (started before the command, so able to act even when no process can
+        be started) kill every process the command started."""
+
+        def kill() -> None:
+            container = self._client.containers.get(self.id)
+            container.put_archive(REAP_DIR, _tar({token: b""}))
+            container.kill(signal="SIGUSR1")
+
+        with mapped(f"stopping a command in sandbox {self.name}"):
+            await asyncio.to_thread(kill)
+
+    async def _read_counters(self) -> dict[str, int]:
+        """The container's count of OOM kills and refused forks."""
+        result = await asyncio.to_thread(self._run_quick, _COUNTERS)
+        counters: dict[str, int] = {}
+        for line in result.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("oom_kill", "max") and value.strip().isdigit():
+                counters[name] = int(value)
+        return counters
+
+    def _run_quick(self, command: str) -> str:
+        with mapped(f"reading the limits of sandbox {self.name}"):
+            container = self._client.containers.get(self.id)
+            done = container.exec_run(["sh", "-c", command], user=USER)
+        output = done.output
+        return output.decode(errors="replace") if isinstance(output, bytes) else ""
+
+    async def _diagnose(self, stderr: str) -> str | None:
+        """Which limit a command that was killed or timed out ran into, if any."""
+        before = self._counters or {}
+        after = await self._read_counters()
+        self._counters = after
+        limits = self.limits
+        if after.get("oom_kill", 0) > before.get("oom_kill", 0):
+            return f"out of memory: the process was killed at the {limits.memory_mb} MiB limit"
+        if after.get("max", 0) > before.get("max", 0):
+            return (
+                f"process limit: the command tried to run more than {limits.pids} processes "
+                "and threads at once (a fork bomb?); new ones were refused"
+            )
+        if "No space left on device" in stderr:
+            return self._disk_full()
+        return None
+
+    def _disk_full(self) -> str:
+        return (
+            f"disk full: no space left on the device (/workspace holds {self.limits.workspace_mb} "
+            f"MiB, /tmp {self.limits.tmp_mb} MiB)"
+        )
+
+    async def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> str:
+        """Write a file in the workspace (parent directories are made); return its full path.
+        Raises `SandboxError` for a path outside the workspace."""
+        full = workspace_path(path)
+        folder, name = posixpath.split(full)
+        await self.exec(["mkdir", "-p", folder], timeout=30)
+
+        def put() -> None:
+            container = self._client.containers.get(self.id)
+            container.put_archive(folder, _tar({name: data}, mode=mode))
+
+        with mapped(f"writing {full} in sandbox {self.name}"):
+            await asyncio.to_thread(put)
+        return full
+
+    async def read_file(self, path: str, *, max_bytes: int = 10 * 1024 * 1024) -> bytes:
+        """A file's bytes. Raises `SandboxError` (code `not_found`, `not_a_file`, `too_large`)."""
+        full = workspace_path(path)
+
+        def get() -> bytes:
+            container = self._client.containers.get(self.id)
+            try:
+                chunks, stat = container.get_archive(full)
+            except docker.errors.NotFound:
+                raise SandboxError(f"no such file: {full}", code="not_found") from None
+            size = int((stat or {}).get("size", 0))
+            if size > max_bytes:
+                raise SandboxError(
+                    f"{full} is {size} bytes; at most {max_bytes} are read",
+                    code="too_large",
+                )
+            with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+                member = archive.next()
+                if member is None or not member.isfile():
+                    raise SandboxError(f"{full} is not a file", code="not_a_file")
+                extracted = archive.extractfile(member)
+                assert extracted is not None
+                return extracted.read()
+
+        with mapped(f"reading {full} in sandbox {self.name}"):
+            return await asyncio.to_thread(get)
+
+    async def put_archive(self, folder: str, archive: bytes) -> None:
+        """Unpack a tar archive into a folder of the workspace (to put a whole directory in)."""
+        full = workspace_path(folder)
+        await self.exec(["mkdir", "-p", full], timeout=30)
+        with mapped(f"copying into {full} in sandbox {self.name}"):
+            await asyncio.to_thread(self._client.api.put_archive, self.id, full, archive)
+
+    async def get_archive(self, path: str) -> bytes:
+        """A tar archive of a file or directory of the workspace (to take a directory out)."""
+        full = workspace_path(path)
+
+        def get() -> bytes:
+            chunks, _ = self._client.api.get_archive(self.id, full)
+            return b"".join(chunks)
+
+        with mapped(f"copying {full} out of sandbox {self.name}"):
+            return await asyncio.to_thread(get)
+
+
+def workspace_path(path: str) -> str:
+    """The absolute path of `path` in the workspace (relative paths start there). Raises
+    `SandboxError` (code `outside_workspace`) for a path that leaves it."""
+    full = posixpath.normpath(posixpath.join(WORKSPACE, path))
+    if full != WORKSPACE and not full.startswith(WORKSPACE + "/"):
+        raise SandboxError(
+            f"{path}: files are read and written in {WORKSPACE} only", code="outside_workspace"
+        )
+    return full
+
+
+def _tar(files: dict[str, bytes], *, mode: int = 0o644) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+            info.uid = info.gid = 1000
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -1,0 +1,87 @@
+"""What a task's sandbox may use, and the bounds an operator puts on what a task may ask for.
+
+In agent.toml::
+
+    [sandbox]
+    image = "agent-sandbox:latest"   # built by `agent sandbox build`
+    pool_size = 2                    # containers kept started for new tasks; 0 turns it off
+
+    [sandbox.limits]                 # what a task gets unless it asks for other limits
+    memory_mb = 1024                 # RAM; swap is the same, so no swapping beyond it
+    cpus = 1.0
+    pids = 256                       # processes and threads (a fork bomb stops here)
+    workspace_mb = 512               # /workspace, kept for the task's life
+    tmp_mb = 128                     # /tmp
+    network = "none"                 # or "proxy": egress only through the egress proxy
+    allow_domains = []               # with "proxy": the hosts it may reach
+
+    [sandbox.max]                    # the most a task may ask for (`agent run --memory ...`)
+    memory_mb = 4096
+    ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.errors import ConfigError
+
+Network = Literal["none", "proxy"]
+
+
+class SandboxLimits(BaseModel):
+    """The resources of one sandbox. Recorded with the task, so a resume gets the same."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_mb: int = Field(1024, ge=64)
+    cpus: float = Field(1.0, gt=0, le=64)
+    pids: int = Field(256, ge=16)
+    workspace_mb: int = Field(512, ge=1)
+    tmp_mb: int = Field(128, ge=1)
+    network: Network = "none"
+    allow_domains: tuple[str, ...] = ()
+
+    def key(self) -> str:
+        """A short digest: pooled containers are only handed to tasks with the same limits."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+class SandboxBounds(BaseModel):
+    """The operator's ceiling on each limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_mb: int = Field(4096, ge=64)
+    cpus: float = Field(2.0, gt=0)
+    pids: int = Field(1024, ge=16)
+    workspace_mb: int = Field(4096, ge=1)
+    tmp_mb: int = Field(1024, ge=1)
+
+    def check(self, limits: SandboxLimits) -> SandboxLimits:
+        """Return `limits` if every one is within bounds; raise `ConfigError` naming those that
+        are not."""
+        over = [
+            f"{name} {getattr(limits, name):g} is above the bound of {bound:g}"
+            for name, bound in self.model_dump().items()
+            if getattr(limits, name) > bound
+        ]
+        if over:
+            raise ConfigError(
+                "sandbox limits refused: " + "; ".join(over) + " ([sandbox.max] in agent.toml)"
+            )
+        return limits
+
+
+class SandboxConfig(BaseModel):
+    """The [sandbox] section of agent.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = "agent-sandbox:latest"
+    pool_size: int = Field(2, ge=0, le=32)
+    limits: SandboxLimits = Field(default_factory=SandboxLimits)
+    max: SandboxBounds = Field(default_factory=SandboxBounds)

@@ -1,0 +1,256 @@
+"""Sandboxes: one container per task, a warm pool of started ones, and reaping what is left over.
+
+    sandboxes = Sandboxes(SandboxConfig(), scope=store_scope(store.path))
+    sandbox = await sandboxes.for_task(task_id)   # the same container on every call, and after a
+                                                  # restart of the runner
+    ...
+    await sandboxes.release(task_id)              # when the task is over
+    await sandboxes.aclose()                      # waits for the pool to be refilled
+
+A task's container is named `agent-<scope>-<task id>`, the scope being a digest of the store, so
+that two stores on one machine never share a container. A pooled container is named
+`agent-pool-<limits>-<random>` and is claimed by renaming it to a task's name: the daemon lets
+only one rename of a name succeed, so two runners never get the same one, and a container that
+has ever run a command never has a pool name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import DriverConfig, Mount
+
+from agent.errors import SandboxError
+from sandbox._docker import LABEL, connect, mapped
+from sandbox.container import CONTROL, USER, WORKSPACE, Sandbox
+from sandbox.limits import SandboxConfig, SandboxLimits
+
+POOL_PREFIX = "agent-pool-"
+
+
+def store_scope(path: Path) -> str:
+    """A short digest naming a store's containers."""
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+
+
+def hardened(limits: SandboxLimits) -> dict[str, Any]:
+    """The container settings every sandbox gets (`containers.run` keyword arguments)."""
+    memory = f"{limits.memory_mb}m"
+    return {
+        "init": True,  # Docker's init as PID 1 reaps orphans
+        "user": USER,
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],  # and the default seccomp profile
+        "privileged": False,
+        "network_mode": "none" if limits.network == "none" else "bridge",
+        "ipc_mode": "private",
+        "pids_limit": limits.pids,
+        "mem_limit": memory,
+        "memswap_limit": memory,  # swap equal to memory: no swapping past the limit
+        "nano_cpus": int(limits.cpus * 1e9),
+        "tmpfs": {
+            "/tmp": f"size={limits.tmp_mb}m,mode=1777,nosuid,nodev",
+            "/home/sandbox": "size=16m,uid=1000,gid=1000,mode=0700,nosuid,nodev",
+        },
+        "mounts": [
+            _tmpfs_volume(WORKSPACE, limits.workspace_mb),
+            _tmpfs_volume(CONTROL, 1),
+        ],
+        "hostname": "sandbox",
+    }
+
+
+def _tmpfs_volume(target: str, size_mb: int) -> Mount:
+    # An anonymous volume, removed with its container; the archive API (files in and out) can
+    # reach a volume where it cannot reach a tmpfs mount. Sized, so a disk filler stops at it.
+    options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={size_mb}m,uid=1000,gid=1000"}
+    return Mount(
+        target=target, source=None, type="volume", driver_config=DriverConfig("local", options)
+    )
+
+
+class Sandboxes:
+    """The sandboxes of one store's tasks. Does no I/O until a method is awaited."""
+
+    def __init__(self, config: SandboxConfig, *, scope: str) -> None:
+        self.config = config
+        self.scope = scope
+        self._client: docker.DockerClient | None = None
+        self._image_id: str | None = None
+        self._open: dict[str, Sandbox] = {}
+        self._refill: asyncio.Future[int] | None = None
+
+    def name_of(self, task_id: str) -> str:
+        return f"agent-{self.scope}-{task_id}"
+
+    async def client(self) -> docker.DockerClient:
+        """The Docker client. Raises `DockerUnavailable` when no daemon answers."""
+        if self._client is None:
+            self._client = await asyncio.to_thread(connect)
+        return self._client
+
+    async def for_task(self, task_id: str, limits: SandboxLimits | None = None) -> Sandbox:
+        """The task's sandbox: its container if it has one (after a restart too), else one from
+        the warm pool, else a new one.
+
+        Raises `SandboxError`, `DockerUnavailable` or `ImageMissing`.
+        """
+        if (open_ := self._open.get(task_id)) is not None:
+            return open_
+        limits = limits or self.config.limits
+        client = await self.client()
+        sandbox = await asyncio.to_thread(self._find_or_make, client, task_id, limits)
+        self._open[task_id] = sandbox
+        if limits == self.config.limits and self.config.pool_size and self._refill is None:
+            # Start the next task's sandbox now, while this one works.
+            self._refill = asyncio.ensure_future(self.fill_pool())
+        return sandbox
+
+    def _find_or_make(
+        self, client: docker.DockerClient, task_id: str, limits: SandboxLimits
+    ) -> Sandbox:
+        name = self.name_of(task_id)
+        with mapped(f"finding the sandbox of task {task_id}"):
+            try:
+                container = client.containers.get(name)
+            except docker.errors.NotFound:
+                container = None
+        if container is not None:
+            if container.status != "running":
+                with mapped(f"restarting the sandbox of task {task_id}"):
+                    container.start()
+            return Sandbox(client, container.id or "", name, limits, fresh=False)
+        claimed = self._claim(client, name, limits)
+        if claimed is not None:
+            return Sandbox(client, claimed, name, limits, fresh=True)
+        return Sandbox(client, self._create(client, name, limits), name, limits, fresh=True)
+
+    def _claim(self, client: docker.DockerClient, name: str, limits: SandboxLimits) -> str | None:
+        """Rename a started pool container to `name`; None if the pool has none that fits."""
+        for container in self._pool(client, limits):
+            try:
+                client.api.rename(container.name, name)
+            except docker.errors.APIError:
+                continue  # another runner claimed it first
+            return str(container.id)
+        return None
+
+    def _pool(self, client: docker.DockerClient, limits: SandboxLimits) -> list[Any]:
+        image_id = self._current_image(client)
+        with mapped("listing the warm pool"):
+            found = client.containers.list(
+                filters={
+                    "label": [
+                        f"{LABEL}=1",
+                        f"agent.limits={limits.key()}",
+                        f"agent.image={image_id}",
+                    ],
+                    "status": "running",
+                }
+            )
+        return [c for c in found if (c.name or "").startswith(POOL_PREFIX)]
+
+    def _current_image(self, client: docker.DockerClient) -> str:
+        if self._image_id is None:
+            with mapped("finding the runtime image", image=self.config.image):
+                self._image_id = str(client.images.get(self.config.image).id)
+        return self._image_id
+
+    def _create(self, client: docker.DockerClient, name: str, limits: SandboxLimits) -> str:
+        image_id = self._current_image(client)
+        labels = {LABEL: "1", "agent.limits": limits.key(), "agent.image": image_id}
+        with mapped(f"starting sandbox {name}", image=self.config.image):
+            container = client.containers.run(
+                image_id, name=name, detach=True, labels=labels, **hardened(limits)
+            )
+        return str(container.id)
+
+    async def fill_pool(self) -> int:
+        """Start pool containers until `pool_size` are waiting; return how many were started."""
+        client = await self.client()
+        limits = self.config.limits
+        waiting = len(await asyncio.to_thread(self._pool, client, limits))
+        started = 0
+        for _ in range(self.config.pool_size - waiting):
+            name = POOL_PREFIX + limits.key() + "-" + secrets.token_hex(4)
+            await asyncio.to_thread(self._create, client, name, limits)
+            started += 1
+        return started
+
+    async def release(self, task_id: str) -> bool:
+        """Remove the task's container and its volumes; False if it had none."""
+        self._open.pop(task_id, None)
+        client = await self.client()
+        return await asyncio.to_thread(self._remove_named, client, self.name_of(task_id))
+
+    @staticmethod
+    def _remove_named(client: docker.DockerClient, name: str) -> bool:
+        with mapped(f"removing sandbox {name}"):
+            try:
+                client.containers.get(name).remove(force=True, v=True)
+            except docker.errors.NotFound:
+                return False
+        return True
+
+    async def reap(self, is_over: Callable[[str], bool], *, pool: bool = False) -> list[str]:
+        """Remove this store's containers whose task `is_over` (and, with `pool`, every pooled
+        container, and pooled containers of an old image regardless); return their names."""
+        client = await self.client()
+        return await asyncio.to_thread(self._reap, client, is_over, pool)
+
+    def _reap(
+        self, client: docker.DockerClient, is_over: Callable[[str], bool], pool: bool
+    ) -> list[str]:
+        mine = f"agent-{self.scope}-"
+        with mapped("listing sandboxes"):
+            found = client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+        current = self._image_id_or_none(client)
+        doomed = []
+        for container in found:
+            name = container.name or ""
+            if name.startswith(mine):
+                if is_over(name[len(mine) :]):
+                    doomed.append(container)
+            elif name.startswith(POOL_PREFIX) and (
+                pool
+                or container.status != "running"
+                or container.labels.get("agent.image") != current
+            ):
+                doomed.append(container)
+        removed = []
+        for container in doomed:
+            try:
+                container.remove(force=True, v=True)
+                removed.append(container.name or "")
+            except docker.errors.NotFound:
+                continue  # gone meanwhile
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: removal already in progress
+                    raise SandboxError(f"removing {container.name}: {exc}") from None
+        return removed
+
+    def _image_id_or_none(self, client: docker.DockerClient) -> str | None:
+        try:
+            return str(self._current_image(client))
+        except SandboxError:
+            return None
+
+    async def aclose(self) -> None:
+        """Wait for the pool's refill; then nothing of this object is left running."""
+        refill, self._refill = self._refill, None
+        if refill is not None:
+            # The pool is a speed-up: a failed refill leaves it smaller, nothing else.
+            with contextlib.suppress(SandboxError):
+                await refill
+        if self._client is not None:
+            self._client.close()
+            self._client = None
