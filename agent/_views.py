@@ -82,6 +82,8 @@ def next_move(state: TaskState) -> str | None:
             return f"continue with a higher limit: agent resume {task_id} {flag}"
         if pause.reason == "tool_crashed":
             return f"fix the tool, then: agent resume {task_id}"
+        if pause.reason == "sandbox_error":
+            return f"`agent doctor` says what the sandbox needs; then: agent resume {task_id}"
         if pause.reason == "model_error":
             return f"once the model answers again: agent resume {task_id} [--model URI]"
         return f"continue with: agent resume {task_id}"

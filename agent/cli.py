@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import os
@@ -27,19 +28,21 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent import __version__
+from agent._ops import add_parsers, doctor, sandbox_command, sandboxes_for, task_is_over
 from agent._views import next_move, print_history, print_tasks, print_tools, status_line, summary
 from agent.approvals import decide
 from agent.backends import backend_from_uri, normalize_uri
 from agent.backends.base import ModelBackend
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config, find_config, load_config
-from agent.errors import AgentError, BackendError, ConfigError, TaskBusy
+from agent.errors import AgentError, BackendError, ConfigError, SandboxError, TaskBusy
 from agent.events import Limits, Status
 from agent.render import Renderer
 from agent.runner import Price, Runner
 from agent.state import TaskState
 from agent.store import Store
 from policies import Gate
+from sandbox.limits import SandboxLimits
 from tools.registry import Registry
 
 EXIT = {"done": 0, "failed": 1, "awaiting_approval": 3, "paused": 4, "stuck": 5, "running": 4}
@@ -103,6 +106,22 @@ def _running_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser
         type=float,
         dest="max_cost_usd",
         help="US dollars, where [prices] are known (default: none)",
+    )
+    box = running.add_argument_group(
+        "sandbox (a new task's container; within [sandbox.max] of agent.toml)"
+    )
+    box.add_argument(
+        "--memory", type=int, dest="memory_mb", metavar="MB", help="RAM (default 1024)"
+    )
+    box.add_argument("--cpus", type=float, help="CPUs (default 1)")
+    box.add_argument("--pids", type=int, help="processes and threads (default 256)")
+    box.add_argument(
+        "--allow-domain",
+        action="append",
+        dest="allow_domains",
+        metavar="HOST",
+        help="let the sandbox reach HOST (or *.domain, HOST:PORT) through the egress proxy "
+        "(repeatable; default: no network)",
     )
     return running
 
@@ -170,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     tools_list.add_argument(
         "--tools", action="append", default=[], metavar="MODULE_OR_FILE", help=_TOOLS_HELP
     )
+    add_parsers(sub, common)
     return parser
 
 
@@ -193,7 +213,11 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
     if command == "tools":
         print_tools(_registry([*config.tools.modules, *args.tools]), out, as_json=args.json)
         return 0
+    if command == "doctor":
+        return doctor(args, config, out)
     with Store.open() as store:
+        if command == "sandbox":
+            return sandbox_command(args, config, store, out)
         if command == "tasks":
             print_tasks(store, out, statuses=args.status, limit=args.limit, as_json=args.json)
             return 0
@@ -281,9 +305,12 @@ class _Session:
             planner=_backend(planner, self.config, self._retrying) if planner else executor,
             executor=executor,
             prices={name: Price(p.input, p.output) for name, p in self.config.prices.items()},
+            sandboxes=sandboxes_for(self.config, self.store),
         )
         if not self.args.json:
-            runner.subscribe(Renderer(self.out))
+            renderer = Renderer(self.out)
+            runner.subscribe(renderer)
+            runner.subscribe_output(renderer.output)
         return runner
 
     def _retrying(self, error: BackendError, attempt: int, wait: float) -> None:
@@ -317,7 +344,13 @@ def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console)
                 "[yellow]warning:[/] a cost limit is set but \\[prices] has no price for this "
                 "model, so cost is not counted"
             )
-        task_id = runner.create(args.task, new_limits, tools=setup.tools, policy=setup.policy)
+        task_id = runner.create(
+            args.task,
+            new_limits,
+            tools=setup.tools,
+            policy=setup.policy,
+            sandbox=_sandbox_limits(args, config),
+        )
         return _until_stopped(s, runner, task_id, None)
     if args.command == "resume" and args.all:
         if given:
@@ -352,6 +385,27 @@ _LIMIT_FLAGS = {
     "max_seconds": "--max-seconds",
     "max_cost_usd": "--max-cost",
 }
+
+
+_SANDBOX_FLAGS = ("memory_mb", "cpus", "pids", "allow_domains")
+
+
+def _sandbox_limits(args: argparse.Namespace, config: Config) -> SandboxLimits | None:
+    """The new task's own sandbox limits, if flags ask for any (None: the configured ones)."""
+    given = {k: getattr(args, k) for k in _SANDBOX_FLAGS if getattr(args, k, None) is not None}
+    if not given:
+        return None
+    if given.get("allow_domains"):
+        given["network"] = "proxy"
+    try:
+        limits = SandboxLimits.model_validate({**config.sandbox.limits.model_dump(), **given})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{str(err['loc'][0]).removesuffix('_mb').replace('_', '-')}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid sandbox limit: {problems}") from None
+    return config.sandbox.max.check(limits)
 
 
 def _priced(runner: Runner, config: Config) -> bool:
@@ -400,14 +454,25 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
 
 async def _run_once(runner: Runner, task_id: str, limits: Limits | None) -> TaskState:
     try:
+        await _reap(runner)
         return await runner.resume(task_id, limits)
     finally:
         await _close(runner)  # HTTP clients belong to this event loop
 
 
+async def _reap(runner: Runner) -> None:
+    """Remove containers that crashed runners left behind for tasks that are over. Best effort:
+    with no Docker running there is nothing to remove, and tasks that need it will say so."""
+    if runner.sandboxes is not None:
+        with contextlib.suppress(SandboxError):
+            await runner.sandboxes.reap(task_is_over(runner.store))
+
+
 async def _close(runner: Runner) -> None:
     for backend in set(runner.backends.values()):
         await backend.aclose()
+    if runner.sandboxes is not None:
+        await runner.sandboxes.aclose()
 
 
 def _ask_approval(out: Console) -> tuple[bool, str] | None:

@@ -26,6 +26,14 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
 
     [policy]
     file = "policies.toml"          # rules for the gate; default: the packaged default policy
+
+    [sandbox]                       # the tasks' containers: see sandbox/limits.py
+    image = "agent-sandbox:latest"
+    pool_size = 2
+    [sandbox.limits]
+    memory_mb = 1024
+    [sandbox.max]
+    memory_mb = 4096
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from agent.backends import normalize_uri
 from agent.errors import ConfigError
 from agent.events import Limits
 from agent.store import default_home
+from sandbox.limits import SandboxConfig
 
 
 class _Section(BaseModel):
@@ -72,6 +81,7 @@ class Config(_Section):
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     #: the file it came from, if any (paths inside it are relative to its folder)
     source: Path | None = None
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agent.backends.base import ModelResponse, Purpose, Usage
+from sandbox.limits import SandboxLimits
 
 
 class _Event(BaseModel):
@@ -48,6 +49,8 @@ class TaskCreated(_Event):
     tools: tuple[str, ...] = ()
     #: the policy file's absolute path; None for the packaged default policy
     policy: str | None = None
+    #: the sandbox's limits where the task asked for its own; None for the configured ones
+    sandbox: SandboxLimits | None = None
 
 
 class PlanProposed(_Event):
@@ -167,7 +170,9 @@ class ReplanRequested(_Event):
     reason: str
 
 
-PauseReason = Literal["budget_exhausted", "model_error", "tool_crashed", "interrupted"]
+PauseReason = Literal[
+    "budget_exhausted", "model_error", "tool_crashed", "interrupted", "sandbox_error"
+]
 
 
 class TaskPaused(_Event):

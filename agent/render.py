@@ -66,6 +66,17 @@ class Renderer:
                 self.console.print(prefix + f"[dim]{stored.event.kind}[/]")
         self.console.print(line)
 
+    def output(self, task_id: str, stream: str, text: str) -> None:
+        """Show a sandbox command's output as it comes (dim; stderr in red)."""
+        del task_id
+        self.console.print(
+            text,
+            end="",
+            style="red dim" if stream == "stderr" else "dim",
+            markup=False,
+            highlight=False,
+        )
+
     def line(self, stored: StoredEvent) -> str | Panel | None:
         e, cut = stored.event, self.limit
         match e:

@@ -12,16 +12,18 @@ other, from its log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agent._control import EXECUTOR, PLANNER
 from agent.backends.base import ModelBackend, ModelRequest, Purpose, ToolSpec, Usage
-from agent.errors import BackendError, ConfigError
+from agent.errors import BackendError, ConfigError, SandboxError
 from agent.events import (
     CallRejected,
     Event,
@@ -39,9 +41,15 @@ from agent.state import Call, TaskState
 from agent.steps import next_step, record_result, tool_crashed, trim_oversized
 from agent.store import Store, StoredEvent
 from policies import Gate
+from sandbox.limits import SandboxLimits
 from tools.registry import CallInterrupted, Registry, Tool, ToolContext, ToolResult
 
+if TYPE_CHECKING:
+    from sandbox.manager import Sandboxes
+
 Subscriber = Callable[[StoredEvent], None]
+#: live output of a running command: (task id, "stdout" | "stderr", text); never recorded
+OutputSubscriber = Callable[[str, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ class RunContext:
     prices: dict[str, Price]
     subscribers: list[Subscriber]
     max_argument_bytes: int
+    sandboxes: Sandboxes | None = None
+    output_subscribers: list[OutputSubscriber] = field(default_factory=list)
     staged: list[Event] = field(default_factory=list)
 
     def stage(self, events: list[Event]) -> None:
@@ -154,7 +164,7 @@ class RunContext:
         """Run a tool and return its result, to be recorded. A bug in the tool (an exception other
         than `ToolError`) pauses the task instead, leaving the call unresolved."""
         assert call.arguments is not None
-        ctx = ToolContext(self.state.task_id, call.wire.id, key) if tool.wants_context else None
+        ctx = self._tool_context(call, key) if tool.wants_context else None
         started = time.perf_counter()
         try:
             result = await tool.invoke(call.validated or call.arguments, ctx)
@@ -164,10 +174,29 @@ class RunContext:
             done = _resulted(call, stopped.result, started, recovery)
             record_result(self, tool, done, durable=True)
             raise asyncio.CancelledError from None
+        except SandboxError as exc:  # the sandbox cannot be had: nothing for the model to fix
+            self.commit([TaskPaused(reason="sandbox_error", detail=str(exc))])
+            return None
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
             self.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
             return None
         return _resulted(call, result, started, recovery)
+
+    def _tool_context(self, call: Call, key: str) -> ToolContext:
+        task_id = self.state.task_id
+        sandbox = None
+        if self.sandboxes is not None:
+            created = self.state.created
+            limits = created.sandbox if created is not None else None
+            sandbox = functools.partial(self.sandboxes.for_task, task_id, limits)
+        output = None
+        if self.output_subscribers:
+
+            def output(stream: str, text: str) -> None:
+                for notify in self.output_subscribers:
+                    notify(task_id, stream, text)
+
+        return ToolContext(task_id, call.wire.id, key, sandbox=sandbox, output=output)
 
     def preview(self, tool: Tool | None, call: Call) -> str:
         touches = tool.touches if tool else "unknown"
@@ -201,6 +230,7 @@ class Runner:
         executor: ModelBackend | None = None,
         prices: dict[str, Price] | None = None,
         max_argument_bytes: int = 64 * 1024,
+        sandboxes: Sandboxes | None = None,
     ) -> None:
         clash = [t.name for t in registry if t.name in EXECUTOR or t.name in PLANNER]
         if clash:
@@ -213,10 +243,17 @@ class Runner:
         self.max_argument_bytes = max_argument_bytes
         self.tool_specs = registry.specs() + EXECUTOR.specs()
         self.subscribers: list[Subscriber] = []
+        self.output_subscribers: list[OutputSubscriber] = []
+        #: the tasks' containers; None runs without (sandbox tools then fail, telling the model)
+        self.sandboxes = sandboxes
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call `subscriber` with every event this runner records, as it is recorded."""
         self.subscribers.append(subscriber)
+
+    def subscribe_output(self, subscriber: OutputSubscriber) -> None:
+        """Call `subscriber` with the output of sandbox commands as it comes (not recorded)."""
+        self.output_subscribers.append(subscriber)
 
     def create(
         self,
@@ -225,6 +262,7 @@ class Runner:
         *,
         tools: tuple[str, ...] = (),
         policy: str | None = None,
+        sandbox: SandboxLimits | None = None,
     ) -> str:
         """Record a new task; return its id. Nothing runs until `run`.
 
@@ -239,6 +277,7 @@ class Runner:
             limits=limits or Limits(),
             tools=tools,
             policy=policy,
+            sandbox=sandbox,
         )
         task_id = self.store.create_task(created)
         for notify in self.subscribers:
@@ -282,6 +321,8 @@ class Runner:
                 self.prices,
                 self.subscribers,
                 self.max_argument_bytes,
+                self.sandboxes,
+                self.output_subscribers,
             )
             events: list[Event] = []
             if limits is not None and limits != state.limits:
@@ -299,4 +340,8 @@ class Runner:
             except (KeyboardInterrupt, asyncio.CancelledError):
                 self._pause_interrupted(task_id)
                 raise
+            if state.status in ("done", "failed") and self.sandboxes is not None:
+                # Left behind if this fails (Docker gone): the next runner's reap removes it.
+                with contextlib.suppress(SandboxError):
+                    await self.sandboxes.release(task_id)
             return state

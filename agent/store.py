@@ -204,6 +204,11 @@ class Store:
             for seq, ts, body in rows
         ]
 
+    def check(self) -> str:
+        """SQLite's quick integrity check of the log: "ok", or what is wrong."""
+        (result,) = self._db.execute("PRAGMA quick_check").fetchone()
+        return str(result)
+
     def task(self, task_id: str) -> TaskRow:
         row = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if row is None:

@@ -46,6 +46,11 @@ _COUNTERS = (
 )
 
 
+class WorkspaceError(SandboxError):
+    """A file of the workspace cannot be read or written as asked (missing, too large, outside
+    the workspace): the caller's mistake, not the sandbox's. `code` says which."""
+
+
 @dataclass(frozen=True)
 class ExecResult:
     exit_code: int | None
@@ -251,7 +256,7 @@ class Sandbox:
 
     async def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> str:
         """Write a file in the workspace (parent directories are made); return its full path.
-        Raises `SandboxError` for a path outside the workspace."""
+        Raises `WorkspaceError` for a path outside the workspace."""
         full = workspace_path(path)
         folder, name = posixpath.split(full)
         await self.exec(["mkdir", "-p", folder], timeout=30)
@@ -265,7 +270,7 @@ class Sandbox:
         return full
 
     async def read_file(self, path: str, *, max_bytes: int = 10 * 1024 * 1024) -> bytes:
-        """A file's bytes. Raises `SandboxError` (code `not_found`, `not_a_file`, `too_large`)."""
+        """A file's bytes. Raises `WorkspaceError` (code `not_found`, `not_a_file`, `too_large`)."""
         full = workspace_path(path)
 
         def get() -> bytes:
@@ -273,17 +278,17 @@ class Sandbox:
             try:
                 chunks, stat = container.get_archive(full)
             except docker.errors.NotFound:
-                raise SandboxError(f"no such file: {full}", code="not_found") from None
+                raise WorkspaceError(f"no such file: {full}", code="not_found") from None
             size = int((stat or {}).get("size", 0))
             if size > max_bytes:
-                raise SandboxError(
+                raise WorkspaceError(
                     f"{full} is {size} bytes; at most {max_bytes} are read",
                     code="too_large",
                 )
             with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
                 member = archive.next()
                 if member is None or not member.isfile():
-                    raise SandboxError(f"{full} is not a file", code="not_a_file")
+                    raise WorkspaceError(f"{full} is not a file", code="not_a_file")
                 extracted = archive.extractfile(member)
                 assert extracted is not None
                 return extracted.read()
@@ -315,7 +320,7 @@ def workspace_path(path: str) -> str:
     `SandboxError` (code `outside_workspace`) for a path that leaves it."""
     full = posixpath.normpath(posixpath.join(WORKSPACE, path))
     if full != WORKSPACE and not full.startswith(WORKSPACE + "/"):
-        raise SandboxError(
+        raise WorkspaceError(
             f"{path}: files are read and written in {WORKSPACE} only", code="outside_workspace"
         )
     return full

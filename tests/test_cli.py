@@ -19,6 +19,7 @@ from agent.cli import main
 from agent.events import Limits, TaskCreated
 from agent.store import Store
 
+from tools.sandboxed import registry as sandbox_tools
 from .conftest import REPO, write_script
 from .wire_server import Reply, WireServer
 
@@ -197,7 +198,7 @@ def test_listings(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     assert main(["tools", "list", "--json"]) == 0
     tools = {t["name"]: t for t in _last_json(capsys)}
-    assert set(tools) == {"calculate", "current_time"}
+    assert set(tools) == {"calculate", "current_time", *(t.name for t in sandbox_tools)}
     assert tools["calculate"]["parameters"]["required"] == ["expression"]
     assert main(["tools", "list", "--tools", TALLY]) == 0
     listing = capsys.readouterr().out

@@ -18,12 +18,12 @@ import json
 import re
 import sys
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import (
     BaseModel,
@@ -39,6 +39,9 @@ from pydantic import (
 from agent.backends.base import ToolSpec
 from agent.errors import ConfigError
 
+if TYPE_CHECKING:
+    from sandbox.container import Sandbox
+
 Touches = Literal["read", "write", "external", "deploy"]
 TOUCHES: tuple[Touches, ...] = ("read", "write", "external", "deploy")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
@@ -49,12 +52,17 @@ class ToolContext:
     """What a running tool may know about its call. Declare a parameter of this type to get it.
 
     `idempotency_key` is stable across restarts of the runner: a tool with side effects uses it
-    so that a call re-sent after a crash is recognised (DESIGN invariant 2).
+    so that a call re-sent after a crash is recognised (DESIGN invariant 2). `sandbox` gives the
+    task's container (the same one on every call, for the task's whole life).
     """
 
     task_id: str
     call_id: str
     idempotency_key: str
+    #: the task's sandbox, started on first use (None where the runner has no sandboxes)
+    sandbox: Callable[[], Awaitable[Sandbox]] | None = None
+    #: shows a command's output as it comes: called with ("stdout" | "stderr", text)
+    output: Callable[[str, str], None] | None = None
 
 
 @dataclass(frozen=True)

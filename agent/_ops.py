@@ -1,0 +1,220 @@
+"""The operator's commands: `agent sandbox build|prune|list` and `agent doctor`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+from rich.console import Console
+from rich.markup import escape
+
+from agent.backends import backend_from_uri
+from agent.config import Config
+from agent.errors import AgentError, SandboxError, TaskNotFound
+from agent.store import Store, default_home
+from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped
+from sandbox.image import build_image, image_state
+from sandbox.manager import Sandboxes, store_scope
+
+
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    box = sub.add_parser("sandbox", help="the runtime image and the tasks' containers")
+    box_sub = box.add_subparsers(dest="sandbox_command", required=True, metavar="COMMAND")
+    build = box_sub.add_parser(
+        "build",
+        parents=[common],
+        help="build the runtime image (from debian:bookworm-slim, or a debootstrap base where "
+        "no registry is reachable)",
+    )
+    build.add_argument(
+        "--base",
+        choices=("auto", "registry", "debootstrap"),
+        default="auto",
+        help="where the base comes from (default: auto, the registry's if it answers)",
+    )
+    build.add_argument("--force", action="store_true", help="build even if it is up to date")
+    build.add_argument("--mirror", help="Debian mirror for debootstrap (default: its own)")
+    prune = box_sub.add_parser(
+        "prune",
+        parents=[common],
+        help="remove containers left behind: finished tasks', and stale or (--pool) all pooled",
+    )
+    prune.add_argument("--pool", action="store_true", help="also empty the warm pool")
+    box_sub.add_parser("list", parents=[common], help="list the project's containers")
+    sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check Docker, the image, Chromium in it, the model config and the store",
+    )
+
+
+def sandboxes_for(config: Config, store: Store) -> Sandboxes:
+    return Sandboxes(config.sandbox, scope=store_scope(store.path))
+
+
+def task_is_over(store: Store) -> Callable[[str], bool]:
+    def is_over(task_id: str) -> bool:
+        try:
+            return store.task(task_id).status in ("done", "failed")
+        except TaskNotFound:
+            return True
+
+    return is_over
+
+
+def sandbox_command(args: argparse.Namespace, config: Config, store: Store, out: Console) -> int:
+    command = args.sandbox_command
+    if command == "build":
+        client = connect()
+        say = (lambda _line: None) if args.json else (lambda line: out.print(escape(line)))
+        image_id = build_image(
+            client,
+            config.sandbox.image,
+            base=args.base,
+            force=args.force,
+            mirror=args.mirror,
+            progress=say,
+        )
+        if args.json:
+            print(json.dumps({"image": config.sandbox.image, "id": image_id}))
+        return 0
+    if command == "prune":
+        sandboxes = sandboxes_for(config, store)
+        removed = asyncio.run(_prune(sandboxes, store, pool=args.pool))
+        if args.json:
+            print(json.dumps({"removed": removed}))
+        else:
+            out.print(f"removed {len(removed)} container{'s' if len(removed) != 1 else ''}")
+            for name in removed:
+                out.print(f"  {name}")
+        return 0
+    client = connect()
+    with mapped("listing sandboxes"):
+        found = client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+    rows = [{"name": c.name, "status": c.status, "id": (c.id or "")[:12]} for c in found]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            out.print(f"{row['name']}  {row['status']}  {row['id']}")
+        out.print(f"{len(rows)} container{'s' if len(rows) != 1 else ''}")
+    return 0
+
+
+async def _prune(sandboxes: Sandboxes, store: Store, *, pool: bool) -> list[str]:
+    try:
+        return await sandboxes.reap(task_is_over(store), pool=pool)
+    finally:
+        await sandboxes.aclose()
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+def doctor(args: argparse.Namespace, config: Config, out: Console) -> int:
+    """Check everything a task needs; each failure says what to run. Exit 0 when all pass."""
+    checks: list[Check] = []
+    client = _check_docker(checks)
+    if client is not None:
+        _check_image(checks, client, config.sandbox.image)
+    checks.append(_check_model(config))
+    checks.append(_check_store())
+    if args.json:
+        print(json.dumps([c.__dict__ for c in checks]))
+    else:
+        for c in checks:
+            mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
+            out.print(f"{mark} {c.name}: {escape(c.detail)}")
+            if c.fix:
+                out.print(f"       to fix: {escape(c.fix)}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def _check_docker(checks: list[Check]) -> docker.DockerClient | None:
+    try:
+        client = connect(timeout=10)
+        version = client.version().get("Version", "?")
+    except SandboxError as exc:
+        checks.append(Check("docker", False, exc.message, exc.fix or START_DOCKER))
+        return None
+    checks.append(Check("docker", True, f"daemon {version} answers"))
+    return client
+
+
+def _check_image(checks: list[Check], client: docker.DockerClient, image: str) -> None:
+    try:
+        state = image_state(client, image)
+    except docker.errors.DockerException as exc:
+        checks.append(Check("image", False, str(exc), BUILD_IMAGE))
+        return
+    if state == "missing":
+        checks.append(Check("image", False, f"{image} is not built", BUILD_IMAGE))
+        return
+    if state == "stale":
+        checks.append(Check("image", False, f"{image} was built from an older recipe", BUILD_IMAGE))
+    else:
+        checks.append(Check("image", True, f"{image} is built and current"))
+    try:
+        output = client.containers.run(
+            image, ["chromium", "--version"], remove=True, network_mode="none", cap_drop=["ALL"]
+        )
+        text = output.decode().strip() if isinstance(output, bytes) else str(output)
+        checks.append(Check("chromium", True, text or "present"))
+    except docker.errors.DockerException as exc:
+        checks.append(
+            Check("chromium", False, f"not runnable in {image}: {exc}", f"{BUILD_IMAGE} --force")
+        )
+
+
+def _check_model(config: Config) -> Check:
+    uri = os.environ.get("AGENT_MODEL") or config.model.uri
+    if not uri:
+        return Check(
+            "model",
+            False,
+            "no model configured",
+            "set [model] uri in agent.toml or $AGENT_MODEL (or pass --model to agent run)",
+        )
+    try:
+        backend_from_uri(uri, api_key_env=config.model.api_key_env)
+    except AgentError as exc:
+        return Check("model", False, f"{uri}: {exc}", "correct [model] in agent.toml")
+    if uri.startswith("openai:") and not os.environ.get("OPENAI_API_KEY"):
+        return Check(
+            "model", False, f"{uri}: $OPENAI_API_KEY is not set", "export OPENAI_API_KEY=..."
+        )
+    if config.model.api_key_env and not os.environ.get(config.model.api_key_env):
+        return Check(
+            "model",
+            False,
+            f"{uri}: ${config.model.api_key_env} is not set",
+            f"export {config.model.api_key_env}=...",
+        )
+    return Check("model", True, uri)
+
+
+def _check_store() -> Check:
+    try:
+        with Store.open() as store:
+            count = store.count()
+            path = store.path
+            result = store.check()
+    except (AgentError, sqlite3.Error) as exc:
+        return Check("store", False, str(exc), f"check that {default_home()} is writable")
+    if result != "ok":
+        return Check("store", False, f"{path}: {result}", f"restore {path} from a backup")
+    return Check("store", True, f"{path} ({count} tasks)")
