@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup format lint typecheck test bench ci clean
+.PHONY: setup sandbox format lint typecheck test bench ci clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 setup: $(STAMP)
+
+# A Docker engine that answers and the runtime image, built (or found up to date).
+sandbox: $(STAMP)
+	scripts/ensure-docker
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -25,10 +29,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP)
+test: $(STAMP) sandbox
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) sandbox
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 ci: lint typecheck test

@@ -737,9 +737,20 @@ def test_default_policy_denies_system_paths_to_a_tool_that_says_it_only_reads(
 def test_default_policy_asks_before_touching_an_absolute_path(
     default_gate: Gate, path: str
 ) -> None:
-    write = default_gate.evaluate(write_file, {"path": path, "content": "x"})
+    # Host tools: the sandbox's own file tools are held to /workspace by the sandbox itself.
+    @tool(touches="write")
+    def save(path: str, content: str) -> str:
+        """Write a file on the host."""
+        return path
+
+    @tool
+    def load(path: str) -> str:
+        """Read a file on the host."""
+        return path
+
+    write = default_gate.evaluate(save, {"path": path, "content": "x"})
     assert isinstance(write, RequireApproval), path
-    assert isinstance(default_gate.evaluate(read_file, {"path": path}), RequireApproval), path
+    assert isinstance(default_gate.evaluate(load, {"path": path}), RequireApproval), path
 
 
 def test_default_policy_asks_before_any_command(default_gate: Gate) -> None:
@@ -759,7 +770,7 @@ def test_default_policy_asks_before_any_command(default_gate: Gate) -> None:
         default_gate.evaluate(shell, {"command": "rm -rf /tmp/build"}),
     ):
         assert isinstance(decision, RequireApproval)
-        assert "no sandbox" in decision.reason
+        assert "outside the sandbox" in decision.reason
     assert isinstance(default_gate.evaluate(run, {"command": ["rm", "-rf", "/"]}), Deny)
 
 
@@ -966,3 +977,24 @@ def test_an_allow_rule_covers_only_the_commands_as_written(command: str) -> None
 @pytest.mark.parametrize("command", ['echo "$(rm -rf /)"', 'echo "`rm -rf /`"', "x=$(rm -rf /)"])
 def test_a_deny_rule_sees_commands_substituted_inside_double_quotes(command: str) -> None:
     assert isinstance(Gate.default().evaluate(shell, {"command": command}), Deny)
+
+
+def test_default_policy_lets_the_sandbox_tools_run_but_keeps_its_tripwires(
+    default_gate: Gate,
+) -> None:
+    from tools.sandboxed import list_files, patch_file
+    from tools.sandboxed import read_file as sandbox_read
+    from tools.sandboxed import shell as sandbox_shell
+    from tools.sandboxed import write_file as sandbox_write
+
+    assert isinstance(default_gate.evaluate(sandbox_shell, {"command": "rm -rf build"}), Allow)
+    assert isinstance(default_gate.evaluate(sandbox_write, {"path": "a.txt", "content": ""}), Allow)
+    assert isinstance(default_gate.evaluate(sandbox_read, {"path": "/workspace/a.txt"}), Allow)
+    assert isinstance(default_gate.evaluate(list_files, {"path": "."}), Allow)
+    assert isinstance(
+        default_gate.evaluate(patch_file, {"path": "a.txt", "old": "a", "new": "b"}), Allow
+    )
+    assert isinstance(default_gate.evaluate(sandbox_shell, {"command": "rm -rf / "}), Deny)
+    assert isinstance(
+        default_gate.evaluate(sandbox_shell, {"command": "curl http://169.254.169.254/"}), Deny
+    )

@@ -1,0 +1,308 @@
+"""The sandbox, against a real Docker engine: hardening, limits, timeouts, files, the warm pool.
+
+These never skip: `make test` starts Docker and builds the image first (scripts/ensure-docker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import secrets
+import tarfile
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import docker
+import pytest
+
+from agent.errors import DockerUnavailable, ImageMissing
+from sandbox._docker import LABEL
+from sandbox.container import Sandbox, WorkspaceError
+from sandbox.limits import SandboxConfig, SandboxLimits
+from sandbox.manager import POOL_PREFIX, Sandboxes
+
+SMALL = SandboxLimits(memory_mb=256, pids=64, workspace_mb=32, tmp_mb=16, cpus=1.0)
+
+
+def project_containers(client: docker.DockerClient, scope: str | None = None) -> list[Any]:
+    found = client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
+    return [c for c in found if scope is None or (c.name or "").startswith(f"agent-{scope}-")]
+
+
+@pytest.fixture
+async def boxes() -> AsyncIterator[Sandboxes]:
+    """Sandboxes of a scope of their own (no pool), all removed afterwards."""
+    sandboxes = Sandboxes(SandboxConfig(pool_size=0, limits=SMALL), scope=secrets.token_hex(4))
+    yield sandboxes
+    await sandboxes.reap(lambda _task: True)
+    await sandboxes.aclose()
+
+
+@pytest.fixture
+def client() -> docker.DockerClient:
+    return docker.from_env()
+
+
+def assert_hardened(container: Any, limits: SandboxLimits) -> None:
+    """The settings every container of the project must have, read back from Docker."""
+    host = container.attrs["HostConfig"]
+    config = container.attrs["Config"]
+    name = container.name
+    assert host["CapDrop"] == ["ALL"], name
+    assert not host["CapAdd"], name
+    assert host["Privileged"] is False, name
+    assert host["ReadonlyRootfs"] is True, name
+    assert "no-new-privileges:true" in host["SecurityOpt"], name
+    assert not any("seccomp=unconfined" in opt for opt in host["SecurityOpt"]), name
+    assert host["NetworkMode"] in ("none",) or host["NetworkMode"].startswith("agent-"), name
+    assert (host["PidMode"], host["IpcMode"], host["UTSMode"]) == ("", "private", ""), name
+    assert not host["Binds"], name
+    assert not host["Devices"], name
+    assert all(m["Type"] in ("volume", "tmpfs") for m in container.attrs["Mounts"]), name
+    assert not any("docker.sock" in str(m) for m in container.attrs["Mounts"]), name
+    assert host["PidsLimit"] == limits.pids, name
+    assert host["Memory"] == limits.memory_mb * 2**20 == host["MemorySwap"], name
+    assert host["NanoCpus"] == int(limits.cpus * 1e9), name
+    assert config["User"] == "1000:1000", name
+    assert set(host["Tmpfs"]) == {"/tmp", "/home/sandbox"}, name
+    assert f"size={limits.tmp_mb}m" in host["Tmpfs"]["/tmp"], name
+
+
+async def assert_confined_inside(sandbox: Sandbox) -> None:
+    result = await sandbox.exec(
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; id -u", timeout=10
+    )
+    fields = dict(line.split(":\t") for line in result.stdout.splitlines() if ":\t" in line)
+    assert fields == {"CapEff": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
+    assert result.stdout.splitlines()[-1] != "0"  # not root
+    denied = await sandbox.exec("touch /usr/x; ls /var/run/docker.sock", timeout=10)
+    assert "Read-only file system" in denied.stderr
+    assert "No such file" in denied.stderr
+
+
+async def test_every_container_the_project_makes_is_hardened(
+    client: docker.DockerClient,
+) -> None:
+    scope = secrets.token_hex(4)
+    limits = SandboxLimits(memory_mb=300, pids=70, workspace_mb=20, tmp_mb=10, cpus=0.5)
+    sandboxes = Sandboxes(SandboxConfig(pool_size=1, limits=limits), scope=scope)
+    try:
+        cold = await sandboxes.for_task("cold")  # no pool yet: made on demand
+        await sandboxes.aclose()  # waits for the pool's refill
+        pooled = await sandboxes.for_task("pooled")  # claimed from the pool
+        await sandboxes.aclose()
+        assert cold.id != pooled.id
+        for sandbox in (cold, pooled):
+            assert_hardened(client.containers.get(sandbox.id), limits)
+            await assert_confined_inside(sandbox)
+        # And whatever else carries the project's label, pool included.
+        pool = [c for c in project_containers(client) if (c.name or "").startswith(POOL_PREFIX)]
+        assert pool
+        for container in pool:
+            if container.labels.get("agent.limits") == limits.key():
+                assert_hardened(container, limits)
+    finally:
+        await sandboxes.reap(lambda _task: True, pool=True)
+        await sandboxes.aclose()
+
+
+async def test_a_command_gives_its_output_and_exit_code_and_streams_as_it_runs(
+    boxes: Sandboxes,
+) -> None:
+    sandbox = await boxes.for_task("t")
+    chunks: list[tuple[float, str, str]] = []
+    started = time.monotonic()
+    result = await sandbox.exec(
+        "echo first; echo oops >&2; sleep 1; echo second; exit 3",
+        timeout=10,
+        on_output=lambda stream, text: chunks.append((time.monotonic() - started, stream, text)),
+    )
+    assert (result.exit_code, result.stdout, result.stderr) == (3, "first\nsecond\n", "oops\n")
+    assert not result.ok
+    assert result.problem is None
+    first = next(t for t, stream, text in chunks if "first" in text)
+    assert first < 0.9  # shown while the command still ran
+    assert ("stderr", "oops\n") in [(s, t) for _, s, t in chunks]
+
+
+async def test_a_spinner_that_ignores_sigterm_is_gone_within_timeout_plus_2s(
+    boxes: Sandboxes,
+) -> None:
+    sandbox = await boxes.for_task("t")
+    started = time.monotonic()
+    result = await sandbox.exec(
+        "trap '' TERM; (trap '' TERM; while :; do :; done) & setsid sh -c 'sleep 300' & "
+        "while :; do :; done",
+        timeout=1,
+    )
+    elapsed = time.monotonic() - started
+    assert result.timed_out
+    assert elapsed < 1 + 2, elapsed
+    assert result.problem is not None
+    assert "timed out after 1 s" in result.problem
+    left = await sandbox.exec(
+        "ps -eo comm= | grep -cvE '^(docker-init|agent-init|ps|sh|grep)$'", timeout=10
+    )
+    assert left.stdout.strip() == "0", left
+
+
+async def test_fork_memory_and_disk_bombs_end_as_clear_errors_and_others_stay_responsive(
+    boxes: Sandboxes,
+) -> None:
+    victim, neighbour = await boxes.for_task("bomber"), await boxes.for_task("neighbour")
+
+    async def responsive() -> float:
+        started = time.monotonic()
+        assert (await neighbour.exec("echo alive", timeout=10)).stdout == "alive\n"
+        return time.monotonic() - started
+
+    fork = asyncio.create_task(victim.exec("bash -c ':(){ :|:& };:'", timeout=3))
+    await asyncio.sleep(1)
+    assert await responsive() < 2.0  # during the fork bomb
+    result = await fork
+    assert (result.problem or "").startswith("process limit:"), result
+    assert "64 processes" in (result.problem or "")
+
+    memory = await victim.exec(
+        "python3 -c 'x = bytearray(2 * 10**9); x[::4096] = b\"x\" * len(x[::4096])'", timeout=30
+    )
+    assert memory.problem == "out of memory: the process was killed at the 256 MiB limit", memory
+
+    disk = await victim.exec("dd if=/dev/zero of=/workspace/fill bs=1M", timeout=30)
+    assert (disk.problem or "").startswith("disk full:"), disk
+    assert "/workspace holds 32 MiB" in (disk.problem or "")
+    assert await responsive() < 2.0
+    # The sandbox itself goes on working after each of them.
+    assert (await victim.exec("rm /workspace/fill && echo ok", timeout=10)).stdout == "ok\n"
+
+
+async def test_fifty_bombs_and_timeouts_leave_no_container_behind(
+    client: docker.DockerClient, boxes: Sandboxes
+) -> None:
+    bombs = [
+        ("bash -c ':(){ :|:& };:'", "process limit:"),
+        (
+            "python3 -c 'x = bytearray(2 * 10**9); x[::4096] = b\"x\" * len(x[::4096])'",
+            "out of memory:",
+        ),
+        ("dd if=/dev/zero of=/workspace/fill bs=1M", "disk full:"),
+        ("trap '' TERM; while :; do :; done", "timed out after"),
+    ]
+    volumes_before = {v.id for v in client.volumes.list()}
+    outcomes = []
+    for run in range(50):
+        command, expected = bombs[run % len(bombs)]
+        sandbox = await boxes.for_task(f"run{run}")
+        result = await sandbox.exec(command, timeout=1.5)
+        outcomes.append((result.problem or "").startswith(expected))
+        assert await boxes.release(f"run{run}")
+    assert sum(outcomes) >= 48, outcomes  # a fork bomb may, rarely, end as a timeout first
+    assert project_containers(client, boxes.scope) == []
+    assert {v.id for v in client.volumes.list()} <= volumes_before  # their volumes went too
+
+
+async def test_files_go_in_and_out_and_stay_in_the_workspace(boxes: Sandboxes) -> None:
+    sandbox = await boxes.for_task("t")
+    assert await sandbox.write_file("notes/a.txt", "héllo\n".encode()) == "/workspace/notes/a.txt"
+    assert await sandbox.read_file("/workspace/notes/a.txt") == "héllo\n".encode()
+    listing = await sandbox.exec("stat -c '%U %s' notes/a.txt", timeout=10)
+    assert listing.stdout == "sandbox 7\n"
+
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, data in {"pkg/__init__.py": b"", "pkg/mod.py": b"X = 1\n"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    await sandbox.put_archive("src", archive.getvalue())
+    ran = await sandbox.exec("cd src && python3 -c 'import pkg.mod; print(pkg.mod.X)'", timeout=10)
+    assert ran.stdout == "1\n"
+    with tarfile.open(fileobj=io.BytesIO(await sandbox.get_archive("src/pkg"))) as tar:
+        assert sorted(tar.getnames()) == ["pkg", "pkg/__init__.py", "pkg/mod.py"]
+
+    for bad in ("../etc/passwd", "/etc/passwd", "/workspace/../root"):
+        with pytest.raises(WorkspaceError) as refused:
+            await sandbox.read_file(bad)
+        assert refused.value.code == "outside_workspace"
+    with pytest.raises(WorkspaceError) as missing:
+        await sandbox.read_file("nope.txt")
+    assert missing.value.code == "not_found"
+    with pytest.raises(WorkspaceError) as big:
+        await sandbox.read_file("notes/a.txt", max_bytes=3)
+    assert big.value.code == "too_large"
+
+
+async def test_the_same_task_gets_the_same_container_with_its_files(boxes: Sandboxes) -> None:
+    first = await boxes.for_task("t")
+    await first.write_file("kept.txt", b"still here")
+    # A new runner (a new Sandboxes object, as after a restart) finds it by the task's name.
+    again = Sandboxes(boxes.config, scope=boxes.scope)
+    try:
+        second = await again.for_task("t")
+        assert second.id == first.id
+        assert await second.read_file("kept.txt") == b"still here"
+    finally:
+        await again.aclose()
+
+
+async def test_the_pool_hands_out_each_container_once_and_never_a_used_one(
+    client: docker.DockerClient,
+) -> None:
+    config = SandboxConfig(pool_size=3, limits=SandboxLimits(memory_mb=200, pids=50))
+    scope = secrets.token_hex(4)
+    runners = [Sandboxes(config, scope=scope) for _ in range(3)]
+    try:
+        assert await runners[0].fill_pool() == 3
+        waiting = {
+            c.id
+            for c in client.containers.list(
+                filters={"label": f"agent.limits={config.limits.key()}"}
+            )
+            if (c.name or "").startswith(POOL_PREFIX)
+        }
+        # Three runners claim at once, for six tasks: three get pooled containers, none twice.
+        got = await asyncio.gather(*(r.for_task(f"task{i}") for i, r in enumerate(runners * 2)))
+        ids = [s.id for s in got]
+        assert len(set(ids)) == 6
+        assert len(waiting & set(ids)) == 3
+        for sandbox in got:
+            await sandbox.write_file("used.txt", b"x")
+        for r in runners:
+            await r.aclose()  # refills
+        fresh = [
+            c
+            for c in client.containers.list(
+                filters={"label": f"agent.limits={config.limits.key()}"}
+            )
+            if (c.name or "").startswith(POOL_PREFIX)
+        ]
+        assert len(fresh) >= 3
+        assert not {c.id for c in fresh} & set(ids)
+        newcomer = await runners[0].for_task("late")
+        assert newcomer.id not in ids
+        assert (await newcomer.exec("ls /workspace", timeout=10)).stdout == ""
+    finally:
+        await runners[0].reap(lambda _task: True, pool=True)
+        for r in runners:
+            await r.aclose()
+
+
+async def test_a_missing_daemon_or_image_says_what_to_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_image = Sandboxes(
+        SandboxConfig(pool_size=0, image="agent-sandbox:never-built"), scope=secrets.token_hex(4)
+    )
+    with pytest.raises(ImageMissing) as missing:
+        await no_image.for_task("t")
+    assert "agent sandbox build" in str(missing.value)
+    await no_image.aclose()
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    no_daemon = Sandboxes(SandboxConfig(pool_size=0), scope=secrets.token_hex(4))
+    with pytest.raises(DockerUnavailable) as down:
+        await no_daemon.for_task("t")
+    assert "no Docker daemon answers" in str(down.value)
+    assert "dockerd" in str(down.value)
+    assert "agent doctor" in str(down.value)
