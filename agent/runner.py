@@ -175,7 +175,13 @@ class RunContext:
             record_result(self, tool, done, durable=True)
             raise asyncio.CancelledError from None
         except SandboxError as exc:  # the sandbox cannot be had: nothing for the model to fix
-            self.commit([TaskPaused(reason="sandbox_error", detail=str(exc))])
+            events: list[Event] = []
+            if exc.context.get("nothing_ran"):
+                # Known not to have run: say so, so that a resume asks the model again rather
+                # than a reviewer whether it took effect.
+                failed = ToolResult(ok=False, content=f"not run: {exc}", error_code=exc.code)
+                events.append(_resulted(call, failed, started, recovery))
+            self.commit([*events, TaskPaused(reason="sandbox_error", detail=str(exc))])
             return None
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
             self.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])

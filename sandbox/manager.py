@@ -9,9 +9,9 @@
 
 A task's container is named `agent-<scope>-<task id>`, the scope being a digest of the store, so
 that two stores on one machine never share a container. A pooled container is named
-`agent-pool-<limits>-<random>` and is claimed by renaming it to a task's name: the daemon lets
-only one rename of a name succeed, so two runners never get the same one, and a container that
-has ever run a command never has a pool name.
+`agent-pool-<limits>-<random>`. It is claimed by pausing it (the daemon lets only one caller pause
+a running container), renaming it to the task's name and resuming it: two runners never get the
+same one, and a container that has ever run a command never has a pool name.
 """
 
 from __future__ import annotations
@@ -102,13 +102,18 @@ class Sandboxes:
         """The task's sandbox: its container if it has one (after a restart too), else one from
         the warm pool, else a new one.
 
-        Raises `SandboxError`, `DockerUnavailable` or `ImageMissing`.
+        Raises `SandboxError`, `DockerUnavailable` or `ImageMissing`, with `context["nothing_ran"]`
+        set: no command of the caller's has run.
         """
         if (open_ := self._open.get(task_id)) is not None:
             return open_
         limits = limits or self.config.limits
-        client = await self.client()
-        sandbox = await asyncio.to_thread(self._find_or_make, client, task_id, limits)
+        try:
+            client = await self.client()
+            sandbox = await asyncio.to_thread(self._find_or_make, client, task_id, limits)
+        except SandboxError as exc:
+            exc.context["nothing_ran"] = True  # the caller's command never reached a container
+            raise
         self._open[task_id] = sandbox
         if limits == self.config.limits and self.config.pool_size and self._refill is None:
             # Start the next task's sandbox now, while this one works.
@@ -137,11 +142,22 @@ class Sandboxes:
     def _claim(self, client: docker.DockerClient, name: str, limits: SandboxLimits) -> str | None:
         """Rename a started pool container to `name`; None if the pool has none that fits."""
         for container in self._pool(client, limits):
+            # Pausing is the claim: the daemon pauses a container under its lock and refuses to
+            # pause a paused one, so of runners racing for it exactly one gets through. (A rename
+            # is no claim: two renames of one container both succeed.)
+            # The listing may be stale: once paused, check that it still has its pool name.
             try:
-                client.api.rename(container.name, name)
+                client.api.pause(container.id)
             except docker.errors.APIError:
-                continue  # another runner claimed it first
-            return str(container.id)
+                continue  # another runner is claiming it, or it stopped
+            with mapped(f"claiming a pooled sandbox for {name}"):
+                try:
+                    current = str(client.api.inspect_container(container.id)["Name"])
+                    if current.lstrip("/").startswith(POOL_PREFIX):
+                        client.api.rename(container.id, name)
+                        return str(container.id)
+                finally:
+                    client.api.unpause(container.id)
         return None
 
     def _pool(self, client: docker.DockerClient, limits: SandboxLimits) -> list[Any]:
@@ -222,7 +238,8 @@ class Sandboxes:
                     doomed.append(container)
             elif name.startswith(POOL_PREFIX) and (
                 pool
-                or container.status != "running"
+                # Paused is being claimed (for milliseconds) by another runner: leave it.
+                or container.status not in ("running", "paused")
                 or container.labels.get("agent.image") != current
             ):
                 doomed.append(container)

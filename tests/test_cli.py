@@ -18,8 +18,8 @@ import pytest
 from agent.cli import main
 from agent.events import Limits, TaskCreated
 from agent.store import Store
-
 from tools.sandboxed import registry as sandbox_tools
+
 from .conftest import REPO, write_script
 from .wire_server import Reply, WireServer
 

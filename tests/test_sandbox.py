@@ -249,7 +249,9 @@ async def test_the_same_task_gets_the_same_container_with_its_files(boxes: Sandb
 async def test_the_pool_hands_out_each_container_once_and_never_a_used_one(
     client: docker.DockerClient,
 ) -> None:
-    config = SandboxConfig(pool_size=3, limits=SandboxLimits(memory_mb=200, pids=50))
+    # Limits of its own, so that no other pool's containers count.
+    limits = SandboxLimits(memory_mb=200, pids=50 + secrets.randbelow(10_000))
+    config = SandboxConfig(pool_size=3, limits=limits)
     scope = secrets.token_hex(4)
     runners = [Sandboxes(config, scope=scope) for _ in range(3)]
     try:
@@ -283,9 +285,10 @@ async def test_the_pool_hands_out_each_container_once_and_never_a_used_one(
         assert newcomer.id not in ids
         assert (await newcomer.exec("ls /workspace", timeout=10)).stdout == ""
     finally:
-        await runners[0].reap(lambda _task: True, pool=True)
         for r in runners:
-            await r.aclose()
+            await r.aclose()  # refills first, so that none lands after the cleanup
+        await runners[0].reap(lambda _task: True, pool=True)
+        await runners[0].aclose()
 
 
 async def test_a_missing_daemon_or_image_says_what_to_run(

@@ -52,7 +52,8 @@ def _report(result: ExecResult) -> str:
         parts.append("(no output)")
     text = "\n".join(parts)
     if result.problem:
-        code = "timeout" if result.timed_out else "resource_limit"
+        # Not "timeout": that says a call may still take effect, and this one was killed.
+        code = "command_timeout" if result.timed_out else "resource_limit"
         raise ToolError(f"{result.problem}\n{text}", code=code)
     if result.exit_code != 0:
         raise ToolError(text, code="exit_status")
