@@ -205,6 +205,19 @@ class TaskStuck(_Event):
     reason: str
 
 
+class EgressDecided(_Event):
+    """The egress proxy let the task's sandbox reach a host, or refused it (before any byte)."""
+
+    kind: Literal["egress"] = "egress"
+    method: str
+    host: str
+    port: int
+    allowed: bool
+    reason: str
+    #: the address connected to, or the one refused, where the host was resolved
+    address: str | None = None
+
+
 Event = Annotated[
     TaskCreated
     | PlanProposed
@@ -225,7 +238,8 @@ Event = Annotated[
     | TaskResumed
     | TaskFinished
     | TaskFailed
-    | TaskStuck,
+    | TaskStuck
+    | EgressDecided,
     Field(discriminator="kind"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

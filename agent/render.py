@@ -16,6 +16,7 @@ from agent.events import (
     ApprovalDecided,
     ApprovalRequested,
     CallRejected,
+    EgressDecided,
     GateDecided,
     IntentRecorded,
     LimitsRaised,
@@ -135,6 +136,13 @@ class Renderer:
                 return f"    {mark} {escape(_cut(e.content, cut))}{how}"
             case OutcomeUnknown():
                 return f"    [yellow]? outcome unknown:[/] {escape(e.reason)}"
+            case EgressDecided():
+                mark = "[green]allowed[/]" if e.allowed else "[red]refused[/]"
+                where = f" ({e.address})" if e.address and e.address != e.host else ""
+                return (
+                    f"    [dim]↗ egress {e.method} {escape(e.host)}:{e.port}{where}[/] {mark}"
+                    f" [dim]{escape(e.reason)}[/]"
+                )
             case StepFinished():
                 return f"  [green]✓ step {e.index + 1} done:[/] {escape(_cut(e.summary, cut))}"
             case ReplanRequested():

@@ -26,6 +26,7 @@ from agent.backends.base import ModelBackend, ModelRequest, Purpose, ToolSpec, U
 from agent.errors import BackendError, ConfigError, SandboxError
 from agent.events import (
     CallRejected,
+    EgressDecided,
     Event,
     Limits,
     LimitsRaised,
@@ -46,6 +47,7 @@ from tools.registry import CallInterrupted, Registry, Tool, ToolContext, ToolRes
 
 if TYPE_CHECKING:
     from sandbox.manager import Sandboxes
+    from sandbox.proxy import EgressAttempt
 
 Subscriber = Callable[[StoredEvent], None]
 #: live output of a running command: (task id, "stdout" | "stderr", text); never recorded
@@ -252,6 +254,9 @@ class Runner:
         self.output_subscribers: list[OutputSubscriber] = []
         #: the tasks' containers; None runs without (sandbox tools then fail, telling the model)
         self.sandboxes = sandboxes
+        self._running: dict[str, RunContext] = {}
+        if sandboxes is not None:
+            sandboxes.egress.listener = self._record_egress
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call `subscriber` with every event this runner records, as it is recorded."""
@@ -289,6 +294,24 @@ class Runner:
         for notify in self.subscribers:
             notify(StoredEvent(task_id, 1, time.time(), created))
         return task_id
+
+    def _record_egress(self, task_id: str, attempt: EgressAttempt) -> None:
+        """Record a decision of the egress proxy in the task's log, as it is made."""
+        rt = self._running.get(task_id)
+        if rt is None:
+            return  # its run has ended; the proxy refuses a task it no longer knows anyway
+        rt.commit(
+            [
+                EgressDecided(
+                    method=attempt.method,
+                    host=attempt.host,
+                    port=attempt.port,
+                    allowed=attempt.allowed,
+                    reason=attempt.reason,
+                    address=attempt.address,
+                )
+            ]
+        )
 
     def _pause_interrupted(self, task_id: str) -> None:
         """Record that the user stopped the run. The log is read again rather than trusting
@@ -335,6 +358,7 @@ class Runner:
                 events.append(LimitsRaised(limits=limits))
             if not continue_only and state.status in ("paused", "stuck"):
                 events.append(TaskResumed())
+            self._running[task_id] = rt
             rt.commit(events)
             # Decisions recorded by other processes (a reviewer's denials) are observations too.
             rt.check_stuck()
@@ -346,6 +370,8 @@ class Runner:
             except (KeyboardInterrupt, asyncio.CancelledError):
                 self._pause_interrupted(task_id)
                 raise
+            finally:
+                self._running.pop(task_id, None)
             if state.status in ("done", "failed") and self.sandboxes is not None:
                 # Left behind if this fails (Docker gone): the next runner's reap removes it.
                 with contextlib.suppress(SandboxError):

@@ -116,6 +116,8 @@ class Sandbox:
         self.id = container_id
         self.name = name
         self.limits = limits
+        #: environment every command gets (the egress proxy's address, for a proxied sandbox)
+        self.env: dict[str, str] = {}
         # Counters of limit hits (OOM kills, refused forks) are compared with what they were
         # before; a fresh container starts at zero, one found after a restart is read first.
         self._counters: dict[str, int] | None = {} if fresh else None
@@ -143,7 +145,11 @@ class Sandbox:
         started = time.perf_counter()
         stream = asyncio.ensure_future(
             asyncio.to_thread(
-                self._stream, argv, {**(env or {}), "AGENT_EXEC": token}, workdir, output
+                self._stream,
+                argv,
+                {**self.env, **(env or {}), "AGENT_EXEC": token},
+                workdir,
+                output,
             )
         )
         timed_out = False

@@ -26,11 +26,12 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.types import DriverConfig, Mount
 
 from agent.errors import SandboxError
 from sandbox._docker import LABEL, connect, mapped
-from sandbox.container import CONTROL, USER, WORKSPACE, Sandbox
+from sandbox._hardening import hardened
+from sandbox.container import Sandbox
+from sandbox.egress import Egress, EgressListener, remove_network_of
 from sandbox.limits import SandboxConfig, SandboxLimits
 
 POOL_PREFIX = "agent-pool-"
@@ -41,49 +42,17 @@ def store_scope(path: Path) -> str:
     return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
 
 
-def hardened(limits: SandboxLimits) -> dict[str, Any]:
-    """The container settings every sandbox gets (`containers.run` keyword arguments)."""
-    memory = f"{limits.memory_mb}m"
-    return {
-        "init": True,  # Docker's init as PID 1 reaps orphans
-        "user": USER,
-        "read_only": True,
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],  # and the default seccomp profile
-        "privileged": False,
-        "network_mode": "none" if limits.network == "none" else "bridge",
-        "ipc_mode": "private",
-        "pids_limit": limits.pids,
-        "mem_limit": memory,
-        "memswap_limit": memory,  # swap equal to memory: no swapping past the limit
-        "nano_cpus": int(limits.cpus * 1e9),
-        "tmpfs": {
-            "/tmp": f"size={limits.tmp_mb}m,mode=1777,nosuid,nodev",
-            "/home/sandbox": "size=16m,uid=1000,gid=1000,mode=0700,nosuid,nodev",
-        },
-        "mounts": [
-            _tmpfs_volume(WORKSPACE, limits.workspace_mb),
-            _tmpfs_volume(CONTROL, 1),
-        ],
-        "hostname": "sandbox",
-    }
-
-
-def _tmpfs_volume(target: str, size_mb: int) -> Mount:
-    # An anonymous volume, removed with its container; the archive API (files in and out) can
-    # reach a volume where it cannot reach a tmpfs mount. Sized, so a disk filler stops at it.
-    options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={size_mb}m,uid=1000,gid=1000"}
-    return Mount(
-        target=target, source=None, type="volume", driver_config=DriverConfig("local", options)
-    )
-
-
 class Sandboxes:
     """The sandboxes of one store's tasks. Does no I/O until a method is awaited."""
 
-    def __init__(self, config: SandboxConfig, *, scope: str) -> None:
+    def __init__(
+        self, config: SandboxConfig, *, scope: str, on_egress: EgressListener | None = None
+    ) -> None:
         self.config = config
         self.scope = scope
+        #: the proxy and networks of tasks whose network is "proxy"; `on_egress` hears each
+        #: decision of the proxy
+        self.egress = Egress(on_egress)
         self._client: docker.DockerClient | None = None
         self._image_id: str | None = None
         self._open: dict[str, Sandbox] = {}
@@ -111,6 +80,10 @@ class Sandboxes:
         try:
             client = await self.client()
             sandbox = await asyncio.to_thread(self._find_or_make, client, task_id, limits)
+            if limits.network == "proxy":
+                sandbox.env = await self.egress.open(
+                    client, task_id, sandbox.name, limits.allow_domains
+                )
         except SandboxError as exc:
             exc.context["nothing_ran"] = True  # the caller's command never reached a container
             raise
@@ -134,7 +107,8 @@ class Sandboxes:
                 with mapped(f"restarting the sandbox of task {task_id}"):
                     container.start()
             return Sandbox(client, container.id or "", name, limits, fresh=False)
-        claimed = self._claim(client, name, limits)
+        # A proxied sandbox has a network of its own from the start: never a pooled one.
+        claimed = self._claim(client, name, limits) if limits.network == "none" else None
         if claimed is not None:
             return Sandbox(client, claimed, name, limits, fresh=True)
         return Sandbox(client, self._create(client, name, limits), name, limits, fresh=True)
@@ -184,9 +158,14 @@ class Sandboxes:
     def _create(self, client: docker.DockerClient, name: str, limits: SandboxLimits) -> str:
         image_id = self._current_image(client)
         labels = {LABEL: "1", "agent.limits": limits.key(), "agent.image": image_id}
+        network = "none" if limits.network == "none" else Egress.make_network(client, name)
         with mapped(f"starting sandbox {name}", image=self.config.image):
             container = client.containers.run(
-                image_id, name=name, detach=True, labels=labels, **hardened(limits)
+                image_id,
+                name=name,
+                detach=True,
+                labels=labels,
+                **hardened(limits, network=network),
             )
         return str(container.id)
 
@@ -206,7 +185,10 @@ class Sandboxes:
         """Remove the task's container and its volumes; False if it had none."""
         self._open.pop(task_id, None)
         client = await self.client()
-        return await asyncio.to_thread(self._remove_named, client, self.name_of(task_id))
+        name = self.name_of(task_id)
+        removed = await asyncio.to_thread(self._remove_named, client, name)
+        await asyncio.to_thread(self.egress.close_task, client, task_id, name)
+        return removed
 
     @staticmethod
     def _remove_named(client: docker.DockerClient, name: str) -> bool:
@@ -234,7 +216,7 @@ class Sandboxes:
         for container in found:
             name = container.name or ""
             if name.startswith(mine):
-                if is_over(name[len(mine) :]):
+                if is_over(name[len(mine) :].removesuffix("-egress")):
                     doomed.append(container)
             elif name.startswith(POOL_PREFIX) and (
                 pool
@@ -253,6 +235,12 @@ class Sandboxes:
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: removal already in progress
                     raise SandboxError(f"removing {container.name}: {exc}") from None
+        with mapped("removing the networks of finished tasks"):
+            for network in client.networks.list(filters={"label": f"{LABEL}=1"}):
+                name = network.name or ""
+                if name.startswith(mine) and is_over(name[len(mine) :].removesuffix("-net")):
+                    remove_network_of(client, name.removesuffix("-net"))
+                    removed.append(name)
         return removed
 
     def _image_id_or_none(self, client: docker.DockerClient) -> str | None:
@@ -268,6 +256,7 @@ class Sandboxes:
             # The pool is a speed-up: a failed refill leaves it smaller, nothing else.
             with contextlib.suppress(SandboxError):
                 await refill
+        await self.egress.aclose()
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -19,6 +19,7 @@ import pytest
 from agent.errors import DockerUnavailable, ImageMissing
 from sandbox._docker import LABEL
 from sandbox.container import Sandbox, WorkspaceError
+from sandbox.egress import FORWARDER_LIMITS, Egress
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import POOL_PREFIX, Sandboxes
 
@@ -92,10 +93,17 @@ async def test_every_container_the_project_makes_is_hardened(
         await sandboxes.aclose()  # waits for the pool's refill
         pooled = await sandboxes.for_task("pooled")  # claimed from the pool
         await sandboxes.aclose()
-        assert cold.id != pooled.id
-        for sandbox in (cold, pooled):
-            assert_hardened(client.containers.get(sandbox.id), limits)
+        proxied_limits = limits.model_copy(
+            update={"network": "proxy", "allow_domains": ("x.test",)}
+        )
+        proxied = await sandboxes.for_task("proxied", proxied_limits)
+        assert len({cold.id, pooled.id, proxied.id}) == 3
+        for sandbox, its_limits in ((cold, limits), (pooled, limits), (proxied, proxied_limits)):
+            assert_hardened(client.containers.get(sandbox.id), its_limits)
             await assert_confined_inside(sandbox)
+        forwarder = client.containers.get(Egress.forwarder_name(proxied.name))
+        assert_hardened(forwarder, FORWARDER_LIMITS)
+        assert forwarder.attrs["Config"]["Cmd"][0] == "socat"
         # And whatever else carries the project's label, pool included.
         pool = [c for c in project_containers(client) if (c.name or "").startswith(POOL_PREFIX)]
         assert pool

@@ -151,7 +151,7 @@ def test_kill_9_mid_task_resumes_in_the_same_container_with_its_files(
     container = None
     while time.monotonic() < deadline:  # until the sleep runs in the container
         found = _containers(store_path) if store_path.exists() else []
-        if found:
+        if found and found[0].status == "running":
             container = found[0]
             top = container.exec_run(["ps", "-eo", "args"]).output.decode()
             if "sleep 4" in top:

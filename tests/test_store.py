@@ -29,6 +29,7 @@ from agent.events import (
     ApprovalDecided,
     ApprovalRequested,
     CallRejected,
+    EgressDecided,
     Event,
     GateDecided,
     IntentRecorded,
@@ -155,6 +156,9 @@ def one_of_each() -> list[Event]:
         ReplyRejected(error="the reply had no tool call"),
         StepFinished(index=0, summary="Dana exists (user 42)"),
         ReplanRequested(reason="the deploy target does not exist"),
+        EgressDecided(
+            method="CONNECT", host="pypi.org", port=443, allowed=True, reason="allowlisted"
+        ),
         TaskPaused(reason="budget_exhausted", detail="tokens: 500000 of 500000 used"),
         LimitsRaised(limits=Limits(max_tokens=1_000_000, max_seconds=None)),
         TaskResumed(),
