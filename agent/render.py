@@ -53,6 +53,8 @@ class Renderer:
         self.console = console
         self.detailed = detailed
         self.limit = 2000 if detailed else 240
+        #: a command's output was shown as it came: its result need not repeat it
+        self._streamed = False
 
     def __call__(self, stored: StoredEvent) -> None:
         line = self.line(stored)
@@ -70,6 +72,7 @@ class Renderer:
     def output(self, task_id: str, stream: str, text: str) -> None:
         """Show a sandbox command's output as it comes (dim; stderr in red)."""
         del task_id
+        self._streamed = True
         self.console.print(
             text,
             end="",
@@ -133,7 +136,11 @@ class Renderer:
             case ToolResulted():
                 mark = "[green]←[/]" if e.ok else "[red]← error:[/]"
                 how = f" [dim]({e.recovery})[/]" if e.recovery else ""
-                return f"    {mark} {escape(_cut(e.content, cut))}{how}"
+                content = e.content
+                if self._streamed and not self.detailed:
+                    self._streamed = False
+                    content = content.split("\n", 1)[0]  # the output is on the screen above
+                return f"    {mark} {escape(_cut(content, cut))}{how}"
             case OutcomeUnknown():
                 return f"    [yellow]? outcome unknown:[/] {escape(e.reason)}"
             case EgressDecided():

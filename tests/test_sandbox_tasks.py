@@ -296,3 +296,19 @@ def test_per_task_limits_are_recorded_and_held_to_the_operators_bounds(
     assert "memory_mb 4096 is above the bound of 512" in err
     assert main([*args, "--pids", "3"]) == 2
     assert "--pids: Input should be greater than or equal to 16" in capsys.readouterr().err
+
+
+def test_the_sandbox_example_runs_as_the_readme_says(
+    home: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = f"scripted:{REPO / 'examples' / 'sandbox_demo.json'}"
+    args = ["run", "Find the primes below 50", "--model", model, "--config", str(config)]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["status"] == "done"
+    assert out["answer"].startswith("The primes below 50: 2, 3, 5, 7")
+    # In a terminal the command's output shows as it comes, and is not repeated after.
+    assert main(args) == 0
+    screen = capsys.readouterr().out
+    assert screen.count("[2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47]") == 2
+    assert "← exit code 0" in screen
