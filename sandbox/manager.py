@@ -97,57 +97,67 @@ class Sandboxes:
         self, client: docker.DockerClient, task_id: str, limits: SandboxLimits
     ) -> Sandbox:
         name = self.name_of(task_id)
-        with mapped(f"finding the sandbox of task {task_id}"):
-            try:
-                container = client.containers.get(name)
-            except docker.errors.NotFound:
-                container = None
-        if container is not None:
-            if container.status != "running":
+        # One listing finds both the task's own container and the pool's: the fast path is a
+        # handful of milliseconds, and each call to the daemon counts.
+        listed = self._listed(client)
+        own = next((c for c in listed if f"/{name}" in c["Names"]), None)
+        if own is not None:
+            if own["State"] != "running":
                 with mapped(f"restarting the sandbox of task {task_id}"):
-                    container.start()
-            return Sandbox(client, container.id or "", name, limits, fresh=False)
+                    client.api.start(own["Id"])
+            return Sandbox(client, own["Id"], name, limits, fresh=False)
         # A proxied sandbox has a network of its own from the start: never a pooled one.
-        claimed = self._claim(client, name, limits) if limits.network == "none" else None
+        claimed = self._claim(client, name, listed, limits) if limits.network == "none" else None
         if claimed is not None:
             return Sandbox(client, claimed, name, limits, fresh=True)
         return Sandbox(client, self._create(client, name, limits), name, limits, fresh=True)
 
-    def _claim(self, client: docker.DockerClient, name: str, limits: SandboxLimits) -> str | None:
+    def _claim(
+        self,
+        client: docker.DockerClient,
+        name: str,
+        listed: list[dict[str, Any]],
+        limits: SandboxLimits,
+    ) -> str | None:
         """Rename a started pool container to `name`; None if the pool has none that fits."""
-        for container in self._pool(client, limits):
+        for container_id in self._pool(client, listed, limits):
             # Pausing is the claim: the daemon pauses a container under its lock and refuses to
             # pause a paused one, so of runners racing for it exactly one gets through. (A rename
             # is no claim: two renames of one container both succeed.)
             # The listing may be stale: once paused, check that it still has its pool name.
             try:
-                client.api.pause(container.id)
+                client.api.pause(container_id)
             except docker.errors.APIError:
                 continue  # another runner is claiming it, or it stopped
             with mapped(f"claiming a pooled sandbox for {name}"):
                 try:
-                    current = str(client.api.inspect_container(container.id)["Name"])
+                    current = str(client.api.inspect_container(container_id)["Name"])
                     if current.lstrip("/").startswith(POOL_PREFIX):
-                        client.api.rename(container.id, name)
-                        return str(container.id)
+                        client.api.rename(container_id, name)
+                        return container_id
                 finally:
-                    client.api.unpause(container.id)
+                    client.api.unpause(container_id)
         return None
 
-    def _pool(self, client: docker.DockerClient, limits: SandboxLimits) -> list[Any]:
-        image_id = self._current_image(client)
-        with mapped("listing the warm pool"):
-            found = client.containers.list(
-                filters={
-                    "label": [
-                        f"{LABEL}=1",
-                        f"agent.limits={limits.key()}",
-                        f"agent.image={image_id}",
-                    ],
-                    "status": "running",
-                }
+    def _pool(
+        self, client: docker.DockerClient, listed: list[dict[str, Any]], limits: SandboxLimits
+    ) -> list[str]:
+        """The ids of the waiting pool containers that fit `limits` and the current image."""
+        wanted = {"agent.limits": limits.key(), "agent.image": self._current_image(client)}
+        return [
+            str(c["Id"])
+            for c in listed
+            if c["State"] == "running"
+            and any(n.lstrip("/").startswith(POOL_PREFIX) for n in c["Names"])
+            and all(c["Labels"].get(k) == v for k, v in wanted.items())
+        ]
+
+    def _listed(self, client: docker.DockerClient) -> list[dict[str, Any]]:
+        with mapped("listing sandboxes"):
+            found: list[dict[str, Any]] = client.api.containers(
+                all=True, filters={"label": f"{LABEL}=1"}
             )
-        return [c for c in found if (c.name or "").startswith(POOL_PREFIX)]
+        return found
 
     def _current_image(self, client: docker.DockerClient) -> str:
         if self._image_id is None:
@@ -173,7 +183,8 @@ class Sandboxes:
         """Start pool containers until `pool_size` are waiting; return how many were started."""
         client = await self.client()
         limits = self.config.limits
-        waiting = len(await asyncio.to_thread(self._pool, client, limits))
+        listed = await asyncio.to_thread(self._listed, client)
+        waiting = len(await asyncio.to_thread(self._pool, client, listed, limits))
         started = 0
         for _ in range(self.config.pool_size - waiting):
             name = POOL_PREFIX + limits.key() + "-" + secrets.token_hex(4)
