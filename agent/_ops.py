@@ -20,7 +20,9 @@ from agent.config import Config
 from agent.errors import AgentError, SandboxError, TaskNotFound
 from agent.store import Store, default_home
 from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped
+from sandbox._hardening import hardened
 from sandbox.image import build_image, image_state
+from sandbox.limits import SandboxLimits
 from sandbox.manager import Sandboxes, store_scope
 
 
@@ -170,7 +172,11 @@ def _check_image(checks: list[Check], client: docker.DockerClient, image: str) -
         checks.append(Check("image", True, f"{image} is built and current"))
     try:
         output = client.containers.run(
-            image, ["chromium", "--version"], remove=True, network_mode="none", cap_drop=["ALL"]
+            image,
+            ["chromium", "--version"],
+            remove=True,
+            labels={LABEL: "1"},
+            **hardened(SandboxLimits()),
         )
         text = output.decode().strip() if isinstance(output, bytes) else str(output)
         checks.append(Check("chromium", True, text or "present"))

@@ -111,10 +111,16 @@ def _running_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser
         "sandbox (a new task's container; within [sandbox.max] of agent.toml)"
     )
     box.add_argument(
-        "--memory", type=int, dest="memory_mb", metavar="MB", help="RAM (default 1024)"
+        "--memory",
+        type=int,
+        dest="memory_mb",
+        metavar="MB",
+        help="RAM, /workspace and /tmp included (default: [sandbox.limits], else 1024)",
     )
-    box.add_argument("--cpus", type=float, help="CPUs (default 1)")
-    box.add_argument("--pids", type=int, help="processes and threads (default 256)")
+    box.add_argument("--cpus", type=float, help="CPUs (default: [sandbox.limits], else 1)")
+    box.add_argument(
+        "--pids", type=int, help="processes and threads (default: [sandbox.limits], else 256)"
+    )
     box.add_argument(
         "--allow-domain",
         action="append",
@@ -388,6 +394,7 @@ _LIMIT_FLAGS = {
 
 
 _SANDBOX_FLAGS = ("memory_mb", "cpus", "pids", "allow_domains")
+_SANDBOX_FLAG = {"memory_mb": "memory", "allow_domains": "allow-domain"}
 
 
 def _sandbox_limits(args: argparse.Namespace, config: Config) -> SandboxLimits | None:
@@ -401,7 +408,8 @@ def _sandbox_limits(args: argparse.Namespace, config: Config) -> SandboxLimits |
         limits = SandboxLimits.model_validate({**config.sandbox.limits.model_dump(), **given})
     except ValidationError as exc:
         problems = "; ".join(
-            f"--{str(err['loc'][0]).removesuffix('_mb').replace('_', '-')}: {err['msg']}"
+            (f"--{_SANDBOX_FLAG.get(str(err['loc'][0]), err['loc'][0])}: " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")
             for err in exc.errors(include_url=False)
         )
         raise ConfigError(f"invalid sandbox limit: {problems}") from None

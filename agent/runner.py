@@ -372,6 +372,8 @@ class Runner:
                 raise
             finally:
                 self._running.pop(task_id, None)
+                if self.sandboxes is not None:
+                    self.sandboxes.done_running(task_id)
             if state.status in ("done", "failed") and self.sandboxes is not None:
                 # Left behind if this fails (Docker gone): the next runner's reap removes it.
                 with contextlib.suppress(SandboxError):

@@ -6,8 +6,9 @@ from typing import Any
 
 from docker.types import DriverConfig, Mount
 
+from sandbox._docker import LABEL
 from sandbox.container import CONTROL, USER, WORKSPACE
-from sandbox.limits import SandboxLimits
+from sandbox.limits import HOME_MB, SandboxLimits
 
 
 def hardened(limits: SandboxLimits, *, network: str = "none") -> dict[str, Any]:
@@ -28,7 +29,7 @@ def hardened(limits: SandboxLimits, *, network: str = "none") -> dict[str, Any]:
         "nano_cpus": int(limits.cpus * 1e9),
         "tmpfs": {
             "/tmp": f"size={limits.tmp_mb}m,mode=1777,nosuid,nodev",
-            "/home/sandbox": "size=16m,uid=1000,gid=1000,mode=0700,nosuid,nodev",
+            "/home/sandbox": f"size={HOME_MB}m,uid=1000,gid=1000,mode=0700,nosuid,nodev",
         },
         "mounts": [
             _tmpfs_volume(WORKSPACE, limits.workspace_mb),
@@ -43,5 +44,9 @@ def _tmpfs_volume(target: str, size_mb: int) -> Mount:
     # reach a volume where it cannot reach a tmpfs mount. Sized, so a disk filler stops at it.
     options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={size_mb}m,uid=1000,gid=1000"}
     return Mount(
-        target=target, source=None, type="volume", driver_config=DriverConfig("local", options)
+        target=target,
+        source=None,
+        type="volume",
+        driver_config=DriverConfig("local", options),
+        labels={LABEL: "1"},
     )

@@ -161,11 +161,19 @@ class Sandbox:
             try:
                 exec_id = await asyncio.wait_for(asyncio.shield(stream), KILL_GRACE)
             except TimeoutError:
-                raise SandboxError(
-                    f"sandbox {self.name}: a command outlived its timeout and could not be "
-                    "killed; the sandbox will be replaced",
-                    code="sandbox_unresponsive",
-                ) from None
+                # agent-init did not act (the command killed it, or stopped it): kill from a
+                # new process instead, if one can still start.
+                await asyncio.to_thread(
+                    self._run_quick, f"agent-init reap {token}", "stopping a command"
+                )
+                try:
+                    exec_id = await asyncio.wait_for(asyncio.shield(stream), KILL_GRACE)
+                except TimeoutError:
+                    raise SandboxError(
+                        f"sandbox {self.name}: a command outlived its timeout and could not be "
+                        f"killed (`agent sandbox prune` after the task ends removes it)",
+                        code="sandbox_unresponsive",
+                    ) from None
         exit_code = await asyncio.to_thread(self._exit_code, exec_id)
         seconds = time.perf_counter() - started
         stdout, stderr = output.text("stdout"), output.text("stderr")
@@ -215,6 +223,7 @@ class Sandbox:
         def kill() -> None:
             container = self._client.containers.get(self.id)
             container.put_archive(REAP_DIR, _tar({token: b""}))
+            container.kill(signal="SIGCONT")  # in case the command stopped agent-init
             container.kill(signal="SIGUSR1")
 
         with mapped(f"stopping a command in sandbox {self.name}"):
@@ -222,7 +231,7 @@ class Sandbox:
 
     async def _read_counters(self) -> dict[str, int]:
         """The container's count of OOM kills and refused forks."""
-        result = await asyncio.to_thread(self._run_quick, _COUNTERS)
+        result = await asyncio.to_thread(self._run_quick, _COUNTERS, "reading the limits")
         counters: dict[str, int] = {}
         for line in result.splitlines():
             name, _, value = line.partition(" ")
@@ -230,8 +239,8 @@ class Sandbox:
                 counters[name] = int(value)
         return counters
 
-    def _run_quick(self, command: str) -> str:
-        with mapped(f"reading the limits of sandbox {self.name}"):
+    def _run_quick(self, command: str, what: str) -> str:
+        with mapped(f"{what} in sandbox {self.name}"):
             container = self._client.containers.get(self.id)
             done = container.exec_run(["sh", "-c", command], user=USER)
         output = done.output
@@ -262,18 +271,42 @@ class Sandbox:
 
     async def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> str:
         """Write a file in the workspace (parent directories are made); return its full path.
-        Raises `WorkspaceError` for a path outside the workspace."""
+        Raises `WorkspaceError` for a path outside the workspace, a parent that is not a
+        directory, or a full workspace."""
         full = workspace_path(path)
         folder, name = posixpath.split(full)
-        await self.exec(["mkdir", "-p", folder], timeout=30)
+        await self._make_folder(folder)
 
         def put() -> None:
-            container = self._client.containers.get(self.id)
-            container.put_archive(folder, _tar({name: data}, mode=mode))
+            self._client.api.put_archive(self.id, folder, _tar({name: data}, mode=mode))
 
-        with mapped(f"writing {full} in sandbox {self.name}"):
-            await asyncio.to_thread(put)
+        await self._put(put, full)
         return full
+
+    async def _make_folder(self, folder: str) -> None:
+        made = await self.exec(["mkdir", "-p", folder], timeout=30)
+        if made.exit_code != 0:
+            raise WorkspaceError(
+                made.stderr.strip().removeprefix("mkdir: ") or f"cannot make {folder}",
+                code="not_a_directory",
+            )
+
+    async def _put(self, put: Callable[[], object], full: str) -> None:
+        """Run a put_archive call; what it refuses because of the path or space is the caller's
+        to correct."""
+        with mapped(f"writing {full} in sandbox {self.name}"):
+            try:
+                await asyncio.to_thread(put)
+            except docker.errors.APIError as exc:
+                text = str(exc.explanation or exc).lower()
+                if "no space left" in text:
+                    raise WorkspaceError(self._disk_full(), code="disk_full") from None
+                if "not a directory" in text or "is a directory" in text:
+                    raise WorkspaceError(
+                        f"{full}: a file is in the way of a directory, or the other way round",
+                        code="not_a_directory",
+                    ) from None
+                raise
 
     async def read_file(self, path: str, *, max_bytes: int = 10 * 1024 * 1024) -> bytes:
         """A file's bytes. Raises `WorkspaceError` (code `not_found`, `not_a_file`, `too_large`)."""
@@ -305,9 +338,8 @@ class Sandbox:
     async def put_archive(self, folder: str, archive: bytes) -> None:
         """Unpack a tar archive into a folder of the workspace (to put a whole directory in)."""
         full = workspace_path(folder)
-        await self.exec(["mkdir", "-p", full], timeout=30)
-        with mapped(f"copying into {full} in sandbox {self.name}"):
-            await asyncio.to_thread(self._client.api.put_archive, self.id, full, archive)
+        await self._make_folder(full)
+        await self._put(lambda: self._client.api.put_archive(self.id, full, archive), full)
 
     async def get_archive(self, path: str) -> bytes:
         """A tar archive of a file or directory of the workspace (to take a directory out)."""

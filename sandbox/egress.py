@@ -146,10 +146,14 @@ class Egress:
             address = forwarder.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
         return str(address)
 
-    def close_task(self, client: docker.DockerClient, task_id: str, container_name: str) -> None:
-        """Remove the task's forwarder and network (its container must be gone first)."""
+    def forget(self, task_id: str) -> None:
+        """Refuse the task's clients from now on (they get 407 until it is opened again)."""
         if self._proxy is not None and (token := self._tokens.pop(task_id, None)):
             self._proxy.unregister(token)
+
+    def close_task(self, client: docker.DockerClient, task_id: str, container_name: str) -> None:
+        """Remove the task's forwarder and network (its container must be gone first)."""
+        self.forget(task_id)
         remove_network_of(client, container_name)
 
     async def aclose(self) -> None:

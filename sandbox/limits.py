@@ -10,8 +10,8 @@ In agent.toml::
     memory_mb = 1024                 # RAM; swap is the same, so no swapping beyond it
     cpus = 1.0
     pids = 256                       # processes and threads (a fork bomb stops here)
-    workspace_mb = 512               # /workspace, kept for the task's life
-    tmp_mb = 128                     # /tmp
+    workspace_mb = 512               # /workspace, kept for the task's life (in memory: it
+    tmp_mb = 128                     # /tmp         counts against memory_mb, as /tmp does)
     network = "none"                 # or "proxy": egress only through the egress proxy
     allow_domains = []               # with "proxy": the hosts it may reach
 
@@ -25,11 +25,14 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.errors import ConfigError
+from sandbox.proxy import check_entry
 
 Network = Literal["none", "proxy"]
+#: the size of the tmpfs at $HOME
+HOME_MB = 16
 
 
 class SandboxLimits(BaseModel):
@@ -44,6 +47,25 @@ class SandboxLimits(BaseModel):
     tmp_mb: int = Field(128, ge=1)
     network: Network = "none"
     allow_domains: tuple[str, ...] = ()
+
+    @field_validator("allow_domains")
+    @classmethod
+    def _entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_entry(entry) for entry in value)
+
+    @model_validator(mode="after")
+    def _room_to_run(self) -> SandboxLimits:
+        # /workspace, /tmp and $HOME are tmpfs: what is written there is memory of the
+        # container's, and a full workspace must not leave the commands none.
+        held = self.workspace_mb + self.tmp_mb + HOME_MB
+        if held + 32 > self.memory_mb:
+            raise ValueError(
+                f"memory_mb ({self.memory_mb}) must exceed workspace_mb + tmp_mb + {HOME_MB} "
+                f"({held}) by at least 32: the workspace and /tmp are held in memory"
+            )
+        if self.allow_domains and self.network != "proxy":
+            raise ValueError('allow_domains needs network = "proxy"')
+        return self
 
     def key(self) -> str:
         """A short digest: pooled containers are only handed to tasks with the same limits."""

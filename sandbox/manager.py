@@ -90,7 +90,8 @@ class Sandboxes:
         self._open[task_id] = sandbox
         if limits == self.config.limits and self.config.pool_size and self._refill is None:
             # Start the next task's sandbox now, while this one works.
-            self._refill = asyncio.ensure_future(self.fill_pool())
+            self._refill = refill = asyncio.ensure_future(self.fill_pool())
+            refill.add_done_callback(self._refilled)
         return sandbox
 
     def _find_or_make(
@@ -102,8 +103,10 @@ class Sandboxes:
         listed = self._listed(client)
         own = next((c for c in listed if f"/{name}" in c["Names"]), None)
         if own is not None:
-            if own["State"] != "running":
-                with mapped(f"restarting the sandbox of task {task_id}"):
+            with mapped(f"restarting the sandbox of task {task_id}"):
+                if own["State"] == "paused":  # a runner died while claiming it from the pool
+                    client.api.unpause(own["Id"])
+                elif own["State"] != "running":
                     client.api.start(own["Id"])
             return Sandbox(client, own["Id"], name, limits, fresh=False)
         # A proxied sandbox has a network of its own from the start: never a pooled one.
@@ -129,14 +132,19 @@ class Sandboxes:
                 client.api.pause(container_id)
             except docker.errors.APIError:
                 continue  # another runner is claiming it, or it stopped
-            with mapped(f"claiming a pooled sandbox for {name}"):
-                try:
-                    current = str(client.api.inspect_container(container_id)["Name"])
-                    if current.lstrip("/").startswith(POOL_PREFIX):
-                        client.api.rename(container_id, name)
-                        return container_id
-                finally:
-                    client.api.unpause(container_id)
+            try:
+                with mapped(f"claiming a pooled sandbox for {name}"):
+                    try:
+                        current = str(client.api.inspect_container(container_id)["Name"])
+                        if current.lstrip("/").startswith(POOL_PREFIX):
+                            client.api.rename(container_id, name)
+                            return container_id
+                    finally:
+                        client.api.unpause(container_id)
+            except SandboxError as exc:
+                if exc.code != "sandbox_gone":
+                    raise
+                # removed while being claimed (a prune of the pool): try the next one
         return None
 
     def _pool(
@@ -178,6 +186,19 @@ class Sandboxes:
                 **hardened(limits, network=network),
             )
         return str(container.id)
+
+    def _refilled(self, refill: asyncio.Future[int]) -> None:
+        if self._refill is refill:
+            self._refill = None  # the next claim refills again
+        if not refill.cancelled():
+            refill.exception()  # a failed refill leaves the pool smaller, nothing else
+
+    def done_running(self, task_id: str) -> None:
+        """The task's run in this process is over (it may resume later, anywhere): forget its
+        sandbox here, and take its token from the egress proxy, so that nothing it left running
+        reaches out unrecorded."""
+        self._open.pop(task_id, None)
+        self.egress.forget(task_id)
 
     async def fill_pool(self) -> int:
         """Start pool containers until `pool_size` are waiting; return how many were started."""
@@ -267,6 +288,8 @@ class Sandboxes:
             # The pool is a speed-up: a failed refill leaves it smaller, nothing else.
             with contextlib.suppress(SandboxError):
                 await refill
+        # The proxy goes with this object's event loop; a later run opens the sandboxes again.
+        self._open.clear()
         await self.egress.aclose()
         if self._client is not None:
             self._client.close()

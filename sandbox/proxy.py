@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Self
 
-__all__ = ["EgressAttempt", "EgressProxy", "Recorder", "Resolver"]
+__all__ = ["EgressAttempt", "EgressProxy", "Recorder", "Resolver", "check_entry"]
 
 logger = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -331,6 +331,12 @@ def _vet(address: IPAddress, *, explicit: bool) -> str | None:
         return None if explicit else PRIVATE
     # Only now: IPv6 counts all of ::/8, ::1 included, as reserved.
     return RESERVED if address.is_reserved else None
+
+
+def check_entry(text: str) -> str:
+    """`text` if it is an allowlist entry (see `EgressProxy.register`); raises ValueError if not."""
+    _parse_entry(text)
+    return text
 
 
 def _parse_entry(text: str) -> _Entry:

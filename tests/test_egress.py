@@ -287,3 +287,22 @@ def _ip_of(client: docker.DockerClient, name: str) -> str:
     container = client.containers.get(name)
     networks = container.attrs["NetworkSettings"]["Networks"]
     return str(next(iter(networks.values()))["IPAddress"])
+
+
+async def test_egress_works_again_in_a_later_run_of_the_same_process(store: Store) -> None:
+    # As the CLI does between an inline approval and the rest of the task: each stretch of
+    # running has its own event loop, and the proxy of the first is gone.
+    allowed = await asyncio.start_server(_answer_ok, "127.0.0.1", 0)
+    port = allowed.sockets[0].getsockname()[1]
+    limits = SandboxLimits(network="proxy", allow_domains=(f"127.0.0.1:{port}",))
+    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
+    curl = f"curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/"
+    try:
+        for _ in range(2):
+            sandbox = await sandboxes.for_task("again", limits)
+            assert (await sandbox.exec(curl, timeout=20)).stdout == "200"
+            await sandboxes.aclose()
+    finally:
+        allowed.close()
+        await sandboxes.reap(lambda _task: True)
+        await sandboxes.aclose()

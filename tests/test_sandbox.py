@@ -139,8 +139,12 @@ async def test_a_spinner_that_ignores_sigterm_is_gone_within_timeout_plus_2s(
 ) -> None:
     sandbox = await boxes.for_task("t")
     started = time.monotonic()
+    # Left running by an earlier command: not this command's, so it is spared.
+    await sandbox.exec("nohup sleep 300 >/dev/null 2>&1 &", timeout=10)
     result = await sandbox.exec(
         "trap '' TERM; (trap '' TERM; while :; do :; done) & setsid sh -c 'sleep 300' & "
+        # a process that drops the token and leaves the session is caught by when it started
+        "setsid env -u AGENT_EXEC sh -c 'trap \"\" TERM; while :; do :; done' >/dev/null 2>&1 & "
         "while :; do :; done",
         timeout=1,
     )
@@ -149,10 +153,20 @@ async def test_a_spinner_that_ignores_sigterm_is_gone_within_timeout_plus_2s(
     assert elapsed < 1 + 2, elapsed
     assert result.problem is not None
     assert "timed out after 1 s" in result.problem
-    left = await sandbox.exec(
-        "ps -eo comm= | grep -cvE '^(docker-init|agent-init|ps|sh|grep)$'", timeout=10
+    left = await sandbox.exec("ps -eo args= | grep -vE '^(ps|grep|sh -c)'", timeout=10)
+    assert sorted(left.stdout.splitlines()) == [
+        "/sbin/docker-init -- /opt/agent/bin/agent-init",
+        "/usr/bin/python3 /opt/agent/bin/agent-init",
+        "sleep 300",  # the earlier command's
+    ], left
+
+    # A command that stops agent-init first is killed all the same.
+    started = time.monotonic()
+    stopped = await sandbox.exec(
+        "kill -STOP $(pgrep -f 'python3 /opt/agent/bin/agent-init'); sleep 100", timeout=1
     )
-    assert left.stdout.strip() == "0", left
+    assert stopped.timed_out
+    assert time.monotonic() - started < 1 + 2
 
 
 async def test_fork_memory_and_disk_bombs_end_as_clear_errors_and_others_stay_responsive(
@@ -239,6 +253,14 @@ async def test_files_go_in_and_out_and_stay_in_the_workspace(boxes: Sandboxes) -
     with pytest.raises(WorkspaceError) as big:
         await sandbox.read_file("notes/a.txt", max_bytes=3)
     assert big.value.code == "too_large"
+    with pytest.raises(WorkspaceError) as in_the_way:
+        await sandbox.write_file("notes/a.txt/b.txt", b"x")
+    assert in_the_way.value.code == "not_a_directory"
+    await sandbox.exec("head -c 31M /dev/zero > fill", timeout=30)
+    with pytest.raises(WorkspaceError) as full:
+        await sandbox.write_file("more.bin", b"x" * 2 * 2**20)
+    assert full.value.code == "disk_full"
+    assert str(full.value).startswith("disk full:")
 
 
 async def test_the_same_task_gets_the_same_container_with_its_files(boxes: Sandboxes) -> None:
@@ -258,7 +280,9 @@ async def test_the_pool_hands_out_each_container_once_and_never_a_used_one(
     client: docker.DockerClient,
 ) -> None:
     # Limits of its own, so that no other pool's containers count.
-    limits = SandboxLimits(memory_mb=200, pids=50 + secrets.randbelow(10_000))
+    limits = SandboxLimits(
+        memory_mb=200, workspace_mb=64, tmp_mb=16, pids=50 + secrets.randbelow(10_000)
+    )
     config = SandboxConfig(pool_size=3, limits=limits)
     scope = secrets.token_hex(4)
     runners = [Sandboxes(config, scope=scope) for _ in range(3)]
@@ -317,3 +341,16 @@ async def test_a_missing_daemon_or_image_says_what_to_run(
     assert "no Docker daemon answers" in str(down.value)
     assert "dockerd" in str(down.value)
     assert "agent doctor" in str(down.value)
+
+
+def test_limits_leave_the_commands_memory_and_allowlists_are_checked_up_front() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="the workspace and /tmp are held in memory"):
+        SandboxLimits(memory_mb=128, workspace_mb=400)
+    with pytest.raises(ValidationError, match="not an allowlist entry: 'bad host'"):
+        SandboxLimits(network="proxy", allow_domains=("bad host",))
+    with pytest.raises(ValidationError, match='allow_domains needs network = "proxy"'):
+        SandboxLimits(allow_domains=("pypi.org",))
+    ok = SandboxLimits(network="proxy", allow_domains=("*.pythonhosted.org", "127.0.0.1:8080"))
+    assert ok.allow_domains == ("*.pythonhosted.org", "127.0.0.1:8080")

@@ -69,7 +69,7 @@ async def test_a_task_uses_every_sandbox_tool_and_its_container_goes_when_it_end
         {"done": "the program prints 42"},
     ]
     sandboxes = Sandboxes(
-        SandboxConfig(pool_size=0, limits=SandboxLimits(memory_mb=256)),
+        SandboxConfig(pool_size=0, limits=SandboxLimits(memory_mb=256, workspace_mb=64)),
         scope=store_scope(store.path),
     )
     runner = Runner(
@@ -312,3 +312,38 @@ def test_the_sandbox_example_runs_as_the_readme_says(
     screen = capsys.readouterr().out
     assert screen.count("[2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47]") == 2
     assert "← exit code 0" in screen
+
+
+def test_a_bad_allowed_domain_is_refused_before_anything_runs(
+    home: Path, tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = f"scripted:{REPO / 'examples' / 'sandbox_demo.json'}"
+    args = ["run", "x", "--model", model, "--config", str(config), "--allow-domain", "bad host"]
+    assert main(args) == 2
+    assert "--allow-domain: not an allowlist entry: 'bad host'" in capsys.readouterr().err
+    with Store.open(home / "events.db") as store:
+        assert store.tasks() == []
+
+
+async def test_patching_a_file_that_is_not_text_is_the_models_to_correct(store: Store) -> None:
+    turns = [
+        {"plan": ["Edit"]},
+        {"tool": "shell", "args": {"command": "printf '\\377\\376abc' > blob.bin"}},
+        {"tool": "patch_file", "args": {"path": "blob.bin", "old": "abc", "new": "xyz"}},
+        {"tool": "list_files", "args": {"path": "no/such/folder"}},
+        {"done": "could not"},
+    ]
+    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
+    runner = Runner(
+        store, Registry(sandbox_tools), Gate.default(), planner=scripted(turns), sandboxes=sandboxes
+    )
+    task_id = runner.create("edit a binary file")
+    state = await runner.run(task_id)
+    await sandboxes.aclose()
+    assert state.status == "done", state.pause
+    _, patched, listed = [
+        e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)
+    ]
+    assert (patched.ok, patched.error_code) == (False, "not_text")
+    assert (listed.ok, listed.error_code) == (False, "not_found")
+    assert "no such folder" in listed.content

@@ -138,7 +138,11 @@ async def patch_file(
     if not old:
         raise ToolError("`old` is empty: give the text to replace", code="bad_arguments")
     box = await _sandbox(ctx)
-    text = (await _file(box.read_file(_path(path), max_bytes=2 * 1024 * 1024))).decode()
+    data = await _file(box.read_file(_path(path), max_bytes=2 * 1024 * 1024))
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise ToolError(f"{path} is not UTF-8 text; edit it with shell", code="not_text") from None
     count = text.count(old)
     if count == 0:
         raise ToolError(f"{path}: the text to replace was not found", code="not_found")
@@ -164,8 +168,10 @@ async def list_files(
     """
     box = await _sandbox(ctx)
     folder = _path(path)
+    quoted = shlex.quote(folder)
     command = (
-        f"find {shlex.quote(folder)} -mindepth 1 -maxdepth {depth} "
+        f"[ -d {quoted} ] || {{ echo 'no such folder' >&2; exit 2; }}; "
+        f"find {quoted} -mindepth 1 -maxdepth {depth} "
         "\\( -type d -printf '%P/\\n' \\) -o -printf '%P %s\\n' | sort | head -n 1000"
     )
     result = await box.exec(command, timeout=30)
