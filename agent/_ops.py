@@ -95,7 +95,7 @@ def sandbox_command(args: argparse.Namespace, config: Config, store: Store, out:
         if args.json:
             print(json.dumps({"removed": removed}))
         else:
-            out.print(f"removed {len(removed)} container{'s' if len(removed) != 1 else ''}")
+            out.print(f"removed {len(removed)} leftover{'s' if len(removed) != 1 else ''}")
             for name in removed:
                 out.print(f"  {name}")
         return 0

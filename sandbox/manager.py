@@ -20,7 +20,9 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ from sandbox.egress import Egress, EgressListener, remove_network_of
 from sandbox.limits import SandboxConfig, SandboxLimits
 
 POOL_PREFIX = "agent-pool-"
+#: seconds a volume with no container is given before a reap removes it
+VOLUME_GRACE = 60.0
 
 
 def store_scope(path: Path) -> str:
@@ -267,6 +271,20 @@ class Sandboxes:
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: removal already in progress
                     raise SandboxError(f"removing {container.name}: {exc}") from None
+        with mapped("removing volumes left behind"):
+            # The daemon now and then fails to remove a container's volumes with it. Old enough
+            # that no container being made right now can be about to take it.
+            cutoff = time.time() - VOLUME_GRACE
+            for volume in client.volumes.list(filters={"label": f"{LABEL}=1", "dangling": True}):
+                created = str(volume.attrs.get("CreatedAt", ""))
+                try:
+                    when = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    continue
+                if when < cutoff:
+                    with contextlib.suppress(docker.errors.APIError):
+                        volume.remove()
+                        removed.append(f"volume {volume.name}")
         with mapped("removing the networks of finished tasks"):
             for network in client.networks.list(filters={"label": f"{LABEL}=1"}):
                 name = network.name or ""

@@ -354,3 +354,21 @@ def test_limits_leave_the_commands_memory_and_allowlists_are_checked_up_front() 
         SandboxLimits(allow_domains=("pypi.org",))
     ok = SandboxLimits(network="proxy", allow_domains=("*.pythonhosted.org", "127.0.0.1:8080"))
     assert ok.allow_domains == ("*.pythonhosted.org", "127.0.0.1:8080")
+
+
+async def test_a_reap_removes_volumes_the_daemon_left_behind(
+    client: docker.DockerClient, boxes: Sandboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandbox import manager
+
+    leaked = client.volumes.create(labels={LABEL: "1"})
+    unrelated = client.volumes.create()
+    try:
+        assert f"volume {leaked.name}" not in await boxes.reap(lambda _task: True)  # too new
+        monkeypatch.setattr(manager, "VOLUME_GRACE", 0.0)
+        await asyncio.sleep(1.1)  # CreatedAt has whole seconds
+        assert f"volume {leaked.name}" in await boxes.reap(lambda _task: True)
+        assert leaked.name not in [v.name for v in client.volumes.list()]
+        assert unrelated.name in [v.name for v in client.volumes.list()]
+    finally:
+        unrelated.remove()
