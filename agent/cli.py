@@ -43,6 +43,7 @@ from agent.state import TaskState
 from agent.store import Store
 from policies import Gate
 from sandbox.limits import SandboxLimits
+from sandbox.manager import Sandboxes
 from tools.registry import Registry
 
 EXIT = {"done": 0, "failed": 1, "awaiting_approval": 3, "paused": 4, "stuck": 5, "running": 4}
@@ -439,7 +440,7 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
     Ctrl-C at the prompt is an ordinary interrupt: the task simply keeps waiting.
     """
     try:
-        state = asyncio.run(_run_once(runner, task_id, limits))
+        state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
         while state.status == "awaiting_approval" and _can_prompt(s.args):
             try:
                 answer = _ask_approval(s.out)
@@ -460,20 +461,24 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
     return _report(s, runner, state)
 
 
-async def _run_once(runner: Runner, task_id: str, limits: Limits | None) -> TaskState:
+async def _run_once(
+    runner: Runner, task_id: str, limits: Limits | None, *, reap: bool = False
+) -> TaskState:
+    """One stretch of running; `reap` first (once per process: later stretches follow an inline
+    approval, with nothing new to remove)."""
     try:
-        await _reap(runner)
+        if reap and runner.sandboxes is not None:
+            await _reap(runner.sandboxes, runner.store)
         return await runner.resume(task_id, limits)
     finally:
         await _close(runner)  # HTTP clients belong to this event loop
 
 
-async def _reap(runner: Runner) -> None:
+async def _reap(sandboxes: Sandboxes, store: Store) -> None:
     """Remove containers that crashed runners left behind for tasks that are over. Best effort:
     with no Docker running there is nothing to remove, and tasks that need it will say so."""
-    if runner.sandboxes is not None:
-        with contextlib.suppress(SandboxError):
-            await runner.sandboxes.reap(task_is_over(runner.store))
+    with contextlib.suppress(SandboxError):
+        await sandboxes.reap(task_is_over(store))
 
 
 async def _close(runner: Runner) -> None:
@@ -511,6 +516,9 @@ def _can_prompt(args: argparse.Namespace) -> bool:
 
 async def _resume_all(s: _Session) -> int:
     """Continue every orphaned task; one that cannot start is reported and the rest go on."""
+    leftovers = sandboxes_for(s.config, s.store)
+    await _reap(leftovers, s.store)
+    await leftovers.aclose()
     orphans = s.store.orphans()
     codes: list[int] = []
     results: list[dict[str, Any]] = []

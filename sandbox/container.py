@@ -184,8 +184,8 @@ class Sandbox:
             # command: end it all.
             await self._kill(token)
         if timed_out or hit_pids or exit_code not in (0, 1, 2):
-            problem = await self._diagnose(stderr)
-        elif "No space left on device" in stderr:
+            problem = await self._diagnose()
+        if problem is None and "No space left on device" in stderr:
             problem = self._disk_full()
         if timed_out and problem is None:
             problem = (
@@ -221,10 +221,10 @@ class Sandbox:
         be started) kill every process the command started."""
 
         def kill() -> None:
-            container = self._client.containers.get(self.id)
-            container.put_archive(REAP_DIR, _tar({token: b""}))
-            container.kill(signal="SIGCONT")  # in case the command stopped agent-init
-            container.kill(signal="SIGUSR1")
+            api = self._client.api
+            api.put_archive(self.id, REAP_DIR, _tar({token: b""}))
+            api.kill(self.id, signal="SIGCONT")  # in case the command stopped agent-init
+            api.kill(self.id, signal="SIGUSR1")
 
         with mapped(f"stopping a command in sandbox {self.name}"):
             await asyncio.to_thread(kill)
@@ -240,14 +240,15 @@ class Sandbox:
         return counters
 
     def _run_quick(self, command: str, what: str) -> str:
+        api = self._client.api
         with mapped(f"{what} in sandbox {self.name}"):
-            container = self._client.containers.get(self.id)
-            done = container.exec_run(["sh", "-c", command], user=USER)
-        output = done.output
+            exec_id = api.exec_create(self.id, ["sh", "-c", command], user=USER)["Id"]
+            output = api.exec_start(exec_id)
         return output.decode(errors="replace") if isinstance(output, bytes) else ""
 
-    async def _diagnose(self, stderr: str) -> str | None:
-        """Which limit a command that was killed or timed out ran into, if any."""
+    async def _diagnose(self) -> str | None:
+        """Which of the memory and process limits a command that was killed or timed out ran
+        into, if any (by the container's counters)."""
         before = self._counters or {}
         after = await self._read_counters()
         self._counters = after
@@ -259,8 +260,6 @@ class Sandbox:
                 f"process limit: the command tried to run more than {limits.pids} processes "
                 "and threads at once (a fork bomb?); new ones were refused"
             )
-        if "No space left on device" in stderr:
-            return self._disk_full()
         return None
 
     def _disk_full(self) -> str:
@@ -313,9 +312,8 @@ class Sandbox:
         full = workspace_path(path)
 
         def get() -> bytes:
-            container = self._client.containers.get(self.id)
             try:
-                chunks, stat = container.get_archive(full)
+                chunks, stat = self._client.api.get_archive(self.id, full)
             except docker.errors.NotFound:
                 raise WorkspaceError(f"no such file: {full}", code="not_found") from None
             size = int((stat or {}).get("size", 0))

@@ -97,8 +97,7 @@ class Egress:
             self._start_forwarder, client, container_name, gateway, port
         )
         assert self._proxy is not None
-        if (old := self._tokens.pop(task_id, None)) is not None:
-            self._proxy.unregister(old)
+        self.forget(task_id)  # a token from an earlier opening
         listener = self.listener
 
         def record(attempt: EgressAttempt) -> None:

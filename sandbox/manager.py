@@ -245,32 +245,30 @@ class Sandboxes:
         self, client: docker.DockerClient, is_over: Callable[[str], bool], pool: bool
     ) -> list[str]:
         mine = f"agent-{self.scope}-"
-        with mapped("listing sandboxes"):
-            found = client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
         current = self._image_id_or_none(client)
         doomed = []
-        for container in found:
-            name = container.name or ""
+        for container in self._listed(client):
+            name = container["Names"][0].lstrip("/") if container["Names"] else ""
             if name.startswith(mine):
                 if is_over(name[len(mine) :].removesuffix("-egress")):
-                    doomed.append(container)
+                    doomed.append(name)
             elif name.startswith(POOL_PREFIX) and (
                 pool
                 # Paused is being claimed (for milliseconds) by another runner: leave it.
-                or container.status not in ("running", "paused")
-                or container.labels.get("agent.image") != current
+                or container["State"] not in ("running", "paused")
+                or container["Labels"].get("agent.image") != current
             ):
-                doomed.append(container)
+                doomed.append(name)
         removed = []
-        for container in doomed:
+        for name in doomed:
             try:
-                container.remove(force=True, v=True)
-                removed.append(container.name or "")
+                client.api.remove_container(name, v=True, force=True)
+                removed.append(name)
             except docker.errors.NotFound:
                 continue  # gone meanwhile
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: removal already in progress
-                    raise SandboxError(f"removing {container.name}: {exc}") from None
+                    raise SandboxError(f"removing {name}: {exc}") from None
         with mapped("removing volumes left behind"):
             # The daemon now and then fails to remove a container's volumes with it. Old enough
             # that no container being made right now can be about to take it.
@@ -295,7 +293,7 @@ class Sandboxes:
 
     def _image_id_or_none(self, client: docker.DockerClient) -> str | None:
         try:
-            return str(self._current_image(client))
+            return self._current_image(client)
         except SandboxError:
             return None
 

@@ -105,7 +105,7 @@ async def read_file(path: str, ctx: ToolContext) -> str:
         path: the file, relative to /workspace (or an absolute path inside it).
     """
     box = await _sandbox(ctx)
-    data = await _file(box.read_file(_path(path), max_bytes=2 * 1024 * 1024))
+    data = await _file(box.read_file(path, max_bytes=2 * 1024 * 1024))
     return _shown(data.decode(errors="replace"))
 
 
@@ -118,7 +118,7 @@ async def write_file(path: str, content: str, ctx: ToolContext) -> str:
         content: the whole new content of the file.
     """
     box = await _sandbox(ctx)
-    full = await _file(box.write_file(_path(path), content.encode()))
+    full = await _file(box.write_file(path, content.encode()))
     return f"wrote {len(content.encode())} bytes to {full}"
 
 
@@ -138,7 +138,7 @@ async def patch_file(
     if not old:
         raise ToolError("`old` is empty: give the text to replace", code="bad_arguments")
     box = await _sandbox(ctx)
-    data = await _file(box.read_file(_path(path), max_bytes=2 * 1024 * 1024))
+    data = await _file(box.read_file(path, max_bytes=2 * 1024 * 1024))
     try:
         text = data.decode()
     except UnicodeDecodeError:
@@ -152,7 +152,7 @@ async def patch_file(
             "or set replace_all",
             code="ambiguous",
         )
-    await _file(box.write_file(_path(path), text.replace(old, new).encode()))
+    await _file(box.write_file(path, text.replace(old, new).encode()))
     return f"replaced {count} occurrence{'s' if count > 1 else ''} in {path}"
 
 
@@ -183,7 +183,8 @@ async def list_files(
 
 
 def _path(path: str) -> str:
-    """The path inside the workspace; a path that leaves it is the model's error to correct."""
+    """The path inside the workspace, for a command; a path that leaves it is the model's error
+    to correct. (The file methods of `Sandbox` check their paths themselves.)"""
     try:
         return workspace_path(path)
     except WorkspaceError as exc:
