@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.backends.scripted import ScriptedBackend, parse_script
-from agent.events import Limits
+from agent.events import Limits, ToolResulted
 from agent.runner import Runner
 from agent.store import Store
 from examples import tally_tool
@@ -63,6 +63,11 @@ def make_runner(
 def write_script(path: Path, turns: list[Any]) -> Path:
     path.write_text(json.dumps({"turns": turns}))
     return path
+
+
+def tool_results(store: Store, task_id: str) -> list[ToolResulted]:
+    """The task's tool results, in order."""
+    return [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
 
 
 def run_limits(**overrides: Any) -> Limits:

@@ -15,13 +15,12 @@ import pytest
 
 from agent.approvals import decide
 from agent.backends.scripted import ScriptedBackend, parse_script
-from agent.events import ToolResulted
 from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store, StoredEvent
 from tools import Registry, ToolContext, ToolError, tool
 
-from .conftest import make_runner
+from .conftest import make_runner, tool_results
 
 
 class World:
@@ -100,17 +99,13 @@ async def _interrupted(store: Store, world: World, tool_name: str, when: str) ->
     return runner, task_id
 
 
-def _results(store: Store, task_id: str) -> list[ToolResulted]:
-    return [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
-
-
 async def test_effect_happened_then_the_tool_reconciles_it(store: Store) -> None:
     world = World()
     runner, task_id = await _interrupted(store, world, "send", "after")
     state = await runner.resume(task_id)
     assert state.status == "done"
     assert world.effects == [f"{task_id}/2.0"], "exactly once"
-    [result] = _results(store, task_id)
+    [result] = tool_results(store, task_id)
     assert result.recovery == "reconciled"
     assert result.content == f"sent (found {task_id}/2.0)"
 
@@ -121,7 +116,7 @@ async def test_effect_did_not_happen_then_it_runs_once(store: Store) -> None:
     state = await runner.resume(task_id)
     assert state.status == "done"
     assert world.effects == [f"{task_id}/2.0"]
-    [result] = _results(store, task_id)
+    [result] = tool_results(store, task_id)
     assert result.recovery == "rerun"
 
 
@@ -131,7 +126,7 @@ async def test_an_idempotent_tool_is_sent_again_with_the_same_key(store: Store) 
     state = await runner.resume(task_id)
     assert state.status == "done"
     assert world.effects == [f"{task_id}/2.0"], "the service dropped the repeat of the key"
-    [result] = _results(store, task_id)
+    [result] = tool_results(store, task_id)
     assert (result.recovery, result.content) == ("rerun", "sent (already)")
 
 
@@ -200,7 +195,7 @@ async def test_a_crashing_tool_pauses_the_task_and_resume_goes_on(store: Store) 
     broken["yes"] = False  # the developer fixes the tool
     state = await runner.resume(task_id)
     assert state.status == "done"
-    assert [r.content for r in _results(store, task_id)] == ["value 3"]
+    assert [r.content for r in tool_results(store, task_id)] == ["value 3"]
 
 
 async def test_a_tool_error_is_an_observation_not_a_pause(store: Store) -> None:
@@ -468,7 +463,7 @@ async def test_approving_a_rerun_asks_the_reconciler_again_first(store: Store) -
     state = await runner.resume(task_id)
     assert state.status == "done"
     assert effects == [f"{task_id}/2.0"], "once"
-    results = _results(store, task_id)
+    results = tool_results(store, task_id)
     assert [r.recovery for r in results] == ["reconciled"]
     assert state.seconds >= 0.2, "the time spent waiting for it counts against the budget"
 
@@ -500,7 +495,7 @@ async def test_stopping_the_run_during_a_call_records_what_the_call_did(store: S
         await running
 
     assert effects == [f"{task_id}/2.0"]
-    [result] = _results(store, task_id)
+    [result] = tool_results(store, task_id)
     assert result.content == "sent to dana"
     state = runner.load(task_id)
     assert state.status == "paused"

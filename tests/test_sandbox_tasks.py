@@ -26,7 +26,7 @@ from sandbox.manager import Sandboxes, store_scope
 from tools import Registry
 from tools.sandboxed import registry as sandbox_tools
 
-from .conftest import REPO, scripted, write_script
+from .conftest import REPO, scripted, tool_results, write_script
 
 CONFIG = """
 [sandbox]
@@ -82,7 +82,7 @@ async def test_a_task_uses_every_sandbox_tool_and_its_container_goes_when_it_end
     await sandboxes.aclose()
 
     assert state.status == "done", state.pause
-    results = [e.event.content for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
+    results = [r.content for r in tool_results(store, task_id)]
     assert results[0] == "wrote 13 bytes to /workspace/app/main.py"
     assert "stdout:\n2\n" in results[1]
     assert "stderr:\nto-stderr\n" in results[1]
@@ -112,7 +112,7 @@ async def test_a_bomb_is_an_observation_the_task_goes_on(store: Store) -> None:
     state = await runner.run(task_id)
     await sandboxes.aclose()
     assert state.status == "done"
-    bomb, after = [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
+    bomb, after = tool_results(store, task_id)
     assert not bomb.ok
     assert bomb.error_code == "resource_limit"
     assert bomb.content.startswith("process limit: the command tried to run more than 64")
@@ -167,28 +167,25 @@ def test_kill_9_mid_task_resumes_in_the_same_container_with_its_files(
 
     with Store.open(store_path) as store:
         [row] = store.tasks()
-    resumed = subprocess.run(
-        [*base, "resume", row.id, *flags],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+
+    def agent(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*base, *args, *flags],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    resumed = agent("resume", row.id)
     # The sleep was cut short: whether it took effect is for a reviewer to say.
     assert resumed.returncode == 3, resumed.stderr
     assert _containers(store_path)[0].id == container.id
-    approved = subprocess.run(
-        [*base, "approve", row.id, *flags],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    approved = agent("approve", row.id)
     assert approved.returncode == 0, approved.stderr
     with Store.open(store_path) as store:
-        last = [e.event for e in store.events(row.id) if isinstance(e.event, ToolResulted)][-1]
+        last = tool_results(store, row.id)[-1]
     assert "written before" in last.content
     assert "sandbox" in last.content  # waited.txt, written by the rerun in the same container
     assert _containers(store_path) == []  # the task is over: its container is gone
@@ -342,9 +339,7 @@ async def test_patching_a_file_that_is_not_text_is_the_models_to_correct(store: 
     state = await runner.run(task_id)
     await sandboxes.aclose()
     assert state.status == "done", state.pause
-    _, patched, listed = [
-        e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)
-    ]
+    _, patched, listed = tool_results(store, task_id)
     assert (patched.ok, patched.error_code) == (False, "not_text")
     assert (listed.ok, listed.error_code) == (False, "not_found")
     assert "no such folder" in listed.content
