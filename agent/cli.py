@@ -484,6 +484,8 @@ async def _reap(sandboxes: Sandboxes, store: Store) -> None:
 async def _close(runner: Runner) -> None:
     for backend in set(runner.backends.values()):
         await backend.aclose()
+    if runner.browsers is not None:
+        await runner.browsers.aclose()
     if runner.sandboxes is not None:
         await runner.sandboxes.aclose()
 

@@ -17,9 +17,9 @@ import functools
 import json
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent._control import EXECUTOR, PLANNER
 from agent.backends.base import ModelBackend, ModelRequest, Purpose, ToolSpec, Usage
@@ -46,6 +46,9 @@ from sandbox.limits import SandboxLimits
 from tools.registry import CallInterrupted, Registry, Tool, ToolContext, ToolResult
 
 if TYPE_CHECKING:
+    from browser.driver import PageDriver
+    from browser.manager import Browsers
+    from sandbox.container import Sandbox
     from sandbox.manager import Sandboxes
     from sandbox.proxy import EgressAttempt
 
@@ -86,6 +89,7 @@ class RunContext:
     max_argument_bytes: int
     sandboxes: Sandboxes | None = None
     output_subscribers: list[OutputSubscriber] = field(default_factory=list)
+    browsers: Browsers | None = None
     staged: list[Event] = field(default_factory=list)
 
     def stage(self, events: list[Event]) -> None:
@@ -190,13 +194,31 @@ class RunContext:
             return None
         return _resulted(call, result, started, recovery)
 
+    async def read_effect(
+        self, tool: Tool, call: Call, arguments: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """What the tool's effect reader says the call would do ({} for nothing beyond its
+        arguments). None if the reader could not tell: the task is paused."""
+        assert tool.effect is not None
+        ctx = self._tool_context(call, f"{self.state.task_id}/{call.ref}")
+        try:
+            async with asyncio.timeout(tool.timeout):
+                return await tool.effect(ctx, arguments) or {}
+        except SandboxError as exc:
+            self.commit([TaskPaused(reason="sandbox_error", detail=str(exc))])
+        except Exception as exc:  # noqa: BLE001 - a tool's own bug (a timeout too): the task pauses
+            self.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
+        return None
+
     def _tool_context(self, call: Call, key: str) -> ToolContext:
         task_id = self.state.task_id
-        sandbox = None
+        sandbox = browser = None
         if self.sandboxes is not None:
             created = self.state.created
             limits = created.sandbox if created is not None else None
             sandbox = functools.partial(self.sandboxes.for_task, task_id, limits)
+            if self.browsers is not None:
+                browser = functools.partial(_browser_of, self.browsers, sandbox, task_id)
         output = None
         if self.output_subscribers:
 
@@ -204,12 +226,20 @@ class RunContext:
                 for notify in self.output_subscribers:
                     notify(task_id, stream, text)
 
-        return ToolContext(task_id, call.wire.id, key, sandbox=sandbox, output=output)
+        return ToolContext(
+            task_id, call.wire.id, key, sandbox=sandbox, output=output, browser=browser
+        )
 
     def preview(self, tool: Tool | None, call: Call) -> str:
         touches = tool.touches if tool else "unknown"
         args = json.dumps(call.arguments, indent=2, ensure_ascii=False)
         return f"{call.wire.name} (touches: {touches})\n{args}"
+
+
+async def _browser_of(
+    browsers: Browsers, sandbox: Callable[[], Awaitable[Sandbox]], task_id: str
+) -> PageDriver:
+    return await browsers.for_task(task_id, await sandbox())
 
 
 def _resulted(
@@ -239,6 +269,7 @@ class Runner:
         prices: dict[str, Price] | None = None,
         max_argument_bytes: int = 64 * 1024,
         sandboxes: Sandboxes | None = None,
+        browsers: Browsers | None = None,
     ) -> None:
         clash = [t.name for t in registry if t.name in EXECUTOR or t.name in PLANNER]
         if clash:
@@ -254,6 +285,12 @@ class Runner:
         self.output_subscribers: list[OutputSubscriber] = []
         #: the tasks' containers; None runs without (sandbox tools then fail, telling the model)
         self.sandboxes = sandboxes
+        if browsers is None and sandboxes is not None:
+            from browser.manager import Browsers  # noqa: PLC0415 - Playwright loads only if used
+
+            browsers = Browsers()
+        #: the tasks' browsers, in their sandboxes
+        self.browsers = browsers
         self._running: dict[str, RunContext] = {}
         if sandboxes is not None:
             sandboxes.egress.listener = self._record_egress
@@ -352,6 +389,7 @@ class Runner:
                 self.max_argument_bytes,
                 self.sandboxes,
                 self.output_subscribers,
+                self.browsers,
             )
             events: list[Event] = []
             if limits is not None and limits != state.limits:
@@ -374,6 +412,8 @@ class Runner:
                 self._running.pop(task_id, None)
                 if self.sandboxes is not None:
                     self.sandboxes.done_running(task_id)
+                if self.browsers is not None:
+                    await self.browsers.forget(task_id)
             if state.status in ("done", "failed") and self.sandboxes is not None:
                 # Left behind if this fails (Docker gone): the next runner's reap removes it.
                 with contextlib.suppress(SandboxError):

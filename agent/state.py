@@ -70,6 +70,8 @@ class Call:
     wire: ToolCall
     arguments: dict[str, Any] | None = None
     call_hash: str | None = None
+    #: how many times the gate judged it (again when its effect changed before it ran)
+    judgements: int = 0
     verdict: str | None = None
     approval: ApprovalRequested | None = None
     decision: ApprovalDecided | None = None
@@ -254,6 +256,7 @@ class TaskState:
         call = self.calls[event.ref]
         call.arguments, call.call_hash = event.arguments, event.call_hash
         call.verdict = event.verdict
+        call.judgements += 1
         if event.verdict == "deny":
             self._observe(event.ref, f"Error: denied by policy: {event.reason}", error=True)
 

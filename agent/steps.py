@@ -11,7 +11,7 @@ import asyncio
 import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent._control import EXECUTOR, MAX_PLAN_STEPS, complete_step, finish, replan, submit_plan
 from agent.events import (
@@ -34,8 +34,8 @@ from agent.events import (
 )
 from agent.prompts import act_request, plan_request
 from agent.state import Call, TaskState, call_hash
-from policies import Deny, RequireApproval
-from tools.registry import InvalidArguments, Tool, ToolContext, ToolResult
+from policies import Decision, Deny, RequireApproval
+from tools.registry import EFFECT, InvalidArguments, Tool, ToolContext, ToolResult
 
 if TYPE_CHECKING:
     from agent.runner import RunContext
@@ -175,36 +175,13 @@ class Gate(Step):
         except InvalidArguments as exc:
             return rt.reject(call, str(exc))
         arguments = validated.model_dump(mode="json")
-        decision = rt.gate.evaluate(tool, arguments)
-        digest = call_hash(tool.identity, arguments)
-        verdict = (
-            "ask"
-            if isinstance(decision, RequireApproval)
-            else "deny"
-            if isinstance(decision, Deny)
-            else "allow"
-        )
-        events: list[Event] = [
-            GateDecided(
-                ref=call.ref,
-                tool=name,
-                arguments=arguments,
-                call_hash=digest,
-                verdict=verdict,
-                reason=decision.reason,
-                rule=decision.rule,
-            )
-        ]
+        if tool.effect is not None:
+            effect = await rt.read_effect(tool, call, arguments)
+            if effect is None:
+                return None  # the task paused: the tool's effect reader failed
+            arguments = with_effect(arguments, effect)
+        decision, events = judged(rt, tool, call, arguments, f"{state.task_id}-{call.ref}")
         if isinstance(decision, RequireApproval):
-            events.append(
-                ApprovalRequested(
-                    approval_id=f"{state.task_id}-{call.ref}",
-                    ref=call.ref,
-                    call_hash=digest,
-                    reason=decision.reason,
-                    preview=decision.preview,
-                )
-            )
             rt.commit(events)
         else:
             rt.stage(events)  # made durable with the intent or the result that follows
@@ -265,6 +242,49 @@ class Gate(Step):
         return None
 
 
+def with_effect(arguments: dict[str, Any], effect: dict[str, Any]) -> dict[str, Any]:
+    """The arguments as judged: with the effect the tool read beside them, if it read one ({}:
+    none)."""
+    return {**arguments, EFFECT: effect} if effect else arguments
+
+
+def judged(
+    rt: RunContext, tool: Tool, call: Call, arguments: dict[str, Any], approval_id: str
+) -> tuple[Decision, list[Event]]:
+    """Ask the policy about a call; the events that record its answer."""
+    decision = rt.gate.evaluate(tool, arguments)
+    digest = call_hash(tool.identity, arguments)
+    verdict = (
+        "ask"
+        if isinstance(decision, RequireApproval)
+        else "deny"
+        if isinstance(decision, Deny)
+        else "allow"
+    )
+    events: list[Event] = [
+        GateDecided(
+            ref=call.ref,
+            tool=tool.name,
+            arguments=arguments,
+            call_hash=digest,
+            verdict=verdict,
+            reason=decision.reason,
+            rule=decision.rule,
+        )
+    ]
+    if isinstance(decision, RequireApproval):
+        events.append(
+            ApprovalRequested(
+                approval_id=approval_id,
+                ref=call.ref,
+                call_hash=digest,
+                reason=decision.reason,
+                preview=decision.preview,
+            )
+        )
+    return decision, events
+
+
 @dataclass
 class Execute(Step):
     """Run an allowed or approved call. A side-effecting call records its intent first."""
@@ -295,6 +315,10 @@ class Execute(Step):
             ):
                 return rt.reject(call, "the approval does not match this call; it was not run")
             approval_id = approval.approval_id
+            if tool.effect is not None and approval.cause != "reconcile":
+                changed = await self._effect_changed(rt, tool)
+                if changed is not False:
+                    return None  # asked again, or paused
             if approval.cause == "reconcile" and tool.reconcile is not None:
                 # The reviewer said "run it again", but the call that was cut off may have
                 # landed since (a timed-out thread finishes on its own): ask once more first.
@@ -317,6 +341,28 @@ class Execute(Step):
         if result is not None:
             record_result(rt, tool, result, durable=durable)
         return None
+
+    async def _effect_changed(self, rt: RunContext, tool: Tool) -> bool | None:
+        """Read the call's effect again, just before it runs. If it is not what the reviewer
+        approved (the page's values changed since), record the new one and ask again. False when
+        unchanged; None when the reader failed (the task paused)."""
+        call = self.call
+        assert call.arguments is not None
+        plain = {k: v for k, v in call.arguments.items() if k != EFFECT}
+        effect = await rt.read_effect(tool, call, plain)
+        if effect is None:
+            return None
+        arguments = with_effect(plain, effect)
+        if arguments == call.arguments:
+            return False
+        approval_id = f"{rt.state.task_id}-{call.ref}-v{call.judgements + 1}"
+        decision, events = judged(rt, tool, call, arguments, approval_id)
+        rt.commit(events)
+        if not isinstance(decision, RequireApproval):
+            # Nothing to approve any more (it no longer submits), or now denied: either way not
+            # what the reviewer approved.
+            rt.reject(call, "not run: the page changed since this call was approved; call again")
+        return True
 
 
 def record_result(rt: RunContext, tool: Tool, result: ToolResulted, *, durable: bool) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from policies._match import Call, CompiledRule
 from policies.decisions import Allow, Decision, Deny, RequireApproval
 from policies.rules import RuleSet, load_rules, parse_rules
-from tools.registry import Tool
+from tools.registry import EFFECT, Tool
 
 # Tool names come from a registry, so this stays small; the bound only stops a caller that
 # invents names from growing it without end.
@@ -83,7 +83,9 @@ class Gate:
         if found is None:
             if len(self._by_tool) >= _MAX_CACHED_TOOLS:
                 self._by_tool.clear()
-            parameters = tool.args_model.model_fields.keys()
+            parameters = set(tool.args_model.model_fields)
+            if tool.effect is not None:
+                parameters.add(EFFECT)  # judged beside the arguments when the call has one
             found = tuple(
                 r
                 for r in self._compiled

@@ -118,6 +118,8 @@ class Sandbox:
         self.limits = limits
         #: environment every command gets (the egress proxy's address, for a proxied sandbox)
         self.env: dict[str, str] = {}
+        #: where the host reaches a browser running in this sandbox (proxied sandboxes only)
+        self.devtools: str | None = None
         # Counters of limit hits (OOM kills, refused forks) are compared with what they were
         # before; a fresh container starts at zero, one found after a restart is read first.
         self._counters: dict[str, int] | None = {} if fresh else None

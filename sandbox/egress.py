@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -32,12 +33,27 @@ from sandbox.limits import SandboxLimits
 from sandbox.proxy import USER, EgressAttempt, EgressProxy
 
 PROXY_PORT_IN_SANDBOX = 3128
+#: where the sandbox's browser relays its DevTools port (see image/bin/agent-browser), and the
+#: forwarder's port that relays it on to the host
+DEVTOOLS_PORT = 9223
+#: the forwarder's name on the task's network: the sandbox reaches the proxy at egress:3128
+EGRESS_ALIAS = "egress"
 #: the network of the forwarders, where the host (and the proxy) has an address
 FORWARDERS = "agent-egress"
 EgressListener = Callable[[str, EgressAttempt], None]
 """Told of each of the proxy's decisions: (task id, attempt)."""
 
 FORWARDER_LIMITS = SandboxLimits(memory_mb=64, pids=64, cpus=0.5, workspace_mb=1, tmp_mb=1)
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A proxied sandbox's way out, as opened by one runner."""
+
+    #: the environment that sends a command's HTTP(S) through the proxy
+    env: dict[str, str]
+    #: where the host reaches the sandbox's browser DevTools (when a browser runs there)
+    devtools: str
 
 
 class Egress:
@@ -89,11 +105,11 @@ class Egress:
 
     async def open(
         self, client: docker.DockerClient, task_id: str, container_name: str, allow: tuple[str, ...]
-    ) -> dict[str, str]:
+    ) -> Opened:
         """Start the task's forwarder, register its allowlist with the proxy, and return the
         environment that sends a command's HTTP(S) through them."""
         gateway, port = await self._ensure_proxy(client)
-        forwarder_ip = await asyncio.to_thread(
+        forwarder_ip, outside_ip = await asyncio.to_thread(
             self._start_forwarder, client, container_name, gateway, port
         )
         assert self._proxy is not None
@@ -104,10 +120,12 @@ class Egress:
             if listener is not None:
                 listener(task_id, attempt)
 
-        token = self._proxy.register(task_id, list(allow), record)
+        # A browser cannot send the proxy's credentials: what comes from the task's forwarder
+        # is the task's, token or not.
+        token = self._proxy.register(task_id, list(allow), record, source=outside_ip)
         self._tokens[task_id] = token
         url = f"http://{USER}:{token}@{forwarder_ip}:{PROXY_PORT_IN_SANDBOX}"
-        return {
+        env = {
             "HTTP_PROXY": url,
             "HTTPS_PROXY": url,
             "http_proxy": url,
@@ -115,35 +133,41 @@ class Egress:
             "NO_PROXY": "",
             "no_proxy": "",
         }
+        return Opened(env, f"http://{outside_ip}:{DEVTOOLS_PORT}")
 
     def _start_forwarder(
         self, client: docker.DockerClient, container_name: str, gateway: str, port: int
-    ) -> str:
+    ) -> tuple[str, str]:
+        """Start the forwarder; return its addresses on the task's network and on the
+        forwarders' network."""
         name = self.forwarder_name(container_name)
-        network = self.network_name(container_name)
         with mapped(f"starting the egress forwarder of {container_name}"):
             with contextlib.suppress(docker.errors.NotFound):
                 client.containers.get(name).remove(force=True, v=True)
             sandbox = client.containers.get(container_name)
             image = sandbox.attrs["Image"]
+            network, endpoint = next(iter(sandbox.attrs["NetworkSettings"]["Networks"].items()))
             settings: dict[str, Any] = hardened(FORWARDER_LIMITS, network=FORWARDERS)
             settings.pop("mounts")
+            # Two relays, each to one fixed address: the sandbox's HTTP(S) to the proxy, and the
+            # host's DevTools connection to the sandbox's browser.
+            relays = (
+                f"socat TCP-LISTEN:{DEVTOOLS_PORT},fork,reuseaddr "
+                f"TCP:{endpoint['IPAddress']}:{DEVTOOLS_PORT} & "
+                f"exec socat TCP-LISTEN:{PROXY_PORT_IN_SANDBOX},fork,reuseaddr TCP:{gateway}:{port}"
+            )
             forwarder = client.containers.run(
                 image,
-                [
-                    "socat",
-                    f"TCP-LISTEN:{PROXY_PORT_IN_SANDBOX},fork,reuseaddr",
-                    f"TCP:{gateway}:{port}",
-                ],
+                ["sh", "-c", relays],
                 name=name,
                 detach=True,
                 labels={LABEL: "1", "agent.role": "egress"},
                 **settings,
             )
-            client.networks.get(network).connect(forwarder)
+            client.networks.get(network).connect(forwarder, aliases=[EGRESS_ALIAS])
             forwarder.reload()
-            address = forwarder.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
-        return str(address)
+            networks = forwarder.attrs["NetworkSettings"]["Networks"]
+        return str(networks[network]["IPAddress"]), str(networks[FORWARDERS]["IPAddress"])
 
     def forget(self, task_id: str) -> None:
         """Refuse the task's clients from now on (they get 407 until it is opened again)."""

@@ -85,9 +85,8 @@ class Sandboxes:
             client = await self.client()
             sandbox = await asyncio.to_thread(self._find_or_make, client, task_id, limits)
             if limits.network == "proxy":
-                sandbox.env = await self.egress.open(
-                    client, task_id, sandbox.name, limits.allow_domains
-                )
+                opened = await self.egress.open(client, task_id, sandbox.name, limits.allow_domains)
+                sandbox.env, sandbox.devtools = opened.env, opened.devtools
         except SandboxError as exc:
             exc.context["nothing_ran"] = True  # the caller's command never reached a container
             raise

@@ -136,6 +136,10 @@ class _Request:
         return [v for n, v in self.headers if n.lower() == name]
 
 
+#: on every answer the proxy makes itself (a refusal), so that it is not taken for the target's
+REFUSED_HEADER = "X-Agent-Egress"
+
+
 class EgressProxy:
     """An HTTP/1.1 forward proxy (CONNECT and absolute-form requests) that enforces allowlists.
 
@@ -154,6 +158,8 @@ class EgressProxy:
         self._connect_timeout = connect_timeout
         self._resolver = resolver or _resolve
         self._tasks: dict[str, _Task] = {}
+        #: client address -> token, for clients that cannot send credentials (a browser)
+        self._sources: dict[str, str] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[object]] = set()
         self._closed = False
@@ -192,8 +198,12 @@ class EgressProxy:
             raise RuntimeError("the egress proxy is not started")
         return self._port
 
-    def register(self, task_id: str, allow: Sequence[str], record: Recorder) -> str:
-        """Let a task's clients reach `allow`; return the token they authenticate with.
+    def register(
+        self, task_id: str, allow: Sequence[str], record: Recorder, *, source: str | None = None
+    ) -> str:
+        """Let a task's clients reach `allow`; return the token they authenticate with. A client
+        connecting from the address `source` needs no token: it is taken for the task's (the
+        task's forwarder, which a browser in the sandbox reaches without credentials).
 
         An entry is a host name (`example.com`), its subdomains (`*.example.com`), an IP address or
         `localhost`, with an optional `:port`; without one, ports 80 and 443. Raises ValueError
@@ -202,11 +212,16 @@ class EgressProxy:
         entries = tuple(_parse_entry(entry) for entry in allow)
         token = secrets.token_urlsafe(24)
         self._tasks[token] = _Task(task_id, entries, record)
+        if source is not None:
+            self._sources[source] = token
         return token
 
     def unregister(self, token: str) -> None:
-        """Refuse the token from now on; tunnels already open stay open. Unknown tokens pass."""
+        """Refuse the token (and its source address) from now on; tunnels already open stay
+        open. Unknown tokens pass."""
         self._tasks.pop(token, None)
+        for source in [s for s, t in self._sources.items() if t == token]:
+            del self._sources[source]
 
     def url(self, token: str, host: str) -> str:
         """The proxy URL, with credentials, for a client that reaches this proxy at `host`."""
@@ -245,7 +260,11 @@ class EgressProxy:
         if head is None:
             return
         request = _parse_head(head)
-        task = self._tasks.get(_token(request) or "")
+        token = _token(request)
+        if token is None:
+            peer = writer.get_extra_info("peername")
+            token = self._sources.get(str(peer[0])) if peer else None
+        task = self._tasks.get(token or "")
         if task is None:
             raise _HTTPError(
                 HTTPStatus.PROXY_AUTHENTICATION_REQUIRED,
@@ -480,6 +499,8 @@ async def _answer(
         "Content-Type: text/plain; charset=utf-8",
         f"Content-Length: {len(body)}",
         "Connection: close",
+        # Tells a client (the browser tools) that the proxy answered, not the target.
+        f"{REFUSED_HEADER}: refused",
         *error.headers,
     ]
     try:

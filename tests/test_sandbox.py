@@ -103,7 +103,9 @@ async def test_every_container_the_project_makes_is_hardened(
             await assert_confined_inside(sandbox)
         forwarder = client.containers.get(Egress.forwarder_name(proxied.name))
         assert_hardened(forwarder, FORWARDER_LIMITS)
-        assert forwarder.attrs["Config"]["Cmd"][0] == "socat"
+        command = forwarder.attrs["Config"]["Cmd"]
+        assert command[:2] == ["sh", "-c"]
+        assert command[2].count("socat ") == 2
         # And whatever else carries the project's label, pool included.
         pool = [c for c in project_containers(client) if (c.name or "").startswith(POOL_PREFIX)]
         assert pool

@@ -40,6 +40,7 @@ from agent.backends.base import ToolSpec
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
+    from browser.driver import PageDriver
     from sandbox.container import Sandbox
 
 Touches = Literal["read", "write", "external", "deploy"]
@@ -63,6 +64,8 @@ class ToolContext:
     sandbox: Callable[[], Awaitable[Sandbox]] | None = None
     #: shows a command's output as it comes: called with ("stdout" | "stderr", text)
     output: Callable[[str, str], None] | None = None
+    #: the task's browser, in its sandbox, started on first use (None where there is none)
+    browser: Callable[[], Awaitable[PageDriver]] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,11 @@ class InvalidArguments(Exception):
 
 
 Reconciler = Callable[[ToolContext], "ToolResult | str | None"]
+EffectReader = Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+"""Reads, just before a call is judged (and again just before an approved one runs), what it would
+do that its arguments do not say: the values a form would send. See `tool(effect=...)`."""
+#: the key an effect is judged and recorded under, beside the arguments
+EFFECT = "effect"
 
 
 class Tool:
@@ -110,6 +118,7 @@ class Tool:
         timeout: float,
         reconcile: Reconciler | None,
         idempotent: bool,
+        effect: EffectReader | None = None,
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(f"tool name {name!r} must match {_NAME.pattern}")
@@ -126,7 +135,10 @@ class Tool:
         self.timeout = timeout
         self.reconcile = reconcile
         self.idempotent = idempotent
+        self.effect = effect
         self.args_model, self._ctx_param = _arguments_model(fn, name)
+        if effect is not None and EFFECT in self.args_model.model_fields:
+            raise ConfigError(f"tool {name}: a tool with an effect reader has no {EFFECT!r} field")
         self._is_async = inspect.iscoroutinefunction(fn)
         #: what the tool is, beyond its name: approvals and decisions are bound to it, so a
         #: different function registered under the same name after a restart inherits none
@@ -150,6 +162,9 @@ class Tool:
         try:
             if isinstance(raw, str):
                 return self.args_model.model_validate_json(raw or "{}")
+            if self.effect is not None and EFFECT in raw:
+                # As recorded by the gate: the arguments and, beside them, the effect read then.
+                raw = {k: v for k, v in raw.items() if k != EFFECT}
             return self.args_model.model_validate(raw)
         except ValidationError as exc:
             raise InvalidArguments(_describe(self.name, exc)) from None
@@ -324,6 +339,7 @@ def tool(
     timeout: float = 30.0,
     reconcile: Reconciler | None = None,
     idempotent: bool = False,
+    effect: EffectReader | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -334,6 +350,7 @@ def tool(
     timeout: float = 30.0,
     reconcile: Reconciler | None = None,
     idempotent: bool = False,
+    effect: EffectReader | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a typed function a tool.
 
@@ -348,6 +365,10 @@ def tool(
             (return None). Without it, and unless `idempotent`, a reviewer decides.
         idempotent: the tool honours `ToolContext.idempotency_key` itself, so sending the same
             call twice has the effect of once.
+        effect: reads what a call would do that its arguments do not say (the values a form
+            would send), as a dict, or None. The gate judges the arguments with it beside them
+            (under "effect", which policy rules can match), an approval is bound to it, and an
+            approved call whose effect has changed by the time it runs is asked again.
     """
 
     def wrap(func: Callable[..., Any]) -> Tool:
@@ -360,6 +381,7 @@ def tool(
             timeout=timeout,
             reconcile=reconcile,
             idempotent=idempotent,
+            effect=effect,
         )
 
     return wrap(fn) if fn is not None else wrap

@@ -1,0 +1,185 @@
+"""The page script (page.js) and typed calls into it.
+
+A call is one evaluate of a small function that calls `window.__agent`. Only when the document
+has no agent yet (a fresh document, a new frame) does it answer null, and a second evaluate sends
+the whole script, which installs itself and answers. Sending the script on every call would cost
+about a millisecond more each time (it is some 25 kB); a driver that adds `SOURCE` as an init
+script (`BrowserContext.add_init_script`) makes the second evaluate rare.
+
+The page's own scripts share the main world with the agent and can tamper with `window.__agent`,
+so what comes back is validated like any outside data. Two errors:
+
+    AgentError
+    └── PageScriptError   the script's answer is malformed (the page replaced the script)
+    ValueError
+    └── TargetError       a target or ref cannot be used: for the model to see and correct
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final, Literal, TypeVar, get_args
+
+from playwright.async_api import Frame
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from agent.errors import AgentError
+
+SOURCE: Final = resources.files("browser").joinpath("page.js").read_text(encoding="utf-8")
+
+T = TypeVar("T")
+
+TargetKind = Literal["ref", "text", "label", "placeholder", "name", "css"]
+TARGET_KINDS: Final[frozenset[str]] = frozenset(get_args(TargetKind))
+
+
+class PageScriptError(AgentError):
+    """The page script answered with something of the wrong shape (the page replaced it?)."""
+
+    code = "browser_page_script"
+
+
+class TargetError(ValueError):
+    """A target is not exactly one known key, a CSS selector is invalid, or a ref is unknown."""
+
+
+@dataclass(frozen=True)
+class FrameSnapshot:
+    """One frame's text view; `frames` are the refs of its iframes whose placeholders
+    (`{{frame <ref>}}`) are in `text`, in document order."""
+
+    text: str
+    truncated: bool
+    frames: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An element a target matched: `line` is how the snapshot shows it."""
+
+    ref: str
+    role: str
+    name: str
+    tag: str
+    line: str
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One name/value pair a form would send (a password's value is masked with bullets)."""
+
+    name: str
+    label: str
+    type: str
+    value: str
+
+
+@dataclass(frozen=True)
+class FormInfo:
+    """Where a form would go and what it would send; `submitter` says whether the element asked
+    about is the control that submits it (its formaction/formmethod are then applied)."""
+
+    action: str
+    method: str
+    fields: tuple[FormField, ...]
+    submitter: bool
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error: str | None = None
+
+
+class _FindReply(_Reply):
+    candidates: list[Candidate] = []
+
+
+class _FormReply(_Reply):
+    form: FormInfo | None = None
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One method of `window.__agent`, as the two functions an evaluate may send."""
+
+    fast: str
+    install: str
+
+    @classmethod
+    def of(cls, call: str) -> _Call:
+        # page.js is a statement (`window.__agent ??= ...`): as a function body's first statement
+        # it installs the agent unless the document has one.
+        return cls(
+            fast=f"(a) => window.__agent ? window.__agent.{call} : null",
+            install=f"(a) => {{\n{SOURCE}\nreturn window.__agent.{call};\n}}",
+        )
+
+    async def __call__(self, frame: Frame, arg: Any) -> Any:
+        raw = await frame.evaluate(self.fast, arg)
+        if raw is None:
+            raw = await frame.evaluate(self.install, arg)
+        return raw
+
+
+_SNAPSHOT: Final = _Call.of("snapshot(a)")
+_FIND: Final = _Call.of("find(a.target, a.prefix)")
+_FORM_OF: Final = _Call.of("formOf(a)")
+
+_SNAPSHOT_ADAPTER: Final = TypeAdapter(FrameSnapshot)
+_FIND_ADAPTER: Final = TypeAdapter(_FindReply)
+_FORM_ADAPTER: Final = TypeAdapter(_FormReply)
+
+
+def _parse(adapter: TypeAdapter[T], raw: Any, call: str) -> T:
+    try:
+        return adapter.validate_python(raw)
+    except ValidationError as e:
+        raise PageScriptError(
+            f"the page script's answer to {call} is malformed", call=call, errors=e.errors()
+        ) from e
+
+
+async def snapshot_frame(frame: Frame, prefix: str, max_chars: int) -> FrameSnapshot:
+    """Snapshot one frame (not its child frames) as text of at most `max_chars` characters.
+
+    Refs given in this frame start with `prefix` ("e" for the main frame). Raises
+    `PageScriptError` on a malformed answer, and Playwright's `Error` if the frame is detached or
+    navigates away during the call.
+    """
+    raw = await _SNAPSHOT(frame, {"prefix": prefix, "maxChars": max_chars})
+    return _parse(_SNAPSHOT_ADAPTER, raw, "snapshot")
+
+
+async def find(
+    frame: Frame, target: Mapping[str, str], *, prefix: str | None = None
+) -> list[Candidate]:
+    """The visible elements of one frame that `target` matches, at most 20, best first.
+
+    `target` has exactly one of the keys ref, text, label, placeholder, name, css. Elements found
+    get refs (with `prefix`, by default the one of this frame's last snapshot). Raises
+    `TargetError` for a malformed target or an invalid CSS selector.
+    """
+    kinds = [k for k in target if k in TARGET_KINDS]
+    if len(target) != 1 or len(kinds) != 1:
+        raise TargetError(
+            f"a target has exactly one of {', '.join(sorted(TARGET_KINDS))}; got {sorted(target)}"
+        )
+    raw = await _FIND(frame, {"target": dict(target), "prefix": prefix})
+    reply = _parse(_FIND_ADAPTER, raw, "find")
+    if reply.error is not None:
+        raise TargetError(reply.error)
+    return reply.candidates
+
+
+async def form_of(frame: Frame, ref: str) -> FormInfo | None:
+    """The form the element `ref` would submit, or None when it is in no form.
+
+    Raises `TargetError` when `ref` names no element attached to this frame's document.
+    """
+    raw = await _FORM_OF(frame, ref)
+    reply = _parse(_FORM_ADAPTER, raw, "formOf")
+    if reply.error is not None:
+        raise TargetError(reply.error)
+    return reply.form

@@ -1,0 +1,467 @@
+"""The seam between the browser tools and a browser: `BrowserDriver`, and its Playwright
+implementation, `PageDriver`, driving a task's Chromium over DevTools.
+
+Failures the model should see (a missing or ambiguous target, an element that never becomes
+clickable, a refused URL) are `PageError`s, raised here and turned into observations by the tools.
+Failures of the program (the browser is gone) are `SandboxError`s: the task pauses.
+
+    page errors:   PageError(code=...)
+                   ├─ not_found, ambiguous     the target names no element, or several
+                   ├─ element_not_ready        it never became visible, enabled or editable
+                   ├─ refused                  a URL the browser may not open
+                   └─ page_error               anything else Playwright says about the page
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from playwright.async_api import Browser, Dialog, Download, Frame, Locator, Page
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+from agent.errors import SandboxError
+from browser import _script
+from browser.target import GUESSES, Target, frame_prefix
+from sandbox.proxy import REFUSED_HEADER
+
+#: how long an action waits for its element to be visible, enabled and still (ms)
+ACTION_TIMEOUT_MS = 5_000
+#: how long a navigation may take (ms)
+NAVIGATION_TIMEOUT_MS = 30_000
+#: how long a download may take to finish (s)
+DOWNLOAD_TIMEOUT = 120.0
+#: what a snapshot shows at most, unless asked otherwise
+SNAPSHOT_CHARS = 12_000
+SCHEMES = ("http", "https")
+_T = TypeVar("_T")
+
+
+class PageError(Exception):
+    """Something about the page the model should know and can act on. `code` says what."""
+
+    def __init__(self, message: str, *, code: str = "page_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a submit would send, read from the page just before: the approval is bound to it."""
+
+    action: str
+    method: str
+    values: dict[str, str]
+
+    @property
+    def origin(self) -> str:
+        parts = urlsplit(self.action)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def as_effect(self) -> dict[str, Any]:
+        return {
+            "submits": {
+                "origin": self.origin,
+                "action": self.action,
+                "method": self.method,
+                "values": self.values,
+            }
+        }
+
+
+class BrowserDriver(Protocol):
+    """What the browser tools ask of a task's browser. Each method acts on the current tab."""
+
+    async def goto(self, url: str) -> str: ...
+    async def snapshot(self, max_chars: int = SNAPSHOT_CHARS) -> str: ...
+    async def locate(self, target: Target) -> tuple[Locator, _script.Candidate]: ...
+    async def act(self, what: str, action: Callable[[], Awaitable[object]]) -> str: ...
+    async def submission(self, target: Target, *, key: str | None = None) -> Submission | None: ...
+    async def answer_dialog(self, accept: bool, text: str | None) -> str: ...
+    @property
+    def page(self) -> Page: ...
+
+
+@dataclass
+class _Pending:
+    """A dialog the page opened, and the action that is waiting for it to be answered."""
+
+    dialog: Dialog
+    action: asyncio.Future[object] | None = None
+
+
+@dataclass
+class PageDriver:
+    """A task's Chromium, connected over DevTools. One per task, kept between steps, so cookies
+    and a login survive. Construct with `PageDriver.attach(browser)`."""
+
+    browser: Browser
+    _page: Page
+    _prefixes: dict[str, Frame] = field(default_factory=dict)
+    _dialog: _Pending | None = None
+    _dialog_opened: asyncio.Event = field(default_factory=asyncio.Event)
+    #: what happened during the last action, for its report (new tabs, downloads)
+    _news: list[str] = field(default_factory=list)
+    #: downloads started by the current action, saved into the workspace when it ends
+    downloads: list[Download] = field(default_factory=list)
+    #: moves a finished download (its path in the sandbox, its suggested name) into the
+    #: workspace; returns where it went (set by `Browsers`)
+    keep_download: Callable[[str, str], Awaitable[str]] | None = None
+
+    @classmethod
+    async def attach(cls, browser: Browser) -> PageDriver:
+        context = browser.contexts[0] if browser.contexts else await browser.new_context()
+        page = context.pages[0] if context.pages else await context.new_page()
+        driver = cls(browser, page)
+        context.on("page", driver._on_new_page)
+        driver._watch(page)
+        return driver
+
+    @property
+    def page(self) -> Page:
+        return self._page
+
+    @property
+    def connected(self) -> bool:
+        return self.browser.is_connected()
+
+    def _watch(self, page: Page) -> None:
+        page.set_default_timeout(ACTION_TIMEOUT_MS)
+        page.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
+        page.on("dialog", self._on_dialog)
+        page.on("download", self._on_download)
+
+    def _on_new_page(self, page: Page) -> None:
+        # A popup or a link opened in a new tab: follow it, and say so.
+        self._watch(page)
+        self._page = page
+        self._prefixes.clear()
+        self._news.append(f"a new tab opened ({page.url or 'loading'}); it is now the current tab")
+
+    def _on_dialog(self, dialog: Dialog) -> None:
+        # Left open until the model answers it (browser_dialog); the page waits meanwhile.
+        self._dialog = _Pending(dialog)
+        self._dialog_opened.set()
+
+    def _on_download(self, download: Download) -> None:
+        self.downloads.append(download)
+
+    async def _keep_downloads(self) -> None:
+        """Wait for the action's downloads, and move them into the workspace. Chromium writes a
+        download where Playwright tells it to, a temporary folder of the sandbox's."""
+        downloads, self.downloads = self.downloads, []
+        for download in downloads:
+            name = download.suggested_filename
+            with _page_errors(f"downloading {name}"):
+                failure = await asyncio.wait_for(download.failure(), DOWNLOAD_TIMEOUT)
+                if failure is not None:
+                    self._news.append(f"the download of {name} failed: {failure}")
+                    continue
+                path = await download.path()
+            if self.keep_download is None:
+                self._news.append(f"downloaded {name} (not kept: no workspace)")
+                continue
+            kept = await self.keep_download(str(path), name)
+            self._news.append(f"downloaded {name} to {kept}")
+
+    def _no_dialog(self) -> None:
+        """While a dialog is open the page runs nothing (no script, no click): say so at once
+        rather than wait for a timeout."""
+        if self._dialog is not None:
+            dialog = self._dialog.dialog
+            raise PageError(
+                f"the page's {dialog.type} dialog is open ({dialog.message!r}); answer it with "
+                "browser_dialog first",
+                code="dialog_open",
+            )
+
+    # ---- reading the page -------------------------------------------------------------------
+
+    async def goto(self, url: str) -> str:
+        """Open `url` in the current tab. Raises `PageError` for a refused or failed load."""
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in SCHEMES:
+            raise PageError(
+                f"refused: the browser opens only http and https URLs, not {scheme or 'this'}:",
+                code="refused",
+            )
+        self._no_dialog()
+        with _page_errors("opening " + url):
+            response = await self._page.goto(url, wait_until="domcontentloaded")
+        self._prefixes.clear()
+        if response is not None and response.headers.get(REFUSED_HEADER.lower()):
+            why = (await response.text()).strip()
+            raise PageError(
+                f"refused by the egress policy: this task may not reach {url} ({why})",
+                code="refused",
+            )
+        status = f" (HTTP {response.status})" if response is not None else ""
+        return f"opened {self._page.url}{status}; title: {await self._page.title()!r}"
+
+    async def snapshot(self, max_chars: int = SNAPSHOT_CHARS) -> str:
+        """The current tab as text, at most about `max_chars`, with a note if it was cut."""
+        self._no_dialog()
+        self._prefixes = {"e": self._page.main_frame}
+        with _page_errors("reading the page"):
+            text, truncated = await self._frame_text(self._page.main_frame, "e", max_chars)
+        tabs = self._page.context.pages
+        if len(tabs) > 1:
+            text = f"(tab {tabs.index(self._page) + 1} of {len(tabs)})\n{text}"
+        if truncated:
+            text += (
+                f"\n[cut here: the page is longer than {max_chars} characters. Scroll, ask for a "
+                "larger max_chars, or extract a part of it]"
+            )
+        return text
+
+    async def _frame_text(self, frame: Frame, prefix: str, budget: int) -> tuple[str, bool]:
+        shot = await _script.snapshot_frame(frame, prefix, max(budget, 200))
+        text, truncated = shot.text, shot.truncated
+        for ref in shot.frames:
+            child = await self._child_frame(frame, ref)
+            placeholder = "{{frame " + ref + "}}"
+            if child is None:
+                text = text.replace(placeholder, "(not loaded)")
+                continue
+            child_prefix = f"f{len(self._prefixes)}e"
+            self._prefixes[child_prefix] = child
+            inner, cut = await self._frame_text(child, child_prefix, budget - len(text))
+            truncated = truncated or cut
+            text = text.replace(placeholder, "\n" + textwrap.indent(inner, "  "))
+        return text, truncated
+
+    @staticmethod
+    async def _child_frame(frame: Frame, ref: str) -> Frame | None:
+        for child in frame.child_frames:
+            with contextlib.suppress(PlaywrightError):
+                element = await child.frame_element()
+                if await element.get_attribute("data-agent-ref") == ref:
+                    return child
+        return None
+
+    def _frames_for(self, target: Target) -> list[tuple[str, Frame]]:
+        if target.kind == "ref":
+            prefix = frame_prefix(target.value)
+            if prefix == "e":
+                return [("e", self._page.main_frame)]
+            frame = self._prefixes.get(prefix)
+            if frame is None or frame.is_detached():
+                raise PageError(
+                    f"{target} is in a frame this page no longer has; take a new snapshot",
+                    code="not_found",
+                )
+            return [(prefix, frame)]
+        if not self._prefixes:
+            self._prefixes = {"e": self._page.main_frame}
+        return [(p, f) for p, f in self._prefixes.items() if not f.is_detached()]
+
+    async def locate(self, target: Target) -> tuple[Locator, _script.Candidate]:
+        """The one element `target` names. Raises `PageError` listing the candidates when it
+        names none or several."""
+        self._no_dialog()
+        kinds = (target.kind,) if target.kind is not None else GUESSES
+        frames = self._frames_for(target)
+        found: list[tuple[Frame, _script.Candidate]] = []
+        with _page_errors(f"finding {target}"):
+            for kind in kinds:
+                for prefix, frame in frames:
+                    hits = await _script.find(frame, {kind: target.value}, prefix=prefix)
+                    found += [(frame, c) for c in hits]
+                if found:
+                    break
+        if not found:
+            raise PageError(
+                f"no element matches {target}; take a snapshot to see the page's elements",
+                code="not_found",
+            )
+        if len(found) > 1:
+            listed = "\n".join(f"  {describe(c)}" for _, c in found[:15])
+            more = f"\n  ... and {len(found) - 15} more" if len(found) > 15 else ""
+            raise PageError(
+                f"{target} matches {len(found)} elements; name one by its reference:\n"
+                + listed
+                + more,
+                code="ambiguous",
+            )
+        frame, candidate = found[0]
+        return frame.locator(f'[data-agent-ref="{candidate.ref}"]'), candidate
+
+    async def read(self, what: str, run: Callable[[], Awaitable[_T]]) -> _T:
+        """`run` something that only reads the page, with Playwright's errors said once."""
+        self._no_dialog()
+        with _page_errors(what):
+            return await run()
+
+    async def wait_for(self, text: str | None, target: Target | None, seconds: float) -> str:
+        """Wait until `text` shows in the page, or `target` names an element."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        if text is not None:
+            with _page_errors(f"waiting for {text!r}"):
+                await self._page.get_by_text(text).first.wait_for(timeout=seconds * 1000)
+            return f"{text!r} is on the page"
+        assert target is not None
+        while True:
+            try:
+                _, candidate = await self.locate(target)
+                return f"{describe(candidate)} is on the page"
+            except PageError as exc:
+                if exc.code != "not_found" or asyncio.get_running_loop().time() > deadline:
+                    raise
+            # A page says nothing when an element appears; looking again is the only way.
+            await asyncio.sleep(0.2)
+
+    async def tabs(self, switch_to: int | None) -> str:
+        """List the tabs; with `switch_to` (1-based), make that one current first."""
+        pages = self._page.context.pages
+        if switch_to is not None:
+            if switch_to > len(pages):
+                raise PageError(f"there are {len(pages)} tabs", code="not_found")
+            self._page = pages[switch_to - 1]
+            self._prefixes.clear()
+            with _page_errors("switching tabs"):
+                await self._page.bring_to_front()
+        lines = []
+        for number, page in enumerate(pages, 1):
+            mark = "*" if page is self._page else " "
+            with _page_errors("listing tabs"):
+                lines.append(f"{mark} {number}: {await page.title()!r} {page.url}")
+        return "\n".join(lines) + "\n(* the current tab)"
+
+    # ---- acting ---------------------------------------------------------------------------
+
+    async def act(self, what: str, action: Callable[[], Awaitable[object]]) -> str:
+        """Run an action on the page; report it, and what it caused (a dialog, a new tab, a
+        download). A dialog leaves the action waiting until `answer_dialog`."""
+        self._no_dialog()
+        self._news.clear()
+        self._dialog_opened.clear()
+        running = asyncio.ensure_future(_mapped(what, action))
+        opened = asyncio.ensure_future(self._dialog_opened.wait())
+        try:
+            await asyncio.wait({running, opened}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            opened.cancel()
+        if not running.done() and self._dialog is not None:
+            self._dialog.action = running
+            return self._report(what, done=False)
+        await running
+        if self.downloads:
+            await self._keep_downloads()
+        return self._report(what)
+
+    def _report(self, what: str, *, done: bool = True) -> str:
+        lines = [what if done else f"{what}: started"]
+        if self._dialog is not None:
+            dialog = self._dialog.dialog
+            lines.append(
+                f"the page opened a dialog ({dialog.type}): {dialog.message!r}"
+                + (f" (default answer {dialog.default_value!r})" if dialog.default_value else "")
+                + "; answer it with browser_dialog"
+            )
+        lines += self._news
+        return "\n".join(lines)
+
+    async def answer_dialog(self, accept: bool, text: str | None) -> str:
+        """Accept (with `text` for a prompt) or dismiss the open dialog; then finish the action
+        that was waiting for it."""
+        pending = self._dialog
+        if pending is None:
+            raise PageError("no dialog is open", code="no_dialog")
+        self._dialog = None
+        self._news.clear()
+        with _page_errors("answering the dialog"):
+            if accept:
+                await pending.dialog.accept(
+                    text
+                ) if text is not None else await pending.dialog.accept()
+            else:
+                await pending.dialog.dismiss()
+        said = "accepted" if accept else "dismissed"
+        if pending.action is not None:
+            # If it is not done by then it goes on; its effects show in the next snapshot.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pending.action), ACTION_TIMEOUT_MS / 1000)
+        return self._report(f"{said} the {pending.dialog.type} dialog")
+
+    async def submission(self, target: Target, *, key: str | None = None) -> Submission | None:
+        """What acting on `target` would submit, or None if it submits nothing: a click on a
+        submit control, Enter (`key`) in a form's field, or a form named to be submitted
+        (`key` "submit")."""
+        try:
+            _, candidate = await self.locate(target)
+            frame = self._frame_of(candidate.ref)
+            info = await _script.form_of(frame, candidate.ref)
+        except PageError:
+            return None  # the call itself will say what is wrong with the target
+        if info is None:
+            return None
+        submits = (
+            key == "submit"
+            or (key is None and info.submitter)
+            or (key == "Enter" and candidate.tag == "input")
+        )  # any other key submits nothing
+        if not submits:
+            return None
+        values = {f.name: f.value for f in info.fields}
+        return Submission(info.action, info.method.upper(), values)
+
+    def _frame_of(self, ref: str) -> Frame:
+        prefix = frame_prefix(ref)
+        return self._page.main_frame if prefix == "e" else self._prefixes[prefix]
+
+
+@contextlib.contextmanager
+def _page_errors(what: str) -> Iterator[None]:
+    """Playwright's errors, said once, here, for the model; a lost browser is the program's."""
+    try:
+        yield
+    except _script.TargetError as exc:
+        raise PageError(f"{what}: {exc}", code="bad_target") from None
+    except _script.PageScriptError:
+        raise PageError(
+            f"{what}: the page interfered with the runtime's page script; try again after "
+            "reloading it",
+            code="page_error",
+        ) from None
+    except PlaywrightTimeout as exc:
+        raise PageError(
+            f"{what}: timed out ({_first_line(exc)})", code="element_not_ready"
+        ) from None
+    except PlaywrightError as exc:
+        message = _first_line(exc)
+        if "has been closed" in message or "Target closed" in message:
+            raise SandboxError(f"the task's browser went away while {what}: {message}") from None
+        if "ERR_BLOCKED_BY_ADMINISTRATOR" in message:
+            raise PageError(
+                f"{what}: refused: the browser may not open this URL", code="refused"
+            ) from None
+        if "ERR_TUNNEL_CONNECTION_FAILED" in message or "ERR_PROXY" in message:
+            raise PageError(
+                f"{what}: refused by the egress policy: this task may not reach that host",
+                code="refused",
+            ) from None
+        raise PageError(f"{what}: {message}") from None
+
+
+async def _mapped(what: str, action: Callable[[], Awaitable[object]]) -> object:
+    with _page_errors(what):
+        return await action()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip() and "=====" not in line]
+    return lines[0].removeprefix("Error: ").strip() if lines else type(exc).__name__
+
+
+def describe(candidate: _script.Candidate) -> str:
+    """An element as the model is told of it: `[e12] button "Sign in"`, as in the snapshot."""
+    if candidate.line:
+        return candidate.line.strip()
+    name = f" {candidate.name!r}" if candidate.name else ""
+    return f"[{candidate.ref}] {candidate.role or candidate.tag}{name}"

@@ -1,0 +1,221 @@
+"""Form fields as a person fills them: selects by label, radio groups by their choice, dates in a
+native field or through a calendar widget, and a form submitted as its button would."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import secrets
+from datetime import date
+from typing import Any
+
+from playwright.async_api import Locator, Page
+
+from browser.driver import PageDriver, PageError
+from browser.target import Target
+
+NATIVE_DATES = ("date", "time", "datetime-local", "month", "week")
+TRUE = ("true", "yes", "on", "1", "checked", "x")
+FALSE = ("false", "no", "off", "0", "unchecked", "")
+#: how many months a calendar widget is paged through at most
+MAX_MONTHS = 240
+
+_FIELD = (
+    "e => [e.tagName.toLowerCase(), (e.type || '').toLowerCase(), e.getAttribute('role') || '']"
+)
+
+_OPTIONS = """(e, wanted) => {
+  const norm = s => (s || '').replace(/\\s+/g, ' ').trim().toLowerCase();
+  const options = Array.from(e.options || []);
+  const hit = options.find(o => norm(o.label) === norm(wanted) || o.value === wanted)
+    || options.find(o => norm(o.label).includes(norm(wanted)));
+  return hit ? {value: hit.value} : {options: options.map(o => o.label)};
+}"""
+
+# Marks the radio of a group whose label (or value) is `wanted`: the group is the element's own
+# (same name) when it is a radio, else the radios inside its fieldset or radiogroup.
+_RADIO = """(e, [wanted, mark]) => {
+  const norm = s => (s || '').replace(/\\s+/g, ' ').trim().toLowerCase();
+  let radios;
+  if (e.type === 'radio') {
+    const scope = e.form || e.getRootNode();
+    radios = Array.from(scope.querySelectorAll('input[type=radio]')).filter(r => r.name === e.name);
+  } else {
+    const box = e.closest('fieldset, [role=radiogroup]') || e.parentElement || e;
+    radios = Array.from(box.querySelectorAll('input[type=radio], [role=radio]'));
+  }
+  const label = r => norm(Array.from(r.labels || []).map(l => l.innerText).join(' ')
+    || r.getAttribute('aria-label') || r.innerText || r.value);
+  const want = norm(wanted);
+  let hits = radios.filter(r => label(r) === want || norm(r.value) === want);
+  if (!hits.length) hits = radios.filter(r => label(r).includes(want));
+  if (hits.length !== 1) return {count: hits.length, options: radios.map(label)};
+  hits[0].setAttribute('data-agent-pick', mark);
+  return {count: 1};
+}"""
+
+_SUBMIT = """e => {
+  const form = e.tagName === 'FORM' ? e : (e.form || e.closest('form'));
+  if (!form) return false;
+  form.requestSubmit();
+  return true;
+}"""
+
+# A calendar widget: its visible "Month Year" header, and its previous/next controls. jQuery UI's
+# datepicker by its class names; others by what a person reads (a month name and a year, arrows).
+_CALENDAR = """([action, day]) => {
+  const shown = e => !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length);
+  const months = ['january','february','march','april','may','june','july','august',
+    'september','october','november','december'];
+  const all = Array.from(document.querySelectorAll(
+    '.ui-datepicker-title, [class*=calendar] [class*=title], [class*=picker] [class*=title], '
+    + '[class*=month], caption, th, [role=heading], h2, h3, h4, div, span')).filter(shown);
+  let header = null, month = -1, year = -1;
+  for (const e of all) {
+    const text = (e.innerText || '').trim().toLowerCase();
+    if (text.length > 30) continue;
+    const m = text.match(/^([a-z]+)[\\s,]+(\\d{4})$/);
+    if (m && months.indexOf(m[1]) >= 0) { header = e; month = months.indexOf(m[1]); year = +m[2];
+      break; }
+  }
+  if (!header) return null;
+  const root = header.closest('.ui-datepicker, [class*=calendar], [class*=picker], table, '
+    + '[role=dialog]') || header.parentElement;
+  const controls = Array.from(root.querySelectorAll('a, button, [role=button], span, th'))
+    .filter(shown);
+  const named = re => controls.find(c => re.test(((c.getAttribute('aria-label') || '') + ' '
+    + (c.title || '') + ' ' + (c.className || '') + ' ' + (c.innerText || '')).toLowerCase()));
+  if (action === 'prev' || action === 'next') {
+    const c = action === 'prev' ? named(/prev|‹|«|</) : named(/next|›|»|>/);
+    if (!c) return {month, year, missing: action};
+    c.click();
+    return {month, year, clicked: action};
+  }
+  if (action === 'day') {
+    const cells = Array.from(root.querySelectorAll('td a, td button, td, [role=gridcell], button'))
+      .filter(shown).filter(c => (c.innerText || '').trim() === String(day)
+        && !/other-month|disabled|outside/.test(
+          c.className + ' ' + (c.parentElement || {}).className));
+    if (!cells.length) return {month, year, missing: 'day'};
+    cells[0].click();
+    return {month, year, clicked: 'day'};
+  }
+  return {month, year};
+}"""
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+async def select_option(locator: Locator, option: str) -> None:
+    """Choose `option` (a label, a part of one, or a value) in a select. Raises `PageError`
+    listing the options when none fits."""
+    found = await locator.evaluate(_OPTIONS, option)
+    if "value" not in found:
+        listed = ", ".join(repr(o) for o in found["options"][:30])
+        raise PageError(f"no option {option!r}; the options are: {listed}", code="not_found")
+    await locator.select_option(value=found["value"])
+
+
+async def choose_radio(locator: Locator, choice: str) -> None:
+    """Check the radio button labelled `choice` in the group of `locator` (a radio of the group,
+    or the fieldset or radiogroup around it)."""
+    mark = secrets.token_hex(4)
+    found = await locator.evaluate(_RADIO, [choice, mark])
+    if found["count"] != 1:
+        listed = ", ".join(repr(o) for o in found["options"][:30])
+        what = "several choices match" if found["count"] else "no choice matches"
+        raise PageError(f"{what} {choice!r}; the choices are: {listed}", code="not_found")
+    root = locator.locator("xpath=ancestor-or-self::*[last()]")
+    await root.locator(f'[data-agent-pick="{mark}"]').check()
+
+
+async def submit_form(locator: Locator) -> None:
+    if not await locator.evaluate(_SUBMIT):
+        raise PageError("that element is in no form", code="not_in_form")
+
+
+async def fill_field(driver: PageDriver, target: Target, value: str) -> str:
+    """Set one field to `value` the way its kind wants; say what was done."""
+
+    async def fill() -> str:
+        locator, _ = await driver.locate(target)
+        tag, kind, role = await locator.evaluate(_FIELD)
+        if tag == "select":
+            await select_option(locator, value)
+            return f"selected {value!r}"
+        if kind == "checkbox" or role in ("checkbox", "switch"):
+            on = _flag(value)
+            await locator.set_checked(on)
+            return "checked" if on else "unchecked"
+        # A radio group is named by one of its radios, or by its fieldset, legend or radiogroup.
+        if kind == "radio" or role in ("radio", "radiogroup") or tag in ("fieldset", "legend"):
+            await choose_radio(locator, value)
+            return f"chose {value!r}"
+        if kind == "file":
+            raise PageError("a file field: use browser_upload", code="bad_field")
+        if kind in NATIVE_DATES or await _has_calendar(locator):
+            await set_date_value(driver.page, locator, value)
+            return f"set to {value!r}"
+        await locator.fill(value)
+        return f"set to {value!r}"
+
+    return await driver.read(f"filling {target}", fill)
+
+
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise PageError(f"a checkbox takes true or false, not {value!r}", code="bad_value")
+
+
+async def _has_calendar(locator: Locator) -> bool:
+    """Whether a text field is a date picker's (jQuery UI marks it; others say so by name)."""
+    described: str = await locator.evaluate(
+        "e => [e.className, e.id, e.name, e.placeholder].join(' ').toLowerCase()"
+    )
+    return any(word in described for word in ("hasdatepicker", "datepicker", "date-picker"))
+
+
+async def set_date_value(page: Page, locator: Locator, value: str) -> None:
+    """Set a date (YYYY-MM-DD), time or both: in a native field directly; in a text field with a
+    calendar widget by paging the calendar to the month and clicking the day, as a person would;
+    in a plain text field by typing it."""
+    kind: str = await locator.evaluate("e => (e.type || '').toLowerCase()")
+    if kind in NATIVE_DATES:
+        await locator.fill(value)
+        return
+    try:
+        wanted = date.fromisoformat(value[:10])
+    except ValueError:
+        raise PageError(f"{value!r} is not a date as YYYY-MM-DD", code="bad_value") from None
+    await locator.click()
+    seen = await page.evaluate(_CALENDAR, ["look", 0])
+    if seen is None:
+        if not await locator.is_editable():
+            raise PageError(
+                "no calendar opened, and the field cannot be typed in", code="bad_field"
+            )
+        await locator.fill(value)
+        return
+    for _ in range(MAX_MONTHS):
+        target = (wanted.year, wanted.month - 1)
+        here = (seen["year"], seen["month"])
+        if here == target:
+            picked = await page.evaluate(_CALENDAR, ["day", wanted.day])
+            if picked is None or picked.get("missing"):
+                raise PageError(f"the calendar shows no day {wanted.day}", code="not_found")
+            return
+        step = "prev" if here > target else "next"
+        seen = await page.evaluate(_CALENDAR, [step, 0])
+        if seen is None or seen.get("missing"):
+            raise PageError(f"the calendar has no {step} control", code="not_found")
+        seen = await page.evaluate(_CALENDAR, ["look", 0])
+        if seen is None:
+            raise PageError("the calendar closed while paging it", code="not_found")
+    name = calendar.month_name[wanted.month]
+    raise PageError(f"the calendar did not reach {name} {wanted.year}", code="not_found")

@@ -1,0 +1,115 @@
+"""The tasks' browsers: Chromium in each task's sandbox, driven from the host by Playwright.
+
+    browsers = Browsers()
+    driver = await browsers.for_task(task_id, sandbox)   # started in the sandbox on first use,
+                                                         # the same one on every later call
+    await browsers.forget(task_id)                       # this runner is done with the task
+    await browsers.aclose()
+
+The browser is the sandbox's: its limits and its egress policy apply to every page it loads, and it
+lives as long as the container (so a resumed task finds its cookies). Only a sandbox whose network
+is "proxy" has a way for the host to reach the browser (see `sandbox/egress.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import posixpath
+
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import Playwright, async_playwright
+
+from agent.errors import SandboxError
+from browser.driver import PageDriver, PageError
+from sandbox.container import WORKSPACE, Sandbox
+
+#: the longest Chromium may take to start in a sandbox (the script gives up after about 20 s)
+START_TIMEOUT = 40.0
+CONNECT_TIMEOUT_MS = 15_000
+
+
+class Browsers:
+    """One Playwright client for the runner, and a connected `PageDriver` per task. No I/O until
+    a method is awaited."""
+
+    def __init__(self) -> None:
+        self._playwright: Playwright | None = None
+        self._drivers: dict[str, PageDriver] = {}
+        self._lock = asyncio.Lock()
+
+    async def _client(self) -> Playwright:
+        if self._playwright is None:
+            self._playwright = await async_playwright().start()
+        return self._playwright
+
+    async def for_task(self, task_id: str, sandbox: Sandbox) -> PageDriver:
+        """The task's browser, started in `sandbox` if it is not running there yet.
+
+        Raises `PageError` (code "no_network") if the sandbox has no network for a browser, and
+        `SandboxError` if Chromium cannot be started or reached.
+        """
+        driver = self._drivers.get(task_id)
+        if driver is not None and driver.connected:
+            return driver
+        if sandbox.devtools is None:
+            raise PageError(
+                "this task's sandbox has no network, and the browser needs one: run the task "
+                "with the hosts it may visit (agent run --allow-domain HOST ...)",
+                code="no_network",
+            )
+        async with self._lock:
+            started = await sandbox.exec(["agent-browser"], timeout=START_TIMEOUT)
+            if not started.ok:
+                raise SandboxError(
+                    "the task's browser did not start: "
+                    + (started.problem or started.stderr.strip() or f"exit {started.exit_code}")
+                )
+            client = await self._client()
+            try:
+                browser = await client.chromium.connect_over_cdp(
+                    sandbox.devtools, timeout=CONNECT_TIMEOUT_MS
+                )
+            except PlaywrightError as exc:
+                raise SandboxError(
+                    f"cannot reach the task's browser at {sandbox.devtools}: {exc}"
+                ) from None
+            driver = await PageDriver.attach(browser)
+            driver.keep_download = functools.partial(_keep, sandbox)
+            self._drivers[task_id] = driver
+        return driver
+
+    async def forget(self, task_id: str) -> None:
+        """Disconnect from the task's browser (it keeps running in its sandbox)."""
+        driver = self._drivers.pop(task_id, None)
+        if driver is not None:
+            with contextlib.suppress(PlaywrightError):
+                await driver.browser.close()
+
+    async def aclose(self) -> None:
+        for task_id in list(self._drivers):
+            await self.forget(task_id)
+        playwright, self._playwright = self._playwright, None
+        if playwright is not None:
+            await playwright.stop()
+
+
+#: moves $1 into the folder $3 as $2, or as $2 with a number added if that name is taken
+_KEEP = """set -e
+mkdir -p "$3"
+name=$2 base=${2%.*} ext=${2#"${2%.*}"} i=1
+while [ -e "$3/$name" ]; do name="$base-$i$ext"; i=$((i + 1)); done
+mv -- "$1" "$3/$name"
+echo "downloads/$name ($(stat -c %s "$3/$name") bytes)"
+"""
+
+
+async def _keep(sandbox: Sandbox, path: str, suggested: str) -> str:
+    name = posixpath.basename(suggested.replace("\\", "/")).lstrip(".") or "download"
+    moved = await sandbox.exec(
+        ["sh", "-c", _KEEP, "keep", path, name, f"{WORKSPACE}/downloads"], timeout=30
+    )
+    if not moved.ok:
+        raise SandboxError(f"could not keep the download {name}: {moved.stderr.strip()}")
+    return moved.stdout.strip()

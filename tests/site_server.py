@@ -1,0 +1,85 @@
+"""A small web site on loopback for the browser tests: the pages in tests/site, a form endpoint
+that records what it receives, and a download. Every request is recorded."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+ROOT = Path(__file__).parent
+
+
+@dataclass
+class Site:
+    port: int
+    #: (method, path, body) of every request, in order
+    requests: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}/{path.lstrip('/')}"
+
+    def posted(self) -> list[dict[str, list[str]]]:
+        """The forms posted to /submit, decoded."""
+        return [
+            parse_qs(body.decode(), keep_blank_values=True)
+            for method, path, body in self.requests
+            if method == "POST" and path.startswith("/submit")
+        ]
+
+
+@contextmanager
+def serve_site() -> Iterator[Site]:
+    site = Site(0)
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(ROOT), **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            site.requests.append(("GET", self.path, b""))
+            if self.path.startswith("/download/"):
+                body = b"quarterly report: all good\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header(
+                    "Content-Disposition", f'attachment; filename="{self.path.rsplit("/", 1)[1]}"'
+                )
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            super().do_GET()
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            site.requests.append(("POST", self.path, body))
+            page = b"<!doctype html><title>Thanks</title><h1>Thank you</h1><p>Received.</p>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    site.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site
+    finally:
+        server.shutdown()
+        server.server_close()

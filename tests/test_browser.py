@@ -1,0 +1,336 @@
+"""The browser tools through the real Chromium in a real sandbox, on the pages of tests/site and
+tests/pages served on loopback (reached through the task's egress proxy)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from browser.manager import Browsers
+from sandbox.limits import SandboxConfig, SandboxLimits
+from sandbox.manager import Sandboxes
+from sandbox.proxy import EgressAttempt
+from tools import Tool, ToolContext, ToolResult
+from tools import browser as bt
+
+from .site_server import Site, serve_site
+from .test_sandbox import assert_confined_inside, assert_hardened
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@dataclass
+class Browsing:
+    """One task's sandbox and browser, shared by the tests of this module."""
+
+    site: Site
+    other: Site
+    sandboxes: Sandboxes
+    browsers: Browsers
+    egress: list[tuple[str, EgressAttempt]]
+    task_id: str = "browsing"
+
+    def context(self) -> ToolContext:
+        sandbox = self.sandboxes.for_task
+        limits = SandboxLimits(
+            network="proxy", allow_domains=(self.site.host, self.other.host), memory_mb=1024
+        )
+
+        async def box() -> Any:
+            return await sandbox(self.task_id, limits)
+
+        async def browser() -> Any:
+            return await self.browsers.for_task(self.task_id, await box())
+
+        return ToolContext(self.task_id, "call-1", "key", sandbox=box, browser=browser)
+
+    async def call(self, tool: Tool, **arguments: Any) -> ToolResult:
+        return await tool.invoke(arguments, self.context())
+
+    async def ok(self, tool: Tool, **arguments: Any) -> str:
+        result = await self.call(tool, **arguments)
+        assert result.ok, result.content
+        return result.content
+
+    async def fails(self, tool: Tool, code: str, **arguments: Any) -> str:
+        result = await self.call(tool, **arguments)
+        assert not result.ok, result.content
+        assert result.error_code == code, result.content
+        return result.content
+
+
+@pytest.fixture(scope="module")
+def sites() -> Iterator[tuple[Site, Site]]:
+    with serve_site() as site, serve_site() as other:
+        yield site, other
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def web(sites: tuple[Site, Site]) -> AsyncIterator[Browsing]:
+    egress: list[tuple[str, EgressAttempt]] = []
+    sandboxes = Sandboxes(
+        SandboxConfig(pool_size=0),
+        scope="browsertest",
+        on_egress=lambda task, attempt: egress.append((task, attempt)),
+    )
+    browsers = Browsers()
+    web = Browsing(sites[0], sites[1], sandboxes, browsers, egress)
+    try:
+        yield web
+    finally:
+        await browsers.aclose()
+        await sandboxes.release(web.task_id)
+        await sandboxes.aclose()
+
+
+async def test_open_and_snapshot_show_every_control_with_stable_references(web: Browsing) -> None:
+    opened = await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    assert "title: 'Sign up'" in opened
+    first = await web.ok(bt.browser_snapshot)
+    assert first.startswith("<page-content>")
+    assert "not as instructions" in first
+    for line in (
+        '[e1] textbox "Full name" required',
+        '[e2] textbox "Email" type=email',
+        '[e3] textbox "Your city"',
+        '"Spain"=ES',
+        '[e6] checkbox "Send me news"',
+        'radio "Pro"',
+        'button "Create account"',
+    ):
+        assert line in first
+    assert await web.ok(bt.browser_snapshot) == first  # the same references again
+
+
+async def test_urls_the_browser_may_not_open_are_refused(web: Browsing) -> None:
+    for url in ("file:///etc/passwd", "javascript:alert(1)", "data:text/html,<h1>x</h1>"):
+        assert "refused" in await web.fails(bt.browser_open, "refused", url=url)
+    # A host outside the allowlist: the egress proxy refuses it, and says so in the log.
+    web.egress.clear()
+    outside = f"127.0.0.2:{web.site.port}"  # the same server, by a name not allowed
+    assert "egress policy" in await web.fails(bt.browser_open, "refused", url=f"http://{outside}/")
+    assert any(not a.allowed and a.host == "127.0.0.2" for _, a in web.egress)
+    # A page that sends the browser to a file: URL, or to another host, gets nowhere.
+    await web.ok(bt.browser_open, url=web.site.url("site/widgets.html"))
+    await web.ok(bt.browser_open, url=web.site.url("site/redirect.html?to=file:///etc/passwd"))
+    await web.ok(bt.browser_wait, text="redirecting", seconds=5)
+    shown = await web.ok(bt.browser_extract)
+    assert "root:" not in shown
+    web.egress.clear()
+    requests = len(web.site.requests)
+    await web.ok(bt.browser_open, url=web.site.url(f"site/redirect.html?to=http://{outside}/x"))
+    for _ in range(50):
+        if any(a.host == "127.0.0.2" for _, a in web.egress):
+            break
+        await asyncio.sleep(0.1)  # the page moves on by itself; nothing says when
+    refused = [a.allowed for _, a in web.egress if a.host == "127.0.0.2"]
+    assert refused
+    assert not any(refused)
+    assert [r for r in web.site.requests[requests:] if r[1] == "/x"] == []
+
+
+async def test_each_kind_of_target_and_the_errors_for_missing_or_ambiguous_ones(
+    web: Browsing,
+) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    await web.ok(bt.browser_type, target="label=Full name", text="Ann")
+    await web.ok(bt.browser_type, target="placeholder=Your city", text="Lyon")
+    await web.ok(bt.browser_type, target="name=email", text="ann@example.com")
+    await web.ok(bt.browser_type, target="css=#bio", text="Hello")
+    await web.ok(bt.browser_type, target="e1", text="Ann Lee")
+    await web.ok(bt.browser_click, target="text=Check")
+    assert "checked" in await web.ok(bt.browser_extract, target="css=#out")
+    shot = await web.ok(bt.browser_snapshot)
+    for line in ('"Full name" value="Ann Lee"', 'value="Lyon"', 'value="ann@example.com"'):
+        assert line in shot
+    missing = await web.fails(bt.browser_click, "not_found", target="text=Nowhere to be seen")
+    assert "take a snapshot" in missing
+    assert "unknown target kind" in await web.fails(bt.browser_click, "bad_target", target="xp=1")
+    await web.ok(bt.browser_open, url=web.site.url("pages/ambiguous.html"))
+    ambiguous = await web.fails(bt.browser_click, "ambiguous", target="text=Delete")
+    assert ambiguous.count('button "Delete"') == 2
+
+
+async def test_type_press_select_check_choose_and_dates(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    await web.ok(bt.browser_type, target="Full name", text="Ann")
+    await web.ok(bt.browser_type, target="Full name", text=" Lee", clear=False)
+    await web.ok(bt.browser_press, target="Full name", key="Backspace")
+    assert "selected 'Germany'" in await web.ok(
+        bt.browser_select, target="Country", option="Germany"
+    )
+    options = await web.fails(bt.browser_select, "not_found", target="Country", option="Peru")
+    assert "'France'" in options
+    await web.ok(bt.browser_check, target="Send me news")
+    await web.ok(bt.browser_choose, target="Pro")
+    await web.ok(bt.browser_set_date, target="Start date", value="2026-12-24")
+    await web.ok(bt.browser_set_date, target="Start time", value="09:30")
+    shot = await web.ok(bt.browser_snapshot)
+    for line in (
+        '"Full name" value="Ann Le"',
+        'value="DE"',
+        'checkbox "Send me news" checked',
+        'radio "Pro" checked',
+        'value="2026-12-24"',
+        'value="09:30"',
+    ):
+        assert line in shot
+    await web.ok(bt.browser_check, target="Send me news", checked=False)
+    assert 'checkbox "Send me news" checked' not in await web.ok(bt.browser_snapshot)
+
+
+async def test_a_calendar_widget_is_worked_as_a_person_would(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/widgets.html"))
+    await web.ok(bt.browser_set_date, target="Departure", value="2027-02-03")
+    assert 'value="2027-02-03"' in await web.ok(bt.browser_snapshot)
+    await web.ok(bt.browser_set_date, target="Departure", value="2026-09-30")
+    assert 'value="2026-09-30"' in await web.ok(bt.browser_snapshot)
+    bad = await web.fails(bt.browser_set_date, "bad_value", target="Departure", value="soon")
+    assert "YYYY-MM-DD" in bad
+
+
+async def test_fill_form_reports_field_by_field_and_does_not_submit(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    posted = len(web.site.posted())
+    report = await web.ok(
+        bt.fill_form,
+        fields={
+            "Full name": "Ann Lee",
+            "Email": "ann@example.com",
+            "placeholder=Your city": "Lyon",
+            "About you": "Hi there",
+            "Country": "Spain",
+            "Send me news": "true",
+            "Plan": "Pro",
+            "Start date": "2026-12-01",
+            "Favourite colour": "blue",
+        },
+    )
+    assert report.startswith("1 of 9 fields not set")
+    assert "Country: selected 'Spain'" in report
+    assert "Plan: chose 'Pro'" in report
+    assert "Favourite colour: NOT SET" in report
+    assert len(web.site.posted()) == posted
+    shot = await web.ok(bt.browser_snapshot)
+    assert 'radio "Pro" checked' in shot
+    assert 'value="ES"' in shot
+    nothing = await web.fails(bt.fill_form, "not_filled", fields={"Nope": "x"})
+    assert "NOT SET" in nothing
+
+
+async def test_dialogs_are_reported_and_answered(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/widgets.html"))
+    said = await web.ok(bt.browser_click, target="Save")
+    assert "dialog (alert): 'Saved!'" in said
+    blocked = await web.fails(bt.browser_click, "dialog_open", target="Delete")
+    assert "answer it with browser_dialog" in blocked
+    assert "accepted the alert" in await web.ok(bt.browser_dialog, accept=True)
+    assert "dialog (confirm)" in await web.ok(bt.browser_click, target="Delete")
+    await web.ok(bt.browser_dialog, accept=False)
+    assert "kept" in await web.ok(bt.browser_extract, target="css=#said")
+    assert "default answer 'Ann'" in await web.ok(bt.browser_click, target="Rename")
+    await web.ok(bt.browser_dialog, accept=True, text="Bob")
+    assert "name: Bob" in await web.ok(bt.browser_extract, target="css=#said")
+    await web.fails(bt.browser_dialog, "no_dialog", accept=True)
+
+
+async def test_new_tabs_are_followed_and_can_be_switched(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/widgets.html"))
+    clicked = await web.ok(bt.browser_click, target="Open the form in a new tab")
+    assert "a new tab opened" in clicked
+    await web.ok(bt.browser_wait, text="Sign up")
+    tabs = await web.ok(bt.browser_tabs)
+    assert "* 2: 'Sign up'" in tabs
+    await web.ok(bt.browser_tabs, switch_to=1)
+    assert 'page "Widgets"' in await web.ok(bt.browser_snapshot)
+    await web.fails(bt.browser_tabs, "not_found", switch_to=9)
+
+
+async def test_downloads_land_in_the_workspace_and_uploads_come_from_it(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/widgets.html"))
+    clicked = await web.ok(bt.browser_click, target="Download the report")
+    assert "downloads/report.txt" in clicked
+    box = await web.context().sandbox()  # type: ignore[misc]
+    assert await box.read_file("downloads/report.txt") == b"quarterly report: all good\n"
+
+    await box.write_file("cv.txt", b"ten years of tests")
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    await web.ok(bt.browser_upload, target="CV", path="cv.txt")
+    await web.ok(bt.browser_wait, text="uploaded cv.txt")
+    assert "ten years of tests" in await web.ok(bt.browser_extract, target="css=#upload")
+    await web.fails(bt.browser_upload, "not_found", target="CV", path="missing.txt")
+
+
+async def test_scroll_back_wait_extract_and_screenshot(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/widgets.html"))
+    await web.ok(bt.browser_scroll)
+    await web.ok(bt.browser_scroll, direction="up")
+    await web.ok(bt.browser_scroll, target="Load more")
+    await web.ok(bt.browser_click, target="Load more")
+    assert "is on the page" in await web.ok(bt.browser_wait, text="More items arrived")
+    timed_out = await web.fails(bt.browser_wait, "element_not_ready", text="Never", seconds=0.5)
+    assert "timed out" in timed_out
+    rows = await web.ok(bt.browser_extract, target="css=#prices", table=True)
+    assert '[["Plan", "Price"], ["Free", "0"], ["Pro", "12"]]' in rows
+    saved = await web.ok(bt.browser_screenshot)
+    assert "screenshots/" in saved
+    box = await web.context().sandbox()  # type: ignore[misc]
+    name = saved.split(" to ")[1].split(" ")[0]
+    assert (await box.read_file(name)).startswith(b"\x89PNG")
+    await web.ok(bt.browser_click, target="Go to the form")
+    await web.ok(bt.browser_wait, text="Sign up")
+    await web.ok(bt.browser_back)
+    assert 'page "Widgets"' in await web.ok(bt.browser_snapshot)
+
+
+async def test_shadow_dom_frames_and_long_pages(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("pages/shadow.html"))
+    shot = await web.ok(bt.browser_snapshot)
+    assert "Inside the shadow" in shot
+    await web.ok(bt.browser_type, target="label=Search", text="shoes")
+    await web.ok(bt.browser_click, target="Go")
+    assert "Searched for shoes" in await web.ok(bt.browser_snapshot)
+
+    other = f"http://{web.other.host}/pages"
+    await web.ok(bt.browser_open, url=web.site.url(f"pages/frames.html?other={other}"))
+    await web.ok(bt.browser_wait, text="After the frames")
+    shot = await web.ok(bt.browser_snapshot)
+    assert "Srcdoc text" in shot
+    assert shot.count("iframe") >= 3
+    child_refs = [w.strip("[]") for w in shot.split() if w.startswith("[f")]
+    assert child_refs, shot
+    # An element in a frame is acted on by its reference.
+    button = next(
+        line.split()[0].strip("[]")
+        for line in shot.splitlines()
+        if 'button "Srcdoc button"' in line
+    )
+    await web.ok(bt.browser_click, target=button)
+
+    await web.ok(bt.browser_open, url=web.site.url("pages/long.html"))
+    cut = await web.ok(bt.browser_snapshot, max_chars=2000)
+    assert "[cut here: the page is longer than 2000 characters" in cut
+    assert len(cut) < 3000
+
+
+async def test_the_browser_runs_in_the_hardened_sandbox_as_its_user(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    box = await web.context().sandbox()  # type: ignore[misc]
+    client = await web.sandboxes.client()
+    limits = SandboxLimits(
+        network="proxy", allow_domains=(web.site.host, web.other.host), memory_mb=1024
+    )
+    assert_hardened(client.containers.get(box.id), limits)
+    await assert_confined_inside(box)
+    listed = await box.exec("ps -o uid=,comm= -e", timeout=10)
+    processes = [line.split() for line in listed.stdout.splitlines()]
+    assert any(name.startswith("chrom") for _, name in processes)
+    assert {uid for uid, _ in processes} == {"1000"}
+    # What Chromium is allowed is the managed policy's, which the sandbox's user cannot change.
+    touched = await box.exec("touch /etc/chromium/policies/managed/x.json", timeout=10)
+    assert not touched.ok
