@@ -288,7 +288,7 @@ class Runner:
         if browsers is None and sandboxes is not None:
             from browser.manager import Browsers  # noqa: PLC0415 - Playwright loads only if used
 
-            browsers = Browsers()
+            browsers = Browsers(sandboxes)
         #: the tasks' browsers, in their sandboxes
         self.browsers = browsers
         self._running: dict[str, RunContext] = {}

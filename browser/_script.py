@@ -100,6 +100,15 @@ class _FormReply(_Reply):
     form: FormInfo | None = None
 
 
+class OneReply(_FindReply):
+    """What `one` found, and (when it found exactly one element) what it read or set: `value`,
+    or why it could not (`refused`, or the select's `options` when none fitted)."""
+
+    value: Any = None
+    refused: str | None = None
+    options: list[str] | None = None
+
+
 @dataclass(frozen=True)
 class _Call:
     """One method of `window.__agent`, as the two functions an evaluate may send."""
@@ -126,10 +135,12 @@ class _Call:
 _SNAPSHOT: Final = _Call.of("snapshot(a)")
 _FIND: Final = _Call.of("find(a.target, a.prefix)")
 _FORM_OF: Final = _Call.of("formOf(a)")
+_ONE: Final = _Call.of("one(a)")
 
 _SNAPSHOT_ADAPTER: Final = TypeAdapter(FrameSnapshot)
 _FIND_ADAPTER: Final = TypeAdapter(_FindReply)
 _FORM_ADAPTER: Final = TypeAdapter(_FormReply)
+_ONE_ADAPTER: Final = TypeAdapter(OneReply)
 
 
 def _parse(adapter: TypeAdapter[T], raw: Any, call: str) -> T:
@@ -183,3 +194,23 @@ async def form_of(frame: Frame, ref: str) -> FormInfo | None:
     if reply.error is not None:
         raise TargetError(reply.error)
     return reply.form
+
+
+async def one(
+    frame: Frame,
+    target: Mapping[str, str],
+    op: Literal["text", "rows", "select"],
+    arg: str | None = None,
+    *,
+    prefix: str | None = None,
+) -> OneReply:
+    """Find `target` in one frame and, if it is exactly one element, read its text (`text`), its
+    rows of cell texts (`rows`), or choose the option `arg` of it (`select`), in one evaluate.
+
+    Raises `TargetError` for a malformed target or an invalid CSS selector.
+    """
+    raw = await _ONE(frame, {"target": dict(target), "prefix": prefix, "op": op, "arg": arg})
+    reply = _parse(_ONE_ADAPTER, raw, "one")
+    if reply.error is not None:
+        raise TargetError(reply.error)
+    return reply

@@ -19,7 +19,7 @@ import contextlib
 import textwrap
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, Dialog, Download, Frame, Locator, Page
@@ -193,7 +193,13 @@ class PageDriver:
             )
         self._no_dialog()
         with _page_errors("opening " + url):
-            response = await self._page.goto(url, wait_until="domcontentloaded")
+            try:
+                response = await self._page.goto(url, wait_until="domcontentloaded")
+            except PlaywrightError as exc:
+                if "interrupted by another navigation" not in str(exc):
+                    raise
+                # The page was on its way elsewhere (a redirect of its own): go where asked.
+                response = await self._page.goto(url, wait_until="domcontentloaded")
         self._prefixes.clear()
         if response is not None and response.headers.get(REFUSED_HEADER.lower()):
             why = (await response.text()).strip()
@@ -275,22 +281,39 @@ class PageDriver:
                     found += [(frame, c) for c in hits]
                 if found:
                     break
-        if not found:
-            raise PageError(
-                f"no element matches {target}; take a snapshot to see the page's elements",
-                code="not_found",
-            )
-        if len(found) > 1:
-            listed = "\n".join(f"  {describe(c)}" for _, c in found[:15])
-            more = f"\n  ... and {len(found) - 15} more" if len(found) > 15 else ""
-            raise PageError(
-                f"{target} matches {len(found)} elements; name one by its reference:\n"
-                + listed
-                + more,
-                code="ambiguous",
-            )
-        frame, candidate = found[0]
+        frame, candidate = _pick(target, found)
         return frame.locator(f'[data-agent-ref="{candidate.ref}"]'), candidate
+
+    async def one(
+        self, target: Target, op: Literal["text", "rows", "select"], arg: str | None = None
+    ) -> tuple[Any, _script.Candidate]:
+        """Read the text (`text`) or the rows (`rows`) of the one element `target` names, or
+        choose the option `arg` of it (`select`): one round trip, where `locate` and an action
+        take two. Raises `PageError` as `locate` does, and for an option that does not fit."""
+        self._no_dialog()
+        kinds = (target.kind,) if target.kind is not None else GUESSES
+        frames = self._frames_for(target)
+        if op == "select" and len(frames) > 1:
+            # Several frames: setting the first match before knowing it is the only one would
+            # be wrong. Find first, then choose.
+            _, candidate = await self.locate(target)
+            ref = candidate.ref
+            with _page_errors(f"choosing {arg!r}"):
+                reply = await _script.one(
+                    self._frame_of(ref), {"ref": ref}, op, arg, prefix=frame_prefix(ref)
+                )
+            return _value(reply, arg), candidate
+        replies: list[tuple[Frame, _script.OneReply]] = []
+        with _page_errors(f"finding {target}"):
+            for kind in kinds:
+                for prefix, frame in frames:
+                    reply = await _script.one(frame, {kind: target.value}, op, arg, prefix=prefix)
+                    replies += [(frame, reply)] if reply.candidates else []
+                if replies:
+                    break
+        found = [(frame, c) for frame, reply in replies for c in reply.candidates]
+        _, candidate = _pick(target, found)
+        return _value(replies[0][1], arg), candidate
 
     async def read(self, what: str, run: Callable[[], Awaitable[_T]]) -> _T:
         """`run` something that only reads the page, with Playwright's errors said once."""
@@ -457,6 +480,35 @@ async def _mapped(what: str, action: Callable[[], Awaitable[object]]) -> object:
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip() and "=====" not in line]
     return lines[0].removeprefix("Error: ").strip() if lines else type(exc).__name__
+
+
+def _pick(
+    target: Target, found: list[tuple[Frame, _script.Candidate]]
+) -> tuple[Frame, _script.Candidate]:
+    """The one element found. Raises `PageError` listing the candidates when there are none or
+    several."""
+    if not found:
+        raise PageError(
+            f"no element matches {target}; take a snapshot to see the page's elements",
+            code="not_found",
+        )
+    if len(found) > 1:
+        listed = "\n".join(f"  {describe(c)}" for _, c in found[:15])
+        more = f"\n  ... and {len(found) - 15} more" if len(found) > 15 else ""
+        raise PageError(
+            f"{target} matches {len(found)} elements; name one by its reference:\n" + listed + more,
+            code="ambiguous",
+        )
+    return found[0]
+
+
+def _value(reply: _script.OneReply, arg: str | None) -> Any:
+    if reply.refused is not None:
+        raise PageError(reply.refused, code="bad_field")
+    if reply.options is not None:
+        listed = ", ".join(repr(o) for o in reply.options[:30])
+        raise PageError(f"no option {arg!r}; the options are: {listed}", code="not_found")
+    return reply.value
 
 
 def describe(candidate: _script.Candidate) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import secrets
 from datetime import date
 from typing import Any
@@ -79,8 +80,15 @@ _CALENDAR = """([action, day]) => {
       break; }
   }
   if (!header) return null;
-  const root = header.closest('.ui-datepicker, [class*=calendar], [class*=picker], table, '
-    + '[role=dialog]') || header.parentElement;
+  // The calendar is the smallest box around the header that also holds the days; failing that,
+  // the nearest one named like a calendar above the header (whose own class may say "picker"
+  // too: jQuery UI's title is a "ui-datepicker-title", with neither arrows nor days in it).
+  let root = header.parentElement;
+  while (root && root !== document.body && !root.querySelector('td, [role=gridcell]'))
+    root = root.parentElement;
+  if (!root || root === document.body)
+    root = header.parentElement.closest('[class*=calendar], [class*=picker], [role=dialog]')
+      || header.parentElement;
   const controls = Array.from(root.querySelectorAll('a, button, [role=button], span, th'))
     .filter(shown);
   const named = re => controls.find(c => re.test(((c.getAttribute('aria-label') || '') + ' '
@@ -181,11 +189,18 @@ async def _has_calendar(locator: Locator) -> bool:
     return any(word in described for word in ("hasdatepicker", "datepicker", "date-picker"))
 
 
-async def set_date_value(page: Page, locator: Locator, value: str) -> None:
+def input_type(line: str) -> str | None:
+    """An input's type, as its snapshot line says it (`type=date`); None if it says none."""
+    found = re.search(r"\btype=([\w-]+)", line)
+    return found.group(1) if found else None
+
+
+async def set_date_value(page: Page, locator: Locator, value: str, kind: str | None = None) -> None:
     """Set a date (YYYY-MM-DD), time or both: in a native field directly; in a text field with a
     calendar widget by paging the calendar to the month and clicking the day, as a person would;
-    in a plain text field by typing it."""
-    kind: str = await locator.evaluate("e => (e.type || '').toLowerCase()")
+    in a plain text field by typing it. `kind` is the field's type, if known already."""
+    if kind is None:
+        kind = await locator.evaluate("e => (e.type || '').toLowerCase()")
     if kind in NATIVE_DATES:
         await locator.fill(value)
         return

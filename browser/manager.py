@@ -24,6 +24,7 @@ from playwright.async_api import Playwright, async_playwright
 from agent.errors import SandboxError
 from browser.driver import PageDriver, PageError
 from sandbox.container import WORKSPACE, Sandbox
+from sandbox.manager import Sandboxes
 
 #: the longest Chromium may take to start in a sandbox (the script gives up after about 20 s)
 START_TIMEOUT = 40.0
@@ -31,12 +32,17 @@ CONNECT_TIMEOUT_MS = 15_000
 
 
 class Browsers:
-    """One Playwright client for the runner, and a connected `PageDriver` per task. No I/O until
-    a method is awaited."""
+    """One Playwright client for the runner, and a connected `PageDriver` per task; with
+    `sandboxes`, a pool of warm browsers (started and connected) for new tasks. No I/O until a
+    method is awaited."""
 
-    def __init__(self) -> None:
+    def __init__(self, sandboxes: Sandboxes | None = None) -> None:
+        self.sandboxes = sandboxes
         self._playwright: Playwright | None = None
         self._drivers: dict[str, PageDriver] = {}
+        #: connected browsers of pooled sandboxes, by container id
+        self._warm: dict[str, PageDriver] = {}
+        self._refill: asyncio.Future[int] | None = None
         self._lock = asyncio.Lock()
 
     async def _client(self) -> Playwright:
@@ -59,26 +65,63 @@ class Browsers:
                 "with the hosts it may visit (agent run --allow-domain HOST ...)",
                 code="no_network",
             )
-        async with self._lock:
-            started = await sandbox.exec(["agent-browser"], timeout=START_TIMEOUT)
-            if not started.ok:
-                raise SandboxError(
-                    "the task's browser did not start: "
-                    + (started.problem or started.stderr.strip() or f"exit {started.exit_code}")
-                )
-            client = await self._client()
-            try:
-                browser = await client.chromium.connect_over_cdp(
-                    sandbox.devtools, timeout=CONNECT_TIMEOUT_MS
-                )
-            except PlaywrightError as exc:
-                raise SandboxError(
-                    f"cannot reach the task's browser at {sandbox.devtools}: {exc}"
-                ) from None
-            driver = await PageDriver.attach(browser)
-            driver.keep_download = functools.partial(_keep, sandbox)
-            self._drivers[task_id] = driver
+        driver = self._warm.pop(sandbox.id, None)
+        if driver is None or not driver.connected:
+            async with self._lock:
+                driver = await self._start(sandbox)
+        driver.keep_download = functools.partial(_keep, sandbox)
+        self._drivers[task_id] = driver
+        self._fill_later()
         return driver
+
+    async def _start(self, sandbox: Sandbox) -> PageDriver:
+        assert sandbox.devtools is not None
+        started = await sandbox.exec(["agent-browser"], timeout=START_TIMEOUT)
+        if not started.ok:
+            raise SandboxError(
+                "the task's browser did not start: "
+                + (started.problem or started.stderr.strip() or f"exit {started.exit_code}")
+            )
+        client = await self._client()
+        try:
+            browser = await client.chromium.connect_over_cdp(
+                sandbox.devtools, timeout=CONNECT_TIMEOUT_MS
+            )
+        except PlaywrightError as exc:
+            raise SandboxError(
+                f"cannot reach the task's browser at {sandbox.devtools}: {exc}"
+            ) from None
+        return await PageDriver.attach(browser)
+
+    async def fill_pool(self) -> int:
+        """Start browsers in pooled sandboxes until `browser_pool` wait, connected; return how
+        many were started."""
+        sandboxes = self.sandboxes
+        if sandboxes is None or not sandboxes.config.browser_pool:
+            return 0
+        # Warm means connected from this process: the pool's other containers (another
+        # process's) have a browser running, but are cold here.
+        size, own = sandboxes.config.browser_pool, len(self._warm)
+
+        async def warm_up(sandbox: Sandbox) -> None:
+            self._warm[sandbox.id] = await self._start(sandbox)
+
+        fresh = await sandboxes.fill(sandboxes.browser_limits(), size, own=own, prepare=warm_up)
+        return len(fresh)
+
+    def _fill_later(self) -> None:
+        """Start the next task's browser now, while this one works."""
+        if self.sandboxes is None or self._refill is not None:
+            return
+        self._refill = refill = asyncio.ensure_future(self.fill_pool())
+
+        def done(future: asyncio.Future[int]) -> None:
+            if self._refill is future:
+                self._refill = None
+            if not future.cancelled():
+                future.exception()  # a failed refill leaves the pool smaller, nothing else
+
+        refill.add_done_callback(done)
 
     async def forget(self, task_id: str) -> None:
         """Disconnect from the task's browser (it keeps running in its sandbox)."""
@@ -88,8 +131,18 @@ class Browsers:
                 await driver.browser.close()
 
     async def aclose(self) -> None:
+        """Wait for the pool's refill, then disconnect from every browser (they keep running in
+        their sandboxes: a pooled one is found again, if cold, by a later runner)."""
+        refill, self._refill = self._refill, None
+        if refill is not None:
+            with contextlib.suppress(SandboxError, PlaywrightError):
+                await refill
         for task_id in list(self._drivers):
             await self.forget(task_id)
+        warm, self._warm = list(self._warm.values()), {}
+        for driver in warm:
+            with contextlib.suppress(PlaywrightError):
+                await driver.browser.close()
         playwright, self._playwright = self._playwright, None
         if playwright is not None:
             await playwright.stop()

@@ -643,5 +643,45 @@ window.__agent ??= (() => {
     return { form: { action, method, fields, submitter } };
   }
 
-  return { snapshot, find, formOf };
+  // --- one: find exactly one element and read or set it, in one round trip -------------------
+  // The tools' fast path: a read, or a select, costs one evaluate like Playwright's own call,
+  // rather than a find and then the call. Anything but exactly one match returns the find's
+  // answer unchanged, for the driver to report.
+
+  function rowsOf(el) {
+    const rows = el.rows ? [...el.rows] : [...el.querySelectorAll('tr')];
+    return rows.map((r) => [...(r.cells ?? r.children)].map((c) => norm(c.innerText)));
+  }
+
+  function selectIn(el, wanted) {
+    if (el.localName !== 'select') return { refused: 'that element is not a select' };
+    if (el.matches(':disabled')) return { refused: 'the select is disabled' };
+    const w = norm(wanted).toLowerCase();
+    const options = [...el.options];
+    const hit =
+      options.find((o) => norm(o.label).toLowerCase() === w || o.value === wanted) ??
+      options.find((o) => norm(o.label).toLowerCase().includes(w));
+    if (!hit) return { options: options.map((o) => norm(o.label)) };
+    // As a person's choice does: the option selected, then input and change.
+    hit.selected = true;
+    el.dispatchEvent(new Event('input', { bubbles: true, composed: true }));
+    el.dispatchEvent(new Event('change', { bubbles: true }));
+    return { value: norm(hit.label) };
+  }
+
+  function one(a) {
+    const found = find(a.target, a.prefix);
+    if (found.error || found.candidates.length !== 1) return found;
+    let el = lookup(found.candidates[0].ref);
+    if (!el) return found;
+    if (a.op === 'text') return { ...found, value: el.innerText ?? el.textContent ?? '' };
+    if (a.op === 'rows') return { ...found, value: rowsOf(el) };
+    if (a.op === 'select') {
+      if (el.localName === 'label' && el.control) el = el.control; // a label stands for its control
+      return { ...found, ...selectIn(el, String(a.arg ?? '')) };
+    }
+    return { error: `unknown operation ${JSON.stringify(a.op)}` };
+  }
+
+  return { snapshot, find, formOf, one };
 })();

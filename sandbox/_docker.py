@@ -47,6 +47,8 @@ def mapped(what: str, image: str | None = None) -> Iterator[None]:
     except docker.errors.NotFound as exc:
         raise SandboxError(f"{what}: {_first_line(exc)}", code="sandbox_gone") from None
     except docker.errors.APIError as exc:
+        if exc.status_code == 409 and "in progress" in str(exc):
+            raise SandboxError(f"{what}: {_first_line(exc)}", code="sandbox_busy") from None
         if image and exc.status_code == 404:
             raise ImageMissing(f"{what}: no image {image}", fix=BUILD_IMAGE) from None
         raise SandboxError(

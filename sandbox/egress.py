@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import docker
@@ -44,6 +45,17 @@ EgressListener = Callable[[str, EgressAttempt], None]
 """Told of each of the proxy's decisions: (task id, attempt)."""
 
 FORWARDER_LIMITS = SandboxLimits(memory_mb=64, pids=64, cpus=0.5, workspace_mb=1, tmp_mb=1)
+
+
+#: a forwarder's label: the id of the sandbox it serves
+FORWARDS = "agent.forwards"
+
+
+@dataclass(frozen=True)
+class Forwarder:
+    #: its address on the sandbox's network, and on the forwarders' (where the host reaches it)
+    inside: str
+    outside: str
 
 
 @dataclass(frozen=True)
@@ -108,10 +120,18 @@ class Egress:
     ) -> Opened:
         """Start the task's forwarder, register its allowlist with the proxy, and return the
         environment that sends a command's HTTP(S) through them."""
+        started = await self.prepare(client, container_name)
+        return self.register(task_id, started, allow)
+
+    async def prepare(self, client: docker.DockerClient, container_name: str) -> Forwarder:
+        """Start a sandbox's forwarder (anew: the proxy's port is this process's). Until
+        `register`, the proxy refuses whatever comes through it."""
         gateway, port = await self._ensure_proxy(client)
-        forwarder_ip, outside_ip = await asyncio.to_thread(
-            self._start_forwarder, client, container_name, gateway, port
-        )
+        return await asyncio.to_thread(self._start_forwarder, client, container_name, gateway, port)
+
+    def register(self, task_id: str, forwarder: Forwarder, allow: tuple[str, ...]) -> Opened:
+        """Let what comes through `forwarder` reach the task's allowlist, and tell the proxy's
+        decisions to the listener as the task's."""
         assert self._proxy is not None
         self.forget(task_id)  # a token from an earlier opening
         listener = self.listener
@@ -122,9 +142,9 @@ class Egress:
 
         # A browser cannot send the proxy's credentials: what comes from the task's forwarder
         # is the task's, token or not.
-        token = self._proxy.register(task_id, list(allow), record, source=outside_ip)
+        token = self._proxy.register(task_id, list(allow), record, source=forwarder.outside)
         self._tokens[task_id] = token
-        url = f"http://{USER}:{token}@{forwarder_ip}:{PROXY_PORT_IN_SANDBOX}"
+        url = f"http://{USER}:{token}@{forwarder.inside}:{PROXY_PORT_IN_SANDBOX}"
         env = {
             "HTTP_PROXY": url,
             "HTTPS_PROXY": url,
@@ -133,18 +153,31 @@ class Egress:
             "NO_PROXY": "",
             "no_proxy": "",
         }
-        return Opened(env, f"http://{outside_ip}:{DEVTOOLS_PORT}")
+        return Opened(env, self.devtools(forwarder))
+
+    @staticmethod
+    def devtools(forwarder: Forwarder) -> str:
+        """Where the host reaches the browser of the sandbox that `forwarder` serves."""
+        return f"http://{forwarder.outside}:{DEVTOOLS_PORT}"
+
+    @staticmethod
+    def rename(client: docker.DockerClient, old_name: str, new_name: str) -> None:
+        """A pooled sandbox was claimed (renamed): its forwarder follows its name."""
+        with mapped(f"renaming the forwarder of {new_name}"):
+            client.api.rename(Egress.forwarder_name(old_name), Egress.forwarder_name(new_name))
 
     def _start_forwarder(
         self, client: docker.DockerClient, container_name: str, gateway: str, port: int
-    ) -> tuple[str, str]:
-        """Start the forwarder; return its addresses on the task's network and on the
-        forwarders' network."""
+    ) -> Forwarder:
+        """Start the forwarder, in place of any the sandbox had."""
         name = self.forwarder_name(container_name)
         with mapped(f"starting the egress forwarder of {container_name}"):
-            with contextlib.suppress(docker.errors.NotFound):
-                client.containers.get(name).remove(force=True, v=True)
             sandbox = client.containers.get(container_name)
+            for old in client.api.containers(
+                all=True, filters={"label": f"{FORWARDS}={sandbox.id}"}
+            ):
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.api.remove_container(old["Id"], force=True, v=True)
             image = sandbox.attrs["Image"]
             network, endpoint = next(iter(sandbox.attrs["NetworkSettings"]["Networks"].items()))
             settings: dict[str, Any] = hardened(FORWARDER_LIMITS, network=FORWARDERS)
@@ -161,23 +194,20 @@ class Egress:
                 ["sh", "-c", relays],
                 name=name,
                 detach=True,
-                labels={LABEL: "1", "agent.role": "egress"},
+                labels={LABEL: "1", "agent.role": "egress", FORWARDS: str(sandbox.id)},
                 **settings,
             )
             client.networks.get(network).connect(forwarder, aliases=[EGRESS_ALIAS])
             forwarder.reload()
             networks = forwarder.attrs["NetworkSettings"]["Networks"]
-        return str(networks[network]["IPAddress"]), str(networks[FORWARDERS]["IPAddress"])
+        return Forwarder(
+            str(networks[network]["IPAddress"]), str(networks[FORWARDERS]["IPAddress"])
+        )
 
     def forget(self, task_id: str) -> None:
         """Refuse the task's clients from now on (they get 407 until it is opened again)."""
         if self._proxy is not None and (token := self._tokens.pop(task_id, None)):
             self._proxy.unregister(token)
-
-    def close_task(self, client: docker.DockerClient, task_id: str, container_name: str) -> None:
-        """Remove the task's forwarder and network (its container must be gone first)."""
-        self.forget(task_id)
-        remove_network_of(client, container_name)
 
     async def aclose(self) -> None:
         proxy, self._proxy = self._proxy, None
@@ -186,13 +216,63 @@ class Egress:
             await proxy.aclose()
 
 
-def remove_network_of(client: docker.DockerClient, container_name: str) -> None:
-    """Remove a task's forwarder and network, if it has them."""
-    with mapped(f"removing the network of {container_name}"):
+def teardown(client: docker.DockerClient, container_name: str) -> bool:
+    """Remove a sandbox with its forwarder and its network, whatever it was named when they were
+    made (a pooled sandbox's network keeps the pool's name). False if there was no container."""
+    networks = {Egress.network_name(container_name)}
+    forwarders = [Egress.forwarder_name(container_name)]
+    with mapped(f"removing sandbox {container_name}"):
+        try:
+            attrs = client.api.inspect_container(container_name)
+        except docker.errors.NotFound:
+            attrs = None
+        if attrs is not None:
+            networks |= set(attrs["NetworkSettings"]["Networks"]) - {"none", FORWARDERS}
+            labelled = client.api.containers(
+                all=True, filters={"label": f"{FORWARDS}={attrs['Id']}"}
+            )
+            forwarders += [c["Id"] for c in labelled]
+            with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
+                client.api.remove_container(attrs["Id"], force=True, v=True)
+        _remove_networks(client, networks, forwarders)
+    return attrs is not None
+
+
+def remove_orphan_networks(client: docker.DockerClient, older_than: float) -> list[str]:
+    """Remove the labelled networks (and their forwarders) that no sandbox is on any more, made
+    before the time `older_than` (a network is made just before its sandbox)."""
+    removed = []
+    with mapped("removing networks left behind"):
+        for network in client.networks.list(filters={"label": f"{LABEL}=1"}, greedy=True):
+            if network.name == FORWARDERS:
+                continue
+            attached = network.attrs.get("Containers") or {}
+            names = [str(c.get("Name", "")) for c in attached.values()]
+            if any(not n.endswith("-egress") for n in names):
+                continue  # a sandbox is on it
+            created = str(network.attrs.get("Created", ""))[:26].rstrip("Z")
+            with contextlib.suppress(ValueError):
+                made = datetime.fromisoformat(created).replace(tzinfo=UTC).timestamp()
+                if made < older_than:
+                    _remove_networks(client, {str(network.name)}, list(attached))
+                    removed.append(str(network.name))
+    return removed
+
+
+def _remove_networks(
+    client: docker.DockerClient, networks: set[str], forwarders: list[str]
+) -> None:
+    for forwarder in forwarders:
         with contextlib.suppress(docker.errors.NotFound):
-            client.containers.get(Egress.forwarder_name(container_name)).remove(force=True, v=True)
-        with contextlib.suppress(docker.errors.NotFound):
-            client.networks.get(Egress.network_name(container_name)).remove()
+            client.api.remove_container(forwarder, force=True, v=True)
+    for name in networks:
+        try:
+            client.networks.get(name).remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 403:  # 403: still in use; a later reap removes it
+                raise
 
 
 def _egress_network(client: docker.DockerClient) -> str:

@@ -5,6 +5,7 @@ In agent.toml::
     [sandbox]
     image = "agent-sandbox:latest"   # built by `agent sandbox build`
     pool_size = 2                    # containers kept started for new tasks; 0 turns it off
+    browser_pool = 1                 # and with a browser running, for browser tasks
 
     [sandbox.limits]                 # what a task gets unless it asks for other limits
     memory_mb = 1024                 # RAM; swap is the same, so no swapping beyond it
@@ -68,8 +69,10 @@ class SandboxLimits(BaseModel):
         return self
 
     def key(self) -> str:
-        """A short digest: pooled containers are only handed to tasks with the same limits."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+        """A short digest: pooled containers are only handed to tasks with the same limits. The
+        allowed domains are not part of it: the proxy holds them, not the container."""
+        pooled = self.model_copy(update={"allow_domains": ()})
+        return hashlib.sha256(pooled.model_dump_json().encode()).hexdigest()[:12]
 
 
 class SandboxBounds(BaseModel):
@@ -105,5 +108,8 @@ class SandboxConfig(BaseModel):
 
     image: str = "agent-sandbox:latest"
     pool_size: int = Field(2, ge=0, le=32)
+    #: sandboxes kept started, with network "proxy" and Chromium running (and, in a runner that
+    #: uses browsers, connected), for new tasks' browsers; 0 turns it off
+    browser_pool: int = Field(1, ge=0, le=8)
     limits: SandboxLimits = Field(default_factory=SandboxLimits)
     max: SandboxBounds = Field(default_factory=SandboxBounds)

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,14 @@ from agent.errors import SandboxError
 from sandbox._docker import LABEL, connect, mapped
 from sandbox._hardening import hardened
 from sandbox.container import Sandbox
-from sandbox.egress import Egress, EgressListener, remove_network_of
+from sandbox.egress import Egress, EgressListener, Forwarder, remove_orphan_networks, teardown
 from sandbox.limits import SandboxConfig, SandboxLimits
 
 POOL_PREFIX = "agent-pool-"
+#: a pool container being prepared (not claimable yet)
+PREPARING = "agent-prep-"
+#: seconds after which a container still being prepared is taken for a crashed runner's
+PREPARE_GRACE = 300.0
 #: seconds a volume with no container is given before a reap removes it
 VOLUME_GRACE = 60.0
 
@@ -60,6 +64,8 @@ class Sandboxes:
         self._client: docker.DockerClient | None = None
         self._image_id: str | None = None
         self._open: dict[str, Sandbox] = {}
+        #: the forwarders this process made for its pooled proxied sandboxes, by container id
+        self._forwarders: dict[str, Forwarder] = {}
         self._refill: asyncio.Future[int] | None = None
 
     def name_of(self, task_id: str) -> str:
@@ -83,9 +89,19 @@ class Sandboxes:
         limits = limits or self.config.limits
         try:
             client = await self.client()
-            sandbox = await asyncio.to_thread(self._find_or_make, client, task_id, limits)
+            sandbox, pool_name = await asyncio.to_thread(
+                self._find_or_make, client, task_id, limits
+            )
             if limits.network == "proxy":
-                opened = await self.egress.open(client, task_id, sandbox.name, limits.allow_domains)
+                forwarder = self._forwarders.pop(sandbox.id, None) if pool_name else None
+                if forwarder is not None and pool_name is not None:
+                    # Claimed from this process's pool: its forwarder is ready, and goes on.
+                    await asyncio.to_thread(Egress.rename, client, pool_name, sandbox.name)
+                    opened = self.egress.register(task_id, forwarder, limits.allow_domains)
+                else:
+                    opened = await self.egress.open(
+                        client, task_id, sandbox.name, limits.allow_domains
+                    )
                 sandbox.env, sandbox.devtools = opened.env, opened.devtools
         except SandboxError as exc:
             exc.context["nothing_ran"] = True  # the caller's command never reached a container
@@ -99,7 +115,8 @@ class Sandboxes:
 
     def _find_or_make(
         self, client: docker.DockerClient, task_id: str, limits: SandboxLimits
-    ) -> Sandbox:
+    ) -> tuple[Sandbox, str | None]:
+        """The task's sandbox, and the pool name it had if it was just claimed from the pool."""
         name = self.name_of(task_id)
         # One listing finds both the task's own container and the pool's: the fast path is a
         # handful of milliseconds, and each call to the daemon counts.
@@ -111,12 +128,13 @@ class Sandboxes:
                     client.api.unpause(own["Id"])
                 elif own["State"] != "running":
                     client.api.start(own["Id"])
-            return Sandbox(client, own["Id"], name, limits, fresh=False)
-        # A proxied sandbox has a network of its own from the start: never a pooled one.
-        claimed = self._claim(client, name, listed, limits) if limits.network == "none" else None
+            return Sandbox(client, own["Id"], name, limits, fresh=False), None
+        claimed = self._claim(client, name, listed, limits)
         if claimed is not None:
-            return Sandbox(client, claimed, name, limits, fresh=True)
-        return Sandbox(client, self._create(client, name, limits), name, limits, fresh=True)
+            container_id, pool_name = claimed
+            return Sandbox(client, container_id, name, limits, fresh=True), pool_name
+        created = self._create(client, name, limits)
+        return Sandbox(client, created, name, limits, fresh=True), None
 
     def _claim(
         self,
@@ -124,8 +142,9 @@ class Sandboxes:
         name: str,
         listed: list[dict[str, Any]],
         limits: SandboxLimits,
-    ) -> str | None:
-        """Rename a started pool container to `name`; None if the pool has none that fits."""
+    ) -> tuple[str, str] | None:
+        """Rename a started pool container to `name`; its id and pool name, or None if the pool
+        has none that fits."""
         for container_id in self._pool(client, listed, limits):
             # Pausing is the claim: the daemon pauses a container under its lock and refuses to
             # pause a paused one, so of runners racing for it exactly one gets through. (A rename
@@ -141,7 +160,7 @@ class Sandboxes:
                         current = str(client.api.inspect_container(container_id)["Name"])
                         if current.lstrip("/").startswith(POOL_PREFIX):
                             client.api.rename(container_id, name)
-                            return container_id
+                            return container_id, current.lstrip("/")
                     finally:
                         client.api.unpause(container_id)
             except SandboxError as exc:
@@ -155,13 +174,15 @@ class Sandboxes:
     ) -> list[str]:
         """The ids of the waiting pool containers that fit `limits` and the current image."""
         wanted = {"agent.limits": limits.key(), "agent.image": self._current_image(client)}
-        return [
+        fitting = [
             str(c["Id"])
             for c in listed
             if c["State"] == "running"
             and any(n.lstrip("/").startswith(POOL_PREFIX) for n in c["Names"])
             and all(c["Labels"].get(k) == v for k, v in wanted.items())
         ]
+        # This process's own first: their forwarders (and browsers) are ready for it.
+        return sorted(fitting, key=lambda c: c not in self._forwarders)
 
     def _listed(self, client: docker.DockerClient) -> list[dict[str, Any]]:
         with mapped("listing sandboxes"):
@@ -205,34 +226,68 @@ class Sandboxes:
 
     async def fill_pool(self) -> int:
         """Start pool containers until `pool_size` are waiting; return how many were started."""
+        return len(await self.fill(self.config.limits, self.config.pool_size))
+
+    def browser_limits(self) -> SandboxLimits:
+        """The limits of the browser pool's sandboxes: the default ones, with network "proxy"."""
+        return self.config.limits.model_copy(update={"network": "proxy", "allow_domains": ()})
+
+    async def fill(
+        self,
+        limits: SandboxLimits,
+        size: int,
+        *,
+        own: int | None = None,
+        prepare: Callable[[Sandbox], Awaitable[object]] | None = None,
+    ) -> list[Sandbox]:
+        """Start pool containers with `limits` until `size` are waiting (or, given `own`, until
+        this process has `size` of its own, `own` being how many it has); return those started.
+
+        A proxied one gets its forwarder now (the proxy refuses what comes through it until a
+        task claims it), so that its `devtools` address is known. With `prepare`, each is
+        prepared (a browser started) under another name first: a container is claimable only
+        once its name says it is in the pool, and a claim pauses it, which no command in flight
+        must see.
+        """
         client = await self.client()
-        limits = self.config.limits
-        listed = await asyncio.to_thread(self._listed, client)
-        waiting = len(await asyncio.to_thread(self._pool, client, listed, limits))
-        started = 0
-        for _ in range(self.config.pool_size - waiting):
-            name = POOL_PREFIX + limits.key() + "-" + secrets.token_hex(4)
-            await asyncio.to_thread(self._create, client, name, limits)
-            started += 1
+        if own is None:
+            listed = await asyncio.to_thread(self._listed, client)
+            own = len(await asyncio.to_thread(self._pool, client, listed, limits))
+        started = []
+        for _ in range(size - own):
+            suffix = limits.key() + "-" + secrets.token_hex(4)
+            name = (PREPARING if prepare is not None else POOL_PREFIX) + suffix
+            container_id = await asyncio.to_thread(self._create, client, name, limits)
+            sandbox = Sandbox(client, container_id, name, limits, fresh=True)
+            if limits.network == "proxy":
+                forwarder = await self.egress.prepare(client, name)
+                self._forwarders[container_id] = forwarder
+                sandbox.devtools = self.egress.devtools(forwarder)
+            if prepare is not None:
+                try:
+                    await prepare(sandbox)
+                except BaseException:
+                    self._forwarders.pop(container_id, None)
+                    await asyncio.to_thread(teardown, client, name)
+                    raise
+                await asyncio.to_thread(self._enter_pool, client, sandbox, POOL_PREFIX + suffix)
+            started.append(sandbox)
         return started
+
+    @staticmethod
+    def _enter_pool(client: docker.DockerClient, sandbox: Sandbox, pool_name: str) -> None:
+        with mapped(f"putting {sandbox.name} in the pool"):
+            if sandbox.limits.network == "proxy":
+                Egress.rename(client, sandbox.name, pool_name)
+            client.api.rename(sandbox.id, pool_name)
+        sandbox.name = pool_name
 
     async def release(self, task_id: str) -> bool:
         """Remove the task's container and its volumes; False if it had none."""
         self._open.pop(task_id, None)
+        self.egress.forget(task_id)
         client = await self.client()
-        name = self.name_of(task_id)
-        removed = await asyncio.to_thread(self._remove_named, client, name)
-        await asyncio.to_thread(self.egress.close_task, client, task_id, name)
-        return removed
-
-    @staticmethod
-    def _remove_named(client: docker.DockerClient, name: str) -> bool:
-        with mapped(f"removing sandbox {name}"):
-            try:
-                client.containers.get(name).remove(force=True, v=True)
-            except docker.errors.NotFound:
-                return False
-        return True
+        return await asyncio.to_thread(teardown, client, self.name_of(task_id))
 
     async def reap(self, is_over: Callable[[str], bool], *, pool: bool = False) -> list[str]:
         """Remove this store's containers whose task `is_over` (and, with `pool`, every pooled
@@ -248,26 +303,33 @@ class Sandboxes:
         doomed = []
         for container in self._listed(client):
             name = container["Names"][0].lstrip("/") if container["Names"] else ""
+            if container["Labels"].get("agent.role") == "egress":
+                continue  # a forwarder goes with its sandbox
             if name.startswith(mine):
-                if is_over(name[len(mine) :].removesuffix("-egress")):
+                if is_over(name[len(mine) :]):
                     doomed.append(name)
-            elif name.startswith(POOL_PREFIX) and (
-                pool
-                # Paused is being claimed (for milliseconds) by another runner: leave it.
-                or container["State"] not in ("running", "paused")
-                or container["Labels"].get("agent.image") != current
+            elif (
+                name.startswith(POOL_PREFIX)
+                and (
+                    pool
+                    # Paused is being claimed (for milliseconds) by another runner: leave it.
+                    or container["State"] not in ("running", "paused")
+                    or container["Labels"].get("agent.image") != current
+                )
+            ) or (
+                # Still being prepared after that long: its runner is gone.
+                name.startswith(PREPARING)
+                and (pool or container["Created"] < time.time() - PREPARE_GRACE)
             ):
                 doomed.append(name)
         removed = []
         for name in doomed:
             try:
-                client.api.remove_container(name, v=True, force=True)
-                removed.append(name)
-            except docker.errors.NotFound:
-                continue  # gone meanwhile
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: removal already in progress
-                    raise SandboxError(f"removing {name}: {exc}") from None
+                if teardown(client, name):
+                    removed.append(name)
+            except SandboxError as exc:
+                if exc.code not in ("sandbox_busy", "sandbox_gone"):  # being removed already
+                    raise
         with mapped("removing volumes left behind"):
             # The daemon now and then fails to remove a container's volumes with it. Old enough
             # that no container being made right now can be about to take it.
@@ -282,12 +344,7 @@ class Sandboxes:
                     with contextlib.suppress(docker.errors.APIError):
                         volume.remove()
                         removed.append(f"volume {volume.name}")
-        with mapped("removing the networks of finished tasks"):
-            for network in client.networks.list(filters={"label": f"{LABEL}=1"}):
-                name = network.name or ""
-                if name.startswith(mine) and is_over(name[len(mine) :].removesuffix("-net")):
-                    remove_network_of(client, name.removesuffix("-net"))
-                    removed.append(name)
+        removed += remove_orphan_networks(client, cutoff)
         return removed
 
     def _image_id_or_none(self, client: docker.DockerClient) -> str | None:
@@ -305,6 +362,7 @@ class Sandboxes:
                 await refill
         # The proxy goes with this object's event loop; a later run opens the sandboxes again.
         self._open.clear()
+        self._forwarders.clear()
         await self.egress.aclose()
         if self._client is not None:
             self._client.close()

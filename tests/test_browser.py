@@ -123,11 +123,13 @@ async def test_urls_the_browser_may_not_open_are_refused(web: Browsing) -> None:
     assert "root:" not in shown
     web.egress.clear()
     requests = len(web.site.requests)
+    web.egress.clear()
     await web.ok(bt.browser_open, url=web.site.url(f"site/redirect.html?to=http://{outside}/x"))
     for _ in range(50):
         if any(a.host == "127.0.0.2" for _, a in web.egress):
             break
         await asyncio.sleep(0.1)  # the page moves on by itself; nothing says when
+    await web.ok(bt.browser_wait, text="allowlist")  # the proxy's refusal, shown as the page
     refused = [a.allowed for _, a in web.egress if a.host == "127.0.0.2"]
     assert refused
     assert not any(refused)

@@ -24,7 +24,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field
 
 from browser.driver import SNAPSHOT_CHARS, PageDriver, PageError, describe
-from browser.forms import as_json, fill_field, select_option, set_date_value, submit_form
+from browser.forms import as_json, fill_field, input_type, set_date_value, submit_form
 from browser.target import Target, parse_target
 from sandbox.container import WorkspaceError
 from tools.registry import Registry, ToolContext, ToolError, tool
@@ -157,14 +157,8 @@ async def browser_extract(
             if table:
                 raise PageError("name the table to read as rows (target=...)", code="bad_target")
             return str(await driver.page.inner_text("body"))
-        locator, _ = await driver.locate(_target(target))
-        if table:
-            rows = await locator.evaluate(
-                "t => Array.from(t.rows || t.querySelectorAll('tr')).map(r => "
-                "Array.from(r.cells || r.children).map(c => c.innerText.trim()))"
-            )
-            return as_json(rows)
-        return str(await locator.inner_text())
+        value, _ = await driver.one(_target(target), "rows" if table else "text")
+        return as_json(value) if table else str(value)
 
     return _page_content(await _model_errors(driver.read("reading", run)))
 
@@ -318,7 +312,11 @@ async def browser_select(ctx: ToolContext, target: TargetText, option: str) -> s
         target: the select.
         option: the option's label or value.
     """
-    return await _on(ctx, target, f"selected {option!r} in", lambda loc: select_option(loc, option))
+    driver = await _driver(ctx)
+    parsed = _target(target)
+    return await _model_errors(
+        driver.act(f"selected {option!r} in {parsed}", lambda: driver.one(parsed, "select", option))
+    )
 
 
 @tool(touches="external", timeout=_TIMEOUT)
@@ -353,9 +351,15 @@ async def browser_set_date(ctx: ToolContext, target: TargetText, value: str) -> 
         value: YYYY-MM-DD for a date, HH:MM for a time, YYYY-MM-DDTHH:MM for both.
     """
     driver = await _driver(ctx)
-    return await _on(
-        ctx, target, f"set {value!r} in", lambda loc: set_date_value(driver.page, loc, value)
-    )
+    parsed = _target(target)
+
+    async def run() -> str:
+        locator, candidate = await driver.locate(parsed)
+        kind = input_type(candidate.line)
+        setting = functools.partial(set_date_value, driver.page, locator, value, kind)
+        return await driver.act(f"set {value!r} in {describe(candidate)}", setting)
+
+    return await _model_errors(run())
 
 
 @tool(touches="external", timeout=_TIMEOUT)

@@ -1,0 +1,226 @@
+"""The browser tools' own cost, and how fast a new task gets a browser.
+
+Tools: each browser tool, called as the runner calls it (`Tool.invoke`, with the task's sandbox
+and browser), against the Playwright call that does the same thing on the same page of the same
+Chromium (in the same sandbox, over the same DevTools connection). Each round calls the two back
+to back, alternating which goes first, so that both see the same load; the figure is the median
+of the per-round ratios.
+
+A new task's browser: `Sandboxes.for_task` + `Browsers.for_task` for a new task, taking a warm
+browser from the pool, against a fresh Chromium launched by Playwright on the host (`launch` and
+a first page). Refilling the pool and removing the task's sandbox happen outside the timing.
+
+Needs a Docker daemon, the runtime image, and Chromium on the host for the reference launch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import secrets
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Page, async_playwright
+
+from agent.errors import SandboxError
+from browser.manager import Browsers
+from sandbox.limits import SandboxConfig, SandboxLimits
+from sandbox.manager import Sandboxes
+from tools import Tool, ToolContext
+from tools import browser as bt
+
+ROUNDS = 15
+LAUNCHES = 7
+SITE = Path(__file__).resolve().parent.parent / "tests" / "site"
+CHROMIUM = "/usr/bin/chromium"
+
+Timed = Callable[[], Awaitable[object]]
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve() -> tuple[ThreadingHTTPServer, int]:
+    handler = functools.partial(_Quiet, directory=str(SITE))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+async def timed(call: Timed) -> float:
+    started = time.perf_counter()
+    await call()
+    return time.perf_counter() - started
+
+
+def pairs(
+    page: Page, tool: Callable[..., Awaitable[object]], url: str
+) -> dict[str, tuple[Timed, Timed]]:
+    """For each tool, (the tool's call, the raw Playwright call doing the same)."""
+    form = page.get_by_label
+    return {
+        "open": (
+            lambda: tool(bt.browser_open, url=url),
+            lambda: page.goto(url, wait_until="domcontentloaded"),
+        ),
+        "snapshot": (
+            lambda: tool(bt.browser_snapshot),
+            lambda: page.locator("body").aria_snapshot(),
+        ),
+        "type": (
+            lambda: tool(bt.browser_type, target="Full name", text="Ann Lee"),
+            lambda: form("Full name").fill("Ann Lee"),
+        ),
+        "press": (
+            lambda: tool(bt.browser_press, target="Full name", key="End"),
+            lambda: form("Full name").press("End"),
+        ),
+        "select": (
+            lambda: tool(bt.browser_select, target="Country", option="Spain"),
+            lambda: form("Country").select_option("ES"),
+        ),
+        "check": (
+            lambda: tool(bt.browser_check, target="Send me news"),
+            lambda: form("Send me news").set_checked(True),
+        ),
+        "choose": (
+            lambda: tool(bt.browser_choose, target="Pro"),
+            lambda: form("Pro").check(),
+        ),
+        "set_date": (
+            lambda: tool(bt.browser_set_date, target="Start date", value="2026-12-01"),
+            lambda: form("Start date").fill("2026-12-01"),
+        ),
+        "click": (
+            lambda: tool(bt.browser_click, target="Check"),
+            lambda: page.get_by_role("button", name="Check").click(),
+        ),
+        "extract": (
+            lambda: tool(bt.browser_extract, target="css=#out"),
+            lambda: page.locator("#out").inner_text(),
+        ),
+        "wait": (
+            lambda: tool(bt.browser_wait, text="Sign up"),
+            page.get_by_text("Sign up").first.wait_for,
+        ),
+        "scroll": (
+            lambda: tool(bt.browser_scroll, target="Create account"),
+            lambda: page.get_by_role("button", name="Create account").scroll_into_view_if_needed(),
+        ),
+    }
+
+
+async def tool_latency(
+    browsers: Browsers, sandboxes: Sandboxes, port: int
+) -> dict[str, list[float]]:
+    task_id = "bench-tools"
+    limits = SandboxLimits(network="proxy", allow_domains=(f"127.0.0.1:{port}",))
+
+    async def box() -> Any:
+        return await sandboxes.for_task(task_id, limits)
+
+    async def browser() -> Any:
+        return await browsers.for_task(task_id, await box())
+
+    ctx = ToolContext(task_id, "bench", "bench", sandbox=box, browser=browser)
+
+    async def tool(t: Tool, **arguments: Any) -> object:
+        result = await t.invoke(arguments, ctx)
+        assert result.ok, result.content
+        return result
+
+    url = f"http://127.0.0.1:{port}/form.html"
+    driver = await browser()
+    await tool(bt.browser_open, url=url)
+    ratios: dict[str, list[float]] = {}
+    try:
+        for round_ in range(ROUNDS):
+            for name, (ours, raw) in pairs(driver.page, tool, url).items():
+                await ours()  # once each first: the same state for both timings
+                await raw()
+                if round_ % 2:
+                    mine, theirs = await timed(ours), await timed(raw)
+                else:
+                    theirs, mine = await timed(raw), await timed(ours)
+                ratios.setdefault(name, []).append(mine / theirs)
+    finally:
+        await browsers.forget(task_id)
+        await sandboxes.release(task_id)
+    return ratios
+
+
+async def new_browser(browsers: Browsers, sandboxes: Sandboxes) -> tuple[list[float], list[float]]:
+    """(seconds to a new task's browser from the pool, seconds to a fresh launch) per round."""
+    limits = sandboxes.browser_limits()
+    warm, fresh = [], []
+    async with async_playwright() as playwright:
+        for _ in range(LAUNCHES):
+            await browsers.fill_pool()
+            task_id = "bench-" + secrets.token_hex(3)
+
+            async def claim(task_id: str = task_id) -> None:
+                box = await sandboxes.for_task(task_id, limits)
+                driver = await browsers.for_task(task_id, box)
+                assert driver.page is not None
+
+            warm.append(await timed(claim))
+            await browsers.forget(task_id)
+            await sandboxes.release(task_id)
+
+            started = time.perf_counter()
+            launched = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox"]
+            )
+            await launched.new_page()
+            fresh.append(time.perf_counter() - started)
+            await launched.close()
+    return warm, fresh
+
+
+async def bench() -> None:
+    server, port = serve()
+    sandboxes = Sandboxes(SandboxConfig(pool_size=0, browser_pool=1), scope="bench-browser")
+    browsers = Browsers(sandboxes)
+    try:
+        ratios = await tool_latency(browsers, sandboxes, port)
+        warm, fresh = await new_browser(browsers, sandboxes)
+    finally:
+        await browsers.aclose()
+        await sandboxes.reap(lambda _task: True, pool=True)
+        await sandboxes.aclose()
+        server.shutdown()
+    print(f"rounds: {ROUNDS} per tool; {LAUNCHES} new browsers per method")
+    for name, values in ratios.items():
+        print(
+            f"  {name + ':':10} median {statistics.median(values):.2f}x "
+            f"(range {min(values):.2f}-{max(values):.2f})"
+        )
+    print(f"new task's browser from the pool: {statistics.median(warm) * 1e3:7.1f} ms (median)")
+    print(f"fresh Chromium launch (host):     {statistics.median(fresh) * 1e3:7.1f} ms (median)")
+    worst = max(ratios, key=lambda n: statistics.median(ratios[n]))
+    for name, values in ratios.items():
+        print(f"tool_{name}_vs_playwright: {statistics.median(values):.2f}x (goal <= 1.5x)")
+    print(f"worst tool ({worst}): {statistics.median(ratios[worst]):.2f}x")
+    ratio = statistics.median(warm) / statistics.median(fresh)
+    print(f"new_browser_vs_fresh_launch: {ratio:.2f}x (goal <= 0.1x)")
+
+
+def main() -> None:
+    try:
+        asyncio.run(bench())
+    except SandboxError as exc:
+        print(f"browser bench: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
