@@ -38,8 +38,9 @@ class Site:
 
 
 @contextmanager
-def serve_site() -> Iterator[Site]:
-    site = Site(0)
+def serve_site(port: int = 0) -> Iterator[Site]:
+    """Serve tests/ (the pages are under /site and /pages) on 127.0.0.1 at `port` (0: any)."""
+    site = Site(port)
 
     class Handler(SimpleHTTPRequestHandler):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -74,7 +75,7 @@ def serve_site() -> Iterator[Site]:
             self.end_headers()
             self.wfile.write(page)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     site.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

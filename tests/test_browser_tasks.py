@@ -3,7 +3,10 @@ bound to the values it sends, and a page that tells the model to send data elsew
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +14,7 @@ import pytest_asyncio
 from playwright.async_api import async_playwright
 
 from agent.approvals import decide, pending_approval
+from agent.cli import main
 from agent.events import EgressDecided
 from agent.runner import Runner
 from agent.store import Store
@@ -20,8 +24,11 @@ from sandbox.manager import Sandboxes, store_scope
 from tools import Registry
 from tools.browser import registry as browser_tools
 
-from .conftest import scripted, tool_results
+from .conftest import REPO, scripted, tool_results
 from .site_server import Site, serve_site
+
+#: the port examples/browser_demo.json expects its pages on
+DEMO_PORT = 8765
 
 
 @pytest.fixture
@@ -140,3 +147,34 @@ async def test_a_page_that_tells_the_model_to_send_data_elsewhere_gets_nothing_o
         await sandboxes.release(task_id)
         assert runner.browsers is not None
         await runner.browsers.aclose()
+
+
+def test_the_readme_browser_example_runs_and_asks_before_it_submits(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = REPO / "examples" / "browser_demo.json"
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    with serve_site(DEMO_PORT) as site:
+        code = main(
+            [
+                "run",
+                "--model",
+                f"scripted:{script}",
+                "--allow-domain",
+                f"127.0.0.1:{DEMO_PORT}",
+                "--json",
+                "sign Ann Lee up on the local form",
+            ]
+        )
+        out = capsys.readouterr().out
+        result = json.loads(out.strip().splitlines()[-1])
+        assert (code, result["status"]) == (3, "awaiting_approval"), out  # 3: waits for a reviewer
+        assert site.posted() == []
+        task_id = result["task_id"]
+        assert main(["approve", task_id]) == 0
+        assert main(["resume", task_id, "--json"]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert result["status"] == "done"
+        [posted] = site.posted()
+        assert posted["name"] == ["Ann Lee"]
+        assert posted["plan"] == ["pro"]
