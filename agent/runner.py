@@ -227,7 +227,13 @@ class RunContext:
                     notify(task_id, stream, text)
 
         return ToolContext(
-            task_id, call.wire.id, key, sandbox=sandbox, output=output, browser=browser
+            task_id,
+            call.wire.id,
+            key,
+            sandbox=sandbox,
+            output=output,
+            browser=browser,
+            artifacts=self.store.path.parent / "artifacts" / task_id,
         )
 
     def preview(self, tool: Tool | None, call: Call) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ class Browsing:
     sandboxes: Sandboxes
     browsers: Browsers
     egress: list[tuple[str, EgressAttempt]]
+    artifacts: Path
     task_id: str = "browsing"
 
     def context(self) -> ToolContext:
@@ -47,7 +49,9 @@ class Browsing:
         async def browser() -> Any:
             return await self.browsers.for_task(self.task_id, await box())
 
-        return ToolContext(self.task_id, "call-1", "key", sandbox=box, browser=browser)
+        return ToolContext(
+            self.task_id, "call-1", "key", sandbox=box, browser=browser, artifacts=self.artifacts
+        )
 
     async def call(self, tool: Tool, **arguments: Any) -> ToolResult:
         return await tool.invoke(arguments, self.context())
@@ -71,7 +75,9 @@ def sites() -> Iterator[tuple[Site, Site]]:
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def web(sites: tuple[Site, Site]) -> AsyncIterator[Browsing]:
+async def web(
+    sites: tuple[Site, Site], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Browsing]:
     egress: list[tuple[str, EgressAttempt]] = []
     sandboxes = Sandboxes(
         SandboxConfig(pool_size=0),
@@ -79,7 +85,8 @@ async def web(sites: tuple[Site, Site]) -> AsyncIterator[Browsing]:
         on_egress=lambda task, attempt: egress.append((task, attempt)),
     )
     browsers = Browsers()
-    web = Browsing(sites[0], sites[1], sandboxes, browsers, egress)
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    web = Browsing(sites[0], sites[1], sandboxes, browsers, egress, artifacts)
     try:
         yield web
     finally:
@@ -283,7 +290,9 @@ async def test_scroll_back_wait_extract_and_screenshot(web: Browsing) -> None:
     assert "screenshots/" in saved
     box = await web.context().sandbox()  # type: ignore[misc]
     name = saved.split(" to ")[1].split(" ")[0]
-    assert (await box.read_file(name)).startswith(b"\x89PNG")
+    shot = await box.read_file(name)
+    assert shot.startswith(b"\x89PNG")
+    assert (web.artifacts / name.removeprefix("screenshots/")).read_bytes() == shot
     await web.ok(bt.browser_click, target="Go to the form")
     await web.ok(bt.browser_wait, text="Sign up")
     await web.ok(bt.browser_back)

@@ -15,10 +15,13 @@ asks a reviewer, shows them those values, and asks again if they change before i
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import mimetypes
 import posixpath
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from pydantic import Field
@@ -185,7 +188,8 @@ async def browser_wait(
 
 @tool(touches="write", timeout=_TIMEOUT)
 async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> str:
-    """Take a screenshot of the current page; it is saved in the workspace (screenshots/).
+    """Take a screenshot of the current page; it is saved in the workspace (screenshots/), and
+    kept with the task.
 
     Args:
         full_page: the whole page rather than what the window shows.
@@ -196,9 +200,22 @@ async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> str:
     )
     assert ctx.sandbox is not None
     box = await ctx.sandbox()
-    name = f"screenshots/{ctx.call_id or 'shot'}.png".replace("/.", "/_")
-    await box.write_file(name, data)
-    return f"saved a screenshot of {driver.page.url} to {name} ({len(data):,} bytes, PNG)"
+    name = "screenshot-" + re.sub(r"[^\w.-]", "_", ctx.call_id or "shot") + ".png"
+    await box.write_file(f"screenshots/{name}", data)
+    kept = ""
+    if ctx.artifacts is not None:
+        # The workspace goes with the sandbox when the task ends; this copy stays.
+        await asyncio.to_thread(_keep_artifact, ctx.artifacts / name, data)
+        kept = f"; kept with the task at {ctx.artifacts / name}"
+    return (
+        f"saved a screenshot of {driver.page.url} to screenshots/{name} "
+        f"({len(data):,} bytes, PNG){kept}"
+    )
+
+
+def _keep_artifact(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 @tool(touches="read", timeout=_TIMEOUT)

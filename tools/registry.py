@@ -66,6 +66,9 @@ class ToolContext:
     output: Callable[[str, str], None] | None = None
     #: the task's browser, in its sandbox, started on first use (None where there is none)
     browser: Callable[[], Awaitable[PageDriver]] | None = None
+    #: a folder on the host for what the task keeps beyond its sandbox (screenshots); made by
+    #: whoever writes there first. None where the runner keeps none.
+    artifacts: Path | None = None
 
 
 @dataclass(frozen=True)
