@@ -34,7 +34,7 @@ from agent.events import (
 )
 from agent.prompts import act_request, plan_request
 from agent.state import Call, TaskState, call_hash
-from policies import Decision, Deny, RequireApproval
+from policies import Allow, Decision, Deny, RequireApproval
 from tools.registry import EFFECT, InvalidArguments, Tool, ToolContext, ToolResult
 
 if TYPE_CHECKING:
@@ -358,9 +358,9 @@ class Execute(Step):
         approval_id = f"{rt.state.task_id}-{call.ref}-v{call.judgements + 1}"
         decision, events = judged(rt, tool, call, arguments, approval_id)
         rt.commit(events)
-        if not isinstance(decision, RequireApproval):
-            # Nothing to approve any more (it no longer submits), or now denied: either way not
-            # what the reviewer approved.
+        if isinstance(decision, Allow):
+            # Nothing to approve any more (it no longer submits): still not what the reviewer
+            # approved. (A denial is its own observation already.)
             rt.reject(call, "not run: the page changed since this call was approved; call again")
         return True
 

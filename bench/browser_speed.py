@@ -27,7 +27,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import FilePayload, Page, async_playwright
 
 from agent.errors import SandboxError
 from browser.manager import Browsers
@@ -42,6 +42,18 @@ SITE = Path(__file__).resolve().parent.parent / "tests" / "site"
 CHROMIUM = "/usr/bin/chromium"
 
 Timed = Callable[[], Awaitable[object]]
+CV_TEXT = b"ten years of tests\n"
+CV: FilePayload = {"name": "cv.txt", "mimeType": "text/plain", "buffer": CV_TEXT}
+
+
+async def _fill_raw(page: Page) -> None:
+    await page.get_by_label("Full name").fill("Ann")
+    await page.get_by_label("Email").fill("a@b.c")
+    await page.get_by_label("Country").select_option("ES")
+
+
+async def _tabs_raw(page: Page) -> list[str]:
+    return [f"{await p.title()} {p.url}" for p in page.context.pages]
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -112,6 +124,24 @@ def pairs(
             lambda: tool(bt.browser_wait, text="Sign up"),
             page.get_by_text("Sign up").first.wait_for,
         ),
+        "fill_form": (
+            lambda: tool(
+                bt.fill_form, fields={"Full name": "Ann", "Email": "a@b.c", "Country": "ES"}
+            ),
+            lambda: _fill_raw(page),
+        ),
+        "upload": (
+            lambda: tool(bt.browser_upload, target="CV", path="cv.txt"),
+            lambda: form("CV").set_input_files(CV),
+        ),
+        "screenshot": (
+            lambda: tool(bt.browser_screenshot),
+            page.screenshot,
+        ),
+        "tabs": (
+            lambda: tool(bt.browser_tabs),
+            lambda: _tabs_raw(page),
+        ),
         "scroll": (
             lambda: tool(bt.browser_scroll, target="Create account"),
             lambda: page.get_by_role("button", name="Create account").scroll_into_view_if_needed(),
@@ -140,6 +170,7 @@ async def tool_latency(
 
     url = f"http://127.0.0.1:{port}/form.html"
     driver = await browser()
+    await (await box()).write_file("cv.txt", CV_TEXT)
     await tool(bt.browser_open, url=url)
     ratios: dict[str, list[float]] = {}
     try:
@@ -195,7 +226,7 @@ async def bench() -> None:
         warm, fresh = await new_browser(browsers, sandboxes)
     finally:
         await browsers.aclose()
-        await sandboxes.reap(lambda _task: True, pool=True)
+        await sandboxes.reap(lambda _task: True)  # its own tasks; the pool stays, as a runner's
         await sandboxes.aclose()
         server.shutdown()
     print(f"rounds: {ROUNDS} per tool; {LAUNCHES} new browsers per method")

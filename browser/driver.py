@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from playwright.async_api import Browser, Dialog, Download, Frame, Locator, Page
+from playwright.async_api import (
+    Browser,
+    CDPSession,
+    Dialog,
+    Download,
+    Frame,
+    Locator,
+    Page,
+)
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
@@ -35,11 +43,16 @@ from sandbox.proxy import REFUSED_HEADER
 ACTION_TIMEOUT_MS = 5_000
 #: how long a navigation may take (ms)
 NAVIGATION_TIMEOUT_MS = 30_000
+#: how long an action that started loading a document waits for it to load or to become a
+#: download before it reports (s)
+SETTLE_SECONDS = 2.0
 #: how long a download may take to finish (s)
 DOWNLOAD_TIMEOUT = 120.0
 #: what a snapshot shows at most, unless asked otherwise
 SNAPSHOT_CHARS = 12_000
 SCHEMES = ("http", "https")
+#: the keys that submit a form from its fields (with any modifier: Shift+Enter...)
+ENTER_KEYS = ("Enter", "NumpadEnter")
 _T = TypeVar("_T")
 
 
@@ -63,6 +76,10 @@ class Submission:
     def origin(self) -> str:
         parts = urlsplit(self.action)
         return f"{parts.scheme}://{parts.netloc}"
+
+    def matches(self, method: str, url: str) -> bool:
+        same = url.split("#", maxsplit=1)[0] == self.action.split("#", maxsplit=1)[0]
+        return same and method.upper() == self.method
 
     def as_effect(self) -> dict[str, Any]:
         return {
@@ -104,7 +121,16 @@ class PageDriver:
     browser: Browser
     _page: Page
     _prefixes: dict[str, Frame] = field(default_factory=dict)
+    #: each child frame's reference prefix, for as long as the frame lives: never reused
+    _frame_prefixes: dict[Frame, str] = field(default_factory=dict)
     _dialog: _Pending | None = None
+    #: the submission the current action may send (see `_check`)
+    _submitting: Submission | None = None
+    _checks: set[asyncio.Future[None]] = field(default_factory=set)
+    #: document requests let through so far, and set when one has settled (loaded, or became a
+    #: download): an action that started one waits for that before it reports
+    _documents: int = 0
+    _settled: asyncio.Event = field(default_factory=asyncio.Event)
     _dialog_opened: asyncio.Event = field(default_factory=asyncio.Event)
     #: what happened during the last action, for its report (new tabs, downloads)
     _news: list[str] = field(default_factory=list)
@@ -121,7 +147,48 @@ class PageDriver:
         driver = cls(browser, page)
         context.on("page", driver._on_new_page)
         driver._watch(page)
+        await driver._guard(page)
         return driver
+
+    async def _guard(self, page: Page) -> None:
+        """Hold each document request of the page (and of its same-origin frames) for `_check`.
+        Only documents: holding every request would slow every page down."""
+        session = await page.context.new_cdp_session(page)
+
+        def paused(event: dict[str, Any]) -> None:
+            task = asyncio.ensure_future(self._check(session, event))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+        session.on("Fetch.requestPaused", paused)
+        pattern = {"urlPattern": "*", "resourceType": "Document", "requestStage": "Request"}
+        await session.send("Fetch.enable", {"patterns": [pattern]})
+
+    async def _check(self, session: CDPSession, event: dict[str, Any]) -> None:
+        """Let a document request through, unless it sends a form (POST and the like) that no
+        approved call is sending: a page script cannot submit what a reviewer did not see."""
+        request, held = event["request"], {"requestId": event["requestId"]}
+        method, url = str(request["method"]), str(request["url"])
+        with contextlib.suppress(PlaywrightError):  # the page or the browser went meanwhile
+            if method != "GET":
+                allowed, self._submitting = self._submitting, None
+                if allowed is None or not allowed.matches(method, url):
+                    self._news.append(
+                        f"the page tried to send a form ({method} to {url}) without an "
+                        "approval, and it was blocked; submit with browser_click on its submit "
+                        "button or browser_submit, which ask a reviewer first"
+                    )
+                    # 204 No Content: the navigation ends where it began, the page as it was.
+                    answer = {**held, "responseCode": 204, "responseHeaders": []}
+                    await session.send("Fetch.fulfillRequest", answer)
+                    return
+            self._documents += 1
+            await session.send("Fetch.continueRequest", held)
+
+    def submitting(self, submission: Submission | None) -> None:
+        """The next action sends `submission` (read again just before, as approved): let the
+        form it sends through, once."""
+        self._submitting = submission
 
     @property
     def page(self) -> Page:
@@ -136,13 +203,29 @@ class PageDriver:
         page.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
         page.on("dialog", self._on_dialog)
         page.on("download", self._on_download)
+        page.on("close", self._on_close)
+        page.on("domcontentloaded", lambda _: self._settled.set())
+
+    def _on_close(self, page: Page) -> None:
+        # A popup that closed itself (or a tab the page closed): go on in the last one open.
+        if page is not self._page:
+            return
+        open_ = [p for p in page.context.pages if not p.is_closed()]
+        if open_:
+            self._page = open_[-1]
+            self._prefixes.clear()
+            self._news.append(f"the tab closed; the current tab is now {self._page.url}")
 
     def _on_new_page(self, page: Page) -> None:
         # A popup or a link opened in a new tab: follow it, and say so.
         self._watch(page)
+        guarding = asyncio.ensure_future(self._guard(page))
+        self._checks.add(guarding)
+        guarding.add_done_callback(self._checks.discard)
         self._page = page
         self._prefixes.clear()
         self._news.append(f"a new tab opened ({page.url or 'loading'}); it is now the current tab")
+        self._settled.set()
 
     def _on_dialog(self, dialog: Dialog) -> None:
         # Left open until the model answers it (browser_dialog); the page waits meanwhile.
@@ -151,6 +234,7 @@ class PageDriver:
 
     def _on_download(self, download: Download) -> None:
         self.downloads.append(download)
+        self._settled.set()
 
     async def _keep_downloads(self) -> None:
         """Wait for the action's downloads, and move them into the workspace. Chromium writes a
@@ -167,7 +251,11 @@ class PageDriver:
             if self.keep_download is None:
                 self._news.append(f"downloaded {name} (not kept: no workspace)")
                 continue
-            kept = await self.keep_download(str(path), name)
+            try:
+                kept = await self.keep_download(str(path), name)
+            except SandboxError as exc:  # the workspace is full, say: the model can act on it
+                self._news.append(f"downloaded {name}, but could not keep it: {exc}")
+                continue
             self._news.append(f"downloaded {name} to {kept}")
 
     def _no_dialog(self) -> None:
@@ -219,6 +307,8 @@ class PageDriver:
         tabs = self._page.context.pages
         if len(tabs) > 1:
             text = f"(tab {tabs.index(self._page) + 1} of {len(tabs)})\n{text}"
+        if news := self.news():
+            text = "\n".join(f"(meanwhile: {line})" for line in news) + "\n" + text
         if truncated:
             text += (
                 f"\n[cut here: the page is longer than {max_chars} characters. Scroll, ask for a "
@@ -235,7 +325,9 @@ class PageDriver:
             if child is None:
                 text = text.replace(placeholder, "(not loaded)")
                 continue
-            child_prefix = f"f{len(self._prefixes)}e"
+            child_prefix = self._frame_prefixes.setdefault(
+                child, f"f{len(self._frame_prefixes) + 1}e"
+            )
             self._prefixes[child_prefix] = child
             inner, cut = await self._frame_text(child, child_prefix, budget - len(text))
             truncated = truncated or cut
@@ -354,7 +446,7 @@ class PageDriver:
             mark = "*" if page is self._page else " "
             with _page_errors("listing tabs"):
                 lines.append(f"{mark} {number}: {await page.title()!r} {page.url}")
-        return "\n".join(lines) + "\n(* the current tab)"
+        return "\n".join(lines + self.news()) + "\n(* the current tab)"
 
     # ---- acting ---------------------------------------------------------------------------
 
@@ -362,8 +454,9 @@ class PageDriver:
         """Run an action on the page; report it, and what it caused (a dialog, a new tab, a
         download). A dialog leaves the action waiting until `answer_dialog`."""
         self._no_dialog()
-        self._news.clear()
         self._dialog_opened.clear()
+        self._settled.clear()
+        documents = self._documents
         running = asyncio.ensure_future(_mapped(what, action))
         opened = asyncio.ensure_future(self._dialog_opened.wait())
         try:
@@ -374,6 +467,11 @@ class PageDriver:
             self._dialog.action = running
             return self._report(what, done=False)
         await running
+        if self._documents != documents and not self._settled.is_set():
+            # It started loading something: a page, or a download, which says so only once the
+            # answer's headers are in. A moment for that; a slow page goes on loading anyway.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), SETTLE_SECONDS)
         if self.downloads:
             await self._keep_downloads()
         return self._report(what)
@@ -387,8 +485,25 @@ class PageDriver:
                 + (f" (default answer {dialog.default_value!r})" if dialog.default_value else "")
                 + "; answer it with browser_dialog"
             )
-        lines += self._news
-        return "\n".join(lines)
+        return "\n".join(lines + self.news())
+
+    def news(self) -> list[str]:
+        """What happened since the last report (a tab opened, a download, a form blocked): said
+        once, by whichever call reports next, as some of it comes after the action returns."""
+        news, self._news = self._news, []
+        return news
+
+    async def close_dialog(self) -> str | None:
+        """Dismiss a dialog left open (when the run stops): while it is open the page runs
+        nothing, and a later connection to the browser would wait for it. Says what it was."""
+        pending, self._dialog = self._dialog, None
+        if pending is None:
+            return None
+        with contextlib.suppress(PlaywrightError):
+            await pending.dialog.dismiss()
+        if pending.action is not None:
+            pending.action.cancel()
+        return f"{pending.dialog.type} {pending.dialog.message!r}"
 
     async def answer_dialog(self, accept: bool, text: str | None) -> str:
         """Accept (with `text` for a prompt) or dismiss the open dialog; then finish the action
@@ -397,7 +512,6 @@ class PageDriver:
         if pending is None:
             raise PageError("no dialog is open", code="no_dialog")
         self._dialog = None
-        self._news.clear()
         with _page_errors("answering the dialog"):
             if accept:
                 await pending.dialog.accept(
@@ -424,10 +538,13 @@ class PageDriver:
             return None  # the call itself will say what is wrong with the target
         if info is None:
             return None
+        enter = key is not None and key.split("+")[-1] in ENTER_KEYS
         submits = (
             key == "submit"
             or (key is None and info.submitter)
-            or (key == "Enter" and candidate.tag == "input")
+            or (enter and (candidate.tag == "input" or info.submitter))
+            or (key is not None and key.split("+")[-1] == " " and info.submitter)
+            or (key == "Space" and info.submitter)
         )  # any other key submits nothing
         if not submits:
             return None
@@ -459,14 +576,22 @@ def _page_errors(what: str) -> Iterator[None]:
     except PlaywrightError as exc:
         message = _first_line(exc)
         if "has been closed" in message or "Target closed" in message:
-            raise SandboxError(f"the task's browser went away while {what}: {message}") from None
+            if "Browser has been closed" in message or "browser has been closed" in message:
+                raise SandboxError(
+                    f"the task's browser went away while {what}: {message}"
+                ) from None
+            raise PageError(
+                f"{what}: the tab closed meanwhile; browser_tabs shows those left",
+                code="tab_closed",
+            ) from None
         if "ERR_BLOCKED_BY_ADMINISTRATOR" in message:
             raise PageError(
                 f"{what}: refused: the browser may not open this URL", code="refused"
             ) from None
         if "ERR_TUNNEL_CONNECTION_FAILED" in message or "ERR_PROXY" in message:
             raise PageError(
-                f"{what}: refused by the egress policy: this task may not reach that host",
+                f"{what}: the egress proxy could not connect: the host is not in this task's "
+                "allowlist, or it did not answer",
                 code="refused",
             ) from None
         raise PageError(f"{what}: {message}") from None

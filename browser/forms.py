@@ -55,10 +55,14 @@ _RADIO = """(e, [wanted, mark]) => {
   return {count: 1};
 }"""
 
+# A submit control submits as itself (its formaction and its name=value are what was approved);
+# anything else submits its form as the form's own default would.
 _SUBMIT = """e => {
   const form = e.tagName === 'FORM' ? e : (e.form || e.closest('form'));
   if (!form) return false;
-  form.requestSubmit();
+  const submits = (e.localName === 'button' && e.type === 'submit')
+    || (e.localName === 'input' && (e.type === 'submit' || e.type === 'image'));
+  form.requestSubmit(submits && e.form === form ? e : undefined);
   return true;
 }"""
 

@@ -17,7 +17,9 @@ import asyncio
 import contextlib
 import functools
 import posixpath
+from urllib.parse import urlsplit
 
+import httpx
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Playwright, async_playwright
 
@@ -84,10 +86,9 @@ class Browsers:
             )
         client = await self._client()
         try:
-            browser = await client.chromium.connect_over_cdp(
-                sandbox.devtools, timeout=CONNECT_TIMEOUT_MS
-            )
-        except PlaywrightError as exc:
+            endpoint = await _websocket(sandbox.devtools)
+            browser = await client.chromium.connect_over_cdp(endpoint, timeout=CONNECT_TIMEOUT_MS)
+        except (PlaywrightError, httpx.HTTPError, ValueError) as exc:
             raise SandboxError(
                 f"cannot reach the task's browser at {sandbox.devtools}: {exc}"
             ) from None
@@ -101,6 +102,13 @@ class Browsers:
             return 0
         # Warm means connected from this process: the pool's other containers (another
         # process's) have a browser running, but are cold here.
+        # A warm browser whose sandbox another runner (or a task without a browser) claimed is
+        # no longer the pool's: let it go, and count only those still waiting.
+        waiting = await sandboxes.waiting(sandboxes.browser_limits())
+        for container_id in [c for c in self._warm if c not in waiting]:
+            gone = self._warm.pop(container_id)
+            with contextlib.suppress(PlaywrightError):
+                await gone.browser.close()
         size, own = sandboxes.config.browser_pool, len(self._warm)
 
         async def warm_up(sandbox: Sandbox) -> None:
@@ -127,6 +135,7 @@ class Browsers:
         """Disconnect from the task's browser (it keeps running in its sandbox)."""
         driver = self._drivers.pop(task_id, None)
         if driver is not None:
+            await driver.close_dialog()
             with contextlib.suppress(PlaywrightError):
                 await driver.browser.close()
 
@@ -146,6 +155,20 @@ class Browsers:
         playwright, self._playwright = self._playwright, None
         if playwright is not None:
             await playwright.stop()
+
+
+async def _websocket(devtools: str) -> str:
+    """The browser's DevTools WebSocket, at the address the host knows. What the sandbox answers
+    is not trusted: only the path of the URL it gives is used, so that it cannot point the host's
+    client at another address."""
+    async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT_MS / 1000, trust_env=False) as http:
+        answer = await http.get(f"{devtools}/json/version")
+        answer.raise_for_status()
+        given = urlsplit(str(answer.json().get("webSocketDebuggerUrl", "")))
+    if not given.path.startswith("/devtools/browser/"):
+        raise ValueError(f"the browser gave no DevTools address ({given.geturl()!r})")
+    host = urlsplit(devtools).netloc
+    return f"ws://{host}{given.path}"
 
 
 #: moves $1 into the folder $3 as $2, or as $2 with a number added if that name is taken

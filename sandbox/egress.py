@@ -7,8 +7,11 @@ The task's network is internal (no route out) and the host has no address on it,
 sandbox nothing answers but the forwarder: not the host, not the Docker API, not the gateway,
 not another sandbox (each task has its own network), not a metadata address. The forwarder, a
 hardened container running socat with a fixed command, passes TCP to the proxy's port on the
-gateway of the `agent-egress` network and nothing else. The proxy judges each request against
-the task's allowlist before a byte reaches a target, and tells the runner of every decision.
+gateway of the `agent-egress` network, and relays the host's DevTools connection to the
+sandbox's browser (taking it from the host's address only); nothing else. The proxy judges each
+request against the task's allowlist before a byte reaches a target, and tells the runner of
+every decision. It takes what arrives from a task's forwarder as the task's, with or without
+the token (a browser cannot send one).
 
 The proxy lives in the runner's process and its port changes with each process, so a task's
 forwarder is made again by every runner that opens its sandbox, and the proxy's address and token
@@ -19,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -184,8 +188,10 @@ class Egress:
             settings.pop("mounts")
             # Two relays, each to one fixed address: the sandbox's HTTP(S) to the proxy, and the
             # host's DevTools connection to the sandbox's browser.
+            # DevTools has no authentication: the relay takes connections from the host's
+            # address on the forwarders' network only.
             relays = (
-                f"socat TCP-LISTEN:{DEVTOOLS_PORT},fork,reuseaddr "
+                f"socat TCP-LISTEN:{DEVTOOLS_PORT},fork,reuseaddr,range={gateway}/32 "
                 f"TCP:{endpoint['IPAddress']}:{DEVTOOLS_PORT} & "
                 f"exec socat TCP-LISTEN:{PROXY_PORT_IN_SANDBOX},fork,reuseaddr TCP:{gateway}:{port}"
             )
@@ -246,17 +252,28 @@ def remove_orphan_networks(client: docker.DockerClient, older_than: float) -> li
         for network in client.networks.list(filters={"label": f"{LABEL}=1"}, greedy=True):
             if network.name == FORWARDERS:
                 continue
-            attached = network.attrs.get("Containers") or {}
-            names = [str(c.get("Name", "")) for c in attached.values()]
-            if any(not n.endswith("-egress") for n in names):
+            # Stopped containers too: the network's own listing shows running ones only, and a
+            # stopped sandbox (Docker restarted) needs its network to start again.
+            on_it = client.api.containers(all=True, filters={"network": network.id})
+            if any(c.get("Labels", {}).get("agent.role") != "egress" for c in on_it):
                 continue  # a sandbox is on it
-            created = str(network.attrs.get("Created", ""))[:26].rstrip("Z")
+            created = str(network.attrs.get("Created", ""))
             with contextlib.suppress(ValueError):
-                made = datetime.fromisoformat(created).replace(tzinfo=UTC).timestamp()
+                made = datetime.fromisoformat(_seconds_only(created)).timestamp()
                 if made < older_than:
-                    _remove_networks(client, {str(network.name)}, list(attached))
+                    _remove_networks(client, {str(network.name)}, [c["Id"] for c in on_it])
                     removed.append(str(network.name))
     return removed
+
+
+def _seconds_only(stamp: str) -> str:
+    """Docker's RFC 3339 time with nanoseconds, as `datetime.fromisoformat` reads it (its offset
+    kept: "Z" is UTC)."""
+    found = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$", stamp)
+    if found is None:
+        raise ValueError(f"not a time: {stamp!r}")
+    offset = found.group(2)
+    return found.group(1) + ("+00:00" if offset == "Z" else offset)
 
 
 def _remove_networks(

@@ -9,9 +9,10 @@
 
 A task's container is named `agent-<scope>-<task id>`, the scope being a digest of the store, so
 that two stores on one machine never share a container. A pooled container is named
-`agent-pool-<limits>-<random>`. It is claimed by pausing it (the daemon lets only one caller pause
-a running container), renaming it to the task's name and resuming it: two runners never get the
-same one, and a container that has ever run a command never has a pool name.
+`agent-pool-<limits>-<random>` once it is ready (until then `agent-prep-...`: a browser being
+started in it, its forwarder being made). It is claimed by pausing it (the daemon lets only one
+caller pause a running container), renaming it to the task's name and resuming it: two runners
+never get the same one, and no task's command has run in a container with a pool name.
 """
 
 from __future__ import annotations
@@ -228,6 +229,12 @@ class Sandboxes:
         """Start pool containers until `pool_size` are waiting; return how many were started."""
         return len(await self.fill(self.config.limits, self.config.pool_size))
 
+    async def waiting(self, limits: SandboxLimits) -> set[str]:
+        """The ids of the pool's containers that fit `limits`, waiting to be claimed."""
+        client = await self.client()
+        listed = await asyncio.to_thread(self._listed, client)
+        return set(await asyncio.to_thread(self._pool, client, listed, limits))
+
     def browser_limits(self) -> SandboxLimits:
         """The limits of the browser pool's sandboxes: the default ones, with network "proxy"."""
         return self.config.limits.model_copy(update={"network": "proxy", "allow_domains": ()})
@@ -256,7 +263,9 @@ class Sandboxes:
         started = []
         for _ in range(size - own):
             suffix = limits.key() + "-" + secrets.token_hex(4)
-            name = (PREPARING if prepare is not None else POOL_PREFIX) + suffix
+            # A proxied one is not ready before its forwarder is.
+            preparing = prepare is not None or limits.network == "proxy"
+            name = (PREPARING if preparing else POOL_PREFIX) + suffix
             container_id = await asyncio.to_thread(self._create, client, name, limits)
             sandbox = Sandbox(client, container_id, name, limits, fresh=True)
             if limits.network == "proxy":
@@ -270,6 +279,7 @@ class Sandboxes:
                     self._forwarders.pop(container_id, None)
                     await asyncio.to_thread(teardown, client, name)
                     raise
+            if preparing:
                 await asyncio.to_thread(self._enter_pool, client, sandbox, POOL_PREFIX + suffix)
             started.append(sandbox)
         return started

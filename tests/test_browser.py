@@ -356,3 +356,41 @@ async def test_the_browser_runs_in_the_hardened_sandbox_as_its_user(web: Browsin
     # What Chromium is allowed is the managed policy's, which the sandbox's user cannot change.
     touched = await box.exec("touch /etc/chromium/policies/managed/x.json", timeout=10)
     assert not touched.ok
+
+
+async def test_forms_go_only_as_the_submitting_tools_send_them(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    posted = len(web.site.posted())
+    # A page script that sends the form on a plain button's click is stopped.
+    blocked = await web.ok(bt.browser_click, target="Save by script")
+    assert "without an approval, and it was blocked" in blocked
+    assert len(web.site.posted()) == posted
+    # A submit button submits as itself: its formaction and its name=value go with the form.
+    await web.ok(bt.browser_type, target="Full name", text="Ann Lee")
+    await web.ok(bt.browser_submit, target="Quick sign up")
+    await web.ok(bt.browser_wait, text="Thank you")
+    assert web.site.requests[-1][1] == "/submit?quick=1"
+    assert web.site.posted()[-1]["via"] == ["quick"]
+    # Enter in a field sends the form as its default button would.
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    await web.ok(bt.browser_type, target="Full name", text="Bo")
+    await web.ok(bt.browser_press, key="Enter")
+    await web.ok(bt.browser_wait, text="Thank you")
+    assert web.site.posted()[-1]["name"] == ["Bo"]
+
+
+async def test_the_managed_policy_refuses_data_pages_but_shows_inline_images(
+    web: Browsing,
+) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/policy.html"))
+    assert "image width 1" in await web.ok(bt.browser_wait, target="text=image width 1")
+    shot = await web.ok(bt.browser_snapshot)
+    # The frame shows Chromium's error page, not the data: page (whose source names the frame).
+    assert "url=chrome-error://chromewebdata/" in shot
+    assert "inline page text" not in [line.strip() for line in shot.splitlines()]
+    opened = await web.ok(bt.browser_click, target="Open a data page")
+    await asyncio.sleep(0.5)  # the tab gets its error page in its own time
+    shot = await web.ok(bt.browser_snapshot)
+    assert "a new tab opened" in opened + shot
+    assert "data page text" not in [line.strip() for line in shot.splitlines()]
+    await web.ok(bt.browser_tabs, switch_to=1)

@@ -26,7 +26,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import Field
 
-from browser.driver import SNAPSHOT_CHARS, PageDriver, PageError, describe
+from browser.driver import SNAPSHOT_CHARS, PageDriver, PageError, Submission, describe
 from browser.forms import as_json, fill_field, input_type, set_date_value, submit_form
 from browser.target import Target, parse_target
 from sandbox.container import WorkspaceError
@@ -35,6 +35,8 @@ from tools.registry import Registry, ToolContext, ToolError, tool
 #: a browser tool's own limit: a page load, an action, and starting the browser first
 _TIMEOUT = 90.0
 _T = TypeVar("_T")
+#: the most of a whole page's text `browser_extract` returns
+EXTRACT_CHARS = 20_000
 
 TargetText = Annotated[
     str,
@@ -100,18 +102,30 @@ def _submission_effect(
     """An effect reader: what the call would submit (see `PageDriver.submission`)."""
 
     async def effect(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any] | None:
-        target = arguments.get("target")
-        if not target:
-            return None
-        try:
-            driver = await _driver(ctx)
-            parsed = parse_target(str(target))
-        except (ToolError, ValueError):
-            return None  # the call itself will say what is wrong
-        submission = await driver.submission(parsed, key=key_of(arguments))
+        submission = await _submission(ctx, arguments, key_of(arguments))
         return submission.as_effect() if submission is not None else None
 
     return effect
+
+
+async def _submission(
+    ctx: ToolContext, arguments: dict[str, Any], key: str | None
+) -> Submission | None:
+    """What the call would submit: on its target, or (a key pressed with none) on the element
+    that has the focus."""
+    try:
+        driver = await _driver(ctx)
+        parsed = parse_target(str(arguments.get("target") or "css=:focus"))
+    except (ToolError, ValueError):
+        return None  # the call itself will say what is wrong
+    return await driver.submission(parsed, key=key)
+
+
+async def _submitting(ctx: ToolContext, arguments: dict[str, Any], key: str | None) -> None:
+    """Read what the call submits once more, just before it acts (the runner checked it against
+    the approval a moment ago), and let the browser send that, and only that."""
+    driver = await _driver(ctx)
+    driver.submitting(await _submission(ctx, arguments, key))
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -159,7 +173,11 @@ async def browser_extract(
         if target is None:
             if table:
                 raise PageError("name the table to read as rows (target=...)", code="bad_target")
-            return str(await driver.page.inner_text("body"))
+            text = str(await driver.page.inner_text("body"))
+            if len(text) > EXTRACT_CHARS:
+                cut = len(text) - EXTRACT_CHARS
+                text = f"{text[:EXTRACT_CHARS]}\n[cut here: {cut} more characters; extract a part]"
+            return text
         value, _ = await driver.one(_target(target), "rows" if table else "text")
         return as_json(value) if table else str(value)
 
@@ -278,10 +296,22 @@ async def browser_click(ctx: ToolContext, target: TargetText) -> str:
     Args:
         target: the element to click.
     """
+    await _submitting(ctx, {"target": target}, None)
     return await _on(ctx, target, "clicked", lambda loc: loc.click())
 
 
-@tool(touches="external", timeout=_TIMEOUT)
+def _typed_key(arguments: dict[str, Any]) -> str | None:
+    """Typing a newline (not into a cleared field, which takes none) presses Enter."""
+    return "Enter" if "\n" in str(arguments.get("text")) and not arguments.get("clear") else None
+
+
+async def _typing_effect(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any] | None:
+    key = _typed_key(arguments)
+    submission = await _submission(ctx, arguments, key) if key else None
+    return submission.as_effect() if submission is not None else None
+
+
+@tool(touches="external", timeout=_TIMEOUT, effect=_typing_effect)
 async def browser_type(ctx: ToolContext, target: TargetText, text: str, clear: bool = True) -> str:
     """Type text into a field (it does not submit; press Enter or click the button for that).
 
@@ -290,6 +320,10 @@ async def browser_type(ctx: ToolContext, target: TargetText, text: str, clear: b
         text: what to type.
         clear: empty the field first (otherwise the text is added at its end).
     """
+
+    arguments = {"target": target, "text": text, "clear": clear}
+    if key := _typed_key(arguments):
+        await _submitting(ctx, arguments, key)
 
     async def typing(loc: Any) -> None:
         if clear:
@@ -313,6 +347,7 @@ async def browser_press(ctx: ToolContext, key: str, target: TargetText | None = 
         key: the key, as Playwright names it.
         target: the element to press it on; none for whatever has focus.
     """
+    await _submitting(ctx, {"target": target}, key)
     if target is not None:
         return await _on(ctx, target, f"pressed {key} on", lambda loc: loc.press(key))
     driver = await _driver(ctx)
@@ -441,6 +476,7 @@ async def browser_submit(ctx: ToolContext, target: TargetText) -> str:
     Args:
         target: the form, or any field or button in it.
     """
+    await _submitting(ctx, {"target": target}, "submit")
     return await _on(ctx, target, "submitted the form of", submit_form)
 
 
