@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -161,7 +163,8 @@ async def tool_latency(
     async def browser() -> Any:
         return await browsers.for_task(task_id, await box())
 
-    ctx = ToolContext(task_id, "bench", "bench", sandbox=box, browser=browser)
+    artifacts = Path(tempfile.mkdtemp(prefix="bench-browser-"))
+    ctx = ToolContext(task_id, "bench", "bench", sandbox=box, browser=browser, artifacts=artifacts)
 
     async def tool(t: Tool, **arguments: Any) -> object:
         result = await t.invoke(arguments, ctx)
@@ -186,6 +189,7 @@ async def tool_latency(
     finally:
         await browsers.forget(task_id)
         await sandboxes.release(task_id)
+        shutil.rmtree(artifacts, ignore_errors=True)
     return ratios
 
 

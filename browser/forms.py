@@ -21,17 +21,6 @@ FALSE = ("false", "no", "off", "0", "unchecked", "")
 #: how many months a calendar widget is paged through at most
 MAX_MONTHS = 240
 
-_FIELD = (
-    "e => [e.tagName.toLowerCase(), (e.type || '').toLowerCase(), e.getAttribute('role') || '']"
-)
-
-_OPTIONS = """(e, wanted) => {
-  const norm = s => (s || '').replace(/\\s+/g, ' ').trim().toLowerCase();
-  const options = Array.from(e.options || []);
-  const hit = options.find(o => norm(o.label) === norm(wanted) || o.value === wanted)
-    || options.find(o => norm(o.label).includes(norm(wanted)));
-  return hit ? {value: hit.value} : {options: options.map(o => o.label)};
-}"""
 
 # Marks the radio of a group whose label (or value) is `wanted`: the group is the element's own
 # (same name) when it is a radio, else the radios inside its fieldset or radiogroup.
@@ -120,16 +109,6 @@ def as_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-async def select_option(locator: Locator, option: str) -> None:
-    """Choose `option` (a label, a part of one, or a value) in a select. Raises `PageError`
-    listing the options when none fits."""
-    found = await locator.evaluate(_OPTIONS, option)
-    if "value" not in found:
-        listed = ", ".join(repr(o) for o in found["options"][:30])
-        raise PageError(f"no option {option!r}; the options are: {listed}", code="not_found")
-    await locator.select_option(value=found["value"])
-
-
 async def choose_radio(locator: Locator, choice: str) -> None:
     """Check the radio button labelled `choice` in the group of `locator` (a radio of the group,
     or the fieldset or radiogroup around it)."""
@@ -149,26 +128,36 @@ async def submit_form(locator: Locator) -> None:
 
 
 async def fill_field(driver: PageDriver, target: Target, value: str) -> str:
-    """Set one field to `value` the way its kind wants; say what was done."""
+    """Set one field to `value` the way its kind wants; say what was done. What kind it is comes
+    from the element as found (its tag, role and snapshot line): no second look."""
 
     async def fill() -> str:
-        locator, _ = await driver.locate(target)
-        tag, kind, role = await locator.evaluate(_FIELD)
-        if tag == "select":
-            await select_option(locator, value)
-            return f"selected {value!r}"
-        if kind == "checkbox" or role in ("checkbox", "switch"):
+        locator, found = await driver.locate(target)
+        kind = input_type(found.line)
+        if found.tag == "select":
+            chosen, _ = await driver.one(Target("ref", found.ref), "select", value)
+            return f"selected {chosen!r}"
+        if kind == "checkbox" or found.role in ("checkbox", "switch"):
             on = _flag(value)
             await locator.set_checked(on)
             return "checked" if on else "unchecked"
         # A radio group is named by one of its radios, or by its fieldset, legend or radiogroup.
-        if kind == "radio" or role in ("radio", "radiogroup") or tag in ("fieldset", "legend"):
+        if (
+            kind == "radio"
+            or found.role in ("radio", "radiogroup", "group")
+            or found.tag
+            in (
+                "fieldset",
+                "legend",
+            )
+        ):
             await choose_radio(locator, value)
             return f"chose {value!r}"
-        if kind == "file":
+        if kind == "file" or found.role == "file":
             raise PageError("a file field: use browser_upload", code="bad_field")
-        if kind in NATIVE_DATES or await _has_calendar(locator):
-            await set_date_value(driver.page, locator, value)
+        # A date picker's field is often read-only: only its calendar sets it.
+        if kind in NATIVE_DATES or " readonly" in found.line:
+            await set_date_value(driver.page, locator, value, kind)
             return f"set to {value!r}"
         await locator.fill(value)
         return f"set to {value!r}"
@@ -183,14 +172,6 @@ def _flag(value: str) -> bool:
     if text in FALSE:
         return False
     raise PageError(f"a checkbox takes true or false, not {value!r}", code="bad_value")
-
-
-async def _has_calendar(locator: Locator) -> bool:
-    """Whether a text field is a date picker's (jQuery UI marks it; others say so by name)."""
-    described: str = await locator.evaluate(
-        "e => [e.className, e.id, e.name, e.placeholder].join(' ').toLowerCase()"
-    )
-    return any(word in described for word in ("hasdatepicker", "datepicker", "date-picker"))
 
 
 def input_type(line: str) -> str | None:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+from playwright.async_api import FilePayload
 from pydantic import Field
 
 from browser.driver import SNAPSHOT_CHARS, PageDriver, PageError, Submission, describe
@@ -206,8 +207,7 @@ async def browser_wait(
 
 @tool(touches="write", timeout=_TIMEOUT)
 async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> str:
-    """Take a screenshot of the current page; it is saved in the workspace (screenshots/), and
-    kept with the task.
+    """Take a screenshot of the current page (PNG), kept with the task.
 
     Args:
         full_page: the whole page rather than what the window shows.
@@ -216,19 +216,17 @@ async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> str:
     data = await _model_errors(
         driver.read("taking a screenshot", lambda: driver.page.screenshot(full_page=full_page))
     )
-    assert ctx.sandbox is not None
-    box = await ctx.sandbox()
     name = "screenshot-" + re.sub(r"[^\w.-]", "_", ctx.call_id or "shot") + ".png"
-    await box.write_file(f"screenshots/{name}", data)
-    kept = ""
     if ctx.artifacts is not None:
-        # The workspace goes with the sandbox when the task ends; this copy stays.
+        # Kept on the host with the task: the workspace goes with the sandbox when it ends.
         await asyncio.to_thread(_keep_artifact, ctx.artifacts / name, data)
-        kept = f"; kept with the task at {ctx.artifacts / name}"
-    return (
-        f"saved a screenshot of {driver.page.url} to screenshots/{name} "
-        f"({len(data):,} bytes, PNG){kept}"
-    )
+        where = f"kept with the task at {ctx.artifacts / name}"
+    else:
+        assert ctx.sandbox is not None
+        box = await ctx.sandbox()
+        await box.write_file(f"screenshots/{name}", data)
+        where = f"saved in the workspace at screenshots/{name}"
+    return f"took a screenshot of {driver.page.url} ({len(data):,} bytes, PNG): {where}"
 
 
 def _keep_artifact(path: Path, data: bytes) -> None:
@@ -424,17 +422,23 @@ async def browser_upload(ctx: ToolContext, target: TargetText, path: str) -> str
     """
     assert ctx.sandbox is not None
     box = await ctx.sandbox()
+    driver = await _driver(ctx)
+    parsed = _target(target)
     try:
-        data = await box.read_file(path)
+        # The file from the sandbox and the field from the page, at the same time.
+        data, (locator, candidate) = await asyncio.gather(
+            box.read_file(path), _model_errors(driver.locate(parsed))
+        )
     except WorkspaceError as exc:
         raise ToolError(str(exc), code=exc.code) from None
     name = posixpath.basename(path)
-    payload = {
+    payload: FilePayload = {
         "name": name,
         "mimeType": mimetypes.guess_type(name)[0] or "application/octet-stream",
         "buffer": data,
     }
-    return await _on(ctx, target, f"chose {name} in", lambda loc: loc.set_input_files(payload))
+    what = f"chose {name} in {describe(candidate)}"
+    return await _model_errors(driver.act(what, lambda: locator.set_input_files(payload)))
 
 
 @tool(touches="external", timeout=_TIMEOUT)
