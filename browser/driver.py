@@ -20,7 +20,7 @@ import textwrap
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from playwright.async_api import (
     Browser,
@@ -77,9 +77,22 @@ class Submission:
         parts = urlsplit(self.action)
         return f"{parts.scheme}://{parts.netloc}"
 
-    def matches(self, method: str, url: str) -> bool:
+    def matches(self, method: str, url: str, body: str | None = None) -> bool:
+        """Whether a request sends this submission: the same method and URL, and for a
+        urlencoded body, the approved fields with the approved values (a masked password is
+        checked by its length) and no others."""
         same = url.split("#", maxsplit=1)[0] == self.action.split("#", maxsplit=1)[0]
-        return same and method.upper() == self.method
+        if not same or method.upper() != self.method:
+            return False
+        if body is None:
+            return True  # multipart or none: held to the method and URL only
+        sent = dict(parse_qsl(body, keep_blank_values=True))
+        if set(sent) != set(self.values):
+            return False
+        return all(
+            sent[name] == value or (set(value) == {"•"} and len(sent[name]) == len(value))
+            for name, value in self.values.items()
+        )
 
     def as_effect(self) -> dict[str, Any]:
         return {
@@ -169,14 +182,18 @@ class PageDriver:
         approved call is sending: a page script cannot submit what a reviewer did not see."""
         request, held = event["request"], {"requestId": event["requestId"]}
         method, url = str(request["method"]), str(request["url"])
+        headers = {k.lower(): str(v) for k, v in dict(request.get("headers") or {}).items()}
+        urlencoded = "application/x-www-form-urlencoded" in headers.get("content-type", "")
+        body = str(request.get("postData") or "") if urlencoded else None
         with contextlib.suppress(PlaywrightError):  # the page or the browser went meanwhile
             if method != "GET":
                 allowed, self._submitting = self._submitting, None
-                if allowed is None or not allowed.matches(method, url):
+                if allowed is None or not allowed.matches(method, url, body):
                     self._news.append(
-                        f"the page tried to send a form ({method} to {url}) without an "
-                        "approval, and it was blocked; submit with browser_click on its submit "
-                        "button or browser_submit, which ask a reviewer first"
+                        f"the page tried to send a form ({method} to {url}) that no approval "
+                        "covers (sent by a script, or changed after it was read), and it was "
+                        "blocked; submit with browser_click on its submit button or "
+                        "browser_submit, which ask a reviewer first"
                     )
                     # 204 No Content: the navigation ends where it began, the page as it was.
                     answer = {**held, "responseCode": 204, "responseHeaders": []}

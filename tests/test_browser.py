@@ -360,8 +360,17 @@ async def test_forms_go_only_as_the_submitting_tools_send_them(web: Browsing) ->
     posted = len(web.site.posted())
     # A page script that sends the form on a plain button's click is stopped.
     blocked = await web.ok(bt.browser_click, target="Save by script")
-    assert "without an approval, and it was blocked" in blocked
+    assert "that no approval covers" in blocked
     assert len(web.site.posted()) == posted
+    # A page that changes a value as the form goes (after it was read) is stopped too.
+    await web.ok(bt.browser_type, target="Full name", text="Ann Lee")
+    await web.ok(bt.browser_check, target="Let the page change the name when it is sent")
+    changed = await web.ok(bt.browser_click, target="Create account")
+    assert "that no approval covers" in changed
+    assert len(web.site.posted()) == posted
+    await web.ok(
+        bt.browser_check, target="Let the page change the name when it is sent", checked=False
+    )
     # A submit button submits as itself: its formaction and its name=value go with the form.
     await web.ok(bt.browser_type, target="Full name", text="Ann Lee")
     await web.ok(bt.browser_submit, target="Quick sign up")
