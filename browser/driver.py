@@ -111,7 +111,9 @@ class BrowserDriver(Protocol):
     async def goto(self, url: str) -> str: ...
     async def snapshot(self, max_chars: int = SNAPSHOT_CHARS) -> str: ...
     async def locate(self, target: Target) -> tuple[Locator, _script.Candidate]: ...
-    async def act(self, what: str, action: Callable[[], Awaitable[object]]) -> str: ...
+    async def act(
+        self, what: str, action: Callable[[], Awaitable[object]], *, new_tab: bool = False
+    ) -> str: ...
     async def submission(self, target: Target, *, key: str | None = None) -> Submission | None: ...
     async def answer_dialog(self, accept: bool, text: str | None) -> str: ...
     @property
@@ -467,13 +469,16 @@ class PageDriver:
 
     # ---- acting ---------------------------------------------------------------------------
 
-    async def act(self, what: str, action: Callable[[], Awaitable[object]]) -> str:
+    async def act(
+        self, what: str, action: Callable[[], Awaitable[object]], *, new_tab: bool = False
+    ) -> str:
         """Run an action on the page; report it, and what it caused (a dialog, a new tab, a
-        download). A dialog leaves the action waiting until `answer_dialog`."""
+        download). A dialog leaves the action waiting until `answer_dialog`. With `new_tab` (a
+        link that opens one), wait for the tab: it opens after the click returns."""
         self._no_dialog()
         self._dialog_opened.clear()
         self._settled.clear()
-        documents = self._documents
+        documents, tabs = self._documents, len(self._page.context.pages)
         running = asyncio.ensure_future(_mapped(what, action))
         opened = asyncio.ensure_future(self._dialog_opened.wait())
         try:
@@ -484,7 +489,8 @@ class PageDriver:
             self._dialog.action = running
             return self._report(what, done=False)
         await running
-        if self._documents != documents and not self._settled.is_set():
+        opening = new_tab and len(self._page.context.pages) == tabs
+        if (opening or self._documents != documents) and not self._settled.is_set():
             # It started loading something: a page, or a download, which says so only once the
             # answer's headers are in. A moment for that; a slow page goes on loading anyway.
             with contextlib.suppress(TimeoutError):

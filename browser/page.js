@@ -240,7 +240,11 @@ window.__agent ??= (() => {
     const texty = role === 'textbox' && (tag === 'input' || tag === 'textarea');
     if (texty && type && type !== 'text') f.push(`type=${type}`);
     if (tag === 'textarea') f.push('multiline');
-    if (role === 'link') f.push(`href=${hrefOf(el)}`);
+    if (role === 'link') {
+      f.push(`href=${hrefOf(el)}`);
+      const target = el.getAttribute('target');
+      if (target && !['_self', '_top', '_parent'].includes(target)) f.push('new-tab');
+    }
     if (type === 'password') {
       if (el.value) f.push(`value=(hidden, ${el.value.length} chars)`);
     } else if (type === 'file') {

@@ -89,7 +89,10 @@ async def _on(
 
     async def run() -> str:
         locator, candidate = await driver.locate(parsed)
-        return await driver.act(f"{what} {describe(candidate)}", lambda: action(locator))
+        new_tab = " new-tab" in candidate.line  # a link that opens its page in another tab
+        return await driver.act(
+            f"{what} {describe(candidate)}", lambda: action(locator), new_tab=new_tab
+        )
 
     return await _model_errors(run())
 
