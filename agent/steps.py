@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 #: planner replies that may be rejected in a row before the task fails
 PLAN_ATTEMPTS = 3
+#: how many times an approved call whose effect keeps changing is judged again before it is
+#: given up (and the model told)
+MAX_REJUDGEMENTS = 3
 #: how much of oversized arguments is kept in the log
 OVERSIZED_KEPT = 1000
 
@@ -249,9 +252,16 @@ def with_effect(arguments: dict[str, Any], effect: dict[str, Any]) -> dict[str, 
 
 
 def judged(
-    rt: RunContext, tool: Tool, call: Call, arguments: dict[str, Any], approval_id: str
+    rt: RunContext,
+    tool: Tool,
+    call: Call,
+    arguments: dict[str, Any],
+    approval_id: str,
+    *,
+    note: str = "",
 ) -> tuple[Decision, list[Event]]:
-    """Ask the policy about a call; the events that record its answer."""
+    """Ask the policy about a call; the events that record its answer. `note` is added to the
+    reason a reviewer is given."""
     decision = rt.gate.evaluate(tool, arguments)
     digest = call_hash(tool.identity, arguments)
     verdict = (
@@ -278,11 +288,22 @@ def judged(
                 approval_id=approval_id,
                 ref=call.ref,
                 call_hash=digest,
-                reason=decision.reason,
+                reason=decision.reason + note,
                 preview=decision.preview,
             )
         )
     return decision, events
+
+
+def changes(before: Any, after: Any, path: str = "") -> list[str]:
+    """What differs between two JSON values, field by field ("values.name: 'Ann' -> 'Bo'")."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        found: list[str] = []
+        for key in sorted(set(before) | set(after), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            found += changes(before.get(key), after.get(key), where)
+        return found
+    return [] if before == after else [f"{path or 'value'}: {before!r} -> {after!r}"]
 
 
 @dataclass
@@ -355,8 +376,18 @@ class Execute(Step):
         arguments = with_effect(plain, effect)
         if arguments == call.arguments:
             return False
+        if call.judgements > MAX_REJUDGEMENTS:
+            # A value that changes every time (a rotating token) would ask a reviewer forever.
+            rt.reject(
+                call,
+                f"not run: the page changed what this call sends {call.judgements} times since "
+                "it was first judged; read the page again before trying once more",
+            )
+            return True
+        changed = "; ".join(changes(call.arguments.get(EFFECT), effect))
+        note = f" (asked again: the page changed it since the approval: {changed})"
         approval_id = f"{rt.state.task_id}-{call.ref}-v{call.judgements + 1}"
-        decision, events = judged(rt, tool, call, arguments, approval_id)
+        decision, events = judged(rt, tool, call, arguments, approval_id, note=note)
         rt.commit(events)
         if isinstance(decision, Allow):
             # Nothing to approve any more (it no longer submits): still not what the reviewer

@@ -93,6 +93,7 @@ async def test_a_submission_waits_for_a_reviewer_who_sees_its_values_and_is_aske
         assert again is not None
         assert again.approval_id != request.approval_id
         assert '"name": "Mallory"' in again.preview
+        assert "submits.values.name: 'Ann Lee' -> 'Mallory'" in again.reason
         assert site.posted() == []
 
         decide(store, state, approved=True, reviewer="rev")
