@@ -35,7 +35,14 @@ from agent.events import (
 from agent.prompts import act_request, plan_request
 from agent.state import Call, TaskState, call_hash
 from policies import Allow, Decision, Deny, RequireApproval
-from tools.registry import EFFECT, InvalidArguments, Tool, ToolContext, ToolResult
+from tools.registry import (
+    EFFECT,
+    InvalidArguments,
+    Tool,
+    ToolContext,
+    ToolResult,
+    without_effect,
+)
 
 if TYPE_CHECKING:
     from agent.runner import RunContext
@@ -369,7 +376,7 @@ class Execute(Step):
         unchanged; None when the reader failed (the task paused)."""
         call = self.call
         assert call.arguments is not None
-        plain = {k: v for k, v in call.arguments.items() if k != EFFECT}
+        plain = without_effect(call.arguments)
         effect = await rt.read_effect(tool, call, plain)
         if effect is None:
             return None

@@ -92,7 +92,9 @@ class _Reply(BaseModel):
     error: str | None = None
 
 
-class _FindReply(_Reply):
+class FindReply(_Reply):
+    """What a find answered: the elements it found (at most 20)."""
+
     candidates: list[Candidate] = []
 
 
@@ -100,7 +102,7 @@ class _FormReply(_Reply):
     form: FormInfo | None = None
 
 
-class OneReply(_FindReply):
+class OneReply(FindReply):
     """What `one` found, and (when it found exactly one element) what it read or set: `value`,
     or why it could not (`refused`, or the select's `options` when none fitted)."""
 
@@ -138,7 +140,7 @@ _FORM_OF: Final = _Call.of("formOf(a)")
 _ONE: Final = _Call.of("one(a)")
 
 _SNAPSHOT_ADAPTER: Final = TypeAdapter(FrameSnapshot)
-_FIND_ADAPTER: Final = TypeAdapter(_FindReply)
+_FIND_ADAPTER: Final = TypeAdapter(FindReply)
 _FORM_ADAPTER: Final = TypeAdapter(_FormReply)
 _ONE_ADAPTER: Final = TypeAdapter(OneReply)
 

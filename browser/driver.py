@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import textwrap
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -54,6 +54,7 @@ SCHEMES = ("http", "https")
 #: the keys that submit a form from its fields (with any modifier: Shift+Enter...)
 ENTER_KEYS = ("Enter", "NumpadEnter")
 _T = TypeVar("_T")
+_Found = TypeVar("_Found", bound=_script.FindReply)
 
 
 class PageError(Exception):
@@ -106,18 +107,26 @@ class Submission:
 
 
 class BrowserDriver(Protocol):
-    """What the browser tools ask of a task's browser. Each method acts on the current tab."""
+    """What the browser tools ask of a task's browser (`PageDriver` is the one there is). Each
+    method acts on the current tab, and raises `PageError` for what the model should read."""
 
+    @property
+    def page(self) -> Page: ...
     async def goto(self, url: str) -> str: ...
     async def snapshot(self, max_chars: int = SNAPSHOT_CHARS) -> str: ...
     async def locate(self, target: Target) -> tuple[Locator, _script.Candidate]: ...
+    async def one(
+        self, target: Target, op: Literal["text", "rows", "select"], arg: str | None = None
+    ) -> tuple[Any, _script.Candidate]: ...
+    async def read(self, what: str, run: Callable[[], Awaitable[_T]]) -> _T: ...
+    async def wait_for(self, text: str | None, target: Target | None, seconds: float) -> str: ...
+    async def tabs(self, switch_to: int | None) -> str: ...
     async def act(
         self, what: str, action: Callable[[], Awaitable[object]], *, new_tab: bool = False
     ) -> str: ...
     async def submission(self, target: Target, *, key: str | None = None) -> Submission | None: ...
+    def submitting(self, submission: Submission | None) -> None: ...
     async def answer_dialog(self, accept: bool, text: str | None) -> str: ...
-    @property
-    def page(self) -> Page: ...
 
 
 @dataclass
@@ -170,12 +179,7 @@ class PageDriver:
         Only documents: holding every request would slow every page down."""
         session = await page.context.new_cdp_session(page)
 
-        def paused(event: dict[str, Any]) -> None:
-            task = asyncio.ensure_future(self._check(session, event))
-            self._checks.add(task)
-            task.add_done_callback(self._checks.discard)
-
-        session.on("Fetch.requestPaused", paused)
+        session.on("Fetch.requestPaused", lambda event: self._spawn(self._check(session, event)))
         pattern = {"urlPattern": "*", "resourceType": "Document", "requestStage": "Request"}
         await session.send("Fetch.enable", {"patterns": [pattern]})
 
@@ -203,6 +207,12 @@ class PageDriver:
                     return
             self._documents += 1
             await session.send("Fetch.continueRequest", held)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` from an event callback, keeping hold of it until it is done."""
+        task = asyncio.ensure_future(work)
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     def submitting(self, submission: Submission | None) -> None:
         """The next action sends `submission` (read again just before, as approved): let the
@@ -238,9 +248,7 @@ class PageDriver:
     def _on_new_page(self, page: Page) -> None:
         # A popup or a link opened in a new tab: follow it, and say so.
         self._watch(page)
-        guarding = asyncio.ensure_future(self._guard(page))
-        self._checks.add(guarding)
-        guarding.add_done_callback(self._checks.discard)
+        self._spawn(self._guard(page))
         self._page = page
         self._prefixes.clear()
         self._news.append(f"a new tab opened ({page.url or 'loading'}); it is now the current tab")
@@ -382,18 +390,32 @@ class PageDriver:
         """The one element `target` names. Raises `PageError` listing the candidates when it
         names none or several."""
         self._no_dialog()
+
+        async def find(frame: Frame, wanted: dict[str, str], prefix: str) -> _script.FindReply:
+            return _script.FindReply(candidates=await _script.find(frame, wanted, prefix=prefix))
+
+        replies = await self._search(target, self._frames_for(target), find)
+        frame, candidate = _pick(target, [(f, c) for f, r in replies for c in r.candidates])
+        return frame.locator(f'[data-agent-ref="{candidate.ref}"]'), candidate
+
+    async def _search(
+        self,
+        target: Target,
+        frames: list[tuple[str, Frame]],
+        ask: Callable[[Frame, dict[str, str], str], Awaitable[_Found]],
+    ) -> list[tuple[Frame, _Found]]:
+        """Ask each frame about `target` (a bare one as each of GUESSES in turn, until one finds
+        something); the answers that found elements."""
         kinds = (target.kind,) if target.kind is not None else GUESSES
-        frames = self._frames_for(target)
-        found: list[tuple[Frame, _script.Candidate]] = []
+        replies: list[tuple[Frame, _Found]] = []
         with _page_errors(f"finding {target}"):
             for kind in kinds:
                 for prefix, frame in frames:
-                    hits = await _script.find(frame, {kind: target.value}, prefix=prefix)
-                    found += [(frame, c) for c in hits]
-                if found:
+                    reply = await ask(frame, {kind: target.value}, prefix)
+                    replies += [(frame, reply)] if reply.candidates else []
+                if replies:
                     break
-        frame, candidate = _pick(target, found)
-        return frame.locator(f'[data-agent-ref="{candidate.ref}"]'), candidate
+        return replies
 
     async def one(
         self, target: Target, op: Literal["text", "rows", "select"], arg: str | None = None
@@ -402,7 +424,6 @@ class PageDriver:
         choose the option `arg` of it (`select`): one round trip, where `locate` and an action
         take two. Raises `PageError` as `locate` does, and for an option that does not fit."""
         self._no_dialog()
-        kinds = (target.kind,) if target.kind is not None else GUESSES
         frames = self._frames_for(target)
         if op == "select" and len(frames) > 1:
             # Several frames: setting the first match before knowing it is the only one would
@@ -414,16 +435,12 @@ class PageDriver:
                     self._frame_of(ref), {"ref": ref}, op, arg, prefix=frame_prefix(ref)
                 )
             return _value(reply, arg), candidate
-        replies: list[tuple[Frame, _script.OneReply]] = []
-        with _page_errors(f"finding {target}"):
-            for kind in kinds:
-                for prefix, frame in frames:
-                    reply = await _script.one(frame, {kind: target.value}, op, arg, prefix=prefix)
-                    replies += [(frame, reply)] if reply.candidates else []
-                if replies:
-                    break
-        found = [(frame, c) for frame, reply in replies for c in reply.candidates]
-        _, candidate = _pick(target, found)
+
+        async def one(frame: Frame, wanted: dict[str, str], prefix: str) -> _script.OneReply:
+            return await _script.one(frame, wanted, op, arg, prefix=prefix)
+
+        replies = await self._search(target, frames, one)
+        _, candidate = _pick(target, [(f, c) for f, r in replies for c in r.candidates])
         return _value(replies[0][1], arg), candidate
 
     async def read(self, what: str, run: Callable[[], Awaitable[_T]]) -> _T:
@@ -516,17 +533,18 @@ class PageDriver:
         news, self._news = self._news, []
         return news
 
-    async def close_dialog(self) -> str | None:
-        """Dismiss a dialog left open (when the run stops): while it is open the page runs
-        nothing, and a later connection to the browser would wait for it. Says what it was."""
+    async def disconnect(self) -> None:
+        """Let go of the browser; it goes on running in its sandbox. A dialog left open is
+        dismissed first: while it is open the page runs nothing, and the next connection to the
+        browser would wait for it."""
         pending, self._dialog = self._dialog, None
-        if pending is None:
-            return None
+        if pending is not None:
+            if pending.action is not None:
+                pending.action.cancel()
+            with contextlib.suppress(PlaywrightError):
+                await pending.dialog.dismiss()
         with contextlib.suppress(PlaywrightError):
-            await pending.dialog.dismiss()
-        if pending.action is not None:
-            pending.action.cancel()
-        return f"{pending.dialog.type} {pending.dialog.message!r}"
+            await self.browser.close()
 
     async def answer_dialog(self, accept: bool, text: str | None) -> str:
         """Accept (with `text` for a prompt) or dismiss the open dialog; then finish the action
@@ -537,9 +555,7 @@ class PageDriver:
         self._dialog = None
         with _page_errors("answering the dialog"):
             if accept:
-                await pending.dialog.accept(
-                    text
-                ) if text is not None else await pending.dialog.accept()
+                await pending.dialog.accept(text)
             else:
                 await pending.dialog.dismiss()
         said = "accepted" if accept else "dismissed"

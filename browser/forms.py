@@ -12,7 +12,7 @@ from typing import Any
 
 from playwright.async_api import Locator, Page
 
-from browser.driver import PageDriver, PageError
+from browser.driver import BrowserDriver, PageError
 from browser.target import Target
 
 NATIVE_DATES = ("date", "time", "datetime-local", "month", "week")
@@ -127,7 +127,7 @@ async def submit_form(locator: Locator) -> None:
         raise PageError("that element is in no form", code="not_in_form")
 
 
-async def fill_field(driver: PageDriver, target: Target, value: str) -> str:
+async def fill_field(driver: BrowserDriver, target: Target, value: str) -> str:
     """Set one field to `value` the way its kind wants; say what was done. What kind it is comes
     from the element as found (its tag, role and snapshot line): no second look."""
 

@@ -101,20 +101,19 @@ class Browsers:
         if sandboxes is None or not sandboxes.config.browser_pool:
             return 0
         # Warm means connected from this process: the pool's other containers (another
-        # process's) have a browser running, but are cold here.
-        # A warm browser whose sandbox another runner (or a task without a browser) claimed is
-        # no longer the pool's: let it go, and count only those still waiting.
-        waiting = await sandboxes.waiting(sandboxes.browser_limits())
+        # process's) have a browser running, but are cold here. A warm browser whose sandbox
+        # another runner (or a task without a browser) claimed is no longer the pool's: let it
+        # go, and count only those still waiting.
+        limits = sandboxes.browser_limits()
+        waiting = await sandboxes.waiting(limits)
         for container_id in [c for c in self._warm if c not in waiting]:
-            gone = self._warm.pop(container_id)
-            with contextlib.suppress(PlaywrightError):
-                await gone.browser.close()
+            await self._warm.pop(container_id).disconnect()
         size, own = sandboxes.config.browser_pool, len(self._warm)
 
         async def warm_up(sandbox: Sandbox) -> None:
             self._warm[sandbox.id] = await self._start(sandbox)
 
-        fresh = await sandboxes.fill(sandboxes.browser_limits(), size, own=own, prepare=warm_up)
+        fresh = await sandboxes.fill(limits, size, own=own, prepare=warm_up)
         return len(fresh)
 
     def _fill_later(self) -> None:
@@ -135,9 +134,7 @@ class Browsers:
         """Disconnect from the task's browser (it keeps running in its sandbox)."""
         driver = self._drivers.pop(task_id, None)
         if driver is not None:
-            await driver.close_dialog()
-            with contextlib.suppress(PlaywrightError):
-                await driver.browser.close()
+            await driver.disconnect()
 
     async def aclose(self) -> None:
         """Wait for the pool's refill, then disconnect from every browser (they keep running in
@@ -150,8 +147,7 @@ class Browsers:
             await self.forget(task_id)
         warm, self._warm = list(self._warm.values()), {}
         for driver in warm:
-            with contextlib.suppress(PlaywrightError):
-                await driver.browser.close()
+            await driver.disconnect()
         playwright, self._playwright = self._playwright, None
         if playwright is not None:
             await playwright.stop()

@@ -27,7 +27,7 @@ from typing import Annotated, Any, TypeVar
 from playwright.async_api import FilePayload
 from pydantic import Field
 
-from browser.driver import SNAPSHOT_CHARS, PageDriver, PageError, Submission, describe
+from browser.driver import SNAPSHOT_CHARS, BrowserDriver, PageError, Submission, describe
 from browser.forms import as_json, fill_field, input_type, set_date_value, submit_form
 from browser.target import Target, parse_target
 from sandbox.container import WorkspaceError
@@ -59,7 +59,7 @@ def _page_content(text: str) -> str:
     )
 
 
-async def _driver(ctx: ToolContext) -> PageDriver:
+async def _driver(ctx: ToolContext) -> BrowserDriver:
     if ctx.browser is None:
         raise ToolError("this runner has no sandbox, so no browser", code="no_sandbox")
     return await _model_errors(ctx.browser())
@@ -103,7 +103,7 @@ async def _on(
 def _submission_effect(
     key_of: Callable[[dict[str, Any]], str | None],
 ) -> Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]:
-    """An effect reader: what the call would submit (see `PageDriver.submission`)."""
+    """An effect reader: what the call would submit (see `BrowserDriver.submission`)."""
 
     async def effect(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any] | None:
         submission = await _submission(ctx, arguments, key_of(arguments))

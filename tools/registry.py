@@ -40,7 +40,7 @@ from agent.backends.base import ToolSpec
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
-    from browser.driver import PageDriver
+    from browser.driver import BrowserDriver
     from sandbox.container import Sandbox
 
 Touches = Literal["read", "write", "external", "deploy"]
@@ -65,7 +65,7 @@ class ToolContext:
     #: shows a command's output as it comes: called with ("stdout" | "stderr", text)
     output: Callable[[str, str], None] | None = None
     #: the task's browser, in its sandbox, started on first use (None where there is none)
-    browser: Callable[[], Awaitable[PageDriver]] | None = None
+    browser: Callable[[], Awaitable[BrowserDriver]] | None = None
     #: a folder on the host for what the task keeps beyond its sandbox (screenshots); made by
     #: whoever writes there first. None where the runner keeps none.
     artifacts: Path | None = None
@@ -106,6 +106,11 @@ EffectReader = Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any] 
 do that its arguments do not say: the values a form would send. See `tool(effect=...)`."""
 #: the key an effect is judged and recorded under, beside the arguments
 EFFECT = "effect"
+
+
+def without_effect(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a call as recorded by the gate, without the effect read beside them."""
+    return {k: v for k, v in arguments.items() if k != EFFECT}
 
 
 class Tool:
@@ -167,7 +172,7 @@ class Tool:
                 return self.args_model.model_validate_json(raw or "{}")
             if self.effect is not None and EFFECT in raw:
                 # As recorded by the gate: the arguments and, beside them, the effect read then.
-                raw = {k: v for k, v in raw.items() if k != EFFECT}
+                raw = without_effect(raw)
             return self.args_model.model_validate(raw)
         except ValidationError as exc:
             raise InvalidArguments(_describe(self.name, exc)) from None
