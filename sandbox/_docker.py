@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
+from datetime import datetime
 
 import docker
 import docker.errors
@@ -56,6 +58,16 @@ def mapped(what: str, image: str | None = None) -> Iterator[None]:
         ) from None
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise DockerUnavailable(f"{what}: {_first_line(exc)}", fix=START_DOCKER) from None
+
+
+def docker_time(stamp: str) -> float:
+    """Seconds since the epoch of a time as Docker writes it (RFC 3339, with up to nanoseconds,
+    "Z" or an offset). Raises ValueError for anything else."""
+    found = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$", stamp)
+    if found is None:
+        raise ValueError(f"not a time: {stamp!r}")
+    seconds, offset = found.groups()
+    return datetime.fromisoformat(seconds + ("+00:00" if offset == "Z" else offset)).timestamp()
 
 
 def _first_line(exc: BaseException) -> str:

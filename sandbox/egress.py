@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import docker
 import docker.errors
 
 from agent.errors import SandboxError
-from sandbox._docker import LABEL, mapped
+from sandbox._docker import LABEL, docker_time, mapped
 from sandbox._hardening import hardened
 from sandbox.limits import SandboxLimits
 from sandbox.proxy import USER, EgressAttempt, EgressProxy
@@ -177,11 +175,7 @@ class Egress:
         name = self.forwarder_name(container_name)
         with mapped(f"starting the egress forwarder of {container_name}"):
             sandbox = client.containers.get(container_name)
-            for old in client.api.containers(
-                all=True, filters={"label": f"{FORWARDS}={sandbox.id}"}
-            ):
-                with contextlib.suppress(docker.errors.NotFound):
-                    client.api.remove_container(old["Id"], force=True, v=True)
+            _remove(client, _forwarders_of(client, str(sandbox.id)))
             image = sandbox.attrs["Image"]
             network, endpoint = next(iter(sandbox.attrs["NetworkSettings"]["Networks"].items()))
             settings: dict[str, Any] = hardened(FORWARDER_LIMITS, network=FORWARDERS)
@@ -234,10 +228,7 @@ def teardown(client: docker.DockerClient, container_name: str) -> bool:
             attrs = None
         if attrs is not None:
             networks |= set(attrs["NetworkSettings"]["Networks"]) - {"none", FORWARDERS}
-            labelled = client.api.containers(
-                all=True, filters={"label": f"{FORWARDS}={attrs['Id']}"}
-            )
-            forwarders += [c["Id"] for c in labelled]
+            forwarders += _forwarders_of(client, attrs["Id"])
             with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
                 client.api.remove_container(attrs["Id"], force=True, v=True)
         _remove_networks(client, networks, forwarders)
@@ -257,31 +248,17 @@ def remove_orphan_networks(client: docker.DockerClient, older_than: float) -> li
             on_it = client.api.containers(all=True, filters={"network": network.id})
             if any(c.get("Labels", {}).get("agent.role") != "egress" for c in on_it):
                 continue  # a sandbox is on it
-            created = str(network.attrs.get("Created", ""))
             with contextlib.suppress(ValueError):
-                made = datetime.fromisoformat(_seconds_only(created)).timestamp()
-                if made < older_than:
+                if docker_time(str(network.attrs.get("Created", ""))) < older_than:
                     _remove_networks(client, {str(network.name)}, [c["Id"] for c in on_it])
                     removed.append(str(network.name))
     return removed
 
 
-def _seconds_only(stamp: str) -> str:
-    """Docker's RFC 3339 time with nanoseconds, as `datetime.fromisoformat` reads it (its offset
-    kept: "Z" is UTC)."""
-    found = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$", stamp)
-    if found is None:
-        raise ValueError(f"not a time: {stamp!r}")
-    offset = found.group(2)
-    return found.group(1) + ("+00:00" if offset == "Z" else offset)
-
-
 def _remove_networks(
     client: docker.DockerClient, networks: set[str], forwarders: list[str]
 ) -> None:
-    for forwarder in forwarders:
-        with contextlib.suppress(docker.errors.NotFound):
-            client.api.remove_container(forwarder, force=True, v=True)
+    _remove(client, forwarders)
     for name in networks:
         try:
             client.networks.get(name).remove()
@@ -305,3 +282,15 @@ def _egress_network(client: docker.DockerClient) -> str:
         if gateway := config.get("Gateway"):
             return str(gateway).split("/")[0]
     raise SandboxError(f"Docker's network {FORWARDERS} has no gateway address for the egress proxy")
+
+
+def _forwarders_of(client: docker.DockerClient, sandbox_id: str) -> list[str]:
+    """The ids of the forwarders made for a sandbox, whatever their names now."""
+    found = client.api.containers(all=True, filters={"label": f"{FORWARDS}={sandbox_id}"})
+    return [str(c["Id"]) for c in found]
+
+
+def _remove(client: docker.DockerClient, containers: list[str]) -> None:
+    for container in containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(container, force=True, v=True)

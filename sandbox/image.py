@@ -100,15 +100,20 @@ def _show(chunk: dict[str, Any], lines: list[str], progress: Progress) -> None:
         progress(text)
 
 
+def _present(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
 def _base(client: docker.DockerClient, base: Base, mirror: str | None, progress: Progress) -> str:
     """The image to build FROM, making it when needed."""
     if base in ("auto", "registry"):
-        try:
-            client.images.get(REGISTRY_BASE)
+        if _present(client, REGISTRY_BASE):
             progress(f"base: {REGISTRY_BASE} (already present)")
             return REGISTRY_BASE
-        except docker.errors.ImageNotFound:
-            pass
         try:
             progress(f"base: pulling {REGISTRY_BASE}")
             client.images.pull(REGISTRY_BASE)
@@ -117,12 +122,9 @@ def _base(client: docker.DockerClient, base: Base, mirror: str | None, progress:
             if base == "registry":
                 raise SandboxError(f"cannot pull {REGISTRY_BASE}: {exc.explanation}") from None
             progress("base: no registry is reachable; making one with debootstrap instead")
-    try:
-        client.images.get(LOCAL_BASE)
+    if _present(client, LOCAL_BASE):
         progress(f"base: {LOCAL_BASE} (made earlier with debootstrap)")
         return LOCAL_BASE
-    except docker.errors.ImageNotFound:
-        pass
     _debootstrap(client, mirror, progress)
     return LOCAL_BASE
 

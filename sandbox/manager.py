@@ -23,7 +23,6 @@ import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import docker
 import docker.errors
 
 from agent.errors import SandboxError
-from sandbox._docker import LABEL, connect, mapped
+from sandbox._docker import LABEL, connect, docker_time, mapped
 from sandbox._hardening import hardened
 from sandbox.container import Sandbox
 from sandbox.egress import Egress, EgressListener, Forwarder, remove_orphan_networks, teardown
@@ -94,8 +93,8 @@ class Sandboxes:
                 self._find_or_make, client, task_id, limits
             )
             if limits.network == "proxy":
-                forwarder = self._forwarders.pop(sandbox.id, None) if pool_name else None
-                if forwarder is not None and pool_name is not None:
+                forwarder = self._forwarders.pop(sandbox.id, None)
+                if pool_name is not None and forwarder is not None:
                     # Claimed from this process's pool: its forwarder is ready, and goes on.
                     await asyncio.to_thread(Egress.rename, client, pool_name, sandbox.name)
                     opened = self.egress.register(task_id, forwarder, limits.allow_domains)
@@ -345,9 +344,8 @@ class Sandboxes:
             # that no container being made right now can be about to take it.
             cutoff = time.time() - VOLUME_GRACE
             for volume in client.volumes.list(filters={"label": f"{LABEL}=1", "dangling": True}):
-                created = str(volume.attrs.get("CreatedAt", ""))
                 try:
-                    when = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+                    when = docker_time(str(volume.attrs.get("CreatedAt", "")))
                 except ValueError:
                     continue
                 if when < cutoff:
