@@ -3,6 +3,7 @@ bound to the values it sends, and a page that tells the model to send data elsew
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -44,10 +45,22 @@ async def sandboxes(store: Store) -> AsyncIterator[Sandboxes]:
     await sandboxes.aclose()
 
 
-def _runner(store: Store, sandboxes: Sandboxes, turns: list[Any]) -> Runner:
-    return Runner(
+@contextlib.asynccontextmanager
+async def _task(
+    store: Store, sandboxes: Sandboxes, turns: list[Any], task: str, limits: SandboxLimits
+) -> AsyncIterator[tuple[Runner, str]]:
+    """A runner of the browser tools driven by `turns`, and a task of it; its sandbox and the
+    runner's browsers go at the end."""
+    runner = Runner(
         store, Registry(browser_tools), Gate.default(), planner=scripted(turns), sandboxes=sandboxes
     )
+    task_id = runner.create(task, sandbox=limits)
+    try:
+        yield runner, task_id
+    finally:
+        await sandboxes.release(task_id)
+        assert runner.browsers is not None
+        await runner.browsers.aclose()
 
 
 async def test_a_submission_waits_for_a_reviewer_who_sees_its_values_and_is_asked_again_if_they_change(  # noqa: E501
@@ -65,10 +78,8 @@ async def test_a_submission_waits_for_a_reviewer_who_sees_its_values_and_is_aske
         {"tool": "browser_snapshot", "args": {}},
         {"answer": "signed up"},
     ]
-    runner = _runner(store, sandboxes, turns)
     limits = SandboxLimits(network="proxy", allow_domains=(site.host,))
-    task_id = runner.create("sign Ann up", sandbox=limits)
-    try:
+    async with _task(store, sandboxes, turns, "sign Ann up", limits) as (runner, task_id):
         state = await runner.run(task_id)
         assert state.status == "awaiting_approval"
         request = pending_approval(state)
@@ -103,10 +114,6 @@ async def test_a_submission_waits_for_a_reviewer_who_sees_its_values_and_is_aske
         assert (posted["name"], posted["email"]) == (["Mallory"], ["ann@example.com"])
         results = tool_results(store, task_id)
         assert "Thank you" in results[-1].content
-    finally:
-        await sandboxes.release(task_id)
-        assert runner.browsers is not None
-        await runner.browsers.aclose()
 
 
 async def test_a_page_that_tells_the_model_to_send_data_elsewhere_gets_nothing_out(
@@ -125,10 +132,8 @@ async def test_a_page_that_tells_the_model_to_send_data_elsewhere_gets_nothing_o
         {"tool": "browser_wait", "args": {"target": "text=failed"}},
         {"answer": "revenue grew 4%"},
     ]
-    runner = _runner(store, sandboxes, turns)
     limits = SandboxLimits(network="proxy", allow_domains=(site.host,))
-    task_id = runner.create("summarise the notes", sandbox=limits)
-    try:
+    async with _task(store, sandboxes, turns, "summarise the notes", limits) as (runner, task_id):
         state = await runner.run(task_id)
         assert state.status == "done"
         results = tool_results(store, task_id)
@@ -144,10 +149,6 @@ async def test_a_page_that_tells_the_model_to_send_data_elsewhere_gets_nothing_o
         out = [e for e in attempts if e.port == elsewhere.port]
         assert {e.method for e in out} >= {"GET", "POST"}
         assert not any(e.allowed for e in out)
-    finally:
-        await sandboxes.release(task_id)
-        assert runner.browsers is not None
-        await runner.browsers.aclose()
 
 
 def test_the_readme_browser_example_runs_and_asks_before_it_submits(
