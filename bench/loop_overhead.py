@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.backends.base import Message, ModelRequest, ModelResponse
+from agent.backends.base import DeltaSink, Message, ModelRequest, ModelResponse
 from agent.backends.scripted import ScriptedBackend, parse_script
 from agent.events import Limits
 from agent.runner import Runner
@@ -56,7 +56,9 @@ class TimedScript(ScriptedBackend):
         super().__init__(parse_script(turns))
         self.stamps: list[float] = []
 
-    async def complete(self, request: ModelRequest) -> ModelResponse:
+    async def complete(
+        self, request: ModelRequest, *, on_delta: DeltaSink | None = None
+    ) -> ModelResponse:
         if request.purpose == "act":
             self.stamps.append(time.perf_counter())
         return await super().complete(request)

@@ -23,7 +23,13 @@ import pytest
 from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 from agent.approvals import decide
-from agent.backends.base import ModelBackend, ModelRequest, ModelResponse, ToolCall
+from agent.backends.base import (
+    DeltaSink,
+    ModelBackend,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+)
 from agent.errors import ScriptError
 from agent.events import Limits, ToolResulted
 from agent.runner import Runner
@@ -271,7 +277,9 @@ class MiniWobModel(ModelBackend):
         self._run: AsyncGenerator[Call, str] | None = None
         self._summary = ""
 
-    async def complete(self, request: ModelRequest) -> ModelResponse:
+    async def complete(
+        self, request: ModelRequest, *, on_delta: DeltaSink | None = None
+    ) -> ModelResponse:
         told = _TASK.search(request.messages[1].content)
         if told is None:
             raise diverged(f"not a MiniWoB++ task: {request.messages[1].content}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,15 +78,57 @@ class ModelResponse(_Frozen):
     model: str = ""
 
 
+@dataclass(frozen=True)
+class Delta:
+    """A piece of a response as it arrives: prose (`text`) or a tool call being written
+    (`tool_call`, the raw text of its arguments, or of the whole call for a backend that writes
+    calls as JSON). Deltas are for showing progress; the `ModelResponse` is what counts."""
+
+    kind: Literal["text", "tool_call"]
+    text: str
+
+
+#: Told of each `Delta` as it arrives. Called on the event loop's thread, never concurrently.
+DeltaSink = Callable[[Delta], None]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend found its model can do (see `ModelBackend.probe`).
+
+    `native_tools`: the model takes tool definitions and answers with structured tool calls.
+    Where it does not, the backend asks for JSON matching a tool-call schema instead and turns
+    that into `ToolCall`s, so the loop sees the same thing either way.
+    """
+
+    native_tools: bool
+    streaming: bool
+    #: tokens the model attends to, prompt and answer together; None when not known
+    context_window: int | None = None
+
+
 class ModelBackend(ABC):
     """A model. Implementations map their transport's failures to `BackendError` once, here."""
 
     #: A short name shown to people and used to look prices up, e.g. ``openai:gpt-5.5``.
     name: str = "model"
+    #: tokens the model attends to, when known; the loop keeps prompts inside it
+    context_window: int | None = None
 
     @abstractmethod
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Answer one request. Raises `agent.errors.BackendError` (with `retryable`)."""
+    async def complete(
+        self, request: ModelRequest, *, on_delta: DeltaSink | None = None
+    ) -> ModelResponse:
+        """Answer one request. Raises `agent.errors.BackendError` (with `retryable`).
+
+        A backend that streams tells `on_delta` of each piece as it arrives; one that does not
+        may ignore it. The response is the same either way.
+        """
+
+    async def probe(self) -> Capabilities:
+        """Find out what the model can do. The default claims native tool calls and no streaming;
+        backends that can tell better override it. May make a small request."""
+        return Capabilities(native_tools=True, streaming=False, context_window=self.context_window)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections. Safe to call more than once."""

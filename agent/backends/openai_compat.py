@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent.backends._retry import RetryPolicy, parse_retry_after
 from agent.backends.base import (
+    DeltaSink,
     Message,
     ModelBackend,
     ModelRequest,
@@ -80,7 +81,9 @@ class OpenAICompatibleBackend(ModelBackend):
         self._owns_client = client is None
         self._transport = transport
 
-    async def complete(self, request: ModelRequest) -> ModelResponse:
+    async def complete(
+        self, request: ModelRequest, *, on_delta: DeltaSink | None = None
+    ) -> ModelResponse:
         """Send `request` and return the model's answer, retrying per the retry policy.
 
         Raises `BackendError` with one of the codes in the module docstring.

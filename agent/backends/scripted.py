@@ -28,7 +28,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.backends.base import ModelBackend, ModelRequest, ModelResponse, ToolCall, Usage
+from agent.backends.base import (
+    Delta,
+    DeltaSink,
+    ModelBackend,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    Usage,
+)
 from agent.errors import ConfigError, ScriptError
 
 _ROLE = {"plan": "planner", "act": "executor"}
@@ -126,7 +134,9 @@ class ScriptedBackend(ModelBackend):
     def from_file(cls, path: Path) -> ScriptedBackend:
         return cls(load_script(path), name=f"scripted:{path}")
 
-    async def complete(self, request: ModelRequest) -> ModelResponse:
+    async def complete(
+        self, request: ModelRequest, *, on_delta: DeltaSink | None = None
+    ) -> ModelResponse:
         self.requests.append(request)
         n = request.turn
         if n >= len(self.turns):
@@ -152,6 +162,8 @@ class ScriptedBackend(ModelBackend):
             for i, c in enumerate(turn.calls())
         )
         usage = turn.usage or _estimate(request, turn.text, calls)
+        if on_delta is not None and turn.text:
+            on_delta(Delta("text", turn.text))  # a script has its whole turn at once
         return ModelResponse(text=turn.text, tool_calls=calls, usage=usage, model=self.name)
 
     def verify(self, turns_used: int) -> None:
