@@ -1,0 +1,284 @@
+"""Prompts and tool calls for models that write tool calls as JSON (the local backend).
+
+A model without native tool calls is told about the tools in its system message, and answers with
+one JSON object, ``{"name": TOOL, "arguments": {...}}``. Its decoding is held to the JSON schema
+of exactly that (`tool_call_schema`), so what it writes parses; `read_call` still checks it,
+because a cut-off answer or a schema the grammar could not express can get through.
+
+The prompt's first part (instructions and tools) is the same on every step of a task, and the
+messages only ever grow at the end while a step lasts, so a KV cache reuses most of each prompt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from agent.backends.base import Message, ToolCall, ToolSpec
+
+#: Used when a model file carries no chat template of its own.
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_ANSWER_RULE = (
+    "Answer with exactly one tool call and nothing else, as one JSON object: "
+    '{"name": "<tool name>", "arguments": {<the arguments>}}.'
+)
+
+
+class ChatTemplate:
+    """A model's chat template (Jinja, as GGUF files carry it), rendered in a sandbox."""
+
+    def __init__(self, source: str | None, *, bos: str = "", eos: str = "") -> None:
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise
+        self._template = env.from_string(source or CHATML)
+        self._bos, self._eos = bos, eos
+
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        """The prompt text, ending where the assistant's answer begins. Raises `ValueError`."""
+        try:
+            return self._template.render(
+                messages=list(messages),
+                add_generation_prompt=True,
+                bos_token=self._bos,
+                eos_token=self._eos,
+            )
+        except TemplateError as error:
+            raise ValueError(f"the model's chat template failed: {error}") from error
+
+
+def _raise(message: str) -> None:
+    raise TemplateError(message)
+
+
+def chat_messages(
+    messages: Sequence[Message], tools: Sequence[ToolSpec], *, constrained: bool
+) -> list[dict[str, str]]:
+    """Our messages as plain role/content pairs any chat template takes.
+
+    Tool calls become their JSON; tool results become user messages naming the tool; the tools
+    are described at the end of the first system message. Adjacent messages of one role are
+    joined, since many templates insist that user and assistant alternate.
+    """
+    names = {call.id: call.name for m in messages for call in m.tool_calls}
+    plain: list[dict[str, str]] = []
+    for message in messages:
+        role, content = message.role, message.content
+        if role == "assistant" and message.tool_calls:
+            content = "\n".join(_call_json(call) for call in message.tool_calls)
+        elif role == "tool":
+            name = names.get(message.tool_call_id or "", "the tool")
+            role, content = "user", f"Result of {name}:\n{content}"
+        if plain and plain[-1]["role"] == role:
+            plain[-1]["content"] += "\n\n" + content
+        else:
+            plain.append({"role": role, "content": content})
+    if tools:
+        described = describe_tools(tools, constrained=constrained)
+        if plain and plain[0]["role"] == "system":
+            plain[0]["content"] += "\n\n" + described
+        else:
+            plain.insert(0, {"role": "system", "content": described})
+    return plain
+
+
+def describe_tools(tools: Sequence[ToolSpec], *, constrained: bool) -> str:
+    """The tools, one short signature each, with what each argument means."""
+    lines = ["Tools:"]
+    for tool in tools:
+        properties: dict[str, Any] = tool.parameters.get("properties", {})
+        required = set(tool.parameters.get("required", ()))
+        signature = ", ".join(
+            f"{name}{'' if name in required else '?'}: {_type_name(schema)}"
+            for name, schema in properties.items()
+        )
+        lines.append(f"- {tool.name}({signature}): {tool.description.strip()}")
+        for name, schema in properties.items():
+            if isinstance(schema, dict) and schema.get("description"):
+                lines.append(f"    {name}: {schema['description']}")
+    if not constrained:
+        lines.append(
+            "To call a tool, answer with only a JSON object: "
+            '{"name": "<tool name>", "arguments": {...}}.'
+        )
+    else:
+        lines.append(_ANSWER_RULE)
+    return "\n".join(lines)
+
+
+def _type_name(schema: Any) -> str:
+    if not isinstance(schema, dict):
+        return "any"
+    if "anyOf" in schema:
+        kinds = [_type_name(s) for s in schema["anyOf"] if s.get("type") != "null"]
+        return " | ".join(kinds) or "null"
+    if "enum" in schema:
+        return " | ".join(json.dumps(v) for v in schema["enum"])
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"list of {_type_name(schema.get('items', {}))}"
+    return str(kind)
+
+
+def _call_json(call: ToolCall) -> str:
+    try:
+        arguments: Any = json.loads(call.arguments) if call.arguments else {}
+    except ValueError:
+        arguments = call.arguments
+    return json.dumps({"name": call.name, "arguments": arguments}, ensure_ascii=False)
+
+
+def tool_call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
+    """The JSON schema of one call to one of `tools`."""
+    return {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": tool.name},
+                    "arguments": _closed(tool.parameters),
+                },
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for tool in tools
+        ]
+    }
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with objects that do not say otherwise closed to properties they do not list,
+    so a held-to-schema model cannot wander off into made-up arguments."""
+    out = dict(schema)
+    if out.get("type") == "object" and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {
+            k: _closed(v) if isinstance(v, dict) else v for k, v in out["properties"].items()
+        }
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(out.get(key), list):
+            out[key] = [_closed(v) if isinstance(v, dict) else v for v in out[key]]
+    if isinstance(out.get("items"), dict):
+        out["items"] = _closed(out["items"])
+    return out
+
+
+def read_call(text: str, tools: Sequence[ToolSpec], *, call_id: str) -> ToolCall:
+    """The tool call `text` holds. Raises `ValueError` saying what is wrong with it.
+
+    A call cut off before its end (the answer ran out of tokens) is closed first: the brackets
+    and string left open are closed, and the result must still be a valid call.
+    """
+    value = _loads(text.strip())
+    if not isinstance(value, dict):
+        raise ValueError(  # noqa: TRY004 - one error type for every way a reply is wrong
+            'the answer is not a JSON object like {"name": ..., "arguments": ...}'
+        )
+    name = value.get("name")
+    specs = {tool.name: tool for tool in tools}
+    if not isinstance(name, str) or name not in specs:
+        raise ValueError(f"{name!r} is not one of the tools: {', '.join(specs)}")
+    arguments = value.get("arguments", {})
+    problem = check(arguments, specs[name].parameters, "arguments")
+    if problem is not None:
+        raise ValueError(problem)
+    return ToolCall(id=call_id, name=name, arguments=json.dumps(arguments, ensure_ascii=False))
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    start = text.find("{")
+    if start < 0:
+        raise ValueError("the answer holds no JSON object")
+    try:
+        return json.loads(close_json(text[start:]))
+    except ValueError as error:
+        raise ValueError(f"the answer is not valid JSON ({error})") from None
+
+
+def close_json(text: str) -> str:
+    """`text` with the strings, arrays and objects it leaves open closed, in order."""
+    closers: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            closers.append("}" if char == "{" else "]")
+        elif char in "}]" and closers:
+            closers.pop()
+    tail = text.rstrip()
+    if escaped:
+        tail = tail[:-1]
+    if in_string:
+        tail += '"'
+    elif tail.endswith((",", ":")):
+        tail = tail[:-1] + ("" if tail.endswith(",") else ": null")
+    return tail + "".join(reversed(closers))
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+    "null": (type(None),),
+}
+
+
+def check(value: Any, schema: Any, where: str) -> str | None:
+    """What is wrong with `value` against the parts of JSON Schema tools use, or None."""
+    if not isinstance(schema, dict):
+        return None
+    if "anyOf" in schema:
+        problems = [check(value, option, where) for option in schema["anyOf"]]
+        return None if None in problems else problems[0]
+    if "const" in schema and value != schema["const"]:
+        return f"{where} must be {schema['const']!r}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where} must be one of {schema['enum']!r}"
+    kind = schema.get("type")
+    if isinstance(kind, str) and kind in _TYPES:
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, _TYPES[kind]) or (is_bool and kind != "boolean"):
+            return f"{where} must be a {kind}, not {json.dumps(value)[:40]}"
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for name in schema.get("required", ()):
+            if name not in value:
+                return f"{where} lacks {name!r}"
+        for name, item in value.items():
+            if name not in properties:
+                if schema.get("additionalProperties") is False:
+                    return f"{where} has {name!r}, which is not one of {', '.join(properties)}"
+                continue
+            problem = check(item, properties[name], f"{where}.{name}")
+            if problem is not None:
+                return problem
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            problem = check(item, schema["items"], f"{where}[{index}]")
+            if problem is not None:
+                return problem
+    return None

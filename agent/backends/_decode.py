@@ -1,0 +1,242 @@
+"""Token-by-token decoding on a loaded llama.cpp model, optionally held to a grammar.
+
+llama.cpp's own grammar sampler checks every token of the vocabulary against the grammar at every
+step, which costs more than the model itself on a small model (tokens/s fell to 0.39x here). Most
+of the time the model's own first choice already fits the grammar, so this decoder asks the
+grammar about that one token first, then about the few best candidates, and only when none of
+those fits does it filter the whole vocabulary. With greedy decoding the output is the same as
+filtering everything first, at a fraction of the cost. (With sampling, a drawn token the grammar
+forbids is replaced by the likeliest one it allows.)
+
+The KV cache holds the last prompt and answer. A new prompt that starts the same way (the same
+system prompt, tools and task, as each step's prompt does) only has its new tail evaluated.
+
+Everything here blocks; `LocalBackend` runs it in a worker thread, one generation at a time.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import llama_cpp
+import numpy as np
+import numpy.typing as npt
+
+#: how many of the last tokens `repeat_penalty` looks at (llama.cpp's default)
+PENALTY_WINDOW = 64
+#: candidates asked about, best first, before the whole vocabulary is filtered
+SHORTLIST = 32
+_TOKEN = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    #: the prompt's length, and how much of it was already in the KV cache
+    prompt_tokens: int
+    reused_tokens: int
+    output_tokens: int
+    #: seconds from the start to the first answer token; and spent producing the answer
+    first_token_seconds: float
+    decode_seconds: float
+    stop: Literal["end", "length"]
+    #: steps where the model's first choice broke the grammar and another token was taken
+    corrected: int
+
+
+class _Grammar:
+    """One llama.cpp grammar sampler, reset for each generation."""
+
+    def __init__(self, vocab: Any, gbnf: str) -> None:
+        self._sampler = llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
+        if not self._sampler:
+            raise ValueError("llama.cpp could not parse the grammar")
+
+    def reset(self) -> None:
+        llama_cpp.llama_sampler_reset(self._sampler)
+
+    def accept(self, token: int) -> None:
+        llama_cpp.llama_sampler_accept(self._sampler, token)
+
+    def filter(self, data: Any, size: int) -> None:
+        """Set the logit of every candidate in `data[:size]` the grammar forbids to -inf."""
+        array = llama_cpp.llama_token_data_array(data=data, size=size, selected=-1, sorted=False)
+        llama_cpp.llama_sampler_apply(self._sampler, ctypes.byref(array))
+
+    def close(self) -> None:
+        if self._sampler:
+            llama_cpp.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+
+class Decoder:
+    """Generates from one `llama_cpp.Llama`, keeping its KV cache between calls."""
+
+    def __init__(self, llm: llama_cpp.Llama) -> None:
+        self.llm = llm
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._n_vocab = llm.n_vocab()
+        self._grammars: dict[str, _Grammar] = {}
+        # Reused buffers: the whole vocabulary as llama_token_data, and a short list.
+        self._all = (llama_cpp.llama_token_data * self._n_vocab)()
+        self._all_np: npt.NDArray[Any] = np.frombuffer(self._all, dtype=_TOKEN)  # type: ignore[call-overload]
+        self._short = (llama_cpp.llama_token_data * SHORTLIST)()
+        self._short_np: npt.NDArray[Any] = np.frombuffer(self._short, dtype=_TOKEN)  # type: ignore[call-overload]
+
+    def tokenize(self, text: str) -> list[int]:
+        # The chat template writes the BOS token itself where the model wants one.
+        return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        *,
+        max_tokens: int,
+        grammar: str | None = None,
+        temperature: float = 0.0,
+        repeat_penalty: float = 1.0,
+        seed: int = 0,
+        on_text: Callable[[str], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Generation:
+        """Evaluate `prompt` (reusing the cached prefix) and decode up to `max_tokens` tokens.
+
+        Stops at an end-of-generation token (the grammar allows one only once its text is
+        complete), at `max_tokens`, when the context is full, or when `cancelled()` turns true.
+        `repeat_penalty` (llama.cpp's: above 1 discourages the last `PENALTY_WINDOW` tokens)
+        keeps a small model from writing the same token for ever. Raises `ValueError` for a
+        grammar llama.cpp cannot parse or a prompt longer than the context.
+        """
+        started = time.perf_counter()
+        n_ctx = self.llm.n_ctx()
+        if len(prompt) >= n_ctx:
+            raise ValueError(f"the prompt is {len(prompt)} tokens; the context holds {n_ctx}")
+        rules = self._grammar(grammar) if grammar is not None else None
+        if rules is not None:
+            rules.reset()
+        reused = self._prefill(list(prompt))
+        rng = np.random.default_rng(seed)
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces: list[str] = []
+        first = 0.0
+        corrected = 0
+        stop: Literal["end", "length"] = "length"
+        produced = 0
+        decode_started = time.perf_counter()
+        while produced < max_tokens and self.llm.n_tokens < n_ctx:
+            if cancelled is not None and cancelled():
+                break
+            recent = self.llm.input_ids[
+                max(0, self.llm.n_tokens - PENALTY_WINDOW) : self.llm.n_tokens
+            ]
+            token, fixed = self._choose(rules, temperature, repeat_penalty, recent, rng)
+            corrected += fixed
+            if produced == 0:
+                first = time.perf_counter() - started
+            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                stop = "end"
+                break
+            if rules is not None:
+                rules.accept(token)
+            produced += 1
+            piece = decode.decode(self.llm.detokenize([token]))
+            if piece:
+                pieces.append(piece)
+                if on_text is not None:
+                    on_text(piece)
+            self.llm.eval([token])
+        if produced == 0 and first == 0.0:
+            first = time.perf_counter() - started
+        tail = decode.decode(b"", final=True)
+        if tail:
+            pieces.append(tail)
+        return Generation(
+            text="".join(pieces),
+            prompt_tokens=len(prompt),
+            reused_tokens=reused,
+            output_tokens=produced,
+            first_token_seconds=first,
+            decode_seconds=time.perf_counter() - decode_started,
+            stop=stop,
+            corrected=corrected,
+        )
+
+    def close(self) -> None:
+        for rules in self._grammars.values():
+            rules.close()
+        self._grammars.clear()
+
+    def _grammar(self, gbnf: str) -> _Grammar:
+        rules = self._grammars.get(gbnf)
+        if rules is None:
+            rules = self._grammars[gbnf] = _Grammar(self._vocab, gbnf)
+        return rules
+
+    def _prefill(self, prompt: list[int]) -> int:
+        """Bring the KV cache to hold `prompt`; return how many of its tokens were already there."""
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens]
+        same = 0
+        for a, b in zip(cached, prompt, strict=False):
+            if a != b:
+                break
+            same += 1
+        # The last prompt token is always evaluated again: its logits start the answer.
+        keep = min(same, len(prompt) - 1)
+        llm.n_tokens = keep  # eval() drops everything in the cache past n_tokens
+        llm.eval(prompt[keep:])
+        return keep
+
+    def _choose(
+        self,
+        rules: _Grammar | None,
+        temperature: float,
+        repeat_penalty: float,
+        recent: npt.NDArray[np.intc],
+        rng: np.random.Generator,
+    ) -> tuple[int, int]:
+        """The next token, and 1 if the grammar overruled the model's first choice (else 0)."""
+        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        logits: npt.NDArray[np.float32] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+        if repeat_penalty != 1.0 and len(recent):
+            seen = np.unique(recent)
+            values = logits[seen]
+            logits[seen] = np.where(values > 0, values / repeat_penalty, values * repeat_penalty)
+        if temperature > 0:
+            scaled = logits.astype(np.float64) / temperature
+            scaled -= scaled.max()
+            weights = np.exp(scaled)
+            token = int(rng.choice(self._n_vocab, p=weights / weights.sum()))
+        else:
+            token = int(logits.argmax())
+        if rules is None:
+            return token, 0
+        short = self._short_np
+        short["id"][0] = token
+        short["logit"][0] = 0.0
+        rules.filter(self._short, 1)
+        if math.isfinite(float(short["logit"][0])):
+            return token, 0
+        # The best few, best first: usually one of them fits.
+        best = np.argpartition(logits, -SHORTLIST)[-SHORTLIST:]
+        best = best[np.argsort(logits[best])[::-1]]
+        short["id"] = best
+        short["logit"] = logits[best]
+        rules.filter(self._short, SHORTLIST)
+        allowed = np.isfinite(short["logit"])
+        if allowed.any():
+            return int(short["id"][int(np.argmax(allowed))]), 1
+        everything = self._all_np
+        everything["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        everything["logit"] = logits
+        rules.filter(self._all, self._n_vocab)
+        filtered = everything["logit"]
+        if not np.isfinite(filtered).any():
+            raise ValueError("the grammar allows no token here")
+        return int(filtered.argmax()), 1

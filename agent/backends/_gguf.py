@@ -1,0 +1,68 @@
+"""Read a GGUF file's metadata (its key-value header) without loading the model.
+
+Only the header is read, and array values (the tokenizer's vocabulary, mostly) are skipped over
+rather than kept, so this takes milliseconds where loading even the vocabulary takes seconds.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import BinaryIO
+
+_MAGIC = b"GGUF"
+# GGUF value types: their struct format, for the fixed-size ones.
+_FIXED = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+Scalar = int | float | bool | str
+
+
+def read_metadata(path: Path) -> dict[str, Scalar]:
+    """The file's scalar metadata (arrays are left out). Raises `ValueError` for a file that is
+    not GGUF (version 2 or 3), and `OSError` if it cannot be read."""
+    with path.open("rb") as f:
+        if f.read(4) != _MAGIC:
+            raise ValueError(f"{path} is not a GGUF file")
+        (version,) = _unpack(f, "I")
+        if version not in (2, 3):
+            raise ValueError(f"{path} is GGUF version {version}; versions 2 and 3 are read")
+        _tensors, count = _unpack(f, "QQ")
+        metadata: dict[str, Scalar] = {}
+        for _ in range(count):
+            key = _string(f)
+            (kind,) = _unpack(f, "I")
+            value = _value(f, kind)
+            if value is not None:
+                metadata[key] = value
+        return metadata
+
+
+def _unpack(f: BinaryIO, fmt: str) -> tuple[int, ...]:
+    size = struct.calcsize("<" + fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError("the GGUF header ends early")
+    return struct.unpack("<" + fmt, data)
+
+
+def _string(f: BinaryIO) -> str:
+    (length,) = _unpack(f, "Q")
+    return f.read(length).decode("utf-8", errors="replace")
+
+
+def _value(f: BinaryIO, kind: int) -> Scalar | None:
+    if kind in _FIXED:
+        value: Scalar = struct.unpack("<" + _FIXED[kind], f.read(struct.calcsize(_FIXED[kind])))[0]
+        return value
+    if kind == _STRING:
+        return _string(f)
+    if kind == _ARRAY:
+        item, length = _unpack(f, "IQ")
+        if item in _FIXED:
+            f.seek(struct.calcsize(_FIXED[item]) * length, 1)
+        else:
+            for _ in range(length):
+                _value(f, item)
+        return None
+    raise ValueError(f"unknown GGUF value type {kind}")

