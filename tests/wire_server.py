@@ -7,11 +7,17 @@ Tests queue the replies the server will give, in order, then inspect the request
         ... point a backend at server.url ...
         assert len(server.requests) == 2
 
+A reply may instead be a stream of Server-Sent Events, written one by one (chunked, each flushed,
+optionally after a pause) and optionally cut off by closing the connection part-way::
+
+    server.reply(Reply(events=(Event({"type": "ping"}, event="ping"), ...), cut_after=3))
+
 A request that finds no reply queued gets a 418 naming the problem, which backends do not retry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import deque
@@ -22,13 +28,36 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Event:
+    """One Server-Sent Event: `data` is sent as JSON unless it is a `str`; `event` names it."""
+
+    data: Any
+    event: str | None = None
+
+    def encode(self) -> bytes:
+        data = self.data if isinstance(self.data, str) else json.dumps(self.data)
+        lines = [f"event: {self.event}"] if self.event else []
+        lines += [f"data: {line}" for line in data.split("\n")]
+        return ("\n".join(lines) + "\n\n").encode()
+
+
+@dataclass(frozen=True)
 class Reply:
-    """One scripted answer: `body` is sent as JSON, or as is if it is already `bytes`."""
+    """One scripted answer: `body` is sent as JSON, or as is if it is already `bytes`.
+
+    With `events`, the answer is an event stream instead: each event waits `event_delay` seconds
+    and is flushed on its own. `cut_after` closes the connection after that many events, without
+    ending the chunked body, as a server or proxy that dies mid-answer does. `delay` comes before
+    the status line either way.
+    """
 
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    events: tuple[Event, ...] | None = None
+    event_delay: float = 0.0
+    cut_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +140,11 @@ def _handler_for(server: WireServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def handle(self) -> None:
+            # The client may drop a connection, e.g. one with a stream it stopped reading.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                super().handle()
+
         def do_POST(self) -> None:
             self._answer()
 
@@ -141,16 +175,43 @@ def _handler_for(server: WireServer) -> type[BaseHTTPRequestHandler]:
                 )
             if reply.delay and server._stopping.wait(reply.delay):
                 return
-            body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
             try:
-                self.send_response(reply.status)
-                headers = {"Content-Type": "application/json", **reply.headers}
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
+                if reply.events is None:
+                    self._send_body(reply)
+                else:
+                    self._send_events(reply, reply.events)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up first (a timeout test); nothing left to tell it
+
+        def _send_body(self, reply: Reply) -> None:
+            body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+            self.send_response(reply.status)
+            headers = {"Content-Type": "application/json", **reply.headers}
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _send_events(self, reply: Reply, events: tuple[Event, ...]) -> None:
+            self.send_response(reply.status)
+            headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            for name, value in {**headers, **reply.headers}.items():
+                self.send_header(name, value)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for event in events[: reply.cut_after]:
+                if reply.event_delay and server._stopping.wait(reply.event_delay):
+                    self.close_connection = True
+                    return
+                chunk = event.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            if reply.cut_after is not None:
+                self.close_connection = True  # no closing chunk: the body is cut off
+                return
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
 
     return Handler
