@@ -13,11 +13,11 @@ import pytest
 from tenacity import RetryError
 
 from agent.backends._retry import RetryPolicy, parse_retry_after
-from agent.backends.base import Message, ModelRequest, ToolCall, ToolSpec, Usage
+from agent.backends.base import Delta, Message, ModelRequest, ToolCall, ToolSpec, Usage
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.errors import BackendError, ConfigError
 
-from .wire_server import Reply, WireServer
+from .wire_server import Event, Reply, WireServer
 
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=2.0)
 
@@ -460,3 +460,118 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("soon") is None
     assert parse_retry_after("-1") is None
     assert parse_retry_after(None) is None
+
+
+# --- streaming details ---------------------------------------------------------------------------
+
+
+def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> Event:
+    """A `chat.completion.chunk` event; with no delta, one without choices (the usage chunk)."""
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    return Event(
+        {"object": "chat.completion.chunk", "model": "test-model-2025", "choices": choices, **extra}
+    )
+
+
+DONE = Event("[DONE]")
+
+
+async def test_parallel_tool_calls_are_assembled_by_index(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    def piece(index: int, **function: str) -> dict[str, Any]:
+        return {"tool_calls": [{"index": index, "function": function}]}
+
+    server.reply(
+        Reply(
+            events=(
+                chunk(
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "a",
+                                "function": {"name": "read_file", "arguments": ""},
+                            }
+                        ],
+                    }
+                ),
+                chunk(piece(0, arguments='{"path": ')),
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 1,
+                                "id": "b",
+                                "function": {"name": "read_file", "arguments": ""},
+                            }
+                        ]
+                    }
+                ),
+                chunk(piece(1, arguments='{"path": "y"}')),
+                chunk(piece(0, arguments='"x"}')),
+                chunk({}, "tool_calls"),
+                chunk(None, usage={"prompt_tokens": 5, "completion_tokens": 9}),
+                DONE,
+            )
+        )
+    )
+    told: list[Delta] = []
+
+    response = await backend.complete(ask(tools=(READ_FILE,)), on_delta=told.append)
+
+    assert response.tool_calls == (
+        ToolCall(id="a", name="read_file", arguments='{"path": "x"}'),
+        ToolCall(id="b", name="read_file", arguments='{"path": "y"}'),
+    )
+    assert [d.text for d in told] == ['{"path": ', '{"path": "y"}', '"x"}']
+    assert response.usage == Usage(input_tokens=5, output_tokens=9)
+
+
+async def test_a_stream_without_a_finish_reason_is_truncated(server: WireServer) -> None:
+    server.reply(Reply(events=(chunk({"content": "Hal"}), DONE)))
+    backend = OpenAICompatibleBackend(server.url, "m", retry=RetryPolicy(attempts=1))
+    try:
+        with pytest.raises(BackendError) as caught:
+            await backend.complete(ask(), on_delta=lambda delta: None)
+    finally:
+        await backend.aclose()
+
+    assert (caught.value.code, caught.value.retryable) == ("truncated_stream", True)
+    assert "finish_reason" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("event", "code", "shown"),
+    [
+        # vLLM names the status its error stands for
+        (
+            Event(
+                {
+                    "error": {
+                        "object": "error",
+                        "message": "too long",
+                        "type": "BadRequestError",
+                        "code": 400,
+                    }
+                }
+            ),
+            "bad_request",
+            "too long",
+        ),
+        (Event("{not json"), "bad_response", "not JSON"),
+        (Event({"choices": "many"}), "bad_response", "wrong shape"),
+    ],
+)
+async def test_a_bad_chunk_fails_without_a_retry(
+    server: WireServer, backend: OpenAICompatibleBackend, event: Event, shown: str, code: str
+) -> None:
+    server.reply(Reply(events=(chunk({"content": "Hi"}), event, DONE)))
+
+    with pytest.raises(BackendError) as caught:
+        await backend.complete(ask(), on_delta=lambda delta: None)
+
+    assert (caught.value.code, caught.value.retryable) == (code, False)
+    assert shown in str(caught.value)
+    assert len(server.requests) == 1

@@ -1,31 +1,44 @@
 """A backend for any server speaking the OpenAI chat-completions wire format.
 
 OpenAI itself, vLLM, llama.cpp's server, Ollama, LM Studio and most gateways accept the same
-`POST {base_url}/chat/completions`. Their failures are mapped to `BackendError` here, once::
+`POST {base_url}/chat/completions`. Their failures are mapped to `BackendError` once, by the
+table in `agent.backends._http`, plus two of this format's own::
 
-    429                      rate_limited       retryable, retry_after from Retry-After
-    408                      timeout            retryable
-    5xx                      server_error       retryable
-    401, 403                 auth_failed
-    404                      not_found
-    other 4xx                bad_request
-    200 of the wrong shape   bad_response
-    httpx.TimeoutException   timeout            retryable
-    httpx.TransportError     connection_failed  retryable
+    200 of the wrong shape          bad_response
+    a stream without `[DONE]`, or   truncated_stream   retryable
+    without a finish_reason
 
-Retrying is `RetryPolicy`'s job; this module only says what is retryable.
+Given `on_delta`, a request is streamed (`stream: true`, usage asked for in the last chunk) and
+each piece of text or of a call's arguments is told as it arrives. A server that answers a stream
+request with a plain JSON body is read as before, and `on_delta` told the whole answer at once.
+A retried attempt starts its response afresh, so a sink may be told the start of an answer again;
+the `ModelResponse` holds each attempt's own answer only.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.backends._retry import RetryPolicy, parse_retry_after
+from agent.backends._http import (
+    HttpClient,
+    bad_response,
+    check_base_url,
+    is_event_stream,
+    provider_message,
+    sse_events,
+    stream_error,
+    truncated,
+)
+from agent.backends._retry import RetryPolicy
 from agent.backends.base import (
+    Capabilities,
+    Delta,
     DeltaSink,
     Message,
     ModelBackend,
@@ -35,19 +48,17 @@ from agent.backends.base import (
     ToolSpec,
     Usage,
 )
-from agent.errors import BackendError, ConfigError
-
-# Enough of an error body to recognise it in a log, not a whole HTML error page.
-_MAX_ERROR_TEXT = 500
+from agent.errors import BackendError
 
 
 class OpenAICompatibleBackend(ModelBackend):
     """A model behind an OpenAI-compatible `/chat/completions` endpoint.
 
     `base_url` is the API root, e.g. ``https://api.openai.com/v1`` or ``http://localhost:8000/v1``.
-    `timeout` bounds each read, write and pool wait; `connect_timeout` bounds opening a
-    connection. Pass `client` (or just `transport`) to control the HTTP layer, e.g. in tests;
-    a client passed in is left open by `aclose`. Nothing connects until the first `complete`.
+    `timeout` bounds each read (also the wait between two chunks of a stream), write and pool
+    wait; `connect_timeout` bounds opening a connection. Pass `client` (or just `transport`) to
+    control the HTTP layer, e.g. in tests; a client passed in is left open by `aclose`. Nothing
+    connects until the first `complete`.
 
     Raises `ConfigError` if `base_url` is not an http(s) URL.
     """
@@ -64,22 +75,15 @@ class OpenAICompatibleBackend(ModelBackend):
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        url = httpx.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(
-                f"OpenAI-compatible base_url must be an http(s) URL, got {base_url!r}"
-            )
-        if client is not None and transport is not None:
-            raise ConfigError("pass either an httpx client or a transport, not both")
+        check_base_url(base_url, "OpenAI-compatible")
         self.name = f"openai-compatible:{model}"
         self.model = model
         self.url = f"{base_url.rstrip('/')}/chat/completions"
         self._api_key = api_key
-        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self._retry = retry or RetryPolicy()
-        self._client = client
-        self._owns_client = client is None
-        self._transport = transport
+        self._http = HttpClient(
+            timeout=timeout, connect_timeout=connect_timeout, client=client, transport=transport
+        )
 
     async def complete(
         self, request: ModelRequest, *, on_delta: DeltaSink | None = None
@@ -88,50 +92,44 @@ class OpenAICompatibleBackend(ModelBackend):
 
         Raises `BackendError` with one of the codes in the module docstring.
         """
-        payload = _request_body(self.model, request)
-        return await self._retry.run(lambda: self._post(payload))
+        return await self._send(_request_body(self.model, request), on_delta)
+
+    async def probe(self) -> Capabilities:
+        """Native tool calls are assumed; a request is streamed whenever `on_delta` is given."""
+        return Capabilities(native_tools=True, streaming=True, context_window=self.context_window)
 
     async def aclose(self) -> None:
         """Close the HTTP client if this backend created it. Safe to call more than once."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(transport=self._transport)
-        return self._client
+    async def _send(self, body: dict[str, Any], on_delta: DeltaSink | None) -> ModelResponse:
+        if on_delta is not None:
+            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        return await self._retry.run(lambda: self._attempt(body, on_delta))
 
-    async def _post(self, payload: dict[str, Any]) -> ModelResponse:
+    async def _attempt(self, body: dict[str, Any], on_delta: DeltaSink | None) -> ModelResponse:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        try:
-            response = await self._http().post(
-                self.url, json=payload, headers=headers, timeout=self._timeout
-            )
-        except httpx.TimeoutException as error:
-            raise BackendError(
-                f"{self.url} did not answer in time ({type(error).__name__})",
-                code="timeout",
-                retryable=True,
-                url=self.url,
-            ) from error
-        except httpx.TransportError as error:
-            raise BackendError(
-                f"could not reach {self.url}: {error or type(error).__name__}",
-                code="connection_failed",
-                retryable=True,
-                url=self.url,
-            ) from error
-        except httpx.DecodingError as error:
-            raise BackendError(
-                f"{self.url} sent a body that could not be decoded: {error}",
-                code="bad_response",
-                retryable=False,
-                url=self.url,
-            ) from error
-        if not response.is_success:
-            raise _status_error(self.url, response)
-        return _parse_response(self.url, response, default_model=self.model)
+        async with self._http.post(self.url, body, headers) as response:
+            if is_event_stream(response):
+                stream = _ChatStream(self.url, self.model, on_delta)
+                async with aclosing(sse_events(self.url, response)) as events:
+                    async for event in events:
+                        if event.data.strip() == "[DONE]":
+                            return stream.result()
+                        stream.add(event.data)
+                raise truncated(self.url, "the stream ended without [DONE]")
+            await response.aread()
+        answer = _parse_response(self.url, response, default_model=self.model)
+        if on_delta is not None:
+            _tell_whole(answer, on_delta)
+        return answer
+
+
+def _tell_whole(response: ModelResponse, on_delta: DeltaSink) -> None:
+    if response.text:
+        on_delta(Delta("text", response.text))
+    for call in response.tool_calls:
+        on_delta(Delta("tool_call", call.arguments))
 
 
 # --- request -------------------------------------------------------------------------------------
@@ -226,96 +224,155 @@ class _WireCompletion(_Wire):
 
 
 def _parse_response(url: str, response: httpx.Response, *, default_model: str) -> ModelResponse:
+    status = response.status_code
     try:
         completion = _WireCompletion.model_validate_json(response.content)
     except ValidationError as error:
-        raise BackendError(
-            f"{url} answered {response.status_code} with a body that is not a chat completion: "
-            f"{_provider_message(response)} ({error.error_count()} validation errors)",
-            code="bad_response",
-            retryable=False,
-            status=response.status_code,
-            url=url,
+        raise bad_response(
+            url,
+            f"{status} with a body that is not a chat completion: "
+            f"{provider_message(response)} ({error.error_count()} validation errors)",
+            status=status,
         ) from error
     if not completion.choices:
-        raise BackendError(
-            f"{url} answered with no choices",
-            code="bad_response",
-            retryable=False,
-            status=response.status_code,
-            url=url,
-        )
+        raise bad_response(url, "with no choices", status=status)
     message = completion.choices[0].message
     usage = completion.usage or _WireUsage()
     return ModelResponse(
         text=message.content or "",
         tool_calls=tuple(
-            _tool_call(call, index) for index, call in enumerate(message.tool_calls or ())
+            _tool_call(call.id, call.function.name, call.function.arguments, index)
+            for index, call in enumerate(message.tool_calls or ())
         ),
         usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
         model=completion.model or default_model,
     )
 
 
-def _tool_call(call: _WireToolCall, index: int) -> ToolCall:
-    arguments = call.function.arguments
+def _tool_call(
+    call_id: str | None, name: str, arguments: str | dict[str, Any] | None, index: int
+) -> ToolCall:
     if arguments is None:
         arguments = ""
     elif not isinstance(arguments, str):
         arguments = json.dumps(arguments)
     # A call without an id cannot be answered; some local servers omit it, so give it one that
     # is unique within the response.
-    return ToolCall(id=call.id or f"call_{index}", name=call.function.name, arguments=arguments)
+    return ToolCall(id=call_id or f"call_{index}", name=name, arguments=arguments)
 
 
-# --- errors --------------------------------------------------------------------------------------
+# --- stream --------------------------------------------------------------------------------------
 
 
-def _status_error(url: str, response: httpx.Response) -> BackendError:
-    status = response.status_code
-    code, retryable = _classify(status)
-    return BackendError(
-        f"{url} answered {status}: {_provider_message(response)}",
-        code=code,
-        retryable=retryable,
-        status=status,
-        url=url,
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
-    )
+class _WireFunctionDelta(_Wire):
+    name: str | None = None
+    arguments: str | dict[str, Any] | None = None
 
 
-def _classify(status: int) -> tuple[str, bool]:
-    if status == 429:
-        return "rate_limited", True
-    if status == 408:
-        return "timeout", True
-    if status >= 500:
-        return "server_error", True
-    if status in (401, 403):
-        return "auth_failed", False
-    if status == 404:
-        return "not_found", False
-    if 400 <= status < 500:
-        return "bad_request", False
-    # Redirects are not followed: an endpoint that moved is a misconfigured base_url.
-    return "bad_response", False
+class _WireToolCallDelta(_Wire):
+    index: int | None = None
+    id: str | None = None
+    function: _WireFunctionDelta | None = None
 
 
-def _provider_message(response: httpx.Response) -> str:
-    """The provider's own explanation: `error.message` from a JSON body, else the raw text."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    text = response.text.strip()
-    if not text:
-        return response.reason_phrase or "(empty body)"
-    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."
+class _WireDelta(_Wire):
+    content: str | None = None
+    tool_calls: list[_WireToolCallDelta] | None = None
+
+
+class _WireChunkChoice(_Wire):
+    index: int = 0
+    delta: _WireDelta = Field(default_factory=_WireDelta)
+    finish_reason: str | None = None
+
+
+class _WireChunk(_Wire):
+    model: str | None = None
+    choices: list[_WireChunkChoice] = Field(default_factory=list)
+    usage: _WireUsage | None = None
+
+
+@dataclass
+class _PartialCall:
+    id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class _ChatStream:
+    """A chat completion put together from its chunks, telling `on_delta` of each piece."""
+
+    def __init__(self, url: str, model: str, on_delta: DeltaSink | None) -> None:
+        self._url = url
+        self._on_delta = on_delta
+        self._model: str | None = None
+        self._default_model = model
+        self._text: list[str] = []
+        self._calls: dict[int, _PartialCall] = {}
+        self._usage = _WireUsage()
+        self._finish_reason: str | None = None
+
+    def add(self, data: str) -> None:
+        """Take one chunk's data. Raises `BackendError` for an error event or a garbled chunk."""
+        try:
+            raw = json.loads(data)
+        except ValueError as error:
+            raise bad_response(
+                self._url, f"a stream chunk that is not JSON: {data[:200]}"
+            ) from error
+        # OpenAI and vLLM report a failure after the 200 as a chunk holding only `error`.
+        if isinstance(raw, dict) and raw.get("error"):
+            raise stream_error(self._url, raw["error"])
+        try:
+            chunk = _WireChunk.model_validate(raw)
+        except ValidationError as error:
+            raise bad_response(
+                self._url, f"a stream chunk of the wrong shape: {data[:200]}"
+            ) from error
+        self._model = self._model or chunk.model
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.index == 0:  # only one choice is asked for; others are not ours
+                self._add_delta(choice.delta)
+                self._finish_reason = choice.finish_reason or self._finish_reason
+
+    def result(self) -> ModelResponse:
+        """The response, once `[DONE]` came. Raises `BackendError` if no choice finished."""
+        if self._finish_reason is None:
+            raise truncated(self._url, "the stream ended without a finish_reason")
+        return ModelResponse(
+            text="".join(self._text),
+            tool_calls=tuple(
+                _tool_call(call.id, call.name, "".join(call.arguments), index)
+                for index, call in sorted(self._calls.items())
+            ),
+            usage=Usage(
+                input_tokens=self._usage.prompt_tokens,
+                output_tokens=self._usage.completion_tokens,
+            ),
+            model=self._model or self._default_model,
+        )
+
+    def _add_delta(self, delta: _WireDelta) -> None:
+        if delta.content:
+            self._text.append(delta.content)
+            self._tell("text", delta.content)
+        for position, piece in enumerate(delta.tool_calls or ()):
+            # The first piece of a call brings its id and name, later ones more arguments.
+            call = self._calls.setdefault(
+                piece.index if piece.index is not None else position, _PartialCall()
+            )
+            call.id = call.id or piece.id
+            if piece.function is None:
+                continue
+            call.name = call.name or piece.function.name or ""
+            arguments = piece.function.arguments
+            if arguments:
+                text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+                call.arguments.append(text)
+                self._tell("tool_call", text)
+
+    def _tell(self, kind: Literal["text", "tool_call"], text: str) -> None:
+        if self._on_delta is not None:
+            self._on_delta(Delta(kind, text))

@@ -1,0 +1,280 @@
+"""Machinery the HTTP model backends share: one client, one failure mapping, one SSE reader.
+
+Every failure of a request to a model API becomes a `BackendError` here, once::
+
+    429                                  rate_limited       retryable, retry_after from Retry-After
+    408                                  timeout            retryable
+    529                                  overloaded         retryable
+    other 5xx                            server_error       retryable
+    401, 403                             auth_failed
+    404                                  not_found
+    other 4xx                            bad_request
+    other non-2xx (a redirect)           bad_response
+    httpx.TimeoutException               timeout            retryable, also between two chunks
+    httpx.TransportError                 connection_failed  retryable
+    ... while an event stream is read    truncated_stream   retryable
+    an error event inside a stream       by its type (`stream_error`), most of them retryable
+    httpx.DecodingError                  bad_response
+
+The message carries the provider's own explanation (`error.message`) where the body has one.
+Retrying is `RetryPolicy`'s job; this module only says what is retryable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from agent.errors import BackendError, ConfigError
+
+from ._retry import parse_retry_after
+
+# Enough of an error body to recognise it in a log, not a whole HTML error page.
+_MAX_ERROR_TEXT = 500
+
+
+def check_base_url(base_url: str, provider: str) -> None:
+    """Raise `ConfigError` unless `base_url` is an http(s) URL with a host."""
+    url = httpx.URL(base_url)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"{provider} base_url must be an http(s) URL, got {base_url!r}")
+
+
+class HttpClient:
+    """One `httpx.AsyncClient`, made on first use, and the one way a backend sends a request.
+
+    `timeout` bounds each read (so also the wait between two chunks of a stream), write and pool
+    wait; `connect_timeout` bounds opening a connection. A `client` passed in is left open by
+    `aclose`; otherwise one is made (over `transport`, if given) and closed by `aclose`.
+
+    Raises `ConfigError` if given both a client and a transport.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        client: httpx.AsyncClient | None,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        if client is not None and transport is not None:
+            raise ConfigError("pass either an httpx client or a transport, not both")
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self._client = client
+        self._owns_client = client is None
+        self._transport = transport
+
+    async def aclose(self) -> None:
+        """Close the client if it was made here. Safe to call more than once."""
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @asynccontextmanager
+    async def post(
+        self, url: str, payload: dict[str, Any], headers: dict[str, str]
+    ) -> AsyncIterator[httpx.Response]:
+        """POST `payload` as JSON and yield the response once its headers arrived, body unread.
+
+        Raises `BackendError` for a non-2xx status, and for a transport failure before or while
+        the body is read (see the module docstring). Read an event stream with `sse_events`.
+        """
+        if self._client is None:
+            self._client = httpx.AsyncClient(transport=self._transport)
+        try:
+            async with self._client.stream(
+                "POST", url, json=payload, headers=headers, timeout=self._timeout
+            ) as response:
+                if not response.is_success:
+                    await response.aread()
+                    raise status_error(url, response)
+                yield response
+        except httpx.TimeoutException as error:
+            raise timed_out(url, error) from error
+        except httpx.TransportError as error:
+            raise BackendError(
+                f"could not reach {url}: {error or type(error).__name__}",
+                code="connection_failed",
+                retryable=True,
+                url=url,
+            ) from error
+        except httpx.DecodingError as error:
+            raise BackendError(
+                f"{url} sent a body that could not be decoded: {error}",
+                code="bad_response",
+                retryable=False,
+                url=url,
+            ) from error
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    """Whether the response is Server-Sent Events (a server may answer a stream request in JSON)."""
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
+
+
+# --- Server-Sent Events --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    """One event of a stream: its `event` name ("message" when unnamed) and its `data` text."""
+
+    event: str
+    data: str
+
+
+async def sse_events(url: str, response: httpx.Response) -> AsyncGenerator[SseEvent, None]:
+    """The events of an event-stream body, each as soon as its closing blank line arrives.
+
+    An event cut off by the end of the body is dropped, as the SSE standard says: the caller
+    notices that its stream's last event never came. Use under `contextlib.aclosing`.
+
+    Raises `BackendError`: `timeout` when the next line does not arrive in time,
+    `truncated_stream` when the connection fails part-way (both retryable).
+    """
+    name = ""
+    data: list[str] = []
+    try:
+        async for line in response.aiter_lines():
+            if not line:
+                if data:
+                    yield SseEvent(name or "message", "\n".join(data))
+                name, data = "", []
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+            # Comments (":" lines, used as keep-alives), "id" and "retry" change nothing here.
+    except httpx.TimeoutException as error:
+        raise timed_out(url, error) from error
+    except httpx.TransportError as error:
+        raise truncated(url, f"the connection failed ({error or type(error).__name__})") from error
+
+
+def truncated(url: str, why: str) -> BackendError:
+    """The error for a stream that ended before its last event: retryable, as the answer is lost."""
+    return BackendError(
+        f"{url} broke off its answer: {why}", code="truncated_stream", retryable=True, url=url
+    )
+
+
+def stream_error(url: str, error: Any) -> BackendError:
+    """The error for an error event a provider sent inside a stream it had begun with 200.
+
+    It is classified by the HTTP status it names (`code`, as vLLM sends) or by its `type`, as
+    Anthropic and OpenAI send them; an unknown type counts as the provider's own trouble, which
+    is retryable.
+    """
+    detail = error if isinstance(error, dict) else {"message": str(error)}
+    kind = str(detail.get("type") or "")
+    status = detail.get("code")
+    if isinstance(status, int) and 400 <= status < 600:
+        code, retryable = classify(status)
+    else:
+        code, retryable = _ERROR_TYPES.get(kind, ("server_error", True))
+        status = None
+    message = detail.get("message") or kind or "no message"
+    return BackendError(
+        f"{url} reported an error mid-answer: {message}" + (f" ({kind})" if kind else ""),
+        code=code,
+        retryable=retryable,
+        status=status,
+        url=url,
+    )
+
+
+# The error types providers put in an error event, by what they mean for us.
+_ERROR_TYPES = {
+    "overloaded_error": ("overloaded", True),
+    "rate_limit_error": ("rate_limited", True),
+    "api_error": ("server_error", True),
+    "server_error": ("server_error", True),
+    "timeout_error": ("timeout", True),
+    "authentication_error": ("auth_failed", False),
+    "permission_error": ("auth_failed", False),
+    "not_found_error": ("not_found", False),
+    "invalid_request_error": ("bad_request", False),
+    "request_too_large": ("bad_request", False),
+}
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+
+def timed_out(url: str, error: httpx.TimeoutException) -> BackendError:
+    return BackendError(
+        f"{url} did not answer in time ({type(error).__name__})",
+        code="timeout",
+        retryable=True,
+        url=url,
+    )
+
+
+def bad_response(url: str, what: str, *, status: int | None = None) -> BackendError:
+    """The error for a 2xx answer this backend cannot read; not retried, it would come again."""
+    return BackendError(
+        f"{url} answered {what}", code="bad_response", retryable=False, status=status, url=url
+    )
+
+
+def status_error(url: str, response: httpx.Response) -> BackendError:
+    """The error for a non-2xx response whose body has been read."""
+    status = response.status_code
+    code, retryable = classify(status)
+    return BackendError(
+        f"{url} answered {status}: {provider_message(response)}",
+        code=code,
+        retryable=retryable,
+        status=status,
+        url=url,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+def classify(status: int) -> tuple[str, bool]:
+    """Our code for an HTTP status, and whether trying again may help."""
+    if status == 429:
+        return "rate_limited", True
+    if status == 408:
+        return "timeout", True
+    if status == 529:  # Anthropic's "overloaded": the service, not this request
+        return "overloaded", True
+    if status >= 500:
+        return "server_error", True
+    if status in (401, 403):
+        return "auth_failed", False
+    if status == 404:
+        return "not_found", False
+    if 400 <= status < 500:
+        return "bad_request", False
+    # Redirects are not followed: an endpoint that moved is a misconfigured base_url.
+    return "bad_response", False
+
+
+def provider_message(response: httpx.Response) -> str:
+    """The provider's own explanation: `error.message` from a JSON body, else the raw text."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    text = response.text.strip()
+    if not text:
+        return response.reason_phrase or "(empty body)"
+    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."
