@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +14,15 @@ import pytest
 from tenacity import RetryError
 
 from agent.backends._retry import RetryPolicy, parse_retry_after
-from agent.backends.base import Delta, Message, ModelRequest, ToolCall, ToolSpec, Usage
+from agent.backends.base import (
+    Capabilities,
+    Delta,
+    Message,
+    ModelRequest,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.errors import BackendError, ConfigError
 
@@ -334,7 +343,7 @@ async def test_400_is_not_retried(server: WireServer, backend: OpenAICompatibleB
             status=400,
             body={
                 "error": {
-                    "message": "Invalid schema for function 'read_file'",
+                    "message": "Invalid value for 'temperature'",
                     "type": "invalid_request_error",
                 }
             },
@@ -343,13 +352,13 @@ async def test_400_is_not_retried(server: WireServer, backend: OpenAICompatibleB
     )
 
     with pytest.raises(BackendError) as caught:
-        await backend.complete(ask(tools=(READ_FILE,)))
+        await backend.complete(ask())
 
     assert len(server.requests) == 1
     assert caught.value.code == "bad_request"
     assert caught.value.retryable is False
     assert caught.value.status == 400
-    assert "Invalid schema for function 'read_file'" in str(caught.value)
+    assert "Invalid value for 'temperature'" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -575,3 +584,235 @@ async def test_a_bad_chunk_fails_without_a_retry(
     assert (caught.value.code, caught.value.retryable) == (code, False)
     assert shown in str(caught.value)
     assert len(server.requests) == 1
+
+
+# --- models without native tool calls ------------------------------------------------------------
+
+TOOLS_REFUSED = Reply(
+    status=400,
+    body={"error": {"message": '"auto" tool choice requires --enable-auto-tool-choice'}},
+)
+
+HISTORY = ModelRequest(
+    task_id="t1",
+    purpose="act",
+    turn=2,
+    tools=(READ_FILE,),
+    messages=(
+        Message(role="system", content="You are careful."),
+        Message(role="user", content="Compare a.txt and b.txt."),
+        Message(
+            role="assistant",
+            tool_calls=(ToolCall(id="call_1", name="read_file", arguments='{"path": "a.txt"}'),),
+        ),
+        Message(role="tool", tool_call_id="call_1", content="alpha"),
+    ),
+)
+
+JSON_SCHEMA_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "tool_call",
+        "strict": False,
+        "schema": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": {"const": "read_file"},
+                        "arguments": READ_FILE.parameters,
+                    },
+                    "required": ["name", "arguments"],
+                }
+            ]
+        },
+    },
+}
+
+
+def json_call(path: str, **usage: int) -> Reply:
+    content = json.dumps({"name": "read_file", "arguments": {"path": path}})
+    return Reply(body=completion({"content": content}, usage=usage or None))
+
+
+async def test_tools_refused_with_400_fall_back_to_json_mode_and_stay_there(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    server.reply(TOOLS_REFUSED, json_call("b.txt"))
+
+    response = await backend.complete(HISTORY)
+
+    assert response.tool_calls == (
+        ToolCall(id="call_2", name="read_file", arguments='{"path": "b.txt"}'),
+    )
+    assert response.text == ""
+    native, fallback = (r.json for r in server.requests)
+    assert [tool["function"]["name"] for tool in native["tools"]] == ["read_file"]
+    assert native["tool_choice"] == "required"
+    assert "tools" not in fallback
+    assert "tool_choice" not in fallback
+    assert fallback["response_format"] == JSON_SCHEMA_FORMAT
+    system, user, assistant, result = fallback["messages"]
+    assert system["role"] == "system"
+    assert system["content"].startswith("You are careful.\n\n")
+    assert "- read_file: Read a file from the workspace." in system["content"]
+    assert '{"name": "<tool name>", "arguments": {...}}' in system["content"]
+    assert user == {"role": "user", "content": "Compare a.txt and b.txt."}
+    # The history in plain turns: the earlier call as the JSON asked for, its result as a user's.
+    assert assistant == {
+        "role": "assistant",
+        "content": '{"name": "read_file", "arguments": {"path": "a.txt"}}',
+    }
+    assert result == {"role": "user", "content": "Result of read_file (call call_1):\nalpha"}
+
+    # The next request goes straight to JSON mode, and streams the call as tool_call deltas.
+    content = json.dumps({"name": "read_file", "arguments": {"path": "c.txt"}})
+    server.reply(
+        Reply(
+            events=(
+                chunk({"content": content[:10]}),
+                chunk({"content": content[10:]}),
+                chunk({}, "stop"),
+                DONE,
+            )
+        )
+    )
+    told: list[Delta] = []
+    later = await backend.complete(HISTORY.model_copy(update={"turn": 4}), on_delta=told.append)
+
+    assert len(server.requests) == 3
+    assert "tools" not in server.requests[2].json
+    assert server.requests[2].json["response_format"] == JSON_SCHEMA_FORMAT
+    assert later.tool_calls == (
+        ToolCall(id="call_4", name="read_file", arguments='{"path": "c.txt"}'),
+    )
+    assert told == [Delta("tool_call", content[:10]), Delta("tool_call", content[10:])]
+    assert await backend.probe() == Capabilities(native_tools=False, streaming=True)
+    assert len(server.requests) == 3  # known, so the probe asked nothing
+
+
+async def test_when_json_mode_fails_too_the_original_error_is_raised(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    server.reply(
+        TOOLS_REFUSED,
+        Reply(body=completion({"content": "I cannot answer in JSON."})),
+        TOOLS_REFUSED,
+        json_call("a.txt"),
+    )
+
+    with pytest.raises(BackendError) as caught:
+        await backend.complete(HISTORY)
+
+    assert (caught.value.code, caught.value.status) == ("bad_request", 400)
+    assert "--enable-auto-tool-choice" in str(caught.value)
+    assert len(server.requests) == 2
+    # Nothing was learned, so the next request offers the tools again.
+    response = await backend.complete(HISTORY)
+    assert "tools" in server.requests[2].json
+    assert response.tool_calls[0].arguments == '{"path": "a.txt"}'
+
+
+async def test_no_call_although_one_was_required_falls_back_to_json_mode(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    server.reply(
+        Reply(
+            body=completion(
+                {"content": "I would read b.txt next."},
+                usage={"prompt_tokens": 40, "completion_tokens": 6},
+            )
+        ),
+        json_call("b.txt", prompt_tokens=50, completion_tokens=12),
+        json_call("c.txt"),
+    )
+
+    response = await backend.complete(HISTORY)
+
+    assert response.tool_calls == (
+        ToolCall(id="call_2", name="read_file", arguments='{"path": "b.txt"}'),
+    )
+    assert response.usage == Usage(input_tokens=90, output_tokens=18)  # both answers were paid
+    await backend.complete(HISTORY)
+    assert "tools" not in server.requests[2].json
+
+
+async def test_a_json_call_written_as_content_is_read_as_a_call(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    fenced = '```json\n{"name": "read_file", "parameters": {"path": "x"}}\n```'
+    server.reply(Reply(body=completion({"content": fenced})))
+
+    response = await backend.complete(HISTORY)
+
+    assert response.tool_calls == (
+        ToolCall(id="call_2", name="read_file", arguments='{"path": "x"}'),
+    )
+    assert response.text == ""
+    assert len(server.requests) == 1
+
+
+async def test_json_mode_with_tool_choice_auto_admits_a_plain_answer(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    server.reply(TOOLS_REFUSED, Reply(body=completion({"content": '{"text": "Both say hello."}'})))
+
+    response = await backend.complete(HISTORY.model_copy(update={"tool_choice": "auto"}))
+
+    assert response.text == "Both say hello."
+    assert response.tool_calls == ()
+    choices = server.requests[1].json["response_format"]["json_schema"]["schema"]["anyOf"]
+    assert choices[-1]["required"] == ["text"]
+    assert await backend.probe() == Capabilities(native_tools=False, streaming=True)
+
+
+# --- probe ---------------------------------------------------------------------------------------
+
+
+async def test_probe_asks_once_with_a_ping_tool(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    server.reply(
+        Reply(
+            events=(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {"index": 0, "id": "p", "function": {"name": "ping", "arguments": "{}"}}
+                        ]
+                    }
+                ),
+                chunk({}, "tool_calls"),
+                DONE,
+            )
+        )
+    )
+
+    first = await backend.probe()
+    again = await backend.probe()
+
+    assert first == again == Capabilities(native_tools=True, streaming=True)
+    [sent] = server.requests
+    assert [tool["function"]["name"] for tool in sent.json["tools"]] == ["ping"]
+    assert sent.json["tool_choice"] == "required"
+    assert sent.json["stream"] is True
+
+
+async def test_probe_learns_a_server_that_does_not_stream(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    call = {"id": "p", "type": "function", "function": {"name": "ping", "arguments": "{}"}}
+    server.reply(Reply(body=completion({"tool_calls": [call]})))
+
+    assert await backend.probe() == Capabilities(native_tools=True, streaming=False)
+
+
+async def test_probe_learns_a_model_without_native_tools(
+    server: WireServer, backend: OpenAICompatibleBackend
+) -> None:
+    server.reply(
+        TOOLS_REFUSED, Reply(body=completion({"content": '{"name": "ping", "arguments": {}}'}))
+    )
+
+    assert await backend.probe() == Capabilities(native_tools=False, streaming=False)
+    assert len(server.requests) == 2

@@ -13,6 +13,12 @@ each piece of text or of a call's arguments is told as it arrives. A server that
 request with a plain JSON body is read as before, and `on_delta` told the whole answer at once.
 A retried attempt starts its response afresh, so a sink may be told the start of an answer again;
 the `ModelResponse` holds each attempt's own answer only.
+
+Not every server's model has native tool calls. The backend learns it from use: while it does
+not know, a request with tools that is refused with 400, or answered without a call although one
+was required, is sent once more in JSON mode (`agent.backends._json_tools`). If that yields a call,
+later requests go straight to JSON mode; if not, the first answer stands (a 400 is raised as it
+came). A JSON call written into `content` instead of `tool_calls` is read as a call either way.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent.backends import _json_tools
 from agent.backends._http import (
     HttpClient,
     bad_response,
@@ -49,6 +56,17 @@ from agent.backends.base import (
     Usage,
 )
 from agent.errors import BackendError
+
+# The tiny request `probe` makes when nothing is known yet.
+_NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}}
+_PING = ModelRequest(
+    task_id="probe",
+    purpose="act",
+    turn=0,
+    messages=(Message(role="user", content="Call the ping tool."),),
+    tools=(ToolSpec(name="ping", description="Say you are there.", parameters=_NO_ARGUMENTS),),
+    tool_choice="required",
+)
 
 
 class OpenAICompatibleBackend(ModelBackend):
@@ -84,6 +102,9 @@ class OpenAICompatibleBackend(ModelBackend):
         self._http = HttpClient(
             timeout=timeout, connect_timeout=connect_timeout, client=client, transport=transport
         )
+        # Learned from use; None until an answer tells.
+        self._native_tools: bool | None = None
+        self._streams: bool | None = None
 
     async def complete(
         self, request: ModelRequest, *, on_delta: DeltaSink | None = None
@@ -92,26 +113,103 @@ class OpenAICompatibleBackend(ModelBackend):
 
         Raises `BackendError` with one of the codes in the module docstring.
         """
-        return await self._send(_request_body(self.model, request), on_delta)
+        if not request.tools:
+            return await self._send(_request_body(self.model, request), on_delta)
+        if self._native_tools is False:
+            response, _ = await self._send_json_mode(request, on_delta)
+            return response
+        try:
+            response = await self._send(_request_body(self.model, request), on_delta)
+        except BackendError as error:
+            if self._native_tools is not None or error.status != 400:
+                raise
+            fallback = await self._try_json_mode(request, on_delta)
+            if fallback is None:
+                raise
+            return fallback
+        if response.tool_calls:
+            self._native_tools = True
+            return response
+        answer = _json_tools.read_answer(response.text, request.tools, call_id=_call_id(request))
+        if isinstance(answer, ToolCall):
+            return response.model_copy(update={"text": "", "tool_calls": (answer,)})
+        if self._native_tools is None and request.tool_choice == "required":
+            fallback = await self._try_json_mode(request, on_delta)
+            if fallback is not None:
+                # Both answers were paid for.
+                return fallback.model_copy(update={"usage": response.usage + fallback.usage})
+        return response
 
     async def probe(self) -> Capabilities:
-        """Native tool calls are assumed; a request is streamed whenever `on_delta` is given."""
-        return Capabilities(native_tools=True, streaming=True, context_window=self.context_window)
+        """What is known of the model; if nothing yet, one tiny streamed request with a tool.
+
+        `native_tools` and `streaming` are True unless use showed otherwise.
+        Raises `BackendError` if that request fails.
+        """
+        if self._native_tools is None:
+            await self.complete(_PING, on_delta=_ignore)
+        return Capabilities(
+            native_tools=self._native_tools is not False,
+            streaming=self._streams is not False,
+            context_window=self.context_window,
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client if this backend created it. Safe to call more than once."""
         await self._http.aclose()
 
-    async def _send(self, body: dict[str, Any], on_delta: DeltaSink | None) -> ModelResponse:
+    async def _try_json_mode(
+        self, request: ModelRequest, on_delta: DeltaSink | None
+    ) -> ModelResponse | None:
+        """The answer in JSON mode, remembered as the way to ask; None if it fails or is unread."""
+        try:
+            response, readable = await self._send_json_mode(request, on_delta)
+        except BackendError:
+            return None  # the caller's first answer (or error) says more than this one
+        if not readable:
+            return None
+        self._native_tools = False
+        return response
+
+    async def _send_json_mode(
+        self, request: ModelRequest, on_delta: DeltaSink | None
+    ) -> tuple[ModelResponse, bool]:
+        """Ask for a tool call as JSON; the response, and whether its answer could be read."""
+        body = {
+            "model": self.model,
+            "messages": [_wire_message(m) for m in _json_tools.messages(request)],
+            "response_format": _json_tools.response_format(request),
+        }
+        response = await self._send(body, on_delta, content_kind="tool_call")
+        answer = _json_tools.read_answer(response.text, request.tools, call_id=_call_id(request))
+        if isinstance(answer, ToolCall):
+            return response.model_copy(update={"text": "", "tool_calls": (answer,)}), True
+        if isinstance(answer, str):
+            return response.model_copy(update={"text": answer}), True
+        return response, False  # as written: the loop shows the model its unusable answer
+
+    async def _send(
+        self,
+        body: dict[str, Any],
+        on_delta: DeltaSink | None,
+        *,
+        content_kind: Literal["text", "tool_call"] = "text",
+    ) -> ModelResponse:
         if on_delta is not None:
             body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        return await self._retry.run(lambda: self._attempt(body, on_delta))
+        return await self._retry.run(lambda: self._attempt(body, on_delta, content_kind))
 
-    async def _attempt(self, body: dict[str, Any], on_delta: DeltaSink | None) -> ModelResponse:
+    async def _attempt(
+        self,
+        body: dict[str, Any],
+        on_delta: DeltaSink | None,
+        content_kind: Literal["text", "tool_call"],
+    ) -> ModelResponse:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         async with self._http.post(self.url, body, headers) as response:
             if is_event_stream(response):
-                stream = _ChatStream(self.url, self.model, on_delta)
+                self._streams = True
+                stream = _ChatStream(self.url, self.model, on_delta, content_kind)
                 async with aclosing(sse_events(self.url, response)) as events:
                     async for event in events:
                         if event.data.strip() == "[DONE]":
@@ -119,15 +217,28 @@ class OpenAICompatibleBackend(ModelBackend):
                         stream.add(event.data)
                 raise truncated(self.url, "the stream ended without [DONE]")
             await response.aread()
+        if body.get("stream"):
+            self._streams = False
         answer = _parse_response(self.url, response, default_model=self.model)
         if on_delta is not None:
-            _tell_whole(answer, on_delta)
+            _tell_whole(answer, on_delta, content_kind)
         return answer
 
 
-def _tell_whole(response: ModelResponse, on_delta: DeltaSink) -> None:
+def _ignore(delta: Delta) -> None:
+    pass
+
+
+def _call_id(request: ModelRequest) -> str:
+    # One call per turn in JSON mode, and a task's turns are numbered uniquely.
+    return f"call_{request.turn}"
+
+
+def _tell_whole(
+    response: ModelResponse, on_delta: DeltaSink, content_kind: Literal["text", "tool_call"]
+) -> None:
     if response.text:
-        on_delta(Delta("text", response.text))
+        on_delta(Delta(content_kind, response.text))
     for call in response.tool_calls:
         on_delta(Delta("tool_call", call.arguments))
 
@@ -302,9 +413,16 @@ class _PartialCall:
 class _ChatStream:
     """A chat completion put together from its chunks, telling `on_delta` of each piece."""
 
-    def __init__(self, url: str, model: str, on_delta: DeltaSink | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        on_delta: DeltaSink | None,
+        content_kind: Literal["text", "tool_call"],
+    ) -> None:
         self._url = url
         self._on_delta = on_delta
+        self._content_kind = content_kind
         self._model: str | None = None
         self._default_model = model
         self._text: list[str] = []
@@ -357,7 +475,7 @@ class _ChatStream:
     def _add_delta(self, delta: _WireDelta) -> None:
         if delta.content:
             self._text.append(delta.content)
-            self._tell("text", delta.content)
+            self._tell(self._content_kind, delta.content)
         for position, piece in enumerate(delta.tool_calls or ()):
             # The first piece of a call brings its id and name, later ones more arguments.
             call = self._calls.setdefault(

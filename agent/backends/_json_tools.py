@@ -1,0 +1,129 @@
+"""Tool calls written as JSON, for models whose OpenAI-compatible server has no native ones.
+
+Such a server refuses `tools` (a 400) or ignores them. The backend then asks for the same thing
+through structured output: no `tools`, but a `response_format` whose JSON schema admits one call
+of one of the request's tools, ``{"name": ..., "arguments": {...}}``, and a system note listing
+the tools. The answer is read back into a `ToolCall`, so the loop sees no difference.
+
+The conversation is rendered as plain text too, since a server without tool calls seldom has a
+chat template for `tool` messages or an assistant's `tool_calls`: an earlier call appears as the
+JSON the model is asked to write, and its result as a user message naming the call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from agent.backends.base import Message, ModelRequest, ToolCall, ToolSpec
+
+# What models wrap a JSON answer in, though asked not to: a Markdown fence, or Hermes-style tags.
+_WRAPPERS = (
+    re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL),
+    re.compile(r"^<tool_call>\s*(.*?)\s*</tool_call>$", re.DOTALL),
+)
+
+
+def response_format(request: ModelRequest) -> dict[str, Any]:
+    """The `response_format` that admits one call of one of the request's tools.
+
+    With `tool_choice` "auto" it also admits ``{"text": ...}``, an answer without a call.
+    """
+    choices: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+            "required": ["name", "arguments"],
+        }
+        for tool in request.tools
+    ]
+    if request.tool_choice == "auto":
+        choices.append(
+            {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+        )
+    # Not strict: strict mode refuses most real tool schemas (optional fields, open objects).
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "tool_call", "strict": False, "schema": {"anyOf": choices}},
+    }
+
+
+def messages(request: ModelRequest) -> list[Message]:
+    """The request's conversation in plain user and assistant turns, with the tools' note."""
+    names = {call.id: call.name for message in request.messages for call in message.tool_calls}
+    rendered: list[Message] = []
+    for message in (_plain(m, names) for m in request.messages):
+        # Consecutive results become one user turn: some chat templates insist on alternation.
+        if rendered and rendered[-1].role == message.role:
+            joined = f"{rendered[-1].content}\n\n{message.content}"
+            rendered[-1] = Message(role=message.role, content=joined)
+        else:
+            rendered.append(message)
+    note = _note(request)
+    if rendered and rendered[0].role == "system":
+        rendered[0] = Message(role="system", content=f"{rendered[0].content}\n\n{note}")
+    else:
+        rendered.insert(0, Message(role="system", content=note))
+    return rendered
+
+
+def read_answer(text: str, tools: tuple[ToolSpec, ...], *, call_id: str) -> ToolCall | str | None:
+    """The call a JSON answer makes, the text of a ``{"text": ...}`` answer, or None.
+
+    Tolerates a Markdown fence or ``<tool_call>`` tags around the JSON and "parameters" for
+    "arguments", as models write them. A call must name one of `tools`.
+    """
+    body = text.strip()
+    for wrapper in _WRAPPERS:
+        if match := wrapper.match(body):
+            body = match.group(1)
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    name = value.get("name")
+    if isinstance(name, str) and name in {tool.name for tool in tools}:
+        arguments = value.get("arguments", value.get("parameters", {}))
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        return ToolCall(id=call_id, name=name, arguments=raw)
+    if value.keys() == {"text"} and isinstance(value["text"], str):
+        return str(value["text"])
+    return None
+
+
+def _plain(message: Message, names: dict[str, str]) -> Message:
+    """A message without tool roles or calls: calls as JSON, a result as a user message."""
+    if message.role == "assistant" and message.tool_calls:
+        calls = "\n".join(_as_json(call) for call in message.tool_calls)
+        text = f"{message.content}\n{calls}" if message.content else calls
+        return Message(role="assistant", content=text)
+    if message.role == "tool":
+        name = names.get(message.tool_call_id or "", "a tool")
+        text = f"Result of {name} (call {message.tool_call_id}):\n{message.content}"
+        return Message(role="user", content=text)
+    return message
+
+
+def _note(request: ModelRequest) -> str:
+    lines = ["You can use these tools:"]
+    for tool in request.tools:
+        lines.append(f"- {tool.name}: {tool.description}")
+        lines.append(f"  arguments (JSON schema): {json.dumps(tool.parameters)}")
+    lines.append(
+        'To use one, answer with only a JSON object {"name": "<tool name>", "arguments": {...}}, '
+        "the arguments matching the tool's schema."
+    )
+    if request.tool_choice == "auto":
+        lines.append('To answer without a tool, answer with only {"text": "<your answer>"}.')
+    return "\n".join(lines)
+
+
+def _as_json(call: ToolCall) -> str:
+    try:
+        arguments: Any = json.loads(call.arguments)
+    except ValueError:
+        arguments = call.arguments  # shown as the model wrote it, so it can see its mistake
+    return json.dumps({"name": call.name, "arguments": arguments})
