@@ -5,6 +5,8 @@ openai:MODEL                          OpenAI's API; key from $OPENAI_API_KEY,
                                       base URL from $OPENAI_BASE_URL if set
 openai-compatible:BASE_URL#MODEL      any OpenAI-compatible server (vLLM, llama.cpp's server,
                                       Ollama, a gateway); key from $OPENAI_API_KEY if set
+anthropic:MODEL                       Anthropic's Messages API; key from $ANTHROPIC_API_KEY,
+                                      base URL from $ANTHROPIC_BASE_URL if set
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.backends._retry import RetryPolicy
+from agent.backends.anthropic import ANTHROPIC_URL, AnthropicBackend
 from agent.backends.base import ModelBackend
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.backends.scripted import ScriptedBackend
 from agent.errors import BackendError, ConfigError
 
-SCHEMES = ("scripted", "openai", "openai-compatible")
+SCHEMES = ("scripted", "openai", "openai-compatible", "anthropic")
 OPENAI_URL = "https://api.openai.com/v1"
 
 
@@ -41,9 +44,10 @@ def backend_from_uri(
 ) -> ModelBackend:
     """Build the backend a model URI names. Raises `ConfigError` for a URI it cannot use.
 
-    `openai:` reads $OPENAI_API_KEY. `openai-compatible:` sends a key only from the variable
-    `api_key_env` names, so a key meant for one provider never goes to whatever server a base URL
-    points at (and a planner on one provider and an executor on another keep their own keys).
+    `openai:` reads $OPENAI_API_KEY, `anthropic:` $ANTHROPIC_API_KEY. `openai-compatible:` sends
+    a key only from the variable `api_key_env` names, so a key meant for one provider never goes
+    to whatever server a base URL points at (and a planner on one provider and an executor on
+    another keep their own keys).
     """
     scheme, sep, rest = uri.partition(":")
     if not sep or not scheme:
@@ -70,6 +74,14 @@ def backend_from_uri(
         openai = OpenAICompatibleBackend(base, rest, api_key=key, timeout=timeout, retry=retry)
         openai.name = uri
         return openai
+    if scheme == "anthropic":
+        key = os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise ConfigError(f"{uri} needs an API key: set $ANTHROPIC_API_KEY")
+        base = os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL
+        anthropic = AnthropicBackend(base, rest, api_key=key, timeout=timeout, retry=retry)
+        anthropic.name = uri
+        return anthropic
     base, hash_, model = rest.partition("#")
     if not hash_ or not model:
         raise ConfigError(
