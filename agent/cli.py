@@ -33,10 +33,11 @@ from agent._views import next_move, print_history, print_tasks, print_tools, sta
 from agent.approvals import decide
 from agent.backends import backend_from_uri, normalize_uri
 from agent.backends.base import ModelBackend
+from agent.backends.local import BUNDLED, ModelInfo, local_backend
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config, find_config, load_config
 from agent.errors import AgentError, BackendError, ConfigError, SandboxError, TaskBusy
-from agent.events import Limits, Status
+from agent.events import Attachment, Limits, Status
 from agent.render import Renderer
 from agent.runner import Price, Runner
 from agent.state import TaskState
@@ -48,6 +49,17 @@ from tools.registry import Registry
 
 EXIT = {"done": 0, "failed": 1, "awaiting_approval": 3, "paused": 4, "stuck": 5, "running": 4}
 EXIT_USAGE = 2
+
+#: the largest file `--file` takes
+MAX_FILE_BYTES = 256_000
+
+FALLBACK_NOTICE = (
+    "[yellow]No model is configured, so this runs on the bundled SmolLM2-135M-Instruct: a tiny "
+    "fallback model (135 million parameters, on the CPU) that manages only small, simple "
+    "tasks.[/] For real work, name a model with --model, $AGENT_MODEL or \\[model] uri in "
+    "agent.toml: e.g. anthropic:MODEL, openai:MODEL, or local:PATH.gguf for a GGUF model "
+    "(a Mixture-of-Experts model such as Qwen3-30B-A3B runs well on a CPU)."
+)
 
 _MODEL_HELP = """model URI: scripted:PATH (replay a script), openai:MODEL ($OPENAI_API_KEY),
 openai-compatible:BASE_URL#MODEL (vLLM, llama.cpp's server, Ollama...). Default: for a new task,
@@ -153,6 +165,21 @@ def _parser() -> argparse.ArgumentParser:
         "approvals are asked inline.",
     )
     run.add_argument("task", help="what to do, in plain words")
+    run.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        dest="files",
+        metavar="PATH",
+        help="give the model this text file with the task, e.g. to ask about it (repeatable; "
+        f"up to {MAX_FILE_BYTES // 1000:,} kB each; kept in the task's log)",
+    )
+    run.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="skip the planner: the task is its own single step (default for the bundled "
+        "fallback model; [model] plan = false in agent.toml sets it for every task)",
+    )
 
     resume = sub.add_parser("resume", parents=[running], help="continue a task from its log")
     target = resume.add_mutually_exclusive_group(required=True)
@@ -266,6 +293,31 @@ class _Setup:
         )
 
 
+def _attachments(paths: Sequence[str]) -> tuple[Attachment, ...]:
+    """The files given with `--file`, read now. Raises `ConfigError` for one that cannot be
+    read, is not UTF-8 text, is too large, or shares its name with another."""
+    files: dict[str, Attachment] = {}
+    for given in paths:
+        path = Path(given).expanduser()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--file {given}: {exc.strerror or exc}") from exc
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"--file {given} is {len(data):,} bytes; the most is {MAX_FILE_BYTES:,}. For a "
+                "larger file, let the task read it in its sandbox"
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"--file {given} is not UTF-8 text") from None
+        if path.name in files:
+            raise ConfigError(f"two files named {path.name!r} given with --file")
+        files[path.name] = Attachment(name=path.name, content=text)
+    return tuple(files.values())
+
+
 def _where(spec: str) -> str:
     """A tool module as it is recorded: a .py file by its absolute path."""
     return str(Path(spec).resolve()) if spec.endswith(".py") else spec
@@ -284,11 +336,8 @@ class _Session:
         """A runner for `setup`. Raises `ConfigError` (before anything is recorded) if its model,
         tools or policy cannot be had."""
         if not setup.model:
-            raise ConfigError(
-                "no model configured: pass --model URI, set [model] uri in agent.toml, or set "
-                "$AGENT_MODEL (e.g. --model scripted:examples/quickstart.json)"
-            )
-        model = normalize_uri(setup.model)
+            self._say(FALLBACK_NOTICE)
+        model = normalize_uri(setup.model or BUNDLED)
         planner = normalize_uri(setup.planner) if setup.planner else None
         if planner and planner != model and "scripted" in (model.split(":")[0], planner[:8]):
             raise ConfigError(
@@ -304,12 +353,14 @@ class _Session:
                 f"task {task_id} runs with tools that cannot be loaded now: {exc} "
                 "(pass --tools to give it others)"
             ) from exc
-        executor = _backend(model, self.config, self._retrying)
+        executor = _backend(model, self.config, self._retrying, self._loaded)
         runner = Runner(
             self.store,
             registry,
             Gate.from_file(setup.policy) if setup.policy else Gate.default(),
-            planner=_backend(planner, self.config, self._retrying) if planner else executor,
+            planner=_backend(planner, self.config, self._retrying, self._loaded)
+            if planner
+            else executor,
             executor=executor,
             prices={name: Price(p.input, p.output) for name, p in self.config.prices.items()},
             sandboxes=sandboxes_for(self.config, self.store),
@@ -318,7 +369,15 @@ class _Session:
             renderer = Renderer(self.out)
             runner.subscribe(renderer)
             runner.subscribe_output(renderer.output)
+            runner.subscribe_deltas(renderer.delta)
         return runner
+
+    def _say(self, text: str) -> None:
+        """A note for the person, on stderr (so --json output stays one object)."""
+        Console(stderr=True, soft_wrap=True, highlight=False).print(text)
+
+    def _loaded(self, info: ModelInfo, seconds: float) -> None:
+        self._say(f"[dim]model: {escape(info.summary())}, loaded in {seconds:.1f} s[/]")
 
     def _retrying(self, error: BackendError, attempt: int, wait: float) -> None:
         """Say that the model is being asked again, so a slow retry is not silence."""
@@ -357,6 +416,9 @@ def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console)
             tools=setup.tools,
             policy=setup.policy,
             sandbox=_sandbox_limits(args, config),
+            files=_attachments(args.files),
+            # A tiny model cannot plan: the fallback acts on the task directly.
+            plan=not args.no_plan and config.model.plan and setup.model is not None,
         )
         return _until_stopped(s, runner, task_id, None)
     if args.command == "resume" and args.all:
@@ -418,7 +480,10 @@ def _sandbox_limits(args: argparse.Namespace, config: Config) -> SandboxLimits |
 
 
 def _priced(runner: Runner, config: Config) -> bool:
-    return all(backend.name in config.prices for backend in runner.backends.values())
+    return all(
+        backend.runs_locally or backend.name in config.prices
+        for backend in runner.backends.values()
+    )
 
 
 def _limits(base: Limits, given: dict[str, Any]) -> Limits:
@@ -553,16 +618,24 @@ async def _resume_all(s: _Session) -> int:
 
 
 def _backend(
-    uri: str, config: Config, on_retry: Callable[[BackendError, int, float], None]
+    uri: str,
+    config: Config,
+    on_retry: Callable[[BackendError, int, float], None],
+    on_load: Callable[[ModelInfo, float], None] | None = None,
 ) -> ModelBackend:
     mc = config.model
-    return backend_from_uri(
+    if uri.startswith("local:"):
+        return local_backend(uri, mc.local.model_dump(), on_load=on_load)
+    backend = backend_from_uri(
         uri,
         api_key_env=mc.api_key_env,
         timeout=mc.timeout,
         max_attempts=mc.max_attempts,
         on_retry=on_retry,
     )
+    if mc.context_window is not None:
+        backend.context_window = mc.context_window
+    return backend
 
 
 def _registry(specs: Sequence[str]) -> Registry:

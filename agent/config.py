@@ -10,6 +10,16 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
                                     # read from (never this file; openai: reads $OPENAI_API_KEY)
     timeout = 120                   # seconds per model call
     max_attempts = 5                # tries per model call on 429, 5xx, timeouts
+    context_window = 128000         # tokens, for an HTTP model (a local model's file says)
+    plan = true                     # false: no planner call, each task is one step
+
+    [model.local]                   # for local:PATH.gguf models (llama.cpp in this process)
+    n_ctx = 8192                    # context to give it (default: its own, at most 8192)
+    threads = 8                     # CPU threads (default: all)
+    max_tokens = 1024               # per answer
+    temperature = 0.0               # 0 decodes greedily, best for tool calls
+    repeat_penalty = 1.1
+    seed = 0
 
     [limits]                        # per task; flags on `agent run` override
     max_steps = 50
@@ -54,12 +64,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class LocalModelConfig(_Section):
+    n_ctx: int | None = Field(None, ge=256)
+    threads: int | None = Field(None, ge=1)
+    max_tokens: int = Field(1024, ge=16)
+    temperature: float = Field(0.0, ge=0, le=2)
+    repeat_penalty: float = Field(1.1, ge=1, le=2)
+    seed: int = 0
+
+
 class ModelConfig(_Section):
     uri: str | None = None
     planner: str | None = None
     api_key_env: str | None = None
     timeout: float = Field(120.0, gt=0)
     max_attempts: int = Field(5, ge=1, le=20)
+    context_window: int | None = Field(None, ge=512)
+    plan: bool = True
+    local: LocalModelConfig = Field(default_factory=LocalModelConfig)
 
 
 class PriceConfig(_Section):
@@ -117,16 +139,13 @@ def load_config(path: Path | None) -> Config:
     base = path.resolve().parent
     if config.policy.file is not None and not config.policy.file.is_absolute():
         config.policy.file = base / config.policy.file
-    # A scripted model's file, a tool given as a file, and the policy file are all relative to
-    # the config that names them; so are price keys that name a scripted model.
+    # A scripted or local model's file, a tool given as a file, and the policy file are all
+    # relative to the config that names them; so are price keys that name such a model.
     for section in ("uri", "planner"):
         uri = getattr(config.model, section)
-        if uri and uri.startswith("scripted:") and not Path(uri[9:]).expanduser().is_absolute():
-            setattr(config.model, section, normalize_uri(f"scripted:{base / uri[9:]}"))
-    config.prices = {
-        normalize_uri(f"scripted:{base / k[9:]}") if k.startswith("scripted:") else k: v
-        for k, v in config.prices.items()
-    }
+        if uri:
+            setattr(config.model, section, normalize_uri(uri, base))
+    config.prices = {normalize_uri(k, base): v for k, v in config.prices.items()}
     config.tools.modules = [
         str(base / m) if m.endswith(".py") and not Path(m).is_absolute() else m
         for m in config.tools.modules

@@ -35,6 +35,14 @@ class Limits(_Event):
     stuck_alternation: int = Field(6, ge=4)
 
 
+class Attachment(BaseModel):
+    """A file given with the task (`agent run --file`): the model reads it as untrusted data."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    content: str
+
+
 class TaskCreated(_Event):
     """A new task, with what it runs with: every later run of it (a resume, an approval from
     another process) uses the same model, tools and policy unless told otherwise."""
@@ -51,6 +59,10 @@ class TaskCreated(_Event):
     policy: str | None = None
     #: the sandbox's limits where the task asked for its own; None for the configured ones
     sandbox: SandboxLimits | None = None
+    #: files given with the task, kept here so the task never depends on them staying put
+    files: tuple[Attachment, ...] = ()
+    #: False: no planner call; the task is its own one step (for small models and small tasks)
+    plan: bool = True
 
 
 class PlanProposed(_Event):
@@ -145,6 +157,8 @@ class ToolResulted(_Event):
     #: how the result was obtained after a crash: None (it ran), "reconciled" (the tool said it
     #: had already taken effect), "rerun" (safe to run again and it was)
     recovery: Literal["reconciled", "rerun"] | None = None
+    #: the task artifact that holds the whole output, when `content` is shortened
+    artifact: str | None = None
 
 
 class OutcomeUnknown(_Event):

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Literal
 
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
+from agent.backends.base import Delta, Purpose
 from agent.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -55,9 +57,17 @@ class Renderer:
         self.limit = 2000 if detailed else 240
         #: a command's output was shown as it came: its result need not repeat it
         self._streamed = False
+        #: the model's answer is being shown as it comes (None: it is not)
+        self._live: Literal["text", "tool_call"] | None = None
+        #: the answer's text was shown as it came: its event need not repeat it
+        self._text_shown = False
 
     def __call__(self, stored: StoredEvent) -> None:
+        if self._live is not None:
+            self.console.print()  # end the line the answer was streamed on
+            self._live = None
         line = self.line(stored)
+        self._text_shown = False
         if line is None:
             return
         if self.detailed:
@@ -80,6 +90,17 @@ class Renderer:
             markup=False,
             highlight=False,
         )
+
+    def delta(self, task_id: str, purpose: Purpose, delta: Delta) -> None:
+        """Show a model's answer as it comes (dim), so a slow model is not silence."""
+        del task_id, purpose
+        if self._live != delta.kind:
+            if self._live is not None:
+                self.console.print()
+            self.console.print("    … " if delta.kind == "text" else "    ⋯ ", end="", style="dim")
+            self._live = delta.kind
+        self._text_shown |= delta.kind == "text"
+        self.console.print(delta.text, end="", style="dim", markup=False, highlight=False)
 
     def line(self, stored: StoredEvent) -> str | Panel | None:
         e, cut = stored.event, self.limit
@@ -177,7 +198,7 @@ class Renderer:
 
     def _response(self, e: ModelResponded) -> str | None:
         parts = []
-        if e.response.text.strip():
+        if e.response.text.strip() and not self._text_shown:
             parts.append(f"    [dim]“{escape(_cut(e.response.text, self.limit))}”[/]")
         if e.purpose == "act":
             for call in e.response.tool_calls:

@@ -19,12 +19,15 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent._control import EXECUTOR, PLANNER
-from agent.backends.base import ModelBackend, ModelRequest, Purpose, ToolSpec, Usage
+from agent.backends.base import Delta, ModelBackend, ModelRequest, Purpose, ToolSpec, Usage
+from agent.context import observation_chars, shortened
 from agent.errors import BackendError, ConfigError, SandboxError
 from agent.events import (
+    Attachment,
     CallRejected,
     EgressDecided,
     Event,
@@ -55,6 +58,8 @@ if TYPE_CHECKING:
 Subscriber = Callable[[StoredEvent], None]
 #: live output of a running command: (task id, "stdout" | "stderr", text); never recorded
 OutputSubscriber = Callable[[str, str, str], None]
+#: told (task id, purpose, piece) of a model's answer as it arrives; not recorded
+DeltaSubscriber = Callable[[str, Purpose, Delta], None]
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,10 @@ class Price:
 
     def cost(self, usage: Usage) -> float:
         return (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1e6
+
+
+#: what a model on this machine costs, unless the price table says otherwise
+FREE = Price(0.0, 0.0)
 
 
 @dataclass
@@ -89,6 +98,7 @@ class RunContext:
     max_argument_bytes: int
     sandboxes: Sandboxes | None = None
     output_subscribers: list[OutputSubscriber] = field(default_factory=list)
+    delta_subscribers: list[DeltaSubscriber] = field(default_factory=list)
     browsers: Browsers | None = None
     staged: list[Event] = field(default_factory=list)
 
@@ -135,14 +145,24 @@ class RunContext:
         self.flush()
         backend = self.backends[purpose]
         started = time.perf_counter()
+        on_delta = None
+        if self.delta_subscribers:
+            task_id, listeners = self.state.task_id, self.delta_subscribers
+
+            def on_delta(delta: Delta) -> None:
+                for notify in listeners:
+                    notify(task_id, purpose, delta)
+
         try:
-            response = await backend.complete(request)
+            response = await backend.complete(request, on_delta=on_delta)
         except BackendError as exc:
             self.commit(
                 [TaskPaused(reason="model_error", detail=f"{backend.name}: {exc} [{exc.code}]")]
             )
             return
         price = self.prices.get(backend.name) or self.prices.get(response.model)
+        if price is None and backend.runs_locally:
+            price = FREE
         event = ModelResponded(
             purpose=purpose,
             response=response,
@@ -210,6 +230,26 @@ class RunContext:
             self.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
         return None
 
+    @property
+    def artifacts(self) -> Path:
+        """The task's folder for what it keeps beside its log (screenshots, long outputs)."""
+        return self.store.path.parent / "artifacts" / self.state.task_id
+
+    def keep_whole(self, result: ToolResulted) -> ToolResulted:
+        """`result`, shortened for the model if it is too long, with the whole kept as an
+        artifact first (a crash in between leaves an unused file, never a lost output)."""
+        limit = observation_chars(self.backends["act"].context_window)
+        if len(result.content) <= limit:
+            return result
+        name = f"output-{result.ref}.txt"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        partial = self.artifacts / f".{name}.partial"
+        partial.write_text(result.content, encoding="utf-8")
+        partial.replace(self.artifacts / name)
+        return result.model_copy(
+            update={"content": shortened(result.content, limit, name), "artifact": name}
+        )
+
     def _tool_context(self, call: Call, key: str) -> ToolContext:
         task_id = self.state.task_id
         sandbox = browser = None
@@ -233,7 +273,7 @@ class RunContext:
             sandbox=sandbox,
             output=output,
             browser=browser,
-            artifacts=self.store.path.parent / "artifacts" / task_id,
+            artifacts=self.artifacts,
         )
 
     def preview(self, tool: Tool | None, call: Call) -> str:
@@ -289,6 +329,7 @@ class Runner:
         self.tool_specs = registry.specs() + EXECUTOR.specs()
         self.subscribers: list[Subscriber] = []
         self.output_subscribers: list[OutputSubscriber] = []
+        self.delta_subscribers: list[DeltaSubscriber] = []
         #: the tasks' containers; None runs without (sandbox tools then fail, telling the model)
         self.sandboxes = sandboxes
         if browsers is None and sandboxes is not None:
@@ -309,6 +350,11 @@ class Runner:
         """Call `subscriber` with the output of sandbox commands as it comes (not recorded)."""
         self.output_subscribers.append(subscriber)
 
+    def subscribe_deltas(self, subscriber: DeltaSubscriber) -> None:
+        """Call `subscriber` with each piece of a model's answer as it arrives (not recorded;
+        the whole answer is recorded as one event when it is complete)."""
+        self.delta_subscribers.append(subscriber)
+
     def create(
         self,
         task: str,
@@ -317,11 +363,14 @@ class Runner:
         tools: tuple[str, ...] = (),
         policy: str | None = None,
         sandbox: SandboxLimits | None = None,
+        files: tuple[Attachment, ...] = (),
+        plan: bool = True,
     ) -> str:
         """Record a new task; return its id. Nothing runs until `run`.
 
         `tools` and `policy` say where this runner's tools and policy came from, so that a later
-        run of the task, in any process, can load the same ones.
+        run of the task, in any process, can load the same ones. `files` are given to the model
+        with the task (and kept as the task's artifacts); `plan=False` skips the planner.
         """
         planner, executor = self.backends["plan"], self.backends["act"]
         created = TaskCreated(
@@ -332,8 +381,15 @@ class Runner:
             tools=tools,
             policy=policy,
             sandbox=sandbox,
+            files=files,
+            plan=plan,
         )
         task_id = self.store.create_task(created)
+        if files:
+            folder = self.store.path.parent / "artifacts" / task_id
+            folder.mkdir(parents=True, exist_ok=True)
+            for file in files:
+                (folder / file.name).write_text(file.content, encoding="utf-8")
         for notify in self.subscribers:
             notify(StoredEvent(task_id, 1, time.time(), created))
         return task_id
@@ -394,8 +450,9 @@ class Runner:
                 self.subscribers,
                 self.max_argument_bytes,
                 self.sandboxes,
-                self.output_subscribers,
-                self.browsers,
+                output_subscribers=self.output_subscribers,
+                delta_subscribers=self.delta_subscribers,
+                browsers=self.browsers,
             )
             events: list[Event] = []
             if limits is not None and limits != state.limits:

@@ -92,6 +92,16 @@ class Plan(Step):
     async def run(self, rt: RunContext) -> None:
         if rt.stop_if_over_budget():
             return
+        state = rt.state
+        if state.created is not None and not state.created.plan:
+            # Planning is off: the task is its one step, and asking again starts it afresh.
+            rt.commit(
+                [
+                    PlanProposed(steps=(state.task,), replan_reason=state.replan_reason),
+                    StepStarted(index=0, title=state.task),
+                ]
+            )
+            return
         await rt.ask("plan", plan_request(rt.state, rt.tool_specs))
 
 
@@ -138,7 +148,8 @@ class Act(Step):
     async def run(self, rt: RunContext) -> None:
         if rt.stop_if_over_budget():
             return
-        await rt.ask("act", act_request(rt.state, rt.tool_specs))
+        window = rt.backends["act"].context_window
+        await rt.ask("act", act_request(rt.state, rt.tool_specs, window))
 
 
 def trim_oversized(event: ModelResponded, limit: int) -> ModelResponded:
@@ -405,7 +416,9 @@ class Execute(Step):
 
 def record_result(rt: RunContext, tool: Tool, result: ToolResulted, *, durable: bool) -> None:
     """Record what a call did. A side effect that timed out may still take effect: it is settled
-    like a crash (reconciled, or decided by a reviewer), never reported as a failure to retry."""
+    like a crash (reconciled, or decided by a reviewer), never reported as a failure to retry.
+    An output too long to show the model whole is kept as an artifact (see `agent.context`)."""
+    result = rt.keep_whole(result)
     if tool.has_side_effects and result.error_code == "timeout":
         rt.commit([OutcomeUnknown(ref=result.ref, reason=result.content, seconds=result.seconds)])
     elif durable or tool.has_side_effects:

@@ -49,7 +49,15 @@ def _no_tasks(home: Path) -> bool:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["run", "x"], "no model configured: pass --model URI"),
+        (
+            ["run", "x", "--model", "scripted:s.json", "--file", "nowhere.txt"],
+            "--file nowhere.txt: No such file or directory",
+        ),
+        (
+            ["run", "x", "--model", "scripted:s.json", "--file", "s.json", "--file", "./s.json"],
+            "two files named 's.json'",
+        ),
+        (["run", "x", "--model", "local:nowhere.gguf"], "no model file at"),
         (["run", "x", "--model", "gpt-5"], "has no scheme; use one of: scripted:..."),
         (["run", "x", "--model", "claude:opus"], "unknown model scheme 'claude'"),
         (["run", "x", "--model", "openai:gpt-5.5"], "needs an API key: set $OPENAI_API_KEY"),
@@ -200,7 +208,7 @@ def test_listings(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["tools", "list", "--json"]) == 0
     tools = {t["name"]: t for t in _last_json(capsys)}
     everyone = [*(t.name for t in sandbox_tools), *(t.name for t in browser_tools)]
-    assert set(tools) == {"calculate", "current_time", *everyone}
+    assert set(tools) == {"calculate", "current_time", "read_artifact", *everyone}
     assert tools["calculate"]["parameters"]["required"] == ["expression"]
     assert main(["tools", "list", "--tools", TALLY]) == 0
     listing = capsys.readouterr().out
@@ -466,7 +474,8 @@ def test_no_key_goes_to_a_compatible_server_unless_configured(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-key")
     plan = {"choices": [{"message": {"role": "assistant", "content": "no plan"}}]}
     with WireServer() as server:
-        server.reply(*[Reply(body=plan)] * 3)
+        # Each of the 3 planning attempts is asked again for JSON once (see openai_compat).
+        server.reply(*[Reply(body=plan)] * 6)
         model = f"openai-compatible:{server.url}/v1#m"
         assert main(["run", "x", "--model", model, "--json"]) == 1
         assert all("authorization" not in r.headers for r in server.requests)

@@ -457,10 +457,10 @@ def test_include_a_module_takes_its_tools() -> None:
 
 
 def test_include_a_module_with_tools_and_their_registry_takes_each_tool_once() -> None:
-    # tools.builtin defines calculate, current_time and a registry holding both.
+    # tools.builtin defines its tools and a registry holding them.
     registry = Registry()
     registry.include(tools.builtin)
-    assert sorted(names(registry)) == ["calculate", "current_time"]
+    assert sorted(names(registry)) == ["calculate", "current_time", "read_artifact"]
     assert registry.get("calculate") is calculate
 
 
@@ -475,14 +475,14 @@ def test_load_module_by_dotted_name() -> None:
     assert names(registry) == ["tally"]
     builtin = Registry()
     builtin.load_module("tools.builtin")
-    assert sorted(names(builtin)) == ["calculate", "current_time"]
+    assert sorted(names(builtin)) == ["calculate", "current_time", "read_artifact"]
 
 
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
         ("tools.builtin:calculate", ["calculate"]),
-        ("tools.builtin:registry", ["calculate", "current_time"]),
+        ("tools.builtin:registry", ["calculate", "current_time", "read_artifact"]),
         ("examples.tally_tool:tally", ["tally"]),
     ],
 )
@@ -901,7 +901,7 @@ async def test_non_string_values_are_rendered_as_json(value: Any, content: str) 
 
 
 def test_the_builtin_registry() -> None:
-    assert names(tools.builtin.registry) == ["calculate", "current_time"]
+    assert names(tools.builtin.registry) == ["calculate", "current_time", "read_artifact"]
     spec = calculate.spec
     assert spec.description == "Evaluate an arithmetic expression exactly as written, e.g. " + (
         "`(17 * 3) / 4`."

@@ -8,11 +8,15 @@ import math
 import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from tools.registry import Registry, ToolError, tool
+from tools.registry import Registry, ToolContext, ToolError, tool
+
+#: the most `read_artifact` gives at once
+MAX_READ = 16_000
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -118,4 +122,49 @@ def current_time() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-registry = Registry([calculate, current_time])
+@tool
+def read_artifact(
+    ctx: ToolContext,
+    name: Annotated[str, Field(min_length=1, max_length=200)],
+    offset: Annotated[int, Field(ge=0)] = 0,
+    length: Annotated[int, Field(ge=1, le=MAX_READ)] = 4000,
+) -> str:
+    """Read part of a text the task kept, such as the whole of a long tool output that was shown
+    shortened (its note names the artifact and where the shown part ends).
+
+    Args:
+        name: the artifact's name, as the note gives it (e.g. output-3.txt).
+        offset: the character to start at.
+        length: how many characters to read.
+    """
+    if ctx.artifacts is None:
+        raise ToolError("this runner keeps no artifacts")
+    path = _artifact(ctx.artifacts, name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ToolError(f"{name} is not text (a screenshot, say): it cannot be read here") from None
+    part = text[offset : offset + length]
+    end = offset + len(part)
+    if end < len(text):
+        more = f"{len(text) - end:,} more characters: read_artifact(name={name!r}, offset={end})"
+    else:
+        more = "the end"
+    return f"[{name}, characters {offset:,}-{end:,} of {len(text):,}]\n{part}\n[{more}]"
+
+
+def _artifact(folder: Path, name: str) -> Path:
+    """The artifact `name` in the task's folder; never a path outside it."""
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise ToolError(f"{name!r} is not an artifact name (names have no folders)")
+    path = folder / name
+    if not path.is_file():
+        kept = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        raise ToolError(
+            f"the task has no artifact {name!r}"
+            + (f"; it has: {', '.join(kept[:20])}" if kept else "; it has none")
+        )
+    return path
+
+
+registry = Registry([calculate, current_time, read_artifact])

@@ -26,11 +26,15 @@ SCHEMES = ("scripted", "openai", "openai-compatible", "anthropic")
 OPENAI_URL = "https://api.openai.com/v1"
 
 
-def normalize_uri(uri: str) -> str:
-    """The URI with a scripted path made absolute, so a task resumed elsewhere finds its script."""
+def normalize_uri(uri: str, base: Path | None = None) -> str:
+    """The URI with a scripted or local model's path made absolute (relative paths are taken
+    from `base`, else the current folder), so a task resumed elsewhere finds its file."""
     scheme, _, rest = uri.partition(":")
-    if scheme == "scripted" and rest:
-        return f"scripted:{Path(rest).expanduser().resolve()}"
+    if scheme in ("scripted", "local") and rest and rest != "bundled":
+        path = Path(rest).expanduser()
+        if base is not None and not path.is_absolute():
+            path = base / path
+        return f"{scheme}:{path.resolve()}"
     return uri
 
 

@@ -154,10 +154,20 @@ def tool_call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
     }
 
 
+#: bounds a grammar spells out; larger ones are left to the gate's validation, since a grammar
+#: writes a bound of N as N nested rules and llama.cpp refuses grammars past a few thousand
+MAX_GRAMMAR_BOUND = 32
+
+
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` with objects that do not say otherwise closed to properties they do not list,
-    so a held-to-schema model cannot wander off into made-up arguments."""
-    out = dict(schema)
+    """`schema` as a grammar should hold a model to it: objects that do not say otherwise are
+    closed to properties they do not list (so the model cannot make arguments up), and large
+    length bounds are dropped (the tool's own validation still applies them)."""
+    out = {
+        k: v
+        for k, v in schema.items()
+        if not (k in _BOUNDS and isinstance(v, int) and v > MAX_GRAMMAR_BOUND)
+    }
     if out.get("type") == "object" and "additionalProperties" not in out:
         out["additionalProperties"] = False
     if isinstance(out.get("properties"), dict):
@@ -235,6 +245,8 @@ def close_json(text: str) -> str:
         tail = tail[:-1] + ("" if tail.endswith(",") else ": null")
     return tail + "".join(reversed(closers))
 
+
+_BOUNDS = ("maxLength", "maxItems", "minLength", "minItems", "maxProperties", "minProperties")
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),

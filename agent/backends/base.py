@@ -114,6 +114,8 @@ class ModelBackend(ABC):
     name: str = "model"
     #: tokens the model attends to, when known; the loop keeps prompts inside it
     context_window: int | None = None
+    #: runs on this machine, so its calls cost no money (unless the price table says otherwise)
+    runs_locally: bool = False
 
     @abstractmethod
     async def complete(

