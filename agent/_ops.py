@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent.backends import backend_from_uri
+from agent.backends.base import Capabilities, ModelBackend
+from agent.backends.local import BUNDLED, ModelInfo
 from agent.config import Config
 from agent.errors import AgentError, SandboxError, TaskNotFound
 from agent.store import Store, default_home
@@ -187,22 +189,9 @@ def _check_image(checks: list[Check], client: docker.DockerClient, image: str) -
 
 
 def _check_model(config: Config) -> Check:
-    uri = os.environ.get("AGENT_MODEL") or config.model.uri
-    if not uri:
-        return Check(
-            "model",
-            False,
-            "no model configured",
-            "set [model] uri in agent.toml or $AGENT_MODEL (or pass --model to agent run)",
-        )
-    try:
-        backend_from_uri(uri, api_key_env=config.model.api_key_env)
-    except AgentError as exc:
-        return Check("model", False, f"{uri}: {exc}", "correct [model] in agent.toml")
-    if uri.startswith("openai:") and not os.environ.get("OPENAI_API_KEY"):
-        return Check(
-            "model", False, f"{uri}: $OPENAI_API_KEY is not set", "export OPENAI_API_KEY=..."
-        )
+    """Build the configured model's backend and ask it what it can do (for an HTTP model, one
+    tiny request, unless the backend already knows; a local model is loaded)."""
+    uri = os.environ.get("AGENT_MODEL") or config.model.uri or BUNDLED
     if config.model.api_key_env and not os.environ.get(config.model.api_key_env):
         return Check(
             "model",
@@ -210,7 +199,37 @@ def _check_model(config: Config) -> Check:
             f"{uri}: ${config.model.api_key_env} is not set",
             f"export {config.model.api_key_env}=...",
         )
-    return Check("model", True, uri)
+    loaded: list[ModelInfo] = []
+    try:
+        backend = backend_from_uri(
+            uri,
+            api_key_env=config.model.api_key_env,
+            timeout=config.model.timeout,
+            max_attempts=1,
+            local=config.model.local.model_dump(),
+            on_load=lambda info, _seconds: loaded.append(info),
+        )
+        capabilities = asyncio.run(_probe(backend))
+    except AgentError as exc:
+        return Check("model", False, f"{uri}: {exc}", "correct [model] in agent.toml")
+    what = [
+        "native tool calls" if capabilities.native_tools else "tool calls as schema-held JSON",
+        "streams" if capabilities.streaming else "does not stream",
+    ]
+    if capabilities.context_window:
+        what.append(f"context {capabilities.context_window:,} tokens")
+    if loaded:
+        what.insert(0, loaded[0].summary())
+    if uri == BUNDLED and not (os.environ.get("AGENT_MODEL") or config.model.uri):
+        what.append("none configured: this tiny fallback runs tasks; set [model] uri for real work")
+    return Check("model", True, f"{uri}: {'; '.join(what)}")
+
+
+async def _probe(backend: ModelBackend) -> Capabilities:
+    try:
+        return await backend.probe()
+    finally:
+        await backend.aclose()
 
 
 def _check_store() -> Check:
