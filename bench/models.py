@@ -1,0 +1,338 @@
+"""Local models: the runtime's decoding against llama-cpp-python's own, what holding an answer to a
+tool call's schema costs, and what the KV cache saves on a task's later steps.
+
+Everything runs on the bundled SmolLM2-135M-Instruct (no network). Each goal is the median over
+rounds of a per-round ratio, both sides measured in the same round (in alternating order where
+order is free), so that a busy machine slows both.
+
+- local_runtime_vs_direct: decoding speed of `LocalBackend.complete` without tools, against
+  `Llama.create_completion(stream=True)` given the same prompt tokens (the model's chat template
+  rendered the same way), greedy, repeat penalty 1.1, the same context, batch, threads and
+  max_tokens, on a `Llama` of its own. Speed, on both sides: the pieces after the first over the
+  seconds from the first piece to the last, stamped as each arrives (`on_delta`; the stream), so
+  evaluating the prompt is left out of both.
+- constrained_vs_unconstrained: the same speed for a tool call (tool_choice "required", so held
+  to the call's grammar) against a free answer to the same messages and tools (tool_choice
+  "auto"), through one backend. llama-cpp-python's own grammar against its own free decoding is
+  printed beside it, for context.
+- ttft_step2plus_vs_step1: time to first token (`backend.last.first_token_seconds`) of steps 2-4
+  of an executor's task (its system prompt, every tool the project registers, a task header; each
+  step adds a tool call and its result) against step 1 on a freshly loaded model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from llama_cpp import Llama
+from llama_cpp.llama_grammar import LlamaGrammar
+
+from agent._control import EXECUTOR
+from agent.backends._chat import ChatTemplate, chat_messages, tool_call_schema
+from agent.backends.base import Delta, Message, ModelRequest, ToolCall, ToolSpec
+from agent.backends.local import LocalBackend, bundled_model
+from agent.prompts import EXECUTOR_SYSTEM
+from tools.registry import Registry
+from tools.sandboxed import registry as sandboxed
+
+MAX_TOKENS = 128
+REPEAT_PENALTY = 1.1
+
+STORY = (Message(role="user", content="Write a long story about a lighthouse keeper and a storm."),)
+POEM = (
+    Message(role="system", content=EXECUTOR_SYSTEM),
+    Message(
+        role="user",
+        content="Task: Write a poem of eight lines about the sea to poem.txt\n\nPlan:\n"
+        "→ 1. Write the poem to poem.txt\n\nCurrent step (1 of 1): Write the poem to poem.txt",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One generation as it streamed: its pieces' count and text, first piece to last."""
+
+    pieces: int
+    seconds: float
+    text: str
+
+    @property
+    def rate(self) -> float:
+        return (self.pieces - 1) / self.seconds
+
+
+class Stamps:
+    """Stamps each piece as it arrives."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.texts: list[str] = []
+
+    def __call__(self, delta: Delta) -> None:
+        self.add(delta.text)
+
+    def add(self, text: str) -> None:
+        self.times.append(time.perf_counter())
+        self.texts.append(text)
+
+    def run(self) -> Run:
+        assert len(self.times) > 1, "too short to time"
+        return Run(len(self.times), self.times[-1] - self.times[0], "".join(self.texts))
+
+
+def request(
+    messages: Sequence[Message],
+    tools: Sequence[ToolSpec] = (),
+    *,
+    turn: int = 0,
+    tool_choice: Literal["auto", "required"] = "required",
+) -> ModelRequest:
+    return ModelRequest(
+        task_id="bench",
+        purpose="act",
+        turn=turn,
+        messages=tuple(messages),
+        tools=tuple(tools),
+        tool_choice=tool_choice,
+    )
+
+
+async def runtime(backend: LocalBackend, req: ModelRequest) -> Run:
+    stamps = Stamps()
+    await backend.complete(req, on_delta=stamps)
+    return stamps.run()
+
+
+def direct(llm: Llama, tokens: list[int], grammar: LlamaGrammar | None = None) -> Run:
+    stream = llm.create_completion(
+        tokens,
+        max_tokens=MAX_TOKENS,
+        temperature=0.0,
+        repeat_penalty=REPEAT_PENALTY,
+        grammar=grammar,
+        stream=True,
+    )
+    assert isinstance(stream, Iterator)
+    stamps = Stamps()
+    for chunk in stream:
+        text = chunk["choices"][0]["text"]
+        if text:
+            stamps.add(text)
+    return stamps.run()
+
+
+def prompt_tokens(llm: Llama, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[int]:
+    """The prompt as `LocalBackend` writes it: the model's own chat template, tokenized the same
+    way (the template writes any BOS itself)."""
+    special = [llm.token_bos(), llm.token_eos()]
+    bos, eos = (llm.detokenize([t], special=True).decode() if t >= 0 else "" for t in special)
+    template = ChatTemplate(llm.metadata.get("tokenizer.chat_template"), bos=bos, eos=eos)
+    text = template.render(chat_messages(messages, tools, constrained=bool(tools)))
+    return llm.tokenize(text.encode(), add_bos=False, special=True)
+
+
+def ratio_line(name: str, ratios: list[float], goal: str) -> str:
+    return f"{name}: {statistics.median(ratios):.2f}x (goal {goal})"
+
+
+# --- the goals -------------------------------------------------------------------------------
+
+
+async def versus_direct(backend: LocalBackend, llm: Llama, rounds: int) -> str:
+    req = request(STORY)
+    tokens = prompt_tokens(llm, STORY, ())
+    await runtime(backend, req)  # warm both: the prompt in each one's cache, buffers allocated
+    assert backend.last is not None
+    assert backend.last.prompt_tokens == len(tokens), "the two sides' prompts differ"
+    direct(llm, tokens)
+    ratios, ours, theirs = [], [], []
+    for i in range(rounds):
+        if i % 2:
+            theirs_run = direct(llm, tokens)
+            ours_run = await runtime(backend, req)
+        else:
+            ours_run = await runtime(backend, req)
+            theirs_run = direct(llm, tokens)
+        ours.append(ours_run)
+        theirs.append(theirs_run)
+        ratios.append(ours_run.rate / theirs_run.rate)
+    print("-- decoding, no tools: LocalBackend.complete vs Llama.create_completion")
+    print(f"prompt: {len(tokens)} tokens; max_tokens {MAX_TOKENS}; greedy; repeat penalty 1.1")
+    assert backend.last is not None
+    print(f"runtime: {_speed(ours)}, {backend.last.output_tokens} tokens in its last run")
+    print(f"direct:  {_speed(theirs)}")
+    # They may write different text: llama-cpp-python's repeat penalty counts only the tokens
+    # generated, LocalBackend's the last 64 of the context, the prompt's included.
+    same = sum(a.text == b.text for a, b in zip(ours, theirs, strict=True))
+    print(f"same text from both sides in {same} of {rounds} rounds")
+    print(f"per-round ratios: {', '.join(f'{r:.2f}' for r in sorted(ratios))}")
+    return ratio_line("local_runtime_vs_direct", ratios, ">= 0.9x")
+
+
+async def constrained(backend: LocalBackend, llm: Llama, rounds: int) -> str:
+    # One tool that takes prose, so the call is long enough to time.
+    tools = _write_file()
+    held = request(POEM, tools, tool_choice="required")
+    free = request(POEM, tools, tool_choice="auto")
+    tokens = prompt_tokens(llm, POEM, tools)
+    grammar = LlamaGrammar.from_json_schema(json.dumps(tool_call_schema(tools)), verbose=False)
+    await runtime(backend, held)
+    await runtime(backend, free)
+    ratios, held_runs, free_runs, theirs, their_held, their_free = [], [], [], [], [], []
+    for i in range(rounds):
+        if i % 2:
+            free_run = await runtime(backend, free)
+            held_run = await runtime(backend, held)
+            # llama-cpp-python's own grammar sampler against its free decoding, for context.
+            their_free_run = direct(llm, tokens)
+            their_held_run = direct(llm, tokens, grammar)
+        else:
+            held_run = await runtime(backend, held)
+            free_run = await runtime(backend, free)
+            their_held_run = direct(llm, tokens, grammar)
+            their_free_run = direct(llm, tokens)
+        held_runs.append(held_run)
+        free_runs.append(free_run)
+        ratios.append(held_run.rate / free_run.rate)
+        their_held.append(their_held_run)
+        their_free.append(their_free_run)
+        theirs.append(their_held_run.rate / their_free_run.rate)
+    print("-- a tool call held to its grammar vs a free answer, one LocalBackend")
+    print(f"{len(tokens)} prompt tokens; the call: write_file, whose content is prose")
+    print(f"runtime held: {_speed(held_runs)}; free: {_speed(free_runs)}")
+    print(f"per-round ratios: {', '.join(f'{r:.2f}' for r in sorted(ratios))}")
+    print(
+        f"for context, llama-cpp-python held: {_speed(their_held)}; free: {_speed(their_free)}; "
+        f"{statistics.median(theirs):.2f}x"
+    )
+    return ratio_line("constrained_vs_unconstrained", ratios, ">= 0.8x")
+
+
+def _speed(runs: Sequence[Run]) -> str:
+    return (
+        f"{statistics.median(r.rate for r in runs):5.1f} tokens/s "
+        f"({statistics.median(r.pieces for r in runs)} pieces)"
+    )
+
+
+def _write_file() -> tuple[ToolSpec, ...]:
+    tool = sandboxed.get("write_file")
+    assert tool is not None
+    return (tool.spec,)
+
+
+#: what the executor is told in steps 2-4: one call and its result each, as the loop records them
+EXCHANGES = [
+    ("read_file", {"path": "notes.txt"}, "meeting at 10\nbuy milk\ncall Ana about the report\n"),
+    ("calculate", {"expression": "3 * 7"}, "21"),
+    ("list_files", {"path": "."}, "notes.txt\nreport.md\ndata/\n"),
+]
+
+
+def executor_steps() -> list[ModelRequest]:
+    """A task's first four executor requests, with the tools the runner gives the executor."""
+    registry = Registry()
+    registry.load_entry_points()
+    tools = registry.specs() + EXECUTOR.specs()
+    header = (
+        "Task: Summarise notes.txt and say how many tasks it lists\n\nPlan:\n"
+        "→ 1. Read notes.txt\n  2. Count the tasks\n\nCurrent step (1 of 2): Read notes.txt"
+    )
+    messages = [
+        Message(role="system", content=EXECUTOR_SYSTEM),
+        Message(role="user", content=header),
+    ]
+    steps = [request(messages, tools)]
+    for turn, (name, arguments, result) in enumerate(EXCHANGES, 1):
+        call = ToolCall(id=f"call_{turn}", name=name, arguments=json.dumps(arguments))
+        messages += [
+            Message(role="assistant", tool_calls=(call,)),
+            Message(role="tool", tool_call_id=call.id, content=result),
+        ]
+        steps.append(request(messages, tools, turn=turn))
+    return steps
+
+
+async def time_to_first_token(path: Path, threads: int | None, rounds: int) -> str:
+    # No second attempt at an invalid call: `last` is then always the step's one generation.
+    backend = LocalBackend(path, threads=threads, max_tokens=32, repair_attempts=0)
+    steps = executor_steps()
+    firsts, laters, ratios = [], [], []
+    prompts: list[tuple[int, int]] = []
+    try:
+        for _ in range(rounds):
+            await backend.aclose()  # a fresh model: nothing cached
+            await backend.load()
+            seconds = []
+            prompts = []
+            for req in steps:
+                await backend.complete(req)
+                assert backend.last is not None
+                seconds.append(backend.last.first_token_seconds)
+                prompts.append((backend.last.prompt_tokens, backend.last.reused_tokens))
+            later = statistics.median(seconds[1:])
+            firsts.append(seconds[0])
+            laters.append(later)
+            ratios.append(later / seconds[0])
+    finally:
+        await backend.aclose()
+    print("-- time to first token: an executor's steps 2-4 vs step 1 on a fresh model")
+    print(
+        "prompt tokens (reused from the cache) per step: "
+        + ", ".join(f"{n:,} ({reused:,})" for n, reused in prompts)
+    )
+    print(
+        f"step 1: {statistics.median(firsts) * 1e3:7.1f} ms; "
+        f"steps 2-4: {statistics.median(laters) * 1e3:7.1f} ms"
+    )
+    print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in sorted(ratios))}")
+    return ratio_line("ttft_step2plus_vs_step1", ratios, "<= 0.25x")
+
+
+async def bench(rounds: int, threads: int | None) -> list[str]:
+    path = bundled_model()
+    backend = LocalBackend(path, threads=threads, max_tokens=MAX_TOKENS)
+    info = await backend.load()
+    n_threads = threads or os.cpu_count() or 1
+    # The direct side as `LocalBackend` sets llama.cpp up: context, batch, threads, seed.
+    llm = Llama(
+        model_path=str(path),
+        n_ctx=info.context_window,
+        n_batch=min(512, info.context_window),
+        n_threads=n_threads,
+        seed=0,
+        verbose=False,
+    )
+    print(f"model: {info.summary()}; threads: {n_threads}; rounds: {rounds}")
+    try:
+        goals = [await versus_direct(backend, llm, rounds), await constrained(backend, llm, rounds)]
+    finally:
+        llm.close()
+        await backend.aclose()
+    goals.append(await time_to_first_token(path, threads, rounds))
+    return goals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per goal (default 5)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="llama.cpp threads (default: LocalBackend's)"
+    )
+    args = parser.parse_args()
+    for line in asyncio.run(bench(args.rounds, args.threads)):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
