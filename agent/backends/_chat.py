@@ -12,6 +12,7 @@ messages only ever grow at the end while a step lasts, so a KV cache reuses most
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -219,10 +220,35 @@ def _loads(text: str) -> Any:
 
 
 def close_json(text: str) -> str:
-    """`text` with the strings, arrays and objects it leaves open closed, in order."""
+    """`text`, cut off inside a JSON value, made whole: the strings, arrays and objects it leaves
+    open are closed. Where the cut leaves a part that cannot be finished (a key with no value, a
+    number ending in "-", half an escape), that part is dropped, back to the last comma or
+    opening bracket, so what is kept is exactly what was written."""
+    closed = _closed_json(text)
+    if _parses(closed):
+        return closed
+    for cut in _cut_points(text):
+        candidate = _closed_json(text[:cut])
+        if _parses(candidate):
+            return candidate
+    return closed
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _scan(text: str) -> tuple[list[str], bool, list[int]]:
+    """The closers `text` leaves pending, whether it ends inside a string, and the places it may
+    be cut back to: before each comma and after each opening bracket outside strings."""
     closers: list[str] = []
+    cuts: list[int] = []
     in_string = escaped = False
-    for char in text:
+    for index, char in enumerate(text):
         if in_string:
             if escaped:
                 escaped = False
@@ -234,16 +260,39 @@ def close_json(text: str) -> str:
             in_string = True
         elif char in "{[":
             closers.append("}" if char == "{" else "]")
+            cuts.append(index + 1)
         elif char in "}]" and closers:
             closers.pop()
-    tail = text.rstrip()
-    if escaped:
-        tail = tail[:-1]
+        elif char == ",":
+            cuts.append(index)
+    return closers, in_string, cuts
+
+
+def _cut_points(text: str) -> list[int]:
+    return sorted(_scan(text)[2], reverse=True)
+
+
+def _without_half_escape(text: str) -> str:
+    """`text` (inside a string) without an escape it was cut off in: a lone backslash, or
+    ``\\u`` with fewer than four hex digits. A whole ``\\\\`` is kept."""
+    partial = re.search(r"(\\+)(u[0-9a-fA-F]{0,3})?$", text)
+    if partial is not None and len(partial.group(1)) % 2 == 1:
+        return text[: partial.start(1) + len(partial.group(1)) - 1]
+    return text
+
+
+def _closed_json(text: str) -> str:
+    closers, in_string, _ = _scan(text)
     if in_string:
-        tail += '"'
-    elif tail.endswith((",", ":")):
-        tail = tail[:-1] + ("" if tail.endswith(",") else ": null")
-    return tail + "".join(reversed(closers))
+        text = _without_half_escape(text)
+        text += '"'
+    else:
+        text = text.rstrip()
+        if text.endswith(":"):
+            text += " null"
+        elif text.endswith(","):
+            text = text[:-1]
+    return text + "".join(reversed(closers))
 
 
 _BOUNDS = ("maxLength", "maxItems", "minLength", "minItems", "maxProperties", "minProperties")

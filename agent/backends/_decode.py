@@ -109,9 +109,10 @@ class Decoder:
 
         Stops at an end-of-generation token (the grammar allows one only once its text is
         complete), at `max_tokens`, when the context is full, or when `cancelled()` turns true.
-        `repeat_penalty` (llama.cpp's: above 1 discourages the last `PENALTY_WINDOW` tokens)
-        keeps a small model from writing the same token for ever. Raises `ValueError` for a
-        grammar llama.cpp cannot parse or a prompt longer than the context.
+        `repeat_penalty` (llama.cpp's: above 1 discourages the last `PENALTY_WINDOW` tokens in
+        the context, the prompt's included, as llama.cpp's server counts them) keeps a small
+        model from writing the same token for ever, or copying the prompt back. Raises
+        `ValueError` for a grammar llama.cpp cannot parse or a prompt longer than the context.
         """
         started = time.perf_counter()
         n_ctx = self.llm.n_ctx()

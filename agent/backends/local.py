@@ -133,7 +133,8 @@ class LocalBackend(ModelBackend):
     """A GGUF model through llama.cpp.
 
     `n_ctx` is the context to give it (default: its trained context, at most
-    `DEFAULT_MAX_CONTEXT`); `threads` the CPU threads (default: all); `max_tokens` caps each
+    `DEFAULT_MAX_CONTEXT`); `threads` the CPU threads (default: half the CPUs to generate, all
+    of them to read prompts); `max_tokens` caps each
     answer; `temperature` 0 decodes greedily, which suits tool calls; `repeat_penalty` (as in
     llama.cpp) keeps small models out of loops; `seed` makes sampling repeatable.
     `repair_attempts` is how many times an invalid call is asked again.
@@ -158,7 +159,7 @@ class LocalBackend(ModelBackend):
         self.name = f"local:{path}"
         self.runs_locally = True
         self._n_ctx = n_ctx
-        self._threads = threads or os.cpu_count() or 1
+        self._threads = threads
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._repeat_penalty = repeat_penalty
@@ -259,7 +260,11 @@ class LocalBackend(ModelBackend):
             llm = Llama(
                 model_path=str(self.path),
                 n_ctx=n_ctx,
+                # Unset, llama.cpp's defaults: half the CPUs generate (more only contend for
+                # memory bandwidth, and collapse when another process is busy), all of them
+                # evaluate prompts.
                 n_threads=self._threads,
+                n_threads_batch=self._threads or os.cpu_count(),
                 n_batch=min(512, n_ctx),
                 seed=self._seed,
                 verbose=False,
