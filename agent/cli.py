@@ -179,8 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-plan",
         action="store_true",
-        help="skip the planner: the task is its own single step (default for the bundled "
-        "fallback model; [model] plan = false in agent.toml sets it for every task)",
+        help="skip the planner: the task is its own single step (the default when no model is "
+        "configured and the bundled fallback runs; [model] plan = false in agent.toml sets it "
+        "for every task)",
     )
 
     resume = sub.add_parser("resume", parents=[running], help="continue a task from its log")
@@ -314,9 +315,11 @@ def _attachments(paths: Sequence[str]) -> tuple[Attachment, ...]:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"--file {given} is not UTF-8 text") from None
-        if path.name in files:
-            raise ConfigError(f"two files named {path.name!r} given with --file")
-        files[path.name] = Attachment(name=path.name, content=text)
+        # Kept as an artifact of this name, which cannot be hidden: .env is kept as _env.
+        name = "_" + path.name.lstrip(".") if path.name.startswith(".") else path.name
+        if name in files:
+            raise ConfigError(f"two files named {name!r} given with --file")
+        files[name] = Attachment(name=name, content=text)
     return tuple(files.values())
 
 
@@ -333,6 +336,7 @@ class _Session:
     config: Config
     store: Store
     out: Console
+    renderer: Renderer | None = None
 
     def runner(self, setup: _Setup, task_id: str | None = None) -> Runner:
         """A runner for `setup`. Raises `ConfigError` (before anything is recorded) if its model,
@@ -368,7 +372,7 @@ class _Session:
             sandboxes=sandboxes_for(self.config, self.store),
         )
         if not self.args.json:
-            renderer = Renderer(self.out)
+            renderer = self.renderer = Renderer(self.out)
             runner.subscribe(renderer)
             runner.subscribe_output(renderer.output)
             runner.subscribe_deltas(renderer.delta)
@@ -384,6 +388,8 @@ class _Session:
     def _retrying(self, error: BackendError, attempt: int, wait: float) -> None:
         """Say that the model is being asked again, so a slow retry is not silence."""
         attempts = self.config.model.max_attempts
+        if self.renderer is not None:
+            self.renderer.restart()
         Console(stderr=True, soft_wrap=True, highlight=False).print(
             f"[dim]model: {escape(str(error))} \\[{error.code}]; trying again in {wait:.1f} s "
             f"(attempt {attempt} of {attempts})[/]"
@@ -420,7 +426,9 @@ def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console)
             sandbox=_sandbox_limits(args, config),
             files=_attachments(args.files),
             # A tiny model cannot plan: the fallback acts on the task directly.
-            plan=not args.no_plan and config.model.plan and setup.model is not None,
+            plan=not args.no_plan
+            and config.model.plan
+            and (setup.model is not None or setup.planner is not None),
         )
         return _until_stopped(s, runner, task_id, None)
     if args.command == "resume" and args.all:
@@ -550,7 +558,10 @@ async def _reap(sandboxes: Sandboxes, store: Store) -> None:
 
 async def _close(runner: Runner) -> None:
     for backend in set(runner.backends.values()):
-        await backend.aclose()
+        # A local model stays loaded, with its KV cache, for the stretch after an inline
+        # approval; the process's end frees it.
+        if not backend.runs_locally:
+            await backend.aclose()
     if runner.browsers is not None:
         await runner.browsers.aclose()
     if runner.sandboxes is not None:

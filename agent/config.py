@@ -15,7 +15,8 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
 
     [model.local]                   # for local:PATH.gguf models (llama.cpp in this process)
     n_ctx = 8192                    # context to give it (default: its own, at most 8192)
-    threads = 8                     # CPU threads (default: all)
+    threads = 8                     # CPU threads (default: llama.cpp's: half to generate, all
+                                # to read prompts)
     max_tokens = 1024               # per answer
     temperature = 0.0               # 0 decodes greedily, best for tool calls
     repeat_penalty = 1.1

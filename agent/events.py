@@ -39,7 +39,8 @@ class Attachment(BaseModel):
     """A file given with the task (`agent run --file`): the model reads it as untrusted data."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str
+    #: a plain file name: it names the task's artifact that holds the file
+    name: str = Field(pattern=r"^[^/\\.][^/\\]*$", max_length=200)
     content: str
 
 

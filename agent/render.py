@@ -102,6 +102,14 @@ class Renderer:
         self._text_shown |= delta.kind == "text"
         self.console.print(delta.text, end="", style="dim", markup=False, highlight=False)
 
+    def restart(self) -> None:
+        """The answer being streamed is void: the model is being asked again (a retry after a
+        cut-off stream, say). Its line is ended, and the next answer is shown whole."""
+        if self._live is not None:
+            self.console.print(" [dim]✂[/]")
+            self._live = None
+        self._text_shown = False
+
     def line(self, stored: StoredEvent) -> str | Panel | None:
         e, cut = stored.event, self.limit
         match e:

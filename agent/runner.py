@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import time
 import traceback
@@ -241,7 +242,10 @@ class RunContext:
         limit = observation_chars(self.backends["act"].context_window)
         if len(result.content) <= limit:
             return result
-        name = f"output-{result.ref}.txt"
+        # Named by content: the same output twice is one file, and reads the same to the model
+        # (and to the stuck detector, which compares what the model was shown).
+        digest = hashlib.sha256(result.content.encode()).hexdigest()[:12]
+        name = f"output-{digest}.txt"
         self.artifacts.mkdir(parents=True, exist_ok=True)
         partial = self.artifacts / f".{name}.partial"
         partial.write_text(result.content, encoding="utf-8")
@@ -274,6 +278,8 @@ class RunContext:
             output=output,
             browser=browser,
             artifacts=self.artifacts,
+            # What read_artifact may give at once without being shortened itself.
+            shown_chars=observation_chars(self.backends["act"].context_window),
         )
 
     def preview(self, tool: Tool | None, call: Call) -> str:
@@ -286,6 +292,16 @@ async def _browser_of(
     browsers: Browsers, sandbox: Callable[[], Awaitable[Sandbox]], task_id: str
 ) -> PageDriver:
     return await browsers.for_task(task_id, await sandbox())
+
+
+def keep_files(folder: Path, files: tuple[Attachment, ...]) -> None:
+    """Keep the files given with a task as its artifacts, where they are not kept already (the
+    log holds them; a crash between recording the task and writing them is made good here)."""
+    for file in files:
+        path = folder / file.name
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(file.content, encoding="utf-8")
 
 
 def _resulted(
@@ -386,10 +402,7 @@ class Runner:
         )
         task_id = self.store.create_task(created)
         if files:
-            folder = self.store.path.parent / "artifacts" / task_id
-            folder.mkdir(parents=True, exist_ok=True)
-            for file in files:
-                (folder / file.name).write_text(file.content, encoding="utf-8")
+            keep_files(self.store.path.parent / "artifacts" / task_id, files)
         for notify in self.subscribers:
             notify(StoredEvent(task_id, 1, time.time(), created))
         return task_id
@@ -439,6 +452,8 @@ class Runner:
         """
         with self.store.lease(task_id):
             state = self.load(task_id)
+            if state.created is not None and state.created.files:
+                keep_files(self.store.path.parent / "artifacts" / task_id, state.created.files)
             rt = RunContext(
                 self.store,
                 state,

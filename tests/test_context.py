@@ -4,12 +4,15 @@ planner can be skipped. Scripted models and real SQLite; no model of our own moc
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
 from rich.console import Console
 
-from agent.backends.base import Delta, Message, ToolSpec
+from agent.backends.base import Delta, Message, ModelResponse
 from agent.context import (
     MAX_OBSERVATION,
     MIN_OBSERVATION,
@@ -17,9 +20,9 @@ from agent.context import (
     fit_window,
     observation_chars,
 )
-from agent.events import Attachment, ToolResulted
+from agent.events import Attachment, ModelResponded, ToolResulted
 from agent.render import Renderer
-from agent.store import Store
+from agent.store import Store, StoredEvent
 from tools import Registry, tool
 from tools.builtin import registry as builtin
 
@@ -51,10 +54,12 @@ def test_the_observation_limit_follows_the_context_window() -> None:
 
 
 async def test_a_long_output_is_kept_whole_and_the_model_reads_on(store: Store) -> None:
+    whole = long_report.fn(4000)
+    name = f"output-{hashlib.sha256(whole.encode()).hexdigest()[:12]}.txt"  # named by content
     turns: list[Any] = [
         {"plan": ["Read the report"]},
         {"tool": "long_report", "args": {"lines": 4000}},
-        {"tool": "read_artifact", "args": {"name": "output-2.0.txt", "offset": 12000}},
+        {"tool": "read_artifact", "args": {"name": name, "offset": 12000}},
         {"answer": "read it"},
     ]
     runner, backend = make_runner(store, turns, registry=_registry())
@@ -62,21 +67,20 @@ async def test_a_long_output_is_kept_whole_and_the_model_reads_on(store: Store) 
     state = await runner.run(task_id)
     assert state.status == "done"
     results = [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
-    whole = long_report.fn(4000)
-    kept = store.path.parent / "artifacts" / task_id / "output-2.0.txt"
+    kept = store.path.parent / "artifacts" / task_id / name
     assert kept.read_text() == whole, "the whole output is kept as an artifact"
     shown = results[0]
-    assert shown.artifact == "output-2.0.txt"
+    assert shown.artifact == name
     assert len(shown.content) < MAX_OBSERVATION + 400 < len(whole)
     assert shown.content.startswith("line 00000")
     assert shown.content.rstrip().endswith("line 03999 of the report")
-    assert "read_artifact(name='output-2.0.txt', offset=12000)" in shown.content
+    assert f"read_artifact(name={name!r}, offset=12000)" in shown.content
     # The model was shown the shortened text, and reading on gives the part it did not see.
     sent = backend.requests[2].messages[-1]
     assert sent.role == "tool"
     assert sent.content == shown.content
     assert results[1].ok
-    assert results[1].content.startswith("[output-2.0.txt, characters 12,000-16,000 of ")
+    assert results[1].content.startswith(f"[{name}, characters 12,000-16,000 of ")
     assert whole[12000:16000] in results[1].content
 
 
@@ -162,20 +166,68 @@ async def test_without_planning_the_task_is_its_one_step_and_no_planner_is_asked
     assert [r.purpose for r in backend.requests] == ["act"]
 
 
-def test_a_streamed_answer_is_shown_as_it_comes_and_not_repeated(tmp_path: Path) -> None:
+async def test_the_same_long_output_over_and_over_is_still_caught_as_stuck(store: Store) -> None:
+    # Long outputs are shown shortened, with the artifact's name: named by content, the same
+    # output reads the same each time, so the stuck detector sees the repeat.
+    turns: list[Any] = [{"plan": ["Read"]}]
+    turns += [{"tool": "long_report", "args": {"lines": 4000}} for _ in range(8)]
+    turns.append({"answer": "done"})
+    runner, _ = make_runner(store, turns, registry=_registry())
+    task_id = runner.create("read the report again and again")
+    state = await runner.run(task_id)
+    assert state.status == "stuck"
+    kept = list((store.path.parent / "artifacts" / task_id).iterdir())
+    assert len(kept) == 1, "one file for one output"
+
+
+async def test_read_artifact_reads_no_more_than_the_model_is_shown_whole(store: Store) -> None:
+    whole = long_report.fn(4000)
+    name = f"output-{hashlib.sha256(whole.encode()).hexdigest()[:12]}.txt"
+    turns: list[Any] = [
+        {"plan": ["Read"]},
+        {"tool": "long_report", "args": {"lines": 4000}},
+        {"tool": "read_artifact", "args": {"name": name, "length": 16000}},
+        {"answer": "done"},
+    ]
+    runner, backend = make_runner(store, turns, registry=_registry())
+    backend.context_window = 2048  # the model is shown 1,500 characters whole
+    task_id = runner.create("read")
+    assert (await runner.run(task_id)).status == "done"
+    read = [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)][1]
+    assert read.artifact is None, "not shortened into yet another artifact"
+    assert read.content.startswith(f"[{name}, characters 0-1,300 of ")
+    assert f"read_artifact(name={name!r}, offset=1300)" in read.content
+
+
+def test_an_attachment_name_cannot_leave_the_tasks_folder() -> None:
+    for bad in ("../x", "a/b", ".env", "a\\b", ""):
+        with pytest.raises(ValidationError):
+            Attachment(name=bad, content="x")
+
+
+async def test_files_lost_in_a_crash_before_they_were_kept_are_kept_on_the_next_run(
+    store: Store,
+) -> None:
+    runner, _ = make_runner(store, [{"plan": ["Answer"]}, {"answer": "ok"}])
+    task_id = runner.create("x", files=(Attachment(name="a.txt", content="A"),))
+    kept = store.path.parent / "artifacts" / task_id / "a.txt"
+    kept.unlink()  # as if the runner died between recording the task and writing its files
+    assert (await runner.run(task_id)).status == "done"
+    assert kept.read_text() == "A"
+
+
+def test_a_streamed_answer_is_not_repeated_and_a_retry_starts_afresh(tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
+    response = ModelResponse(text="The meeting is on Thursday.")
+    event = StoredEvent("t", 5, 0.0, ModelResponded(purpose="act", response=response, seconds=0.1))
     with out.open("w") as f:
         renderer = Renderer(Console(file=f, width=100, color_system=None))
+        renderer.delta("t", "act", Delta("text", "The meeting is on Thu"))
+        renderer.restart()  # the stream was cut off and the model is asked again
         for piece in ("The meeting ", "is on ", "Thursday."):
             renderer.delta("t", "act", Delta("text", piece))
-        renderer.delta("t", "act", Delta("tool_call", '{"name": "finish"}'))
+        renderer(event)
     text = out.read_text()
+    assert "… The meeting is on Thu ✂\n" in text
     assert "… The meeting is on Thursday.\n" in text
-    assert '⋯ {"name": "finish"}' in text
-
-
-async def test_every_tool_spec_the_model_sees_has_a_schema(store: Store) -> None:
-    # read_artifact is offered with the builtin tools, its schema from its signature.
-    spec: ToolSpec = _registry().get("read_artifact").spec  # type: ignore[union-attr]
-    assert spec.parameters["required"] == ["name"]
-    assert spec.parameters["properties"]["length"]["maximum"] == 16_000
+    assert "“The meeting is on Thursday.”" not in text, "shown once, as it came"

@@ -620,9 +620,11 @@ JSON_SCHEMA_FORMAT = {
                     "type": "object",
                     "properties": {
                         "name": {"const": "read_file"},
-                        "arguments": READ_FILE.parameters,
+                        # closed to arguments the tool does not list
+                        "arguments": {**READ_FILE.parameters, "additionalProperties": False},
                     },
                     "required": ["name", "arguments"],
+                    "additionalProperties": False,
                 }
             ]
         },

@@ -17,6 +17,8 @@ from tools.registry import Registry, ToolContext, ToolError, tool
 
 #: the most `read_artifact` gives at once
 MAX_READ = 16_000
+#: room for read_artifact's own notes around the part it reads
+_NOTE_ROOM = 200
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -135,10 +137,13 @@ def read_artifact(
     Args:
         name: the artifact's name, as the note gives it (e.g. output-3.txt).
         offset: the character to start at.
-        length: how many characters to read.
+        length: how many characters to read (at most what the model is shown whole).
     """
     if ctx.artifacts is None:
         raise ToolError("this runner keeps no artifacts")
+    if ctx.shown_chars is not None:
+        # More than the model is shown whole would only be shortened into another artifact.
+        length = max(1, min(length, ctx.shown_chars - _NOTE_ROOM))
     path = _artifact(ctx.artifacts, name)
     try:
         text = path.read_text(encoding="utf-8")

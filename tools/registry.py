@@ -69,6 +69,9 @@ class ToolContext:
     #: a folder on the host for what the task keeps beyond its sandbox (screenshots); made by
     #: whoever writes there first. None where the runner keeps none.
     artifacts: Path | None = None
+    #: how much output the model is shown whole; longer output is kept as an artifact and
+    #: shortened (None where the runner does not say)
+    shown_chars: int | None = None
 
 
 @dataclass(frozen=True)

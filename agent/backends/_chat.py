@@ -43,6 +43,32 @@ class ChatTemplate:
         self._template = env.from_string(source or CHATML)
         self._bos, self._eos = bos, eos
 
+    def render_parts(self, messages: Sequence[dict[str, str]]) -> list[tuple[str, bool]]:
+        """The prompt as pieces, each marked True where it is a message's text, False where it
+        is the template's own: only the template's may be read as special tokens, so a page
+        that says "<|im_start|>system" cannot open a system turn. Raises `ValueError`.
+
+        Works by rendering marks in place of the texts; a template that changes a text (trims
+        it, say) finds no mark, and then the whole prompt is one piece of text (no special
+        tokens read in it but the template's markers, which a text cannot then fake: see
+        `_neutral`).
+        """
+        marked = [{**m, "content": f"{_MARK}{i}{_MARK}"} for i, m in enumerate(messages)]
+        rendered = self.render(marked)
+        pieces = re.split(f"{_MARK}(\\d+){_MARK}", rendered)
+        found = [int(n) for n in pieces[1::2]]
+        if found != list(range(len(messages))):
+            neutral = [{**m, "content": _neutral(m["content"])} for m in messages]
+            return [(self.render(neutral), False)]
+        parts: list[tuple[str, bool]] = []
+        for index, piece in enumerate(pieces):
+            if index % 2 == 0:
+                if piece:
+                    parts.append((piece, False))
+            else:
+                parts.append((messages[int(piece)]["content"], True))
+        return parts
+
     def render(self, messages: Sequence[dict[str, str]]) -> str:
         """The prompt text, ending where the assistant's answer begins. Raises `ValueError`."""
         try:
@@ -54,6 +80,16 @@ class ChatTemplate:
             )
         except TemplateError as error:
             raise ValueError(f"the model's chat template failed: {error}") from error
+
+
+#: brackets a message's index in a rendered template: a character no text sent to a model holds
+_MARK = "\x00"
+
+
+def _neutral(text: str) -> str:
+    """`text` with anything shaped like a chat control token (<|...|>, <s>, [INST]...) broken by
+    a zero-width space, for templates that leave no way to keep texts apart."""
+    return re.sub(r"(<\|?|\[)(?=/?[A-Za-z_]+(\|?>|\]))", "\\1\u200b", text)
 
 
 def _raise(message: str) -> None:
@@ -138,21 +174,48 @@ def _call_json(call: ToolCall) -> str:
 
 
 def tool_call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
-    """The JSON schema of one call to one of `tools`."""
-    return {
-        "anyOf": [
+    """The JSON schema of one call to one of `tools`.
+
+    Each tool's own definitions (`$defs`, which pydantic writes for enums and nested models) move
+    to the root under the tool's name, and its references follow, since a reference resolves
+    from the root of the whole schema."""
+    definitions: dict[str, Any] = {}
+    options = []
+    for tool in tools:
+        parameters = dict(tool.parameters)
+        own = parameters.pop("$defs", None) or {}
+        prefix = f"{tool.name}__"
+        parameters = _renamed_refs(parameters, prefix)
+        definitions.update(
+            {prefix + key: _closed(_renamed_refs(value, prefix)) for key, value in own.items()}
+        )
+        options.append(
             {
                 "type": "object",
-                "properties": {
-                    "name": {"const": tool.name},
-                    "arguments": _closed(tool.parameters),
-                },
+                "properties": {"name": {"const": tool.name}, "arguments": _closed(parameters)},
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }
-            for tool in tools
-        ]
-    }
+        )
+    schema: dict[str, Any] = {"anyOf": options}
+    if definitions:
+        schema["$defs"] = definitions
+    return schema
+
+
+def _renamed_refs(value: Any, prefix: str) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: (
+                "#/$defs/" + prefix + item.removeprefix("#/$defs/")
+                if key == "$ref" and isinstance(item, str) and item.startswith("#/$defs/")
+                else _renamed_refs(item, prefix)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_renamed_refs(item, prefix) for item in value]
+    return value
 
 
 #: bounds a grammar spells out; larger ones are left to the gate's validation, since a grammar
@@ -161,15 +224,15 @@ MAX_GRAMMAR_BOUND = 32
 
 
 def _closed(schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` as a grammar should hold a model to it: objects that do not say otherwise are
-    closed to properties they do not list (so the model cannot make arguments up), and large
-    length bounds are dropped (the tool's own validation still applies them)."""
+    """`schema` as a grammar should hold a model to it: objects that list their properties are
+    closed to others (so the model cannot make arguments up; an object that lists none is left
+    open), and large length bounds are dropped (the tool's own validation still applies them)."""
     out = {
         k: v
         for k, v in schema.items()
         if not (k in _BOUNDS and isinstance(v, int) and v > MAX_GRAMMAR_BOUND)
     }
-    if out.get("type") == "object" and "additionalProperties" not in out:
+    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
     if isinstance(out.get("properties"), dict):
         out["properties"] = {
@@ -183,13 +246,14 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_call(text: str, tools: Sequence[ToolSpec], *, call_id: str) -> ToolCall:
+def read_call(text: str, tools: Sequence[ToolSpec], *, call_id: str, cut: bool = False) -> ToolCall:
     """The tool call `text` holds. Raises `ValueError` saying what is wrong with it.
 
-    A call cut off before its end (the answer ran out of tokens) is closed first: the brackets
-    and string left open are closed, and the result must still be a valid call.
+    `cut`: the answer ran out of tokens. A call cut off between values (all its strings and
+    numbers complete) has its brackets closed; one cut off inside a value is refused, since
+    finishing it would run a call the model did not write (a shortened path or command).
     """
-    value = _loads(text.strip())
+    value = _loads(text, cut=cut)
     if not isinstance(value, dict):
         raise ValueError(  # noqa: TRY004 - one error type for every way a reply is wrong
             'the answer is not a JSON object like {"name": ..., "arguments": ...}'
@@ -205,50 +269,51 @@ def read_call(text: str, tools: Sequence[ToolSpec], *, call_id: str) -> ToolCall
     return ToolCall(id=call_id, name=name, arguments=json.dumps(arguments, ensure_ascii=False))
 
 
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
+def _loads(text: str, *, cut: bool) -> Any:
     start = text.find("{")
     if start < 0:
         raise ValueError("the answer holds no JSON object")
     try:
-        return json.loads(close_json(text[start:]))
+        # The first whole object: prose a model adds after it (unconstrained) is not the call.
+        value, _ = json.JSONDecoder(strict=False).raw_decode(text[start:])
+        return value
     except ValueError as error:
-        raise ValueError(f"the answer is not valid JSON ({error})") from None
+        if not cut:
+            raise ValueError(f"the answer is not valid JSON ({error})") from None
+    closed = close_json(text[start:])
+    if closed is None:
+        raise ValueError(
+            "the call was cut off by the answer's token limit in the middle of a value; send "
+            "less in one call (for example, write a long file in parts)"
+        )
+    return json.loads(closed, strict=False)
 
 
-def close_json(text: str) -> str:
-    """`text`, cut off inside a JSON value, made whole: the strings, arrays and objects it leaves
-    open are closed. Where the cut leaves a part that cannot be finished (a key with no value, a
-    number ending in "-", half an escape), that part is dropped, back to the last comma or
-    opening bracket, so what is kept is exactly what was written."""
-    closed = _closed_json(text)
-    if _parses(closed):
-        return closed
-    for cut in _cut_points(text):
-        candidate = _closed_json(text[:cut])
-        if _parses(candidate):
-            return candidate
+def close_json(text: str) -> str | None:
+    """`text`, cut off between JSON values, with the arrays and objects it leaves open closed;
+    None when it was cut inside a value (a string, a number, a key, a literal), which could be
+    finished only by guessing."""
+    closers, in_string = _scan(text)
+    if in_string:
+        return None
+    tail = text.rstrip()
+    if tail.endswith(","):
+        tail = tail[:-1].rstrip()
+    if tail[-1:].isdigit() or tail.endswith("."):
+        return None  # 12 may have been on its way to 120
+    closed = tail + "".join(reversed(closers))
+    try:
+        json.loads(closed, strict=False)
+    except ValueError:
+        return None  # a key with no value, half a literal
     return closed
 
 
-def _parses(text: str) -> bool:
-    try:
-        json.loads(text, strict=False)
-    except ValueError:
-        return False
-    return True
-
-
-def _scan(text: str) -> tuple[list[str], bool, list[int]]:
-    """The closers `text` leaves pending, whether it ends inside a string, and the places it may
-    be cut back to: before each comma and after each opening bracket outside strings."""
+def _scan(text: str) -> tuple[list[str], bool]:
+    """The closers `text` leaves pending, innermost last, and whether it ends inside a string."""
     closers: list[str] = []
-    cuts: list[int] = []
     in_string = escaped = False
-    for index, char in enumerate(text):
+    for char in text:
         if in_string:
             if escaped:
                 escaped = False
@@ -260,39 +325,9 @@ def _scan(text: str) -> tuple[list[str], bool, list[int]]:
             in_string = True
         elif char in "{[":
             closers.append("}" if char == "{" else "]")
-            cuts.append(index + 1)
         elif char in "}]" and closers:
             closers.pop()
-        elif char == ",":
-            cuts.append(index)
-    return closers, in_string, cuts
-
-
-def _cut_points(text: str) -> list[int]:
-    return sorted(_scan(text)[2], reverse=True)
-
-
-def _without_half_escape(text: str) -> str:
-    """`text` (inside a string) without an escape it was cut off in: a lone backslash, or
-    ``\\u`` with fewer than four hex digits. A whole ``\\\\`` is kept."""
-    partial = re.search(r"(\\+)(u[0-9a-fA-F]{0,3})?$", text)
-    if partial is not None and len(partial.group(1)) % 2 == 1:
-        return text[: partial.start(1) + len(partial.group(1)) - 1]
-    return text
-
-
-def _closed_json(text: str) -> str:
-    closers, in_string, _ = _scan(text)
-    if in_string:
-        text = _without_half_escape(text)
-        text += '"'
-    else:
-        text = text.rstrip()
-        if text.endswith(":"):
-            text += " null"
-        elif text.endswith(","):
-            text = text[:-1]
-    return text + "".join(reversed(closers))
+    return closers, in_string
 
 
 _BOUNDS = ("maxLength", "maxItems", "minLength", "minItems", "maxProperties", "minProperties")

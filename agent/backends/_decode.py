@@ -89,9 +89,14 @@ class Decoder:
         self._short = (llama_cpp.llama_token_data * SHORTLIST)()
         self._short_np: npt.NDArray[Any] = np.frombuffer(self._short, dtype=_TOKEN)  # type: ignore[call-overload]
 
-    def tokenize(self, text: str) -> list[int]:
-        # The chat template writes the BOS token itself where the model wants one.
-        return self.llm.tokenize(text.encode(), add_bos=False, special=True)
+    def tokenize(self, parts: Sequence[tuple[str, bool]]) -> list[int]:
+        """The tokens of a prompt given as (piece, is_text) parts: a text's control-token
+        look-alikes stay plain text; the template's pieces are read with their special tokens.
+        (The chat template writes the BOS token itself where the model wants one.)"""
+        tokens: list[int] = []
+        for piece, is_text in parts:
+            tokens += self.llm.tokenize(piece.encode(), add_bos=False, special=not is_text)
+        return tokens
 
     def generate(
         self,
@@ -121,7 +126,7 @@ class Decoder:
         rules = self._grammar(grammar) if grammar is not None else None
         if rules is not None:
             rules.reset()
-        reused = self._prefill(list(prompt))
+        reused = self._prefill(list(prompt), cancelled)
         rng = np.random.default_rng(seed)
         decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
@@ -179,8 +184,9 @@ class Decoder:
             rules = self._grammars[gbnf] = _Grammar(self._vocab, gbnf)
         return rules
 
-    def _prefill(self, prompt: list[int]) -> int:
-        """Bring the KV cache to hold `prompt`; return how many of its tokens were already there."""
+    def _prefill(self, prompt: list[int], cancelled: Callable[[], bool] | None) -> int:
+        """Bring the KV cache to hold `prompt`; return how many of its tokens were already there.
+        Stops between batches once `cancelled()` (the cache then holds a prefix of it)."""
         llm = self.llm
         cached = llm.input_ids[: llm.n_tokens]
         same = 0
@@ -191,7 +197,10 @@ class Decoder:
         # The last prompt token is always evaluated again: its logits start the answer.
         keep = min(same, len(prompt) - 1)
         llm.n_tokens = keep  # eval() drops everything in the cache past n_tokens
-        llm.eval(prompt[keep:])
+        for start in range(keep, len(prompt), llm.n_batch):
+            if cancelled is not None and cancelled():
+                break
+            llm.eval(prompt[start : start + llm.n_batch])
         return keep
 
     def _choose(

@@ -16,6 +16,7 @@ import json
 import re
 from typing import Any
 
+from agent.backends._chat import tool_call_schema
 from agent.backends.base import Message, ModelRequest, ToolCall, ToolSpec
 
 # What models wrap a JSON answer in, though asked not to: a Markdown fence, or Hermes-style tags.
@@ -30,14 +31,10 @@ def response_format(request: ModelRequest) -> dict[str, Any]:
 
     With `tool_choice` "auto" it also admits ``{"text": ...}``, an answer without a call.
     """
-    choices: list[dict[str, Any]] = [
-        {
-            "type": "object",
-            "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
-            "required": ["name", "arguments"],
-        }
-        for tool in request.tools
-    ]
+    # The same schema a local model's grammar is made from (with each tool's $defs at the root,
+    # where its references resolve).
+    schema = tool_call_schema(request.tools)
+    choices: list[dict[str, Any]] = schema["anyOf"]
     if request.tool_choice == "auto":
         choices.append(
             {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
@@ -45,7 +42,7 @@ def response_format(request: ModelRequest) -> dict[str, Any]:
     # Not strict: strict mode refuses most real tool schemas (optional fields, open objects).
     return {
         "type": "json_schema",
-        "json_schema": {"name": "tool_call", "strict": False, "schema": {"anyOf": choices}},
+        "json_schema": {"name": "tool_call", "strict": False, "schema": schema},
     }
 
 

@@ -18,6 +18,7 @@ of Experts model the number of experts and how many each token uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -217,12 +218,13 @@ class LocalBackend(ModelBackend):
         problem = ""
         text = ""
         for attempt in range(self._repair_attempts + 1):
-            text, used = await self._generate(loaded, request, messages, grammar, on_delta)
+            text, used, cut = await self._generate(loaded, request, messages, grammar, on_delta)
             usage += used
             if not request.tools:
                 return ModelResponse(text=text, usage=usage, model=self.name)
+            call_id = f"call_{request.turn}_{attempt}"
             try:
-                call = read_call(text, request.tools, call_id=f"call_{request.turn}_{attempt}")
+                call = read_call(text, request.tools, call_id=call_id, cut=cut)
             except ValueError as error:
                 problem = str(error)
             else:
@@ -274,13 +276,25 @@ class LocalBackend(ModelBackend):
         return _Loaded(llm, self.path, n_ctx)
 
     def _grammar(self, request: ModelRequest) -> str:
+        """The grammar of one call to one of the request's tools. Raises `BackendError` for a
+        tool whose schema llama.cpp's converter cannot turn into a grammar."""
         key = tuple(tool.model_dump_json() for tool in request.tools)
         gbnf = self._grammars.get(key)
         if gbnf is None:
             from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415
 
             schema = json.dumps(tool_call_schema(request.tools))
-            gbnf = LlamaGrammar.from_json_schema(schema, verbose=False)._grammar
+            try:
+                gbnf = LlamaGrammar.from_json_schema(schema, verbose=False)._grammar
+            except (AssertionError, ValueError, KeyError, TypeError) as error:
+                # The converter asserts on what it cannot express; name the tools.
+                raise BackendError(
+                    f"{self.name}: the tools' schemas cannot be made into a grammar "
+                    f"({type(error).__name__}: {error}); tools: "
+                    + ", ".join(tool.name for tool in request.tools),
+                    code="bad_request",
+                    retryable=False,
+                ) from error
             # JSON strings hold no raw control characters (a newline is written \n). Keeping
             # them out also makes a small model close its strings instead of running on into
             # new lines of made-up prompt.
@@ -294,10 +308,11 @@ class LocalBackend(ModelBackend):
         messages: list[Message],
         grammar: str | None,
         on_delta: DeltaSink | None,
-    ) -> tuple[str, Usage]:
+    ) -> tuple[str, Usage, bool]:
+        """The answer's text, its usage, and whether it was cut off by the token limit."""
         plain = chat_messages(messages, request.tools, constrained=grammar is not None)
         try:
-            prompt = loaded.decoder.tokenize(loaded.template.render(plain))
+            prompt = loaded.decoder.tokenize(loaded.template.render_parts(plain))
         except ValueError as error:
             raise BackendError(str(error), code="generation_failed", retryable=False) from error
         room = loaded.info.context_window - len(prompt)
@@ -317,23 +332,28 @@ class LocalBackend(ModelBackend):
                 loop.call_soon_threadsafe(on_delta, Delta(kind, piece))
 
         async with self._busy:
-            work = asyncio.to_thread(
-                loaded.decoder.generate,
-                prompt,
-                max_tokens=min(self._max_tokens, room),
-                grammar=grammar,
-                temperature=self._temperature,
-                repeat_penalty=self._repeat_penalty,
-                seed=self._seed + request.turn,
-                on_text=tell if on_delta is not None else None,
-                cancelled=stop.is_set,
+            work = asyncio.ensure_future(
+                asyncio.to_thread(
+                    loaded.decoder.generate,
+                    prompt,
+                    max_tokens=min(self._max_tokens, room),
+                    grammar=grammar,
+                    temperature=self._temperature,
+                    repeat_penalty=self._repeat_penalty,
+                    seed=self._seed + request.turn,
+                    on_text=tell if on_delta is not None else None,
+                    cancelled=stop.is_set,
+                )
             )
             try:
-                result = await work
+                result = await asyncio.shield(work)
             except asyncio.CancelledError:
-                stop.set()  # the thread ends at its next token
+                # The thread stops at its next token (or batch of prompt), and the model is
+                # not let go until it has: freeing it under the thread would crash the process.
+                stop.set()
+                await _outlast(work)
                 raise
-            except ValueError as error:
+            except (ValueError, RuntimeError) as error:
                 raise BackendError(
                     f"{self.name}: {error}", code="generation_failed", retryable=False
                 ) from error
@@ -347,7 +367,16 @@ class LocalBackend(ModelBackend):
             constrained=grammar is not None,
         )
         usage = Usage(input_tokens=result.prompt_tokens, output_tokens=result.output_tokens)
-        return result.text, usage
+        return result.text, usage, result.stop == "length"
+
+
+async def _outlast(work: asyncio.Future[Any]) -> None:
+    """Wait until `work` is done, whatever else is cancelled meanwhile."""
+    while not work.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({work})
+    if not work.cancelled():
+        work.exception()  # retrieved, so an error of the stopped thread is not reported as lost
 
 
 class _Loaded:
