@@ -665,7 +665,7 @@ async def test_tools_refused_with_400_fall_back_to_json_mode_and_stay_there(
         "role": "assistant",
         "content": '{"name": "read_file", "arguments": {"path": "a.txt"}}',
     }
-    assert result == {"role": "user", "content": "Result of read_file (call call_1):\nalpha"}
+    assert result == {"role": "user", "content": "Result of read_file:\nalpha"}
 
     # The next request goes straight to JSON mode, and streams the call as tool_call deltas.
     content = json.dumps({"name": "read_file", "arguments": {"path": "c.txt"}})

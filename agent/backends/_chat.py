@@ -96,21 +96,22 @@ def _raise(message: str) -> None:
     raise TemplateError(message)
 
 
-def chat_messages(
-    messages: Sequence[Message], tools: Sequence[ToolSpec], *, constrained: bool
-) -> list[dict[str, str]]:
-    """Our messages as plain role/content pairs any chat template takes.
+def chat_messages(messages: Sequence[Message], note: str | None = None) -> list[dict[str, str]]:
+    """Our messages as plain role/content pairs any chat template takes, for a model that has
+    no native tool calls (a local one, or a server's in JSON mode).
 
-    Tool calls become their JSON; tool results become user messages naming the tool; the tools
-    are described at the end of the first system message. Adjacent messages of one role are
-    joined, since many templates insist that user and assistant alternate.
+    Tool calls become the JSON the model is asked to write; tool results become user messages
+    naming the tool; `note` (what the tools are and how to call them) ends the first system
+    message. Adjacent messages of one role are joined, since many templates insist that user
+    and assistant alternate.
     """
     names = {call.id: call.name for m in messages for call in m.tool_calls}
     plain: list[dict[str, str]] = []
     for message in messages:
         role, content = message.role, message.content
         if role == "assistant" and message.tool_calls:
-            content = "\n".join(_call_json(call) for call in message.tool_calls)
+            calls = "\n".join(_call_json(call) for call in message.tool_calls)
+            content = f"{content}\n{calls}" if content else calls
         elif role == "tool":
             name = names.get(message.tool_call_id or "", "the tool")
             role, content = "user", f"Result of {name}:\n{content}"
@@ -118,12 +119,11 @@ def chat_messages(
             plain[-1]["content"] += "\n\n" + content
         else:
             plain.append({"role": role, "content": content})
-    if tools:
-        described = describe_tools(tools, constrained=constrained)
+    if note:
         if plain and plain[0]["role"] == "system":
-            plain[0]["content"] += "\n\n" + described
+            plain[0]["content"] += "\n\n" + note
         else:
-            plain.insert(0, {"role": "system", "content": described})
+            plain.insert(0, {"role": "system", "content": note})
     return plain
 
 
@@ -169,7 +169,7 @@ def _call_json(call: ToolCall) -> str:
     try:
         arguments: Any = json.loads(call.arguments) if call.arguments else {}
     except ValueError:
-        arguments = call.arguments
+        arguments = call.arguments  # as the model wrote it, so it can see its mistake
     return json.dumps({"name": call.name, "arguments": arguments}, ensure_ascii=False)
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal, cast
 
-from agent.backends._chat import tool_call_schema
+from agent.backends._chat import chat_messages, tool_call_schema
 from agent.backends.base import Message, ModelRequest, ToolCall, ToolSpec
+
+Role = Literal["system", "user", "assistant", "tool"]
 
 # What models wrap a JSON answer in, though asked not to: a Markdown fence, or Hermes-style tags.
 _WRAPPERS = (
@@ -48,21 +50,10 @@ def response_format(request: ModelRequest) -> dict[str, Any]:
 
 def messages(request: ModelRequest) -> list[Message]:
     """The request's conversation in plain user and assistant turns, with the tools' note."""
-    names = {call.id: call.name for message in request.messages for call in message.tool_calls}
-    rendered: list[Message] = []
-    for message in (_plain(m, names) for m in request.messages):
-        # Consecutive results become one user turn: some chat templates insist on alternation.
-        if rendered and rendered[-1].role == message.role:
-            joined = f"{rendered[-1].content}\n\n{message.content}"
-            rendered[-1] = Message(role=message.role, content=joined)
-        else:
-            rendered.append(message)
-    note = _note(request)
-    if rendered and rendered[0].role == "system":
-        rendered[0] = Message(role="system", content=f"{rendered[0].content}\n\n{note}")
-    else:
-        rendered.insert(0, Message(role="system", content=note))
-    return rendered
+    return [
+        Message(role=cast(Role, m["role"]), content=m["content"])
+        for m in chat_messages(request.messages, _note(request))
+    ]
 
 
 def read_answer(text: str, tools: tuple[ToolSpec, ...], *, call_id: str) -> ToolCall | str | None:
@@ -91,19 +82,6 @@ def read_answer(text: str, tools: tuple[ToolSpec, ...], *, call_id: str) -> Tool
     return None
 
 
-def _plain(message: Message, names: dict[str, str]) -> Message:
-    """A message without tool roles or calls: calls as JSON, a result as a user message."""
-    if message.role == "assistant" and message.tool_calls:
-        calls = "\n".join(_as_json(call) for call in message.tool_calls)
-        text = f"{message.content}\n{calls}" if message.content else calls
-        return Message(role="assistant", content=text)
-    if message.role == "tool":
-        name = names.get(message.tool_call_id or "", "a tool")
-        text = f"Result of {name} (call {message.tool_call_id}):\n{message.content}"
-        return Message(role="user", content=text)
-    return message
-
-
 def _note(request: ModelRequest) -> str:
     lines = ["You can use these tools:"]
     for tool in request.tools:
@@ -116,11 +94,3 @@ def _note(request: ModelRequest) -> str:
     if request.tool_choice == "auto":
         lines.append('To answer without a tool, answer with only {"text": "<your answer>"}.')
     return "\n".join(lines)
-
-
-def _as_json(call: ToolCall) -> str:
-    try:
-        arguments: Any = json.loads(call.arguments)
-    except ValueError:
-        arguments = call.arguments  # shown as the model wrote it, so it can see its mistake
-    return json.dumps({"name": call.name, "arguments": arguments})

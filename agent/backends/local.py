@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.backends._chat import ChatTemplate, chat_messages, read_call, tool_call_schema
+from agent.backends._chat import (
+    ChatTemplate,
+    chat_messages,
+    describe_tools,
+    read_call,
+    tool_call_schema,
+)
 from agent.backends._gguf import read_metadata
 from agent.backends.base import (
     Capabilities,
@@ -310,7 +316,8 @@ class LocalBackend(ModelBackend):
         on_delta: DeltaSink | None,
     ) -> tuple[str, Usage, bool]:
         """The answer's text, its usage, and whether it was cut off by the token limit."""
-        plain = chat_messages(messages, request.tools, constrained=grammar is not None)
+        note = describe_tools(request.tools, constrained=grammar is not None)
+        plain = chat_messages(messages, note if request.tools else None)
         try:
             prompt = loaded.decoder.tokenize(loaded.template.render_parts(plain))
         except ValueError as error:
