@@ -342,7 +342,6 @@ class Runner:
         self.backends: dict[Purpose, ModelBackend] = {"plan": planner, "act": executor or planner}
         self.prices = prices or {}
         self.max_argument_bytes = max_argument_bytes
-        self.tool_specs = registry.specs() + EXECUTOR.specs()
         self.subscribers: list[Subscriber] = []
         self.output_subscribers: list[OutputSubscriber] = []
         self.delta_subscribers: list[DeltaSubscriber] = []
@@ -357,6 +356,20 @@ class Runner:
         self._running: dict[str, RunContext] = {}
         if sandboxes is not None:
             sandboxes.egress.listener = self._record_egress
+
+    def offered(self, state: TaskState) -> tuple[ToolSpec, ...]:
+        """The tools the task's model is told of: all, but those that need the network where
+        the task's sandbox has none (a browser that can load no page is only a distraction,
+        and costs a small model a third of its prompt)."""
+        created = state.created
+        limits = created.sandbox if created is not None else None
+        if limits is None and self.sandboxes is not None:
+            limits = self.sandboxes.config.limits
+        online = limits is not None and limits.network != "none"
+        return (
+            tuple(t.spec for t in self.registry if online or not t.needs_network)
+            + EXECUTOR.specs()
+        )
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call `subscriber` with every event this runner records, as it is recorded."""
@@ -460,7 +473,7 @@ class Runner:
                 self.registry,
                 self.gate,
                 self.backends,
-                self.tool_specs,
+                self.offered(state),
                 self.prices,
                 self.subscribers,
                 self.max_argument_bytes,

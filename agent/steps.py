@@ -184,7 +184,14 @@ class Gate(Step):
         if name in EXECUTOR:
             return self._control(rt)
         tool = rt.registry.get(name)
-        if tool is None:
+        offered = any(spec.name == name for spec in rt.tool_specs)
+        if tool is not None and not offered and tool.needs_network:
+            return rt.reject(
+                call,
+                f"{name} needs the network, and this task's sandbox has none (a task is given "
+                "it with --allow-domain HOST)",
+            )
+        if tool is None or not offered:
             shown = name if len(name) <= 60 else name[:60] + "..."
             return rt.reject(
                 call,

@@ -20,10 +20,12 @@ from agent.context import (
     fit_window,
     observation_chars,
 )
-from agent.events import Attachment, ModelResponded, ToolResulted
+from agent.events import Attachment, CallRejected, ModelResponded, ToolResulted
 from agent.render import Renderer
 from agent.store import Store, StoredEvent
+from sandbox.limits import SandboxLimits
 from tools import Registry, tool
+from tools.browser import registry as browser_tools
 from tools.builtin import registry as builtin
 
 from .conftest import make_runner
@@ -231,3 +233,31 @@ def test_a_streamed_answer_is_not_repeated_and_a_retry_starts_afresh(tmp_path: P
     assert "… The meeting is on Thu ✂\n" in text
     assert "… The meeting is on Thursday.\n" in text
     assert "“The meeting is on Thursday.”" not in text, "shown once, as it came"
+
+
+async def test_a_task_without_network_is_not_offered_the_browser(store: Store) -> None:
+    # The browser's tools need the network: a task whose sandbox has none is not told of them,
+    # and a call to one says why rather than that it does not exist.
+    registry = _registry()
+    registry.include(browser_tools)
+    turns: list[Any] = [
+        {"plan": ["Look"]},
+        {"tool": "browser_open", "args": {"url": "http://example.test/"}},
+        {"answer": "no browser"},
+    ]
+    runner, backend = make_runner(store, turns, registry=registry)
+    task_id = runner.create("look at a page")
+    assert (await runner.run(task_id)).status == "done"
+    offered = {t.name for t in backend.requests[1].tools}
+    assert "read_artifact" in offered
+    assert not any(name.startswith("browser_") for name in offered)
+    planner_prompt = "\n".join(m.content for m in backend.requests[0].messages)
+    assert "browser_open" not in planner_prompt
+    [rejected] = [e.event for e in store.events(task_id) if isinstance(e.event, CallRejected)]
+    assert "needs the network, and this task's sandbox has none" in rejected.error
+
+    online, _ = make_runner(store, [], registry=registry)
+    with_network = online.create(
+        "x", sandbox=SandboxLimits(network="proxy", allow_domains=("a.test",))
+    )
+    assert "browser_open" in {t.name for t in online.offered(online.load(with_network))}

@@ -135,7 +135,7 @@ async def _submitting(ctx: ToolContext, arguments: dict[str, Any], key: str | No
 # ---- reading --------------------------------------------------------------------------------
 
 
-@tool(touches="read", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="read", timeout=_TIMEOUT)
 async def browser_open(url: str, ctx: ToolContext) -> str:
     """Open a web page in the task's browser (its sandbox's egress policy decides which hosts
     answer). Then call browser_snapshot to see it.
@@ -147,7 +147,7 @@ async def browser_open(url: str, ctx: ToolContext) -> str:
     return await _model_errors(driver.goto(url))
 
 
-@tool(touches="read", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="read", timeout=_TIMEOUT)
 async def browser_snapshot(
     ctx: ToolContext, max_chars: Annotated[int, Field(ge=500, le=100_000)] = SNAPSHOT_CHARS
 ) -> str:
@@ -161,7 +161,7 @@ async def browser_snapshot(
     return _page_content(await _model_errors(driver.snapshot(max_chars)))
 
 
-@tool(touches="read", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="read", timeout=_TIMEOUT)
 async def browser_extract(
     ctx: ToolContext, target: TargetText | None = None, table: bool = False
 ) -> str:
@@ -188,7 +188,7 @@ async def browser_extract(
     return _page_content(await _model_errors(driver.read("reading", run)))
 
 
-@tool(touches="read", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="read", timeout=_TIMEOUT)
 async def browser_wait(
     ctx: ToolContext,
     text: str | None = None,
@@ -208,7 +208,7 @@ async def browser_wait(
     return await _model_errors(driver.wait_for(text, _target(target) if target else None, seconds))
 
 
-@tool(touches="write", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="write", timeout=_TIMEOUT)
 async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> str:
     """Take a screenshot of the current page (PNG), kept with the task.
 
@@ -237,7 +237,7 @@ def _keep_artifact(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-@tool(touches="read", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="read", timeout=_TIMEOUT)
 async def browser_tabs(
     ctx: ToolContext, switch_to: Annotated[int, Field(ge=1)] | None = None
 ) -> str:
@@ -253,7 +253,7 @@ async def browser_tabs(
 # ---- acting ---------------------------------------------------------------------------------
 
 
-@tool(touches="read", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="read", timeout=_TIMEOUT)
 async def browser_back(ctx: ToolContext) -> str:
     """Go back to the previous page of the current tab."""
     driver = await _driver(ctx)
@@ -262,7 +262,7 @@ async def browser_back(ctx: ToolContext) -> str:
     return await _model_errors(driver.act("went back", back))
 
 
-@tool(touches="read", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="read", timeout=_TIMEOUT)
 async def browser_scroll(
     ctx: ToolContext, target: TargetText | None = None, direction: str = "down"
 ) -> str:
@@ -287,6 +287,7 @@ async def browser_scroll(
 
 
 @tool(
+    needs_network=True,
     touches="external",
     timeout=_TIMEOUT,
     effect=_submission_effect(lambda args: None),  # a click on a submit control
@@ -312,7 +313,7 @@ async def _typing_effect(ctx: ToolContext, arguments: dict[str, Any]) -> dict[st
     return submission.as_effect() if submission is not None else None
 
 
-@tool(touches="external", timeout=_TIMEOUT, effect=_typing_effect)
+@tool(needs_network=True, touches="external", timeout=_TIMEOUT, effect=_typing_effect)
 async def browser_type(ctx: ToolContext, target: TargetText, text: str, clear: bool = True) -> str:
     """Type text into a field (it does not submit; press Enter or click the button for that).
 
@@ -336,6 +337,7 @@ async def browser_type(ctx: ToolContext, target: TargetText, text: str, clear: b
 
 
 @tool(
+    needs_network=True,
     touches="external",
     timeout=_TIMEOUT,
     effect=_submission_effect(lambda args: str(args["key"])),  # Enter in a field
@@ -357,7 +359,7 @@ async def browser_press(ctx: ToolContext, key: str, target: TargetText | None = 
     )
 
 
-@tool(touches="external", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="external", timeout=_TIMEOUT)
 async def browser_select(ctx: ToolContext, target: TargetText, option: str) -> str:
     """Choose an option of a select (drop-down) by its visible label or its value.
 
@@ -372,7 +374,7 @@ async def browser_select(ctx: ToolContext, target: TargetText, option: str) -> s
     )
 
 
-@tool(touches="external", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="external", timeout=_TIMEOUT)
 async def browser_check(ctx: ToolContext, target: TargetText, checked: bool = True) -> str:
     """Check or uncheck a checkbox (or a switch).
 
@@ -384,7 +386,7 @@ async def browser_check(ctx: ToolContext, target: TargetText, checked: bool = Tr
     return await _on(ctx, target, what, lambda loc: loc.set_checked(checked))
 
 
-@tool(touches="external", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="external", timeout=_TIMEOUT)
 async def browser_choose(ctx: ToolContext, target: TargetText) -> str:
     """Choose a radio button.
 
@@ -394,7 +396,7 @@ async def browser_choose(ctx: ToolContext, target: TargetText) -> str:
     return await _on(ctx, target, "chose", lambda loc: loc.check())
 
 
-@tool(touches="external", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="external", timeout=_TIMEOUT)
 async def browser_set_date(ctx: ToolContext, target: TargetText, value: str) -> str:
     """Set a date or time field: a native one, or a text field with a calendar widget (the
     calendar is worked as a person would).
@@ -415,7 +417,7 @@ async def browser_set_date(ctx: ToolContext, target: TargetText, value: str) -> 
     return await _model_errors(run())
 
 
-@tool(touches="external", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="external", timeout=_TIMEOUT)
 async def browser_upload(ctx: ToolContext, target: TargetText, path: str) -> str:
     """Choose a file of the workspace in a file field.
 
@@ -444,7 +446,7 @@ async def browser_upload(ctx: ToolContext, target: TargetText, path: str) -> str
     return await _model_errors(driver.act(what, lambda: locator.set_input_files(payload)))
 
 
-@tool(touches="external", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="external", timeout=_TIMEOUT)
 async def fill_form(ctx: ToolContext, fields: dict[str, str]) -> str:
     """Fill several fields of a form at once (text, text areas, selects, checkboxes, radio
     buttons, dates); report field by field what was set. It does not submit.
@@ -473,6 +475,7 @@ async def fill_form(ctx: ToolContext, fields: dict[str, str]) -> str:
 
 
 @tool(
+    needs_network=True,
     touches="external",
     timeout=_TIMEOUT,
     effect=_submission_effect(lambda args: "submit"),
@@ -487,7 +490,7 @@ async def browser_submit(ctx: ToolContext, target: TargetText) -> str:
     return await _on(ctx, target, "submitted the form of", submit_form)
 
 
-@tool(touches="external", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="external", timeout=_TIMEOUT)
 async def browser_dialog(ctx: ToolContext, accept: bool, text: str | None = None) -> str:
     """Answer the dialog (alert, confirm, prompt) the page opened.
 

@@ -130,6 +130,7 @@ class Tool:
         reconcile: Reconciler | None,
         idempotent: bool,
         effect: EffectReader | None = None,
+        needs_network: bool = False,
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(f"tool name {name!r} must match {_NAME.pattern}")
@@ -147,6 +148,7 @@ class Tool:
         self.reconcile = reconcile
         self.idempotent = idempotent
         self.effect = effect
+        self.needs_network = needs_network
         self.args_model, self._ctx_param = _arguments_model(fn, name)
         if effect is not None and EFFECT in self.args_model.model_fields:
             raise ConfigError(f"tool {name}: a tool with an effect reader has no {EFFECT!r} field")
@@ -351,6 +353,7 @@ def tool(
     reconcile: Reconciler | None = None,
     idempotent: bool = False,
     effect: EffectReader | None = None,
+    needs_network: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -362,6 +365,7 @@ def tool(
     reconcile: Reconciler | None = None,
     idempotent: bool = False,
     effect: EffectReader | None = None,
+    needs_network: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a typed function a tool.
 
@@ -380,6 +384,8 @@ def tool(
             would send), as a dict, or None. The gate judges the arguments with it beside them
             (under "effect", which policy rules can match), an approval is bound to it, and an
             approved call whose effect has changed by the time it runs is asked again.
+        needs_network: the tool is of use only where the task's sandbox reaches the network
+            (the browser's tools); a task without network is not offered it.
     """
 
     def wrap(func: Callable[..., Any]) -> Tool:
@@ -393,6 +399,7 @@ def tool(
             reconcile=reconcile,
             idempotent=idempotent,
             effect=effect,
+            needs_network=needs_network,
         )
 
     return wrap(fn) if fn is not None else wrap
