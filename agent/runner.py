@@ -367,8 +367,7 @@ class Runner:
             limits = self.sandboxes.config.limits
         online = limits is not None and limits.network != "none"
         return (
-            tuple(t.spec for t in self.registry if online or not t.needs_network)
-            + EXECUTOR.specs()
+            tuple(t.spec for t in self.registry if online or not t.needs_network) + EXECUTOR.specs()
         )
 
     def subscribe(self, subscriber: Subscriber) -> None:
