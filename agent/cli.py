@@ -390,7 +390,7 @@ class _Session:
         attempts = self.config.model.max_attempts
         if self.renderer is not None:
             self.renderer.restart()
-        Console(stderr=True, soft_wrap=True, highlight=False).print(
+        self._say(
             f"[dim]model: {escape(str(error))} \\[{error.code}]; trying again in {wait:.1f} s "
             f"(attempt {attempt} of {attempts})[/]"
         )

@@ -233,13 +233,17 @@ class RunContext:
 
     @property
     def artifacts(self) -> Path:
-        """The task's folder for what it keeps beside its log (screenshots, long outputs)."""
-        return self.store.path.parent / "artifacts" / self.state.task_id
+        return artifacts_of(self.store, self.state.task_id)
+
+    @property
+    def shown_chars(self) -> int:
+        """How long a tool output may be to be shown to the executor whole."""
+        return observation_chars(self.backends["act"].context_window)
 
     def keep_whole(self, result: ToolResulted) -> ToolResulted:
         """`result`, shortened for the model if it is too long, with the whole kept as an
         artifact first (a crash in between leaves an unused file, never a lost output)."""
-        limit = observation_chars(self.backends["act"].context_window)
+        limit = self.shown_chars
         if len(result.content) <= limit:
             return result
         # Named by content: the same output twice is one file, and reads the same to the model
@@ -279,7 +283,7 @@ class RunContext:
             browser=browser,
             artifacts=self.artifacts,
             # What read_artifact may give at once without being shortened itself.
-            shown_chars=observation_chars(self.backends["act"].context_window),
+            shown_chars=self.shown_chars,
         )
 
     def preview(self, tool: Tool | None, call: Call) -> str:
@@ -292,6 +296,12 @@ async def _browser_of(
     browsers: Browsers, sandbox: Callable[[], Awaitable[Sandbox]], task_id: str
 ) -> PageDriver:
     return await browsers.for_task(task_id, await sandbox())
+
+
+def artifacts_of(store: Store, task_id: str) -> Path:
+    """The task's folder for what it keeps beside its log (files given with it, screenshots,
+    long outputs); made by whoever writes there first."""
+    return store.path.parent / "artifacts" / task_id
 
 
 def keep_files(folder: Path, files: tuple[Attachment, ...]) -> None:
@@ -414,7 +424,7 @@ class Runner:
         )
         task_id = self.store.create_task(created)
         if files:
-            keep_files(self.store.path.parent / "artifacts" / task_id, files)
+            keep_files(artifacts_of(self.store, task_id), files)
         for notify in self.subscribers:
             notify(StoredEvent(task_id, 1, time.time(), created))
         return task_id
@@ -465,7 +475,7 @@ class Runner:
         with self.store.lease(task_id):
             state = self.load(task_id)
             if state.created is not None and state.created.files:
-                keep_files(self.store.path.parent / "artifacts" / task_id, state.created.files)
+                keep_files(artifacts_of(self.store, task_id), state.created.files)
             rt = RunContext(
                 self.store,
                 state,

@@ -37,7 +37,8 @@ from llama_cpp import Llama
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from agent._control import EXECUTOR
-from agent.backends._chat import ChatTemplate, chat_messages, describe_tools, tool_call_schema
+from agent.backends._chat import chat_messages, describe_tools, tool_call_schema
+from agent.backends._decode import chat_template, tokenize
 from agent.backends.base import Delta, Message, ModelRequest, ToolCall, ToolSpec
 from agent.backends.local import LocalBackend, bundled_model
 from agent.prompts import EXECUTOR_SYSTEM
@@ -132,16 +133,10 @@ def direct(llm: Llama, tokens: list[int], grammar: LlamaGrammar | None = None) -
 
 
 def prompt_tokens(llm: Llama, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[int]:
-    """The prompt as `LocalBackend` writes it: the model's own chat template, tokenized the same
-    way (special tokens read only in the template's own text; the template writes any BOS)."""
-    special = [llm.token_bos(), llm.token_eos()]
-    bos, eos = (llm.detokenize([t], special=True).decode() if t >= 0 else "" for t in special)
-    template = ChatTemplate(llm.metadata.get("tokenizer.chat_template"), bos=bos, eos=eos)
+    """The prompt as `LocalBackend` writes it, with the same functions: the model's own chat
+    template, tokenized with special tokens read only in the template's own text."""
     note = describe_tools(tools, constrained=True) if tools else None
-    tokens: list[int] = []
-    for piece, is_text in template.render_parts(chat_messages(messages, note)):
-        tokens += llm.tokenize(piece.encode(), add_bos=False, special=not is_text)
-    return tokens
+    return tokenize(llm, chat_template(llm).render_parts(chat_messages(messages, note)))
 
 
 def ratio_line(name: str, ratios: list[float], goal: str) -> str:

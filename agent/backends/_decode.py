@@ -28,6 +28,8 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from agent.backends._chat import ChatTemplate
+
 #: how many of the last tokens `repeat_penalty` looks at (llama.cpp's default)
 PENALTY_WINDOW = 64
 #: candidates asked about, best first, before the whole vocabulary is filtered
@@ -48,6 +50,27 @@ class Generation:
     stop: Literal["end", "length"]
     #: steps where the model's first choice broke the grammar and another token was taken
     corrected: int
+    #: held to a grammar
+    constrained: bool
+
+
+def tokenize(llm: llama_cpp.Llama, parts: Sequence[tuple[str, bool]]) -> list[int]:
+    """The tokens of a prompt given as (piece, is_text) parts (`ChatTemplate.render_parts`): a
+    text's control-token look-alikes stay plain text; the template's pieces are read with their
+    special tokens. (The chat template writes the BOS token itself where the model wants one.)"""
+    tokens: list[int] = []
+    for piece, is_text in parts:
+        tokens += llm.tokenize(piece.encode(), add_bos=False, special=not is_text)
+    return tokens
+
+
+def chat_template(llm: llama_cpp.Llama) -> ChatTemplate:
+    """The model's own chat template (ChatML if its file has none), with its BOS and EOS."""
+    bos, eos = (
+        llm.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
+        for token in (llm.token_bos(), llm.token_eos())
+    )
+    return ChatTemplate(llm.metadata.get("tokenizer.chat_template"), bos=bos, eos=eos)
 
 
 class _Grammar:
@@ -90,13 +113,7 @@ class Decoder:
         self._short_np: npt.NDArray[Any] = np.frombuffer(self._short, dtype=_TOKEN)  # type: ignore[call-overload]
 
     def tokenize(self, parts: Sequence[tuple[str, bool]]) -> list[int]:
-        """The tokens of a prompt given as (piece, is_text) parts: a text's control-token
-        look-alikes stay plain text; the template's pieces are read with their special tokens.
-        (The chat template writes the BOS token itself where the model wants one.)"""
-        tokens: list[int] = []
-        for piece, is_text in parts:
-            tokens += self.llm.tokenize(piece.encode(), add_bos=False, special=not is_text)
-        return tokens
+        return tokenize(self.llm, parts)
 
     def generate(
         self,
@@ -171,6 +188,7 @@ class Decoder:
             decode_seconds=time.perf_counter() - decode_started,
             stop=stop,
             corrected=corrected,
+            constrained=rules is not None,
         )
 
     def close(self) -> None:

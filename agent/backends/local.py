@@ -27,10 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent.backends._chat import (
-    ChatTemplate,
     chat_messages,
     describe_tools,
     read_call,
@@ -48,6 +47,9 @@ from agent.backends.base import (
     Usage,
 )
 from agent.errors import BackendError, ConfigError
+
+if TYPE_CHECKING:  # llama_cpp loads only when a local model is used
+    from agent.backends._decode import Generation
 
 # llama-cpp-python's JSON-schema grammars let a string hold any character but `"` and `\`.
 _ANY_CHAR = r'char ::= [^"\\]'
@@ -88,19 +90,6 @@ class ModelInfo:
             f"{self.name} ({self.architecture}, {self.size_bytes / 1e6:,.0f} MB, "
             f"context {self.context_window:,} tokens{moe})"
         )
-
-
-@dataclass(frozen=True)
-class Timing:
-    """The last generation's timings, for benchmarks and the curious."""
-
-    prompt_tokens: int
-    reused_tokens: int
-    output_tokens: int
-    first_token_seconds: float
-    decode_seconds: float
-    corrected: int
-    constrained: bool
 
 
 def bundled_model() -> Path:
@@ -178,7 +167,8 @@ class LocalBackend(ModelBackend):
         # One generation at a time: a model has one KV cache.
         self._busy = asyncio.Lock()
         self._grammars: dict[tuple[str, ...], str] = {}
-        self.last: Timing | None = None
+        #: the last generation: its text, token counts and timings, for benchmarks and the curious
+        self.last: Generation | None = None
 
     @property
     def info(self) -> ModelInfo:
@@ -364,15 +354,7 @@ class LocalBackend(ModelBackend):
                 raise BackendError(
                     f"{self.name}: {error}", code="generation_failed", retryable=False
                 ) from error
-        self.last = Timing(
-            prompt_tokens=result.prompt_tokens,
-            reused_tokens=result.reused_tokens,
-            output_tokens=result.output_tokens,
-            first_token_seconds=result.first_token_seconds,
-            decode_seconds=result.decode_seconds,
-            corrected=result.corrected,
-            constrained=grammar is not None,
-        )
+        self.last = result
         usage = Usage(input_tokens=result.prompt_tokens, output_tokens=result.output_tokens)
         return result.text, usage, result.stop == "length"
 
@@ -392,7 +374,7 @@ class _Loaded:
     def __init__(self, llm: object, path: Path, n_ctx: int) -> None:
         from llama_cpp import Llama  # noqa: PLC0415
 
-        from agent.backends._decode import Decoder  # noqa: PLC0415
+        from agent.backends._decode import Decoder, chat_template  # noqa: PLC0415
 
         assert isinstance(llm, Llama)
         self.llm = llm
@@ -409,17 +391,7 @@ class _Loaded:
             expert_used_count=_int(meta.get(f"{arch}.expert_used_count")),
             size_bytes=path.stat().st_size,
         )
-        vocab_bos = llm.token_bos()
-        vocab_eos = llm.token_eos()
-        self.template = ChatTemplate(
-            meta.get("tokenizer.chat_template"),
-            bos=llm.detokenize([vocab_bos], special=True).decode(errors="replace")
-            if vocab_bos >= 0
-            else "",
-            eos=llm.detokenize([vocab_eos], special=True).decode(errors="replace")
-            if vocab_eos >= 0
-            else "",
-        )
+        self.template = chat_template(llm)
 
     def close(self) -> None:
         self.decoder.close()
