@@ -96,84 +96,8 @@ def closed_port() -> int:
 # --- the happy paths -----------------------------------------------------------------------------
 
 
-async def test_tool_call_round_trip(server: WireServer, backend: OpenAICompatibleBackend) -> None:
-    server.reply(
-        Reply(
-            body=completion(
-                {
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "id": "call_2",
-                            "type": "function",
-                            "function": {"name": "read_file", "arguments": '{"path": "b.txt"}'},
-                        }
-                    ],
-                },
-                usage={"prompt_tokens": 120, "completion_tokens": 17},
-            )
-        )
-    )
-    request = ModelRequest(
-        task_id="t1",
-        purpose="act",
-        turn=2,
-        tool_choice="required",
-        tools=(READ_FILE,),
-        messages=(
-            Message(role="system", content="You are careful."),
-            Message(role="user", content="Compare a.txt and b.txt."),
-            Message(
-                role="assistant",
-                tool_calls=(
-                    ToolCall(id="call_1", name="read_file", arguments='{"path": "a.txt"}'),
-                ),
-            ),
-            Message(role="tool", tool_call_id="call_1", content="alpha"),
-        ),
-    )
-
-    response = await backend.complete(request)
-
-    assert [(r.method, r.path) for r in server.requests] == [("POST", "/v1/chat/completions")]
-    sent = server.requests[0]
-    assert sent.headers["authorization"] == "Bearer sk-test"
-    assert sent.json == {
-        "model": "test-model",
-        "messages": [
-            {"role": "system", "content": "You are careful."},
-            {"role": "user", "content": "Compare a.txt and b.txt."},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "read_file", "arguments": '{"path": "a.txt"}'},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": "call_1", "content": "alpha"},
-        ],
-        "tools": [
-            {
-                "type": "function",
-                "function": {
-                    "name": "read_file",
-                    "description": "Read a file from the workspace.",
-                    "parameters": READ_FILE.parameters,
-                },
-            }
-        ],
-        "tool_choice": "required",
-    }
-    assert response.tool_calls == (
-        ToolCall(id="call_2", name="read_file", arguments='{"path": "b.txt"}'),
-    )
-    assert response.text == ""
-    assert response.usage == Usage(input_tokens=120, output_tokens=17)
-    assert response.model == "test-model-2025"
+# The tool-call round trip (request body, call, usage, model) is a case of the conformance
+# suite, run against every HTTP backend: tests/test_http_conformance.py.
 
 
 async def test_plain_text_answer_without_tools_or_key(server: WireServer) -> None:
