@@ -387,7 +387,7 @@ class _Session:
 
     def _retrying(self, error: BackendError, attempt: int, wait: float) -> None:
         """Say that the model is being asked again, so a slow retry is not silence."""
-        attempts = self.config.model.max_attempts
+        attempts = error.context.get("attempts", self.config.model.max_attempts)
         if self.renderer is not None:
             self.renderer.restart()
         self._say(

