@@ -7,11 +7,14 @@ issue #20824), on the bundled model among others. The safe path loads the weight
 the file (`use_extra_bufts = False`), which costs little (see the README's Models section for
 what was measured). It is taken wherever the CPU reports AMX; a setting can force either way.
 
-The CPU is read through `cpu_flags`, so a test can feed any CPU's flags to `choose_path`.
+The CPU is read through `cpu_flags`, so a test can feed any CPU's flags to `choose_path`; and
+`$AGENT_CPUINFO` names a file read in place of /proc/cpuinfo, so a test (or someone diagnosing a
+machine they do not have) can start a real worker that believes it runs on another CPU.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +37,12 @@ class CpuPath:
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The CPU's feature flags, from `cpuinfo` (the text of /proc/cpuinfo; read when None).
-    Empty where there is no /proc/cpuinfo or it has no flags line (not Linux, or not x86)."""
+    """The CPU's feature flags, from `cpuinfo` (the text of /proc/cpuinfo, or of the file
+    `$AGENT_CPUINFO` names, read when None). Empty where there is no such file or it has no
+    flags line (not Linux, or not x86)."""
     if cpuinfo is None:
         try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
+            cpuinfo = Path(os.environ.get("AGENT_CPUINFO") or "/proc/cpuinfo").read_text()
         except OSError:
             return frozenset()
     for line in cpuinfo.splitlines():

@@ -16,13 +16,18 @@ Every failure of a request to a model API becomes a `BackendError` here, once::
     an error event inside a stream       by its type (`stream_error`), most of them retryable
     httpx.DecodingError                  bad_response
 
-The message carries the provider's own explanation (`error.message`) where the body has one.
-Retrying is `RetryPolicy`'s job; this module only says what is retryable.
+The message carries the provider's own explanation (`error.message`) where the body has one; a
+status error also keeps it alone, as `context["detail"]`. Retrying is `RetryPolicy`'s job; this
+module only says what is retryable.
+
+`named_parameters` reads which request parameters a refusal names: the one place text is read,
+because a server that cannot do something a request asks often says so only in its message.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -230,13 +235,15 @@ def status_error(url: str, response: httpx.Response) -> BackendError:
     """The error for a non-2xx response whose body has been read."""
     status = response.status_code
     code, retryable = classify(status)
+    detail = provider_message(response)
     return BackendError(
-        f"{url} answered {status}: {provider_message(response)}",
+        f"{url} answered {status}: {detail}",
         code=code,
         retryable=retryable,
         status=status,
         url=url,
         retry_after=parse_retry_after(response.headers.get("retry-after")),
+        detail=detail,
     )
 
 
@@ -278,3 +285,30 @@ def provider_message(response: httpx.Response) -> str:
     if not text:
         return response.reason_phrase or "(empty body)"
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."
+
+
+# A validation error as pydantic and FastAPI word it (llama.cpp's server, vLLM): the field's
+# location, `('body', 'response_format', 'type')` or `["body", "response_format", "type"]`.
+_BODY_LOCATION = re.compile(r"""['"]?loc['"]?\s*[:=]\s*[(\[]\s*['"]body['"]\s*,\s*['"](\w+)['"]""")
+
+
+def named_parameters(detail: str, candidates: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Which of `candidates` a refusal's `detail` names, in the order of `candidates`.
+
+    `candidates` maps each parameter to the words that name it (its own name among them, e.g.
+    ``"tool_choice": ("tool_choice", "tool choice")``). Where the detail locates its errors in
+    the request body, as pydantic's validation errors do, only the fields located count: the
+    rest of such a message echoes the request, whose text may say anything. Otherwise a word
+    counts where it stands on its own (``stream`` is not named by ``upstream``), in any case.
+    """
+    located = set(_BODY_LOCATION.findall(detail))
+    if located:
+        return tuple(name for name, words in candidates.items() if located.intersection(words))
+    return tuple(
+        name
+        for name, words in candidates.items()
+        if any(
+            re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", detail, re.IGNORECASE)
+            for word in words
+        )
+    )

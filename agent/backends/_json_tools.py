@@ -5,6 +5,10 @@ through structured output: no `tools`, but a `response_format` whose JSON schema
 of one of the request's tools, ``{"name": ..., "arguments": {...}}``, and a system note listing
 the tools. The answer is read back into a `ToolCall`, so the loop sees no difference.
 
+Servers differ in how they take a schema (`JsonMode`): OpenAI and vLLM as ``json_schema``;
+llama.cpp's Python server only as ``{"type": "json_object", "schema": ...}``; some not at all,
+and then the note alone asks for the JSON (``prompt``).
+
 The conversation is rendered as plain text too, since a server without tool calls seldom has a
 chat template for `tool` messages or an assistant's `tool_calls`: an earlier call appears as the
 JSON the model is asked to write, and its result as a user message naming the call.
@@ -16,10 +20,14 @@ import json
 import re
 from typing import Any, Literal, cast
 
-from agent.backends._chat import chat_messages, tool_call_schema
+from agent.backends._chat import chat_messages, describe_tools, tool_call_schema
 from agent.backends.base import Message, ModelRequest, ToolCall, ToolSpec
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+#: How the schema of a call is sent, from the most widely meant to the least.
+JsonMode = Literal["json_schema", "json_object", "prompt"]
+JSON_MODES: tuple[JsonMode, ...] = ("json_schema", "json_object", "prompt")
 
 # What models wrap a JSON answer in, though asked not to: a Markdown fence, or Hermes-style tags.
 _WRAPPERS = (
@@ -28,11 +36,14 @@ _WRAPPERS = (
 )
 
 
-def response_format(request: ModelRequest) -> dict[str, Any]:
-    """The `response_format` that admits one call of one of the request's tools.
+def response_format(request: ModelRequest, mode: JsonMode = "json_schema") -> dict[str, Any] | None:
+    """The `response_format` that admits one call of one of the request's tools, sent as `mode`
+    says (None for ``prompt``: no `response_format` at all).
 
     With `tool_choice` "auto" it also admits ``{"text": ...}``, an answer without a call.
     """
+    if mode == "prompt":
+        return None
     # The same schema a local model's grammar is made from (with each tool's $defs at the root,
     # where its references resolve).
     schema = tool_call_schema(request.tools)
@@ -41,6 +52,8 @@ def response_format(request: ModelRequest) -> dict[str, Any]:
         choices.append(
             {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
         )
+    if mode == "json_object":
+        return {"type": "json_object", "schema": schema}
     # Not strict: strict mode refuses most real tool schemas (optional fields, open objects).
     return {
         "type": "json_schema",
@@ -83,14 +96,9 @@ def read_answer(text: str, tools: tuple[ToolSpec, ...], *, call_id: str) -> Tool
 
 
 def _note(request: ModelRequest) -> str:
-    lines = ["You can use these tools:"]
-    for tool in request.tools:
-        lines.append(f"- {tool.name}: {tool.description}")
-        lines.append(f"  arguments (JSON schema): {json.dumps(tool.parameters)}")
-    lines.append(
-        'To use one, answer with only a JSON object {"name": "<tool name>", "arguments": {...}}, '
-        "the arguments matching the tool's schema."
-    )
+    # The local backend's description of the tools, short enough for a small model's context:
+    # the schema itself is held by `response_format` where the server takes one.
+    note = describe_tools(request.tools, constrained=request.tool_choice == "required")
     if request.tool_choice == "auto":
-        lines.append('To answer without a tool, answer with only {"text": "<your answer>"}.')
-    return "\n".join(lines)
+        note += '\nTo answer without a tool, answer with only {"text": "<your answer>"}.'
+    return note

@@ -165,6 +165,8 @@ class WorkerInfo(_Frozen):
     #: llama.cpp's own account of the CPU features it was built for and uses
     system_info: str
     cpu: str
+    #: calls answered since it started (a call cancelled or failed is not counted)
+    answered: int = 0
 
 
 class Stopped(_Frozen):

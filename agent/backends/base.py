@@ -105,6 +105,11 @@ class Capabilities:
     streaming: bool
     #: tokens the model attends to, prompt and answer together; None when not known
     context_window: int | None = None
+    #: with `native_tools` False, how an HTTP server is asked for the JSON: "json_schema",
+    #: "json_object" (with the schema) or "prompt" (the prompt alone); None when not asked so
+    json_mode: str | None = None
+    #: what the backend found the server cannot do and how it asks instead, one line each
+    notes: tuple[str, ...] = ()
 
 
 class ModelBackend(ABC):

@@ -56,6 +56,7 @@ class WorkerServer:
         self._engine = engine
         self._idle = idle
         self._connections = 0
+        self._answered = 0
         self._busy = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -117,7 +118,8 @@ class WorkerServer:
                     await self._stop()
                     writer.write(line(Stopped(pid=os.getpid())))
                 else:
-                    writer.write(line(self._engine.info))
+                    info = self._engine.info.model_copy(update={"answered": self._answered})
+                    writer.write(line(info))
             await writer.drain()
         except ConnectionError:
             pass  # the client went away; its call was cancelled
@@ -157,6 +159,8 @@ class WorkerServer:
                     )
                 else:
                     writer.write(line(Done(response=response, generation=generation)))
+                    if not stop.is_set():
+                        self._answered += 1
         finally:
             hangup.cancel()
 

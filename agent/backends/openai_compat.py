@@ -2,11 +2,12 @@
 
 OpenAI itself, vLLM, llama.cpp's server, Ollama, LM Studio and most gateways accept the same
 `POST {base_url}/chat/completions`. Their failures are mapped to `BackendError` once, by the
-table in `agent.backends._http`, plus two of this format's own::
+table in `agent.backends._http`, plus this format's own::
 
     200 of the wrong shape          bad_response
     a stream without `[DONE]`, or   truncated_stream   retryable
     without a finish_reason
+    a refusal of a capability       capability_refused (see below)
 
 Given `on_delta`, a request is streamed (`stream: true`, usage asked for in the last chunk) and
 each piece of text or of a call's arguments is told as it arrives. A server that answers a stream
@@ -14,18 +15,38 @@ request with a plain JSON body is read as before, and `on_delta` told the whole 
 A retried attempt starts its response afresh, so a sink may be told the start of an answer again;
 the `ModelResponse` holds each attempt's own answer only.
 
+Servers differ in what they take, and many say so only by refusing. A refusal of a capability is
+an answer, not a fault: it is never retried. It is a 400, 422, 500 or 501 whose message names a
+parameter the request carried (`stream`/`stream_options`, `tool_choice`, `response_format` or
+its type, `tools`), or a stream of a request with tools or a `response_format` that ends before
+its first event (llama.cpp's server, for a `tool_choice` it cannot stream). The backend then steps
+the request down, one thing at a time, and sends it again at once:
+
+    stream                           -> the answer asked for whole
+    tool_choice "required"           -> "auto"
+    response_format json_schema      -> json_object with the schema -> none (the prompt asks)
+    tools (nothing left to step)     -> tool calls as JSON (below)
+
+A stepped-down request is sent once: if it fails with a 400, 422, 500 or 501 too, naming nothing,
+that counts as a refusal of it, and the next step is tried. What was refused is remembered for
+the life of the backend (one server), so no shape refused is sent twice, and each step is told
+once, as a note (`notes`, `on_note`, and `Capabilities.notes` for `agent doctor`).
+
 Not every server's model has native tool calls. The backend learns it from use: while it does
-not know, a request with tools that is refused with 400, or answered without a call although one
-was required, is sent once more in JSON mode (`agent.backends._json_tools`). If that yields a call,
-later requests go straight to JSON mode; if not, the first answer stands (a 400 is raised as it
-came). A JSON call written into `content` instead of `tool_calls` is read as a call either way.
+not know, a request with tools that is refused (a 400, or a refusal of `tools`), or answered
+without a call although one was required, is sent once more in JSON mode
+(`agent.backends._json_tools`). If that yields a call, later requests go straight to JSON mode;
+if not, the first answer stands (a 400 is raised as it came), except after a refusal of every way
+of sending tools, when JSON mode stays. A JSON call written into `content` instead of
+`tool_calls` is read as a call either way.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import httpx
@@ -37,11 +58,13 @@ from agent.backends._http import (
     bad_response,
     check_base_url,
     is_event_stream,
+    named_parameters,
     provider_message,
     sse_events,
     stream_error,
     truncated,
 )
+from agent.backends._json_tools import JSON_MODES, JsonMode
 from agent.backends._retry import RetryPolicy
 from agent.backends.base import (
     Capabilities,
@@ -68,6 +91,50 @@ _PING = ModelRequest(
     tool_choice="required",
 )
 
+#: plain chat; tools offered natively; tool calls asked for as JSON
+Mode = Literal["plain", "native", "json"]
+
+# The statuses servers refuse an unsupported parameter with: 400 and 422 (OpenAI, vLLM, FastAPI's
+# validation), 500 (llama.cpp's server wraps its validation errors in one), 501.
+_REFUSAL_STATUSES = frozenset({400, 422, 500, 501})
+
+# What is given up first when a refusal names nothing: the live view of an answer, then the
+# guarantee of a call, then the schema the server holds the answer to.
+_STEP_ORDER = ("stream", "tool_choice", "response_format")
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The form a request is sent in. Stepping down changes one field at a time."""
+
+    mode: Mode
+    stream: bool
+    tool_choice: Literal["auto", "required"] = "required"  # native only
+    json_mode: JsonMode = "json_schema"  # json only
+
+
+class _Refused(BackendError):
+    """A server's answer that it cannot take a request of this shape: not retried.
+
+    `parameters` are the ones it named, in `_STEP_ORDER` then ``tools``; none when a stepped-down
+    request failed without naming any. `broke` when the sign was a stream that never began.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        parameters: tuple[str, ...],
+        broke: bool = False,
+        status: int | None = None,
+        url: str,
+    ) -> None:
+        super().__init__(
+            message, code="capability_refused", retryable=False, status=status, url=url
+        )
+        self.parameters = parameters
+        self.broke = broke
+
 
 class OpenAICompatibleBackend(ModelBackend):
     """A model behind an OpenAI-compatible `/chat/completions` endpoint.
@@ -76,7 +143,8 @@ class OpenAICompatibleBackend(ModelBackend):
     `timeout` bounds each read (also the wait between two chunks of a stream), write and pool
     wait; `connect_timeout` bounds opening a connection. Pass `client` (or just `transport`) to
     control the HTTP layer, e.g. in tests; a client passed in is left open by `aclose`. Nothing
-    connects until the first `complete`.
+    connects until the first `complete`. `on_note` is told, once each, what the backend found the
+    server cannot do and how it asks instead (also kept in `notes`).
 
     Raises `ConfigError` if `base_url` is not an http(s) URL.
     """
@@ -92,11 +160,14 @@ class OpenAICompatibleBackend(ModelBackend):
         retry: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_note: Callable[[str], None] | None = None,
     ) -> None:
         check_base_url(base_url, "OpenAI-compatible")
         self.name = f"openai-compatible:{model}"
         self.model = model
-        self.url = f"{base_url.rstrip('/')}/chat/completions"
+        self.base_url = base_url.rstrip("/")
+        self.url = f"{self.base_url}/chat/completions"
+        self.on_note = on_note
         self._api_key = api_key
         self._retry = retry or RetryPolicy()
         self._http = HttpClient(
@@ -105,27 +176,47 @@ class OpenAICompatibleBackend(ModelBackend):
         # Learned from use; None until an answer tells.
         self._native_tools: bool | None = None
         self._streams: bool | None = None
+        # Learned from refusals; they only ever step down.
+        self._required = True  # tool_choice "required" is taken
+        self._json_mode: JsonMode = "json_schema"
+        self._whole: set[Mode] = set()  # modes whose answers are asked for whole, not streamed
+        self._notes: list[str] = []
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the server was found not to take, and how the backend asks instead, in order."""
+        return tuple(self._notes)
 
     async def complete(
         self, request: ModelRequest, *, on_delta: DeltaSink | None = None
     ) -> ModelResponse:
-        """Send `request` and return the model's answer, retrying per the retry policy.
+        """Send `request` and return the model's answer, retrying per the retry policy and
+        stepping down what the server refuses.
 
         Raises `BackendError` with one of the codes in the module docstring.
         """
         if not request.tools:
-            return await self._send(_request_body(self.model, request), on_delta)
+            return await self._ask(request, "plain", on_delta)
         if self._native_tools is False:
-            response, _ = await self._send_json_mode(request, on_delta)
+            response, _ = await self._ask_json(request, on_delta)
             return response
         try:
-            response = await self._send(_request_body(self.model, request), on_delta)
+            response = await self._ask(request, "native", on_delta)
+        except _Refused as refused:
+            if self._native_tools is not None:
+                raise
+            # Every way of offering tools was refused: asking again would be refused again.
+            self._native_tools = False
+            self._tell(f"{self.base_url} {_refused_what(refused, 'tools')}: {_AS_JSON}")
+            response, _ = await self._ask_json(request, on_delta)
+            return response
         except BackendError as error:
             if self._native_tools is not None or error.status != 400:
                 raise
             fallback = await self._try_json_mode(request, on_delta)
             if fallback is None:
                 raise
+            self._tell(f"{self.base_url} refused tools (400): {_AS_JSON}")
             return fallback
         if response.tool_calls:
             self._native_tools = True
@@ -136,14 +227,17 @@ class OpenAICompatibleBackend(ModelBackend):
         if self._native_tools is None and request.tool_choice == "required":
             fallback = await self._try_json_mode(request, on_delta)
             if fallback is not None:
+                self._tell(f"{self.base_url} answered a required tool call in prose: {_AS_JSON}")
                 # Both answers were paid for.
                 return fallback.model_copy(update={"usage": response.usage + fallback.usage})
         return response
 
     async def probe(self) -> Capabilities:
-        """What is known of the model; if nothing yet, one tiny streamed request with a tool.
+        """What is known of the model; if nothing yet, one tiny streamed request with a tool
+        (stepped down as the server requires, like any other).
 
-        `native_tools` and `streaming` are True unless use showed otherwise.
+        `native_tools` and `streaming` are True unless use showed otherwise; `json_mode` is how
+        tool calls are asked for as JSON, when they are; `notes` say what was stepped down.
         Raises `BackendError` if that request fails.
         """
         if self._native_tools is None:
@@ -152,18 +246,107 @@ class OpenAICompatibleBackend(ModelBackend):
             native_tools=self._native_tools is not False,
             streaming=self._streams is not False,
             context_window=self.context_window,
+            json_mode=self._json_mode if self._native_tools is False else None,
+            notes=self.notes,
         )
 
     async def aclose(self) -> None:
         """Close the HTTP client if this backend created it. Safe to call more than once."""
         await self._http.aclose()
 
+    # --- asking, and stepping down -------------------------------------------------------------
+
+    async def _ask(
+        self, request: ModelRequest, mode: Mode, on_delta: DeltaSink | None
+    ) -> ModelResponse:
+        """The answer to `request` sent in `mode`, in the best shape the server takes.
+
+        Raises `_Refused` when no step is left, else `BackendError` as it came.
+        """
+        shape = _Shape(
+            mode,
+            stream=on_delta is not None and mode not in self._whole,
+            tool_choice=request.tool_choice if self._required else "auto",
+            json_mode=self._json_mode,
+        )
+        kind: Literal["text", "tool_call"] = "tool_call" if mode == "json" else "text"
+        tentative = False
+        while True:
+            try:
+                return await self._send(
+                    self._body(request, shape), on_delta, kind, tentative=tentative
+                )
+            except _Refused as refused:
+                lower = _lower(shape, refused.parameters)
+                if lower is None:
+                    raise
+                self._step(shape, lower, refused)
+                shape, tentative = lower, True
+
+    async def _send(
+        self,
+        body: dict[str, Any],
+        on_delta: DeltaSink | None,
+        content_kind: Literal["text", "tool_call"],
+        *,
+        tentative: bool,
+    ) -> ModelResponse:
+        return await self._retry.run(
+            lambda: self._attempt(body, on_delta, content_kind, tentative=tentative)
+        )
+
+    def _step(self, shape: _Shape, lower: _Shape, refused: _Refused) -> None:
+        """Remember that `shape` was refused, and say how the server is asked from now on."""
+        if lower.stream != shape.stream:
+            self._whole.add(shape.mode)
+            what = {"plain": "answers", "native": "tool calls", "json": "JSON tool calls"}
+            change = f"streamed {what[shape.mode]}", "asking for them whole"
+        elif lower.tool_choice != shape.tool_choice:
+            self._required = False
+            change = 'tool_choice "required"', 'sending "auto"'
+        else:
+            self._json_mode = lower.json_mode
+            change = (
+                f"response_format {shape.json_mode}",
+                (
+                    "asking with json_object and the schema"
+                    if lower.json_mode == "json_object"
+                    else "asking for the JSON by the prompt alone"
+                ),
+            )
+        self._tell(f"{self.base_url} {_refused_what(refused, change[0])}: {change[1]}")
+
+    def _tell(self, note: str) -> None:
+        self._notes.append(note)
+        if self.on_note is not None:
+            self.on_note(note)
+
+    def _body(self, request: ModelRequest, shape: _Shape) -> dict[str, Any]:
+        if shape.mode == "json":
+            body: dict[str, Any] = {
+                "model": self.model,
+                "messages": [_wire_message(m) for m in _json_tools.messages(request)],
+            }
+            response_format = _json_tools.response_format(request, shape.json_mode)
+            if response_format is not None:
+                body["response_format"] = response_format
+        else:
+            body = _request_body(self.model, request)
+            if shape.mode == "native":
+                body["tool_choice"] = shape.tool_choice
+        import os
+        if os.environ.get("XTEMP"):
+            body["temperature"] = float(os.environ["XTEMP"]); body["seed"] = 0
+        if shape.stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        return body
+
     async def _try_json_mode(
         self, request: ModelRequest, on_delta: DeltaSink | None
     ) -> ModelResponse | None:
         """The answer in JSON mode, remembered as the way to ask; None if it fails or is unread."""
         try:
-            response, readable = await self._send_json_mode(request, on_delta)
+            response, readable = await self._ask_json(request, on_delta)
         except BackendError:
             return None  # the caller's first answer (or error) says more than this one
         if not readable:
@@ -171,16 +354,11 @@ class OpenAICompatibleBackend(ModelBackend):
         self._native_tools = False
         return response
 
-    async def _send_json_mode(
+    async def _ask_json(
         self, request: ModelRequest, on_delta: DeltaSink | None
     ) -> tuple[ModelResponse, bool]:
         """Ask for a tool call as JSON; the response, and whether its answer could be read."""
-        body = {
-            "model": self.model,
-            "messages": [_wire_message(m) for m in _json_tools.messages(request)],
-            "response_format": _json_tools.response_format(request),
-        }
-        response = await self._send(body, on_delta, content_kind="tool_call")
+        response = await self._ask(request, "json", on_delta)
         answer = _json_tools.read_answer(response.text, request.tools, call_id=_call_id(request))
         if isinstance(answer, ToolCall):
             return response.model_copy(update={"text": "", "tool_calls": (answer,)}), True
@@ -188,41 +366,137 @@ class OpenAICompatibleBackend(ModelBackend):
             return response.model_copy(update={"text": answer}), True
         return response, False  # as written: the loop shows the model its unusable answer
 
-    async def _send(
-        self,
-        body: dict[str, Any],
-        on_delta: DeltaSink | None,
-        *,
-        content_kind: Literal["text", "tool_call"] = "text",
-    ) -> ModelResponse:
-        if on_delta is not None:
-            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        return await self._retry.run(lambda: self._attempt(body, on_delta, content_kind))
-
     async def _attempt(
         self,
         body: dict[str, Any],
         on_delta: DeltaSink | None,
         content_kind: Literal["text", "tool_call"],
+        *,
+        tentative: bool,
     ) -> ModelResponse:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        async with self._http.post(self.url, body, headers) as response:
-            if is_event_stream(response):
-                self._streams = True
-                stream = _ChatStream(self.url, self.model, on_delta, content_kind)
-                async with aclosing(sse_events(self.url, response)) as events:
-                    async for event in events:
-                        if event.data.strip() == "[DONE]":
-                            return stream.result()
-                        stream.add(event.data)
-                raise truncated(self.url, "the stream ended without [DONE]")
-            await response.aread()
+        try:
+            async with self._http.post(self.url, body, headers) as response:
+                if is_event_stream(response):
+                    self._streams = True
+                    return await self._read_stream(body, response, on_delta, content_kind)
+                await response.aread()
+        except _Refused:
+            raise
+        except BackendError as error:
+            refused = self._refusal(error, body, tentative=tentative)
+            if refused is None:
+                raise
+            raise refused from error
         if body.get("stream"):
             self._streams = False
         answer = _parse_response(self.url, response, default_model=self.model)
         if on_delta is not None:
             _tell_whole(answer, on_delta, content_kind)
         return answer
+
+    async def _read_stream(
+        self,
+        body: dict[str, Any],
+        response: httpx.Response,
+        on_delta: DeltaSink | None,
+        content_kind: Literal["text", "tool_call"],
+    ) -> ModelResponse:
+        stream = _ChatStream(self.url, self.model, on_delta, content_kind)
+        began = False
+        try:
+            async with aclosing(sse_events(self.url, response)) as events:
+                async for event in events:
+                    began = True
+                    if event.data.strip() == "[DONE]":
+                        return stream.result()
+                    stream.add(event.data)
+        except BackendError as error:
+            if began or error.code != "truncated_stream" or not _asks_more_than_chat(body):
+                raise
+            raise self._broken(body) from error
+        if not began and _asks_more_than_chat(body):
+            raise self._broken(body)
+        raise truncated(self.url, "the stream ended without [DONE]")
+
+    def _broken(self, body: dict[str, Any]) -> _Refused:
+        # llama.cpp's server starts the stream, then fails on what it cannot stream (a
+        # tool_choice other than "auto", or any with chatml-function-calling) and ends it bare.
+        return _Refused(
+            f"{self.url} ended a streamed answer before its first event "
+            f"(it cannot stream this request: {_features(body)})",
+            parameters=("stream",),
+            broke=True,
+            url=self.url,
+        )
+
+    def _refusal(
+        self, error: BackendError, body: dict[str, Any], *, tentative: bool
+    ) -> _Refused | None:
+        """`error` as a refusal of a capability, if it is one (see the module docstring)."""
+        if error.status not in _REFUSAL_STATUSES:
+            return None
+        detail = str(error.context.get("detail", ""))
+        named = named_parameters(detail, _capability_words(body))
+        if not named and not tentative:
+            return None
+        return _Refused(str(error), parameters=named, status=error.status, url=self.url)
+
+
+_AS_JSON = "asking for tool calls as JSON"
+
+
+def _lower(shape: _Shape, parameters: tuple[str, ...]) -> _Shape | None:
+    """The shape one step below `shape` that leaves out what `parameters` name (whatever comes
+    next in `_STEP_ORDER` when they name nothing); None if nothing named can be stepped down."""
+    for parameter in parameters or _STEP_ORDER:
+        if parameter == "stream" and shape.stream:
+            return replace(shape, stream=False)
+        if parameter == "tool_choice" and shape.mode == "native" and shape.tool_choice != "auto":
+            return replace(shape, tool_choice="auto")
+        if parameter == "response_format" and shape.mode == "json" and shape.json_mode != "prompt":
+            return replace(shape, json_mode=JSON_MODES[JSON_MODES.index(shape.json_mode) + 1])
+    return None
+
+
+def _refused_what(refused: _Refused, what: str) -> str:
+    """E.g. "refused response_format json_schema (500)", "broke off streamed tool calls"."""
+    if refused.broke:
+        return f"broke off {what}"
+    return f"refused {what}" + (f" ({refused.status})" if refused.status else "")
+
+
+def _capability_words(body: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The capability parameters `body` carries, each with the words a refusal names it by, in
+    `_STEP_ORDER`, then ``tools``."""
+    words: dict[str, tuple[str, ...]] = {}
+    if body.get("stream"):
+        words["stream"] = ("stream", "stream_options")
+    if "tool_choice" in body:
+        words["tool_choice"] = ("tool_choice", "tool choice")
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict):
+        words["response_format"] = (
+            "response_format",
+            "response format",
+            str(response_format.get("type", "response_format")),
+        )
+    if "tools" in body:
+        words["tools"] = ("tools",)
+    return words
+
+
+def _asks_more_than_chat(body: dict[str, Any]) -> bool:
+    return "tools" in body or "response_format" in body
+
+
+def _features(body: dict[str, Any]) -> str:
+    parts = []
+    if "tool_choice" in body:
+        parts.append(f"tool_choice {body['tool_choice']!r}")
+    if isinstance(body.get("response_format"), dict):
+        parts.append(f"response_format {body['response_format'].get('type')!r}")
+    return ", ".join(parts) or "tools"
 
 
 def _ignore(delta: Delta) -> None:
@@ -268,19 +542,20 @@ def _wire_message(message: Message) -> dict[str, Any]:
             )
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
     if message.role == "assistant" and message.tool_calls:
-        return {
-            "role": "assistant",
-            # The wire format wants null, not "", for an assistant turn that only calls tools.
-            "content": message.content or None,
-            "tool_calls": [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in message.tool_calls
-            ],
-        }
+        wire: dict[str, Any] = {"role": "assistant"}
+        # A turn that only calls tools has no content: left out, as OpenAI allows, since
+        # llama.cpp's server refuses null there (a 500 naming `messages`).
+        if message.content:
+            wire["content"] = message.content
+        wire["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+        return wire
     return {"role": message.role, "content": message.content}
 
 
