@@ -52,7 +52,7 @@ def finish(answer: Annotated[str, Field(min_length=1, max_length=20000)]) -> Non
     """Finish the whole task now with a final answer for the person who gave it.
 
     Args:
-        answer: the final answer.
+        answer: the answer to the task, in full.
     """
 
 
