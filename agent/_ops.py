@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,10 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent.backends import backend_from_uri
-from agent.backends.base import Capabilities, ModelBackend
-from agent.backends.local import BUNDLED, ModelInfo
+from agent.backends.base import Capabilities, Message, ModelBackend, ModelRequest
+from agent.backends.local import BUNDLED, LocalBackend, ModelInfo
 from agent.config import Config
-from agent.errors import AgentError, SandboxError, TaskNotFound
+from agent.errors import AgentError, BackendError, SandboxError, TaskNotFound
 from agent.store import Store, default_home
 from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped
 from sandbox._hardening import hardened
@@ -135,7 +136,7 @@ def doctor(args: argparse.Namespace, config: Config, out: Console) -> int:
     client = _check_docker(checks)
     if client is not None:
         _check_image(checks, client, config.sandbox.image)
-    checks.append(_check_model(config))
+    checks.extend(_check_model(config))
     checks.append(_check_store())
     if args.json:
         print(json.dumps([c.__dict__ for c in checks]))
@@ -188,17 +189,20 @@ def _check_image(checks: list[Check], client: docker.DockerClient, image: str) -
         )
 
 
-def _check_model(config: Config) -> Check:
+def _check_model(config: Config) -> list[Check]:
     """Build the configured model's backend and ask it what it can do (for an HTTP model, one
-    tiny request, unless the backend already knows; a local model is loaded)."""
+    tiny request, unless the backend already knows). A local model is loaded in its worker,
+    which reports the CPU path it took, and answers a short self-test."""
     uri = os.environ.get("AGENT_MODEL") or config.model.uri or BUNDLED
     if config.model.api_key_env and not os.environ.get(config.model.api_key_env):
-        return Check(
-            "model",
-            False,
-            f"{uri}: ${config.model.api_key_env} is not set",
-            f"export {config.model.api_key_env}=...",
-        )
+        return [
+            Check(
+                "model",
+                False,
+                f"{uri}: ${config.model.api_key_env} is not set",
+                f"export {config.model.api_key_env}=...",
+            )
+        ]
     loaded: list[ModelInfo] = []
     try:
         backend = backend_from_uri(
@@ -206,28 +210,71 @@ def _check_model(config: Config) -> Check:
             api_key_env=config.model.api_key_env,
             timeout=config.model.timeout,
             max_attempts=1,
-            local=config.model.local.model_dump(),
+            # A self-test needs a few tokens, not an essay; the worker is the same one.
+            local={**config.model.local.model_dump(), "max_tokens": 8},
             on_load=lambda info, _seconds: loaded.append(info),
         )
-        capabilities = asyncio.run(_probe(backend))
+        capabilities, local = asyncio.run(_probe(backend))
     except AgentError as exc:
-        return Check("model", False, f"{uri}: {exc}", "correct [model] in agent.toml")
+        return [Check("model", False, f"{uri}: {exc}", _model_fix(exc))]
     what = [
         "native tool calls" if capabilities.native_tools else "tool calls as schema-held JSON",
         "streams" if capabilities.streaming else "does not stream",
     ]
     if capabilities.context_window:
         what.append(f"context {capabilities.context_window:,} tokens")
+    what.extend(capabilities.notes)
     if loaded:
         what.insert(0, loaded[0].summary())
     if uri == BUNDLED and not (os.environ.get("AGENT_MODEL") or config.model.uri):
         what.append("none configured: this tiny fallback runs tasks; set [model] uri for real work")
-    return Check("model", True, f"{uri}: {'; '.join(what)}")
+    return [Check("model", True, f"{uri}: {'; '.join(what)}"), *local]
 
 
-async def _probe(backend: ModelBackend) -> Capabilities:
+def _model_fix(exc: AgentError) -> str:
+    if exc.code == "worker_crashed":
+        return (
+            "llama.cpp crashed on this machine: try `repack = false` under [model.local] in "
+            "agent.toml, and see the worker's log named above"
+        )
+    return "correct [model] in agent.toml"
+
+
+async def _probe(backend: ModelBackend) -> tuple[Capabilities, list[Check]]:
+    """What the model can do; for a local model also its worker's CPU path and a self-test."""
     try:
-        return await backend.probe()
+        capabilities = await backend.probe()
+        if not isinstance(backend, LocalBackend) or backend.worker is None:
+            return capabilities, []
+        worker = backend.worker
+        cpu = Check(
+            "cpu",
+            True,
+            f"{worker.cpu}; llama.cpp uses: {worker.system_info}; "
+            f"weight repacking {'on' if worker.repack else 'off'}: {worker.path_reason}",
+        )
+        request = ModelRequest(
+            task_id="doctor",
+            purpose="act",
+            turn=0,
+            messages=(Message(role="user", content="Say OK."),),
+            tools=(),
+        )
+        started = time.perf_counter()
+        try:
+            response = await backend.complete(request)
+        except BackendError as exc:
+            return capabilities, [cpu, Check("self-test", False, str(exc), _model_fix(exc))]
+        seconds = time.perf_counter() - started
+        tokens = response.usage.output_tokens
+        test = Check(
+            "self-test",
+            tokens > 0,
+            f"worker pid {worker.pid} wrote {tokens} tokens in {seconds:.2f} s "
+            f"(model loaded in {worker.load_seconds:.1f} s)",
+            None if tokens > 0 else "the model wrote nothing: check the model file",
+        )
+        return capabilities, [cpu, test]
     finally:
         await backend.aclose()
 

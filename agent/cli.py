@@ -383,7 +383,7 @@ class _Session:
         Console(stderr=True, soft_wrap=True, highlight=False).print(text)
 
     def _loaded(self, info: ModelInfo, seconds: float) -> None:
-        self._say(f"[dim]model: {escape(info.summary())}, loaded in {seconds:.1f} s[/]")
+        self._say(f"[dim]model: {escape(info.summary())}, ready in {seconds:.1f} s[/]")
 
     def _retrying(self, error: BackendError, attempt: int, wait: float) -> None:
         """Say that the model is being asked again, so a slow retry is not silence."""

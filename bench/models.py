@@ -1,23 +1,37 @@
 """Local models: the runtime's decoding against llama-cpp-python's own, what holding an answer to a
-tool call's schema costs, and what the KV cache saves on a task's later steps.
+tool call's schema costs, what the KV cache saves on a task's later steps, and what the CPU path
+for AMX machines (no weight repacking) costs here.
 
-Everything runs on the bundled SmolLM2-135M-Instruct (no network). Each goal is the median over
-rounds of a per-round ratio, both sides measured in the same round (in alternating order where
-order is free), so that a busy machine slows both.
+Everything runs on the bundled SmolLM2-135M-Instruct (no network), through the model worker
+process, as the runtime runs it. Each goal is the median over rounds of a per-round ratio, both
+sides measured in the same round (in alternating order where order is free), so that a busy
+machine slows both.
 
-- local_runtime_vs_direct: decoding speed of `LocalBackend.complete` without tools, against
-  `Llama.create_completion(stream=True)` given the same prompt tokens (the model's chat template
-  rendered the same way), greedy, repeat penalty 1.1, the same context, batch, threads and
-  max_tokens, on a `Llama` of its own. Speed, on both sides: the pieces after the first over the
-  seconds from the first piece to the last, stamped as each arrives (`on_delta`; the stream), so
-  evaluating the prompt is left out of both.
+- local_runtime_vs_direct: decoding speed of `LocalBackend.complete` without tools (the worker
+  decodes, the pieces cross its socket), against `Llama.create_completion(stream=True)` in this
+  process given the same prompt tokens (the model's chat template rendered the same way), greedy,
+  repeat penalty 1.1, the same context, batch, threads (half the CPUs to generate, all of them
+  for prompts, as the worker), weight repacking and max_tokens. Only one side runs at a time.
+  Speed, on both sides: the pieces after the first over the seconds from the first piece to the
+  last, stamped as each arrives in this process (`on_delta`; the stream), so evaluating the
+  prompt is left out of both.
 - constrained_vs_unconstrained: the same speed for a tool call (tool_choice "required", so held
   to the call's grammar) against a free answer to the same messages and tools (tool_choice
   "auto"), through one backend. llama-cpp-python's own grammar against its own free decoding is
   printed beside it, for context.
-- ttft_step2plus_vs_step1: time to first token (`backend.last.first_token_seconds`) of steps 2-4
-  of an executor's task (its system prompt, every tool the project registers, a task header; each
-  step adds a tool call and its result) against step 1 on a freshly loaded model.
+- ttft_step2plus_vs_step1: time to first token (`backend.last.first_token_seconds`, measured in
+  the worker) of steps 2-4 of an executor's task (its system prompt, every tool the project
+  registers, a task header; each step adds a tool call and its result) against step 1 on a
+  freshly started worker.
+- ttft_after_planner_vs_cold: the same for an executor's step 2 asked right after a planner call
+  on the same worker (a replan between two steps), against the executor's step 1 (cold: nothing of
+  its prompt cached). With one KV slot the planner's prompt would evict the executor's; the same
+  figure with `slots=1` is printed for context.
+
+Before the goals, for context: prompt evaluation and generation speed with llama.cpp's weight
+repacking on and off (off is what a CPU with AMX gets), on the bundled model (Q4_1), a Q4_0 copy
+of it made here with llama.cpp's quantizer (Q4_0 is what llama.cpp repacks for AVX2), and the
+tiny random-weight MoE model the tests write.
 """
 
 from __future__ import annotations
@@ -27,13 +41,17 @@ import asyncio
 import json
 import os
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import llama_cpp
 from llama_cpp import Llama
+from llama_cpp._utils import suppress_stdout_stderr
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from agent._control import EXECUTOR
@@ -41,9 +59,13 @@ from agent.backends._chat import chat_messages, describe_tools, tool_call_schema
 from agent.backends._decode import chat_template, tokenize
 from agent.backends.base import Delta, Message, ModelRequest, ToolCall, ToolSpec
 from agent.backends.local import LocalBackend, bundled_model
-from agent.prompts import EXECUTOR_SYSTEM
+from agent.prompts import EXECUTOR_SYSTEM, PLANNER_SYSTEM
 from tools.registry import Registry
 from tools.sandboxed import registry as sandboxed
+
+# The tiny MoE model is written by the tests' helper, which lives beside the package, not in it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.tiny_moe import smollm2_gguf, write_tiny_moe
 
 MAX_TOKENS = 128
 REPEAT_PENALTY = 1.1
@@ -136,7 +158,8 @@ def prompt_tokens(llm: Llama, messages: Sequence[Message], tools: Sequence[ToolS
     """The prompt as `LocalBackend` writes it, with the same functions: the model's own chat
     template, tokenized with special tokens read only in the template's own text."""
     note = describe_tools(tools, constrained=True) if tools else None
-    return tokenize(llm, chat_template(llm).render_parts(chat_messages(messages, note)))
+    model = llm._model
+    return tokenize(model, chat_template(model).render_parts(chat_messages(messages, note)))
 
 
 def ratio_line(name: str, ratios: list[float], goal: str) -> str:
@@ -269,7 +292,7 @@ async def time_to_first_token(path: Path, threads: int | None, rounds: int) -> s
     prompts: list[tuple[int, int]] = []
     try:
         for _ in range(rounds):
-            await backend.aclose()  # a fresh model: nothing cached
+            await backend.stop_worker()  # a fresh worker: nothing cached
             await backend.load()
             seconds = []
             prompts = []
@@ -283,8 +306,8 @@ async def time_to_first_token(path: Path, threads: int | None, rounds: int) -> s
             laters.append(later)
             ratios.append(later / seconds[0])
     finally:
-        await backend.aclose()
-    print("-- time to first token: an executor's steps 2-4 vs step 1 on a fresh model")
+        await backend.stop_worker()
+    print("-- time to first token: an executor's steps 2-4 vs step 1 on a fresh worker")
     print(
         "prompt tokens (reused from the cache) per step: "
         + ", ".join(f"{n:,} ({reused:,})" for n, reused in prompts)
@@ -297,27 +320,120 @@ async def time_to_first_token(path: Path, threads: int | None, rounds: int) -> s
     return ratio_line("ttft_step2plus_vs_step1", ratios, "<= 0.25x")
 
 
+def planner_request(turn: int) -> ModelRequest:
+    """A planner's call on the task `executor_steps` carries out."""
+    task = "Task: Summarise notes.txt and say how many tasks it lists"
+    messages = [
+        Message(role="system", content=PLANNER_SYSTEM),
+        Message(role="user", content=task),
+    ]
+    return request(messages, turn=turn, tool_choice="auto")
+
+
+async def after_planner(path: Path, threads: int | None, rounds: int, slots: int) -> list[float]:
+    """Per round: TTFT of an executor's step 2 asked right after a planner call, over its cold
+    step 1 (both on one fresh worker with `slots` KV slots)."""
+    backend = LocalBackend(path, threads=threads, max_tokens=32, repair_attempts=0, slots=slots)
+    steps = executor_steps()
+    ratios = []
+    try:
+        for _ in range(rounds):
+            await backend.stop_worker()
+            await backend.load()
+            await backend.complete(planner_request(0))
+            await backend.complete(steps[0])
+            assert backend.last is not None
+            cold = backend.last.first_token_seconds
+            await backend.complete(planner_request(2))  # a replan between two steps
+            await backend.complete(steps[1])
+            assert backend.last is not None
+            ratios.append(backend.last.first_token_seconds / cold)
+    finally:
+        await backend.stop_worker()
+    return ratios
+
+
+async def kv_slots(path: Path, threads: int | None, rounds: int) -> str:
+    ratios = await after_planner(path, threads, rounds, slots=2)
+    one = await after_planner(path, threads, rounds, slots=1)
+    print("-- time to first token: an executor's step right after a planner call vs a cold step")
+    print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in sorted(ratios))}")
+    print(f"for context, with one KV slot: {statistics.median(one):.2f}x")
+    return ratio_line("ttft_after_planner_vs_cold", ratios, "<= 0.25x")
+
+
+async def repacking(threads: int | None, rounds: int, folder: Path) -> None:
+    """For context: speed with weight repacking on and off (off: what AMX machines get)."""
+    bundled = bundled_model()
+    q4_0 = folder / "smollm2-q4_0.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0
+    params.allow_requantize = True
+    with suppress_stdout_stderr(disable=False):  # it prints every tensor
+        made = llama_cpp.llama_model_quantize(str(bundled).encode(), str(q4_0).encode(), params)
+    if made != 0:
+        raise RuntimeError("llama.cpp could not quantize the bundled model to Q4_0")
+    moe = write_tiny_moe(folder / "tiny-moe.gguf", tokenizer_from=smollm2_gguf())
+    print("-- llama.cpp weight repacking on (this CPU's default) vs off (the AMX path)")
+    print("model         repack  prompt tokens/s  generation tokens/s")
+    for name, path in (("smollm2 q4_1", bundled), ("smollm2 q4_0", q4_0), ("tiny moe", moe)):
+        speeds: dict[bool, tuple[float, float]] = {}
+        for repack in (True, False):
+            backend = LocalBackend(path, threads=threads, max_tokens=64, repack=repack, slots=1)
+            prompt, generate = [], []
+            try:
+                await backend.load()
+                for turn in range(rounds):
+                    # A new prompt each time, from its first token: nothing of it is cached.
+                    story = f"Story {turn}. {STORY[0].content} " * 8
+                    await backend.complete(request([Message(role="user", content=story)]))
+                    assert backend.last is not None
+                    last = backend.last
+                    prompt.append(last.prompt_tokens / last.first_token_seconds)
+                    generate.append(max(last.output_tokens - 1, 1) / last.decode_seconds)
+            finally:
+                await backend.stop_worker()
+            speeds[repack] = (statistics.median(prompt), statistics.median(generate))
+            print(
+                f"{name:13} {'on' if repack else 'off':6} {speeds[repack][0]:15.0f} "
+                f"{speeds[repack][1]:20.1f}"
+            )
+        on, off = speeds[True], speeds[False]
+        print(
+            f"for context, {name} without repacking: prompt {off[0] / on[0]:.2f}x, "
+            f"generation {off[1] / on[1]:.2f}x"
+        )
+
+
 async def bench(rounds: int, threads: int | None) -> list[str]:
     path = bundled_model()
+    with tempfile.TemporaryDirectory() as folder:
+        await repacking(threads, rounds, Path(folder))
     backend = LocalBackend(path, threads=threads, max_tokens=MAX_TOKENS)
     info = await backend.load()
-    n_threads = threads or os.cpu_count() or 1
-    # The direct side as `LocalBackend` sets llama.cpp up: context, batch, threads, seed.
+    assert backend.worker is not None
+    cpus = os.cpu_count() or 1
+    # The direct side as the worker sets llama.cpp up: context, batch, threads, repacking, seed.
     llm = Llama(
         model_path=str(path),
         n_ctx=info.context_window,
         n_batch=min(512, info.context_window),
-        n_threads=n_threads,
+        n_threads=threads or max(cpus // 2, 1),
+        n_threads_batch=threads or cpus,
         seed=0,
         verbose=False,
     )
-    print(f"model: {info.summary()}; threads: {n_threads}; rounds: {rounds}")
+    print(f"model: {info.summary()}; threads: {threads or 'default'}; rounds: {rounds}")
+    print(f"worker: pid {backend.worker.pid}; {backend.worker.path_reason}")
+    if not backend.worker.repack:
+        print("note: the worker does not repack here (AMX); the direct side does (its default)")
     try:
         goals = [await versus_direct(backend, llm, rounds), await constrained(backend, llm, rounds)]
     finally:
         llm.close()
-        await backend.aclose()
+        await backend.stop_worker()
     goals.append(await time_to_first_token(path, threads, rounds))
+    goals.append(await kv_slots(path, threads, rounds))
     return goals
 
 

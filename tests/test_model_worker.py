@@ -23,6 +23,7 @@ import pytest
 from agent.backends._cpu import AMX_FLAGS, choose_path, cpu_flags
 from agent.backends.base import Delta, Message, ModelRequest
 from agent.backends.local import LocalBackend, bundled_model
+from agent.cli import main
 from agent.errors import BackendError
 from agent.events import Attachment, ModelResponded, TaskPaused, TaskResumed
 from agent.runner import Runner
@@ -352,10 +353,10 @@ async def test_a_task_whose_worker_keeps_crashing_pauses_and_resumes_without_ask
         # Both crashes landed mid-answer, on two workers; the runner (this process) is up.
         assert len(set(kills)) == 2
         assert state.status == "paused"
-        pauses = [e for e in store.events(task_id) if isinstance(e.event, TaskPaused)]
-        assert pauses[-1].event.reason == "model_error"
-        assert "worker_crashed" in pauses[-1].event.detail
-        assert "SIGSEGV" in pauses[-1].event.detail
+        pauses = [e.event for e in store.events(task_id) if isinstance(e.event, TaskPaused)]
+        assert pauses[-1].reason == "model_error"
+        assert "worker_crashed" in pauses[-1].detail
+        assert "SIGSEGV" in pauses[-1].detail
         answered_before = sum(isinstance(e.event, ModelResponded) for e in store.events(task_id))
 
         # Resumed, on a fresh worker that nobody kills.
@@ -374,3 +375,25 @@ async def test_a_task_whose_worker_keeps_crashing_pauses_and_resumes_without_ask
             isinstance(e, ModelResponded) for e in events
         )
     await backend.stop_worker()
+
+
+def test_doctor_reports_the_cpu_path_and_runs_a_self_test(
+    short_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(SAPPHIRE_RAPIDS)
+    monkeypatch.setenv("AGENT_CPUINFO", str(cpuinfo))
+    monkeypatch.setenv("AGENT_MODEL", "local:bundled")
+    main(["doctor", "--json"])
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert checks["model"]["ok"], checks["model"]
+    assert "SmolLM2" in checks["model"]["detail"] or "Smollm2" in checks["model"]["detail"]
+    cpu = checks["cpu"]["detail"]
+    assert "amx_tile" in cpu
+    assert "weight repacking off" in cpu
+    assert "llama.cpp uses: CPU :" in cpu
+    assert checks["self-test"]["ok"], checks["self-test"]
+    assert "tokens in" in checks["self-test"]["detail"]

@@ -170,6 +170,7 @@ class LocalBackend(ModelBackend):
         self._worker: WorkerInfo | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._start_lock = asyncio.Lock()
+        self._socket: Path | None = None
         #: the last generation: its text, token counts and timings, for benchmarks and the curious
         self.last: Generation | None = None
 
@@ -190,7 +191,9 @@ class LocalBackend(ModelBackend):
     @property
     def socket_path(self) -> Path:
         """Where this backend's worker listens (the same for every equal backend here)."""
-        return _socket_path(self.settings)
+        if self._socket is None:
+            self._socket = _socket_path(self.settings)
+        return self._socket
 
     async def load(self) -> ModelInfo:
         """Start the worker or find it running, and say what it runs. Raises `BackendError`
@@ -404,6 +407,8 @@ def _socket_path(settings: WorkerSettings) -> Path:
     key = hashlib.sha256()
     key.update(f"{PROTOCOL}\0{settings.model_dump_json()}\0".encode())
     key.update(f"{settings.path.resolve()}\0{stat and (stat.st_size, stat.st_mtime_ns)}".encode())
+    # A worker told of another CPU (a test's, a diagnosis') is another worker.
+    key.update(os.environ.get("AGENT_CPUINFO", "").encode())
     here = Path(__file__).parent
     for module in _WORKER_MODULES:
         key.update((here / f"{module}.py").read_bytes())
