@@ -21,7 +21,8 @@ from agent.backends.base import Capabilities, Message, ModelBackend, ModelReques
 from agent.backends.local import BUNDLED, LocalBackend, ModelInfo
 from agent.config import Config
 from agent.errors import AgentError, BackendError, SandboxError, TaskNotFound
-from agent.store import Store, default_home
+from agent.home import default_home
+from agent.store import Store
 from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped
 from sandbox._hardening import hardened
 from sandbox.image import build_image, image_state

@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.backends import normalize_uri
 from agent.errors import ConfigError
 from agent.events import Limits
-from agent.store import default_home
+from agent.home import default_home
 from sandbox.limits import SandboxConfig
 
 

@@ -23,6 +23,7 @@ from typing import Literal
 
 from agent.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
 from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
+from agent.home import default_home
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -35,14 +36,6 @@ CREATE TABLE IF NOT EXISTS leases (
     task_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started TEXT NOT NULL,
     since REAL NOT NULL);
 """
-
-
-def default_home() -> Path:
-    """`$AGENT_HOME`, else `$XDG_DATA_HOME/agent`, else `~/.local/share/agent`."""
-    if home := os.environ.get("AGENT_HOME"):
-        return Path(home)
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "agent"
 
 
 @dataclass(frozen=True)

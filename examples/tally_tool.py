@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent.store import default_home
+from agent.home import default_home
 from tools import ToolContext, ToolError, tool
 
 

