@@ -34,6 +34,7 @@ from agent.approvals import decide
 from agent.backends import backend_from_uri, normalize_uri
 from agent.backends.base import ModelBackend
 from agent.backends.local import BUNDLED, ModelInfo
+from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config, find_config, load_config
 from agent.errors import AgentError, BackendError, ConfigError, SandboxError, TaskBusy
@@ -359,12 +360,12 @@ class _Session:
                 f"task {task_id} runs with tools that cannot be loaded now: {exc} "
                 "(pass --tools to give it others)"
             ) from exc
-        executor = _backend(model, self.config, self._retrying, self._loaded)
+        executor = _backend(model, self.config, self._retrying, self._loaded, self._noted)
         runner = Runner(
             self.store,
             registry,
             Gate.from_file(setup.policy) if setup.policy else Gate.default(),
-            planner=_backend(planner, self.config, self._retrying, self._loaded)
+            planner=_backend(planner, self.config, self._retrying, self._loaded, self._noted)
             if planner
             else executor,
             executor=executor,
@@ -384,6 +385,10 @@ class _Session:
 
     def _loaded(self, info: ModelInfo, seconds: float) -> None:
         self._say(f"[dim]model: {escape(info.summary())}, ready in {seconds:.1f} s[/]")
+
+    def _noted(self, note: str) -> None:
+        """Say once what the model's server could not do, and how it is asked instead."""
+        self._say(f"[dim]model: {escape(note)}[/]")
 
     def _retrying(self, error: BackendError, attempt: int, wait: float) -> None:
         """Say that the model is being asked again, so a slow retry is not silence."""
@@ -635,6 +640,7 @@ def _backend(
     config: Config,
     on_retry: Callable[[BackendError, int, float], None],
     on_load: Callable[[ModelInfo, float], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> ModelBackend:
     mc = config.model
     backend = backend_from_uri(
@@ -648,6 +654,8 @@ def _backend(
     )
     if mc.context_window is not None:
         backend.context_window = mc.context_window
+    if isinstance(backend, OpenAICompatibleBackend):
+        backend.on_note = on_note
     return backend
 
 

@@ -115,7 +115,7 @@ class OpenAIWire:
                 {"role": "user", "content": "Compare a.txt and b.txt."},
                 {
                     "role": "assistant",
-                    "content": None,
+                    "content": "",
                     "tool_calls": [
                         {
                             "id": "call_1",
@@ -137,6 +137,7 @@ class OpenAIWire:
                 }
             ],
             "tool_choice": "required",
+            "temperature": 0.0,
         }
 
     def streams(self, body: dict[str, Any]) -> bool:
@@ -166,7 +167,7 @@ class OpenAIWire:
             _chunk(
                 {
                     "role": "assistant",
-                    "content": None,
+                    "content": "",
                     "tool_calls": [{**first, "function": {"name": name, "arguments": ""}}],
                     "refusal": None,
                 }

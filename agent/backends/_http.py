@@ -17,8 +17,9 @@ Every failure of a request to a model API becomes a `BackendError` here, once::
     httpx.DecodingError                  bad_response
 
 The message carries the provider's own explanation (`error.message`) where the body has one; a
-status error also keeps it alone, as `context["detail"]`. Retrying is `RetryPolicy`'s job; this
-module only says what is retryable.
+status error also keeps it alone, as `context["detail"]`, and the parameter an OpenAI-style body
+blames (`error.param`) as `context["param"]`. Retrying is `RetryPolicy`'s job; this module only
+says what is retryable.
 
 `named_parameters` reads which request parameters a refusal names: the one place text is read,
 because a server that cannot do something a request asks often says so only in its message.
@@ -80,6 +81,11 @@ class HttpClient:
             await self._client.aclose()
             self._client = None
 
+    async def drop_connections(self) -> None:
+        """Let the next request open a new connection (with a client made here; one passed in is
+        left as it is): for a server that failed under an answer and closes its connection."""
+        await self.aclose()
+
     @asynccontextmanager
     async def post(
         self, url: str, payload: dict[str, Any], headers: dict[str, str]
@@ -103,7 +109,7 @@ class HttpClient:
             raise timed_out(url, error) from error
         except httpx.TransportError as error:
             raise BackendError(
-                f"could not reach {url}: {error or type(error).__name__}",
+                f"could not reach {url}: {str(error) or type(error).__name__}",
                 code="connection_failed",
                 retryable=True,
                 url=url,
@@ -162,7 +168,9 @@ async def sse_events(url: str, response: httpx.Response) -> AsyncGenerator[SseEv
     except httpx.TimeoutException as error:
         raise timed_out(url, error) from error
     except httpx.TransportError as error:
-        raise truncated(url, f"the connection failed ({error or type(error).__name__})") from error
+        raise truncated(
+            url, f"the connection failed ({str(error) or type(error).__name__})"
+        ) from error
 
 
 def truncated(url: str, why: str) -> BackendError:
@@ -244,6 +252,7 @@ def status_error(url: str, response: httpx.Response) -> BackendError:
         url=url,
         retry_after=parse_retry_after(response.headers.get("retry-after")),
         detail=detail,
+        param=_provider_param(response),
     )
 
 
@@ -265,6 +274,17 @@ def classify(status: int) -> tuple[str, bool]:
         return "bad_request", False
     # Redirects are not followed: an endpoint that moved is a misconfigured base_url.
     return "bad_response", False
+
+
+def _provider_param(response: httpx.Response) -> str | None:
+    """The request parameter an OpenAI-style error body blames (`error.param`), if any."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    param = error.get("param") if isinstance(error, dict) else None
+    return param if isinstance(param, str) else None
 
 
 def provider_message(response: httpx.Response) -> str:
@@ -292,6 +312,11 @@ def provider_message(response: httpx.Response) -> str:
 _BODY_LOCATION = re.compile(r"""['"]?loc['"]?\s*[:=]\s*[(\[]\s*['"]body['"]\s*,\s*['"](\w+)['"]""")
 
 
+def located_parameters(detail: str) -> set[str]:
+    """The request fields a pydantic-style validation error locates (``('body', FIELD, ...)``)."""
+    return set(_BODY_LOCATION.findall(detail))
+
+
 def named_parameters(detail: str, candidates: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
     """Which of `candidates` a refusal's `detail` names, in the order of `candidates`.
 
@@ -301,7 +326,7 @@ def named_parameters(detail: str, candidates: Mapping[str, tuple[str, ...]]) -> 
     rest of such a message echoes the request, whose text may say anything. Otherwise a word
     counts where it stands on its own (``stream`` is not named by ``upstream``), in any case.
     """
-    located = set(_BODY_LOCATION.findall(detail))
+    located = located_parameters(detail)
     if located:
         return tuple(name for name, words in candidates.items() if located.intersection(words))
     return tuple(

@@ -18,53 +18,57 @@ the `ModelResponse` holds each attempt's own answer only.
 Servers differ in what they take, and many say so only by refusing. A refusal of a capability is
 an answer, not a fault: it is never retried. It is a 400, 422, 500 or 501 whose message names a
 parameter the request carried (`stream`/`stream_options`, `tool_choice`, `response_format` or
-its type, `tools`), or a stream of a request with tools or a `response_format` that ends before
-its first event (llama.cpp's server, for a `tool_choice` it cannot stream). The backend then steps
-the request down, one thing at a time, and sends it again at once:
+its type, `temperature`, `tools`; OpenAI's `error.param`, where given, names it exactly), or a
+stream of a request with tools or a `response_format` that ends before its first event
+(llama.cpp's server, for a `tool_choice` it cannot stream). The backend then steps the request
+down, one thing at a time, and sends it again at once:
 
     stream                           -> the answer asked for whole
     tool_choice "required"           -> "auto"
     response_format json_schema      -> json_object with the schema -> none (the prompt asks)
+    temperature                      -> left to the server
     tools (nothing left to step)     -> tool calls as JSON (below)
 
-A stepped-down request is sent once: if it fails with a 400, 422, 500 or 501 too, naming nothing,
-that counts as a refusal of it, and the next step is tried. What was refused is remembered for
-the life of the backend (one server), so no shape refused is sent twice, and each step is told
-once, as a note (`notes`, `on_note`, and `Capabilities.notes` for `agent doctor`).
+A stepped-down request is sent once (so is any request with tools while the backend does not yet
+know whether the server has tool calls): if it fails with a 400, 422, 500 or 501 too, naming
+nothing, that counts as a refusal of it, unless the error blames another parameter (OpenAI's
+`error.param`, a validation error's location: a prompt too long is no refusal). In JSON mode the
+next `response_format` is then tried; with native tools, the server's tool calls are taken to be
+broken (llama.cpp's chatml-function-calling fails a `tool_choice` "required" with an empty 500)
+and tool calls are asked for as JSON. What was refused is remembered for the life of the backend
+(one server), so no shape refused is sent twice, and each step is told once, as a note (`notes`,
+`on_note`, and `Capabilities.notes` for `agent doctor`).
 
 Not every server's model has native tool calls. The backend learns it from use: while it does
-not know, a request with tools that is refused (a 400, or a refusal of `tools`), or answered
-without a call although one was required, is sent once more in JSON mode
-(`agent.backends._json_tools`). If that yields a call, later requests go straight to JSON mode;
-if not, the first answer stands (a 400 is raised as it came), except after a refusal of every way
-of sending tools, when JSON mode stays. A JSON call written into `content` instead of
-`tool_calls` is read as a call either way.
+not know, a request with tools whose native shapes are all refused, or that is answered without a
+call although one was required, is sent once more in JSON mode (`agent.backends._json_tools`).
+If that yields a call, later requests go straight to JSON mode; so they do, whatever it yields,
+after a refusal that named what it refused. Otherwise the first answer stands, and a refusal that
+named nothing is raised with its own code (e.g. a 400's `bad_request`). A JSON call written into
+`content` instead of `tool_calls` is read as a call either way.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.backends import _json_tools
 from agent.backends._http import (
     HttpClient,
-    bad_response,
     check_base_url,
     is_event_stream,
+    located_parameters,
     named_parameters,
-    provider_message,
     sse_events,
-    stream_error,
     truncated,
 )
 from agent.backends._json_tools import JSON_MODES, JsonMode
+from agent.backends._openai_wire import ChatStream, parse_response, request_body, wire_message
 from agent.backends._retry import RetryPolicy
 from agent.backends.base import (
     Capabilities,
@@ -76,7 +80,6 @@ from agent.backends.base import (
     ModelResponse,
     ToolCall,
     ToolSpec,
-    Usage,
 )
 from agent.errors import BackendError
 
@@ -98,9 +101,13 @@ Mode = Literal["plain", "native", "json"]
 # validation), 500 (llama.cpp's server wraps its validation errors in one), 501.
 _REFUSAL_STATUSES = frozenset({400, 422, 500, 501})
 
-# What is given up first when a refusal names nothing: the live view of an answer, then the
-# guarantee of a call, then the schema the server holds the answer to.
-_STEP_ORDER = ("stream", "tool_choice", "response_format")
+# What a stepped-down request's refusal that names nothing is taken to refuse, by mode. With
+# native tools nothing: the server's tool calls are broken, and JSON mode is next.
+_UNNAMED: dict[Mode, tuple[str, ...]] = {
+    "plain": (),
+    "native": (),
+    "json": ("response_format",),
+}
 
 
 @dataclass(frozen=True)
@@ -111,13 +118,15 @@ class _Shape:
     stream: bool
     tool_choice: Literal["auto", "required"] = "required"  # native only
     json_mode: JsonMode = "json_schema"  # json only
+    temperature: float | None = None
 
 
 class _Refused(BackendError):
     """A server's answer that it cannot take a request of this shape: not retried.
 
-    `parameters` are the ones it named, in `_STEP_ORDER` then ``tools``; none when a stepped-down
-    request failed without naming any. `broke` when the sign was a stream that never began.
+    `parameters` are the ones it named, in the order of `_capability_words`; none when a
+    tentative request failed without naming any (see `_UNNAMED`), and then `code` is the
+    failure's own. `broke` when the sign was a stream that never began.
     """
 
     def __init__(
@@ -127,11 +136,10 @@ class _Refused(BackendError):
         parameters: tuple[str, ...],
         broke: bool = False,
         status: int | None = None,
+        code: str = "capability_refused",
         url: str,
     ) -> None:
-        super().__init__(
-            message, code="capability_refused", retryable=False, status=status, url=url
-        )
+        super().__init__(message, code=code, retryable=False, status=status, url=url)
         self.parameters = parameters
         self.broke = broke
 
@@ -143,8 +151,10 @@ class OpenAICompatibleBackend(ModelBackend):
     `timeout` bounds each read (also the wait between two chunks of a stream), write and pool
     wait; `connect_timeout` bounds opening a connection. Pass `client` (or just `transport`) to
     control the HTTP layer, e.g. in tests; a client passed in is left open by `aclose`. Nothing
-    connects until the first `complete`. `on_note` is told, once each, what the backend found the
-    server cannot do and how it asks instead (also kept in `notes`).
+    connects until the first `complete`. `temperature` is sent with every request (0, greedy,
+    suits tool calls and makes answers repeatable; None leaves it to the server). `on_note` is
+    told, once each, what the backend found the server cannot do and how it asks instead (also
+    kept in `notes`).
 
     Raises `ConfigError` if `base_url` is not an http(s) URL.
     """
@@ -160,6 +170,7 @@ class OpenAICompatibleBackend(ModelBackend):
         retry: RetryPolicy | None = None,
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        temperature: float | None = 0.0,
         on_note: Callable[[str], None] | None = None,
     ) -> None:
         check_base_url(base_url, "OpenAI-compatible")
@@ -178,6 +189,7 @@ class OpenAICompatibleBackend(ModelBackend):
         self._streams: bool | None = None
         # Learned from refusals; they only ever step down.
         self._required = True  # tool_choice "required" is taken
+        self._temperature = temperature
         self._json_mode: JsonMode = "json_schema"
         self._whole: set[Mode] = set()  # modes whose answers are asked for whole, not streamed
         self._notes: list[str] = []
@@ -201,23 +213,15 @@ class OpenAICompatibleBackend(ModelBackend):
             response, _ = await self._ask_json(request, on_delta)
             return response
         try:
-            response = await self._ask(request, "native", on_delta)
+            # While nothing is known, a failure naming nothing may be the server's way to say it
+            # has no tool calls (llama.cpp's says 500): tried in JSON mode rather than again.
+            response = await self._ask(
+                request, "native", on_delta, tentative=self._native_tools is None
+            )
         except _Refused as refused:
             if self._native_tools is not None:
                 raise
-            # Every way of offering tools was refused: asking again would be refused again.
-            self._native_tools = False
-            self._tell(f"{self.base_url} {_refused_what(refused, 'tools')}: {_AS_JSON}")
-            response, _ = await self._ask_json(request, on_delta)
-            return response
-        except BackendError as error:
-            if self._native_tools is not None or error.status != 400:
-                raise
-            fallback = await self._try_json_mode(request, on_delta)
-            if fallback is None:
-                raise
-            self._tell(f"{self.base_url} refused tools (400): {_AS_JSON}")
-            return fallback
+            return await self._instead_of_native(request, on_delta, refused)
         if response.tool_calls:
             self._native_tools = True
             return response
@@ -257,20 +261,26 @@ class OpenAICompatibleBackend(ModelBackend):
     # --- asking, and stepping down -------------------------------------------------------------
 
     async def _ask(
-        self, request: ModelRequest, mode: Mode, on_delta: DeltaSink | None
+        self,
+        request: ModelRequest,
+        mode: Mode,
+        on_delta: DeltaSink | None,
+        *,
+        tentative: bool = False,
     ) -> ModelResponse:
         """The answer to `request` sent in `mode`, in the best shape the server takes.
 
-        Raises `_Refused` when no step is left, else `BackendError` as it came.
+        `tentative`: the first shape is sent once, like a stepped-down one (see the module
+        docstring). Raises `_Refused` when no step is left, else `BackendError` as it came.
         """
         shape = _Shape(
             mode,
             stream=on_delta is not None and mode not in self._whole,
             tool_choice=request.tool_choice if self._required else "auto",
             json_mode=self._json_mode,
+            temperature=self._temperature,
         )
         kind: Literal["text", "tool_call"] = "tool_call" if mode == "json" else "text"
-        tentative = False
         while True:
             try:
                 return await self._send(
@@ -304,6 +314,9 @@ class OpenAICompatibleBackend(ModelBackend):
         elif lower.tool_choice != shape.tool_choice:
             self._required = False
             change = 'tool_choice "required"', 'sending "auto"'
+        elif lower.temperature != shape.temperature:
+            self._temperature = None
+            change = f"temperature {shape.temperature}", "leaving it to the server"
         else:
             self._json_mode = lower.json_mode
             change = (
@@ -325,21 +338,39 @@ class OpenAICompatibleBackend(ModelBackend):
         if shape.mode == "json":
             body: dict[str, Any] = {
                 "model": self.model,
-                "messages": [_wire_message(m) for m in _json_tools.messages(request)],
+                "messages": [wire_message(m) for m in _json_tools.messages(request)],
             }
             response_format = _json_tools.response_format(request, shape.json_mode)
             if response_format is not None:
                 body["response_format"] = response_format
         else:
-            body = _request_body(self.model, request)
+            body = request_body(self.model, request)
             if shape.mode == "native":
                 body["tool_choice"] = shape.tool_choice
-        import os
-        if os.environ.get("XTEMP"):
-            body["temperature"] = float(os.environ["XTEMP"]); body["seed"] = 0
+        if shape.temperature is not None:
+            body["temperature"] = shape.temperature
         if shape.stream:
             body |= {"stream": True, "stream_options": {"include_usage": True}}
         return body
+
+    async def _instead_of_native(
+        self, request: ModelRequest, on_delta: DeltaSink | None, refused: _Refused
+    ) -> ModelResponse:
+        """The answer in JSON mode, for a request whose every native shape the server refused.
+
+        Remembered as the way to ask if the answer could be read, or if the refusal named what
+        it refused (asking natively again would be refused again). Otherwise nothing is learned
+        and `refused` is raised, as it is if JSON mode fails too.
+        """
+        try:
+            response, readable = await self._ask_json(request, on_delta)
+        except BackendError:
+            raise refused from refused.__cause__  # the first refusal says more than this
+        if not readable and not (refused.parameters or refused.broke):
+            raise refused
+        self._native_tools = False
+        self._tell(f"{self.base_url} {_refused_what(refused, 'tool calls')}: {_AS_JSON}")
+        return response
 
     async def _try_json_mode(
         self, request: ModelRequest, on_delta: DeltaSink | None
@@ -381,16 +412,19 @@ class OpenAICompatibleBackend(ModelBackend):
                     self._streams = True
                     return await self._read_stream(body, response, on_delta, content_kind)
                 await response.aread()
-        except _Refused:
+        except _Refused as refused:
+            if refused.broke:
+                # The server closes the connection under the next request: not to be reused.
+                await self._http.drop_connections()
             raise
         except BackendError as error:
-            refused = self._refusal(error, body, tentative=tentative)
-            if refused is None:
+            refusal = self._refusal(error, body, tentative=tentative)
+            if refusal is None:
                 raise
-            raise refused from error
+            raise refusal from error
         if body.get("stream"):
             self._streams = False
-        answer = _parse_response(self.url, response, default_model=self.model)
+        answer = parse_response(self.url, response, default_model=self.model)
         if on_delta is not None:
             _tell_whole(answer, on_delta, content_kind)
         return answer
@@ -402,7 +436,7 @@ class OpenAICompatibleBackend(ModelBackend):
         on_delta: DeltaSink | None,
         content_kind: Literal["text", "tool_call"],
     ) -> ModelResponse:
-        stream = _ChatStream(self.url, self.model, on_delta, content_kind)
+        stream = ChatStream(self.url, self.model, on_delta, content_kind)
         began = False
         try:
             async with aclosing(sse_events(self.url, response)) as events:
@@ -436,26 +470,41 @@ class OpenAICompatibleBackend(ModelBackend):
         """`error` as a refusal of a capability, if it is one (see the module docstring)."""
         if error.status not in _REFUSAL_STATUSES:
             return None
+        words = _capability_words(body)
         detail = str(error.context.get("detail", ""))
-        named = named_parameters(detail, _capability_words(body))
-        if not named and not tentative:
+        named = named_parameters(detail, words)
+        param = error.context.get("param")
+        if isinstance(param, str):  # OpenAI names the parameter it refuses in `error.param`
+            field = param.split(".")[0].split("[")[0]  # "response_format.json_schema", ...
+            named = tuple(name for name, names in words.items() if field in names)
+        blames_another = isinstance(param, str) or bool(located_parameters(detail))
+        if not named and (not tentative or blames_another):
             return None
-        return _Refused(str(error), parameters=named, status=error.status, url=self.url)
+        return _Refused(
+            str(error),
+            parameters=named,
+            status=error.status,
+            # Named, it is a refusal; unnamed, it stays what it was (only not tried again).
+            code="capability_refused" if named else error.code,
+            url=self.url,
+        )
 
 
 _AS_JSON = "asking for tool calls as JSON"
 
 
 def _lower(shape: _Shape, parameters: tuple[str, ...]) -> _Shape | None:
-    """The shape one step below `shape` that leaves out what `parameters` name (whatever comes
-    next in `_STEP_ORDER` when they name nothing); None if nothing named can be stepped down."""
-    for parameter in parameters or _STEP_ORDER:
+    """The shape one step below `shape` that leaves out what `parameters` name (see `_UNNAMED`
+    when they name nothing); None if nothing named can be stepped down."""
+    for parameter in parameters or _UNNAMED[shape.mode]:
         if parameter == "stream" and shape.stream:
             return replace(shape, stream=False)
         if parameter == "tool_choice" and shape.mode == "native" and shape.tool_choice != "auto":
             return replace(shape, tool_choice="auto")
         if parameter == "response_format" and shape.mode == "json" and shape.json_mode != "prompt":
             return replace(shape, json_mode=JSON_MODES[JSON_MODES.index(shape.json_mode) + 1])
+        if parameter == "temperature" and shape.temperature is not None:
+            return replace(shape, temperature=None)
     return None
 
 
@@ -463,12 +512,16 @@ def _refused_what(refused: _Refused, what: str) -> str:
     """E.g. "refused response_format json_schema (500)", "broke off streamed tool calls"."""
     if refused.broke:
         return f"broke off {what}"
-    return f"refused {what}" + (f" ({refused.status})" if refused.status else "")
+    status = f" ({refused.status})" if refused.status else ""
+    if not refused.parameters:
+        return f"failed {what} without saying why{status}"
+    return f"refused {what}{status}"
 
 
 def _capability_words(body: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     """The capability parameters `body` carries, each with the words a refusal names it by, in
-    `_STEP_ORDER`, then ``tools``."""
+    the order they are given up: the live view of an answer first, the server's own tool calls
+    last."""
     words: dict[str, tuple[str, ...]] = {}
     if body.get("stream"):
         words["stream"] = ("stream", "stream_options")
@@ -481,6 +534,8 @@ def _capability_words(body: dict[str, Any]) -> dict[str, tuple[str, ...]]:
             "response format",
             str(response_format.get("type", "response_format")),
         )
+    if "temperature" in body:
+        words["temperature"] = ("temperature",)
     if "tools" in body:
         words["tools"] = ("tools",)
     return words
@@ -515,257 +570,3 @@ def _tell_whole(
         on_delta(Delta(content_kind, response.text))
     for call in response.tool_calls:
         on_delta(Delta("tool_call", call.arguments))
-
-
-# --- request -------------------------------------------------------------------------------------
-
-
-def _request_body(model: str, request: ModelRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [_wire_message(message) for message in request.messages],
-    }
-    # OpenAI rejects `tool_choice` without `tools`, and some servers reject an empty `tools`.
-    if request.tools:
-        body["tools"] = [_wire_tool(tool) for tool in request.tools]
-        body["tool_choice"] = request.tool_choice
-    return body
-
-
-def _wire_message(message: Message) -> dict[str, Any]:
-    if message.role == "tool":
-        if message.tool_call_id is None:
-            raise BackendError(
-                "a tool message needs the tool_call_id it answers",
-                code="bad_request",
-                retryable=False,
-            )
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
-    if message.role == "assistant" and message.tool_calls:
-        wire: dict[str, Any] = {"role": "assistant"}
-        # A turn that only calls tools has no content: left out, as OpenAI allows, since
-        # llama.cpp's server refuses null there (a 500 naming `messages`).
-        if message.content:
-            wire["content"] = message.content
-        wire["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            }
-            for call in message.tool_calls
-        ]
-        return wire
-    return {"role": message.role, "content": message.content}
-
-
-def _wire_tool(tool: ToolSpec) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": tool.name,
-            "description": tool.description,
-            "parameters": tool.parameters,
-        },
-    }
-
-
-# --- response ------------------------------------------------------------------------------------
-
-
-class _Wire(BaseModel):
-    # Providers add fields freely (logprobs, refusal, system_fingerprint...); only ours matter.
-    model_config = ConfigDict(extra="ignore")
-
-
-class _WireFunction(_Wire):
-    name: str
-    # Some servers send the arguments as a JSON object rather than the JSON text of one.
-    arguments: str | dict[str, Any] | None = None
-
-
-class _WireToolCall(_Wire):
-    id: str | None = None
-    function: _WireFunction
-
-
-class _WireMessage(_Wire):
-    content: str | None = None
-    tool_calls: list[_WireToolCall] | None = None
-
-
-class _WireChoice(_Wire):
-    message: _WireMessage
-
-
-class _WireUsage(_Wire):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class _WireCompletion(_Wire):
-    model: str | None = None
-    choices: list[_WireChoice]
-    usage: _WireUsage | None = None
-
-
-def _parse_response(url: str, response: httpx.Response, *, default_model: str) -> ModelResponse:
-    status = response.status_code
-    try:
-        completion = _WireCompletion.model_validate_json(response.content)
-    except ValidationError as error:
-        raise bad_response(
-            url,
-            f"{status} with a body that is not a chat completion: "
-            f"{provider_message(response)} ({error.error_count()} validation errors)",
-            status=status,
-        ) from error
-    if not completion.choices:
-        raise bad_response(url, "with no choices", status=status)
-    message = completion.choices[0].message
-    usage = completion.usage or _WireUsage()
-    return ModelResponse(
-        text=message.content or "",
-        tool_calls=tuple(
-            _tool_call(call.id, call.function.name, call.function.arguments, index)
-            for index, call in enumerate(message.tool_calls or ())
-        ),
-        usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
-        model=completion.model or default_model,
-    )
-
-
-def _tool_call(
-    call_id: str | None, name: str, arguments: str | dict[str, Any] | None, index: int
-) -> ToolCall:
-    if arguments is None:
-        arguments = ""
-    elif not isinstance(arguments, str):
-        arguments = json.dumps(arguments)
-    # A call without an id cannot be answered; some local servers omit it, so give it one that
-    # is unique within the response.
-    return ToolCall(id=call_id or f"call_{index}", name=name, arguments=arguments)
-
-
-# --- stream --------------------------------------------------------------------------------------
-
-
-class _WireFunctionDelta(_Wire):
-    name: str | None = None
-    arguments: str | dict[str, Any] | None = None
-
-
-class _WireToolCallDelta(_Wire):
-    index: int | None = None
-    id: str | None = None
-    function: _WireFunctionDelta | None = None
-
-
-class _WireDelta(_Wire):
-    content: str | None = None
-    tool_calls: list[_WireToolCallDelta] | None = None
-
-
-class _WireChunkChoice(_Wire):
-    index: int = 0
-    delta: _WireDelta = Field(default_factory=_WireDelta)
-    finish_reason: str | None = None
-
-
-class _WireChunk(_Wire):
-    model: str | None = None
-    choices: list[_WireChunkChoice] = Field(default_factory=list)
-    usage: _WireUsage | None = None
-
-
-@dataclass
-class _PartialCall:
-    id: str | None = None
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-class _ChatStream:
-    """A chat completion put together from its chunks, telling `on_delta` of each piece."""
-
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        on_delta: DeltaSink | None,
-        content_kind: Literal["text", "tool_call"],
-    ) -> None:
-        self._url = url
-        self._on_delta = on_delta
-        self._content_kind = content_kind
-        self._model: str | None = None
-        self._default_model = model
-        self._text: list[str] = []
-        self._calls: dict[int, _PartialCall] = {}
-        self._usage = _WireUsage()
-        self._finish_reason: str | None = None
-
-    def add(self, data: str) -> None:
-        """Take one chunk's data. Raises `BackendError` for an error event or a garbled chunk."""
-        try:
-            raw = json.loads(data)
-        except ValueError as error:
-            raise bad_response(
-                self._url, f"a stream chunk that is not JSON: {data[:200]}"
-            ) from error
-        # OpenAI and vLLM report a failure after the 200 as a chunk holding only `error`.
-        if isinstance(raw, dict) and raw.get("error"):
-            raise stream_error(self._url, raw["error"])
-        try:
-            chunk = _WireChunk.model_validate(raw)
-        except ValidationError as error:
-            raise bad_response(
-                self._url, f"a stream chunk of the wrong shape: {data[:200]}"
-            ) from error
-        self._model = self._model or chunk.model
-        if chunk.usage is not None:
-            self._usage = chunk.usage
-        for choice in chunk.choices:
-            if choice.index == 0:  # only one choice is asked for; others are not ours
-                self._add_delta(choice.delta)
-                self._finish_reason = choice.finish_reason or self._finish_reason
-
-    def result(self) -> ModelResponse:
-        """The response, once `[DONE]` came. Raises `BackendError` if no choice finished."""
-        if self._finish_reason is None:
-            raise truncated(self._url, "the stream ended without a finish_reason")
-        return ModelResponse(
-            text="".join(self._text),
-            tool_calls=tuple(
-                _tool_call(call.id, call.name, "".join(call.arguments), index)
-                for index, call in sorted(self._calls.items())
-            ),
-            usage=Usage(
-                input_tokens=self._usage.prompt_tokens,
-                output_tokens=self._usage.completion_tokens,
-            ),
-            model=self._model or self._default_model,
-        )
-
-    def _add_delta(self, delta: _WireDelta) -> None:
-        if delta.content:
-            self._text.append(delta.content)
-            self._tell(self._content_kind, delta.content)
-        for position, piece in enumerate(delta.tool_calls or ()):
-            # The first piece of a call brings its id and name, later ones more arguments.
-            call = self._calls.setdefault(
-                piece.index if piece.index is not None else position, _PartialCall()
-            )
-            call.id = call.id or piece.id
-            if piece.function is None:
-                continue
-            call.name = call.name or piece.function.name or ""
-            arguments = piece.function.arguments
-            if arguments:
-                text = arguments if isinstance(arguments, str) else json.dumps(arguments)
-                call.arguments.append(text)
-                self._tell("tool_call", text)
-
-    def _tell(self, kind: Literal["text", "tool_call"], text: str) -> None:
-        if self._on_delta is not None:
-            self._on_delta(Delta(kind, text))
