@@ -64,9 +64,10 @@ FALLBACK_NOTICE = (
 
 _MODEL_HELP = """model URI: anthropic:MODEL ($ANTHROPIC_API_KEY), openai:MODEL ($OPENAI_API_KEY),
 openai-compatible:BASE_URL#MODEL (vLLM, llama.cpp's server, Ollama, Gemini...), local:PATH.gguf
-(a GGUF model, dense or MoE, run here by llama.cpp), local:bundled (the tiny SmolLM2-135M
-fallback), scripted:PATH (replay a script). Default: for a new task, $AGENT_MODEL, else [model]
-uri in agent.toml, else local:bundled; for an existing task, the model it started with"""
+(a GGUF model, dense or MoE, run by llama.cpp in a model worker), local:bundled (the tiny
+SmolLM2-135M fallback), scripted:PATH (replay a script). Default: for a new task,
+$AGENT_MODEL, else [model] uri in agent.toml, else local:bundled; for an existing task, the model
+it started with"""
 
 
 _ID_HELP = "task id (a unique prefix is enough)"
