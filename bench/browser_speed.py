@@ -29,6 +29,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from _goals import Goals, machine
 from playwright.async_api import FilePayload, Page, async_playwright
 
 from agent.errors import SandboxError
@@ -233,6 +234,7 @@ async def bench() -> None:
         await sandboxes.reap(lambda _task: True)  # its own tasks; the pool stays, as a runner's
         await sandboxes.aclose()
         server.shutdown()
+    print(machine())
     print(f"rounds: {ROUNDS} per tool; {LAUNCHES} new browsers per method")
     for name, values in ratios.items():
         print(
@@ -243,10 +245,12 @@ async def bench() -> None:
     print(f"fresh Chromium launch (host):     {statistics.median(fresh) * 1e3:7.1f} ms (median)")
     worst = max(ratios, key=lambda n: statistics.median(ratios[n]))
     print(f"worst tool ({worst}): {statistics.median(ratios[worst]):.2f}x")
+    goals = Goals()
     for name, values in ratios.items():
-        print(f"tool_{name}_vs_playwright: {statistics.median(values):.2f}x (goal <= 1.5x)")
+        print(goals.add(f"tool_{name}_vs_playwright", statistics.median(values), "<= 1.5x"))
     ratio = statistics.median(warm) / statistics.median(fresh)
-    print(f"new_browser_vs_fresh_launch: {ratio:.2f}x (goal <= 0.1x)")
+    print(goals.add("new_browser_vs_fresh_launch", ratio, "<= 0.1x"))
+    goals.finish()
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _goals import Goals, machine
+
 from agent.backends.base import DeltaSink, Message, ModelRequest, ModelResponse
 from agent.backends.scripted import ScriptedBackend, parse_script
 from agent.events import Limits
@@ -174,6 +176,7 @@ def main() -> None:
         early.append(statistics.median(steps[:50]))
         late.append(statistics.median(steps[-50:]))
     us = 1e6
+    print(machine())
     print(f"steps per run: {STEPS}, rounds: {ROUNDS} (medians over rounds)")
     print(f"runtime per step:   {statistics.median(runtime) * us:7.1f} us")
     print(f"reference per step: {statistics.median(reference) * us:7.1f} us")
@@ -182,9 +185,11 @@ def main() -> None:
         f"steps {STEPS - 49}-{STEPS}: {statistics.median(late) * us:7.1f} us"
     )
     print(f"per-round ratios: {', '.join(f'{r:.2f}' for r in sorted(ratios))}")
-    print(f"loop_overhead: {statistics.median(ratios):.2f}x (goal <= 1.5x)")
+    goals = Goals()
+    print(goals.add("loop_overhead", statistics.median(ratios), "<= 1.5x"))
     flat = statistics.median(la / ea for la, ea in zip(late, early, strict=True))
-    print(f"step_{STEPS}_vs_step_1: {flat:.2f}x (goal <= 1.2x)")
+    print(goals.add(f"step_{STEPS}_vs_step_1", flat, "<= 1.2x"))
+    goals.finish()
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Literal
 
 import llama_cpp
+from _goals import Goals, machine
 from llama_cpp import Llama
 from llama_cpp._utils import suppress_stdout_stderr
 from llama_cpp.llama_grammar import LlamaGrammar
@@ -162,8 +163,11 @@ def prompt_tokens(llm: Llama, messages: Sequence[Message], tools: Sequence[ToolS
     return tokenize(model, chat_template(model).render_parts(chat_messages(messages, note)))
 
 
+GOALS = Goals()
+
+
 def ratio_line(name: str, ratios: list[float], goal: str) -> str:
-    return f"{name}: {statistics.median(ratios):.2f}x (goal {goal})"
+    return GOALS.add(name, statistics.median(ratios), goal)
 
 
 # --- the goals -------------------------------------------------------------------------------
@@ -444,8 +448,10 @@ def main() -> None:
         "--threads", type=int, default=None, help="llama.cpp threads (default: LocalBackend's)"
     )
     args = parser.parse_args()
+    print(machine())
     for line in asyncio.run(bench(args.rounds, args.threads)):
         print(line)
+    GOALS.finish()
 
 
 if __name__ == "__main__":

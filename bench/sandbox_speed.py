@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import docker
+from _goals import Goals, machine
 from docker.models.containers import Container
 
 from agent.errors import SandboxError
@@ -174,6 +175,7 @@ def report(
     def ratios(values: list[float]) -> str:
         return ", ".join(f"{r:.2f}" for r in sorted(values))
 
+    print(machine())
     print(f"rounds: {ROUNDS}; per round {EXECS} execs and {GETS} sandbox get(s) per method")
     for label, values in [
         ("exec `true`, Sandbox.exec", exec_medians["ours"]),
@@ -186,9 +188,13 @@ def report(
     print(f"per-round ratios, exec vs CLI:   {ratios(exec_ratios['cli'])}")
     print(f"per-round ratios, exec vs SDK:   {ratios(exec_ratios['sdk'])}")
     print(f"per-round ratios, pool vs cold:  {ratios(pool_ratios)}")
-    print(f"exec_vs_docker_cli: {statistics.median(exec_ratios['cli']):.2f}x (goal <= 1.0x)")
-    print(f"exec_vs_docker_sdk: {statistics.median(exec_ratios['sdk']):.2f}x (goal <= 1.15x)")
-    print(f"pool_vs_cold_run: {statistics.median(pool_ratios):.2f}x (goal <= 0.2x)")
+    # The CLI pays a process start and a connection per call, which the runtime does not: a
+    # comparison favourable by construction, so it is shown, not held to a goal.
+    print(f"for context, exec vs docker CLI: {statistics.median(exec_ratios['cli']):.2f}x")
+    goals = Goals()
+    print(goals.add("exec_vs_docker_sdk", statistics.median(exec_ratios["sdk"]), "<= 1.15x"))
+    print(goals.add("pool_vs_cold_run", statistics.median(pool_ratios), "<= 0.2x"))
+    goals.finish()
 
 
 def main() -> None:
