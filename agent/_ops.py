@@ -19,6 +19,7 @@ from rich.markup import escape
 from agent.backends import backend_from_uri
 from agent.backends.base import Capabilities, Message, ModelBackend, ModelRequest
 from agent.backends.local import BUNDLED, LocalBackend, ModelInfo
+from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
 from agent.errors import AgentError, BackendError, SandboxError, TaskNotFound
 from agent.home import default_home
@@ -190,10 +191,14 @@ def _check_image(checks: list[Check], client: docker.DockerClient, image: str) -
         )
 
 
+#: seconds the doctor waits for a model's answer
+DOCTOR_TIMEOUT = 30.0
+
+
 def _check_model(config: Config) -> list[Check]:
-    """Build the configured model's backend and ask it what it can do (for an HTTP model, one
-    tiny request, unless the backend already knows). A local model is loaded in its worker,
-    which reports the CPU path it took, and answers a short self-test."""
+    """Build the configured model's backend, ask it what it can do, and make it answer a tiny
+    request (the self-test), timed. A local model is loaded in its worker, which reports the CPU
+    path it took."""
     uri = os.environ.get("AGENT_MODEL") or config.model.uri or BUNDLED
     if config.model.api_key_env and not os.environ.get(config.model.api_key_env):
         return [
@@ -209,7 +214,8 @@ def _check_model(config: Config) -> list[Check]:
         backend = backend_from_uri(
             uri,
             api_key_env=config.model.api_key_env,
-            timeout=config.model.timeout,
+            # A check, not a task: a server that does not answer a tiny request soon is a finding.
+            timeout=min(config.model.timeout, DOCTOR_TIMEOUT),
             max_attempts=1,
             # A self-test needs a few tokens, not an essay; the worker is the same one.
             local={**config.model.local.model_dump(), "max_tokens": 8},
@@ -233,6 +239,10 @@ def _check_model(config: Config) -> list[Check]:
 
 
 def _model_fix(exc: AgentError) -> str:
+    if exc.code == "auth_failed":
+        return "check the model's API key (the variable named in the error, or [model] api_key_env)"
+    if exc.code in ("timeout", "connection_failed"):
+        return "check that the model's server is up and reachable (its base URL)"
     if exc.code == "worker_crashed":
         return (
             "llama.cpp crashed on this machine: try `repack = false` under [model.local] in "
@@ -242,42 +252,54 @@ def _model_fix(exc: AgentError) -> str:
 
 
 async def _probe(backend: ModelBackend) -> tuple[Capabilities, list[Check]]:
-    """What the model can do; for a local model also its worker's CPU path and a self-test."""
+    """What the model can do, and a self-test: the smallest real request (a script is not asked:
+    it holds a task's turns, not a model). For a local model also its worker's CPU path."""
     try:
         capabilities = await backend.probe()
-        if not isinstance(backend, LocalBackend) or backend.worker is None:
-            return capabilities, []
-        worker = backend.worker
-        cpu = Check(
-            "cpu",
-            True,
-            f"{worker.cpu}; llama.cpp uses: {worker.system_info}; "
-            f"weight repacking {'on' if worker.repack else 'off'}: {worker.path_reason}",
-        )
-        request = ModelRequest(
-            task_id="doctor",
-            purpose="act",
-            turn=0,
-            messages=(Message(role="user", content="Say OK."),),
-            tools=(),
-        )
-        started = time.perf_counter()
-        try:
-            response = await backend.complete(request)
-        except BackendError as exc:
-            return capabilities, [cpu, Check("self-test", False, str(exc), _model_fix(exc))]
-        seconds = time.perf_counter() - started
-        tokens = response.usage.output_tokens
-        test = Check(
-            "self-test",
-            tokens > 0,
-            f"worker pid {worker.pid} wrote {tokens} tokens in {seconds:.2f} s "
-            f"(model loaded in {worker.load_seconds:.1f} s)",
-            None if tokens > 0 else "the model wrote nothing: check the model file",
-        )
-        return capabilities, [cpu, test]
+        checks: list[Check] = []
+        if isinstance(backend, LocalBackend) and backend.worker is not None:
+            worker = backend.worker
+            checks.append(
+                Check(
+                    "cpu",
+                    True,
+                    f"{worker.cpu}; llama.cpp uses: {worker.system_info}; "
+                    f"weight repacking {'on' if worker.repack else 'off'}: {worker.path_reason}",
+                )
+            )
+        if not isinstance(backend, ScriptedBackend):
+            checks.append(await _self_test(backend))
+        return capabilities, checks
     finally:
         await backend.aclose()
+
+
+async def _self_test(backend: ModelBackend) -> Check:
+    """Ask the model to say OK: it must answer, and how long it took is reported."""
+    request = ModelRequest(
+        task_id="doctor",
+        purpose="act",
+        turn=0,
+        messages=(Message(role="user", content="Say OK."),),
+        tools=(),
+    )
+    started = time.perf_counter()
+    try:
+        response = await backend.complete(request)
+    except BackendError as exc:
+        return Check("self-test", False, f"{exc} [{exc.code}]", _model_fix(exc))
+    seconds = time.perf_counter() - started
+    tokens = response.usage.output_tokens
+    answered = bool(response.text or response.tool_calls or tokens)
+    if isinstance(backend, LocalBackend) and backend.worker is not None:
+        worker = backend.worker
+        detail = (
+            f"worker pid {worker.pid} wrote {tokens} tokens in {seconds:.2f} s "
+            f"(model loaded in {worker.load_seconds:.1f} s)"
+        )
+    else:
+        detail = f"answered in {seconds:.2f} s ({tokens} tokens)"
+    return Check("self-test", answered, detail, None if answered else "the model answered nothing")
 
 
 def _check_store() -> Check:

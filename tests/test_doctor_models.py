@@ -1,0 +1,72 @@
+"""`agent doctor`'s model check makes a real request, on the wire, and fails with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+
+from .wire_server import Reply, WireServer
+
+
+def said_ok() -> Reply:
+    return Reply(
+        body={
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-test",
+            "content": [{"type": "text", "text": "OK"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 9, "output_tokens": 2},
+        }
+    )
+
+
+def model_checks(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, object]]:
+    main(["doctor", "--json"])
+    return {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+
+
+@pytest.fixture
+def anthropic(home: Path, monkeypatch: pytest.MonkeyPatch) -> WireServer:
+    server = WireServer()
+    server.start()
+    monkeypatch.setenv("AGENT_MODEL", "anthropic:claude-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+    return server
+
+
+def test_a_hosted_model_is_asked_for_real_and_timed(
+    anthropic: WireServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    anthropic.reply(said_ok())
+    try:
+        checks = model_checks(capsys)
+    finally:
+        anthropic.stop()
+    [sent] = anthropic.requests
+    assert sent.path == "/v1/messages"
+    assert sent.headers["x-api-key"] == "sk-ant-test"
+    assert checks["self-test"]["ok"], checks["self-test"]
+    assert "answered in" in str(checks["self-test"]["detail"])
+
+
+def test_a_key_the_provider_refuses_fails_the_check_naming_why(
+    anthropic: WireServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refusal = {"type": "error", "error": {"type": "authentication_error", "message": "bad key"}}
+    anthropic.reply(Reply(status=401, body=refusal))
+    try:
+        checks = model_checks(capsys)
+    finally:
+        anthropic.stop()
+    test = checks["self-test"]
+    assert not test["ok"]
+    assert "401" in str(test["detail"])
+    assert "bad key" in str(test["detail"])
+    assert "API key" in str(test["fix"])
