@@ -34,7 +34,9 @@ def _script(i: int) -> list[dict[str, object]]:
 
 
 def test_kill_9_at_random_points_then_every_effect_exactly_once(home: Path, tmp_path: Path) -> None:
-    rng = random.Random(int(os.environ.get("CRASH_SEED", "0")) or None)
+    seed = int(os.environ.get("CRASH_SEED", "0")) or random.randrange(1, 2**32)
+    print(f"\nCRASH_SEED={seed} (set it to replay this run's kill times)")
+    rng = random.Random(seed)
     policy = tmp_path / "allow.toml"
     policy.write_text('[default]\naction = "allow"\n')
     ledger = tmp_path / "ledger.jsonl"
@@ -84,7 +86,9 @@ def test_kill_9_at_random_points_then_every_effect_exactly_once(home: Path, tmp_
         assert proc.returncode == 0, err
         if not json.loads(out)["resumed"]:
             break  # nothing was left running: every task reached its end
-    assert kills >= 3, f"the runner finished before it could be killed enough ({kills} kills)"
+    assert kills >= 3, (
+        f"the runner finished before it could be killed enough ({kills} kills; seed {seed})"
+    )
 
     with Store.open(home / "events.db") as store:
         statuses = Counter(store.task(i).status for i in ids)
@@ -100,4 +104,10 @@ def test_kill_9_at_random_points_then_every_effect_exactly_once(home: Path, tmp_
     intended = {f"item {i}.{s}" for i in range(TASKS) for s in range(STEPS)}
     assert set(effects) == intended
     assert all(n == 1 for n in effects.values()), {k: n for k, n in effects.items() if n > 1}
-    print(f"\n{kills} kills; recoveries after a crash: {dict(recoveries)}")
+    print(f"{kills} kills; recoveries after a crash: {dict(recoveries)}")
+    # The recoveries this test exists for happened: a kill between a call's intent and its effect
+    # (re-run, found absent by the reconciler or harmless), and one between its effect and its
+    # result (reconciled: found in the ledger, not sent again). Without them, "exactly once"
+    # above would hold trivially.
+    assert recoveries["rerun"] >= 1, f"no kill landed before an effect (seed {seed})"
+    assert recoveries["reconciled"] >= 1, f"no kill landed after an effect (seed {seed})"
