@@ -58,6 +58,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.backends import normalize_uri
+from agent.backends._worker_proto import DEFAULT_IDLE_SECONDS
 from agent.errors import ConfigError
 from agent.events import Limits
 from agent.home import default_home
@@ -77,7 +78,7 @@ class LocalModelConfig(_Section):
     seed: int = 0
     slots: int = Field(2, ge=1, le=16)
     repack: bool | None = None
-    idle_seconds: float = Field(300.0, gt=0)
+    idle_seconds: float = Field(DEFAULT_IDLE_SECONDS, gt=0)
 
 
 class ModelConfig(_Section):

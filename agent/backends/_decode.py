@@ -185,8 +185,8 @@ class Decoder:
         rules = self._grammar(grammar) if grammar is not None else None
         if rules is not None:
             rules.reset()
-        slot = self._slot_for(prompt)
-        reused = self._prefill(slot, list(prompt), cancelled)
+        slot, shared = self._slot_for(prompt)
+        reused = self._prefill(slot, list(prompt), shared, cancelled)
         rng = np.random.default_rng(seed)
         decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
@@ -247,22 +247,26 @@ class Decoder:
             rules = self._grammars[gbnf] = _Grammar(self._vocab, gbnf)
         return rules
 
-    def _slot_for(self, prompt: Sequence[int]) -> Slot:
+    def _slot_for(self, prompt: Sequence[int]) -> tuple[Slot, int]:
         """The slot sharing the longest start with `prompt`, if that is worth keeping (more than
-        a chat template's opening); else the one used least recently."""
+        a chat template's opening); else the one used least recently. Also how many of the
+        prompt's tokens the chosen slot holds."""
         self._clock += 1
-        best = max(self._slots, key=lambda slot: slot.shared(prompt))
-        shared = best.shared(prompt)
+        shares = [(slot.shared(prompt), slot) for slot in self._slots]
+        shared, best = max(shares, key=lambda pair: pair[0])
         if not (shared > 0 and shared >= min(MIN_SHARED, len(prompt) - 1, len(best.tokens))):
-            best = min(self._slots, key=lambda slot: slot.used)
+            shared, best = min(shares, key=lambda pair: pair[1].used)
         best.used = self._clock
-        return best
+        return best, shared
 
-    def _prefill(self, slot: Slot, prompt: list[int], cancelled: Callable[[], bool] | None) -> int:
-        """Bring the slot's cache to hold `prompt`; return how many of its tokens were already
-        there. Stops between batches once `cancelled()` (the cache then holds a prefix of it)."""
+    def _prefill(
+        self, slot: Slot, prompt: list[int], shared: int, cancelled: Callable[[], bool] | None
+    ) -> int:
+        """Bring the slot's cache, which holds the first `shared` tokens of `prompt`, to hold all
+        of it; return how many were kept. Stops between batches once `cancelled()` (the cache
+        then holds a prefix of it)."""
         # The last prompt token is always evaluated again: its logits start the answer.
-        keep = min(slot.shared(prompt), len(prompt) - 1)
+        keep = min(shared, len(prompt) - 1)
         slot.truncate(keep)
         for start in range(keep, len(prompt), slot.n_batch):
             if cancelled is not None and cancelled():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from llama_cpp._logger import set_verbose
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from agent.backends._chat import chat_messages, describe_tools, read_call, tool_call_schema
-from agent.backends._cpu import CpuPath, choose_path, cpu_flags, describe
+from agent.backends._cpu import choose_path, cpu_flags, describe
 from agent.backends._decode import Decoder, chat_template
 from agent.backends._gguf import read_metadata
 from agent.backends._worker_proto import (
@@ -49,7 +48,8 @@ DEFAULT_MAX_CONTEXT = 8192
 
 
 class Engine:
-    """A loaded model with its KV slots. Made by `Engine.load`; one generation at a time."""
+    """A loaded model with its KV slots. Made by `Engine.load`. Not for concurrent use: the
+    worker runs one generation at a time."""
 
     def __init__(self, model: _internals.LlamaModel, decoder: Decoder, info: WorkerInfo) -> None:
         self._model = model
@@ -57,10 +57,9 @@ class Engine:
         self.info = info
         self.template = chat_template(model)
         self._grammars: dict[tuple[str, ...], str] = {}
-        self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, settings: WorkerSettings, cpu: CpuPath | None = None) -> Engine:
+    def load(cls, settings: WorkerSettings) -> Engine:
         """Load the model `settings` name. Raises `ConfigError` for a file that is missing or
         not a model llama.cpp loads."""
         started = time.perf_counter()
@@ -68,7 +67,7 @@ class Engine:
         if not path.is_file():
             raise ConfigError(f"no model file at {path}")
         flags = cpu_flags()
-        cpu = cpu or choose_path(flags, repack=settings.repack)
+        cpu = choose_path(flags, repack=settings.repack)
         trained = _read_trained_context(path)
         n_ctx = settings.n_ctx or min(trained or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
         llama_cpp.llama_backend_init()
@@ -128,20 +127,6 @@ class Engine:
         Raises `BackendError` (`context_exceeded`, `generation_failed`, `bad_request`), none of
         them retryable.
         """
-        with self._lock:
-            return self._complete(request, options, on_delta, cancelled)
-
-    def close(self) -> None:
-        self.decoder.close()
-        self._model.close()  # type: ignore[no-untyped-call]
-
-    def _complete(
-        self,
-        request: ModelRequest,
-        options: GenerateOptions,
-        on_delta: Callable[[Delta], None] | None,
-        cancelled: Callable[[], bool] | None,
-    ) -> tuple[ModelResponse, Generation | None]:
         name = f"local:{self.info.model.path}"
         constrained = bool(request.tools) and request.tool_choice == "required"
         grammar = self._grammar(request, name) if constrained else None
@@ -176,6 +161,10 @@ class Engine:
         # Given back as text: the loop tells the model its reply had no valid call.
         text = last.text if last is not None else ""
         return ModelResponse(text=text, usage=usage, model=name), last
+
+    def close(self) -> None:
+        self.decoder.close()
+        self._model.close()  # type: ignore[no-untyped-call]
 
     def _grammar(self, request: ModelRequest, name: str) -> str:
         """The grammar of one call to one of the request's tools. Raises `BackendError` for a

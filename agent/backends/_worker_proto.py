@@ -29,6 +29,8 @@ from agent.backends.base import ModelRequest, ModelResponse
 
 #: bumped when a message changes shape; part of a worker's key, so old workers are not reused
 PROTOCOL = 1
+#: seconds a worker stays up with no client, unless told otherwise
+DEFAULT_IDLE_SECONDS = 300.0
 
 
 class _Frozen(BaseModel):

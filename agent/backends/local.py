@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from agent.backends._retry import RetryPolicy
 from agent.backends._worker_proto import (
+    DEFAULT_IDLE_SECONDS,
     PROTOCOL,
     REPLY,
     CompleteCall,
@@ -141,7 +142,7 @@ class LocalBackend(ModelBackend):
         threads: int | None = None,
         slots: int = 2,
         repack: bool | None = None,
-        idle_seconds: float = 300.0,
+        idle_seconds: float = DEFAULT_IDLE_SECONDS,
         max_tokens: int = 1024,
         temperature: float = 0.0,
         repeat_penalty: float = 1.1,

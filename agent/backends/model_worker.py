@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from agent.backends._engine import Engine
 from agent.backends._worker_proto import (
     CALL,
+    DEFAULT_IDLE_SECONDS,
     CompleteCall,
     DeltaLine,
     Done,
@@ -45,32 +46,30 @@ from agent.backends._worker_proto import (
 from agent.backends.base import Delta
 from agent.errors import BackendError, ConfigError
 
-#: seconds a worker stays up with no client, unless told otherwise
-DEFAULT_IDLE_SECONDS = 300.0
-
 
 class WorkerServer:
     """Serves one loaded `Engine` on a Unix socket until it has been idle for `idle` seconds."""
 
-    def __init__(self, engine: Engine, *, idle: float) -> None:
+    def __init__(
+        self, engine: Engine, *, idle: float, on_stop: Callable[[], None] | None = None
+    ) -> None:
         self._engine = engine
         self._idle = idle
+        #: told when the worker stops listening on request (it removes its socket then)
+        self._on_stop = on_stop
         self._connections = 0
         self._answered = 0
         self._busy = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
-        #: told when the worker stops listening (it removes its socket then)
-        self.on_stop: list[Callable[[], None]] = []
 
-    async def run(self, listener: socket.socket, *, announce: bool = True) -> None:
+    async def run(self, listener: socket.socket) -> None:
         """Serve on `listener`, saying `Ready` on standard output first, until idle or told to
         stop (SIGTERM)."""
         server = self._server = await asyncio.start_unix_server(self._serve, sock=listener)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stopped.set)
-        if announce:
-            _say(Ready(info=self._engine.info))
+        _say(Ready(info=self._engine.info))
         self._arm()
         try:
             await self._stopped.wait()
@@ -81,8 +80,8 @@ class WorkerServer:
         """Stop listening now; exit once the calls in hand are answered."""
         if self._server is not None:
             self._server.close()
-        for notify in self.on_stop:
-            notify()
+        if self._on_stop is not None:
+            self._on_stop()
         async with self._busy:
             self._stopped.set()
 
@@ -222,10 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.socket.stat().st_ino == inode:
                 args.socket.unlink()
 
-    server = WorkerServer(engine, idle=args.idle)
-    server.on_stop.append(unbind)
     try:
-        asyncio.run(server.run(listener))
+        asyncio.run(WorkerServer(engine, idle=args.idle, on_stop=unbind).run(listener))
     finally:
         listener.close()
         unbind()
