@@ -9,21 +9,8 @@ import pytest
 
 from agent.cli import main
 
+from .test_anthropic_backend import error_body, message
 from .wire_server import Reply, WireServer
-
-
-def said_ok() -> Reply:
-    return Reply(
-        body={
-            "id": "msg_01",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-test",
-            "content": [{"type": "text", "text": "OK"}],
-            "stop_reason": "end_turn",
-            "usage": {"input_tokens": 9, "output_tokens": 2},
-        }
-    )
 
 
 def model_checks(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, object]]:
@@ -44,7 +31,7 @@ def anthropic(home: Path, monkeypatch: pytest.MonkeyPatch) -> WireServer:
 def test_a_hosted_model_is_asked_for_real_and_timed(
     anthropic: WireServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    anthropic.reply(said_ok())
+    anthropic.reply(message([{"type": "text", "text": "OK"}]))
     try:
         checks = model_checks(capsys)
     finally:
@@ -59,8 +46,7 @@ def test_a_hosted_model_is_asked_for_real_and_timed(
 def test_a_key_the_provider_refuses_fails_the_check_naming_why(
     anthropic: WireServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    refusal = {"type": "error", "error": {"type": "authentication_error", "message": "bad key"}}
-    anthropic.reply(Reply(status=401, body=refusal))
+    anthropic.reply(Reply(status=401, body=error_body("authentication_error", "bad key")))
     try:
         checks = model_checks(capsys)
     finally:
