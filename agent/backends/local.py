@@ -254,7 +254,7 @@ class LocalBackend(ModelBackend):
             writer.write(line(call))
             await writer.drain()
             while True:
-                reply = await self._read(reader, pid)
+                reply = await self._read(reader)
                 if isinstance(reply, Started):
                     pid = reply.pid
                 elif isinstance(reply, DeltaLine):
@@ -266,7 +266,7 @@ class LocalBackend(ModelBackend):
                 elif isinstance(reply, Failed):
                     raise BackendError(reply.message, code=reply.code, retryable=reply.retryable)
         except ConnectionError as error:
-            raise self._crashed(pid, "mid-answer") from error
+            raise await self._crashed(pid, "mid-answer") from error
         finally:
             # Hanging up is also how a cancelled call (Ctrl-C) tells the worker to stop.
             writer.close()
@@ -276,9 +276,9 @@ class LocalBackend(ModelBackend):
         try:
             writer.write(line(InfoCall()))
             await writer.drain()
-            reply = await self._read(reader, None)
+            reply = await self._read(reader)
         except ConnectionError as error:
-            raise self._crashed(None, "before answering") from error
+            raise await self._crashed(None, "before answering") from error
         finally:
             writer.close()
         if not isinstance(reply, WorkerInfo):
@@ -287,10 +287,11 @@ class LocalBackend(ModelBackend):
             )
         return reply
 
-    async def _read(self, reader: asyncio.StreamReader, pid: int | None) -> Any:
+    async def _read(self, reader: asyncio.StreamReader) -> Any:
+        """The worker's next line. Raises `ConnectionError` if it ended first."""
         raw = await reader.readline()
         if not raw.endswith(b"\n"):
-            raise self._crashed(pid, "mid-answer")
+            raise ConnectionError("the model worker's connection ended before its last line")
         try:
             return REPLY.validate_json(raw)
         except ValidationError as error:
@@ -366,12 +367,13 @@ class LocalBackend(ModelBackend):
             retryable=False,
         )
 
-    def _crashed(self, pid: int | None, when: str) -> BackendError:
-        """The error for a worker whose connection closed before its last line."""
+    async def _crashed(self, pid: int | None, when: str) -> BackendError:
+        """The error for a worker whose connection closed before its last line; it names how
+        the worker ended where this process started it (waited for off the event loop)."""
         code: int | None = None
         if self._proc is not None and (pid is None or self._proc.pid == pid):
             with contextlib.suppress(subprocess.TimeoutExpired):
-                code = self._proc.wait(timeout=2)
+                code = await asyncio.to_thread(self._proc.wait, 2)
         self._worker = None
         who = f"the model worker (pid {pid})" if pid is not None else "the model worker"
         return BackendError(
