@@ -24,11 +24,14 @@ from agent.config import Config
 from agent.errors import AgentError, BackendError, SandboxError, TaskNotFound
 from agent.home import default_home
 from agent.store import Store
-from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped
+from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped, owner_labels
 from sandbox._hardening import hardened
 from sandbox.image import build_image, image_state
 from sandbox.limits import SandboxLimits
 from sandbox.manager import Sandboxes, store_scope
+
+#: the owner of the doctor's one container (removed as soon as it has answered)
+DOCTOR_OWNER = owner_labels("doctor")
 
 
 def add_parsers(
@@ -180,8 +183,8 @@ def _check_image(checks: list[Check], client: docker.DockerClient, image: str) -
             image,
             ["chromium", "--version"],
             remove=True,
-            labels={LABEL: "1"},
-            **hardened(SandboxLimits()),
+            labels=DOCTOR_OWNER,
+            **hardened(SandboxLimits(), DOCTOR_OWNER),
         )
         text = output.decode().strip() if isinstance(output, bytes) else str(output)
         checks.append(Check("chromium", True, text or "present"))

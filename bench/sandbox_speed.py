@@ -27,7 +27,7 @@ from _goals import Goals, machine
 from docker.models.containers import Container
 
 from agent.errors import SandboxError
-from sandbox._docker import LABEL
+from sandbox._docker import owner_labels
 from sandbox._hardening import hardened
 from sandbox.container import Sandbox
 from sandbox.limits import SandboxConfig
@@ -103,15 +103,15 @@ async def pool_get(config: SandboxConfig, scope: str, task_id: str) -> float:
     return seconds
 
 
-def cold_run(client: docker.DockerClient, config: SandboxConfig, name: str) -> float:
+def cold_run(client: docker.DockerClient, config: SandboxConfig, scope: str, task: str) -> float:
     """Time a cold start of the same hardened container, then remove it (outside the timing)."""
     started = time.perf_counter()
     container = client.containers.run(
         config.image,
         detach=True,
-        name=name,  # in the bench's scope, so the final reap removes it if this fails midway
-        labels={LABEL: "1"},
-        **hardened(config.limits),
+        name=f"agent-{scope}-{task}",  # so the final reap removes it if this fails midway
+        labels=owner_labels(scope, task),
+        **hardened(config.limits, owner_labels(scope, task)),
     )
     seconds = time.perf_counter() - started
     container.remove(force=True, v=True)
@@ -147,11 +147,11 @@ async def bench(scope: str) -> None:
                 gets += 1
                 # Alternate which goes first, so neither always follows the other's removal.
                 if (turn + i) % 2:
-                    cold_times.append(cold_run(client, pooled, sandboxes.name_of(f"cold{gets}")))
+                    cold_times.append(cold_run(client, pooled, scope, f"cold{gets}"))
                     pool_times.append(await pool_get(pooled, scope, f"t{gets}"))
                 else:
                     pool_times.append(await pool_get(pooled, scope, f"t{gets}"))
-                    cold_times.append(cold_run(client, pooled, sandboxes.name_of(f"cold{gets}")))
+                    cold_times.append(cold_run(client, pooled, scope, f"cold{gets}"))
             pool, cold = statistics.median(pool_times), statistics.median(cold_times)
             pool_medians["pool"].append(pool)
             pool_medians["cold"].append(cold)

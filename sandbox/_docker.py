@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 
 import docker
@@ -13,13 +13,28 @@ import requests.exceptions
 
 from agent.errors import DockerUnavailable, ImageMissing, SandboxError
 
-#: every container and volume the project creates carries this label
+#: every container, volume, network and image the project creates carries this label
 LABEL = "agent.sandbox"
+#: and these, naming its owner: the scope of the runner that made it (a digest of its store),
+#: and the task it was made for ("" for a pooled sandbox, made before any task claims it)
+SCOPE = "agent.scope"
+TASK = "agent.task"
 START_DOCKER = (
     "start the Docker daemon (`dockerd &` as root, or `systemctl start docker`); "
     "`agent doctor` checks it"
 )
 BUILD_IMAGE = "agent sandbox build"
+
+
+def owner_labels(scope: str, task: str = "") -> dict[str, str]:
+    """The labels naming an object's owner: the project's, a runner's scope, a task."""
+    return {LABEL: "1", SCOPE: scope, TASK: task}
+
+
+def owned_by(labels: Mapping[str, str] | None, scope: str) -> bool:
+    """Whether an object of the project is `scope`'s to clean up: labelled with that scope, or
+    made before objects were labelled with their owner."""
+    return (labels or {}).get(SCOPE, scope) == scope
 
 
 def connect(timeout: float = 60.0) -> docker.DockerClient:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from docker.types import DriverConfig, Mount
@@ -11,8 +12,12 @@ from sandbox.container import CONTROL, USER, WORKSPACE
 from sandbox.limits import HOME_MB, SandboxLimits
 
 
-def hardened(limits: SandboxLimits, *, network: str = "none") -> dict[str, Any]:
-    """The container settings every sandbox gets (`containers.run` keyword arguments)."""
+def hardened(
+    limits: SandboxLimits, owner: Mapping[str, str], *, network: str = "none"
+) -> dict[str, Any]:
+    """The container settings every sandbox gets (`containers.run` keyword arguments), its
+    volumes labelled with `owner` (see `owner_labels`); the container's labels are the caller's
+    to give."""
     memory = f"{limits.memory_mb}m"
     return {
         "init": True,  # Docker's init as PID 1 reaps orphans
@@ -32,14 +37,14 @@ def hardened(limits: SandboxLimits, *, network: str = "none") -> dict[str, Any]:
             "/home/sandbox": f"size={HOME_MB}m,uid=1000,gid=1000,mode=0700,nosuid,nodev",
         },
         "mounts": [
-            _tmpfs_volume(WORKSPACE, limits.workspace_mb),
-            _tmpfs_volume(CONTROL, 1),
+            _tmpfs_volume(WORKSPACE, limits.workspace_mb, owner),
+            _tmpfs_volume(CONTROL, 1, owner),
         ],
         "hostname": "sandbox",
     }
 
 
-def _tmpfs_volume(target: str, size_mb: int) -> Mount:
+def _tmpfs_volume(target: str, size_mb: int, owner: Mapping[str, str]) -> Mount:
     # An anonymous volume, removed with its container; the archive API (files in and out) can
     # reach a volume where it cannot reach a tmpfs mount. Sized, so a disk filler stops at it.
     options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={size_mb}m,uid=1000,gid=1000"}
@@ -48,5 +53,5 @@ def _tmpfs_volume(target: str, size_mb: int) -> Mount:
         source=None,
         type="volume",
         driver_config=DriverConfig("local", options),
-        labels={LABEL: "1"},
+        labels={**owner, LABEL: "1"},
     )

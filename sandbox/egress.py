@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ import docker
 import docker.errors
 
 from agent.errors import SandboxError
-from sandbox._docker import LABEL, docker_time, mapped
+from sandbox._docker import LABEL, SCOPE, TASK, docker_time, mapped, owned_by
 from sandbox._hardening import hardened
 from sandbox.limits import SandboxLimits
 from sandbox.proxy import USER, EgressAttempt, EgressProxy
@@ -97,8 +97,11 @@ class Egress:
         return f"{container_name}-egress"
 
     @staticmethod
-    def make_network(client: docker.DockerClient, container_name: str) -> str:
-        """Create the task's internal network (before its container); return its name."""
+    def make_network(
+        client: docker.DockerClient, container_name: str, owner: Mapping[str, str]
+    ) -> str:
+        """Create the task's internal network (before its container), labelled with `owner`;
+        return its name."""
         name = Egress.network_name(container_name)
         with mapped(f"making the network of {container_name}"):
             try:
@@ -108,7 +111,7 @@ class Egress:
                     name,
                     driver="bridge",
                     internal=True,
-                    labels={LABEL: "1"},
+                    labels=dict(owner),
                     options={
                         # no address for the host on it: the host is not reachable from it
                         "com.docker.network.bridge.inhibit_ipv4": "true",
@@ -178,7 +181,10 @@ class Egress:
             _remove(client, _forwarders_of(client, str(sandbox.id)))
             image = sandbox.attrs["Image"]
             network, endpoint = next(iter(sandbox.attrs["NetworkSettings"]["Networks"].items()))
-            settings: dict[str, Any] = hardened(FORWARDER_LIMITS, network=FORWARDERS)
+            # The sandbox's owner is the forwarder's.
+            labels = sandbox.attrs["Config"].get("Labels") or {}
+            owner = {k: v for k, v in labels.items() if k in (LABEL, SCOPE, TASK)}
+            settings: dict[str, Any] = hardened(FORWARDER_LIMITS, owner, network=FORWARDERS)
             settings.pop("mounts")
             # Two relays, each to one fixed address: the sandbox's HTTP(S) to the proxy, and the
             # host's DevTools connection to the sandbox's browser.
@@ -194,7 +200,7 @@ class Egress:
                 ["sh", "-c", relays],
                 name=name,
                 detach=True,
-                labels={LABEL: "1", "agent.role": "egress", FORWARDS: str(sandbox.id)},
+                labels={**owner, LABEL: "1", "agent.role": "egress", FORWARDS: str(sandbox.id)},
                 **settings,
             )
             client.networks.get(network).connect(forwarder, aliases=[EGRESS_ALIAS])
@@ -235,13 +241,13 @@ def teardown(client: docker.DockerClient, container_name: str) -> bool:
     return attrs is not None
 
 
-def remove_orphan_networks(client: docker.DockerClient, older_than: float) -> list[str]:
-    """Remove the labelled networks (and their forwarders) that no sandbox is on any more, made
+def remove_orphan_networks(client: docker.DockerClient, scope: str, older_than: float) -> list[str]:
+    """Remove `scope`'s networks (and their forwarders) that no sandbox is on any more, made
     before the time `older_than` (a network is made just before its sandbox)."""
     removed = []
     with mapped("removing networks left behind"):
         for network in client.networks.list(filters={"label": f"{LABEL}=1"}, greedy=True):
-            if network.name == FORWARDERS:
+            if network.name == FORWARDERS or not owned_by(network.attrs.get("Labels"), scope):
                 continue
             # Stopped containers too: the network's own listing shows running ones only, and a
             # stopped sandbox (Docker restarted) needs its network to start again.
@@ -276,7 +282,10 @@ def _egress_network(client: docker.DockerClient) -> str:
         try:
             network = client.networks.get(FORWARDERS)
         except docker.errors.NotFound:
-            network = client.networks.create(FORWARDERS, driver="bridge", labels={LABEL: "1"})
+            # Shared by every runner on the machine: its scope is none of theirs.
+            network = client.networks.create(
+                FORWARDERS, driver="bridge", labels={LABEL: "1", SCOPE: "shared", TASK: ""}
+            )
         network.reload()
     for config in network.attrs.get("IPAM", {}).get("Config") or []:
         if gateway := config.get("Gateway"):

@@ -25,7 +25,7 @@ import docker
 import docker.errors
 
 from agent.errors import SandboxError
-from sandbox._docker import mapped
+from sandbox._docker import LABEL, mapped
 
 CONTEXT = Path(__file__).parent / "image"
 REGISTRY_BASE = "debian:bookworm-slim"
@@ -77,7 +77,7 @@ def build_image(
             path=str(CONTEXT),
             tag=tag,
             buildargs={"BASE": base_image},
-            labels={BUILD_LABEL: recipe_digest()},
+            labels={LABEL: "1", BUILD_LABEL: recipe_digest()},
             rm=True,
             forcerm=True,
             decode=True,
@@ -152,7 +152,9 @@ def _debootstrap(client: docker.DockerClient, mirror: str | None, progress: Prog
         _run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], progress)
         repository, _, tag = LOCAL_BASE.partition(":")
         with mapped(f"importing {LOCAL_BASE}"):
-            client.api.import_image_from_file(str(archive), repository=repository, tag=tag)
+            client.api.import_image_from_file(
+                str(archive), repository=repository, tag=tag, changes=[f"LABEL {LABEL}=1"]
+            )
 
 
 def _run(command: list[str], progress: Progress) -> None:

@@ -30,7 +30,7 @@ import docker
 import docker.errors
 
 from agent.errors import SandboxError
-from sandbox._docker import LABEL, connect, docker_time, mapped
+from sandbox._docker import LABEL, connect, docker_time, mapped, owned_by, owner_labels
 from sandbox._hardening import hardened
 from sandbox.container import Sandbox
 from sandbox.egress import Egress, EgressListener, Forwarder, remove_orphan_networks, teardown
@@ -133,7 +133,7 @@ class Sandboxes:
         if claimed is not None:
             container_id, pool_name = claimed
             return Sandbox(client, container_id, name, limits, fresh=True), pool_name
-        created = self._create(client, name, limits)
+        created = self._create(client, name, limits, task_id)
         return Sandbox(client, created, name, limits, fresh=True), None
 
     def _claim(
@@ -197,17 +197,24 @@ class Sandboxes:
                 self._image_id = str(client.images.get(self.config.image).id)
         return self._image_id
 
-    def _create(self, client: docker.DockerClient, name: str, limits: SandboxLimits) -> str:
+    def _create(
+        self, client: docker.DockerClient, name: str, limits: SandboxLimits, task_id: str
+    ) -> str:
+        """Start a container for `task_id` ("" for the pool), its network and volumes labelled
+        as this scope's."""
         image_id = self._current_image(client)
-        labels = {LABEL: "1", "agent.limits": limits.key(), "agent.image": image_id}
-        network = "none" if limits.network == "none" else Egress.make_network(client, name)
+        owner = owner_labels(self.scope, task_id)
+        labels = {**owner, "agent.limits": limits.key(), "agent.image": image_id}
+        network = "none"
+        if limits.network != "none":
+            network = Egress.make_network(client, name, owner)
         with mapped(f"starting sandbox {name}", image=self.config.image):
             container = client.containers.run(
                 image_id,
                 name=name,
                 detach=True,
                 labels=labels,
-                **hardened(limits, network=network),
+                **hardened(limits, owner, network=network),
             )
         return str(container.id)
 
@@ -265,7 +272,7 @@ class Sandboxes:
             # A proxied one is not ready before its forwarder is.
             preparing = prepare is not None or limits.network == "proxy"
             name = (PREPARING if preparing else POOL_PREFIX) + suffix
-            container_id = await asyncio.to_thread(self._create, client, name, limits)
+            container_id = await asyncio.to_thread(self._create, client, name, limits, "")
             sandbox = Sandbox(client, container_id, name, limits, fresh=True)
             if limits.network == "proxy":
                 forwarder = await self.egress.prepare(client, name)
@@ -344,6 +351,8 @@ class Sandboxes:
             # that no container being made right now can be about to take it.
             cutoff = time.time() - VOLUME_GRACE
             for volume in client.volumes.list(filters={"label": f"{LABEL}=1", "dangling": True}):
+                if not owned_by(volume.attrs.get("Labels"), self.scope):
+                    continue  # another runner's
                 try:
                     when = docker_time(str(volume.attrs.get("CreatedAt", "")))
                 except ValueError:
@@ -352,7 +361,7 @@ class Sandboxes:
                     with contextlib.suppress(docker.errors.APIError):
                         volume.remove()
                         removed.append(f"volume {volume.name}")
-        removed += remove_orphan_networks(client, cutoff)
+        removed += remove_orphan_networks(client, self.scope, cutoff)
         return removed
 
     def _image_id_or_none(self, client: docker.DockerClient) -> str | None:

@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from agent.errors import DockerUnavailable, ImageMissing
-from sandbox._docker import LABEL
+from sandbox._docker import LABEL, SCOPE, TASK, owner_labels
 from sandbox.container import Sandbox, WorkspaceError
 from sandbox.egress import FORWARDER_LIMITS, Egress
 from sandbox.limits import SandboxConfig, SandboxLimits
@@ -117,6 +117,27 @@ async def test_every_container_the_project_makes_is_hardened(
         await sandboxes.aclose()
 
 
+async def test_everything_a_sandbox_makes_names_its_owner(
+    client: docker.DockerClient, boxes: Sandboxes
+) -> None:
+    limits = SMALL.model_copy(update={"network": "proxy", "allow_domains": ("x.test",)})
+    sandbox = await boxes.for_task("owned", limits)
+    container = client.containers.get(sandbox.id)
+    volumes = [
+        client.volumes.get(m["Name"]) for m in container.attrs["Mounts"] if m["Type"] == "volume"
+    ]
+    assert len(volumes) == 2  # the workspace and the control volume
+    made = [
+        ("container", container.labels),
+        ("forwarder", client.containers.get(Egress.forwarder_name(sandbox.name)).labels),
+        ("network", client.networks.get(Egress.network_name(sandbox.name)).attrs["Labels"]),
+        *((f"volume {v.name}", v.attrs["Labels"]) for v in volumes),
+    ]
+    for what, labels in made:
+        owner = (labels.get(LABEL), labels.get(SCOPE), labels.get(TASK))
+        assert owner == ("1", boxes.scope, "owned"), (what, labels)
+
+
 async def test_a_command_gives_its_output_and_exit_code_and_streams_as_it_runs(
     boxes: Sandboxes,
 ) -> None:
@@ -213,7 +234,6 @@ async def test_fifty_bombs_and_timeouts_leave_no_container_behind(
         ("dd if=/dev/zero of=/workspace/fill bs=1M", "disk full:"),
         ("trap '' TERM; while :; do :; done", "timed out after"),
     ]
-    volumes_before = {v.id for v in client.volumes.list()}
     outcomes = []
     for run in range(50):
         command, expected = bombs[run % len(bombs)]
@@ -223,7 +243,8 @@ async def test_fifty_bombs_and_timeouts_leave_no_container_behind(
         assert await boxes.release(f"run{run}")
     assert sum(outcomes) >= 48, outcomes  # a fork bomb may, rarely, end as a timeout first
     assert project_containers(client, boxes.scope) == []
-    assert {v.id for v in client.volumes.list()} <= volumes_before  # their volumes went too
+    # Their volumes went too: those of this test's scope, whatever else uses the engine.
+    assert client.volumes.list(filters={"label": f"{SCOPE}={boxes.scope}"}) == []
 
 
 async def test_files_go_in_and_out_and_stay_in_the_workspace(boxes: Sandboxes) -> None:
@@ -363,14 +384,30 @@ async def test_a_reap_removes_volumes_the_daemon_left_behind(
 ) -> None:
     from sandbox import manager
 
-    leaked = client.volumes.create(labels={LABEL: "1"})
+    leaked = client.volumes.create(labels=owner_labels(boxes.scope, "gone"))
+    unlabelled_owner = client.volumes.create(labels={LABEL: "1"})  # made by an older version
+    others = client.volumes.create(labels=owner_labels("another", "theirs"))
     unrelated = client.volumes.create()
+    own_network = client.networks.create(
+        f"agent-{boxes.scope}-gone-net", internal=True, labels=owner_labels(boxes.scope, "gone")
+    )
+    other_network = client.networks.create(
+        f"agent-{boxes.scope}-other-net", internal=True, labels=owner_labels("another", "theirs")
+    )
     try:
         assert f"volume {leaked.name}" not in await boxes.reap(lambda _task: True)  # too new
         monkeypatch.setattr(manager, "VOLUME_GRACE", 0.0)
         await asyncio.sleep(1.1)  # CreatedAt has whole seconds
-        assert f"volume {leaked.name}" in await boxes.reap(lambda _task: True)
-        assert leaked.name not in [v.name for v in client.volumes.list()]
-        assert unrelated.name in [v.name for v in client.volumes.list()]
+        removed = await boxes.reap(lambda _task: True)
+        assert f"volume {leaked.name}" in removed
+        assert f"volume {unlabelled_owner.name}" in removed
+        assert own_network.name in removed
+        left = [v.name for v in client.volumes.list()]
+        assert leaked.name not in left
+        # Another runner's are its own to remove, and what is not the project's is left alone.
+        assert others.name in left, removed
+        assert unrelated.name in left
+        assert other_network.name in [n.name for n in client.networks.list()], removed
     finally:
-        unrelated.remove()
+        for leftover in (others, unrelated, other_network):
+            leftover.remove()
