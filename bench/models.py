@@ -18,7 +18,13 @@ machine slows both.
 - constrained_vs_unconstrained: the same speed for a tool call (tool_choice "required", so held
   to the call's grammar) against a free answer to the same messages and tools (tool_choice
   "auto"), through one backend. llama-cpp-python's own grammar against its own free decoding is
-  printed beside it, for context.
+  printed beside it, for context. This is the decoder's best case: the model's own choice of
+  token mostly fits the grammar, and the grammar is asked about that one token only.
+- constrained_worst_vs_unconstrained: its worst case. A story is asked for and the one tool is
+  `set_alarm` (hours, minutes, weekdays, a label): the model's free choice breaks the call's
+  grammar from its first token, and each token it breaks is corrected against the whole
+  vocabulary. The same speed against a free answer to the same request; how many tokens were
+  corrected is printed.
 - ttft_step2plus_vs_step1: time to first token (`backend.last.first_token_seconds`, measured in
   the worker) of steps 2-4 of an executor's task (its system prompt, every tool the project
   registers, a task header; each step adds a tool call and its result) against step 1 on a
@@ -54,6 +60,7 @@ from _goals import Goals, machine
 from llama_cpp import Llama
 from llama_cpp._utils import suppress_stdout_stderr
 from llama_cpp.llama_grammar import LlamaGrammar
+from pydantic import BaseModel, Field
 
 from agent._control import EXECUTOR
 from agent.backends._chat import chat_messages, describe_tools, tool_call_schema
@@ -241,6 +248,52 @@ async def constrained(backend: LocalBackend, llm: Llama, rounds: int) -> str:
         f"{statistics.median(theirs):.2f}x"
     )
     return ratio_line("constrained_vs_unconstrained", ratios, ">= 0.8x")
+
+
+class Alarm(BaseModel):
+    """Set an alarm."""
+
+    hour: int = Field(ge=0, le=23)
+    minute: int = Field(ge=0, le=59)
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]]
+    label: str
+
+
+#: The worst case for a decoder that asks the grammar about the model's own choice first: a story
+#: asked for, and the only tool one whose call is nothing like a story, so that the model's free
+#: choice breaks the grammar from the first token on.
+ALARM = ToolSpec(
+    name="set_alarm", description="Set an alarm.", parameters=Alarm.model_json_schema()
+)
+
+
+async def constrained_worst(backend: LocalBackend, rounds: int) -> str:
+    held = request(STORY, (ALARM,), tool_choice="required")
+    free = request(STORY, (ALARM,), tool_choice="auto")
+    await runtime(backend, held)
+    await runtime(backend, free)
+    ratios, held_runs, free_runs, corrected = [], [], [], []
+    for i in range(rounds):
+        order = (held, free) if i % 2 == 0 else (free, held)
+        runs = {}
+        for req in order:
+            runs[req.tool_choice] = await runtime(backend, req)
+            assert backend.last is not None
+            if req is held:
+                corrected.append((backend.last.corrected, backend.last.output_tokens))
+        held_runs.append(runs["required"])
+        free_runs.append(runs["auto"])
+        ratios.append(runs["required"].rate / runs["auto"].rate)
+    fixed, total = corrected[-1]
+    print("-- the worst case: a story asked for, held to a call of set_alarm, vs a free answer")
+    print(f"runtime held: {_speed(held_runs)}; free: {_speed(free_runs)}")
+    print(
+        f"tokens where the model's first choice broke the grammar: {fixed} of {total} "
+        f"(per round: {', '.join(f'{a}/{b}' for a, b in corrected)})"
+    )
+    print(f"held call: {held_runs[-1].text[:120]!r}")
+    print(f"per-round ratios: {', '.join(f'{r:.2f}' for r in sorted(ratios))}")
+    return ratio_line("constrained_worst_vs_unconstrained", ratios, ">= 0.7x")
 
 
 def _speed(runs: Sequence[Run]) -> str:
@@ -433,6 +486,7 @@ async def bench(rounds: int, threads: int | None) -> list[str]:
         print("note: the worker does not repack here (AMX); the direct side does (its default)")
     try:
         goals = [await versus_direct(backend, llm, rounds), await constrained(backend, llm, rounds)]
+        goals.append(await constrained_worst(backend, rounds))
     finally:
         llm.close()
         await backend.stop_worker()

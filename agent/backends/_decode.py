@@ -1,12 +1,13 @@
 """Token-by-token decoding on a loaded llama.cpp model, optionally held to a grammar.
 
 llama.cpp's own grammar sampler checks every token of the vocabulary against the grammar at every
-step, which costs more than the model itself on a small model (tokens/s fell to 0.39x here). Most
-of the time the model's own first choice already fits the grammar, so this decoder asks the
-grammar about that one token first, then about the few best candidates, and only when none of
-those fits does it filter the whole vocabulary. With greedy decoding the output is the same as
-filtering everything first, at a fraction of the cost. (With sampling, a drawn token the grammar
-forbids is replaced by the likeliest one it allows.)
+step, a large part of each step on a small model (its tokens/s are 0.65x of free decoding in
+`bench/models.py`; 0.39x when first measured). Most of the time the model's own first choice
+already fits the grammar, so this decoder asks the grammar about that one token first, then about
+the few best candidates, and only when none of those fits does it filter the whole vocabulary.
+With greedy decoding the output is the same as filtering everything first, at a fraction of the
+cost. (With sampling, a drawn token the grammar forbids is replaced by the likeliest one it
+allows.)
 
 The model has several KV-cache slots (each a llama.cpp context over the one loaded model). A slot
 holds its last prompt and answer; a new prompt goes to the slot it shares the longest start with
