@@ -1,14 +1,16 @@
 """The browser tools' own cost, and how fast a new task gets a browser.
 
-Tools: each browser tool, called as the runner calls it (`Tool.invoke`, with the task's sandbox
-and browser), against the Playwright call that does the same thing on the same page of the same
-Chromium (in the same sandbox, over the same DevTools connection). Each round calls the two back
-to back, alternating which goes first, so that both see the same load; the figure is the median
-of the per-round ratios.
+Tools: each browser tool, called as the runner calls it for a call the gate allows (its effect
+reader first, where it has one, then `Tool.invoke`, with the task's sandbox and browser), against
+Playwright doing the same work on the same page of the same Chromium (in the same sandbox, over
+the same DevTools connection). What each side does is printed once, per tool. Each round calls
+the two back to back, alternating which goes first, so that both see the same load; the figure is
+the median of the per-round ratios.
 
 A new task's browser: `Sandboxes.for_task` + `Browsers.for_task` for a new task, taking a warm
 browser from the pool, against a fresh Chromium launched by Playwright on the host (`launch` and
-a first page). Refilling the pool and removing the task's sandbox happen outside the timing.
+a first page). The pool's refill and the removal of the task's sandbox are over before the
+reference is timed.
 
 Needs a Docker daemon, the runtime image, and Chromium on the host for the reference launch.
 """
@@ -30,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from _goals import Goals, machine
-from playwright.async_api import FilePayload, Page, async_playwright
+from playwright.async_api import FilePayload, Locator, Page, async_playwright
 
 from agent.errors import SandboxError
 from browser.manager import Browsers
+from sandbox.container import Sandbox
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes
 from tools import Tool, ToolContext
@@ -53,6 +56,17 @@ async def _fill_raw(page: Page) -> None:
     await page.get_by_label("Full name").fill("Ann")
     await page.get_by_label("Email").fill("a@b.c")
     await page.get_by_label("Country").select_option("ES")
+
+
+async def _open_raw(page: Page, url: str) -> str:
+    response = await page.goto(url, wait_until="domcontentloaded")
+    assert response is not None
+    return f"{response.status} {await page.title()}"
+
+
+async def _upload_raw(page: Page, box: Sandbox) -> None:
+    data = await box.read_file("cv.txt")
+    await page.get_by_label("CV").set_input_files({**CV, "buffer": data})
 
 
 async def _tabs_raw(page: Page) -> list[str]:
@@ -77,19 +91,53 @@ async def timed(call: Timed) -> float:
     return time.perf_counter() - started
 
 
+#: What the runtime's click and press read before acting (their effect reader, and once more just
+#: before the action): the form the element would submit, where to, and its values. Playwright's
+#: side reads the same with one evaluate, so that both sides know what the action sends.
+FORM_READ = """(el) => {
+  const form = el.form;
+  if (!form) return null;
+  const submitter = el.type === "submit" || el.type === "image" ? el : null;
+  const values = [...new FormData(form, submitter)].map(([k, v]) => [k, String(v)]);
+  return {action: submitter?.formAction || form.action,
+          method: submitter?.formMethod || form.method, values};
+}"""
+
+#: what the Playwright side does, per tool; the runtime's side is always the tool as the runner
+#: calls it (effect reader, then invoke: find the element by the page script, act, report)
+REFERENCE = {
+    "open": "page.goto() to DOMContentLoaded, then page.title() (the tool reports both)",
+    "snapshot": "page.aria_snapshot(mode='ai'): every element with a ref, values, states, frames",
+    "click": "read the button's form (one evaluate), then locator.click()",
+    "press": "read the field's form (one evaluate), then locator.press()",
+    "extract": "locator.inner_text()",
+    "wait": "get_by_text().first.wait_for()",
+    "fill_form": "fill, fill, select_option on three labelled fields",
+    "upload": "read the file from the sandbox (as the tool does), then set_input_files()",
+    "screenshot": "page.screenshot() written to a file on the host, as the tool keeps it",
+    "tabs": "title and URL of each page of the context",
+}
+
+
+async def _read_form_then(page_locator: Locator, action: Callable[[], Awaitable[object]]) -> None:
+    await page_locator.evaluate(FORM_READ)
+    await action()
+
+
 def pairs(
-    page: Page, tool: Callable[..., Awaitable[object]], url: str
+    page: Page, tool: Callable[..., Awaitable[object]], url: str, box: Sandbox, shots: Path
 ) -> dict[str, tuple[Timed, Timed]]:
-    """For each tool, (the tool's call, the raw Playwright call doing the same)."""
+    """For each tool, (the tool's call, the raw Playwright call doing the same work)."""
     form = page.get_by_label
+    check = page.get_by_role("button", name="Check")
     return {
         "open": (
             lambda: tool(bt.browser_open, url=url),
-            lambda: page.goto(url, wait_until="domcontentloaded"),
+            lambda: _open_raw(page, url),
         ),
         "snapshot": (
             lambda: tool(bt.browser_snapshot),
-            lambda: page.locator("body").aria_snapshot(),
+            lambda: page.aria_snapshot(mode="ai"),
         ),
         "type": (
             lambda: tool(bt.browser_type, target="Full name", text="Ann Lee"),
@@ -97,7 +145,7 @@ def pairs(
         ),
         "press": (
             lambda: tool(bt.browser_press, target="Full name", key="End"),
-            lambda: form("Full name").press("End"),
+            lambda: _read_form_then(form("Full name"), lambda: form("Full name").press("End")),
         ),
         "select": (
             lambda: tool(bt.browser_select, target="Country", option="Spain"),
@@ -117,7 +165,7 @@ def pairs(
         ),
         "click": (
             lambda: tool(bt.browser_click, target="Check"),
-            lambda: page.get_by_role("button", name="Check").click(),
+            lambda: _read_form_then(check, check.click),
         ),
         "extract": (
             lambda: tool(bt.browser_extract, target="css=#out"),
@@ -135,11 +183,11 @@ def pairs(
         ),
         "upload": (
             lambda: tool(bt.browser_upload, target="CV", path="cv.txt"),
-            lambda: form("CV").set_input_files(CV),
+            lambda: _upload_raw(page, box),
         ),
         "screenshot": (
             lambda: tool(bt.browser_screenshot),
-            page.screenshot,
+            lambda: page.screenshot(path=shots / "reference.png"),
         ),
         "tabs": (
             lambda: tool(bt.browser_tabs),
@@ -167,19 +215,25 @@ async def tool_latency(
     artifacts = Path(tempfile.mkdtemp(prefix="bench-browser-"))
     ctx = ToolContext(task_id, "bench", "bench", sandbox=box, browser=browser, artifacts=artifacts)
 
-    async def tool(t: Tool, **arguments: Any) -> object:
+    async def tool(t: Tool, **given: Any) -> object:
+        # As the runner calls it for a call the gate allows: validated arguments, the effect
+        # reader (what the call would send), then the call.
+        arguments = t.validate(given).model_dump(mode="json")
+        if t.effect is not None:
+            await t.effect(ctx, arguments)
         result = await t.invoke(arguments, ctx)
         assert result.ok, result.content
         return result
 
     url = f"http://127.0.0.1:{port}/form.html"
     driver = await browser()
-    await (await box()).write_file("cv.txt", CV_TEXT)
+    sandbox = await box()
+    await sandbox.write_file("cv.txt", CV_TEXT)
     await tool(bt.browser_open, url=url)
     ratios: dict[str, list[float]] = {}
     try:
         for round_ in range(ROUNDS):
-            for name, (ours, raw) in pairs(driver.page, tool, url).items():
+            for name, (ours, raw) in pairs(driver.page, tool, url, sandbox, artifacts).items():
                 await ours()  # once each first: the same state for both timings
                 await raw()
                 if round_ % 2:
@@ -209,6 +263,9 @@ async def new_browser(browsers: Browsers, sandboxes: Sandboxes) -> tuple[list[fl
                 assert driver.page is not None
 
             warm.append(await timed(claim))
+            # Nothing of ours runs while the reference is timed: the claim's refill is waited
+            # for, and the task's sandbox removed.
+            await browsers.settled()
             await browsers.forget(task_id)
             await sandboxes.release(task_id)
 
@@ -236,6 +293,18 @@ async def bench() -> None:
         server.shutdown()
     print(machine())
     print(f"rounds: {ROUNDS} per tool; {LAUNCHES} new browsers per method")
+    print(
+        "each tool: the runtime's side is the tool as the runner calls it (effect reader where "
+        "it has one, then invoke: find the element by the page script, act, report what the "
+        "action caused); Playwright's side, on the same page over the same connection:"
+    )
+    for name in ratios:
+        print(f"  {name + ':':10} {REFERENCE.get(name, 'the locator call that does the same')}")
+    print(
+        "new browser: the runtime claims a pooled sandbox with Chromium started and connected; "
+        "the reference launches Chromium on the host and opens a page, with the pool's refill "
+        "finished and nothing of ours running"
+    )
     for name, values in ratios.items():
         print(
             f"  {name + ':':10} median {statistics.median(values):.2f}x "

@@ -130,6 +130,13 @@ class Browsers:
 
         refill.add_done_callback(done)
 
+    async def settled(self) -> None:
+        """Wait for the pool's refill in flight, if any (its failure leaves the pool smaller and
+        is not raised)."""
+        refill = self._refill
+        if refill is not None:
+            await asyncio.wait({refill})
+
     async def forget(self, task_id: str) -> None:
         """Disconnect from the task's browser (it keeps running in its sandbox)."""
         driver = self._drivers.pop(task_id, None)
