@@ -476,11 +476,16 @@ async def bench(rounds: int, threads: int | None) -> list[str]:
         n_ctx=info.context_window,
         n_batch=min(512, info.context_window),
         n_threads=threads or max(cpus // 2, 1),
-        n_threads_batch=threads or cpus,
+        n_threads_batch=threads or cpus,  # as `agent.backends._engine` sets the worker's
         seed=0,
         verbose=False,
     )
-    print(f"model: {info.summary()}; threads: {threads or 'default'}; rounds: {rounds}")
+    generate, prompts = threads or max(cpus // 2, 1), threads or cpus
+    print(
+        f"model: {info.summary()}; rounds: {rounds}; threads on both sides (the worker's rule, "
+        f"{'--threads' if threads else 'its default'}): {generate} to generate, {prompts} for "
+        "prompts"
+    )
     print(f"worker: pid {backend.worker.pid}; {backend.worker.path_reason}")
     if not backend.worker.repack:
         print("note: the worker does not repack here (AMX); the direct side does (its default)")
