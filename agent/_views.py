@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agent.approvals import pending_approval
+from agent.approvals import decide_command, pending_approval
 from agent.render import Renderer
 from agent.state import TaskState
 from agent.store import Store
@@ -39,6 +39,7 @@ def summary(state: TaskState) -> dict[str, Any]:
         if request is None
         else {
             "approval_id": request.approval_id,
+            "call_hash": request.call_hash,
             "reason": request.reason,
             "preview": request.preview,
         },
@@ -70,10 +71,8 @@ _BUDGET_FLAGS = {
 def next_move(state: TaskState) -> str | None:
     """What a person can do next about a task that stopped short of done."""
     task_id = state.task_id
-    if state.status == "awaiting_approval":
-        return (
-            f"waiting for a reviewer: agent approve {task_id}  |  agent deny {task_id} --reason …"
-        )
+    if state.status == "awaiting_approval" and (request := pending_approval(state)):
+        return f"waiting for a reviewer: {decide_command(task_id, request)}"
     if state.status == "paused" and state.pause is not None:
         pause = state.pause
         if pause.reason == "budget_exhausted":

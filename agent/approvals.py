@@ -1,9 +1,22 @@
-"""Deciding a task's pending approval. Used by `agent approve`/`deny`, and by any reviewer UI."""
+"""Deciding a task's pending approval. Used by `agent approve`/`deny`, the inline prompt of
+`agent run`, and any reviewer UI.
+
+A decision names the request it decides, as the reviewer saw it: the request's id and its call's
+hash (the first `SHORT_HASH` characters, as shown, are enough). A decision on any other request,
+on one already decided, or on one no longer pending is refused, saying what is pending now. So a
+reviewer who read "pay bob 5" cannot approve the "pay mallory 5000" that replaced it.
+
+    AgentError
+    ├── NothingToApprove   the task is not waiting for a reviewer
+    └── NotPending         the request named is not the one pending (decided, replaced, unknown)
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from agent.errors import AgentError
-from agent.events import ApprovalDecided, ApprovalRequested
+from agent.events import SHORT_HASH, ApprovalDecided, ApprovalRequested
 from agent.state import TaskState
 from agent.store import Store
 
@@ -12,28 +25,111 @@ class NothingToApprove(AgentError):
     code = "nothing_to_approve"
 
 
+class NotPending(AgentError):
+    """The request a decision names is not the one pending."""
+
+    code = "not_pending"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request as a reviewer saw it: its id, and its call's hash (or the start of it)."""
+
+    approval_id: str
+    call_hash: str
+
+    @classmethod
+    def of(cls, request: ApprovalRequested) -> Seen:
+        return cls(request.approval_id, request.call_hash)
+
+
+def decide_command(task_id: str, request: ApprovalRequested) -> str:
+    """The commands that decide `request`, as a reviewer would type them."""
+    named = f"{task_id} {request.approval_id} {request.short_hash}"
+    return f"agent approve {named}  |  agent deny {named} --reason …"
+
+
 def pending_approval(state: TaskState) -> ApprovalRequested | None:
     call = state.awaiting
     return call.approval if call is not None else None
 
 
 def decide(
-    store: Store, state: TaskState, *, approved: bool, reason: str = "", reviewer: str = ""
+    store: Store,
+    state: TaskState,
+    seen: Seen | ApprovalRequested,
+    *,
+    approved: bool,
+    reason: str = "",
+    reviewer: str = "",
 ) -> ApprovalDecided:
-    """Record a reviewer's decision on the task's pending approval.
+    """Record a reviewer's decision on the request `seen`, which must be the task's pending one.
 
-    Raises `NothingToApprove` if the task is not waiting for one, and `ConflictingWrite` if the
-    task's log moved on since `state` was read (the decision is then not recorded).
+    Raises `NothingToApprove` if the task is not waiting for a reviewer, `NotPending` if `seen`
+    is not the request pending (its message says what is), and `ConflictingWrite` if the task's
+    log moved on since `state` was read (the decision is then not recorded).
     """
+    if isinstance(seen, ApprovalRequested):
+        seen = Seen.of(seen)
     request = pending_approval(state)
     if request is None or state.status != "awaiting_approval":
         raise NothingToApprove(
-            f"task {state.task_id} is not waiting for an approval (it is {state.status})",
+            f"task {state.task_id} is not waiting for an approval (it is {state.status})"
+            + _fate(store, state.task_id, seen),
             task_id=state.task_id,
         )
+    if not _names(seen, request):
+        fate = _fate(store, state.task_id, seen)
+        raise NotPending(
+            f"request {seen.approval_id} {seen.call_hash[:SHORT_HASH]} is not the one pending"
+            f"{fate}. Pending now: {request.approval_id} {request.short_hash} "
+            f"({_first_line(request.preview)}); read it with `agent show {state.task_id}`, then "
+            f"decide: {decide_command(state.task_id, request)}",
+            task_id=state.task_id,
+            pending=request.approval_id,
+        )
     decision = ApprovalDecided(
-        approval_id=request.approval_id, approved=approved, reason=reason, reviewer=reviewer
+        approval_id=request.approval_id,
+        call_hash=request.call_hash,
+        approved=approved,
+        reason=reason,
+        reviewer=reviewer,
     )
     store.append(state.task_id, [decision], after=state.last_seq)
     state.apply(decision, state.last_seq + 1)
     return decision
+
+
+def _names(seen: Seen, request: ApprovalRequested) -> bool:
+    """Whether `seen` names `request`: the same id, and a hash that is the start of its own."""
+    given = seen.call_hash.strip().lower()
+    return (
+        seen.approval_id == request.approval_id
+        and len(given) >= min(SHORT_HASH, len(request.call_hash))
+        and request.call_hash.startswith(given)
+    )
+
+
+def _fate(store: Store, task_id: str, seen: Seen) -> str:
+    """What became of the request `seen` names, from the task's log (" (it was ...)")."""
+    asked: ApprovalRequested | None = None
+    decided: ApprovalDecided | None = None
+    for stored in store.events(task_id):
+        event = stored.event
+        if isinstance(event, ApprovalRequested) and event.approval_id == seen.approval_id:
+            asked, decided = event, None  # asked again (its call changed): the last one counts
+        elif isinstance(event, ApprovalDecided) and event.approval_id == seen.approval_id:
+            decided = event
+    if asked is None:
+        return " (the task never asked it)"
+    if not asked.call_hash.startswith(seen.call_hash.strip().lower()):
+        return " (the hash given is not its call's: the call changed, or it was mistyped)"
+    if decided is not None:
+        by = f" by {decided.reviewer}" if decided.reviewer else ""
+        return f" (it was {'approved' if decided.approved else 'denied'}{by})"
+    return ""
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 100 else line[:97] + "..."

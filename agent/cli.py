@@ -4,7 +4,7 @@ Exit codes (for scripts):
     0  the task is done
     1  the task failed (or a scripted run left turns of its script unused)
     2  bad usage, config, or environment (nothing ran)
-    3  the task is waiting for a reviewer (`agent approve ID` / `agent deny ID --reason ...`)
+    3  the task is waiting for a reviewer (`agent approve ID REQ HASH` / `agent deny ...`)
     4  the task is paused (a budget ran out, the model failed, Ctrl-C): `agent resume ID`
     5  the task is stuck (it repeated itself): `agent resume ID` to try again
 """
@@ -30,15 +30,22 @@ from rich.markup import escape
 from agent import __version__
 from agent._ops import add_parsers, doctor, sandbox_command, sandboxes_for, task_is_over
 from agent._views import next_move, print_history, print_tasks, print_tools, status_line, summary
-from agent.approvals import decide
+from agent.approvals import NothingToApprove, NotPending, Seen, decide, pending_approval
 from agent.backends import backend_from_uri, normalize_uri
 from agent.backends.base import ModelBackend
 from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config, find_config, load_config
-from agent.errors import AgentError, BackendError, ConfigError, SandboxError, TaskBusy
-from agent.events import Attachment, Limits, Status
+from agent.errors import (
+    AgentError,
+    BackendError,
+    ConfigError,
+    ConflictingWrite,
+    SandboxError,
+    TaskBusy,
+)
+from agent.events import SHORT_HASH, Attachment, Limits, Status
 from agent.render import Renderer
 from agent.runner import Price, Runner
 from agent.state import TaskState
@@ -198,6 +205,14 @@ def _parser() -> argparse.ArgumentParser:
             verb, parents=[running], help=f"{verb} a task's pending action, then continue the task"
         )
         decide_cmd.add_argument("id", help=_ID_HELP)
+        decide_cmd.add_argument(
+            "request", help="the request's id, as shown with it (`agent show ID` shows it)"
+        )
+        decide_cmd.add_argument(
+            "hash",
+            help=f"the start of its call's hash, as shown with it ({SHORT_HASH} characters): "
+            "a decision on any other request is refused",
+        )
         decide_cmd.add_argument(
             "--reason",
             required=verb == "deny",
@@ -452,6 +467,7 @@ def _drive(args: argparse.Namespace, config: Config, store: Store, out: Console)
         decision = decide(
             store,
             state,
+            Seen(args.request, args.hash),
             approved=args.command == "approve",
             reason=args.reason,
             reviewer=getpass.getuser(),
@@ -523,6 +539,8 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
     try:
         state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
         while state.status == "awaiting_approval" and _can_prompt(s.args):
+            shown = pending_approval(state)
+            assert shown is not None
             try:
                 answer = _ask_approval(s.out)
             except KeyboardInterrupt:
@@ -531,11 +549,25 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
                 s.out.print()
                 break  # the task keeps waiting, durably
             approved, reason = answer
-            decision = decide(
-                s.store, state, approved=approved, reason=reason, reviewer=getpass.getuser()
-            )
+            # The answer is about the request shown: if another process decided it, or the task
+            # asks something else now, it decides nothing, and what is pending is asked anew.
+            state = runner.load(task_id)
+            try:
+                decision = decide(
+                    s.store,
+                    state,
+                    shown,
+                    approved=approved,
+                    reason=reason,
+                    reviewer=getpass.getuser(),
+                )
+            except (NotPending, NothingToApprove, ConflictingWrite):
+                state = runner.load(task_id)
+                s.out.print("    [yellow]the request changed while the prompt was open[/]")
+                _show_pending(s, state)
+                continue
             word = "approved" if decision.approved else "denied"
-            s.out.print(f"    {word} {decision.approval_id}")
+            s.out.print(f"    {word} {decision.approval_id} {shown.short_hash}")
             state = asyncio.run(_run_once(runner, task_id, None))
     except KeyboardInterrupt:
         state = runner.load(task_id)  # the runner recorded the pause (if it was running)
@@ -572,6 +604,17 @@ async def _close(runner: Runner) -> None:
         await runner.browsers.aclose()
     if runner.sandboxes is not None:
         await runner.sandboxes.aclose()
+
+
+def _show_pending(s: _Session, state: TaskState) -> None:
+    """Show the request pending now (what a reviewer is asked), as the run showed the first."""
+    request = pending_approval(state)
+    if request is None or s.renderer is None:
+        return
+    for stored in s.store.events(state.task_id):
+        if stored.event == request:
+            s.renderer(stored)
+            return
 
 
 def _ask_approval(out: Console) -> tuple[bool, str] | None:

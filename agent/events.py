@@ -119,6 +119,10 @@ class GateDecided(_Event):
     rule: str | None = None
 
 
+#: how many characters of a call's hash a reviewer is shown, and must give back
+SHORT_HASH = 8
+
+
 class ApprovalRequested(_Event):
     kind: Literal["approval_requested"] = "approval_requested"
     approval_id: str
@@ -129,10 +133,18 @@ class ApprovalRequested(_Event):
     #: "gate" for a policy's ask; "reconcile" when a crash left the call's outcome unknown
     cause: Literal["gate", "reconcile"] = "gate"
 
+    @property
+    def short_hash(self) -> str:
+        """The start of the call's hash that a reviewer is shown, and names in a decision."""
+        return self.call_hash[:SHORT_HASH]
+
 
 class ApprovalDecided(_Event):
     kind: Literal["approval_decided"] = "approval_decided"
     approval_id: str
+    #: the hash of the call decided, as the reviewer was shown it ("" in logs from before it was
+    #: recorded)
+    call_hash: str = ""
     approved: bool
     reason: str = ""
     reviewer: str = ""

@@ -146,7 +146,7 @@ class Renderer:
                 body = f"{escape(e.reason)}\n\n{escape(e.preview)}"
                 return Panel(
                     body,
-                    title=f"approval needed · {e.approval_id}",
+                    title=f"approval needed · {e.approval_id} · {e.short_hash}",
                     expand=False,
                     border_style="yellow",
                 )

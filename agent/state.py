@@ -270,8 +270,13 @@ class TaskState:
         decided = self.awaiting
         if decided is None or decided.approval is None:
             return
-        if decided.approval.approval_id != event.approval_id:
-            return  # a decision about another request (stale): it decides nothing here
+        if decided.approval.approval_id != event.approval_id or (
+            event.call_hash and event.call_hash != decided.approval.call_hash
+        ):
+            # A decision about another request (stale): it decides nothing, and the task waits
+            # for one on the request pending.
+            self.status = "awaiting_approval"
+            return
         decided.decision = event
         if not event.approved:
             why = f": {event.reason}" if event.reason else ""

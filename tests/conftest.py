@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from agent.approvals import pending_approval
 from agent.backends.scripted import ScriptedBackend, parse_script
-from agent.events import Limits, ToolResulted
+from agent.events import ApprovalRequested, Limits, ToolResulted
 from agent.runner import Runner
+from agent.state import TaskState
 from agent.store import Store
 from examples import tally_tool
 from policies import Gate
@@ -72,3 +74,18 @@ def tool_results(store: Store, task_id: str) -> list[ToolResulted]:
 
 def run_limits(**overrides: Any) -> Limits:
     return Limits().model_copy(update=overrides)
+
+
+def pending(state: TaskState) -> ApprovalRequested:
+    """The request the task waits on, as a reviewer is shown it (the test fails if none)."""
+    request = pending_approval(state)
+    assert request is not None, f"task {state.task_id} waits for no approval ({state.status})"
+    return request
+
+
+def request_args(task_id: str, db: Path | None = None) -> list[str]:
+    """`agent approve`/`deny`'s arguments for the task's pending request, as a reviewer copies
+    them from what they were shown: the task, the request's id, its short hash."""
+    with Store.open(db) as store:
+        request = pending(TaskState.from_store(store, store.resolve(task_id)))
+    return [task_id, request.approval_id, request.short_hash]

@@ -13,7 +13,7 @@ from agent.store import Store
 from policies import Gate
 from tools import Registry, tool
 
-from .conftest import ALLOW_ALL, make_runner, run_limits, scripted, tools
+from .conftest import ALLOW_ALL, make_runner, pending, run_limits, scripted, tools
 
 
 def _runaway(n: int, *, answer: bool = True) -> list[dict[str, Any]]:
@@ -187,7 +187,7 @@ async def test_a_reviewer_declining_the_same_call_again_and_again_is_stuck(
     state = await runner.run(task_id)
     for _ in range(3):
         assert state.status == "awaiting_approval"
-        decide(store, state, approved=False, reason="no")
+        decide(store, state, pending(state), approved=False, reason="no")
         state = await runner.resume(task_id)
     assert state.status == "stuck"
     assert state.end_reason == (

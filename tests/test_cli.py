@@ -21,7 +21,7 @@ from agent.store import Store
 from tools.browser import registry as browser_tools
 from tools.sandboxed import registry as sandbox_tools
 
-from .conftest import REPO, write_script
+from .conftest import REPO, request_args, write_script
 from .wire_server import Reply, WireServer
 
 TALLY = str(REPO / "examples" / "tally_tool.py")
@@ -68,7 +68,7 @@ def _no_tasks(home: Path) -> bool:
         (["run", "x", "--model", "scripted:s.json", "--tools", "nope.py"], "/nope.py"),
         (["run", "x", "--model", "scripted:s.json", "--tools", "no_such_mod"], "cannot import"),
         (["show", "zzzz"], "no task id starts with 'zzzz'"),
-        (["approve", "zzzz"], "no task id starts with 'zzzz'"),
+        (["approve", "zzzz", "zzzz-1.0", "00000000"], "no task id starts with 'zzzz'"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_creates_nothing(
@@ -186,7 +186,7 @@ def test_approving_a_task_that_waits_for_nothing_is_refused(
     model = _script(tmp_path, [{"plan": ["Answer"]}, {"answer": "42"}])
     assert main(["run", "answer", "--model", model, "--json"]) == 0
     task_id = _last_json(capsys)["task_id"]
-    assert main(["approve", task_id]) == 2
+    assert main(["approve", task_id, f"{task_id}-1.0", "00000000"]) == 2
     assert f"task {task_id} is not waiting for an approval (it is done)" in _error(capsys)
 
 
@@ -377,7 +377,7 @@ def test_an_approval_holds_in_another_process_whatever_its_hash_seed(
     assert first.returncode == 3, first.stderr
     task_id = json.loads(first.stdout)["task_id"]
     second = subprocess.run(
-        [*command, "approve", task_id, "--tools", str(tools), "--json"],
+        [*command, "approve", *request_args(task_id), "--tools", str(tools), "--json"],
         env={**env, "PYTHONHASHSEED": "2"},
         capture_output=True,
         text=True,
@@ -433,7 +433,8 @@ def _read_until(fd: int, marker: bytes, timeout: float = 30.0) -> bytes:
 def test_a_task_keeps_its_tools_and_policy_for_every_later_command(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`agent approve ID`, as the hint says, with no flags: the task's own tools and policy."""
+    """`agent approve ID REQUEST HASH`, as the hint says, with no flags: the task's own tools
+    and policy."""
     tools = tmp_path / "my_tally.py"
     tools.write_text((REPO / "examples" / "tally_tool.py").read_text())
     policy = tmp_path / "strict.toml"
@@ -450,7 +451,7 @@ def test_a_task_keeps_its_tools_and_policy_for_every_later_command(
     assert main([*argv, "--json"]) == 3
     task_id = _last_json(capsys)["task_id"]
 
-    assert main(["approve", task_id, "--json"]) == 0
+    assert main(["approve", *request_args(task_id), "--json"]) == 0
     assert _last_json(capsys)["status"] == "done"
     ledger = [json.loads(line) for line in (tmp_path / "tally.jsonl").read_text().splitlines()]
     assert [e["counter"] for e in ledger] == ["front-desk"], "the task's own tool ran"
@@ -462,7 +463,7 @@ def test_a_task_keeps_its_tools_and_policy_for_every_later_command(
     assert main([*argv, "--json"]) == 3
     second = _last_json(capsys)["task_id"]
     tools.rename(tmp_path / "moved.py")
-    assert main(["approve", second]) == 2
+    assert main(["approve", *request_args(second)]) == 2
     assert "runs with tools that cannot be loaded now" in _error(capsys)
     with Store.open(home / "events.db") as store:
         assert store.task(second).status == "awaiting_approval"

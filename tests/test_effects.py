@@ -12,7 +12,7 @@ from agent.steps import MAX_REJUDGEMENTS
 from agent.store import Store
 from tools import Registry, ToolContext, tool
 
-from .conftest import make_runner, tool_results
+from .conftest import make_runner, pending, tool_results
 
 POLICY = """
 [default]
@@ -62,7 +62,7 @@ async def test_an_unchanged_effect_runs_as_approved(store: Store) -> None:
     request = pending_approval(state)
     assert request is not None
     assert '"sends": 5' in request.preview
-    decide(store, state, approved=True)
+    decide(store, state, pending(state), approved=True)
     assert (await runner.run(task_id)).status == "done"
     assert sent == [0]
 
@@ -72,14 +72,14 @@ async def test_a_changed_effect_is_asked_again_with_what_changed(store: Store) -
     runner, _ = make_runner(store, TURNS, policy=POLICY, registry=registry)
     task_id = runner.create("send")
     state = await runner.run(task_id)
-    decide(store, state, approved=True)
+    decide(store, state, pending(state), approved=True)
     state = await runner.run(task_id)
     again = pending_approval(state)
     assert state.status == "awaiting_approval"
     assert again is not None
     assert "sends: 5 -> 7" in again.reason
     assert sent == []
-    decide(store, state, approved=True)
+    decide(store, state, pending(state), approved=True)
     assert (await runner.run(task_id)).status == "done"
     assert sent == [0]
 
@@ -91,7 +91,7 @@ async def test_an_effect_that_keeps_changing_is_given_up_and_the_model_told(stor
     task_id = runner.create("send")
     state = await runner.run(task_id)
     while state.status == "awaiting_approval":
-        decide(store, state, approved=True)
+        decide(store, state, pending(state), approved=True)
         state = await runner.run(task_id)
     assert state.status == "done"
     asked = [e.event for e in store.events(task_id) if isinstance(e.event, ApprovalRequested)]

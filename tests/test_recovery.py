@@ -20,7 +20,7 @@ from agent.state import TaskState
 from agent.store import Store, StoredEvent
 from tools import Registry, ToolContext, ToolError, tool
 
-from .conftest import make_runner, tool_results
+from .conftest import make_runner, pending, tool_results
 
 
 class World:
@@ -143,7 +143,9 @@ async def test_a_tool_that_cannot_tell_goes_to_a_reviewer(store: Store, approve:
     assert call.approval.cause == "reconcile"
     assert "cannot tell whether it took effect" in call.approval.reason
 
-    decide(store, state, approved=approve, reason="checked the outbox", reviewer="rev")
+    decide(
+        store, state, pending(state), approved=approve, reason="checked the outbox", reviewer="rev"
+    )
     state = await runner.resume(task_id)
     assert state.status == "done"
     if approve:
@@ -248,7 +250,7 @@ async def test_an_approval_is_bound_to_the_exact_call(store: Store, home: Path) 
     task_id = runner.create("send a message")
     state = await runner.run(task_id)
     assert state.status == "awaiting_approval"
-    decide(store, state, approved=True, reviewer="rev")
+    decide(store, state, pending(state), approved=True, reviewer="rev")
 
     # Someone rewrites the recorded arguments after the approval: the approval no longer fits.
     db = sqlite3.connect(home / "events.db")
@@ -398,7 +400,7 @@ async def test_an_approved_read_is_not_read_again_without_a_reviewer(store: Stor
     )
     task_id = runner.create("peek")
     state = await runner.run(task_id)
-    decide(store, state, approved=True, reviewer="rev")
+    decide(store, state, pending(state), approved=True, reviewer="rev")
     with pytest.raises(KeyboardInterrupt):
         await runner.resume(task_id)
     state = await runner.resume(task_id)
@@ -414,7 +416,7 @@ async def test_an_approval_does_not_pass_to_another_function_of_the_same_name(
     runner, _ = make_runner(store, _turns("send"), policy=None, registry=registry(world))
     task_id = runner.create("send a message")
     state = await runner.run(task_id)
-    decide(store, state, approved=True, reviewer="rev")
+    decide(store, state, pending(state), approved=True, reviewer="rev")
 
     impostor_ran: list[str] = []
 
@@ -459,7 +461,7 @@ async def test_approving_a_rerun_asks_the_reconciler_again_first(store: Store) -
     state = await runner.run(task_id)
     assert state.status == "awaiting_approval"
     await asyncio.sleep(0.4)  # the abandoned call lands
-    decide(store, state, approved=True, reviewer="rev")
+    decide(store, state, pending(state), approved=True, reviewer="rev")
     state = await runner.resume(task_id)
     assert state.status == "done"
     assert effects == [f"{task_id}/2.0"], "once"

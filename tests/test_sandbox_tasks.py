@@ -26,7 +26,7 @@ from sandbox.manager import Sandboxes, store_scope
 from tools import Registry
 from tools.sandboxed import registry as sandbox_tools
 
-from .conftest import REPO, scripted, tool_results, write_script
+from .conftest import REPO, request_args, scripted, tool_results, write_script
 
 CONFIG = """
 [sandbox]
@@ -182,7 +182,7 @@ def test_kill_9_mid_task_resumes_in_the_same_container_with_its_files(
     # The sleep was cut short: whether it took effect is for a reviewer to say.
     assert resumed.returncode == 3, resumed.stderr
     assert _containers(store_path)[0].id == container.id
-    approved = agent("approve", row.id)
+    approved = agent("approve", *request_args(row.id, store_path))
     assert approved.returncode == 0, approved.stderr
     with Store.open(store_path) as store:
         last = tool_results(store, row.id)[-1]

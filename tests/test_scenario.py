@@ -11,7 +11,7 @@ import pytest
 from agent.cli import main
 from examples.tally_tool import read_ledger
 
-from .conftest import REPO
+from .conftest import REPO, request_args
 
 QUICKSTART = REPO / "examples" / "quickstart.json"
 TALLY = str(REPO / "examples" / "tally_tool.py")
@@ -39,14 +39,15 @@ def test_plan_replan_approval_answer_and_history(
     task_id = str(first["task_id"])
 
     # A reviewer approves from another process; the task goes on until the second approval.
-    assert main(["approve", task_id[:4], "--tools", TALLY, "--json"]) == 3
+    assert main(["approve", *request_args(task_id[:4]), "--tools", TALLY, "--json"]) == 3
     second = _json(capsys)
     assert second["replans"] == 1
     assert second["plan"] == [
         "Record 1 visitor at the side door",
         "Work out the side-door share and report it",
     ]
-    assert main(["approve", task_id, "--tools", TALLY, "--reason", "ok", "--json"]) == 0
+    approve = ["approve", *request_args(task_id), "--tools", TALLY, "--reason", "ok", "--json"]
+    assert main(approve) == 0
     done = _json(capsys)
     assert done["status"] == "done"
     assert (
@@ -98,7 +99,8 @@ def test_deny_tells_the_model_and_nothing_runs(
         main(["run", "tally one", "--model", f"scripted:{script}", "--tools", TALLY, "--json"]) == 3
     )
     task_id = str(_json(capsys)["task_id"])
-    assert main(["deny", task_id, "--reason", "not today", "--tools", TALLY, "--json"]) == 0
+    deny = ["deny", *request_args(task_id), "--reason", "not today", "--tools", TALLY, "--json"]
+    assert main(deny) == 0
     assert _json(capsys)["status"] == "done"
     assert read_ledger(tmp_path / "tally.jsonl") == []
     assert main(["show", task_id]) == 0

@@ -22,7 +22,7 @@ from typing import Any, get_args
 
 import pytest
 
-from agent.approvals import NothingToApprove, decide
+from agent.approvals import NothingToApprove, Seen, decide
 from agent.backends.base import ModelResponse, ToolCall, Usage
 from agent.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
 from agent.events import (
@@ -53,6 +53,8 @@ from agent.events import (
 )
 from agent.state import TaskState
 from agent.store import Store
+
+from .conftest import pending
 
 SPAWN = multiprocessing.get_context("spawn")
 HASH = "3f" * 32
@@ -716,7 +718,7 @@ def test_decide_refuses_when_nothing_waits(store: Store) -> None:
     store.append(task_id, awaiting_log(task_id)[:4])  # an act turn, not yet gated
     state = load(store, task_id)
     with pytest.raises(NothingToApprove) as info:
-        decide(store, state, approved=True)
+        decide(store, state, Seen(f"{task_id}-2.0", "0" * 8), approved=True)
     assert "running" in str(info.value)
     assert info.value.context["task_id"] == task_id
     assert len(store.events(task_id)) == 5  # nothing recorded
@@ -730,10 +732,17 @@ def test_decide_records_the_decision(store: Store, approved: bool) -> None:
     assert state.status == "awaiting_approval"
     assert store.task(task_id).status == "awaiting_approval"
 
-    decision = decide(store, state, approved=approved, reason="not on a Friday", reviewer="sam")
+    state_before = load(store, task_id)
+    decision = decide(
+        store, state, pending(state), approved=approved, reason="not on a Friday", reviewer="sam"
+    )
 
     expected = ApprovalDecided(
-        approval_id=f"{task_id}-2.0", approved=approved, reason="not on a Friday", reviewer="sam"
+        approval_id=f"{task_id}-2.0",
+        call_hash=pending(state_before).call_hash,
+        approved=approved,
+        reason="not on a Friday",
+        reviewer="sam",
     )
     assert decision == expected
     last = store.events(task_id)[-1]
@@ -750,8 +759,8 @@ def test_decide_records_the_decision(store: Store, approved: bool) -> None:
     else:
         assert call.observation == "Error: a reviewer declined this call: not on a Friday"
 
-    with pytest.raises(NothingToApprove):  # decided once
-        decide(store, again, approved=True)
+    with pytest.raises(NothingToApprove, match=r"it was (approved|denied) by sam"):  # once
+        decide(store, again, Seen.of(pending(state_before)), approved=True)
     assert len(store.events(task_id)) == 8
 
 
@@ -761,13 +770,18 @@ def test_decide_on_a_stale_state_raises_and_records_nothing(db: Path) -> None:
         mine.append(task_id, awaiting_log(task_id))
         stale = load(mine, task_id)
 
-        decide(theirs, load(theirs, task_id), approved=True, reviewer="sam")  # first
+        decide(theirs, load(theirs, task_id), pending(stale), approved=True, reviewer="sam")
 
         with pytest.raises(ConflictingWrite):
-            decide(mine, stale, approved=False, reason="no", reviewer="kim")
+            decide(mine, stale, pending(stale), approved=False, reason="no", reviewer="kim")
         decisions = [e.event for e in mine.events(task_id) if e.event.kind == "approval_decided"]
         assert decisions == [
-            ApprovalDecided(approval_id=f"{task_id}-2.0", approved=True, reviewer="sam")
+            ApprovalDecided(
+                approval_id=f"{task_id}-2.0",
+                call_hash=pending(stale).call_hash,
+                approved=True,
+                reviewer="sam",
+            )
         ]
         assert stale.last_seq == 7  # not advanced
         assert stale.awaiting is not None
