@@ -73,8 +73,11 @@ class Opened:
 class Egress:
     """The host's egress proxy and the tasks' networks and forwarders. No I/O until used."""
 
-    def __init__(self, listener: EgressListener | None = None) -> None:
+    def __init__(
+        self, listener: EgressListener | None = None, *, allow_private: bool = False
+    ) -> None:
         self.listener = listener
+        self.allow_private = allow_private
         self._proxy: EgressProxy | None = None
         self._gateway: str | None = None
         self._tokens: dict[str, str] = {}
@@ -82,7 +85,7 @@ class Egress:
     async def _ensure_proxy(self, client: docker.DockerClient) -> tuple[str, int]:
         if self._proxy is None:
             self._gateway = await asyncio.to_thread(_egress_network, client)
-            proxy = EgressProxy(self._gateway, 0)
+            proxy = EgressProxy(self._gateway, 0, allow_private=self.allow_private)
             await proxy.start()
             self._proxy = proxy
         assert self._gateway is not None

@@ -113,3 +113,7 @@ class SandboxConfig(BaseModel):
     browser_pool: int = Field(1, ge=0, le=8)
     limits: SandboxLimits = Field(default_factory=SandboxLimits)
     max: SandboxBounds = Field(default_factory=SandboxBounds)
+    #: let a task's allowlist reach a private, loopback or this host's own address that it names
+    #: outright (an IP literal or localhost: `--allow-domain 127.0.0.1:8765`); off, the proxy
+    #: refuses them whatever a task asks. The operator's to turn on, never a task's.
+    allow_private: bool = False

@@ -60,7 +60,7 @@ class Sandboxes:
         self.scope = scope
         #: the proxy and networks of tasks whose network is "proxy"; `on_egress` hears each
         #: decision of the proxy
-        self.egress = Egress(on_egress)
+        self.egress = Egress(on_egress, allow_private=config.allow_private)
         self._client: docker.DockerClient | None = None
         self._image_id: str | None = None
         self._open: dict[str, Sandbox] = {}

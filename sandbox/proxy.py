@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Self
 
+from sandbox._addresses import IPAddress, judge
+
 __all__ = ["EgressAttempt", "EgressProxy", "Recorder", "Resolver", "check_entry"]
 
 logger = logging.getLogger(__name__)
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,7 @@ HEAD_TIMEOUT = 30.0  # for a client to send them
 ALLOWLISTED = "allowlisted"
 NOT_ALLOWLISTED = "not in the task's allowlist"
 UNRESOLVED = "could not resolve"
-METADATA = "cloud metadata address"
-RESERVED = "link-local or reserved address"
-PRIVATE = "private or loopback address"
+
 
 _CHUNK = 64 * 1024
 # After an error answer the rest of the request is read and dropped for a while: closing with
@@ -73,17 +72,6 @@ _VERSION = re.compile(r"HTTP/1\.[01]")
 _NOT_FORWARDED = frozenset(
     {*("connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate")}
     | {"te", "trailer", "upgrade", "host"}
-)
-_METADATA = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
-)
-_RESERVED = tuple(ipaddress.ip_network(n) for n in ("0.0.0.0/8", "255.255.255.255/32"))
-_PRIVATE = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        *("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"),
-        *("::1/128", "fc00::/7", "fec0::/10"),
-    )
 )
 
 
@@ -153,8 +141,13 @@ class EgressProxy:
         *,
         connect_timeout: float = 10.0,
         resolver: Resolver | None = None,
+        allow_private: bool = False,
     ) -> None:
+        """`allow_private`: an allowlist entry that names a private, loopback or this host's own
+        address outright (an IP literal, localhost) may reach it; the operator's to say, in
+        config (see `sandbox._addresses`)."""
         self._host, self._port = host, port
+        self._private = allow_private
         self._connect_timeout = connect_timeout
         self._resolver = resolver or _resolve
         self._tasks: dict[str, _Task] = {}
@@ -325,7 +318,7 @@ class EgressProxy:
         # One refused address refuses the host: a name that resolves to a public and a private
         # address is a DNS rebinding attempt, not a reason to pick the good one.
         for address in addresses:
-            if reason := _vet(address, explicit=entry.explicit):
+            if reason := judge(address, explicit=entry.explicit, allow_private=self._private):
                 return reason, address, HTTPStatus.FORBIDDEN
         # Only the first address is tried, so that the one recorded is the one connected to.
         return ALLOWLISTED, addresses[0], HTTPStatus.OK
@@ -334,22 +327,6 @@ class EgressProxy:
 async def _resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
-
-
-def _vet(address: IPAddress, *, explicit: bool) -> str | None:
-    """Why `address` must not be connected to, or None if it may be."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # it reaches the IPv4 host, so judge that host
-    if address in _METADATA:
-        return METADATA
-    if address.is_link_local or address.is_multicast or address.is_unspecified:
-        return RESERVED
-    if any(address in network for network in _RESERVED):
-        return RESERVED
-    if address.is_loopback or any(address in network for network in _PRIVATE):
-        return None if explicit else PRIVATE
-    # Only now: IPv6 counts all of ::/8, ::1 included, as reserved.
-    return RESERVED if address.is_reserved else None
 
 
 def check_entry(text: str) -> str:

@@ -80,7 +80,7 @@ async def web(
 ) -> AsyncIterator[Browsing]:
     egress: list[tuple[str, EgressAttempt]] = []
     sandboxes = Sandboxes(
-        SandboxConfig(pool_size=0),
+        SandboxConfig(pool_size=0, allow_private=True),  # the test's sites are on loopback
         scope="browsertest",
         on_egress=lambda task, attempt: egress.append((task, attempt)),
     )

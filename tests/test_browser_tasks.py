@@ -25,11 +25,13 @@ from sandbox.manager import Sandboxes, store_scope
 from tools import Registry
 from tools.browser import registry as browser_tools
 
-from .conftest import REPO, scripted, tool_results
+from .conftest import REPO, pending, request_args, scripted, tool_results
 from .site_server import Site, serve_site
 
 #: the port examples/browser_demo.json expects its pages on
 DEMO_PORT = 8765
+#: the README's config for the demo: its site is on this host's loopback
+LOCAL_SITE = ["--config", str(REPO / "examples" / "local-site.toml")]
 
 
 @pytest.fixture
@@ -40,7 +42,10 @@ def sites() -> Iterator[tuple[Site, Site]]:
 
 @pytest_asyncio.fixture
 async def sandboxes(store: Store) -> AsyncIterator[Sandboxes]:
-    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
+    # The test's sites are on this host's loopback: the operator's config lets tasks reach it.
+    sandboxes = Sandboxes(
+        SandboxConfig(pool_size=0, allow_private=True), scope=store_scope(store.path)
+    )
     yield sandboxes
     await sandboxes.aclose()
 
@@ -97,7 +102,7 @@ async def test_a_submission_waits_for_a_reviewer_who_sees_its_values_and_is_aske
             page = browser.contexts[0].pages[0]
             await page.fill("#name", "Mallory")
             await browser.close()
-        decide(store, state, approved=True, reviewer="rev")
+        decide(store, state, pending(state), approved=True, reviewer="rev")
         state = await runner.run(task_id)
         assert state.status == "awaiting_approval"
         again = pending_approval(state)
@@ -107,7 +112,7 @@ async def test_a_submission_waits_for_a_reviewer_who_sees_its_values_and_is_aske
         assert "submits.values.name: 'Ann Lee' -> 'Mallory'" in again.reason
         assert site.posted() == []
 
-        decide(store, state, approved=True, reviewer="rev")
+        decide(store, state, pending(state), approved=True, reviewer="rev")
         state = await runner.run(task_id)
         assert state.status == "done"
         [posted] = site.posted()
@@ -164,6 +169,7 @@ def test_the_readme_browser_example_runs_and_asks_before_it_submits(
                 f"scripted:{script}",
                 "--allow-domain",
                 f"127.0.0.1:{DEMO_PORT}",
+                *LOCAL_SITE,
                 "--json",
                 "sign Ann Lee up on the local form",
             ]
@@ -173,8 +179,8 @@ def test_the_readme_browser_example_runs_and_asks_before_it_submits(
         assert (code, result["status"]) == (3, "awaiting_approval"), out  # 3: waits for a reviewer
         assert site.posted() == []
         task_id = result["task_id"]
-        assert main(["approve", task_id]) == 0
-        assert main(["resume", task_id, "--json"]) == 0
+        assert main(["approve", *request_args(task_id), *LOCAL_SITE]) == 0
+        assert main(["resume", task_id, *LOCAL_SITE, "--json"]) == 0
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert result["status"] == "done"
         [posted] = site.posted()

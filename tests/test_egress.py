@@ -47,6 +47,8 @@ PUBLIC6 = "2001:db8::7"  # the IPv6 documentation prefix: the same, for IPv6
 METADATA = "169.254.169.254"
 DNS = 53
 DOCKER_API = 2375
+#: the allowlisted test server is on the host's loopback, which the operator must open
+LOOPBACK_ALLOWED = SandboxConfig(pool_size=0, allow_private=True)
 
 # Run inside a container: try each target, TCP and UDP, at once; print what happened.
 PROBE = """
@@ -235,7 +237,7 @@ async def test_from_a_proxied_sandbox_only_the_allowlist_is_reached_and_all_is_r
     allowed = await asyncio.start_server(_answer_ok, "127.0.0.1", 0)
     allowed_port = allowed.sockets[0].getsockname()[1]
     limits = SandboxLimits(network="proxy", allow_domains=(f"127.0.0.1:{allowed_port}",))
-    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
+    sandboxes = Sandboxes(LOOPBACK_ALLOWED, scope=store_scope(store.path))
     try:
         # Another task's sandbox, listening, on its own network.
         other = await sandboxes.for_task("other", limits)
@@ -393,7 +395,7 @@ async def test_egress_works_again_in_a_later_run_of_the_same_process(store: Stor
     allowed = await asyncio.start_server(_answer_ok, "127.0.0.1", 0)
     port = allowed.sockets[0].getsockname()[1]
     limits = SandboxLimits(network="proxy", allow_domains=(f"127.0.0.1:{port}",))
-    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
+    sandboxes = Sandboxes(LOOPBACK_ALLOWED, scope=store_scope(store.path))
     curl = f"curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/"
     try:
         for _ in range(2):

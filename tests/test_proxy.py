@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import socket
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
@@ -83,7 +84,8 @@ class Origin(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[EgressProxy]:
-    async with EgressProxy(resolver=resolve, connect_timeout=2.0) as proxy:
+    # The targets here are on loopback, named outright: the operator's config opens them.
+    async with EgressProxy(resolver=resolve, connect_timeout=2.0, allow_private=True) as proxy:
         yield proxy
 
 
@@ -210,7 +212,12 @@ async def test_localhost_entry_lets_a_loopback_address_through(
     [
         ("evil.example", "good.example", "not in the task's allowlist", None),
         ("metadata.example", "metadata.example", "cloud metadata address", "169.254.169.254"),
-        ("mapped.example", "mapped.example", "cloud metadata address", str(MAPPED)),
+        (
+            "mapped.example",
+            "mapped.example",
+            f"cloud metadata address (169.254.169.254, inside {MAPPED})",
+            str(MAPPED),
+        ),
         ("sneaky.example", "sneaky.example", "private or loopback address", "127.0.0.1"),
         ("rebind.example", "*.example", "private or loopback address", "127.0.0.1"),
         ("169.254.169.254", "169.254.169.254", "cloud metadata address", "169.254.169.254"),
@@ -453,7 +460,7 @@ async def test_every_decision_is_recorded_once_for_its_own_task(
 
 
 async def test_aclose_closes_open_tunnels(target: Target) -> None:
-    proxy = EgressProxy(resolver=resolve)
+    proxy = EgressProxy(resolver=resolve, allow_private=True)
     await proxy.start()
     token = proxy.register("task-9", [f"127.0.0.1:{target.port}"], lambda attempt: None)
     reader, writer = await open_tunnel(proxy, f"127.0.0.1:{target.port}", token)
@@ -527,3 +534,99 @@ async def test_allowlist_matching(entry: str, asked: str, matches: bool) -> None
 def test_register_refuses_malformed_entries(entry: str) -> None:
     with pytest.raises(ValueError, match="not"):
         EgressProxy().register("task-11", [entry], lambda attempt: None)
+
+
+# --- what the proxy never dials ----------------------------------------------------------------
+
+#: an address a name an attacker controls could resolve to: one of this host's own, public
+#: ones (given to the host's loopback by the test; nothing is sent anywhere)
+OWN_PUBLIC = "100.128.0.7"
+VETTED = {
+    "bench.example": "198.18.0.1",  # benchmarking
+    "ietf.example": "192.0.0.8",  # IETF protocol assignments
+    "future.example": "240.0.0.1",  # reserved
+    "doc6.example": "2001:db8::1",  # documentation
+    "sixtofour.example": "2002:7f00:1::1",  # 6to4, carrying 127.0.0.1
+    "nat64.example": "64:ff9b::a9fe:a9fe",  # NAT64, carrying 169.254.169.254
+    "teredo.example": "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "ula.example": "fd12:3456::1",
+    "own.example": OWN_PUBLIC,
+}
+
+
+@pytest.fixture
+def own_public() -> Iterator[str]:
+    """`OWN_PUBLIC` on the host's loopback for the test (root, as CI has)."""
+    subprocess.run(["ip", "addr", "add", f"{OWN_PUBLIC}/32", "dev", "lo"], check=True)
+    try:
+        yield OWN_PUBLIC
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{OWN_PUBLIC}/32", "dev", "lo"], check=False)
+
+
+async def vetted(host: str, port: int) -> list[str]:
+    return [VETTED[host]]
+
+
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("bench.example", "special-purpose address"),
+        ("ietf.example", "special-purpose address"),
+        ("future.example", "special-purpose address"),
+        ("doc6.example", "special-purpose address"),
+        ("sixtofour.example", "private or loopback address (127.0.0.1, inside 2002:7f00:1::1)"),
+        (
+            "nat64.example",
+            "cloud metadata address (169.254.169.254, inside 64:ff9b::a9fe:a9fe)",
+        ),
+        ("teredo.example", "Teredo address (its IPv4 address is hidden)"),
+        ("ula.example", "private or loopback address"),
+        ("own.example", "an address of the proxy's own host"),
+    ],
+)
+async def test_an_allowlisted_name_never_leads_to_a_special_or_own_address(
+    own_public: str, host: str, reason: str
+) -> None:
+    attempts: list[EgressAttempt] = []
+    # The operator opened private addresses: still, a *name* never reaches one.
+    async with EgressProxy(resolver=vetted, allow_private=True) as proxy:
+        token = proxy.register("task-12", ["*.example"], attempts.append)
+        status, _, body = await ask(proxy, request("CONNECT", f"{host}:443", token))
+    assert status == 403, body
+    [attempt] = attempts
+    assert (attempt.allowed, attempt.reason, attempt.address) == (False, reason, VETTED[host])
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_a_private_or_own_address_named_outright_is_dialled_only_if_config_says_so(
+    own_public: str, allow_private: bool
+) -> None:
+    target = Target()
+    servers = [
+        await asyncio.start_server(target.serve, address, 0)
+        for address in ("127.0.0.1", own_public)
+    ]
+    ports = [server.sockets[0].getsockname()[1] for server in servers]
+    attempts: list[EgressAttempt] = []
+    try:
+        async with EgressProxy(resolver=resolve, allow_private=allow_private) as proxy:
+            entries = [f"127.0.0.1:{ports[0]}", f"{own_public}:{ports[1]}"]
+            token = proxy.register("task-13", entries, attempts.append)
+            statuses = [
+                (await ask(proxy, request("CONNECT", entry, token), eof=True))[0]
+                for entry in entries
+            ]
+    finally:
+        for server in servers:
+            server.close()
+    if allow_private:
+        assert statuses == [200, 200]  # the control: the proxy would have connected
+        assert target.connections == 2
+    else:
+        assert statuses == [403, 403]
+        assert [a.reason for a in attempts] == [
+            "private or loopback address",
+            "an address of the proxy's own host",
+        ]
+        assert target.connections == 0
