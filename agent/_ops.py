@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 from rich.console import Console
-from rich.markup import escape
 
 from agent.backends import backend_from_uri
 from agent.backends.base import Capabilities, Message, ModelBackend, ModelRequest
@@ -23,6 +22,7 @@ from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
 from agent.errors import AgentError, BackendError, SandboxError, TaskNotFound
 from agent.home import default_home
+from agent.screen import shown
 from agent.store import Store
 from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped, owner_labels
 from sandbox._hardening import hardened
@@ -85,7 +85,7 @@ def sandbox_command(args: argparse.Namespace, config: Config, store: Store, out:
     command = args.sandbox_command
     if command == "build":
         client = connect()
-        say = (lambda _line: None) if args.json else (lambda line: out.print(escape(line)))
+        say = (lambda _line: None) if args.json else (lambda line: out.print(shown(line)))
         image_id = build_image(
             client,
             config.sandbox.image,
@@ -148,9 +148,9 @@ def doctor(args: argparse.Namespace, config: Config, out: Console) -> int:
     else:
         for c in checks:
             mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"
-            out.print(f"{mark} {c.name}: {escape(c.detail)}")
+            out.print(f"{mark} {c.name}: {shown(c.detail)}")
             if c.fix:
-                out.print(f"       to fix: {escape(c.fix)}")
+                out.print(f"       to fix: {shown(c.fix)}")
     return 0 if all(c.ok for c in checks) else 1
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from agent.approvals import decide_command, pending_approval
 from agent.render import Renderer
+from agent.screen import shown
 from agent.state import TaskState
 from agent.store import Store
 from tools.registry import Registry
@@ -114,7 +115,8 @@ def print_tasks(
     table = Table("id", "status", "updated", "task", box=None)
     for r in rows:
         when = datetime.fromtimestamp(r.updated).strftime("%Y-%m-%d %H:%M")
-        table.add_row(r.id, r.status, when, r.task if len(r.task) < 70 else r.task[:67] + "...")
+        task = r.task if len(r.task) < 70 else r.task[:67] + "..."
+        table.add_row(r.id, r.status, when, shown(task))
     out.print(table)
     total = store.count(statuses=statuses)
     if total > len(rows):
@@ -151,5 +153,5 @@ def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
         return
     table = Table("tool", "touches", "timeout", "description", box=None)
     for t in registry:
-        table.add_row(t.name, t.touches, f"{t.timeout:g} s", t.description)
+        table.add_row(t.name, t.touches, f"{t.timeout:g} s", shown(t.description))
     out.print(table)

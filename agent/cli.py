@@ -25,7 +25,6 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 
 from agent import __version__
 from agent._ops import add_parsers, doctor, sandbox_command, sandboxes_for, task_is_over
@@ -48,6 +47,7 @@ from agent.errors import (
 from agent.events import SHORT_HASH, Attachment, Limits, Status
 from agent.render import Renderer
 from agent.runner import Price, Runner
+from agent.screen import shown
 from agent.state import TaskState
 from agent.store import Store
 from policies import Gate
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(find_config(args.config))
         return _dispatch(args, config, out)
     except AgentError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err.print(f"[bold red]error:[/] {shown(str(exc))}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: the task is paused (`agent tasks` lists it)")
@@ -400,11 +400,11 @@ class _Session:
         Console(stderr=True, soft_wrap=True, highlight=False).print(text)
 
     def _loaded(self, info: ModelInfo, seconds: float) -> None:
-        self._say(f"[dim]model: {escape(info.summary())}, ready in {seconds:.1f} s[/]")
+        self._say(f"[dim]model: {shown(info.summary())}, ready in {seconds:.1f} s[/]")
 
     def _noted(self, note: str) -> None:
         """Say once what the model's server could not do, and how it is asked instead."""
-        self._say(f"[dim]model: {escape(note)}[/]")
+        self._say(f"[dim]model: {shown(note)}[/]")
 
     def _retrying(self, error: BackendError, attempt: int, wait: float) -> None:
         """Say that the model is being asked again, so a slow retry is not silence."""
@@ -412,7 +412,7 @@ class _Session:
         if self.renderer is not None:
             self.renderer.restart()
         self._say(
-            f"[dim]model: {escape(str(error))} \\[{error.code}]; trying again in {wait:.1f} s "
+            f"[dim]model: {shown(str(error))} \\[{error.code}]; trying again in {wait:.1f} s "
             f"(attempt {attempt} of {attempts})[/]"
         )
 
@@ -636,7 +636,7 @@ def _ask_approval(out: Console) -> tuple[bool, str] | None:
 
 def _print_error(message: str) -> None:
     # Escaped: messages quote TOML ("[model] uri") that rich would take for markup.
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {shown(message)}")
 
 
 def _can_prompt(args: argparse.Namespace) -> bool:

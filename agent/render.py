@@ -1,6 +1,8 @@
 """Rendering a task's events for people: live during a run, and whole in `agent show`.
 
-The loop never imports this module; the CLI subscribes a `Renderer` to the runner's events.
+The loop never imports this module; the CLI subscribes a `Renderer` to the runner's events. Every
+piece of text that came from outside (a model, a page, a tool, a file, a command, the task) is
+printed through `agent.screen`: nothing in it can move the cursor, restyle or reorder the screen.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from datetime import datetime
 from typing import Literal
 
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 
 from agent.backends.base import Delta, Purpose
@@ -37,6 +38,7 @@ from agent.events import (
     TaskStuck,
     ToolResulted,
 )
+from agent.screen import plain, shown
 from agent.store import StoredEvent
 
 
@@ -84,7 +86,7 @@ class Renderer:
         del task_id
         self._streamed = True
         self.console.print(
-            text,
+            plain(text),
             end="",
             style="red dim" if stream == "stderr" else "dim",
             markup=False,
@@ -100,7 +102,7 @@ class Renderer:
             self.console.print("    … " if delta.kind == "text" else "    ⋯ ", end="", style="dim")
             self._live = delta.kind
         self._text_shown |= delta.kind == "text"
-        self.console.print(delta.text, end="", style="dim", markup=False, highlight=False)
+        self.console.print(plain(delta.text), end="", style="dim", markup=False, highlight=False)
 
     def restart(self) -> None:
         """The answer being streamed is void: the model is being asked again (a retry after a
@@ -114,36 +116,38 @@ class Renderer:
         e, cut = stored.event, self.limit
         match e:
             case TaskCreated():
-                return f"[bold]▶ task {stored.task_id}[/] {escape(e.task)}  [dim]({e.model})[/]"
+                return (
+                    f"[bold]▶ task {stored.task_id}[/] {shown(e.task)}  [dim]({shown(e.model)})[/]"
+                )
             case PlanProposed():
                 head = (
                     "[bold]Plan[/]"
                     if e.replan_reason is None
-                    else f"[bold yellow]New plan[/] [dim](after: {escape(e.replan_reason)})[/]"
+                    else f"[bold yellow]New plan[/] [dim](after: {shown(e.replan_reason)})[/]"
                 )
-                steps = "\n".join(f"  {i}. {escape(s)}" for i, s in enumerate(e.steps, 1))
+                steps = "\n".join(f"  {i}. {shown(s)}" for i, s in enumerate(e.steps, 1))
                 return f"{head}\n{steps}"
             case StepStarted():
-                return f"[bold cyan]● step {e.index + 1}[/] {escape(e.title)}"
+                return f"[bold cyan]● step {e.index + 1}[/] {shown(e.title)}"
             case ModelResponded():
                 return self._response(e)
             case ReplyRejected():
-                return f"    [red]✗ reply rejected:[/] {escape(_cut(e.error, cut))}"
+                return f"    [red]✗ reply rejected:[/] {shown(_cut(e.error, cut))}"
             case CallRejected():
-                return f"    [red]✗ {escape(_cut(e.tool, 60))}:[/] {escape(_cut(e.error, cut))}"
+                return f"    [red]✗ {shown(_cut(e.tool, 60))}:[/] {shown(_cut(e.error, cut))}"
             case GateDecided():
                 if e.verdict == "deny":
                     return (
-                        f"    [red]⛔ denied by policy[/] ({escape(e.rule or '')}): "
-                        f"{escape(e.reason)}"
+                        f"    [red]⛔ denied by policy[/] ({shown(e.rule or '')}): "
+                        f"{shown(e.reason)}"
                     )
                 return (
-                    f"    [dim]gate: {e.verdict} ({escape(e.rule or '')})[/]"
+                    f"    [dim]gate: {e.verdict} ({shown(e.rule or '')})[/]"
                     if self.detailed
                     else None
                 )
             case ApprovalRequested():
-                body = f"{escape(e.reason)}\n\n{escape(e.preview)}"
+                body = f"{shown(e.reason)}\n\n{shown(e.preview)}"
                 return Panel(
                     body,
                     title=f"approval needed · {e.approval_id} · {e.short_hash}",
@@ -151,8 +155,8 @@ class Renderer:
                     border_style="yellow",
                 )
             case ApprovalDecided():
-                who = f" by {escape(e.reviewer)}" if e.reviewer else ""
-                why = f": {escape(e.reason)}" if e.reason else ""
+                who = f" by {shown(e.reviewer)}" if e.reviewer else ""
+                why = f": {shown(e.reason)}" if e.reason else ""
                 return (
                     f"    [green]✓ approved{who}[/]{why}"
                     if e.approved
@@ -169,50 +173,50 @@ class Renderer:
                 if self._streamed and not self.detailed:
                     self._streamed = False
                     content = content.split("\n", 1)[0]  # the output is on the screen above
-                return f"    {mark} {escape(_cut(content, cut))}{how}"
+                return f"    {mark} {shown(_cut(content, cut))}{how}"
             case OutcomeUnknown():
-                return f"    [yellow]? outcome unknown:[/] {escape(e.reason)}"
+                return f"    [yellow]? outcome unknown:[/] {shown(e.reason)}"
             case EgressDecided():
                 mark = "[green]allowed[/]" if e.allowed else "[red]refused[/]"
-                where = f" ({e.address})" if e.address and e.address != e.host else ""
+                where = f" ({shown(e.address)})" if e.address and e.address != e.host else ""
                 return (
-                    f"    [dim]↗ egress {e.method} {escape(e.host)}:{e.port}{where}[/] {mark}"
-                    f" [dim]{escape(e.reason)}[/]"
+                    f"    [dim]↗ egress {e.method} {shown(e.host)}:{e.port}{where}[/] {mark}"
+                    f" [dim]{shown(e.reason)}[/]"
                 )
             case StepFinished():
-                return f"  [green]✓ step {e.index + 1} done:[/] {escape(_cut(e.summary, cut))}"
+                return f"  [green]✓ step {e.index + 1} done:[/] {shown(_cut(e.summary, cut))}"
             case ReplanRequested():
-                return f"  [yellow]↻ replanning:[/] {escape(e.reason)}"
+                return f"  [yellow]↻ replanning:[/] {shown(e.reason)}"
             case TaskPaused():
                 detail = e.detail if self.detailed else e.detail.split("\n", 1)[0]
-                line = f"[yellow]⏸ paused ({e.reason}):[/] {escape(_cut(detail, cut))}"
+                line = f"[yellow]⏸ paused ({e.reason}):[/] {shown(_cut(detail, cut))}"
                 if "\n" in e.detail and not self.detailed:
                     line += f" [dim](`agent show {stored.task_id}` has the traceback)[/]"
                 if e.reason == "interrupted" and not self.detailed:
                     line += f" [dim]— `agent resume {stored.task_id}` continues it[/]"
                 return line
             case LimitsRaised():
-                shown = ", ".join(f"{k}={v}" for k, v in e.limits.model_dump().items() if v)
-                return f"[dim]limits now: {shown}[/]"
+                raised = ", ".join(f"{k}={v}" for k, v in e.limits.model_dump().items() if v)
+                return f"[dim]limits now: {raised}[/]"
             case TaskResumed():
                 return "[bold]▶ resumed[/]"
             case TaskFinished():
-                return f"[bold green]✔ done:[/] {escape(e.answer)}"
+                return f"[bold green]✔ done:[/] {shown(e.answer)}"
             case TaskFailed():
-                return f"[bold red]✘ failed:[/] {escape(e.reason)}"
+                return f"[bold red]✘ failed:[/] {shown(e.reason)}"
             case TaskStuck():
-                return f"[bold red]✘ stuck:[/] {escape(e.reason)}"
+                return f"[bold red]✘ stuck:[/] {shown(e.reason)}"
         return None
 
     def _response(self, e: ModelResponded) -> str | None:
         parts = []
         if e.response.text.strip() and not self._text_shown:
-            parts.append(f"    [dim]“{escape(_cut(e.response.text, self.limit))}”[/]")
+            parts.append(f"    [dim]“{shown(_cut(e.response.text, self.limit))}”[/]")
         if e.purpose == "act":
             for call in e.response.tool_calls:
                 parts.append(
-                    f"    → [bold]{escape(call.name)}[/]"
-                    f"({escape(_cut(_args(call.arguments), self.limit))})"
+                    f"    → [bold]{shown(call.name)}[/]"
+                    f"({shown(_cut(_args(call.arguments), self.limit))})"
                 )
         if self.detailed:
             u = e.response.usage

@@ -1,0 +1,41 @@
+"""The one way untrusted text reaches a screen: `shown`.
+
+Whatever came from a model, a page, a tool, a file or a command may carry characters that a
+terminal obeys rather than shows: escape sequences (clear the screen, move the cursor, set the
+window title, hide text), the 8-bit CSI, bidi controls that reorder what follows (so
+`exe.txt` reads `txt.exe`), line separators. `shown` makes each of them visible as an escape
+(`\\x1b`, `<U+202E>`) and rich markup inert, so that what a person reads is what was there. Every
+frontend prints untrusted text through it; `--json` output is JSON, exact, and never through it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from rich.markup import escape
+
+#: C0 controls but tab and newline, DEL, C1 controls (U+0085 and U+009B, the 8-bit CSI, among
+#: them), the bidi controls (marks, embeddings, overrides, isolates), the line and paragraph
+#: separators, and the invisible formatting characters a screen cannot show
+_HIDDEN: Final = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f"
+    "\u061c\u200b-\u200f\u202a-\u202e\u2028\u2029\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"<U+{code:04X}>"
+
+
+def plain(text: str) -> str:
+    """`text` with every character a terminal would obey or hide made visible; tabs and
+    newlines kept (a CR LF line ending is a newline)."""
+    return _HIDDEN.sub(_visible, text.replace("\r\n", "\n"))
+
+
+def shown(text: str) -> str:
+    """`text` made safe to print through rich: visible controls (see `plain`), inert markup."""
+    return escape(plain(text))
