@@ -25,6 +25,9 @@ from agent.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
 from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
 from agent.home import default_home
 
+#: the kinds of event whose commit is on disk before `append` returns, whatever `synchronous` says
+MUST_SURVIVE = frozenset({"intent", "approval_decided"})
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, task TEXT NOT NULL, status TEXT NOT NULL,
@@ -59,9 +62,12 @@ class TaskRow:
 class Store:
     """The event log. Open with `Store.open(path)`; close with `close()` or a `with` block."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path, synchronous: Literal["normal", "full"]
+    ) -> None:
         self._db = conn
         self.path = path
+        self._synchronous = synchronous
         #: the last seq this connection appended, per task
         self._written: dict[str, int] = {}
 
@@ -76,7 +82,10 @@ class Store:
         """Open (creating if needed) the store at `path` (default: `default_home()/events.db`).
 
         `normal` survives any crash of the process (kill -9 included); `full` also survives a
-        power loss, at the cost of an fsync per append. A write waits up to `busy_timeout`
+        power loss, at the cost of an fsync per append. Either way, an append that holds an
+        intent (written before a side effect) or a reviewer's decision is on disk (fsync'd)
+        before `append` returns: after a power loss, an effect is never sent again for want of
+        its intent, nor a decision asked again. A write waits up to `busy_timeout`
         seconds for another process's write to finish, then raises a retryable `StoreError`.
         """
         path = path or default_home() / "events.db"
@@ -90,7 +99,7 @@ class Store:
             conn.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the event store at {path}: {exc}") from exc
-        return cls(conn, path)
+        return cls(conn, path, synchronous)
 
     def close(self) -> None:
         self._db.close()
@@ -139,6 +148,17 @@ class Store:
         it raises `ConflictingWrite` and writes nothing (another process appended first). Raises
         `TaskNotFound` if there is no such task.
         """
+        # An intent or a decision must survive a power loss, not only a crash of the process:
+        # its commit waits for the disk (one fsync), the others need not.
+        if self._synchronous == "full" or not any(e.kind in MUST_SURVIVE for e in events):
+            return self._append(task_id, events, after)
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            return self._append(task_id, events, after)
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def _append(self, task_id: str, events: Sequence[Event], after: int | None) -> int:
         now = time.time()
         db = self._db
         # BEGIN/COMMIT by hand rather than through `_write`: this runs twice per step.
