@@ -24,8 +24,10 @@ In agent.toml::
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Literal
 
+import psutil
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.errors import ConfigError
@@ -87,18 +89,27 @@ class SandboxBounds(BaseModel):
     tmp_mb: int = Field(1024, ge=1)
 
     def check(self, limits: SandboxLimits) -> SandboxLimits:
-        """Return `limits` if every one is within bounds; raise `ConfigError` naming those that
-        are not."""
+        """Return `limits` if every one is within bounds and the machine; raise `ConfigError`
+        naming those that are not."""
+        over = self.over(limits)
+        if over:
+            raise ConfigError("sandbox limits refused: " + "; ".join(over))
+        return limits
+
+    def over(self, limits: SandboxLimits) -> list[str]:
+        """What in `limits` is above these bounds ([sandbox.max]) or this machine's size."""
         over = [
-            f"{name} {getattr(limits, name):g} is above the bound of {bound:g}"
+            f"{name} {getattr(limits, name):g} is above the bound of {bound:g} ([sandbox.max])"
             for name, bound in self.model_dump().items()
             if getattr(limits, name) > bound
         ]
-        if over:
-            raise ConfigError(
-                "sandbox limits refused: " + "; ".join(over) + " ([sandbox.max] in agent.toml)"
-            )
-        return limits
+        memory_mb = psutil.virtual_memory().total // 2**20
+        if limits.memory_mb > memory_mb:
+            over.append(f"memory_mb {limits.memory_mb} is above this machine's {memory_mb} MB")
+        cpus = os.cpu_count() or 1
+        if limits.cpus > cpus:
+            over.append(f"cpus {limits.cpus:g} is above this machine's {cpus}")
+        return over
 
 
 class SandboxConfig(BaseModel):
@@ -117,3 +128,15 @@ class SandboxConfig(BaseModel):
     #: outright (an IP literal or localhost: `--allow-domain 127.0.0.1:8765`); off, the proxy
     #: refuses them whatever a task asks. The operator's to turn on, never a task's.
     allow_private: bool = False
+
+    @model_validator(mode="after")
+    def _limits_within_bounds(self) -> SandboxConfig:
+        # What every task gets unless it asks: held to the same bounds as what a task asks for,
+        # and to the machine (a limit above the machine's memory is no limit). Only where the
+        # operator set them: the defaults must not stop a small machine from starting at all.
+        if "limits" not in self.model_fields_set:
+            return self
+        over = self.max.over(self.limits)
+        if over:
+            raise ValueError("[sandbox.limits]: " + "; ".join(over))
+        return self

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -114,6 +115,16 @@ def test_a_malformed_policy_or_config_names_the_line_or_key(
     config.write_text("[limits]\nmax_stepz = 3\n")
     assert main(["run", "x", "--model", model, "--config", str(config)]) == 2
     assert "limits.max_stepz: Extra inputs are not permitted" in _error(capsys)
+
+    # A sandbox limit above the machine is no limit: refused, as one above [sandbox.max] is.
+    config.write_text("[sandbox.limits]\nmemory_mb = 999999\n")
+    assert main(["run", "x", "--model", model, "--config", str(config)]) == 2
+    error = _error(capsys)
+    assert "[sandbox.limits]: memory_mb 999999 is above the bound of 4096 ([sandbox.max])" in error
+    assert re.search(r"memory_mb 999999 is above this machine's \d+ MB", error), error
+    config.write_text("[sandbox.limits]\ncpus = 64.0\n[sandbox.max]\ncpus = 64.0\n")
+    assert main(["run", "x", "--model", model, "--config", str(config)]) == 2
+    assert f"cpus 64 is above this machine's {os.cpu_count()}" in _error(capsys)
 
     config.write_text("[limits\n")
     monkeypatch.chdir(tmp_path)  # found as ./agent.toml without --config
