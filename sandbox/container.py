@@ -285,11 +285,22 @@ class Sandbox:
         return full
 
     async def _make_folder(self, folder: str) -> None:
-        made = await self.exec(["mkdir", "-p", folder], timeout=30)
+        """Make `folder`, and check that it is in the workspace once symlinks are followed (a
+        link in the workspace may point anywhere in the container)."""
+        made = await self.exec(
+            ["sh", "-c", 'mkdir -p -- "$1" && realpath -- "$1"', "sh", folder], timeout=30
+        )
         if made.exit_code != 0:
             raise WorkspaceError(
                 made.stderr.strip().removeprefix("mkdir: ") or f"cannot make {folder}",
                 code="not_a_directory",
+            )
+        real = made.stdout.strip()
+        if real != WORKSPACE and not real.startswith(WORKSPACE + "/"):
+            raise WorkspaceError(
+                f"{folder} leads to {real} (through a symbolic link): files are written in "
+                f"{WORKSPACE} only",
+                code="outside_workspace",
             )
 
     async def _put(self, put: Callable[[], object], full: str) -> None:
@@ -302,6 +313,11 @@ class Sandbox:
                 text = str(exc.explanation or exc).lower()
                 if "no space left" in text:
                     raise WorkspaceError(self._disk_full(), code="disk_full") from None
+                if "read-only" in text:  # a link swapped in after the check above
+                    raise WorkspaceError(
+                        f"{full}: leads outside the workspace, where nothing can be written",
+                        code="outside_workspace",
+                    ) from None
                 if "not a directory" in text or "is a directory" in text:
                     raise WorkspaceError(
                         f"{full}: a file is in the way of a directory, or the other way round",

@@ -95,6 +95,33 @@ async def test_a_task_uses_every_sandbox_tool_and_its_container_goes_when_it_end
     assert _containers(store.path) == []
 
 
+async def test_a_write_through_a_link_out_of_the_workspace_is_an_error_the_model_reads(
+    store: Store,
+) -> None:
+    turns = [
+        {"plan": ["Write"]},
+        {"tool": "shell", "args": {"command": "ln -s / root && ln -s /home/sandbox home"}},
+        {"tool": "write_file", "args": {"path": "root/x.txt", "content": "x"}},
+        {"tool": "write_file", "args": {"path": "home/x.txt", "content": "x"}},
+        {"tool": "write_file", "args": {"path": "ok.txt", "content": "x"}},
+        {"done": "tried"},
+    ]
+    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
+    runner = Runner(
+        store, Registry(sandbox_tools), Gate.default(), planner=scripted(turns), sandboxes=sandboxes
+    )
+    task_id = runner.create("write files")
+    state = await runner.run(task_id)
+    await sandboxes.aclose()
+
+    assert state.status == "done", state.pause  # not paused with Docker's 500
+    results = tool_results(store, task_id)
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert "root leads to / (through a symbolic link)" in results[1].content
+    assert "home leads to /home/sandbox" in results[2].content
+    assert results[3].content == "wrote 1 bytes to /workspace/ok.txt"
+
+
 async def test_a_bomb_is_an_observation_the_task_goes_on(store: Store) -> None:
     turns = [
         {"plan": ["Try it"]},
