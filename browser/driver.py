@@ -30,6 +30,8 @@ from playwright.async_api import (
     Frame,
     Locator,
     Page,
+    Request,
+    Response,
 )
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
@@ -160,6 +162,9 @@ class PageDriver:
     _news: list[str] = field(default_factory=list)
     #: downloads started by the current action, saved into the workspace when it ends
     downloads: list[Download] = field(default_factory=list)
+    #: why the page the current action led to did not load (the egress proxy refused it, or
+    #: its tunnel failed): the action is then reported as failed
+    _refused: str | None = None
     #: moves a finished download (its path in the sandbox, its suggested name) into the
     #: workspace; returns where it went (set by `Browsers`)
     keep_download: Callable[[str, str], Awaitable[str]] | None = None
@@ -234,6 +239,25 @@ class PageDriver:
         page.on("download", self._on_download)
         page.on("close", self._on_close)
         page.on("domcontentloaded", lambda _: self._settled.set())
+        page.on("response", self._on_response)
+        page.on("requestfailed", self._on_request_failed)
+
+    def _on_response(self, response: Response) -> None:
+        # The egress proxy's refusal of a page (plain http): an answer it marks as its own.
+        if _navigation(response.request) and response.headers.get(REFUSED_HEADER.lower()):
+            self._refused = (
+                "the page it led to was refused by the egress policy: this task may not reach "
+                + response.url
+            )
+
+    def _on_request_failed(self, request: Request) -> None:
+        # An https page whose tunnel the egress proxy refused, or any page that failed to load.
+        # Not an aborted one: a download, or a form the browser held back (said otherwise).
+        if _navigation(request) and request.failure and "ERR_ABORTED" not in request.failure:
+            why = request.failure
+            if "TUNNEL_CONNECTION_FAILED" in why:
+                why += " (the egress policy refuses the host, or it cannot be reached)"
+            self._refused = f"the page it led to ({request.url}) did not load: {why}"
 
     def _on_close(self, page: Page) -> None:
         # A popup that closed itself (or a tab the page closed): go on in the last one open.
@@ -495,6 +519,7 @@ class PageDriver:
         self._no_dialog()
         self._dialog_opened.clear()
         self._settled.clear()
+        self._refused = None
         documents, tabs = self._documents, len(self._page.context.pages)
         running = asyncio.ensure_future(_mapped(what, action))
         opened = asyncio.ensure_future(self._dialog_opened.wait())
@@ -514,6 +539,9 @@ class PageDriver:
                 await asyncio.wait_for(self._settled.wait(), SETTLE_SECONDS)
         if self.downloads:
             await self._keep_downloads()
+        if self._refused is not None:
+            why, self._refused = self._refused, None
+            raise PageError(f"{what}, but {why}", code="refused")
         return self._report(what)
 
     def _report(self, what: str, *, done: bool = True) -> str:
@@ -593,6 +621,14 @@ class PageDriver:
     def _frame_of(self, ref: str) -> Frame:
         prefix = frame_prefix(ref)
         return self._page.main_frame if prefix == "e" else self._prefixes[prefix]
+
+
+def _navigation(request: Request) -> bool:
+    """Whether `request` loads a tab's document (not a frame's, a script's or an image)."""
+    try:
+        return request.is_navigation_request() and request.frame.parent_frame is None
+    except PlaywrightError:  # a service worker's request has no frame
+        return False
 
 
 @contextlib.contextmanager

@@ -143,6 +143,40 @@ async def test_urls_the_browser_may_not_open_are_refused(web: Browsing) -> None:
     assert [r for r in web.site.requests[requests:] if r[1] == "/x"] == []
 
 
+async def test_an_action_whose_page_is_refused_is_reported_as_failed(web: Browsing) -> None:
+    """A link to a host outside the allowlist, and an approved form whose destination the proxy
+    refuses: the tool says the action failed, and why, not "clicked"."""
+    driver = await web.context().browser()
+    outside = f"http://127.0.0.2:{web.site.port}/elsewhere"
+
+    async def page_with_a_way_out(outside: str = outside) -> None:
+        await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+        await driver.page.evaluate(
+            """(outside) => document.body.insertAdjacentHTML('beforeend',
+                `<p><a href="${outside}">Leave</a></p>
+                 <form method="post" action="${outside}"><input name="a" value="1">
+                 <button>Send away</button></form>`)""",
+            outside,
+        )
+
+    await page_with_a_way_out()
+    left = await web.fails(bt.browser_click, "refused", target="Leave")
+    assert left.startswith('clicked [e1] link "Leave"'), left
+    assert f"refused by the egress policy: this task may not reach {outside}" in left
+    # The same over https: the proxy refuses the tunnel, and the page does not load.
+    await page_with_a_way_out(outside.replace("http:", "https:"))
+    tunnel = await web.fails(bt.browser_click, "refused", target="Leave")
+    assert "did not load: net::ERR_TUNNEL_CONNECTION_FAILED (the egress policy" in tunnel, tunnel
+    # A submit (here run as an approved call would be, the gate being the runner's): the form
+    # goes, the proxy refuses its destination, and the model is told.
+    await page_with_a_way_out()
+    sent = await web.fails(bt.browser_click, "refused", target="Send away")
+    assert "refused by the egress policy" in sent, sent
+    # An action whose page loads is reported as done, as before.
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    assert (await web.ok(bt.browser_click, target="Check")).startswith("clicked")
+
+
 async def test_each_kind_of_target_and_the_errors_for_missing_or_ambiguous_ones(
     web: Browsing,
 ) -> None:
