@@ -146,7 +146,9 @@ async def test_urls_the_browser_may_not_open_are_refused(web: Browsing) -> None:
 async def test_an_action_whose_page_is_refused_is_reported_as_failed(web: Browsing) -> None:
     """A link to a host outside the allowlist, and an approved form whose destination the proxy
     refuses: the tool says the action failed, and why, not "clicked"."""
-    driver = await web.context().browser()
+    browser = web.context().browser
+    assert browser is not None
+    driver = await browser()
     outside = f"http://127.0.0.2:{web.site.port}/elsewhere"
 
     async def page_with_a_way_out(outside: str = outside) -> None:
