@@ -15,12 +15,13 @@ Failures of the program (the browser is gone) are `SandboxError`s: the task paus
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import textwrap
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from playwright.async_api import (
     Browser,
@@ -38,6 +39,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from agent.errors import SandboxError
 from browser import _script
+from browser._bodies import grouped, sent_fields
 from browser.target import GUESSES, Target, frame_prefix
 from sandbox.proxy import REFUSED_HEADER
 
@@ -69,32 +71,41 @@ class PageError(Exception):
 
 @dataclass(frozen=True)
 class Submission:
-    """What a submit would send, read from the page just before: the approval is bound to it."""
+    """What a submit would send, read from the page just before: the approval is bound to it.
+    `fields`: every value of every field, by name, in the order the form sends them."""
 
     action: str
     method: str
-    values: dict[str, str]
+    fields: dict[str, list[str]]
 
     @property
     def origin(self) -> str:
         parts = urlsplit(self.action)
         return f"{parts.scheme}://{parts.netloc}"
 
-    def matches(self, method: str, url: str, body: str | None = None) -> bool:
-        """Whether a request sends this submission: the same method and URL, and for a
-        urlencoded body, the approved fields with the approved values (a masked password is
-        checked by its length) and no others."""
+    @property
+    def values(self) -> dict[str, str | list[str]]:
+        """The fields as a reviewer reads them: a name's value, or its values where it has
+        several."""
+        return {n: v[0] if len(v) == 1 else list(v) for n, v in self.fields.items()}
+
+    def matches(self, method: str, url: str, content_type: str = "", body: bytes = b"") -> bool:
+        """Whether a request sends this submission: the same method and URL, and a body that
+        sends, in whatever form encoding, the approved fields with the approved values (a
+        masked password checked by its length), every one of them, and no others. A body that
+        cannot be read (an unknown encoding) sends nothing approved."""
         same = url.split("#", maxsplit=1)[0] == self.action.split("#", maxsplit=1)[0]
         if not same or method.upper() != self.method:
             return False
-        if body is None:
-            return True  # multipart or none: held to the method and URL only
-        sent = dict(parse_qsl(body, keep_blank_values=True))
-        if set(sent) != set(self.values):
+        if not body and not self.fields:
+            return True
+        sent = sent_fields(content_type, body)
+        if sent is None or set(sent) != set(self.fields):
             return False
         return all(
-            sent[name] == value or (set(value) == {"•"} and len(sent[name]) == len(value))
-            for name, value in self.values.items()
+            len(sent[name]) == len(values)
+            and all(_same(given, value) for given, value in zip(sent[name], values, strict=True))
+            for name, values in self.fields.items()
         )
 
     def as_effect(self) -> dict[str, Any]:
@@ -106,6 +117,11 @@ class Submission:
                 "values": self.values,
             }
         }
+
+
+def _same(sent: str, approved: str) -> bool:
+    """A sent value is the approved one (a password, shown masked, by its length)."""
+    return sent == approved or (set(approved) == {"•"} and len(sent) == len(approved))
 
 
 class BrowserDriver(Protocol):
@@ -194,12 +210,12 @@ class PageDriver:
         request, held = event["request"], {"requestId": event["requestId"]}
         method, url = str(request["method"]), str(request["url"])
         headers = {k.lower(): str(v) for k, v in dict(request.get("headers") or {}).items()}
-        urlencoded = "application/x-www-form-urlencoded" in headers.get("content-type", "")
-        body = str(request.get("postData") or "") if urlencoded else None
+        body = _body(request)
         with contextlib.suppress(PlaywrightError):  # the page or the browser went meanwhile
             if method != "GET":
                 allowed, self._submitting = self._submitting, None
-                if allowed is None or not allowed.matches(method, url, body):
+                sends = headers.get("content-type", ""), body
+                if allowed is None or not allowed.matches(method, url, *sends):
                     self._news.append(
                         f"the page tried to send a form ({method} to {url}) that no approval "
                         "covers (sent by a script, or changed after it was read), and it was "
@@ -615,12 +631,20 @@ class PageDriver:
         )  # any other key submits nothing
         if not submits:
             return None
-        values = {f.name: f.value for f in info.fields}
-        return Submission(info.action, info.method.upper(), values)
+        fields = grouped([(f.name, f.value) for f in info.fields])
+        return Submission(info.action, info.method.upper(), fields)
 
     def _frame_of(self, ref: str) -> Frame:
         prefix = frame_prefix(ref)
         return self._page.main_frame if prefix == "e" else self._prefixes[prefix]
+
+
+def _body(request: dict[str, Any]) -> bytes:
+    """A paused request's body, as DevTools gives it (whole, or in entries)."""
+    entries = request.get("postDataEntries")
+    if entries:
+        return b"".join(base64.b64decode(str(e.get("bytes") or "")) for e in entries)
+    return str(request.get("postData") or "").encode("utf-8", errors="surrogateescape")
 
 
 def _navigation(request: Request) -> bool:

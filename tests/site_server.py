@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from browser._bodies import sent_fields
+
 ROOT = Path(__file__).parent
 
 
@@ -20,6 +22,8 @@ class Site:
     port: int
     #: (method, path, body) of every request, in order
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)
+    #: (path, content type, body) of every POST, in order
+    posts: list[tuple[str, str, bytes]] = field(default_factory=list)
 
     @property
     def host(self) -> str:
@@ -27,6 +31,10 @@ class Site:
 
     def url(self, path: str) -> str:
         return f"http://{self.host}/{path.lstrip('/')}"
+
+    def received(self) -> list[dict[str, list[str]] | None]:
+        """The fields of every form posted to /submit, read in its own encoding."""
+        return [sent_fields(kind, body) for path, kind, body in self.posts if "/submit" in path]
 
     def posted(self) -> list[dict[str, list[str]]]:
         """The forms posted to /submit, decoded."""
@@ -68,6 +76,7 @@ def serve_site(port: int = 0) -> Iterator[Site]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             site.requests.append(("POST", self.path, body))
+            site.posts.append((self.path, self.headers.get("Content-Type") or "", body))
             page = b"<!doctype html><title>Thanks</title><h1>Thank you</h1><p>Received.</p>"
             self.send_response(200)
             self.send_header("Content-Type", "text/html")

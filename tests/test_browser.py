@@ -421,6 +421,61 @@ async def test_forms_go_only_as_the_submitting_tools_send_them(web: Browsing) ->
     assert web.site.posted()[-1]["name"] == ["Bo"]
 
 
+@pytest.mark.parametrize(
+    "enctype", ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"]
+)
+async def test_a_value_a_page_changes_after_approval_is_caught_in_every_encoding(
+    web: Browsing, enctype: str
+) -> None:
+    await web.ok(bt.browser_open, url=web.site.url(f"site/form.html?enctype={enctype}"))
+    posted = len(web.site.received())
+    await web.ok(bt.browser_type, target="Full name", text="Ann Lee")
+    await web.ok(bt.browser_check, target="Let the page change the name when it is sent")
+    changed = await web.ok(bt.browser_click, target="Create account")
+    assert "that no approval covers" in changed, changed
+    assert len(web.site.received()) == posted  # nothing reached the site
+    # Unchanged, it goes, and the site receives exactly what was read for the approval.
+    await web.ok(
+        bt.browser_check, target="Let the page change the name when it is sent", checked=False
+    )
+    await web.ok(bt.browser_type, target="Full name", text="Ann Lee")  # the page changed it
+    await web.ok(bt.browser_click, target="Create account")
+    await web.ok(bt.browser_wait, text="Thank you")
+    [received] = web.site.received()[posted:]
+    assert received is not None, f"the site could not read the {enctype} body"
+    assert received["name"] == ["Ann Lee"]
+    assert not any("Mallory" in v for values in received.values() for v in values)
+
+
+async def test_a_form_with_a_repeated_name_is_shown_and_held_whole(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    browser = web.context().browser
+    assert browser is not None
+    driver = await browser()
+    await driver.page.evaluate(
+        """(action) => document.body.insertAdjacentHTML('beforeend',
+            `<form id="pay" method="post" action="${action}">
+               <input name="to" value="mallory"><input name="amount" value="9999">
+               <input name="to" value="alice"><input name="amount" value="10">
+               <button>Pay</button></form>`)""",
+        web.site.url("submit?pay=1"),
+    )
+    effect = bt.browser_click.effect
+    assert effect is not None
+    seen = await effect(web.context(), {"target": "Pay"})
+    assert seen is not None
+    # Every value of every field, for the reviewer: not only the last of each name.
+    assert seen["submits"]["values"] == {"to": ["mallory", "alice"], "amount": ["9999", "10"]}
+    # A page that drops one of them as the form goes is caught.
+    await driver.page.evaluate(
+        """() => document.getElementById('pay').addEventListener('submit',
+            () => document.querySelectorAll('#pay input[name=to]')[1].remove())"""
+    )
+    posted = len(web.site.received())
+    assert "that no approval covers" in await web.ok(bt.browser_click, target="Pay")
+    assert len(web.site.received()) == posted
+
+
 async def test_the_managed_policy_refuses_data_pages_but_shows_inline_images(
     web: Browsing,
 ) -> None:
