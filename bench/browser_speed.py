@@ -295,6 +295,7 @@ async def bench() -> None:
         server.shutdown()
     print(machine())
     print(f"rounds: {ROUNDS} per tool; {LAUNCHES} new browsers per method")
+    print("threads: one event loop and one Playwright connection, shared by both sides")
     print(
         "each tool: the runtime's side is the tool as the runner calls it (effect reader where "
         "it has one, then invoke: find the element by the page script, act, report what the "

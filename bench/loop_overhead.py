@@ -178,6 +178,13 @@ def main() -> None:
     us = 1e6
     print(machine())
     print(f"steps per run: {STEPS}, rounds: {ROUNDS} (medians over rounds)")
+    print(
+        "runtime: Runner.run over the scripted model and an async no-op tool (typed events, the "
+        "fold, validation, the gate, budgets, the stuck check), events to SQLite; reference: a "
+        "hand-written loop making the same model and tool calls and writing the same events in "
+        "the same two commits per step, WAL and synchronous=NORMAL on both sides"
+    )
+    print("threads: one on each side (this process's event loop; SQLite in that thread)")
     print(f"runtime per step:   {statistics.median(runtime) * us:7.1f} us")
     print(f"reference per step: {statistics.median(reference) * us:7.1f} us")
     print(

@@ -177,6 +177,19 @@ def report(
 
     print(machine())
     print(f"rounds: {ROUNDS}; per round {EXECS} execs and {GETS} sandbox get(s) per method")
+    print(
+        "exec: Sandbox.exec(['true']) as the runner calls it (its warm Docker client, the call "
+        "in a worker thread, output read and the exit code checked) against the SDK's "
+        "exec_run(['true']) in the same container over the same kind of warm client, called "
+        "in this thread; the docker CLI (a new process and connection per call) is shown for "
+        "context only"
+    )
+    print(
+        "sandbox: Sandboxes.for_task claiming a started pool container against "
+        "containers.run of the same hardened container, until it is running; pool refills and "
+        "removals are outside the timing"
+    )
+    print("threads: one event loop; Docker calls block one thread at a time, on both sides")
     for label, values in [
         ("exec `true`, Sandbox.exec", exec_medians["ours"]),
         ("exec `true`, docker exec (CLI)", exec_medians["cli"]),
