@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import random
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from policies import Gate
 from tools import Registry, ToolContext, tool
 
 from .conftest import REPO, pending, request_args, scripted, write_script
-from .test_cli import _read_until
+from .terminal import agent_in_terminal, read_until
 
 PAY_TOOL = '''
 import json, os
@@ -217,25 +216,10 @@ def test_the_inline_prompt_asks_again_when_the_request_changed_while_it_was_open
     tools.write_text(PAY_TOOL)
     ledger = tmp_path / "ledger.jsonl"
     model = f"scripted:{write_script(tmp_path / 'pay.json', TURNS)}"
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a person's terminal
-        os.environ["PYTHONPATH"] = str(REPO)
-        os.environ["PAY_LEDGER"] = str(ledger)
-        os.execv(
-            sys.executable,
-            [
-                sys.executable,
-                "-m",
-                "agent.cli",
-                "run",
-                "pay",
-                "--model",
-                model,
-                "--tools",
-                str(tools),
-            ],
-        )
-    screen = _read_until(fd, b"Approve?")
+    pid, fd = agent_in_terminal(
+        "run", "pay", "--model", model, "--tools", str(tools), env={"PAY_LEDGER": str(ledger)}
+    )
+    screen = read_until(fd, b"Approve?")
     assert b'"bob"' in screen
     with Store.open() as store:
         [row] = store.tasks()
@@ -257,12 +241,12 @@ def test_the_inline_prompt_asks_again_when_the_request_changed_while_it_was_open
 
     # The person at the prompt, who saw bob, answers yes.
     os.write(fd, b"y\n")
-    screen = _read_until(fd, b"Approve?")
+    screen = read_until(fd, b"Approve?")
     assert b"the request changed while the prompt was open" in screen
     assert b'"mallory"' in screen  # shown the request pending now, before being asked again
     assert mallory[2].encode() in screen  # its hash, in the panel's title
     os.write(fd, b"\x03")  # Ctrl-C: the task keeps waiting
-    _read_until(fd, b"awaiting_approval")
+    read_until(fd, b"awaiting_approval")
     os.waitpid(pid, 0)
     assert _paid(ledger) == []
     with Store.open() as store:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from tools.browser import registry as browser_tools
 from tools.sandboxed import registry as sandbox_tools
 
 from .conftest import REPO, request_args, write_script
+from .terminal import agent_in_terminal, read_until
 from .wire_server import Reply, WireServer
 
 TALLY = str(REPO / "examples" / "tally_tool.py")
@@ -399,46 +397,16 @@ def test_an_approval_holds_in_another_process_whatever_its_hash_seed(
 
 
 def test_ctrl_c_at_the_approval_prompt_leaves_the_task_waiting(home: Path, tmp_path: Path) -> None:
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a person's terminal running the quickstart
-        os.environ["PYTHONPATH"] = str(REPO)
-        os.execv(
-            sys.executable,
-            [
-                sys.executable,
-                "-m",
-                "agent.cli",
-                "run",
-                "count visitors",
-                "--model",
-                f"scripted:{REPO / 'examples' / 'quickstart.json'}",
-                "--tools",
-                TALLY,
-            ],
-        )
-    screen = _read_until(fd, b"Approve?")
+    quickstart = f"scripted:{REPO / 'examples' / 'quickstart.json'}"
+    pid, fd = agent_in_terminal("run", "count visitors", "--model", quickstart, "--tools", TALLY)
+    screen = read_until(fd, b"Approve?")
     assert b"approval needed" in screen
     os.write(fd, b"\x03")  # Ctrl-C
-    screen = _read_until(fd, b"awaiting_approval")
+    screen = read_until(fd, b"awaiting_approval")
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 3
     assert b"waiting for a reviewer: agent approve" in screen
     assert not (tmp_path / "tally.jsonl").exists(), "nothing was approved, nothing ran"
-
-
-def _read_until(fd: int, marker: bytes, timeout: float = 30.0) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while marker not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no {marker!r} on the terminal; it showed: {seen[-500:]!r}"
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:  # the terminal closed: the program ended
-                break
-    return seen
 
 
 def test_a_task_keeps_its_tools_and_policy_for_every_later_command(

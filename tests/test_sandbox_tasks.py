@@ -19,6 +19,7 @@ import pytest
 from agent.cli import main
 from agent.events import Limits, TaskCreated, TaskFinished, ToolResulted
 from agent.runner import Runner
+from agent.state import TaskState
 from agent.store import Store
 from policies import Gate
 from sandbox.limits import SandboxConfig, SandboxLimits
@@ -51,6 +52,19 @@ def _containers(store_path: Path) -> list[Any]:
     prefix = f"agent-{store_scope(store_path)}-"
     found = docker.from_env().containers.list(all=True, filters={"label": "agent.sandbox=1"})
     return [c for c in found if (c.name or "").startswith(prefix)]
+
+
+async def _run_task(store: Store, task: str, turns: list[Any]) -> tuple[str, TaskState]:
+    """Run `task` on the sandbox tools and the default policy, scripted by `turns`."""
+    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
+    runner = Runner(
+        store, Registry(sandbox_tools), Gate.default(), planner=scripted(turns), sandboxes=sandboxes
+    )
+    task_id = runner.create(task)
+    try:
+        return task_id, await runner.run(task_id)
+    finally:
+        await sandboxes.aclose()
 
 
 async def test_a_task_uses_every_sandbox_tool_and_its_container_goes_when_it_ends(
@@ -106,13 +120,7 @@ async def test_a_write_through_a_link_out_of_the_workspace_is_an_error_the_model
         {"tool": "write_file", "args": {"path": "ok.txt", "content": "x"}},
         {"done": "tried"},
     ]
-    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
-    runner = Runner(
-        store, Registry(sandbox_tools), Gate.default(), planner=scripted(turns), sandboxes=sandboxes
-    )
-    task_id = runner.create("write files")
-    state = await runner.run(task_id)
-    await sandboxes.aclose()
+    task_id, state = await _run_task(store, "write files", turns)
 
     assert state.status == "done", state.pause  # not paused with Docker's 500
     results = tool_results(store, task_id)
@@ -358,13 +366,7 @@ async def test_patching_a_file_that_is_not_text_is_the_models_to_correct(store: 
         {"tool": "list_files", "args": {"path": "no/such/folder"}},
         {"done": "could not"},
     ]
-    sandboxes = Sandboxes(SandboxConfig(pool_size=0), scope=store_scope(store.path))
-    runner = Runner(
-        store, Registry(sandbox_tools), Gate.default(), planner=scripted(turns), sandboxes=sandboxes
-    )
-    task_id = runner.create("edit a binary file")
-    state = await runner.run(task_id)
-    await sandboxes.aclose()
+    task_id, state = await _run_task(store, "edit a binary file", turns)
     assert state.status == "done", state.pause
     _, patched, listed = tool_results(store, task_id)
     assert (patched.ok, patched.error_code) == (False, "not_text")

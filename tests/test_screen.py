@@ -15,9 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import pty
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +41,8 @@ from agent.render import Renderer
 from agent.screen import plain, shown
 from agent.store import StoredEvent
 
-from .conftest import REPO, write_script
-from .test_cli import _read_until
+from .conftest import write_script
+from .terminal import agent_in_terminal, read_until
 
 #: each hostile string, and how it must read on the screen
 CORPUS = {
@@ -176,15 +174,11 @@ def _script(tmp_path: Path) -> tuple[str, Path]:
 
 def test_a_whole_run_in_a_terminal_shows_hostile_text_inert(home: Path, tmp_path: Path) -> None:
     model, tools = _script(tmp_path)
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a person's terminal
-        os.environ["PYTHONPATH"] = str(REPO)
-        os.environ["COLUMNS"] = "4000"
-        command = ["-m", "agent.cli", "run", HOSTILE, "--model", model, "--tools", str(tools)]
-        os.execv(sys.executable, [sys.executable, *command])
-    screen = _read_until(fd, b"Approve?")
+    argv = ("run", HOSTILE, "--model", model, "--tools", str(tools))
+    pid, fd = agent_in_terminal(*argv, env={"COLUMNS": "4000"})
+    screen = read_until(fd, b"Approve?")
     os.write(fd, b"y\n")
-    screen += _read_until(fd, b"done")
+    screen += read_until(fd, b"done")
     os.waitpid(pid, 0)
     text = screen.decode(errors="replace")
     assert problems(text) == [], problems(text)
