@@ -20,7 +20,7 @@ from agent.backends.base import Capabilities, Message, ModelBackend, ModelReques
 from agent.backends.local import BUNDLED, LocalBackend, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
-from agent.errors import AgentError, BackendError, SandboxError, TaskNotFound
+from agent.errors import AgentError, BackendError, SandboxError, StoreError, TaskNotFound
 from agent.home import default_home
 from agent.screen import shown
 from agent.store import Store
@@ -306,13 +306,30 @@ async def _self_test(backend: ModelBackend) -> Check:
 
 
 def _check_store() -> Check:
+    path = default_home() / "events.db"
+    recover = (
+        f"recover what is readable: sqlite3 {path} .recover | sqlite3 {path}.recovered "
+        f"(then move it in place of {path.name}), or restore {path} from a backup"
+    )
     try:
         with Store.open() as store:
             count = store.count()
-            path = store.path
             result = store.check()
-    except (AgentError, sqlite3.Error) as exc:
-        return Check("store", False, str(exc), f"check that {default_home()} is writable")
+    except StoreError as exc:
+        if exc.code != "store_read_only":
+            corrupt = isinstance(exc.__cause__, sqlite3.DatabaseError)
+            return Check("store", False, str(exc), recover if corrupt else None)
+        try:
+            with Store.open(read_only=True) as store:
+                count = store.count()
+        except StoreError as again:
+            return Check("store", False, str(again), f"make {path.parent} writable")
+        return Check(
+            "store",
+            False,
+            f"{path} is read-only: its {count} tasks can be listed and shown, not run or decided",
+            f"make {path.parent} writable",
+        )
     if result != "ok":
-        return Check("store", False, f"{path}: {result}", f"restore {path} from a backup")
+        return Check("store", False, f"{path}: {result}", recover)
     return Check("store", True, f"{path} ({count} tasks)")

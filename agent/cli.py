@@ -269,15 +269,16 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
         return 0
     if command == "doctor":
         return doctor(args, config, out)
+    if command in ("tasks", "show"):
+        with Store.open(read_only=True) as store:  # a read-only store can still be read
+            if command == "tasks":
+                print_tasks(store, out, statuses=args.status, limit=args.limit, as_json=args.json)
+            else:
+                print_history(store, store.resolve(args.id), out, as_json=args.json)
+            return 0
     with Store.open() as store:
         if command == "sandbox":
             return sandbox_command(args, config, store, out)
-        if command == "tasks":
-            print_tasks(store, out, statuses=args.status, limit=args.limit, as_json=args.json)
-            return 0
-        if command == "show":
-            print_history(store, store.resolve(args.id), out, as_json=args.json)
-            return 0
         return _drive(args, config, store, out)
 
 

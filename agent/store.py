@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from agent.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
 from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
@@ -78,8 +79,13 @@ class Store:
         *,
         synchronous: Literal["normal", "full"] = "normal",
         busy_timeout: float = 30.0,
+        read_only: bool = False,
     ) -> Store:
         """Open (creating if needed) the store at `path` (default: `default_home()/events.db`).
+
+        `read_only` (for listing and showing): an existing store is opened for reading only, so
+        one on a read-only file system or folder can still be read; a write to it raises a
+        `StoreError` saying it is read-only. A store that does not exist yet is created.
 
         `normal` survives any crash of the process (kill -9 included); `full` also survives a
         power loss, at the cost of an fsync per append. Either way, an append that holds an
@@ -89,6 +95,8 @@ class Store:
         seconds for another process's write to finish, then raises a retryable `StoreError`.
         """
         path = path or default_home() / "events.db"
+        if read_only and path.exists():
+            return cls(_read_only(path, busy_timeout), path, synchronous)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -98,6 +106,12 @@ class Store:
             conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             conn.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            if _unwritable(path):
+                raise StoreError(
+                    f"the event store at {path} is read-only ({exc}): `agent tasks` and "
+                    "`agent show` can read it; running or deciding a task needs it writable",
+                    code="store_read_only",
+                ) from exc
             raise StoreError(f"cannot open the event store at {path}: {exc}") from exc
         return cls(conn, path, synchronous)
 
@@ -316,11 +330,45 @@ def _last_seq(db: sqlite3.Connection, task_id: str, *, expected: int | None = No
     return last
 
 
+def _read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection that only reads the store at `path`. On a read-only file system SQLite
+    cannot make the shared-memory file WAL mode reads through; there nobody can be writing
+    either, so the file is read as immutable."""
+    uri = f"file:{quote(str(path.resolve()))}"
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=busy_timeout)
+        conn.execute("SELECT 1 FROM tasks LIMIT 1")
+    except sqlite3.OperationalError as exc:
+        if not _read_only_mount(path):
+            raise StoreError(f"cannot read the event store at {path}: {exc}") from exc
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=busy_timeout)
+    conn.isolation_level = None
+    return conn
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _unwritable(path: Path) -> bool:
+    """Whether the store at `path` cannot be written: its file system or folder is read-only."""
+    folder = path.parent if path.parent.exists() else path.parent.parent
+    return _read_only_mount(folder) or not os.access(folder, os.W_OK)
+
+
 def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
     """Map an SQLite failure, once, to the store's own error (busy and locked are retryable)."""
     name = getattr(exc, "sqlite_errorname", "")
     if isinstance(exc, sqlite3.IntegrityError):
         return StoreError(f"the event store refused a write: {exc}", code="store_integrity")
+    if name == "SQLITE_READONLY" or "readonly database" in str(exc):
+        return StoreError(
+            f"the event store at {path} is read-only: running or deciding a task needs it writable",
+            code="store_read_only",
+        )
     busy = name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
     return StoreError(
         f"the event store at {path} failed: {exc}"
