@@ -417,15 +417,25 @@ def _socket_path(settings: WorkerSettings) -> Path:
         key.update((here / f"{module}.py").read_bytes())
     name = f"{key.hexdigest()[:20]}.sock"
     folder = default_home() / "models"
-    if len(str(folder / name)) > _MAX_SOCKET_PATH:
-        folder = _private_tmp()
+    if len(str(folder / name)) > _MAX_SOCKET_PATH or not _usable(folder):
+        folder = _private_tmp()  # a long home, or a read-only one
     return folder / name
+
+
+def _usable(folder: Path) -> bool:
+    """Whether `folder` is (or can be made) a place to write sockets and logs in."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def _private_tmp() -> Path:
     """/tmp/agent-UID/models, made only this user's; refused if someone else owns it."""
     folder = Path(tempfile.gettempdir()) / f"agent-{os.getuid()}" / "models"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.parent.mkdir(exist_ok=True, mode=0o700)  # `parents=True` would make it 0755
+    folder.mkdir(exist_ok=True, mode=0o700)
     for part in (folder.parent, folder):
         info = part.stat()
         if info.st_uid != os.getuid() or info.st_mode & 0o077:
