@@ -147,7 +147,7 @@ class Renderer:
                     else None
                 )
             case ApprovalRequested():
-                body = f"{shown(e.reason)}\n\n{shown(e.preview)}"
+                body = self._approval_body(e)
                 return Panel(
                     body,
                     title=f"approval needed · {e.approval_id} · {e.short_hash}",
@@ -208,6 +208,26 @@ class Renderer:
                 return f"[bold red]✘ stuck:[/] {shown(e.reason)}"
         return None
 
+    def _approval_body(self, e: ApprovalRequested) -> str:
+        """What a reviewer reads in the panel, fitted to the screen: where the call goes and why
+        it is asked first and always whole; a long value folded, with its length; arguments
+        beyond the screen's height left to `agent show`, which shows everything."""
+        if self.detailed:
+            return f"{shown(e.reason)}\n\n{shown(e.preview)}"
+        width, height = self.console.size
+        fold = max(40, width - 8)  # the panel's borders and padding
+        # Where the call goes is never cut (a long one wraps); anything else is folded.
+        lines = [
+            line if line.startswith(_DESTINATION) else _fold(line, fold)
+            for line in e.preview.splitlines()
+        ]
+        head = next((i for i, line in enumerate(lines) if line == "arguments:"), len(lines))
+        room = max(head + 4, height - 10)  # the title, the reason, the prompt below
+        if len(lines) > room:
+            left = len(lines) - room + 1
+            lines = [*lines[: room - 1], f"[{left} more lines: `agent show` has them all]"]
+        return f"{shown(_fold(e.reason, fold))}\n\n" + "\n".join(shown(line) for line in lines)
+
     def _response(self, e: ModelResponded) -> str | None:
         parts = []
         if e.response.text.strip() and not self._text_shown:
@@ -226,6 +246,17 @@ class Renderer:
                 f"tokens, {e.seconds:.2f} s{cost}[/]"
             )
         return "\n".join(parts) or None
+
+
+#: how the lines that say where a call goes begin (see `policies._destination`)
+_DESTINATION = ("sends a form:", "request:", "⚠ ")
+
+
+def _fold(line: str, width: int) -> str:
+    """`line`, cut to `width` with its length said when it is longer."""
+    if len(line) <= width:
+        return line
+    return f"{line[: width - 32]}… [{len(line):,} characters in all]"
 
 
 def _args(raw: str) -> str:

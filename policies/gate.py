@@ -12,6 +12,7 @@ from importlib import resources
 from os import PathLike
 from typing import Any
 
+from policies._destination import destination_lines
 from policies._match import Call, CompiledRule
 from policies.decisions import Allow, Decision, Deny, RequireApproval
 from policies.rules import RuleSet, load_rules, parse_rules
@@ -134,10 +135,12 @@ class Gate:
 
 
 def _preview(tool: Tool, arguments: Mapping[str, Any], matched: Iterable[str]) -> str:
-    """Render what a call will do, for a reviewer: tool, what it touches, why the rule matched
+    """Render what a call will do, for a reviewer: where it goes (first, see `_destination`),
+    the tool, what it touches, why the rule matched
     (`matched`: lines such as ``host: api.example.com (matches "*.example.com")``), and the
     arguments as pretty JSON."""
     lines = [
+        *destination_lines(arguments),
         f"tool: {tool.name} (touches {tool.touches})",
         *matched,
         "arguments:",

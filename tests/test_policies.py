@@ -587,6 +587,7 @@ url_host = "*.example.com"
     assert decision.reason == "writes to the production API"
     assert decision.preview == "\n".join(
         [
+            "request: POST https://api.example.com/users?x=1",  # where it goes, first
             "tool: http_request (touches external)",
             'host: api.example.com (matches "*.example.com")',
             "method: POST",
