@@ -281,7 +281,13 @@ class Sandbox:
         def put() -> None:
             self._client.api.put_archive(self.id, folder, _tar({name: data}, mode=mode))
 
-        await self._put(put, full)
+        try:
+            await self._put(put, full)
+        except WorkspaceError as exc:
+            if exc.code == "disk_full":
+                # Docker leaves an empty file behind, owned by root: leave nothing instead.
+                await self.exec(["rm", "-f", "--", full], timeout=30)
+            raise
         return full
 
     async def _make_folder(self, folder: str) -> None:

@@ -379,6 +379,18 @@ def test_limits_leave_the_commands_memory_and_allowlists_are_checked_up_front() 
     assert ok.allow_domains == ("*.pythonhosted.org", "127.0.0.1:8080")
 
 
+async def test_a_write_that_fills_the_disk_leaves_no_file_behind(boxes: Sandboxes) -> None:
+    sandbox = await boxes.for_task("full")
+    await sandbox.exec("dd if=/dev/zero of=/workspace/fill bs=1M", timeout=30)
+    with pytest.raises(WorkspaceError) as full:
+        await sandbox.write_file("big.txt", b"y" * 4_000_000)
+    assert full.value.code == "disk_full"
+    listing = await sandbox.exec("ls /workspace", timeout=10)
+    assert listing.stdout.split() == ["fill"]  # no empty file owned by root
+    assert (await sandbox.exec("rm fill && echo ok", timeout=10)).stdout == "ok\n"
+    assert await sandbox.write_file("big.txt", b"y" * 1000) == "/workspace/big.txt"
+
+
 async def test_a_reap_removes_volumes_the_daemon_left_behind(
     client: docker.DockerClient, boxes: Sandboxes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
