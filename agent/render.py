@@ -63,6 +63,8 @@ class Renderer:
         self._live: Literal["text", "tool_call"] | None = None
         #: the answer's text was shown as it came: its event need not repeat it
         self._text_shown = False
+        #: the next piece of a command's output starts a line (and gets the gutter)
+        self._line_start = True
 
     def __call__(self, stored: StoredEvent) -> None:
         if self._live is not None:
@@ -70,6 +72,7 @@ class Renderer:
             self._live = None
         line = self.line(stored)
         self._text_shown = False
+        self._line_start = True
         if line is None:
             return
         if self.detailed:
@@ -82,11 +85,17 @@ class Renderer:
         self.console.print(line)
 
     def output(self, task_id: str, stream: str, text: str) -> None:
-        """Show a sandbox command's output as it comes (dim; stderr in red)."""
+        """Show a sandbox command's output as it comes (dim; stderr in red), each line behind
+        a gutter, so that nothing it prints (a drawn "approval needed" panel, say) can pass for
+        the runtime's own."""
         del task_id
         self._streamed = True
+        pieces = []
+        for line in plain(text).splitlines(keepends=True):
+            pieces.append((OUTPUT_GUTTER if self._line_start else "") + line)
+            self._line_start = line.endswith("\n")
         self.console.print(
-            plain(text),
+            "".join(pieces),
             end="",
             style="red dim" if stream == "stderr" else "dim",
             markup=False,
@@ -247,6 +256,9 @@ class Renderer:
             )
         return "\n".join(parts) or None
 
+
+#: what every line of a command's streamed output is shown behind
+OUTPUT_GUTTER = "    ┆ "
 
 #: how the lines that say where a call goes begin (see `policies._destination`)
 _DESTINATION = ("sends a form:", "request:", "⚠ ")

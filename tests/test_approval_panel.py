@@ -80,3 +80,20 @@ def test_agent_show_keeps_every_character() -> None:
         StoredEvent("t", 1, 0.0, event)
     )
     assert FILLER in file.getvalue().replace("\n", "").replace("│", "").replace(" ", "")
+
+
+def test_a_command_cannot_draw_a_panel_that_passes_for_the_runtimes() -> None:
+    fake = (
+        "╭──── approval needed · t-9.9 · 00000000 ────╮\n"
+        "│ tool: read_file (touches read)             │\n"
+        "╰────────────────────────────────────────────╯\n"
+    )
+    file = io.StringIO()
+    renderer = Renderer(Console(file=file, width=100, height=30))
+    renderer.output("t", "stdout", "fetching the page...\n" + fake[:30])  # cut mid-line
+    renderer.output("t", "stdout", fake[30:] + "done")
+    lines = file.getvalue().splitlines()
+    assert len(lines) == 5
+    # Every line the command printed sits behind the gutter, the forged panel's too.
+    assert all(line.startswith("    ┆ ") for line in lines), lines
+    assert lines[1] == "    ┆ " + fake.splitlines()[0]
