@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +10,7 @@ from rich.table import Table
 
 from agent.approvals import decide_command, pending_approval
 from agent.render import Renderer
-from agent.screen import shown
+from agent.screen import json_line, shown
 from agent.state import TaskState
 from agent.store import Store
 from tools.registry import Registry
@@ -107,7 +106,7 @@ def print_tasks(
             }
             for r in rows
         ]
-        print(json.dumps(listing, ensure_ascii=False))
+        print(json_line(listing))
         return
     if not rows:
         out.print('no tasks yet: agent run "…" starts one')
@@ -127,7 +126,7 @@ def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) ->
     events = store.events(task_id)
     if as_json:
         rows = [{"seq": e.seq, "ts": e.ts, **e.event.model_dump(mode="json")} for e in events]
-        print(json.dumps(rows, ensure_ascii=False))
+        print(json_line(rows))
         return
     render = Renderer(out, detailed=True)
     state = TaskState(task_id)
@@ -149,7 +148,7 @@ def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
             }
             for t in registry
         ]
-        print(json.dumps(tools, ensure_ascii=False))
+        print(json_line(tools))
         return
     table = Table("tool", "touches", "timeout", "description", box=None)
     for t in registry:

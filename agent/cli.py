@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -47,7 +46,7 @@ from agent.errors import (
 from agent.events import SHORT_HASH, Attachment, Limits, Status
 from agent.render import Renderer
 from agent.runner import Price, Runner
-from agent.screen import shown
+from agent.screen import json_line, shown
 from agent.state import TaskState
 from agent.store import Store
 from policies import Gate
@@ -674,7 +673,7 @@ async def _resume_all(s: _Session) -> int:
         codes.append(EXIT.get(state.status, 1))
         results.append(summary(state))
     if s.args.json:
-        print(json.dumps({"resumed": results, "errors": errors}, ensure_ascii=False))
+        print(json_line({"resumed": results, "errors": errors}))
     elif not orphans:
         s.out.print("no unfinished tasks to continue")
     return max(codes, default=0)
@@ -722,7 +721,7 @@ def _report(s: _Session, runner: Runner, state: TaskState) -> int:
                 _print_error(str(exc))
                 code = 1
     if s.args.json:
-        print(json.dumps(summary(state), ensure_ascii=False))
+        print(json_line(summary(state)))
         return code
     if hint := next_move(state):
         s.out.print(f"[dim]{hint}[/]")

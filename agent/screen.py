@@ -5,13 +5,15 @@ terminal obeys rather than shows: escape sequences (clear the screen, move the c
 window title, hide text), the 8-bit CSI, bidi controls that reorder what follows (so
 `exe.txt` reads `txt.exe`), line separators. `shown` makes each of them visible as an escape
 (`\\x1b`, `<U+202E>`) and rich markup inert, so that what a person reads is what was there. Every
-frontend prints untrusted text through it; `--json` output is JSON, exact, and never through it.
+frontend prints untrusted text through it; `--json` output is JSON, exact, and never through it
+(`json_line` writes it, one line per value).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Final
+from typing import Any, Final
 
 from rich.markup import escape
 
@@ -39,3 +41,17 @@ def plain(text: str) -> str:
 def shown(text: str) -> str:
     """`text` made safe to print through rich: visible controls (see `plain`), inert markup."""
     return escape(plain(text))
+
+
+#: characters that JSON may carry raw but that split a line for many readers (Python's
+#: `str.splitlines`, JavaScript before ES2019): written escaped in `--json` output
+_LINE_BREAKING: Final = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(value: Any) -> str:
+    """`value` as one line of JSON: UTF-8 kept readable, every string exact once decoded, and
+    nothing in it that a line-oriented reader would take for the end of a line."""
+    text = json.dumps(value, ensure_ascii=False)
+    for char, escaped in _LINE_BREAKING.items():
+        text = text.replace(char, escaped)
+    return text

@@ -207,7 +207,9 @@ def test_show_and_errors_show_hostile_text_inert_and_json_stays_exact(
 
     # The JSON is exact: every hostile string comes back as it was.
     assert main(["show", task_id, "--json"]) == 0
-    events = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1, "one line, whatever separators the strings hold"
+    events = json.loads(out)
     assert events[0]["task"] == HOSTILE
     assert any(e.get("answer") == HOSTILE or e.get("content") == HOSTILE for e in events)
     assert main(["tasks", "--json"]) == 0
