@@ -6,6 +6,7 @@ These never skip: `make test` starts Docker and builds the image first (scripts/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import secrets
 import tarfile
@@ -16,7 +17,7 @@ from typing import Any
 import docker
 import pytest
 
-from agent.errors import DockerUnavailable, ImageMissing
+from agent.errors import DockerUnavailable, ImageMissing, SandboxError
 from sandbox._docker import LABEL, SCOPE, TASK, owner_labels
 from sandbox.container import Sandbox, WorkspaceError
 from sandbox.egress import FORWARDER_LIMITS, Egress
@@ -220,6 +221,34 @@ async def test_fork_memory_and_disk_bombs_end_as_clear_errors_and_others_stay_re
     assert await responsive() < 2.0
     # The sandbox itself goes on working after each of them.
     assert (await victim.exec("rm /workspace/fill && echo ok", timeout=10)).stdout == "ok\n"
+
+
+SHELL_BOMB = "b(){ b|b & }; b"
+PYTHON_BOMB = "python3 -c 'import os\nwhile True:\n    try: os.fork()\n    except OSError: pass'"
+
+
+async def test_after_a_fork_bomb_on_a_loaded_machine_the_next_command_runs(
+    boxes: Sandboxes,
+) -> None:
+    """A shell fork bomb whose children outlive it, while another sandbox runs a Python fork
+    bomb (the load): each time, the command after it runs, and is not killed with the bomb."""
+    victim = await boxes.for_task("victim", SandboxLimits())
+    load = await boxes.for_task("load", SandboxLimits())
+
+    async def keep_loaded() -> None:
+        while True:
+            await load.exec(PYTHON_BOMB, timeout=3)
+
+    loading = asyncio.ensure_future(keep_loaded())
+    try:
+        for round_ in range(5):
+            bomb = await victim.exec(SHELL_BOMB, timeout=3)
+            after = await victim.exec("echo next-ok", timeout=30)
+            assert (after.exit_code, after.stdout) == (0, "next-ok\n"), (round_, bomb, after)
+    finally:
+        loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, SandboxError):
+            await loading
 
 
 async def test_fifty_bombs_and_timeouts_leave_no_container_behind(
