@@ -333,7 +333,7 @@ async def test_the_pool_hands_out_each_container_once_and_never_a_used_one(
 ) -> None:
     # Limits of its own, so that no other pool's containers count.
     limits = SandboxLimits(
-        memory_mb=200, workspace_mb=64, tmp_mb=16, pids=50 + secrets.randbelow(10_000)
+        memory_mb=200, workspace_mb=64, tmp_mb=16, pids=50 + secrets.randbelow(970)
     )
     config = SandboxConfig(pool_size=3, limits=limits)
     scope = secrets.token_hex(4)
