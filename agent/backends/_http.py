@@ -31,13 +31,16 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from agent.errors import BackendError, ConfigError
 
 from ._retry import parse_retry_after
+
+_M = TypeVar("_M", bound=BaseModel)
 
 # Enough of an error body to recognise it in a log, not a whole HTML error page.
 _MAX_ERROR_TEXT = 500
@@ -237,6 +240,20 @@ def bad_response(url: str, what: str, *, status: int | None = None) -> BackendEr
     return BackendError(
         f"{url} answered {what}", code="bad_response", retryable=False, status=status, url=url
     )
+
+
+def parsed_body(model: type[_M], url: str, response: httpx.Response, what: str) -> _M:
+    """A 2xx answer's body read as `model` (the provider's wire shape). Raises `bad_response`,
+    naming `what` it should have been, when the body is not that."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as error:
+        raise bad_response(
+            url,
+            f"{response.status_code} with a body that is not {what}: "
+            f"{provider_message(response)} ({error.error_count()} validation errors)",
+            status=response.status_code,
+        ) from error
 
 
 def status_error(url: str, response: httpx.Response) -> BackendError:

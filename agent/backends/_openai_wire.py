@@ -10,7 +10,12 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.backends._http import bad_response, provider_message, stream_error, truncated
+from agent.backends._http import (
+    bad_response,
+    parsed_body,
+    stream_error,
+    truncated,
+)
 from agent.backends.base import (
     Delta,
     DeltaSink,
@@ -118,15 +123,7 @@ class _WireCompletion(_Wire):
 
 def parse_response(url: str, response: httpx.Response, *, default_model: str) -> ModelResponse:
     status = response.status_code
-    try:
-        completion = _WireCompletion.model_validate_json(response.content)
-    except ValidationError as error:
-        raise bad_response(
-            url,
-            f"{status} with a body that is not a chat completion: "
-            f"{provider_message(response)} ({error.error_count()} validation errors)",
-            status=status,
-        ) from error
+    completion = parsed_body(_WireCompletion, url, response, "a chat completion")
     if not completion.choices:
         raise bad_response(url, "with no choices", status=status)
     message = completion.choices[0].message

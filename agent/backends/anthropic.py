@@ -36,7 +36,7 @@ from agent.backends._http import (
     bad_response,
     check_base_url,
     is_event_stream,
-    provider_message,
+    parsed_body,
     sse_events,
     stream_error,
     truncated,
@@ -239,16 +239,7 @@ class _WireMessage(_Wire):
 
 
 def _parse_message(url: str, response: httpx.Response, *, default_model: str) -> ModelResponse:
-    status = response.status_code
-    try:
-        message = _WireMessage.model_validate_json(response.content)
-    except ValidationError as error:
-        raise bad_response(
-            url,
-            f"{status} with a body that is not a message: {provider_message(response)} "
-            f"({error.error_count()} validation errors)",
-            status=status,
-        ) from error
+    message = parsed_body(_WireMessage, url, response, "a message")
     return ModelResponse(
         text="".join(block.text for block in message.content if block.type == "text"),
         tool_calls=tuple(
