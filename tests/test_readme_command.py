@@ -55,15 +55,19 @@ def test_the_readme_main_command_answers_from_a_file_on_the_bundled_model(
         if key not in ("AGENT_MODEL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY")
     }
     env["AGENT_HOME"] = str(tmp_path / "home")
-    done = subprocess.run(
-        offline([*argv, "--json"]),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            offline([*command, "--json"]),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    done = run(*argv)
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status"] == "done"
@@ -82,14 +86,6 @@ def test_the_readme_main_command_answers_from_a_file_on_the_bundled_model(
     # The control: without the file the same question cannot be answered so, so the answer above
     # came from reading it.
     at = argv.index("--file")
-    blind = subprocess.run(
-        offline([*argv[:at], *argv[at + 2 :], "--json", "--max-steps", "4"]),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    blind = run(*argv[:at], *argv[at + 2 :], "--max-steps", "4")
     unseen = json.loads(blind.stdout.strip().splitlines()[-1])
     assert "quarterly" not in (unseen.get("answer") or "").lower(), unseen
