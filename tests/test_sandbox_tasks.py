@@ -50,7 +50,9 @@ def config(tmp_path: Path) -> Path:
 
 def _containers(store_path: Path) -> list[Any]:
     prefix = f"agent-{store_scope(store_path)}-"
-    found = docker.from_env().containers.list(all=True, filters={"label": "agent.sandbox=1"})
+    found = docker.from_env().containers.list(
+        all=True, filters={"label": "agent.sandbox=1"}, ignore_removed=True
+    )  # another test's container may go between the listing and its inspection
     return [c for c in found if (c.name or "").startswith(prefix)]
 
 
