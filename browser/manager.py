@@ -19,18 +19,19 @@ import functools
 import posixpath
 from urllib.parse import urlsplit
 
-import httpx
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Playwright, async_playwright
 
 from agent.errors import SandboxError
 from browser.driver import PageDriver, PageError
-from sandbox.container import WORKSPACE, Sandbox
+from sandbox.container import BROWSER_USER, WORKSPACE, Sandbox
 from sandbox.manager import Sandboxes
 
 #: the longest Chromium may take to start in a sandbox (the script gives up after about 20 s)
 START_TIMEOUT = 40.0
 CONNECT_TIMEOUT_MS = 15_000
+#: the header that carries the key of the browser's DevTools relay
+KEY_HEADER = "X-Agent-Key"
 
 
 class Browsers:
@@ -78,17 +79,25 @@ class Browsers:
 
     async def _start(self, sandbox: Sandbox) -> PageDriver:
         assert sandbox.devtools is not None
-        started = await sandbox.exec(["agent-browser"], timeout=START_TIMEOUT)
-        if not started.ok:
+        started = await sandbox.exec(
+            ["agent-browser"], timeout=START_TIMEOUT, user=BROWSER_USER, record=False
+        )
+        key = next(
+            (line[4:] for line in started.stdout.splitlines() if line.startswith("key ")), None
+        )
+        if not started.ok or not key:
             raise SandboxError(
                 "the task's browser did not start: "
                 + (started.problem or started.stderr.strip() or f"exit {started.exit_code}")
             )
         client = await self._client()
         try:
-            endpoint = await _websocket(sandbox.devtools)
-            browser = await client.chromium.connect_over_cdp(endpoint, timeout=CONNECT_TIMEOUT_MS)
-        except (PlaywrightError, httpx.HTTPError, ValueError) as exc:
+            browser = await client.chromium.connect_over_cdp(
+                _websocket(sandbox.devtools),
+                timeout=CONNECT_TIMEOUT_MS,
+                headers={KEY_HEADER: key},
+            )
+        except PlaywrightError as exc:
             raise SandboxError(
                 f"cannot reach the task's browser at {sandbox.devtools}: {exc}"
             ) from None
@@ -160,26 +169,21 @@ class Browsers:
             await playwright.stop()
 
 
-async def _websocket(devtools: str) -> str:
-    """The browser's DevTools WebSocket, at the address the host knows. What the sandbox answers
-    is not trusted: only the path of the URL it gives is used, so that it cannot point the host's
-    client at another address."""
-    async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT_MS / 1000, trust_env=False) as http:
-        answer = await http.get(f"{devtools}/json/version")
-        answer.raise_for_status()
-        given = urlsplit(str(answer.json().get("webSocketDebuggerUrl", "")))
-    if not given.path.startswith("/devtools/browser/"):
-        raise ValueError(f"the browser gave no DevTools address ({given.geturl()!r})")
-    host = urlsplit(devtools).netloc
-    return f"ws://{host}{given.path}"
+def _websocket(devtools: str) -> str:
+    """The browser's DevTools WebSocket (its relay in the sandbox; see image/bin/agent-browser),
+    at the address the host knows."""
+    return f"ws://{urlsplit(devtools).netloc}/devtools/browser"
 
 
-#: moves $1 into the folder $3 as $2, or as $2 with a number added if that name is taken
+#: copies $1 (the browser's) into the folder $3 as $2, or as $2 with a number added if that name
+#: is taken, for the sandbox's user to edit (the folder and the copy are the sandbox group's)
 _KEEP = """set -e
-mkdir -p "$3"
+mkdir -p -m 2775 "$3"
 name=$2 base=${2%.*} ext=${2#"${2%.*}"} i=1
 while [ -e "$3/$name" ]; do name="$base-$i$ext"; i=$((i + 1)); done
-mv -- "$1" "$3/$name"
+cp -- "$1" "$3/$name"
+chmod 664 "$3/$name"
+rm -f -- "$1"
 echo "downloads/$name ($(stat -c %s "$3/$name") bytes)"
 """
 
@@ -187,7 +191,9 @@ echo "downloads/$name ($(stat -c %s "$3/$name") bytes)"
 async def _keep(sandbox: Sandbox, path: str, suggested: str) -> str:
     name = posixpath.basename(suggested.replace("\\", "/")).lstrip(".") or "download"
     moved = await sandbox.exec(
-        ["sh", "-c", _KEEP, "keep", path, name, f"{WORKSPACE}/downloads"], timeout=30
+        ["sh", "-c", _KEEP, "keep", path, name, f"{WORKSPACE}/downloads"],
+        timeout=30,
+        user=BROWSER_USER,
     )
     if not moved.ok:
         raise SandboxError(f"could not keep the download {name}: {moved.stderr.strip()}")

@@ -8,22 +8,34 @@ from typing import Any
 from docker.types import DriverConfig, Mount
 
 from sandbox._docker import LABEL
-from sandbox.container import CONTROL, USER, WORKSPACE
+from sandbox.container import CONTROL, WORKSPACE
 from sandbox.limits import HOME_MB, SandboxLimits
+
+#: what agent-init (root in the container) may do to end a command of the sandbox's user: signal
+#: it, and read its environment (to find the processes of one command). Commands, which run as
+#: that user, get none of them (no-new-privileges, and no file capabilities in the image).
+REAPER_CAPABILITIES = ("KILL", "SYS_PTRACE", "DAC_READ_SEARCH")
 
 
 def hardened(
-    limits: SandboxLimits, owner: Mapping[str, str], *, network: str = "none"
+    limits: SandboxLimits,
+    owner: Mapping[str, str],
+    *,
+    network: str = "none",
+    user: str = "0:0",
+    capabilities: tuple[str, ...] = REAPER_CAPABILITIES,
 ) -> dict[str, Any]:
     """The container settings every sandbox gets (`containers.run` keyword arguments), its
     volumes labelled with `owner` (see `owner_labels`); the container's labels are the caller's
-    to give."""
+    to give. `user` runs the container's own processes (a sandbox's PID 1 and agent-init run as
+    root, with only `capabilities`; commands arrive with `docker exec` as the sandbox's user)."""
     memory = f"{limits.memory_mb}m"
     return {
         "init": True,  # Docker's init as PID 1 reaps orphans
-        "user": USER,
+        "user": user,
         "read_only": True,
         "cap_drop": ["ALL"],
+        "cap_add": list(capabilities),
         "security_opt": ["no-new-privileges:true"],  # and the default seccomp profile
         "privileged": False,
         "network_mode": network,
@@ -37,17 +49,25 @@ def hardened(
             "/home/sandbox": f"size={HOME_MB}m,uid=1000,gid=1000,mode=0700,nosuid,nodev",
         },
         "mounts": [
-            _tmpfs_volume(WORKSPACE, limits.workspace_mb, owner),
-            _tmpfs_volume(CONTROL, 1, owner),
+            # the sandbox's, and its group's (the browser keeps its downloads there)
+            _tmpfs_volume(WORKSPACE, limits.workspace_mb, owner, mode="0775"),
+            _tmpfs_volume(CONTROL, 1, owner, uid=0, mode="0755"),
         ],
         "hostname": "sandbox",
     }
 
 
-def _tmpfs_volume(target: str, size_mb: int, owner: Mapping[str, str]) -> Mount:
+def _tmpfs_volume(
+    target: str, size_mb: int, owner: Mapping[str, str], *, uid: int = 1000, mode: str
+) -> Mount:
     # An anonymous volume, removed with its container; the archive API (files in and out) can
     # reach a volume where it cannot reach a tmpfs mount. Sized, so a disk filler stops at it.
-    options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={size_mb}m,uid=1000,gid=1000"}
+    # The control folder is root's (only agent-init reads it; only the runtime writes it).
+    options = {
+        "type": "tmpfs",
+        "device": "tmpfs",
+        "o": f"size={size_mb}m,uid={uid},gid={uid},mode={mode}",
+    }
     return Mount(
         target=target,
         source=None,

@@ -30,7 +30,9 @@ WORKSPACE = "/workspace"
 #: a volume agent-init watches (the archive API cannot write a container's tmpfs mounts)
 CONTROL = "/run/agent"
 REAP_DIR = CONTROL + "/reap"
+#: who commands run as; the browser runs as BROWSER_USER, agent-init as root
 USER = "1000:1000"
+BROWSER_USER = "browser"
 #: a command gets this long after SIGKILL for its output stream to close
 KILL_GRACE = 1.5
 #: what is kept of each of stdout and stderr (the head; the rest is counted, not kept)
@@ -135,10 +137,13 @@ class Sandbox:
         on_output: OutputSink | None = None,
         workdir: str = WORKSPACE,
         env: dict[str, str] | None = None,
+        user: str = USER,
+        record: bool = True,
     ) -> ExecResult:
         """Run a command (a string is given to `sh -c`) as the sandbox's user; return what it
         printed and its exit code. A command past `timeout` is killed with everything it started,
-        and the result says so. Raises `SandboxError` if the container cannot be used."""
+        and the result says so. `user` is the sandbox's user but for the runtime's own commands
+        (the browser's). Raises `SandboxError` if the container cannot be used."""
         argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
         if self._counters is None:
             self._counters = await self._read_counters()
@@ -152,6 +157,7 @@ class Sandbox:
                 {**self.env, **(env or {}), "AGENT_EXEC": token},
                 workdir,
                 output,
+                user,
             )
         )
         timed_out = False
@@ -166,7 +172,7 @@ class Sandbox:
                 # agent-init did not act (the command killed it, or stopped it): kill from a
                 # new process instead, if one can still start.
                 await asyncio.to_thread(
-                    self._run_quick, f"agent-init reap {token}", "stopping a command"
+                    self._run_quick, f"agent-init reap {token}", "stopping a command", "0:0"
                 )
                 try:
                     exec_id = await asyncio.wait_for(asyncio.shield(stream), KILL_GRACE)
@@ -198,11 +204,13 @@ class Sandbox:
             problem = f"{problem}; it was still running at the {timeout:g} s timeout and was killed"
         return ExecResult(exit_code, stdout, stderr, seconds, timed_out, problem)
 
-    def _stream(self, argv: list[str], env: dict[str, str], workdir: str, output: _Output) -> str:
+    def _stream(
+        self, argv: list[str], env: dict[str, str], workdir: str, output: _Output, user: str
+    ) -> str:
         api = self._client.api
         with mapped(f"running a command in sandbox {self.name}"):
             exec_id: str = api.exec_create(
-                self.id, argv, stdout=True, stderr=True, environment=env, workdir=workdir, user=USER
+                self.id, argv, stdout=True, stderr=True, environment=env, workdir=workdir, user=user
             )["Id"]
             for out, err in api.exec_start(exec_id, stream=True, demux=True):
                 if out:
@@ -241,10 +249,10 @@ class Sandbox:
                 counters[name] = int(value)
         return counters
 
-    def _run_quick(self, command: str, what: str) -> str:
+    def _run_quick(self, command: str, what: str, user: str = USER) -> str:
         api = self._client.api
         with mapped(f"{what} in sandbox {self.name}"):
-            exec_id = api.exec_create(self.id, ["sh", "-c", command], user=USER)["Id"]
+            exec_id = api.exec_create(self.id, ["sh", "-c", command], user=user)["Id"]
             output = api.exec_start(exec_id)
         return output.decode(errors="replace") if isinstance(output, bytes) else ""
 

@@ -32,6 +32,7 @@ import docker.errors
 from agent.errors import SandboxError
 from sandbox._docker import LABEL, SCOPE, TASK, docker_time, mapped, owned_by
 from sandbox._hardening import hardened
+from sandbox.container import USER as USER_ID
 from sandbox.limits import SandboxLimits
 from sandbox.proxy import USER, EgressAttempt, EgressProxy
 
@@ -187,7 +188,9 @@ class Egress:
             # The sandbox's owner is the forwarder's.
             labels = sandbox.attrs["Config"].get("Labels") or {}
             owner = {k: v for k, v in labels.items() if k in (LABEL, SCOPE, TASK)}
-            settings: dict[str, Any] = hardened(FORWARDER_LIMITS, owner, network=FORWARDERS)
+            settings: dict[str, Any] = hardened(
+                FORWARDER_LIMITS, owner, network=FORWARDERS, user=USER_ID, capabilities=()
+            )
             settings.pop("mounts")
             # Two relays, each to one fixed address: the sandbox's HTTP(S) to the proxy, and the
             # host's DevTools connection to the sandbox's browser.

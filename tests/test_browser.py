@@ -384,11 +384,59 @@ async def test_the_browser_runs_in_the_hardened_sandbox_as_its_user(web: Browsin
     await assert_confined_inside(box)
     listed = await box.exec("ps -o uid=,comm= -e", timeout=10)
     processes = [line.split() for line in listed.stdout.splitlines()]
-    assert any(name.startswith("chrom") for _, name in processes)
-    assert {uid for uid, _ in processes} == {"1000"}
+    # Chromium and its relay run as the browser's user; PID 1 and agent-init as root.
+    assert {uid for uid, name in processes if name.startswith("chrom")} == {"1001"}
+    assert {uid for uid, _ in processes} == {"0", "1000", "1001"}
     # What Chromium is allowed is the managed policy's, which the sandbox's user cannot change.
     touched = await box.exec("touch /etc/chromium/policies/managed/x.json", timeout=10)
     assert not touched.ok
+
+
+#: what a command tries against the browser: connect to its DevTools (no port on loopback; the
+#: relay without its key), read its folder, signal it, trace it
+_AT_THE_BROWSER = r"""
+import ctypes, glob, os, socket, subprocess
+def pids(user, name):
+    found = subprocess.run(["pgrep", "-u", user, "-f", name], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+tried = {}
+for port in (9222, 9223):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET /json/version HTTP/1.1\r\nHost: x\r\n\r\n")
+            tried[port] = s.recv(200).decode(errors="replace").split("\r\n")[0]
+    except OSError as exc:
+        tried[port] = type(exc).__name__
+print("port", tried[9222], "|", tried[9223])
+folders = glob.glob("/tmp/browser.*")
+try:
+    print("folder", os.listdir(folders[0]))
+except OSError as exc:
+    print("folder", type(exc).__name__, len(folders))
+chromium = pids("browser", "chromium")[0]
+try:
+    os.kill(chromium, 19)
+    print("signal sent")
+except OSError as exc:
+    print("signal", type(exc).__name__)
+libc = ctypes.CDLL(None, use_errno=True)
+print("ptrace", libc.ptrace(16, chromium, 0, 0), ctypes.get_errno())
+"""
+
+
+async def test_a_command_cannot_reach_signal_or_trace_the_browser(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    box = await web.context().sandbox()  # type: ignore[misc]
+    tried = await box.exec(["python3", "-c", _AT_THE_BROWSER], timeout=30)
+    lines = dict(line.split(" ", 1) for line in tried.stdout.splitlines())
+    assert lines == {
+        "port": "ConnectionRefusedError | HTTP/1.1 403 Forbidden",
+        "folder": "PermissionError 1",
+        "signal": "PermissionError",
+        "ptrace": "-1 1",  # EPERM
+    }, tried
+    # The browser is untouched, and the runtime still drives it.
+    assert "Full name" in await web.ok(bt.browser_snapshot)
 
 
 async def test_forms_go_only_as_the_submitting_tools_send_them(web: Browsing) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from agent.errors import DockerUnavailable, ImageMissing, SandboxError
 from sandbox._docker import LABEL, SCOPE, TASK, owner_labels
+from sandbox._hardening import REAPER_CAPABILITIES
 from sandbox.container import Sandbox, WorkspaceError
 from sandbox.egress import FORWARDER_LIMITS, Egress
 from sandbox.limits import SandboxConfig, SandboxLimits
@@ -46,13 +47,20 @@ def client() -> docker.DockerClient:
     return docker.from_env()
 
 
-def assert_hardened(container: Any, limits: SandboxLimits) -> None:
-    """The settings every container of the project must have, read back from Docker."""
+def assert_hardened(container: Any, limits: SandboxLimits, *, forwarder: bool = False) -> None:
+    """The settings every container of the project must have, read back from Docker. A
+    sandbox's own processes (PID 1, agent-init) run as root with only the reaper's capabilities;
+    a forwarder's as the unprivileged user, with none."""
     host = container.attrs["HostConfig"]
     config = container.attrs["Config"]
     name = container.name
     assert host["CapDrop"] == ["ALL"], name
-    assert not host["CapAdd"], name
+    if forwarder:
+        assert not host["CapAdd"], name
+        assert config["User"] == "1000:1000", name
+    else:
+        assert sorted(host["CapAdd"]) == sorted(REAPER_CAPABILITIES), name
+        assert config["User"] == "0:0", name
     assert host["Privileged"] is False, name
     assert host["ReadonlyRootfs"] is True, name
     assert "no-new-privileges:true" in host["SecurityOpt"], name
@@ -66,7 +74,6 @@ def assert_hardened(container: Any, limits: SandboxLimits) -> None:
     assert host["PidsLimit"] == limits.pids, name
     assert host["Memory"] == limits.memory_mb * 2**20 == host["MemorySwap"], name
     assert host["NanoCpus"] == int(limits.cpus * 1e9), name
-    assert config["User"] == "1000:1000", name
     assert set(host["Tmpfs"]) == {"/tmp", "/home/sandbox"}, name
     assert f"size={limits.tmp_mb}m" in host["Tmpfs"]["/tmp"], name
 
@@ -103,7 +110,7 @@ async def test_every_container_the_project_makes_is_hardened(
             assert_hardened(client.containers.get(sandbox.id), its_limits)
             await assert_confined_inside(sandbox)
         forwarder = client.containers.get(Egress.forwarder_name(proxied.name))
-        assert_hardened(forwarder, FORWARDER_LIMITS)
+        assert_hardened(forwarder, FORWARDER_LIMITS, forwarder=True)
         command = forwarder.attrs["Config"]["Cmd"]
         assert command[:2] == ["sh", "-c"]
         assert command[2].count("socat ") == 2
@@ -184,13 +191,60 @@ async def test_a_spinner_that_ignores_sigterm_is_gone_within_timeout_plus_2s(
         "sleep 300",  # the earlier command's
     ], left
 
-    # A command that stops agent-init first is killed all the same.
+    # A command that tries to stop agent-init first is killed all the same.
     started = time.monotonic()
     stopped = await sandbox.exec(
         "kill -STOP $(pgrep -f 'python3 /opt/agent/bin/agent-init'); sleep 100", timeout=1
     )
     assert stopped.timed_out
+    assert "Operation not permitted" in stopped.stderr
     assert time.monotonic() - started < 1 + 2
+
+
+#: what a command tries against its container's PID 1 and agent-init (root's): kill them all,
+#: stop them, trace them
+_AT_THE_REAPER = r"""
+import ctypes, os, subprocess
+reaper = int(subprocess.run(["pgrep", "-f", "python3 /opt/agent/bin/[a]gent-init"],
+                            capture_output=True, text=True).stdout.split()[0])
+killed = subprocess.run(["pkill", "-9", "-f", "bin/[a]gent-init"], capture_output=True, text=True)
+print("pkill", killed.returncode, killed.stderr.strip().splitlines()[-1:])
+for pid, name in ((1, "init"), (reaper, "reaper")):
+    for sig in (9, 19):
+        try:
+            os.kill(pid, sig)
+            print(name, sig, "sent")
+        except OSError as exc:
+            print(name, sig, type(exc).__name__)
+    libc = ctypes.CDLL(None, use_errno=True)
+    print(name, "ptrace", libc.ptrace(16, pid, 0, 0), ctypes.get_errno())
+"""
+
+
+async def test_a_command_cannot_stop_its_container_and_the_workspace_stays(
+    boxes: Sandboxes, client: docker.DockerClient
+) -> None:
+    sandbox = await boxes.for_task("t")
+    await sandbox.write_file("notes.txt", b"the task's data")
+    tried = await sandbox.exec(["python3", "-c", _AT_THE_REAPER], timeout=30)
+    assert tried.stdout.splitlines()[1:] == [
+        "init 9 PermissionError",
+        "init 19 PermissionError",
+        "init ptrace -1 1",  # EPERM
+        "reaper 9 PermissionError",
+        "reaper 19 PermissionError",
+        "reaper ptrace -1 1",
+    ], tried
+    assert "Operation not permitted" in tried.stdout.splitlines()[0], tried
+    # Also as a shell would: every process it may signal.
+    await sandbox.exec("kill -9 -1", timeout=10)
+    container = client.containers.get(sandbox.id)
+    assert container.status == "running"
+    assert await sandbox.read_file("notes.txt") == b"the task's data"
+    # And agent-init still ends a command that outlives its timeout.
+    late = await sandbox.exec("sleep 100", timeout=1)
+    assert late.timed_out
+    assert (await sandbox.exec("echo fine", timeout=10)).stdout == "fine\n"
 
 
 async def test_fork_memory_and_disk_bombs_end_as_clear_errors_and_others_stay_responsive(
