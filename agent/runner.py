@@ -191,7 +191,7 @@ class RunContext:
         """Run a tool and return its result, to be recorded. A bug in the tool (an exception other
         than `ToolError`) pauses the task instead, leaving the call unresolved."""
         assert call.arguments is not None
-        ctx = self._tool_context(call, key) if tool.wants_context else None
+        ctx = self.tool_context(call, key) if tool.wants_context else None
         started = time.perf_counter()
         try:
             result = await tool.invoke(call.validated or call.arguments, ctx)
@@ -221,7 +221,7 @@ class RunContext:
         """What the tool's effect reader says the call would do ({} for nothing beyond its
         arguments). None if the reader could not tell: the task is paused."""
         assert tool.effect is not None
-        ctx = self._tool_context(call, f"{self.state.task_id}/{call.ref}")
+        ctx = self.tool_context(call, f"{self.state.task_id}/{call.ref}")
         try:
             async with asyncio.timeout(tool.timeout):
                 return await tool.effect(ctx, arguments) or {}
@@ -258,7 +258,8 @@ class RunContext:
             update={"content": shortened(result.content, limit, name), "artifact": name}
         )
 
-    def _tool_context(self, call: Call, key: str) -> ToolContext:
+    def tool_context(self, call: Call, key: str) -> ToolContext:
+        """What a tool (or its reconciler, or its effect reader) is given for `call`."""
         task_id = self.state.task_id
         sandbox = browser = None
         if self.sandboxes is not None:

@@ -8,12 +8,14 @@ way through (after a crash, kill -9 included) picks up exactly where the log end
 from __future__ import annotations
 
 import asyncio
+import inspect
 import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent._control import EXECUTOR, MAX_PLAN_STEPS, complete_step, finish, replan, submit_plan
+from agent.errors import SandboxError
 from agent.events import (
     ApprovalRequested,
     CallRejected,
@@ -37,9 +39,9 @@ from agent.state import Call, TaskState, call_hash
 from policies import Allow, Decision, Deny, RequireApproval
 from tools.registry import (
     EFFECT,
+    CannotTell,
     InvalidArguments,
     Tool,
-    ToolContext,
     ToolResult,
     without_effect,
 )
@@ -505,17 +507,25 @@ async def ask_reconciler(
     to say). A reconciler that raises pauses the task, like any tool bug."""
     assert tool.reconcile is not None
     assert call.intent is not None
-    ctx = ToolContext(rt.state.task_id, call.wire.id, call.intent.idempotency_key)
+    ctx = rt.tool_context(call, call.intent.idempotency_key)
     try:
-        found = await asyncio.wait_for(asyncio.to_thread(tool.reconcile, ctx), tool.timeout)
-    except TimeoutError:
+        asked = (
+            tool.reconcile(ctx)
+            if inspect.iscoroutinefunction(tool.reconcile)
+            else asyncio.to_thread(tool.reconcile, ctx)
+        )
+        found = await asyncio.wait_for(asked, tool.timeout)
+    except (TimeoutError, CannotTell):
         return "unknown"
+    except SandboxError as exc:  # the sandbox cannot be had now: paused, as a call would be
+        rt.commit([TaskPaused(reason="sandbox_error", detail=str(exc))])
+        return "crashed"
     except Exception as exc:  # noqa: BLE001 - a bug in the reconciler; the task pauses
         rt.commit([tool_crashed(tool, exc, traceback.format_exc(limit=8))])
         return "crashed"
     if found is None:
         return "absent"
-    return found if isinstance(found, ToolResult) else ToolResult(True, found)
+    return found if isinstance(found, ToolResult) else ToolResult(True, str(found))
 
 
 def reconciled(call: Call, found: ToolResult) -> ToolResulted:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import hashlib
 import io
+import json
 import posixpath
 import secrets
 import tarfile
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, cast
 
 import docker
 
@@ -139,22 +142,30 @@ class Sandbox:
         env: dict[str, str] | None = None,
         user: str = USER,
         record: bool = True,
+        key: str | None = None,
     ) -> ExecResult:
         """Run a command (a string is given to `sh -c`) as the sandbox's user; return what it
         printed and its exit code. A command past `timeout` is killed with everything it started,
         and the result says so. `user` is the sandbox's user but for the runtime's own commands
-        (the browser's). Raises `SandboxError` if the container cannot be used."""
+        (the browser's). A recorded command (the default) leaves in the sandbox what it printed
+        and how it ended, which `recorded(key)` reads back after a crash of the runner. Raises
+        `SandboxError` if the container cannot be used."""
         argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
         if self._counters is None:
             self._counters = await self._read_counters()
-        token = secrets.token_hex(8)
+        # Named by when it started (records are kept in that order) and by the call's key.
+        token = f"{time.time_ns():020d}-{_tag(key) if key is not None else secrets.token_hex(8)}"
+        extra = {"AGENT_EXEC": token}
+        if record:
+            argv = ["agent-exec", *argv]
+            extra["AGENT_DEADLINE"] = f"{time.time() + timeout:.3f}"
         output = _Output(on_output, asyncio.get_running_loop())
         started = time.perf_counter()
         stream = asyncio.ensure_future(
             asyncio.to_thread(
                 self._stream,
                 argv,
-                {**self.env, **(env or {}), "AGENT_EXEC": token},
+                {**self.env, **(env or {}), **extra},
                 workdir,
                 output,
                 user,
@@ -250,9 +261,13 @@ class Sandbox:
         return counters
 
     def _run_quick(self, command: str, what: str, user: str = USER) -> str:
+        return self._run_quick_argv(["sh", "-c", command], what, user)
+
+    def _run_quick_argv(self, argv: list[str], what: str, user: str = USER) -> str:
+        """Run an unrecorded command of the runtime's, with no limit; return its stdout."""
         api = self._client.api
         with mapped(f"{what} in sandbox {self.name}"):
-            exec_id = api.exec_create(self.id, ["sh", "-c", command], user=user)["Id"]
+            exec_id = api.exec_create(self.id, argv, user=user, stderr=False)["Id"]
             output = api.exec_start(exec_id)
         return output.decode(errors="replace") if isinstance(output, bytes) else ""
 
@@ -278,6 +293,37 @@ class Sandbox:
             f"MiB, /tmp {self.limits.tmp_mb} MiB)"
         )
 
+    async def recorded(self, key: str) -> ExecResult | Literal["not_started", "unknown"]:
+        """What the last command run with `key` did, read back from its record in the sandbox
+        (after a crash of the runner that ran it). A command still running is waited for until
+        its timeout, then killed. "not_started" if no command with that key started here;
+        "unknown" if the sandbox keeps no records (it was started again since: they went with
+        its /tmp). Raises `SandboxError` if the container cannot be used."""
+        tag = _tag(key)
+        answer = await asyncio.to_thread(
+            self._run_quick_argv, ["python3", "-c", _READ_RECORD, tag], "reading a command's record"
+        )
+        try:
+            found = json.loads(answer)
+        except ValueError:
+            raise SandboxError(
+                f"sandbox {self.name}: a command's record could not be read: {answer[-500:]!r}",
+                code="sandbox_unresponsive",
+            ) from None
+        if found["state"] in ("not_started", "unknown"):
+            return cast(Literal["not_started", "unknown"], found["state"])
+        timed_out = found["state"] == "running"
+        if timed_out:
+            await self._kill(found["token"])
+        stdout, stderr = found["stdout"], found["stderr"]
+        code = found["status"]
+        problem = None
+        if timed_out:
+            problem = "it was still running at its timeout, and was killed"
+        elif code is None:
+            problem = "it ended before it finished (killed, or the sandbox restarted)"
+        return ExecResult(code, stdout, stderr, found["seconds"], timed_out, problem)
+
     async def write_file(self, path: str, data: bytes, *, mode: int = 0o644) -> str:
         """Write a file in the workspace (parent directories are made); return its full path.
         Raises `WorkspaceError` for a path outside the workspace, a parent that is not a
@@ -294,7 +340,7 @@ class Sandbox:
         except WorkspaceError as exc:
             if exc.code == "disk_full":
                 # Docker leaves an empty file behind, owned by root: leave nothing instead.
-                await self.exec(["rm", "-f", "--", full], timeout=30)
+                await self.exec(["rm", "-f", "--", full], timeout=30, record=False)
             raise
         return full
 
@@ -302,7 +348,9 @@ class Sandbox:
         """Make `folder`, and check that it is in the workspace once symlinks are followed (a
         link in the workspace may point anywhere in the container)."""
         made = await self.exec(
-            ["sh", "-c", 'mkdir -p -- "$1" && realpath -- "$1"', "sh", folder], timeout=30
+            ["sh", "-c", 'mkdir -p -- "$1" && realpath -- "$1"', "sh", folder],
+            timeout=30,
+            record=False,
         )
         if made.exit_code != 0:
             raise WorkspaceError(
@@ -381,6 +429,64 @@ class Sandbox:
 
         with mapped(f"copying {full} out of sandbox {self.name}"):
             return await asyncio.to_thread(get)
+
+
+def _tag(key: str) -> str:
+    """The part of a command's token that names the call it runs for."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+#: reads the last record of a tag (see image/bin/agent-exec), waiting for a command still running
+#: until its deadline; prints it as JSON
+_READ_RECORD = r"""
+import glob, json, os, select, sys, time
+runs, tag = "/tmp/.agent-runs", sys.argv[1]
+def read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+if not os.path.isdir(runs):
+    print(json.dumps({"state": "unknown"}))
+    sys.exit()
+found = sorted(glob.glob(f"{runs}/*-{tag}"))
+if not found:
+    print(json.dumps({"state": "not_started"}))
+    sys.exit()
+record = found[-1]
+token = os.path.basename(record)
+pid, deadline = (read(f"{record}/pid") or "0 0").split()
+def running():
+    env = read(f"/proc/{pid}/environ") or ""
+    return read(f"{record}/status") is None and f"AGENT_EXEC={token}" in env.split("\0")
+if running():
+    try:
+        fd = os.pidfd_open(int(pid))
+        select.select([fd], [], [], max(0.0, float(deadline) - time.time()))
+    except OSError:
+        pass
+def carriers():
+    mark = f"AGENT_EXEC={token}"
+    return [p for p in os.listdir("/proc")
+            if p.isdigit() and mark in (read(f"/proc/{p}/environ") or "").split("\0")]
+if not running():
+    # What it printed last may still be on its way to the record (through tee and head).
+    waited = time.time() + 2
+    while carriers() and time.time() < waited:
+        time.sleep(0.05)
+status = read(f"{record}/status")
+started = int(token.split("-")[0]) / 1e9
+print(json.dumps({
+    "state": "running" if running() else "ended",
+    "token": token,
+    "status": int(status) if status and status.strip().isdigit() else None,
+    "stdout": read(f"{record}/stdout") or "",
+    "stderr": read(f"{record}/stderr") or "",
+    "seconds": max(0.0, time.time() - started) if status is None else
+        max(0.0, os.stat(f"{record}/status").st_mtime - started),
+}))
+"""
 
 
 def workspace_path(path: str) -> str:

@@ -20,7 +20,7 @@ import pytest
 from agent.errors import DockerUnavailable, ImageMissing, SandboxError
 from sandbox._docker import LABEL, SCOPE, TASK, owner_labels
 from sandbox._hardening import REAPER_CAPABILITIES
-from sandbox.container import Sandbox, WorkspaceError
+from sandbox.container import ExecResult, Sandbox, WorkspaceError
 from sandbox.egress import FORWARDER_LIMITS, Egress
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import POOL_PREFIX, Sandboxes
@@ -328,6 +328,56 @@ async def test_fifty_bombs_and_timeouts_leave_no_container_behind(
     assert project_containers(client, boxes.scope) == []
     # Their volumes went too: those of this test's scope, whatever else uses the engine.
     assert client.volumes.list(filters={"label": f"{SCOPE}={boxes.scope}"}) == []
+
+
+async def _lose_track(sandbox: Sandbox, command: str, limit: float, key: str) -> None:
+    """Start a command and stop waiting for it, as a runner that crashes does: it goes on."""
+    run = asyncio.ensure_future(sandbox.exec(command, timeout=limit, key=key))
+    await asyncio.sleep(0.5)
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+
+
+async def test_a_command_a_runner_lost_track_of_is_read_back_from_its_record(
+    boxes: Sandboxes,
+) -> None:
+    sandbox = await boxes.for_task("t")
+    # A fresh sandbox keeps no records: it cannot tell (as after a restart of the container).
+    assert await sandbox.recorded("task/1") == "unknown"
+    done = await sandbox.exec("echo out; echo err >&2; exit 3", timeout=10, key="task/1")
+    again = await sandbox.recorded("task/1")
+    assert isinstance(again, ExecResult)
+    assert (again.exit_code, again.stdout, again.stderr) == (3, "out\n", "err\n")
+    assert (done.exit_code, done.stdout, done.stderr) == (3, "out\n", "err\n")
+    assert await sandbox.recorded("task/never") == "not_started"
+
+    # Still running when asked: waited for, then its outcome.
+    await _lose_track(sandbox, "sleep 2; echo finished; touch ran-$RANDOM", 30, "task/2")
+    finished = await sandbox.recorded("task/2")
+    assert isinstance(finished, ExecResult)
+    assert (finished.exit_code, finished.stdout, finished.problem) == (0, "finished\n", None)
+    assert finished.seconds >= 2
+
+    # Past its timeout: killed, and said so.
+    await _lose_track(sandbox, "echo begun; sleep 60; echo never", 1.5, "task/3")
+    late = await sandbox.recorded("task/3")
+    assert isinstance(late, ExecResult)
+    assert late.timed_out
+    assert late.stdout == "begun\n"
+    assert late.problem is not None
+    assert "killed" in late.problem
+    left = await sandbox.exec("pgrep -f '[s]leep 60' || echo none", timeout=10, record=False)
+    assert left.stdout == "none\n"
+    ran = await sandbox.exec("ls", timeout=10, record=False)
+    assert ran.stdout.count("ran-") == 1  # the command ran once, and was not run again
+
+    # Old records go: at most 50 finished ones are kept.
+    for i in range(55):
+        await sandbox.exec("true", timeout=10, key=f"task/many-{i}")
+    kept = await sandbox.exec("ls /tmp/.agent-runs | wc -l", timeout=10, record=False)
+    assert 50 <= int(kept.stdout) <= 52, kept.stdout
+    assert await sandbox.recorded("task/1") == "not_started"  # among the oldest, gone
 
 
 async def test_files_go_in_and_out_and_stay_in_the_workspace(boxes: Sandboxes) -> None:

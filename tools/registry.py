@@ -103,7 +103,14 @@ class InvalidArguments(Exception):
     """A model's arguments do not fit the tool's schema. The message names each wrong field."""
 
 
-Reconciler = Callable[[ToolContext], "ToolResult | str | None"]
+class CannotTell(Exception):
+    """Raised by a reconciler that cannot tell whether a call took effect: a reviewer decides."""
+
+
+Reconciler = Callable[[ToolContext], "ToolResult | str | Awaitable[ToolResult | str | None] | None"]
+"""Tells after a crash whether a call took effect: its result (a `ToolResult`, or a str for a
+success), None if it did not, or `CannotTell`. A coroutine function is awaited; a plain one runs
+in a thread."""
 EffectReader = Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 """Reads, just before a call is judged (and again just before an approved one runs), what it would
 do that its arguments do not say: the values a form would send. See `tool(effect=...)`."""
@@ -375,9 +382,11 @@ def tool(
             ``external`` (the world outside), ``deploy`` (running services). The default policy
             allows reads and asks a reviewer before external and deploy effects.
         timeout: seconds before the call is abandoned and the model told it timed out.
-        reconcile: for a tool with side effects, a function that tells after a crash whether a
-            call with the given idempotency key already took effect (return its result) or not
-            (return None). Without it, and unless `idempotent`, a reviewer decides.
+        reconcile: for a tool with side effects, a function (or coroutine function) that tells
+            after a crash whether a call with the given idempotency key already took effect
+            (return its result) or not (return None), or raises `CannotTell`. It is given the
+            call's `ToolContext` (its sandbox included). Without it, and unless `idempotent`, a
+            reviewer decides.
         idempotent: the tool honours `ToolContext.idempotency_key` itself, so sending the same
             call twice has the effect of once.
         effect: reads what a call would do that its arguments do not say (the values a form

@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 from pydantic import Field
 
 from sandbox.container import ExecResult, Sandbox, WorkspaceError, workspace_path
-from tools.registry import Registry, ToolContext, ToolError, tool
+from tools.registry import CannotTell, Registry, ToolContext, ToolError, ToolResult, tool
 
 #: what the model is shown of each of stdout and stderr: the head and the tail
 SHOWN = 8000
@@ -60,7 +60,23 @@ def _report(result: ExecResult) -> str:
     return text
 
 
-@tool(touches="write", timeout=_TOOL_TIMEOUT)
+async def _command_outcome(ctx: ToolContext) -> ToolResult | None:
+    """After a crash of the runner: what the command it lost track of did, read back from the
+    sandbox's record of it (waited for, if it still runs); None if it never started."""
+    box = await _sandbox(ctx)
+    found = await box.recorded(ctx.idempotency_key)
+    if found == "unknown":
+        raise CannotTell("the sandbox was started again since, and kept no record of it")
+    if found == "not_started":
+        return None
+    note = "(The runner stopped while this ran; what it did was read back from the sandbox.)\n"
+    try:
+        return ToolResult(True, note + _report(found))
+    except ToolError as exc:
+        return ToolResult(False, note + str(exc), exc.code)
+
+
+@tool(touches="write", timeout=_TOOL_TIMEOUT, reconcile=_command_outcome)
 async def shell(command: str, ctx: ToolContext, timeout: Seconds = 120) -> str:  # noqa: ASYNC109
     """Run a shell command in the task's sandbox (Debian with python3, git, curl; the working
     directory is /workspace, which keeps its files for the whole task).
@@ -70,10 +86,11 @@ async def shell(command: str, ctx: ToolContext, timeout: Seconds = 120) -> str: 
         timeout: seconds before the command and everything it started are killed (at most 600).
     """
     box = await _sandbox(ctx)
-    return _report(await box.exec(command, timeout=timeout, on_output=ctx.output))
+    run = box.exec(command, timeout=timeout, on_output=ctx.output, key=ctx.idempotency_key)
+    return _report(await run)
 
 
-@tool(touches="write", timeout=_TOOL_TIMEOUT)
+@tool(touches="write", timeout=_TOOL_TIMEOUT, reconcile=_command_outcome)
 async def python(
     ctx: ToolContext,
     code: str | None = None,
@@ -94,7 +111,9 @@ async def python(
     box = await _sandbox(ctx)
     target = ["-c", code] if code is not None else [_path(file or "")]
     argv = ["python3", *target, *(args or [])]
-    return _report(await box.exec(argv, timeout=timeout, on_output=ctx.output))
+    return _report(
+        await box.exec(argv, timeout=timeout, on_output=ctx.output, key=ctx.idempotency_key)
+    )
 
 
 @tool(touches="read")
@@ -174,7 +193,7 @@ async def list_files(
         f"find {quoted} -mindepth 1 -maxdepth {depth} "
         "\\( -type d -printf '%P/\\n' \\) -o -printf '%P %s\\n' | sort | head -n 1000"
     )
-    result = await box.exec(command, timeout=30)
+    result = await box.exec(command, timeout=30, record=False)
     if result.exit_code != 0:
         raise ToolError(
             f"{folder}: {result.stderr.strip() or 'cannot be listed'}", code="not_found"
