@@ -23,7 +23,7 @@ from agent.config import Config
 from agent.errors import AgentError, BackendError, SandboxError, StoreError, TaskNotFound
 from agent.home import default_home
 from agent.screen import shown
-from agent.store import Store
+from agent.store import Store, recovery
 from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped, owner_labels
 from sandbox._hardening import hardened
 from sandbox.image import build_image, image_state
@@ -307,14 +307,13 @@ async def _self_test(backend: ModelBackend) -> Check:
 
 def _check_store() -> Check:
     path = default_home() / "events.db"
-    recover = (
-        f"recover what is readable: sqlite3 {path} .recover | sqlite3 {path}.recovered "
-        f"(then move it in place of {path.name}), or restore {path} from a backup"
-    )
+    recover = recovery(path)
     try:
         with Store.open() as store:
-            count = store.count()
             result = store.check()
+            count = store.count() if result == "ok" else None
+    except sqlite3.DatabaseError as exc:  # a damaged page that even the check cannot read
+        return Check("store", False, f"{path} is damaged: {exc}", recover)
     except StoreError as exc:
         if exc.code != "store_read_only":
             corrupt = isinstance(exc.__cause__, sqlite3.DatabaseError)
@@ -331,5 +330,5 @@ def _check_store() -> Check:
             f"make {path.parent} writable",
         )
     if result != "ok":
-        return Check("store", False, f"{path}: {result}", recover)
+        return Check("store", False, f"{path} is damaged: {result[:300]}", recover)
     return Check("store", True, f"{path} ({count} tasks)")

@@ -274,7 +274,9 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
                 print_tasks(store, out, statuses=args.status, limit=args.limit, as_json=args.json)
             else:
                 print_history(store, store.resolve(args.id), out, as_json=args.json)
-            return 0
+            for damage in store.damage:  # what could not be read, said apart from what could
+                print(f"agent: {damage}", file=sys.stderr)
+            return 1 if store.damage else 0
     with Store.open() as store:
         if command == "sandbox":
             return sandbox_command(args, config, store, out)

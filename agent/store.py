@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 from agent.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
@@ -71,6 +71,8 @@ class Store:
         self._synchronous = synchronous
         #: the last seq this connection appended, per task
         self._written: dict[str, int] = {}
+        #: what a read found damaged and went round (see `tasks`), for the reader to say
+        self.damage: list[str] = []
 
     @classmethod
     def open(
@@ -219,11 +221,26 @@ class Store:
         return last
 
     def events(self, task_id: str, *, after: int = 0) -> list[StoredEvent]:
-        """The task's events with sequence number above `after`, in order."""
-        rows = self._db.execute(
-            "SELECT seq, ts, body FROM events WHERE task_id = ? AND seq > ? ORDER BY seq",
-            (task_id, after),
-        ).fetchall()
+        """The task's events with sequence number above `after`, in order. Raises `StoreError`
+        (code "store_damaged") if some of them are on a damaged page of the store."""
+        try:
+            rows = self._db.execute(
+                "SELECT seq, ts, body FROM events WHERE task_id = ? AND seq > ? ORDER BY seq",
+                (task_id, after),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            query = "SELECT seq, ts, body FROM events WHERE task_id = ? AND seq BETWEEN ? AND ?"
+            rows, lost = _salvage(self._db, query, (task_id,), after + 1)
+            if lost or not rows:
+                raise StoreError(
+                    f"task {task_id}: its log is on a damaged part of the event store at "
+                    f"{self.path} ({exc}; events {_ranges(lost)} cannot be read). "
+                    f"{recovery(self.path)}",
+                    code="store_damaged",
+                ) from exc
+            rows.sort()
         if not rows and after == 0:
             raise TaskNotFound(f"no task {task_id}", task_id=task_id)
         return [
@@ -243,23 +260,50 @@ class Store:
         return TaskRow(*row)
 
     def tasks(self, *, statuses: Sequence[str] | None = None, limit: int = 1000) -> list[TaskRow]:
-        """Tasks, newest first, optionally only those in `statuses`."""
+        """Tasks, newest first, optionally only those in `statuses`. On a damaged store, those
+        that can be read, with what could not said in `damage`."""
         where, args = _status_filter(statuses)
         query = f"SELECT * FROM tasks{where} ORDER BY created DESC, rowid DESC LIMIT ?"
-        return [TaskRow(*r) for r in self._db.execute(query, (*args, limit)).fetchall()]
+        try:
+            return [TaskRow(*r) for r in self._db.execute(query, (*args, limit)).fetchall()]
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            rows, lost = _salvage(
+                self._db, "SELECT rowid, * FROM tasks WHERE rowid BETWEEN ? AND ?", (), 1
+            )
+            damage = (
+                f"the event store at {self.path} is damaged ({exc}): rows {_ranges(lost)} of its "
+                f"task list cannot be read; listed are those that can. {recovery(self.path)}"
+            )
+            if damage not in self.damage:
+                self.damage.append(damage)
+            wanted = [TaskRow(*r[1:]) for r in rows if not statuses or r[3] in statuses]
+            wanted.sort(key=lambda row: row.created, reverse=True)
+            return wanted[:limit]
 
     def count(self, *, statuses: Sequence[str] | None = None) -> int:
         """How many tasks there are (in `statuses`, if given)."""
         where, args = _status_filter(statuses)
-        return int(self._db.execute(f"SELECT COUNT(*) FROM tasks{where}", args).fetchone()[0])
+        try:
+            return int(self._db.execute(f"SELECT COUNT(*) FROM tasks{where}", args).fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            return len(self.tasks(statuses=statuses, limit=_ALL))
 
     def resolve(self, prefix: str) -> str:
         """The task id that starts with `prefix` (ids are long; people type a few characters)."""
         # Escape LIKE's wildcards: a typed `_` or `%` is a character of the id, not a pattern.
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._db.execute(
-            "SELECT id FROM tasks WHERE id LIKE ? || '%' ESCAPE '\\' LIMIT 2", (pattern,)
-        ).fetchall()
+        try:
+            rows = self._db.execute(
+                "SELECT id FROM tasks WHERE id LIKE ? || '%' ESCAPE '\\' LIMIT 2", (pattern,)
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            rows = [(r.id,) for r in self.tasks(limit=_ALL) if r.id.startswith(prefix)][:2]
         if len(rows) == 1:
             return str(rows[0][0])
         if not rows:
@@ -328,6 +372,62 @@ def _last_seq(db: sqlite3.Connection, task_id: str, *, expected: int | None = No
             task_id=task_id,
         )
     return last
+
+
+def recovery(path: Path) -> str:
+    """How to get back what can be read of a damaged store at `path`."""
+    return (
+        f"Recover what is readable: sqlite3 {path} .recover | sqlite3 {path}.recovered "
+        f"(then move {path}.recovered in its place), or put back a backup."
+    )
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite found a page of the file damaged (not a busy or missing database)."""
+    return getattr(exc, "sqlite_errorname", "") == "SQLITE_CORRUPT" or "malformed" in str(exc)
+
+
+_ALL = 2**31
+#: how many queries a read round a damaged part may take before it gives the rest up as lost
+_SALVAGE_QUERIES = 4000
+
+
+def _salvage(
+    db: sqlite3.Connection, query: str, args: tuple[object, ...], low: int
+) -> tuple[list[tuple[Any, ...]], list[tuple[int, int]]]:
+    """The rows of `query` (whose last two parameters are a range of keys) that can be read
+    from `low` on, and the ranges of keys that cannot: a failing range is halved until what
+    fails is a single key (or the queries run out)."""
+    high = 2**62
+    rows: list[tuple[Any, ...]] = []
+    lost: list[tuple[int, int]] = []
+    ranges, asked = [(low, high)], 0
+    while ranges:
+        first, last = ranges.pop()
+        asked += 1
+        try:
+            rows.extend(db.execute(query, (*args, first, last)).fetchall())
+        except sqlite3.DatabaseError:
+            if first == last or asked >= _SALVAGE_QUERIES:
+                lost.append((first, last))
+                continue
+            middle = (first + last) // 2
+            ranges += [(middle + 1, last), (first, middle)]
+    return rows, _merged(lost)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(last, merged[-1][1]))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _ranges(ranges: list[tuple[int, int]]) -> str:
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges) or "none"
 
 
 def _read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:

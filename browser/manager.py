@@ -19,8 +19,8 @@ import functools
 import posixpath
 from urllib.parse import urlsplit
 
+from playwright.async_api import Browser, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Playwright, async_playwright
 
 from agent.errors import SandboxError
 from browser.driver import PageDriver, PageError
@@ -78,30 +78,7 @@ class Browsers:
         return driver
 
     async def _start(self, sandbox: Sandbox) -> PageDriver:
-        assert sandbox.devtools is not None
-        started = await sandbox.exec(
-            ["agent-browser"], timeout=START_TIMEOUT, user=BROWSER_USER, record=False
-        )
-        key = next(
-            (line[4:] for line in started.stdout.splitlines() if line.startswith("key ")), None
-        )
-        if not started.ok or not key:
-            raise SandboxError(
-                "the task's browser did not start: "
-                + (started.problem or started.stderr.strip() or f"exit {started.exit_code}")
-            )
-        client = await self._client()
-        try:
-            browser = await client.chromium.connect_over_cdp(
-                _websocket(sandbox.devtools),
-                timeout=CONNECT_TIMEOUT_MS,
-                headers={KEY_HEADER: key},
-            )
-        except PlaywrightError as exc:
-            raise SandboxError(
-                f"cannot reach the task's browser at {sandbox.devtools}: {exc}"
-            ) from None
-        return await PageDriver.attach(browser)
+        return await PageDriver.attach(await connect(await self._client(), sandbox))
 
     async def fill_pool(self) -> int:
         """Start browsers in pooled sandboxes until `browser_pool` wait, connected; return how
@@ -169,10 +146,30 @@ class Browsers:
             await playwright.stop()
 
 
-def _websocket(devtools: str) -> str:
-    """The browser's DevTools WebSocket (its relay in the sandbox; see image/bin/agent-browser),
-    at the address the host knows."""
-    return f"ws://{urlsplit(devtools).netloc}/devtools/browser"
+async def connect(client: Playwright, sandbox: Sandbox) -> Browser:
+    """A new DevTools connection to the sandbox's browser, started there first if it is not
+    running. Raises `SandboxError` if Chromium cannot be started or reached."""
+    assert sandbox.devtools is not None
+    started = await sandbox.exec(
+        ["agent-browser"], timeout=START_TIMEOUT, user=BROWSER_USER, record=False
+    )
+    key = next((line[4:] for line in started.stdout.splitlines() if line.startswith("key ")), "")
+    if not started.ok or not key:
+        raise SandboxError(
+            "the task's browser did not start: "
+            + (started.problem or started.stderr.strip() or f"exit {started.exit_code}")
+        )
+    # The browser's relay in the sandbox (see image/bin/agent-browser), at the address the host
+    # knows; it takes a connection that carries its key.
+    endpoint = f"ws://{urlsplit(sandbox.devtools).netloc}/devtools/browser"
+    try:
+        return await client.chromium.connect_over_cdp(
+            endpoint, timeout=CONNECT_TIMEOUT_MS, headers={KEY_HEADER: key}
+        )
+    except PlaywrightError as exc:
+        raise SandboxError(
+            f"cannot reach the task's browser at {sandbox.devtools}: {exc}"
+        ) from None
 
 
 #: copies $1 (the browser's) into the folder $3 as $2, or as $2 with a number added if that name

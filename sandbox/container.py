@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import posixpath
+import re
 import secrets
 import tarfile
 import threading
@@ -95,8 +96,10 @@ class _Output:
             if kept < MAX_OUTPUT:
                 self.parts[stream].append(text[: MAX_OUTPUT - kept])
             self.sizes[stream] = kept + len(text)
-        if self.sink is not None:
-            self.loop.call_soon_threadsafe(self.sink, stream, text)
+        # agent-exec's line about limits is read by `exec`, not shown as the command's.
+        shown = _limits_said(text)[0] if stream == "stderr" and "\x1e" in text else text
+        if self.sink is not None and shown:
+            self.loop.call_soon_threadsafe(self.sink, stream, shown)
 
     def text(self, stream: str) -> str:
         with self.lock:
@@ -116,6 +119,7 @@ class Sandbox:
         limits: SandboxLimits,
         *,
         fresh: bool,
+        restarted: bool = False,
     ) -> None:
         self._client = client
         self.id = container_id
@@ -128,6 +132,20 @@ class Sandbox:
         # Counters of limit hits (OOM kills, refused forks) are compared with what they were
         # before; a fresh container starts at zero, one found after a restart is read first.
         self._counters: dict[str, int] | None = {} if fresh else None
+        #: said once to the task (see `take_restart_note`) when the container had stopped
+        self._restart_note = (
+            "the sandbox had stopped (Docker or the machine restarted) and was started again: "
+            f"its {WORKSPACE} and /tmp are empty (they are size-capped memory, and went with it), "
+            "and nothing it was running is left"
+            if restarted
+            else None
+        )
+
+    def take_restart_note(self) -> str | None:
+        """What the task must be told about its sandbox having been started again, the first
+        time it is asked; None after that, and for a sandbox that never stopped."""
+        note, self._restart_note = self._restart_note, None
+        return note
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.name} {self.id[:12]}>"
@@ -195,14 +213,19 @@ class Sandbox:
                     ) from None
         exit_code = await asyncio.to_thread(self._exit_code, exec_id)
         seconds = time.perf_counter() - started
-        stdout, stderr = output.text("stdout"), output.text("stderr")
+        stdout = output.text("stdout")
+        stderr, said = _limits_said(output.text("stderr"))
         problem = None
-        hit_pids = any(sign in stderr for sign in _FORK_REFUSED)
+        hit_pids = any(sign in stderr for sign in _FORK_REFUSED) or (said is not None and said[0])
         if hit_pids and not timed_out:
             # What it left running (a fork bomb's children) would hold the limit for every later
             # command: end it all.
             await self._kill(token)
-        if timed_out or hit_pids or exit_code not in (0, 1, 2):
+        if said is not None and not timed_out:
+            # agent-exec saw a limit hit (however quietly the command ended): say which.
+            self._counters = await self._read_counters()
+            problem = self._out_of_memory() if said[1] else self._process_limit()
+        elif timed_out or hit_pids or exit_code not in (0, 1, 2):
             problem = await self._diagnose()
         if problem is None and "No space left on device" in stderr:
             problem = self._disk_full()
@@ -277,15 +300,20 @@ class Sandbox:
         before = self._counters or {}
         after = await self._read_counters()
         self._counters = after
-        limits = self.limits
         if after.get("oom_kill", 0) > before.get("oom_kill", 0):
-            return f"out of memory: the process was killed at the {limits.memory_mb} MiB limit"
+            return self._out_of_memory()
         if after.get("max", 0) > before.get("max", 0):
-            return (
-                f"process limit: the command tried to run more than {limits.pids} processes "
-                "and threads at once (a fork bomb?); new ones were refused"
-            )
+            return self._process_limit()
         return None
+
+    def _out_of_memory(self) -> str:
+        return f"out of memory: the process was killed at the {self.limits.memory_mb} MiB limit"
+
+    def _process_limit(self) -> str:
+        return (
+            f"process limit: the command tried to run more than {self.limits.pids} processes "
+            "and threads at once (a fork bomb?); new ones were refused"
+        )
 
     def _disk_full(self) -> str:
         return (
@@ -429,6 +457,19 @@ class Sandbox:
 
         with mapped(f"copying {full} out of sandbox {self.name}"):
             return await asyncio.to_thread(get)
+
+
+#: the line agent-exec adds to a command's stderr when a limit was hit while it ran
+_LIMITS_SAID = re.compile(r"\x1eagent-exec limits pids=(\d+) oom=(\d+)\n?")
+
+
+def _limits_said(stderr: str) -> tuple[str, tuple[int, int] | None]:
+    """A command's stderr without agent-exec's line, and what that line said: how many forks
+    were refused and how many processes the OOM killer took while it ran (None if no line)."""
+    found = None
+    for match in _LIMITS_SAID.finditer(stderr):
+        found = (int(match[1]), int(match[2]))
+    return _LIMITS_SAID.sub("", stderr), found
 
 
 def _tag(key: str) -> str:

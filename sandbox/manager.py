@@ -123,12 +123,14 @@ class Sandboxes:
         listed = self._listed(client)
         own = next((c for c in listed if f"/{name}" in c["Names"]), None)
         if own is not None:
+            stopped = own["State"] not in ("running", "paused")
             with mapped(f"restarting the sandbox of task {task_id}"):
                 if own["State"] == "paused":  # a runner died while claiming it from the pool
                     client.api.unpause(own["Id"])
-                elif own["State"] != "running":
+                elif stopped:
                     client.api.start(own["Id"])
-            return Sandbox(client, own["Id"], name, limits, fresh=False), None
+            sandbox = Sandbox(client, own["Id"], name, limits, fresh=False, restarted=stopped)
+            return sandbox, None
         claimed = self._claim(client, name, listed, limits)
         if claimed is not None:
             container_id, pool_name = claimed

@@ -19,6 +19,7 @@ from agent.cli import main
 from agent.events import EgressDecided
 from agent.runner import Runner
 from agent.store import Store
+from browser.manager import connect
 from policies import Gate
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes, store_scope
@@ -98,7 +99,7 @@ async def test_a_submission_waits_for_a_reviewer_who_sees_its_values_and_is_aske
         box = await sandboxes.for_task(task_id, limits)
         assert box.devtools is not None
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.connect_over_cdp(box.devtools)
+            browser = await connect(playwright, box)
             page = browser.contexts[0].pages[0]
             await page.fill("#name", "Mallory")
             await browser.close()

@@ -35,6 +35,7 @@ from agent.events import Limits, ToolResulted
 from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
+from browser.manager import connect
 from policies import Gate
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes, store_scope
@@ -232,7 +233,7 @@ class EpisodePage:
         """Start the episode of `seed` on the page the task's browser shows; its utterance."""
         sandbox = await self.sandboxes.for_task(task_id)  # the task's, opened by the runner
         assert sandbox.devtools is not None
-        self._browser = await self.playwright.chromium.connect_over_cdp(sandbox.devtools)
+        self._browser = await connect(self.playwright, sandbox)
         pages = [p for c in self._browser.contexts for p in c.pages if p.url == url]
         assert len(pages) == 1, [p.url for c in self._browser.contexts for p in c.pages]
         self._page = pages[0]

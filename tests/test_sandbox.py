@@ -24,6 +24,8 @@ from sandbox.container import ExecResult, Sandbox, WorkspaceError
 from sandbox.egress import FORWARDER_LIMITS, Egress
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import POOL_PREFIX, Sandboxes
+from tools import ToolContext
+from tools.sandboxed import registry as sandbox_tools
 
 SMALL = SandboxLimits(memory_mb=256, pids=64, workspace_mb=32, tmp_mb=16, cpus=1.0)
 
@@ -184,7 +186,9 @@ async def test_a_spinner_that_ignores_sigterm_is_gone_within_timeout_plus_2s(
     assert elapsed < 1 + 2, elapsed
     assert result.problem is not None
     assert "timed out after 1 s" in result.problem
-    left = await sandbox.exec("ps -eo args= | grep -vE '^(ps|grep|sh -c)'", timeout=10)
+    left = await sandbox.exec(
+        "ps -eo args= | grep -vE '^(ps|grep|sh -c)'", timeout=10, record=False
+    )
     assert sorted(left.stdout.splitlines()) == [
         "/sbin/docker-init -- /opt/agent/bin/agent-init",
         "/usr/bin/python3 /opt/agent/bin/agent-init",
@@ -328,6 +332,39 @@ async def test_fifty_bombs_and_timeouts_leave_no_container_behind(
     assert project_containers(client, boxes.scope) == []
     # Their volumes went too: those of this test's scope, whatever else uses the engine.
     assert client.volumes.list(filters={"label": f"{SCOPE}={boxes.scope}"}) == []
+
+
+async def test_a_sandbox_docker_started_again_says_so_once_and_runs_nothing_that_time(
+    boxes: Sandboxes, client: docker.DockerClient
+) -> None:
+    sandbox = await boxes.for_task("t")
+    await sandbox.write_file("notes.txt", b"the task's data")
+    await asyncio.to_thread(client.containers.get(sandbox.id).stop, timeout=1)
+    # A later runner (its own Sandboxes) finds the container stopped and starts it again.
+    later = Sandboxes(boxes.config, scope=boxes.scope)
+    try:
+        again = await later.for_task("t")
+        assert again.id == sandbox.id
+
+        async def opened() -> Sandbox:
+            return again
+
+        ctx = ToolContext("t", "call-1", "t/1", sandbox=opened)
+        shell = sandbox_tools.get("shell")
+        assert shell is not None
+        first = await shell.invoke({"command": "echo ran"}, ctx)
+        assert not first.ok
+        assert first.error_code == "sandbox_restarted"
+        assert "not run:" in first.content
+        assert "/workspace and /tmp are empty" in first.content
+        second = await shell.invoke({"command": "ls; echo ran"}, ctx)
+        assert second.ok, second
+        assert "ran" in second.content
+        assert "notes.txt" not in second.content  # said, because it is so
+        # A sandbox that never stopped has nothing to say.
+        assert (await later.for_task("t")).take_restart_note() is None
+    finally:
+        await later.aclose()
 
 
 async def _lose_track(sandbox: Sandbox, command: str, limit: float, key: str) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from agent.events import Limits, TaskCreated
+from agent.store import Store
 
 from .conftest import REPO, write_script
 
@@ -89,3 +91,54 @@ def test_the_doctor_names_a_damaged_store_and_how_to_recover_it(
     assert ".recover" in store["fix"]
     assert "backup" in store["fix"]
     assert "writable" not in store["fix"]
+
+
+def _damage(path: Path, marker: bytes) -> int:
+    """Zero the page of the store that holds each copy of `marker`; return how many."""
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")  # the page size, in the file's header
+    found, at = 0, data.find(marker)
+    while at != -1:
+        start = at - at % page
+        data[start : start + page] = bytes(page)
+        found += 1
+        at = data.find(marker, start + page)
+    path.write_bytes(bytes(data))
+    return found
+
+
+def test_a_damaged_store_still_lists_and_shows_the_tasks_it_can_read(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.mkdir(parents=True)
+    path = home / "events.db"
+    # A task whose text spans several overflow pages: the page that holds the middle of it is
+    # damaged (in the task list, and in its first event), and nothing else is.
+    long_text = "".join(f"victim-{i:05d} " for i in range(1500))
+    with Store.open(path) as store:
+        ids = [
+            store.create_task(TaskCreated(task=f"task {n}", model="scripted:x", limits=Limits()))
+            for n in range(40)
+        ]
+        victim = store.create_task(TaskCreated(task=long_text, model="scripted:x", limits=Limits()))
+    assert _damage(path, b"victim-00800 ") == 2
+
+    assert main(["tasks", "--json", "--limit", "100"]) == 1
+    captured = capsys.readouterr()
+    listed = {row["task_id"] for row in json.loads(captured.out)}
+    assert listed == set(ids)  # every task but the damaged one
+    said = " ".join(captured.err.split())
+    assert "is damaged" in said
+    assert ".recover" in said
+
+    assert main(["show", ids[7], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["task"] == "task 7"
+    assert main(["show", victim]) != 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"task {victim}: its log is on a damaged part of the event store" in said
+    assert ".recover" in said
+
+    assert main(["doctor", "--json"]) == 1
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert "is damaged" in checks["store"]["detail"]
+    assert ".recover" in checks["store"]["fix"]

@@ -26,12 +26,17 @@ _TOOL_TIMEOUT = MAX_TIMEOUT + 30
 Seconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT)]
 
 
-async def _sandbox(ctx: ToolContext) -> Sandbox:
+async def _sandbox(ctx: ToolContext, *, for_a_call: bool = True) -> Sandbox:
+    """The task's sandbox. The first call after Docker started it again (its files went with
+    it) is not run: the model is told instead, once."""
     if ctx.sandbox is None:
         raise ToolError(
             "this runner has no sandbox: sandbox tools cannot run here", code="no_sandbox"
         )
-    return await ctx.sandbox()
+    box = await ctx.sandbox()
+    if for_a_call and (restarted := box.take_restart_note()) is not None:
+        raise ToolError(f"not run: {restarted}; call again", code="sandbox_restarted")
+    return box
 
 
 def _shown(text: str) -> str:
@@ -63,7 +68,7 @@ def _report(result: ExecResult) -> str:
 async def _command_outcome(ctx: ToolContext) -> ToolResult | None:
     """After a crash of the runner: what the command it lost track of did, read back from the
     sandbox's record of it (waited for, if it still runs); None if it never started."""
-    box = await _sandbox(ctx)
+    box = await _sandbox(ctx, for_a_call=False)
     found = await box.recorded(ctx.idempotency_key)
     if found == "unknown":
         raise CannotTell("the sandbox was started again since, and kept no record of it")
