@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal, cast
 
 import docker
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from agent.errors import SandboxError
 from sandbox._docker import mapped
@@ -34,6 +35,9 @@ WORKSPACE = "/workspace"
 #: a volume agent-init watches (the archive API cannot write a container's tmpfs mounts)
 CONTROL = "/run/agent"
 REAP_DIR = CONTROL + "/reap"
+REAPED_DIR = CONTROL + "/reaped"
+#: how long agent-init may take to end a command (a fork bomb on a loaded machine takes longest)
+REAP_LIMIT = 15.0
 #: who commands run as; the browser runs as BROWSER_USER, agent-init as root
 USER = "1000:1000"
 BROWSER_USER = "browser"
@@ -50,6 +54,10 @@ _COUNTERS = (
     "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events "
     "/sys/fs/cgroup/pids/pids.events /sys/fs/cgroup/pids.events 2>/dev/null; true"
 )
+
+
+class _NotYet(Exception):
+    """agent-init has not said it is done yet."""
 
 
 class WorkspaceError(SandboxError):
@@ -194,9 +202,13 @@ class Sandbox:
             exec_id = await asyncio.wait_for(asyncio.shield(stream), timeout)
         except TimeoutError:
             timed_out = True
-            await self._kill(token)
+            reaped = await self._kill(token)
             try:
-                exec_id = await asyncio.wait_for(asyncio.shield(stream), KILL_GRACE)
+                # Once agent-init says it is done, the stream closes at once; if it never says
+                # so, the grace is all the stream gets.
+                exec_id = await asyncio.wait_for(
+                    asyncio.shield(stream), KILL_GRACE if not reaped else REAP_LIMIT
+                )
             except TimeoutError:
                 # agent-init did not act (the command killed it, or stopped it): kill from a
                 # new process instead, if one can still start.
@@ -227,6 +239,9 @@ class Sandbox:
             problem = self._out_of_memory() if said[1] else self._process_limit()
         elif timed_out or hit_pids or exit_code not in (0, 1, 2):
             problem = await self._diagnose()
+            if problem is None and hit_pids:
+                # The counters could not be read (the limit still held), but the refusal shows.
+                problem = self._process_limit()
         if problem is None and "No space left on device" in stderr:
             problem = self._disk_full()
         if timed_out and problem is None:
@@ -260,18 +275,39 @@ class Sandbox:
             code = self._client.api.exec_inspect(exec_id)["ExitCode"]
         return int(code) if code is not None else None
 
-    async def _kill(self, token: str) -> None:
+    async def _kill(self, token: str) -> bool:
         """Have agent-init (started before the command, so able to act even when no process can
-        be started) kill every process the command started."""
+        be started) kill every process the command started; return whether it said it had done
+        so within `REAP_LIMIT` seconds (a later command then starts with the slots freed)."""
+        api = self._client.api
 
         def kill() -> None:
-            api = self._client.api
             api.put_archive(self.id, REAP_DIR, _tar({token: b""}))
-            api.kill(self.id, signal="SIGCONT")  # in case the command stopped agent-init
             api.kill(self.id, signal="SIGUSR1")
+
+        def reaped() -> None:
+            try:
+                api.get_archive(self.id, f"{REAPED_DIR}/{token}")
+            except docker.errors.NotFound:
+                raise _NotYet from None
 
         with mapped(f"stopping a command in sandbox {self.name}"):
             await asyncio.to_thread(kill)
+            # agent-init puts the token in REAPED_DIR when it is done: a file Docker reads from
+            # outside the container, which needs no process in it (a fork bomb leaves none).
+            waiting = AsyncRetrying(
+                stop=stop_after_delay(REAP_LIMIT),
+                wait=wait_fixed(0.05),
+                retry=retry_if_exception_type(_NotYet),
+                reraise=True,
+            )
+            try:
+                async for attempt in waiting:
+                    with attempt:
+                        await asyncio.to_thread(reaped)
+            except _NotYet:
+                return False
+        return True
 
     async def _read_counters(self) -> dict[str, int]:
         """The container's count of OOM kills and refused forks."""

@@ -2,6 +2,7 @@
 
 from tools.registry import (
     TOUCHES,
+    CannotTell,
     InvalidArguments,
     Registry,
     Tool,
@@ -14,6 +15,7 @@ from tools.registry import (
 
 __all__ = [
     "TOUCHES",
+    "CannotTell",
     "InvalidArguments",
     "Registry",
     "Tool",
