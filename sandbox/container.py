@@ -527,16 +527,16 @@ def read(path):
 if not os.path.isdir(runs):
     print(json.dumps({"state": "unknown"}))
     sys.exit()
-found = sorted(glob.glob(f"{runs}/*-{tag}"))
+found = sorted(glob.glob(f"{runs}/*-{tag}.pid"))
 if not found:
     print(json.dumps({"state": "not_started"}))
     sys.exit()
-record = found[-1]
+record = found[-1][: -len(".pid")]
 token = os.path.basename(record)
-pid, deadline = (read(f"{record}/pid") or "0 0").split()
+pid, deadline = (read(f"{record}.pid") or "0 0").split()
 def running():
     env = read(f"/proc/{pid}/environ") or ""
-    return read(f"{record}/status") is None and f"AGENT_EXEC={token}" in env.split("\0")
+    return read(f"{record}.status") is None and f"AGENT_EXEC={token}" in env.split("\0")
 if running():
     try:
         fd = os.pidfd_open(int(pid))
@@ -548,20 +548,20 @@ def carriers():
     return [p for p in os.listdir("/proc")
             if p.isdigit() and mark in (read(f"/proc/{p}/environ") or "").split("\0")]
 if not running():
-    # What it printed last may still be on its way to the record (through tee and head).
+    # What it printed last may still be on its way to the record (through tee).
     waited = time.time() + 2
     while carriers() and time.time() < waited:
         time.sleep(0.05)
-status = read(f"{record}/status")
+status = read(f"{record}.status")
 started = int(token.split("-")[0]) / 1e9
 print(json.dumps({
     "state": "running" if running() else "ended",
     "token": token,
     "status": int(status) if status and status.strip().isdigit() else None,
-    "stdout": read(f"{record}/stdout") or "",
-    "stderr": read(f"{record}/stderr") or "",
+    "stdout": read(f"{record}.stdout") or "",
+    "stderr": read(f"{record}.stderr") or "",
     "seconds": max(0.0, time.time() - started) if status is None else
-        max(0.0, os.stat(f"{record}/status").st_mtime - started),
+        max(0.0, os.stat(f"{record}.status").st_mtime - started),
 }))
 """
 

@@ -412,7 +412,7 @@ async def test_a_command_a_runner_lost_track_of_is_read_back_from_its_record(
     # Old records go: at most 50 finished ones are kept.
     for i in range(55):
         await sandbox.exec("true", timeout=10, key=f"task/many-{i}")
-    kept = await sandbox.exec("ls /tmp/.agent-runs | wc -l", timeout=10, record=False)
+    kept = await sandbox.exec("ls /tmp/.agent-runs/*.status | wc -l", timeout=10, record=False)
     assert 50 <= int(kept.stdout) <= 52, kept.stdout
     assert await sandbox.recorded("task/1") == "not_started"  # among the oldest, gone
 
