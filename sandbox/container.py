@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import hashlib
 import io
 import json
 import posixpath
-import re
 import secrets
 import tarfile
 import threading
@@ -29,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from agent.errors import SandboxError
 from sandbox._docker import mapped
+from sandbox._records import READ_RECORD, limits_said, tag
 from sandbox.limits import SandboxLimits
 
 WORKSPACE = "/workspace"
@@ -105,7 +104,7 @@ class _Output:
                 self.parts[stream].append(text[: MAX_OUTPUT - kept])
             self.sizes[stream] = kept + len(text)
         # agent-exec's line about limits is read by `exec`, not shown as the command's.
-        shown = _limits_said(text)[0] if stream == "stderr" and "\x1e" in text else text
+        shown = limits_said(text)[0] if stream == "stderr" and "\x1e" in text else text
         if self.sink is not None and shown:
             self.loop.call_soon_threadsafe(self.sink, stream, shown)
 
@@ -180,7 +179,7 @@ class Sandbox:
         if self._counters is None:
             self._counters = await self._read_counters()
         # Named by when it started (records are kept in that order) and by the call's key.
-        token = f"{time.time_ns():020d}-{_tag(key) if key is not None else secrets.token_hex(8)}"
+        token = f"{time.time_ns():020d}-{tag(key) if key is not None else secrets.token_hex(8)}"
         extra = {"AGENT_EXEC": token}
         if record:
             argv = ["agent-exec", *argv]
@@ -202,31 +201,52 @@ class Sandbox:
             exec_id = await asyncio.wait_for(asyncio.shield(stream), timeout)
         except TimeoutError:
             timed_out = True
-            reaped = await self._kill(token)
-            try:
-                # Once agent-init says it is done, the stream closes at once; if it never says
-                # so, the grace is all the stream gets.
-                exec_id = await asyncio.wait_for(
-                    asyncio.shield(stream), KILL_GRACE if not reaped else REAP_LIMIT
-                )
-            except TimeoutError:
-                # agent-init did not act (the command killed it, or stopped it): kill from a
-                # new process instead, if one can still start.
-                await asyncio.to_thread(
-                    self._run_quick, f"agent-init reap {token}", "stopping a command", "0:0"
-                )
-                try:
-                    exec_id = await asyncio.wait_for(asyncio.shield(stream), KILL_GRACE)
-                except TimeoutError:
-                    raise SandboxError(
-                        f"sandbox {self.name}: a command outlived its timeout and could not be "
-                        f"killed (`agent sandbox prune` after the task ends removes it)",
-                        code="sandbox_unresponsive",
-                    ) from None
+            exec_id = await self._end_overdue(stream, token)
         exit_code = await asyncio.to_thread(self._exit_code, exec_id)
         seconds = time.perf_counter() - started
-        stdout = output.text("stdout")
-        stderr, said = _limits_said(output.text("stderr"))
+        stderr, said = limits_said(output.text("stderr"))
+        problem = await self._problem(
+            token, exit_code, stderr, said, timed_out=timed_out, limit=timeout
+        )
+        return ExecResult(exit_code, output.text("stdout"), stderr, seconds, timed_out, problem)
+
+    async def _end_overdue(self, stream: asyncio.Future[str], token: str) -> str:
+        """Kill a command past its timeout; return its exec id once its stream has closed.
+        Raises `SandboxError` if it cannot be killed."""
+        reaped = await self._kill(token)
+        try:
+            # Once agent-init says it is done, the stream closes at once; if it never says
+            # so, the grace is all the stream gets.
+            exec_id = await asyncio.wait_for(
+                asyncio.shield(stream), KILL_GRACE if not reaped else REAP_LIMIT
+            )
+        except TimeoutError:
+            # agent-init did not say it was done in time: kill from a new process as well, if
+            # one can still start.
+            await asyncio.to_thread(
+                self._run_quick, f"agent-init reap {token}", "stopping a command", "0:0"
+            )
+            try:
+                exec_id = await asyncio.wait_for(asyncio.shield(stream), KILL_GRACE)
+            except TimeoutError:
+                raise SandboxError(
+                    f"sandbox {self.name}: a command outlived its timeout and could not be "
+                    f"killed (`agent sandbox prune` after the task ends removes it)",
+                    code="sandbox_unresponsive",
+                ) from None
+        return exec_id
+
+    async def _problem(
+        self,
+        token: str,
+        exit_code: int | None,
+        stderr: str,
+        said: tuple[int, int] | None,
+        *,
+        timed_out: bool,
+        limit: float,
+    ) -> str | None:
+        """The limit a command ran into, or its timeout, said plainly; None if neither."""
         problem = None
         hit_pids = any(sign in stderr for sign in _FORK_REFUSED) or (said is not None and said[0])
         if hit_pids and not timed_out:
@@ -246,12 +266,11 @@ class Sandbox:
             problem = self._disk_full()
         if timed_out and problem is None:
             problem = (
-                f"timed out after {timeout:g} s; the command and every process it started "
-                "were killed"
+                f"timed out after {limit:g} s; the command and every process it started were killed"
             )
         elif timed_out:
-            problem = f"{problem}; it was still running at the {timeout:g} s timeout and was killed"
-        return ExecResult(exit_code, stdout, stderr, seconds, timed_out, problem)
+            problem = f"{problem}; it was still running at the {limit:g} s timeout and was killed"
+        return problem
 
     def _stream(
         self, argv: list[str], env: dict[str, str], workdir: str, output: _Output, user: str
@@ -363,9 +382,10 @@ class Sandbox:
         its timeout, then killed. "not_started" if no command with that key started here;
         "unknown" if the sandbox keeps no records (it was started again since: they went with
         its /tmp). Raises `SandboxError` if the container cannot be used."""
-        tag = _tag(key)
         answer = await asyncio.to_thread(
-            self._run_quick_argv, ["python3", "-c", _READ_RECORD, tag], "reading a command's record"
+            self._run_quick_argv,
+            ["python3", "-c", READ_RECORD, tag(key)],
+            "reading a command's record",
         )
         try:
             found = json.loads(answer)
@@ -493,77 +513,6 @@ class Sandbox:
 
         with mapped(f"copying {full} out of sandbox {self.name}"):
             return await asyncio.to_thread(get)
-
-
-#: the line agent-exec adds to a command's stderr when a limit was hit while it ran
-_LIMITS_SAID = re.compile(r"\x1eagent-exec limits pids=(\d+) oom=(\d+)\n?")
-
-
-def _limits_said(stderr: str) -> tuple[str, tuple[int, int] | None]:
-    """A command's stderr without agent-exec's line, and what that line said: how many forks
-    were refused and how many processes the OOM killer took while it ran (None if no line)."""
-    found = None
-    for match in _LIMITS_SAID.finditer(stderr):
-        found = (int(match[1]), int(match[2]))
-    return _LIMITS_SAID.sub("", stderr), found
-
-
-def _tag(key: str) -> str:
-    """The part of a command's token that names the call it runs for."""
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-#: reads the last record of a tag (see image/bin/agent-exec), waiting for a command still running
-#: until its deadline; prints it as JSON
-_READ_RECORD = r"""
-import glob, json, os, select, sys, time
-runs, tag = "/tmp/.agent-runs", sys.argv[1]
-def read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
-if not os.path.isdir(runs):
-    print(json.dumps({"state": "unknown"}))
-    sys.exit()
-found = sorted(glob.glob(f"{runs}/*-{tag}.pid"))
-if not found:
-    print(json.dumps({"state": "not_started"}))
-    sys.exit()
-record = found[-1][: -len(".pid")]
-token = os.path.basename(record)
-pid, deadline = (read(f"{record}.pid") or "0 0").split()
-def running():
-    env = read(f"/proc/{pid}/environ") or ""
-    return read(f"{record}.status") is None and f"AGENT_EXEC={token}" in env.split("\0")
-if running():
-    try:
-        fd = os.pidfd_open(int(pid))
-        select.select([fd], [], [], max(0.0, float(deadline) - time.time()))
-    except OSError:
-        pass
-def carriers():
-    mark = f"AGENT_EXEC={token}"
-    return [p for p in os.listdir("/proc")
-            if p.isdigit() and mark in (read(f"/proc/{p}/environ") or "").split("\0")]
-if not running():
-    # What it printed last may still be on its way to the record (through tee).
-    waited = time.time() + 2
-    while carriers() and time.time() < waited:
-        time.sleep(0.05)
-status = read(f"{record}.status")
-started = int(token.split("-")[0]) / 1e9
-print(json.dumps({
-    "state": "running" if running() else "ended",
-    "token": token,
-    "status": int(status) if status and status.strip().isdigit() else None,
-    "stdout": read(f"{record}.stdout") or "",
-    "stderr": read(f"{record}.stderr") or "",
-    "seconds": max(0.0, time.time() - started) if status is None else
-        max(0.0, os.stat(f"{record}.status").st_mtime - started),
-}))
-"""
 
 
 def workspace_path(path: str) -> str:
