@@ -194,8 +194,8 @@ class Egress:
             settings.pop("mounts")
             # Two relays, each to one fixed address: the sandbox's HTTP(S) to the proxy, and the
             # host's DevTools connection to the sandbox's browser.
-            # DevTools has no authentication: the relay takes connections from the host's
-            # address on the forwarders' network only.
+            # The relay takes connections from the host's address on the forwarders' network
+            # only; the browser's own relay in the sandbox then asks for its key as well.
             relays = (
                 f"socat TCP-LISTEN:{DEVTOOLS_PORT},fork,reuseaddr,range={gateway}/32 "
                 f"TCP:{endpoint['IPAddress']}:{DEVTOOLS_PORT} & "
