@@ -10,9 +10,9 @@
 A task's container is named `agent-<scope>-<task id>`, the scope being a digest of the store, so
 that two stores on one machine never share a container. A pooled container is named
 `agent-pool-<limits>-<random>` once it is ready (until then `agent-prep-...`: a browser being
-started in it, its forwarder being made). It is claimed by pausing it (the daemon lets only one
-caller pause a running container), renaming it to the task's name and resuming it: two runners
-never get the same one, and no task's command has run in a container with a pool name.
+started in it, its forwarder being made). It is claimed by renaming it to the task's name under a
+lock (sandbox/_claim.py): two runners never get the same one, and no task's command has run in a
+container with a pool name.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import docker
 import docker.errors
 
 from agent.errors import SandboxError
+from sandbox._claim import claim, host_lock_applies
 from sandbox._docker import LABEL, connect, docker_time, mapped, owned_by, owner_labels
 from sandbox._hardening import hardened
 from sandbox.container import Sandbox
@@ -147,24 +148,15 @@ class Sandboxes:
     ) -> tuple[str, str] | None:
         """Rename a started pool container to `name`; its id and pool name, or None if the pool
         has none that fits."""
+        names = {str(c["Id"]): c["Names"] for c in listed}
+        host = host_lock_applies(client)
         for container_id in self._pool(client, listed, limits):
-            # Pausing is the claim: the daemon pauses a container under its lock and refuses to
-            # pause a paused one, so of runners racing for it exactly one gets through. (A rename
-            # is no claim: two renames of one container both succeed.)
-            # The listing may be stale: once paused, check that it still has its pool name.
+            pool_name = next(
+                n.lstrip("/") for n in names[container_id] if n.lstrip("/").startswith(POOL_PREFIX)
+            )
             try:
-                client.api.pause(container_id)
-            except docker.errors.APIError:
-                continue  # another runner is claiming it, or it stopped
-            try:
-                with mapped(f"claiming a pooled sandbox for {name}"):
-                    try:
-                        current = str(client.api.inspect_container(container_id)["Name"])
-                        if current.lstrip("/").startswith(POOL_PREFIX):
-                            client.api.rename(container_id, name)
-                            return container_id, current.lstrip("/")
-                    finally:
-                        client.api.unpause(container_id)
+                if claim(client, container_id, pool_name, name, host=host):
+                    return container_id, pool_name
             except SandboxError as exc:
                 if exc.code != "sandbox_gone":
                     raise
@@ -261,7 +253,7 @@ class Sandboxes:
         A proxied one gets its forwarder now (the proxy refuses what comes through it until a
         task claims it), so that its `devtools` address is known. With `prepare`, each is
         prepared (a browser started) under another name first: a container is claimable only
-        once its name says it is in the pool, and a claim pauses it, which no command in flight
+        once its name says it is in the pool, and a claim may pause it, which no command in flight
         must see.
         """
         client = await self.client()
