@@ -20,10 +20,10 @@ from agent.backends.base import Capabilities, Message, ModelBackend, ModelReques
 from agent.backends.local import BUNDLED, LocalBackend, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
-from agent.errors import AgentError, BackendError, SandboxError, StoreError, TaskNotFound
 from agent.home import default_home
 from agent.screen import shown
 from agent.store import Store, recovery
+from base.errors import AgentError, BackendError, SandboxError, StoreError, TaskNotFound
 from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped, owner_labels
 from sandbox._hardening import hardened
 from sandbox.image import build_image, image_state

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.errors import AgentError
 from agent.events import SHORT_HASH, ApprovalDecided, ApprovalRequested
 from agent.state import TaskState
 from agent.store import Store
+from base.errors import AgentError
 
 
 class NothingToApprove(AgentError):

@@ -35,7 +35,13 @@ from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config, find_config, load_config
-from agent.errors import (
+from agent.events import SHORT_HASH, Attachment, Limits, Status
+from agent.render import Renderer
+from agent.runner import Price, Runner
+from agent.screen import json_line, shown
+from agent.state import TaskState
+from agent.store import Store
+from base.errors import (
     AgentError,
     BackendError,
     ConfigError,
@@ -43,12 +49,6 @@ from agent.errors import (
     SandboxError,
     TaskBusy,
 )
-from agent.events import SHORT_HASH, Attachment, Limits, Status
-from agent.render import Renderer
-from agent.runner import Price, Runner
-from agent.screen import json_line, shown
-from agent.state import TaskState
-from agent.store import Store
 from policies import Gate
 from sandbox.limits import SandboxLimits
 from sandbox.manager import Sandboxes

@@ -59,9 +59,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.backends import normalize_uri
 from agent.backends._worker_proto import DEFAULT_IDLE_SECONDS
-from agent.errors import ConfigError
 from agent.events import Limits
 from agent.home import default_home
+from base.errors import ConfigError
 from sandbox.limits import SandboxConfig
 
 

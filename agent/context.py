@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from agent.backends.base import Message, ToolSpec
+from agent.backends.base import Message
+from base.toolspec import ToolSpec
 
 #: a cautious estimate: English and JSON run at about 4 characters a token, code a little less
 CHARS_PER_TOKEN = 3.5

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent._control import EXECUTOR, PLANNER
-from agent.backends.base import Delta, ModelBackend, ModelRequest, Purpose, ToolSpec, Usage
+from agent.backends.base import Delta, ModelBackend, ModelRequest, Purpose, Usage
 from agent.context import observation_chars, shortened
-from agent.errors import BackendError, ConfigError, SandboxError
 from agent.events import (
     Attachment,
     CallRejected,
@@ -45,6 +44,8 @@ from agent.events import (
 from agent.state import Call, TaskState
 from agent.steps import next_step, record_result, tool_crashed, trim_oversized
 from agent.store import Store, StoredEvent
+from base.errors import BackendError, ConfigError, SandboxError
+from base.toolspec import ToolSpec
 from policies import Gate
 from sandbox.limits import SandboxLimits
 from tools.registry import CallInterrupted, Registry, Tool, ToolContext, ToolResult

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent._control import EXECUTOR, MAX_PLAN_STEPS, complete_step, finish, replan, submit_plan
-from agent.errors import SandboxError
 from agent.events import (
     ApprovalRequested,
     CallRejected,
@@ -36,6 +35,7 @@ from agent.events import (
 )
 from agent.prompts import act_request, plan_request
 from agent.state import Call, TaskState, call_hash
+from base.errors import SandboxError
 from policies import Allow, Decision, Deny, RequireApproval
 from tools.registry import (
     EFFECT,

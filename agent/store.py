@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from agent.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
 from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
 from agent.home import default_home
+from base.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
 
 #: the kinds of event whose commit is on disk before `append` returns, whatever `synchronous` says
 MUST_SURVIVE = frozenset({"intent", "approval_decided"})

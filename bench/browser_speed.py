@@ -34,7 +34,7 @@ from typing import Any
 from _goals import Goals, machine
 from playwright.async_api import FilePayload, Locator, Page, async_playwright
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from browser.manager import Browsers
 from sandbox.container import Sandbox
 from sandbox.limits import SandboxConfig, SandboxLimits

@@ -65,9 +65,10 @@ from pydantic import BaseModel, Field
 from agent._control import EXECUTOR
 from agent.backends._chat import chat_messages, describe_tools, tool_call_schema
 from agent.backends._decode import chat_template, tokenize
-from agent.backends.base import Delta, Message, ModelRequest, ToolCall, ToolSpec
+from agent.backends.base import Delta, Message, ModelRequest, ToolCall
 from agent.backends.local import LocalBackend, bundled_model
 from agent.prompts import EXECUTOR_SYSTEM, PLANNER_SYSTEM
+from base.toolspec import ToolSpec
 from tools.registry import Registry
 from tools.sandboxed import registry as sandboxed
 

@@ -26,7 +26,7 @@ import docker
 from _goals import Goals, machine
 from docker.models.containers import Container
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from sandbox._docker import owner_labels
 from sandbox._hardening import hardened
 from sandbox.container import Sandbox

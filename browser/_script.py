@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, TypeVar, get_args
 from playwright.async_api import Frame
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from agent.errors import AgentError
+from base.errors import AgentError
 
 SOURCE: Final = resources.files("browser").joinpath("page.js").read_text(encoding="utf-8")
 

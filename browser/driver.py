@@ -37,7 +37,7 @@ from playwright.async_api import (
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from browser import _script
 from browser._bodies import grouped, sent_fields
 from browser.target import GUESSES, Target, frame_prefix

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from playwright.async_api import Browser, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from browser.driver import PageDriver, PageError
 from sandbox.container import BROWSER_USER, WORKSPACE, Sandbox
 from sandbox.manager import Sandboxes

@@ -92,7 +92,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from agent.errors import ConfigError
+from base.errors import ConfigError
 from policies._readings import canonical_host, normalise_prefix
 from tools.registry import Touches
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from sandbox._docker import mapped
 
 #: the host's claim lock, in the temporary folder (override: $AGENT_CLAIM_LOCK)

@@ -11,7 +11,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from agent.errors import DockerUnavailable, ImageMissing, SandboxError
+from base.errors import DockerUnavailable, ImageMissing, SandboxError
 
 #: every container, volume, network and image the project creates carries this label
 LABEL = "agent.sandbox"

@@ -25,7 +25,7 @@ from typing import Literal, cast
 import docker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from sandbox._docker import mapped
 from sandbox._records import READ_RECORD, limits_said, tag
 from sandbox.limits import SandboxLimits

@@ -29,7 +29,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from sandbox._docker import LABEL, SCOPE, TASK, docker_time, mapped, owned_by
 from sandbox._hardening import hardened
 from sandbox.container import USER as USER_ID

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import docker
 import docker.errors
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from sandbox._docker import LABEL, mapped
 
 CONTEXT = Path(__file__).parent / "image"

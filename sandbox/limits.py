@@ -30,7 +30,7 @@ from typing import Literal
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.errors import ConfigError
+from base.errors import ConfigError
 from sandbox.proxy import check_entry
 
 Network = Literal["none", "proxy"]

@@ -29,7 +29,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from sandbox._claim import claim, host_lock_applies
 from sandbox._docker import LABEL, connect, docker_time, mapped, owned_by, owner_labels
 from sandbox._hardening import hardened

@@ -19,7 +19,7 @@ import secrets
 import sys
 import time
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from sandbox.container import Sandbox
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes

@@ -23,10 +23,10 @@ from agent.backends.base import (
     Message,
     ModelRequest,
     ToolCall,
-    ToolSpec,
     Usage,
 )
-from agent.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError
+from base.toolspec import ToolSpec
 
 from .wire_server import Event, Reply, WireServer
 

@@ -16,10 +16,11 @@ import pytest
 
 from agent.backends._retry import RetryPolicy
 from agent.backends.anthropic import AnthropicBackend
-from agent.backends.base import Delta, Message, ModelBackend, ModelRequest, ToolCall, ToolSpec
+from agent.backends.base import Delta, Message, ModelBackend, ModelRequest, ToolCall
 from agent.backends.base import Usage as TokenUsage
 from agent.backends.openai_compat import OpenAICompatibleBackend
-from agent.errors import BackendError
+from base.errors import BackendError
+from base.toolspec import ToolSpec
 
 from .wire_server import Event, Reply, WireServer
 

@@ -28,8 +28,8 @@ from agent.backends._decode import chat_template, tokenize
 from agent.backends._gguf import read_metadata
 from agent.backends.base import Delta, Message, ModelRequest, ModelResponse, ToolCall
 from agent.backends.local import LocalBackend, bundled_model
-from agent.errors import BackendError
 from agent.prompts import EXECUTOR_SYSTEM
+from base.errors import BackendError
 from tests.tiny_moe import SHAPE, smollm2_gguf, write_tiny_moe
 from tools.builtin import registry as builtin
 from tools.registry import Tool, tool

@@ -30,11 +30,11 @@ from agent.backends.base import (
     ModelResponse,
     ToolCall,
 )
-from agent.errors import ScriptError
 from agent.events import Limits, ToolResulted
 from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
+from base.errors import ScriptError
 from browser.manager import connect
 from policies import Gate
 from sandbox.limits import SandboxConfig, SandboxLimits

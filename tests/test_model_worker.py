@@ -24,10 +24,10 @@ from agent.backends._cpu import AMX_FLAGS, choose_path, cpu_flags
 from agent.backends.base import Delta, Message, ModelRequest
 from agent.backends.local import LocalBackend, bundled_model
 from agent.cli import main
-from agent.errors import BackendError
 from agent.events import Attachment, ModelResponded, TaskPaused, TaskResumed
 from agent.runner import Runner
 from agent.store import Store
+from base.errors import BackendError
 from policies import Gate
 from tests.conftest import REPO
 from tools import Registry

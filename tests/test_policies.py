@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.errors import ConfigError
+from base.errors import ConfigError
 from policies import Allow, Deny, Gate, RequireApproval, Rule, RuleSet, load_rules
 from tools import Tool, tool
 

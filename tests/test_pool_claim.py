@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from agent.errors import SandboxError
+from base.errors import SandboxError
 from sandbox._claim import claim, host_lock, host_lock_applies
 from sandbox.egress import teardown
 from sandbox.limits import SandboxConfig, SandboxLimits

@@ -17,7 +17,7 @@ from typing import Any
 import docker
 import pytest
 
-from agent.errors import DockerUnavailable, ImageMissing, SandboxError
+from base.errors import DockerUnavailable, ImageMissing, SandboxError
 from sandbox._docker import LABEL, SCOPE, TASK, owner_labels
 from sandbox._hardening import REAPER_CAPABILITIES
 from sandbox.container import ExecResult, Sandbox, WorkspaceError

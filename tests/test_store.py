@@ -24,7 +24,6 @@ import pytest
 
 from agent.approvals import NothingToApprove, Seen, decide
 from agent.backends.base import ModelResponse, ToolCall, Usage
-from agent.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
 from agent.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -53,6 +52,7 @@ from agent.events import (
 )
 from agent.state import TaskState
 from agent.store import Store
+from base.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
 
 from .conftest import pending
 

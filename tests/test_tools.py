@@ -19,7 +19,7 @@ import pytest
 from pydantic import BaseModel, Field, PlainSerializer
 
 import tools.builtin
-from agent.errors import ConfigError
+from base.errors import ConfigError
 from examples import tally_tool
 from tools import (
     TOUCHES,

@@ -36,8 +36,8 @@ from pydantic import (
     create_model,
 )
 
-from agent.backends.base import ToolSpec
-from agent.errors import ConfigError
+from base.errors import ConfigError
+from base.toolspec import ToolSpec
 
 if TYPE_CHECKING:
     from browser.driver import BrowserDriver

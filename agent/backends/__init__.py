@@ -26,7 +26,7 @@ from agent.backends.base import ModelBackend
 from agent.backends.local import ModelInfo, local_backend
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.backends.scripted import ScriptedBackend
-from agent.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError
 
 SCHEMES = ("scripted", "openai", "openai-compatible", "anthropic", "local")
 OPENAI_URL = "https://api.openai.com/v1"

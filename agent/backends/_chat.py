@@ -19,7 +19,8 @@ from typing import Any
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from agent.backends.base import Message, ToolCall, ToolSpec
+from agent.backends.base import Message, ToolCall
+from base.toolspec import ToolSpec
 
 #: Used when a model file carries no chat template of its own.
 CHATML = (

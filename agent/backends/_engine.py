@@ -37,7 +37,7 @@ from agent.backends._worker_proto import (
     WorkerSettings,
 )
 from agent.backends.base import Delta, Message, ModelRequest, ModelResponse, Usage
-from agent.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError
 
 # llama-cpp-python's JSON-schema grammars let a string hold any character but `"` and `\`.
 _ANY_CHAR = r'char ::= [^"\\]'

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from agent.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError
 
 from ._retry import parse_retry_after
 

@@ -21,7 +21,8 @@ import re
 from typing import Any, Literal, cast
 
 from agent.backends._chat import chat_messages, describe_tools, tool_call_schema
-from agent.backends.base import Message, ModelRequest, ToolCall, ToolSpec
+from agent.backends.base import Message, ModelRequest, ToolCall
+from base.toolspec import ToolSpec
 
 Role = Literal["system", "user", "assistant", "tool"]
 

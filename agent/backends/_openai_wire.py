@@ -23,10 +23,10 @@ from agent.backends.base import (
     ModelRequest,
     ModelResponse,
     ToolCall,
-    ToolSpec,
     Usage,
 )
-from agent.errors import BackendError
+from base.errors import BackendError
+from base.toolspec import ToolSpec
 
 # --- request -------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from agent.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError
 
 T = TypeVar("T")
 

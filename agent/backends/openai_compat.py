@@ -79,9 +79,9 @@ from agent.backends.base import (
     ModelRequest,
     ModelResponse,
     ToolCall,
-    ToolSpec,
 )
-from agent.errors import BackendError
+from base.errors import BackendError
+from base.toolspec import ToolSpec
 
 # The tiny request `probe` makes when nothing is known yet.
 _NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}}

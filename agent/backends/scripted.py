@@ -37,7 +37,7 @@ from agent.backends.base import (
     ToolCall,
     Usage,
 )
-from agent.errors import ConfigError, ScriptError
+from base.errors import ConfigError, ScriptError
 
 _ROLE = {"plan": "planner", "act": "executor"}
 
