@@ -16,7 +16,7 @@ def agent_in_terminal(*argv: str, env: dict[str, str] | None = None) -> tuple[in
     pid, fd = pty.fork()
     if pid == 0:  # the child: a person's terminal
         os.environ.update({"PYTHONPATH": str(REPO), **(env or {})})
-        os.execv(sys.executable, [sys.executable, "-m", "agent.cli", *argv])
+        os.execv(sys.executable, [sys.executable, "-m", "frontends.cli", *argv])
     return pid, fd
 
 

@@ -157,7 +157,7 @@ def test_two_reviewers_racing_never_approve_what_one_did_not_see(
     tools = tmp_path / "pay_tool.py"
     tools.write_text(PAY_TOOL)
     model = f"scripted:{write_script(tmp_path / 'pay.json', TURNS)}"
-    agent = [sys.executable, "-m", "agent.cli"]
+    agent = [sys.executable, "-m", "frontends.cli"]
     outcomes: dict[str, int] = {}
     for round_ in range(20):
         ledger = tmp_path / f"ledger{round_}.jsonl"
@@ -229,7 +229,7 @@ def test_the_inline_prompt_asks_again_when_the_request_changed_while_it_was_open
     # Meanwhile, another reviewer denies bob and the task goes on to ask for mallory.
     env = {**os.environ, "PYTHONPATH": str(REPO), "PAY_LEDGER": str(ledger)}
     other = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "deny", *bob, "--reason", "no", "--json"],
+        [sys.executable, "-m", "frontends.cli", "deny", *bob, "--reason", "no", "--json"],
         env=env,
         capture_output=True,
         text=True,

@@ -14,8 +14,8 @@ from typing import Any
 from rich.console import Console
 
 from agent.events import ApprovalRequested
-from agent.render import Renderer
 from agent.store import StoredEvent
+from frontends.render import Renderer
 from policies import Gate
 from policies.decisions import RequireApproval
 from tools import browser as bt

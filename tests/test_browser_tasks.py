@@ -15,11 +15,11 @@ import pytest_asyncio
 from playwright.async_api import async_playwright
 
 from agent.approvals import decide, pending_approval
-from agent.cli import main
 from agent.events import EgressDecided
 from agent.runner import Runner
 from agent.store import Store
 from browser.manager import connect
+from frontends.cli import main
 from policies import Gate
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes, store_scope

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from agent.cli import main
 from agent.events import Limits, TaskCreated
 from agent.store import Store
+from frontends.cli import main
 from tools.browser import registry as browser_tools
 from tools.sandboxed import registry as sandbox_tools
 
@@ -374,7 +374,7 @@ def test_an_approval_holds_in_another_process_whatever_its_hash_seed(
     model = _script(
         tmp_path, [{"plan": ["Label"]}, {"tool": "label", "args": {"tags": tags}}, {"answer": "ok"}]
     )
-    command = [sys.executable, "-m", "agent.cli"]
+    command = [sys.executable, "-m", "frontends.cli"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     first = subprocess.run(
         [*command, "run", "label", "--model", model, "--tools", str(tools), "--json"],

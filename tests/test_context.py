@@ -21,8 +21,8 @@ from agent.context import (
     observation_chars,
 )
 from agent.events import Attachment, CallRejected, ModelResponded, ToolResulted
-from agent.render import Renderer
 from agent.store import Store, StoredEvent
+from frontends.render import Renderer
 from sandbox.limits import SandboxLimits
 from tools import Registry, tool
 from tools.browser import registry as browser_tools

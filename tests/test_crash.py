@@ -56,7 +56,7 @@ def test_kill_9_at_random_points_then_every_effect_exactly_once(home: Path, tmp_
     command = [
         sys.executable,
         "-m",
-        "agent.cli",
+        "frontends.cli",
         "resume",
         "--all",
         "--json",
@@ -69,7 +69,7 @@ def test_kill_9_at_random_points_then_every_effect_exactly_once(home: Path, tmp_
     # take most of a fixed window, and the tasks would barely move between kills.
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "agent.cli", "tasks", "--json"],
+        [sys.executable, "-m", "frontends.cli", "tasks", "--json"],
         env=env,
         check=True,
         capture_output=True,

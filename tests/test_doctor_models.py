@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from frontends.cli import main
 
 from .test_anthropic_backend import error_body, message
 from .wire_server import Reply, WireServer

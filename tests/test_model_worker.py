@@ -23,11 +23,11 @@ import pytest
 from agent.backends._cpu import AMX_FLAGS, choose_path, cpu_flags
 from agent.backends.base import Delta, Message, ModelRequest
 from agent.backends.local import LocalBackend, bundled_model
-from agent.cli import main
 from agent.events import Attachment, ModelResponded, TaskPaused, TaskResumed
 from agent.runner import Runner
 from agent.store import Store
 from base.errors import BackendError
+from frontends.cli import main
 from policies import Gate
 from tests.conftest import REPO
 from tools import Registry

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
 from agent.events import ModelResponded, TaskCreated
 from agent.store import Store
+from frontends.cli import main
 
 from .wire_server import Reply, WireServer
 

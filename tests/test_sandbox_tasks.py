@@ -16,11 +16,11 @@ from typing import Any
 import docker
 import pytest
 
-from agent.cli import main
 from agent.events import Limits, TaskCreated, TaskFinished, ToolResulted
 from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
+from frontends.cli import main
 from policies import Gate
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes, store_scope
@@ -176,7 +176,7 @@ def test_kill_9_mid_command_resumes_in_the_same_container_and_tells_what_the_com
         ],
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    base = [sys.executable, "-m", "agent.cli"]
+    base = [sys.executable, "-m", "frontends.cli"]
     flags = ["--config", str(config), "--json", "--no-prompt"]
     runner = subprocess.Popen(
         [*base, "run", "write, wait, read", "--model", f"scripted:{script}", *flags],

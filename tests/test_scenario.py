@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
 from examples.tally_tool import read_ledger
+from frontends.cli import main
 
 from .conftest import REPO, request_args
 

@@ -23,7 +23,6 @@ import pytest
 from rich.console import Console
 
 from agent.backends.base import Delta, ModelResponse, ToolCall, Usage
-from agent.cli import main
 from agent.events import (
     ApprovalRequested,
     EgressDecided,
@@ -37,9 +36,10 @@ from agent.events import (
     TaskPaused,
     ToolResulted,
 )
-from agent.render import Renderer
-from agent.screen import plain, shown
 from agent.store import StoredEvent
+from frontends.cli import main
+from frontends.render import Renderer
+from frontends.screen import plain, shown
 
 from .conftest import write_script
 from .terminal import agent_in_terminal, read_until

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
 from agent.events import Limits, TaskCreated
 from agent.store import Store
+from frontends.cli import main
 
 from .conftest import REPO, write_script
 
@@ -30,7 +30,7 @@ def agent_on_read_only_home(home: Path, *argv: str) -> subprocess.CompletedProce
     assert unshare is not None, "needs unshare, as CI has"
     assert os.geteuid() == 0, "needs root to mount, as CI has"
     mount = f"mount --bind {home} {home} && mount -o remount,ro,bind {home} {home}"
-    command = " ".join([sys.executable, "-m", "agent.cli", *argv])
+    command = " ".join([sys.executable, "-m", "frontends.cli", *argv])
     return subprocess.run(
         [
             unshare,

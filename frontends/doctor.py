@@ -1,4 +1,5 @@
-"""The operator's commands: `agent sandbox build|prune|list` and `agent doctor`."""
+"""`agent doctor`: what this machine can do, checked now: Docker, the runtime image and Chromium
+in it, the model config (each model asked once, for real), and the store."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import docker
@@ -21,110 +21,16 @@ from agent.backends.local import BUNDLED, LocalBackend, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
 from agent.home import default_home
-from agent.screen import shown
 from agent.store import Store, recovery
-from base.errors import AgentError, BackendError, SandboxError, StoreError, TaskNotFound
-from sandbox._docker import BUILD_IMAGE, LABEL, START_DOCKER, connect, mapped, owner_labels
+from base.errors import AgentError, BackendError, SandboxError, StoreError
+from frontends.screen import shown
+from sandbox._docker import BUILD_IMAGE, START_DOCKER, connect, owner_labels
 from sandbox._hardening import hardened
-from sandbox.image import build_image, image_state
+from sandbox.image import image_state
 from sandbox.limits import SandboxLimits
-from sandbox.manager import Sandboxes, store_scope
 
 #: the owner of the doctor's one container (removed as soon as it has answered)
 DOCTOR_OWNER = owner_labels("doctor")
-
-
-def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    box = sub.add_parser("sandbox", help="the runtime image and the tasks' containers")
-    box_sub = box.add_subparsers(dest="sandbox_command", required=True, metavar="COMMAND")
-    build = box_sub.add_parser(
-        "build",
-        parents=[common],
-        help="build the runtime image (from debian:bookworm-slim, or a debootstrap base where "
-        "no registry is reachable)",
-    )
-    build.add_argument(
-        "--base",
-        choices=("auto", "registry", "debootstrap"),
-        default="auto",
-        help="where the base comes from (default: auto, the registry's if it answers)",
-    )
-    build.add_argument("--force", action="store_true", help="build even if it is up to date")
-    build.add_argument("--mirror", help="Debian mirror for debootstrap (default: its own)")
-    prune = box_sub.add_parser(
-        "prune",
-        parents=[common],
-        help="remove containers left behind: finished tasks', and stale or (--pool) all pooled",
-    )
-    prune.add_argument("--pool", action="store_true", help="also empty the warm pool")
-    box_sub.add_parser("list", parents=[common], help="list the project's containers")
-    sub.add_parser(
-        "doctor",
-        parents=[common],
-        help="check Docker, the image, Chromium in it, the model config and the store",
-    )
-
-
-def sandboxes_for(config: Config, store: Store) -> Sandboxes:
-    return Sandboxes(config.sandbox, scope=store_scope(store.path))
-
-
-def task_is_over(store: Store) -> Callable[[str], bool]:
-    def is_over(task_id: str) -> bool:
-        try:
-            return store.task(task_id).status in ("done", "failed")
-        except TaskNotFound:
-            return True
-
-    return is_over
-
-
-def sandbox_command(args: argparse.Namespace, config: Config, store: Store, out: Console) -> int:
-    command = args.sandbox_command
-    if command == "build":
-        client = connect()
-        say = (lambda _line: None) if args.json else (lambda line: out.print(shown(line)))
-        image_id = build_image(
-            client,
-            config.sandbox.image,
-            base=args.base,
-            force=args.force,
-            mirror=args.mirror,
-            progress=say,
-        )
-        if args.json:
-            print(json.dumps({"image": config.sandbox.image, "id": image_id}))
-        return 0
-    if command == "prune":
-        sandboxes = sandboxes_for(config, store)
-        removed = asyncio.run(_prune(sandboxes, store, pool=args.pool))
-        if args.json:
-            print(json.dumps({"removed": removed}))
-        else:
-            out.print(f"removed {len(removed)} leftover{'s' if len(removed) != 1 else ''}")
-            for name in removed:
-                out.print(f"  {name}")
-        return 0
-    client = connect()
-    with mapped("listing sandboxes"):
-        found = client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
-    rows = [{"name": c.name, "status": c.status, "id": (c.id or "")[:12]} for c in found]
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for row in rows:
-            out.print(f"{row['name']}  {row['status']}  {row['id']}")
-        out.print(f"{len(rows)} container{'s' if len(rows) != 1 else ''}")
-    return 0
-
-
-async def _prune(sandboxes: Sandboxes, store: Store, *, pool: bool) -> list[str]:
-    try:
-        return await sandboxes.reap(task_is_over(store), pool=pool)
-    finally:
-        await sandboxes.aclose()
 
 
 @dataclass

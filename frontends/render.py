@@ -2,7 +2,8 @@
 
 The loop never imports this module; the CLI subscribes a `Renderer` to the runner's events. Every
 piece of text that came from outside (a model, a page, a tool, a file, a command, the task) is
-printed through `agent.screen`: nothing in it can move the cursor, restyle or reorder the screen.
+printed through `frontends.screen`: nothing in it can move the cursor, restyle or reorder the
+screen.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from agent.events import (
     TaskStuck,
     ToolResulted,
 )
-from agent.screen import plain, shown
 from agent.store import StoredEvent
+from frontends.screen import plain, shown
 
 
 def _cut(text: str, limit: int) -> str:

@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.approvals import decide_command, pending_approval
-from agent.render import Renderer
-from agent.screen import json_line, shown
 from agent.state import TaskState
 from agent.store import Store
+from frontends.render import Renderer
+from frontends.screen import json_line, shown
 from tools.registry import Registry
 
 

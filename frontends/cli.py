@@ -1,0 +1,252 @@
+"""`agent`: run tasks, watch them, resume them, and decide their approvals.
+
+Exit codes (for scripts):
+    0  the task is done
+    1  the task failed (or a scripted run left turns of its script unused)
+    2  bad usage, config, or environment (nothing ran)
+    3  the task is waiting for a reviewer (`agent approve ID REQ HASH` / `agent deny ...`)
+    4  the task is paused (a budget ran out, the model failed, Ctrl-C): `agent resume ID`
+    5  the task is stuck (it repeated itself): `agent resume ID` to try again
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import get_args
+
+from rich.console import Console
+
+from agent import __version__
+from agent.config import Config, find_config, load_config
+from agent.events import SHORT_HASH, Status
+from agent.store import Store
+from base.errors import (
+    AgentError,
+)
+from frontends.doctor import doctor
+from frontends.sandbox_commands import add_parsers, sandbox_command
+from frontends.screen import shown
+from frontends.task_setup import MAX_FILE_BYTES, registry_of
+from frontends.tasks import EXIT, EXIT_USAGE, drive
+from frontends.views import print_history, print_tasks, print_tools
+
+_MODEL_HELP = """model URI: anthropic:MODEL ($ANTHROPIC_API_KEY), openai:MODEL ($OPENAI_API_KEY),
+openai-compatible:BASE_URL#MODEL (vLLM, llama.cpp's server, Ollama, Gemini...), local:PATH.gguf
+(a GGUF model, dense or MoE, run by llama.cpp in a model worker), local:bundled (the tiny
+SmolLM2-135M fallback), scripted:PATH (replay a script). Default: for a new task,
+$AGENT_MODEL, else [model] uri in agent.toml, else local:bundled; for an existing task, the model
+it started with"""
+
+
+_ID_HELP = "task id (a unique prefix is enough)"
+_TOOLS_HELP = "register the @tool functions of a module or .py file (repeatable)"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        help="agent.toml to use (default: ./agent.toml, then $AGENT_HOME/agent.toml)",
+    )
+    common.add_argument(
+        "--json", action="store_true", help="print JSON instead of text (for scripts)"
+    )
+    return common
+
+
+def _running_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of every command that drives a task: run, resume, approve, deny."""
+    running = argparse.ArgumentParser(add_help=False, parents=[common])
+    running.add_argument("--model", help=_MODEL_HELP)
+    running.add_argument(
+        "--tools", action="append", default=[], metavar="MODULE_OR_FILE", help=_TOOLS_HELP
+    )
+    running.add_argument(
+        "--policy",
+        type=Path,
+        help="policy rules file (default: [policy] file in agent.toml, else the packaged "
+        "default policy)",
+    )
+    running.add_argument(
+        "--no-prompt",
+        action="store_true",
+        help="never ask for approvals inline; stop with exit code 3 instead",
+    )
+    limits = running.add_argument_group("limits (per task)")
+    limits.add_argument("--max-steps", type=int, help="executor turns (default 50)")
+    limits.add_argument("--max-tokens", type=int, help="model tokens, in and out (default 500000)")
+    limits.add_argument(
+        "--max-seconds", type=float, help="time spent in the model and tools (default 1800)"
+    )
+    limits.add_argument(
+        "--max-cost",
+        type=float,
+        dest="max_cost_usd",
+        help="US dollars, where [prices] are known (default: none)",
+    )
+    box = running.add_argument_group(
+        "sandbox (a new task's container; within [sandbox.max] of agent.toml)"
+    )
+    box.add_argument(
+        "--memory",
+        type=int,
+        dest="memory_mb",
+        metavar="MB",
+        help="RAM, /workspace and /tmp included (default: [sandbox.limits], else 1024)",
+    )
+    box.add_argument("--cpus", type=float, help="CPUs (default: [sandbox.limits], else 1)")
+    box.add_argument(
+        "--pids", type=int, help="processes and threads (default: [sandbox.limits], else 256)"
+    )
+    box.add_argument(
+        "--allow-domain",
+        action="append",
+        dest="allow_domains",
+        metavar="HOST",
+        help="let the sandbox reach HOST (or *.domain, HOST:PORT) through the egress proxy "
+        "(repeatable; default: no network)",
+    )
+    return running
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent",
+        description="Run tasks with a model, tools, a policy gate and approvals.",
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+    running = _running_options(common)
+
+    run = sub.add_parser(
+        "run",
+        parents=[running],
+        help="run a task",
+        description="Plan and carry out a task, showing each step live. In a terminal, "
+        "approvals are asked inline.",
+    )
+    run.add_argument("task", help="what to do, in plain words")
+    run.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        dest="files",
+        metavar="PATH",
+        help="give the model this text file with the task, e.g. to ask about it (repeatable; "
+        f"up to {MAX_FILE_BYTES // 1000:,} kB each; kept in the task's log)",
+    )
+    run.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="skip the planner: the task is its own single step (the default when no model is "
+        "configured and the bundled fallback runs; [model] plan = false in agent.toml sets it "
+        "for every task)",
+    )
+
+    resume = sub.add_parser("resume", parents=[running], help="continue a task from its log")
+    target = resume.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", nargs="?", help=_ID_HELP)
+    target.add_argument(
+        "--all", action="store_true", help="continue every task a crashed runner left running"
+    )
+
+    for verb in ("approve", "deny"):
+        decide_cmd = sub.add_parser(
+            verb, parents=[running], help=f"{verb} a task's pending action, then continue the task"
+        )
+        decide_cmd.add_argument("id", help=_ID_HELP)
+        decide_cmd.add_argument(
+            "request", help="the request's id, as shown with it (`agent show ID` shows it)"
+        )
+        decide_cmd.add_argument(
+            "hash",
+            help=f"the start of its call's hash, as shown with it ({SHORT_HASH} characters): "
+            "a decision on any other request is refused",
+        )
+        decide_cmd.add_argument(
+            "--reason",
+            required=verb == "deny",
+            default="",
+            help="why (shown to the model)" + (" (required)" if verb == "deny" else ""),
+        )
+        decide_cmd.add_argument(
+            "--no-resume", action="store_true", help="record the decision; do not continue here"
+        )
+
+    tasks = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
+    tasks.add_argument(
+        "--status",
+        action="append",
+        choices=get_args(Status),
+        help="only tasks in this status (repeatable)",
+    )
+    tasks.add_argument(
+        "--limit", type=_positive, default=50, help="show at most this many (default 50)"
+    )
+
+    show = sub.add_parser("show", parents=[common], help="print a task's whole event history")
+    show.add_argument("id", help=_ID_HELP)
+
+    tools = sub.add_parser("tools", help="the registered tools")
+    tools_sub = tools.add_subparsers(dest="tools_command", required=True, metavar="COMMAND")
+    tools_list = tools_sub.add_parser("list", parents=[common], help="list the registered tools")
+    tools_list.add_argument(
+        "--tools", action="append", default=[], metavar="MODULE_OR_FILE", help=_TOOLS_HELP
+    )
+    add_parsers(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Console(stderr=args.json, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        config = load_config(find_config(args.config))
+        return _dispatch(args, config, out)
+    except AgentError as exc:
+        err.print(f"[bold red]error:[/] {shown(str(exc))}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: the task is paused (`agent tasks` lists it)")
+        return EXIT["paused"]
+
+
+def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
+    command = args.command
+    if command == "tools":
+        print_tools(registry_of([*config.tools.modules, *args.tools]), out, as_json=args.json)
+        return 0
+    if command == "doctor":
+        return doctor(args, config, out)
+    if command in ("tasks", "show"):
+        with Store.open(read_only=True) as store:  # a read-only store can still be read
+            if command == "tasks":
+                print_tasks(store, out, statuses=args.status, limit=args.limit, as_json=args.json)
+            else:
+                print_history(store, store.resolve(args.id), out, as_json=args.json)
+            for damage in store.damage:  # what could not be read, said apart from what could
+                print(f"agent: {damage}", file=sys.stderr)
+            return 1 if store.damage else 0
+    with Store.open() as store:
+        if command == "sandbox":
+            return sandbox_command(args, config, store, out)
+        return drive(args, config, store, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""What a task runs with, from the command line: its model, tools and policy (from the flags,
+agent.toml, or the task's own log), its limits and sandbox limits (validated before anything is
+recorded), and the files given with `--file`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.backends import backend_from_uri
+from agent.backends.base import ModelBackend
+from agent.backends.local import ModelInfo
+from agent.backends.openai_compat import OpenAICompatibleBackend
+from agent.config import Config
+from agent.events import Attachment, Limits
+from agent.state import TaskState
+from base.errors import (
+    BackendError,
+    ConfigError,
+)
+from sandbox.limits import SandboxLimits
+from tools.registry import Registry
+
+#: the largest file `--file` takes
+MAX_FILE_BYTES = 256_000
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a task runs with. A new task takes it from the flags and agent.toml; a task that
+    exists keeps what it was started with, unless a flag says otherwise."""
+
+    model: str | None
+    planner: str | None
+    tools: tuple[str, ...]
+    policy: str | None
+
+    @classmethod
+    def new(cls, args: argparse.Namespace, config: Config) -> Setup:
+        policy = args.policy or config.policy.file
+        return cls(
+            model=args.model or os.environ.get("AGENT_MODEL") or config.model.uri,
+            planner=config.model.planner,
+            tools=tuple(_where(t) for t in [*config.tools.modules, *args.tools]),
+            policy=str(Path(policy).resolve()) if policy else None,
+        )
+
+    @classmethod
+    def of(cls, state: TaskState, args: argparse.Namespace) -> Setup:
+        created = state.created
+        assert created is not None
+        return cls(
+            model=args.model or created.model,
+            planner=created.planner,
+            tools=tuple(_where(t) for t in args.tools) if args.tools else created.tools,
+            policy=str(Path(args.policy).resolve()) if args.policy else created.policy,
+        )
+
+
+def attachments(paths: Sequence[str]) -> tuple[Attachment, ...]:
+    """The files given with `--file`, read now. Raises `ConfigError` for one that cannot be
+    read, is not UTF-8 text, is too large, or shares its name with another."""
+    files: dict[str, Attachment] = {}
+    for given in paths:
+        path = Path(given).expanduser()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--file {given}: {exc.strerror or exc}") from exc
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"--file {given} is {len(data):,} bytes; the most is {MAX_FILE_BYTES:,}. For a "
+                "larger file, let the task read it in its sandbox"
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"--file {given} is not UTF-8 text") from None
+        # Kept as an artifact of this name, which cannot be hidden: .env is kept as _env.
+        name = "_" + path.name.lstrip(".") if path.name.startswith(".") else path.name
+        if name in files:
+            raise ConfigError(f"two files named {name!r} given with --file")
+        files[name] = Attachment(name=name, content=text)
+    return tuple(files.values())
+
+
+def _where(spec: str) -> str:
+    """A tool module as it is recorded: a .py file by its absolute path."""
+    return str(Path(spec).resolve()) if spec.endswith(".py") else spec
+
+
+_LIMIT_FLAGS = {
+    "max_steps": "--max-steps",
+    "max_tokens": "--max-tokens",
+    "max_seconds": "--max-seconds",
+    "max_cost_usd": "--max-cost",
+}
+
+
+_SANDBOX_FLAGS = ("memory_mb", "cpus", "pids", "allow_domains")
+_SANDBOX_FLAG = {"memory_mb": "memory", "allow_domains": "allow-domain"}
+
+
+def sandbox_limits(args: argparse.Namespace, config: Config) -> SandboxLimits | None:
+    """The new task's own sandbox limits, if flags ask for any (None: the configured ones)."""
+    given = {k: getattr(args, k) for k in _SANDBOX_FLAGS if getattr(args, k, None) is not None}
+    if not given:
+        return None
+    if given.get("allow_domains"):
+        given["network"] = "proxy"
+    try:
+        limits = SandboxLimits.model_validate({**config.sandbox.limits.model_dump(), **given})
+    except ValidationError as exc:
+        problems = "; ".join(
+            (f"--{_SANDBOX_FLAG.get(str(err['loc'][0]), err['loc'][0])}: " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")
+            for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid sandbox limit: {problems}") from None
+    return config.sandbox.max.check(limits)
+
+
+def limits_with(base: Limits, given: dict[str, Any]) -> Limits:
+    """`base` with the limits given as flags, validated (a bad one would poison the log)."""
+    try:
+        return Limits.model_validate({**base.model_dump(), **given})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_LIMIT_FLAGS.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid limit: {problems}") from None
+
+
+def backend_for(
+    uri: str,
+    config: Config,
+    on_retry: Callable[[BackendError, int, float], None],
+    on_load: Callable[[ModelInfo, float], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> ModelBackend:
+    mc = config.model
+    backend = backend_from_uri(
+        uri,
+        api_key_env=mc.api_key_env,
+        timeout=mc.timeout,
+        max_attempts=mc.max_attempts,
+        on_retry=on_retry,
+        local=mc.local.model_dump(),
+        on_load=on_load,
+    )
+    if mc.context_window is not None:
+        backend.context_window = mc.context_window
+    if isinstance(backend, OpenAICompatibleBackend):
+        backend.on_note = on_note
+    return backend
+
+
+def registry_of(specs: Sequence[str]) -> Registry:
+    registry = Registry()
+    registry.load_entry_points()
+    for spec in specs:
+        registry.load_module(spec)
+    return registry

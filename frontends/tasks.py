@@ -1,0 +1,367 @@
+"""Driving tasks from the command line: `agent run`, `resume` and `approve|deny`, with the
+inline approval prompt and the report at the end. The exit codes are the CLI's (see
+frontends/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from agent.approvals import NothingToApprove, NotPending, Seen, decide, pending_approval
+from agent.backends import normalize_uri
+from agent.backends.local import BUNDLED, ModelInfo
+from agent.backends.scripted import ScriptedBackend
+from agent.config import Config
+from agent.events import Limits
+from agent.runner import Price, Runner
+from agent.state import TaskState
+from agent.store import Store
+from base.errors import (
+    AgentError,
+    BackendError,
+    ConfigError,
+    ConflictingWrite,
+    SandboxError,
+    TaskBusy,
+)
+from frontends.render import Renderer
+from frontends.sandbox_commands import sandboxes_for, task_is_over
+from frontends.screen import json_line, shown
+from frontends.task_setup import (
+    Setup,
+    attachments,
+    backend_for,
+    limits_with,
+    registry_of,
+    sandbox_limits,
+)
+from frontends.views import next_move, status_line, summary
+from policies import Gate
+from sandbox.manager import Sandboxes
+
+EXIT = {"done": 0, "failed": 1, "awaiting_approval": 3, "paused": 4, "stuck": 5, "running": 4}
+EXIT_USAGE = 2
+
+FALLBACK_NOTICE = (
+    "[yellow]No model is configured, so this runs on the bundled SmolLM2-135M-Instruct: a tiny "
+    "fallback model (135 million parameters, on the CPU) that manages only small, simple "
+    "tasks.[/] For real work, name a model with --model, $AGENT_MODEL or \\[model] uri in "
+    "agent.toml: e.g. anthropic:MODEL, openai:MODEL, or local:PATH.gguf for a GGUF model "
+    "(a Mixture-of-Experts model such as Qwen3-30B-A3B runs well on a CPU)."
+)
+
+
+@dataclass
+class _Session:
+    """What the commands that drive tasks share: parsed flags, config, store, console."""
+
+    args: argparse.Namespace
+    config: Config
+    store: Store
+    out: Console
+    renderer: Renderer | None = None
+
+    def runner(self, setup: Setup, task_id: str | None = None) -> Runner:
+        """A runner for `setup`. Raises `ConfigError` (before anything is recorded) if its model,
+        tools or policy cannot be had."""
+        if not setup.model:
+            self._say(FALLBACK_NOTICE)
+        model = normalize_uri(setup.model or BUNDLED)
+        planner = normalize_uri(setup.planner) if setup.planner else None
+        if planner and planner != model and "scripted" in (model.split(":")[0], planner[:8]):
+            raise ConfigError(
+                "a scripted model answers the planner and the executor alike (its turns count "
+                "every model call): do not combine it with a separate [model] planner"
+            )
+        try:
+            registry = registry_of(setup.tools)
+        except ConfigError as exc:
+            if task_id is None:
+                raise
+            raise ConfigError(
+                f"task {task_id} runs with tools that cannot be loaded now: {exc} "
+                "(pass --tools to give it others)"
+            ) from exc
+        executor = backend_for(model, self.config, self._retrying, self._loaded, self._noted)
+        runner = Runner(
+            self.store,
+            registry,
+            Gate.from_file(setup.policy) if setup.policy else Gate.default(),
+            planner=backend_for(planner, self.config, self._retrying, self._loaded, self._noted)
+            if planner
+            else executor,
+            executor=executor,
+            prices={name: Price(p.input, p.output) for name, p in self.config.prices.items()},
+            sandboxes=sandboxes_for(self.config, self.store),
+        )
+        if not self.args.json:
+            renderer = self.renderer = Renderer(self.out)
+            runner.subscribe(renderer)
+            runner.subscribe_output(renderer.output)
+            runner.subscribe_deltas(renderer.delta)
+        return runner
+
+    def _say(self, text: str) -> None:
+        """A note for the person, on stderr (so --json output stays one object)."""
+        Console(stderr=True, soft_wrap=True, highlight=False).print(text)
+
+    def _loaded(self, info: ModelInfo, seconds: float) -> None:
+        self._say(f"[dim]model: {shown(info.summary())}, ready in {seconds:.1f} s[/]")
+
+    def _noted(self, note: str) -> None:
+        """Say once what the model's server could not do, and how it is asked instead."""
+        self._say(f"[dim]model: {shown(note)}[/]")
+
+    def _retrying(self, error: BackendError, attempt: int, wait: float) -> None:
+        """Say that the model is being asked again, so a slow retry is not silence."""
+        attempts = error.context.get("attempts", self.config.model.max_attempts)
+        if self.renderer is not None:
+            self.renderer.restart()
+        self._say(
+            f"[dim]model: {shown(str(error))} \\[{error.code}]; trying again in {wait:.1f} s "
+            f"(attempt {attempt} of {attempts})[/]"
+        )
+
+
+def drive(args: argparse.Namespace, config: Config, store: Store, out: Console) -> int:
+    s = _Session(args, config, store, out)
+    given = {k: getattr(args, k) for k in Limits.model_fields if getattr(args, k, None) is not None}
+
+    if args.command == "run":
+        if not args.task.strip():
+            raise ConfigError(
+                'the task is empty: say what to do, e.g. agent run "summarise notes.txt"'
+            )
+        setup = Setup.new(args, config)
+        runner = s.runner(setup)
+        new_limits = limits_with(config.limits, given)
+        if (orphans := len(store.orphans())) and not args.json:
+            out.print(
+                f"[yellow]{orphans} task{'s were' if orphans > 1 else ' was'} left running by a "
+                "runner that stopped[/]; `agent resume --all` continues them"
+            )
+        if new_limits.max_cost_usd is not None and not _priced(runner, config) and not args.json:
+            out.print(
+                "[yellow]warning:[/] a cost limit is set but \\[prices] has no price for this "
+                "model, so cost is not counted"
+            )
+        task_id = runner.create(
+            args.task,
+            new_limits,
+            tools=setup.tools,
+            policy=setup.policy,
+            sandbox=sandbox_limits(args, config),
+            files=attachments(args.files),
+            # A tiny model cannot plan: the fallback acts on the task directly.
+            plan=not args.no_plan
+            and config.model.plan
+            and (setup.model is not None or setup.planner is not None),
+        )
+        return _until_stopped(s, runner, task_id, None)
+    if args.command == "resume" and args.all:
+        if given:
+            raise ConfigError(
+                "limits are raised one task at a time: agent resume ID --max-steps N ..."
+            )
+        return asyncio.run(_resume_all(s))
+
+    task_id = store.resolve(args.id)
+    state = TaskState.from_store(store, task_id)
+    runner = s.runner(Setup.of(state, args), task_id)
+    raised = limits_with(state.limits, given) if given else None
+    if args.command in ("approve", "deny"):
+        decision = decide(
+            store,
+            state,
+            Seen(args.request, args.hash),
+            approved=args.command == "approve",
+            reason=args.reason,
+            reviewer=getpass.getuser(),
+        )
+        if not args.json:
+            word = "approved" if decision.approved else "denied"
+            out.print(f"{word} {decision.approval_id}")
+        if args.no_resume:
+            return _report(s, runner, runner.load(task_id))
+    return _until_stopped(s, runner, task_id, raised)
+
+
+def _priced(runner: Runner, config: Config) -> bool:
+    return all(
+        backend.runs_locally or backend.name in config.prices
+        for backend in runner.backends.values()
+    )
+
+
+def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | None) -> int:
+    """Run the task; in a terminal, ask each approval inline and go on.
+
+    Each stretch of running gets its own event loop, and the prompt happens between them, so a
+    Ctrl-C at the prompt is an ordinary interrupt: the task simply keeps waiting.
+    """
+    try:
+        state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
+        while state.status == "awaiting_approval" and _can_prompt(s.args):
+            shown = pending_approval(state)
+            assert shown is not None
+            try:
+                answer = _ask_approval(s.out)
+            except KeyboardInterrupt:
+                answer = None
+            if answer is None:
+                s.out.print()
+                break  # the task keeps waiting, durably
+            approved, reason = answer
+            # The answer is about the request shown: if another process decided it, or the task
+            # asks something else now, it decides nothing, and what is pending is asked anew.
+            state = runner.load(task_id)
+            try:
+                decision = decide(
+                    s.store,
+                    state,
+                    shown,
+                    approved=approved,
+                    reason=reason,
+                    reviewer=getpass.getuser(),
+                )
+            except (NotPending, NothingToApprove, ConflictingWrite):
+                state = runner.load(task_id)
+                s.out.print("    [yellow]the request changed while the prompt was open[/]")
+                _show_pending(s, state)
+                continue
+            word = "approved" if decision.approved else "denied"
+            s.out.print(f"    {word} {decision.approval_id} {shown.short_hash}")
+            state = asyncio.run(_run_once(runner, task_id, None))
+    except KeyboardInterrupt:
+        state = runner.load(task_id)  # the runner recorded the pause (if it was running)
+    return _report(s, runner, state)
+
+
+async def _run_once(
+    runner: Runner, task_id: str, limits: Limits | None, *, reap: bool = False
+) -> TaskState:
+    """One stretch of running; `reap` first (once per process: later stretches follow an inline
+    approval, with nothing new to remove)."""
+    try:
+        if reap and runner.sandboxes is not None:
+            await _reap(runner.sandboxes, runner.store)
+        return await runner.resume(task_id, limits)
+    finally:
+        await _close(runner)  # HTTP clients belong to this event loop
+
+
+async def _reap(sandboxes: Sandboxes, store: Store) -> None:
+    """Remove containers that crashed runners left behind for tasks that are over. Best effort:
+    with no Docker running there is nothing to remove, and tasks that need it will say so."""
+    with contextlib.suppress(SandboxError):
+        await sandboxes.reap(task_is_over(store))
+
+
+async def _close(runner: Runner) -> None:
+    for backend in set(runner.backends.values()):
+        # A local model stays loaded, with its KV cache, for the stretch after an inline
+        # approval; the process's end frees it.
+        if not backend.runs_locally:
+            await backend.aclose()
+    if runner.browsers is not None:
+        await runner.browsers.aclose()
+    if runner.sandboxes is not None:
+        await runner.sandboxes.aclose()
+
+
+def _show_pending(s: _Session, state: TaskState) -> None:
+    """Show the request pending now (what a reviewer is asked), as the run showed the first."""
+    request = pending_approval(state)
+    if request is None or s.renderer is None:
+        return
+    for stored in s.store.events(state.task_id):
+        if stored.event == request:
+            s.renderer(stored)
+            return
+
+
+def _ask_approval(out: Console) -> tuple[bool, str] | None:
+    """Ask until the answer is yes or no; None at the end of input."""
+    while True:
+        try:
+            answer = out.input(
+                "[bold yellow]Approve?[/] \\[y]es / \\[n]o, optionally followed by a reason > "
+            ).strip()
+        except EOFError:
+            return None
+        word, _, reason = answer.partition(" ")
+        if word.lower() in ("y", "yes"):
+            return True, reason.strip()
+        if word.lower() in ("n", "no"):
+            return False, reason.strip()
+        out.print("please answer y or n (Ctrl-C stops here; the task keeps waiting for a reviewer)")
+
+
+def print_error(message: str) -> None:
+    # Escaped: messages quote TOML ("[model] uri") that rich would take for markup.
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {shown(message)}")
+
+
+def _can_prompt(args: argparse.Namespace) -> bool:
+    return not args.json and not args.no_prompt and sys.stdin.isatty()
+
+
+async def _resume_all(s: _Session) -> int:
+    """Continue every orphaned task; one that cannot start is reported and the rest go on."""
+    leftovers = sandboxes_for(s.config, s.store)
+    await _reap(leftovers, s.store)
+    await leftovers.aclose()
+    orphans = s.store.orphans()
+    codes: list[int] = []
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    for task_id in orphans:
+        try:
+            state = TaskState.from_store(s.store, task_id)
+            if not s.args.json:
+                s.out.rule(f"task {task_id}: {state.task}", align="left", style="dim")
+            runner = s.runner(Setup.of(state, s.args), task_id)
+            try:
+                state = await runner.run(task_id)
+            finally:
+                await _close(runner)
+        except TaskBusy as exc:  # another runner picked it up meanwhile
+            s.out.print(f"[dim]{task_id}: {exc}; left to it[/]")
+            continue
+        except AgentError as exc:
+            errors.append({"task_id": task_id, "error": str(exc)})
+            codes.append(EXIT_USAGE)
+            print_error(f"{task_id}: {exc}")
+            continue
+        codes.append(EXIT.get(state.status, 1))
+        results.append(summary(state))
+    if s.args.json:
+        print(json_line({"resumed": results, "errors": errors}))
+    elif not orphans:
+        s.out.print("no unfinished tasks to continue")
+    return max(codes, default=0)
+
+
+def _report(s: _Session, runner: Runner, state: TaskState) -> int:
+    code = EXIT.get(state.status, 1)
+    for backend in set(runner.backends.values()):
+        if state.status == "done" and isinstance(backend, ScriptedBackend):
+            try:
+                backend.verify(state.turns)
+            except AgentError as exc:
+                print_error(str(exc))
+                code = 1
+    if s.args.json:
+        print(json_line(summary(state)))
+        return code
+    if hint := next_move(state):
+        s.out.print(f"[dim]{hint}[/]")
+    s.out.print(status_line(state))
+    return code
