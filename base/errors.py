@@ -103,9 +103,13 @@ class SandboxError(AgentError):
 
     code = "sandbox_error"
 
-    def __init__(self, message: str, *, fix: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, fix: str | None = None, nothing_ran: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.fix = fix
+        #: known to have run none of the caller's command (the container could not be had)
+        self.nothing_ran = nothing_ran
 
     def __str__(self) -> str:
         return f"{self.message} (to fix: {self.fix})" if self.fix else self.message

@@ -27,6 +27,7 @@ from base.errors import (
     AgentError,
 )
 from frontends.doctor import doctor
+from frontends.line_input import LineSource
 from frontends.sandbox_commands import add_parsers, sandbox_command
 from frontends.screen import shown
 from frontends.task_setup import MAX_FILE_BYTES, registry_of
@@ -211,13 +212,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, stdin: LineSource | None = None) -> int:
+    """Run one `agent` command; its exit code. Answers to prompts are read from `stdin` (by
+    default the process's own)."""
     args = _parser().parse_args(argv)
     out = Console(stderr=args.json, highlight=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         config = load_config(find_config(args.config))
-        return _dispatch(args, config, out)
+        return _dispatch(args, config, out, stdin or sys.stdin)
     except AgentError as exc:
         err.print(f"[bold red]error:[/] {shown(str(exc))}")
         return EXIT_USAGE
@@ -226,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT["paused"]
 
 
-def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
+def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: LineSource) -> int:
     command = args.command
     if command == "tools":
         print_tools(registry_of([*config.tools.modules, *args.tools]), out, as_json=args.json)
@@ -245,7 +248,7 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console) -> int:
     with Store.open() as store:
         if command == "sandbox":
             return sandbox_command(args, config, store, out)
-        return drive(args, config, store, out)
+        return drive(args, config, store, out, stdin)
 
 
 if __name__ == "__main__":

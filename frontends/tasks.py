@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,8 @@ from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
 from agent.events import Limits
-from agent.runner import Price, Runner
+from agent.prices import Price
+from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import (
@@ -31,6 +31,7 @@ from base.errors import (
     SandboxError,
     TaskBusy,
 )
+from frontends.line_input import LineSource, read_line
 from frontends.render import Renderer
 from frontends.sandbox_commands import sandboxes_for, task_is_over
 from frontends.screen import json_line, shown
@@ -66,6 +67,7 @@ class _Session:
     config: Config
     store: Store
     out: Console
+    stdin: LineSource
     renderer: Renderer | None = None
 
     def runner(self, setup: Setup, task_id: str | None = None) -> Runner:
@@ -130,8 +132,10 @@ class _Session:
         )
 
 
-def drive(args: argparse.Namespace, config: Config, store: Store, out: Console) -> int:
-    s = _Session(args, config, store, out)
+def drive(
+    args: argparse.Namespace, config: Config, store: Store, out: Console, stdin: LineSource
+) -> int:
+    s = _Session(args, config, store, out, stdin)
     given = {k: getattr(args, k) for k in Limits.model_fields if getattr(args, k, None) is not None}
 
     if args.command == "run":
@@ -208,11 +212,11 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
     """
     try:
         state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
-        while state.status == "awaiting_approval" and _can_prompt(s.args):
+        while state.status == "awaiting_approval" and _can_prompt(s.args, s.stdin):
             shown = pending_approval(state)
             assert shown is not None
             try:
-                answer = _ask_approval(s.out)
+                answer = _ask_approval(s.out, s.stdin)
             except KeyboardInterrupt:
                 answer = None
             if answer is None:
@@ -287,13 +291,15 @@ def _show_pending(s: _Session, state: TaskState) -> None:
             return
 
 
-def _ask_approval(out: Console) -> tuple[bool, str] | None:
+def _ask_approval(out: Console, stdin: LineSource) -> tuple[bool, str] | None:
     """Ask until the answer is yes or no; None at the end of input."""
     while True:
         try:
-            answer = out.input(
-                "[bold yellow]Approve?[/] \\[y]es / \\[n]o, optionally followed by a reason > "
-            ).strip()
+            out.print(
+                "[bold yellow]Approve?[/] \\[y]es / \\[n]o, optionally followed by a reason > ",
+                end="",
+            )
+            answer = read_line(stdin).strip()
         except EOFError:
             return None
         word, _, reason = answer.partition(" ")
@@ -309,8 +315,8 @@ def print_error(message: str) -> None:
     Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {shown(message)}")
 
 
-def _can_prompt(args: argparse.Namespace) -> bool:
-    return not args.json and not args.no_prompt and sys.stdin.isatty()
+def _can_prompt(args: argparse.Namespace, stdin: LineSource) -> bool:
+    return not args.json and not args.no_prompt and stdin.isatty()
 
 
 async def _resume_all(s: _Session) -> int:

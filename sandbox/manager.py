@@ -82,7 +82,7 @@ class Sandboxes:
         """The task's sandbox: its container if it has one (after a restart too), else one from
         the warm pool, else a new one.
 
-        Raises `SandboxError`, `DockerUnavailable` or `ImageMissing`, with `context["nothing_ran"]`
+        Raises `SandboxError`, `DockerUnavailable` or `ImageMissing`, with `nothing_ran`
         set: no command of the caller's has run.
         """
         if (open_ := self._open.get(task_id)) is not None:
@@ -105,7 +105,7 @@ class Sandboxes:
                     )
                 sandbox.env, sandbox.devtools = opened.env, opened.devtools
         except SandboxError as exc:
-            exc.context["nothing_ran"] = True  # the caller's command never reached a container
+            exc.nothing_ran = True  # the caller's command never reached a container
             raise
         self._open[task_id] = sandbox
         if limits == self.config.limits and self.config.pool_size and self._refill is None:

@@ -158,10 +158,9 @@ async def test_a_page_that_tells_the_model_to_send_data_elsewhere_gets_nothing_o
 
 
 def test_the_readme_browser_example_runs_and_asks_before_it_submits(
-    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     script = REPO / "examples" / "browser_demo.json"
-    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
     with serve_site(DEMO_PORT) as site:
         code = main(
             [
@@ -173,7 +172,8 @@ def test_the_readme_browser_example_runs_and_asks_before_it_submits(
                 *LOCAL_SITE,
                 "--json",
                 "sign Ann Lee up on the local form",
-            ]
+            ],
+            stdin=io.StringIO("y\n"),
         )
         out = capsys.readouterr().out
         result = json.loads(out.strip().splitlines()[-1])

@@ -7,7 +7,8 @@ import asyncio
 from typing import Any
 
 from agent.approvals import decide
-from agent.runner import Price, Runner
+from agent.prices import Price
+from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
 from policies import Gate

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from agent.approvals import decide, pending_approval
+from agent.call_steps import MAX_REJUDGEMENTS
 from agent.events import ApprovalRequested, CallRejected
-from agent.steps import MAX_REJUDGEMENTS
 from agent.store import Store
 from tools import Registry, ToolContext, tool
 

@@ -1,0 +1,272 @@
+"""Where the loop touches the world: the `Effects` protocol, and its local implementation.
+
+The steps (agent/steps.py) decide; everything they need from outside (a model's answer, a tool's
+run, a tool's reading of what a call would do, a reconciler's answer, a long output kept as a
+file) comes through one `Effects` object, as plain values the steps then record. `LocalEffects`
+does it in this process: the backends, the registry's tools, the task's sandbox and browser. A
+second implementation (Temporal activities; a fake in tests) replaces it without touching a step.
+
+No method records anything: a failure that should pause the task comes back as the `TaskPaused`
+event to record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from agent.backends.base import Delta, ModelBackend, ModelRequest, Purpose
+from agent.context import observation_chars, shortened
+from agent.events import Attachment, ModelResponded, TaskPaused, ToolResulted
+from agent.prices import FREE, Price
+from agent.state import Call, TaskState
+from agent.store import Store
+from base.errors import BackendError, SandboxError
+from tools.registry import CallInterrupted, CannotTell, Tool, ToolContext, ToolResult
+
+if TYPE_CHECKING:
+    from browser.driver import PageDriver
+    from browser.manager import Browsers
+    from sandbox.container import Sandbox
+    from sandbox.manager import Sandboxes
+
+#: live output of a running command: (task id, "stdout" | "stderr", text); never recorded
+OutputSubscriber = Callable[[str, str, str], None]
+#: told (task id, purpose, piece) of a model's answer as it arrives; not recorded
+DeltaSubscriber = Callable[[str, Purpose, Delta], None]
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A tool ran and gave `result` in `seconds`. `interrupted`: the run was stopped (Ctrl-C)
+    while the call ran in a thread, which was let finish: record the result, then stop."""
+
+    result: ToolResult
+    seconds: float
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A tool could not run to an end the model should see: the task pauses with `paused`.
+    `not_run` is the call's result when it is known not to have run at all (its sandbox could
+    not be had), so that a resume asks the model again rather than a reviewer."""
+
+    paused: TaskPaused
+    not_run: ToolResult | None = None
+    seconds: float = 0.0
+
+
+Reconciled = ToolResult | Literal["absent", "unknown"] | TaskPaused
+
+
+class Effects(Protocol):
+    """What the steps ask of the world. Each method may take long; none records anything."""
+
+    async def ask_model(
+        self, purpose: Purpose, request: ModelRequest
+    ) -> ModelResponded | TaskPaused:
+        """The model's answer as an event to record, or the pause its failure calls for."""
+        ...
+
+    async def run_tool(self, tool: Tool, call: Call, key: str) -> Ran | Stopped:
+        """Run the call's tool (its arguments validated) under the idempotency `key`."""
+        ...
+
+    async def read_effect(
+        self, tool: Tool, call: Call, arguments: dict[str, Any]
+    ) -> dict[str, Any] | TaskPaused:
+        """What the tool's effect reader says the call would do ({} for nothing beyond its
+        arguments)."""
+        ...
+
+    async def reconcile(self, tool: Tool, call: Call) -> Reconciled:
+        """The tool's reconciler, asked whether a call that recorded its intent took effect:
+        its result, "absent" (it did not), or "unknown" (it cannot tell in time)."""
+        ...
+
+    def keep_whole(self, result: ToolResulted, limit: int) -> ToolResulted:
+        """`result`, shortened to `limit` characters for the model if it is longer, with the
+        whole kept as an artifact first."""
+        ...
+
+
+def tool_crashed(tool: Tool, exc: BaseException, detail: str) -> TaskPaused:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return TaskPaused(
+        reason="tool_crashed",
+        detail=f"the tool {tool.name} raised {type(exc).__name__}: {exc}{where}\n{detail}",
+    )
+
+
+def artifacts_of(store: Store, task_id: str) -> Path:
+    """The task's folder for what it keeps beside its log (files given with it, screenshots,
+    long outputs); made by whoever writes there first."""
+    return store.path.parent / "artifacts" / task_id
+
+
+def keep_files(folder: Path, files: tuple[Attachment, ...]) -> None:
+    """Keep the files given with a task as its artifacts, where they are not kept already (the
+    log holds them; a crash between recording the task and writing them is made good here)."""
+    for file in files:
+        path = folder / file.name
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(file.content, encoding="utf-8")
+
+
+@dataclass
+class LocalEffects:
+    """The effects of one run of one task, in this process."""
+
+    store: Store
+    state: TaskState
+    backends: dict[Purpose, ModelBackend]
+    prices: dict[str, Price]
+    sandboxes: Sandboxes | None = None
+    browsers: Browsers | None = None
+    output_subscribers: list[OutputSubscriber] = field(default_factory=list)
+    delta_subscribers: list[DeltaSubscriber] = field(default_factory=list)
+
+    async def ask_model(
+        self, purpose: Purpose, request: ModelRequest
+    ) -> ModelResponded | TaskPaused:
+        backend = self.backends[purpose]
+        started = time.perf_counter()
+        on_delta = None
+        if self.delta_subscribers:
+            task_id, listeners = self.state.task_id, self.delta_subscribers
+
+            def on_delta(delta: Delta) -> None:
+                for notify in listeners:
+                    notify(task_id, purpose, delta)
+
+        try:
+            response = await backend.complete(request, on_delta=on_delta)
+        except BackendError as exc:
+            return TaskPaused(reason="model_error", detail=f"{backend.name}: {exc} [{exc.code}]")
+        price = self.prices.get(backend.name) or self.prices.get(response.model)
+        if price is None and backend.runs_locally:
+            price = FREE
+        return ModelResponded(
+            purpose=purpose,
+            response=response,
+            seconds=time.perf_counter() - started,
+            cost_usd=price.cost(response.usage) if price else None,
+        )
+
+    async def run_tool(self, tool: Tool, call: Call, key: str) -> Ran | Stopped:
+        assert call.arguments is not None
+        ctx = self.tool_context(call, key) if tool.wants_context else None
+        started = time.perf_counter()
+        try:
+            result = await tool.invoke(call.validated or call.arguments, ctx)
+        except CallInterrupted as stopped:
+            return Ran(stopped.result, time.perf_counter() - started, interrupted=True)
+        except SandboxError as exc:  # the sandbox cannot be had: nothing for the model to fix
+            paused = TaskPaused(reason="sandbox_error", detail=str(exc))
+            not_run = None
+            if exc.nothing_ran:
+                not_run = ToolResult(ok=False, content=f"not run: {exc}", error_code=exc.code)
+            return Stopped(paused, not_run, time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
+            return Stopped(tool_crashed(tool, exc, traceback.format_exc(limit=8)))
+        return Ran(result, time.perf_counter() - started)
+
+    async def read_effect(
+        self, tool: Tool, call: Call, arguments: dict[str, Any]
+    ) -> dict[str, Any] | TaskPaused:
+        assert tool.effect is not None
+        ctx = self.tool_context(call, f"{self.state.task_id}/{call.ref}")
+        try:
+            async with asyncio.timeout(tool.timeout):
+                return await tool.effect(ctx, arguments) or {}
+        except SandboxError as exc:
+            return TaskPaused(reason="sandbox_error", detail=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a tool's own bug (a timeout too): the task pauses
+            return tool_crashed(tool, exc, traceback.format_exc(limit=8))
+
+    async def reconcile(self, tool: Tool, call: Call) -> Reconciled:
+        assert tool.reconcile is not None
+        assert call.intent is not None
+        ctx = self.tool_context(call, call.intent.idempotency_key)
+        try:
+            asked = (
+                tool.reconcile(ctx)
+                if inspect.iscoroutinefunction(tool.reconcile)
+                else asyncio.to_thread(tool.reconcile, ctx)
+            )
+            found = await asyncio.wait_for(asked, tool.timeout)
+        except (TimeoutError, CannotTell):
+            return "unknown"
+        except SandboxError as exc:  # the sandbox cannot be had now: paused, as a call would be
+            return TaskPaused(reason="sandbox_error", detail=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug in the reconciler; the task pauses
+            return tool_crashed(tool, exc, traceback.format_exc(limit=8))
+        if found is None:
+            return "absent"
+        return found if isinstance(found, ToolResult) else ToolResult(True, str(found))
+
+    @property
+    def artifacts(self) -> Path:
+        return artifacts_of(self.store, self.state.task_id)
+
+    def keep_whole(self, result: ToolResulted, limit: int) -> ToolResulted:
+        if len(result.content) <= limit:
+            return result
+        # Named by content: the same output twice is one file, and reads the same to the model
+        # (and to the stuck detector, which compares what the model was shown). A crash between
+        # the file and the record leaves an unused file, never a lost output.
+        digest = hashlib.sha256(result.content.encode()).hexdigest()[:12]
+        name = f"output-{digest}.txt"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        partial = self.artifacts / f".{name}.partial"
+        partial.write_text(result.content, encoding="utf-8")
+        partial.replace(self.artifacts / name)
+        return result.model_copy(
+            update={"content": shortened(result.content, limit, name), "artifact": name}
+        )
+
+    def tool_context(self, call: Call, key: str) -> ToolContext:
+        """What a tool (or its reconciler, or its effect reader) is given for `call`."""
+        task_id = self.state.task_id
+        sandbox = browser = None
+        if self.sandboxes is not None:
+            created = self.state.created
+            limits = created.sandbox if created is not None else None
+            sandbox = functools.partial(self.sandboxes.for_task, task_id, limits)
+            if self.browsers is not None:
+                browser = functools.partial(_browser_of, self.browsers, sandbox, task_id)
+        output = None
+        if self.output_subscribers:
+
+            def output(stream: str, text: str) -> None:
+                for notify in self.output_subscribers:
+                    notify(task_id, stream, text)
+
+        return ToolContext(
+            task_id,
+            call.wire.id,
+            key,
+            sandbox=sandbox,
+            output=output,
+            browser=browser,
+            artifacts=self.artifacts,
+            # What read_artifact may give at once without being shortened itself.
+            shown_chars=observation_chars(self.backends["act"].context_window),
+        )
+
+
+async def _browser_of(
+    browsers: Browsers, sandbox: Callable[[], Awaitable[Sandbox]], task_id: str
+) -> PageDriver:
+    return await browsers.for_task(task_id, await sandbox())

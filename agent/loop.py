@@ -1,0 +1,162 @@
+"""What a step works with (`Loop`: the recorder, the effects, the tools, the gate) and the
+moves every step makes through it: ask the model, run a tool, read a call's effect, record a
+result, reject a call, stop when the budget is spent. Each asks `Loop.effects` and records what
+came back; none touches the world itself."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agent.backends.base import ModelRequest
+from agent.context import observation_chars
+from agent.effects import Effects, Stopped
+from agent.events import (
+    CallRejected,
+    Event,
+    ModelResponded,
+    OutcomeUnknown,
+    ReplyRejected,
+    TaskPaused,
+    ToolResulted,
+)
+from agent.recorder import Recorder
+from agent.state import Call, TaskState
+from base.toolspec import ToolSpec
+from policies import Gate
+from tools.registry import Registry, Tool, ToolResult
+
+#: how much of oversized arguments is kept in the log
+OVERSIZED_KEPT = 1000
+
+
+@dataclass
+class Loop:
+    """What the steps work with: the task's recorder (and through it its state), the effects,
+    the tools offered to the model and the gate (the policy) that judges their calls."""
+
+    record: Recorder
+    effects: Effects
+    registry: Registry
+    gate: Gate
+    tool_specs: tuple[ToolSpec, ...]
+    context_window: int | None
+    max_argument_bytes: int = 64 * 1024
+
+    @property
+    def state(self) -> TaskState:
+        return self.record.state
+
+
+class Step(ABC):
+    @abstractmethod
+    async def run(self, loop: Loop) -> None:
+        """Do this step's work and record it."""
+
+
+def trim_oversized(event: ModelResponded, limit: int) -> ModelResponded:
+    """Cut arguments beyond `limit` bytes out of the record; such calls are rejected, not run."""
+    sizes = {i: len(c.arguments.encode()) for i, c in enumerate(event.response.tool_calls)}
+    oversized = {i: n for i, n in sizes.items() if n > limit}
+    if not oversized:
+        return event
+    calls = tuple(
+        c.model_copy(update={"arguments": c.arguments[:OVERSIZED_KEPT]}) if i in oversized else c
+        for i, c in enumerate(event.response.tool_calls)
+    )
+    response = event.response.model_copy(update={"tool_calls": calls})
+    return event.model_copy(update={"response": response, "oversized": oversized})
+
+
+def record_result(loop: Loop, tool: Tool, result: ToolResulted, *, durable: bool) -> None:
+    """Record what a call did. A side effect that timed out may still take effect: it is settled
+    like a crash (reconciled, or decided by a reviewer), never reported as a failure to retry.
+    An output too long to show the model whole is kept as an artifact (see `agent.context`)."""
+    result = loop.effects.keep_whole(result, observation_chars(loop.context_window))
+    if tool.has_side_effects and result.error_code == "timeout":
+        loop.record.commit(
+            [OutcomeUnknown(ref=result.ref, reason=result.content, seconds=result.seconds)]
+        )
+    elif durable or tool.has_side_effects:
+        loop.record.commit([result])
+    else:
+        loop.record.stage([result])  # a read-only result is made durable with the next commit
+
+
+def stop_if_over_budget(loop: Loop) -> bool:
+    reason = loop.state.budget_exhausted()
+    if reason is not None:
+        loop.record.commit([TaskPaused(reason="budget_exhausted", detail=reason)])
+    return reason is not None
+
+
+def reject(loop: Loop, call: Call, error: str) -> None:
+    loop.record.stage([CallRejected(ref=call.ref, tool=call.wire.name, error=error)])
+
+
+async def ask(loop: Loop, purpose: Literal["plan", "act"], request: ModelRequest) -> None:
+    """Call the model and record its answer (or pause the task if the model failed)."""
+    loop.record.flush()
+    answer = await loop.effects.ask_model(purpose, request)
+    if isinstance(answer, TaskPaused):
+        loop.record.commit([answer])
+        return
+    events: list[Event] = [trim_oversized(answer, loop.max_argument_bytes)]
+    if purpose == "act" and not answer.response.tool_calls:
+        names = ", ".join(t.name for t in loop.tool_specs)
+        events.append(
+            ReplyRejected(
+                error=f"your reply had no tool call. Call exactly one tool; the tools are: {names}"
+            )
+        )
+    loop.record.commit(events)
+
+
+async def read_effect(
+    loop: Loop, tool: Tool, call: Call, arguments: dict[str, Any]
+) -> dict[str, Any] | None:
+    """What the tool's effect reader says the call would do ({} for nothing beyond its
+    arguments). None if the reader could not tell: the task is paused."""
+    effect = await loop.effects.read_effect(tool, call, arguments)
+    if isinstance(effect, TaskPaused):
+        loop.record.commit([effect])
+        return None
+    return effect
+
+
+async def run_tool(
+    loop: Loop, tool: Tool, call: Call, key: str, recovery: Literal["rerun"] | None = None
+) -> ToolResulted | None:
+    """Run a tool and return its result, to be recorded. A bug in the tool (an exception other
+    than `ToolError`) pauses the task instead, leaving the call unresolved."""
+    outcome = await loop.effects.run_tool(tool, call, key)
+    if isinstance(outcome, Stopped):
+        events: list[Event] = []
+        if outcome.not_run is not None:
+            # Known not to have run: say so, so that a resume asks the model again rather than
+            # a reviewer whether it took effect.
+            events.append(resulted(call, outcome.not_run, outcome.seconds, recovery))
+        loop.record.commit([*events, outcome.paused])
+        return None
+    done = resulted(call, outcome.result, outcome.seconds, recovery)
+    if outcome.interrupted:
+        # Stopped (Ctrl-C) while the call ran in a thread: it was let finish, so its outcome is
+        # known. Record it, then stop as asked.
+        record_result(loop, tool, done, durable=True)
+        raise asyncio.CancelledError
+    return done
+
+
+def resulted(
+    call: Call, result: ToolResult, seconds: float, recovery: Literal["rerun"] | None
+) -> ToolResulted:
+    return ToolResulted(
+        ref=call.ref,
+        ok=result.ok,
+        content=result.content,
+        error_code=result.error_code,
+        seconds=seconds,
+        recovery=recovery,
+    )

@@ -1,0 +1,57 @@
+"""Recording a run: each event is applied to the task's state at once, and made durable either
+now (committed) or with the next commit (staged).
+
+Staged events are those a crash may lose because they are made again the same way: a gate
+decision, a read-only tool's result. They are committed with the next commit, before the next
+model call, and when the run stops. Subscribers hear each event once it is durable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from agent.events import Event, TaskStuck
+from agent.state import TaskState
+from agent.store import Store, StoredEvent
+
+Subscriber = Callable[[StoredEvent], None]
+
+
+class Recorder:
+    """The one writer of a running task's log."""
+
+    def __init__(self, store: Store, state: TaskState, subscribers: list[Subscriber]) -> None:
+        self.store = store
+        self.state = state
+        self.subscribers = subscribers
+        self.staged: list[Event] = []
+
+    def stage(self, events: list[Event]) -> None:
+        seen = self.state.observations
+        for event in events:
+            self.staged.append(event)
+            self.state.apply(event, self.state.last_seq + 1)
+        if self.state.observations != seen:
+            self.check_stuck()
+
+    def check_stuck(self) -> None:
+        if self.state.status == "running" and (reason := self.state.stuck_reason()) is not None:
+            self.stage([TaskStuck(reason=reason)])
+
+    def commit(self, events: list[Event]) -> None:
+        self.stage(events)
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.staged:
+            return
+        events = self.staged
+        first = self.state.last_seq - len(events) + 1
+        self.store.append(self.state.task_id, events, after=first - 1)
+        self.staged = []  # only once they are durable
+        if self.subscribers:
+            now = time.time()
+            for seq, event in enumerate(events, first):
+                for notify in self.subscribers:
+                    notify(StoredEvent(self.state.task_id, seq, now, event))
