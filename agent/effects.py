@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from agent.backends.base import Delta, ModelBackend, ModelRequest, Purpose
 from agent.context import observation_chars, shortened
 from agent.events import Attachment, ModelResponded, TaskPaused, ToolResulted
+from agent.live import CommandOutput, Listener, ModelDelta
 from agent.prices import FREE, Price
 from agent.state import Call, TaskState
 from agent.store import Store
@@ -37,11 +38,6 @@ if TYPE_CHECKING:
     from browser.manager import Browsers
     from sandbox.container import Sandbox
     from sandbox.manager import Sandboxes
-
-#: live output of a running command: (task id, "stdout" | "stderr", text); never recorded
-OutputSubscriber = Callable[[str, str, str], None]
-#: told (task id, purpose, piece) of a model's answer as it arrives; not recorded
-DeltaSubscriber = Callable[[str, Purpose, Delta], None]
 
 
 @dataclass(frozen=True)
@@ -134,8 +130,8 @@ class LocalEffects:
     prices: dict[str, Price]
     sandboxes: Sandboxes | None = None
     browsers: Browsers | None = None
-    output_subscribers: list[OutputSubscriber] = field(default_factory=list)
-    delta_subscribers: list[DeltaSubscriber] = field(default_factory=list)
+    #: told of each piece of a command's output and of a model's answer as it comes
+    listeners: list[Listener] = field(default_factory=list)
 
     async def ask_model(
         self, purpose: Purpose, request: ModelRequest
@@ -143,12 +139,12 @@ class LocalEffects:
         backend = self.backends[purpose]
         started = time.perf_counter()
         on_delta = None
-        if self.delta_subscribers:
-            task_id, listeners = self.state.task_id, self.delta_subscribers
+        if self.listeners:
+            task_id, listeners = self.state.task_id, self.listeners
 
             def on_delta(delta: Delta) -> None:
                 for notify in listeners:
-                    notify(task_id, purpose, delta)
+                    notify(ModelDelta(task_id, purpose, delta))
 
         try:
             response = await backend.complete(request, on_delta=on_delta)
@@ -247,11 +243,12 @@ class LocalEffects:
             if self.browsers is not None:
                 browser = functools.partial(_browser_of, self.browsers, sandbox, task_id)
         output = None
-        if self.output_subscribers:
+        if self.listeners:
 
             def output(stream: str, text: str) -> None:
-                for notify in self.output_subscribers:
-                    notify(task_id, stream, text)
+                item = CommandOutput(task_id, "stderr" if stream == "stderr" else "stdout", text)
+                for notify in self.listeners:
+                    notify(item)
 
         return ToolContext(
             task_id,

@@ -3,28 +3,26 @@ now (committed) or with the next commit (staged).
 
 Staged events are those a crash may lose because they are made again the same way: a gate
 decision, a read-only tool's result. They are committed with the next commit, before the next
-model call, and when the run stops. Subscribers hear each event once it is durable.
+model call, and when the run stops. Listeners hear each event once it is durable.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from agent.events import Event, TaskStuck
+from agent.live import Listener
 from agent.state import TaskState
 from agent.store import Store, StoredEvent
-
-Subscriber = Callable[[StoredEvent], None]
 
 
 class Recorder:
     """The one writer of a running task's log."""
 
-    def __init__(self, store: Store, state: TaskState, subscribers: list[Subscriber]) -> None:
+    def __init__(self, store: Store, state: TaskState, listeners: list[Listener]) -> None:
         self.store = store
         self.state = state
-        self.subscribers = subscribers
+        self.listeners = listeners
         self.staged: list[Event] = []
 
     def stage(self, events: list[Event]) -> None:
@@ -50,8 +48,8 @@ class Recorder:
         first = self.state.last_seq - len(events) + 1
         self.store.append(self.state.task_id, events, after=first - 1)
         self.staged = []  # only once they are durable
-        if self.subscribers:
+        if self.listeners:
             now = time.time()
             for seq, event in enumerate(events, first):
-                for notify in self.subscribers:
+                for notify in self.listeners:
                     notify(StoredEvent(self.state.task_id, seq, now, event))

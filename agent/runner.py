@@ -18,13 +18,7 @@ from typing import TYPE_CHECKING
 
 from agent._control import EXECUTOR, PLANNER
 from agent.backends.base import ModelBackend, Purpose
-from agent.effects import (
-    DeltaSubscriber,
-    LocalEffects,
-    OutputSubscriber,
-    artifacts_of,
-    keep_files,
-)
+from agent.effects import LocalEffects, artifacts_of, keep_files
 from agent.events import (
     Attachment,
     EgressDecided,
@@ -35,9 +29,10 @@ from agent.events import (
     TaskPaused,
     TaskResumed,
 )
+from agent.live import Listener
 from agent.loop import Loop
 from agent.prices import Price
-from agent.recorder import Recorder, Subscriber
+from agent.recorder import Recorder
 from agent.state import TaskState
 from agent.steps import drive
 from agent.store import Store, StoredEvent
@@ -78,9 +73,7 @@ class Runner:
         self.backends: dict[Purpose, ModelBackend] = {"plan": planner, "act": executor or planner}
         self.prices = prices or {}
         self.max_argument_bytes = max_argument_bytes
-        self.subscribers: list[Subscriber] = []
-        self.output_subscribers: list[OutputSubscriber] = []
-        self.delta_subscribers: list[DeltaSubscriber] = []
+        self.listeners: list[Listener] = []
         #: the tasks' containers; None runs without (sandbox tools then fail, telling the model)
         self.sandboxes = sandboxes
         if browsers is None and sandboxes is not None:
@@ -106,18 +99,11 @@ class Runner:
             tuple(t.spec for t in self.registry if online or not t.needs_network) + EXECUTOR.specs()
         )
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        """Call `subscriber` with every event this runner records, as it is recorded."""
-        self.subscribers.append(subscriber)
-
-    def subscribe_output(self, subscriber: OutputSubscriber) -> None:
-        """Call `subscriber` with the output of sandbox commands as it comes (not recorded)."""
-        self.output_subscribers.append(subscriber)
-
-    def subscribe_deltas(self, subscriber: DeltaSubscriber) -> None:
-        """Call `subscriber` with each piece of a model's answer as it arrives (not recorded;
-        the whole answer is recorded as one event when it is complete)."""
-        self.delta_subscribers.append(subscriber)
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener` with everything this runner's runs make, as they make it: each event
+        once it is recorded, each piece of a command's output and of a model's answer as it
+        comes (agent/live.py)."""
+        self.listeners.append(listener)
 
     def create(
         self,
@@ -151,7 +137,7 @@ class Runner:
         task_id = self.store.create_task(created)
         if files:
             keep_files(artifacts_of(self.store, task_id), files)
-        for notify in self.subscribers:
+        for notify in self.listeners:
             notify(StoredEvent(task_id, 1, time.time(), created))
         return task_id
 
@@ -202,7 +188,7 @@ class Runner:
             state = self.load(task_id)
             if state.created is not None and state.created.files:
                 keep_files(artifacts_of(self.store, task_id), state.created.files)
-            record = Recorder(self.store, state, self.subscribers)
+            record = Recorder(self.store, state, self.listeners)
             effects = LocalEffects(
                 self.store,
                 state,
@@ -210,8 +196,7 @@ class Runner:
                 self.prices,
                 self.sandboxes,
                 self.browsers,
-                output_subscribers=self.output_subscribers,
-                delta_subscribers=self.delta_subscribers,
+                listeners=self.listeners,
             )
             loop = Loop(
                 record,

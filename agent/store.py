@@ -10,21 +10,25 @@ microseconds (WAL, no fsync per commit by default), far less than a hop to a thr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import quote
 
+from agent.damage import damaged, ranges_text, recovery, salvage
 from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
 from agent.home import default_home
 from base.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
+
+_ALL = 2**31
 
 #: the kinds of event whose commit is on disk before `append` returns, whatever `synchronous` says
 MUST_SURVIVE = frozenset({"intent", "approval_decided"})
@@ -229,14 +233,14 @@ class Store:
                 (task_id, after),
             ).fetchall()
         except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):
+            if not damaged(exc):
                 raise
             query = "SELECT seq, ts, body FROM events WHERE task_id = ? AND seq BETWEEN ? AND ?"
-            rows, lost = _salvage(self._db, query, (task_id,), after + 1)
+            rows, lost = salvage(self._db, query, (task_id,), after + 1)
             if lost or not rows:
                 raise StoreError(
                     f"task {task_id}: its log is on a damaged part of the event store at "
-                    f"{self.path} ({exc}; events {_ranges(lost)} cannot be read). "
+                    f"{self.path} ({exc}; events {ranges_text(lost)} cannot be read). "
                     f"{recovery(self.path)}",
                     code="store_damaged",
                 ) from exc
@@ -247,6 +251,21 @@ class Store:
             StoredEvent(task_id, seq, ts, EVENT_ADAPTER.validate_json(body))
             for seq, ts, body in rows
         ]
+
+    async def tail(
+        self, task_id: str, *, after: int = 0, poll: float = 0.05
+    ) -> AsyncIterator[StoredEvent]:
+        """The task's events above `after`, then each event any process appends to it, once it
+        is committed, in order; it goes on until the caller stops iterating. This is how another
+        process follows a task live (a terminal, a reviewer's inbox, a worker): the log is
+        read again every `poll` seconds, a query of microseconds when nothing is new. Raises
+        `TaskNotFound` for a task the store does not hold."""
+        self.task(task_id)
+        while True:
+            for stored in self.events(task_id, after=after):
+                after = stored.seq
+                yield stored
+            await asyncio.sleep(poll)
 
     def check(self) -> str:
         """SQLite's quick integrity check of the log: "ok", or what is wrong."""
@@ -267,14 +286,14 @@ class Store:
         try:
             return [TaskRow(*r) for r in self._db.execute(query, (*args, limit)).fetchall()]
         except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):
+            if not damaged(exc):
                 raise
-            rows, lost = _salvage(
+            rows, lost = salvage(
                 self._db, "SELECT rowid, * FROM tasks WHERE rowid BETWEEN ? AND ?", (), 1
             )
             damage = (
-                f"the event store at {self.path} is damaged ({exc}): rows {_ranges(lost)} of its "
-                f"task list cannot be read; listed are those that can. {recovery(self.path)}"
+                f"the event store at {self.path} is damaged ({exc}): rows {ranges_text(lost)} of "
+                f"its task list cannot be read; listed are those that can. {recovery(self.path)}"
             )
             if damage not in self.damage:
                 self.damage.append(damage)
@@ -288,7 +307,7 @@ class Store:
         try:
             return int(self._db.execute(f"SELECT COUNT(*) FROM tasks{where}", args).fetchone()[0])
         except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):
+            if not damaged(exc):
                 raise
             return len(self.tasks(statuses=statuses, limit=_ALL))
 
@@ -301,7 +320,7 @@ class Store:
                 "SELECT id FROM tasks WHERE id LIKE ? || '%' ESCAPE '\\' LIMIT 2", (pattern,)
             ).fetchall()
         except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):
+            if not damaged(exc):
                 raise
             rows = [(r.id,) for r in self.tasks(limit=_ALL) if r.id.startswith(prefix)][:2]
         if len(rows) == 1:
@@ -372,62 +391,6 @@ def _last_seq(db: sqlite3.Connection, task_id: str, *, expected: int | None = No
             task_id=task_id,
         )
     return last
-
-
-def recovery(path: Path) -> str:
-    """How to get back what can be read of a damaged store at `path`."""
-    return (
-        f"Recover what is readable: sqlite3 {path} .recover | sqlite3 {path}.recovered "
-        f"(then move {path}.recovered in its place), or put back a backup."
-    )
-
-
-def _damaged(exc: sqlite3.DatabaseError) -> bool:
-    """Whether SQLite found a page of the file damaged (not a busy or missing database)."""
-    return getattr(exc, "sqlite_errorname", "") == "SQLITE_CORRUPT" or "malformed" in str(exc)
-
-
-_ALL = 2**31
-#: how many queries a read round a damaged part may take before it gives the rest up as lost
-_SALVAGE_QUERIES = 4000
-
-
-def _salvage(
-    db: sqlite3.Connection, query: str, args: tuple[object, ...], low: int
-) -> tuple[list[tuple[Any, ...]], list[tuple[int, int]]]:
-    """The rows of `query` (whose last two parameters are a range of keys) that can be read
-    from `low` on, and the ranges of keys that cannot: a failing range is halved until what
-    fails is a single key (or the queries run out)."""
-    high = 2**62
-    rows: list[tuple[Any, ...]] = []
-    lost: list[tuple[int, int]] = []
-    ranges, asked = [(low, high)], 0
-    while ranges:
-        first, last = ranges.pop()
-        asked += 1
-        try:
-            rows.extend(db.execute(query, (*args, first, last)).fetchall())
-        except sqlite3.DatabaseError:
-            if first == last or asked >= _SALVAGE_QUERIES:
-                lost.append((first, last))
-                continue
-            middle = (first + last) // 2
-            ranges += [(middle + 1, last), (first, middle)]
-    return rows, _merged(lost)
-
-
-def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted(ranges):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(last, merged[-1][1]))
-        else:
-            merged.append((first, last))
-    return merged
-
-
-def _ranges(ranges: list[tuple[int, int]]) -> str:
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges) or "none"
 
 
 def _read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:

@@ -20,8 +20,9 @@ from agent.backends.base import Capabilities, Message, ModelBackend, ModelReques
 from agent.backends.local import BUNDLED, LocalBackend, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
+from agent.damage import recovery
 from agent.home import default_home
-from agent.store import Store, recovery
+from agent.store import Store
 from base.errors import AgentError, BackendError, SandboxError, StoreError
 from frontends.screen import shown
 from sandbox._docker import BUILD_IMAGE, START_DOCKER, connect, owner_labels

@@ -1,16 +1,16 @@
 """Rendering a task's events for people: live during a run, and whole in `agent show`.
 
-The loop never imports this module; the CLI subscribes a `Renderer` to the runner's events. Every
-piece of text that came from outside (a model, a page, a tool, a file, a command, the task) is
-printed through `frontends.screen`: nothing in it can move the cursor, restyle or reorder the
-screen.
+The loop never imports this module; the CLI subscribes a `Renderer` to the runner's live
+stream. Every piece of text that came from outside (a model, a page, a tool, a file, a command,
+the task) is printed through `frontends.screen`: nothing in it can move the cursor, restyle or
+reorder the screen.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Literal
+from typing import Literal, assert_never
 
 from rich.console import Console
 from rich.panel import Panel
@@ -39,6 +39,7 @@ from agent.events import (
     TaskStuck,
     ToolResulted,
 )
+from agent.live import CommandOutput, Live, ModelDelta
 from agent.store import StoredEvent
 from frontends.screen import plain, shown
 
@@ -67,7 +68,19 @@ class Renderer:
         #: the next piece of a command's output starts a line (and gets the gutter)
         self._line_start = True
 
-    def __call__(self, stored: StoredEvent) -> None:
+    def __call__(self, item: Live) -> None:
+        """Show one item of the live stream (or of a task's history: its events)."""
+        match item:
+            case StoredEvent():
+                self.event(item)
+            case CommandOutput():
+                self.output(item.task_id, item.stream, item.text)
+            case ModelDelta():
+                self.delta(item.task_id, item.purpose, item.delta)
+            case _:
+                assert_never(item)
+
+    def event(self, stored: StoredEvent) -> None:
         if self._live is not None:
             self.console.print()  # end the line the answer was streamed on
             self._live = None

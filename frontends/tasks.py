@@ -106,8 +106,6 @@ class _Session:
         if not self.args.json:
             renderer = self.renderer = Renderer(self.out)
             runner.subscribe(renderer)
-            runner.subscribe_output(renderer.output)
-            runner.subscribe_deltas(renderer.delta)
         return runner
 
     def _say(self, text: str) -> None:

@@ -24,6 +24,7 @@ from agent.backends._cpu import AMX_FLAGS, choose_path, cpu_flags
 from agent.backends.base import Delta, Message, ModelRequest
 from agent.backends.local import LocalBackend, bundled_model
 from agent.events import Attachment, ModelResponded, TaskPaused, TaskResumed
+from agent.live import Live, ModelDelta
 from agent.runner import Runner
 from agent.store import Store
 from base.errors import BackendError
@@ -329,7 +330,9 @@ async def test_a_task_whose_worker_keeps_crashing_pauses_and_resumes_without_ask
     crash_after = rng.randint(1, 6)
     seen = 0
 
-    def crash_twice(_task: str, _purpose: str, _delta: Delta) -> None:
+    def crash_twice(item: Live) -> None:
+        if not isinstance(item, ModelDelta):
+            return
         nonlocal seen
         seen += 1
         if len(kills) < 2 and seen >= crash_after and backend.worker is not None:
@@ -342,7 +345,7 @@ async def test_a_task_whose_worker_keeps_crashing_pauses_and_resumes_without_ask
     notes = (REPO / "examples" / "notes" / "meeting.txt").read_text()
     with Store.open(short_home / "events.db") as store:
         runner = Runner(store, cli_tools(), Gate.default(), planner=backend)
-        runner.subscribe_deltas(crash_twice)
+        runner.subscribe(crash_twice)
         task_id = runner.create(
             "What should I bring to the team meeting?",
             files=(Attachment(name="meeting.txt", content=notes),),

@@ -15,6 +15,7 @@ import pytest
 
 from agent.approvals import decide
 from agent.backends.scripted import ScriptedBackend, parse_script
+from agent.live import Live
 from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store, StoredEvent
@@ -280,8 +281,8 @@ async def test_an_interrupt_never_pauses_a_task_that_is_done_or_waiting(
     policy = None if when == "approval_requested" else '[default]\naction = "allow"\n'
     runner, _ = make_runner(store, _turns("send"), policy=policy, registry=registry(world))
 
-    def interrupt_on(stored: StoredEvent) -> None:
-        if stored.event.kind == when:
+    def interrupt_on(item: Live) -> None:
+        if isinstance(item, StoredEvent) and item.event.kind == when:
             raise KeyboardInterrupt
 
     runner.subscribe(interrupt_on)

@@ -17,6 +17,7 @@ import docker
 import pytest
 
 from agent.events import Limits, TaskCreated, TaskFinished, ToolResulted
+from agent.live import CommandOutput, Live
 from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
@@ -92,7 +93,12 @@ async def test_a_task_uses_every_sandbox_tool_and_its_container_goes_when_it_end
         store, Registry(sandbox_tools), Gate.default(), planner=scripted(turns), sandboxes=sandboxes
     )
     streamed: list[tuple[str, str]] = []
-    runner.subscribe_output(lambda _task, stream, text: streamed.append((stream, text)))
+
+    def keep(item: Live) -> None:
+        if isinstance(item, CommandOutput):
+            streamed.append((item.stream, item.text))
+
+    runner.subscribe(keep)
     task_id = runner.create("write a program that prints 42")
     state = await runner.run(task_id)
     await sandboxes.aclose()
