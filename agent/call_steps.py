@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent._control import EXECUTOR, complete_step, finish, replan
 from agent.events import (
     ApprovalRequested,
     CallRejected,
@@ -24,6 +23,7 @@ from agent.events import (
     ToolResulted,
 )
 from agent.loop import Loop, Step, read_effect, record_result, reject, run_tool
+from agent.loop_tools import EXECUTOR, complete_step, finish, replan
 from agent.state import Call, call_hash
 from policies import Allow, Decision, Deny, RequireApproval
 from tools.registry import EFFECT, InvalidArguments, Tool, ToolResult, without_effect

@@ -7,9 +7,9 @@ step only (at most `state.WINDOW` of them, and only as many as fit the model's c
 
 from __future__ import annotations
 
-from agent._control import submit_plan
 from agent.backends.base import Message, ModelRequest
 from agent.context import MAX_OBSERVATION, fit_window, shortened
+from agent.loop_tools import submit_plan
 from agent.state import TaskState
 from base.toolspec import ToolSpec
 

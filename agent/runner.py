@@ -16,7 +16,6 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from agent._control import EXECUTOR, PLANNER
 from agent.backends.base import ModelBackend, Purpose
 from agent.effects import LocalEffects, artifacts_of, keep_files
 from agent.events import (
@@ -31,6 +30,7 @@ from agent.events import (
 )
 from agent.live import Listener
 from agent.loop import Loop
+from agent.loop_tools import EXECUTOR, PLANNER
 from agent.prices import Price
 from agent.recorder import Recorder
 from agent.state import TaskState

@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, assert_never
 
 from pydantic import BaseModel
 
@@ -22,6 +21,7 @@ from agent.events import (
     ApprovalDecided,
     ApprovalRequested,
     CallRejected,
+    EgressDecided,
     Event,
     GateDecided,
     IntentRecorded,
@@ -198,9 +198,51 @@ class TaskState:
         """Fold one event into the state."""
         self.last_seq = seq
         self.status = STATUS_AFTER.get(event.kind, self.status)
-        handler = _HANDLERS.get(event.kind)
-        if handler is not None:
-            handler(self, event)
+        # Exhaustive: an event kind with no case here fails the type check (assert_never). The
+        # kinds every tool call records come first: the fold runs for each event recorded.
+        match event:
+            case GateDecided():
+                self._on_gate_decided(event)
+            case ToolResulted():
+                self._on_tool_result(event)
+            case ModelResponded():
+                self._on_model_responded(event)
+            case IntentRecorded():
+                self._on_intent(event)
+            case CallRejected():
+                self._on_call_rejected(event)
+            case ReplyRejected():
+                self._on_reply_rejected(event)
+            case StepStarted():
+                self._on_step_started(event)
+            case StepFinished():
+                self._on_step_finished(event)
+            case TaskCreated():
+                self._on_task_created(event)
+            case PlanProposed():
+                self._on_plan_proposed(event)
+            case ApprovalRequested():
+                self._on_approval_requested(event)
+            case ApprovalDecided():
+                self._on_approval_decided(event)
+            case OutcomeUnknown():
+                self._on_outcome_unknown(event)
+            case ReplanRequested():
+                self._on_replan_requested(event)
+            case TaskPaused():
+                self._on_task_paused(event)
+            case LimitsRaised():
+                self._on_limits_raised(event)
+            case TaskResumed():
+                self._on_task_resumed(event)
+            case TaskFinished():
+                self._on_task_finished(event)
+            case TaskFailed() | TaskStuck():
+                self._on_task_ended(event)
+            case EgressDecided():
+                pass  # a record of the proxy's decision; the task's state does not change
+            case _:
+                assert_never(event)
 
     def _on_task_created(self, event: TaskCreated) -> None:
         self.task, self.model, self.limits = event.task, event.model, event.limits
@@ -427,29 +469,3 @@ def _shown(action: ToolCall | str) -> str:
 def _short(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# Dispatch on `kind` (a dict lookup) rather than a match over every event class in turn: the fold
-# runs for every event the loop records.
-_HANDLERS: dict[str, Callable[[TaskState, Any], None]] = {
-    "task_created": TaskState._on_task_created,
-    "plan_proposed": TaskState._on_plan_proposed,
-    "step_started": TaskState._on_step_started,
-    "model_responded": TaskState._on_model_responded,
-    "reply_rejected": TaskState._on_reply_rejected,
-    "call_rejected": TaskState._on_call_rejected,
-    "gate_decided": TaskState._on_gate_decided,
-    "approval_requested": TaskState._on_approval_requested,
-    "approval_decided": TaskState._on_approval_decided,
-    "intent": TaskState._on_intent,
-    "tool_result": TaskState._on_tool_result,
-    "outcome_unknown": TaskState._on_outcome_unknown,
-    "step_finished": TaskState._on_step_finished,
-    "replan_requested": TaskState._on_replan_requested,
-    "task_paused": TaskState._on_task_paused,
-    "limits_raised": TaskState._on_limits_raised,
-    "task_resumed": TaskState._on_task_resumed,
-    "task_finished": TaskState._on_task_finished,
-    "task_failed": TaskState._on_task_ended,
-    "task_stuck": TaskState._on_task_ended,
-}

@@ -8,7 +8,6 @@ them. Steps decide; what touches the world comes through `Loop.effects` (agent/e
 
 from __future__ import annotations
 
-from agent._control import MAX_PLAN_STEPS, submit_plan
 from agent.call_steps import Execute, Judge, Reconcile
 from agent.events import (
     Event,
@@ -18,6 +17,7 @@ from agent.events import (
     TaskFailed,
 )
 from agent.loop import Loop, Step, ask, stop_if_over_budget
+from agent.loop_tools import MAX_PLAN_STEPS, submit_plan
 from agent.prompts import act_request, plan_request
 from agent.state import TaskState
 from tools.registry import InvalidArguments

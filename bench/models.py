@@ -62,11 +62,11 @@ from llama_cpp._utils import suppress_stdout_stderr
 from llama_cpp.llama_grammar import LlamaGrammar
 from pydantic import BaseModel, Field
 
-from agent._control import EXECUTOR
 from agent.backends._chat import chat_messages, describe_tools, tool_call_schema
 from agent.backends._decode import chat_template, tokenize
 from agent.backends.base import Delta, Message, ModelRequest, ToolCall
 from agent.backends.local import LocalBackend, bundled_model
+from agent.loop_tools import EXECUTOR
 from agent.prompts import EXECUTOR_SYSTEM, PLANNER_SYSTEM
 from base.toolspec import ToolSpec
 from tools.registry import Registry

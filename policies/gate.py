@@ -12,8 +12,8 @@ from importlib import resources
 from os import PathLike
 from typing import Any
 
+from policies._compiled import CallView, CompiledRule
 from policies._destination import destination_lines
-from policies._match import Call, CompiledRule
 from policies.decisions import Allow, Decision, Deny, RequireApproval
 from policies.rules import RuleSet, load_rules, parse_rules
 from tools.registry import EFFECT, Tool
@@ -70,7 +70,7 @@ class Gate:
 
     def evaluate(self, tool: Tool, arguments: Mapping[str, Any]) -> Decision:
         """Decide whether `tool` may run with `arguments` (already validated by `Tool.parse`)."""
-        call = Call(arguments)
+        call = CallView(arguments)
         for rule in self._rules_for(tool):
             if not rule.inspects_arguments or rule.matches(call):
                 return self._decide(rule, tool, call)
@@ -95,7 +95,7 @@ class Gate:
             self._by_tool[tool] = found
         return found
 
-    def _decide(self, rule: CompiledRule, tool: Tool, call: Call) -> Decision:
+    def _decide(self, rule: CompiledRule, tool: Tool, call: CallView) -> Decision:
         if rule.action != "ask":
             # Allow and Deny do not depend on the arguments: made once per (rule, tool).
             key = (rule.index, tool.name)
@@ -121,7 +121,7 @@ class Gate:
             rule.label,
         )
 
-    def _default(self, tool: Tool, call: Call) -> Decision:
+    def _default(self, tool: Tool, call: CallView) -> Decision:
         label = self.rules.default_label
         what = f"no rule matched {tool.name} (touches {tool.touches})"
         action = self.rules.default

@@ -93,7 +93,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from base.errors import ConfigError
-from policies._readings import canonical_host, normalise_prefix
+from policies._call_text import canonical_host, normalise_prefix
 from tools.registry import Touches
 
 Action = Literal["allow", "ask", "deny"]

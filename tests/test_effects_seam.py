@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent._control import EXECUTOR
 from agent.backends.base import ModelRequest, ModelResponse, Purpose, ToolCall
 from agent.effects import Effects, Ran, Reconciled, Stopped
 from agent.events import (
@@ -22,6 +21,7 @@ from agent.events import (
     ToolResulted,
 )
 from agent.loop import Loop
+from agent.loop_tools import EXECUTOR
 from agent.recorder import Recorder
 from agent.state import Call, TaskState
 from agent.steps import drive

@@ -22,12 +22,12 @@ import pytest
 from llama_cpp import _internals
 from pydantic import BaseModel, Field
 
-from agent._control import EXECUTOR
 from agent.backends._chat import close_json, read_call
 from agent.backends._decode import chat_template, tokenize
 from agent.backends._gguf import read_metadata
 from agent.backends.base import Delta, Message, ModelRequest, ModelResponse, ToolCall
 from agent.backends.local import LocalBackend, bundled_model
+from agent.loop_tools import EXECUTOR
 from agent.prompts import EXECUTOR_SYSTEM
 from base.errors import BackendError
 from tests.tiny_moe import SHAPE, smollm2_gguf, write_tiny_moe

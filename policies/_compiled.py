@@ -2,7 +2,7 @@
 
 Everything here is pure and allocation-light because the gate runs on every step of the loop:
 patterns are compiled when the gate is built, and a call's derived values (the readings of its
-command, the hosts of its URL, its method and path; see `policies._readings`) are computed at most
+command, the hosts of its URL, its method and path; see `policies._call_text`) are computed at most
 once, and only if some rule asks for them.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from policies._readings import command_readings, literal_commands, normalise_path, url_hosts
+from policies._call_text import command_readings, literal_commands, normalise_path, url_hosts
 
 if TYPE_CHECKING:
     from policies.rules import Rule
@@ -95,7 +95,7 @@ def _command_text(value: object) -> str | None:
 _UNSET: Any = object()
 
 
-class Call:
+class CallView:
     """A lazy view of one call's arguments: each derived value is computed once, on first use.
 
     (Hand-written rather than `functools.cached_property`, whose per-access lock on Python 3.11
@@ -247,7 +247,7 @@ class CompiledRule:
             return False
         return self.touches is None or touches in self.touches
 
-    def matches(self, call: Call) -> bool:
+    def matches(self, call: CallView) -> bool:
         """Whether the argument-level matchers accept the call (the tool was checked before).
 
         Where the text reads several ways (a command line's simple commands, a URL's hosts), an
@@ -270,7 +270,7 @@ class CompiledRule:
                     return False
         return True
 
-    def _command_matches(self, call: Call) -> bool:
+    def _command_matches(self, call: CallView) -> bool:
         assert self.command is not None
         if self.action != "allow":
             readings = call.commands
@@ -291,7 +291,7 @@ class CompiledRule:
         test = all if self.action == "allow" else any
         return test(self.hosts.match(h) for h in hosts)
 
-    def explain(self, call: Call) -> Iterator[str]:
+    def explain(self, call: CallView) -> Iterator[str]:
         """Lines saying which argument values made this rule match, for a reviewer."""
         if self.hosts is not None and call.hosts is not None:
             for host in call.hosts:
