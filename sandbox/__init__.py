@@ -1,5 +1,14 @@
 """Docker sandboxes: one hardened container per task.
 
-Nothing lives here yet: the sandbox, its runtime image and the tools that need it arrive with the
-sandbox work. Until then the runtime ships only tools that touch nothing outside the process.
+    container    a task's sandbox: its commands (`Sandbox.exec`, `ExecResult`) and its files
+    manager      `Sandboxes`: a container per task, a warm pool, reaping what is left over
+    limits       what a sandbox may use (`SandboxLimits`), and the operator's bounds on it
+    egress       the way out of a "proxy" sandbox: its own network and a forwarder to the proxy
+    proxy        the egress proxy on the host, judging each request against a task's allowlist
+    image        building the runtime image (`agent sandbox build`) from `sandbox/image/`
+
+Machinery: `_docker` (the connection, and Docker's errors mapped once), `_hardening` (the
+settings every container gets), `_claim` (claiming a pooled container), `_addresses` (which
+addresses the proxy may dial), `_records` (what agent-exec leaves of each command), `_output`
+(capturing what a command prints) and `_problems` (the limit a command ran into, said plainly).
 """

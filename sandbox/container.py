@@ -10,16 +10,14 @@ Docker SDK blocks, so its calls run in threads.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import io
 import json
 import posixpath
 import secrets
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, cast
 
 import docker
@@ -27,6 +25,17 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from base.errors import SandboxError
 from sandbox._docker import mapped
+from sandbox._output import Output, OutputSink
+from sandbox._problems import (
+    COUNTERS,
+    FORK_REFUSED,
+    disk_full,
+    limit_counted,
+    out_of_memory,
+    parse_counters,
+    past_timeout,
+    process_limit,
+)
 from sandbox._records import READ_RECORD, limits_said, tag
 from sandbox.limits import SandboxLimits
 
@@ -42,17 +51,6 @@ USER = "1000:1000"
 BROWSER_USER = "browser"
 #: a command gets this long after SIGKILL for its output stream to close
 KILL_GRACE = 1.5
-#: what is kept of each of stdout and stderr (the head; the rest is counted, not kept)
-MAX_OUTPUT = 256 * 1024
-OutputSink = Callable[[str, str], None]
-"""Called with ("stdout" | "stderr", text) as a command prints."""
-
-#: how shells and Python say that a fork was refused; only a hint, the counters decide
-_FORK_REFUSED = ("Resource temporarily unavailable", "Cannot fork", "can't fork")
-_COUNTERS = (
-    "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events "
-    "/sys/fs/cgroup/pids/pids.events /sys/fs/cgroup/pids.events 2>/dev/null; true"
-)
 
 
 class _NotYet(Exception):
@@ -77,42 +75,6 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out and self.problem is None
-
-
-@dataclass
-class _Output:
-    """What a command printed so far; filled by the thread that reads the stream."""
-
-    sink: OutputSink | None
-    loop: asyncio.AbstractEventLoop
-    parts: dict[str, list[str]] = field(default_factory=lambda: {"stdout": [], "stderr": []})
-    sizes: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
-    decoders: dict[str, codecs.IncrementalDecoder] = field(
-        default_factory=lambda: {
-            s: codecs.getincrementaldecoder("utf-8")("replace") for s in ("stdout", "stderr")
-        }
-    )
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, stream: str, data: bytes, final: bool = False) -> None:
-        text = self.decoders[stream].decode(data, final)
-        if not text:
-            return
-        with self.lock:
-            kept = self.sizes[stream]
-            if kept < MAX_OUTPUT:
-                self.parts[stream].append(text[: MAX_OUTPUT - kept])
-            self.sizes[stream] = kept + len(text)
-        # agent-exec's line about limits is read by `exec`, not shown as the command's.
-        shown = limits_said(text)[0] if stream == "stderr" and "\x1e" in text else text
-        if self.sink is not None and shown:
-            self.loop.call_soon_threadsafe(self.sink, stream, shown)
-
-    def text(self, stream: str) -> str:
-        with self.lock:
-            text = "".join(self.parts[stream])
-            dropped = self.sizes[stream] - len(text)
-        return text + (f"\n[... {dropped} more characters not kept]" if dropped > 0 else "")
 
 
 class Sandbox:
@@ -184,7 +146,7 @@ class Sandbox:
         if record:
             argv = ["agent-exec", *argv]
             extra["AGENT_DEADLINE"] = f"{time.time() + timeout:.3f}"
-        output = _Output(on_output, asyncio.get_running_loop())
+        output = Output(on_output, asyncio.get_running_loop())
         started = time.perf_counter()
         stream = asyncio.ensure_future(
             asyncio.to_thread(
@@ -248,7 +210,7 @@ class Sandbox:
     ) -> str | None:
         """The limit a command ran into, or its timeout, said plainly; None if neither."""
         problem = None
-        hit_pids = any(sign in stderr for sign in _FORK_REFUSED) or (said is not None and said[0])
+        hit_pids = any(sign in stderr for sign in FORK_REFUSED) or (said is not None and said[0])
         if hit_pids and not timed_out:
             # What it left running (a fork bomb's children) would hold the limit for every later
             # command: end it all.
@@ -256,24 +218,18 @@ class Sandbox:
         if said is not None and not timed_out:
             # agent-exec saw a limit hit (however quietly the command ended): say which.
             self._counters = await self._read_counters()
-            problem = self._out_of_memory() if said[1] else self._process_limit()
+            problem = out_of_memory(self.limits) if said[1] else process_limit(self.limits)
         elif timed_out or hit_pids or exit_code not in (0, 1, 2):
             problem = await self._diagnose()
             if problem is None and hit_pids:
                 # The counters could not be read (the limit still held), but the refusal shows.
-                problem = self._process_limit()
+                problem = process_limit(self.limits)
         if problem is None and "No space left on device" in stderr:
-            problem = self._disk_full()
-        if timed_out and problem is None:
-            problem = (
-                f"timed out after {limit:g} s; the command and every process it started were killed"
-            )
-        elif timed_out:
-            problem = f"{problem}; it was still running at the {limit:g} s timeout and was killed"
-        return problem
+            problem = disk_full(self.limits)
+        return past_timeout(problem, limit) if timed_out else problem
 
     def _stream(
-        self, argv: list[str], env: dict[str, str], workdir: str, output: _Output, user: str
+        self, argv: list[str], env: dict[str, str], workdir: str, output: Output, user: str
     ) -> str:
         api = self._client.api
         with mapped(f"running a command in sandbox {self.name}"):
@@ -330,13 +286,8 @@ class Sandbox:
 
     async def _read_counters(self) -> dict[str, int]:
         """The container's count of OOM kills and refused forks."""
-        result = await asyncio.to_thread(self._run_quick, _COUNTERS, "reading the limits")
-        counters: dict[str, int] = {}
-        for line in result.splitlines():
-            name, _, value = line.partition(" ")
-            if name in ("oom_kill", "max") and value.strip().isdigit():
-                counters[name] = int(value)
-        return counters
+        result = await asyncio.to_thread(self._run_quick, COUNTERS, "reading the limits")
+        return parse_counters(result)
 
     def _run_quick(self, command: str, what: str, user: str = USER) -> str:
         return self._run_quick_argv(["sh", "-c", command], what, user)
@@ -355,26 +306,7 @@ class Sandbox:
         before = self._counters or {}
         after = await self._read_counters()
         self._counters = after
-        if after.get("oom_kill", 0) > before.get("oom_kill", 0):
-            return self._out_of_memory()
-        if after.get("max", 0) > before.get("max", 0):
-            return self._process_limit()
-        return None
-
-    def _out_of_memory(self) -> str:
-        return f"out of memory: the process was killed at the {self.limits.memory_mb} MiB limit"
-
-    def _process_limit(self) -> str:
-        return (
-            f"process limit: the command tried to run more than {self.limits.pids} processes "
-            "and threads at once (a fork bomb?); new ones were refused"
-        )
-
-    def _disk_full(self) -> str:
-        return (
-            f"disk full: no space left on the device (/workspace holds {self.limits.workspace_mb} "
-            f"MiB, /tmp {self.limits.tmp_mb} MiB)"
-        )
+        return limit_counted(before, after, self.limits)
 
     async def recorded(self, key: str) -> ExecResult | Literal["not_started", "unknown"]:
         """What the last command run with `key` did, read back from its record in the sandbox
@@ -458,7 +390,7 @@ class Sandbox:
             except docker.errors.APIError as exc:
                 text = str(exc.explanation or exc).lower()
                 if "no space left" in text:
-                    raise WorkspaceError(self._disk_full(), code="disk_full") from None
+                    raise WorkspaceError(disk_full(self.limits), code="disk_full") from None
                 if "read-only" in text:  # a link swapped in after the check above
                     raise WorkspaceError(
                         f"{full}: leads outside the workspace, where nothing can be written",

@@ -21,7 +21,7 @@ parameter the request carried (`stream`/`stream_options`, `tool_choice`, `respon
 its type, `temperature`, `tools`; OpenAI's `error.param`, where given, names it exactly), or a
 stream of a request with tools or a `response_format` that ends before its first event
 (llama.cpp's server, for a `tool_choice` it cannot stream). The backend then steps the request
-down, one thing at a time, and sends it again at once:
+down (`agent.backends._refusals`), one thing at a time, and sends it again at once:
 
     stream                           -> the answer asked for whole
     tool_choice "required"           -> "auto"
@@ -52,23 +52,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import aclosing
-from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import httpx
 
-from agent.backends import _json_tools
-from agent.backends._http import (
-    HttpClient,
-    check_base_url,
-    is_event_stream,
-    located_parameters,
-    named_parameters,
-    sse_events,
-    truncated,
-)
-from agent.backends._json_tools import JSON_MODES, JsonMode
+from agent.backends import _json_tools, _refusals
+from agent.backends._http import HttpClient, check_base_url, is_event_stream, sse_events, truncated
+from agent.backends._json_tools import JsonMode
 from agent.backends._openai_wire import ChatStream, parse_response, request_body, wire_message
+from agent.backends._refusals import Mode, Refused, Shape
 from agent.backends._retry import RetryPolicy
 from agent.backends.base import (
     Capabilities,
@@ -93,55 +85,6 @@ _PING = ModelRequest(
     tools=(ToolSpec(name="ping", description="Say you are there.", parameters=_NO_ARGUMENTS),),
     tool_choice="required",
 )
-
-#: plain chat; tools offered natively; tool calls asked for as JSON
-Mode = Literal["plain", "native", "json"]
-
-# The statuses servers refuse an unsupported parameter with: 400 and 422 (OpenAI, vLLM, FastAPI's
-# validation), 500 (llama.cpp's server wraps its validation errors in one), 501.
-_REFUSAL_STATUSES = frozenset({400, 422, 500, 501})
-
-# What a stepped-down request's refusal that names nothing is taken to refuse, by mode. With
-# native tools nothing: the server's tool calls are broken, and JSON mode is next.
-_UNNAMED: dict[Mode, tuple[str, ...]] = {
-    "plain": (),
-    "native": (),
-    "json": ("response_format",),
-}
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """The form a request is sent in. Stepping down changes one field at a time."""
-
-    mode: Mode
-    stream: bool
-    tool_choice: Literal["auto", "required"] = "required"  # native only
-    json_mode: JsonMode = "json_schema"  # json only
-    temperature: float | None = None
-
-
-class _Refused(BackendError):
-    """A server's answer that it cannot take a request of this shape: not retried.
-
-    `parameters` are the ones it named, in the order of `_capability_words`; none when a
-    tentative request failed without naming any (see `_UNNAMED`), and then `code` is the
-    failure's own. `broke` when the sign was a stream that never began.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        parameters: tuple[str, ...],
-        broke: bool = False,
-        status: int | None = None,
-        code: str = "capability_refused",
-        url: str,
-    ) -> None:
-        super().__init__(message, code=code, retryable=False, status=status, url=url)
-        self.parameters = parameters
-        self.broke = broke
 
 
 class OpenAICompatibleBackend(ModelBackend):
@@ -218,7 +161,7 @@ class OpenAICompatibleBackend(ModelBackend):
             response = await self._ask(
                 request, "native", on_delta, tentative=self._native_tools is None
             )
-        except _Refused as refused:
+        except Refused as refused:
             if self._native_tools is not None:
                 raise
             return await self._instead_of_native(request, on_delta, refused)
@@ -271,9 +214,9 @@ class OpenAICompatibleBackend(ModelBackend):
         """The answer to `request` sent in `mode`, in the best shape the server takes.
 
         `tentative`: the first shape is sent once, like a stepped-down one (see the module
-        docstring). Raises `_Refused` when no step is left, else `BackendError` as it came.
+        docstring). Raises `Refused` when no step is left, else `BackendError` as it came.
         """
-        shape = _Shape(
+        shape = Shape(
             mode,
             stream=on_delta is not None and mode not in self._whole,
             tool_choice=request.tool_choice if self._required else "auto",
@@ -286,8 +229,8 @@ class OpenAICompatibleBackend(ModelBackend):
                 return await self._send(
                     self._body(request, shape), on_delta, kind, tentative=tentative
                 )
-            except _Refused as refused:
-                lower = _lower(shape, refused.parameters)
+            except Refused as refused:
+                lower = _refusals.lower(shape, refused.parameters)
                 if lower is None:
                     raise
                 self._step(shape, lower, refused)
@@ -305,7 +248,7 @@ class OpenAICompatibleBackend(ModelBackend):
             lambda: self._attempt(body, on_delta, content_kind, tentative=tentative)
         )
 
-    def _step(self, shape: _Shape, lower: _Shape, refused: _Refused) -> None:
+    def _step(self, shape: Shape, lower: Shape, refused: Refused) -> None:
         """Remember that `shape` was refused, and say how the server is asked from now on."""
         if lower.stream != shape.stream:
             self._whole.add(shape.mode)
@@ -327,14 +270,14 @@ class OpenAICompatibleBackend(ModelBackend):
                     else "asking for the JSON by the prompt alone"
                 ),
             )
-        self._tell(f"{self.base_url} {_refused_what(refused, change[0])}: {change[1]}")
+        self._tell(f"{self.base_url} {_refusals.refused_what(refused, change[0])}: {change[1]}")
 
     def _tell(self, note: str) -> None:
         self._notes.append(note)
         if self.on_note is not None:
             self.on_note(note)
 
-    def _body(self, request: ModelRequest, shape: _Shape) -> dict[str, Any]:
+    def _body(self, request: ModelRequest, shape: Shape) -> dict[str, Any]:
         if shape.mode == "json":
             body: dict[str, Any] = {
                 "model": self.model,
@@ -354,7 +297,7 @@ class OpenAICompatibleBackend(ModelBackend):
         return body
 
     async def _instead_of_native(
-        self, request: ModelRequest, on_delta: DeltaSink | None, refused: _Refused
+        self, request: ModelRequest, on_delta: DeltaSink | None, refused: Refused
     ) -> ModelResponse:
         """The answer in JSON mode, for a request whose every native shape the server refused.
 
@@ -369,7 +312,7 @@ class OpenAICompatibleBackend(ModelBackend):
         if not readable and not (refused.parameters or refused.broke):
             raise refused
         self._native_tools = False
-        self._tell(f"{self.base_url} {_refused_what(refused, 'tool calls')}: {_AS_JSON}")
+        self._tell(f"{self.base_url} {_refusals.refused_what(refused, 'tool calls')}: {_AS_JSON}")
         return response
 
     async def _try_json_mode(
@@ -412,13 +355,13 @@ class OpenAICompatibleBackend(ModelBackend):
                     self._streams = True
                     return await self._read_stream(body, response, on_delta, content_kind)
                 await response.aread()
-        except _Refused as refused:
+        except Refused as refused:
             if refused.broke:
                 # The server closes the connection under the next request: not to be reused.
                 await self._http.drop_connections()
             raise
         except BackendError as error:
-            refusal = self._refusal(error, body, tentative=tentative)
+            refusal = _refusals.refusal(error, body, self.url, tentative=tentative)
             if refusal is None:
                 raise
             raise refusal from error
@@ -446,112 +389,15 @@ class OpenAICompatibleBackend(ModelBackend):
                         return stream.result()
                     stream.add(event.data)
         except BackendError as error:
-            if began or error.code != "truncated_stream" or not _asks_more_than_chat(body):
+            if began or error.code != "truncated_stream" or not _refusals.asks_more_than_chat(body):
                 raise
-            raise self._broken(body) from error
-        if not began and _asks_more_than_chat(body):
-            raise self._broken(body)
+            raise _refusals.broken(self.url, body) from error
+        if not began and _refusals.asks_more_than_chat(body):
+            raise _refusals.broken(self.url, body)
         raise truncated(self.url, "the stream ended without [DONE]")
-
-    def _broken(self, body: dict[str, Any]) -> _Refused:
-        # llama.cpp's server starts the stream, then fails on what it cannot stream (a
-        # tool_choice other than "auto", or any with chatml-function-calling) and ends it bare.
-        return _Refused(
-            f"{self.url} ended a streamed answer before its first event "
-            f"(it cannot stream this request: {_features(body)})",
-            parameters=("stream",),
-            broke=True,
-            url=self.url,
-        )
-
-    def _refusal(
-        self, error: BackendError, body: dict[str, Any], *, tentative: bool
-    ) -> _Refused | None:
-        """`error` as a refusal of a capability, if it is one (see the module docstring)."""
-        if error.status not in _REFUSAL_STATUSES:
-            return None
-        words = _capability_words(body)
-        detail = str(error.context.get("detail", ""))
-        named = named_parameters(detail, words)
-        param = error.context.get("param")
-        if isinstance(param, str):  # OpenAI names the parameter it refuses in `error.param`
-            field = param.split(".")[0].split("[")[0]  # "response_format.json_schema", ...
-            named = tuple(name for name, names in words.items() if field in names)
-        blames_another = isinstance(param, str) or bool(located_parameters(detail))
-        if not named and (not tentative or blames_another):
-            return None
-        return _Refused(
-            str(error),
-            parameters=named,
-            status=error.status,
-            # Named, it is a refusal; unnamed, it stays what it was (only not tried again).
-            code="capability_refused" if named else error.code,
-            url=self.url,
-        )
 
 
 _AS_JSON = "asking for tool calls as JSON"
-
-
-def _lower(shape: _Shape, parameters: tuple[str, ...]) -> _Shape | None:
-    """The shape one step below `shape` that leaves out what `parameters` name (see `_UNNAMED`
-    when they name nothing); None if nothing named can be stepped down."""
-    for parameter in parameters or _UNNAMED[shape.mode]:
-        if parameter == "stream" and shape.stream:
-            return replace(shape, stream=False)
-        if parameter == "tool_choice" and shape.mode == "native" and shape.tool_choice != "auto":
-            return replace(shape, tool_choice="auto")
-        if parameter == "response_format" and shape.mode == "json" and shape.json_mode != "prompt":
-            return replace(shape, json_mode=JSON_MODES[JSON_MODES.index(shape.json_mode) + 1])
-        if parameter == "temperature" and shape.temperature is not None:
-            return replace(shape, temperature=None)
-    return None
-
-
-def _refused_what(refused: _Refused, what: str) -> str:
-    """E.g. "refused response_format json_schema (500)", "broke off streamed tool calls"."""
-    if refused.broke:
-        return f"broke off {what}"
-    status = f" ({refused.status})" if refused.status else ""
-    if not refused.parameters:
-        return f"failed {what} without saying why{status}"
-    return f"refused {what}{status}"
-
-
-def _capability_words(body: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-    """The capability parameters `body` carries, each with the words a refusal names it by, in
-    the order they are given up: the live view of an answer first, the server's own tool calls
-    last."""
-    words: dict[str, tuple[str, ...]] = {}
-    if body.get("stream"):
-        words["stream"] = ("stream", "stream_options")
-    if "tool_choice" in body:
-        words["tool_choice"] = ("tool_choice", "tool choice")
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict):
-        words["response_format"] = (
-            "response_format",
-            "response format",
-            str(response_format.get("type", "response_format")),
-        )
-    if "temperature" in body:
-        words["temperature"] = ("temperature",)
-    if "tools" in body:
-        words["tools"] = ("tools",)
-    return words
-
-
-def _asks_more_than_chat(body: dict[str, Any]) -> bool:
-    return "tools" in body or "response_format" in body
-
-
-def _features(body: dict[str, Any]) -> str:
-    parts = []
-    if "tool_choice" in body:
-        parts.append(f"tool_choice {body['tool_choice']!r}")
-    if isinstance(body.get("response_format"), dict):
-        parts.append(f"response_format {body['response_format'].get('type')!r}")
-    return ", ".join(parts) or "tools"
 
 
 def _ignore(delta: Delta) -> None:
