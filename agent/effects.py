@@ -30,6 +30,7 @@ from agent.live import CommandOutput, Listener, ModelDelta
 from agent.prices import FREE, Price
 from agent.state import Call, TaskState
 from agent.store import Store
+from base.artifacts import ArtifactStore, FolderArtifacts
 from base.errors import BackendError, SandboxError
 from tools.registry import CallInterrupted, CannotTell, Tool, ToolContext, ToolResult
 
@@ -110,14 +111,13 @@ def artifacts_of(store: Store, task_id: str) -> Path:
     return store.path.parent / "artifacts" / task_id
 
 
-def keep_files(folder: Path, files: tuple[Attachment, ...]) -> None:
+def keep_files(artifacts: ArtifactStore, files: tuple[Attachment, ...]) -> None:
     """Keep the files given with a task as its artifacts, where they are not kept already (the
     log holds them; a crash between recording the task and writing them is made good here)."""
+    kept = set(artifacts.names())
     for file in files:
-        path = folder / file.name
-        if not path.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_text(file.content, encoding="utf-8")
+        if file.name not in kept:
+            artifacts.keep(file.name, file.content.encode("utf-8"))
 
 
 @dataclass
@@ -213,8 +213,8 @@ class LocalEffects:
         return found if isinstance(found, ToolResult) else ToolResult(True, str(found))
 
     @property
-    def artifacts(self) -> Path:
-        return artifacts_of(self.store, self.state.task_id)
+    def artifacts(self) -> ArtifactStore:
+        return FolderArtifacts(artifacts_of(self.store, self.state.task_id))
 
     def keep_whole(self, result: ToolResulted, limit: int) -> ToolResulted:
         if len(result.content) <= limit:
@@ -224,10 +224,7 @@ class LocalEffects:
         # the file and the record leaves an unused file, never a lost output.
         digest = hashlib.sha256(result.content.encode()).hexdigest()[:12]
         name = f"output-{digest}.txt"
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        partial = self.artifacts / f".{name}.partial"
-        partial.write_text(result.content, encoding="utf-8")
-        partial.replace(self.artifacts / name)
+        self.artifacts.keep(name, result.content.encode("utf-8"))
         return result.model_copy(
             update={"content": shortened(result.content, limit, name), "artifact": name}
         )

@@ -36,6 +36,7 @@ from agent.recorder import Recorder
 from agent.state import TaskState
 from agent.steps import drive
 from agent.store import Store, StoredEvent
+from base.artifacts import FolderArtifacts
 from base.errors import ConfigError, SandboxError
 from base.toolspec import ToolSpec
 from policies import Gate
@@ -136,7 +137,7 @@ class Runner:
         )
         task_id = self.store.create_task(created)
         if files:
-            keep_files(artifacts_of(self.store, task_id), files)
+            keep_files(FolderArtifacts(artifacts_of(self.store, task_id)), files)
         for notify in self.listeners:
             notify(StoredEvent(task_id, 1, time.time(), created))
         return task_id
@@ -187,7 +188,7 @@ class Runner:
         with self.store.lease(task_id):
             state = self.load(task_id)
             if state.created is not None and state.created.files:
-                keep_files(artifacts_of(self.store, task_id), state.created.files)
+                keep_files(FolderArtifacts(artifacts_of(self.store, task_id)), state.created.files)
             record = Recorder(self.store, state, self.listeners)
             effects = LocalEffects(
                 self.store,

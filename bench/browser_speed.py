@@ -34,6 +34,7 @@ from typing import Any
 from _goals import Goals, machine
 from playwright.async_api import FilePayload, Locator, Page, async_playwright
 
+from base.artifacts import FolderArtifacts
 from base.errors import SandboxError
 from browser.manager import Browsers
 from sandbox.container import Sandbox
@@ -213,7 +214,14 @@ async def tool_latency(
         return await browsers.for_task(task_id, await box())
 
     artifacts = Path(tempfile.mkdtemp(prefix="bench-browser-"))
-    ctx = ToolContext(task_id, "bench", "bench", sandbox=box, browser=browser, artifacts=artifacts)
+    ctx = ToolContext(
+        task_id,
+        "bench",
+        "bench",
+        sandbox=box,
+        browser=browser,
+        artifacts=FolderArtifacts(artifacts),
+    )
 
     async def tool(t: Tool, **given: Any) -> object:
         # As the runner calls it for a call the gate allows: validated arguments, the effect

@@ -12,8 +12,7 @@ from typing import Any
 
 from playwright.async_api import Locator, Page
 
-from browser.driver import BrowserDriver, PageError
-from browser.target import Target
+from browser.errors import PageError
 
 NATIVE_DATES = ("date", "time", "datetime-local", "month", "week")
 TRUE = ("true", "yes", "on", "1", "checked", "x")
@@ -127,45 +126,7 @@ async def submit_form(locator: Locator) -> None:
         raise PageError("that element is in no form", code="not_in_form")
 
 
-async def fill_field(driver: BrowserDriver, target: Target, value: str) -> str:
-    """Set one field to `value` the way its kind wants; say what was done. What kind it is comes
-    from the element as found (its tag, role and snapshot line): no second look."""
-
-    async def fill() -> str:
-        locator, found = await driver.locate(target)
-        kind = input_type(found.line)
-        if found.tag == "select":
-            chosen, _ = await driver.one(Target("ref", found.ref), "select", value)
-            return f"selected {chosen!r}"
-        if kind == "checkbox" or found.role in ("checkbox", "switch"):
-            on = _flag(value)
-            await locator.set_checked(on)
-            return "checked" if on else "unchecked"
-        # A radio group is named by one of its radios, or by its fieldset, legend or radiogroup.
-        if (
-            kind == "radio"
-            or found.role in ("radio", "radiogroup", "group")
-            or found.tag
-            in (
-                "fieldset",
-                "legend",
-            )
-        ):
-            await choose_radio(locator, value)
-            return f"chose {value!r}"
-        if kind == "file" or found.role == "file":
-            raise PageError("a file field: use browser_upload", code="bad_field")
-        # A date picker's field is often read-only: only its calendar sets it.
-        if kind in NATIVE_DATES or " readonly" in found.line:
-            await set_date_value(driver.page, locator, value, kind)
-            return f"set to {value!r}"
-        await locator.fill(value)
-        return f"set to {value!r}"
-
-    return await driver.read(f"filling {target}", fill)
-
-
-def _flag(value: str) -> bool:
+def flag(value: str) -> bool:
     text = value.strip().lower()
     if text in TRUE:
         return True

@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import codecs
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sandbox._records import limits_said
+from sandbox.protocol import OutputSink
 
 #: what is kept of each of stdout and stderr (the head; the rest is counted, not kept)
 MAX_OUTPUT = 256 * 1024
-OutputSink = Callable[[str, str], None]
-"""Called with ("stdout" | "stderr", text) as a command prints."""
 
 
 @dataclass

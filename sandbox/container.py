@@ -17,7 +17,6 @@ import secrets
 import tarfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Literal, cast
 
 import docker
@@ -25,7 +24,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from base.errors import SandboxError
 from sandbox._docker import mapped
-from sandbox._output import Output, OutputSink
+from sandbox._output import Output
 from sandbox._problems import (
     COUNTERS,
     FORK_REFUSED,
@@ -38,6 +37,7 @@ from sandbox._problems import (
 )
 from sandbox._records import READ_RECORD, limits_said, tag
 from sandbox.limits import SandboxLimits
+from sandbox.protocol import ExecResult, OutputSink
 
 WORKSPACE = "/workspace"
 #: a volume agent-init watches (the archive API cannot write a container's tmpfs mounts)
@@ -60,21 +60,6 @@ class _NotYet(Exception):
 class WorkspaceError(SandboxError):
     """A file of the workspace cannot be read or written as asked (missing, too large, outside
     the workspace): the caller's mistake, not the sandbox's. `code` says which."""
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    seconds: float
-    timed_out: bool = False
-    #: a limit the command ran into, said plainly ("out of memory: ..."), if any
-    problem: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and self.problem is None
 
 
 class Sandbox:

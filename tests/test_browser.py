@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from base.artifacts import FolderArtifacts
+from browser.driver import PageDriver
 from browser.manager import Browsers
+from sandbox.container import Sandbox
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes
 from sandbox.proxy import EgressAttempt
@@ -50,7 +53,12 @@ class Browsing:
             return await self.browsers.for_task(self.task_id, await box())
 
         return ToolContext(
-            self.task_id, "call-1", "key", sandbox=box, browser=browser, artifacts=self.artifacts
+            self.task_id,
+            "call-1",
+            "key",
+            sandbox=box,
+            browser=browser,
+            artifacts=FolderArtifacts(self.artifacts),
         )
 
     async def call(self, tool: Tool, **arguments: Any) -> ToolResult:
@@ -149,6 +157,7 @@ async def test_an_action_whose_page_is_refused_is_reported_as_failed(web: Browsi
     browser = web.context().browser
     assert browser is not None
     driver = await browser()
+    assert isinstance(driver, PageDriver)  # the page itself, to change it as a script would
     outside = f"http://127.0.0.2:{web.site.port}/elsewhere"
 
     async def page_with_a_way_out(outside: str = outside) -> None:
@@ -301,6 +310,7 @@ async def test_downloads_land_in_the_workspace_and_uploads_come_from_it(web: Bro
     clicked = await web.ok(bt.browser_click, target="Download the report")
     assert "downloads/report.txt" in clicked
     box = await web.context().sandbox()  # type: ignore[misc]
+    assert isinstance(box, Sandbox)
     assert await box.read_file("downloads/report.txt") == b"quarterly report: all good\n"
 
     await box.write_file("cv.txt", b"ten years of tests")
@@ -376,6 +386,7 @@ async def test_shadow_dom_frames_and_long_pages(web: Browsing) -> None:
 async def test_the_browser_runs_in_the_hardened_sandbox_as_its_user(web: Browsing) -> None:
     await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
     box = await web.context().sandbox()  # type: ignore[misc]
+    assert isinstance(box, Sandbox)
     client = await web.sandboxes.client()
     limits = SandboxLimits(
         network="proxy", allow_domains=(web.site.host, web.other.host), memory_mb=1024
@@ -427,6 +438,7 @@ print("ptrace", libc.ptrace(16, chromium, 0, 0), ctypes.get_errno())
 async def test_a_command_cannot_reach_signal_or_trace_the_browser(web: Browsing) -> None:
     await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
     box = await web.context().sandbox()  # type: ignore[misc]
+    assert isinstance(box, Sandbox)
     tried = await box.exec(["python3", "-c", _AT_THE_BROWSER], timeout=30)
     lines = dict(line.split(" ", 1) for line in tried.stdout.splitlines())
     assert lines == {
@@ -500,6 +512,7 @@ async def test_a_form_with_a_repeated_name_is_shown_and_held_whole(web: Browsing
     browser = web.context().browser
     assert browser is not None
     driver = await browser()
+    assert isinstance(driver, PageDriver)  # the page itself, to change it as a script would
     await driver.page.evaluate(
         """(action) => document.body.insertAdjacentHTML('beforeend',
             `<form id="pay" method="post" action="${action}">

@@ -20,10 +20,11 @@ import pytest
 from base.errors import DockerUnavailable, ImageMissing, SandboxError
 from sandbox._docker import LABEL, SCOPE, TASK, owner_labels
 from sandbox._hardening import REAPER_CAPABILITIES
-from sandbox.container import ExecResult, Sandbox, WorkspaceError
+from sandbox.container import Sandbox, WorkspaceError
 from sandbox.egress import FORWARDER_LIMITS, Egress
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import POOL_PREFIX, Sandboxes
+from sandbox.protocol import ExecResult
 from tools import ToolContext
 from tools.sandboxed import registry as sandbox_tools
 

@@ -11,24 +11,24 @@ that names no element, or several, is an error listing what there is.
 Submitting a form (a click on a submit control, Enter in a form's field, `browser_submit`) reads
 the values the form would send and where to, before the gate judges the call: the default policy
 asks a reviewer, shows them those values, and asks again if they change before it runs.
+
+The tools ask the browser through `BrowserDriver` (browser/protocol.py), which names no
+Playwright type: `PageDriver` (browser/driver.py) is the one there is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import mimetypes
 import posixpath
 import re
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from playwright.async_api import FilePayload
 from pydantic import Field
 
-from browser.driver import SNAPSHOT_CHARS, BrowserDriver, PageError, Submission, describe
-from browser.forms import as_json, fill_field, input_type, set_date_value, submit_form
+from browser.errors import PageError
+from browser.protocol import SNAPSHOT_CHARS, BrowserDriver
+from browser.submission import Submission
 from browser.target import Target, parse_target
 from sandbox.container import WorkspaceError
 from tools.registry import Registry, ToolContext, ToolError, tool
@@ -36,8 +36,6 @@ from tools.registry import Registry, ToolContext, ToolError, tool
 #: a browser tool's own limit: a page load, an action, and starting the browser first
 _TIMEOUT = 90.0
 _T = TypeVar("_T")
-#: the most of a whole page's text `browser_extract` returns
-EXTRACT_CHARS = 20_000
 
 TargetText = Annotated[
     str,
@@ -78,23 +76,6 @@ def _target(text: str) -> Target:
         return parse_target(text)
     except ValueError as exc:
         raise ToolError(str(exc), code="bad_target") from None
-
-
-async def _on(
-    ctx: ToolContext, target: str, what: str, action: Callable[[Any], Awaitable[object]]
-) -> str:
-    """Find `target`, then run `action` on its locator, reported as `what`."""
-    driver = await _driver(ctx)
-    parsed = _target(target)
-
-    async def run() -> str:
-        locator, candidate = await driver.locate(parsed)
-        new_tab = " new-tab" in candidate.line  # a link that opens its page in another tab
-        return await driver.act(
-            f"{what} {describe(candidate)}", lambda: action(locator), new_tab=new_tab
-        )
-
-    return await _model_errors(run())
 
 
 # ---- effects: what a call would submit, read before the gate judges it -------------------------
@@ -172,20 +153,8 @@ async def browser_extract(
         table: read the target (a table) as JSON rows of cell texts.
     """
     driver = await _driver(ctx)
-
-    async def run() -> str:
-        if target is None:
-            if table:
-                raise PageError("name the table to read as rows (target=...)", code="bad_target")
-            text = str(await driver.page.inner_text("body"))
-            if len(text) > EXTRACT_CHARS:
-                cut = len(text) - EXTRACT_CHARS
-                text = f"{text[:EXTRACT_CHARS]}\n[cut here: {cut} more characters; extract a part]"
-            return text
-        value, _ = await driver.one(_target(target), "rows" if table else "text")
-        return as_json(value) if table else str(value)
-
-    return _page_content(await _model_errors(driver.read("reading", run)))
+    parsed = _target(target) if target is not None else None
+    return _page_content(await _model_errors(driver.extract(parsed, table=table)))
 
 
 @tool(needs_network=True, touches="read", timeout=_TIMEOUT)
@@ -216,25 +185,18 @@ async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> str:
         full_page: the whole page rather than what the window shows.
     """
     driver = await _driver(ctx)
-    data = await _model_errors(
-        driver.read("taking a screenshot", lambda: driver.page.screenshot(full_page=full_page))
-    )
+    data = await _model_errors(driver.screenshot(full_page=full_page))
     name = "screenshot-" + re.sub(r"[^\w.-]", "_", ctx.call_id or "shot") + ".png"
     if ctx.artifacts is not None:
         # Kept on the host with the task: the workspace goes with the sandbox when it ends.
-        await asyncio.to_thread(_keep_artifact, ctx.artifacts / name, data)
-        where = f"kept with the task at {ctx.artifacts / name}"
+        kept = await asyncio.to_thread(ctx.artifacts.keep, name, data)
+        where = f"kept with the task at {kept}"
     else:
         assert ctx.sandbox is not None
         box = await ctx.sandbox()
         await box.write_file(f"screenshots/{name}", data)
         where = f"saved in the workspace at screenshots/{name}"
-    return f"took a screenshot of {driver.page.url} ({len(data):,} bytes, PNG): {where}"
-
-
-def _keep_artifact(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    return f"took a screenshot of {driver.url} ({len(data):,} bytes, PNG): {where}"
 
 
 @tool(needs_network=True, touches="read", timeout=_TIMEOUT)
@@ -257,9 +219,7 @@ async def browser_tabs(
 async def browser_back(ctx: ToolContext) -> str:
     """Go back to the previous page of the current tab."""
     driver = await _driver(ctx)
-    # Not until "load": a page restored from the back-forward cache fires none.
-    back = functools.partial(driver.page.go_back, wait_until="commit")
-    return await _model_errors(driver.act("went back", back))
+    return await _model_errors(driver.back())
 
 
 @tool(needs_network=True, touches="read", timeout=_TIMEOUT)
@@ -273,17 +233,12 @@ async def browser_scroll(
         direction: "down" or "up", when no target is given.
     """
     if target is not None:
-        return await _on(ctx, target, "scrolled to", lambda loc: loc.scroll_into_view_if_needed())
+        driver = await _driver(ctx)
+        return await _model_errors(driver.scroll_to(_target(target)))
     if direction not in ("down", "up"):
         raise ToolError('direction is "down" or "up"', code="bad_arguments")
     driver = await _driver(ctx)
-    sign = "" if direction == "down" else "-"
-    return await _model_errors(
-        driver.act(
-            f"scrolled {direction}",
-            lambda: driver.page.evaluate(f"window.scrollBy(0, {sign}window.innerHeight * 0.8)"),
-        )
-    )
+    return await _model_errors(driver.scroll(direction))
 
 
 @tool(
@@ -299,7 +254,8 @@ async def browser_click(ctx: ToolContext, target: TargetText) -> str:
         target: the element to click.
     """
     await _submitting(ctx, {"target": target}, None)
-    return await _on(ctx, target, "clicked", lambda loc: loc.click())
+    driver = await _driver(ctx)
+    return await _model_errors(driver.click(_target(target)))
 
 
 def _typed_key(arguments: dict[str, Any]) -> str | None:
@@ -326,14 +282,8 @@ async def browser_type(ctx: ToolContext, target: TargetText, text: str, clear: b
     arguments = {"target": target, "text": text, "clear": clear}
     if key := _typed_key(arguments):
         await _submitting(ctx, arguments, key)
-
-    async def typing(loc: Any) -> None:
-        if clear:
-            await loc.fill(text)
-        else:
-            await loc.press_sequentially(text)
-
-    return await _on(ctx, target, f"typed {text!r} into", typing)
+    driver = await _driver(ctx)
+    return await _model_errors(driver.type_text(_target(target), text, clear=clear))
 
 
 @tool(
@@ -351,12 +301,8 @@ async def browser_press(ctx: ToolContext, key: str, target: TargetText | None = 
         target: the element to press it on; none for whatever has focus.
     """
     await _submitting(ctx, {"target": target}, key)
-    if target is not None:
-        return await _on(ctx, target, f"pressed {key} on", lambda loc: loc.press(key))
     driver = await _driver(ctx)
-    return await _model_errors(
-        driver.act(f"pressed {key}", lambda: driver.page.keyboard.press(key))
-    )
+    return await _model_errors(driver.press(key, _target(target) if target is not None else None))
 
 
 @tool(needs_network=True, touches="external", timeout=_TIMEOUT)
@@ -368,10 +314,7 @@ async def browser_select(ctx: ToolContext, target: TargetText, option: str) -> s
         option: the option's label or value.
     """
     driver = await _driver(ctx)
-    parsed = _target(target)
-    return await _model_errors(
-        driver.act(f"selected {option!r} in {parsed}", lambda: driver.one(parsed, "select", option))
-    )
+    return await _model_errors(driver.select(_target(target), option))
 
 
 @tool(needs_network=True, touches="external", timeout=_TIMEOUT)
@@ -382,8 +325,8 @@ async def browser_check(ctx: ToolContext, target: TargetText, checked: bool = Tr
         target: the checkbox.
         checked: true to check it, false to uncheck it.
     """
-    what = "checked" if checked else "unchecked"
-    return await _on(ctx, target, what, lambda loc: loc.set_checked(checked))
+    driver = await _driver(ctx)
+    return await _model_errors(driver.set_checked(_target(target), checked))
 
 
 @tool(needs_network=True, touches="external", timeout=_TIMEOUT)
@@ -393,7 +336,8 @@ async def browser_choose(ctx: ToolContext, target: TargetText) -> str:
     Args:
         target: the radio button (its label, usually).
     """
-    return await _on(ctx, target, "chose", lambda loc: loc.check())
+    driver = await _driver(ctx)
+    return await _model_errors(driver.choose(_target(target)))
 
 
 @tool(needs_network=True, touches="external", timeout=_TIMEOUT)
@@ -406,15 +350,7 @@ async def browser_set_date(ctx: ToolContext, target: TargetText, value: str) -> 
         value: YYYY-MM-DD for a date, HH:MM for a time, YYYY-MM-DDTHH:MM for both.
     """
     driver = await _driver(ctx)
-    parsed = _target(target)
-
-    async def run() -> str:
-        locator, candidate = await driver.locate(parsed)
-        kind = input_type(candidate.line)
-        setting = functools.partial(set_date_value, driver.page, locator, value, kind)
-        return await driver.act(f"set {value!r} in {describe(candidate)}", setting)
-
-    return await _model_errors(run())
+    return await _model_errors(driver.set_date(_target(target), value))
 
 
 @tool(needs_network=True, touches="external", timeout=_TIMEOUT)
@@ -429,21 +365,15 @@ async def browser_upload(ctx: ToolContext, target: TargetText, path: str) -> str
     box = await ctx.sandbox()
     driver = await _driver(ctx)
     parsed = _target(target)
-    try:
-        # The file from the sandbox and the field from the page, at the same time.
-        data, (locator, candidate) = await asyncio.gather(
-            box.read_file(path), _model_errors(driver.locate(parsed))
-        )
-    except WorkspaceError as exc:
-        raise ToolError(str(exc), code=exc.code) from None
-    name = posixpath.basename(path)
-    payload: FilePayload = {
-        "name": name,
-        "mimeType": mimetypes.guess_type(name)[0] or "application/octet-stream",
-        "buffer": data,
-    }
-    what = f"chose {name} in {describe(candidate)}"
-    return await _model_errors(driver.act(what, lambda: locator.set_input_files(payload)))
+
+    async def read() -> bytes:
+        try:
+            return await box.read_file(path)
+        except WorkspaceError as exc:
+            raise ToolError(str(exc), code=exc.code) from None
+
+    # The file from the sandbox and the field from the page, at the same time.
+    return await _model_errors(driver.upload(parsed, posixpath.basename(path), read()))
 
 
 @tool(needs_network=True, touches="external", timeout=_TIMEOUT)
@@ -462,7 +392,7 @@ async def fill_form(ctx: ToolContext, fields: dict[str, str]) -> str:
     failed = 0
     for name, value in fields.items():
         try:
-            lines.append(f"{name}: {await fill_field(driver, _target(name), value)}")
+            lines.append(f"{name}: {await driver.fill_field(_target(name), value)}")
         except (PageError, ToolError) as exc:
             failed += 1
             lines.append(f"{name}: NOT SET: {exc}")
@@ -487,7 +417,8 @@ async def browser_submit(ctx: ToolContext, target: TargetText) -> str:
         target: the form, or any field or button in it.
     """
     await _submitting(ctx, {"target": target}, "submit")
-    return await _on(ctx, target, "submitted the form of", submit_form)
+    driver = await _driver(ctx)
+    return await _model_errors(driver.submit(_target(target)))
 
 
 @tool(needs_network=True, touches="external", timeout=_TIMEOUT)

@@ -8,11 +8,11 @@ import math
 import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field
 
+from base.artifacts import ArtifactStore
 from tools.registry import Registry, ToolContext, ToolError, tool
 
 #: the most `read_artifact` gives at once
@@ -144,9 +144,9 @@ def read_artifact(
     if ctx.shown_chars is not None:
         # More than the model is shown whole would only be shortened into another artifact.
         length = max(1, min(length, ctx.shown_chars - _NOTE_ROOM))
-    path = _artifact(ctx.artifacts, name)
+    data = _artifact(ctx.artifacts, name)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ToolError(f"{name} is not text (a screenshot, say): it cannot be read here") from None
     part = text[offset : offset + length]
@@ -158,18 +158,18 @@ def read_artifact(
     return f"[{name}, characters {offset:,}-{end:,} of {len(text):,}]\n{part}\n[{more}]"
 
 
-def _artifact(folder: Path, name: str) -> Path:
-    """The artifact `name` in the task's folder; never a path outside it."""
-    if "/" in name or "\\" in name or name.startswith("."):
-        raise ToolError(f"{name!r} is not an artifact name (names have no folders)")
-    path = folder / name
-    if not path.is_file():
-        kept = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+def _artifact(artifacts: ArtifactStore, name: str) -> bytes:
+    """The artifact `name`; never a file outside the task's artifacts."""
+    try:
+        return artifacts.read(name)
+    except ValueError as exc:
+        raise ToolError(str(exc)) from None
+    except KeyError:
+        kept = artifacts.names()
         raise ToolError(
             f"the task has no artifact {name!r}"
             + (f"; it has: {', '.join(kept[:20])}" if kept else "; it has none")
-        )
-    return path
+        ) from None
 
 
 registry = Registry([calculate, current_time, read_artifact])

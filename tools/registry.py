@@ -36,12 +36,13 @@ from pydantic import (
     create_model,
 )
 
+from base.artifacts import ArtifactStore
 from base.errors import ConfigError
 from base.toolspec import ToolSpec
 
 if TYPE_CHECKING:
     from browser.driver import BrowserDriver
-    from sandbox.container import Sandbox
+    from sandbox.protocol import TaskSandbox
 
 Touches = Literal["read", "write", "external", "deploy"]
 TOUCHES: tuple[Touches, ...] = ("read", "write", "external", "deploy")
@@ -61,14 +62,14 @@ class ToolContext:
     call_id: str
     idempotency_key: str
     #: the task's sandbox, started on first use (None where the runner has no sandboxes)
-    sandbox: Callable[[], Awaitable[Sandbox]] | None = None
+    sandbox: Callable[[], Awaitable[TaskSandbox]] | None = None
     #: shows a command's output as it comes: called with ("stdout" | "stderr", text)
     output: Callable[[str, str], None] | None = None
     #: the task's browser, in its sandbox, started on first use (None where there is none)
     browser: Callable[[], Awaitable[BrowserDriver]] | None = None
-    #: a folder on the host for what the task keeps beyond its sandbox (screenshots); made by
-    #: whoever writes there first. None where the runner keeps none.
-    artifacts: Path | None = None
+    #: what the task keeps beyond its sandbox (screenshots, long outputs); None where the
+    #: runner keeps none
+    artifacts: ArtifactStore | None = None
     #: how much output the model is shown whole; longer output is kept as an artifact and
     #: shortened (None where the runner does not say)
     shown_chars: int | None = None

@@ -14,7 +14,8 @@ from typing import Annotated, TypeVar
 
 from pydantic import Field
 
-from sandbox.container import ExecResult, Sandbox, WorkspaceError, workspace_path
+from sandbox.container import WorkspaceError, workspace_path
+from sandbox.protocol import ExecResult, TaskSandbox
 from tools.registry import CannotTell, Registry, ToolContext, ToolError, ToolResult, tool
 
 #: what the model is shown of each of stdout and stderr: the head and the tail
@@ -26,7 +27,7 @@ _TOOL_TIMEOUT = MAX_TIMEOUT + 30
 Seconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT)]
 
 
-async def _sandbox(ctx: ToolContext, *, for_a_call: bool = True) -> Sandbox:
+async def _sandbox(ctx: ToolContext, *, for_a_call: bool = True) -> TaskSandbox:
     """The task's sandbox. The first call after Docker started it again (its files went with
     it) is not run: the model is told instead, once."""
     if ctx.sandbox is None:
