@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from agent.events import SHORT_HASH, ApprovalDecided, ApprovalRequested
 from agent.state import TaskState
 from agent.store import Store
-from base.errors import AgentError
+from base.errors import AgentError, ErrorCode
 
 
 class NothingToApprove(AgentError):
-    code = "nothing_to_approve"
+    code = ErrorCode.NOTHING_TO_APPROVE
 
 
 class NotPending(AgentError):
     """The request a decision names is not the one pending."""
 
-    code = "not_pending"
+    code = ErrorCode.NOT_PENDING
 
 
 @dataclass(frozen=True)

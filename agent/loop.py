@@ -24,6 +24,7 @@ from agent.events import (
 )
 from agent.recorder import Recorder
 from agent.state import Call, TaskState
+from base.errors import ErrorCode
 from base.toolspec import ToolSpec
 from policies import Gate
 from tools.registry import Registry, Tool, ToolResult
@@ -75,7 +76,7 @@ def record_result(loop: Loop, tool: Tool, result: ToolResulted, *, durable: bool
     like a crash (reconciled, or decided by a reviewer), never reported as a failure to retry.
     An output too long to show the model whole is kept as an artifact (see `agent.context`)."""
     result = loop.effects.keep_whole(result, observation_chars(loop.context_window))
-    if tool.has_side_effects and result.error_code == "timeout":
+    if tool.has_side_effects and result.error_code == ErrorCode.TIMEOUT:
         loop.record.commit(
             [OutcomeUnknown(ref=result.ref, reason=result.content, seconds=result.seconds)]
         )

@@ -26,7 +26,7 @@ from urllib.parse import quote
 from agent.damage import damaged, ranges_text, recovery, salvage
 from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
 from agent.home import default_home
-from base.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
+from base.errors import ConflictingWrite, ErrorCode, StoreError, TaskBusy, TaskNotFound
 
 _ALL = 2**31
 
@@ -116,7 +116,7 @@ class Store:
                 raise StoreError(
                     f"the event store at {path} is read-only ({exc}): `agent tasks` and "
                     "`agent show` can read it; running or deciding a task needs it writable",
-                    code="store_read_only",
+                    code=ErrorCode.STORE_READ_ONLY,
                 ) from exc
             raise StoreError(f"cannot open the event store at {path}: {exc}") from exc
         return cls(conn, path, synchronous)
@@ -242,7 +242,7 @@ class Store:
                     f"task {task_id}: its log is on a damaged part of the event store at "
                     f"{self.path} ({exc}; events {ranges_text(lost)} cannot be read). "
                     f"{recovery(self.path)}",
-                    code="store_damaged",
+                    code=ErrorCode.STORE_DAMAGED,
                 ) from exc
             rows.sort()
         if not rows and after == 0:
@@ -426,11 +426,11 @@ def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
     """Map an SQLite failure, once, to the store's own error (busy and locked are retryable)."""
     name = getattr(exc, "sqlite_errorname", "")
     if isinstance(exc, sqlite3.IntegrityError):
-        return StoreError(f"the event store refused a write: {exc}", code="store_integrity")
+        return StoreError(f"the event store refused a write: {exc}", code=ErrorCode.STORE_INTEGRITY)
     if name == "SQLITE_READONLY" or "readonly database" in str(exc):
         return StoreError(
             f"the event store at {path} is read-only: running or deciding a task needs it writable",
-            code="store_read_only",
+            code=ErrorCode.STORE_READ_ONLY,
         )
     busy = name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
     return StoreError(

@@ -19,20 +19,92 @@ raised with structured fields so that callers decide on `code` and `retryable`, 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """Every code the program gives a failure: of its own (`AgentError.code`), and of a tool's
+    call (`ToolResult.error_code`). Compared by member, never by text; each is its own string
+    value on the wire and in the log, so a stored code reads back as the same member. A custom
+    tool may give codes of its own (`ToolError(code=...)` takes any string)."""
+
+    AGENT_ERROR = "agent_error"
+    AMBIGUOUS = "ambiguous"
+    AUTH_FAILED = "auth_failed"
+    BACKEND_ERROR = "backend_error"
+    BAD_ARGUMENTS = "bad_arguments"
+    BAD_FIELD = "bad_field"
+    BAD_REQUEST = "bad_request"
+    BAD_RESPONSE = "bad_response"
+    BAD_TARGET = "bad_target"
+    BAD_VALUE = "bad_value"
+    BROWSER_PAGE_SCRIPT = "browser_page_script"
+    CAPABILITY_REFUSED = "capability_refused"
+    COMMAND_TIMEOUT = "command_timeout"
+    CONFIG_INVALID = "config_invalid"
+    CONFLICTING_WRITE = "conflicting_write"
+    CONNECTION_FAILED = "connection_failed"
+    CONTEXT_EXCEEDED = "context_exceeded"
+    DIALOG_OPEN = "dialog_open"
+    DISK_FULL = "disk_full"
+    DOCKER_UNAVAILABLE = "docker_unavailable"
+    ELEMENT_NOT_READY = "element_not_ready"
+    EXIT_STATUS = "exit_status"
+    GENERATION_FAILED = "generation_failed"
+    IMAGE_MISSING = "image_missing"
+    MODEL_LOAD_FAILED = "model_load_failed"
+    NO_DIALOG = "no_dialog"
+    NO_NETWORK = "no_network"
+    NO_SANDBOX = "no_sandbox"
+    NOT_A_DIRECTORY = "not_a_directory"
+    NOT_A_FILE = "not_a_file"
+    NOT_FILLED = "not_filled"
+    NOT_FOUND = "not_found"
+    NOT_IN_FORM = "not_in_form"
+    NOT_PENDING = "not_pending"
+    NOT_RUNNING = "not_running"
+    NOT_TEXT = "not_text"
+    NOTHING_TO_APPROVE = "nothing_to_approve"
+    OUTSIDE_WORKSPACE = "outside_workspace"
+    OVERLOADED = "overloaded"
+    PAGE_ERROR = "page_error"
+    RATE_LIMITED = "rate_limited"
+    REFUSED = "refused"
+    SANDBOX_BUSY = "sandbox_busy"
+    SANDBOX_ERROR = "sandbox_error"
+    SANDBOX_GONE = "sandbox_gone"
+    SANDBOX_RESTARTED = "sandbox_restarted"
+    SANDBOX_UNRESPONSIVE = "sandbox_unresponsive"
+    SCRIPT_DIVERGED = "script_diverged"
+    SCRIPT_EXHAUSTED = "script_exhausted"
+    SCRIPT_UNCONSUMED = "script_unconsumed"
+    SERVER_ERROR = "server_error"
+    STORE_DAMAGED = "store_damaged"
+    STORE_ERROR = "store_error"
+    STORE_INTEGRITY = "store_integrity"
+    STORE_READ_ONLY = "store_read_only"
+    TAB_CLOSED = "tab_closed"
+    TASK_BUSY = "task_busy"
+    TASK_NOT_FOUND = "task_not_found"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    TOOL_ERROR = "tool_error"
+    TRUNCATED_STREAM = "truncated_stream"
+    WORKER_CRASHED = "worker_crashed"
 
 
 class AgentError(Exception):
     """Base of the program's own errors: a stable `code`, `retryable`, and context fields."""
 
-    code: str = "agent_error"
+    code: ErrorCode = ErrorCode.AGENT_ERROR
     retryable: bool = False
 
     def __init__(
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         retryable: bool | None = None,
         **context: Any,
     ) -> None:
@@ -51,19 +123,19 @@ class AgentError(Exception):
 class ConfigError(AgentError):
     """A configuration, policy file or model URI is invalid. The message names the place."""
 
-    code = "config_invalid"
+    code = ErrorCode.CONFIG_INVALID
 
 
 class BackendError(AgentError):
     """A model backend failed. `retryable` says whether trying again may help."""
 
-    code = "backend_error"
+    code = ErrorCode.BACKEND_ERROR
 
     def __init__(
         self,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         retryable: bool | None = None,
         status: int | None = None,
         retry_after: float | None = None,
@@ -77,31 +149,31 @@ class BackendError(AgentError):
 class ScriptError(BackendError):
     """A scripted backend has no turn left for a request, or the request is not the one expected."""
 
-    code = "script_exhausted"
+    code = ErrorCode.SCRIPT_EXHAUSTED
 
 
 class StoreError(AgentError):
-    code = "store_error"
+    code = ErrorCode.STORE_ERROR
 
 
 class TaskNotFound(StoreError):
-    code = "task_not_found"
+    code = ErrorCode.TASK_NOT_FOUND
 
 
 class TaskBusy(StoreError):
-    code = "task_busy"
+    code = ErrorCode.TASK_BUSY
     retryable = True
 
 
 class ConflictingWrite(StoreError):
-    code = "conflicting_write"
+    code = ErrorCode.CONFLICTING_WRITE
     retryable = True
 
 
 class SandboxError(AgentError):
     """A sandbox cannot be created or used. `fix`, when set, is the command that fixes it."""
 
-    code = "sandbox_error"
+    code = ErrorCode.SANDBOX_ERROR
 
     def __init__(
         self, message: str, *, fix: str | None = None, nothing_ran: bool = False, **kwargs: Any
@@ -116,9 +188,9 @@ class SandboxError(AgentError):
 
 
 class DockerUnavailable(SandboxError):
-    code = "docker_unavailable"
+    code = ErrorCode.DOCKER_UNAVAILABLE
     retryable = True
 
 
 class ImageMissing(SandboxError):
-    code = "image_missing"
+    code = ErrorCode.IMAGE_MISSING

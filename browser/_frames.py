@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Frame, Locator, Page
 
+from base.errors import ErrorCode
 from browser import _script
 from browser._page_errors import page_errors
 from browser.errors import PageError
@@ -78,7 +79,7 @@ class Frames:
             if frame is None or frame.is_detached():
                 raise PageError(
                     f"{target} is in a frame this page no longer has; take a new snapshot",
-                    code="not_found",
+                    code=ErrorCode.NOT_FOUND,
                 )
             return [(prefix, frame)]
         if not self.by_prefix:
@@ -158,24 +159,24 @@ def _pick(
     if not found:
         raise PageError(
             f"no element matches {target}; take a snapshot to see the page's elements",
-            code="not_found",
+            code=ErrorCode.NOT_FOUND,
         )
     if len(found) > 1:
         listed = "\n".join(f"  {describe(c)}" for _, c in found[:15])
         more = f"\n  ... and {len(found) - 15} more" if len(found) > 15 else ""
         raise PageError(
             f"{target} matches {len(found)} elements; name one by its reference:\n" + listed + more,
-            code="ambiguous",
+            code=ErrorCode.AMBIGUOUS,
         )
     return found[0]
 
 
 def _value(reply: _script.OneReply, arg: str | None) -> Any:
     if reply.refused is not None:
-        raise PageError(reply.refused, code="bad_field")
+        raise PageError(reply.refused, code=ErrorCode.BAD_FIELD)
     if reply.options is not None:
         listed = ", ".join(repr(o) for o in reply.options[:30])
-        raise PageError(f"no option {arg!r}; the options are: {listed}", code="not_found")
+        raise PageError(f"no option {arg!r}; the options are: {listed}", code=ErrorCode.NOT_FOUND)
     return reply.value
 
 

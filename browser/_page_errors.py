@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from base.errors import SandboxError
+from base.errors import ErrorCode, SandboxError
 from browser import _script
 from browser.errors import PageError
 
@@ -20,16 +20,16 @@ def page_errors(what: str) -> Iterator[None]:
     try:
         yield
     except _script.TargetError as exc:
-        raise PageError(f"{what}: {exc}", code="bad_target") from None
+        raise PageError(f"{what}: {exc}", code=ErrorCode.BAD_TARGET) from None
     except _script.PageScriptError:
         raise PageError(
             f"{what}: the page interfered with the runtime's page script; try again after "
             "reloading it",
-            code="page_error",
+            code=ErrorCode.PAGE_ERROR,
         ) from None
     except PlaywrightTimeout as exc:
         raise PageError(
-            f"{what}: timed out ({_first_line(exc)})", code="element_not_ready"
+            f"{what}: timed out ({_first_line(exc)})", code=ErrorCode.ELEMENT_NOT_READY
         ) from None
     except PlaywrightError as exc:
         message = _first_line(exc)
@@ -40,17 +40,17 @@ def page_errors(what: str) -> Iterator[None]:
                 ) from None
             raise PageError(
                 f"{what}: the tab closed meanwhile; browser_tabs shows those left",
-                code="tab_closed",
+                code=ErrorCode.TAB_CLOSED,
             ) from None
         if "ERR_BLOCKED_BY_ADMINISTRATOR" in message:
             raise PageError(
-                f"{what}: refused: the browser may not open this URL", code="refused"
+                f"{what}: refused: the browser may not open this URL", code=ErrorCode.REFUSED
             ) from None
         if "ERR_TUNNEL_CONNECTION_FAILED" in message or "ERR_PROXY" in message:
             raise PageError(
                 f"{what}: the egress proxy could not connect: the host is not in this task's "
                 "allowlist, or it did not answer",
-                code="refused",
+                code=ErrorCode.REFUSED,
             ) from None
         raise PageError(f"{what}: {message}") from None
 

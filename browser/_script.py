@@ -25,7 +25,7 @@ from typing import Any, Final, Literal, TypeVar, get_args
 from playwright.async_api import Frame
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from base.errors import AgentError
+from base.errors import AgentError, ErrorCode
 
 SOURCE: Final = resources.files("browser").joinpath("page.js").read_text(encoding="utf-8")
 
@@ -38,7 +38,7 @@ TARGET_KINDS: Final[frozenset[str]] = frozenset(get_args(TargetKind))
 class PageScriptError(AgentError):
     """The page script answered with something of the wrong shape (the page replaced it?)."""
 
-    code = "browser_page_script"
+    code = ErrorCode.BROWSER_PAGE_SCRIPT
 
 
 class TargetError(ValueError):

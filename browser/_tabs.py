@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from playwright.async_api import Browser, Dialog, Download, Page, Request, Response
 from playwright.async_api import Error as PlaywrightError
 
-from base.errors import SandboxError
+from base.errors import ErrorCode, SandboxError
 from browser._frames import Frames
 from browser._guard import FormGuard
 from browser._page_errors import mapped, page_errors
@@ -176,7 +176,7 @@ class Tabs:
             raise PageError(
                 f"the page's {dialog.type} dialog is open ({dialog.message!r}); answer it with "
                 "browser_dialog first",
-                code="dialog_open",
+                code=ErrorCode.DIALOG_OPEN,
             )
 
     async def listing(self, switch_to: int | None) -> str:
@@ -184,7 +184,7 @@ class Tabs:
         pages = self.page.context.pages
         if switch_to is not None:
             if switch_to > len(pages):
-                raise PageError(f"there are {len(pages)} tabs", code="not_found")
+                raise PageError(f"there are {len(pages)} tabs", code=ErrorCode.NOT_FOUND)
             self.page = pages[switch_to - 1]
             self.frames.forget()
             with page_errors("switching tabs"):
@@ -227,7 +227,7 @@ class Tabs:
             await self._keep_downloads()
         if self._refused is not None:
             why, self._refused = self._refused, None
-            raise PageError(f"{what}, but {why}", code="refused")
+            raise PageError(f"{what}, but {why}", code=ErrorCode.REFUSED)
         return self._report(what)
 
     def _report(self, what: str, *, done: bool = True) -> str:
@@ -252,7 +252,7 @@ class Tabs:
         that was waiting for it."""
         pending = self._dialog
         if pending is None:
-            raise PageError("no dialog is open", code="no_dialog")
+            raise PageError("no dialog is open", code=ErrorCode.NO_DIALOG)
         self._dialog = None
         with page_errors("answering the dialog"):
             if accept:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from playwright.async_api import Browser, FilePayload, Locator, Page
 from playwright.async_api import Error as PlaywrightError
 
+from base.errors import ErrorCode
 from browser import _script
 from browser._bodies import grouped
 from browser._frames import describe
@@ -103,7 +104,7 @@ class PageDriver:
         if scheme not in SCHEMES:
             raise PageError(
                 f"refused: the browser opens only http and https URLs, not {scheme or 'this'}:",
-                code="refused",
+                code=ErrorCode.REFUSED,
             )
         self._tabs.no_dialog()
         with page_errors("opening " + url):
@@ -119,7 +120,7 @@ class PageDriver:
             why = (await response.text()).strip()
             raise PageError(
                 f"refused by the egress policy: this task may not reach {url} ({why})",
-                code="refused",
+                code=ErrorCode.REFUSED,
             )
         status = f" (HTTP {response.status})" if response is not None else ""
         return f"opened {self.page.url}{status}; title: {await self.page.title()!r}"
@@ -145,7 +146,7 @@ class PageDriver:
             if target is None:
                 if table:
                     raise PageError(
-                        "name the table to read as rows (target=...)", code="bad_target"
+                        "name the table to read as rows (target=...)", code=ErrorCode.BAD_TARGET
                     )
                 text = str(await self.page.inner_text("body"))
                 if len(text) > EXTRACT_CHARS:
@@ -197,7 +198,7 @@ class PageDriver:
                 _, candidate = await self.locate(target)
                 return f"{describe(candidate)} is on the page"
             except PageError as exc:
-                if exc.code != "not_found" or asyncio.get_running_loop().time() > deadline:
+                if exc.code != ErrorCode.NOT_FOUND or asyncio.get_running_loop().time() > deadline:
                     raise
             # A page says nothing when an element appears; looking again is the only way.
             await asyncio.sleep(0.2)
@@ -305,7 +306,7 @@ class PageDriver:
                 await choose_radio(locator, value)
                 return f"chose {value!r}"
             if kind == "file" or found.role == "file":
-                raise PageError("a file field: use browser_upload", code="bad_field")
+                raise PageError("a file field: use browser_upload", code=ErrorCode.BAD_FIELD)
             # A date picker's field is often read-only: only its calendar sets it.
             if kind in NATIVE_DATES or " readonly" in found.line:
                 await set_date_value(self.page, locator, value, kind)

@@ -13,10 +13,12 @@ tools. Failures of the program (the browser is gone) are `SandboxError`s: the ta
 
 from __future__ import annotations
 
+from base.errors import ErrorCode
+
 
 class PageError(Exception):
     """Something about the page the model should know and can act on. `code` says what."""
 
-    def __init__(self, message: str, *, code: str = "page_error") -> None:
+    def __init__(self, message: str, *, code: str = ErrorCode.PAGE_ERROR) -> None:
         super().__init__(message)
         self.code = code

@@ -12,6 +12,7 @@ from typing import Any
 
 from playwright.async_api import Locator, Page
 
+from base.errors import ErrorCode
 from browser.errors import PageError
 
 NATIVE_DATES = ("date", "time", "datetime-local", "month", "week")
@@ -116,14 +117,14 @@ async def choose_radio(locator: Locator, choice: str) -> None:
     if found["count"] != 1:
         listed = ", ".join(repr(o) for o in found["options"][:30])
         what = "several choices match" if found["count"] else "no choice matches"
-        raise PageError(f"{what} {choice!r}; the choices are: {listed}", code="not_found")
+        raise PageError(f"{what} {choice!r}; the choices are: {listed}", code=ErrorCode.NOT_FOUND)
     root = locator.locator("xpath=ancestor-or-self::*[last()]")
     await root.locator(f'[data-agent-pick="{mark}"]').check()
 
 
 async def submit_form(locator: Locator) -> None:
     if not await locator.evaluate(_SUBMIT):
-        raise PageError("that element is in no form", code="not_in_form")
+        raise PageError("that element is in no form", code=ErrorCode.NOT_IN_FORM)
 
 
 def flag(value: str) -> bool:
@@ -132,7 +133,7 @@ def flag(value: str) -> bool:
         return True
     if text in FALSE:
         return False
-    raise PageError(f"a checkbox takes true or false, not {value!r}", code="bad_value")
+    raise PageError(f"a checkbox takes true or false, not {value!r}", code=ErrorCode.BAD_VALUE)
 
 
 def input_type(line: str) -> str | None:
@@ -153,13 +154,15 @@ async def set_date_value(page: Page, locator: Locator, value: str, kind: str | N
     try:
         wanted = date.fromisoformat(value[:10])
     except ValueError:
-        raise PageError(f"{value!r} is not a date as YYYY-MM-DD", code="bad_value") from None
+        raise PageError(
+            f"{value!r} is not a date as YYYY-MM-DD", code=ErrorCode.BAD_VALUE
+        ) from None
     await locator.click()
     seen = await page.evaluate(_CALENDAR, ["look", 0])
     if seen is None:
         if not await locator.is_editable():
             raise PageError(
-                "no calendar opened, and the field cannot be typed in", code="bad_field"
+                "no calendar opened, and the field cannot be typed in", code=ErrorCode.BAD_FIELD
             )
         await locator.fill(value)
         return
@@ -169,14 +172,14 @@ async def set_date_value(page: Page, locator: Locator, value: str, kind: str | N
         if here == target:
             picked = await page.evaluate(_CALENDAR, ["day", wanted.day])
             if picked is None or picked.get("missing"):
-                raise PageError(f"the calendar shows no day {wanted.day}", code="not_found")
+                raise PageError(f"the calendar shows no day {wanted.day}", code=ErrorCode.NOT_FOUND)
             return
         step = "prev" if here > target else "next"
         seen = await page.evaluate(_CALENDAR, [step, 0])
         if seen is None or seen.get("missing"):
-            raise PageError(f"the calendar has no {step} control", code="not_found")
+            raise PageError(f"the calendar has no {step} control", code=ErrorCode.NOT_FOUND)
         seen = await page.evaluate(_CALENDAR, ["look", 0])
         if seen is None:
-            raise PageError("the calendar closed while paging it", code="not_found")
+            raise PageError("the calendar closed while paging it", code=ErrorCode.NOT_FOUND)
     name = calendar.month_name[wanted.month]
-    raise PageError(f"the calendar did not reach {name} {wanted.year}", code="not_found")
+    raise PageError(f"the calendar did not reach {name} {wanted.year}", code=ErrorCode.NOT_FOUND)

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from playwright.async_api import Browser, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
-from base.errors import SandboxError
+from base.errors import ErrorCode, SandboxError
 from browser.driver import PageDriver, PageError
 from sandbox.container import BROWSER_USER, WORKSPACE, Sandbox
 from sandbox.manager import Sandboxes
@@ -66,7 +66,7 @@ class Browsers:
             raise PageError(
                 "this task's sandbox has no network, and the browser needs one: run the task "
                 "with the hosts it may visit (agent run --allow-domain HOST ...)",
-                code="no_network",
+                code=ErrorCode.NO_NETWORK,
             )
         driver = self._warm.pop(sandbox.id, None)
         if driver is None or not driver.connected:

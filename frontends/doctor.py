@@ -23,7 +23,7 @@ from agent.config import Config
 from agent.damage import recovery
 from agent.home import default_home
 from agent.store import Store
-from base.errors import AgentError, BackendError, SandboxError, StoreError
+from base.errors import AgentError, BackendError, ErrorCode, SandboxError, StoreError
 from frontends.screen import shown
 from sandbox._docker import BUILD_IMAGE, START_DOCKER, connect, owner_labels
 from sandbox._hardening import hardened
@@ -149,11 +149,11 @@ def _check_model(config: Config) -> list[Check]:
 
 
 def _model_fix(exc: AgentError) -> str:
-    if exc.code == "auth_failed":
+    if exc.code == ErrorCode.AUTH_FAILED:
         return "check the model's API key (the variable named in the error, or [model] api_key_env)"
-    if exc.code in ("timeout", "connection_failed"):
+    if exc.code in (ErrorCode.TIMEOUT, ErrorCode.CONNECTION_FAILED):
         return "check that the model's server is up and reachable (its base URL)"
-    if exc.code == "worker_crashed":
+    if exc.code == ErrorCode.WORKER_CRASHED:
         return (
             "llama.cpp crashed on this machine: try `repack = false` under [model.local] in "
             "agent.toml, and see the worker's log named above"
@@ -222,7 +222,7 @@ def _check_store() -> Check:
     except sqlite3.DatabaseError as exc:  # a damaged page that even the check cannot read
         return Check("store", False, f"{path} is damaged: {exc}", recover)
     except StoreError as exc:
-        if exc.code != "store_read_only":
+        if exc.code != ErrorCode.STORE_READ_ONLY:
             corrupt = isinstance(exc.__cause__, sqlite3.DatabaseError)
             return Check("store", False, str(exc), recover if corrupt else None)
         try:

@@ -11,7 +11,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from base.errors import DockerUnavailable, ImageMissing, SandboxError
+from base.errors import DockerUnavailable, ErrorCode, ImageMissing, SandboxError
 
 #: every container, volume, network and image the project creates carries this label
 LABEL = "agent.sandbox"
@@ -62,10 +62,10 @@ def mapped(what: str, image: str | None = None) -> Iterator[None]:
             f"{what}: the runtime image {image or ''} is not built", fix=BUILD_IMAGE
         ) from None
     except docker.errors.NotFound as exc:
-        raise SandboxError(f"{what}: {_first_line(exc)}", code="sandbox_gone") from None
+        raise SandboxError(f"{what}: {_first_line(exc)}", code=ErrorCode.SANDBOX_GONE) from None
     except docker.errors.APIError as exc:
         if exc.status_code == 409 and "in progress" in str(exc):
-            raise SandboxError(f"{what}: {_first_line(exc)}", code="sandbox_busy") from None
+            raise SandboxError(f"{what}: {_first_line(exc)}", code=ErrorCode.SANDBOX_BUSY) from None
         if image and exc.status_code == 404:
             raise ImageMissing(f"{what}: no image {image}", fix=BUILD_IMAGE) from None
         raise SandboxError(

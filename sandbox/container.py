@@ -22,7 +22,7 @@ from typing import Literal, cast
 import docker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from base.errors import SandboxError
+from base.errors import ErrorCode, SandboxError
 from sandbox._docker import mapped
 from sandbox._output import Output
 from sandbox._problems import (
@@ -179,7 +179,7 @@ class Sandbox:
                 raise SandboxError(
                     f"sandbox {self.name}: a command outlived its timeout and could not be "
                     f"killed (`agent sandbox prune` after the task ends removes it)",
-                    code="sandbox_unresponsive",
+                    code=ErrorCode.SANDBOX_UNRESPONSIVE,
                 ) from None
         return exec_id
 
@@ -309,7 +309,7 @@ class Sandbox:
         except ValueError:
             raise SandboxError(
                 f"sandbox {self.name}: a command's record could not be read: {answer[-500:]!r}",
-                code="sandbox_unresponsive",
+                code=ErrorCode.SANDBOX_UNRESPONSIVE,
             ) from None
         if found["state"] in ("not_started", "unknown"):
             return cast(Literal["not_started", "unknown"], found["state"])
@@ -339,7 +339,7 @@ class Sandbox:
         try:
             await self._put(put, full)
         except WorkspaceError as exc:
-            if exc.code == "disk_full":
+            if exc.code == ErrorCode.DISK_FULL:
                 # Docker leaves an empty file behind, owned by root: leave nothing instead.
                 await self.exec(["rm", "-f", "--", full], timeout=30, record=False)
             raise
@@ -356,14 +356,14 @@ class Sandbox:
         if made.exit_code != 0:
             raise WorkspaceError(
                 made.stderr.strip().removeprefix("mkdir: ") or f"cannot make {folder}",
-                code="not_a_directory",
+                code=ErrorCode.NOT_A_DIRECTORY,
             )
         real = made.stdout.strip()
         if real != WORKSPACE and not real.startswith(WORKSPACE + "/"):
             raise WorkspaceError(
                 f"{folder} leads to {real} (through a symbolic link): files are written in "
                 f"{WORKSPACE} only",
-                code="outside_workspace",
+                code=ErrorCode.OUTSIDE_WORKSPACE,
             )
 
     async def _put(self, put: Callable[[], object], full: str) -> None:
@@ -375,16 +375,16 @@ class Sandbox:
             except docker.errors.APIError as exc:
                 text = str(exc.explanation or exc).lower()
                 if "no space left" in text:
-                    raise WorkspaceError(disk_full(self.limits), code="disk_full") from None
+                    raise WorkspaceError(disk_full(self.limits), code=ErrorCode.DISK_FULL) from None
                 if "read-only" in text:  # a link swapped in after the check above
                     raise WorkspaceError(
                         f"{full}: leads outside the workspace, where nothing can be written",
-                        code="outside_workspace",
+                        code=ErrorCode.OUTSIDE_WORKSPACE,
                     ) from None
                 if "not a directory" in text or "is a directory" in text:
                     raise WorkspaceError(
                         f"{full}: a file is in the way of a directory, or the other way round",
-                        code="not_a_directory",
+                        code=ErrorCode.NOT_A_DIRECTORY,
                     ) from None
                 raise
 
@@ -396,17 +396,17 @@ class Sandbox:
             try:
                 chunks, stat = self._client.api.get_archive(self.id, full)
             except docker.errors.NotFound:
-                raise WorkspaceError(f"no such file: {full}", code="not_found") from None
+                raise WorkspaceError(f"no such file: {full}", code=ErrorCode.NOT_FOUND) from None
             size = int((stat or {}).get("size", 0))
             if size > max_bytes:
                 raise WorkspaceError(
                     f"{full} is {size} bytes; at most {max_bytes} are read",
-                    code="too_large",
+                    code=ErrorCode.TOO_LARGE,
                 )
             with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
                 member = archive.next()
                 if member is None or not member.isfile():
-                    raise WorkspaceError(f"{full} is not a file", code="not_a_file")
+                    raise WorkspaceError(f"{full} is not a file", code=ErrorCode.NOT_A_FILE)
                 extracted = archive.extractfile(member)
                 assert extracted is not None
                 return extracted.read()
@@ -438,7 +438,8 @@ def workspace_path(path: str) -> str:
     full = posixpath.normpath(posixpath.join(WORKSPACE, path))
     if full != WORKSPACE and not full.startswith(WORKSPACE + "/"):
         raise WorkspaceError(
-            f"{path}: files are read and written in {WORKSPACE} only", code="outside_workspace"
+            f"{path}: files are read and written in {WORKSPACE} only",
+            code=ErrorCode.OUTSIDE_WORKSPACE,
         )
     return full
 

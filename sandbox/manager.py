@@ -29,7 +29,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from base.errors import SandboxError
+from base.errors import ErrorCode, SandboxError
 from sandbox._claim import claim, host_lock_applies
 from sandbox._docker import LABEL, connect, docker_time, mapped, owned_by, owner_labels
 from sandbox._hardening import hardened
@@ -158,7 +158,7 @@ class Sandboxes:
                 if claim(client, container_id, pool_name, name, host=host):
                     return container_id, pool_name
             except SandboxError as exc:
-                if exc.code != "sandbox_gone":
+                if exc.code != ErrorCode.SANDBOX_GONE:
                     raise
                 # removed while being claimed (a prune of the pool): try the next one
         return None
@@ -338,7 +338,10 @@ class Sandboxes:
                 if teardown(client, name):
                     removed.append(name)
             except SandboxError as exc:
-                if exc.code not in ("sandbox_busy", "sandbox_gone"):  # being removed already
+                if exc.code not in (
+                    ErrorCode.SANDBOX_BUSY,
+                    ErrorCode.SANDBOX_GONE,
+                ):  # being removed
                     raise
         with mapped("removing volumes left behind"):
             # The daemon now and then fails to remove a container's volumes with it. Old enough

@@ -34,7 +34,7 @@ from agent.events import Limits, ToolResulted
 from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
-from base.errors import ScriptError
+from base.errors import ErrorCode, ScriptError
 from browser.manager import connect
 from policies import Gate
 from sandbox.limits import SandboxConfig, SandboxLimits
@@ -78,7 +78,7 @@ def elements(shot: str) -> list[Element]:
 
 def diverged(what: str) -> ScriptError:
     """The page or a tool said something this model has no answer for: the task pauses."""
-    return ScriptError(what, code="script_diverged")
+    return ScriptError(what, code=ErrorCode.SCRIPT_DIVERGED)
 
 
 def ref_of(shot: str, role: str, name: str | None = None, *, after: str | None = None) -> str:

@@ -24,7 +24,7 @@ from agent.backends.base import (
     Usage,
 )
 from agent.backends.openai_compat import OpenAICompatibleBackend
-from base.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError, ErrorCode
 from base.toolspec import ToolSpec
 
 from .wire_server import Event, Reply, WireServer
@@ -365,7 +365,9 @@ async def test_retry_after_is_capped_by_max_delay() -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise BackendError("slow down", code="rate_limited", retryable=True, retry_after=30)
+            raise BackendError(
+                "slow down", code=ErrorCode.RATE_LIMITED, retryable=True, retry_after=30
+            )
         return "ok"
 
     started = time.monotonic()

@@ -26,6 +26,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import Field
 
+from base.errors import ErrorCode
 from browser.errors import PageError
 from browser.protocol import SNAPSHOT_CHARS, BrowserDriver
 from browser.submission import Submission
@@ -59,7 +60,7 @@ def _page_content(text: str) -> str:
 
 async def _driver(ctx: ToolContext) -> BrowserDriver:
     if ctx.browser is None:
-        raise ToolError("this runner has no sandbox, so no browser", code="no_sandbox")
+        raise ToolError("this runner has no sandbox, so no browser", code=ErrorCode.NO_SANDBOX)
     return await _model_errors(ctx.browser())
 
 
@@ -75,7 +76,7 @@ def _target(text: str) -> Target:
     try:
         return parse_target(text)
     except ValueError as exc:
-        raise ToolError(str(exc), code="bad_target") from None
+        raise ToolError(str(exc), code=ErrorCode.BAD_TARGET) from None
 
 
 # ---- effects: what a call would submit, read before the gate judges it -------------------------
@@ -172,7 +173,7 @@ async def browser_wait(
         seconds: how long to wait at most.
     """
     if (text is None) == (target is None):
-        raise ToolError("give exactly one of text and target", code="bad_arguments")
+        raise ToolError("give exactly one of text and target", code=ErrorCode.BAD_ARGUMENTS)
     driver = await _driver(ctx)
     return await _model_errors(driver.wait_for(text, _target(target) if target else None, seconds))
 
@@ -236,7 +237,7 @@ async def browser_scroll(
         driver = await _driver(ctx)
         return await _model_errors(driver.scroll_to(_target(target)))
     if direction not in ("down", "up"):
-        raise ToolError('direction is "down" or "up"', code="bad_arguments")
+        raise ToolError('direction is "down" or "up"', code=ErrorCode.BAD_ARGUMENTS)
     driver = await _driver(ctx)
     return await _model_errors(driver.scroll(direction))
 
@@ -386,7 +387,7 @@ async def fill_form(ctx: ToolContext, fields: dict[str, str]) -> str:
             checkbox takes "true" or "false"; a radio group takes the label of its choice.
     """
     if not fields:
-        raise ToolError("no fields given", code="bad_arguments")
+        raise ToolError("no fields given", code=ErrorCode.BAD_ARGUMENTS)
     driver = await _driver(ctx)
     lines = []
     failed = 0
@@ -398,7 +399,7 @@ async def fill_form(ctx: ToolContext, fields: dict[str, str]) -> str:
             lines.append(f"{name}: NOT SET: {exc}")
     report = "\n".join(lines)
     if failed == len(fields):
-        raise ToolError(report, code="not_filled")
+        raise ToolError(report, code=ErrorCode.NOT_FILLED)
     if failed:
         return f"{failed} of {len(fields)} fields not set:\n{report}"
     return f"filled {len(fields)} fields:\n{report}"

@@ -37,7 +37,7 @@ from pydantic import (
 )
 
 from base.artifacts import ArtifactStore
-from base.errors import ConfigError
+from base.errors import ConfigError, ErrorCode
 from base.toolspec import ToolSpec
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class ToolResult:
 class ToolError(Exception):
     """Raised by a tool for a failure the model should see and correct (a 404, a bad path...)."""
 
-    def __init__(self, message: str, *, code: str = "tool_error") -> None:
+    def __init__(self, message: str, *, code: str = ErrorCode.TOOL_ERROR) -> None:
         super().__init__(message)
         self.code = code
 
@@ -240,7 +240,7 @@ class Tool:
             result = ToolResult(
                 ok=False,
                 content=f"{self.name} timed out after {self.timeout:g} s",
-                error_code="timeout",
+                error_code=ErrorCode.TIMEOUT,
             )
         if interrupted:
             raise CallInterrupted(result)

@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import Field
 
+from base.errors import ErrorCode
 from sandbox.container import WorkspaceError, workspace_path
 from sandbox.protocol import ExecResult, TaskSandbox
 from tools.registry import CannotTell, Registry, ToolContext, ToolError, ToolResult, tool
@@ -32,11 +33,11 @@ async def _sandbox(ctx: ToolContext, *, for_a_call: bool = True) -> TaskSandbox:
     it) is not run: the model is told instead, once."""
     if ctx.sandbox is None:
         raise ToolError(
-            "this runner has no sandbox: sandbox tools cannot run here", code="no_sandbox"
+            "this runner has no sandbox: sandbox tools cannot run here", code=ErrorCode.NO_SANDBOX
         )
     box = await ctx.sandbox()
     if for_a_call and (restarted := box.take_restart_note()) is not None:
-        raise ToolError(f"not run: {restarted}; call again", code="sandbox_restarted")
+        raise ToolError(f"not run: {restarted}; call again", code=ErrorCode.SANDBOX_RESTARTED)
     return box
 
 
@@ -59,10 +60,10 @@ def _report(result: ExecResult) -> str:
     text = "\n".join(parts)
     if result.problem:
         # Not "timeout": that says a call may still take effect, and this one was killed.
-        code = "command_timeout" if result.timed_out else "resource_limit"
+        code = ErrorCode.COMMAND_TIMEOUT if result.timed_out else "resource_limit"
         raise ToolError(f"{result.problem}\n{text}", code=code)
     if result.exit_code != 0:
-        raise ToolError(text, code="exit_status")
+        raise ToolError(text, code=ErrorCode.EXIT_STATUS)
     return text
 
 
@@ -113,7 +114,7 @@ async def python(
         timeout: seconds before it and everything it started are killed (at most 600).
     """
     if (code is None) == (file is None):
-        raise ToolError("give exactly one of `code` and `file`", code="bad_arguments")
+        raise ToolError("give exactly one of `code` and `file`", code=ErrorCode.BAD_ARGUMENTS)
     box = await _sandbox(ctx)
     target = ["-c", code] if code is not None else [_path(file or "")]
     argv = ["python3", *target, *(args or [])]
@@ -161,21 +162,23 @@ async def patch_file(
         replace_all: replace every occurrence; otherwise `old` must occur exactly once.
     """
     if not old:
-        raise ToolError("`old` is empty: give the text to replace", code="bad_arguments")
+        raise ToolError("`old` is empty: give the text to replace", code=ErrorCode.BAD_ARGUMENTS)
     box = await _sandbox(ctx)
     data = await _file(box.read_file(path, max_bytes=2 * 1024 * 1024))
     try:
         text = data.decode()
     except UnicodeDecodeError:
-        raise ToolError(f"{path} is not UTF-8 text; edit it with shell", code="not_text") from None
+        raise ToolError(
+            f"{path} is not UTF-8 text; edit it with shell", code=ErrorCode.NOT_TEXT
+        ) from None
     count = text.count(old)
     if count == 0:
-        raise ToolError(f"{path}: the text to replace was not found", code="not_found")
+        raise ToolError(f"{path}: the text to replace was not found", code=ErrorCode.NOT_FOUND)
     if count > 1 and not replace_all:
         raise ToolError(
             f"{path}: the text to replace occurs {count} times; give more of the text around it, "
             "or set replace_all",
-            code="ambiguous",
+            code=ErrorCode.AMBIGUOUS,
         )
     await _file(box.write_file(path, text.replace(old, new).encode()))
     return f"replaced {count} occurrence{'s' if count > 1 else ''} in {path}"
@@ -202,7 +205,7 @@ async def list_files(
     result = await box.exec(command, timeout=30, record=False)
     if result.exit_code != 0:
         raise ToolError(
-            f"{folder}: {result.stderr.strip() or 'cannot be listed'}", code="not_found"
+            f"{folder}: {result.stderr.strip() or 'cannot be listed'}", code=ErrorCode.NOT_FOUND
         )
     return result.stdout or f"{folder} is empty"
 

@@ -37,7 +37,7 @@ from agent.backends._worker_proto import (
     WorkerSettings,
 )
 from agent.backends.base import Delta, Message, ModelRequest, ModelResponse, Usage
-from base.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError, ErrorCode
 
 # llama-cpp-python's JSON-schema grammars let a string hold any character but `"` and `\`.
 _ANY_CHAR = r'char ::= [^"\\]'
@@ -181,7 +181,7 @@ class Engine:
                     f"{name}: the tools' schemas cannot be made into a grammar "
                     f"({type(error).__name__}: {error}); tools: "
                     + ", ".join(tool.name for tool in request.tools),
-                    code="bad_request",
+                    code=ErrorCode.BAD_REQUEST,
                     retryable=False,
                 ) from error
             # JSON strings hold no raw control characters (a newline is written \n). Keeping
@@ -204,14 +204,16 @@ class Engine:
         try:
             prompt = self.decoder.tokenize(self.template.render_parts(plain))
         except ValueError as error:
-            raise BackendError(str(error), code="generation_failed", retryable=False) from error
+            raise BackendError(
+                str(error), code=ErrorCode.GENERATION_FAILED, retryable=False
+            ) from error
         window = self.info.model.context_window
         room = window - len(prompt)
         if room < 16:
             raise BackendError(
                 f"the prompt is {len(prompt):,} tokens and local:{self.info.model.path} holds "
                 f"{window:,}: set a larger n_ctx, or give it less",
-                code="context_exceeded",
+                code=ErrorCode.CONTEXT_EXCEEDED,
                 retryable=False,
             )
         kind: Literal["text", "tool_call"] = "tool_call" if grammar is not None else "text"
@@ -228,7 +230,9 @@ class Engine:
             )
         except (ValueError, RuntimeError) as error:
             raise BackendError(
-                f"local:{self.info.model.path}: {error}", code="generation_failed", retryable=False
+                f"local:{self.info.model.path}: {error}",
+                code=ErrorCode.GENERATION_FAILED,
+                retryable=False,
             ) from error
 
 

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from base.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError, ErrorCode
 
 from ._retry import parse_retry_after
 
@@ -113,14 +113,14 @@ class HttpClient:
         except httpx.TransportError as error:
             raise BackendError(
                 f"could not reach {url}: {str(error) or type(error).__name__}",
-                code="connection_failed",
+                code=ErrorCode.CONNECTION_FAILED,
                 retryable=True,
                 url=url,
             ) from error
         except httpx.DecodingError as error:
             raise BackendError(
                 f"{url} sent a body that could not be decoded: {error}",
-                code="bad_response",
+                code=ErrorCode.BAD_RESPONSE,
                 retryable=False,
                 url=url,
             ) from error
@@ -179,7 +179,10 @@ async def sse_events(url: str, response: httpx.Response) -> AsyncGenerator[SseEv
 def truncated(url: str, why: str) -> BackendError:
     """The error for a stream that ended before its last event: retryable, as the answer is lost."""
     return BackendError(
-        f"{url} broke off its answer: {why}", code="truncated_stream", retryable=True, url=url
+        f"{url} broke off its answer: {why}",
+        code=ErrorCode.TRUNCATED_STREAM,
+        retryable=True,
+        url=url,
     )
 
 
@@ -196,7 +199,7 @@ def stream_error(url: str, error: Any) -> BackendError:
     if isinstance(status, int) and 400 <= status < 600:
         code, retryable = classify(status)
     else:
-        code, retryable = _ERROR_TYPES.get(kind, ("server_error", True))
+        code, retryable = _ERROR_TYPES.get(kind, (ErrorCode.SERVER_ERROR, True))
         status = None
     message = detail.get("message") or kind or "no message"
     return BackendError(
@@ -210,16 +213,16 @@ def stream_error(url: str, error: Any) -> BackendError:
 
 # The error types providers put in an error event, by what they mean for us.
 _ERROR_TYPES = {
-    "overloaded_error": ("overloaded", True),
-    "rate_limit_error": ("rate_limited", True),
-    "api_error": ("server_error", True),
-    "server_error": ("server_error", True),
-    "timeout_error": ("timeout", True),
-    "authentication_error": ("auth_failed", False),
-    "permission_error": ("auth_failed", False),
-    "not_found_error": ("not_found", False),
-    "invalid_request_error": ("bad_request", False),
-    "request_too_large": ("bad_request", False),
+    "overloaded_error": (ErrorCode.OVERLOADED, True),
+    "rate_limit_error": (ErrorCode.RATE_LIMITED, True),
+    "api_error": (ErrorCode.SERVER_ERROR, True),
+    "server_error": (ErrorCode.SERVER_ERROR, True),
+    "timeout_error": (ErrorCode.TIMEOUT, True),
+    "authentication_error": (ErrorCode.AUTH_FAILED, False),
+    "permission_error": (ErrorCode.AUTH_FAILED, False),
+    "not_found_error": (ErrorCode.NOT_FOUND, False),
+    "invalid_request_error": (ErrorCode.BAD_REQUEST, False),
+    "request_too_large": (ErrorCode.BAD_REQUEST, False),
 }
 
 
@@ -229,7 +232,7 @@ _ERROR_TYPES = {
 def timed_out(url: str, error: httpx.TimeoutException) -> BackendError:
     return BackendError(
         f"{url} did not answer in time ({type(error).__name__})",
-        code="timeout",
+        code=ErrorCode.TIMEOUT,
         retryable=True,
         url=url,
     )
@@ -238,7 +241,11 @@ def timed_out(url: str, error: httpx.TimeoutException) -> BackendError:
 def bad_response(url: str, what: str, *, status: int | None = None) -> BackendError:
     """The error for a 2xx answer this backend cannot read; not retried, it would come again."""
     return BackendError(
-        f"{url} answered {what}", code="bad_response", retryable=False, status=status, url=url
+        f"{url} answered {what}",
+        code=ErrorCode.BAD_RESPONSE,
+        retryable=False,
+        status=status,
+        url=url,
     )
 
 
@@ -273,24 +280,24 @@ def status_error(url: str, response: httpx.Response) -> BackendError:
     )
 
 
-def classify(status: int) -> tuple[str, bool]:
+def classify(status: int) -> tuple[ErrorCode, bool]:
     """Our code for an HTTP status, and whether trying again may help."""
     if status == 429:
-        return "rate_limited", True
+        return ErrorCode.RATE_LIMITED, True
     if status == 408:
-        return "timeout", True
+        return ErrorCode.TIMEOUT, True
     if status == 529:  # Anthropic's "overloaded": the service, not this request
-        return "overloaded", True
+        return ErrorCode.OVERLOADED, True
     if status >= 500:
-        return "server_error", True
+        return ErrorCode.SERVER_ERROR, True
     if status in (401, 403):
-        return "auth_failed", False
+        return ErrorCode.AUTH_FAILED, False
     if status == 404:
-        return "not_found", False
+        return ErrorCode.NOT_FOUND, False
     if 400 <= status < 500:
-        return "bad_request", False
+        return ErrorCode.BAD_REQUEST, False
     # Redirects are not followed: an endpoint that moved is a misconfigured base_url.
-    return "bad_response", False
+    return ErrorCode.BAD_RESPONSE, False
 
 
 def _provider_param(response: httpx.Response) -> str | None:

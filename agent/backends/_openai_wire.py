@@ -25,7 +25,7 @@ from agent.backends.base import (
     ToolCall,
     Usage,
 )
-from base.errors import BackendError
+from base.errors import BackendError, ErrorCode
 from base.toolspec import ToolSpec
 
 # --- request -------------------------------------------------------------------------------------
@@ -48,7 +48,7 @@ def wire_message(message: Message) -> dict[str, Any]:
         if message.tool_call_id is None:
             raise BackendError(
                 "a tool message needs the tool_call_id it answers",
-                code="bad_request",
+                code=ErrorCode.BAD_REQUEST,
                 retryable=False,
             )
         return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}

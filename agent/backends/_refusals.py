@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from agent.backends._http import located_parameters, named_parameters
 from agent.backends._json_tools import JSON_MODES, JsonMode
-from base.errors import BackendError
+from base.errors import BackendError, ErrorCode
 
 #: plain chat; tools offered natively; tool calls asked for as JSON
 Mode = Literal["plain", "native", "json"]
@@ -53,7 +53,7 @@ class Refused(BackendError):
         parameters: tuple[str, ...],
         broke: bool = False,
         status: int | None = None,
-        code: str = "capability_refused",
+        code: ErrorCode = ErrorCode.CAPABILITY_REFUSED,
         url: str,
     ) -> None:
         super().__init__(message, code=code, retryable=False, status=status, url=url)
@@ -83,7 +83,7 @@ def refusal(
         parameters=named,
         status=error.status,
         # Named, it is a refusal; unnamed, it stays what it was (only not tried again).
-        code="capability_refused" if named else error.code,
+        code=ErrorCode.CAPABILITY_REFUSED if named else error.code,
         url=url,
     )
 

@@ -26,6 +26,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agent.backends.base import ModelRequest, ModelResponse
+from base.errors import ErrorCode
 
 #: bumped when a message changes shape; part of a worker's key, so old workers are not reused
 PROTOCOL = 1
@@ -150,7 +151,7 @@ class Failed(_Frozen):
 
     kind: Literal["failed"] = "failed"
     message: str
-    code: str
+    code: ErrorCode
     retryable: bool = False
 
 

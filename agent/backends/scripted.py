@@ -37,7 +37,7 @@ from agent.backends.base import (
     ToolCall,
     Usage,
 )
-from base.errors import ConfigError, ScriptError
+from base.errors import ConfigError, ErrorCode, ScriptError
 
 _ROLE = {"plan": "planner", "act": "executor"}
 
@@ -150,7 +150,7 @@ class ScriptedBackend(ModelBackend):
             raise ScriptError(
                 f"script turn {n + 1} answers the {_ROLE[turn.purpose]}'s call but the run asked "
                 f"the {_ROLE[request.purpose]}: the run diverged from the script",
-                code="script_diverged",
+                code=ErrorCode.SCRIPT_DIVERGED,
                 turn=n,
             )
         calls = tuple(
@@ -178,7 +178,7 @@ class ScriptedBackend(ModelBackend):
             raise ScriptError(
                 f"the run finished after {turns_used} of the script's "
                 f"{len(self.turns)} turns: {unused} never used",
-                code="script_unconsumed",
+                code=ErrorCode.SCRIPT_UNCONSUMED,
             )
 
 
