@@ -14,10 +14,8 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import json
 import re
 import sys
-import typing
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -27,18 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PydanticUserError,
     ValidationError,
-    WrapSerializer,
-    create_model,
 )
 
 from base.artifacts import ArtifactStore
 from base.errors import ConfigError, ErrorCode
 from base.toolspec import ToolSpec
+from tools._schema import arguments_model, describe_error, docstring, render_value
 
 if TYPE_CHECKING:
     from browser.driver import BrowserDriver
@@ -157,7 +150,7 @@ class Tool:
         self.idempotent = idempotent
         self.effect = effect
         self.needs_network = needs_network
-        self.args_model, self._ctx_param = _arguments_model(fn, name)
+        self.args_model, self._ctx_param = arguments_model(fn, name, ToolContext)
         if effect is not None and EFFECT in self.args_model.model_fields:
             raise ConfigError(f"tool {name}: a tool with an effect reader has no {EFFECT!r} field")
         self._is_async = inspect.iscoroutinefunction(fn)
@@ -188,7 +181,7 @@ class Tool:
                 raw = without_effect(raw)
             return self.args_model.model_validate(raw)
         except ValidationError as exc:
-            raise InvalidArguments(_describe(self.name, exc)) from None
+            raise InvalidArguments(describe_error(self.name, exc)) from None
 
     def parse(self, raw: str | dict[str, Any]) -> dict[str, Any]:
         """`validate`, returned as plain JSON-able values (as recorded in the log)."""
@@ -233,7 +226,7 @@ class Tool:
                         deadline.reschedule(None)
                         interrupted = True
                         value = await running
-            result = ToolResult(ok=True, content=_render(value))
+            result = ToolResult(ok=True, content=render_value(value))
         except ToolError as exc:
             result = ToolResult(ok=False, content=str(exc), error_code=exc.code)
         except TimeoutError:
@@ -245,109 +238,6 @@ class Tool:
         if interrupted:
             raise CallInterrupted(result)
         return result
-
-
-def _render(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, BaseModel):
-        return value.model_dump_json()
-    return json.dumps(value, default=str, ensure_ascii=False)
-
-
-def _describe(tool_name: str, exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(arguments)"
-        if err["type"] == "missing":
-            problems.append(f"missing field '{where}'")
-        elif err["type"] == "extra_forbidden":
-            problems.append(f"unexpected field '{where}'")
-        elif err["type"].startswith("json_"):
-            problems.append(f"arguments are not valid JSON ({err['msg']})")
-        else:
-            got = json.dumps(err.get("input"), default=str)
-            if len(got) > 60:
-                got = got[:57] + "..."
-            problems.append(f"field '{where}': {err['msg']} (got {got})")
-    return f"invalid arguments for {tool_name}: " + "; ".join(problems)
-
-
-_ARG_LINE = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-
-
-def _docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
-    """The summary of a docstring and the descriptions in its `Args:` section (Google style)."""
-    doc = inspect.getdoc(fn) or ""
-    head, _, rest = doc.partition("\nArgs:\n")
-    summary = " ".join(head.split("\n\n")[0].split())
-    params: dict[str, str] = {}
-    base: int | None = None
-    current = None
-    for line in rest.splitlines():
-        if not line.strip():
-            continue
-        indent = len(line) - len(line.lstrip())
-        if base is None:
-            base = indent
-        if indent < base or (indent == base and not _ARG_LINE.match(line.strip())):
-            break  # the next section (Returns:, Raises:) or the end of Args
-        match = _ARG_LINE.match(line.strip())
-        if indent == base and match:
-            current = match.group(1)
-            params[current] = match.group(2).strip()
-        elif current:
-            params[current] = f"{params[current]} {line.strip()}".lstrip()
-    return summary, params
-
-
-def _arguments_model(fn: Callable[..., Any], name: str) -> tuple[type[BaseModel], str | None]:
-    try:
-        hints = typing.get_type_hints(fn, include_extras=True)
-    except NameError as exc:
-        raise ConfigError(f"tool {name}: cannot resolve an annotation: {exc}") from exc
-    _, arg_docs = _docstring(fn)
-    fields: dict[str, Any] = {}
-    ctx_param = None
-    for param in inspect.signature(fn).parameters.values():
-        annotation = hints.get(param.name)
-        if annotation is ToolContext or ToolContext in typing.get_args(annotation):
-            ctx_param = param.name
-            continue
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise ConfigError(f"tool {name}: *args and **kwargs cannot be described to a model")
-        if annotation is None:
-            raise ConfigError(f"tool {name}: parameter {param.name!r} needs a type annotation")
-        default = ... if param.default is param.empty else param.default
-        fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
-    # No NaN or infinity: a policy rule reading "Infinity" would not see the number the tool gets.
-    config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    try:
-        model = create_model(f"{name}_arguments", __config__=config, **fields)
-        model.model_json_schema()  # fail here, not when a model is first told about the tool
-    except PydanticUserError as exc:
-        raise ConfigError(f"tool {name}: {exc.message}") from exc
-    _refuse_disguised_fields(model, name)
-    return model, ctx_param
-
-
-def _refuse_disguised_fields(model: type[BaseModel], name: str) -> None:
-    """The gate, the log and the reviewer see the arguments as serialised; the tool gets them as
-    validated. A field whose two forms differ (an alias, an excluded field, a custom serializer)
-    would let a call be judged on something other than what runs."""
-    for field_name, info in model.model_fields.items():
-        disguised = (
-            info.alias not in (None, field_name)
-            or info.validation_alias not in (None, field_name)
-            or info.serialization_alias not in (None, field_name)
-            or info.exclude
-            or any(isinstance(m, PlainSerializer | WrapSerializer) for m in info.metadata)
-        )
-        if disguised:
-            raise ConfigError(
-                f"tool {name}: parameter {field_name!r} has an alias, is excluded, or has its own "
-                "serializer; the policy gate must judge arguments as the tool receives them"
-            )
 
 
 @overload
@@ -399,7 +289,7 @@ def tool(
     """
 
     def wrap(func: Callable[..., Any]) -> Tool:
-        summary, _ = _docstring(func)
+        summary, _ = docstring(func)
         return Tool(
             func,
             name=name or func.__name__,
