@@ -229,7 +229,8 @@ class Renderer:
                 return f"[bold red]✘ failed:[/] {shown(e.reason)}"
             case TaskStuck():
                 return f"[bold red]✘ stuck:[/] {shown(e.reason)}"
-        return None
+            case _:
+                assert_never(e)
 
     def _approval_body(self, e: ApprovalRequested) -> str:
         """What a reviewer reads in the panel, fitted to the screen: where the call goes and why

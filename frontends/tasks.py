@@ -137,36 +137,7 @@ def drive(
     given = {k: getattr(args, k) for k in Limits.model_fields if getattr(args, k, None) is not None}
 
     if args.command == "run":
-        if not args.task.strip():
-            raise ConfigError(
-                'the task is empty: say what to do, e.g. agent run "summarise notes.txt"'
-            )
-        setup = Setup.new(args, config)
-        runner = s.runner(setup)
-        new_limits = limits_with(config.limits, given)
-        if (orphans := len(store.orphans())) and not args.json:
-            out.print(
-                f"[yellow]{orphans} task{'s were' if orphans > 1 else ' was'} left running by a "
-                "runner that stopped[/]; `agent resume --all` continues them"
-            )
-        if new_limits.max_cost_usd is not None and not _priced(runner, config) and not args.json:
-            out.print(
-                "[yellow]warning:[/] a cost limit is set but \\[prices] has no price for this "
-                "model, so cost is not counted"
-            )
-        task_id = runner.create(
-            args.task,
-            new_limits,
-            tools=setup.tools,
-            policy=setup.policy,
-            sandbox=sandbox_limits(args, config),
-            files=attachments(args.files),
-            # A tiny model cannot plan: the fallback acts on the task directly.
-            plan=not args.no_plan
-            and config.model.plan
-            and (setup.model is not None or setup.planner is not None),
-        )
-        return _until_stopped(s, runner, task_id, None)
+        return _run_new(s, given)
     if args.command == "resume" and args.all:
         if given:
             raise ConfigError(
@@ -193,6 +164,38 @@ def drive(
         if args.no_resume:
             return _report(s, runner, runner.load(task_id))
     return _until_stopped(s, runner, task_id, raised)
+
+
+def _run_new(s: _Session, given: dict[str, Any]) -> int:
+    """`agent run`: record the new task, then run it."""
+    if not s.args.task.strip():
+        raise ConfigError('the task is empty: say what to do, e.g. agent run "summarise notes.txt"')
+    setup = Setup.new(s.args, s.config)
+    runner = s.runner(setup)
+    new_limits = limits_with(s.config.limits, given)
+    if (orphans := len(s.store.orphans())) and not s.args.json:
+        s.out.print(
+            f"[yellow]{orphans} task{'s were' if orphans > 1 else ' was'} left running by a "
+            "runner that stopped[/]; `agent resume --all` continues them"
+        )
+    if new_limits.max_cost_usd is not None and not _priced(runner, s.config) and not s.args.json:
+        s.out.print(
+            "[yellow]warning:[/] a cost limit is set but \\[prices] has no price for this "
+            "model, so cost is not counted"
+        )
+    task_id = runner.create(
+        s.args.task,
+        new_limits,
+        tools=setup.tools,
+        policy=setup.policy,
+        sandbox=sandbox_limits(s.args, s.config),
+        files=attachments(s.args.files),
+        # A tiny model cannot plan: the fallback acts on the task directly.
+        plan=not s.args.no_plan
+        and s.config.model.plan
+        and (setup.model is not None or setup.planner is not None),
+    )
+    return _until_stopped(s, runner, task_id, None)
 
 
 def _priced(runner: Runner, config: Config) -> bool:
