@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.backends.base import ModelRequest
@@ -45,10 +45,11 @@ class Loop:
     tool_specs: tuple[ToolSpec, ...]
     context_window: int | None
     max_argument_bytes: int = 64 * 1024
+    #: the task's state, the recorder's (an attribute, not a property: steps read it often)
+    state: TaskState = field(init=False)
 
-    @property
-    def state(self) -> TaskState:
-        return self.record.state
+    def __post_init__(self) -> None:
+        self.state = self.record.state
 
 
 class Step(ABC):
@@ -101,7 +102,7 @@ async def ask(loop: Loop, purpose: Literal["plan", "act"], request: ModelRequest
     """Call the model and record its answer (or pause the task if the model failed)."""
     loop.record.flush()
     answer = await loop.effects.ask_model(purpose, request)
-    if isinstance(answer, TaskPaused):
+    if not isinstance(answer, ModelResponded):  # the model failed: the task pauses
         loop.record.commit([answer])
         return
     events: list[Event] = [trim_oversized(answer, loop.max_argument_bytes)]
