@@ -52,7 +52,7 @@ class Judge(Step):
         if name in EXECUTOR:
             return self._control(loop)
         tool = loop.registry.get(name)
-        offered = any(spec.name == name for spec in loop.tool_specs)
+        offered = name in loop.offered
         if tool is not None and not offered and tool.needs_network:
             return reject(
                 loop,

@@ -47,9 +47,12 @@ class Loop:
     max_argument_bytes: int = 64 * 1024
     #: the task's state, the recorder's (an attribute, not a property: steps read it often)
     state: TaskState = field(init=False)
+    #: the names in `tool_specs`, looked up once per call
+    offered: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.state = self.record.state
+        self.offered = frozenset(spec.name for spec in self.tool_specs)
 
 
 class Step(ABC):
@@ -60,7 +63,10 @@ class Step(ABC):
 
 def trim_oversized(event: ModelResponded, limit: int) -> ModelResponded:
     """Cut arguments beyond `limit` bytes out of the record; such calls are rejected, not run."""
-    sizes = {i: len(c.arguments.encode()) for i, c in enumerate(event.response.tool_calls)}
+    calls = event.response.tool_calls
+    if all(len(c.arguments) * 4 <= limit for c in calls):
+        return event  # a character is at most 4 bytes in UTF-8: no need to encode
+    sizes = {i: len(c.arguments.encode()) for i, c in enumerate(calls)}
     oversized = {i: n for i, n in sizes.items() if n > limit}
     if not oversized:
         return event
