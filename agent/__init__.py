@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from agent.store import Store, StoredEvent
     from base.errors import AgentError, BackendError, ConfigError, SandboxError, StoreError
     from policies import Allow, Deny, Gate, RequireApproval
-    from tools.registry import Registry, ToolContext, ToolError, ToolResult, tool
+    from tools.registry import Registry
+    from tools.tool import ToolContext, ToolError, ToolResult, tool
 
 #: each public name and the module it comes from
 PUBLIC: dict[str, str] = {
@@ -61,11 +62,11 @@ PUBLIC: dict[str, str] = {
     "CommandOutput": "agent.live",
     "ModelDelta": "agent.live",
     # tools
-    "tool": "tools.registry",
+    "tool": "tools.tool",
     "Registry": "tools.registry",
-    "ToolContext": "tools.registry",
-    "ToolResult": "tools.registry",
-    "ToolError": "tools.registry",
+    "ToolContext": "tools.tool",
+    "ToolResult": "tools.tool",
+    "ToolError": "tools.tool",
     # the policy gate
     "Gate": "policies",
     "Allow": "policies",

@@ -26,7 +26,7 @@ from agent.loop import Loop, Step, read_effect, record_result, reject, run_tool
 from agent.loop_tools import EXECUTOR, complete_step, finish, replan
 from agent.state import Call, call_hash
 from policies import Allow, Decision, Deny, RequireApproval
-from tools.registry import EFFECT, InvalidArguments, Tool, ToolResult, without_effect
+from tools.tool import EFFECT, InvalidArguments, Tool, ToolResult, without_effect
 
 #: how many times an approved call whose effect keeps changing is judged again before it is
 #: given up (and the model told)

@@ -99,6 +99,8 @@ class PriceConfig(_Section):
 
 class ToolsConfig(_Section):
     modules: list[str] = Field(default_factory=list)
+    #: tools taken out by name (built-ins included)
+    disable: list[str] = Field(default_factory=list)
 
 
 class PolicyConfig(_Section):

@@ -32,7 +32,7 @@ from agent.state import Call, TaskState
 from agent.store import Store
 from base.artifacts import ArtifactStore, FolderArtifacts
 from base.errors import BackendError, SandboxError
-from tools.registry import CallInterrupted, CannotTell, Tool, ToolContext, ToolResult
+from tools.tool import CallInterrupted, CannotTell, Tool, ToolContext, ToolResult
 
 if TYPE_CHECKING:
     from browser.driver import PageDriver

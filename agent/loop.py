@@ -27,7 +27,8 @@ from agent.state import Call, TaskState
 from base.errors import ErrorCode
 from base.toolspec import ToolSpec
 from policies import Gate
-from tools.registry import Registry, Tool, ToolResult
+from tools.registry import Registry
+from tools.tool import Tool, ToolResult
 
 #: how much of oversized arguments is kept in the log
 OVERSIZED_KEPT = 1000

@@ -10,7 +10,8 @@ from typing import Annotated
 
 from pydantic import Field
 
-from tools.registry import Registry, tool
+from tools.registry import Registry
+from tools.tool import tool
 
 MAX_PLAN_STEPS = 20
 

@@ -20,7 +20,7 @@ from agent.loop import Loop, Step, ask, stop_if_over_budget
 from agent.loop_tools import MAX_PLAN_STEPS, submit_plan
 from agent.prompts import act_request, plan_request
 from agent.state import TaskState
-from tools.registry import InvalidArguments
+from tools.tool import InvalidArguments
 
 #: planner replies that may be rejected in a row before the task fails
 PLAN_ATTEMPTS = 3

@@ -30,7 +30,7 @@ from frontends.doctor import doctor
 from frontends.line_input import LineSource
 from frontends.sandbox_commands import add_parsers, sandbox_command
 from frontends.screen import shown
-from frontends.task_setup import MAX_FILE_BYTES, registry_of
+from frontends.task_setup import MAX_FILE_BYTES, registry_of, warn_problems
 from frontends.tasks import EXIT, EXIT_USAGE, drive
 from frontends.views import print_history, print_tasks, print_tools
 
@@ -62,6 +62,12 @@ def _common_options() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--json", action="store_true", help="print JSON instead of text (for scripts)"
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say more: the traceback of a tool package that failed to load",
     )
     return common
 
@@ -232,7 +238,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: LineSource | None = None) 
 def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: LineSource) -> int:
     command = args.command
     if command == "tools":
-        print_tools(registry_of([*config.tools.modules, *args.tools]), out, as_json=args.json)
+        registry = registry_of([*config.tools.modules, *args.tools], config.tools.disable)
+        warn_problems(registry, verbose=args.verbose)
+        print_tools(registry, out, as_json=args.json)
         return 0
     if command == "doctor":
         return doctor(args, config, out)

@@ -23,8 +23,16 @@ from agent.config import Config
 from agent.damage import recovery
 from agent.home import default_home
 from agent.store import Store
-from base.errors import AgentError, BackendError, ErrorCode, SandboxError, StoreError
+from base.errors import (
+    AgentError,
+    BackendError,
+    ConfigError,
+    ErrorCode,
+    SandboxError,
+    StoreError,
+)
 from frontends.screen import shown
+from frontends.task_setup import registry_of
 from sandbox._docker import BUILD_IMAGE, START_DOCKER, connect, owner_labels
 from sandbox._hardening import hardened
 from sandbox.image import image_state
@@ -49,6 +57,7 @@ def doctor(args: argparse.Namespace, config: Config, out: Console) -> int:
     if client is not None:
         _check_image(checks, client, config.sandbox.image)
     checks.extend(_check_model(config))
+    checks.append(_check_tools(config))
     checks.append(_check_store())
     if args.json:
         print(json.dumps([c.__dict__ for c in checks]))
@@ -210,6 +219,23 @@ async def _self_test(backend: ModelBackend) -> Check:
     else:
         detail = f"answered in {seconds:.2f} s ({tokens} tokens)"
     return Check("self-test", answered, detail, None if answered else "the model answered nothing")
+
+
+def _check_tools(config: Config) -> Check:
+    """Load every source of tools (the installed packages', then agent.toml's); a package that
+    fails to load is a finding (a task runs without it)."""
+    try:
+        registry = registry_of(config.tools.modules, config.tools.disable)
+    except ConfigError as exc:
+        return Check("tools", False, str(exc), "correct [tools] in agent.toml")
+    if registry.problems:
+        return Check(
+            "tools",
+            False,
+            f"{len(registry)} tools; " + "; ".join(str(p) for p in registry.problems),
+            "fix or uninstall the package (`agent tools list -v` shows the traceback)",
+        )
+    return Check("tools", True, f"{len(registry)} tools load")
 
 
 def _check_store() -> Check:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from rich.console import Console
 
 from agent.backends import backend_from_uri
 from agent.backends.base import ModelBackend
@@ -24,6 +25,7 @@ from base.errors import (
     BackendError,
     ConfigError,
 )
+from frontends.screen import shown
 from sandbox.limits import SandboxLimits
 from tools.registry import Registry
 
@@ -162,9 +164,24 @@ def backend_for(
     return backend
 
 
-def registry_of(specs: Sequence[str]) -> Registry:
+def registry_of(specs: Sequence[str], disable: Sequence[str] = ()) -> Registry:
+    """The installed tools (a broken package's skipped and kept in `problems`), those of each
+    module or file in `specs`, less those `disable` names. Raises `ConfigError` for a spec that
+    cannot be loaded or a name that is not a tool."""
     registry = Registry()
     registry.load_entry_points()
     for spec in specs:
         registry.load_module(spec)
+    registry.disable(disable)
     return registry
+
+
+def warn_problems(registry: Registry, *, verbose: bool) -> None:
+    """Say on stderr, once each, which installed tools were skipped and why."""
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    for problem in registry.problems:
+        err.print(f"[yellow]warning:[/] {shown(str(problem))}")
+        if verbose:
+            err.print(shown(problem.trace.rstrip()))
+    if registry.problems and not verbose:
+        err.print("[dim](-v shows the traceback; `agent doctor` lists what was skipped)[/]")

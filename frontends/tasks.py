@@ -42,6 +42,7 @@ from frontends.task_setup import (
     limits_with,
     registry_of,
     sandbox_limits,
+    warn_problems,
 )
 from frontends.views import next_move, status_line, summary
 from policies import Gate
@@ -83,7 +84,7 @@ class _Session:
                 "every model call): do not combine it with a separate [model] planner"
             )
         try:
-            registry = registry_of(setup.tools)
+            registry = registry_of(setup.tools, self.config.tools.disable)
         except ConfigError as exc:
             if task_id is None:
                 raise
@@ -91,6 +92,7 @@ class _Session:
                 f"task {task_id} runs with tools that cannot be loaded now: {exc} "
                 "(pass --tools to give it others)"
             ) from exc
+        warn_problems(registry, verbose=self.args.verbose)
         executor = backend_for(model, self.config, self._retrying, self._loaded, self._noted)
         runner = Runner(
             self.store,

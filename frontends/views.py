@@ -143,14 +143,38 @@ def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
                 "name": t.name,
                 "description": t.description,
                 "touches": t.touches,
+                "touches_declared": t.touches_declared,
                 "timeout": float(t.timeout),
+                "source": {
+                    "kind": registry.source_of(t.name).kind,
+                    "name": registry.source_of(t.name).name,
+                },
                 "parameters": t.spec.parameters,
             }
             for t in registry
         ]
         print(json_line(tools))
         return
-    table = Table("tool", "touches", "timeout", "description", box=None)
+    rows = []
     for t in registry:
-        table.add_row(t.name, t.touches, f"{t.timeout:g} s", shown(t.description))
+        source = registry.source_of(t.name)
+        rows.append(
+            (
+                t.name,
+                t.touches if t.touches_declared else f"{t.touches} (undeclared)",
+                f"{t.timeout:g} s",
+                "built-in" if source.kind == "built-in" else shown(str(source)),
+                shown(t.description.split("\n", 1)[0]),
+            )
+        )
+    table = Table(box=None)
+    widths = []
+    for i, column in enumerate(("tool", "touches", "timeout", "source")):
+        # Whole, each of them; the description takes the rest of the line (`--json` has it all).
+        widths.append(max([len(column), *(len(row[i]) for row in rows)]))
+        table.add_column(column, no_wrap=True, min_width=widths[-1])
+    rest = max(out.width - sum(widths) - 2 * (len(widths) + 1), 20)
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=rest)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)

@@ -16,7 +16,7 @@ from policies._compiled import CallView, CompiledRule
 from policies._destination import destination_lines
 from policies.decisions import Allow, Decision, Deny, RequireApproval
 from policies.rules import RuleSet, load_rules, parse_rules
-from tools.registry import EFFECT, Tool
+from tools.tool import EFFECT, Tool
 
 # Tool names come from a registry, so this stays small; the bound only stops a caller that
 # invents names from growing it without end.

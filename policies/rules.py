@@ -94,7 +94,7 @@ from pydantic_core import ErrorDetails
 
 from base.errors import ConfigError
 from policies._call_text import canonical_host, normalise_prefix
-from tools.registry import Touches
+from tools.tool import Touches
 
 Action = Literal["allow", "ask", "deny"]
 MATCHERS = ("tool", "touches", "command_prefix", "url_host", "method", "path", "args")

@@ -27,7 +27,8 @@ from agent.state import Call, TaskState
 from agent.steps import drive
 from agent.store import Store
 from policies import Gate
-from tools.registry import Registry, Tool, ToolResult, tool
+from tools.registry import Registry
+from tools.tool import Tool, ToolResult, tool
 
 
 def note(text: str) -> str:

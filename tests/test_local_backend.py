@@ -32,8 +32,8 @@ from agent.prompts import EXECUTOR_SYSTEM
 from base.errors import BackendError
 from tests.tiny_moe import SHAPE, smollm2_gguf, write_tiny_moe
 from tools.builtin import registry as builtin
-from tools.registry import Tool, tool
 from tools.sandboxed import registry as sandboxed
+from tools.tool import Tool, tool
 
 
 def _tool(registry_tool: Tool | None) -> Tool:

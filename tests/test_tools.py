@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import json
 import math
+import re
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from tools import (
     tool,
 )
 from tools.builtin import calculate, current_time
+from tools.sources import ToolSource
 
 CTX = ToolContext(task_id="task-1", call_id="call-1", idempotency_key="task-1:call-1:0")
 
@@ -80,6 +82,12 @@ def send(message: str, ctx: ToolContext) -> str:
         message: what to say.
     """
     return f"{ctx.task_id}/{ctx.call_id}/{ctx.idempotency_key}: {message}"
+
+
+@tool(name="send")
+def other_send(message: str) -> str:
+    """Send a message another way."""
+    return message
 
 
 @tool
@@ -431,8 +439,7 @@ def test_duplicate_names_are_a_config_error() -> None:
     registry = Registry([search])
     with pytest.raises(ConfigError, match=r"a tool named 'search' is already registered"):
         registry.add(other_search)
-    with pytest.raises(ConfigError, match=r"'search' is already registered"):
-        registry.add(search)
+    registry.add(search)  # the same tool again is still one tool
     with pytest.raises(ConfigError, match=r"'search' is already registered"):
         Registry([search, other_search])
     assert registry.get("search") is search
@@ -446,7 +453,7 @@ def test_include_a_tool_a_list_and_a_registry() -> None:
     registry.include(Registry([maybe_send]))
     assert names(registry) == ["search", "rename", "send", "maybe_send"]
     with pytest.raises(ConfigError, match=r"'send' is already registered"):
-        registry.include(Registry([send]))
+        registry.include(Registry([other_send]))
 
 
 def test_include_a_module_takes_its_tools() -> None:
@@ -577,7 +584,7 @@ def test_load_a_file_that_raises_is_a_config_error(tmp_path: Path) -> None:
 def test_load_a_file_without_tools_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "empty_tools.py"
     path.write_text("VALUE = 1\n")
-    with pytest.raises(ConfigError, match=r"module agent_tools_empty_tools\S* defines no tools"):
+    with pytest.raises(ConfigError, match=r"file \S*empty_tools\.py defines no tools"):
         Registry().load_module(str(path))
 
 
@@ -610,6 +617,11 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "\n"
         "[agent.tools.test-not-a-tool]\n"
         "dumper = json:dumps\n"
+        "\n"
+        "[agent.tools.test-mixed]\n"
+        "ghost = no_such_module_for_tool_tests:thing\n"
+        "tally = examples.tally_tool\n"
+        "dumper = json:dumps\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
@@ -628,24 +640,40 @@ def test_load_entry_points_of_another_group() -> None:
     [
         (
             "agent.tools.test-missing-module",
-            r"tool entry point ghost \(no_such_module_for_tool_tests:thing\) failed to load: "
-            r"ModuleNotFoundError",
+            r"skipped the tools of entry point ghost = no_such_module_for_tool_tests:thing "
+            r"\(package agent-tools-fixture 0.1\): ModuleNotFoundError: No module named "
+            r"'no_such_module_for_tool_tests'",
         ),
         (
             "agent.tools.test-missing-attribute",
-            r"tool entry point absent \(tools.builtin:not_there\) failed to load: AttributeError",
+            r"skipped the tools of entry point absent = tools.builtin:not_there "
+            r"\(package agent-tools-fixture 0.1\): AttributeError",
         ),
         (
             "agent.tools.test-not-a-tool",
-            r"tool entry point dumper \(json:dumps\) is not a tool, a registry or a module",
+            r"entry point dumper = json:dumps \(package agent-tools-fixture 0.1\): ConfigError: "
+            r"json:dumps is not a tool, a registry or a module",
         ),
     ],
 )
-def test_a_broken_entry_point_is_a_config_error(group: str, message: str) -> None:
+def test_a_broken_entry_point_is_skipped_and_said(group: str, message: str) -> None:
     registry = Registry()
-    with pytest.raises(ConfigError, match=message):
-        registry.load_entry_points(group=group)
+    registry.load_entry_points(group=group)  # no exception: the runtime goes on
     assert len(registry) == 0
+    [problem] = registry.problems
+    assert re.search(message, str(problem)), str(problem)
+    assert "Traceback" in problem.trace
+
+
+@pytest.mark.usefixtures("fake_dist")
+def test_a_broken_plugin_beside_good_ones_stops_none_of_them() -> None:
+    registry = Registry()
+    registry.load_entry_points(group="agent.tools.test-mixed")
+    assert names(registry) == ["tally"]
+    assert registry.source_of("tally") == ToolSource(
+        "entry point", "tally = examples.tally_tool (package agent-tools-fixture 0.1)"
+    )
+    assert sorted(p.source.name.split(" ")[0] for p in registry.problems) == ["dumper", "ghost"]
 
 
 def test_an_empty_entry_point_group_loads_nothing() -> None:

@@ -1,10 +1,10 @@
 """Typed tools: `@tool` turns a typed function into a tool; a `Registry` holds them."""
 
-from tools.registry import (
+from tools.registry import Registry
+from tools.tool import (
     TOUCHES,
     CannotTell,
     InvalidArguments,
-    Registry,
     Tool,
     ToolContext,
     ToolError,

@@ -32,7 +32,8 @@ from browser.protocol import SNAPSHOT_CHARS, BrowserDriver
 from browser.submission import Submission
 from browser.target import Target, parse_target
 from sandbox.container import WorkspaceError
-from tools.registry import Registry, ToolContext, ToolError, tool
+from tools.registry import Registry
+from tools.tool import ToolContext, ToolError, tool
 
 #: a browser tool's own limit: a page load, an action, and starting the browser first
 _TIMEOUT = 90.0

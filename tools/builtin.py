@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from base.artifacts import ArtifactStore
-from tools.registry import Registry, ToolContext, ToolError, tool
+from tools.registry import Registry
+from tools.tool import ToolContext, ToolError, tool
 
 #: the most `read_artifact` gives at once
 MAX_READ = 16_000
@@ -98,7 +99,7 @@ def _evaluate(node: ast.AST) -> Any:
 MAX_EXPRESSION = 1000
 
 
-@tool
+@tool(touches="read")
 def calculate(expression: Annotated[str, Field(max_length=MAX_EXPRESSION)]) -> str:
     """Evaluate an arithmetic expression exactly as written, e.g. `(17 * 3) / 4`.
 
@@ -118,13 +119,13 @@ def calculate(expression: Annotated[str, Field(max_length=MAX_EXPRESSION)]) -> s
         raise ToolError(f"{type(exc).__name__}: {exc}") from None
 
 
-@tool
+@tool(touches="read")
 def current_time() -> str:
     """The current date and time in UTC, ISO 8601."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-@tool
+@tool(touches="read")
 def read_artifact(
     ctx: ToolContext,
     name: Annotated[str, Field(min_length=1, max_length=200)],

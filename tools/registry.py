@@ -1,341 +1,107 @@
-"""Typed tools and the registry that holds them.
+"""The registry: a set of tools with unique names, each with the source it came from, and the
+loading of tools from installed packages' entry points, modules and files.
 
-A tool is a typed Python function plus metadata. Its JSON schema comes from the signature and the
-docstring (through pydantic), never by hand. Arguments from a model are validated before anything
-runs; a call that does not validate never executes and the model is told which field is wrong.
-"""
+From a module, only the tools it defines are taken (or those its `__all__` lists): a module that
+imports another's tool does not register it a second time. A package whose entry point fails to
+load is skipped and kept as a `LoadProblem`: one broken plugin never stops the runtime."""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
 import hashlib
 import importlib
 import importlib.util
-import inspect
-import re
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+import traceback
+from collections.abc import Iterable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ValidationError,
-)
-
-from base.artifacts import ArtifactStore
-from base.errors import ConfigError, ErrorCode
+from base.errors import ConfigError
 from base.toolspec import ToolSpec
-from tools._schema import arguments_model, describe_error, docstring, render_value
-
-if TYPE_CHECKING:
-    from browser.driver import BrowserDriver
-    from sandbox.protocol import TaskSandbox
-
-Touches = Literal["read", "write", "external", "deploy"]
-TOUCHES: tuple[Touches, ...] = ("read", "write", "external", "deploy")
-_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class ToolContext:
-    """What a running tool may know about its call. Declare a parameter of this type to get it.
-
-    `idempotency_key` is stable across restarts of the runner: a tool with side effects uses it
-    so that a call re-sent after a crash is recognised (DESIGN invariant 2). `sandbox` gives the
-    task's container (the same one on every call, for the task's whole life).
-    """
-
-    task_id: str
-    call_id: str
-    idempotency_key: str
-    #: the task's sandbox, started on first use (None where the runner has no sandboxes)
-    sandbox: Callable[[], Awaitable[TaskSandbox]] | None = None
-    #: shows a command's output as it comes: called with ("stdout" | "stderr", text)
-    output: Callable[[str, str], None] | None = None
-    #: the task's browser, in its sandbox, started on first use (None where there is none)
-    browser: Callable[[], Awaitable[BrowserDriver]] | None = None
-    #: what the task keeps beyond its sandbox (screenshots, long outputs); None where the
-    #: runner keeps none
-    artifacts: ArtifactStore | None = None
-    #: how much output the model is shown whole; longer output is kept as an artifact and
-    #: shortened (None where the runner does not say)
-    shown_chars: int | None = None
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    ok: bool
-    content: str
-    error_code: str | None = None
-
-
-class ToolError(Exception):
-    """Raised by a tool for a failure the model should see and correct (a 404, a bad path...)."""
-
-    def __init__(self, message: str, *, code: str = ErrorCode.TOOL_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class CallInterrupted(BaseException):
-    """The run was stopped while a tool ran in a thread; the call was let finish, and this carries
-    its result so the runner can record it before stopping. A BaseException, like the
-    cancellation it stands for: no `except Exception` should take it for a tool's bug."""
-
-    def __init__(self, result: ToolResult) -> None:
-        super().__init__("the run was stopped while a call was running")
-        self.result = result
-
-
-class InvalidArguments(Exception):
-    """A model's arguments do not fit the tool's schema. The message names each wrong field."""
-
-
-class CannotTell(Exception):
-    """Raised by a reconciler that cannot tell whether a call took effect: a reviewer decides."""
-
-
-Reconciler = Callable[[ToolContext], "ToolResult | str | Awaitable[ToolResult | str | None] | None"]
-"""Tells after a crash whether a call took effect: its result (a `ToolResult`, or a str for a
-success), None if it did not, or `CannotTell`. A coroutine function is awaited; a plain one runs
-in a thread."""
-EffectReader = Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
-"""Reads, just before a call is judged (and again just before an approved one runs), what it would
-do that its arguments do not say: the values a form would send. See `tool(effect=...)`."""
-#: the key an effect is judged and recorded under, beside the arguments
-EFFECT = "effect"
-
-
-def without_effect(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of a call as recorded by the gate, without the effect read beside them."""
-    return {k: v for k, v in arguments.items() if k != EFFECT}
-
-
-class Tool:
-    """A registered tool. Build one with `@tool`; call `parse` then `invoke`."""
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        *,
-        name: str,
-        description: str,
-        touches: Touches,
-        timeout: float,
-        reconcile: Reconciler | None,
-        idempotent: bool,
-        effect: EffectReader | None = None,
-        needs_network: bool = False,
-    ) -> None:
-        if not _NAME.match(name):
-            raise ConfigError(f"tool name {name!r} must match {_NAME.pattern}")
-        if touches not in TOUCHES:
-            raise ConfigError(
-                f"tool {name}: touches={touches!r} is not one of " + ", ".join(TOUCHES)
-            )
-        if not timeout > 0:  # also refuses nan
-            raise ConfigError(f"tool {name}: timeout must be positive, got {timeout}")
-        self.fn = fn
-        self.name = name
-        self.description = description
-        self.touches: Touches = touches
-        self.timeout = timeout
-        self.reconcile = reconcile
-        self.idempotent = idempotent
-        self.effect = effect
-        self.needs_network = needs_network
-        self.args_model, self._ctx_param = arguments_model(fn, name, ToolContext)
-        if effect is not None and EFFECT in self.args_model.model_fields:
-            raise ConfigError(f"tool {name}: a tool with an effect reader has no {EFFECT!r} field")
-        self._is_async = inspect.iscoroutinefunction(fn)
-        #: what the tool is, beyond its name: approvals and decisions are bound to it, so a
-        #: different function registered under the same name after a restart inherits none
-        self.identity = f"{name}|{touches}|{fn.__module__}.{fn.__qualname__}"
-        self.spec = ToolSpec(
-            name=name, description=description, parameters=self.args_model.model_json_schema()
-        )
-
-    @property
-    def has_side_effects(self) -> bool:
-        return self.touches != "read"
-
-    def __repr__(self) -> str:
-        return f"<Tool {self.name} touches={self.touches}>"
-
-    def validate(self, raw: str | dict[str, Any]) -> BaseModel:
-        """Validate a model's arguments (JSON text or a dict) into the tool's argument model.
-
-        Raises `InvalidArguments` naming every wrong, missing or unexpected field.
-        """
-        try:
-            if isinstance(raw, str):
-                return self.args_model.model_validate_json(raw or "{}")
-            if self.effect is not None and EFFECT in raw:
-                # As recorded by the gate: the arguments and, beside them, the effect read then.
-                raw = without_effect(raw)
-            return self.args_model.model_validate(raw)
-        except ValidationError as exc:
-            raise InvalidArguments(describe_error(self.name, exc)) from None
-
-    def parse(self, raw: str | dict[str, Any]) -> dict[str, Any]:
-        """`validate`, returned as plain JSON-able values (as recorded in the log)."""
-        return self.validate(raw).model_dump(mode="json")
-
-    @property
-    def wants_context(self) -> bool:
-        """Whether the function declares a `ToolContext` parameter."""
-        return self._ctx_param is not None
-
-    async def invoke(
-        self, arguments: BaseModel | dict[str, Any], ctx: ToolContext | None
-    ) -> ToolResult:
-        """Run the tool on validated arguments (the model from `validate`, or its dump).
-
-        A `ToolError` or a timeout becomes a failed `ToolResult` for the model. Any other exception
-        is a bug in the tool and propagates: the runner records it and pauses the task.
-        """
-        model = arguments if isinstance(arguments, BaseModel) else self.validate(arguments)
-        kwargs = dict(model.__dict__)  # the fields; far cheaper than iterating the model
-        if self._ctx_param:
-            if ctx is None:
-                raise TypeError(f"tool {self.name} needs a ToolContext")
-            kwargs[self._ctx_param] = ctx
-        interrupted = False
-        try:
-            async with asyncio.timeout(self.timeout) as deadline:
-                if self._is_async:
-                    value = await self.fn(**kwargs)
-                else:
-                    # A thread cannot be killed: a sync tool that overruns is abandoned.
-                    call = functools.partial(contextvars.copy_context().run, self.fn, **kwargs)
-                    running = asyncio.get_running_loop().run_in_executor(None, call)
-                    try:
-                        value = await asyncio.shield(running)
-                    except asyncio.CancelledError:
-                        if deadline.expired():
-                            raise  # our own time limit: the context turns it into TimeoutError
-                        # Stopped from outside (Ctrl-C) while the thread runs. It cannot be
-                        # stopped, and the process waits for it before exiting anyway: wait here,
-                        # so that what the call did is known and can be recorded.
-                        deadline.reschedule(None)
-                        interrupted = True
-                        value = await running
-            result = ToolResult(ok=True, content=render_value(value))
-        except ToolError as exc:
-            result = ToolResult(ok=False, content=str(exc), error_code=exc.code)
-        except TimeoutError:
-            result = ToolResult(
-                ok=False,
-                content=f"{self.name} timed out after {self.timeout:g} s",
-                error_code=ErrorCode.TIMEOUT,
-            )
-        if interrupted:
-            raise CallInterrupted(result)
-        return result
-
-
-@overload
-def tool(fn: Callable[..., Any], /) -> Tool: ...
-@overload
-def tool(
-    *,
-    name: str | None = None,
-    touches: Touches = "read",
-    timeout: float = 30.0,
-    reconcile: Reconciler | None = None,
-    idempotent: bool = False,
-    effect: EffectReader | None = None,
-    needs_network: bool = False,
-) -> Callable[[Callable[..., Any]], Tool]: ...
-def tool(
-    fn: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    touches: Touches = "read",
-    timeout: float = 30.0,
-    reconcile: Reconciler | None = None,
-    idempotent: bool = False,
-    effect: EffectReader | None = None,
-    needs_network: bool = False,
-) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Make a typed function a tool.
-
-    Args:
-        name: the name the model calls it by (default: the function's name).
-        touches: what it affects: ``read`` (nothing), ``write`` (the task's own workspace),
-            ``external`` (the world outside), ``deploy`` (running services). The default policy
-            allows reads and asks a reviewer before external and deploy effects.
-        timeout: seconds before the call is abandoned and the model told it timed out.
-        reconcile: for a tool with side effects, a function (or coroutine function) that tells
-            after a crash whether a call with the given idempotency key already took effect
-            (return its result) or not (return None), or raises `CannotTell`. It is given the
-            call's `ToolContext` (its sandbox included). Without it, and unless `idempotent`, a
-            reviewer decides.
-        idempotent: the tool honours `ToolContext.idempotency_key` itself, so sending the same
-            call twice has the effect of once.
-        effect: reads what a call would do that its arguments do not say (the values a form
-            would send), as a dict, or None. The gate judges the arguments with it beside them
-            (under "effect", which policy rules can match), an approval is bound to it, and an
-            approved call whose effect has changed by the time it runs is asked again.
-        needs_network: the tool is of use only where the task's sandbox reaches the network
-            (the browser's tools); a task without network is not offered it.
-    """
-
-    def wrap(func: Callable[..., Any]) -> Tool:
-        summary, _ = docstring(func)
-        return Tool(
-            func,
-            name=name or func.__name__,
-            description=summary or func.__name__,
-            touches=touches,
-            timeout=timeout,
-            reconcile=reconcile,
-            idempotent=idempotent,
-            effect=effect,
-            needs_network=needs_network,
-        )
-
-    return wrap(fn) if fn is not None else wrap
+from tools.sources import GROUP, LoadProblem, ToolSource, defined_at, entry_point_source, failure
+from tools.tool import Tool
 
 
 class Registry:
-    """A set of tools with unique names."""
+    """A set of tools with unique names, each with the source it was registered from."""
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
+        self._sources: dict[str, ToolSource] = {}
+        #: sources of tools that could not be loaded and were skipped (see `load_entry_points`)
+        self.problems: list[LoadProblem] = []
         for t in tools:
             self.add(t)
 
-    def add(self, t: Tool) -> Tool:
-        """Add a tool. Raises `ConfigError` if the name is taken."""
-        if t.name in self._tools:
-            raise ConfigError(f"a tool named {t.name!r} is already registered")
-        self._tools[t.name] = t
+    def add(self, t: Tool, source: ToolSource | None = None) -> Tool:
+        """Add a tool. A tool declared with `replaces=NAME` takes the place of the tool of that
+        name. Raises `ConfigError` if the name is taken (naming both sources)."""
+        self.include_from([t], source)
         return t
 
     def include(self, source: Registry | Tool | ModuleType | Iterable[Tool]) -> None:
-        """Add every tool of another registry, a module (its `Tool` attributes), or a list."""
-        if isinstance(source, Tool):
-            self.add(source)
-        elif isinstance(source, ModuleType):
-            found = [v for v in vars(source).values() if isinstance(v, Tool | Registry)]
-            if not found:
-                raise ConfigError(f"module {source.__name__} defines no tools")
-            # A module often holds its tools and also a registry of them: take each tool once.
-            unique = {id(t): t for v in found for t in ([v] if isinstance(v, Tool) else v)}
-            for t in unique.values():
-                self.add(t)
+        """Add every tool of another registry, a module (the tools it defines, or those its
+        `__all__` lists), or a list."""
+        if isinstance(source, ModuleType):
+            where = ToolSource("module", source.__name__)
+            self.include_from(tools_of(source, where), where)
+        elif isinstance(source, Tool | Registry):
+            self.include_from([source], None)
         else:
-            tools: Iterable[Tool] = source
-            for t in tools:
-                self.add(t)
+            self.include_from(list(source), None)
+
+    def include_from(self, found: Iterable[Tool | Registry], source: ToolSource | None) -> None:
+        """Add tools and the tools of registries, all or none, as coming from `source` (without
+        one, a registry's tools keep the sources it gave them, and a tool's is where its
+        function is defined)."""
+        adding: dict[str, tuple[Tool, ToolSource]] = {}
+        for item in found:
+            pairs = (
+                [(t, source or item.source_of(t.name)) for t in item]
+                if isinstance(item, Registry)
+                else [(item, source or defined_at(item))]
+            )
+            for t, where in pairs:
+                if adding.get(t.name, (None,))[0] is t:
+                    continue  # a module's tool and its registry holding it: once
+                self._check_free(t, where, adding)
+                adding[t.name] = (t, where)
+        for t, where in adding.values():
+            if t.replaces is not None:
+                self._tools.pop(t.replaces, None)
+                self._sources.pop(t.replaces, None)
+            self._tools[t.name] = t
+            self._sources[t.name] = where
+
+    def _check_free(
+        self, t: Tool, where: ToolSource, adding: dict[str, tuple[Tool, ToolSource]]
+    ) -> None:
+        taken = adding.get(t.name) or (
+            (self._tools[t.name], self._sources[t.name]) if t.name in self._tools else None
+        )
+        if taken is None or taken[0] is t or t.replaces == t.name:
+            return
+        raise ConfigError(
+            f"a tool named {t.name!r} is already registered, from {taken[1]}; this one is from "
+            f"{where}. Rename one, or declare the new one with replaces={t.name!r}"
+        )
+
+    def disable(self, names: Iterable[str]) -> None:
+        """Take tools out by name (`[tools] disable` in agent.toml). Raises `ConfigError` for a
+        name that is not a tool."""
+        for name in names:
+            if name not in self._tools:
+                raise ConfigError(
+                    f"[tools] disable names {name!r}, which is not a tool; the tools are: "
+                    + ", ".join(self._tools)
+                )
+            del self._tools[name]
+            del self._sources[name]
+
+    def source_of(self, name: str) -> ToolSource:
+        return self._sources[name]
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
@@ -353,42 +119,79 @@ class Registry:
         return tuple(t.spec for t in self._tools.values())
 
     def load_module(self, spec: str) -> None:
-        """Include the tools of a module: `package.module`, `package.module:attribute`, or the
-        path of a `.py` file. Raises `ConfigError` if it cannot be imported or has no tools."""
+        """Include the tools of `package.module`, `package.module:attribute`, or a `.py` file.
+        A dotted module is looked for on the path, then in the current folder (as `python -m`
+        would, but after the runtime's own packages). Raises `ConfigError` if it cannot be
+        imported or has no tools."""
         if spec.endswith(".py"):
-            module = _import_file(Path(spec))
-            self.include(module)
+            path = Path(spec)
+            source = ToolSource("file", str(path))
+            module = _import_file(path, source)
+            self.include_from(tools_of(module, source), source)
             return
         module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # a module that raises on import cannot be used either
-            raise ConfigError(
-                f"cannot import tool module {module_name!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+        source = ToolSource("module", spec)
+        module = _import_module(module_name)
         target: Any = getattr(module, attr, None) if attr else module
-        if not isinstance(target, Tool | Registry | ModuleType):
+        if isinstance(target, ModuleType):
+            self.include_from(tools_of(target, source), source)
+        elif isinstance(target, Tool | Registry):
+            self.include_from([target], source)
+        else:
             raise ConfigError(f"{spec} is not a tool, a registry or a module")
-        self.include(target)
 
-    def load_entry_points(self, group: str = "agent.tools") -> None:
-        """Include tools that installed packages declare in the `agent.tools` entry-point group."""
+    def load_entry_points(self, group: str = GROUP) -> None:
+        """Include tools that installed packages declare in the `agent.tools` entry-point group.
+        One that fails to load is skipped and kept in `problems`."""
         for ep in entry_points(group=group):
+            source = entry_point_source(ep)
             try:
-                target = ep.load()
-            except Exception as exc:
-                raise ConfigError(
-                    f"tool entry point {ep.name} ({ep.value}) failed to load: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            if not isinstance(target, Tool | Registry | ModuleType):
-                raise ConfigError(
-                    f"tool entry point {ep.name} ({ep.value}) is not a tool, a registry or a module"
-                )
-            self.include(target)
+                self.include_from(_entry_point_tools(ep, source), source)
+            except Exception as exc:  # noqa: BLE001 (whatever a plugin raises, the others load)
+                trace = "".join(traceback.format_exception(exc))
+                self.problems.append(LoadProblem(source, failure(exc), trace))
 
 
-def _import_file(path: Path) -> ModuleType:
+def tools_of(module: ModuleType, source: ToolSource) -> list[Tool | Registry]:
+    """The tools a module defines, or those its `__all__` lists (tools or registries). Raises
+    `ConfigError` if there are none."""
+    listed: list[str] | None = getattr(module, "__all__", None)
+    found: list[Tool | Registry] = []
+    if listed is not None:
+        found = [v for n in listed if isinstance(v := getattr(module, n, None), Tool | Registry)]
+    else:
+        found = [
+            v
+            for v in vars(module).values()
+            if isinstance(v, Tool) and v.fn.__module__ == module.__name__
+        ]
+    if not found:
+        imported = any(isinstance(v, Tool | Registry) for v in vars(module).values())
+        raise ConfigError(
+            f"{source} defines no tools"
+            + (
+                " (the tools it imports are registered from where they are defined; list them "
+                "in its __all__ to register them from here)"
+                if imported
+                else ""
+            )
+        )
+    return found
+
+
+def _import_module(name: str) -> ModuleType:
+    cwd = str(Path.cwd())
+    if cwd not in sys.path and "" not in sys.path:
+        # As `python -m` would find it, but last: a folder of the project named like one of the
+        # runtime's packages (tools/, sandbox/) never takes that package's place.
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # a module that raises on import cannot be used either
+        raise ConfigError(f"cannot import tool module {name!r}: {failure(exc)}") from exc
+
+
+def _import_file(path: Path, source: ToolSource) -> ModuleType:
     if not path.is_file():
         raise ConfigError(f"no tool file {path}")
     # Keyed on the full path: two files with the same name in different folders are two modules.
@@ -405,5 +208,14 @@ def _import_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise ConfigError(f"tool file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(f"tool file {path} failed to load: {failure(exc)}") from exc
     return module
+
+
+def _entry_point_tools(ep: Any, source: ToolSource) -> list[Tool | Registry]:
+    target = ep.load()
+    if isinstance(target, ModuleType):
+        return tools_of(target, source)
+    if isinstance(target, Tool | Registry):
+        return [target]
+    raise ConfigError(f"{ep.value} is not a tool, a registry or a module")

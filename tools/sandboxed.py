@@ -17,7 +17,8 @@ from pydantic import Field
 from base.errors import ErrorCode
 from sandbox.container import WorkspaceError, workspace_path
 from sandbox.protocol import ExecResult, TaskSandbox
-from tools.registry import CannotTell, Registry, ToolContext, ToolError, ToolResult, tool
+from tools.registry import Registry
+from tools.tool import CannotTell, ToolContext, ToolError, ToolResult, tool
 
 #: what the model is shown of each of stdout and stderr: the head and the tail
 SHOWN = 8000

@@ -1,0 +1,311 @@
+"""A tool: a typed Python function plus metadata, made with `@tool`.
+
+A tool is a typed Python function plus metadata. Its JSON schema comes from the signature and the
+docstring (through pydantic), never by hand. Arguments from a model are validated before anything
+runs; a call that does not validate never executes and the model is told which field is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from pydantic import (
+    BaseModel,
+    ValidationError,
+)
+
+from base.artifacts import ArtifactStore
+from base.errors import ConfigError, ErrorCode
+from base.toolspec import ToolSpec
+from tools._schema import arguments_model, describe_error, docstring, render_value
+
+if TYPE_CHECKING:
+    from browser.driver import BrowserDriver
+    from sandbox.protocol import TaskSandbox
+
+Touches = Literal["read", "write", "external", "deploy"]
+TOUCHES: tuple[Touches, ...] = ("read", "write", "external", "deploy")
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a running tool may know about its call. Declare a parameter of this type to get it.
+
+    `idempotency_key` is stable across restarts of the runner: a tool with side effects uses it
+    so that a call re-sent after a crash is recognised (DESIGN invariant 2). `sandbox` gives the
+    task's container (the same one on every call, for the task's whole life).
+    """
+
+    task_id: str
+    call_id: str
+    idempotency_key: str
+    #: the task's sandbox, started on first use (None where the runner has no sandboxes)
+    sandbox: Callable[[], Awaitable[TaskSandbox]] | None = None
+    #: shows a command's output as it comes: called with ("stdout" | "stderr", text)
+    output: Callable[[str, str], None] | None = None
+    #: the task's browser, in its sandbox, started on first use (None where there is none)
+    browser: Callable[[], Awaitable[BrowserDriver]] | None = None
+    #: what the task keeps beyond its sandbox (screenshots, long outputs); None where the
+    #: runner keeps none
+    artifacts: ArtifactStore | None = None
+    #: how much output the model is shown whole; longer output is kept as an artifact and
+    #: shortened (None where the runner does not say)
+    shown_chars: int | None = None
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    ok: bool
+    content: str
+    error_code: str | None = None
+
+
+class ToolError(Exception):
+    """Raised by a tool for a failure the model should see and correct (a 404, a bad path...)."""
+
+    def __init__(self, message: str, *, code: str = ErrorCode.TOOL_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CallInterrupted(BaseException):
+    """The run was stopped while a tool ran in a thread; the call was let finish, and this carries
+    its result so the runner can record it before stopping. A BaseException, like the
+    cancellation it stands for: no `except Exception` should take it for a tool's bug."""
+
+    def __init__(self, result: ToolResult) -> None:
+        super().__init__("the run was stopped while a call was running")
+        self.result = result
+
+
+class InvalidArguments(Exception):
+    """A model's arguments do not fit the tool's schema. The message names each wrong field."""
+
+
+class CannotTell(Exception):
+    """Raised by a reconciler that cannot tell whether a call took effect: a reviewer decides."""
+
+
+Reconciler = Callable[[ToolContext], "ToolResult | str | Awaitable[ToolResult | str | None] | None"]
+"""Tells after a crash whether a call took effect: its result (a `ToolResult`, or a str for a
+success), None if it did not, or `CannotTell`. A coroutine function is awaited; a plain one runs
+in a thread."""
+EffectReader = Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+"""Reads, just before a call is judged (and again just before an approved one runs), what it would
+do that its arguments do not say: the values a form would send. See `tool(effect=...)`."""
+#: the key an effect is judged and recorded under, beside the arguments
+EFFECT = "effect"
+
+
+def without_effect(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of a call as recorded by the gate, without the effect read beside them."""
+    return {k: v for k, v in arguments.items() if k != EFFECT}
+
+
+class Tool:
+    """A registered tool. Build one with `@tool`; call `parse` then `invoke`."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        description: str,
+        touches: Touches,
+        timeout: float,
+        reconcile: Reconciler | None,
+        idempotent: bool,
+        effect: EffectReader | None = None,
+        needs_network: bool = False,
+        replaces: str | None = None,
+        touches_declared: bool = True,
+    ) -> None:
+        if not _NAME.match(name):
+            raise ConfigError(f"tool name {name!r} must match {_NAME.pattern}")
+        if touches not in TOUCHES:
+            raise ConfigError(
+                f"tool {name}: touches={touches!r} is not one of " + ", ".join(TOUCHES)
+            )
+        if not timeout > 0:  # also refuses nan
+            raise ConfigError(f"tool {name}: timeout must be positive, got {timeout}")
+        self.fn = fn
+        self.name = name
+        self.description = description
+        self.touches: Touches = touches
+        #: whether its author said what it touches (`@tool` without `touches=` says "read")
+        self.touches_declared = touches_declared
+        self.timeout = timeout
+        self.reconcile = reconcile
+        self.idempotent = idempotent
+        self.effect = effect
+        self.needs_network = needs_network
+        #: the name of a tool (a built-in, say) this one takes the place of
+        self.replaces = replaces
+        self.args_model, self._ctx_param = arguments_model(fn, name, ToolContext)
+        if effect is not None and EFFECT in self.args_model.model_fields:
+            raise ConfigError(f"tool {name}: a tool with an effect reader has no {EFFECT!r} field")
+        self._is_async = inspect.iscoroutinefunction(fn)
+        #: what the tool is, beyond its name: approvals and decisions are bound to it, so a
+        #: different function registered under the same name after a restart inherits none
+        self.identity = f"{name}|{touches}|{fn.__module__}.{fn.__qualname__}"
+        self.spec = ToolSpec(
+            name=name, description=description, parameters=self.args_model.model_json_schema()
+        )
+
+    @property
+    def has_side_effects(self) -> bool:
+        return self.touches != "read"
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name} touches={self.touches}>"
+
+    def validate(self, raw: str | dict[str, Any]) -> BaseModel:
+        """Validate a model's arguments (JSON text or a dict) into the tool's argument model.
+
+        Raises `InvalidArguments` naming every wrong, missing or unexpected field.
+        """
+        try:
+            if isinstance(raw, str):
+                return self.args_model.model_validate_json(raw or "{}")
+            if self.effect is not None and EFFECT in raw:
+                # As recorded by the gate: the arguments and, beside them, the effect read then.
+                raw = without_effect(raw)
+            return self.args_model.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidArguments(describe_error(self.name, exc)) from None
+
+    def parse(self, raw: str | dict[str, Any]) -> dict[str, Any]:
+        """`validate`, returned as plain JSON-able values (as recorded in the log)."""
+        return self.validate(raw).model_dump(mode="json")
+
+    @property
+    def wants_context(self) -> bool:
+        """Whether the function declares a `ToolContext` parameter."""
+        return self._ctx_param is not None
+
+    async def invoke(
+        self, arguments: BaseModel | dict[str, Any], ctx: ToolContext | None
+    ) -> ToolResult:
+        """Run the tool on validated arguments (the model from `validate`, or its dump).
+
+        A `ToolError` or a timeout becomes a failed `ToolResult` for the model. Any other exception
+        is a bug in the tool and propagates: the runner records it and pauses the task.
+        """
+        model = arguments if isinstance(arguments, BaseModel) else self.validate(arguments)
+        kwargs = dict(model.__dict__)  # the fields; far cheaper than iterating the model
+        if self._ctx_param:
+            if ctx is None:
+                raise TypeError(f"tool {self.name} needs a ToolContext")
+            kwargs[self._ctx_param] = ctx
+        interrupted = False
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                if self._is_async:
+                    value = await self.fn(**kwargs)
+                else:
+                    # A thread cannot be killed: a sync tool that overruns is abandoned.
+                    call = functools.partial(contextvars.copy_context().run, self.fn, **kwargs)
+                    running = asyncio.get_running_loop().run_in_executor(None, call)
+                    try:
+                        value = await asyncio.shield(running)
+                    except asyncio.CancelledError:
+                        if deadline.expired():
+                            raise  # our own time limit: the context turns it into TimeoutError
+                        # Stopped from outside (Ctrl-C) while the thread runs. It cannot be
+                        # stopped, and the process waits for it before exiting anyway: wait here,
+                        # so that what the call did is known and can be recorded.
+                        deadline.reschedule(None)
+                        interrupted = True
+                        value = await running
+            result = ToolResult(ok=True, content=render_value(value))
+        except ToolError as exc:
+            result = ToolResult(ok=False, content=str(exc), error_code=exc.code)
+        except TimeoutError:
+            result = ToolResult(
+                ok=False,
+                content=f"{self.name} timed out after {self.timeout:g} s",
+                error_code=ErrorCode.TIMEOUT,
+            )
+        if interrupted:
+            raise CallInterrupted(result)
+        return result
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    touches: Touches | None = None,
+    timeout: float = 30.0,
+    reconcile: Reconciler | None = None,
+    idempotent: bool = False,
+    effect: EffectReader | None = None,
+    needs_network: bool = False,
+    replaces: str | None = None,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    touches: Touches | None = None,
+    timeout: float = 30.0,
+    reconcile: Reconciler | None = None,
+    idempotent: bool = False,
+    effect: EffectReader | None = None,
+    needs_network: bool = False,
+    replaces: str | None = None,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a typed function a tool.
+
+    Args:
+        name: the name the model calls it by (default: the function's name).
+        touches: what it affects: ``read`` (nothing), ``write`` (the task's own workspace),
+            ``external`` (the world outside), ``deploy`` (running services). The default policy
+            allows reads and asks a reviewer before external and deploy effects. Left out, it
+            is ``read``, and `agent tools list` marks it undeclared.
+        timeout: seconds before the call is abandoned and the model told it timed out.
+        reconcile: for a tool with side effects, a function (or coroutine function) that tells
+            after a crash whether a call with the given idempotency key already took effect
+            (return its result) or not (return None), or raises `CannotTell`. It is given the
+            call's `ToolContext` (its sandbox included). Without it, and unless `idempotent`, a
+            reviewer decides.
+        idempotent: the tool honours `ToolContext.idempotency_key` itself, so sending the same
+            call twice has the effect of once.
+        effect: reads what a call would do that its arguments do not say (the values a form
+            would send), as a dict, or None. The gate judges the arguments with it beside them
+            (under "effect", which policy rules can match), an approval is bound to it, and an
+            approved call whose effect has changed by the time it runs is asked again.
+        needs_network: the tool is of use only where the task's sandbox reaches the network
+            (the browser's tools); a task without network is not offered it.
+        replaces: the name of a registered tool (a built-in, say) this one takes the place of;
+            without it, a second tool of one name is an error.
+    """
+
+    def wrap(func: Callable[..., Any]) -> Tool:
+        summary, _ = docstring(func)
+        return Tool(
+            func,
+            name=name or func.__name__,
+            description=summary or func.__name__,
+            touches=touches or "read",
+            touches_declared=touches is not None,
+            timeout=timeout,
+            reconcile=reconcile,
+            idempotent=idempotent,
+            effect=effect,
+            needs_network=needs_network,
+            replaces=replaces,
+        )
+
+    return wrap(fn) if fn is not None else wrap
