@@ -22,7 +22,7 @@ from agent.events import (
     TaskPaused,
     ToolResulted,
 )
-from agent.loop import Loop, Step, read_effect, record_result, reject, run_tool
+from agent.loop import Loop, Step, read_effect, record_result, reject, run_tool, settle_late
 from agent.loop_tools import EXECUTOR, complete_step, finish, replan
 from agent.state import Call, call_hash
 from policies import Allow, Decision, Deny, RequireApproval
@@ -237,6 +237,10 @@ class Execute(Step):
                 changed = await self._effect_changed(loop, tool)
                 if changed is not False:
                     return None  # asked again, or paused
+            if approval.cause == "reconcile" and call.ref in loop.late:
+                settle_late(loop, call.ref)  # it finished since: it is not sent again
+                if call.observation is not None:
+                    return None
             if approval.cause == "reconcile" and tool.reconcile is not None:
                 # The reviewer said "run it again", but the call that was cut off may have
                 # landed since (a timed-out thread finishes on its own): ask once more first.
@@ -304,6 +308,10 @@ class Reconcile(Step):
     async def run(self, loop: Loop) -> None:
         call = self.call
         assert call.intent is not None
+        if call.ref in loop.late:
+            settle_late(loop, call.ref)  # a timed-out call that has finished since says itself
+            if call.observation is not None:
+                return None
         tool = loop.registry.get(call.wire.name)
         if tool is None:
             return self._ask_reviewer(loop, None)

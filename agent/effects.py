@@ -13,9 +13,12 @@ event to record.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import functools
 import hashlib
 import inspect
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -32,6 +35,7 @@ from agent.state import Call, TaskState
 from agent.store import Store
 from base.artifacts import ArtifactStore, FolderArtifacts
 from base.errors import BackendError, SandboxError
+from tools.capture import OnPrint, Stream
 from tools.tool import CallInterrupted, CannotTell, Tool, ToolContext, ToolResult
 
 if TYPE_CHECKING:
@@ -49,6 +53,8 @@ class Ran:
     result: ToolResult
     seconds: float
     interrupted: bool = False
+    #: a synchronous call past its timeout, still running: its result, if it ends
+    late: concurrent.futures.Future[ToolResult] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,7 @@ class LocalEffects:
         ctx = self.tool_context(call, key) if tool.wants_context else None
         started = time.perf_counter()
         try:
-            result = await tool.invoke(call.validated or call.arguments, ctx)
+            outcome = await tool.run(call.validated or call.arguments, ctx, self._printing())
         except CallInterrupted as stopped:
             return Ran(stopped.result, time.perf_counter() - started, interrupted=True)
         except SandboxError as exc:  # the sandbox cannot be had: nothing for the model to fix
@@ -176,7 +182,29 @@ class LocalEffects:
             return Stopped(paused, not_run, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
             return Stopped(tool_crashed(tool, exc, traceback.format_exc(limit=8)))
-        return Ran(result, time.perf_counter() - started)
+        return Ran(outcome.result, time.perf_counter() - started, late=outcome.late)
+
+    def _printing(self) -> OnPrint | None:
+        """Shows what a tool prints as it comes, like a command's output: in the loop's thread,
+        wherever the tool printed it from."""
+        if not self.listeners:
+            return None
+        task_id, listeners = self.state.task_id, self.listeners
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+
+        def tell(item: CommandOutput) -> None:
+            for notify in listeners:
+                notify(item)
+
+        def on_print(stream: Stream, text: str) -> None:
+            item = CommandOutput(task_id, stream, text, source="print")
+            if threading.get_ident() == loop_thread:
+                tell(item)
+            else:  # from a tool's thread; in a context of its own, so not caught as printed
+                loop.call_soon_threadsafe(tell, item, context=contextvars.Context())
+
+        return on_print
 
     async def read_effect(
         self, tool: Tool, call: Call, arguments: dict[str, Any]

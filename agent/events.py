@@ -172,6 +172,8 @@ class ToolResulted(_Event):
     recovery: Literal["reconciled", "rerun"] | None = None
     #: the task artifact that holds the whole output, when `content` is shortened
     artifact: str | None = None
+    #: what the tool printed while it ran (not shown to the model)
+    printed: str | None = None
 
 
 class OutcomeUnknown(_Event):
@@ -184,6 +186,22 @@ class OutcomeUnknown(_Event):
     reason: str
     #: how long the run waited for it (counted against the time budget)
     seconds: float = 0.0
+    #: what the tool printed before it was given up on
+    printed: str | None = None
+
+
+class LateResult(_Event):
+    """A call given up on at its timeout finished after all (a synchronous tool's thread ran
+    on): what it did. It settles the call if nothing else has; otherwise the model is told on its
+    next turn that what it was told before (a timeout, "not sent again") is not the whole truth."""
+
+    kind: Literal["late_result"] = "late_result"
+    ref: str
+    tool: str
+    ok: bool
+    content: str
+    error_code: str | None = None
+    printed: str | None = None
 
 
 class StepFinished(_Event):
@@ -258,6 +276,7 @@ Event = Annotated[
     | IntentRecorded
     | ToolResulted
     | OutcomeUnknown
+    | LateResult
     | StepFinished
     | ReplanRequested
     | TaskPaused

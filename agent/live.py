@@ -28,6 +28,9 @@ class CommandOutput:
     task_id: str
     stream: Literal["stdout", "stderr"]
     text: str
+    #: "command": a sandbox command's output (its result repeats it); "print": what a tool
+    #: printed (kept apart from its result)
+    source: Literal["command", "print"] = "command"
 
 
 @dataclass(frozen=True)

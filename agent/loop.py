@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from agent.effects import Effects, Stopped
 from agent.events import (
     CallRejected,
     Event,
+    LateResult,
     ModelResponded,
     OutcomeUnknown,
     ReplyRejected,
@@ -50,6 +52,9 @@ class Loop:
     state: TaskState = field(init=False)
     #: the names in `tool_specs`, looked up once per call
     offered: frozenset[str] = field(init=False)
+    #: calls given up on at their timeout whose threads run on: (tool, result to come) by ref;
+    #: the runner's, so that it outlives one run of the task (a reviewer's decision, a resume)
+    late: dict[str, tuple[str, Future[ToolResult]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.state = self.record.state
@@ -86,7 +91,14 @@ def record_result(loop: Loop, tool: Tool, result: ToolResulted, *, durable: bool
     result = loop.effects.keep_whole(result, observation_chars(loop.context_window))
     if tool.has_side_effects and result.error_code == ErrorCode.TIMEOUT:
         loop.record.commit(
-            [OutcomeUnknown(ref=result.ref, reason=result.content, seconds=result.seconds)]
+            [
+                OutcomeUnknown(
+                    ref=result.ref,
+                    reason=result.content,
+                    seconds=result.seconds,
+                    printed=result.printed,
+                )
+            ]
         )
     elif durable or tool.has_side_effects:
         loop.record.commit([result])
@@ -103,6 +115,31 @@ def stop_if_over_budget(loop: Loop) -> bool:
 
 def reject(loop: Loop, call: Call, error: str) -> None:
     loop.record.stage([CallRejected(ref=call.ref, tool=call.wire.name, error=error)])
+
+
+def settle_late(loop: Loop, ref: str | None = None) -> None:
+    """Record the results of calls given up on at their timeout that have since finished (or
+    only that of `ref`)."""
+    for late_ref, (tool, result) in list(loop.late.items()):
+        if not result.done() or ref not in (None, late_ref):
+            continue
+        del loop.late[late_ref]
+        if (exc := result.exception()) is not None:
+            found = ToolResult(False, f"the tool raised {type(exc).__name__}: {exc}")
+        else:
+            found = result.result()
+        loop.record.stage(
+            [
+                LateResult(
+                    ref=late_ref,
+                    tool=tool,
+                    ok=found.ok,
+                    content=found.content,
+                    error_code=found.error_code,
+                    printed=found.printed or None,
+                )
+            ]
+        )
 
 
 async def ask(loop: Loop, purpose: Literal["plan", "act"], request: ModelRequest) -> None:
@@ -150,6 +187,8 @@ async def run_tool(
         loop.record.commit([*events, outcome.paused])
         return None
     done = resulted(call, outcome.result, outcome.seconds, recovery)
+    if outcome.late is not None:
+        loop.late[call.ref] = (tool.name, outcome.late)
     if outcome.interrupted:
         # Stopped (Ctrl-C) while the call ran in a thread: it was let finish, so its outcome is
         # known. Record it, then stop as asked.
@@ -168,4 +207,5 @@ def resulted(
         error_code=result.error_code,
         seconds=seconds,
         recovery=recovery,
+        printed=result.printed or None,
     )

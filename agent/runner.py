@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from agent.backends.base import ModelBackend, Purpose
@@ -42,6 +43,7 @@ from base.toolspec import ToolSpec
 from policies import Gate
 from sandbox.limits import SandboxLimits
 from tools.registry import Registry
+from tools.tool import ToolResult
 
 if TYPE_CHECKING:
     from browser.manager import Browsers
@@ -75,6 +77,8 @@ class Runner:
         self.prices = prices or {}
         self.max_argument_bytes = max_argument_bytes
         self.listeners: list[Listener] = []
+        #: by task: its calls given up on at their timeout whose threads run on (see `Loop.late`)
+        self._late: dict[str, dict[str, tuple[str, Future[ToolResult]]]] = {}
         #: the tasks' containers; None runs without (sandbox tools then fail, telling the model)
         self.sandboxes = sandboxes
         if browsers is None and sandboxes is not None:
@@ -207,6 +211,7 @@ class Runner:
                 self.offered(state),
                 self.backends["act"].context_window,
                 self.max_argument_bytes,
+                late=self._late.setdefault(task_id, {}),
             )
             events: list[Event] = []
             if limits is not None and limits != state.limits:

@@ -25,6 +25,7 @@ from agent.events import (
     Event,
     GateDecided,
     IntentRecorded,
+    LateResult,
     Limits,
     LimitsRaised,
     ModelResponded,
@@ -227,6 +228,8 @@ class TaskState:
                 self._on_approval_decided(event)
             case OutcomeUnknown():
                 self._on_outcome_unknown(event)
+            case LateResult():
+                self._on_late_result(event)
             case ReplanRequested():
                 self._on_replan_requested(event)
             case TaskPaused():
@@ -342,6 +345,22 @@ class TaskState:
     def _on_outcome_unknown(self, event: OutcomeUnknown) -> None:
         self.calls[event.ref].timed_out = True
         self.seconds += event.seconds
+
+    def _on_late_result(self, event: LateResult) -> None:
+        text = event.content if event.ok else f"Error: {event.content}"
+        call = self.calls.get(event.ref)
+        if call is not None and call.observation is None:
+            # Still unsettled (its outcome was unknown): this is its outcome.
+            if call.approval is not None and call.decision is None:
+                self.status = "running"  # the reviewer's question is moot
+            self._observe(event.ref, text, error=not event.ok)
+            return
+        said = "finished after all" if event.ok else "ended after all, with an error"
+        note = (
+            f"Note: your earlier call {event.ref} ({event.tool}) was given up on at its timeout, "
+            f"but it {said}. What it did:\n{text}"
+        )
+        self.window.append((Message(role="user", content=note),))
 
     def _on_step_finished(self, event: StepFinished) -> None:
         self.completed.append((self.plan[event.index], event.summary))

@@ -16,7 +16,7 @@ from agent.events import (
     StepStarted,
     TaskFailed,
 )
-from agent.loop import Loop, Step, ask, stop_if_over_budget
+from agent.loop import Loop, Step, ask, settle_late, stop_if_over_budget
 from agent.loop_tools import MAX_PLAN_STEPS, submit_plan
 from agent.prompts import act_request, plan_request
 from agent.state import TaskState
@@ -119,4 +119,6 @@ class Act(Step):
     async def run(self, loop: Loop) -> None:
         if stop_if_over_budget(loop):
             return
+        if loop.late:
+            settle_late(loop)  # what a call given up on did after all: told before it is asked
         await ask(loop, "act", act_request(loop.state, loop.tool_specs, loop.context_window))

@@ -29,7 +29,7 @@ from base.errors import (
 from frontends.doctor import doctor
 from frontends.line_input import LineSource
 from frontends.sandbox_commands import add_parsers, sandbox_command
-from frontends.screen import shown
+from frontends.screen import json_document, shown
 from frontends.task_setup import MAX_FILE_BYTES, registry_of, warn_problems
 from frontends.tasks import EXIT, EXIT_USAGE, drive
 from frontends.views import print_history, print_tasks, print_tools
@@ -226,7 +226,8 @@ def main(argv: Sequence[str] | None = None, *, stdin: LineSource | None = None) 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         config = load_config(find_config(args.config))
-        return _dispatch(args, config, out, stdin or sys.stdin)
+        with json_document(args.json):
+            return _dispatch(args, config, out, stdin or sys.stdin)
     except AgentError as exc:
         err.print(f"[bold red]error:[/] {shown(str(exc))}")
         return EXIT_USAGE

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sqlite3
 import time
@@ -31,7 +30,7 @@ from base.errors import (
     SandboxError,
     StoreError,
 )
-from frontends.screen import shown
+from frontends.screen import print_json, shown
 from frontends.task_setup import registry_of
 from sandbox._docker import BUILD_IMAGE, START_DOCKER, connect, owner_labels
 from sandbox._hardening import hardened
@@ -60,7 +59,7 @@ def doctor(args: argparse.Namespace, config: Config, out: Console) -> int:
     checks.append(_check_tools(config))
     checks.append(_check_store())
     if args.json:
-        print(json.dumps([c.__dict__ for c in checks]))
+        print_json([c.__dict__ for c in checks])
     else:
         for c in checks:
             mark = "[green]ok[/]  " if c.ok else "[red]FAIL[/]"

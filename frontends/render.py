@@ -23,6 +23,7 @@ from agent.events import (
     EgressDecided,
     GateDecided,
     IntentRecorded,
+    LateResult,
     LimitsRaised,
     ModelResponded,
     OutcomeUnknown,
@@ -74,7 +75,7 @@ class Renderer:
             case StoredEvent():
                 self.event(item)
             case CommandOutput():
-                self.output(item.task_id, item.stream, item.text)
+                self.output(item.task_id, item.stream, item.text, repeated=item.source == "command")
             case ModelDelta():
                 self.delta(item.task_id, item.purpose, item.delta)
             case _:
@@ -98,12 +99,12 @@ class Renderer:
                 self.console.print(prefix + f"[dim]{stored.event.kind}[/]")
         self.console.print(line)
 
-    def output(self, task_id: str, stream: str, text: str) -> None:
-        """Show a sandbox command's output as it comes (dim; stderr in red), each line behind
-        a gutter, so that nothing it prints (a drawn "approval needed" panel, say) can pass for
-        the runtime's own."""
+    def output(self, task_id: str, stream: str, text: str, *, repeated: bool = True) -> None:
+        """Show a sandbox command's output (or what a tool prints) as it comes (dim; stderr in
+        red), each line behind a gutter, so that nothing it prints (a drawn "approval needed"
+        panel, say) can pass for the runtime's own. `repeated`: the result will hold it too."""
         del task_id
-        self._streamed = True
+        self._streamed = self._streamed or repeated
         pieces = []
         for line in plain(text).splitlines(keepends=True):
             pieces.append((OUTPUT_GUTTER if self._line_start else "") + line)
@@ -189,16 +190,8 @@ class Renderer:
                 return (
                     f"    [dim]intent recorded ({e.idempotency_key})[/]" if self.detailed else None
                 )
-            case ToolResulted():
-                mark = "[green]←[/]" if e.ok else "[red]← error:[/]"
-                how = f" [dim]({e.recovery})[/]" if e.recovery else ""
-                content = e.content
-                if self._streamed and not self.detailed:
-                    self._streamed = False
-                    content = content.split("\n", 1)[0]  # the output is on the screen above
-                return f"    {mark} {shown(_cut(content, cut))}{how}"
-            case OutcomeUnknown():
-                return f"    [yellow]? outcome unknown:[/] {shown(e.reason)}"
+            case ToolResulted() | OutcomeUnknown() | LateResult():
+                return self._result(e, cut)
             case EgressDecided():
                 mark = "[green]allowed[/]" if e.allowed else "[red]refused[/]"
                 where = f" ({shown(e.address)})" if e.address and e.address != e.host else ""
@@ -229,6 +222,29 @@ class Renderer:
                 return f"[bold red]✘ failed:[/] {shown(e.reason)}"
             case TaskStuck():
                 return f"[bold red]✘ stuck:[/] {shown(e.reason)}"
+            case _:
+                assert_never(e)
+
+    def _result(self, e: ToolResulted | OutcomeUnknown | LateResult, cut: int) -> str:
+        """What a call did: its result, an unknown outcome, or a result that came late."""
+        match e:
+            case ToolResulted():
+                mark = "[green]←[/]" if e.ok else "[red]← error:[/]"
+                how = f" [dim]({e.recovery})[/]" if e.recovery else ""
+                content = e.content
+                if self._streamed and not self.detailed:
+                    self._streamed = False
+                    content = content.split("\n", 1)[0]  # the output is on the screen above
+                line = f"    {mark} {shown(_cut(content, cut))}{how}"
+                if e.printed and self.detailed:
+                    printed = _cut(e.printed.rstrip("\n"), cut).split("\n")
+                    line += "".join(f"\n      [dim]│ {shown(part)}[/]" for part in printed)
+                return line
+            case OutcomeUnknown():
+                return f"    [yellow]? outcome unknown:[/] {shown(e.reason)}"
+            case LateResult():
+                mark = "[yellow]← late result[/]" if e.ok else "[red]← late error[/]"
+                return f"    {mark} of {e.ref} ({shown(e.tool)}): {shown(_cut(e.content, cut))}"
             case _:
                 assert_never(e)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 from collections.abc import Callable
 
 from rich.console import Console
@@ -13,7 +12,7 @@ from rich.console import Console
 from agent.config import Config
 from agent.store import Store
 from base.errors import TaskNotFound
-from frontends.screen import shown
+from frontends.screen import print_json, shown
 from sandbox._docker import LABEL, connect, mapped
 from sandbox.image import build_image
 from sandbox.manager import Sandboxes, store_scope
@@ -80,13 +79,13 @@ def sandbox_command(args: argparse.Namespace, config: Config, store: Store, out:
             progress=say,
         )
         if args.json:
-            print(json.dumps({"image": config.sandbox.image, "id": image_id}))
+            print_json({"image": config.sandbox.image, "id": image_id})
         return 0
     if command == "prune":
         sandboxes = sandboxes_for(config, store)
         removed = asyncio.run(_prune(sandboxes, store, pool=args.pool))
         if args.json:
-            print(json.dumps({"removed": removed}))
+            print_json({"removed": removed})
         else:
             out.print(f"removed {len(removed)} leftover{'s' if len(removed) != 1 else ''}")
             for name in removed:
@@ -97,7 +96,7 @@ def sandbox_command(args: argparse.Namespace, config: Config, store: Store, out:
         found = client.containers.list(all=True, filters={"label": f"{LABEL}=1"})
     rows = [{"name": c.name, "status": c.status, "id": (c.id or "")[:12]} for c in found]
     if args.json:
-        print(json.dumps(rows))
+        print_json(rows)
     else:
         for row in rows:
             out.print(f"{row['name']}  {row['status']}  {row['id']}")

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Final
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final, TextIO
 
 from rich.markup import escape
 
@@ -55,3 +58,31 @@ def json_line(value: Any) -> str:
     for char, escaped in _LINE_BREAKING.items():
         text = text.replace(char, escaped)
     return text
+
+
+#: where `print_json` writes: the process's stdout, kept aside while `--json` sends everything
+#: else printed to stderr (see `json_document`)
+_document: list[TextIO] = []
+
+
+def print_json(value: Any) -> None:
+    """Print `value` as the command's JSON document (see `json_line`)."""
+    out = _document[-1] if _document else sys.stdout
+    out.write(json_line(value) + "\n")
+    out.flush()
+
+
+@contextmanager
+def json_document(enabled: bool) -> Iterator[None]:
+    """While the block runs, stdout holds only what `print_json` writes: anything else printed
+    (by a tool's thread, a library, a stray `print`) goes to stderr, so that a `--json` command's
+    stdout is one JSON document a script can read."""
+    if not enabled:
+        yield
+        return
+    _document.append(sys.stdout)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = _document.pop()

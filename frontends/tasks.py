@@ -34,7 +34,7 @@ from base.errors import (
 from frontends.line_input import LineSource, read_line
 from frontends.render import Renderer
 from frontends.sandbox_commands import sandboxes_for, task_is_over
-from frontends.screen import json_line, shown
+from frontends.screen import print_json, shown
 from frontends.task_setup import (
     Setup,
     attachments,
@@ -352,7 +352,7 @@ async def _resume_all(s: _Session) -> int:
         codes.append(EXIT.get(state.status, 1))
         results.append(summary(state))
     if s.args.json:
-        print(json_line({"resumed": results, "errors": errors}))
+        print_json({"resumed": results, "errors": errors})
     elif not orphans:
         s.out.print("no unfinished tasks to continue")
     return max(codes, default=0)
@@ -368,7 +368,7 @@ def _report(s: _Session, runner: Runner, state: TaskState) -> int:
                 print_error(str(exc))
                 code = 1
     if s.args.json:
-        print(json_line(summary(state)))
+        print_json(summary(state))
         return code
     if hint := next_move(state):
         s.out.print(f"[dim]{hint}[/]")

@@ -12,7 +12,7 @@ from agent.approvals import decide_command, pending_approval
 from agent.state import TaskState
 from agent.store import Store
 from frontends.render import Renderer
-from frontends.screen import json_line, shown
+from frontends.screen import print_json, shown
 from tools.registry import Registry
 
 
@@ -106,7 +106,7 @@ def print_tasks(
             }
             for r in rows
         ]
-        print(json_line(listing))
+        print_json(listing)
         return
     if not rows:
         out.print('no tasks yet: agent run "…" starts one')
@@ -126,7 +126,7 @@ def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) ->
     events = store.events(task_id)
     if as_json:
         rows = [{"seq": e.seq, "ts": e.ts, **e.event.model_dump(mode="json")} for e in events]
-        print(json_line(rows))
+        print_json(rows)
         return
     render = Renderer(out, detailed=True)
     state = TaskState(task_id)
@@ -153,7 +153,7 @@ def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
             }
             for t in registry
         ]
-        print(json_line(tools))
+        print_json(tools)
         return
     rows = []
     for t in registry:

@@ -15,6 +15,7 @@ import pytest
 
 from agent.approvals import decide
 from agent.backends.scripted import ScriptedBackend, parse_script
+from agent.events import LateResult
 from agent.live import Live
 from agent.runner import Runner
 from agent.state import TaskState
@@ -466,9 +467,46 @@ async def test_approving_a_rerun_asks_the_reconciler_again_first(store: Store) -
     state = await runner.resume(task_id)
     assert state.status == "done"
     assert effects == [f"{task_id}/2.0"], "once"
+    # Its own result came in the meantime (its thread ran on), and settled it.
+    assert tool_results(store, task_id) == []
+    [late] = [e.event for e in store.events(task_id) if isinstance(e.event, LateResult)]
+    assert (late.ref, late.ok, late.content) == ("2.0", True, "sent")
+    assert state.seconds >= 0.2, "the time spent waiting for it counts against the budget"
+
+
+async def test_approving_a_rerun_asks_the_reconciler_again_when_the_call_is_lost(
+    store: Store,
+) -> None:
+    """As above, but the runner that gave up on the call is gone (its thread with it): the
+    reconciler is asked again, and finds that the call landed."""
+    effects: list[str] = []
+
+    def sent(ctx: ToolContext) -> str | None:
+        return "sent (found)" if ctx.idempotency_key in effects else None
+
+    @tool(touches="external", timeout=0.2, reconcile=sent)
+    def send(to: str, ctx: ToolContext) -> str:
+        """Send.
+
+        Args:
+            to: who to.
+        """
+        time.sleep(0.4)
+        effects.append(ctx.idempotency_key)
+        return "sent"
+
+    runner, _ = make_runner(store, _turns("send"), registry=Registry([send]))
+    task_id = runner.create("send")
+    state = await runner.run(task_id)
+    assert state.status == "awaiting_approval"
+    await asyncio.sleep(0.4)  # the abandoned call lands
+    decide(store, state, pending(state), approved=True, reviewer="rev")
+    another, _ = make_runner(store, _turns("send"), registry=Registry([send]))
+    state = await another.resume(task_id)
+    assert state.status == "done"
+    assert effects == [f"{task_id}/2.0"], "once"
     results = tool_results(store, task_id)
     assert [r.recovery for r in results] == ["reconciled"]
-    assert state.seconds >= 0.2, "the time spent waiting for it counts against the budget"
 
 
 async def test_stopping_the_run_during_a_call_records_what_the_call_did(store: Store) -> None:

@@ -8,10 +8,13 @@ runs; a call that does not validate never executes and the model is told which f
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import inspect
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -25,6 +28,7 @@ from base.artifacts import ArtifactStore
 from base.errors import ConfigError, ErrorCode
 from base.toolspec import ToolSpec
 from tools._schema import arguments_model, describe_error, docstring, render_value
+from tools.capture import Capture, OnPrint, captured
 
 if TYPE_CHECKING:
     from browser.driver import BrowserDriver
@@ -66,6 +70,8 @@ class ToolResult:
     ok: bool
     content: str
     error_code: str | None = None
+    #: what the tool printed while it ran (kept in the task's log, not shown to the model)
+    printed: str = ""
 
 
 class ToolError(Exception):
@@ -194,10 +200,24 @@ class Tool:
     async def invoke(
         self, arguments: BaseModel | dict[str, Any], ctx: ToolContext | None
     ) -> ToolResult:
+        """Run the tool on validated arguments (the model from `validate`, or its dump); see
+        `run`. Raises what `run` raises."""
+        return (await self.run(arguments, ctx)).result
+
+    async def run(
+        self,
+        arguments: BaseModel | dict[str, Any],
+        ctx: ToolContext | None,
+        on_print: OnPrint | None = None,
+    ) -> Outcome:
         """Run the tool on validated arguments (the model from `validate`, or its dump).
 
-        A `ToolError` or a timeout becomes a failed `ToolResult` for the model. Any other exception
-        is a bug in the tool and propagates: the runner records it and pauses the task.
+        A `ToolError` or a timeout becomes a failed `ToolResult` for the model. What the tool
+        prints is kept with the result (`ToolResult.printed`) and passed to `on_print` as it
+        comes. A synchronous tool runs in a daemon thread: one past its timeout is abandoned
+        without holding the process open, and if it ends while the process lives, its result is
+        `Outcome.late`. Any other exception is a bug in the tool and propagates: the runner
+        records it and pauses the task.
         """
         model = arguments if isinstance(arguments, BaseModel) else self.validate(arguments)
         kwargs = dict(model.__dict__)  # the fields; far cheaper than iterating the model
@@ -205,38 +225,88 @@ class Tool:
             if ctx is None:
                 raise TypeError(f"tool {self.name} needs a ToolContext")
             kwargs[self._ctx_param] = ctx
-        interrupted = False
+        with captured(on_print) as capture:
+            if self._is_async:
+                return Outcome(await self._run_async(kwargs, capture))
+            return await self._run_in_thread(kwargs, capture)
+
+    async def _run_async(self, kwargs: dict[str, Any], capture: Capture) -> ToolResult:
+        try:
+            async with asyncio.timeout(self.timeout):
+                value = await self.fn(**kwargs)
+        except ToolError as exc:
+            return ToolResult(False, str(exc), exc.code, capture.text())
+        except TimeoutError:
+            return self._timed_out(capture)
+        return ToolResult(True, render_value(value), printed=capture.text())
+
+    async def _run_in_thread(self, kwargs: dict[str, Any], capture: Capture) -> Outcome:
+        loop = asyncio.get_running_loop()
+        waiting: asyncio.Future[ToolResult] = loop.create_future()
+        # The result, for whoever asks, in any event loop: this one may be gone when it comes.
+        late: concurrent.futures.Future[ToolResult] = concurrent.futures.Future()
+        work = functools.partial(contextvars.copy_context().run, self._call, kwargs, capture)
+
+        def run() -> None:
+            try:
+                late.set_result(work())
+            except BaseException as exc:  # noqa: BLE001 - a bug in the tool, handed on
+                late.set_exception(exc)
+            # Where the loop is gone (the run ended), nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, waiting, late)
+
+        # A daemon thread: one that overruns does not keep the process alive at exit.
+        threading.Thread(target=run, name=f"tool {self.name}", daemon=True).start()
         try:
             async with asyncio.timeout(self.timeout) as deadline:
-                if self._is_async:
-                    value = await self.fn(**kwargs)
-                else:
-                    # A thread cannot be killed: a sync tool that overruns is abandoned.
-                    call = functools.partial(contextvars.copy_context().run, self.fn, **kwargs)
-                    running = asyncio.get_running_loop().run_in_executor(None, call)
-                    try:
-                        value = await asyncio.shield(running)
-                    except asyncio.CancelledError:
-                        if deadline.expired():
-                            raise  # our own time limit: the context turns it into TimeoutError
-                        # Stopped from outside (Ctrl-C) while the thread runs. It cannot be
-                        # stopped, and the process waits for it before exiting anyway: wait here,
-                        # so that what the call did is known and can be recorded.
-                        deadline.reschedule(None)
-                        interrupted = True
-                        value = await running
-            result = ToolResult(ok=True, content=render_value(value))
-        except ToolError as exc:
-            result = ToolResult(ok=False, content=str(exc), error_code=exc.code)
+                try:
+                    return Outcome(await asyncio.shield(waiting))
+                except asyncio.CancelledError:
+                    if deadline.expired():
+                        raise  # our own time limit: the context turns it into TimeoutError
+                    # Stopped from outside (Ctrl-C) while the thread runs. It cannot be stopped:
+                    # wait here, so that what the call did is known and can be recorded.
+                    deadline.reschedule(None)
+                    raise CallInterrupted(await waiting) from None
         except TimeoutError:
-            result = ToolResult(
-                ok=False,
-                content=f"{self.name} timed out after {self.timeout:g} s",
-                error_code=ErrorCode.TIMEOUT,
-            )
-        if interrupted:
-            raise CallInterrupted(result)
-        return result
+            return Outcome(self._timed_out(capture), late=late)
+
+    def _call(self, kwargs: dict[str, Any], capture: Capture) -> ToolResult:
+        """Call a synchronous tool (in its thread)."""
+        try:
+            value = self.fn(**kwargs)
+        except ToolError as exc:
+            return ToolResult(False, str(exc), exc.code, capture.text())
+        return ToolResult(True, render_value(value), printed=capture.text())
+
+    def _timed_out(self, capture: Capture) -> ToolResult:
+        return ToolResult(
+            ok=False,
+            content=f"{self.name} timed out after {self.timeout:g} s",
+            error_code=ErrorCode.TIMEOUT,
+            printed=capture.text(),
+        )
+
+
+def _settle(
+    waiting: asyncio.Future[ToolResult], late: concurrent.futures.Future[ToolResult]
+) -> None:
+    if waiting.cancelled():
+        return
+    if (exc := late.exception()) is not None:
+        waiting.set_exception(exc)
+    else:
+        waiting.set_result(late.result())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A call's result, and for a synchronous call past its timeout, its result to come (set if
+    its thread ends while the process lives; a tool's bug is its exception)."""
+
+    result: ToolResult
+    late: concurrent.futures.Future[ToolResult] | None = None
 
 
 @overload
