@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -182,7 +183,17 @@ class LocalEffects:
             return Stopped(paused, not_run, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
             return Stopped(tool_crashed(tool, exc, traceback.format_exc(limit=8)))
-        return Ran(outcome.result, time.perf_counter() - started, late=outcome.late)
+        result = outcome.result
+        if result.data is not None:
+            result = self._keep_data(result, result.data)
+        return Ran(result, time.perf_counter() - started, late=outcome.late)
+
+    def _keep_data(self, result: ToolResult, data: bytes) -> ToolResult:
+        """Binary data a tool returned, kept as an artifact; the model is told where."""
+        name = f"output-{hashlib.sha256(data).hexdigest()[:12]}.bin"
+        self.artifacts.keep(name, data)
+        note = f"{len(data):,} bytes of binary data, kept with the task as the artifact {name}"
+        return dataclasses.replace(result, content=note, data=None)
 
     def _printing(self) -> OnPrint | None:
         """Shows what a tool prints as it comes, like a command's output: in the loop's thread,

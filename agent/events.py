@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agent.backends.base import ModelResponse, Purpose, Usage
+from base.toolspec import ToolSpec
 from sandbox.limits import SandboxLimits
 
 
@@ -190,6 +191,16 @@ class OutcomeUnknown(_Event):
     printed: str | None = None
 
 
+class ToolsOffered(_Event):
+    """The tools the task's model is told of, as it is told (name, description, JSON schema):
+    recorded when a run starts with a set other than the last one recorded, so that what the
+    model saw can be answered afterwards (`agent show ID --tools`)."""
+
+    kind: Literal["tools_offered"] = "tools_offered"
+    tools: tuple[ToolSpec, ...]
+    digest: str
+
+
 class LateResult(_Event):
     """A call given up on at its timeout finished after all (a synchronous tool's thread ran
     on): what it did. It settles the call if nothing else has; otherwise the model is told on its
@@ -277,6 +288,7 @@ Event = Annotated[
     | ToolResulted
     | OutcomeUnknown
     | LateResult
+    | ToolsOffered
     | StepFinished
     | ReplanRequested
     | TaskPaused

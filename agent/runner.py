@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -28,6 +30,7 @@ from agent.events import (
     TaskCreated,
     TaskPaused,
     TaskResumed,
+    ToolsOffered,
 )
 from agent.live import Listener
 from agent.loop import Loop
@@ -214,6 +217,9 @@ class Runner:
                 late=self._late.setdefault(task_id, {}),
             )
             events: list[Event] = []
+            offered = offered_event(loop.tool_specs)
+            if offered.digest != state.offered_digest:
+                events.append(offered)
             if limits is not None and limits != state.limits:
                 events.append(LimitsRaised(limits=limits))
             if not continue_only and state.status in ("paused", "stuck"):
@@ -239,3 +245,9 @@ class Runner:
                 with contextlib.suppress(SandboxError):
                     await self.sandboxes.release(task_id)
             return state
+
+
+def offered_event(specs: tuple[ToolSpec, ...]) -> ToolsOffered:
+    """The record of the tools a model is told of, with a digest that names the set."""
+    canonical = json.dumps([s.model_dump(mode="json") for s in specs], sort_keys=True)
+    return ToolsOffered(tools=specs, digest=hashlib.sha256(canonical.encode()).hexdigest()[:16])

@@ -43,6 +43,7 @@ from agent.events import (
     TaskResumed,
     TaskStuck,
     ToolResulted,
+    ToolsOffered,
 )
 
 if TYPE_CHECKING:
@@ -174,6 +175,8 @@ class TaskState:
     #: the executor's prompt header, cached with the (plan, step, progress) it was built for
     header: tuple[tuple[int, int, int], tuple[Message, Message]] | None = None
     used_approvals: set[str] = field(default_factory=set)
+    #: the digest of the tools the model was last told of (see `ToolsOffered`)
+    offered_digest: str | None = None
 
     @classmethod
     def from_store(cls, store: Store, task_id: str) -> TaskState:
@@ -230,6 +233,8 @@ class TaskState:
                 self._on_outcome_unknown(event)
             case LateResult():
                 self._on_late_result(event)
+            case ToolsOffered():
+                self.offered_digest = event.digest
             case ReplanRequested():
                 self._on_replan_requested(event)
             case TaskPaused():

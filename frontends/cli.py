@@ -32,7 +32,7 @@ from frontends.sandbox_commands import add_parsers, sandbox_command
 from frontends.screen import json_document, shown
 from frontends.task_setup import MAX_FILE_BYTES, registry_of, warn_problems
 from frontends.tasks import EXIT, EXIT_USAGE, drive
-from frontends.views import print_history, print_tasks, print_tools
+from frontends.views import print_history, print_offered, print_tasks, print_tools
 
 _MODEL_HELP = """model URI: anthropic:MODEL ($ANTHROPIC_API_KEY), openai:MODEL ($OPENAI_API_KEY),
 openai-compatible:BASE_URL#MODEL (vLLM, llama.cpp's server, Ollama, Gemini...), local:PATH.gguf
@@ -207,6 +207,12 @@ def _parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", parents=[common], help="print a task's whole event history")
     show.add_argument("id", help=_ID_HELP)
+    show.add_argument(
+        "--tools",
+        action="store_true",
+        help="print the tools the model was told of (names, descriptions, JSON schemas), each "
+        "time the set changed",
+    )
 
     tools = sub.add_parser("tools", help="the registered tools")
     tools_sub = tools.add_subparsers(dest="tools_command", required=True, metavar="COMMAND")
@@ -250,7 +256,8 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
             if command == "tasks":
                 print_tasks(store, out, statuses=args.status, limit=args.limit, as_json=args.json)
             else:
-                print_history(store, store.resolve(args.id), out, as_json=args.json)
+                show = print_offered if args.tools else print_history
+                show(store, store.resolve(args.id), out, as_json=args.json)
             for damage in store.damage:  # what could not be read, said apart from what could
                 print(f"agent: {damage}", file=sys.stderr)
             return 1 if store.damage else 0

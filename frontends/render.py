@@ -39,6 +39,7 @@ from agent.events import (
     TaskResumed,
     TaskStuck,
     ToolResulted,
+    ToolsOffered,
 )
 from agent.live import CommandOutput, Live, ModelDelta
 from agent.store import StoredEvent
@@ -192,6 +193,11 @@ class Renderer:
                 )
             case ToolResulted() | OutcomeUnknown() | LateResult():
                 return self._result(e, cut)
+            case ToolsOffered():
+                if not self.detailed:
+                    return None  # the same tools each run: `agent show` has them
+                names = ", ".join(t.name for t in e.tools)
+                return f"  [dim]tools offered ({len(e.tools)}): {shown(_cut(names, cut))}[/]"
             case EgressDecided():
                 mark = "[green]allowed[/]" if e.allowed else "[red]refused[/]"
                 where = f" ({shown(e.address)})" if e.address and e.address != e.host else ""

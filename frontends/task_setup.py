@@ -177,7 +177,9 @@ def registry_of(specs: Sequence[str], disable: Sequence[str] = ()) -> Registry:
 
 
 def warn_problems(registry: Registry, *, verbose: bool) -> None:
-    """Say on stderr, once each, which installed tools were skipped and why."""
+    """Say on stderr, once each, which installed tools were skipped and why, and what the authors
+    of the tools that are not built in may want to fix (an undocumented parameter, an undeclared
+    effect)."""
     err = Console(stderr=True, soft_wrap=True, highlight=False)
     for problem in registry.problems:
         err.print(f"[yellow]warning:[/] {shown(str(problem))}")
@@ -185,3 +187,9 @@ def warn_problems(registry: Registry, *, verbose: bool) -> None:
             err.print(shown(problem.trace.rstrip()))
     if registry.problems and not verbose:
         err.print("[dim](-v shows the traceback; `agent doctor` lists what was skipped)[/]")
+    for t in registry:
+        source = registry.source_of(t.name)
+        if source.kind == "built-in":
+            continue
+        for warning in t.warnings:
+            err.print(f"[yellow]warning:[/] tool {t.name} ({shown(str(source))}): {shown(warning)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -9,11 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.approvals import decide_command, pending_approval
+from agent.events import ToolsOffered
 from agent.state import TaskState
 from agent.store import Store
 from frontends.render import Renderer
 from frontends.screen import print_json, shown
 from tools.registry import Registry
+from tools.tool import Tool
 
 
 def summary(state: TaskState) -> dict[str, Any]:
@@ -136,6 +139,34 @@ def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) ->
     out.print(status_line(state, events=len(events)))
 
 
+def print_offered(store: Store, task_id: str, out: Console, *, as_json: bool) -> None:
+    """The tools the task's model was told of, each time the set changed, as it was told."""
+    offered = [e for e in store.events(task_id) if isinstance(e.event, ToolsOffered)]
+    if as_json:
+        print_json(
+            [
+                {
+                    "seq": e.seq,
+                    "ts": e.ts,
+                    "tools": [t.model_dump(mode="json") for t in e.event.tools],
+                }
+                for e in offered
+                if isinstance(e.event, ToolsOffered)
+            ]
+        )
+        return
+    if not offered:
+        out.print("no record of the tools offered (the task ran before they were recorded)")
+    for stored in offered:
+        assert isinstance(stored.event, ToolsOffered)
+        when = datetime.fromtimestamp(stored.ts).strftime("%Y-%m-%d %H:%M:%S")
+        out.print(f"[bold]{len(stored.event.tools)} tools offered[/] (event {stored.seq}, {when})")
+        for spec in stored.event.tools:
+            out.print(f"\n[bold]{shown(spec.name)}[/]: {shown(spec.description)}")
+            schema = json.dumps(spec.parameters, indent=2, ensure_ascii=False)
+            out.print(shown(schema), highlight=False)
+
+
 def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
     if as_json:
         tools = [
@@ -144,6 +175,9 @@ def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
                 "description": t.description,
                 "touches": t.touches,
                 "touches_declared": t.touches_declared,
+                "needs_approval": t.needs_approval
+                if isinstance(t.needs_approval, bool)
+                else "by arguments",
                 "timeout": float(t.timeout),
                 "source": {
                     "kind": registry.source_of(t.name).kind,
@@ -161,7 +195,7 @@ def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
         rows.append(
             (
                 t.name,
-                t.touches if t.touches_declared else f"{t.touches} (undeclared)",
+                _effect(t),
                 f"{t.timeout:g} s",
                 "built-in" if source.kind == "built-in" else shown(str(source)),
                 shown(t.description.split("\n", 1)[0]),
@@ -178,3 +212,13 @@ def print_tools(registry: Registry, out: Console, *, as_json: bool) -> None:
     for row in rows:
         table.add_row(*row)
     out.print(table)
+
+
+def _effect(t: Tool) -> str:
+    """What a tool touches, as declared, and whether it asks a reviewer itself."""
+    text = t.touches if t.touches_declared else f"{t.touches} (undeclared)"
+    if t.needs_approval is True:
+        return f"{text}, asks"
+    if t.needs_approval is not False:
+        return f"{text}, may ask"
+    return text

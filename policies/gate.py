@@ -73,8 +73,27 @@ class Gate:
         call = CallView(arguments)
         for rule in self._rules_for(tool):
             if not rule.inspects_arguments or rule.matches(call):
-                return self._decide(rule, tool, call)
-        return self._default(tool, call)
+                decision = self._decide(rule, tool, call)
+                break
+        else:
+            decision = self._default(tool, call)
+        if isinstance(decision, Allow) and tool.needs_approval is not False:
+            return self._tool_asks(tool, call, decision) or decision
+        return decision
+
+    @staticmethod
+    def _tool_asks(tool: Tool, call: CallView, allowed: Allow) -> RequireApproval | None:
+        """A tool declared with `needs_approval` asks a reviewer for what the policy allows (a
+        denial stands)."""
+        asks = tool.needs_approval
+        if callable(asks):
+            asks = bool(asks(dict(call.arguments)))
+        if not asks:
+            return None
+        reason = f"the tool {tool.name} asks a reviewer (needs_approval); the policy would allow it"
+        return RequireApproval(
+            f"{reason}: {allowed.reason}", "tool:needs_approval", _preview(tool, call.arguments, ())
+        )
 
     def _rules_for(self, tool: Tool) -> tuple[CompiledRule, ...]:
         """The rules that can apply to this tool, worked out once per tool: its name and what it

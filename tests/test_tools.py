@@ -142,7 +142,11 @@ def names(registry: Registry) -> list[str]:
 def test_schema_comes_from_the_signature_and_the_docstring() -> None:
     spec = search.spec
     assert spec.name == "search"
-    assert spec.description == "Search the notes for a phrase, newest first."
+    # The whole docstring, summary and body (all four peers keep the body too).
+    assert spec.description == (
+        "Search the notes for a phrase, newest first.\n\n"
+        "Only the titles are returned; open a note to read it."
+    )
     params = spec.parameters
     assert params["type"] == "object"
     assert params["additionalProperties"] is False
@@ -912,7 +916,8 @@ async def test_any_other_exception_from_an_async_tool_propagates() -> None:
         ("as is", "as is"),
         ({"name": "Zoë ✓"}, '{"name": "Zoë ✓"}'),
         (Point(x=1, y=2), '{"x":1,"y":2}'),
-        ({"at": datetime(2025, 1, 2, tzinfo=UTC)}, '{"at": "2025-01-02 00:00:00+00:00"}'),
+        # Beyond what json writes, as pydantic does (ISO 8601), not str() of the value.
+        ({"at": datetime(2025, 1, 2, tzinfo=UTC)}, '{"at":"2025-01-02T00:00:00Z"}'),
     ],
 )
 async def test_non_string_values_are_rendered_as_json(value: Any, content: str) -> None:

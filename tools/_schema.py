@@ -6,31 +6,71 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import typing
 from collections.abc import Callable
 from typing import Any
 
+import pydantic_core
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
+    PydanticInvalidForJsonSchema,
+    PydanticSchemaGenerationError,
     PydanticUserError,
+    TypeAdapter,
     ValidationError,
     WrapSerializer,
     create_model,
 )
 
 from base.errors import ConfigError
+from tools._docs import Docs, read_docs
 
 
-def render_value(value: Any) -> str:
+def render_value(value: Any, render: Callable[[Any], str] | None = None) -> str:
+    """A tool's return value as the model reads it: a str as it is, anything else as JSON (what
+    pydantic can write: models, dataclasses, dates, enums and the like), or through the tool's
+    declared `render`. Raises `TypeError` for a value none of these can write (a bug in the tool:
+    it is not made up into a `<object at 0x…>` for the model)."""
     if isinstance(value, str):
         return value
+    if render is not None:
+        return render(value)
     if isinstance(value, BaseModel):
         return value.model_dump_json()
-    return json.dumps(value, default=str, ensure_ascii=False)
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return pydantic_core.to_json(value).decode()
+    except pydantic_core.PydanticSerializationError:
+        raise TypeError(
+            f"the tool returned a {type(value).__qualname__}, which is not JSON: return text, "
+            "numbers, lists and dicts of them, or a pydantic model (bytes are kept as an "
+            "artifact), or declare @tool(render=...) to turn it into text"
+        ) from None
+
+
+def check_returns(fn: Callable[..., Any], name: str) -> None:
+    """Refuse a return type that cannot be written as JSON (bytes and `Any` pass: bytes are kept
+    as an artifact, and an unannotated value is checked when it comes). Raises `ConfigError`."""
+    try:
+        returned = typing.get_type_hints(fn).get("return")
+    except NameError:
+        return  # the arguments' check says which annotation cannot be resolved
+    if returned in (None, type(None), Any, object, bytes, str):
+        return
+    try:
+        TypeAdapter(returned).json_schema(mode="serialization")
+    except (PydanticSchemaGenerationError, PydanticInvalidForJsonSchema) as exc:
+        raise ConfigError(
+            f"tool {name}: its return type {getattr(returned, '__qualname__', returned)} cannot be "
+            "written as JSON for the model: return text, numbers, lists and dicts of them, or a "
+            "pydantic model, or declare @tool(render=...) to turn it into text"
+        ) from exc
 
 
 def describe_error(tool_name: str, exc: ValidationError) -> str:
@@ -51,57 +91,36 @@ def describe_error(tool_name: str, exc: ValidationError) -> str:
     return f"invalid arguments for {tool_name}: " + "; ".join(problems)
 
 
-_ARG_LINE = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-
-
-def docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
-    """The summary of a docstring and the descriptions in its `Args:` section (Google style)."""
-    doc = inspect.getdoc(fn) or ""
-    head, _, rest = doc.partition("\nArgs:\n")
-    summary = " ".join(head.split("\n\n")[0].split())
-    params: dict[str, str] = {}
-    base: int | None = None
-    current = None
-    for line in rest.splitlines():
-        if not line.strip():
-            continue
-        indent = len(line) - len(line.lstrip())
-        if base is None:
-            base = indent
-        if indent < base or (indent == base and not _ARG_LINE.match(line.strip())):
-            break  # the next section (Returns:, Raises:) or the end of Args
-        match = _ARG_LINE.match(line.strip())
-        if indent == base and match:
-            current = match.group(1)
-            params[current] = match.group(2).strip()
-        elif current:
-            params[current] = f"{params[current]} {line.strip()}".lstrip()
-    return summary, params
-
-
 def arguments_model(
     fn: Callable[..., Any], name: str, context: type
-) -> tuple[type[BaseModel], str | None]:
-    """The model of `fn`'s arguments, and the name of its parameter of type `context` (given the
-    tool's context, not the model's arguments) if it has one."""
+) -> tuple[type[BaseModel], str | None, Docs]:
+    """The model of `fn`'s arguments, the name of its parameter of type `context` (given the
+    tool's context, not the model's arguments) if it has one, and its docs."""
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
     except NameError as exc:
         raise ConfigError(f"tool {name}: cannot resolve an annotation: {exc}") from exc
-    _, arg_docs = docstring(fn)
+    parameters = inspect.signature(fn).parameters.values()
+    ctx_param = next(
+        (
+            p.name
+            for p in parameters
+            if hints.get(p.name) is context or context in typing.get_args(hints.get(p.name))
+        ),
+        None,
+    )
+    docs = read_docs(fn, [p.name for p in parameters if p.name != ctx_param])
     fields: dict[str, Any] = {}
-    ctx_param = None
-    for param in inspect.signature(fn).parameters.values():
+    for param in parameters:
         annotation = hints.get(param.name)
-        if annotation is context or context in typing.get_args(annotation):
-            ctx_param = param.name
+        if param.name == ctx_param:
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigError(f"tool {name}: *args and **kwargs cannot be described to a model")
         if annotation is None:
             raise ConfigError(f"tool {name}: parameter {param.name!r} needs a type annotation")
         default = ... if param.default is param.empty else param.default
-        fields[param.name] = (annotation, Field(default, description=arg_docs.get(param.name)))
+        fields[param.name] = (annotation, Field(default, description=docs.params.get(param.name)))
     # No NaN or infinity: a policy rule reading "Infinity" would not see the number the tool gets.
     config = ConfigDict(extra="forbid", allow_inf_nan=False)
     try:
@@ -110,7 +129,7 @@ def arguments_model(
     except PydanticUserError as exc:
         raise ConfigError(f"tool {name}: {exc.message}") from exc
     _refuse_disguised_fields(model, name)
-    return model, ctx_param
+    return model, ctx_param, docs
 
 
 def _refuse_disguised_fields(model: type[BaseModel], name: str) -> None:
@@ -130,3 +149,21 @@ def _refuse_disguised_fields(model: type[BaseModel], name: str) -> None:
                 f"tool {name}: parameter {field_name!r} has an alias, is excluded, or has its own "
                 "serializer; the policy gate must judge arguments as the tool receives them"
             )
+
+
+def closed_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every object that lists its properties closed to others (as the top level
+    is): nested models too, so a model held to the schema cannot invent fields anywhere."""
+
+    def close(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: close(v) for k, v in node.items()}
+            if node.get("type") == "object" and "properties" in node:
+                node.setdefault("additionalProperties", False)
+            return node
+        if isinstance(node, list):
+            return [close(v) for v in node]
+        return node
+
+    closed: dict[str, Any] = close(schema)
+    return closed

@@ -27,7 +27,13 @@ from pydantic import (
 from base.artifacts import ArtifactStore
 from base.errors import ConfigError, ErrorCode
 from base.toolspec import ToolSpec
-from tools._schema import arguments_model, describe_error, docstring, render_value
+from tools._schema import (
+    arguments_model,
+    check_returns,
+    closed_schema,
+    describe_error,
+    render_value,
+)
 from tools.capture import Capture, OnPrint, captured
 
 if TYPE_CHECKING:
@@ -72,6 +78,8 @@ class ToolResult:
     error_code: str | None = None
     #: what the tool printed while it ran (kept in the task's log, not shown to the model)
     printed: str = ""
+    #: binary data it returned (kept as an artifact; `content` says so)
+    data: bytes | None = None
 
 
 class ToolError(Exception):
@@ -124,8 +132,8 @@ class Tool:
         fn: Callable[..., Any],
         *,
         name: str,
-        description: str,
-        touches: Touches,
+        description: str | None = None,
+        touches: Touches = "read",
         timeout: float,
         reconcile: Reconciler | None,
         idempotent: bool,
@@ -133,6 +141,8 @@ class Tool:
         needs_network: bool = False,
         replaces: str | None = None,
         touches_declared: bool = True,
+        render: Callable[[Any], str] | None = None,
+        needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(f"tool name {name!r} must match {_NAME.pattern}")
@@ -144,7 +154,6 @@ class Tool:
             raise ConfigError(f"tool {name}: timeout must be positive, got {timeout}")
         self.fn = fn
         self.name = name
-        self.description = description
         self.touches: Touches = touches
         #: whether its author said what it touches (`@tool` without `touches=` says "read")
         self.touches_declared = touches_declared
@@ -155,7 +164,24 @@ class Tool:
         self.needs_network = needs_network
         #: the name of a tool (a built-in, say) this one takes the place of
         self.replaces = replaces
-        self.args_model, self._ctx_param = arguments_model(fn, name, ToolContext)
+        #: turns a return value that is not JSON into the text the model reads
+        self.render = render
+        #: whether a call waits for a reviewer even where the policy allows it (or a function
+        #: of the call's arguments that says so); a policy's denial stands
+        self.needs_approval = needs_approval
+        if render is None:
+            check_returns(fn, name)
+        self.args_model, self._ctx_param, docs = arguments_model(fn, name, ToolContext)
+        self.description = description if description is not None else docs.description or name
+        #: what its author may want to fix: said at load for tools that are not built in
+        self.warnings: tuple[str, ...] = docs.warnings + (
+            ()
+            if touches_declared
+            else (
+                "touches is not declared, so it is taken for a read, which the default policy "
+                "allows unasked: declare touches='read' if it changes nothing, or what it changes",
+            )
+        )
         if effect is not None and EFFECT in self.args_model.model_fields:
             raise ConfigError(f"tool {name}: a tool with an effect reader has no {EFFECT!r} field")
         self._is_async = inspect.iscoroutinefunction(fn)
@@ -163,7 +189,9 @@ class Tool:
         #: different function registered under the same name after a restart inherits none
         self.identity = f"{name}|{touches}|{fn.__module__}.{fn.__qualname__}"
         self.spec = ToolSpec(
-            name=name, description=description, parameters=self.args_model.model_json_schema()
+            name=name,
+            description=self.description,
+            parameters=closed_schema(self.args_model.model_json_schema()),
         )
 
     @property
@@ -238,7 +266,7 @@ class Tool:
             return ToolResult(False, str(exc), exc.code, capture.text())
         except TimeoutError:
             return self._timed_out(capture)
-        return ToolResult(True, render_value(value), printed=capture.text())
+        return self._done(value, capture)
 
     async def _run_in_thread(self, kwargs: dict[str, Any], capture: Capture) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -278,7 +306,22 @@ class Tool:
             value = self.fn(**kwargs)
         except ToolError as exc:
             return ToolResult(False, str(exc), exc.code, capture.text())
-        return ToolResult(True, render_value(value), printed=capture.text())
+        return self._done(value, capture)
+
+    def _done(self, value: Any, capture: Capture) -> ToolResult:
+        """A successful call's result: its value as the model reads it (bytes kept aside, to be
+        kept as an artifact). Raises `TypeError` for a value that cannot be written as JSON."""
+        if isinstance(value, bytes):
+            return ToolResult(
+                True, f"{len(value):,} bytes of binary data", printed=capture.text(), data=value
+            )
+        try:
+            text = render_value(value, self.render)
+        except TypeError as exc:
+            code = getattr(self.fn, "__code__", None)
+            where = f" ({code.co_filename}:{code.co_firstlineno})" if code else ""
+            raise TypeError(f"{self.name}{where}: {exc}") from None
+        return ToolResult(True, text, printed=capture.text())
 
     def _timed_out(self, capture: Capture) -> ToolResult:
         return ToolResult(
@@ -322,6 +365,8 @@ def tool(
     effect: EffectReader | None = None,
     needs_network: bool = False,
     replaces: str | None = None,
+    render: Callable[[Any], str] | None = None,
+    needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -335,6 +380,8 @@ def tool(
     effect: EffectReader | None = None,
     needs_network: bool = False,
     replaces: str | None = None,
+    render: Callable[[Any], str] | None = None,
+    needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a typed function a tool.
 
@@ -360,14 +407,18 @@ def tool(
             (the browser's tools); a task without network is not offered it.
         replaces: the name of a registered tool (a built-in, say) this one takes the place of;
             without it, a second tool of one name is an error.
+        render: turns the function's return value into the text the model reads, for a value
+            that is not JSON. Without it, a return type that cannot be written as JSON is
+            refused here; `bytes` are kept as an artifact and the model told so.
+        needs_approval: every call waits for a reviewer, even where the policy allows it; or a
+            function of the call's (validated, JSON) arguments that says whether this one does.
+            It adds a question, never an allowance: a policy's denial stands.
     """
 
     def wrap(func: Callable[..., Any]) -> Tool:
-        summary, _ = docstring(func)
         return Tool(
             func,
             name=name or func.__name__,
-            description=summary or func.__name__,
             touches=touches or "read",
             touches_declared=touches is not None,
             timeout=timeout,
@@ -376,6 +427,8 @@ def tool(
             effect=effect,
             needs_network=needs_network,
             replaces=replaces,
+            render=render,
+            needs_approval=needs_approval,
         )
 
     return wrap(fn) if fn is not None else wrap
