@@ -36,7 +36,7 @@ from agent.state import Call, TaskState
 from agent.store import Store
 from base.artifacts import ArtifactStore, FolderArtifacts
 from base.errors import BackendError, SandboxError
-from tools.capture import OnPrint, Stream
+from tools.capture import OnPrint, Stream, uncaptured
 from tools.tool import CallInterrupted, CannotTell, Tool, ToolContext, ToolResult
 
 if TYPE_CHECKING:
@@ -283,8 +283,12 @@ class LocalEffects:
 
             def output(stream: str, text: str) -> None:
                 item = CommandOutput(task_id, "stderr" if stream == "stderr" else "stdout", text)
-                for notify in self.listeners:
-                    notify(item)
+
+                def tell() -> None:
+                    for notify in self.listeners:
+                        notify(item)
+
+                uncaptured(tell)  # shown, not taken for what the tool printed
 
         return ToolContext(
             task_id,

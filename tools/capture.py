@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextvars
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Literal, TextIO
 
 Stream = Literal["stdout", "stderr"]
@@ -30,9 +29,11 @@ _installing = threading.Lock()
 
 class Capture:
     """What one call printed (stdout and stderr in the order they came, as a terminal would show
-    them), with a note of what was left out past `PRINTED_KEPT`."""
+    them), with a note of what was left out past `PRINTED_KEPT`. As a context manager, it catches
+    what is printed in its block's context (and in the threads that context's copies run in)."""
 
     def __init__(self, on_print: OnPrint | None) -> None:
+        self._token: contextvars.Token[Capture | None] | None = None
         self._parts: list[str] = []
         self._kept = 0
         self._dropped = 0
@@ -54,6 +55,15 @@ class Capture:
                 self._on_print(stream, text)
             finally:
                 self.relaying = False
+
+    def __enter__(self) -> Capture:
+        _install()
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
 
     def text(self) -> str:
         text = "".join(self._parts)
@@ -92,6 +102,8 @@ class _Dispatch:
 def _install() -> None:
     """Wrap `sys.stdout` and `sys.stderr`, unless they are wrapped already (or were replaced
     since, as a test's capture does: then the new ones are wrapped)."""
+    if isinstance(sys.stdout, _Dispatch) and isinstance(sys.stderr, _Dispatch):
+        return  # the usual case, on every call: no lock
     with _installing:
         if not isinstance(sys.stdout, _Dispatch):
             sys.stdout = _Dispatch("stdout", sys.stdout)
@@ -99,14 +111,11 @@ def _install() -> None:
             sys.stderr = _Dispatch("stderr", sys.stderr)
 
 
-@contextmanager
-def captured(on_print: OnPrint | None) -> Iterator[Capture]:
-    """Catch what is printed in this context (and in the threads it runs work in through
-    `contextvars.copy_context`) until the block ends."""
-    _install()
-    capture = Capture(on_print)
-    token = _current.set(capture)
+def uncaptured(show: Callable[[], None]) -> None:
+    """Run `show` with nothing caught: what it prints is the runtime's own, though it runs in a
+    tool's call (a listener showing a sandbox command's output as it comes)."""
+    token = _current.set(None)
     try:
-        yield capture
+        show()
     finally:
         _current.reset(token)

@@ -34,7 +34,7 @@ from tools._schema import (
     describe_error,
     render_value,
 )
-from tools.capture import Capture, OnPrint, captured
+from tools.capture import Capture, OnPrint
 
 if TYPE_CHECKING:
     from browser.driver import BrowserDriver
@@ -253,7 +253,7 @@ class Tool:
             if ctx is None:
                 raise TypeError(f"tool {self.name} needs a ToolContext")
             kwargs[self._ctx_param] = ctx
-        with captured(on_print) as capture:
+        with Capture(on_print) as capture:
             if self._is_async:
                 return Outcome(await self._run_async(kwargs, capture))
             return await self._run_in_thread(kwargs, capture)
