@@ -172,7 +172,8 @@ class LocalEffects:
         ctx = self.tool_context(call, key) if tool.wants_context else None
         started = time.perf_counter()
         try:
-            outcome = await tool.run(call.validated or call.arguments, ctx, self._printing())
+            printing = self._printing() if self.listeners else None
+            outcome = await tool.run(call.validated or call.arguments, ctx, printing)
         except CallInterrupted as stopped:
             return Ran(stopped.result, time.perf_counter() - started, interrupted=True)
         except SandboxError as exc:  # the sandbox cannot be had: nothing for the model to fix

@@ -70,8 +70,11 @@ class Step(ABC):
 def trim_oversized(event: ModelResponded, limit: int) -> ModelResponded:
     """Cut arguments beyond `limit` bytes out of the record; such calls are rejected, not run."""
     calls = event.response.tool_calls
-    if all(len(c.arguments) * 4 <= limit for c in calls):
-        return event  # a character is at most 4 bytes in UTF-8: no need to encode
+    for call in calls:
+        if len(call.arguments) * 4 > limit:
+            break  # a character is at most 4 bytes in UTF-8: only then is there need to encode
+    else:
+        return event
     sizes = {i: len(c.arguments.encode()) for i, c in enumerate(calls)}
     oversized = {i: n for i, n in sizes.items() if n > limit}
     if not oversized:

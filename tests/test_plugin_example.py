@@ -24,13 +24,12 @@ def fresh_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fresh")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    # Built from a copy, so that the build leaves nothing in the checkout.
+    # Built from copies, so that the builds leave nothing in the checkout.
+    skip = shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "__pycache__")
     source = root / "runtime"
-    shutil.copytree(
-        REPO,
-        source,
-        ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "__pycache__"),
-    )
+    shutil.copytree(REPO, source, ignore=skip)
+    for plugin in ("weather", "broken"):
+        shutil.copytree(PLUGINS / plugin, root / plugin, ignore=skip)
     installed = subprocess.run(
         [
             str(venv / "bin" / "python"),
@@ -39,8 +38,8 @@ def fresh_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "--quiet",
             str(source),
-            str(PLUGINS / "weather"),
-            str(PLUGINS / "broken"),
+            str(root / "weather"),
+            str(root / "broken"),
         ],
         capture_output=True,
         text=True,

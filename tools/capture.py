@@ -32,23 +32,24 @@ class Capture:
     them), with a note of what was left out past `PRINTED_KEPT`. As a context manager, it catches
     what is printed in its block's context (and in the threads that context's copies run in)."""
 
+    __slots__ = ("_dropped", "_kept", "_on_print", "_parts", "_token", "relaying")
+
     def __init__(self, on_print: OnPrint | None) -> None:
         self._token: contextvars.Token[Capture | None] | None = None
         self._parts: list[str] = []
         self._kept = 0
         self._dropped = 0
         self._on_print = on_print
-        self._lock = threading.Lock()
         #: set while the text is passed on: what that prints is not the tool's
         self.relaying = False
 
     def add(self, stream: Stream, text: str) -> None:
-        with self._lock:
-            room = PRINTED_KEPT - self._kept
-            kept = text[: max(room, 0)]
-            self._parts.append(kept)
-            self._kept += len(kept)
-            self._dropped += len(text) - len(kept)
+        # No lock (this is made for every call): threads of one call that print at once may
+        # keep a little more or less than the limit, never lose what is kept.
+        kept = text[: max(PRINTED_KEPT - self._kept, 0)]
+        self._parts.append(kept)
+        self._kept += len(kept)
+        self._dropped += len(text) - len(kept)
         if self._on_print is not None:
             self.relaying = True
             try:
@@ -66,6 +67,8 @@ class Capture:
             _current.reset(self._token)
 
     def text(self) -> str:
+        if not self._parts:
+            return ""
         text = "".join(self._parts)
         if self._dropped:
             text += f"\n({self._dropped:,} more characters printed, not kept)"

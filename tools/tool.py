@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 from pydantic import (
     BaseModel,
@@ -254,19 +254,16 @@ class Tool:
                 raise TypeError(f"tool {self.name} needs a ToolContext")
             kwargs[self._ctx_param] = ctx
         with Capture(on_print) as capture:
-            if self._is_async:
-                return Outcome(await self._run_async(kwargs, capture))
-            return await self._run_in_thread(kwargs, capture)
-
-    async def _run_async(self, kwargs: dict[str, Any], capture: Capture) -> ToolResult:
-        try:
-            async with asyncio.timeout(self.timeout):
-                value = await self.fn(**kwargs)
-        except ToolError as exc:
-            return ToolResult(False, str(exc), exc.code, capture.text())
-        except TimeoutError:
-            return self._timed_out(capture)
-        return self._done(value, capture)
+            if not self._is_async:
+                return await self._run_in_thread(kwargs, capture)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    value = await self.fn(**kwargs)
+            except ToolError as exc:
+                return Outcome(ToolResult(False, str(exc), exc.code, capture.text()))
+            except TimeoutError:
+                return Outcome(self._timed_out(capture))
+            return Outcome(self._done(value, capture))
 
     async def _run_in_thread(self, kwargs: dict[str, Any], capture: Capture) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -311,6 +308,9 @@ class Tool:
     def _done(self, value: Any, capture: Capture) -> ToolResult:
         """A successful call's result: its value as the model reads it (bytes kept aside, to be
         kept as an artifact). Raises `TypeError` for a value that cannot be written as JSON."""
+        if type(value) is str:
+            printed = capture.text()
+            return ToolResult(True, value, None, printed) if printed else ToolResult(True, value)
         if isinstance(value, bytes):
             return ToolResult(
                 True, f"{len(value):,} bytes of binary data", printed=capture.text(), data=value
@@ -343,8 +343,7 @@ def _settle(
         waiting.set_result(late.result())
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """A call's result, and for a synchronous call past its timeout, its result to come (set if
     its thread ends while the process lives; a tool's bug is its exception)."""
 
