@@ -50,10 +50,12 @@ from agent.events import (
     TaskResumed,
     TaskStuck,
     ToolResulted,
+    ToolsOffered,
 )
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import ConflictingWrite, StoreError, TaskBusy, TaskNotFound
+from base.toolspec import ToolSpec
 
 from .conftest import pending
 
@@ -157,6 +159,10 @@ def one_of_each() -> list[Event]:
         ),
         OutcomeUnknown(ref="2.0", reason="deploy timed out after 30 s"),
         LateResult(ref="2.0", tool="deploy", ok=True, content="deployed", printed="building\n"),
+        ToolsOffered(
+            tools=(ToolSpec(name="deploy", description="Deploy.", parameters={"type": "object"}),),
+            digest="0123456789abcdef",
+        ),
         ReplyRejected(error="the reply had no tool call"),
         StepFinished(index=0, summary="Dana exists (user 42)"),
         ReplanRequested(reason="the deploy target does not exist"),
