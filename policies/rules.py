@@ -79,7 +79,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -255,17 +255,42 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
                 )
             )
 
-    default: Action = "ask"
-    default_line: int | None = None
-    if "default" in raw:
-        try:
-            default = _Default.model_validate(raw["default"]).action
-            default_line = lines.default_key(("action",)) if "action" in raw["default"] else None
-        except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                problems.append((lines.default_key(err["loc"]), f"[default]: {_describe(err)}"))
+    default, default_line = _parse_default(raw, lines, problems)
+    rules = _parse_rules(raw, lines, problems)
 
-    rules: list[Rule] = []
+    if problems:
+        problems.sort(key=lambda p: p[0])
+        raise ConfigError(
+            "\n".join(f"{source}:{line}: {message}" for line, message in problems),
+            source=source,
+            line=problems[0][0],
+        )
+    return RuleSet(
+        rules=tuple(rules),
+        default=default,
+        source=source,
+        lines=tuple(lines.rule_header(i) for i in range(len(rules))),
+        default_line=default_line,
+    )
+
+
+def _parse_default(
+    raw: dict[str, Any], lines: _Lines, problems: list[tuple[int, str]]
+) -> tuple[Action, int | None]:
+    """The [default] action and its line (ask, and none, when there is no [default])."""
+    if "default" not in raw:
+        return "ask", None
+    try:
+        default = _Default.model_validate(raw["default"]).action
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            problems.append((lines.default_key(err["loc"]), f"[default]: {_describe(err)}"))
+        return "ask", None
+    return default, lines.default_key(("action",)) if "action" in raw["default"] else None
+
+
+def _parse_rules(raw: dict[str, Any], lines: _Lines, problems: list[tuple[int, str]]) -> list[Rule]:
+    """The [[rule]] tables, validated; what is wrong with each goes to `problems`."""
     raw_rules = raw.get("rule", [])
     if isinstance(raw_rules, dict):
         problems.append(
@@ -274,10 +299,11 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
                 "write each rule as [[rule]] (an array of tables), not [rule]",
             )
         )
-        raw_rules = []
-    elif not isinstance(raw_rules, list):
+        return []
+    if not isinstance(raw_rules, list):
         problems.append((lines.top_level("rule"), "`rule` must be [[rule]] tables"))
-        raw_rules = []
+        return []
+    rules: list[Rule] = []
     for index, entry in enumerate(raw_rules):
         number = index + 1
         if not isinstance(entry, dict):
@@ -297,21 +323,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RuleSet:
                     problems.append(
                         (lines.rule_key(index, err["loc"]), f"rule {number}: {_describe(err)}")
                     )
-
-    if problems:
-        problems.sort(key=lambda p: p[0])
-        raise ConfigError(
-            "\n".join(f"{source}:{line}: {message}" for line, message in problems),
-            source=source,
-            line=problems[0][0],
-        )
-    return RuleSet(
-        rules=tuple(rules),
-        default=default,
-        source=source,
-        lines=tuple(lines.rule_header(i) for i in range(len(rules))),
-        default_line=default_line,
-    )
+    return rules
 
 
 _AT_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
