@@ -439,9 +439,12 @@ async def test_an_approval_does_not_pass_to_another_function_of_the_same_name(
     assert "the approval does not match this call" in state_observation(store, task_id)
 
 
-async def test_approving_a_rerun_asks_the_reconciler_again_first(store: Store) -> None:
-    """The call timed out; the reconciler found nothing yet; a reviewer said 'run it again'. By
-    then the abandoned call has landed: running it again would do it twice."""
+async def _timed_out_send_approved_again(
+    store: Store,
+) -> tuple[Runner, list[str], str, Registry]:
+    """A send that timed out, whose reconciler found nothing then, approved by a reviewer to be
+    sent again after its abandoned call has landed: the runner that gave up on it, the effects
+    seen, the task and the tools."""
     effects: list[str] = []
 
     def sent(ctx: ToolContext) -> str | None:
@@ -458,12 +461,20 @@ async def test_approving_a_rerun_asks_the_reconciler_again_first(store: Store) -
         effects.append(ctx.idempotency_key)
         return "sent"
 
-    runner, _ = make_runner(store, _turns("send"), registry=Registry([send]))
+    registry = Registry([send])
+    runner, _ = make_runner(store, _turns("send"), registry=registry)
     task_id = runner.create("send")
     state = await runner.run(task_id)
     assert state.status == "awaiting_approval"
     await asyncio.sleep(0.4)  # the abandoned call lands
     decide(store, state, pending(state), approved=True, reviewer="rev")
+    return runner, effects, task_id, registry
+
+
+async def test_approving_a_rerun_asks_the_reconciler_again_first(store: Store) -> None:
+    """The call timed out; the reconciler found nothing yet; a reviewer said 'run it again'. By
+    then the abandoned call has landed: running it again would do it twice."""
+    runner, effects, task_id, _ = await _timed_out_send_approved_again(store)
     state = await runner.resume(task_id)
     assert state.status == "done"
     assert effects == [f"{task_id}/2.0"], "once"
@@ -479,29 +490,8 @@ async def test_approving_a_rerun_asks_the_reconciler_again_when_the_call_is_lost
 ) -> None:
     """As above, but the runner that gave up on the call is gone (its thread with it): the
     reconciler is asked again, and finds that the call landed."""
-    effects: list[str] = []
-
-    def sent(ctx: ToolContext) -> str | None:
-        return "sent (found)" if ctx.idempotency_key in effects else None
-
-    @tool(touches="external", timeout=0.2, reconcile=sent)
-    def send(to: str, ctx: ToolContext) -> str:
-        """Send.
-
-        Args:
-            to: who to.
-        """
-        time.sleep(0.4)
-        effects.append(ctx.idempotency_key)
-        return "sent"
-
-    runner, _ = make_runner(store, _turns("send"), registry=Registry([send]))
-    task_id = runner.create("send")
-    state = await runner.run(task_id)
-    assert state.status == "awaiting_approval"
-    await asyncio.sleep(0.4)  # the abandoned call lands
-    decide(store, state, pending(state), approved=True, reviewer="rev")
-    another, _ = make_runner(store, _turns("send"), registry=Registry([send]))
+    _, effects, task_id, registry = await _timed_out_send_approved_again(store)
+    another, _ = make_runner(store, _turns("send"), registry=registry)
     state = await another.resume(task_id)
     assert state.status == "done"
     assert effects == [f"{task_id}/2.0"], "once"
