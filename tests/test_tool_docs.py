@@ -232,7 +232,7 @@ async def test_a_value_that_is_not_json_pauses_the_task_naming_the_tool_s_file(
     [paused] = [e.event for e in store.events(task_id) if isinstance(e.event, TaskPaused)]
     assert paused.reason == "tool_crashed"
     assert f"sloppy ({__file__}:" in paused.detail
-    assert "returned a Opaque, which is not JSON" in paused.detail
+    assert "returned a value of type Opaque, which is not JSON" in paused.detail
     assert "<" not in paused.detail.split("\n")[0], "no <object at 0x...> made up for the model"
 
 

@@ -48,9 +48,9 @@ def render_value(value: Any, render: Callable[[Any], str] | None = None) -> str:
         return pydantic_core.to_json(value).decode()
     except pydantic_core.PydanticSerializationError:
         raise TypeError(
-            f"the tool returned a {type(value).__qualname__}, which is not JSON: return text, "
-            "numbers, lists and dicts of them, or a pydantic model (bytes are kept as an "
-            "artifact), or declare @tool(render=...) to turn it into text"
+            f"the tool returned a value of type {type(value).__qualname__}, which is not JSON: "
+            "return text, numbers, lists and dicts of them, or a pydantic model (bytes are kept "
+            "as an artifact), or declare @tool(render=...) to turn it into text"
         ) from None
 
 
