@@ -48,6 +48,11 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     memory_mb = 1024
     [sandbox.max]
     memory_mb = 4096
+
+    [deploy]                        # where the deploy tools run services
+    engine = ""                     # a Docker engine's URL (tcp://, ssh://); "" for $DOCKER_HOST,
+                                    # else the local one
+    publish = "127.0.0.1"           # the host address a deployment's port is published on
 """
 
 from __future__ import annotations
@@ -103,6 +108,11 @@ class ToolsConfig(_Section):
     disable: list[str] = Field(default_factory=list)
 
 
+class DeployConfig(_Section):
+    engine: str = ""
+    publish: str = "127.0.0.1"
+
+
 class PolicyConfig(_Section):
     file: Path | None = None
 
@@ -114,6 +124,7 @@ class Config(_Section):
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
     #: the file it came from, if any (paths inside it are relative to its folder)
     source: Path | None = None
 

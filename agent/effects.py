@@ -37,12 +37,13 @@ from agent.store import Store
 from base.artifacts import ArtifactStore, FolderArtifacts
 from base.errors import BackendError, SandboxError
 from tools.capture import OnPrint, Stream, uncaptured
-from tools.tool import CallInterrupted, CannotTell, Tool, ToolContext, ToolResult
+from tools.tool import CallInterrupted, CannotTell, Tool, ToolContext, ToolError, ToolResult
 
 if TYPE_CHECKING:
     from browser.driver import PageDriver
     from browser.manager import Browsers
     from sandbox.container import Sandbox
+    from sandbox.deploy import DeployTarget
     from sandbox.manager import Sandboxes
 
 
@@ -87,9 +88,10 @@ class Effects(Protocol):
 
     async def read_effect(
         self, tool: Tool, call: Call, arguments: dict[str, Any]
-    ) -> dict[str, Any] | TaskPaused:
+    ) -> dict[str, Any] | TaskPaused | ToolResult:
         """What the tool's effect reader says the call would do ({} for nothing beyond its
-        arguments)."""
+        arguments); a failed `ToolResult` when the call cannot be what it asks (a `ToolError`
+        of the reader: the model is told, no reviewer asked)."""
         ...
 
     async def reconcile(self, tool: Tool, call: Call) -> Reconciled:
@@ -137,6 +139,8 @@ class LocalEffects:
     prices: dict[str, Price]
     sandboxes: Sandboxes | None = None
     browsers: Browsers | None = None
+    #: where the deploy tools run services
+    deploy: DeployTarget | None = None
     #: told of each piece of a command's output and of a model's answer as it comes
     listeners: list[Listener] = field(default_factory=list)
 
@@ -220,12 +224,14 @@ class LocalEffects:
 
     async def read_effect(
         self, tool: Tool, call: Call, arguments: dict[str, Any]
-    ) -> dict[str, Any] | TaskPaused:
+    ) -> dict[str, Any] | TaskPaused | ToolResult:
         assert tool.effect is not None
         ctx = self.tool_context(call, f"{self.state.task_id}/{call.ref}")
         try:
             async with asyncio.timeout(tool.timeout):
                 return await tool.effect(ctx, arguments) or {}
+        except ToolError as exc:
+            return ToolResult(False, str(exc), exc.code)
         except SandboxError as exc:
             return TaskPaused(reason="sandbox_error", detail=str(exc))
         except Exception as exc:  # noqa: BLE001 - a tool's own bug (a timeout too): the task pauses
@@ -301,6 +307,7 @@ class LocalEffects:
             artifacts=self.artifacts,
             # What read_artifact may give at once without being shortened itself.
             shown_chars=observation_chars(self.backends["act"].context_window),
+            deploy=self.deploy,
         )
 
 

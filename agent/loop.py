@@ -167,10 +167,14 @@ async def read_effect(
     loop: Loop, tool: Tool, call: Call, arguments: dict[str, Any]
 ) -> dict[str, Any] | None:
     """What the tool's effect reader says the call would do ({} for nothing beyond its
-    arguments). None if the reader could not tell: the task is paused."""
+    arguments). None if the reader could not tell (the task is paused) or found the call cannot
+    be what it asks (it is rejected, and the model told why)."""
     effect = await loop.effects.read_effect(tool, call, arguments)
     if isinstance(effect, TaskPaused):
         loop.record.commit([effect])
+        return None
+    if isinstance(effect, ToolResult):
+        reject(loop, call, effect.content)
         return None
     return effect
 

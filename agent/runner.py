@@ -50,6 +50,7 @@ from tools.tool import ToolResult
 
 if TYPE_CHECKING:
     from browser.manager import Browsers
+    from sandbox.deploy import DeployTarget
     from sandbox.manager import Sandboxes
     from sandbox.proxy import EgressAttempt
 
@@ -69,6 +70,7 @@ class Runner:
         max_argument_bytes: int = 64 * 1024,
         sandboxes: Sandboxes | None = None,
         browsers: Browsers | None = None,
+        deploy: DeployTarget | None = None,
     ) -> None:
         clash = [t.name for t in registry if t.name in EXECUTOR or t.name in PLANNER]
         if clash:
@@ -90,6 +92,8 @@ class Runner:
             browsers = Browsers(sandboxes)
         #: the tasks' browsers, in their sandboxes
         self.browsers = browsers
+        #: where the deploy tools run services; None runs without (they fail, telling the model)
+        self.deploy = deploy
         self._running: dict[str, Recorder] = {}
         if sandboxes is not None:
             sandboxes.egress.listener = self._record_egress
@@ -204,6 +208,7 @@ class Runner:
                 self.prices,
                 self.sandboxes,
                 self.browsers,
+                deploy=self.deploy,
                 listeners=self.listeners,
             )
             loop = Loop(

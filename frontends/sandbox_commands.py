@@ -14,6 +14,7 @@ from agent.store import Store
 from base.errors import TaskNotFound
 from frontends.screen import print_json, shown
 from sandbox._docker import LABEL, connect, mapped
+from sandbox.deploy_docker import DockerTarget
 from sandbox.image import build_image
 from sandbox.manager import Sandboxes, store_scope
 
@@ -53,6 +54,13 @@ def add_parsers(
 
 def sandboxes_for(config: Config, store: Store) -> Sandboxes:
     return Sandboxes(config.sandbox, scope=store_scope(store.path))
+
+
+def deploy_target(config: Config) -> DockerTarget:
+    """Where the deploy tools and `agent deployments` run services ([deploy] in agent.toml)."""
+    return DockerTarget(
+        config.sandbox.image, url=config.deploy.engine or None, publish=config.deploy.publish
+    )
 
 
 def task_is_over(store: Store) -> Callable[[str], bool]:

@@ -33,7 +33,7 @@ from base.errors import (
 )
 from frontends.line_input import LineSource, read_line
 from frontends.render import Renderer
-from frontends.sandbox_commands import sandboxes_for, task_is_over
+from frontends.sandbox_commands import deploy_target, sandboxes_for, task_is_over
 from frontends.screen import print_json, shown
 from frontends.task_setup import (
     Setup,
@@ -104,6 +104,7 @@ class _Session:
             executor=executor,
             prices={name: Price(p.input, p.output) for name, p in self.config.prices.items()},
             sandboxes=sandboxes_for(self.config, self.store),
+            deploy=deploy_target(self.config),
         )
         if not self.args.json:
             renderer = self.renderer = Renderer(self.out)

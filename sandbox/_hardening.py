@@ -9,6 +9,7 @@ from docker.types import DriverConfig, Mount
 
 from sandbox._docker import LABEL
 from sandbox.container import CONTROL, WORKSPACE
+from sandbox.deploy import ServiceLimits
 from sandbox.limits import HOME_MB, SandboxLimits
 
 #: what agent-init (root in the container) may do to end a command of the sandbox's user: signal
@@ -54,6 +55,26 @@ def hardened(
             _tmpfs_volume(CONTROL, 1, owner, uid=0, mode="0755"),
         ],
         "hostname": "sandbox",
+    }
+
+
+def service_hardened(limits: ServiceLimits) -> dict[str, Any]:
+    """What every deployment container gets: the sandbox's hardening, with no capability at all
+    and an unprivileged user for every process in it."""
+    memory = f"{limits.memory_mb}m"
+    return {
+        "init": True,
+        "user": "1000:1000",
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "ipc_mode": "private",
+        "pids_limit": limits.pids,
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "nano_cpus": int(limits.cpus * 1e9),
+        "tmpfs": {"/tmp": "size=64m,mode=1777,nosuid,nodev"},
     }
 
 

@@ -421,11 +421,17 @@ class Sandbox:
         await self._put(lambda: self._client.api.put_archive(self.id, full, archive), full)
 
     async def get_archive(self, path: str) -> bytes:
-        """A tar archive of a file or directory of the workspace (to take a directory out)."""
+        """A tar archive of a file or directory of the workspace (to take a directory out).
+        Raises `WorkspaceError` (code `not_found`)."""
         full = workspace_path(path)
 
         def get() -> bytes:
-            chunks, _ = self._client.api.get_archive(self.id, full)
+            try:
+                chunks, _ = self._client.api.get_archive(self.id, full)
+            except docker.errors.NotFound:
+                raise WorkspaceError(
+                    f"no such file or folder: {full}", code=ErrorCode.NOT_FOUND
+                ) from None
             return b"".join(chunks)
 
         with mapped(f"copying {full} out of sandbox {self.name}"):

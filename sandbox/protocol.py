@@ -67,6 +67,10 @@ class TaskSandbox(Protocol):
         """Read a file of the workspace."""
         ...
 
+    async def get_archive(self, path: str) -> bytes:
+        """A tar archive of a file or directory of the workspace."""
+        ...
+
     def take_restart_note(self) -> str | None:
         """Once, if the sandbox was started again since its last use: what that means."""
         ...

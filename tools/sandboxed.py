@@ -29,7 +29,7 @@ _TOOL_TIMEOUT = MAX_TIMEOUT + 30
 Seconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT)]
 
 
-async def _sandbox(ctx: ToolContext, *, for_a_call: bool = True) -> TaskSandbox:
+async def task_sandbox(ctx: ToolContext, *, for_a_call: bool = True) -> TaskSandbox:
     """The task's sandbox. The first call after Docker started it again (its files went with
     it) is not run: the model is told instead, once."""
     if ctx.sandbox is None:
@@ -71,7 +71,7 @@ def _report(result: ExecResult) -> str:
 async def _command_outcome(ctx: ToolContext) -> ToolResult | None:
     """After a crash of the runner: what the command it lost track of did, read back from the
     sandbox's record of it (waited for, if it still runs); None if it never started."""
-    box = await _sandbox(ctx, for_a_call=False)
+    box = await task_sandbox(ctx, for_a_call=False)
     found = await box.recorded(ctx.idempotency_key)
     if found == "unknown":
         raise CannotTell("the sandbox was started again since, and kept no record of it")
@@ -93,7 +93,7 @@ async def shell(command: str, ctx: ToolContext, timeout: Seconds = 120) -> str: 
         command: the command line, run by `sh -c`.
         timeout: seconds before the command and everything it started are killed (at most 600).
     """
-    box = await _sandbox(ctx)
+    box = await task_sandbox(ctx)
     run = box.exec(command, timeout=timeout, on_output=ctx.output, key=ctx.idempotency_key)
     return _report(await run)
 
@@ -116,7 +116,7 @@ async def python(
     """
     if (code is None) == (file is None):
         raise ToolError("give exactly one of `code` and `file`", code=ErrorCode.BAD_ARGUMENTS)
-    box = await _sandbox(ctx)
+    box = await task_sandbox(ctx)
     target = ["-c", code] if code is not None else [_path(file or "")]
     argv = ["python3", *target, *(args or [])]
     return _report(
@@ -131,7 +131,7 @@ async def read_file(path: str, ctx: ToolContext) -> str:
     Args:
         path: the file, relative to /workspace (or an absolute path inside it).
     """
-    box = await _sandbox(ctx)
+    box = await task_sandbox(ctx)
     data = await _file(box.read_file(path, max_bytes=2 * 1024 * 1024))
     return _shown(data.decode(errors="replace"))
 
@@ -144,7 +144,7 @@ async def write_file(path: str, content: str, ctx: ToolContext) -> str:
         path: the file, relative to /workspace (or an absolute path inside it).
         content: the whole new content of the file.
     """
-    box = await _sandbox(ctx)
+    box = await task_sandbox(ctx)
     full = await _file(box.write_file(path, content.encode()))
     return f"wrote {len(content.encode())} bytes to {full}"
 
@@ -164,7 +164,7 @@ async def patch_file(
     """
     if not old:
         raise ToolError("`old` is empty: give the text to replace", code=ErrorCode.BAD_ARGUMENTS)
-    box = await _sandbox(ctx)
+    box = await task_sandbox(ctx)
     data = await _file(box.read_file(path, max_bytes=2 * 1024 * 1024))
     try:
         text = data.decode()
@@ -195,7 +195,7 @@ async def list_files(
         path: the folder, relative to /workspace (or an absolute path inside it).
         depth: how many levels down to list (1 to 6).
     """
-    box = await _sandbox(ctx)
+    box = await task_sandbox(ctx)
     folder = _path(path)
     quoted = shlex.quote(folder)
     command = (

@@ -38,6 +38,7 @@ from tools.capture import Capture, OnPrint
 
 if TYPE_CHECKING:
     from browser.driver import BrowserDriver
+    from sandbox.deploy import DeployTarget
     from sandbox.protocol import TaskSandbox
 
 Touches = Literal["read", "write", "external", "deploy"]
@@ -69,6 +70,8 @@ class ToolContext:
     #: how much output the model is shown whole; longer output is kept as an artifact and
     #: shortened (None where the runner does not say)
     shown_chars: int | None = None
+    #: where the deploy tools run services (None where the runner deploys nothing)
+    deploy: DeployTarget | None = None
 
 
 @dataclass(frozen=True)

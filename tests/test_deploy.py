@@ -1,0 +1,330 @@
+"""Deployments, against the real Docker engine: a Python web app and a static site, each with
+and without a Dockerfile, deployed from a task's workspace through the deploy tools; health
+checks that keep the old version serving; rollback; finding a deploy by its key; hardening.
+
+These never skip: `make test` starts Docker and builds the runtime image first.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from sandbox._recipes import RecipeError, build_failure, context, digest, recipe
+from sandbox.container import Sandbox
+from sandbox.deploy import DeployFailed, Health, Spec
+from sandbox.deploy_docker import DockerTarget, container_name
+from sandbox.limits import SandboxConfig, SandboxLimits
+from sandbox.manager import Sandboxes
+from tools import InvalidArguments, ToolContext
+from tools.deploy import registry as deploy_tools
+
+IMAGE = "agent-sandbox:latest"
+SMALL = SandboxLimits(memory_mb=256, pids=64, workspace_mb=32, tmp_mb=16, cpus=1.0)
+
+APP = """\
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = os.environ.get("GREETING", "GREETING-UNSET").encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+if __name__ == "__main__":
+    HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Hello).serve_forever()
+"""
+WSGI = """\
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"wsgi says hi"]
+"""
+OWN_DOCKERFILE = """\
+FROM agent-sandbox:latest
+COPY app.py /srv/app.py
+ENV GREETING="from my own Dockerfile"
+EXPOSE 9000
+USER 1000:1000
+CMD ["python3", "/srv/app.py"]
+"""
+
+
+# -- recognising a folder (no Docker)
+
+
+def test_a_folder_is_recognised_by_its_files() -> None:
+    program = recipe({"app.py": APP.encode()}, "base")
+    assert (program.kind, program.command, program.port) == ("python", "python3 app.py", 8000)
+    wsgi = recipe({"main.py": WSGI.encode()}, "base")
+    assert "wsgiref" in wsgi.command
+    assert "from main import app" in wsgi.command
+    static = recipe({"index.html": b"<h1>hi</h1>"}, "base", 8100)
+    assert (static.kind, static.port) == ("static", 8100)
+    assert static.dockerfile.startswith("FROM base\n")
+    assert "USER 1000:1000" in static.dockerfile
+    own = recipe({"Dockerfile": OWN_DOCKERFILE.encode(), "app.py": b""}, "base")
+    assert (own.kind, own.port, own.command) == ("dockerfile", 9000, '["python3", "/srv/app.py"]')
+
+
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        ({}, "the folder is empty"),
+        ({"notes.txt": b"x"}, "looked for a Dockerfile, a Python app (app.py, main.py"),
+        ({"app.py": b"print('hi')\n"}, "cannot tell how to start it"),
+        ({"app.py": b"from fastapi import FastAPI\napp = FastAPI()\n"}, "add uvicorn"),
+        ({"Dockerfile": b"FROM x\nUSER root\n"}, "last USER is root"),
+        ({"Dockerfile": b"FROM x\nVOLUME /data\n"}, "line 2 asks for a VOLUME"),
+        ({"Dockerfile": b"FROM x\nRUN --security=insecure id\n"}, "a privileged RUN"),
+    ],
+)
+def test_a_folder_that_cannot_be_deployed_says_why(files: dict[str, bytes], said: str) -> None:
+    with pytest.raises(RecipeError, match=None) as caught:
+        recipe(files, "base")
+    assert said in str(caught.value)
+
+
+def test_the_digest_follows_the_files_not_their_order() -> None:
+    one = digest({"a": b"1", "b": b"2"})
+    assert one == digest({"b": b"2", "a": b"1"})
+    assert one != digest({"a": b"1", "b": b"3"})
+
+
+def test_a_failed_build_names_the_dockerfile_line() -> None:
+    dockerfile = "FROM x\nCOPY . /srv\nRUN exit 3\n"
+    said = build_failure(dockerfile, "RUN exit 3", "returned a non-zero code: 3")
+    assert said == "the build failed at Dockerfile line 3 (RUN exit 3): returned a non-zero code: 3"
+
+
+# -- on the engine
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[DockerTarget]:
+    made = DockerTarget(IMAGE)
+    yield made
+    for deployment in await made.deployments():
+        if deployment.name.startswith("t-"):
+            await made.remove(deployment.name)
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    boxes = Sandboxes(SandboxConfig(pool_size=0, limits=SMALL), scope=secrets.token_hex(4))
+    yield await boxes.for_task("deployer")
+    await boxes.reap(lambda _task: True)
+    await boxes.aclose()
+
+
+async def fetch(url: str) -> str:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(url)).text
+
+
+def named() -> str:
+    return f"t-{secrets.token_hex(3)}"
+
+
+async def spec_of(
+    target: DockerTarget, name: str, files: dict[str, str], **health: Any
+) -> tuple[Spec, bytes]:
+    data = {path: text.encode() for path, text in files.items()}
+    _, base = await target.base_image()
+    found = recipe(data, base)
+    spec = Spec(name, found, digest(data), "app", Health(**health), env={"GREETING": "v1"})
+    return spec, context(data, found.dockerfile)
+
+
+async def call(tool: str, ctx: ToolContext, **arguments: Any) -> str:
+    found = deploy_tools.get(tool)
+    assert found is not None
+    result = await found.invoke(arguments, ctx)
+    assert result.ok, result.content
+    return result.content
+
+
+async def put(box: Sandbox, folder: str, files: dict[str, str]) -> None:
+    for path, text in files.items():
+        await box.write_file(f"{folder}/{path}", text.encode())
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"app.py": APP}, "GREETING-UNSET"),
+        ({"main.py": WSGI}, "wsgi says hi"),
+        ({"index.html": "<h1>a static site</h1>"}, "<h1>a static site</h1>"),
+        ({"Dockerfile": OWN_DOCKERFILE, "app.py": APP}, "from my own Dockerfile"),
+        (
+            {
+                "Dockerfile": "FROM agent-sandbox:latest\nCOPY site /srv/site\nUSER 1000:1000\n"
+                'CMD ["python3", "-m", "http.server", "8000", "--directory", "/srv/site"]\n',
+                "site/index.html": "static, with a Dockerfile",
+            },
+            "static, with a Dockerfile",
+        ),
+    ],
+    ids=["python-app", "wsgi-app", "static-site", "python-dockerfile", "static-dockerfile"],
+)
+async def test_a_folder_of_the_workspace_is_deployed_healthy_and_reachable(
+    target: DockerTarget, sandbox: Sandbox, files: dict[str, str], expected: str
+) -> None:
+    await put(sandbox, "web", files)
+
+    async def opened() -> Sandbox:
+        return sandbox
+
+    name = named()
+    ctx = ToolContext("deployer", "c1", f"deployer/{name}", sandbox=opened, deploy=target)
+    said = await call("deploy", ctx, folder="web", name=name)
+    assert f"{name} v1 serves at http://127.0.0.1:" in said
+    url = (await target.status(name)).url
+    assert url is not None
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(url)
+    assert answer.status_code == 200
+    assert expected in answer.text
+    status = await call("deploy_status", ctx, name=name)
+    assert "v1  serving" in status
+    listed = await call("deployments", ctx)
+    assert f"{name}: {url} (v1 serving)" in listed
+    logs = await call("deploy_logs", ctx, name=name)
+    assert '"GET / HTTP/1.1" 200' in logs  # each of these servers logs each request
+
+
+async def test_a_failing_version_leaves_the_old_one_serving_and_rollback_restores(
+    target: DockerTarget,
+) -> None:
+    name = named()
+    first, first_context = await spec_of(target, name, {"app.py": APP})
+    v1 = await target.deploy(first, first_context, f"{name}-1")
+    url = (await target.status(name)).url
+    assert url is not None
+    second_app = APP.replace("GREETING-UNSET", "second")
+    second, second_context = await spec_of(
+        target, name, {"app.py": second_app.replace('os.environ.get("GREETING", ', "(")}
+    )
+    v2 = await target.deploy(second, second_context, f"{name}-2")
+    assert (v1.number, v2.number) == (1, 2)
+    assert (await fetch(url)) == "second"
+    # A third version whose health check never passes: reported, and v2 goes on serving.
+    third, third_context = await spec_of(
+        target, name, {"app.py": APP.replace("200", "503")}, timeout=3
+    )
+    with pytest.raises(DeployFailed) as failed:
+        await target.deploy(third, third_context, f"{name}-3")
+    assert failed.value.code == "health_failed"
+    assert "GET / answered 503" in str(failed.value)
+    assert '"GET / HTTP/1.1" 503' in failed.value.logs
+    assert (await fetch(url)) == "second"
+    assert [v.number for v in (await target.status(name)).versions] == [1, 2]
+    # Rollback: v1 again, with no build, at the same URL.
+    back = await target.rollback(name)
+    assert back.number == 1
+    assert (await fetch(url)) == "v1"
+    states = {v.number: v.state for v in (await target.status(name)).versions}
+    assert states == {1: "serving", 2: "stopped"}
+    with pytest.raises(DeployFailed, match="no earlier version"):
+        await target.rollback(name)
+
+
+async def test_an_unchanged_deploy_changes_nothing_and_a_deploy_is_found_by_its_key(
+    target: DockerTarget,
+) -> None:
+    name = named()
+    spec, built = await spec_of(target, name, {"app.py": APP})
+    first = await target.deploy(spec, built, f"{name}-1")
+    again = await target.deploy(spec, built, f"{name}-2")
+    assert again.number == first.number == 1
+    found = await target.settle(f"{name}-1")
+    assert found is not None
+    assert (found.number, found.state) == (1, "serving")
+    assert await target.settle(f"{name}-never") is None
+
+
+async def test_a_failed_build_says_which_line(target: DockerTarget) -> None:
+    name = named()
+    files = {"Dockerfile": b"FROM agent-sandbox:latest\nRUN echo building\nRUN exit 7\n"}
+    found = recipe(files, "unused")
+    spec = Spec(name, found, digest(files), "app")
+    shown: list[str] = []
+    with pytest.raises(DeployFailed) as failed:
+        await target.deploy(spec, context(files, found.dockerfile), name, on_output=shown.append)
+    assert failed.value.code == "build_failed"
+    assert "at Dockerfile line 3 (RUN exit 7)" in str(failed.value)
+    assert "building" in "".join(shown)  # the build's output streamed as it came
+
+
+async def test_bad_input_is_the_model_s_to_correct(target: DockerTarget, sandbox: Sandbox) -> None:
+    async def opened() -> Sandbox:
+        return sandbox
+
+    ctx = ToolContext("deployer", "c1", "deployer/bad", sandbox=opened, deploy=target)
+    deploy = deploy_tools.get("deploy")
+    assert deploy is not None
+    missing = await deploy.invoke({"folder": "nowhere", "name": "ok-name"}, ctx)
+    assert (missing.ok, missing.error_code) == (False, "not_found")
+    assert "nowhere" in missing.content
+    with pytest.raises(InvalidArguments, match="field 'name': String should match pattern"):
+        deploy.validate({"folder": "web", "name": "Not A Name"})
+    await put(sandbox, "notes", {"readme.txt": "just text"})
+    unknown = await deploy.invoke({"folder": "notes", "name": "ok-name"}, ctx)
+    assert not unknown.ok
+    assert "looked for a Dockerfile" in unknown.content
+
+
+async def test_deployment_containers_are_hardened(target: DockerTarget) -> None:
+    name = named()
+    spec, built = await spec_of(target, name, {"app.py": APP})
+    await target.deploy(spec, built, f"{name}-1")
+    client = docker.from_env()
+    for container in (
+        client.containers.get(container_name(name, 1)),
+        client.containers.get(container_name(name)),
+    ):
+        host = container.attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"], container.name
+        assert not host["CapAdd"], container.name
+        assert container.attrs["Config"]["User"] == "1000:1000", container.name
+        assert host["Privileged"] is False
+        assert host["ReadonlyRootfs"] is True
+        assert "no-new-privileges:true" in host["SecurityOpt"]
+        assert not host["Binds"]
+        assert not host["Devices"]
+        assert not any("docker.sock" in str(m) for m in container.attrs["Mounts"])
+        assert host["PidsLimit"]
+        assert host["Memory"] == host["MemorySwap"] > 0
+        assert host["NanoCpus"] > 0
+        assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    service = client.containers.get(container_name(name, 1))
+    # Its only network is the deployment's own, which is internal: no way out.
+    assert list(service.attrs["NetworkSettings"]["Networks"]) == [container_name(name)]
+    assert client.networks.get(container_name(name)).attrs["Internal"] is True
+    # Nothing outside answers it: not even a port of this host, which the front (on the
+    # engine's bridge) reaches, as the positive control.
+    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    with socket.create_server(("0.0.0.0", 0)) as listening:
+        port = listening.getsockname()[1]
+        front = client.containers.get(container_name(name))
+        assert _reaches(front, gateway, port)
+        assert not _reaches(service, gateway, port)
+    status = service.exec_run(["sh", "-c", "grep -E '^(CapEff|NoNewPrivs):' /proc/1/status; id -u"])
+    text = status.output.decode()
+    assert "CapEff:\t0000000000000000" in text
+    assert "NoNewPrivs:\t1" in text
+    assert text.strip().splitlines()[-1] == "1000"
+
+
+def _reaches(container: Any, host: str, port: int) -> bool:
+    probe = f"import socket; socket.create_connection(({host!r}, {port}), 3)"
+    return container.exec_run(["python3", "-c", probe]).exit_code == 0
