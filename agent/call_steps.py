@@ -25,6 +25,7 @@ from agent.events import (
 from agent.loop import Loop, Step, read_effect, record_result, reject, run_tool, settle_late
 from agent.loop_tools import EXECUTOR, complete_step, finish, replan
 from agent.state import Call, call_hash
+from base import failpoints
 from policies import Allow, Decision, Deny, RequireApproval
 from tools.tool import EFFECT, InvalidArguments, Tool, ToolResult, without_effect
 
@@ -258,10 +259,13 @@ class Execute(Step):
             intent = IntentRecorded(
                 ref=call.ref, call_hash=call.call_hash, idempotency_key=key, approval_id=approval_id
             )
+            failpoints.reached("intent:before")
             loop.record.commit([intent])
+            failpoints.reached("intent:after")
         result = await run_tool(loop, tool, call, key)
         if result is not None:
             record_result(loop, tool, result, durable=durable)
+            failpoints.reached("result:after")
         return None
 
     async def _effect_changed(self, loop: Loop, tool: Tool) -> bool | None:

@@ -97,6 +97,8 @@ class Runner:
         self._running: dict[str, Recorder] = {}
         if sandboxes is not None:
             sandboxes.egress.listener = self._record_egress
+            if deploy is not None:  # a task's browser reaches the services it deployed
+                sandboxes.egress.services = deploy.reachable_by
 
     def offered(self, state: TaskState) -> tuple[ToolSpec, ...]:
         """The tools the task's model is told of: all, but those that need the network where

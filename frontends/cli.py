@@ -26,6 +26,7 @@ from agent.store import Store
 from base.errors import (
     AgentError,
 )
+from frontends.deploy_commands import add_deploy_parsers, deployments_command
 from frontends.doctor import doctor
 from frontends.line_input import LineSource
 from frontends.sandbox_commands import add_parsers, sandbox_command
@@ -221,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
         "--tools", action="append", default=[], metavar="MODULE_OR_FILE", help=_TOOLS_HELP
     )
     add_parsers(sub, common)
+    add_deploy_parsers(sub, common)
     return parser
 
 
@@ -251,6 +253,8 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
         return 0
     if command == "doctor":
         return doctor(args, config, out)
+    if command == "deployments":
+        return deployments_command(args, config, out)
     if command in ("tasks", "show"):
         with Store.open(read_only=True) as store:  # a read-only store can still be read
             if command == "tasks":

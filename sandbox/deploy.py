@@ -81,7 +81,9 @@ class Version:
     files: str
     base: str
     created: float
-    state: Literal["serving", "stopped", "starting"] = "stopped"
+    #: serving (the front sends to it), standby (running, ready to serve again: the version
+    #: before the one serving), stopped, or starting (not yet checked)
+    state: Literal["serving", "standby", "stopped", "starting"] = "stopped"
 
     def describe(self) -> str:
         return f"{self.name} v{self.number} ({self.kind}, {self.state}): {self.command}"
@@ -129,3 +131,8 @@ class DeployTarget(Protocol):
     async def rollback(self, name: str) -> Version: ...
 
     async def remove(self, name: str) -> None: ...
+
+    async def reachable_by(self, task_id: str) -> frozenset[tuple[str, int]]:
+        """Where the deployments `task_id` made are reached: (host, port) of each URL. The egress
+        proxy lets the task's own browser and tools reach them with no allowlist entry."""
+        ...

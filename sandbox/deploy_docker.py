@@ -19,22 +19,36 @@ never run blindly again. Containers restart with the engine (`unless-stopped`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import io
 import json
 import time
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any
 
 import docker
 import docker.errors
-import tenacity
 
+from base import failpoints
 from base.errors import ErrorCode
 from sandbox._docker import connect, mapped
 from sandbox._hardening import service_hardened
 from sandbox._recipes import build_failure
+from sandbox._services import (
+    FRONT_PORT,
+    PLAN,
+    container_name,
+    is_connected,
+    is_serving,
+    log_tail,
+    published_port,
+    remove_container,
+    restarting,
+    state_of,
+    unchanged,
+    version_of,
+    wait_healthy,
+)
 from sandbox.deploy import (
     BuildOutput,
     DeployFailed,
@@ -48,13 +62,6 @@ from sandbox.deploy import (
 DEPLOYMENT = "agent.deployment"
 VERSION = "agent.version"
 KEY = "agent.key"
-PLAN = "agent.plan"
-#: the port the front listens on inside its container
-_FRONT_PORT = 8080
-
-
-def container_name(name: str, number: int | None = None) -> str:
-    return f"agent-deploy-{name}" if number is None else f"agent-deploy-{name}-v{number}"
 
 
 class DockerTarget:
@@ -98,25 +105,35 @@ class DockerTarget:
         self, spec: Spec, context: bytes, key: str, *, on_output: BuildOutput | None = None
     ) -> Version:
         client = await asyncio.to_thread(self.client)
-        image = await asyncio.to_thread(self._build, client, spec, context, on_output)
-        current = next(
-            (
-                _version(c, "serving")
-                for c in await asyncio.to_thread(self._versions, client, spec.name)
-                if _serving(c, spec.name)
-            ),
-            None,
-        )
-        if current is not None and _same(current, spec, image):
-            return current
-        number = await asyncio.to_thread(self._next_number, client, spec.name)
+        # The front (the first time) is made while the image builds: it does not need it.
+        built = asyncio.to_thread(self._build, client, spec, context, on_output)
+        fronted = asyncio.to_thread(self._front, client, spec.name, spec.recipe.port)
+        try:
+            image, _ = await asyncio.gather(built, fronted)
+        except DeployFailed:
+            await asyncio.to_thread(self._forget_if_empty, client, spec.name)
+            raise
+        versions = await asyncio.to_thread(self._versions, client, spec.name)
+        current = next((c for c in versions if is_serving(c, spec.name)), None)
+        if current is not None and unchanged(version_of(current, "serving"), spec, image):
+            return version_of(current, "serving")
+        number = max((int(c.labels[VERSION]) for c in versions), default=0) + 1
         base = (await self.base_image())[1]
         container = await asyncio.to_thread(
             functools.partial(
-                self._start, client, spec, image=image, number=number, key=key, base=base
+                self._start,
+                client,
+                spec,
+                image=image,
+                number=number,
+                key=key,
+                base=base,
+                # nothing serves: it may take the traffic there is not, as it comes up
+                serve=current is None,
             )
         )
-        return await self._take_over(client, spec.name, container, spec.health)
+        failpoints.reached("deploy:started")
+        return await self._take_over(client, spec.name, container, spec.health, standby=True)
 
     def _build(
         self,
@@ -159,10 +176,6 @@ class DockerTarget:
             raise DeployFailed("the build gave no image", code=ErrorCode.BUILD_FAILED)
         return image
 
-    def _next_number(self, client: docker.DockerClient, name: str) -> int:
-        numbers = [int(c.labels[VERSION]) for c in self._versions(client, name)]
-        return max(numbers, default=0) + 1
-
     def _start(
         self,
         client: docker.DockerClient,
@@ -172,6 +185,7 @@ class DockerTarget:
         number: int,
         key: str,
         base: str,
+        serve: bool,
     ) -> Any:
         network = self._network(client, spec.name)
         version = Version(
@@ -203,7 +217,12 @@ class DockerTarget:
                 labels=labels,
                 environment={**spec.env, "PORT": str(spec.recipe.port)},
                 network=network,
-                **_restarting(service_hardened(spec.limits)),
+                networking_config={
+                    network: client.api.create_endpoint_config(
+                        aliases=["current"] if serve else None
+                    )
+                },
+                **restarting(service_hardened(spec.limits)),
             )
 
     def _network(self, client: docker.DockerClient, name: str) -> str:
@@ -224,105 +243,58 @@ class DockerTarget:
         return network
 
     async def _take_over(
-        self, client: docker.DockerClient, name: str, container: Any, health: Health
-    ) -> Version:
-        """Check `container`'s health; healthy, make it the one serving and stop the one before;
-        unhealthy, remove it and raise `DeployFailed` (what served goes on serving)."""
-        version = _version(container, "starting")
-        front = await asyncio.to_thread(self._front, client, name, version.port)
-        try:
-            await self._wait_healthy(client, front, container, version, health)
-        except DeployFailed:
-            await asyncio.to_thread(_remove, container)
-            raise
-        await asyncio.to_thread(self._switch, client, name, container)
-        return _version(container, "serving")
-
-    async def _wait_healthy(
         self,
         client: docker.DockerClient,
-        front: Any,
+        name: str,
         container: Any,
-        version: Version,
         health: Health,
-    ) -> None:
-        def probe() -> None:
-            """Return when healthy; else raise `_Unhealthy` with what is wrong (so far)."""
-            if (found := check()) is not None:
-                raise _Unhealthy(found)
-
-        def check() -> str | None:
-            container.reload()
-            if container.status not in ("created", "running"):
-                code = container.attrs["State"].get("ExitCode")
-                raise _Exited(f"the service exited (exit code {code}) before it was healthy")
-            if health.command is not None:
-                result = container.exec_run(["sh", "-c", health.command], user="1000:1000")
-                return (
-                    None
-                    if result.exit_code == 0
-                    else f"`{health.command}` exited {result.exit_code}"
-                )
-            url = f"http://{container.name}:{version.port}{health.path}"
-            result = front.exec_run(
-                ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", url]
-            )
-            status = result.output.decode(errors="replace").strip()
-            if result.exit_code == 0 and status[:1] in ("2", "3"):
-                return None
-            return (
-                f"GET {health.path} answered {status}"
-                if status.isdigit() and status != "000"
-                else (f"GET {health.path}: nothing answers on port {version.port}")
-            )
-
+        *,
+        standby: bool,
+    ) -> Version:
+        """Check `container`'s health; healthy, make it the one serving (and the one before it
+        the standby, if `standby`, else stopped); unhealthy, take it out and raise `DeployFailed`
+        (what served goes on serving)."""
+        version = version_of(container, "starting")
+        front = await asyncio.to_thread(self._front, client, name, version.port)
         try:
-            async for attempt in tenacity.AsyncRetrying(
-                stop=tenacity.stop_after_delay(health.timeout),
-                wait=tenacity.wait_fixed(0.2),
-                retry=tenacity.retry_if_exception_type(_Unhealthy),
-                reraise=True,
-            ):
-                with (
-                    attempt,
-                    mapped(f"checking the health of {version.name} v{version.number}"),
-                ):
-                    await asyncio.to_thread(probe)
-        except (_Unhealthy, _Exited) as exc:
-            logs = await asyncio.to_thread(_tail, container, 20)
-            reason = str(exc) if isinstance(exc, _Exited) else f"{exc} after {health.timeout:g} s"
-            raise DeployFailed(
-                f"{version.name} v{version.number} is not healthy: {reason}; what served before "
-                "goes on serving",
-                code=ErrorCode.HEALTH_FAILED,
-                logs=logs,
-            ) from None
+            await wait_healthy(front, container, version, health)
+        except DeployFailed:
+            await asyncio.to_thread(remove_container, container)
+            raise
+        await asyncio.to_thread(self._switch, client, name, container, standby)
+        await asyncio.to_thread(self._front, client, name, version.port, replace=True)
+        return version_of(container, "serving")
 
-    def _front(self, client: docker.DockerClient, name: str, port: int) -> Any:
-        """The deployment's front, started, forwarding to port `port` of the version serving."""
+    def _front(
+        self, client: docker.DockerClient, name: str, port: int, *, replace: bool = False
+    ) -> Any:
+        """The deployment's front, started. A new one forwards to port `port` of the version
+        serving; one that forwards to another port is made again only if `replace` (once the
+        version on the new port serves), keeping its published port."""
         wanted = container_name(name)
         host_port: int | None = None
+        self._network(client, name)
         with mapped(f"starting the front of {name}"):
             for found in client.containers.list(all=True, filters={"name": f"^/{wanted}$"}):
-                if found.labels.get("agent.port") == str(port):
+                if found.labels.get("agent.port") == str(port) or not replace:
                     if found.status != "running":
                         found.start()
                     return found
-                host_port = _published(found)
-                _remove(found)
+                host_port = published_port(found)
+                remove_container(found)
             front = client.containers.create(
                 self.runtime_image,
                 command=[
                     "socat",
-                    f"TCP-LISTEN:{_FRONT_PORT},fork,reuseaddr",
+                    f"TCP-LISTEN:{FRONT_PORT},fork,reuseaddr",
                     f"TCP:current:{port}",
                 ],
                 name=wanted,
                 labels={DEPLOYMENT: name, "agent.port": str(port), "agent.front": "1"},
-                **_restarting(
+                **restarting(
                     service_hardened(ServiceLimits(memory_mb=64, cpus=0.5, pids=64)),
                     # a port of its own the first time; the same one when it is made again
-                    ports={f"{_FRONT_PORT}/tcp": (self.publish, host_port)},
+                    ports={f"{FRONT_PORT}/tcp": (self.publish, host_port)},
                 ),
             )
             client.networks.get(container_name(name)).connect(front)
@@ -330,16 +302,27 @@ class DockerTarget:
             front.reload()
             return front
 
-    def _switch(self, client: docker.DockerClient, name: str, container: Any) -> None:
+    def _switch(
+        self, client: docker.DockerClient, name: str, container: Any, standby: bool
+    ) -> None:
+        """Make `container` the one serving. The one that served before is taken off the network
+        and, if `standby`, left running (a rollback to it is then a switch); every other running
+        version is stopped."""
         network = client.networks.get(container_name(name))
         with mapped(f"switching {name} over"):
-            network.disconnect(container)
-            network.connect(container, aliases=["current"])
+            container.reload()
+            if not is_serving(container, name):
+                if is_connected(container, name):
+                    network.disconnect(container)
+                network.connect(container, aliases=["current"])
             for other in self._versions(client, name):
-                if other.id != container.id and other.status == "running":
+                if other.id == container.id or other.status != "running":
+                    continue
+                was_serving = is_serving(other, name)
+                if is_connected(other, name):
                     network.disconnect(other)
+                if not (standby and was_serving):
                     other.stop(timeout=5)
-                    network.connect(other)
 
     # -- after a crash
 
@@ -354,13 +337,12 @@ class DockerTarget:
         container = await asyncio.to_thread(find)
         if container is None:
             return None
-        version = _version(container, "stopped")
-        if _serving(container, version.name):
-            return _version(container, "serving")
+        version = version_of(container, "stopped")
         health = Health(**json.loads(version.health))
         if container.status != "running":
             await asyncio.to_thread(container.start)
-        return await self._take_over(client, version.name, container, health)
+        # Serving or not, it is checked: a crash may have come before its health check.
+        return await self._take_over(client, version.name, container, health, standby=True)
 
     # -- what is deployed
 
@@ -376,14 +358,11 @@ class DockerTarget:
         return await asyncio.to_thread(self._status, client, name)
 
     def _status(self, client: docker.DockerClient, name: str) -> Deployment:
-        versions = tuple(
-            _version(c, "serving" if _serving(c, name) else "stopped")
-            for c in self._versions(client, name)
-        )
+        versions = tuple(version_of(c, state_of(c, name)) for c in self._versions(client, name))
         url = None
         with mapped(f"reading the front of {name}"):
             for front in client.containers.list(filters={"name": f"^/{container_name(name)}$"}):
-                if (port := _published(front)) is not None:
+                if (port := published_port(front)) is not None:
                     url = f"http://{self.url_host}:{port}/"
         if not versions:
             raise DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)
@@ -406,8 +385,8 @@ class DockerTarget:
         versions = await asyncio.to_thread(self._versions, client, name)
         if not versions:
             raise DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)
-        chosen = next((c for c in versions if _serving(c, name)), versions[-1])
-        return await asyncio.to_thread(_tail, chosen, lines)
+        chosen = next((c for c in versions if is_serving(c, name)), versions[-1])
+        return await asyncio.to_thread(log_tail, chosen, lines)
 
     # -- the user's powers
 
@@ -443,71 +422,47 @@ class DockerTarget:
         container = await asyncio.to_thread(
             lambda: client.containers.get(container_name(name, target.number))
         )
-        if container.status != "running":
+        health = Health(**json.loads(target.health))
+        if container.status == "running":
+            # The standby: it serves at once, beside the one it replaces, then alone if healthy.
+            network = await asyncio.to_thread(client.networks.get, container_name(name))
+            if not is_connected(container, name):
+                await asyncio.to_thread(
+                    functools.partial(network.connect, container, aliases=["current"])
+                )
+        else:
             await asyncio.to_thread(container.start)
-        return await self._take_over(client, name, container, Health(**json.loads(target.health)))
+        return await self._take_over(client, name, container, health, standby=False)
+
+    async def reachable_by(self, task_id: str) -> frozenset[tuple[str, int]]:
+        client = await asyncio.to_thread(self.client)
+
+        def find() -> frozenset[tuple[str, int]]:
+            with mapped("listing a task's deployments"):
+                versions = client.containers.list(filters={"label": KEY})
+                names = {
+                    c.labels[DEPLOYMENT]
+                    for c in versions
+                    if c.labels[KEY].startswith(f"{task_id}/")
+                }
+                fronts = [f for name in names for f in self._fronts(client, name)]
+            ports = (published_port(front) for front in fronts if front.status == "running")
+            return frozenset((self.url_host, port) for port in ports if port is not None)
+
+        return await asyncio.to_thread(find)
 
     async def remove(self, name: str) -> None:
         client = await asyncio.to_thread(self.client)
+        await asyncio.to_thread(self._remove_all, client, name)
 
-        def remove() -> None:
-            with mapped(f"removing {name}"):
-                for container in [*self._versions(client, name), *self._fronts(client, name)]:
-                    _remove(container)
-                for network in client.networks.list(names=[container_name(name)]):
-                    network.remove()
+    def _remove_all(self, client: docker.DockerClient, name: str) -> None:
+        with mapped(f"removing {name}"):
+            for container in [*self._versions(client, name), *self._fronts(client, name)]:
+                remove_container(container)
+            for network in client.networks.list(names=[container_name(name)]):
+                network.remove()
 
-        await asyncio.to_thread(remove)
-
-
-class _Unhealthy(Exception):
-    pass
-
-
-class _Exited(Exception):
-    pass
-
-
-def _version(container: Any, state: Literal["serving", "stopped", "starting"]) -> Version:
-    plan = json.loads(container.labels[PLAN])
-    plan["env_names"] = tuple(plan["env_names"])
-    plan["state"] = state
-    return Version(**plan)
-
-
-def _serving(container: Any, name: str) -> bool:
-    networks = container.attrs["NetworkSettings"]["Networks"] or {}
-    aliases = (networks.get(container_name(name)) or {}).get("Aliases") or []
-    return container.status == "running" and "current" in aliases
-
-
-def _same(current: Version, spec: Spec, image: str) -> bool:
-    return (
-        current.image == image
-        and current.env_names == tuple(sorted(spec.env))
-        and current.health == json.dumps(asdict(spec.health))
-        and current.limits == asdict(spec.limits)
-    )
-
-
-def _published(container: Any) -> int | None:
-    ports = container.attrs["NetworkSettings"]["Ports"] or {}
-    bound = ports.get(f"{_FRONT_PORT}/tcp") or []
-    return int(bound[0]["HostPort"]) if bound else None
-
-
-def _restarting(settings: dict[str, Any], **more: Any) -> dict[str, Any]:
-    """Container settings that make it start again with the engine, unless it was stopped."""
-    return {**settings, **more, "restart_policy": {"Name": "unless-stopped"}}
-
-
-def _tail(container: Any, lines: int) -> str:
-    try:
-        return bytes(container.logs(tail=lines)).decode(errors="replace")
-    except docker.errors.DockerException:
-        return ""
-
-
-def _remove(container: Any) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
-        container.remove(force=True)
+    def _forget_if_empty(self, client: docker.DockerClient, name: str) -> None:
+        """After a first deploy that failed: take away the front and network made for it."""
+        if not self._versions(client, name):
+            self._remove_all(client, name)

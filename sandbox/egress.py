@@ -34,7 +34,7 @@ from sandbox._docker import LABEL, SCOPE, TASK, docker_time, mapped, owned_by
 from sandbox._hardening import hardened
 from sandbox.container import USER as USER_ID
 from sandbox.limits import SandboxLimits
-from sandbox.proxy import USER, EgressAttempt, EgressProxy
+from sandbox.proxy import USER, EgressAttempt, EgressProxy, ServiceLookup
 
 PROXY_PORT_IN_SANDBOX = 3128
 #: where the sandbox's browser relays its DevTools port (see image/bin/agent-browser), and the
@@ -79,6 +79,8 @@ class Egress:
     ) -> None:
         self.listener = listener
         self.allow_private = allow_private
+        #: where each task's own deployments are (see `EgressProxy`); the runner's to set
+        self.services: ServiceLookup | None = None
         self._proxy: EgressProxy | None = None
         self._gateway: str | None = None
         self._tokens: dict[str, str] = {}
@@ -86,11 +88,16 @@ class Egress:
     async def _ensure_proxy(self, client: docker.DockerClient) -> tuple[str, int]:
         if self._proxy is None:
             self._gateway = await asyncio.to_thread(_egress_network, client)
-            proxy = EgressProxy(self._gateway, 0, allow_private=self.allow_private)
+            proxy = EgressProxy(
+                self._gateway, 0, allow_private=self.allow_private, services=self._services
+            )
             await proxy.start()
             self._proxy = proxy
         assert self._gateway is not None
         return self._gateway, self._proxy.port
+
+    async def _services(self, task_id: str) -> frozenset[tuple[str, int]]:
+        return frozenset() if self.services is None else await self.services(task_id)
 
     @staticmethod
     def network_name(container_name: str) -> str:

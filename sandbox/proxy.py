@@ -27,7 +27,14 @@ from typing import Self
 
 from sandbox._addresses import IPAddress, judge
 
-__all__ = ["EgressAttempt", "EgressProxy", "Recorder", "Resolver", "check_entry"]
+__all__ = [
+    "EgressAttempt",
+    "EgressProxy",
+    "Recorder",
+    "Resolver",
+    "ServiceLookup",
+    "check_entry",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,9 @@ class EgressAttempt:
 
 
 Recorder = Callable[[EgressAttempt], None]
+ServiceLookup = Callable[[str], Awaitable[frozenset[tuple[str, int]]]]
+"""The (host, port) pairs of a task's own services (the deployments it made), by task id: the
+task reaches them with no allowlist entry, even on this host's loopback."""
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """Resolves (host, port) to IP addresses; raises OSError when it cannot."""
 
@@ -55,6 +65,7 @@ HEAD_TIMEOUT = 30.0  # for a client to send them
 ALLOWLISTED = "allowlisted"
 NOT_ALLOWLISTED = "not in the task's allowlist"
 UNRESOLVED = "could not resolve"
+OWN_SERVICE = "the task's own deployment"
 
 
 _CHUNK = 64 * 1024
@@ -142,10 +153,13 @@ class EgressProxy:
         connect_timeout: float = 10.0,
         resolver: Resolver | None = None,
         allow_private: bool = False,
+        services: ServiceLookup | None = None,
     ) -> None:
         """`allow_private`: an allowlist entry that names a private, loopback or this host's own
         address outright (an IP literal, localhost) may reach it; the operator's to say, in
-        config (see `sandbox._addresses`)."""
+        config (see `sandbox._addresses`). `services`: where a task's own deployments are, which
+        it may reach as they are named there (an IP literal and a port), and nothing else."""
+        self.services = services
         self._host, self._port = host, port
         self._private = allow_private
         self._connect_timeout = connect_timeout
@@ -265,6 +279,8 @@ class EgressProxy:
                 f'Proxy-Authenticate: Basic realm="{USER} egress"',
             )
         reason, address, status = await self._decide(task.entries, request)
+        if reason == NOT_ALLOWLISTED and await self._own_service(task.task_id, request):
+            reason, address, status = OWN_SERVICE, _ip(request.host), HTTPStatus.OK
         allowed, text = status == HTTPStatus.OK, None if address is None else str(address)
         attempt = EgressAttempt(
             task.task_id, request.method, request.host, request.port, allowed, reason, text
@@ -297,6 +313,15 @@ class EgressProxy:
             pass  # one side went away: closing both is all there is left to do
         finally:
             upstream.close()
+
+    async def _own_service(self, task_id: str, request: _Request) -> bool:
+        if self.services is None or _ip(request.host) is None:
+            return False
+        try:
+            return (request.host, request.port) in await self.services(task_id)
+        except Exception:
+            logger.exception("egress proxy: the services of task %s could not be read", task_id)
+            return False
 
     async def _decide(
         self, entries: Sequence[_Entry], request: _Request

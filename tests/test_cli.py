@@ -17,6 +17,7 @@ from agent.events import Limits, TaskCreated
 from agent.store import Store
 from frontends.cli import main
 from tools.browser import registry as browser_tools
+from tools.deploy import registry as deploy_tools
 from tools.sandboxed import registry as sandbox_tools
 
 from .conftest import REPO, request_args, write_script
@@ -216,7 +217,11 @@ def test_listings(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
     assert main(["tools", "list", "--json"]) == 0
     tools = {t["name"]: t for t in _last_json(capsys)}
-    everyone = [*(t.name for t in sandbox_tools), *(t.name for t in browser_tools)]
+    everyone = [
+        *(t.name for t in sandbox_tools),
+        *(t.name for t in browser_tools),
+        *(t.name for t in deploy_tools),
+    ]
     assert set(tools) == {"calculate", "current_time", "read_artifact", *everyone}
     assert tools["calculate"]["parameters"]["required"] == ["expression"]
     assert main(["tools", "list", "--tools", TALLY]) == 0
