@@ -286,19 +286,24 @@ class Execute(Step):
             reject(
                 loop,
                 call,
-                f"not run: the page changed what this call sends {call.judgements} times since "
-                "it was first judged; read the page again before trying once more",
+                f"not run: what this call would do (a page's values, a deploy's files) changed "
+                f"{call.judgements} times since it was first judged; read it again before "
+                "trying once more",
             )
             return True
         changed = "; ".join(changes(call.arguments.get(EFFECT), effect))
-        note = f" (asked again: the page changed it since the approval: {changed})"
+        note = f" (asked again: what it would do changed since the approval: {changed})"
         approval_id = f"{loop.state.task_id}-{call.ref}-v{call.judgements + 1}"
         decision, events = judged(loop, tool, call, arguments, approval_id, note=note)
         loop.record.commit(events)
         if isinstance(decision, Allow):
             # Nothing to approve any more (it no longer submits): still not what the reviewer
             # approved. (A denial is its own observation already.)
-            reject(loop, call, "not run: the page changed since this call was approved; call again")
+            reject(
+                loop,
+                call,
+                "not run: what it would do changed since this call was approved; call again",
+            )
         return True
 
 

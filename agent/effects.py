@@ -308,6 +308,11 @@ class LocalEffects:
             # What read_artifact may give at once without being shortened itself.
             shown_chars=observation_chars(self.backends["act"].context_window),
             deploy=self.deploy,
+            approved_by=(
+                call.decision.reviewer
+                if call.decision is not None and call.decision.approved
+                else None
+            ),
         )
 
 

@@ -72,6 +72,7 @@ class ErrorCode(StrEnum):
     OUTSIDE_WORKSPACE = "outside_workspace"
     OVERLOADED = "overloaded"
     PAGE_ERROR = "page_error"
+    PORT_TAKEN = "port_taken"
     RATE_LIMITED = "rate_limited"
     REFUSED = "refused"
     SANDBOX_BUSY = "sandbox_busy"

@@ -79,7 +79,8 @@ def deployments_command(args: argparse.Namespace, config: Config, out: Console) 
 def _print(deployment: Deployment, out: Console) -> None:
     out.print(f"{shown(deployment.name)}  {deployment.url or 'stopped'}")
     for v in deployment.versions:
-        out.print(f"  v{v.number}  {v.state:8}  {shown(v.kind)}: {shown(v.command)}")
+        who = f"  (approved by {shown(v.approved_by)})" if v.approved_by else ""
+        out.print(f"  v{v.number}  {v.state:8}  {shown(v.kind)}: {shown(v.command)}{who}")
 
 
 def _as_json(deployment: Deployment) -> dict[str, object]:

@@ -95,6 +95,22 @@ class Sandbox:
             else None
         )
 
+    async def build_egress(self) -> tuple[str, dict[str, str]] | None:
+        """For a build made for this task (a deploy's): the network to build on, the sandbox's
+        own, where the only way out is the task's egress proxy, and the proxy settings that take
+        a download there. None for a sandbox with no network: the build gets none either."""
+        if self.limits.network != "proxy" or not self.env:
+            return None
+
+        def network() -> str:
+            attrs = self._client.api.inspect_container(self.id)
+            return str(next(iter(attrs["NetworkSettings"]["Networks"])))
+
+        with mapped(f"reading the network of sandbox {self.name}"):
+            name = await asyncio.to_thread(network)
+        proxy = {k: v for k, v in self.env.items() if k.lower() in ("http_proxy", "https_proxy")}
+        return name, proxy
+
     def take_restart_note(self) -> str | None:
         """What the task must be told about its sandbox having been started again, the first
         time it is asked; None after that, and for a sandbox that never stopped."""

@@ -17,6 +17,8 @@ from sandbox._recipes import Recipe
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 BuildOutput = Callable[[str], None]
+BuildEgress = tuple[str, dict[str, str]]
+"""Where a build may download from: the network it joins and the proxy settings it gets."""
 
 
 class DeployFailed(Exception):
@@ -62,6 +64,10 @@ class Spec:
     health: Health = Health()
     limits: ServiceLimits = ServiceLimits()
     env: Mapping[str, str] = field(default_factory=dict[str, str])
+    #: who approved the deploy (None: no reviewer was asked; "": one who gave no name)
+    approved_by: str | None = None
+    #: the host port its URL is on (None: the one it has, or a free one the first time)
+    host_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class Version:
     files: str
     base: str
     created: float
+    approved_by: str | None = None
     #: serving (the front sends to it), standby (running, ready to serve again: the version
     #: before the one serving), stopped, or starting (not yet checked)
     state: Literal["serving", "standby", "stopped", "starting"] = "stopped"
@@ -109,10 +116,17 @@ class DeployTarget(Protocol):
         ...
 
     async def deploy(
-        self, spec: Spec, context: bytes, key: str, *, on_output: BuildOutput | None = None
+        self,
+        spec: Spec,
+        context: bytes,
+        key: str,
+        *,
+        on_output: BuildOutput | None = None,
+        egress: BuildEgress | None = None,
     ) -> Version:
         """Build `context` and start it beside what serves; switch over once it is healthy.
-        An unchanged deploy of what serves returns that version. Raises `DeployFailed`."""
+        An unchanged deploy of what serves returns that version. The build has no network
+        unless `egress` gives one. Raises `DeployFailed`."""
         ...
 
     async def settle(self, key: str) -> Version | None:

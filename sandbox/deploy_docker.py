@@ -50,6 +50,7 @@ from sandbox._services import (
     wait_healthy,
 )
 from sandbox.deploy import (
+    BuildEgress,
     BuildOutput,
     DeployFailed,
     Deployment,
@@ -102,12 +103,22 @@ class DockerTarget:
     # -- deploy
 
     async def deploy(
-        self, spec: Spec, context: bytes, key: str, *, on_output: BuildOutput | None = None
+        self,
+        spec: Spec,
+        context: bytes,
+        key: str,
+        *,
+        on_output: BuildOutput | None = None,
+        egress: BuildEgress | None = None,
     ) -> Version:
         client = await asyncio.to_thread(self.client)
         # The front (the first time) is made while the image builds: it does not need it.
-        built = asyncio.to_thread(self._build, client, spec, context, on_output)
-        fronted = asyncio.to_thread(self._front, client, spec.name, spec.recipe.port)
+        built = asyncio.to_thread(self._build, client, spec, context, on_output, egress)
+        fronted = asyncio.to_thread(
+            functools.partial(
+                self._front, client, spec.name, spec.recipe.port, host_port=spec.host_port
+            )
+        )
         try:
             image, _ = await asyncio.gather(built, fronted)
         except DeployFailed:
@@ -141,6 +152,7 @@ class DockerTarget:
         spec: Spec,
         context: bytes,
         on_output: BuildOutput | None,
+        egress: BuildEgress | None,
     ) -> str:
         lines: list[str] = []
         step = ""
@@ -152,7 +164,9 @@ class DockerTarget:
                 tag=f"agent-deploy/{spec.name}:latest",
                 rm=True,
                 forcerm=True,
-                network_mode="none",
+                network_mode=egress[0] if egress else "none",
+                # Docker's own proxy arguments: seen by RUN, kept out of the image's history
+                buildargs=dict(egress[1]) if egress else None,
                 decode=True,
                 labels={DEPLOYMENT: spec.name},
             )
@@ -202,6 +216,7 @@ class DockerTarget:
             files=spec.files,
             base=base,
             created=time.time(),
+            approved_by=spec.approved_by,
         )
         labels = {
             DEPLOYMENT: spec.name,
@@ -266,21 +281,29 @@ class DockerTarget:
         return version_of(container, "serving")
 
     def _front(
-        self, client: docker.DockerClient, name: str, port: int, *, replace: bool = False
+        self,
+        client: docker.DockerClient,
+        name: str,
+        port: int,
+        *,
+        replace: bool = False,
+        host_port: int | None = None,
     ) -> Any:
         """The deployment's front, started. A new one forwards to port `port` of the version
-        serving; one that forwards to another port is made again only if `replace` (once the
-        version on the new port serves), keeping its published port."""
+        serving, published on `host_port` (None: a free one); one that forwards to another port
+        is made again only if `replace` (once the version on the new port serves), keeping its
+        published port; one published elsewhere than a `host_port` asked for is made again."""
         wanted = container_name(name)
-        host_port: int | None = None
         self._network(client, name)
         with mapped(f"starting the front of {name}"):
             for found in client.containers.list(all=True, filters={"name": f"^/{wanted}$"}):
-                if found.labels.get("agent.port") == str(port) or not replace:
+                moved = host_port is not None and published_port(found) not in (None, host_port)
+                same_port = found.labels.get("agent.port") == str(port)
+                if (same_port or not replace) and not moved:
                     if found.status != "running":
-                        found.start()
+                        _start_front(found, host_port)
                     return found
-                host_port = published_port(found)
+                host_port = host_port or published_port(found)
                 remove_container(found)
             front = client.containers.create(
                 self.runtime_image,
@@ -298,7 +321,7 @@ class DockerTarget:
                 ),
             )
             client.networks.get(container_name(name)).connect(front)
-            front.start()
+            _start_front(front, host_port)
             front.reload()
             return front
 
@@ -466,3 +489,20 @@ class DockerTarget:
         """After a first deploy that failed: take away the front and network made for it."""
         if not self._versions(client, name):
             self._remove_all(client, name)
+
+
+def _start_front(front: Any, host_port: int | None) -> None:
+    """Start a front; a host port another program holds is said plainly (and the front that
+    could not have it is taken away)."""
+    try:
+        front.start()
+    except docker.errors.APIError as exc:
+        text = str(exc)
+        if "already allocated" not in text and "address already in use" not in text:
+            raise
+        remove_container(front)
+        raise DeployFailed(
+            f"port {host_port} of this host is already taken: give another host_port, or none "
+            "for a free one",
+            code=ErrorCode.PORT_TAKEN,
+        ) from None

@@ -71,6 +71,10 @@ class TaskSandbox(Protocol):
         """A tar archive of a file or directory of the workspace."""
         ...
 
+    async def build_egress(self) -> tuple[str, dict[str, str]] | None:
+        """The network a build for this task joins and its proxy settings (None: no network)."""
+        ...
+
     def take_restart_note(self) -> str | None:
         """Once, if the sandbox was started again since its last use: what that means."""
         ...

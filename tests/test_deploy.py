@@ -7,69 +7,33 @@ These never skip: `make test` starts Docker and builds the runtime image first.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import secrets
 import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import pytest
 
-from browser.manager import Browsers
-from frontends.cli import main
 from sandbox._recipes import RecipeError, build_failure, context, digest, recipe
 from sandbox._services import container_name
 from sandbox.container import Sandbox
-from sandbox.deploy import DeployFailed, Health, Spec
+from sandbox.deploy import DeployFailed, Spec
 from sandbox.deploy_docker import DockerTarget
-from sandbox.limits import SandboxConfig, SandboxLimits
-from sandbox.manager import Sandboxes
-from sandbox.proxy import NOT_ALLOWLISTED, OWN_SERVICE, EgressAttempt
 from tools import InvalidArguments, ToolContext
 from tools.deploy import registry as deploy_tools
 
-from .conftest import REPO
-
-IMAGE = "agent-sandbox:latest"
-SMALL = SandboxLimits(memory_mb=256, pids=64, workspace_mb=32, tmp_mb=16, cpus=1.0)
-
-APP = """\
-import os
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-
-class Hello(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = os.environ.get("GREETING", "GREETING-UNSET").encode()
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(body)
-
-
-if __name__ == "__main__":
-    HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Hello).serve_forever()
-"""
-WSGI = """\
-def app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"wsgi says hi"]
-"""
-OWN_DOCKERFILE = """\
-FROM agent-sandbox:latest
-COPY app.py /srv/app.py
-ENV GREETING="from my own Dockerfile"
-EXPOSE 9000
-USER 1000:1000
-CMD ["python3", "/srv/app.py"]
-"""
-
-
-# -- recognising a folder (no Docker)
+from .deploying import (  # noqa: F401 - fixtures, used by name
+    APP,
+    OWN_DOCKERFILE,
+    WSGI,
+    call,
+    fetch,
+    named,
+    put,
+    sandbox_fixture,
+    spec_of,
+    target_fixture,
+)
 
 
 def test_a_folder_is_recognised_by_its_files() -> None:
@@ -117,55 +81,6 @@ def test_a_failed_build_names_the_dockerfile_line() -> None:
 
 
 # -- on the engine
-
-
-@pytest.fixture
-async def target() -> AsyncIterator[DockerTarget]:
-    made = DockerTarget(IMAGE)
-    yield made
-    for deployment in await made.deployments():
-        if deployment.name.startswith("t-"):
-            await made.remove(deployment.name)
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    boxes = Sandboxes(SandboxConfig(pool_size=0, limits=SMALL), scope=secrets.token_hex(4))
-    yield await boxes.for_task("deployer")
-    await boxes.reap(lambda _task: True)
-    await boxes.aclose()
-
-
-async def fetch(url: str) -> str:
-    async with httpx.AsyncClient() as client:
-        return (await client.get(url)).text
-
-
-def named() -> str:
-    return f"t-{secrets.token_hex(3)}"
-
-
-async def spec_of(
-    target: DockerTarget, name: str, files: dict[str, str], **health: Any
-) -> tuple[Spec, bytes]:
-    data = {path: text.encode() for path, text in files.items()}
-    _, base = await target.base_image()
-    found = recipe(data, base)
-    spec = Spec(name, found, digest(data), "app", Health(**health), env={"GREETING": "v1"})
-    return spec, context(data, found.dockerfile)
-
-
-async def call(tool: str, ctx: ToolContext, **arguments: Any) -> str:
-    found = deploy_tools.get(tool)
-    assert found is not None
-    result = await found.invoke(arguments, ctx)
-    assert result.ok, result.content
-    return result.content
-
-
-async def put(box: Sandbox, folder: str, files: dict[str, str]) -> None:
-    for path, text in files.items():
-        await box.write_file(f"{folder}/{path}", text.encode())
 
 
 @pytest.mark.parametrize(
@@ -291,6 +206,15 @@ async def test_bad_input_is_the_model_s_to_correct(target: DockerTarget, sandbox
     unknown = await deploy.invoke({"folder": "notes", "name": "ok-name"}, ctx)
     assert not unknown.ok
     assert "looked for a Dockerfile" in unknown.content
+    # A host port another program holds.
+    await put(sandbox, "web", {"app.py": APP})
+    name = named()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        clash = await deploy.invoke({"folder": "web", "name": name, "host_port": port}, ctx)
+    assert (clash.ok, clash.error_code) == (False, "port_taken")
+    assert f"port {port} of this host is already taken" in clash.content
+    assert name not in {d.name for d in await target.deployments()}  # nothing left behind
 
 
 async def test_deployment_containers_are_hardened(target: DockerTarget) -> None:
@@ -339,88 +263,3 @@ async def test_deployment_containers_are_hardened(target: DockerTarget) -> None:
 def _reaches(container: Any, host: str, port: int) -> bool:
     probe = f"import socket; socket.create_connection(({host!r}, {port}), 3)"
     return bool(container.exec_run(["python3", "-c", probe]).exit_code == 0)
-
-
-DEMO_CONFIG = """
-[sandbox]
-pool_size = 0
-[sandbox.limits]
-memory_mb = 256
-pids = 64
-workspace_mb = 32
-"""
-
-
-async def test_the_deploy_example_runs_as_the_readme_says(
-    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    readme = (REPO / "README.md").read_text()
-    command = (
-        './agentw run --model scripted:examples/deploy_demo.json "Write a hello-world web app '
-        'and deploy it"'
-    )
-    assert command in readme
-    config = tmp_path / "agent.toml"
-    config.write_text(DEMO_CONFIG)
-    model = f"scripted:{REPO / 'examples' / 'deploy_demo.json'}"
-    common = ["--config", str(config), "--json"]
-    target = DockerTarget(IMAGE)
-    try:
-        # Run from a thread: the command runs its own event loop.
-        code = await asyncio.to_thread(main, ["run", "Deploy hello", "--model", model, *common])
-        assert code == 3  # waiting for a reviewer: the deploy's plan
-        stopped = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        pending = stopped["pending_approval"]
-        plan = pending["preview"]
-        assert "hello" in json.dumps(plan)
-        assert "python3 app.py" in json.dumps(plan)
-        task, request, digest_ = stopped["task_id"], pending["approval_id"], pending["call_hash"]
-        approve = ["approve", task, request, digest_[:8], *common]
-        assert await asyncio.to_thread(main, approve) == 0
-        done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert done["status"] == "done", done
-        url = (await target.status("hello-demo")).url
-        assert url is not None
-        assert await fetch(url) == "hello from a deployed app\n"
-        assert await asyncio.to_thread(main, ["deployments", "list", *common]) == 0
-        [listed] = [d for d in json.loads(capsys.readouterr().out) if d["name"] == "hello-demo"]
-        assert listed["url"] == url
-        assert [v["state"] for v in listed["versions"]] == ["serving"]
-    finally:
-        await target.remove("hello-demo")
-
-
-async def test_the_task_s_browser_reaches_its_own_deployments_and_no_one_else_s(
-    target: DockerTarget,
-) -> None:
-    attempts: list[EgressAttempt] = []
-    sandboxes = Sandboxes(
-        SandboxConfig(pool_size=0),
-        scope=secrets.token_hex(4),
-        on_egress=lambda _task, attempt: attempts.append(attempt),
-    )
-    sandboxes.egress.services = target.reachable_by  # as the runner sets it
-    browsers = Browsers()
-    limits = SandboxLimits(network="proxy", allow_domains=("x.test",), memory_mb=1024)
-    mine, theirs = named(), named()
-    try:
-        spec, built = await spec_of(target, mine, {"app.py": APP})
-        await target.deploy(spec, built, f"builder/{mine}")  # made by the task "builder"
-        spec, built = await spec_of(target, theirs, {"app.py": APP})
-        await target.deploy(spec, built, f"someone-else/{theirs}")
-        urls = [(await target.status(name)).url for name in (mine, theirs)]
-        driver = await browsers.for_task("builder", await sandboxes.for_task("builder", limits))
-        await driver.goto(str(urls[0]))
-        assert "v1" in await driver.snapshot()
-        with contextlib.suppress(Exception):  # the refusal is the proxy's page, or an error
-            await driver.goto(str(urls[1]))
-        decided = {(a.port, a.allowed, a.reason) for a in attempts}
-        ports = [int(str(url).rsplit(":", 1)[1].rstrip("/")) for url in urls]
-        assert (ports[0], True, OWN_SERVICE) in decided
-        assert (ports[1], False, NOT_ALLOWLISTED) in decided
-    finally:
-        await browsers.aclose()
-        await sandboxes.reap(lambda _task: True)
-        await sandboxes.aclose()
-        for name in (mine, theirs):
-            await target.remove(name)

@@ -13,6 +13,7 @@ before it starts, and the key labels all it makes, so after a crash it is found 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
@@ -27,6 +28,7 @@ from tools.sandboxed import task_sandbox
 from tools.tool import ToolContext, ToolError, ToolResult, tool
 
 T = TypeVar("T")
+_URL = re.compile(r"https?://([A-Za-z0-9.-]+(?::\d+)?)")
 #: the longest a deploy may take: its build, its start and its health check
 _DEPLOY_TIMEOUT = 900.0
 
@@ -83,6 +85,8 @@ async def _spec(ctx: ToolContext, arguments: dict[str, Any]) -> tuple[Spec, dict
             cpus=float(arguments.get("cpus") or 1.0),
         ),
         env=dict(arguments.get("env") or {}),
+        approved_by=ctx.approved_by,
+        host_port=arguments.get("host_port"),
     )
     return spec, files
 
@@ -108,6 +112,7 @@ async def _plan(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
             "dockerfile": recipe_.dockerfile,
             "command": recipe_.command,
             "port": recipe_.port,
+            "host_port": spec.host_port or "the one it has (a free one the first time)",
             "env": sorted(spec.env),
             "health": spec.health.describe(),
             "limits": f"{spec.limits.memory_mb} MB, {spec.limits.cpus:g} CPU, "
@@ -142,6 +147,7 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
     health_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0,
     memory_mb: Annotated[int, Field(ge=32, le=8192)] = 512,
     cpus: Annotated[float, Field(gt=0, le=16)] = 1.0,
+    host_port: Annotated[int, Field(ge=1024, le=65535)] | None = None,
 ) -> str:
     """Build a folder of the workspace and run it as a long-running service with a URL. A folder
     with a Dockerfile is built with it; without one, a Python web app (app.py, main.py...: ASGI,
@@ -160,6 +166,8 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
         health_timeout: seconds the version has to become healthy.
         memory_mb: the service's memory.
         cpus: the service's CPUs.
+        host_port: the port of this host its URL is on (default: the one it has, or a free
+            one).
     """
     arguments = {
         "folder": folder,
@@ -171,6 +179,7 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
         "health_timeout": health_timeout,
         "memory_mb": memory_mb,
         "cpus": cpus,
+        "host_port": host_port,
     }
     spec, files = await _spec(ctx, arguments)
     target = _target(ctx)
@@ -181,12 +190,19 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
         if ctx.output is not None:
             ctx.output("stdout", text)
 
+    box = await task_sandbox(ctx, for_a_call=False)
+    egress = await box.build_egress()
     try:
         version = await target.deploy(
-            spec, context(files, spec.recipe.dockerfile), ctx.idempotency_key, on_output=show
+            spec,
+            context(files, spec.recipe.dockerfile),
+            ctx.idempotency_key,
+            on_output=show,
+            egress=egress,
         )
     except DeployFailed as exc:
-        raise ToolError(_failed(exc) + _kept(ctx, name, log), code=exc.code) from None
+        note = _egress_note(exc, online=egress is not None)
+        raise ToolError(_failed(exc) + note + _kept(ctx, name, log), code=exc.code) from None
     except SandboxError as exc:
         raise ToolError(str(exc), code=exc.code) from None
     return await _deployed(target, version) + _kept(ctx, name, log)
@@ -201,7 +217,11 @@ async def deploy_status(ctx: ToolContext, name: Name) -> str:
     """
     deployment = await _failures(_target(ctx).status(name))
     lines = [f"{name}: {deployment.url or 'stopped'}"]
-    lines += [f"  v{v.number}  {v.state:8}  {v.kind}: {v.command}" for v in deployment.versions]
+    lines += [
+        f"  v{v.number}  {v.state:8}  {v.kind}: {v.command}"
+        + (f"  (approved by {v.approved_by})" if v.approved_by else "")
+        for v in deployment.versions
+    ]
     return "\n".join(lines)
 
 
@@ -272,6 +292,26 @@ async def _failures(op: Awaitable[T]) -> T:
 
 def _failed(exc: DeployFailed) -> str:
     return str(exc) + (f"\nthe last lines of its log:\n{exc.logs.rstrip()}" if exc.logs else "")
+
+
+def _egress_note(exc: DeployFailed, *, online: bool) -> str:
+    """What a failed build may have needed from the network, and what it could reach."""
+    if exc.code != ErrorCode.BUILD_FAILED:
+        return ""
+    hosts = sorted({found.group(1) for found in _URL.finditer(exc.logs)})
+    asked = f"it asked for {', '.join(hosts)}; " if hosts else ""
+    if not online:
+        return (
+            f"\n({asked}a build has no network when the task's sandbox has none: give the task "
+            "the hosts it needs, e.g. --allow-domain pypi.org --allow-domain "
+            "files.pythonhosted.org)"
+        )
+    return (
+        f"\n({asked}a build reaches only the hosts the task's allowlist names, through its "
+        "egress proxy; `agent show` lists what the proxy refused)"
+        if hosts
+        else ""
+    )
 
 
 def _kept(ctx: ToolContext, name: str, log: list[str]) -> str:

@@ -72,6 +72,8 @@ class ToolContext:
     shown_chars: int | None = None
     #: where the deploy tools run services (None where the runner deploys nothing)
     deploy: DeployTarget | None = None
+    #: who approved this call, for a call a reviewer approved ("" if they gave no name)
+    approved_by: str | None = None
 
 
 @dataclass(frozen=True)
