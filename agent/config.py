@@ -50,6 +50,7 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     memory_mb = 4096
 
     [deploy]                        # where the deploy tools run services
+    enabled = false                 # true: every new task may deploy (as `agent run --deploy`)
     engine = ""                     # a Docker engine's URL (tcp://, ssh://); "" for $DOCKER_HOST,
                                     # else the local one
     publish = "127.0.0.1"           # the host address a deployment's port is published on
@@ -109,6 +110,7 @@ class ToolsConfig(_Section):
 
 
 class DeployConfig(_Section):
+    enabled: bool = False
     engine: str = ""
     publish: str = "127.0.0.1"
 

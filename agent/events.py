@@ -65,6 +65,8 @@ class TaskCreated(_Event):
     files: tuple[Attachment, ...] = ()
     #: False: no planner call; the task is its own one step (for small models and small tasks)
     plan: bool = True
+    #: True: the task may deploy services (it is offered the deploy tools)
+    deploy: bool = False
 
 
 class PlanProposed(_Event):

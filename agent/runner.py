@@ -103,14 +103,21 @@ class Runner:
     def offered(self, state: TaskState) -> tuple[ToolSpec, ...]:
         """The tools the task's model is told of: all, but those that need the network where
         the task's sandbox has none (a browser that can load no page is only a distraction,
-        and costs a small model a third of its prompt)."""
+        and costs a small model a third of its prompt), and the deploy tools unless the task
+        may deploy (and this runner has somewhere to)."""
         created = state.created
         limits = created.sandbox if created is not None else None
         if limits is None and self.sandboxes is not None:
             limits = self.sandboxes.config.limits
         online = limits is not None and limits.network != "none"
+        deploys = created is not None and created.deploy and self.deploy is not None
         return (
-            tuple(t.spec for t in self.registry if online or not t.needs_network) + EXECUTOR.specs()
+            tuple(
+                t.spec
+                for t in self.registry
+                if (online or not t.needs_network) and (deploys or not t.needs_deploy)
+            )
+            + EXECUTOR.specs()
         )
 
     def subscribe(self, listener: Listener) -> None:
@@ -129,12 +136,14 @@ class Runner:
         sandbox: SandboxLimits | None = None,
         files: tuple[Attachment, ...] = (),
         plan: bool = True,
+        deploy: bool = False,
     ) -> str:
         """Record a new task; return its id. Nothing runs until `run`.
 
         `tools` and `policy` say where this runner's tools and policy came from, so that a later
         run of the task, in any process, can load the same ones. `files` are given to the model
-        with the task (and kept as the task's artifacts); `plan=False` skips the planner.
+        with the task (and kept as the task's artifacts); `plan=False` skips the planner;
+        `deploy=True` lets it deploy services (it is offered the deploy tools).
         """
         planner, executor = self.backends["plan"], self.backends["act"]
         created = TaskCreated(
@@ -147,6 +156,7 @@ class Runner:
             sandbox=sandbox,
             files=files,
             plan=plan,
+            deploy=deploy,
         )
         task_id = self.store.create_task(created)
         if files:

@@ -165,6 +165,14 @@ def _parser() -> argparse.ArgumentParser:
         "for every task)",
     )
 
+    run.add_argument(
+        "--deploy",
+        action="store_true",
+        default=None,
+        help="let the task deploy services: it is offered the deploy tools, and each deploy "
+        "still waits for a reviewer (default: [deploy] enabled in agent.toml, else off)",
+    )
+
     resume = sub.add_parser("resume", parents=[running], help="continue a task from its log")
     target = resume.add_mutually_exclusive_group(required=True)
     target.add_argument("id", nargs="?", help=_ID_HELP)

@@ -197,6 +197,7 @@ def _run_new(s: _Session, given: dict[str, Any]) -> int:
         plan=not s.args.no_plan
         and s.config.model.plan
         and (setup.model is not None or setup.planner is not None),
+        deploy=s.config.deploy.enabled if s.args.deploy is None else s.args.deploy,
     )
     return _until_stopped(s, runner, task_id, None)
 

@@ -145,3 +145,20 @@ def log_tail(container: Any, lines: int) -> str:
 def remove_container(container: Any) -> None:
     with contextlib.suppress(docker.errors.NotFound):
         container.remove(force=True)
+
+
+def start_front(front: Any, host_port: int | None) -> None:
+    """Start a front; a host port another program holds is said plainly (and the front that
+    could not have it is taken away)."""
+    try:
+        front.start()
+    except docker.errors.APIError as exc:
+        text = str(exc)
+        if "already allocated" not in text and "address already in use" not in text:
+            raise
+        remove_container(front)
+        raise DeployFailed(
+            f"port {host_port} of this host is already taken: give another host_port, or none "
+            "for a free one",
+            code=ErrorCode.PORT_TAKEN,
+        ) from None

@@ -44,6 +44,7 @@ from sandbox._services import (
     published_port,
     remove_container,
     restarting,
+    start_front,
     state_of,
     unchanged,
     version_of,
@@ -301,7 +302,7 @@ class DockerTarget:
                 same_port = found.labels.get("agent.port") == str(port)
                 if (same_port or not replace) and not moved:
                     if found.status != "running":
-                        _start_front(found, host_port)
+                        start_front(found, host_port)
                     return found
                 host_port = host_port or published_port(found)
                 remove_container(found)
@@ -321,7 +322,7 @@ class DockerTarget:
                 ),
             )
             client.networks.get(container_name(name)).connect(front)
-            _start_front(front, host_port)
+            start_front(front, host_port)
             front.reload()
             return front
 
@@ -489,20 +490,3 @@ class DockerTarget:
         """After a first deploy that failed: take away the front and network made for it."""
         if not self._versions(client, name):
             self._remove_all(client, name)
-
-
-def _start_front(front: Any, host_port: int | None) -> None:
-    """Start a front; a host port another program holds is said plainly (and the front that
-    could not have it is taken away)."""
-    try:
-        front.start()
-    except docker.errors.APIError as exc:
-        text = str(exc)
-        if "already allocated" not in text and "address already in use" not in text:
-            raise
-        remove_container(front)
-        raise DeployFailed(
-            f"port {host_port} of this host is already taken: give another host_port, or none "
-            "for a free one",
-            code=ErrorCode.PORT_TAKEN,
-        ) from None

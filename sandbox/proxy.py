@@ -26,6 +26,14 @@ from http import HTTPStatus
 from typing import Self
 
 from sandbox._addresses import IPAddress, judge
+from sandbox._allowlist import (
+    HOST_NAME,
+    Entry,
+    check_entry,
+    ip_or_none,
+    parse_entry,
+    split_host_port,
+)
 
 __all__ = [
     "EgressAttempt",
@@ -74,9 +82,6 @@ _CHUNK = 64 * 1024
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1024 * 1024
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_NAME = re.compile(
-    r"(?=.{1,253}\Z)[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*"
-)
 _VERSION = re.compile(r"HTTP/1\.[01]")
 # Hop-by-hop headers, and Host, which is rewritten. Transfer-Encoding is hop-by-hop too, but it
 # stays: the body is relayed as the client framed it.
@@ -95,25 +100,9 @@ class _HTTPError(Exception):
 
 
 @dataclass(frozen=True)
-class _Entry:
-    name: str  # a host name, or an IP address in its canonical text
-    address: IPAddress | None
-    wildcard: bool
-    port: int | None
-    explicit: bool  # an IP literal or localhost: the operator named a local target outright
-
-    def matches(self, host: str, address: IPAddress | None, port: int) -> bool:
-        if port not in ((80, 443) if self.port is None else (self.port,)):
-            return False
-        if self.address is not None or address is not None:
-            return address == self.address
-        return host.endswith("." + self.name) if self.wildcard else host == self.name
-
-
-@dataclass(frozen=True)
 class _Task:
     task_id: str
-    entries: tuple[_Entry, ...]
+    entries: tuple[Entry, ...]
     record: Recorder
 
 
@@ -216,7 +205,7 @@ class EgressProxy:
         `localhost`, with an optional `:port`; without one, ports 80 and 443. Raises ValueError
         for an entry that is none of these.
         """
-        entries = tuple(_parse_entry(entry) for entry in allow)
+        entries = tuple(parse_entry(entry) for entry in allow)
         token = secrets.token_urlsafe(24)
         self._tasks[token] = _Task(task_id, entries, record)
         if source is not None:
@@ -280,7 +269,7 @@ class EgressProxy:
             )
         reason, address, status = await self._decide(task.entries, request)
         if reason == NOT_ALLOWLISTED and await self._own_service(task.task_id, request):
-            reason, address, status = OWN_SERVICE, _ip(request.host), HTTPStatus.OK
+            reason, address, status = OWN_SERVICE, ip_or_none(request.host), HTTPStatus.OK
         allowed, text = status == HTTPStatus.OK, None if address is None else str(address)
         attempt = EgressAttempt(
             task.task_id, request.method, request.host, request.port, allowed, reason, text
@@ -315,7 +304,7 @@ class EgressProxy:
             upstream.close()
 
     async def _own_service(self, task_id: str, request: _Request) -> bool:
-        if self.services is None or _ip(request.host) is None:
+        if self.services is None or ip_or_none(request.host) is None:
             return False
         try:
             return (request.host, request.port) in await self.services(task_id)
@@ -324,7 +313,7 @@ class EgressProxy:
             return False
 
     async def _decide(
-        self, entries: Sequence[_Entry], request: _Request
+        self, entries: Sequence[Entry], request: _Request
     ) -> tuple[str, IPAddress | None, HTTPStatus]:
         """Why `request` is let through or refused, the address judged, and the status to send."""
         host, port = request.host, request.port
@@ -352,54 +341,6 @@ class EgressProxy:
 async def _resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
-
-
-def check_entry(text: str) -> str:
-    """`text` if it is an allowlist entry (see `EgressProxy.register`); raises ValueError if not."""
-    _parse_entry(text)
-    return text
-
-
-def _parse_entry(text: str) -> _Entry:
-    host, port = _split_host_port(text.strip())
-    name = host.removeprefix("*.")
-    wildcard = name != host
-    address = _ip(name)
-    if address is not None and not wildcard:
-        return _Entry(str(address), address, wildcard, port, explicit=True)
-    if address is None and _NAME.fullmatch(name):
-        return _Entry(name, None, wildcard, port, explicit=name == "localhost")
-    raise ValueError(f"not an allowlist entry: {text!r}")
-
-
-def _split_host_port(text: str) -> tuple[str, int | None]:
-    """Split `host[:port]`, `[ipv6][:port]` or a bare IPv6 address into host and port.
-
-    The host comes back lowercased, without a trailing dot, and is left to the caller to check.
-    Raises ValueError for a bad port or bracket.
-    """
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or not isinstance(_ip(host), ipaddress.IPv6Address):
-            raise ValueError(f"not an IPv6 address in brackets: {text!r}")
-    elif isinstance(_ip(text), ipaddress.IPv6Address):
-        host, rest = text, ""
-    else:
-        host, colon, port_text = text.partition(":")
-        rest = colon + port_text
-    digits = rest.removeprefix(":")
-    if rest and (digits == rest or not digits.isascii() or not digits.isdigit()):
-        raise ValueError(f"not a port: {rest!r}")
-    if digits and not 0 < int(digits) < 65536:
-        raise ValueError(f"not a port: {rest!r}")
-    return host.lower().removesuffix("."), int(digits) if digits else None
-
-
-def _ip(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
 
 
 def _bracket(host: str) -> str:
@@ -446,13 +387,13 @@ def _parse_head(head: bytes) -> _Request:
             raise _bad("bad request target")
         path = path if path.startswith("/") else "/" + path
     try:
-        host, port = _split_host_port(target)
+        host, port = split_host_port(target)
     except ValueError:
         raise _bad("bad host or port") from None
     if port is None and method == "CONNECT":
         raise _bad("CONNECT needs host:port")
-    address = _ip(host)
-    if address is None and not _NAME.fullmatch(host):
+    address = ip_or_none(host)
+    if address is None and not HOST_NAME.fullmatch(host):
         raise _bad("missing or bad host")
     port = 80 if port is None else port
     return _Request(method, version, tuple(headers), host, address, port, path)

@@ -56,6 +56,23 @@ CMD ["python3", "/srv/app.py"]
 # -- recognising a folder (no Docker)
 
 
+#: the sample folders of the acceptance, by name: their files, and what their page says
+SAMPLES: dict[str, tuple[dict[str, str], str]] = {
+    "python-app": ({"app.py": APP}, "GREETING-UNSET"),
+    "wsgi-app": ({"main.py": WSGI}, "wsgi says hi"),
+    "static-site": ({"index.html": "<h1>a static site</h1>"}, "a static site"),
+    "python-dockerfile": ({"Dockerfile": OWN_DOCKERFILE, "app.py": APP}, "from my own Dockerfile"),
+    "static-dockerfile": (
+        {
+            "Dockerfile": "FROM agent-sandbox:latest\nCOPY site /srv/site\nUSER 1000:1000\n"
+            'CMD ["python3", "-m", "http.server", "8000", "--directory", "/srv/site"]\n',
+            "site/index.html": "static, with a Dockerfile",
+        },
+        "static, with a Dockerfile",
+    ),
+}
+
+
 @pytest.fixture(name="target")
 async def target_fixture() -> AsyncIterator[DockerTarget]:
     made = DockerTarget(IMAGE)
@@ -103,3 +120,24 @@ async def call(tool: str, ctx: ToolContext, **arguments: Any) -> str:
 async def put(box: Sandbox, folder: str, files: dict[str, str]) -> None:
     for path, text in files.items():
         await box.write_file(f"{folder}/{path}", text.encode())
+
+
+#: agent.toml for a task that deploys: small sandboxes, and no pool to wait for
+TASK_CONFIG = """
+[sandbox]
+pool_size = 0
+[sandbox.limits]
+memory_mb = 256
+pids = 64
+workspace_mb = 32
+"""
+
+
+def deploy_turns(name: str, app: str = APP) -> list[dict[str, object]]:
+    """A scripted task that writes `app` as web/app.py and deploys it as `name`."""
+    return [
+        {"plan": ["Deploy"]},
+        {"tool": "write_file", "args": {"path": "web/app.py", "content": app}},
+        {"tool": "deploy", "args": {"folder": "web", "name": name}},
+        {"done": "deployed"},
+    ]

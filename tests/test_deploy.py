@@ -14,17 +14,24 @@ import docker
 import httpx
 import pytest
 
+from agent.runner import Runner
+from agent.store import Store
+from policies import Gate
 from sandbox._recipes import RecipeError, build_failure, context, digest, recipe
 from sandbox._services import container_name
 from sandbox.container import Sandbox
 from sandbox.deploy import DeployFailed, Spec
 from sandbox.deploy_docker import DockerTarget
-from tools import InvalidArguments, ToolContext
+from tools import InvalidArguments, Registry, ToolContext
+from tools.builtin import registry as builtin_tools
 from tools.deploy import registry as deploy_tools
 
+from .conftest import scripted
 from .deploying import (  # noqa: F401 - fixtures, used by name
     APP,
+    IMAGE,
     OWN_DOCKERFILE,
+    SAMPLES,
     WSGI,
     call,
     fetch,
@@ -83,24 +90,7 @@ def test_a_failed_build_names_the_dockerfile_line() -> None:
 # -- on the engine
 
 
-@pytest.mark.parametrize(
-    ("files", "expected"),
-    [
-        ({"app.py": APP}, "GREETING-UNSET"),
-        ({"main.py": WSGI}, "wsgi says hi"),
-        ({"index.html": "<h1>a static site</h1>"}, "<h1>a static site</h1>"),
-        ({"Dockerfile": OWN_DOCKERFILE, "app.py": APP}, "from my own Dockerfile"),
-        (
-            {
-                "Dockerfile": "FROM agent-sandbox:latest\nCOPY site /srv/site\nUSER 1000:1000\n"
-                'CMD ["python3", "-m", "http.server", "8000", "--directory", "/srv/site"]\n',
-                "site/index.html": "static, with a Dockerfile",
-            },
-            "static, with a Dockerfile",
-        ),
-    ],
-    ids=["python-app", "wsgi-app", "static-site", "python-dockerfile", "static-dockerfile"],
-)
+@pytest.mark.parametrize(("files", "expected"), SAMPLES.values(), ids=SAMPLES.keys())
 async def test_a_folder_of_the_workspace_is_deployed_healthy_and_reachable(
     target: DockerTarget, sandbox: Sandbox, files: dict[str, str], expected: str
 ) -> None:
@@ -263,3 +253,23 @@ async def test_deployment_containers_are_hardened(target: DockerTarget) -> None:
 def _reaches(container: Any, host: str, port: int) -> bool:
     probe = f"import socket; socket.create_connection(({host!r}, {port}), 3)"
     return bool(container.exec_run(["python3", "-c", probe]).exit_code == 0)
+
+
+def test_only_a_task_that_may_deploy_is_offered_the_deploy_tools(store: Store) -> None:
+    registry = Registry()
+    registry.include(builtin_tools)
+    registry.include(deploy_tools)
+    deploying = {t.name for t in deploy_tools}
+    with_target = Runner(
+        store, registry, Gate.default(), planner=scripted([]), deploy=DockerTarget(IMAGE)
+    )
+    without = Runner(store, registry, Gate.default(), planner=scripted([]))
+    for runner, may, offered in (
+        (with_target, False, set()),
+        (with_target, True, deploying),
+        (without, True, set()),  # a runner with nowhere to deploy offers none
+    ):
+        state = runner.load(runner.create("a task", deploy=may))
+        names = {spec.name for spec in runner.offered(state)}
+        assert names & deploying == offered
+        assert "calculate" in names

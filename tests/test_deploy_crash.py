@@ -26,15 +26,8 @@ from sandbox._services import container_name
 from sandbox.deploy_docker import DEPLOYMENT, VERSION
 
 from .conftest import REPO, write_script
+from .deploying import TASK_CONFIG, deploy_turns
 
-CONFIG = """
-[sandbox]
-pool_size = 0
-[sandbox.limits]
-memory_mb = 256
-pids = 64
-workspace_mb = 32
-"""
 APP = (
     "import os\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\n\n\n"
     "class Hi(BaseHTTPRequestHandler):\n    def do_GET(self):\n        self.send_response(200)\n"
@@ -98,14 +91,8 @@ def crash_and_resume(
 ) -> None:
     """Deploy `name` in a task, die at `point` once the reviewer approves, resume; check."""
     home = tmp_path / point.replace(":", "-")
-    turns = [
-        {"plan": ["Deploy"]},
-        {"tool": "write_file", "args": {"path": "web/app.py", "content": APP}},
-        {"tool": "deploy", "args": {"folder": "web", "name": name}},
-        {"done": "deployed"},
-    ]
-    model = f"scripted:{write_script(tmp_path / f'{name}.json', turns)}"
-    started = cli(home, "run", "deploy it", "--model", model, "--config", str(config))
+    model = f"scripted:{write_script(tmp_path / f'{name}.json', deploy_turns(name, APP))}"
+    started = cli(home, "run", "deploy it", "--deploy", "--model", model, "--config", str(config))
     assert started.returncode == 3, started.stderr  # the deploy waits for a reviewer
     stopped = last_json(started)
     task, pending = stopped["task_id"], stopped["pending_approval"]
@@ -144,7 +131,7 @@ def test_kill_9_around_an_approved_deploy_leaves_one_deployment(tmp_path: Path) 
     random.Random(seed).shuffle(order)
     client = docker.from_env()
     config = tmp_path / "agent.toml"
-    config.write_text(CONFIG)
+    config.write_text(TASK_CONFIG)
     names = [f"crash-{secrets.token_hex(3)}" for _ in order]
     try:
         for point, name in zip(order, names, strict=True):

@@ -38,8 +38,11 @@ from .conftest import REPO, write_script
 from .deploying import (
     APP,
     IMAGE,
+    SAMPLES,
     SMALL,
+    TASK_CONFIG,
     call,
+    deploy_turns,
     fetch,
     named,
     put,
@@ -47,33 +50,25 @@ from .deploying import (
     target_fixture,  # noqa: F401 - a fixture, used by name
 )
 
-DEMO_CONFIG = """
-[sandbox]
-pool_size = 0
-[sandbox.limits]
-memory_mb = 256
-pids = 64
-workspace_mb = 32
-"""
-
 
 async def test_the_deploy_example_runs_as_the_readme_says(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     readme = (REPO / "README.md").read_text()
     command = (
-        './agentw run --model scripted:examples/deploy_demo.json "Write a hello-world web app '
-        'and deploy it"'
+        "./agentw run --deploy --model scripted:examples/deploy_demo.json "
+        '"Write a hello-world web app and deploy it"'
     )
     assert command in readme
     config = tmp_path / "agent.toml"
-    config.write_text(DEMO_CONFIG)
+    config.write_text(TASK_CONFIG)
     model = f"scripted:{REPO / 'examples' / 'deploy_demo.json'}"
     common = ["--config", str(config), "--json"]
     target = DockerTarget(IMAGE)
     try:
         # Run from a thread: the command runs its own event loop.
-        code = await asyncio.to_thread(main, ["run", "Deploy hello", "--model", model, *common])
+        run = ["run", "Deploy hello", "--deploy", "--model", model, *common]
+        code = await asyncio.to_thread(main, run)
         assert code == 3  # waiting for a reviewer: the deploy's plan
         stopped = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         pending = stopped["pending_approval"]
@@ -109,28 +104,45 @@ async def test_the_task_s_browser_reaches_its_own_deployments_and_no_one_else_s(
     sandboxes.egress.services = target.reachable_by  # as the runner sets it
     browsers = Browsers()
     limits = SandboxLimits(network="proxy", allow_domains=("x.test",), memory_mb=1024)
-    mine, theirs = named(), named()
+    names = {sample: named() for sample in SAMPLES}
+    theirs = named()
     try:
-        spec, built = await spec_of(target, mine, {"app.py": APP})
-        await target.deploy(spec, built, f"builder/{mine}")  # made by the task "builder"
+        box = await sandboxes.for_task("builder", limits)
+
+        async def opened() -> Sandbox:
+            return box
+
+        # Each sample, deployed by the task "builder" from its workspace...
+        for sample, (files, _) in SAMPLES.items():
+            await put(box, sample, files)
+            key = f"builder/{names[sample]}"
+            ctx = ToolContext("builder", "c1", key, sandbox=opened, deploy=target)
+            await call("deploy", ctx, folder=sample, name=names[sample])
         spec, built = await spec_of(target, theirs, {"app.py": APP})
         await target.deploy(spec, built, f"someone-else/{theirs}")
-        urls = [(await target.status(name)).url for name in (mine, theirs)]
-        driver = await browsers.for_task("builder", await sandboxes.for_task("builder", limits))
-        await driver.goto(str(urls[0]))
-        assert "v1" in await driver.snapshot()
+        # ...is what the task's browser sees at its URL.
+        driver = await browsers.for_task("builder", box)
+        for sample, (_, expected) in SAMPLES.items():
+            await driver.goto(str((await target.status(names[sample])).url))
+            assert expected in await driver.snapshot(), sample
+        # Another task's deployment is not the task's to reach.
+        other = str((await target.status(theirs)).url)
         with contextlib.suppress(Exception):  # the refusal is the proxy's page, or an error
-            await driver.goto(str(urls[1]))
+            await driver.goto(other)
         decided = {(a.port, a.allowed, a.reason) for a in attempts}
-        ports = [int(str(url).rsplit(":", 1)[1].rstrip("/")) for url in urls]
-        assert (ports[0], True, OWN_SERVICE) in decided
-        assert (ports[1], False, NOT_ALLOWLISTED) in decided
+        mine = (await target.status(names["python-app"])).url
+        assert (_port(str(mine)), True, OWN_SERVICE) in decided
+        assert (_port(other), False, NOT_ALLOWLISTED) in decided
     finally:
         await browsers.aclose()
         await sandboxes.reap(lambda _task: True)
         await sandboxes.aclose()
-        for name in (mine, theirs):
+        for name in [*names.values(), theirs]:
             await target.remove(name)
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].rstrip("/"))
 
 
 def _wheel(folder: Path) -> str:
@@ -226,15 +238,9 @@ async def test_a_folder_changed_after_the_approval_is_asked_about_again(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text(DEMO_CONFIG)
+    config.write_text(TASK_CONFIG)
     name = named()
-    turns = [
-        {"plan": ["Deploy"]},
-        {"tool": "write_file", "args": {"path": "web/app.py", "content": APP}},
-        {"tool": "deploy", "args": {"folder": "web", "name": name}},
-        {"done": "deployed"},
-    ]
-    model = f"scripted:{write_script(tmp_path / 'deploy.json', turns)}"
+    model = f"scripted:{write_script(tmp_path / 'deploy.json', deploy_turns(name))}"
     common = ["--config", str(config), "--json"]
     target = DockerTarget(IMAGE)
 
@@ -243,7 +249,7 @@ async def test_a_folder_changed_after_the_approval_is_asked_about_again(
         return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
     try:
-        code, first = await cli("run", "deploy it", "--model", model)
+        code, first = await cli("run", "deploy it", "--deploy", "--model", model)
         assert code == 3
         task, asked = first["task_id"], first["pending_approval"]
         # The folder changes in the task's sandbox after the reviewer read the plan.

@@ -100,4 +100,4 @@ async def test_an_effect_that_keeps_changing_is_given_up_and_the_model_told(stor
     assert tool_results(store, task_id) == []  # it never ran
     rejected = [e.event for e in store.events(task_id) if isinstance(e.event, CallRejected)]
     assert len(rejected) == 1
-    assert "changed what this call sends" in rejected[0].error
+    assert f"changed {MAX_REJUDGEMENTS + 1} times since it was first judged" in rejected[0].error

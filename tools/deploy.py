@@ -135,7 +135,13 @@ async def _settled(ctx: ToolContext) -> ToolResult | None:
     return ToolResult(True, note + await _deployed(target, version))
 
 
-@tool(touches="deploy", timeout=_DEPLOY_TIMEOUT, effect=_plan, reconcile=_settled)
+@tool(
+    touches="deploy",
+    timeout=_DEPLOY_TIMEOUT,
+    effect=_plan,
+    reconcile=_settled,
+    needs_deploy=True,
+)
 async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named arguments
     ctx: ToolContext,
     folder: str,
@@ -208,7 +214,7 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
     return await _deployed(target, version) + _kept(ctx, name, log)
 
 
-@tool(touches="read")
+@tool(touches="read", needs_deploy=True)
 async def deploy_status(ctx: ToolContext, name: Name) -> str:
     """Say how a deployment is: its URL, the version serving, and the versions kept.
 
@@ -225,7 +231,7 @@ async def deploy_status(ctx: ToolContext, name: Name) -> str:
     return "\n".join(lines)
 
 
-@tool(touches="read")
+@tool(touches="read", needs_deploy=True)
 async def deploy_logs(
     ctx: ToolContext, name: Name, lines: Annotated[int, Field(ge=1, le=2000)] = 100
 ) -> str:
@@ -238,7 +244,7 @@ async def deploy_logs(
     return await _failures(_target(ctx).logs(name, lines)) or "(the log is empty)"
 
 
-@tool(touches="deploy")
+@tool(touches="deploy", needs_deploy=True)
 async def deploy_stop(ctx: ToolContext, name: Name) -> str:
     """Stop a deployment: it no longer serves (its versions are kept; a deploy starts it again).
 
@@ -249,7 +255,7 @@ async def deploy_stop(ctx: ToolContext, name: Name) -> str:
     return f"stopped {name}"
 
 
-@tool(touches="deploy", timeout=_DEPLOY_TIMEOUT)
+@tool(touches="deploy", timeout=_DEPLOY_TIMEOUT, needs_deploy=True)
 async def deploy_rollback(ctx: ToolContext, name: Name) -> str:
     """Go back to the version before the one serving, without a rebuild; it takes over once
     its health check passes.
@@ -262,7 +268,7 @@ async def deploy_rollback(ctx: ToolContext, name: Name) -> str:
     return "rolled back: " + await _deployed(target, version)
 
 
-@tool(touches="read")
+@tool(touches="read", needs_deploy=True)
 async def deployments(ctx: ToolContext) -> str:
     """List the deployments, with their URLs and the version each serves."""
     found = await _failures(_target(ctx).deployments())

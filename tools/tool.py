@@ -144,6 +144,7 @@ class Tool:
         idempotent: bool,
         effect: EffectReader | None = None,
         needs_network: bool = False,
+        needs_deploy: bool = False,
         replaces: str | None = None,
         touches_declared: bool = True,
         render: Callable[[Any], str] | None = None,
@@ -167,6 +168,8 @@ class Tool:
         self.idempotent = idempotent
         self.effect = effect
         self.needs_network = needs_network
+        #: offered only to a task that may deploy services (the deploy tools)
+        self.needs_deploy = needs_deploy
         #: the name of a tool (a built-in, say) this one takes the place of
         self.replaces = replaces
         #: turns a return value that is not JSON into the text the model reads
@@ -368,6 +371,7 @@ def tool(
     idempotent: bool = False,
     effect: EffectReader | None = None,
     needs_network: bool = False,
+    needs_deploy: bool = False,
     replaces: str | None = None,
     render: Callable[[Any], str] | None = None,
     needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
@@ -383,6 +387,7 @@ def tool(
     idempotent: bool = False,
     effect: EffectReader | None = None,
     needs_network: bool = False,
+    needs_deploy: bool = False,
     replaces: str | None = None,
     render: Callable[[Any], str] | None = None,
     needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
@@ -409,6 +414,8 @@ def tool(
             approved call whose effect has changed by the time it runs is asked again.
         needs_network: the tool is of use only where the task's sandbox reaches the network
             (the browser's tools); a task without network is not offered it.
+        needs_deploy: the tool is offered only to a task allowed to deploy services
+            (`agent run --deploy`; the deploy tools).
         replaces: the name of a registered tool (a built-in, say) this one takes the place of;
             without it, a second tool of one name is an error.
         render: turns the function's return value into the text the model reads, for a value
@@ -430,6 +437,7 @@ def tool(
             idempotent=idempotent,
             effect=effect,
             needs_network=needs_network,
+            needs_deploy=needs_deploy,
             replaces=replaces,
             render=render,
             needs_approval=needs_approval,
