@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from dataclasses import asdict
 from typing import Any, Literal
 
 import docker
 import docker.errors
+import httpx
 import tenacity
 
 from base.errors import ErrorCode
 from sandbox._docker import mapped
-from sandbox.deploy import DeployFailed, Health, Spec, Version
+from sandbox._recipes import build_failure
+from sandbox.deploy import BuildEgress, BuildOutput, DeployFailed, Health, Spec, Version
 
+DEPLOYMENT = "agent.deployment"
 PLAN = "agent.plan"
 #: the port the front listens on inside its container
 FRONT_PORT = 8080
@@ -26,32 +30,109 @@ def container_name(name: str, number: int | None = None) -> str:
     return f"agent-deploy-{name}" if number is None else f"agent-deploy-{name}-v{number}"
 
 
-async def wait_healthy(front: Any, container: Any, version: Version, health: Health) -> None:
-    """Wait until `container` passes `health` (an HTTP check is made from the deployment's
-    `front`, the one container that reaches it). Raises `DeployFailed` when it does not in time,
-    or exits first, with the last lines of its log."""
+def ensure_network(client: docker.DockerClient, name: str) -> str:
+    """The deployment's network, made the first time: internal, with no address of the host on
+    it, so that a service reaches nothing but the other containers of its deployment."""
+    network = container_name(name)
+    with mapped(f"making the network of {name}"):
+        if not client.networks.list(names=[network]):
+            client.networks.create(
+                network,
+                driver="bridge",
+                internal=True,
+                labels={DEPLOYMENT: name},
+                options={
+                    # no address for the host on it: a service cannot reach the host
+                    "com.docker.network.bridge.inhibit_ipv4": "true",
+                    "com.docker.network.bridge.enable_ip_masquerade": "false",
+                },
+            )
+    return network
+
+
+def build_image(
+    client: docker.DockerClient,
+    spec: Spec,
+    context: bytes,
+    on_output: BuildOutput | None,
+    egress: BuildEgress | None,
+) -> str:
+    """Build a deploy's image from `context`, its output given to `on_output` as it comes; its
+    id. With `egress`, the build joins that network with those proxy settings; else it has no
+    network. Raises `DeployFailed` naming the Dockerfile line that failed."""
+    lines: list[str] = []
+    step = ""
+    image: str | None = None
+    with mapped(f"building {spec.name}"):
+        stream = client.api.build(
+            fileobj=io.BytesIO(context),
+            custom_context=True,
+            tag=f"agent-deploy/{spec.name}:latest",
+            rm=True,
+            forcerm=True,
+            network_mode=egress[0] if egress else "none",
+            # Docker's own proxy arguments: seen by RUN, kept out of the image's history
+            buildargs=dict(egress[1]) if egress else None,
+            decode=True,
+        )
+        for chunk in stream:
+            text = str(chunk.get("stream", ""))
+            if text:
+                lines.append(text)
+                if on_output is not None:
+                    on_output(text)
+                if text.startswith("Step "):
+                    step = text.split(":", 1)[1].strip() if ":" in text else text
+            if (aux := chunk.get("aux")) and isinstance(aux, dict):
+                image = str(aux.get("ID")) or image  # pyright: ignore[reportUnknownArgumentType]
+            if "error" in chunk:
+                raise DeployFailed(
+                    build_failure(spec.recipe.dockerfile, step, str(chunk["error"])),
+                    code=ErrorCode.BUILD_FAILED,
+                    logs="".join(lines[-20:]),
+                )
+    if image is None:
+        raise DeployFailed("the build gave no image", code=ErrorCode.BUILD_FAILED)
+    return image
+
+
+async def wait_healthy(
+    front: Any, container: Any, version: Version, health: Health, *, url: str | None = None
+) -> None:
+    """Wait until `container` passes `health`. An HTTP check goes to `url` (the deployment's
+    own, when `container` alone is behind it) from this process, else from the deployment's
+    `front`, the one container that reaches a version directly. Raises `DeployFailed` when it
+    does not pass in time, or the service exits first, with the last lines of its log."""
 
     def probe() -> None:
-        """Return when healthy; else raise `_Unhealthy` with what is wrong (so far)."""
-        if (found := check()) is not None:
-            raise _Unhealthy(found)
-
-    def check() -> str | None:
+        """Return when healthy; else raise `_Unhealthy` with what is wrong (so far), or
+        `_Exited` if the service is no longer running."""
+        if (found := check()) is None:
+            return
         container.reload()
         if container.status not in ("created", "running"):
             code = container.attrs["State"].get("ExitCode")
             raise _Exited(f"the service exited (exit code {code}) before it was healthy")
+        raise _Unhealthy(found)
+
+    def check() -> str | None:
         if health.command is not None:
             result = container.exec_run(["sh", "-c", health.command], user="1000:1000")
             return (
                 None if result.exit_code == 0 else f"`{health.command}` exited {result.exit_code}"
             )
-        url = f"http://{container.name}:{version.port}{health.path}"
-        result = front.exec_run(
-            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", url]
-        )
-        status = result.output.decode(errors="replace").strip()
-        if result.exit_code == 0 and status[:1] in ("2", "3"):
+        if url is not None:
+            try:
+                status = str(httpx.get(url + health.path, timeout=2).status_code)
+            except httpx.HTTPError:
+                status = "000"
+        else:
+            inside = f"http://{container.name}:{version.port}{health.path}"
+            result = front.exec_run(
+                ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", inside]
+            )
+            status = result.output.decode(errors="replace").strip() if result.exit_code == 0 else ""
+        if status[:1] in ("2", "3"):
             return None
         return (
             f"GET {health.path} answered {status}"
@@ -62,7 +143,8 @@ async def wait_healthy(front: Any, container: Any, version: Version, health: Hea
     try:
         async for attempt in tenacity.AsyncRetrying(
             stop=tenacity.stop_after_delay(health.timeout),
-            wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+            # Often at first (a service is up within a second or so), then less.
+            wait=tenacity.wait_chain(*[tenacity.wait_fixed(0.025)] * 40, tenacity.wait_fixed(0.25)),
             retry=tenacity.retry_if_exception_type(_Unhealthy),
             reraise=True,
         ):
@@ -105,14 +187,14 @@ def state_of(container: Any, name: str) -> Literal["serving", "standby", "stoppe
     return "serving" if is_serving(container, name) else "standby"
 
 
-def is_connected(container: Any, name: str) -> bool:
-    return container_name(name) in (container.attrs["NetworkSettings"]["Networks"] or {})
+def live_name(name: str) -> str:
+    """The name of the version that serves: the front sends each connection to whatever
+    container is called this on the deployment's network (Docker's DNS follows a rename)."""
+    return f"agent-deploy-{name}-live"
 
 
 def is_serving(container: Any, name: str) -> bool:
-    networks = container.attrs["NetworkSettings"]["Networks"] or {}
-    aliases = (networks.get(container_name(name)) or {}).get("Aliases") or []
-    return container.status == "running" and "current" in aliases
+    return bool(container.status == "running" and container.name == live_name(name))
 
 
 def unchanged(current: Version, spec: Spec, image: str) -> bool:

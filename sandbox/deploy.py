@@ -89,7 +89,7 @@ class Version:
     created: float
     approved_by: str | None = None
     #: serving (the front sends to it), standby (running, ready to serve again: the version
-    #: before the one serving), stopped, or starting (not yet checked)
+    #: the serving one replaced), stopped, or starting (not yet checked)
     state: Literal["serving", "standby", "stopped", "starting"] = "stopped"
 
     def describe(self) -> str:

@@ -2,16 +2,19 @@
 for another host, through the docker SDK).
 
     engine
-      network agent-deploy-NAME (internal: no way out)
-        front   agent-deploy-NAME       socat, published on 127.0.0.1:PORT -> current:APP_PORT
-        v1      agent-deploy-NAME-v1    stopped, kept for a rollback
-        v2      agent-deploy-NAME-v2    network alias "current": serving
+      network agent-deploy-NAME (internal: no way out, and no address of the host on it)
+        front   agent-deploy-NAME        socat, published on 127.0.0.1:PORT -> NAME-live:APP_PORT
+        v1      agent-deploy-NAME-v1     stopped, kept for a rollback
+        v2      agent-deploy-NAME-v2     running: the standby (the version the live one replaced)
+        v3      agent-deploy-NAME-live   serving
 
-A new version starts beside the one serving, and takes the alias "current" only once its health
-check passes; a failing one is removed and the old one never stops serving. The front's port,
-and so the URL, stays the same across versions. Every container of a deploy carries the deploy's
-idempotency key as a label, so that after a crash the deploy is found by its key (`settle`),
-never run blindly again. Containers restart with the engine (`unless-stopped`).
+The front sends each connection to the container named `agent-deploy-NAME-live` (Docker's DNS
+follows a rename): a new version starts beside the one serving, and takes the live name only
+once its health check passes; a failing one is removed, and the old one never stops serving.
+The one it replaced runs on (the standby): a rollback is two renames. The front's port, and so
+the URL, stays the same. Every container of a deploy carries the deploy's idempotency key as a
+label: after a crash the deploy is found by its key (`settle`), never run blindly again.
+Containers restart with the engine (`unless-stopped`).
 
 `DockerTarget` implements `sandbox.deploy.DeployTarget`.
 """
@@ -20,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import json
+import os
 import time
 from dataclasses import asdict
 from typing import Any
@@ -33,13 +36,15 @@ from base import failpoints
 from base.errors import ErrorCode
 from sandbox._docker import connect, mapped
 from sandbox._hardening import service_hardened
-from sandbox._recipes import build_failure
 from sandbox._services import (
+    DEPLOYMENT,
     FRONT_PORT,
     PLAN,
+    build_image,
     container_name,
-    is_connected,
+    ensure_network,
     is_serving,
+    live_name,
     log_tail,
     published_port,
     remove_container,
@@ -61,7 +66,6 @@ from sandbox.deploy import (
     Version,
 )
 
-DEPLOYMENT = "agent.deployment"
 VERSION = "agent.version"
 KEY = "agent.key"
 
@@ -83,6 +87,9 @@ class DockerTarget:
         self.publish = publish
         self.url_host = url_host or ("127.0.0.1" if publish in ("0.0.0.0", "") else publish)
         self._client: docker.DockerClient | None = None
+        #: whether the engine is this host's (its published ports are this host's)
+        where = url or os.environ.get("DOCKER_HOST") or "unix://"
+        self._local = where.startswith("unix://")
 
     def client(self) -> docker.DockerClient:
         if self._client is None:
@@ -114,7 +121,7 @@ class DockerTarget:
     ) -> Version:
         client = await asyncio.to_thread(self.client)
         # The front (the first time) is made while the image builds: it does not need it.
-        built = asyncio.to_thread(self._build, client, spec, context, on_output, egress)
+        built = asyncio.to_thread(build_image, client, spec, context, on_output, egress)
         fronted = asyncio.to_thread(
             functools.partial(
                 self._front, client, spec.name, spec.recipe.port, host_port=spec.host_port
@@ -140,56 +147,13 @@ class DockerTarget:
                 number=number,
                 key=key,
                 base=base,
-                # nothing serves: it may take the traffic there is not, as it comes up
-                serve=current is None,
+                # Nothing serves, nor holds the name of the one serving (a stopped deployment's
+                # last live version does): it may take what traffic there is, as it comes up.
+                live=not any(c.name == live_name(spec.name) for c in versions),
             )
         )
         failpoints.reached("deploy:started")
-        return await self._take_over(client, spec.name, container, spec.health, standby=True)
-
-    def _build(
-        self,
-        client: docker.DockerClient,
-        spec: Spec,
-        context: bytes,
-        on_output: BuildOutput | None,
-        egress: BuildEgress | None,
-    ) -> str:
-        lines: list[str] = []
-        step = ""
-        image: str | None = None
-        with mapped(f"building {spec.name}"):
-            stream = client.api.build(
-                fileobj=io.BytesIO(context),
-                custom_context=True,
-                tag=f"agent-deploy/{spec.name}:latest",
-                rm=True,
-                forcerm=True,
-                network_mode=egress[0] if egress else "none",
-                # Docker's own proxy arguments: seen by RUN, kept out of the image's history
-                buildargs=dict(egress[1]) if egress else None,
-                decode=True,
-                labels={DEPLOYMENT: spec.name},
-            )
-            for chunk in stream:
-                text = str(chunk.get("stream", ""))
-                if text:
-                    lines.append(text)
-                    if on_output is not None:
-                        on_output(text)
-                    if text.startswith("Step "):
-                        step = text.split(":", 1)[1].strip() if ":" in text else text
-                if (aux := chunk.get("aux")) and isinstance(aux, dict):
-                    image = str(aux.get("ID")) or image  # pyright: ignore[reportUnknownArgumentType]
-                if "error" in chunk:
-                    raise DeployFailed(
-                        build_failure(spec.recipe.dockerfile, step, str(chunk["error"])),
-                        code=ErrorCode.BUILD_FAILED,
-                        logs="".join(lines[-20:]),
-                    )
-        if image is None:
-            raise DeployFailed("the build gave no image", code=ErrorCode.BUILD_FAILED)
-        return image
+        return await self._take_over(client, spec.name, container, spec.health)
 
     def _start(
         self,
@@ -200,9 +164,10 @@ class DockerTarget:
         number: int,
         key: str,
         base: str,
-        serve: bool,
+        live: bool,
     ) -> Any:
-        network = self._network(client, spec.name)
+        """Start a version, named as the one serving if `live` (else by its number)."""
+        network = ensure_network(client, spec.name)
         version = Version(
             name=spec.name,
             number=number,
@@ -228,35 +193,13 @@ class DockerTarget:
         with mapped(f"starting {spec.name} v{number}"):
             return client.containers.run(
                 image,
-                name=container_name(spec.name, number),
+                name=live_name(spec.name) if live else container_name(spec.name, number),
                 detach=True,
                 labels=labels,
                 environment={**spec.env, "PORT": str(spec.recipe.port)},
                 network=network,
-                networking_config={
-                    network: client.api.create_endpoint_config(
-                        aliases=["current"] if serve else None
-                    )
-                },
                 **restarting(service_hardened(spec.limits)),
             )
-
-    def _network(self, client: docker.DockerClient, name: str) -> str:
-        network = container_name(name)
-        with mapped(f"making the network of {name}"):
-            if not client.networks.list(names=[network]):
-                client.networks.create(
-                    network,
-                    driver="bridge",
-                    internal=True,
-                    labels={DEPLOYMENT: name},
-                    options={
-                        # no address for the host on it: a service cannot reach the host
-                        "com.docker.network.bridge.inhibit_ipv4": "true",
-                        "com.docker.network.bridge.enable_ip_masquerade": "false",
-                    },
-                )
-        return network
 
     async def _take_over(
         self,
@@ -264,22 +207,34 @@ class DockerTarget:
         name: str,
         container: Any,
         health: Health,
-        *,
-        standby: bool,
     ) -> Version:
-        """Check `container`'s health; healthy, make it the one serving (and the one before it
-        the standby, if `standby`, else stopped); unhealthy, take it out and raise `DeployFailed`
-        (what served goes on serving)."""
+        """Check `container`'s health; healthy, make it the one serving (and the one it replaces
+        the standby); unhealthy, take it out and raise `DeployFailed` (what served goes on
+        serving)."""
         version = version_of(container, "starting")
         front = await asyncio.to_thread(self._front, client, name, version.port)
+        await asyncio.to_thread(container.reload)
+        alone = is_serving(container, name)  # then the deployment's URL reaches it alone
         try:
-            await wait_healthy(front, container, version, health)
+            await wait_healthy(front, container, version, health, url=self._probe_url(front, alone))
         except DeployFailed:
             await asyncio.to_thread(remove_container, container)
             raise
-        await asyncio.to_thread(self._switch, client, name, container, standby)
-        await asyncio.to_thread(self._front, client, name, version.port, replace=True)
+        others = await asyncio.to_thread(self._serve, client, name, container)
+        await asyncio.to_thread(self._retire, others)
+        if front.labels.get("agent.port") != str(version.port):  # it sent to the port before
+            await asyncio.to_thread(self._front, client, name, version.port, replace=True)
         return version_of(container, "serving")
+
+    def _probe_url(self, front: Any, alone: bool) -> str | None:
+        """Where a health check reaches the version being checked from this process: its
+        deployment's URL, when that version alone is behind it and the engine is this host's;
+        else None (the check runs in the front)."""
+        if not alone or not self._local:
+            return None
+        front.reload()
+        port = published_port(front)
+        return None if port is None else f"http://{self.url_host}:{port}"
 
     def _front(
         self,
@@ -295,7 +250,7 @@ class DockerTarget:
         is made again only if `replace` (once the version on the new port serves), keeping its
         published port; one published elsewhere than a `host_port` asked for is made again."""
         wanted = container_name(name)
-        self._network(client, name)
+        ensure_network(client, name)
         with mapped(f"starting the front of {name}"):
             for found in client.containers.list(all=True, filters={"name": f"^/{wanted}$"}):
                 moved = host_port is not None and published_port(found) not in (None, host_port)
@@ -311,7 +266,7 @@ class DockerTarget:
                 command=[
                     "socat",
                     f"TCP-LISTEN:{FRONT_PORT},fork,reuseaddr",
-                    f"TCP:current:{port}",
+                    f"TCP:{live_name(name)}:{port}",
                 ],
                 name=wanted,
                 labels={DEPLOYMENT: name, "agent.port": str(port), "agent.front": "1"},
@@ -326,27 +281,33 @@ class DockerTarget:
             front.reload()
             return front
 
-    def _switch(
-        self, client: docker.DockerClient, name: str, container: Any, standby: bool
-    ) -> None:
-        """Make `container` the one serving. The one that served before is taken off the network
-        and, if `standby`, left running (a rollback to it is then a switch); every other running
-        version is stopped."""
-        network = client.networks.get(container_name(name))
+    def _serve(self, client: docker.DockerClient, name: str, container: Any) -> list[Any]:
+        """Make `container` the one the front sends to: it takes the live name, which the one
+        serving until now gives back. The other versions that still run, each with whether it
+        was the one serving, returned."""
+        live = live_name(name)
+        others: list[Any] = []
         with mapped(f"switching {name} over"):
-            container.reload()
-            if not is_serving(container, name):
-                if is_connected(container, name):
-                    network.disconnect(container)
-                network.connect(container, aliases=["current"])
             for other in self._versions(client, name):
-                if other.id == container.id or other.status != "running":
+                if other.id == container.id:
                     continue
-                was_serving = is_serving(other, name)
-                if is_connected(other, name):
-                    network.disconnect(other)
-                if not (standby and was_serving):
-                    other.stop(timeout=5)
+                was_live = other.name == live
+                if was_live:
+                    client.api.rename(other.id, container_name(name, int(other.labels[VERSION])))
+                if other.status == "running":
+                    others.append((other, was_live))
+            if container.name != live:
+                client.api.rename(container.id, live)
+                container.reload()
+        return others
+
+    def _retire(self, others: list[Any]) -> None:
+        """Stop the versions that no longer get requests (killed at once: nothing reaches them),
+        but the one that served until now: it runs on, so that going back to it is a switch."""
+        with mapped("stopping the versions that no longer serve"):
+            for other, was_serving in others:
+                if not was_serving:
+                    other.kill()
 
     # -- after a crash
 
@@ -366,7 +327,7 @@ class DockerTarget:
         if container.status != "running":
             await asyncio.to_thread(container.start)
         # Serving or not, it is checked: a crash may have come before its health check.
-        return await self._take_over(client, version.name, container, health, standby=True)
+        return await self._take_over(client, version.name, container, health)
 
     # -- what is deployed
 
@@ -443,20 +404,26 @@ class DockerTarget:
                 code=ErrorCode.NO_EARLIER_VERSION,
             )
         target = below[-1]
-        container = await asyncio.to_thread(
-            lambda: client.containers.get(container_name(name, target.number))
-        )
+        versions = await asyncio.to_thread(self._versions, client, name)
+        container = next(c for c in versions if int(c.labels[VERSION]) == target.number)
         health = Health(**json.loads(target.health))
-        if container.status == "running":
-            # The standby: it serves at once, beside the one it replaces, then alone if healthy.
-            network = await asyncio.to_thread(client.networks.get, container_name(name))
-            if not is_connected(container, name):
-                await asyncio.to_thread(
-                    functools.partial(network.connect, container, aliases=["current"])
-                )
-        else:
+        if container.status != "running":
             await asyncio.to_thread(container.start)
-        return await self._take_over(client, name, container, health, standby=False)
+            return await self._take_over(client, name, container, health)
+        # The standby: it was healthy, so it serves at once and is checked there. The version
+        # rolled back from becomes the standby in its turn (a deploy again is then a switch);
+        # should the check fail, it serves again.
+        others = await asyncio.to_thread(self._serve, client, name, container)
+        version = version_of(container, "starting")
+        front = await asyncio.to_thread(self._front, client, name, version.port)
+        try:
+            await wait_healthy(front, container, version, health, url=self._probe_url(front, True))
+        except DeployFailed:
+            if before := next((other for other, was_live in others if was_live), None):
+                await asyncio.to_thread(self._serve, client, name, before)
+            raise
+        await asyncio.to_thread(self._retire, others)
+        return version_of(container, "serving")
 
     async def reachable_by(self, task_id: str) -> frozenset[tuple[str, int]]:
         client = await asyncio.to_thread(self.client)

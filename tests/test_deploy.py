@@ -18,7 +18,7 @@ from agent.runner import Runner
 from agent.store import Store
 from policies import Gate
 from sandbox._recipes import RecipeError, build_failure, context, digest, recipe
-from sandbox._services import container_name
+from sandbox._services import container_name, live_name
 from sandbox.container import Sandbox
 from sandbox.deploy import DeployFailed, Spec
 from sandbox.deploy_docker import DockerTarget
@@ -148,7 +148,7 @@ async def test_a_failing_version_leaves_the_old_one_serving_and_rollback_restore
     assert back.number == 1
     assert (await fetch(url)) == "v1"
     states = {v.number: v.state for v in (await target.status(name)).versions}
-    assert states == {1: "serving", 2: "stopped"}
+    assert states == {1: "serving", 2: "standby"}  # the one rolled back from runs on
     with pytest.raises(DeployFailed, match="no earlier version"):
         await target.rollback(name)
 
@@ -213,7 +213,7 @@ async def test_deployment_containers_are_hardened(target: DockerTarget) -> None:
     await target.deploy(spec, built, f"{name}-1")
     client = docker.from_env()
     for container in (
-        client.containers.get(container_name(name, 1)),
+        client.containers.get(live_name(name)),  # v1, serving
         client.containers.get(container_name(name)),
     ):
         host = container.attrs["HostConfig"]
@@ -230,7 +230,7 @@ async def test_deployment_containers_are_hardened(target: DockerTarget) -> None:
         assert host["Memory"] == host["MemorySwap"] > 0
         assert host["NanoCpus"] > 0
         assert host["RestartPolicy"]["Name"] == "unless-stopped"
-    service = client.containers.get(container_name(name, 1))
+    service = client.containers.get(live_name(name))
     # Its only network is the deployment's own, which is internal: no way out.
     assert list(service.attrs["NetworkSettings"]["Networks"]) == [container_name(name)]
     assert client.networks.get(container_name(name)).attrs["Internal"] is True
