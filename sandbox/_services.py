@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 from dataclasses import asdict
@@ -123,7 +124,7 @@ async def wait_healthy(
             )
         if url is not None:
             try:
-                status = str(httpx.get(url + health.path, timeout=2).status_code)
+                status = str(_http().get(url + health.path).status_code)
             except httpx.HTTPError:
                 status = "000"
         else:
@@ -162,6 +163,13 @@ async def wait_healthy(
             code=ErrorCode.HEALTH_FAILED,
             logs=logs,
         ) from None
+
+
+@functools.cache
+def _http() -> httpx.Client:
+    """The client of health checks from this process (made once: a client costs milliseconds).
+    Not the environment's proxy: the URL checked is this host's own."""
+    return httpx.Client(timeout=2, trust_env=False)
 
 
 class _Unhealthy(Exception):

@@ -394,19 +394,19 @@ class DockerTarget:
 
     async def rollback(self, name: str) -> Version:
         client = await asyncio.to_thread(self.client)
-        deployment = await self.status(name)
-        serving = deployment.serving
-        below = [v for v in deployment.versions if serving is None or v.number < serving.number]
+        versions = await asyncio.to_thread(self._versions, client, name)
+        if not versions:
+            raise DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)
+        serving = next((int(c.labels[VERSION]) for c in versions if is_serving(c, name)), None)
+        below = [c for c in versions if serving is None or int(c.labels[VERSION]) < serving]
         if not below:
             raise DeployFailed(
                 f"{name} has no earlier version to roll back to"
-                + (f" (v{serving.number} is its first)" if serving else ""),
+                + (f" (v{serving} is its first)" if serving else ""),
                 code=ErrorCode.NO_EARLIER_VERSION,
             )
-        target = below[-1]
-        versions = await asyncio.to_thread(self._versions, client, name)
-        container = next(c for c in versions if int(c.labels[VERSION]) == target.number)
-        health = Health(**json.loads(target.health))
+        container = below[-1]
+        health = Health(**json.loads(version_of(container, "stopped").health))
         if container.status != "running":
             await asyncio.to_thread(container.start)
             return await self._take_over(client, name, container, health)
