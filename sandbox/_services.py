@@ -118,14 +118,17 @@ async def wait_healthy(
 
     def check() -> str | None:
         if health.command is not None:
-            result = container.exec_run(["sh", "-c", health.command], user="1000:1000")
+            try:
+                result = container.exec_run(["sh", "-c", health.command], user="1000:1000")
+            except docker.errors.APIError:  # it is not running (any more): said by `probe`
+                return "the service is not running"
             return (
                 None if result.exit_code == 0 else f"`{health.command}` exited {result.exit_code}"
             )
         if url is not None:
             try:
                 status = str(_http().get(url + health.path).status_code)
-            except httpx.HTTPError:
+            except (httpx.HTTPError, httpx.InvalidURL):
                 status = "000"
         else:
             inside = f"http://{container.name}:{version.port}{health.path}"
@@ -169,7 +172,11 @@ async def wait_healthy(
 def _http() -> httpx.Client:
     """The client of health checks from this process (made once: a client costs milliseconds).
     Not the environment's proxy: the URL checked is this host's own."""
-    return httpx.Client(timeout=2, trust_env=False)
+    # No connection kept between checks: the front would send a kept one on to the version it
+    # went to before a switch, not the one to check.
+    return httpx.Client(
+        timeout=2, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
+    )
 
 
 class _Unhealthy(Exception):
@@ -205,10 +212,17 @@ def is_serving(container: Any, name: str) -> bool:
     return bool(container.status == "running" and container.name == live_name(name))
 
 
-def unchanged(current: Version, spec: Spec, image: str) -> bool:
+def unchanged(container: Any, spec: Spec, image: str) -> bool:
+    """Whether deploying `spec` built as `image` would change nothing of what `container` runs:
+    the same image, command, port, health check, limits, and environment (its values are read
+    from the container, never kept in a label)."""
+    current = version_of(container, "serving")
+    env = {f"{k}={v}" for k, v in {**spec.env, "PORT": str(spec.recipe.port)}.items()}
     return (
         current.image == image
+        and (current.command, current.port) == (spec.recipe.command, spec.recipe.port)
         and current.env_names == tuple(sorted(spec.env))
+        and env <= set(container.attrs["Config"]["Env"] or [])
         and current.health == json.dumps(asdict(spec.health))
         and current.limits == asdict(spec.limits)
     )

@@ -22,6 +22,7 @@ Containers restart with the engine (`unless-stopped`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -127,14 +128,15 @@ class DockerTarget:
                 self._front, client, spec.name, spec.recipe.port, host_port=spec.host_port
             )
         )
-        try:
-            image, _ = await asyncio.gather(built, fronted)
-        except DeployFailed:
-            await asyncio.to_thread(self._forget_if_empty, client, spec.name)
-            raise
+        outcome = await asyncio.gather(built, fronted, return_exceptions=True)
+        for failed in outcome:
+            if isinstance(failed, BaseException):
+                await asyncio.to_thread(self._forget_if_empty, client, spec.name)
+                raise failed
+        image = str(outcome[0])
         versions = await asyncio.to_thread(self._versions, client, spec.name)
         current = next((c for c in versions if is_serving(c, spec.name)), None)
-        if current is not None and unchanged(version_of(current, "serving"), spec, image):
+        if current is not None and unchanged(current, spec, image):
             return version_of(current, "serving")
         number = max((int(c.labels[VERSION]) for c in versions), default=0) + 1
         base = (await self.base_image())[1]
@@ -153,7 +155,11 @@ class DockerTarget:
             )
         )
         failpoints.reached("deploy:started")
-        return await self._take_over(client, spec.name, container, spec.health)
+        try:
+            return await self._take_over(client, spec.name, container, spec.health)
+        except DeployFailed:
+            await asyncio.to_thread(self._forget_if_empty, client, spec.name)
+            raise
 
     def _start(
         self,
@@ -207,18 +213,23 @@ class DockerTarget:
         name: str,
         container: Any,
         health: Health,
+        *,
+        keep: bool = False,
     ) -> Version:
         """Check `container`'s health; healthy, make it the one serving (and the one it replaces
-        the standby); unhealthy, take it out and raise `DeployFailed` (what served goes on
-        serving)."""
+        the standby); unhealthy, take it out (stopped if `keep`, else removed) and raise
+        `DeployFailed` (what served goes on serving)."""
         version = version_of(container, "starting")
         front = await asyncio.to_thread(self._front, client, name, version.port)
         await asyncio.to_thread(container.reload)
         alone = is_serving(container, name)  # then the deployment's URL reaches it alone
         try:
-            await wait_healthy(front, container, version, health, url=self._probe_url(front, alone))
+            url = await asyncio.to_thread(self._probe_url, front, alone)
+            await wait_healthy(front, container, version, health, url=url)
         except DeployFailed:
-            await asyncio.to_thread(remove_container, container)
+            await asyncio.to_thread(
+                container.kill if keep else functools.partial(remove_container, container)
+            )
             raise
         others = await asyncio.to_thread(self._serve, client, name, container)
         await asyncio.to_thread(self._retire, others)
@@ -248,14 +259,20 @@ class DockerTarget:
         """The deployment's front, started. A new one forwards to port `port` of the version
         serving, published on `host_port` (None: a free one); one that forwards to another port
         is made again only if `replace` (once the version on the new port serves), keeping its
-        published port; one published elsewhere than a `host_port` asked for is made again."""
+        published port. Raises `DeployFailed` if it is published elsewhere than `host_port`."""
         wanted = container_name(name)
         ensure_network(client, name)
         with mapped(f"starting the front of {name}"):
             for found in client.containers.list(all=True, filters={"name": f"^/{wanted}$"}):
-                moved = host_port is not None and published_port(found) not in (None, host_port)
+                if host_port is not None and published_port(found) not in (None, host_port):
+                    raise DeployFailed(
+                        f"{name} is published on port {published_port(found)} of this host; to "
+                        f"publish it on {host_port}, remove it first (agent deployments stop "
+                        f"{name} --remove), or leave host_port out",
+                        code=ErrorCode.BAD_ARGUMENTS,
+                    )
                 same_port = found.labels.get("agent.port") == str(port)
-                if (same_port or not replace) and not moved:
+                if same_port or not replace:
                     if found.status != "running":
                         start_front(found, host_port)
                     return found
@@ -303,11 +320,13 @@ class DockerTarget:
 
     def _retire(self, others: list[Any]) -> None:
         """Stop the versions that no longer get requests (killed at once: nothing reaches them),
-        but the one that served until now: it runs on, so that going back to it is a switch."""
+        but the newest: it runs on as the standby, so that going back to it is a switch. (After
+        a deploy that is the one that served until now; after a rollback, the one rolled back
+        from; after a crash, whichever it was.)"""
+        running = sorted((other for other, _ in others), key=lambda c: int(c.labels[VERSION]))
         with mapped("stopping the versions that no longer serve"):
-            for other, was_serving in others:
-                if not was_serving:
-                    other.kill()
+            for other in running[:-1]:
+                other.kill()
 
     # -- after a crash
 
@@ -363,7 +382,11 @@ class DockerTarget:
                 found = client.containers.list(all=True, filters={"label": DEPLOYMENT})
             return sorted({c.labels[DEPLOYMENT] for c in found})
 
-        return [await self.status(name) for name in await asyncio.to_thread(names)]
+        found: list[Deployment] = []
+        for name in await asyncio.to_thread(names):
+            with contextlib.suppress(DeployFailed):  # a front with no version yet: not one
+                found.append(await self.status(name))
+        return found
 
     async def logs(self, name: str, lines: int = 100) -> str:
         client = await asyncio.to_thread(self.client)
@@ -397,7 +420,10 @@ class DockerTarget:
         versions = await asyncio.to_thread(self._versions, client, name)
         if not versions:
             raise DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)
-        serving = next((int(c.labels[VERSION]) for c in versions if is_serving(c, name)), None)
+        # The version to go back from: the one serving, or for a stopped deployment the one
+        # that served last (it keeps the live name).
+        live = live_name(name)
+        serving = next((int(c.labels[VERSION]) for c in versions if c.name == live), None)
         below = [c for c in versions if serving is None or int(c.labels[VERSION]) < serving]
         if not below:
             raise DeployFailed(
@@ -409,15 +435,18 @@ class DockerTarget:
         health = Health(**json.loads(version_of(container, "stopped").health))
         if container.status != "running":
             await asyncio.to_thread(container.start)
-            return await self._take_over(client, name, container, health)
+            return await self._take_over(client, name, container, health, keep=True)
         # The standby: it was healthy, so it serves at once and is checked there. The version
         # rolled back from becomes the standby in its turn (a deploy again is then a switch);
         # should the check fail, it serves again.
         others = await asyncio.to_thread(self._serve, client, name, container)
         version = version_of(container, "starting")
-        front = await asyncio.to_thread(self._front, client, name, version.port)
+        front = await asyncio.to_thread(
+            functools.partial(self._front, client, name, version.port, replace=True)
+        )
         try:
-            await wait_healthy(front, container, version, health, url=self._probe_url(front, True))
+            url = await asyncio.to_thread(self._probe_url, front, True)
+            await wait_healthy(front, container, version, health, url=url)
         except DeployFailed:
             if before := next((other for other, was_live in others if was_live), None):
                 await asyncio.to_thread(self._serve, client, name, before)
@@ -434,12 +463,17 @@ class DockerTarget:
                 names = {
                     c.labels[DEPLOYMENT]
                     for c in versions
+                    # what serves is the task's own (not a version it made that another replaced)
                     if c.labels[KEY].startswith(f"{task_id}/")
+                    and is_serving(c, c.labels[DEPLOYMENT])
                 }
                 fronts = [f for name in names for f in self._fronts(client, name)]
             ports = (published_port(front) for front in fronts if front.status == "running")
             return frozenset((self.url_host, port) for port in ports if port is not None)
 
+        if not self._local:
+            # Its ports are another host's: the same address here would be this host's own.
+            return frozenset()
         return await asyncio.to_thread(find)
 
     async def remove(self, name: str) -> None:

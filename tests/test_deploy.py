@@ -7,7 +7,11 @@ These never skip: `make test` starts Docker and builds the runtime image first.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import docker
@@ -18,7 +22,7 @@ from agent.runner import Runner
 from agent.store import Store
 from policies import Gate
 from sandbox._recipes import RecipeError, build_failure, context, digest, recipe
-from sandbox._services import container_name, live_name
+from sandbox._services import DEPLOYMENT, container_name, live_name
 from sandbox.container import Sandbox
 from sandbox.deploy import DeployFailed, Spec
 from sandbox.deploy_docker import DockerTarget
@@ -167,6 +171,29 @@ async def test_an_unchanged_deploy_changes_nothing_and_a_deploy_is_found_by_its_
     assert await target.settle(f"{name}-never") is None
 
 
+async def test_a_changed_environment_is_a_new_version(target: DockerTarget) -> None:
+    name = named()
+    spec, built = await spec_of(target, name, {"app.py": APP})
+    await target.deploy(spec, built, f"{name}-1")
+    changed = replace(spec, env={"GREETING": "v2"})
+    second = await target.deploy(changed, built, f"{name}-2")
+    assert second.number == 2  # same image, same names: the value changed, so it is deployed
+    assert await fetch(str((await target.status(name)).url)) == "v2"
+
+
+async def test_a_first_deploy_that_fails_its_check_leaves_nothing_behind(
+    target: DockerTarget,
+) -> None:
+    name = named()
+    spec, built = await spec_of(target, name, {"app.py": APP.replace("200", "500")}, timeout=1)
+    with pytest.raises(DeployFailed, match="GET / answered 500"):
+        await target.deploy(spec, built, f"{name}-1")
+    client = docker.from_env()
+    assert not client.containers.list(all=True, filters={"label": f"{DEPLOYMENT}={name}"})
+    assert not client.networks.list(names=[container_name(name)])
+    assert name not in {d.name for d in await target.deployments()}
+
+
 async def test_a_failed_build_says_which_line(target: DockerTarget) -> None:
     name = named()
     files = {"Dockerfile": b"FROM agent-sandbox:latest\nRUN echo building\nRUN exit 7\n"}
@@ -207,29 +234,12 @@ async def test_bad_input_is_the_model_s_to_correct(target: DockerTarget, sandbox
     assert name not in {d.name for d in await target.deployments()}  # nothing left behind
 
 
-async def test_deployment_containers_are_hardened(target: DockerTarget) -> None:
+async def test_a_service_reaches_nothing_outside_its_deployment(target: DockerTarget) -> None:
+    # (Its settings are checked with every other container's in test_sandbox.py.)
     name = named()
     spec, built = await spec_of(target, name, {"app.py": APP})
     await target.deploy(spec, built, f"{name}-1")
     client = docker.from_env()
-    for container in (
-        client.containers.get(live_name(name)),  # v1, serving
-        client.containers.get(container_name(name)),
-    ):
-        host = container.attrs["HostConfig"]
-        assert host["CapDrop"] == ["ALL"], container.name
-        assert not host["CapAdd"], container.name
-        assert container.attrs["Config"]["User"] == "1000:1000", container.name
-        assert host["Privileged"] is False
-        assert host["ReadonlyRootfs"] is True
-        assert "no-new-privileges:true" in host["SecurityOpt"]
-        assert not host["Binds"]
-        assert not host["Devices"]
-        assert not any("docker.sock" in str(m) for m in container.attrs["Mounts"])
-        assert host["PidsLimit"]
-        assert host["Memory"] == host["MemorySwap"] > 0
-        assert host["NanoCpus"] > 0
-        assert host["RestartPolicy"]["Name"] == "unless-stopped"
     service = client.containers.get(live_name(name))
     # Its only network is the deployment's own, which is internal: no way out.
     assert list(service.attrs["NetworkSettings"]["Networks"]) == [container_name(name)]
@@ -273,3 +283,45 @@ def test_only_a_task_that_may_deploy_is_offered_the_deploy_tools(store: Store) -
         names = {spec.name for spec in runner.offered(state)}
         assert names & deploying == offered
         assert "calculate" in names
+
+
+@pytest.fixture
+def engine_over_tcp() -> Iterator[str]:
+    """This host's Docker engine, reached over TCP on loopback (as a remote engine would be):
+    a relay from a local port to the engine's socket. Its URL."""
+    listening = socket.create_server(("127.0.0.1", 0))
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listening.accept()
+                engine = socket.socket(socket.AF_UNIX)
+                engine.connect("/var/run/docker.sock")
+                for ends in ((client, engine), (engine, client)):
+                    threading.Thread(target=pump, args=ends, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"tcp://127.0.0.1:{listening.getsockname()[1]}"
+    listening.close()
+
+
+async def test_a_deploy_target_is_an_engine_named_by_url(engine_over_tcp: str) -> None:
+    target = DockerTarget(IMAGE, url=engine_over_tcp)
+    name = named()
+    try:
+        spec, built = await spec_of(target, name, {"app.py": APP})
+        deployed = await target.deploy(spec, built, f"{name}-1")
+        assert (deployed.number, deployed.state) == (1, "serving")
+        url = (await target.status(name)).url
+        assert await fetch(str(url)) == "v1"
+        # The engine is not taken for this host's: the health check ran in the front.
+        assert not target._local
+    finally:
+        await target.remove(name)

@@ -20,13 +20,17 @@ import pytest
 from base.errors import DockerUnavailable, ImageMissing, SandboxError
 from sandbox._docker import LABEL, SCOPE, TASK, owner_labels
 from sandbox._hardening import REAPER_CAPABILITIES
+from sandbox._services import DEPLOYMENT
 from sandbox.container import Sandbox, WorkspaceError
+from sandbox.deploy_docker import DockerTarget
 from sandbox.egress import FORWARDER_LIMITS, Egress
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import POOL_PREFIX, Sandboxes
 from sandbox.protocol import ExecResult
 from tools import ToolContext
 from tools.sandboxed import registry as sandbox_tools
+
+from .deploying import APP, IMAGE, spec_of
 
 SMALL = SandboxLimits(memory_mb=256, pids=64, workspace_mb=32, tmp_mb=16, cpus=1.0)
 
@@ -81,6 +85,31 @@ def assert_hardened(container: Any, limits: SandboxLimits, *, forwarder: bool = 
     assert f"size={limits.tmp_mb}m" in host["Tmpfs"]["/tmp"], name
 
 
+def assert_service_hardened(container: Any) -> None:
+    """The settings of every container of a deployment (its versions and its front): a sandbox's
+    hardening, with no capability at all, an unprivileged user for every process, and a restart
+    with the engine."""
+    host = container.attrs["HostConfig"]
+    name = container.name
+    assert host["CapDrop"] == ["ALL"], name
+    assert not host["CapAdd"], name
+    assert container.attrs["Config"]["User"] == "1000:1000", name
+    assert host["Privileged"] is False, name
+    assert host["ReadonlyRootfs"] is True, name
+    assert "no-new-privileges:true" in host["SecurityOpt"], name
+    assert not any("seccomp=unconfined" in opt for opt in host["SecurityOpt"]), name
+    assert (host["PidMode"], host["IpcMode"]) == ("", "private"), name
+    assert not host["Binds"], name
+    assert not host["Devices"], name
+    assert all(m["Type"] in ("volume", "tmpfs") for m in container.attrs["Mounts"]), name
+    assert not any("docker.sock" in str(m) for m in container.attrs["Mounts"]), name
+    assert host["PidsLimit"], name
+    assert host["Memory"] == host["MemorySwap"] > 0, name
+    assert host["NanoCpus"] > 0, name
+    assert set(host["Tmpfs"]) == {"/tmp"}, name
+    assert host["RestartPolicy"]["Name"] == "unless-stopped", name
+
+
 async def assert_confined_inside(sandbox: Sandbox) -> None:
     result = await sandbox.exec(
         "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; id -u", timeout=10
@@ -99,6 +128,7 @@ async def test_every_container_the_project_makes_is_hardened(
     scope = secrets.token_hex(4)
     limits = SandboxLimits(memory_mb=300, pids=70, workspace_mb=20, tmp_mb=10, cpus=0.5)
     sandboxes = Sandboxes(SandboxConfig(pool_size=1, limits=limits), scope=scope)
+    target, deployed = DockerTarget(IMAGE), f"harden-{scope}"
     try:
         cold = await sandboxes.for_task("cold")  # no pool yet: made on demand
         await sandboxes.aclose()  # waits for the pool's refill
@@ -123,9 +153,19 @@ async def test_every_container_the_project_makes_is_hardened(
         for container in pool:
             if container.labels.get("agent.limits") == limits.key():
                 assert_hardened(container, limits)
+        # And every container of a deployment: the one serving, the standby, the front.
+        for version in ("v1", "v2"):
+            spec, built = await spec_of(target, deployed, {"app.py": APP.replace("UNSET", version)})
+            await target.deploy(spec, built, f"{deployed}-{version}")
+        made = client.containers.list(all=True, filters={"label": f"{DEPLOYMENT}={deployed}"})
+        assert len(made) == 3
+        assert all(c.status == "running" for c in made)
+        for container in made:
+            assert_service_hardened(container)
     finally:
         await sandboxes.reap(lambda _task: True, pool=True)
         await sandboxes.aclose()
+        await target.remove(deployed)
 
 
 async def test_everything_a_sandbox_makes_names_its_owner(

@@ -32,6 +32,7 @@ _URL = re.compile(r"https?://([A-Za-z0-9.-]+(?::\d+)?)")
 #: the longest a deploy may take: its build, its start and its health check
 _DEPLOY_TIMEOUT = 900.0
 
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 Name = Annotated[
     str,
     Field(
@@ -147,8 +148,8 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
     folder: str,
     name: Name,
     port: Annotated[int, Field(ge=1024, le=65535)] | None = None,
-    env: dict[str, str] | None = None,
-    health_path: str = "/",
+    env: dict[EnvName, str] | None = None,
+    health_path: Annotated[str, Field(pattern=r"^/[!-~]*$", max_length=2000)] = "/",
     health_command: str | None = None,
     health_timeout: Annotated[float, Field(gt=0, le=600)] = 30.0,
     memory_mb: Annotated[int, Field(ge=32, le=8192)] = 512,
@@ -167,7 +168,8 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
         port: the port the service listens on (default: the Dockerfile's EXPOSE, else 8000,
             given to the service as $PORT).
         env: environment variables for the service.
-        health_path: the HTTP path that must answer 2xx or 3xx for the version to be healthy.
+        health_path: the HTTP path (starting with /) that must answer 2xx or 3xx for the version
+            to be healthy.
         health_command: a command run in the service's container that must exit 0 instead.
         health_timeout: seconds the version has to become healthy.
         memory_mb: the service's memory.
