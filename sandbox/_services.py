@@ -22,6 +22,8 @@ from sandbox._recipes import build_failure
 from sandbox.deploy import BuildEgress, BuildOutput, DeployFailed, Health, Spec, Version
 
 DEPLOYMENT = "agent.deployment"
+VERSION = "agent.version"
+KEY = "agent.key"
 PLAN = "agent.plan"
 #: the port the front listens on inside its container
 FRONT_PORT = 8080

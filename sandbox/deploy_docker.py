@@ -22,10 +22,8 @@ Containers restart with the engine (`unless-stopped`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
-import os
 import time
 from dataclasses import asdict
 from typing import Any
@@ -35,23 +33,24 @@ import docker.errors
 
 from base import failpoints
 from base.errors import ErrorCode
-from sandbox._docker import connect, mapped
+from sandbox._deploy_view import DeploymentsView
+from sandbox._docker import mapped
 from sandbox._hardening import service_hardened
 from sandbox._services import (
     DEPLOYMENT,
     FRONT_PORT,
+    KEY,
     PLAN,
+    VERSION,
     build_image,
     container_name,
     ensure_network,
     is_serving,
     live_name,
-    log_tail,
     published_port,
     remove_container,
     restarting,
     start_front,
-    state_of,
     unchanged,
     version_of,
     wait_healthy,
@@ -67,49 +66,10 @@ from sandbox.deploy import (
     Version,
 )
 
-VERSION = "agent.version"
-KEY = "agent.key"
 
-
-class DockerTarget:
-    """Deployments on a Docker engine: `url` None for $DOCKER_HOST (default: the local socket).
-    `publish` is the host address fronts are published on. Does no I/O until awaited."""
-
-    def __init__(
-        self,
-        runtime_image: str,
-        *,
-        url: str | None = None,
-        publish: str = "127.0.0.1",
-        url_host: str | None = None,
-    ) -> None:
-        self.runtime_image = runtime_image
-        self.url = url
-        self.publish = publish
-        self.url_host = url_host or ("127.0.0.1" if publish in ("0.0.0.0", "") else publish)
-        self._client: docker.DockerClient | None = None
-        #: whether the engine is this host's (its published ports are this host's)
-        where = url or os.environ.get("DOCKER_HOST") or "unix://"
-        self._local = where.startswith("unix://")
-
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            if self.url is None:
-                self._client = connect()
-            else:
-                with mapped(f"connecting to the Docker engine at {self.url}"):
-                    self._client = docker.DockerClient(base_url=self.url, timeout=120)
-                    self._client.ping()
-        return self._client
-
-    async def base_image(self) -> tuple[str, str]:
-        def read() -> tuple[str, str]:
-            with mapped("reading the runtime image", self.runtime_image):
-                return self.runtime_image, str(self.client().images.get(self.runtime_image).id)
-
-        return await asyncio.to_thread(read)
-
-    # -- deploy
+class DockerTarget(DeploymentsView):
+    """Deployments on a Docker engine: what `DeploymentsView` reads of them, and the changes
+    (deploy, rollback, stop, removal, and carrying a deploy to its end after a crash)."""
 
     async def deploy(
         self,
@@ -119,6 +79,17 @@ class DockerTarget:
         *,
         on_output: BuildOutput | None = None,
         egress: BuildEgress | None = None,
+    ) -> Version:
+        async with self._changing(spec.name):
+            return await self._deploy(spec, context, key, on_output, egress)
+
+    async def _deploy(
+        self,
+        spec: Spec,
+        context: bytes,
+        key: str,
+        on_output: BuildOutput | None,
+        egress: BuildEgress | None,
     ) -> Version:
         client = await asyncio.to_thread(self.client)
         # The front (the first time) is made while the image builds: it does not need it.
@@ -342,6 +313,16 @@ class DockerTarget:
         if container is None:
             return None
         version = version_of(container, "stopped")
+        async with self._changing(version.name):
+            return await self._settle(client, container, version)
+
+    async def _settle(
+        self, client: docker.DockerClient, container: Any, version: Version
+    ) -> Version | None:
+        try:  # as it is now that no other change is under way
+            await asyncio.to_thread(container.reload)
+        except docker.errors.NotFound:
+            return None
         health = Health(**json.loads(version.health))
         if container.status != "running":
             await asyncio.to_thread(container.start)
@@ -349,54 +330,6 @@ class DockerTarget:
         return await self._take_over(client, version.name, container, health)
 
     # -- what is deployed
-
-    def _versions(self, client: docker.DockerClient, name: str) -> list[Any]:
-        with mapped(f"listing the versions of {name}"):
-            found = client.containers.list(all=True, filters={"label": f"{DEPLOYMENT}={name}"})
-        return sorted(
-            (c for c in found if VERSION in c.labels), key=lambda c: int(c.labels[VERSION])
-        )
-
-    async def status(self, name: str) -> Deployment:
-        client = await asyncio.to_thread(self.client)
-        return await asyncio.to_thread(self._status, client, name)
-
-    def _status(self, client: docker.DockerClient, name: str) -> Deployment:
-        versions = tuple(version_of(c, state_of(c, name)) for c in self._versions(client, name))
-        url = None
-        with mapped(f"reading the front of {name}"):
-            for front in client.containers.list(filters={"name": f"^/{container_name(name)}$"}):
-                if (port := published_port(front)) is not None:
-                    url = f"http://{self.url_host}:{port}/"
-        if not versions:
-            raise DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)
-        return Deployment(
-            name, url if any(v.state == "serving" for v in versions) else None, versions
-        )
-
-    async def deployments(self) -> list[Deployment]:
-        client = await asyncio.to_thread(self.client)
-
-        def names() -> list[str]:
-            with mapped("listing deployments"):
-                found = client.containers.list(all=True, filters={"label": DEPLOYMENT})
-            return sorted({c.labels[DEPLOYMENT] for c in found})
-
-        found: list[Deployment] = []
-        for name in await asyncio.to_thread(names):
-            with contextlib.suppress(DeployFailed):  # a front with no version yet: not one
-                found.append(await self.status(name))
-        return found
-
-    async def logs(self, name: str, lines: int = 100) -> str:
-        client = await asyncio.to_thread(self.client)
-        versions = await asyncio.to_thread(self._versions, client, name)
-        if not versions:
-            raise DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)
-        chosen = next((c for c in versions if is_serving(c, name)), versions[-1])
-        return await asyncio.to_thread(log_tail, chosen, lines)
-
-    # -- the user's powers
 
     async def stop(self, name: str) -> Deployment:
         client = await asyncio.to_thread(self.client)
@@ -407,15 +340,15 @@ class DockerTarget:
                     if container.status == "running":
                         container.stop(timeout=5)
 
-        await asyncio.to_thread(stop)
+        async with self._changing(name):
+            await asyncio.to_thread(stop)
         return await self.status(name)
 
-    def _fronts(self, client: docker.DockerClient, name: str) -> list[Any]:
-        return list(
-            client.containers.list(all=True, filters={"name": f"^/{container_name(name)}$"})
-        )
-
     async def rollback(self, name: str) -> Version:
+        async with self._changing(name):
+            return await self._rollback(name)
+
+    async def _rollback(self, name: str) -> Version:
         client = await asyncio.to_thread(self.client)
         versions = await asyncio.to_thread(self._versions, client, name)
         if not versions:
@@ -454,31 +387,10 @@ class DockerTarget:
         await asyncio.to_thread(self._retire, others)
         return version_of(container, "serving")
 
-    async def reachable_by(self, task_id: str) -> frozenset[tuple[str, int]]:
-        client = await asyncio.to_thread(self.client)
-
-        def find() -> frozenset[tuple[str, int]]:
-            with mapped("listing a task's deployments"):
-                versions = client.containers.list(filters={"label": KEY})
-                names = {
-                    c.labels[DEPLOYMENT]
-                    for c in versions
-                    # what serves is the task's own (not a version it made that another replaced)
-                    if c.labels[KEY].startswith(f"{task_id}/")
-                    and is_serving(c, c.labels[DEPLOYMENT])
-                }
-                fronts = [f for name in names for f in self._fronts(client, name)]
-            ports = (published_port(front) for front in fronts if front.status == "running")
-            return frozenset((self.url_host, port) for port in ports if port is not None)
-
-        if not self._local:
-            # Its ports are another host's: the same address here would be this host's own.
-            return frozenset()
-        return await asyncio.to_thread(find)
-
     async def remove(self, name: str) -> None:
         client = await asyncio.to_thread(self.client)
-        await asyncio.to_thread(self._remove_all, client, name)
+        async with self._changing(name):
+            await asyncio.to_thread(self._remove_all, client, name)
 
     def _remove_all(self, client: docker.DockerClient, name: str) -> None:
         with mapped(f"removing {name}"):

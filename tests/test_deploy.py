@@ -7,6 +7,7 @@ These never skip: `make test` starts Docker and builds the runtime image first.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -317,11 +318,28 @@ async def test_a_deploy_target_is_an_engine_named_by_url(engine_over_tcp: str) -
     name = named()
     try:
         spec, built = await spec_of(target, name, {"app.py": APP})
-        deployed = await target.deploy(spec, built, f"{name}-1")
+        deployed = await target.deploy(spec, built, f"owner/{name}")
         assert (deployed.number, deployed.state) == (1, "serving")
-        url = (await target.status(name)).url
-        assert await fetch(str(url)) == "v1"
-        # The engine is not taken for this host's: the health check ran in the front.
-        assert not target._local
+        url = str((await target.status(name)).url)
+        assert await fetch(url) == "v1"
+        # An engine named by a tcp:// URL may be another host's: its ports are not taken for
+        # this host's, so a task does not reach them through the proxy (the same deployment,
+        # read through the local socket, is the positive control).
+        assert await target.reachable_by("owner") == frozenset()
+        port = int(url.rsplit(":", 1)[1].rstrip("/"))
+        assert await DockerTarget(IMAGE).reachable_by("owner") == {("127.0.0.1", port)}
     finally:
         await target.remove(name)
+
+
+async def test_changes_to_one_deployment_wait_for_each_other(target: DockerTarget) -> None:
+    name = named()
+    first, first_context = await spec_of(target, name, {"app.py": APP})
+    second, second_context = await spec_of(target, name, {"app.py": APP.replace("UNSET", "2")})
+    deployed = await asyncio.gather(
+        target.deploy(first, first_context, f"{name}-1"),
+        target.deploy(second, second_context, f"{name}-2"),
+    )
+    assert sorted(v.number for v in deployed) == [1, 2]
+    states = {v.number: v.state for v in (await target.status(name)).versions}
+    assert sorted(states.values()) == ["serving", "standby"]

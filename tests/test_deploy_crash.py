@@ -22,8 +22,7 @@ import pytest
 
 from agent.events import ApprovalDecided, IntentRecorded, ToolResulted
 from agent.store import Store
-from sandbox._services import DEPLOYMENT, container_name
-from sandbox.deploy_docker import VERSION
+from sandbox._services import DEPLOYMENT, VERSION, container_name
 
 from .conftest import REPO, write_script
 from .deploying import TASK_CONFIG, deploy_turns
