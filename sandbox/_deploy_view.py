@@ -84,8 +84,6 @@ class DeploymentsView:
 
         return await asyncio.to_thread(read)
 
-    # -- deploy
-
     def _versions(self, client: docker.DockerClient, name: str) -> list[Any]:
         with mapped(f"listing the versions of {name}"):
             found = client.containers.list(all=True, filters={"label": f"{DEPLOYMENT}={name}"})
@@ -101,11 +99,11 @@ class DeploymentsView:
         versions = tuple(version_of(c, state_of(c, name)) for c in self._versions(client, name))
         url = None
         with mapped(f"reading the front of {name}"):
-            for front in client.containers.list(filters={"name": f"^/{container_name(name)}$"}):
-                if (port := published_port(front)) is not None:
+            for front in self._fronts(client, name):
+                if front.status == "running" and (port := published_port(front)) is not None:
                     url = f"http://{self.url_host}:{port}/"
         if not versions:
-            raise DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)
+            raise not_found(name)
         return Deployment(
             name, url if any(v.state == "serving" for v in versions) else None, versions
         )
@@ -128,13 +126,12 @@ class DeploymentsView:
         client = await asyncio.to_thread(self.client)
         versions = await asyncio.to_thread(self._versions, client, name)
         if not versions:
-            raise DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)
+            raise not_found(name)
         chosen = next((c for c in versions if is_serving(c, name)), versions[-1])
         return await asyncio.to_thread(log_tail, chosen, lines)
 
-    # -- the user's powers
-
     def _fronts(self, client: docker.DockerClient, name: str) -> list[Any]:
+        """The deployment's front (none, or one), whatever its state."""
         return list(
             client.containers.list(all=True, filters={"name": f"^/{container_name(name)}$"})
         )
@@ -160,3 +157,7 @@ class DeploymentsView:
             # Its ports are another host's: the same address here would be this host's own.
             return frozenset()
         return await asyncio.to_thread(find)
+
+
+def not_found(name: str) -> DeployFailed:
+    return DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)

@@ -33,7 +33,7 @@ import docker.errors
 
 from base import failpoints
 from base.errors import ErrorCode
-from sandbox._deploy_view import DeploymentsView
+from sandbox._deploy_view import DeploymentsView, not_found
 from sandbox._docker import mapped
 from sandbox._hardening import service_hardened
 from sandbox._services import (
@@ -231,10 +231,9 @@ class DockerTarget(DeploymentsView):
         serving, published on `host_port` (None: a free one); one that forwards to another port
         is made again only if `replace` (once the version on the new port serves), keeping its
         published port. Raises `DeployFailed` if it is published elsewhere than `host_port`."""
-        wanted = container_name(name)
         ensure_network(client, name)
         with mapped(f"starting the front of {name}"):
-            for found in client.containers.list(all=True, filters={"name": f"^/{wanted}$"}):
+            for found in self._fronts(client, name):
                 if host_port is not None and published_port(found) not in (None, host_port):
                     raise DeployFailed(
                         f"{name} is published on port {published_port(found)} of this host; to "
@@ -256,7 +255,7 @@ class DockerTarget(DeploymentsView):
                     f"TCP-LISTEN:{FRONT_PORT},fork,reuseaddr",
                     f"TCP:{live_name(name)}:{port}",
                 ],
-                name=wanted,
+                name=container_name(name),
                 labels={DEPLOYMENT: name, "agent.port": str(port), "agent.front": "1"},
                 **restarting(
                     service_hardened(ServiceLimits(memory_mb=64, cpus=0.5, pids=64)),
@@ -352,7 +351,7 @@ class DockerTarget(DeploymentsView):
         client = await asyncio.to_thread(self.client)
         versions = await asyncio.to_thread(self._versions, client, name)
         if not versions:
-            raise DeployFailed(f"no deployment is named {name!r}", code=ErrorCode.NOT_FOUND)
+            raise not_found(name)
         # The version to go back from: the one serving, or for a stopped deployment the one
         # that served last (it keeps the live name).
         live = live_name(name)

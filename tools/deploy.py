@@ -61,14 +61,16 @@ async def _files(ctx: ToolContext, folder: str) -> dict[str, bytes]:
     return files_of(archive)
 
 
-async def _spec(ctx: ToolContext, arguments: dict[str, Any]) -> tuple[Spec, dict[str, bytes]]:
-    """What the call would deploy, and the folder's files. Raises `ToolError` for a folder that
-    cannot be deployed."""
+async def _spec(
+    ctx: ToolContext, arguments: dict[str, Any]
+) -> tuple[Spec, dict[str, bytes], tuple[str, str]]:
+    """What the call would deploy, the folder's files, and the image it is built FROM (its name
+    and digest). Raises `ToolError` for a folder that cannot be deployed."""
     folder = str(arguments["folder"])
     files = await _files(ctx, folder)
-    _, base = await _failures(_target(ctx).base_image())
+    base = await _failures(_target(ctx).base_image())
     try:
-        found = recipe(files, base, arguments.get("port"))
+        found = recipe(files, base[1], arguments.get("port"))
     except RecipeError as exc:
         raise ToolError(f"{folder}: {exc}", code=exc.code) from None
     spec = Spec(
@@ -89,14 +91,13 @@ async def _spec(ctx: ToolContext, arguments: dict[str, Any]) -> tuple[Spec, dict
         approved_by=ctx.approved_by,
         host_port=arguments.get("host_port"),
     )
-    return spec, files
+    return spec, files, base
 
 
 async def _plan(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     """The deploy's plan, as the gate and the reviewer see it (its effect)."""
-    spec, _ = await _spec(ctx, arguments)
+    spec, _, (base, base_digest) = await _spec(ctx, arguments)
     target = _target(ctx)
-    base, base_digest = await _failures(target.base_image())
     try:
         serving = (await target.status(spec.name)).serving
     except DeployFailed as exc:
@@ -189,7 +190,7 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
         "cpus": cpus,
         "host_port": host_port,
     }
-    spec, files = await _spec(ctx, arguments)
+    spec, files, _ = await _spec(ctx, arguments)
     target = _target(ctx)
     log: list[str] = []
 
