@@ -26,6 +26,11 @@ def add_deploy_parsers(
     logs = commands.add_parser("logs", parents=[common], help="the last lines of its log")
     logs.add_argument("name")
     logs.add_argument("--lines", type=int, default=100, help="how many (default: 100)")
+    logs.add_argument(
+        "--egress",
+        action="store_true",
+        help="what its egress proxy let through and refused (a JSON object a line)",
+    )
     stop = commands.add_parser("stop", parents=[common], help="stop it serving (versions kept)")
     stop.add_argument("name")
     stop.add_argument(
@@ -50,7 +55,7 @@ def deployments_command(args: argparse.Namespace, config: Config, out: Console) 
             for deployment in [] if args.json else found:
                 _print(deployment, out)
         elif command == "logs":
-            text = asyncio.run(target.logs(args.name, args.lines))
+            text = asyncio.run(target.logs(args.name, args.lines, egress=args.egress))
             print_json({"name": args.name, "logs": text}) if args.json else out.print(shown(text))
         elif command == "stop":
             if args.remove:
@@ -80,7 +85,8 @@ def _print(deployment: Deployment, out: Console) -> None:
     out.print(f"{shown(deployment.name)}  {deployment.url or 'stopped'}")
     for v in deployment.versions:
         who = f"  (approved by {shown(v.approved_by)})" if v.approved_by else ""
-        out.print(f"  v{v.number}  {v.state:8}  {shown(v.kind)}: {shown(v.command)}{who}")
+        egress = f"  egress: {shown(', '.join(v.egress))}" if v.egress else ""
+        out.print(f"  v{v.number}  {v.state:8}  {shown(v.kind)}: {shown(v.command)}{who}{egress}")
 
 
 def _as_json(deployment: Deployment) -> dict[str, object]:

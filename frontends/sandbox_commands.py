@@ -59,7 +59,10 @@ def sandboxes_for(config: Config, store: Store) -> Sandboxes:
 def deploy_target(config: Config) -> DockerTarget:
     """Where the deploy tools and `agent deployments` run services ([deploy] in agent.toml)."""
     return DockerTarget(
-        config.sandbox.image, url=config.deploy.engine or None, publish=config.deploy.publish
+        config.sandbox.image,
+        url=config.deploy.engine or None,
+        publish=config.deploy.publish,
+        allow_private=config.sandbox.allow_private,
     )
 
 

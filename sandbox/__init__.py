@@ -11,4 +11,6 @@ Machinery: `_docker` (the connection, and Docker's errors mapped once), `_harden
 settings every container gets), `_claim` (claiming a pooled container), `_addresses` (which
 addresses the proxy may dial), `_records` (what agent-exec leaves of each command), `_output`
 (capturing what a command prints) and `_problems` (the limit a command ran into, said plainly).
+Deployments (`deploy`, `deploy_docker`) have their own: `_recipes`, `_services`, `_deploy_view`,
+and `_service_egress` with `_egress_main` (a deployed service's egress proxy, in a container).
 """

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable, Collection
 from typing import Final
-
-import psutil
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -67,19 +66,26 @@ _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 _TEREDO: Final = ipaddress.ip_network("2001::/32")
 
 
-def judge(address: IPAddress, *, explicit: bool, allow_private: bool) -> str | None:
+def judge(
+    address: IPAddress,
+    *,
+    explicit: bool,
+    allow_private: bool,
+    own: Callable[[IPAddress], bool] | None = None,
+) -> str | None:
     """Why the proxy must not dial `address`, or None if it may.
 
     `explicit`: the allowlist entry that matched names this address outright (an IP literal or
     localhost), and `allow_private`: the operator lets such entries reach private, loopback and
-    the host's own addresses.
+    the host's own addresses. `own`: whether an address is the host's (default: `is_own`, the
+    interfaces of the host this runs on).
     """
     if isinstance(address, ipaddress.IPv6Address):
         if address in _TEREDO:
             return TEREDO
         embedded = _embedded(address)
         if embedded is not None:
-            reason = judge(embedded, explicit=explicit, allow_private=allow_private)
+            reason = judge(embedded, explicit=explicit, allow_private=allow_private, own=own)
             return f"{reason} ({embedded}, inside {address})" if reason else None
     if address in _METADATA:
         return METADATA
@@ -90,7 +96,7 @@ def judge(address: IPAddress, *, explicit: bool, allow_private: bool) -> str | N
         return None if opened else PRIVATE
     if any(address in network for network in _SPECIAL):
         return SPECIAL
-    if is_own(address):
+    if (own or is_own)(address):
         return None if opened else OWN
     return None
 
@@ -106,15 +112,25 @@ def _embedded(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 def is_own(address: IPAddress) -> bool:
     """Whether `address` is one of this host's: on one of its interfaces."""
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    for addresses in psutil.net_if_addrs().values():
-        for info in addresses:
-            if info.family != family:
-                continue
-            try:
-                # An IPv6 link-local address comes with its zone ("fe80::1%eth0").
-                if ipaddress.ip_address(info.address.split("%")[0]) == address:
-                    return True
-            except ValueError:
-                continue
-    return False
+    return own_of(host_addresses())(address)
+
+
+def own_of(addresses: Collection[str]) -> Callable[[IPAddress], bool]:
+    """`judge`'s `own` for a proxy that runs elsewhere than the host it guards (in a container:
+    its interfaces are not the host's), told the host's addresses."""
+    known = frozenset(ipaddress.ip_address(a) for a in addresses)
+    return lambda address: address in known
+
+
+def host_addresses() -> list[str]:
+    """The addresses of this host's interfaces (an IPv6 link-local one without its zone)."""
+    import psutil  # noqa: PLC0415 - a deployment's proxy imports this module where psutil is not
+
+    return sorted(
+        {
+            info.address.split("%")[0]
+            for infos in psutil.net_if_addrs().values()
+            for info in infos
+            if info.family in (socket.AF_INET, socket.AF_INET6)
+        }
+    )

@@ -37,6 +37,11 @@ def check_entry(text: str) -> str:
 
 
 def parse_entry(text: str) -> Entry:
+    if "/" in text:
+        raise ValueError(
+            f"not an allowlist entry: {text!r} (a host name, not a URL: example.com, "
+            "*.example.com or an IP address, each with an optional :port)"
+        )
     host, port = split_host_port(text.strip())
     name = host.removeprefix("*.")
     wildcard = name != host

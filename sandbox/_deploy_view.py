@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import tempfile
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,10 @@ from typing import Any
 import docker
 
 from base.errors import ErrorCode
+from sandbox._addresses import host_addresses
 from sandbox._claim import host_lock
 from sandbox._docker import connect, mapped
+from sandbox._service_egress import proxy_of
 from sandbox._services import (
     DEPLOYMENT,
     KEY,
@@ -42,11 +46,15 @@ class DeploymentsView:
         url: str | None = None,
         publish: str = "127.0.0.1",
         url_host: str | None = None,
+        allow_private: bool = False,
     ) -> None:
         self.runtime_image = runtime_image
         self.url = url
         self.publish = publish
         self.url_host = url_host or ("127.0.0.1" if publish in ("0.0.0.0", "") else publish)
+        #: a service's egress allowlist may reach a private or the engine host's own address it
+        #: names outright ([sandbox] allow_private, as for a task's)
+        self.allow_private = allow_private
         self._client: docker.DockerClient | None = None
         #: whether the engine is this host's (its published ports are this host's)
         where = url or os.environ.get("DOCKER_HOST") or "unix://"
@@ -77,6 +85,20 @@ class DeploymentsView:
         finally:
             held.__exit__(None, None, None)
 
+    def engine_addresses(self) -> list[str]:
+        """The addresses of the engine's host, which a service's egress proxy refuses (as a
+        task's refuses this host's): this host's interfaces for the local engine; for another
+        engine, the addresses its URL's host name resolves to (the ones this host knows)."""
+        if self._local:
+            return host_addresses()
+        host = urllib.parse.urlsplit(self.url or os.environ.get("DOCKER_HOST", "")).hostname
+        if host is None:
+            return []
+        try:
+            return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None)})
+        except OSError:
+            return []
+
     async def base_image(self) -> tuple[str, str]:
         def read() -> tuple[str, str]:
             with mapped("reading the runtime image", self.runtime_image):
@@ -84,9 +106,13 @@ class DeploymentsView:
 
         return await asyncio.to_thread(read)
 
+    def _containers(self, client: docker.DockerClient, name: str) -> list[Any]:
+        """Every container of a deployment: its versions, their egress proxies, its front."""
+        with mapped(f"listing the containers of {name}"):
+            return list(client.containers.list(all=True, filters={"label": f"{DEPLOYMENT}={name}"}))
+
     def _versions(self, client: docker.DockerClient, name: str) -> list[Any]:
-        with mapped(f"listing the versions of {name}"):
-            found = client.containers.list(all=True, filters={"label": f"{DEPLOYMENT}={name}"})
+        found = self._containers(client, name)
         return sorted(
             (c for c in found if VERSION in c.labels), key=lambda c: int(c.labels[VERSION])
         )
@@ -122,13 +148,19 @@ class DeploymentsView:
                 found.append(await self.status(name))
         return found
 
-    async def logs(self, name: str, lines: int = 100) -> str:
+    async def logs(self, name: str, lines: int = 100, *, egress: bool = False) -> str:
         client = await asyncio.to_thread(self.client)
         versions = await asyncio.to_thread(self._versions, client, name)
         if not versions:
             raise not_found(name)
         chosen = next((c for c in versions if is_serving(c, name)), versions[-1])
-        return await asyncio.to_thread(log_tail, chosen, lines)
+        if not egress:
+            return await asyncio.to_thread(log_tail, chosen, lines)
+        proxy = await asyncio.to_thread(proxy_of, client, chosen)
+        if proxy is None:
+            number = chosen.labels[VERSION]
+            return f"(v{number} has no way out: its deploy named no egress allowlist)"
+        return await asyncio.to_thread(log_tail, proxy, lines)
 
     def _fronts(self, client: docker.DockerClient, name: str) -> list[Any]:
         """The deployment's front (none, or one), whatever its state."""

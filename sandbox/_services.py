@@ -194,6 +194,7 @@ def version_of(
 ) -> Version:
     plan = json.loads(container.labels[PLAN])
     plan["env_names"] = tuple(plan["env_names"])
+    plan["egress"] = tuple(plan.get("egress", ()))
     plan["state"] = state
     return Version(**plan)
 
@@ -216,8 +217,8 @@ def is_serving(container: Any, name: str) -> bool:
 
 def unchanged(container: Any, spec: Spec, image: str) -> bool:
     """Whether deploying `spec` built as `image` would change nothing of what `container` runs:
-    the same image, command, port, health check, limits, and environment (its values are read
-    from the container, never kept in a label)."""
+    the same image, command, port, health check, limits, egress allowlist, and environment (its
+    values are read from the container, never kept in a label)."""
     current = version_of(container, "serving")
     env = {f"{k}={v}" for k, v in {**spec.env, "PORT": str(spec.recipe.port)}.items()}
     return (
@@ -227,6 +228,7 @@ def unchanged(container: Any, spec: Spec, image: str) -> bool:
         and env <= set(container.attrs["Config"]["Env"] or [])
         and current.health == json.dumps(asdict(spec.health))
         and current.limits == asdict(spec.limits)
+        and current.egress == spec.egress
     )
 
 

@@ -68,6 +68,9 @@ class Spec:
     approved_by: str | None = None
     #: the host port its URL is on (None: the one it has, or a free one the first time)
     host_port: int | None = None
+    #: the hosts the service may reach, through an egress proxy of its own (an entry as a
+    #: task's allowlist has them); none: it has no way out at all
+    egress: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ class Version:
     base: str
     created: float
     approved_by: str | None = None
+    #: the allowlist of its egress proxy (none: no way out)
+    egress: tuple[str, ...] = ()
     #: serving (the front sends to it), standby (running, ready to serve again: the version
     #: the serving one replaced), stopped, or starting (not yet checked)
     state: Literal["serving", "standby", "stopped", "starting"] = "stopped"
@@ -138,7 +143,10 @@ class DeployTarget(Protocol):
 
     async def deployments(self) -> list[Deployment]: ...
 
-    async def logs(self, name: str, lines: int = 100) -> str: ...
+    async def logs(self, name: str, lines: int = 100, *, egress: bool = False) -> str:
+        """The last `lines` of the log of the version serving (else the newest); with `egress`,
+        its egress proxy's decisions, one JSON object a line."""
+        ...
 
     async def stop(self, name: str) -> Deployment: ...
 

@@ -7,6 +7,8 @@ for another host, through the docker SDK).
         v1      agent-deploy-NAME-v1     stopped, kept for a rollback
         v2      agent-deploy-NAME-v2     running: the standby (the version the live one replaced)
         v3      agent-deploy-NAME-live   serving
+        (proxy  agent-deploy-NAME-v3-egress: the way out of v3, if its deploy named an allowlist;
+                see `sandbox/_service_egress.py`)
 
 The front sends each connection to the container named `agent-deploy-NAME-live` (Docker's DNS
 follows a rename): a new version starts beside the one serving, and takes the live name only
@@ -36,6 +38,7 @@ from base.errors import ErrorCode
 from sandbox._deploy_view import DeploymentsView, not_found
 from sandbox._docker import mapped
 from sandbox._hardening import service_hardened
+from sandbox._service_egress import kill_version, remove_version, start_proxy, start_version
 from sandbox._services import (
     DEPLOYMENT,
     FRONT_PORT,
@@ -160,6 +163,7 @@ class DockerTarget(DeploymentsView):
             base=base,
             created=time.time(),
             approved_by=spec.approved_by,
+            egress=spec.egress,
         )
         labels = {
             DEPLOYMENT: spec.name,
@@ -167,16 +171,37 @@ class DockerTarget(DeploymentsView):
             KEY: key,
             PLAN: json.dumps(asdict(version)),
         }
-        with mapped(f"starting {spec.name} v{number}"):
-            return client.containers.run(
-                image,
-                name=live_name(spec.name) if live else container_name(spec.name, number),
-                detach=True,
-                labels=labels,
-                environment={**spec.env, "PORT": str(spec.recipe.port)},
-                network=network,
-                **restarting(service_hardened(spec.limits)),
+        try:
+            # No way out, unless the deploy names an allowlist: then through a proxy of its own.
+            egress = (
+                start_proxy(
+                    client,
+                    self.runtime_image,
+                    name=spec.name,
+                    number=number,
+                    key=key,
+                    allow=spec.egress,
+                    own=self.engine_addresses(),
+                    allow_private=self.allow_private,
+                )
+                if spec.egress
+                else {}
             )
+            with mapped(f"starting {spec.name} v{number}"):
+                return client.containers.run(
+                    image,
+                    name=live_name(spec.name) if live else container_name(spec.name, number),
+                    detach=True,
+                    labels=labels,
+                    environment={**spec.env, **egress, "PORT": str(spec.recipe.port)},
+                    network=network,
+                    **restarting(service_hardened(spec.limits)),
+                )
+        except BaseException:
+            # what it made of this version (its proxy, say), so that none of it is left
+            for left in client.containers.list(all=True, filters={"label": f"{KEY}={key}"}):
+                remove_container(left)
+            raise
 
     async def _take_over(
         self,
@@ -198,12 +223,10 @@ class DockerTarget(DeploymentsView):
             url = await asyncio.to_thread(self._probe_url, front, alone)
             await wait_healthy(front, container, version, health, url=url)
         except DeployFailed:
-            await asyncio.to_thread(
-                container.kill if keep else functools.partial(remove_container, container)
-            )
+            await asyncio.to_thread(kill_version if keep else remove_version, client, container)
             raise
         others = await asyncio.to_thread(self._serve, client, name, container)
-        await asyncio.to_thread(self._retire, others)
+        await asyncio.to_thread(self._retire, client, others)
         if front.labels.get("agent.port") != str(version.port):  # it sent to the port before
             await asyncio.to_thread(self._front, client, name, version.port, replace=True)
         return version_of(container, "serving")
@@ -288,7 +311,7 @@ class DockerTarget(DeploymentsView):
                 container.reload()
         return others
 
-    def _retire(self, others: list[Any]) -> None:
+    def _retire(self, client: docker.DockerClient, others: list[Any]) -> None:
         """Stop the versions that no longer get requests (killed at once: nothing reaches them),
         but the newest: it runs on as the standby, so that going back to it is a switch. (After
         a deploy that is the one that served until now; after a rollback, the one rolled back
@@ -296,7 +319,7 @@ class DockerTarget(DeploymentsView):
         running = sorted((other for other, _ in others), key=lambda c: int(c.labels[VERSION]))
         with mapped("stopping the versions that no longer serve"):
             for other in running[:-1]:
-                other.kill()
+                kill_version(client, other)
 
     # -- after a crash
 
@@ -306,7 +329,8 @@ class DockerTarget(DeploymentsView):
         def find() -> Any:
             with mapped("looking for a deploy by its key"):
                 found = client.containers.list(all=True, filters={"label": f"{KEY}={key}"})
-            return found[0] if found else None
+            # the version, not its egress proxy (which carries the key too)
+            return next((c for c in found if VERSION in c.labels), None)
 
         container = await asyncio.to_thread(find)
         if container is None:
@@ -324,7 +348,7 @@ class DockerTarget(DeploymentsView):
             return None
         health = Health(**json.loads(version.health))
         if container.status != "running":
-            await asyncio.to_thread(container.start)
+            await asyncio.to_thread(start_version, client, container)
         # Serving or not, it is checked: a crash may have come before its health check.
         return await self._take_over(client, version.name, container, health)
 
@@ -335,7 +359,7 @@ class DockerTarget(DeploymentsView):
 
         def stop() -> None:
             with mapped(f"stopping {name}"):
-                for container in [*self._versions(client, name), *self._fronts(client, name)]:
+                for container in self._containers(client, name):
                     if container.status == "running":
                         container.stop(timeout=5)
 
@@ -366,7 +390,7 @@ class DockerTarget(DeploymentsView):
         container = below[-1]
         health = Health(**json.loads(version_of(container, "stopped").health))
         if container.status != "running":
-            await asyncio.to_thread(container.start)
+            await asyncio.to_thread(start_version, client, container)
             return await self._take_over(client, name, container, health, keep=True)
         # The standby: it was healthy, so it serves at once and is checked there. The version
         # rolled back from becomes the standby in its turn (a deploy again is then a switch);
@@ -383,7 +407,7 @@ class DockerTarget(DeploymentsView):
             if before := next((other for other, was_live in others if was_live), None):
                 await asyncio.to_thread(self._serve, client, name, before)
             raise
-        await asyncio.to_thread(self._retire, others)
+        await asyncio.to_thread(self._retire, client, others)
         return version_of(container, "serving")
 
     async def remove(self, name: str) -> None:
@@ -393,7 +417,7 @@ class DockerTarget(DeploymentsView):
 
     def _remove_all(self, client: docker.DockerClient, name: str) -> None:
         with mapped(f"removing {name}"):
-            for container in [*self._versions(client, name), *self._fronts(client, name)]:
+            for container in self._containers(client, name):
                 remove_container(container)
             for network in client.networks.list(names=[container_name(name)]):
                 network.remove()

@@ -143,12 +143,15 @@ class EgressProxy:
         resolver: Resolver | None = None,
         allow_private: bool = False,
         services: ServiceLookup | None = None,
+        own: Callable[[IPAddress], bool] | None = None,
     ) -> None:
         """`allow_private`: an allowlist entry that names a private, loopback or this host's own
         address outright (an IP literal, localhost) may reach it; the operator's to say, in
         config (see `sandbox._addresses`). `services`: where a task's own deployments are, which
-        it may reach as they are named there (an IP literal and a port), and nothing else."""
+        it may reach as they are named there (an IP literal and a port), and nothing else.
+        `own`: which addresses are the guarded host's (default: this host's interfaces)."""
         self.services = services
+        self._own = own
         self._host, self._port = host, port
         self._private = allow_private
         self._connect_timeout = connect_timeout
@@ -195,18 +198,25 @@ class EgressProxy:
         return self._port
 
     def register(
-        self, task_id: str, allow: Sequence[str], record: Recorder, *, source: str | None = None
+        self,
+        task_id: str,
+        allow: Sequence[str],
+        record: Recorder,
+        *,
+        source: str | None = None,
+        token: str | None = None,
     ) -> str:
-        """Let a task's clients reach `allow`; return the token they authenticate with. A client
-        connecting from the address `source` needs no token: it is taken for the task's (the
-        task's forwarder, which a browser in the sandbox reaches without credentials).
+        """Let a task's clients reach `allow`; return the token they authenticate with (`token`,
+        or a new random one). A client connecting from the address `source` needs no token: it
+        is taken for the task's (the task's forwarder, which a browser in the sandbox reaches
+        without credentials).
 
         An entry is a host name (`example.com`), its subdomains (`*.example.com`), an IP address or
         `localhost`, with an optional `:port`; without one, ports 80 and 443. Raises ValueError
         for an entry that is none of these.
         """
         entries = tuple(parse_entry(entry) for entry in allow)
-        token = secrets.token_urlsafe(24)
+        token = token or secrets.token_urlsafe(24)
         self._tasks[token] = _Task(task_id, entries, record)
         if source is not None:
             self._sources[source] = token
@@ -332,7 +342,9 @@ class EgressProxy:
         # One refused address refuses the host: a name that resolves to a public and a private
         # address is a DNS rebinding attempt, not a reason to pick the good one.
         for address in addresses:
-            if reason := judge(address, explicit=entry.explicit, allow_private=self._private):
+            if reason := judge(
+                address, explicit=entry.explicit, allow_private=self._private, own=self._own
+            ):
                 return reason, address, HTTPStatus.FORBIDDEN
         # Only the first address is tried, so that the one recorded is the one connected to.
         return ALLOWLISTED, addresses[0], HTTPStatus.OK

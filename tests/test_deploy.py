@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -220,6 +222,9 @@ async def test_bad_input_is_the_model_s_to_correct(target: DockerTarget, sandbox
     assert "nowhere" in missing.content
     with pytest.raises(InvalidArguments, match="field 'name': String should match pattern"):
         deploy.validate({"folder": "web", "name": "Not A Name"})
+    url_not_host = r"not an allowlist entry: 'https://x\.test/' \(a host name, not a URL"
+    with pytest.raises(InvalidArguments, match=url_not_host):
+        deploy.validate({"folder": "web", "name": "ok-name", "egress": ["https://x.test/"]})
     await put(sandbox, "notes", {"readme.txt": "just text"})
     unknown = await deploy.invoke({"folder": "notes", "name": "ok-name"}, ctx)
     assert not unknown.ok
@@ -259,6 +264,131 @@ async def test_a_service_reaches_nothing_outside_its_deployment(target: DockerTa
     assert "CapEff:\t0000000000000000" in text
     assert "NoNewPrivs:\t1" in text
     assert text.strip().splitlines()[-1] == "1000"
+
+
+FETCHER = """\
+import os
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class Fetch(BaseHTTPRequestHandler):
+    def do_GET(self):
+        asked = parse_qs(urlsplit(self.path).query).get("url")
+        body = os.environ.get("GREETING", "")
+        if asked:  # through $HTTP_PROXY, as any program would
+            try:
+                with urllib.request.urlopen(asked[0], timeout=5) as answer:
+                    body = f"{answer.status} {answer.read().decode()}"
+            except urllib.error.HTTPError as e:
+                body = f"{e.code} {e.read().decode(errors='replace')}"
+            except OSError as e:
+                body = f"failed: {e}"
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+
+if __name__ == "__main__":
+    HTTPServer(("0.0.0.0", int(os.environ["PORT"])), Fetch).serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def _outside(text: str) -> Iterator[int]:
+    """A web server on this host, outside every deployment, answering `text`: its port."""
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(text.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_service_reaches_what_its_deploy_allows_through_a_proxy_of_its_own(
+    target: DockerTarget,
+) -> None:
+    client = docker.from_env()
+    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    # The operator lets explicit entries reach private addresses ([sandbox] allow_private).
+    operator = DockerTarget(IMAGE, allow_private=True)
+    name = named()
+    with _outside("one") as one, _outside("two") as two:
+        spec, built = await spec_of(target, name, {"app.py": FETCHER})
+        to_one = replace(spec, egress=(f"{gateway}:{one}",))
+
+        async def fetched(port: int) -> str:
+            url = (await target.status(name)).url
+            return await fetch(f"{url}?url=http://{gateway}:{port}/")
+
+        v1 = await operator.deploy(to_one, built, f"{name}-1")
+        assert v1.egress == (f"{gateway}:{one}",)
+        assert await fetched(one) == "200 one"
+        refused = await fetched(two)  # the same host, not allowlisted: the proxy refuses it
+        assert refused.startswith("403 egress to ")
+        assert "not in the task's allowlist" in refused
+        decisions = [
+            json.loads(line)
+            for line in (await target.logs(name, egress=True)).splitlines()
+            if '"allowed"' in line
+        ]
+        assert [(d["host"], d["port"], d["allowed"]) for d in decisions] == [
+            (gateway, one, True),
+            (gateway, two, False),
+        ]
+        # Its proxy is told this host's addresses (its own interfaces are a container's).
+        proxy = client.containers.get(f"agent-deploy-{name}-v1-egress")
+        assert f"--own={gateway}" in proxy.attrs["Config"]["Cmd"]
+        # The service's one network is still its deployment's, with no way out.
+        service = client.containers.get(live_name(name))
+        assert list(service.attrs["NetworkSettings"]["Networks"]) == [container_name(name)]
+        assert not _reaches(service, gateway, one)
+        # The allowlist is part of the version: unchanged, nothing changes; another is v2.
+        assert (await operator.deploy(to_one, built, f"{name}-again")).number == 1
+        to_two = replace(spec, egress=(f"{gateway}:{two}",))
+        assert (await operator.deploy(to_two, built, f"{name}-2")).number == 2
+        assert (await fetched(two), (await fetched(one))[:3]) == ("200 two", "403")
+        # A rollback to v1 (the standby, its proxy running on) reaches what v1 was allowed.
+        assert (await operator.rollback(name)).number == 1
+        assert (await fetched(one), (await fetched(two))[:3]) == ("200 one", "403")
+        versions = (await target.status(name)).versions
+        assert [v.egress for v in versions] == [(f"{gateway}:{one}",), (f"{gateway}:{two}",)]
+        # Without the operator's word, an entry naming a private address does not reach it.
+        v3 = replace(to_one, env={"GREETING": "v3"})
+        assert (await target.deploy(v3, built, f"{name}-3")).number == 3
+        said = await fetched(one)
+        assert said.startswith("403 ")
+        assert "private or loopback address" in said
+        # v1 was retired (the newest other, v2, is the standby): its proxy went with it.
+        proxies = {
+            c.name: c.status
+            for c in client.containers.list(all=True, filters={"label": f"{DEPLOYMENT}={name}"})
+            if str(c.name).endswith("-egress")
+        }
+        assert proxies == {
+            f"agent-deploy-{name}-v1-egress": "exited",
+            f"agent-deploy-{name}-v2-egress": "running",
+            f"agent-deploy-{name}-v3-egress": "running",
+        }
+        # Back to v2 (a switch), then to v1, which was stopped: it starts, its proxy first.
+        assert (await target.rollback(name)).number == 2
+        assert (await target.rollback(name)).number == 1
+        assert await fetched(one) == "200 one"
+    await target.remove(name)
+    assert not client.containers.list(all=True, filters={"label": f"{DEPLOYMENT}={name}"})
 
 
 def _reaches(container: Any, host: str, port: int) -> bool:

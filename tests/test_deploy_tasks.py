@@ -75,6 +75,8 @@ async def test_the_deploy_example_runs_as_the_readme_says(
         plan = pending["preview"]
         assert "hello" in json.dumps(plan)
         assert "python3 app.py" in json.dumps(plan)
+        assert "egress" in plan
+        assert "none: no way out" in plan
         task, request, digest_ = stopped["task_id"], pending["approval_id"], pending["call_hash"]
         approve = ["approve", task, request, digest_[:8], *common]
         assert await asyncio.to_thread(main, approve) == 0
@@ -88,6 +90,10 @@ async def test_the_deploy_example_runs_as_the_readme_says(
         assert listed["url"] == url
         assert [v["state"] for v in listed["versions"]] == ["serving"]
         assert listed["versions"][0]["approved_by"] == getpass.getuser()
+        logs = ["deployments", "logs", "hello-demo", "--egress", *common]
+        assert await asyncio.to_thread(main, logs) == 0
+        said = json.loads(capsys.readouterr().out)["logs"]
+        assert said == "(v1 has no way out: its deploy named no egress allowlist)"
     finally:
         await target.remove("hello-demo")
 

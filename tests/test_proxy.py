@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from sandbox._addresses import OWN, judge, own_of
 from sandbox.proxy import EgressAttempt, EgressProxy
 
 MAPPED = ipaddress.ip_address("::ffff:169.254.169.254")  # its text differs across Pythons
@@ -630,3 +631,18 @@ async def test_a_private_or_own_address_named_outright_is_dialled_only_if_config
             "an address of the proxy's own host",
         ]
         assert target.connections == 0
+
+
+async def test_a_proxy_away_from_its_host_refuses_the_addresses_it_is_told_are_the_host_s() -> None:
+    # A deployment's proxy runs in a container: its interfaces are not the engine host's, so it
+    # is told them. OWN_PUBLIC is on none of this host's interfaces here (no fixture adds it).
+    address = ipaddress.ip_address(OWN_PUBLIC)
+    assert judge(address, explicit=False, allow_private=False) is None  # the control
+    assert judge(address, explicit=False, allow_private=False, own=own_of([OWN_PUBLIC])) == OWN
+    attempts: list[EgressAttempt] = []
+    async with EgressProxy(resolver=vetted, own=own_of([OWN_PUBLIC])) as proxy:
+        token = proxy.register("deployment v1", ["*.example"], attempts.append, token="given")
+        assert token == "given"
+        status, _, body = await ask(proxy, request("CONNECT", "own.example:443", token))
+    assert status == 403, body
+    assert [(a.allowed, a.reason) for a in attempts] == [(False, OWN)]

@@ -12,6 +12,7 @@ import secrets
 import tarfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import docker
@@ -153,12 +154,15 @@ async def test_every_container_the_project_makes_is_hardened(
         for container in pool:
             if container.labels.get("agent.limits") == limits.key():
                 assert_hardened(container, limits)
-        # And every container of a deployment: the one serving, the standby, the front.
+        # And every container of a deployment: the one serving, its egress proxy, the standby,
+        # the front.
         for version in ("v1", "v2"):
             spec, built = await spec_of(target, deployed, {"app.py": APP.replace("UNSET", version)})
+            spec = replace(spec, egress=("x.test",) if version == "v2" else ())
             await target.deploy(spec, built, f"{deployed}-{version}")
         made = client.containers.list(all=True, filters={"label": f"{DEPLOYMENT}={deployed}"})
-        assert len(made) == 3
+        assert len(made) == 4
+        assert f"agent-deploy-{deployed}-v2-egress" in {c.name for c in made}
         assert all(c.status == "running" for c in made)
         for container in made:
             assert_service_hardened(container)

@@ -3,11 +3,12 @@ health-checked, versioned and rolled back (see `sandbox/deploy.py` for how it ru
 
 A deploy is shown to the gate and the reviewer as a plan (its effect): the folder and a digest
 of its files, the Dockerfile or the kind recognised, the base image and its digest, the command,
-the port, the names of its environment variables, the health check, the limits, and the version
-it replaces. The approval is bound to that plan: a folder changed after the approval changes the
-plan, and the reviewer is asked again. A deploy records its intent with its idempotency key
-before it starts, and the key labels all it makes, so after a crash it is found by the key
-(`settle`), never built and started blindly again.
+the port, the names of its environment variables, the health check, the limits, the hosts it
+may reach (its egress allowlist; none by default), and the version it replaces. The approval
+is bound to that plan: a folder changed after the approval changes the plan, and the reviewer
+is asked again. A deploy records its intent with its idempotency key before it starts, and the
+key labels all it makes, so after a crash it is found by the key (`settle`), never built and
+started blindly again.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import re
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from base.errors import ErrorCode, SandboxError
+from sandbox._allowlist import check_entry
 from sandbox._recipes import RecipeError, context, digest, files_of, recipe
 from sandbox.container import WorkspaceError
 from sandbox.deploy import NAME, DeployFailed, DeployTarget, Health, ServiceLimits, Spec, Version
@@ -33,6 +35,7 @@ _URL = re.compile(r"https?://([A-Za-z0-9.-]+(?::\d+)?)")
 _DEPLOY_TIMEOUT = 900.0
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+AllowEntry = Annotated[str, Field(max_length=300), AfterValidator(check_entry)]
 Name = Annotated[
     str,
     Field(
@@ -90,6 +93,7 @@ async def _spec(
         env=dict(arguments.get("env") or {}),
         approved_by=ctx.approved_by,
         host_port=arguments.get("host_port"),
+        egress=tuple(sorted(set(arguments.get("egress") or ()))),
     )
     return spec, files, base
 
@@ -118,7 +122,9 @@ async def _plan(ctx: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
             "env": sorted(spec.env),
             "health": spec.health.describe(),
             "limits": f"{spec.limits.memory_mb} MB, {spec.limits.cpus:g} CPU, "
-            f"{spec.limits.pids} processes; no capabilities, read-only, no network out",
+            f"{spec.limits.pids} processes; no capabilities, read-only",
+            "egress": list(spec.egress)
+            or "none: no way out (name an allowlist to let it reach hosts)",
             "replaces": f"v{serving.number}: {serving.command}" if serving else "nothing",
         }
     }
@@ -156,6 +162,7 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
     memory_mb: Annotated[int, Field(ge=32, le=8192)] = 512,
     cpus: Annotated[float, Field(gt=0, le=16)] = 1.0,
     host_port: Annotated[int, Field(ge=1024, le=65535)] | None = None,
+    egress: Annotated[list[AllowEntry], Field(max_length=64)] | None = None,
 ) -> str:
     """Build a folder of the workspace and run it as a long-running service with a URL. A folder
     with a Dockerfile is built with it; without one, a Python web app (app.py, main.py...: ASGI,
@@ -177,6 +184,9 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
         cpus: the service's CPUs.
         host_port: the port of this host its URL is on (default: the one it has, or a free
             one).
+        egress: the hosts the service may reach (example.com, *.example.com, an IP address,
+            each with an optional :port; without one, 80 and 443), through an egress proxy
+            that records each request. Default: none, the service has no way out at all.
     """
     arguments = {
         "folder": folder,
@@ -189,6 +199,7 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
         "memory_mb": memory_mb,
         "cpus": cpus,
         "host_port": host_port,
+        "egress": egress,
     }
     spec, files, _ = await _spec(ctx, arguments)
     target = _target(ctx)
@@ -200,17 +211,17 @@ async def deploy(  # noqa: PLR0917 - a tool's parameters are the model's named a
             ctx.output("stdout", text)
 
     box = await task_sandbox(ctx, for_a_call=False)
-    egress = await box.build_egress()
+    build_egress = await box.build_egress()
     try:
         version = await target.deploy(
             spec,
             context(files, spec.recipe.dockerfile),
             ctx.idempotency_key,
             on_output=show,
-            egress=egress,
+            egress=build_egress,
         )
     except DeployFailed as exc:
-        note = _egress_note(exc, online=egress is not None)
+        note = _egress_note(exc, online=build_egress is not None)
         raise ToolError(_failed(exc) + note + _kept(ctx, name, log), code=exc.code) from None
     except SandboxError as exc:
         raise ToolError(str(exc), code=exc.code) from None
@@ -229,6 +240,7 @@ async def deploy_status(ctx: ToolContext, name: Name) -> str:
     lines += [
         f"  v{v.number}  {v.state:8}  {v.kind}: {v.command}"
         + (f"  (approved by {v.approved_by})" if v.approved_by else "")
+        + (f"  egress: {', '.join(v.egress)}" if v.egress else "")
         for v in deployment.versions
     ]
     return "\n".join(lines)
@@ -236,15 +248,21 @@ async def deploy_status(ctx: ToolContext, name: Name) -> str:
 
 @tool(touches="read", needs_deploy=True)
 async def deploy_logs(
-    ctx: ToolContext, name: Name, lines: Annotated[int, Field(ge=1, le=2000)] = 100
+    ctx: ToolContext,
+    name: Name,
+    lines: Annotated[int, Field(ge=1, le=2000)] = 100,
+    egress: bool = False,
 ) -> str:
     """Read the last lines of a deployment's log (of the version serving, else the newest).
 
     Args:
         name: the deployment's name.
         lines: how many lines, from the end.
+        egress: read its egress proxy's log instead: each request to leave, let through or
+            refused, and why.
     """
-    return await _failures(_target(ctx).logs(name, lines)) or "(the log is empty)"
+    found = await _failures(_target(ctx).logs(name, lines, egress=egress))
+    return found or "(the log is empty)"
 
 
 @tool(touches="deploy", needs_deploy=True)
