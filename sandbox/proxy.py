@@ -56,7 +56,7 @@ class EgressAttempt:
     host: str  # as the client asked, lowercased, without a trailing dot
     port: int
     allowed: bool
-    reason: str  # short and human: "allowlisted", "not in the task's allowlist", ...
+    reason: str  # short and human: "allowlisted", "not in the allowlist", ...
     address: str | None  # the address connected to (allowed) or refused, if resolved
 
 
@@ -71,7 +71,7 @@ USER = "agent"
 MAX_HEAD = 64 * 1024  # request line and headers
 HEAD_TIMEOUT = 30.0  # for a client to send them
 ALLOWLISTED = "allowlisted"
-NOT_ALLOWLISTED = "not in the task's allowlist"
+NOT_ALLOWLISTED = "not in the allowlist"
 UNRESOLVED = "could not resolve"
 OWN_SERVICE = "the task's own deployment"
 

@@ -339,7 +339,7 @@ async def test_a_service_reaches_what_its_deploy_allows_through_a_proxy_of_its_o
         assert await fetched(one) == "200 one"
         refused = await fetched(two)  # the same host, not allowlisted: the proxy refuses it
         assert refused.startswith("403 egress to ")
-        assert "not in the task's allowlist" in refused
+        assert "not in the allowlist" in refused
         decisions = [
             json.loads(line)
             for line in (await target.logs(name, egress=True)).splitlines()

@@ -211,7 +211,7 @@ async def test_localhost_entry_lets_a_loopback_address_through(
 @pytest.mark.parametrize(
     ("host", "entry", "reason", "address"),
     [
-        ("evil.example", "good.example", "not in the task's allowlist", None),
+        ("evil.example", "good.example", "not in the allowlist", None),
         ("metadata.example", "metadata.example", "cloud metadata address", "169.254.169.254"),
         (
             "mapped.example",
@@ -452,7 +452,7 @@ async def test_every_decision_is_recorded_once_for_its_own_task(
             "first", "GET", "sneaky.example", 80, False, "private or loopback address", "127.0.0.1"
         ),
         EgressAttempt(
-            "first", "CONNECT", "evil.example", 443, False, "not in the task's allowlist", None
+            "first", "CONNECT", "evil.example", 443, False, "not in the allowlist", None
         ),
     ]
     assert second == [
@@ -520,7 +520,7 @@ async def test_allowlist_matching(entry: str, asked: str, matches: bool) -> None
 
     assert status == 403
     [attempt] = attempts
-    assert (attempt.reason != "not in the task's allowlist") == matches
+    assert (attempt.reason != "not in the allowlist") == matches
     host, _, port = asked.rpartition(":")
     assert (attempt.host, attempt.port) == (host.lower().rstrip(".").strip("[]"), int(port))
 
