@@ -451,9 +451,7 @@ async def test_every_decision_is_recorded_once_for_its_own_task(
         EgressAttempt(
             "first", "GET", "sneaky.example", 80, False, "private or loopback address", "127.0.0.1"
         ),
-        EgressAttempt(
-            "first", "CONNECT", "evil.example", 443, False, "not in the allowlist", None
-        ),
+        EgressAttempt("first", "CONNECT", "evil.example", 443, False, "not in the allowlist", None),
     ]
     assert second == [
         EgressAttempt("second", "CONNECT", "nowhere.example", 443, False, "could not resolve", None)
