@@ -6,7 +6,7 @@ addresses its host resolves to; each decision goes to the task's recorder before
 touched, and a refused target never sees a connection::
 
     async with EgressProxy("172.17.0.1") as proxy:
-        token = proxy.register(task_id, ["pypi.org", "*.pythonhosted.org"], attempts.append)
+        token = proxy.register(task_id, ["pkg.example", "*.files.example"], attempts.append)
         env = {"HTTPS_PROXY": proxy.url(token, "host.docker.internal")}
 """
 
@@ -307,7 +307,10 @@ class EgressProxy:
                 upstream.write(_origin_head(request))
             async with asyncio.TaskGroup() as group:
                 group.create_task(_pipe(reader, upstream))
-                group.create_task(_pipe(upstream_reader, writer))
+                if request.method == "CONNECT":
+                    group.create_task(_pipe(upstream_reader, writer))
+                else:
+                    group.create_task(_relay_answer(upstream_reader, writer))
         except* OSError:
             pass  # one side went away: closing both is all there is left to do
         finally:
@@ -434,6 +437,32 @@ def _origin_head(request: _Request) -> bytes:
     # One request per connection: the origin closing ends the relay.
     lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _relay_answer(upstream: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+    """Relay the origin's answer to a forwarded request, telling the client that the connection
+    closes after it (the origin was asked to close it): a client that took it for kept alive
+    would send its next request into a connection about to close, or past this proxy's check."""
+    while True:
+        try:
+            head = await upstream.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            # Not an answer this can read: passed on as it is, what was read of it first.
+            client.write(exc.partial if isinstance(exc, asyncio.IncompleteReadError) else b"")
+            await _pipe(upstream, client)
+            return
+        status_line, *lines = head[:-4].split(b"\r\n")
+        informational = status_line[9:10] == b"1"  # "HTTP/1.1 1xx": a final answer follows
+        # An origin's own REFUSED_HEADER goes too: only this proxy's refusals carry it.
+        dropped = (b"connection", b"keep-alive", REFUSED_HEADER.lower().encode())
+        kept = [line for line in lines if line.split(b":", 1)[0].strip().lower() not in dropped]
+        if not informational:
+            kept.append(b"Connection: close")
+        client.write(b"\r\n".join([status_line, *kept]) + b"\r\n\r\n")
+        await client.drain()
+        if not informational:
+            break
+    await _pipe(upstream, client)
 
 
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from sandbox._addresses import OWN, judge, own_of
@@ -356,6 +357,69 @@ async def test_get_is_forwarded_in_origin_form_without_proxy_headers(
     assert attempts == [
         EgressAttempt("task-6", "GET", "127.0.0.1", origin, True, "allowlisted", "127.0.0.1")
     ]
+
+
+class KeptAlive(Origin):
+    """An origin that keeps connections open (HTTP/1.1) and says nothing of closing them."""
+
+    protocol_version = "HTTP/1.1"
+
+
+async def test_a_client_is_told_a_forwarded_connection_closes_after_its_answer(
+    proxy: EgressProxy,
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeptAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    token = proxy.register("task-6", [f"127.0.0.1:{port}"], lambda attempt: None)
+    try:
+        async with httpx.AsyncClient(proxy=proxy.url(token, "127.0.0.1"), trust_env=False) as c:
+            answers = [await c.get(f"http://127.0.0.1:{port}/n{i}") for i in range(40)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Each answer says the connection closes, so none is sent into one that is closing (the
+    # client would take a kept-alive one for reusable, and its next request could be lost),
+    # and every request is the proxy's to judge, its credentials taken off.
+    assert [a.status_code for a in answers] == [200] * 40
+    assert {a.headers["connection"] for a in answers} == {"close"}
+    seen = [json.loads(a.content) for a in answers]
+    assert [s["path"] for s in seen] == [f"/n{i}" for i in range(40)]
+    assert not any("proxy-authorization" in s["headers"] for s in seen)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # an origin's own refusal header: taken off, so it is not taken for the proxy's
+        (
+            b"HTTP/1.1 403 Forbidden\r\nX-Agent-Egress: refused\r\nContent-Length: 2\r\n\r\nno",
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno",
+        ),
+        # an answer whose head this cannot read (bare newlines): passed on as it came
+        (b"HTTP/1.0 200 OK\nContent-Length: 2\n\nok", b"HTTP/1.0 200 OK\nContent-Length: 2\n\nok"),
+    ],
+)
+async def test_an_origin_s_answer_is_relayed_as_it_came_but_for_its_connection(
+    proxy: EgressProxy, answer: bytes, expected: bytes
+) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    origin = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = origin.sockets[0].getsockname()[1]
+    token = proxy.register("task-6", [f"127.0.0.1:{port}"], lambda attempt: None)
+    try:
+        reader, writer = await send(proxy, request("GET", f"127.0.0.1:{port}", token))
+        async with asyncio.timeout(TIMEOUT):
+            relayed = await reader.read()
+        writer.close()
+    finally:
+        origin.close()
+    assert relayed == expected
 
 
 async def test_post_body_reaches_the_origin(proxy: EgressProxy, origin: int) -> None:
