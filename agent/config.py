@@ -38,6 +38,12 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     [tools]
     modules = ["examples/tally_tool.py"]  # modules or .py files whose @tool functions register
 
+    [[tools.openapi]]               # every operation of an OpenAPI 3 spec is a tool
+    spec = "petstore.yaml"          # a file (relative to this one) or an http(s) URL
+    server = "https://api.example.com/v1"  # default: the spec's first server
+    secret = "PETSTORE_KEY"         # the secret its security scheme takes (`agent secrets`)
+    prefix = "pets_"                # put before each of its tools' names (default: none)
+
     [policy]
     file = "policies.toml"          # rules for the gate; default: the packaged default policy
 
@@ -54,6 +60,9 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     engine = ""                     # a Docker engine's URL (tcp://, ssh://); "" for $DOCKER_HOST,
                                     # else the local one
     publish = "127.0.0.1"           # the host address a deployment's port is published on
+
+    [secrets]                       # named secrets tools fill in for {{secret:NAME}}
+    file = "secrets.toml"           # default: $AGENT_HOME/secrets.toml (`agent secrets`)
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ from agent.events import Limits
 from agent.home import default_home
 from base.errors import ConfigError
 from sandbox.limits import SandboxConfig
+from tools.openapi import OpenAPISource
 
 
 class _Section(BaseModel):
@@ -105,6 +115,8 @@ class PriceConfig(_Section):
 
 class ToolsConfig(_Section):
     modules: list[str] = Field(default_factory=list)
+    #: OpenAPI specs whose operations are tools (see tools/openapi.py)
+    openapi: list[OpenAPISource] = Field(default_factory=list)
     #: tools taken out by name (built-ins included)
     disable: list[str] = Field(default_factory=list)
 
@@ -119,6 +131,14 @@ class PolicyConfig(_Section):
     file: Path | None = None
 
 
+class SecretsConfig(_Section):
+    #: the secrets file (default: $AGENT_HOME/secrets.toml); see tools/secrets.py
+    file: Path | None = None
+
+    def path(self) -> Path:
+        return self.file or default_home() / "secrets.toml"
+
+
 class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     limits: Limits = Field(default_factory=Limits)
@@ -127,6 +147,7 @@ class Config(_Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     #: the file it came from, if any (paths inside it are relative to its folder)
     source: Path | None = None
 
@@ -162,6 +183,8 @@ def load_config(path: Path | None) -> Config:
     base = path.resolve().parent
     if config.policy.file is not None and not config.policy.file.is_absolute():
         config.policy.file = base / config.policy.file
+    if config.secrets.file is not None and not config.secrets.file.is_absolute():
+        config.secrets.file = base / config.secrets.file
     # A scripted or local model's file, a tool given as a file, and the policy file are all
     # relative to the config that names them; so are price keys that name such a model.
     for section in ("uri", "planner"):
@@ -169,6 +192,12 @@ def load_config(path: Path | None) -> Config:
         if uri:
             setattr(config.model, section, normalize_uri(uri, base))
     config.prices = {normalize_uri(k, base): v for k, v in config.prices.items()}
+    for source in config.tools.openapi:
+        if (
+            not source.spec.startswith(("http://", "https://"))
+            and not Path(source.spec).is_absolute()
+        ):
+            source.spec = str(base / source.spec)
     config.tools.modules = [
         str(base / m) if m.endswith(".py") and not Path(m).is_absolute() else m
         for m in config.tools.modules

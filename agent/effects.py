@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import json
 import threading
 import time
 import traceback
@@ -36,7 +37,9 @@ from agent.state import Call, TaskState
 from agent.store import Store
 from base.artifacts import ArtifactStore, FolderArtifacts
 from base.errors import BackendError, SandboxError
+from tools._redact import LiveText, RedactedArtifacts, Redactor
 from tools.capture import OnPrint, Stream, uncaptured
+from tools.secrets import Secrets
 from tools.tool import CallInterrupted, CannotTell, Tool, ToolContext, ToolError, ToolResult
 
 if TYPE_CHECKING:
@@ -143,6 +146,13 @@ class LocalEffects:
     deploy: DeployTarget | None = None
     #: told of each piece of a command's output and of a model's answer as it comes
     listeners: list[Listener] = field(default_factory=list)
+    #: what tools may fill in for `{{secret:NAME}}`; their values are taken out of everything a
+    #: tool returns, prints, shows or keeps, before any of it is recorded or shown
+    secrets: Secrets = field(default_factory=Secrets)
+
+    @property
+    def _redactor(self) -> Redactor:
+        return self.secrets.redactor()
 
     async def ask_model(
         self, purpose: Purpose, request: ModelRequest
@@ -173,25 +183,51 @@ class LocalEffects:
 
     async def run_tool(self, tool: Tool, call: Call, key: str) -> Ran | Stopped:
         assert call.arguments is not None
-        ctx = self.tool_context(call, key) if tool.wants_context else None
+        live = LiveText(self._redactor)
+        ctx = self.tool_context(call, key, live) if tool.wants_context else None
         started = time.perf_counter()
         try:
-            printing = self._printing() if self.listeners else None
+            printing = self._printing(live) if self.listeners else None
             outcome = await tool.run(call.validated or call.arguments, ctx, printing)
         except CallInterrupted as stopped:
-            return Ran(stopped.result, time.perf_counter() - started, interrupted=True)
+            result = self._redacted(stopped.result)
+            return Ran(result, time.perf_counter() - started, interrupted=True)
         except SandboxError as exc:  # the sandbox cannot be had: nothing for the model to fix
-            paused = TaskPaused(reason="sandbox_error", detail=str(exc))
+            text = self._redactor.text(str(exc))
+            paused = TaskPaused(reason="sandbox_error", detail=text)
             not_run = None
             if exc.nothing_ran:
-                not_run = ToolResult(ok=False, content=f"not run: {exc}", error_code=exc.code)
+                not_run = ToolResult(ok=False, content=f"not run: {text}", error_code=exc.code)
             return Stopped(paused, not_run, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
-            return Stopped(tool_crashed(tool, exc, traceback.format_exc(limit=8)))
-        result = outcome.result
+            return Stopped(self._crashed(tool, exc))
+        finally:
+            self._show_held(live)
+        result = self._redacted(outcome.result)
         if result.data is not None:
             result = self._keep_data(result, result.data)
-        return Ran(result, time.perf_counter() - started, late=outcome.late)
+        late = outcome.late
+        if late is not None and self.secrets:
+            late = _redacted_later(late, self._redacted, self._redactor.text)
+        return Ran(result, time.perf_counter() - started, late=late)
+
+    def _redacted(self, result: ToolResult) -> ToolResult:
+        """`result` without the secrets' values, wherever a server or a page echoed them."""
+        if not self.secrets:
+            return result
+        redact = self._redactor
+        return dataclasses.replace(
+            result,
+            content=redact.text(result.content),
+            printed=redact.text(result.printed),
+            data=None if result.data is None else redact.data(result.data),
+        )
+
+    def _crashed(self, tool: Tool, exc: Exception) -> TaskPaused:
+        paused = tool_crashed(tool, exc, traceback.format_exc(limit=8))
+        if not self.secrets:
+            return paused
+        return paused.model_copy(update={"detail": self._redactor.text(paused.detail)})
 
     def _keep_data(self, result: ToolResult, data: bytes) -> ToolResult:
         """Binary data a tool returned, kept as an artifact; the model is told where."""
@@ -200,7 +236,16 @@ class LocalEffects:
         note = f"{len(data):,} bytes of binary data, kept with the task as the artifact {name}"
         return dataclasses.replace(result, content=note, data=None)
 
-    def _printing(self) -> OnPrint | None:
+    def _show_held(self, live: LiveText) -> None:
+        """Show what live output was held back to be redacted whole, once a call has ended."""
+        for stream, text in live.flush():
+            item = CommandOutput(
+                self.state.task_id, "stderr" if stream == "stderr" else "stdout", text
+            )
+            for notify in self.listeners:
+                notify(item)
+
+    def _printing(self, live: LiveText) -> OnPrint | None:
         """Shows what a tool prints as it comes, like a command's output: in the loop's thread,
         wherever the tool printed it from."""
         if not self.listeners:
@@ -214,7 +259,7 @@ class LocalEffects:
                 notify(item)
 
         def on_print(stream: Stream, text: str) -> None:
-            item = CommandOutput(task_id, stream, text, source="print")
+            item = CommandOutput(task_id, stream, live.feed(stream, text), source="print")
             if threading.get_ident() == loop_thread:
                 tell(item)
             else:  # from a tool's thread; in a context of its own, so not caught as printed
@@ -227,15 +272,21 @@ class LocalEffects:
     ) -> dict[str, Any] | TaskPaused | ToolResult:
         assert tool.effect is not None
         ctx = self.tool_context(call, f"{self.state.task_id}/{call.ref}")
+        redact = self._redactor
         try:
             async with asyncio.timeout(tool.timeout):
-                return await tool.effect(ctx, arguments) or {}
+                effect = await tool.effect(ctx, arguments) or {}
         except ToolError as exc:
-            return ToolResult(False, str(exc), exc.code)
+            return ToolResult(False, redact.text(str(exc)), exc.code)
         except SandboxError as exc:
-            return TaskPaused(reason="sandbox_error", detail=str(exc))
+            return TaskPaused(reason="sandbox_error", detail=redact.text(str(exc)))
         except Exception as exc:  # noqa: BLE001 - a tool's own bug (a timeout too): the task pauses
-            return tool_crashed(tool, exc, traceback.format_exc(limit=8))
+            return self._crashed(tool, exc)
+        if not self.secrets:
+            return effect
+        # What a page or a service shows (a form's values, say) may hold a value typed before.
+        redacted: dict[str, Any] = json.loads(redact.text(json.dumps(effect, default=str)))
+        return redacted
 
     async def reconcile(self, tool: Tool, call: Call) -> Reconciled:
         assert tool.reconcile is not None
@@ -251,16 +302,19 @@ class LocalEffects:
         except (TimeoutError, CannotTell):
             return "unknown"
         except SandboxError as exc:  # the sandbox cannot be had now: paused, as a call would be
-            return TaskPaused(reason="sandbox_error", detail=str(exc))
+            return TaskPaused(reason="sandbox_error", detail=self._redactor.text(str(exc)))
         except Exception as exc:  # noqa: BLE001 - a bug in the reconciler; the task pauses
-            return tool_crashed(tool, exc, traceback.format_exc(limit=8))
+            return self._crashed(tool, exc)
         if found is None:
             return "absent"
-        return found if isinstance(found, ToolResult) else ToolResult(True, str(found))
+        return self._redacted(
+            found if isinstance(found, ToolResult) else ToolResult(True, str(found))
+        )
 
     @property
     def artifacts(self) -> ArtifactStore:
-        return FolderArtifacts(artifacts_of(self.store, self.state.task_id))
+        kept = FolderArtifacts(artifacts_of(self.store, self.state.task_id))
+        return RedactedArtifacts(kept, self._redactor) if self.secrets else kept
 
     def keep_whole(self, result: ToolResulted, limit: int) -> ToolResulted:
         if len(result.content) <= limit:
@@ -275,8 +329,9 @@ class LocalEffects:
             update={"content": shortened(result.content, limit, name), "artifact": name}
         )
 
-    def tool_context(self, call: Call, key: str) -> ToolContext:
-        """What a tool (or its reconciler, or its effect reader) is given for `call`."""
+    def tool_context(self, call: Call, key: str, live: LiveText | None = None) -> ToolContext:
+        """What a tool (or its reconciler, or its effect reader) is given for `call`; what it
+        shows as it runs is redacted through `live`."""
         task_id = self.state.task_id
         sandbox = browser = None
         if self.sandboxes is not None:
@@ -287,9 +342,11 @@ class LocalEffects:
                 browser = functools.partial(_browser_of, self.browsers, sandbox, task_id)
         output = None
         if self.listeners:
+            shows = live or LiveText(self._redactor)
 
             def output(stream: str, text: str) -> None:
-                item = CommandOutput(task_id, "stderr" if stream == "stderr" else "stdout", text)
+                shown = shows.feed(stream, text)
+                item = CommandOutput(task_id, "stderr" if stream == "stderr" else "stdout", shown)
 
                 def tell() -> None:
                     for notify in self.listeners:
@@ -308,12 +365,33 @@ class LocalEffects:
             # What read_artifact may give at once without being shortened itself.
             shown_chars=observation_chars(self.backends["act"].context_window),
             deploy=self.deploy,
+            secrets=self.secrets,
             approved_by=(
                 call.decision.reviewer
                 if call.decision is not None and call.decision.approved
                 else None
             ),
         )
+
+
+def _redacted_later(
+    late: concurrent.futures.Future[ToolResult],
+    redact: Callable[[ToolResult], ToolResult],
+    redact_text: Callable[[str], str],
+) -> concurrent.futures.Future[ToolResult]:
+    """The result to come of a call past its timeout, redacted when it comes (an exception the
+    tool raised, as the failure it is recorded as)."""
+    redacted: concurrent.futures.Future[ToolResult] = concurrent.futures.Future()
+
+    def done(finished: concurrent.futures.Future[ToolResult]) -> None:
+        if (exc := finished.exception()) is not None:
+            said = redact_text(f"the tool raised {type(exc).__name__}: {exc}")
+            redacted.set_result(ToolResult(False, said))
+        else:
+            redacted.set_result(redact(finished.result()))
+
+    late.add_done_callback(done)
+    return redacted
 
 
 async def _browser_of(

@@ -46,7 +46,8 @@ from base.toolspec import ToolSpec
 from policies import Gate
 from sandbox.limits import SandboxLimits
 from tools.registry import Registry
-from tools.tool import ToolResult
+from tools.secrets import Secrets
+from tools.tool import Tool, ToolResult
 
 if TYPE_CHECKING:
     from browser.manager import Browsers
@@ -71,6 +72,7 @@ class Runner:
         sandboxes: Sandboxes | None = None,
         browsers: Browsers | None = None,
         deploy: DeployTarget | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         clash = [t.name for t in registry if t.name in EXECUTOR or t.name in PLANNER]
         if clash:
@@ -94,6 +96,8 @@ class Runner:
         self.browsers = browsers
         #: where the deploy tools run services; None runs without (they fail, telling the model)
         self.deploy = deploy
+        #: what tools fill in for `{{secret:NAME}}` (the model never sees a value)
+        self.secrets = secrets or Secrets()
         self._running: dict[str, Recorder] = {}
         if sandboxes is not None:
             sandboxes.egress.listener = self._record_egress
@@ -113,11 +117,22 @@ class Runner:
         deploys = created is not None and created.deploy and self.deploy is not None
         return (
             tuple(
-                t.spec
+                self._told(t)
                 for t in self.registry
                 if (online or not t.needs_network) and (deploys or not t.needs_deploy)
             )
             + EXECUTOR.specs()
+        )
+
+    def _told(self, tool: Tool) -> ToolSpec:
+        """What the model is told of `tool`: for a tool that fills in secrets, which there are
+        (their names and hosts; never a value)."""
+        named = [s for s in self.secrets if s.value is not None]
+        if not tool.fills_secrets or not named:
+            return tool.spec
+        which = "; ".join(f"{{{{secret:{s.name}}}}} for {', '.join(s.hosts)}" for s in named)
+        return tool.spec.model_copy(
+            update={"description": f"{tool.spec.description}\n\nSecrets you may use: {which}."}
         )
 
     def subscribe(self, listener: Listener) -> None:
@@ -222,6 +237,7 @@ class Runner:
                 self.browsers,
                 deploy=self.deploy,
                 listeners=self.listeners,
+                secrets=self.secrets,
             )
             loop = Loop(
                 record,

@@ -81,6 +81,7 @@ class ErrorCode(StrEnum):
     SANDBOX_RESTARTED = "sandbox_restarted"
     SANDBOX_UNRESPONSIVE = "sandbox_unresponsive"
     SCRIPT_DIVERGED = "script_diverged"
+    SECRET_OUT_OF_SCOPE = "secret_out_of_scope"
     SCRIPT_EXHAUSTED = "script_exhausted"
     SCRIPT_UNCONSUMED = "script_unconsumed"
     SERVER_ERROR = "server_error"

@@ -31,6 +31,7 @@ from frontends.doctor import doctor
 from frontends.line_input import LineSource
 from frontends.sandbox_commands import add_parsers, sandbox_command
 from frontends.screen import json_document, shown
+from frontends.secrets_commands import add_secrets_parsers, secrets_command
 from frontends.task_setup import MAX_FILE_BYTES, registry_of, warn_problems
 from frontends.tasks import EXIT, EXIT_USAGE, drive
 from frontends.views import print_history, print_offered, print_tasks, print_tools
@@ -231,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_parsers(sub, common)
     add_deploy_parsers(sub, common)
+    add_secrets_parsers(sub, common)
     return parser
 
 
@@ -255,7 +257,9 @@ def main(argv: Sequence[str] | None = None, *, stdin: LineSource | None = None) 
 def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: LineSource) -> int:
     command = args.command
     if command == "tools":
-        registry = registry_of([*config.tools.modules, *args.tools], config.tools.disable)
+        registry = registry_of(
+            [*config.tools.modules, *args.tools], config.tools.disable, config.tools.openapi
+        )
         warn_problems(registry, verbose=args.verbose)
         print_tools(registry, out, as_json=args.json)
         return 0
@@ -263,6 +267,8 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
         return doctor(args, config, out)
     if command == "deployments":
         return deployments_command(args, config, out)
+    if command == "secrets":
+        return secrets_command(args, config, out)
     if command in ("tasks", "show"):
         with Store.open(read_only=True) as store:  # a read-only store can still be read
             if command == "tasks":

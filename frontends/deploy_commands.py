@@ -11,7 +11,7 @@ from rich.console import Console
 
 from agent.config import Config
 from frontends.sandbox_commands import deploy_target
-from frontends.screen import print_json, shown
+from frontends.screen import print_json, say, shown
 from sandbox.deploy import DeployFailed, Deployment
 
 
@@ -60,15 +60,15 @@ def deployments_command(args: argparse.Namespace, config: Config, out: Console) 
         elif command == "stop":
             if args.remove:
                 asyncio.run(target.remove(args.name))
-                _say(args, out, {"name": args.name, "removed": True}, f"removed {args.name}")
+                say(args.json, out, {"name": args.name, "removed": True}, f"removed {args.name}")
             else:
                 asyncio.run(target.stop(args.name))
-                _say(args, out, {"name": args.name, "stopped": True}, f"stopped {args.name}")
+                say(args.json, out, {"name": args.name, "stopped": True}, f"stopped {args.name}")
         else:
             version = asyncio.run(target.rollback(args.name))
             url = asyncio.run(target.status(args.name)).url
-            _say(
-                args,
+            say(
+                args.json,
                 out,
                 {"name": args.name, "version": version.number, "url": url},
                 f"{args.name}: v{version.number} serves at {url}",
@@ -95,10 +95,3 @@ def _as_json(deployment: Deployment) -> dict[str, object]:
         "url": deployment.url,
         "versions": [asdict(v) for v in deployment.versions],
     }
-
-
-def _say(args: argparse.Namespace, out: Console, data: dict[str, object], text: str) -> None:
-    if args.json:
-        print_json(data)
-    else:
-        out.print(shown(text))

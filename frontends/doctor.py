@@ -36,6 +36,7 @@ from sandbox._docker import BUILD_IMAGE, START_DOCKER, connect, owner_labels
 from sandbox._hardening import hardened
 from sandbox.image import image_state
 from sandbox.limits import SandboxLimits
+from tools.secrets import Secrets
 
 #: the owner of the doctor's one container (removed as soon as it has answered)
 DOCTOR_OWNER = owner_labels("doctor")
@@ -57,6 +58,7 @@ def doctor(args: argparse.Namespace, config: Config, out: Console) -> int:
         _check_image(checks, client, config.sandbox.image)
     checks.extend(_check_model(config))
     checks.append(_check_tools(config))
+    checks.append(_check_secrets(config))
     checks.append(_check_store())
     if args.json:
         print_json([c.__dict__ for c in checks])
@@ -224,7 +226,7 @@ def _check_tools(config: Config) -> Check:
     """Load every source of tools (the installed packages', then agent.toml's); a package that
     fails to load is a finding (a task runs without it)."""
     try:
-        registry = registry_of(config.tools.modules, config.tools.disable)
+        registry = registry_of(config.tools.modules, config.tools.disable, config.tools.openapi)
     except ConfigError as exc:
         return Check("tools", False, str(exc), "correct [tools] in agent.toml")
     if registry.problems:
@@ -235,6 +237,25 @@ def _check_tools(config: Config) -> Check:
             "fix or uninstall the package (`agent tools list -v` shows the traceback)",
         )
     return Check("tools", True, f"{len(registry)} tools load")
+
+
+def _check_secrets(config: Config) -> Check:
+    """The secrets file: readable by its owner alone, well formed, and each secret with a value
+    here (one from an unset variable fails the calls that use it)."""
+    path = config.secrets.path()
+    try:
+        found = list(Secrets.load(path))
+    except ConfigError as exc:
+        return Check("secrets", False, str(exc), f"correct {path} (`agent secrets`)")
+    missing = [f"{s.name}: {s.missing}" for s in found if s.missing]
+    if missing:
+        return Check(
+            "secrets",
+            False,
+            "; ".join(missing),
+            "set the variable, or `agent secrets set NAME` again",
+        )
+    return Check("secrets", True, f"{len(found)} declared ({path})" if found else "none declared")
 
 
 def _check_store() -> Check:

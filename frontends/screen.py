@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final, TextIO
 
+from rich.console import Console
 from rich.markup import escape
 
 #: C0 controls but tab and newline, DEL, C1 controls (U+0085 and U+009B, the 8-bit CSI, among
@@ -70,6 +71,15 @@ def print_json(value: Any) -> None:
     out = _document[-1] if _document else sys.stdout
     out.write(json_line(value) + "\n")
     out.flush()
+
+
+def say(as_json: bool, out: Console, data: dict[str, Any], text: str) -> None:
+    """What a command did: `data` as its JSON document, or `text` (untrusted parts neutralised)
+    for a person."""
+    if as_json:
+        print_json(data)
+    else:
+        out.print(shown(text))
 
 
 @contextmanager

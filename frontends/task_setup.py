@@ -27,7 +27,9 @@ from base.errors import (
 )
 from frontends.screen import shown
 from sandbox.limits import SandboxLimits
+from tools.openapi import OpenAPISource, openapi_tools
 from tools.registry import Registry
+from tools.sources import ToolSource
 
 #: the largest file `--file` takes
 MAX_FILE_BYTES = 256_000
@@ -164,14 +166,18 @@ def backend_for(
     return backend
 
 
-def registry_of(specs: Sequence[str], disable: Sequence[str] = ()) -> Registry:
+def registry_of(
+    specs: Sequence[str], disable: Sequence[str] = (), openapi: Sequence[OpenAPISource] = ()
+) -> Registry:
     """The installed tools (a broken package's skipped and kept in `problems`), those of each
-    module or file in `specs`, less those `disable` names. Raises `ConfigError` for a spec that
-    cannot be loaded or a name that is not a tool."""
+    module or file in `specs` and of each OpenAPI spec in `openapi`, less those `disable` names.
+    Raises `ConfigError` for a spec that cannot be loaded or a name that is not a tool."""
     registry = Registry()
     registry.load_entry_points()
     for spec in specs:
         registry.load_module(spec)
+    for source in openapi:
+        registry.include_from(openapi_tools(source), ToolSource("openapi", source.spec))
     registry.disable(disable)
     return registry
 

@@ -47,6 +47,7 @@ from frontends.task_setup import (
 from frontends.views import next_move, status_line, summary
 from policies import Gate
 from sandbox.manager import Sandboxes
+from tools.secrets import Secrets
 
 EXIT = {"done": 0, "failed": 1, "awaiting_approval": 3, "paused": 4, "stuck": 5, "running": 4}
 EXIT_USAGE = 2
@@ -84,7 +85,9 @@ class _Session:
                 "every model call): do not combine it with a separate [model] planner"
             )
         try:
-            registry = registry_of(setup.tools, self.config.tools.disable)
+            registry = registry_of(
+                setup.tools, self.config.tools.disable, self.config.tools.openapi
+            )
         except ConfigError as exc:
             if task_id is None:
                 raise
@@ -105,6 +108,7 @@ class _Session:
             prices={name: Price(p.input, p.output) for name, p in self.config.prices.items()},
             sandboxes=sandboxes_for(self.config, self.store),
             deploy=deploy_target(self.config),
+            secrets=Secrets.load(self.config.secrets.path()),
         )
         if not self.args.json:
             renderer = self.renderer = Renderer(self.out)

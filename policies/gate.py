@@ -103,7 +103,7 @@ class Gate:
         if found is None:
             if len(self._by_tool) >= _MAX_CACHED_TOOLS:
                 self._by_tool.clear()
-            parameters = set(tool.args_model.model_fields)
+            parameters = set(tool.parameters)
             if tool.effect is not None:
                 parameters.add(EFFECT)  # judged beside the arguments when the call has one
             found = tuple(

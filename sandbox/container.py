@@ -83,6 +83,9 @@ class Sandbox:
         self.env: dict[str, str] = {}
         #: where the host reaches a browser running in this sandbox (proxied sandboxes only)
         self.devtools: str | None = None
+        #: the task's egress proxy as this host reaches it, with the task's credentials: where
+        #: a tool that runs on the host sends the task's requests (proxied sandboxes only)
+        self.host_proxy: str | None = None
         # Counters of limit hits (OOM kills, refused forks) are compared with what they were
         # before; a fresh container starts at zero, one found after a restart is read first.
         self._counters: dict[str, int] | None = {} if fresh else None

@@ -69,6 +69,8 @@ class Opened:
     env: dict[str, str]
     #: where the host reaches the sandbox's browser DevTools (when a browser runs there)
     devtools: str
+    #: the proxy as the host reaches it, with the task's credentials
+    host_proxy: str
 
 
 class Egress:
@@ -169,7 +171,8 @@ class Egress:
             "NO_PROXY": "",
             "no_proxy": "",
         }
-        return Opened(env, self.devtools(forwarder))
+        assert self._gateway is not None
+        return Opened(env, self.devtools(forwarder), self._proxy.url(token, self._gateway))
 
     @staticmethod
     def devtools(forwarder: Forwarder) -> str:

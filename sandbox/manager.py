@@ -104,6 +104,7 @@ class Sandboxes:
                         client, task_id, sandbox.name, limits.allow_domains
                     )
                 sandbox.env, sandbox.devtools = opened.env, opened.devtools
+                sandbox.host_proxy = opened.host_proxy
         except SandboxError as exc:
             exc.nothing_ran = True  # the caller's command never reached a container
             raise

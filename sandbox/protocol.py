@@ -38,6 +38,9 @@ class TaskSandbox(Protocol):
 
     #: a name people can find it by (a container's name, say)
     name: str
+    #: the task's egress proxy as the runner's host reaches it, with the task's credentials:
+    #: where a tool running on the host sends the task's HTTP (None: the task has no network)
+    host_proxy: str | None
 
     async def exec(
         self,

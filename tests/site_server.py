@@ -4,7 +4,7 @@ that records what it receives, and a download. Every request is recorded."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import pytest
+import pytest_asyncio
+
+from agent.store import Store
 from browser._bodies import sent_fields
+from sandbox.limits import SandboxConfig
+from sandbox.manager import Sandboxes, store_scope
 
 ROOT = Path(__file__).parent
 
@@ -93,3 +99,21 @@ def serve_site(port: int = 0) -> Iterator[Site]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(name="sites")
+def sites_fixture() -> Iterator[tuple[Site, Site]]:
+    """Two sites: the one a task works on, and another."""
+    with serve_site() as site, serve_site() as elsewhere:
+        yield site, elsewhere
+
+
+@pytest_asyncio.fixture(name="sandboxes")
+async def sandboxes_fixture(store: Store) -> AsyncIterator[Sandboxes]:
+    """The store's sandboxes. The test's sites are on this host's loopback: the operator's
+    config lets tasks reach it (where their allowlist names it)."""
+    sandboxes = Sandboxes(
+        SandboxConfig(pool_size=0, allow_private=True), scope=store_scope(store.path)
+    )
+    yield sandboxes
+    await sandboxes.aclose()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import async_playwright
 
 from agent.approvals import decide, pending_approval
@@ -21,34 +20,23 @@ from agent.store import Store
 from browser.manager import connect
 from frontends.cli import main
 from policies import Gate
-from sandbox.limits import SandboxConfig, SandboxLimits
-from sandbox.manager import Sandboxes, store_scope
+from sandbox.limits import SandboxLimits
+from sandbox.manager import Sandboxes
 from tools import Registry
 from tools.browser import registry as browser_tools
 
 from .conftest import REPO, pending, request_args, scripted, tool_results
-from .site_server import Site, serve_site
+from .site_server import (  # noqa: F401 - fixtures, used by name
+    Site,
+    sandboxes_fixture,
+    serve_site,
+    sites_fixture,
+)
 
 #: the port examples/browser_demo.json expects its pages on
 DEMO_PORT = 8765
 #: the README's config for the demo: its site is on this host's loopback
 LOCAL_SITE = ["--config", str(REPO / "examples" / "local-site.toml")]
-
-
-@pytest.fixture
-def sites() -> Iterator[tuple[Site, Site]]:
-    with serve_site() as site, serve_site() as elsewhere:
-        yield site, elsewhere
-
-
-@pytest_asyncio.fixture
-async def sandboxes(store: Store) -> AsyncIterator[Sandboxes]:
-    # The test's sites are on this host's loopback: the operator's config lets tasks reach it.
-    sandboxes = Sandboxes(
-        SandboxConfig(pool_size=0, allow_private=True), scope=store_scope(store.path)
-    )
-    yield sandboxes
-    await sandboxes.aclose()
 
 
 @contextlib.asynccontextmanager

@@ -221,6 +221,7 @@ def test_listings(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
         *(t.name for t in sandbox_tools),
         *(t.name for t in browser_tools),
         *(t.name for t in deploy_tools),
+        "http_request",
     ]
     assert set(tools) == {"calculate", "current_time", "read_artifact", *everyone}
     assert tools["calculate"]["parameters"]["required"] == ["expression"]

@@ -589,9 +589,9 @@ def test_limits_leave_the_commands_memory_and_allowlists_are_checked_up_front() 
     with pytest.raises(ValidationError, match="not an allowlist entry: 'bad host'"):
         SandboxLimits(network="proxy", allow_domains=("bad host",))
     with pytest.raises(ValidationError, match='allow_domains needs network = "proxy"'):
-        SandboxLimits(allow_domains=("pypi.org",))
-    ok = SandboxLimits(network="proxy", allow_domains=("*.pythonhosted.org", "127.0.0.1:8080"))
-    assert ok.allow_domains == ("*.pythonhosted.org", "127.0.0.1:8080")
+        SandboxLimits(allow_domains=("pkgs.example.org",))
+    ok = SandboxLimits(network="proxy", allow_domains=("*.files.example.org", "127.0.0.1:8080"))
+    assert ok.allow_domains == ("*.files.example.org", "127.0.0.1:8080")
 
 
 async def test_a_write_that_fills_the_disk_leaves_no_file_behind(boxes: Sandboxes) -> None:

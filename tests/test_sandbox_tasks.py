@@ -289,7 +289,7 @@ def test_doctor_passes_on_a_working_setup(
     monkeypatch.setenv("AGENT_MODEL", f"scripted:{REPO / 'examples' / 'quickstart.json'}")
     assert main(["doctor", "--config", str(config), "--json"]) == 0
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
-    assert set(checks) == {"docker", "image", "chromium", "model", "tools", "store"}
+    assert set(checks) == {"docker", "image", "chromium", "model", "tools", "secrets", "store"}
     assert all(c["ok"] for c in checks.values()), checks
     assert checks["chromium"]["detail"].startswith("Chromium ")
 

@@ -167,7 +167,7 @@ def one_of_each() -> list[Event]:
         StepFinished(index=0, summary="Dana exists (user 42)"),
         ReplanRequested(reason="the deploy target does not exist"),
         EgressDecided(
-            method="CONNECT", host="pypi.org", port=443, allowed=True, reason="allowlisted"
+            method="CONNECT", host="pkgs.example.org", port=443, allowed=True, reason="allowlisted"
         ),
         TaskPaused(reason="budget_exhausted", detail="tokens: 500000 of 500000 used"),
         LimitsRaised(limits=Limits(max_tokens=1_000_000, max_seconds=None)),

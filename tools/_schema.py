@@ -19,6 +19,7 @@ from pydantic import (
     PydanticInvalidForJsonSchema,
     PydanticSchemaGenerationError,
     PydanticUserError,
+    RootModel,
     TypeAdapter,
     ValidationError,
     WrapSerializer,
@@ -167,3 +168,36 @@ def closed_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
     closed: dict[str, Any] = close(schema)
     return closed
+
+
+class SchemaArguments(RootModel[dict[str, Any]]):
+    """The arguments of a tool described by a JSON schema (an OpenAPI operation, an MCP tool),
+    as one object; the schema itself is checked by `schema_checker`."""
+
+
+def schema_checker(name: str, schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A check of arguments against `schema` (JSON Schema 2020-12) that raises `ValueError`
+    naming each wrong field. Raises `ConfigError` for a schema that is not one."""
+    import jsonschema  # noqa: PLC0415 - only for tools described by a schema
+    import jsonschema.exceptions  # noqa: PLC0415
+
+    if schema.get("type", "object") != "object":
+        raise ConfigError(f"tool {name}: its arguments' schema must be an object's")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as exc:
+        where = "/".join(map(str, exc.path)) or "(top)"
+        raise ConfigError(f"tool {name}: not a JSON schema at {where}: {exc.message}") from None
+    validator = jsonschema.Draft202012Validator(schema)
+
+    def check(arguments: dict[str, Any]) -> None:
+        problems = [
+            f"field '{'.'.join(map(str, error.absolute_path)) or '(arguments)'}': {error.message}"
+            for error in sorted(
+                validator.iter_errors(arguments), key=lambda e: list(map(str, e.path))
+            )
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    return check

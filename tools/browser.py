@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import posixpath
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -33,6 +34,7 @@ from browser.submission import Submission
 from browser.target import Target, parse_target
 from sandbox.container import WorkspaceError
 from tools.registry import Registry
+from tools.secrets import SecretRefused, Secrets, uses
 from tools.tool import ToolContext, ToolError, tool
 
 #: a browser tool's own limit: a page load, an action, and starting the browser first
@@ -271,9 +273,17 @@ async def _typing_effect(ctx: ToolContext, arguments: dict[str, Any]) -> dict[st
     return submission.as_effect() if submission is not None else None
 
 
-@tool(needs_network=True, touches="external", timeout=_TIMEOUT, effect=_typing_effect)
+@tool(
+    needs_network=True,
+    touches="external",
+    timeout=_TIMEOUT,
+    effect=_typing_effect,
+    fills_secrets=True,
+)
 async def browser_type(ctx: ToolContext, target: TargetText, text: str, clear: bool = True) -> str:
     """Type text into a field (it does not submit; press Enter or click the button for that).
+    A password or token goes in as {{secret:NAME}}: its value is typed only into a page of a
+    host the secret is meant for, and never shown.
 
     Args:
         target: the field.
@@ -285,7 +295,24 @@ async def browser_type(ctx: ToolContext, target: TargetText, text: str, clear: b
     if key := _typed_key(arguments):
         await _submitting(ctx, arguments, key)
     driver = await _driver(ctx)
-    return await _model_errors(driver.type_text(_target(target), text, clear=clear))
+    typed = _with_secrets(ctx, driver, text)
+    return await _model_errors(driver.type_text(_target(target), typed, clear=clear))
+
+
+def _with_secrets(ctx: ToolContext, driver: BrowserDriver, text: str) -> str:
+    """`text` with its secrets' values in, for the host of the page the browser is on. Raises
+    `ToolError` for a secret not meant for that host."""
+    if not uses(text):
+        return text
+    page = urllib.parse.urlsplit(driver.url)
+    default = 443 if page.scheme == "https" else 80
+    try:
+        filled: str = (ctx.secrets or Secrets()).fill(
+            text, page.hostname or "", page.port or default
+        )
+    except SecretRefused as exc:
+        raise ToolError(f"not typed: {exc}", code=exc.code) from None
+    return filled
 
 
 @tool(
@@ -378,18 +405,20 @@ async def browser_upload(ctx: ToolContext, target: TargetText, path: str) -> str
     return await _model_errors(driver.upload(parsed, posixpath.basename(path), read()))
 
 
-@tool(needs_network=True, touches="external", timeout=_TIMEOUT)
+@tool(needs_network=True, touches="external", timeout=_TIMEOUT, fills_secrets=True)
 async def fill_form(ctx: ToolContext, fields: dict[str, str]) -> str:
     """Fill several fields of a form at once (text, text areas, selects, checkboxes, radio
     buttons, dates); report field by field what was set. It does not submit.
 
     Args:
         fields: field -> value. A field is named as a target (its label, name=..., e12); a
-            checkbox takes "true" or "false"; a radio group takes the label of its choice.
+            checkbox takes "true" or "false"; a radio group takes the label of its choice; a
+            password or token is given as {{secret:NAME}}.
     """
     if not fields:
         raise ToolError("no fields given", code=ErrorCode.BAD_ARGUMENTS)
     driver = await _driver(ctx)
+    fields = {name: _with_secrets(ctx, driver, value) for name, value in fields.items()}
     lines = []
     failed = 0
     for name, value in fields.items():

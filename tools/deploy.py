@@ -330,8 +330,7 @@ def _egress_note(exc: DeployFailed, *, online: bool) -> str:
     if not online:
         return (
             f"\n({asked}a build has no network when the task's sandbox has none: give the task "
-            "the hosts it needs, e.g. --allow-domain pypi.org --allow-domain "
-            "files.pythonhosted.org)"
+            "the hosts its package index is on: --allow-domain HOST for each)"
         )
     return (
         f"\n({asked}a build reaches only the hosts the task's allowlist names, through its "

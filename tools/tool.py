@@ -27,12 +27,15 @@ from pydantic import (
 from base.artifacts import ArtifactStore
 from base.errors import ConfigError, ErrorCode
 from base.toolspec import ToolSpec
+from tools._docs import Docs
 from tools._schema import (
+    SchemaArguments,
     arguments_model,
     check_returns,
     closed_schema,
     describe_error,
     render_value,
+    schema_checker,
 )
 from tools.capture import Capture, OnPrint
 
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from browser.driver import BrowserDriver
     from sandbox.deploy import DeployTarget
     from sandbox.protocol import TaskSandbox
+    from tools.secrets import Secrets
 
 Touches = Literal["read", "write", "external", "deploy"]
 TOUCHES: tuple[Touches, ...] = ("read", "write", "external", "deploy")
@@ -74,6 +78,8 @@ class ToolContext:
     deploy: DeployTarget | None = None
     #: who approved this call, for a call a reviewer approved ("" if they gave no name)
     approved_by: str | None = None
+    #: the secrets a tool may fill in for `{{secret:NAME}}`, for the hosts each is scoped to
+    secrets: Secrets | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,12 @@ class Tool:
         touches_declared: bool = True,
         render: Callable[[Any], str] | None = None,
         needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
+        fills_secrets: bool = False,
+        schema: dict[str, Any] | None = None,
     ) -> None:
+        """See `tool` for the arguments. With `schema` (a JSON schema of its arguments: an
+        OpenAPI operation's, an MCP tool's), `fn` is called as `fn(ctx, arguments)` with the
+        validated arguments as one dict, and `description` is said in full."""
         if not _NAME.match(name):
             raise ConfigError(f"tool name {name!r} must match {_NAME.pattern}")
         if touches not in TOUCHES:
@@ -177,9 +188,14 @@ class Tool:
         #: whether a call waits for a reviewer even where the policy allows it (or a function
         #: of the call's arguments that says so); a policy's denial stands
         self.needs_approval = needs_approval
+        #: it puts secrets' values in for `{{secret:NAME}}` (the model is told which there are)
+        self.fills_secrets = fills_secrets
         if render is None:
             check_returns(fn, name)
-        self.args_model, self._ctx_param, docs = arguments_model(fn, name, ToolContext)
+        arguments = _arguments(fn, name, description, schema)
+        self.args_model, self._ctx_param, docs, parameters, self._check = arguments
+        #: the names of its arguments, which policy rules may read
+        self.parameters = frozenset(parameters.get("properties", {}))
         self.description = description if description is not None else docs.description or name
         #: what its author may want to fix: said at load for tools that are not built in
         self.warnings: tuple[str, ...] = docs.warnings + (
@@ -190,7 +206,7 @@ class Tool:
                 "allows unasked: declare touches='read' if it changes nothing, or what it changes",
             )
         )
-        if effect is not None and EFFECT in self.args_model.model_fields:
+        if effect is not None and EFFECT in self.parameters:
             raise ConfigError(f"tool {name}: a tool with an effect reader has no {EFFECT!r} field")
         self._is_async = inspect.iscoroutinefunction(fn)
         #: what the tool is, beyond its name: approvals and decisions are bound to it, so a
@@ -199,7 +215,7 @@ class Tool:
         self.spec = ToolSpec(
             name=name,
             description=self.description,
-            parameters=closed_schema(self.args_model.model_json_schema()),
+            parameters=parameters,
         )
 
     @property
@@ -216,13 +232,21 @@ class Tool:
         """
         try:
             if isinstance(raw, str):
-                return self.args_model.model_validate_json(raw or "{}")
-            if self.effect is not None and EFFECT in raw:
-                # As recorded by the gate: the arguments and, beside them, the effect read then.
-                raw = without_effect(raw)
-            return self.args_model.model_validate(raw)
+                model = self.args_model.model_validate_json(raw or "{}")
+            else:
+                if self.effect is not None and EFFECT in raw:
+                    # As recorded by the gate: the arguments and, beside them, the effect read
+                    # then.
+                    raw = without_effect(raw)
+                model = self.args_model.model_validate(raw)
         except ValidationError as exc:
             raise InvalidArguments(describe_error(self.name, exc)) from None
+        if self._check is not None:
+            try:
+                self._check(model.model_dump(mode="json"))
+            except ValueError as exc:
+                raise InvalidArguments(f"invalid arguments for {self.name}: {exc}") from None
+        return model
 
     def parse(self, raw: str | dict[str, Any]) -> dict[str, Any]:
         """`validate`, returned as plain JSON-able values (as recorded in the log)."""
@@ -256,7 +280,10 @@ class Tool:
         records it and pauses the task.
         """
         model = arguments if isinstance(arguments, BaseModel) else self.validate(arguments)
-        kwargs = dict(model.__dict__)  # the fields; far cheaper than iterating the model
+        if isinstance(model, SchemaArguments):
+            kwargs: dict[str, Any] = {"arguments": model.root}
+        else:
+            kwargs = dict(model.__dict__)  # the fields; far cheaper than iterating the model
         if self._ctx_param:
             if ctx is None:
                 raise TypeError(f"tool {self.name} needs a ToolContext")
@@ -340,6 +367,22 @@ class Tool:
         )
 
 
+def _arguments(
+    fn: Callable[..., Any], name: str, description: str | None, schema: dict[str, Any] | None
+) -> tuple[
+    type[BaseModel], str | None, Docs, dict[str, Any], Callable[[dict[str, Any]], None] | None
+]:
+    """A tool's arguments: their model, the name of the parameter given the `ToolContext`, the
+    docs, the JSON schema the model is shown, and (for a tool described by a `schema`) the
+    check of arguments against it."""
+    if schema is None:
+        model, ctx_param, docs = arguments_model(fn, name, ToolContext)
+        return model, ctx_param, docs, closed_schema(model.model_json_schema()), None
+    check = schema_checker(name, schema)
+    docs = Docs(description or name, {}, ())
+    return SchemaArguments, "ctx", docs, {"type": "object", **schema}, check
+
+
 def _settle(
     waiting: asyncio.Future[ToolResult], late: concurrent.futures.Future[ToolResult]
 ) -> None:
@@ -375,6 +418,7 @@ def tool(
     replaces: str | None = None,
     render: Callable[[Any], str] | None = None,
     needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
+    fills_secrets: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -391,6 +435,7 @@ def tool(
     replaces: str | None = None,
     render: Callable[[Any], str] | None = None,
     needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
+    fills_secrets: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a typed function a tool.
 
@@ -424,6 +469,9 @@ def tool(
         needs_approval: every call waits for a reviewer, even where the policy allows it; or a
             function of the call's (validated, JSON) arguments that says whether this one does.
             It adds a question, never an allowance: a policy's denial stands.
+        fills_secrets: the tool puts secrets' values in for `{{secret:NAME}}` in its arguments,
+            with `ToolContext.secrets.fill`, for the host the call goes to; the model is told
+            which secrets there are (their names and hosts, never a value) in its description.
     """
 
     def wrap(func: Callable[..., Any]) -> Tool:
@@ -441,6 +489,7 @@ def tool(
             replaces=replaces,
             render=render,
             needs_approval=needs_approval,
+            fills_secrets=fills_secrets,
         )
 
     return wrap(fn) if fn is not None else wrap
