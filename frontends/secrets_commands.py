@@ -48,8 +48,8 @@ def add_secrets_parsers(
         required=True,
         dest="hosts",
         metavar="HOST",
-        help="a host it may be sent to (api.example.com, *.example.com, an IP; optional :port); "
-        "repeat for more",
+        help="a host it may be sent to (api.example.com, *.example.com, an IP), with :port for a "
+        "port other than HTTPS's 443; repeat for more",
     )
     where = set_.add_mutually_exclusive_group()
     where.add_argument(
