@@ -183,7 +183,8 @@ class LocalEffects:
 
     async def run_tool(self, tool: Tool, call: Call, key: str) -> Ran | Stopped:
         assert call.arguments is not None
-        live = LiveText(self._redactor)
+        # With secrets, what the call shows as it runs is redacted (and a tail of it held back).
+        live = LiveText(self._redactor) if self.secrets else None
         ctx = self.tool_context(call, key, live) if tool.wants_context else None
         started = time.perf_counter()
         try:
@@ -202,7 +203,8 @@ class LocalEffects:
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
             return Stopped(self._crashed(tool, exc))
         finally:
-            self._show_held(live)
+            if live is not None:
+                self._show_held(live)
         result = self._redacted(outcome.result)
         if result.data is not None:
             result = self._keep_data(result, result.data)
@@ -245,7 +247,7 @@ class LocalEffects:
             for notify in self.listeners:
                 notify(item)
 
-    def _printing(self, live: LiveText) -> OnPrint | None:
+    def _printing(self, live: LiveText | None) -> OnPrint | None:
         """Shows what a tool prints as it comes, like a command's output: in the loop's thread,
         wherever the tool printed it from."""
         if not self.listeners:
@@ -259,7 +261,8 @@ class LocalEffects:
                 notify(item)
 
         def on_print(stream: Stream, text: str) -> None:
-            item = CommandOutput(task_id, stream, live.feed(stream, text), source="print")
+            shown = text if live is None else live.feed(stream, text)
+            item = CommandOutput(task_id, stream, shown, source="print")
             if threading.get_ident() == loop_thread:
                 tell(item)
             else:  # from a tool's thread; in a context of its own, so not caught as printed
@@ -342,10 +345,10 @@ class LocalEffects:
                 browser = functools.partial(_browser_of, self.browsers, sandbox, task_id)
         output = None
         if self.listeners:
-            shows = live or LiveText(self._redactor)
+            shows = live or (LiveText(self._redactor) if self.secrets else None)
 
             def output(stream: str, text: str) -> None:
-                shown = shows.feed(stream, text)
+                shown = text if shows is None else shows.feed(stream, text)
                 item = CommandOutput(task_id, "stderr" if stream == "stderr" else "stdout", shown)
 
                 def tell() -> None:

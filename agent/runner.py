@@ -98,6 +98,13 @@ class Runner:
         self.deploy = deploy
         #: what tools fill in for `{{secret:NAME}}` (the model never sees a value)
         self.secrets = secrets or Secrets()
+        #: what the model is told of them: their names and hosts (see `_told`)
+        self._secrets_told = "; ".join(
+            f"{{{{secret:{s.name}}}}} for {', '.join(s.hosts)}"
+            for s in self.secrets
+            if s.value is not None
+        )
+        self._told_specs: dict[str, tuple[ToolSpec, ToolSpec]] = {}
         self._running: dict[str, Recorder] = {}
         if sandboxes is not None:
             sandboxes.egress.listener = self._record_egress
@@ -127,13 +134,16 @@ class Runner:
     def _told(self, tool: Tool) -> ToolSpec:
         """What the model is told of `tool`: for a tool that fills in secrets, which there are
         (their names and hosts; never a value)."""
-        named = [s for s in self.secrets if s.value is not None]
-        if not tool.fills_secrets or not named:
+        if not tool.fills_secrets or not self._secrets_told:
             return tool.spec
-        which = "; ".join(f"{{{{secret:{s.name}}}}} for {', '.join(s.hosts)}" for s in named)
-        return tool.spec.model_copy(
-            update={"description": f"{tool.spec.description}\n\nSecrets you may use: {which}."}
-        )
+        told = self._told_specs.get(tool.name)
+        if told is None or told[0] is not tool.spec:
+            description = f"{tool.spec.description}\n\nSecrets you may use: {self._secrets_told}."
+            told = self._told_specs[tool.name] = (
+                tool.spec,
+                tool.spec.model_copy(update={"description": description}),
+            )
+        return told[1]
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener` with everything this runner's runs make, as they make it: each event
