@@ -44,6 +44,11 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     secret = "PETSTORE_KEY"         # the secret its security scheme takes (`agent secrets`)
     prefix = "pets_"                # put before each of its tools' names (default: none)
 
+    [[tools.mcp]]                   # an MCP server's tools (see tools/mcp.py)
+    name = "notes"                  # put before its tools' names
+    command = ["python3", "server.py"]  # over stdio; or url = "http://127.0.0.1:8720/mcp"
+    trusted = true                  # needed until MCP servers run in a sandbox
+
     [policy]
     file = "policies.toml"          # rules for the gate; default: the packaged default policy
 
@@ -78,6 +83,7 @@ from agent.events import Limits
 from agent.home import default_home
 from base.errors import ConfigError
 from sandbox.limits import SandboxConfig
+from tools.mcp import MCPSource
 from tools.openapi import OpenAPISource
 
 
@@ -117,6 +123,8 @@ class ToolsConfig(_Section):
     modules: list[str] = Field(default_factory=list)
     #: OpenAPI specs whose operations are tools (see tools/openapi.py)
     openapi: list[OpenAPISource] = Field(default_factory=list)
+    #: MCP servers whose tools are tools (see tools/mcp.py)
+    mcp: list[MCPSource] = Field(default_factory=list)
     #: tools taken out by name (built-ins included)
     disable: list[str] = Field(default_factory=list)
 

@@ -258,7 +258,10 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
     command = args.command
     if command == "tools":
         registry = registry_of(
-            [*config.tools.modules, *args.tools], config.tools.disable, config.tools.openapi
+            [*config.tools.modules, *args.tools],
+            config.tools.disable,
+            config.tools.openapi,
+            config.tools.mcp,
         )
         warn_problems(registry, verbose=args.verbose)
         print_tools(registry, out, as_json=args.json)

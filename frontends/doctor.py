@@ -226,7 +226,9 @@ def _check_tools(config: Config) -> Check:
     """Load every source of tools (the installed packages', then agent.toml's); a package that
     fails to load is a finding (a task runs without it)."""
     try:
-        registry = registry_of(config.tools.modules, config.tools.disable, config.tools.openapi)
+        registry = registry_of(
+            config.tools.modules, config.tools.disable, config.tools.openapi, config.tools.mcp
+        )
     except ConfigError as exc:
         return Check("tools", False, str(exc), "correct [tools] in agent.toml")
     if registry.problems:

@@ -27,6 +27,7 @@ from base.errors import (
 )
 from frontends.screen import shown
 from sandbox.limits import SandboxLimits
+from tools.mcp import MCPSource, mcp_tools
 from tools.openapi import OpenAPISource, openapi_tools
 from tools.registry import Registry
 from tools.sources import ToolSource
@@ -167,7 +168,10 @@ def backend_for(
 
 
 def registry_of(
-    specs: Sequence[str], disable: Sequence[str] = (), openapi: Sequence[OpenAPISource] = ()
+    specs: Sequence[str],
+    disable: Sequence[str] = (),
+    openapi: Sequence[OpenAPISource] = (),
+    mcp: Sequence[MCPSource] = (),
 ) -> Registry:
     """The installed tools (a broken package's skipped and kept in `problems`), those of each
     module or file in `specs` and of each OpenAPI spec in `openapi`, less those `disable` names.
@@ -178,6 +182,8 @@ def registry_of(
         registry.load_module(spec)
     for source in openapi:
         registry.include_from(openapi_tools(source), ToolSource("openapi", source.spec))
+    for server in mcp:
+        registry.include_from(mcp_tools(server), ToolSource("mcp", server.name))
     registry.disable(disable)
     return registry
 

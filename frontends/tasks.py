@@ -86,7 +86,10 @@ class _Session:
             )
         try:
             registry = registry_of(
-                setup.tools, self.config.tools.disable, self.config.tools.openapi
+                setup.tools,
+                self.config.tools.disable,
+                self.config.tools.openapi,
+                self.config.tools.mcp,
             )
         except ConfigError as exc:
             if task_id is None:

@@ -22,7 +22,7 @@ RUNTIME_ROOT = Path(__file__).resolve().parent.parent
 #: the entry-point group installed packages declare their tools in
 GROUP = "agent.tools"
 
-SourceKind = Literal["built-in", "entry point", "module", "file", "code", "openapi"]
+SourceKind = Literal["built-in", "entry point", "module", "file", "code", "openapi", "mcp"]
 
 
 @dataclass(frozen=True)
