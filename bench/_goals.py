@@ -1,4 +1,6 @@
-"""What every benchmark ends with: one line per goal, and a non-zero exit naming a missed one.
+"""What every benchmark ends with: one line per goal, and a non-zero exit naming a missed one;
+and what several share: what a figure was measured on (`machine`), and the mean time of an
+async call made many times over (`per_call`).
 
 A goal is written as it is printed, ``<= 1.5x`` or ``>= 0.9x``; `Goals.add` checks the figure
 against it. `machine()` says what the figures were measured on.
@@ -10,6 +12,8 @@ import operator
 import os
 import platform
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 _COMPARE = {"<=": operator.le, ">=": operator.ge}
@@ -53,3 +57,11 @@ class Goals:
         if self.missed:
             print(f"missed goals: {', '.join(self.missed)}", file=sys.stderr)
             sys.exit(1)
+
+
+async def per_call(call: Callable[[], Awaitable[object]], calls: int) -> float:
+    """Seconds per call of `call`, awaited `calls` times one after another."""
+    started = time.perf_counter()
+    for _ in range(calls):
+        await call()
+    return (time.perf_counter() - started) / calls

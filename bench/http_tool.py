@@ -19,12 +19,10 @@ import json
 import secrets
 import statistics
 import threading
-import time
-from collections.abc import Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
-from _goals import Goals, machine
+from _goals import Goals, machine, per_call
 
 from sandbox.container import Sandbox
 from sandbox.limits import SandboxConfig, SandboxLimits
@@ -50,13 +48,6 @@ class _Api(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-async def _timed(call: Callable[[], Awaitable[object]]) -> float:
-    started = time.perf_counter()
-    for _ in range(CALLS):
-        await call()
-    return (time.perf_counter() - started) / CALLS
 
 
 async def main() -> None:
@@ -106,7 +97,7 @@ async def main() -> None:
         ratios: dict[str, list[float]] = {"proxy": [], "direct": []}
         for number in range(1, ROUNDS + 1):
             order = [ours, by_proxy, by_hand] if number % 2 else [by_hand, by_proxy, ours]
-            took = {call.__name__: await _timed(call) for call in order}
+            took = {call.__name__: await per_call(call, CALLS) for call in order}
             ratios["proxy"].append(took["ours"] / took["by_proxy"])
             ratios["direct"].append(took["ours"] / took["by_hand"])
             print(

@@ -14,11 +14,9 @@ from __future__ import annotations
 import asyncio
 import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from _goals import Goals, machine
+from _goals import Goals, machine, per_call
 from mcp import Client, StdioServerParameters
 
 from tools import ToolContext
@@ -27,13 +25,6 @@ from tools.mcp import MCPSource, mcp_tools
 ROUNDS = 7
 CALLS = 100
 SERVER = str(Path(__file__).resolve().parent.parent / "examples" / "mcp" / "notes_server.py")
-
-
-async def _timed(call: Callable[[], Awaitable[object]]) -> float:
-    started = time.perf_counter()
-    for _ in range(CALLS):
-        await call()
-    return (time.perf_counter() - started) / CALLS
 
 
 async def main() -> None:
@@ -60,7 +51,7 @@ async def main() -> None:
         ratios: list[float] = []
         for number in range(1, ROUNDS + 1):
             order = [ours, direct] if number % 2 else [direct, ours]
-            took = {call.__name__: await _timed(call) for call in order}
+            took = {call.__name__: await per_call(call, CALLS) for call in order}
             ratios.append(took["ours"] / took["direct"])
             print(
                 f"round {number}: through the registry {took['ours'] * 1e3:.2f} ms, the mcp "
