@@ -46,8 +46,12 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
 
     [[tools.mcp]]                   # an MCP server's tools (see tools/mcp.py)
     name = "notes"                  # put before its tools' names
-    command = ["python3", "server.py"]  # over stdio; or url = "http://127.0.0.1:8720/mcp"
-    trusted = true                  # needed until MCP servers run in a sandbox
+    command = ["python3", "server.py"]  # over stdio, in a sandbox of its own; or over
+                                    # streamable HTTP: url = "http://127.0.0.1:8720/mcp"
+    folder = "mcp"                  # where the command runs (relative to this file); in the
+                                    # sandbox, mounted read-only at /srv/mcp
+    packages = []                   # what the sandbox's image adds to the mcp SDK
+    trusted = false                 # true: run it on this host as your own program
 
     [policy]
     file = "policies.toml"          # rules for the gate; default: the packaged default policy
@@ -206,6 +210,9 @@ def load_config(path: Path | None) -> Config:
             and not Path(source.spec).is_absolute()
         ):
             source.spec = str(base / source.spec)
+    for server in config.tools.mcp:
+        if server.folder is not None:
+            server.folder = str(base / server.folder)
     config.tools.modules = [
         str(base / m) if m.endswith(".py") and not Path(m).is_absolute() else m
         for m in config.tools.modules

@@ -262,6 +262,7 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
             config.tools.disable,
             config.tools.openapi,
             config.tools.mcp,
+            runtime_image=config.sandbox.image,
         )
         warn_problems(registry, verbose=args.verbose)
         print_tools(registry, out, as_json=args.json)

@@ -227,7 +227,11 @@ def _check_tools(config: Config) -> Check:
     fails to load is a finding (a task runs without it)."""
     try:
         registry = registry_of(
-            config.tools.modules, config.tools.disable, config.tools.openapi, config.tools.mcp
+            config.tools.modules,
+            config.tools.disable,
+            config.tools.openapi,
+            config.tools.mcp,
+            runtime_image=config.sandbox.image,
         )
     except ConfigError as exc:
         return Check("tools", False, str(exc), "correct [tools] in agent.toml")

@@ -26,7 +26,7 @@ from base.errors import (
     ConfigError,
 )
 from frontends.screen import shown
-from sandbox.limits import SandboxLimits
+from sandbox.limits import DEFAULT_IMAGE, SandboxLimits
 from tools.mcp import MCPSource, mcp_tools
 from tools.openapi import OpenAPISource, openapi_tools
 from tools.registry import Registry
@@ -172,9 +172,14 @@ def registry_of(
     disable: Sequence[str] = (),
     openapi: Sequence[OpenAPISource] = (),
     mcp: Sequence[MCPSource] = (),
+    *,
+    runtime_image: str = DEFAULT_IMAGE,
+    progress: Callable[[str], None] | None = None,
 ) -> Registry:
     """The installed tools (a broken package's skipped and kept in `problems`), those of each
-    module or file in `specs` and of each OpenAPI spec in `openapi`, less those `disable` names.
+    module or file in `specs`, of each OpenAPI spec in `openapi` and of each MCP server in `mcp`
+    (those not trusted run in containers of `runtime_image`; `progress`, by default stderr,
+    hears of a first build of their image), less those `disable` names.
     Raises `ConfigError` for a spec that cannot be loaded or a name that is not a tool."""
     registry = Registry()
     registry.load_entry_points()
@@ -183,9 +188,14 @@ def registry_of(
     for source in openapi:
         registry.include_from(openapi_tools(source), ToolSource("openapi", source.spec))
     for server in mcp:
-        registry.include_from(mcp_tools(server), ToolSource("mcp", server.name))
+        tools = mcp_tools(server, runtime_image=runtime_image, progress=progress or _on_stderr)
+        registry.include_from(tools, ToolSource("mcp", server.name))
     registry.disable(disable)
     return registry
+
+
+def _on_stderr(text: str) -> None:
+    Console(stderr=True, soft_wrap=True, highlight=False).print(f"[dim]{shown(text)}[/]")
 
 
 def warn_problems(registry: Registry, *, verbose: bool) -> None:

@@ -90,6 +90,7 @@ class _Session:
                 self.config.tools.disable,
                 self.config.tools.openapi,
                 self.config.tools.mcp,
+                runtime_image=self.config.sandbox.image,
             )
         except ConfigError as exc:
             if task_id is None:

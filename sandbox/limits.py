@@ -112,12 +112,16 @@ class SandboxBounds(BaseModel):
         return over
 
 
+#: the runtime image's tag, as `agent sandbox build` makes it
+DEFAULT_IMAGE = "agent-sandbox:latest"
+
+
 class SandboxConfig(BaseModel):
     """The [sandbox] section of agent.toml."""
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str = "agent-sandbox:latest"
+    image: str = DEFAULT_IMAGE
     pool_size: int = Field(2, ge=0, le=32)
     #: sandboxes kept started, with network "proxy" and Chromium running (and, in a runner that
     #: uses browsers, connected), for new tasks' browsers; 0 turns it off

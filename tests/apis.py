@@ -5,7 +5,11 @@ tools/_redact.py) in what a run kept."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,11 @@ import pytest
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes
 from tools._redact import forms
+
+from .conftest import REPO
+
+#: the MCP server of the examples, written with the `mcp` SDK
+NOTES_SERVER = REPO / "examples" / "mcp" / "notes_server.py"
 
 SMALL = SandboxLimits(memory_mb=256, pids=64, workspace_mb=16, tmp_mb=16, cpus=1.0)
 
@@ -42,3 +51,25 @@ def leaks(value: str, data: bytes | str) -> list[str]:
     """The forms of `value` found in `data`."""
     raw = data.encode() if isinstance(data, str) else data
     return [form for form in forms(value) if form.encode() in raw]
+
+
+@pytest.fixture(name="notes_over_http")
+def notes_over_http_fixture() -> Iterator[str]:
+    """The example MCP server over streamable HTTP on loopback; its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, str(NOTES_SERVER), "--http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/mcp"
+    process.terminate()
+    process.wait(10)

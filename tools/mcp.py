@@ -4,41 +4,55 @@ gate.
 
     [[tools.mcp]]                        # in agent.toml; as many as you like
     name = "notes"                       # put before each tool's name: notes_add_note
-    command = ["python3", "server.py"]   # a server spoken to over stdio, or:
-    url = "http://127.0.0.1:8720/mcp"    # one over streamable HTTP
-    trusted = true                       # needed today (see below); its read-only hints may
-                                         # then loosen the gate
+    command = ["python3", "server.py"]   # a server spoken to over stdio, run in a sandbox; or:
+    url = "http://127.0.0.1:8720/mcp"    # one over streamable HTTP, through an egress proxy
+    folder = "mcp/notes"                 # where the command runs (relative to agent.toml);
+                                         # mounted read-only in its sandbox, at /srv/mcp
+    packages = ["httpx"]                 # what its sandbox's image adds to the mcp SDK
+    trusted = false                      # true: run it on this host, as your own program; its
+                                         # read-only hints may then loosen the gate
+
+A stdio server is someone else's program: unless the operator marks it trusted, it runs in a
+container of its own (`sandbox/mcp_box.py`): hardened, with no network, its folder read-only, in
+the runtime image with the `mcp` SDK and its `packages` (that image is built the first time).
+An HTTP server is reached through an egress proxy of its own that lets requests reach the
+server's host and port and nothing else (a redirect elsewhere is refused, and said).
 
 A tool's annotations may only tighten the gate: a destructive hint asks a reviewer; a read-only
 hint makes it a read only for a server the operator marked trusted (otherwise every call is an
-external effect). What a call returns is read for the model: text, structured content (as
-JSON), images and resources kept as artifacts; an error result is an error the model reads. A
-server that stops is started again once; if it stops again, its tools fail saying so, and the
-task goes on.
-
-Not yet (the issue that asks for them is open): a stdio server run in a sandbox container, and
-an HTTP server reached through the egress proxy. Until then a server runs (stdio) or is reached
-(HTTP) as the operator's own program, on this host, and only one the operator marks
-`trusted = true` is loaded: an untrusted one is refused, saying so.
+external effect). Secrets (`{{secret:NAME}}` in an argument) are filled in for an HTTP server,
+when they are scoped to its host; a stdio server has no host to scope one to, and is sent none.
+What a call returns is read for the model: text, structured content (as JSON), images and
+resources kept as artifacts; an error result is an error the model reads. A server that stops
+is started again once; if it stops again, its tools fail saying so, and the task goes on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import contextlib
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from base.errors import ConfigError, ErrorCode
+from base.errors import ConfigError, ErrorCode, SandboxError
+from sandbox.limits import DEFAULT_IMAGE
+from tools._background import BACKGROUND
+from tools.secrets import SecretRefused, Secrets, uses
 from tools.tool import Tool, ToolContext, ToolError
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+#: how much of a failed server's stderr is said
+LAST_WORDS = 400
+Progress = Callable[[str], None]
 
 
 class MCPSource(BaseModel):
@@ -51,6 +65,8 @@ class MCPSource(BaseModel):
     url: str | None = None
     trusted: bool = False
     env: dict[str, str] = {}
+    folder: str | None = None
+    packages: list[str] = []
 
     @model_validator(mode="after")
     def _one_transport(self) -> MCPSource:
@@ -58,55 +74,159 @@ class MCPSource(BaseModel):
             raise ValueError("give a server's command (stdio) or its url (streamable HTTP)")
         if not self.command and self.url is None:
             raise ValueError("a server's command cannot be empty")
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {self.url!r}")
+            if self.folder is not None or self.packages or self.env:
+                raise ValueError("folder, packages and env are for a server run over stdio")
+        if self.folder is not None and "," in self.folder:
+            raise ValueError(
+                f"a folder with a comma in its path cannot be mounted: {self.folder!r}"
+            )
+        if self.packages and self.trusted:
+            raise ValueError(
+                "packages go into the image of a sandboxed server: a trusted one runs with "
+                "this host's Python (install them there)"
+            )
         return self
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.command is not None and not self.trusted
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """An HTTP server's host and port."""
+        parts = urlsplit(self.url or "")
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 @dataclass
 class _Server:
-    """A connection to one server, made on first use in each event loop, and made again once
-    after the server stops."""
+    """A connection to one server, made on first use and made again once after the server
+    stops. It lives in the process's background loop (see `tools/_background.py`), whichever
+    loop calls, and is closed as the process exits. `image` is the image a sandboxed server
+    runs in."""
 
     source: MCPSource
-    _open: dict[int, tuple[contextlib.AsyncExitStack, Any]] = field(default_factory=dict)
+    image: str | None = None
+    _open: tuple[contextlib.AsyncExitStack, Any] | None = None
     restarted: bool = False
     gone: str | None = None
+    #: the proxy's last refusal, said with the failure it caused
+    refused: str | None = None
+    #: the end of what a stdio server last printed on its stderr, said with its failure
+    last_words: str = ""
 
-    def _client(self) -> Any:
+    def __post_init__(self) -> None:
+        BACKGROUND.on_exit(self.close)
+
+    async def _client(self, stack: contextlib.AsyncExitStack) -> Any:
         from mcp import Client, StdioServerParameters  # noqa: PLC0415 - only where MCP is used
 
-        if self.source.url is not None:
-            return Client(self.source.url)
-        command = self.source.command or []
-        params = StdioServerParameters(
-            command=command[0], args=command[1:], env=self.source.env or None
+        source = self.source
+        if source.url is not None:
+            return Client(await self._through_proxy(stack))
+        from mcp.client.stdio import stdio_client  # noqa: PLC0415
+
+        command = source.command or []
+        folder = Path(source.folder) if source.folder is not None else None
+        if self.image is not None:
+            from sandbox.mcp_box import run_command  # noqa: PLC0415
+
+            argv = run_command(source.name, self.image, command, folder=folder, env=source.env)
+            params = StdioServerParameters(command="docker", args=argv)
+        else:
+            params = StdioServerParameters(
+                command=command[0], args=command[1:], env=source.env or None, cwd=folder
+            )
+        # What the server prints on its stderr is kept, not shown: the last of it is said
+        # when the server fails.
+        errors = stack.enter_context(tempfile.TemporaryFile("w+", errors="replace"))  # noqa: SIM115 - closed by the stack
+        stack.callback(self._keep_last_words, errors)
+        return Client(stdio_client(params, errlog=errors))
+
+    def _keep_last_words(self, errors: IO[str]) -> None:
+        errors.seek(0)
+        self.last_words = " ".join(errors.read()[-LAST_WORDS:].split())
+
+    async def _through_proxy(self, stack: contextlib.AsyncExitStack) -> Any:
+        """The transport to an HTTP server: through a proxy (in this loop) that lets requests
+        reach the server's host and port, and nothing else."""
+        import httpx2  # noqa: PLC0415 - the mcp SDK's HTTP client
+        from mcp.client.streamable_http import streamable_http_client  # noqa: PLC0415
+
+        from sandbox.proxy import EgressAttempt, EgressProxy  # noqa: PLC0415
+
+        def record(attempt: EgressAttempt) -> None:
+            if not attempt.allowed:
+                self.refused = f"{attempt.host}:{attempt.port}: {attempt.reason}"
+
+        host, port = self.source.address
+        # The one entry is the operator's own: a server on this host or a private network is
+        # theirs to name (the proxy lets only explicit entries reach private addresses).
+        proxy = await stack.enter_async_context(EgressProxy("127.0.0.1", 0, allow_private=True))
+        token = proxy.register(f"mcp:{self.source.name}", [f"{host}:{port}"], record)
+        client = await stack.enter_async_context(
+            httpx2.AsyncClient(
+                proxy=proxy.url(token, "127.0.0.1"),
+                trust_env=False,
+                timeout=httpx2.Timeout(30.0, read=300.0),
+            )
         )
-        return Client(params)
+        return streamable_http_client(self.source.url or "", http_client=client)
 
     async def session(self) -> Any:
-        key = id(asyncio.get_running_loop())
-        if key not in self._open:
+        """The connection (in the background loop)."""
+        if self._open is None:
+            self.last_words = ""
             stack = contextlib.AsyncExitStack()
-            client = await stack.enter_async_context(self._client())
-            self._open[key] = (stack, client)
-        return self._open[key][1]
+            try:
+                client = await stack.enter_async_context(await self._client(stack))
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._open = (stack, client)
+        return self._open[1]
 
     async def close(self) -> None:
-        key = id(asyncio.get_running_loop())
-        if (opened := self._open.pop(key, None)) is not None:
+        """End the connection (in the background loop)."""
+        if (opened := self._open) is not None:
+            self._open = None
             with contextlib.suppress(Exception):
                 await opened[0].aclose()
 
+    async def listed(self) -> Any:
+        """The server's tools (in the background loop); the connection stays open for calls."""
+        try:
+            return await (await self.session()).list_tools()
+        except BaseException:
+            await self.close()
+            raise
+
+    def said(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        if self.refused is not None:
+            text += f"; the egress proxy refused {self.refused}"
+        if self.last_words:
+            text += f"; its stderr ended: {self.last_words}"
+        return text
+
     async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
-        """The server's result of `tool`. A server that stops is started again for the next
-        call (once); this call is not sent again, since it may have taken effect. Raises
-        `ToolError` saying which."""
+        """The server's result of `tool`, from any loop. A server that stops is started again
+        for the next call (once); this call is not sent again, since it may have taken effect.
+        Raises `ToolError` saying which."""
+        return await BACKGROUND.run(self._call(tool, arguments))
+
+    async def _call(self, tool: str, arguments: dict[str, Any]) -> Any:
         if self.gone is not None:
             raise ToolError(self.gone, code=ErrorCode.SANDBOX_GONE)
         try:
             return await (await self.session()).call_tool(tool, arguments)
         except Exception as exc:  # noqa: BLE001 - the connection's failure, of any kind
             await self.close()
-            said = f"{type(exc).__name__}: {exc}"
+            said = self.said(exc)
             if self.restarted:
                 self.gone = (
                     f"the MCP server {self.source.name} stopped again after it was started "
@@ -122,32 +242,45 @@ class _Server:
             ) from None
 
 
-def mcp_tools(source: MCPSource) -> list[Tool]:
-    """The tools `source`'s server lists, as tools of the registry. Raises `ConfigError` when
-    the server cannot be reached or lists tools that cannot be made tools."""
-    if not source.trusted:
+def mcp_tools(
+    source: MCPSource,
+    *,
+    runtime_image: str = DEFAULT_IMAGE,
+    progress: Progress | None = None,
+) -> list[Tool]:
+    """The tools `source`'s server lists, as tools of the registry; a server that is not
+    trusted runs in a container made from `runtime_image` (see `sandbox/mcp_box.py`). Raises
+    `ConfigError` when the server cannot be started or reached, or lists tools that cannot be
+    made tools."""
+    if source.folder is not None and not Path(source.folder).is_dir():
+        raise ConfigError(f"MCP server {source.name}: its folder {source.folder} is not a folder")
+    server = _Server(source, image=_image(source, runtime_image, progress))
+    try:
+        found = BACKGROUND.wait(server.listed(), timeout=120)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the server answering
         raise ConfigError(
-            f"MCP server {source.name}: it would run as this host's own program (a sandbox for "
-            "MCP servers is not built yet): mark it trusted = true in [[tools.mcp]] if it is"
-        )
-    server = _Server(source)
-
-    async def listed() -> Any:
-        try:
-            client = await server.session()
-            return await client.list_tools()
-        finally:
-            await server.close()
-
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own, wherever called
-        try:
-            found = pool.submit(asyncio.run, listed()).result(timeout=60)
-        except Exception as exc:  # noqa: BLE001 - whatever stops the server answering
-            raise ConfigError(
-                f"MCP server {source.name}: its tools could not be listed: {type(exc).__name__}: "
-                f"{exc}"
-            ) from None
+            f"MCP server {source.name}: its tools could not be listed: {server.said(exc)}"
+        ) from None
+    server.refused = None
     return [_tool(server, listed_tool) for listed_tool in found.tools]
+
+
+def _image(source: MCPSource, runtime_image: str, progress: Progress | None) -> str | None:
+    """The image a sandboxed server runs in (built the first time); None for one that is not."""
+    if not source.sandboxed:
+        return None
+    if shutil.which("docker") is None:
+        raise ConfigError(
+            f"MCP server {source.name}: it runs in a sandbox, which needs the docker command "
+            "(install Docker's client), or mark it trusted = true to run it on this host"
+        )
+    from sandbox._docker import connect  # noqa: PLC0415 - only where a server is sandboxed
+    from sandbox.mcp_box import server_image  # noqa: PLC0415
+
+    try:
+        return server_image(connect(), runtime_image, source.packages, progress)
+    except SandboxError as exc:
+        raise ConfigError(f"MCP server {source.name}: its sandbox cannot be had: {exc}") from None
 
 
 def _tool(server: _Server, listed: Any) -> Tool:
@@ -158,7 +291,7 @@ def _tool(server: _Server, listed: Any) -> Tool:
     destructive = bool(hints is not None and hints.destructive_hint)
 
     async def call(ctx: ToolContext, arguments: dict[str, Any]) -> str:
-        result = await server.call(listed.name, arguments)
+        result = await server.call(listed.name, _filled(ctx, source, arguments))
         text = _read(ctx, name, result)
         if result.is_error:
             raise ToolError(text or f"{name} failed", code=ErrorCode.TOOL_ERROR)
@@ -177,10 +310,30 @@ def _tool(server: _Server, listed: Any) -> Tool:
             reconcile=None,
             idempotent=bool(hints is not None and hints.idempotent_hint),
             needs_approval=destructive,
+            fills_secrets=source.url is not None,
             schema=schema,
         )
     except ConfigError as exc:
         raise ConfigError(f"MCP server {source.name}: tool {listed.name}: {exc}") from None
+
+
+def _filled(ctx: ToolContext, source: MCPSource, arguments: dict[str, Any]) -> dict[str, Any]:
+    """`arguments` with the secrets they name filled in, for an HTTP server's host. Raises
+    `ToolError` for a secret that is not scoped to it, and for any at all to a stdio server."""
+    if not uses(arguments):
+        return arguments
+    if source.url is None:
+        raise ToolError(
+            f"the MCP server {source.name} is run over stdio, and has no host a secret could be "
+            "scoped to: secrets are filled in only for a server reached over HTTP",
+            code=ErrorCode.SECRET_OUT_OF_SCOPE,
+        )
+    host, port = source.address
+    try:
+        filled: dict[str, Any] = (ctx.secrets or Secrets()).fill(arguments, host, port)
+    except SecretRefused as exc:
+        raise ToolError(str(exc), code=exc.code) from None
+    return filled
 
 
 def _read(ctx: ToolContext, name: str, result: Any) -> str:
