@@ -37,10 +37,17 @@ from sandbox.proxy import EgressAttempt
 from tools import Registry, ToolContext
 from tools.builtin import registry as builtin
 from tools.http import IDEMPOTENCY_HEADER, http_request
+from tools.mcp import MCPSource, mcp_tools
 from tools.openapi import OpenAPISource, openapi_tools
 from tools.secrets import Secret, Secrets
 
-from .apis import SMALL, boxes_fixture, kept_files, leaks  # noqa: F401 - a fixture
+from .apis import (  # noqa: F401 - fixtures
+    SMALL,
+    boxes_fixture,
+    kept_files,
+    leaks,
+    notes_over_http_fixture,
+)
 from .conftest import ALLOW_ALL, REPO, scripted
 
 CANARY = "cAnArY-" + random.token_hex(8)
@@ -269,7 +276,8 @@ def _hygiene_tasks(api: Api, closed: int) -> list[tuple[str, dict[str, Any]]]:
     """Tasks of one call each that send the canary (or try to), and the calls: a server that
     echoes it in every form, with 2xx, 4xx and 5xx; in a header, the query, JSON, form and text
     bodies; redirects on the same host and to another; a host it is not meant for; a port that
-    refuses the connection; a body kept as an artifact; OpenAPI operations."""
+    refuses the connection; a body kept as an artifact; OpenAPI operations; an MCP server's
+    tools (over HTTP) that keep it, say it back, and quote it in an error result."""
     token = {"X-Token": "{{secret:CANARY}}"}
     bearer = {"Authorization": "Bearer {{secret:CANARY}}"}
     away = urllib.parse.quote(f"http://localhost:{api.port}/elsewhere")
@@ -297,16 +305,22 @@ def _hygiene_tasks(api: Api, closed: int) -> list[tuple[str, dict[str, Any]]]:
         ("createItem", {"body": {"name": "lamp", "price": 3, "note": secret}}),
         ("getItem", {"itemId": 1}),
     ]
-    return [("http_request", call) for call in http] + openapi
+    mcp: list[tuple[str, dict[str, Any]]] = [
+        ("web_add_note", {"title": "key", "text": secret}),
+        ("web_read_note", {"title": "key"}),
+        ("web_read_note", {"title": secret}),  # an error result: "no note is titled '...'"
+    ]
+    return [("http_request", call) for call in http] + openapi + mcp
 
 
 async def test_a_canary_secret_echoed_back_is_kept_nowhere(
-    store: Store, home: Path, boxes: Sandboxes, api: Api
+    store: Store, home: Path, boxes: Sandboxes, api: Api, notes_over_http: str
 ) -> None:
     with socket.socket() as probe:  # a port that nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    hosts = (f"127.0.0.1:{api.port}", f"127.0.0.1:{closed}")
+    notes = notes_over_http.split("/")[2]
+    hosts = (f"127.0.0.1:{api.port}", f"127.0.0.1:{closed}", notes)
     keyring = Secrets({"CANARY": Secret("CANARY", hosts, "file", CANARY)})
     registry = Registry()
     registry.include(builtin)
@@ -314,6 +328,7 @@ async def test_a_canary_secret_echoed_back_is_kept_nowhere(
     # The inventory's operations, sent to this echoing API: it says back the key it was sent.
     spec = OpenAPISource(spec=str(INVENTORY), server=api.base, secret="CANARY")
     registry.include(openapi_tools(spec))
+    registry.include(mcp_tools(MCPSource(name="web", url=notes_over_http)))
     screen = StringIO()
     limits = _limits(api).model_copy(
         update={"allow_domains": (*_limits(api).allow_domains, f"127.0.0.1:{closed}")}
@@ -338,10 +353,15 @@ async def test_a_canary_secret_echoed_back_is_kept_nowhere(
         backends.append(backend)
         [result] = [e.event for e in store.events(task) if isinstance(e.event, ToolResulted)]
         results.append(result)
-    assert len(tasks) == 18
-    # The probe could have seen it: the server was sent the canary, and echoed it back.
+    assert len(tasks) == 21
+    # The probe could have seen it: the servers were sent the canary, and said it back.
     assert sum(CANARY in json.dumps(r) for r in api.received) >= 12
     assert "[secret:CANARY]" in results[0].content
+    assert results[-2].content == "[secret:CANARY]"  # the note, read back
+    assert (results[-1].ok, "no note is titled '[secret:CANARY]'" in results[-1].content) == (
+        False,
+        True,
+    )
     codes = {r.error_code for r in results}
     assert {"secret_out_of_scope", "connection_failed"} <= codes
     # And it is nowhere: the log, the artifacts, the screen, what the model was sent.
