@@ -77,8 +77,8 @@ def test_tools_are_listed_with_their_schemas_and_hints_only_tighten(
     # Not trusted: its read-only hint loosens nothing; a destructive hint asks all the same.
     assert tools["notes_list_notes"].touches == "external"
     assert tools["notes_forget_notes"].needs_approval is True
-    # The container it was listed from is kept for the calls.
-    assert len(_servers(client)) == 1
+    # The container it was listed from has ended, and is gone.
+    assert _servers(client) == []
     # Trusted (run on this host, as the operator's own program), its read-only hints are taken.
     trusted = MCPSource(name="notes", command=[sys.executable, str(NOTES_SERVER)], trusted=True)
     on_host = _by_name(trusted)

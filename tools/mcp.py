@@ -29,14 +29,17 @@ is started again once; if it stops again, its tools fail saying so, and the task
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
 import re
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -45,7 +48,6 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from base.errors import ConfigError, ErrorCode, SandboxError
 from sandbox.limits import DEFAULT_IMAGE
-from tools._background import BACKGROUND
 from tools.secrets import SecretRefused, Secrets, uses
 from tools.tool import Tool, ToolContext, ToolError
 
@@ -103,24 +105,32 @@ class MCPSource(BaseModel):
 
 
 @dataclass
+class _Kept:
+    """A connection held open by a task of its own in one event loop: entered and left in that
+    task (the SDK's transports ask for it), left when `closing` is set or when the loop ends
+    (which cancels the task), so that no connection outlives its loop half-closed."""
+
+    client: Any
+    closing: asyncio.Event
+    task: asyncio.Task[None]
+
+
+@dataclass
 class _Server:
-    """A connection to one server, made on first use and made again once after the server
-    stops. It lives in the process's background loop (see `tools/_background.py`), whichever
-    loop calls, and is closed as the process exits. `image` is the image a sandboxed server
-    runs in."""
+    """A connection to one server in each event loop that calls it, made on first use, made
+    again once after the server stops. `image` is the image a sandboxed server runs in."""
 
     source: MCPSource
     image: str | None = None
-    _open: tuple[contextlib.AsyncExitStack, Any] | None = None
+    _open: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Kept] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
     restarted: bool = False
     gone: str | None = None
     #: the proxy's last refusal, said with the failure it caused
     refused: str | None = None
     #: the end of what a stdio server last printed on its stderr, said with its failure
     last_words: str = ""
-
-    def __post_init__(self) -> None:
-        BACKGROUND.on_exit(self.close)
 
     async def _client(self, stack: contextlib.AsyncExitStack) -> Any:
         from mcp import Client, StdioServerParameters  # noqa: PLC0415 - only where MCP is used
@@ -178,32 +188,43 @@ class _Server:
         return streamable_http_client(self.source.url or "", http_client=client)
 
     async def session(self) -> Any:
-        """The connection (in the background loop)."""
-        if self._open is None:
-            self.last_words = ""
-            stack = contextlib.AsyncExitStack()
-            try:
+        """The connection in this loop, opened if there is none."""
+        loop = asyncio.get_running_loop()
+        if (kept := self._open.get(loop)) is not None and not kept.task.done():
+            return kept.client
+        self.last_words = ""
+        opened: asyncio.Future[Any] = loop.create_future()
+        closing = asyncio.Event()
+        task = loop.create_task(self._keep(opened, closing), name=f"mcp {self.source.name}")
+        client = await opened
+        self._open[loop] = _Kept(client, closing, task)
+        return client
+
+    async def _keep(self, opened: asyncio.Future[Any], closing: asyncio.Event) -> None:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
                 client = await stack.enter_async_context(await self._client(stack))
-            except BaseException:
-                await stack.aclose()
+                opened.set_result(client)
+                await closing.wait()
+        except BaseException as exc:
+            if not opened.done():
+                opened.set_exception(exc)
+            if not isinstance(exc, Exception):
                 raise
-            self._open = (stack, client)
-        return self._open[1]
 
     async def close(self) -> None:
-        """End the connection (in the background loop)."""
-        if (opened := self._open) is not None:
-            self._open = None
+        """End the connection in this loop, if there is one."""
+        if (kept := self._open.pop(asyncio.get_running_loop(), None)) is not None:
+            kept.closing.set()
             with contextlib.suppress(Exception):
-                await opened[0].aclose()
+                await kept.task
 
     async def listed(self) -> Any:
-        """The server's tools (in the background loop); the connection stays open for calls."""
+        """The server's tools; the connection is closed after."""
         try:
             return await (await self.session()).list_tools()
-        except BaseException:
+        finally:
             await self.close()
-            raise
 
     def said(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
@@ -214,12 +235,9 @@ class _Server:
         return text
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
-        """The server's result of `tool`, from any loop. A server that stops is started again
-        for the next call (once); this call is not sent again, since it may have taken effect.
-        Raises `ToolError` saying which."""
-        return await BACKGROUND.run(self._call(tool, arguments))
-
-    async def _call(self, tool: str, arguments: dict[str, Any]) -> Any:
+        """The server's result of `tool`. A server that stops is started again for the next
+        call (once); this call is not sent again, since it may have taken effect. Raises
+        `ToolError` saying which."""
         if self.gone is not None:
             raise ToolError(self.gone, code=ErrorCode.SANDBOX_GONE)
         try:
@@ -255,12 +273,13 @@ def mcp_tools(
     if source.folder is not None and not Path(source.folder).is_dir():
         raise ConfigError(f"MCP server {source.name}: its folder {source.folder} is not a folder")
     server = _Server(source, image=_image(source, runtime_image, progress))
-    try:
-        found = BACKGROUND.wait(server.listed(), timeout=120)
-    except Exception as exc:  # noqa: BLE001 - whatever stops the server answering
-        raise ConfigError(
-            f"MCP server {source.name}: its tools could not be listed: {server.said(exc)}"
-        ) from None
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own, wherever called
+        try:
+            found = pool.submit(asyncio.run, server.listed()).result(timeout=120)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the server answering
+            raise ConfigError(
+                f"MCP server {source.name}: its tools could not be listed: {server.said(exc)}"
+            ) from None
     server.refused = None
     return [_tool(server, listed_tool) for listed_tool in found.tools]
 
