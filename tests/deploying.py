@@ -3,10 +3,12 @@ task's sandbox, and small helpers."""
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
@@ -141,3 +143,11 @@ def deploy_turns(name: str, app: str = APP) -> list[dict[str, object]]:
         {"tool": "deploy", "args": {"folder": "web", "name": name}},
         {"done": "deployed"},
     ]
+
+
+def bridge_gateway(client: docker.DockerClient) -> str:
+    """This host's address on Docker's default bridge. Some engines (Debian's 20.10) leave the
+    gateway out of the network's settings: it is then the subnet's first address."""
+    [config, *_] = client.networks.get("bridge").attrs["IPAM"]["Config"]
+    gateway = config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+    return str(gateway).split("/")[0]

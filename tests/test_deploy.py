@@ -40,6 +40,7 @@ from .deploying import (  # noqa: F401 - fixtures, used by name
     OWN_DOCKERFILE,
     SAMPLES,
     WSGI,
+    bridge_gateway,
     call,
     fetch,
     named,
@@ -252,7 +253,7 @@ async def test_a_service_reaches_nothing_outside_its_deployment(target: DockerTa
     assert client.networks.get(container_name(name)).attrs["Internal"] is True
     # Nothing outside answers it: not even a port of this host, which the front (on the
     # engine's bridge) reaches, as the positive control.
-    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = bridge_gateway(client)
     with socket.create_server(("0.0.0.0", 0)) as listening:
         port = listening.getsockname()[1]
         front = client.containers.get(container_name(name))
@@ -322,7 +323,7 @@ async def test_a_service_reaches_what_its_deploy_allows_through_a_proxy_of_its_o
     target: DockerTarget,
 ) -> None:
     client = docker.from_env()
-    gateway = client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = bridge_gateway(client)
     # The operator lets explicit entries reach private addresses ([sandbox] allow_private).
     operator = DockerTarget(IMAGE, allow_private=True)
     name = named()
