@@ -6,8 +6,10 @@ Measured, the default format has no native tool calls, and its `response_format`
 "text" or "json_object" with a schema: json_schema is refused with a 500. The
 chatml-function-calling format has tools, but a `tool_choice` "required" fails: unstreamed as a
 500 with an empty message, streamed as an event stream that ends with no event. Its template
-drops tool results and HTML-escapes every message. The backend has to step down, never retry a
-refusal, and never send a refused shape twice. A recording proxy between the runtime and the
+drops tool results and HTML-escapes every message, and it ignores a `response_format`'s schema:
+the JSON call is the model's own, and on some CPUs it never ends (then the run stops, saying the
+server's first failure). The backend has to step down, never retry a refusal, and never send a
+refused shape twice. A recording proxy between the runtime and the
 server shows what was sent, and what came back.
 
 The task runs through the CLI, as the README's command does, with `--no-plan`: the CLI does not
@@ -261,19 +263,26 @@ def agent(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[s
 
 
 def run_task(argv: list[str], env: dict[str, str], how: str) -> dict[str, Any]:
-    """Run the task through the CLI; its outcome, as `agent run --json` reports it."""
+    """Run the task through the CLI; its outcome, as `agent run --json` reports it (done, or
+    paused: exit 0 or 4)."""
     if how == WHOLE:  # no live view: nothing is streamed
         done = agent([*argv, "--json"], env)
-        assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+        assert done.returncode in (0, 4), done.stderr[-2000:] + done.stdout[-2000:]
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         return result
     done = agent(argv, env)  # the terminal's live view streams the answers
-    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    assert done.returncode in (0, 4), done.stderr[-2000:] + done.stdout[-2000:]
     listed = agent([argv[0], "tasks", "--json"], env)
     [task] = json.loads(listed.stdout)
     shown = agent([argv[0], "show", task["task_id"], "--json"], env)
     last = json.loads(shown.stdout)[-1]
-    return {"status": task["status"], "answer": last.get("answer"), "output": done.stdout}
+    return {
+        "status": task["status"],
+        "answer": last.get("answer"),
+        "pause_reason": last.get("reason"),
+        "reason": last.get("detail"),
+        "output": done.stdout,
+    }
 
 
 @pytest.mark.parametrize("how", [WHOLE, STREAMED])
@@ -292,12 +301,21 @@ def test_the_readme_task_runs_to_the_answer_through_llama_cpp_server(
         model = f"openai-compatible:{proxy.url}#smollm2"
         result = run_task([*argv, "--model", model, "--no-plan"], env, how)
 
-    assert result["status"] == "done", result
-    # The file says: "Bring the quarterly numbers."
-    assert "quarterly numbers" in result["answer"].lower()
     exchanges = proxy.exchanges
     expected = EXPECTED[(llama_server.chat_format, how)]
     assert [(e.shape, e.refused) for e in exchanges[: len(expected)]] == expected
+    if llama_server.chat_format == "chatml-function-calling" and result["status"] == "paused":
+        # This format ignores a response_format's schema, so the call in JSON is the 135M
+        # model's own writing, and whether it closes its strings depends on the CPU's arithmetic
+        # (measured: on one AVX-512 machine it wrote an answer that never ended). Then the
+        # server's first failure is said, and nothing is asked again.
+        assert result["pause_reason"] == "model_error", result
+        assert "answered 500" in result["reason"], result
+        assert len(exchanges) == len(expected), exchanges
+        return
+    assert result["status"] == "done", result
+    # The file says: "Bring the quarterly numbers."
+    assert "quarterly numbers" in result["answer"].lower()
     # Every refusal was answered by a step down, never by asking the same again.
     for index, exchange in enumerate(exchanges):
         if exchange.refused:
