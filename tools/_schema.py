@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,14 @@ from pydantic import (
 
 from base.errors import ConfigError
 from tools._docs import Docs, read_docs
+
+_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def name_of(text: str) -> str:
+    """`text` as a tool's or an argument's name: each run of other characters than letters,
+    digits, `_` and `-` made one `_` (what model APIs accept in a name)."""
+    return _NOT_IN_A_NAME.sub("_", text)
 
 
 def render_value(value: Any, render: Callable[[Any], str] | None = None) -> str:

@@ -34,7 +34,6 @@ import base64
 import concurrent.futures
 import contextlib
 import json
-import re
 import shutil
 import tempfile
 import weakref
@@ -48,10 +47,10 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from base.errors import ConfigError, ErrorCode, SandboxError
 from sandbox.limits import DEFAULT_IMAGE
+from tools._schema import name_of
 from tools.secrets import SecretRefused, Secrets, uses
 from tools.tool import Tool, ToolContext, ToolError
 
-_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 #: how much of a failed server's stderr is said
 LAST_WORDS = 400
 Progress = Callable[[str], None]
@@ -304,7 +303,7 @@ def _image(source: MCPSource, runtime_image: str, progress: Progress | None) -> 
 
 def _tool(server: _Server, listed: Any) -> Tool:
     source = server.source
-    name = _NAME_CHARS.sub("_", f"{source.name}_{listed.name}")[:64]
+    name = name_of(f"{source.name}_{listed.name}")[:64]
     hints = listed.annotations
     read_only = bool(hints is not None and hints.read_only_hint)
     destructive = bool(hints is not None and hints.destructive_hint)

@@ -23,7 +23,6 @@ that leads nowhere.
 from __future__ import annotations
 
 import json
-import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,12 +34,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from base.errors import ConfigError
+from tools._schema import name_of
 from tools.http import send
 from tools.tool import Tool, ToolContext, ToolError
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 READS = frozenset({"get", "head", "options"})
-_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 #: the longest description a tool is given (a spec's can run to pages)
 _DESCRIPTION = 1500
 
@@ -267,7 +266,7 @@ def _operation_tool(
     where = f"#/paths/{_pointer(path)}/{method}"
     schema, parameters, body_kind = _arguments(operation, shared)
     operation_id = operation.get("operationId") or f"{method}_{path.strip('/')}"
-    name = _NAME_CHARS.sub("_", str(operation_id)).strip("_")[: 64 - len(source.prefix)]
+    name = name_of(str(operation_id)).strip("_")[: 64 - len(source.prefix)]
     text = "\n\n".join(
         str(part) for part in (operation.get("summary"), operation.get("description")) if part
     )
@@ -304,7 +303,7 @@ def _arguments(
     for (name, place), parameter in listed.items():
         if place not in ("path", "query", "header"):
             continue  # cookies: not sent
-        argument = _NAME_CHARS.sub("_", name if names.count(name) == 1 else f"{place}_{name}")
+        argument = name_of(name if names.count(name) == 1 else f"{place}_{name}")
         parameters.append(_Parameter(name, place, argument))
         properties[argument] = _schema_of(parameter)
         if parameter.get("required") or place == "path":
