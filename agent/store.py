@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
+from agent import _beside, inbox
+from agent._process import alive, process_start
 from agent.damage import damaged, ranges_text, recovery, salvage
 from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
 from agent.home import default_home
@@ -110,7 +112,10 @@ class Store:
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + _beside.SCHEMA)
+            if unlisted := _unlisted(conn):
+                with _transaction(conn):
+                    inbox.backfill(conn, unlisted)
         except (OSError, sqlite3.Error) as exc:
             if _unwritable(path):
                 raise StoreError(
@@ -132,16 +137,9 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        # BEGIN IMMEDIATE takes the write lock up front, so a concurrent writer waits on
-        # busy_timeout instead of failing half way through.
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(self._db):
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _store_error(exc, self.path) from exc
 
@@ -154,10 +152,11 @@ class Store:
                 "INSERT INTO tasks VALUES (?, ?, 'running', ?, ?)",
                 (task_id, created.task, now, now),
             )
+            body = created.model_dump_json()
             db.execute(
-                "INSERT INTO events VALUES (?, 1, ?, ?, ?)",
-                (task_id, now, created.kind, created.model_dump_json()),
+                "INSERT INTO events VALUES (?, 1, ?, ?, ?)", (task_id, now, created.kind, body)
             )
+            _beside.keep(db, task_id, now, [(1, created, body)])
         self._written[task_id] = 1
         return task_id
 
@@ -195,13 +194,17 @@ class Store:
             else:
                 last = _last_seq(db, task_id, expected=after)
             status = None
+            written: list[tuple[int, Event, str]] = []
             for event in events:
                 last += 1
+                body = event.model_dump_json()
                 db.execute(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                    (task_id, last, now, event.kind, event.model_dump_json()),
+                    (task_id, last, now, event.kind, body),
                 )
                 status = STATUS_AFTER.get(event.kind, status)
+                written.append((last, event, body))
+            _beside.keep(db, task_id, now, written)
             if status is not None:  # the tasks table is an index for listing: status only
                 db.execute(
                     "UPDATE tasks SET updated = ?, status = ? WHERE id = ?", (now, status, task_id)
@@ -266,6 +269,19 @@ class Store:
                 after = stored.seq
                 yield stored
             await asyncio.sleep(poll)
+
+    def reader(self) -> sqlite3.Connection:
+        """The connection, for the readers of what the store keeps beside the log (the audit
+        log's `verify` and `entries`, the inbox's `waiting`). Raises `StoreError` for a store
+        last written by a version that kept neither (and opened read-only since)."""
+        try:
+            self._db.execute("SELECT 1 FROM inbox, audit_head LIMIT 0")
+        except sqlite3.OperationalError:
+            raise StoreError(
+                f"the event store at {self.path} has no inbox or audit log yet (an older version "
+                "wrote it): a command that writes to it adds them (`agent doctor`, `agent run`)"
+            ) from None
+        return self._db
 
     def check(self) -> str:
         """SQLite's quick integrity check of the log: "ok", or what is wrong."""
@@ -338,7 +354,7 @@ class Store:
         return [
             task_id
             for task_id, host, pid, started in rows
-            if host is None or not _alive(host, pid, started)
+            if host is None or not alive(host, pid, started)
         ]
 
     @contextmanager
@@ -347,12 +363,12 @@ class Store:
 
         A lease whose process is gone (it crashed, or was killed with -9) is taken over at once.
         """
-        me = (socket.gethostname(), os.getpid(), _process_start(os.getpid()))
+        me = (socket.gethostname(), os.getpid(), process_start(os.getpid()))
         with self._write() as db:
             row = db.execute(
                 "SELECT host, pid, started, since FROM leases WHERE task_id = ?", (task_id,)
             ).fetchone()
-            if row is not None and tuple(row[:3]) != me and _alive(row[0], row[1], row[2]):
+            if row is not None and tuple(row[:3]) != me and alive(row[0], row[1], row[2]):
                 raise TaskBusy(
                     f"task {task_id} is being run by process {row[1]} on {row[0]}",
                     task_id=task_id,
@@ -366,6 +382,29 @@ class Store:
         finally:
             with self._write() as db:
                 db.execute("DELETE FROM leases WHERE task_id = ? AND pid = ?", (task_id, me[1]))
+
+
+def _unlisted(db: sqlite3.Connection) -> list[str]:
+    """`inbox.unlisted`, or none where the store is damaged (its readers say where)."""
+    try:
+        return inbox.unlisted(db)
+    except sqlite3.DatabaseError as exc:
+        if not damaged(exc):
+            raise
+        return []
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    # BEGIN IMMEDIATE takes the write lock up front, so a concurrent writer waits on
+    # busy_timeout instead of failing half way through.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _status_filter(statuses: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
@@ -439,32 +478,6 @@ def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
         retryable=busy,
         sqlite_error=name,
     )
-
-
-def _process_start(pid: int) -> str:
-    """When the process started (so a reused pid is not mistaken for the old process).
-
-    "" if it cannot be known, or if the process has exited and only its zombie is left (a runner
-    killed with -9 stays a zombie until its parent reaps it, but it holds nothing any more).
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = stat.rsplit(")", 1)[1].split()
-    return "" if fields[0] in ("Z", "X") else fields[19]
-
-
-def _alive(host: str, pid: int, started: str) -> bool:
-    if host != socket.gethostname():
-        return True  # a process elsewhere cannot be checked: assume it is alive
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _process_start(pid) == started
 
 
 def _must_survive(events: Sequence[Event]) -> bool:

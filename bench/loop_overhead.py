@@ -2,9 +2,11 @@
 
 Both drive the same scripted model for the same 500 tool calls of an async no-op tool, and both
 append the same three events per step (model response; gate decision + tool result) to SQLite in
-WAL mode with synchronous=NORMAL, in two commits per step. What the runtime adds on top — typed
-events, the fold, argument validation, the policy gate, budgets, the stuck detector — is the
-overhead measured. Per-step times are medians; each side runs several times, interleaved.
+WAL mode with synchronous=NORMAL, in two commits per step, and chain the gate decision and the
+result into an audit log (an entry and the head, hashed as `agent.audit` hashes them). What
+the runtime adds on top — typed events, the fold, argument validation, the policy gate, budgets,
+the stuck detector — is the overhead measured. Per-step times are medians; each side runs
+several times, interleaved.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from _goals import Goals, machine
 
+from agent import audit
 from agent.backends.base import DeltaSink, Message, ModelRequest, ModelResponse
 from agent.backends.scripted import ScriptedBackend, parse_script
 from agent.events import Limits
@@ -91,17 +94,27 @@ async def reference_run(folder: Path) -> list[float]:
         "CREATE TABLE events (task_id TEXT, seq INTEGER, ts REAL, kind TEXT, body TEXT,"
         " PRIMARY KEY (task_id, seq)) WITHOUT ROWID"
     )
-    seq = 0
+    db.executescript(audit.SCHEMA)
+    seq, entries, previous = 0, 0, "0" * 64
 
     def append(*events: dict[str, Any]) -> None:
-        nonlocal seq
+        nonlocal seq, entries, previous
         db.execute("BEGIN IMMEDIATE")
+        now, audited = time.time(), False
         for event in events:
             seq += 1
+            body = json.dumps(event)
             db.execute(
-                "INSERT INTO events VALUES ('t', ?, ?, ?, ?)",
-                (seq, time.time(), event["kind"], json.dumps(event)),
+                "INSERT INTO events VALUES ('t', ?, ?, ?, ?)", (seq, now, event["kind"], body)
             )
+            if event["kind"] in audit.AUDITED:
+                entries, audited = entries + 1, True
+                previous = audit.link(
+                    previous, entries, audit.Entry("t", seq, now, event["kind"], body)
+                )
+                db.execute("INSERT INTO audit VALUES (?, 't', ?, ?)", (entries, seq, previous))
+        if audited:
+            db.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?)", (entries, previous))
         db.execute("COMMIT")
 
     history: list[Message] = []
@@ -181,8 +194,8 @@ def main() -> None:
     print(
         "runtime: Runner.run over the scripted model and an async no-op tool (typed events, the "
         "fold, validation, the gate, budgets, the stuck check), events to SQLite; reference: a "
-        "hand-written loop making the same model and tool calls and writing the same events in "
-        "the same two commits per step, WAL and synchronous=NORMAL on both sides"
+        "hand-written loop making the same model and tool calls and writing the same events (and "
+        "audit entries) in the same two commits per step, WAL and synchronous=NORMAL on both sides"
     )
     print("threads: one on each side (this process's event loop; SQLite in that thread)")
     print(f"runtime per step:   {statistics.median(runtime) * us:7.1f} us")
