@@ -6,16 +6,22 @@ hash (the first `SHORT_HASH` characters, as shown, are enough). A decision on an
 on one already decided, or on one no longer pending is refused, saying what is pending now. So a
 reviewer who read "pay bob 5" cannot approve the "pay mallory 5000" that replaced it.
 
+A request that waits longer than it may (`expire_after`) is denied by the first process that
+finds it so (a decision that comes too late, a resume, a worker), and the model is told.
+
     AgentError
     ├── NothingToApprove   the task is not waiting for a reviewer
     └── NotPending         the request named is not the one pending (decided, replaced, unknown)
+        └── Expired        it was, but its time ran out first: it is now denied
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from agent.events import SHORT_HASH, ApprovalDecided, ApprovalRequested
+from agent.inbox import Waiting, expiry
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import AgentError, ErrorCode
@@ -31,6 +37,12 @@ class NotPending(AgentError):
     code = ErrorCode.NOT_PENDING
 
 
+class Expired(NotPending):
+    """The request a decision names expired before it: it is denied, and the task told."""
+
+    code = ErrorCode.EXPIRED
+
+
 @dataclass(frozen=True)
 class Seen:
     """A request as a reviewer saw it: its id, and its call's hash (or the start of it)."""
@@ -43,9 +55,9 @@ class Seen:
         return cls(request.approval_id, request.call_hash)
 
 
-def decide_command(task_id: str, request: ApprovalRequested) -> str:
+def decide_command(task_id: str, request: ApprovalRequested | Waiting) -> str:
     """The commands that decide `request`, as a reviewer would type them."""
-    named = f"{task_id} {request.approval_id} {request.short_hash}"
+    named = f"{task_id} {request.approval_id} {request.call_hash[:SHORT_HASH]}"
     return f"agent approve {named}  |  agent deny {named} --reason …"
 
 
@@ -88,6 +100,14 @@ def decide(
             task_id=state.task_id,
             pending=request.approval_id,
         )
+    if (lapsed := expired(store, request)) is not None:
+        store.append(state.task_id, [lapsed], after=state.last_seq)
+        state.apply(lapsed, state.last_seq + 1)
+        raise Expired(
+            f"request {request.approval_id} {request.short_hash} {lapsed.reason}: it is denied, "
+            f"and the task is told when it runs on (`agent resume {state.task_id}`)",
+            task_id=state.task_id,
+        )
     decision = ApprovalDecided(
         approval_id=request.approval_id,
         call_hash=request.call_hash,
@@ -98,6 +118,33 @@ def decide(
     store.append(state.task_id, [decision], after=state.last_seq)
     state.apply(decision, state.last_seq + 1)
     return decision
+
+
+def expired(store: Store, request: ApprovalRequested) -> ApprovalDecided | None:
+    """The denial that `request` is due, if its time has run out; None if it has not."""
+    expires = expiry(store.reader(), request.approval_id)
+    if expires is None or expires > time.time():
+        return None
+    waited = duration(request.expire_after or 0)
+    return ApprovalDecided(
+        approval_id=request.approval_id,
+        call_hash=request.call_hash,
+        approved=False,
+        reason=f"expired at {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(expires))} "
+        f"(no reviewer decided it within {waited})",
+        expired=True,
+    )
+
+
+def duration(seconds: float) -> str:
+    """A span of time as a person reads it: "0.2 s", "5 min", "3 h", "2 days"."""
+    if seconds < 120:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def _names(seen: Seen, request: ApprovalRequested) -> bool:

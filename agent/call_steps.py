@@ -186,6 +186,10 @@ def judged(
                 call_hash=digest,
                 reason=decision.reason + note,
                 preview=decision.preview,
+                tool=tool.name,
+                rule=decision.rule,
+                risk=tool.touches,
+                expire_after=loop.approval_expiry,
             )
         )
     return decision, events
@@ -370,6 +374,9 @@ class Reconcile(Step):
                         "it again; deny to tell the model it did not run."
                     ),
                     preview=preview(tool, call),
+                    tool=call.wire.name,
+                    risk=tool.touches if tool is not None else "external",
+                    expire_after=loop.approval_expiry,
                 )
             ]
         )

@@ -70,6 +70,10 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
                                     # else the local one
     publish = "127.0.0.1"           # the host address a deployment's port is published on
 
+    [approvals]
+    expire_after = 259200           # seconds a request waits for a reviewer before it is
+                                    # denied (the model is told); default 3 days
+
     [secrets]                       # named secrets tools fill in for {{secret:NAME}}
     file = "secrets.toml"           # default: $AGENT_HOME/secrets.toml (`agent secrets`)
 """
@@ -151,6 +155,11 @@ class SecretsConfig(_Section):
         return self.file or default_home() / "secrets.toml"
 
 
+class ApprovalsConfig(_Section):
+    #: seconds a request for approval waits for a reviewer before it is denied; None: for ever
+    expire_after: float | None = Field(3 * 24 * 3600.0, gt=0)
+
+
 class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     limits: Limits = Field(default_factory=Limits)
@@ -160,6 +169,7 @@ class Config(_Section):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     #: the file it came from, if any (paths inside it are relative to its folder)
     source: Path | None = None
 

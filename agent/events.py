@@ -135,6 +135,13 @@ class ApprovalRequested(_Event):
     preview: str
     #: "gate" for a policy's ask; "reconcile" when a crash left the call's outcome unknown
     cause: Literal["gate", "reconcile"] = "gate"
+    #: the tool called, the rule that asked (file:line), and what the tool touches, as the
+    #: reviewer's inbox lists them ("" in logs from before they were recorded)
+    tool: str = ""
+    rule: str | None = None
+    risk: str = ""
+    #: seconds after it was asked that it expires (denied, the task told); None: never
+    expire_after: float | None = None
 
     @property
     def short_hash(self) -> str:
@@ -151,6 +158,8 @@ class ApprovalDecided(_Event):
     approved: bool
     reason: str = ""
     reviewer: str = ""
+    #: no reviewer decided in time: the request expired, and this denial says so
+    expired: bool = False
 
 
 class IntentRecorded(_Event):

@@ -48,6 +48,8 @@ class Loop:
     tool_specs: tuple[ToolSpec, ...]
     context_window: int | None
     max_argument_bytes: int = 64 * 1024
+    #: how long a request for approval waits for a reviewer before it is denied (None: ever)
+    approval_expiry: float | None = None
     #: the task's state, the recorder's (an attribute, not a property: steps read it often)
     state: TaskState = field(init=False)
     #: the names in `tool_specs`, looked up once per call

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
+from agent.approvals import expired, pending_approval
 from agent.backends.base import ModelBackend, Purpose
 from agent.effects import LocalEffects, artifacts_of, keep_files
 from agent.events import (
@@ -73,6 +74,7 @@ class Runner:
         browsers: Browsers | None = None,
         deploy: DeployTarget | None = None,
         secrets: Secrets | None = None,
+        approval_expiry: float | None = None,
     ) -> None:
         clash = [t.name for t in registry if t.name in EXECUTOR or t.name in PLANNER]
         if clash:
@@ -83,6 +85,8 @@ class Runner:
         self.backends: dict[Purpose, ModelBackend] = {"plan": planner, "act": executor or planner}
         self.prices = prices or {}
         self.max_argument_bytes = max_argument_bytes
+        #: how long a request for approval may wait before it is denied (None: for ever)
+        self.approval_expiry = approval_expiry
         self.listeners: list[Listener] = []
         #: by task: its calls given up on at their timeout whose threads run on (see `Loop.late`)
         self._late: dict[str, dict[str, tuple[str, Future[ToolResult]]]] = {}
@@ -257,6 +261,7 @@ class Runner:
                 self.offered(state),
                 self.backends["act"].context_window,
                 self.max_argument_bytes,
+                self.approval_expiry,
                 late=self._late.setdefault(task_id, {}),
             )
             events: list[Event] = []
@@ -267,6 +272,10 @@ class Runner:
                 events.append(LimitsRaised(limits=limits))
             if not continue_only and state.status in ("paused", "stuck"):
                 events.append(TaskResumed())
+            if (request := pending_approval(state)) is not None and (
+                lapsed := expired(self.store, request)
+            ) is not None:
+                events.append(lapsed)  # no reviewer decided in time: the model is told
             self._running[task_id] = record
             record.commit(events)
             # Decisions recorded by other processes (a reviewer's denials) are observations too.

@@ -330,7 +330,9 @@ class TaskState:
         decided.decision = event
         if not event.approved:
             why = f": {event.reason}" if event.reason else ""
-            if decided.approval.cause == "reconcile":
+            if event.expired:
+                text = f"Error: not run: no reviewer decided in time{why}"
+            elif decided.approval.cause == "reconcile":
                 text = "Error: not sent again: its outcome is unknown and a reviewer declined to "
                 text += f"repeat it{why}"
             else:

@@ -66,6 +66,7 @@ class ErrorCode(StrEnum):
     NO_EARLIER_VERSION = "no_earlier_version"
     NOT_IN_FORM = "not_in_form"
     NOT_PENDING = "not_pending"
+    EXPIRED = "expired"
     NOT_RUNNING = "not_running"
     NOT_TEXT = "not_text"
     NOTHING_TO_APPROVE = "nothing_to_approve"

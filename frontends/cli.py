@@ -26,8 +26,10 @@ from agent.store import Store
 from base.errors import (
     AgentError,
 )
+from frontends.audit_commands import add_audit_parsers, audit_command
 from frontends.deploy_commands import add_deploy_parsers, deployments_command
 from frontends.doctor import doctor
+from frontends.inbox_commands import add_inbox_parser, inbox_command
 from frontends.line_input import LineSource
 from frontends.sandbox_commands import add_parsers, sandbox_command
 from frontends.screen import json_document, shown
@@ -233,6 +235,8 @@ def _parser() -> argparse.ArgumentParser:
     add_parsers(sub, common)
     add_deploy_parsers(sub, common)
     add_secrets_parsers(sub, common)
+    add_audit_parsers(sub, common)
+    add_inbox_parser(sub, common)
     return parser
 
 
@@ -273,6 +277,10 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
         return deployments_command(args, config, out)
     if command == "secrets":
         return secrets_command(args, config, out)
+    if command == "audit":
+        return audit_command(args, out)
+    if command == "inbox":
+        return inbox_command(args, out)
     if command in ("tasks", "show"):
         with Store.open(read_only=True) as store:  # a read-only store can still be read
             if command == "tasks":

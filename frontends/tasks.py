@@ -13,7 +13,14 @@ from typing import Any
 
 from rich.console import Console
 
-from agent.approvals import NothingToApprove, NotPending, Seen, decide, pending_approval
+from agent.approvals import (
+    Expired,
+    NothingToApprove,
+    NotPending,
+    Seen,
+    decide,
+    pending_approval,
+)
 from agent.backends import normalize_uri
 from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.scripted import ScriptedBackend
@@ -113,6 +120,7 @@ class _Session:
             sandboxes=sandboxes_for(self.config, self.store),
             deploy=deploy_target(self.config),
             secrets=Secrets.load(self.config.secrets.path()),
+            approval_expiry=self.config.approvals.expire_after,
         )
         if not self.args.json:
             renderer = self.renderer = Renderer(self.out)
@@ -226,8 +234,8 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
     try:
         state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
         while state.status == "awaiting_approval" and _can_prompt(s.args, s.stdin):
-            shown = pending_approval(state)
-            assert shown is not None
+            asked = pending_approval(state)
+            assert asked is not None
             try:
                 answer = _ask_approval(s.out, s.stdin)
             except KeyboardInterrupt:
@@ -243,18 +251,22 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
                 decision = decide(
                     s.store,
                     state,
-                    shown,
+                    asked,
                     approved=approved,
                     reason=reason,
                     reviewer=getpass.getuser(),
                 )
+            except Expired as exc:
+                s.out.print(f"    [yellow]{shown(exc.message)}[/]")
+                state = asyncio.run(_run_once(runner, task_id, None))  # the model is told
+                continue
             except (NotPending, NothingToApprove, ConflictingWrite):
                 state = runner.load(task_id)
                 s.out.print("    [yellow]the request changed while the prompt was open[/]")
                 _show_pending(s, state)
                 continue
             word = "approved" if decision.approved else "denied"
-            s.out.print(f"    {word} {decision.approval_id} {shown.short_hash}")
+            s.out.print(f"    {word} {decision.approval_id} {asked.short_hash}")
             state = asyncio.run(_run_once(runner, task_id, None))
     except KeyboardInterrupt:
         state = runner.load(task_id)  # the runner recorded the pause (if it was running)

@@ -1,0 +1,132 @@
+"""The reviewers' inbox: every request for approval across all tasks, kept in the store beside
+the log, in the same transaction as the events that ask and decide (so it survives whatever the
+log survives, and no process sees one without the other). A request is waiting while it is
+undecided and its task waits for a reviewer; `waiting` lists them oldest first, in one indexed
+query, however many tasks the store holds.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.events import EVENT_ADAPTER, ApprovalDecided, ApprovalRequested, Event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    approval_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    asked REAL NOT NULL, tool TEXT NOT NULL, risk TEXT NOT NULL, rule TEXT, reason TEXT NOT NULL,
+    preview TEXT NOT NULL, call_hash TEXT NOT NULL, cause TEXT NOT NULL, expires REAL,
+    decided REAL, approved INTEGER, reviewer TEXT);
+CREATE INDEX IF NOT EXISTS inbox_waiting ON inbox (decided, asked);
+"""
+#: the kinds of event the inbox follows
+KINDS = frozenset({"approval_requested", "approval_decided"})
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A request waiting for a reviewer, as the inbox lists it."""
+
+    approval_id: str
+    task_id: str
+    asked: float
+    tool: str
+    risk: str
+    rule: str | None
+    reason: str
+    preview: str
+    call_hash: str
+    cause: str
+    #: when it is denied if no reviewer decides it first (None: never)
+    expires: float | None
+
+
+def note(db: sqlite3.Connection, task_id: str, seq: int, ts: float, event: Event) -> None:
+    """Follow a request or a decision, inside the caller's write transaction."""
+    if isinstance(event, ApprovalRequested):
+        db.execute(  # asked again (its call changed): the last asking counts
+            "INSERT OR REPLACE INTO inbox VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+            (
+                event.approval_id,
+                task_id,
+                seq,
+                ts,
+                event.tool,
+                event.risk,
+                event.rule,
+                event.reason,
+                event.preview,
+                event.call_hash,
+                event.cause,
+                None if event.expire_after is None else ts + event.expire_after,
+            ),
+        )
+    elif isinstance(event, ApprovalDecided):
+        db.execute(
+            "UPDATE inbox SET decided = ?, approved = ?, reviewer = ? WHERE approval_id = ?",
+            (ts, int(event.approved), event.reviewer, event.approval_id),
+        )
+
+
+def waiting(
+    db: sqlite3.Connection,
+    *,
+    task: str | None = None,
+    tools: Sequence[str] = (),
+    risks: Sequence[str] = (),
+    limit: int = -1,
+    expired: bool = False,
+) -> list[Waiting]:
+    """The requests waiting for a reviewer, oldest first; only those of `task`, of one of
+    `tools`, of one of `risks`, when given. With `expired`, those whose time has run out
+    instead (no reviewer may decide them: they are to be denied)."""
+    where = ["i.decided IS NULL", "t.status = 'awaiting_approval'"]
+    where.append("i.expires <= ?" if expired else "(i.expires IS NULL OR i.expires > ?)")
+    args: list[str | int | float] = [time.time()]
+    if task is not None:
+        where.append("i.task_id = ?")
+        args.append(task)
+    for column, wanted in (("tool", tools), ("risk", risks)):
+        if wanted:
+            where.append(f"i.{column} IN ({','.join('?' * len(wanted))})")
+            args += wanted
+    rows = db.execute(
+        "SELECT i.approval_id, i.task_id, i.asked, i.tool, i.risk, i.rule, i.reason, i.preview, "
+        "i.call_hash, i.cause, i.expires FROM inbox i JOIN tasks t ON t.id = i.task_id "
+        f"WHERE {' AND '.join(where)} ORDER BY i.decided, i.asked, i.approval_id LIMIT ?",
+        (*args, limit),
+    ).fetchall()
+    return [Waiting(*row) for row in rows]
+
+
+def expiry(db: sqlite3.Connection, approval_id: str) -> float | None:
+    """When the request expires (None: never, or not in the inbox)."""
+    row = db.execute("SELECT expires FROM inbox WHERE approval_id = ?", (approval_id,)).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def unlisted(db: sqlite3.Connection) -> list[str]:
+    """The tasks waiting for a reviewer whose request the inbox does not hold: they were
+    waiting before the store kept an inbox."""
+    rows = db.execute(
+        "SELECT t.id FROM tasks t WHERE t.status = 'awaiting_approval' AND NOT EXISTS "
+        "(SELECT 1 FROM inbox i WHERE i.task_id = t.id)"
+    ).fetchall()
+    return [str(task_id) for (task_id,) in rows]
+
+
+def backfill(db: sqlite3.Connection, tasks: Sequence[str]) -> None:
+    """Put in the inbox the requests and decisions of `tasks`, from their logs, inside the
+    caller's write transaction."""
+    for task_id in tasks:
+        rows = db.execute(
+            "SELECT seq, ts, body FROM events WHERE task_id = ? AND kind IN "
+            "('approval_requested', 'approval_decided') ORDER BY seq",
+            (task_id,),
+        ).fetchall()
+        for seq, ts, body in rows:
+            note(db, task_id, seq, ts, EVENT_ADAPTER.validate_json(body))

@@ -1,0 +1,88 @@
+"""`agent inbox`: every request waiting for a reviewer, across all tasks, oldest first."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from agent.approvals import decide_command, duration
+from agent.events import SHORT_HASH
+from agent.inbox import Waiting, waiting
+from agent.store import Store
+from frontends.screen import print_json, shown
+
+
+def add_inbox_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    parser = sub.add_parser(
+        "inbox",
+        parents=[common],
+        help="the requests waiting for a reviewer, across all tasks, oldest first",
+    )
+    parser.add_argument("--task", metavar="ID", help="only this task's (the start of its id)")
+    parser.add_argument(
+        "--tool", action="append", default=[], metavar="NAME", help="only calls of this tool"
+    )
+    parser.add_argument(
+        "--risk",
+        action="append",
+        default=[],
+        choices=("read", "write", "external", "deploy"),
+        help="only calls of tools that touch this (repeat for more)",
+    )
+    parser.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+
+
+def inbox_command(args: argparse.Namespace, out: Console) -> int:
+    with Store.open(read_only=True) as store:
+        task = store.resolve(args.task) if args.task else None
+        found = waiting(
+            store.reader(), task=task, tools=args.tool, risks=args.risk, limit=args.limit
+        )
+    if args.json:
+        print_json([_as_json(w) for w in found])
+        return 0
+    if not found:
+        out.print("nothing is waiting for a reviewer")
+        return 0
+    now = time.time()
+    table = Table("task", "request", "tool", "risk", "waiting", "expires in", "why", box=None)
+    for request in found:
+        why = request.reason.strip().splitlines()[0] if request.reason.strip() else ""
+        table.add_row(
+            request.task_id,
+            f"{request.approval_id} {request.call_hash[:SHORT_HASH]}",
+            shown(request.tool or "?"),
+            request.risk or "?",
+            duration(now - request.asked),
+            "never" if request.expires is None else duration(max(0.0, request.expires - now)),
+            shown(why if len(why) <= 60 else why[:57] + "..."),
+        )
+    out.print(table)
+    first = found[0]
+    out.print(
+        f"[dim]the oldest: agent show {first.task_id}; then "
+        f"{shown(decide_command(first.task_id, first))}[/]",
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _as_json(request: Waiting) -> dict[str, object]:
+    return {
+        "task_id": request.task_id,
+        "approval_id": request.approval_id,
+        "call_hash": request.call_hash,
+        "asked": request.asked,
+        "tool": request.tool,
+        "risk": request.risk,
+        "rule": request.rule,
+        "reason": request.reason,
+        "preview": request.preview,
+        "cause": request.cause,
+        "expires": request.expires,
+    }
