@@ -1,15 +1,15 @@
-"""What the store keeps beside the log, written in the transaction that appends the events: the
-audit log's entries and the reviewers' inbox."""
+"""What the store keeps beside the log: the audit log's entries and the reviewers' inbox,
+written in the transaction that appends the events; and the reviewers who may decide."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
 
-from agent import audit, inbox
+from agent import audit, inbox, reviewers
 from agent.events import Event
 
-SCHEMA = audit.SCHEMA + inbox.SCHEMA
+SCHEMA = audit.SCHEMA + inbox.SCHEMA + reviewers.SCHEMA
 
 
 def keep(

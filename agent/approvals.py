@@ -74,6 +74,7 @@ def decide(
     approved: bool,
     reason: str = "",
     reviewer: str = "",
+    origin: str = "",
 ) -> ApprovalDecided:
     """Record a reviewer's decision on the request `seen`, which must be the task's pending one.
 
@@ -114,6 +115,7 @@ def decide(
         approved=approved,
         reason=reason,
         reviewer=reviewer,
+        origin=origin,
     )
     store.append(state.task_id, [decision], after=state.last_seq)
     state.apply(decision, state.last_seq + 1)

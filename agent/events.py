@@ -160,6 +160,8 @@ class ApprovalDecided(_Event):
     reviewer: str = ""
     #: no reviewer decided in time: the request expired, and this denial says so
     expired: bool = False
+    #: where the decision came from: "cli", "terminal" (the inline prompt), "http ADDRESS"
+    origin: str = ""
 
 
 class IntentRecorded(_Event):

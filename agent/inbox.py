@@ -103,6 +103,16 @@ def waiting(
     return [Waiting(*row) for row in rows]
 
 
+def find(db: sqlite3.Connection, approval_id: str) -> Waiting | None:
+    """The request `approval_id`, waiting or not; None if the inbox holds none."""
+    row = db.execute(
+        "SELECT approval_id, task_id, asked, tool, risk, rule, reason, preview, call_hash, cause, "
+        "expires FROM inbox WHERE approval_id = ?",
+        (approval_id,),
+    ).fetchone()
+    return None if row is None else Waiting(*row)
+
+
 def expiry(db: sqlite3.Connection, approval_id: str) -> float | None:
     """When the request expires (None: never, or not in the inbox)."""
     row = db.execute("SELECT expires FROM inbox WHERE approval_id = ?", (approval_id,)).fetchone()

@@ -136,6 +136,12 @@ class Store:
         self.close()
 
     @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, for what is kept beside the log (reviewers)."""
+        with self._write() as db:
+            yield db
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         try:
             with _transaction(self._db):

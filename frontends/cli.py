@@ -31,9 +31,11 @@ from frontends.deploy_commands import add_deploy_parsers, deployments_command
 from frontends.doctor import doctor
 from frontends.inbox_commands import add_inbox_parser, inbox_command
 from frontends.line_input import LineSource
+from frontends.reviewer_commands import add_reviewer_parsers, reviewers_command
 from frontends.sandbox_commands import add_parsers, sandbox_command
 from frontends.screen import json_document, shown
 from frontends.secrets_commands import add_secrets_parsers, secrets_command
+from frontends.serve import add_serve_parser, serve_command
 from frontends.task_setup import MAX_FILE_BYTES, registry_of, warn_problems
 from frontends.tasks import EXIT, EXIT_USAGE, drive
 from frontends.views import print_history, print_offered, print_tasks, print_tools
@@ -237,6 +239,8 @@ def _parser() -> argparse.ArgumentParser:
     add_secrets_parsers(sub, common)
     add_audit_parsers(sub, common)
     add_inbox_parser(sub, common)
+    add_reviewer_parsers(sub, common)
+    add_serve_parser(sub, common)
     return parser
 
 
@@ -281,6 +285,10 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
         return audit_command(args, out)
     if command == "inbox":
         return inbox_command(args, out)
+    if command == "reviewers":
+        return reviewers_command(args, out)
+    if command == "serve":
+        return serve_command(args, out)
     if command in ("tasks", "show"):
         with Store.open(read_only=True) as store:  # a read-only store can still be read
             if command == "tasks":

@@ -44,7 +44,7 @@ def inbox_command(args: argparse.Namespace, out: Console) -> int:
             store.reader(), task=task, tools=args.tool, risks=args.risk, limit=args.limit
         )
     if args.json:
-        print_json([_as_json(w) for w in found])
+        print_json([as_json(w) for w in found])
         return 0
     if not found:
         out.print("nothing is waiting for a reviewer")
@@ -72,7 +72,7 @@ def inbox_command(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def _as_json(request: Waiting) -> dict[str, object]:
+def as_json(request: Waiting) -> dict[str, object]:
     return {
         "task_id": request.task_id,
         "approval_id": request.approval_id,

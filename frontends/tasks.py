@@ -176,6 +176,7 @@ def drive(
             approved=args.command == "approve",
             reason=args.reason,
             reviewer=getpass.getuser(),
+            origin="cli",
         )
         if not args.json:
             word = "approved" if decision.approved else "denied"
@@ -255,6 +256,7 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
                     approved=approved,
                     reason=reason,
                     reviewer=getpass.getuser(),
+                    origin="terminal",
                 )
             except Expired as exc:
                 s.out.print(f"    [yellow]{shown(exc.message)}[/]")

@@ -1,0 +1,167 @@
+"""`agent serve`: the reviewers' HTTP API, on the same store as every other command.
+
+    GET  /api/requests                      the requests waiting, oldest first
+                                            (?task=ID&tool=T&risk=R&limit=N)
+    GET  /api/requests/{approval_id}        one request, with its task's status
+    POST /api/requests/{approval_id}/decision
+         {"approved": true|false, "call_hash": "...", "reason": "..."}
+
+Every call carries `Authorization: Bearer TOKEN`, a token from `agent reviewers add`; a decision
+is recorded with that reviewer's name and the address it came from. A decision names the hash
+of the call the reviewer was shown, as everywhere: one on another request, one decided already,
+one that expired, or one that lost a race with another reviewer is refused (409) saying what is
+pending now, and records nothing. No cookie is read, so no other site can decide through a
+reviewer's browser. The server listens on loopback unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from agent import inbox, reviewers
+from agent.approvals import NothingToApprove, NotPending, Seen, decide
+from agent.state import TaskState
+from agent.store import Store
+from base.errors import ConfigError, ConflictingWrite, TaskNotFound
+from frontends.inbox_commands import as_json
+
+DEFAULT_PORT = 8717
+
+
+def add_serve_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    parser = sub.add_parser(
+        "serve", parents=[common], help="the reviewers' HTTP API (tokens: agent reviewers add)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"({DEFAULT_PORT})")
+    parser.add_argument(
+        "--public",
+        action="store_true",
+        help="allow an address other than loopback (put TLS in front of it)",
+    )
+
+
+def serve_command(args: argparse.Namespace, out: Console) -> int:
+    import uvicorn  # noqa: PLC0415 - only for this command
+
+    if not args.public and not ipaddress.ip_address(args.host).is_loopback:
+        raise ConfigError(
+            f"{args.host} is not a loopback address: give --public to serve beyond this host "
+            "(behind TLS: tokens travel in every request)"
+        )
+    with Store.open() as store:
+        if not reviewers.listing(store.reader()):
+            out.print("[yellow]no reviewers yet[/]: agent reviewers add NAME makes one")
+        out.print(f"reviewers' API on http://{args.host}:{args.port}/api/requests")
+        uvicorn.run(app(store), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def app(store: Store) -> Starlette:
+    """The API over `store`. SQLite is called inline: each call is a local read or write of
+    microseconds, and the event loop is this server's only thread."""
+
+    def reviewer(request: Request) -> str | JSONResponse:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        name = reviewers.who(store.reader(), token.strip()) if scheme.lower() == "bearer" else None
+        if name is None:
+            return _error(401, "give a reviewer's token: Authorization: Bearer TOKEN")
+        return name
+
+    async def listing(request: Request) -> JSONResponse:
+        if isinstance(who := reviewer(request), JSONResponse):
+            return who
+        query = request.query_params
+        try:
+            limit = int(query.get("limit", "100"))
+            task = store.resolve(query["task"]) if "task" in query else None
+        except (ValueError, TaskNotFound) as exc:
+            return _error(400, str(exc))
+        found = inbox.waiting(
+            store.reader(),
+            task=task,
+            tools=query.getlist("tool"),
+            risks=query.getlist("risk"),
+            limit=limit,
+        )
+        return JSONResponse([as_json(w) for w in found])
+
+    async def one(request: Request) -> JSONResponse:
+        if isinstance(who := reviewer(request), JSONResponse):
+            return who
+        found = inbox.find(store.reader(), request.path_params["approval_id"])
+        if found is None:
+            return _error(404, "no such request")
+        state = TaskState.from_store(store, found.task_id)
+        return JSONResponse({**as_json(found), "task_status": state.status, "task": state.task})
+
+    async def decision(request: Request) -> JSONResponse:
+        if isinstance(who := reviewer(request), JSONResponse):
+            return who
+        try:
+            body = _Decision.model_validate_json(await request.body())
+        except ValidationError as exc:
+            said = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            return _error(
+                400,
+                f'send {{"approved": true|false, "call_hash": "...", "reason": "..."}} ({said})',
+            )
+        approval_id = request.path_params["approval_id"]
+        found = inbox.find(store.reader(), approval_id)
+        if found is None:
+            return _error(404, "no such request")
+        state = TaskState.from_store(store, found.task_id)
+        try:
+            decided = decide(
+                store,
+                state,
+                Seen(approval_id, body.call_hash),
+                approved=body.approved,
+                reason=body.reason,
+                reviewer=who,
+                origin=f"http {request.client.host if request.client else '?'}",
+            )
+        except (NotPending, NothingToApprove) as exc:
+            return _error(409, exc.message, code=str(exc.code))
+        except ConflictingWrite:
+            return _error(409, "another decision was recorded first", code="conflict")
+        return JSONResponse(
+            {
+                "approval_id": decided.approval_id,
+                "approved": decided.approved,
+                "reviewer": decided.reviewer,
+                "task_id": found.task_id,
+            }
+        )
+
+    return Starlette(
+        routes=[
+            Route("/api/requests", listing),
+            Route("/api/requests/{approval_id}", one),
+            Route("/api/requests/{approval_id}/decision", decision, methods=["POST"]),
+        ]
+    )
+
+
+class _Decision(BaseModel):
+    """A decision's body, as a reviewer's client sends it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    approved: bool
+    call_hash: str = Field(min_length=1, max_length=64)
+    reason: str = Field("", max_length=2000)
+
+
+def _error(status: int, message: str, *, code: str = "") -> JSONResponse:
+    return JSONResponse({"error": message, "code": code or str(status)}, status_code=status)
