@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     approval_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, seq INTEGER NOT NULL,
     asked REAL NOT NULL, tool TEXT NOT NULL, risk TEXT NOT NULL, rule TEXT, reason TEXT NOT NULL,
     preview TEXT NOT NULL, call_hash TEXT NOT NULL, cause TEXT NOT NULL, expires REAL,
-    decided REAL, approved INTEGER, reviewer TEXT);
+    decided REAL, approved INTEGER, reviewer TEXT, origin TEXT);
 CREATE INDEX IF NOT EXISTS inbox_waiting ON inbox (decided, asked);
 """
 #: the kinds of event the inbox follows
@@ -49,7 +49,7 @@ def note(db: sqlite3.Connection, task_id: str, seq: int, ts: float, event: Event
     if isinstance(event, ApprovalRequested):
         db.execute(  # asked again (its call changed): the last asking counts
             "INSERT OR REPLACE INTO inbox VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)",
             (
                 event.approval_id,
                 task_id,
@@ -67,8 +67,9 @@ def note(db: sqlite3.Connection, task_id: str, seq: int, ts: float, event: Event
         )
     elif isinstance(event, ApprovalDecided):
         db.execute(
-            "UPDATE inbox SET decided = ?, approved = ?, reviewer = ? WHERE approval_id = ?",
-            (ts, int(event.approved), event.reviewer, event.approval_id),
+            "UPDATE inbox SET decided = ?, approved = ?, reviewer = ?, origin = ? "
+            "WHERE approval_id = ?",
+            (ts, int(event.approved), event.reviewer, event.origin, event.approval_id),
         )
 
 
@@ -101,6 +102,16 @@ def waiting(
         (*args, limit),
     ).fetchall()
     return [Waiting(*row) for row in rows]
+
+
+def decided_elsewhere(db: sqlite3.Connection) -> set[str]:
+    """The running tasks whose last request was decided where no runner goes on with it (over
+    HTTP): a worker's to continue."""
+    rows = db.execute(
+        "SELECT i.task_id FROM inbox i JOIN tasks t ON t.id = i.task_id WHERE t.status = "
+        "'running' AND i.decided IS NOT NULL AND i.origin LIKE 'http %' AND i.decided >= t.updated"
+    ).fetchall()
+    return {str(task_id) for (task_id,) in rows}
 
 
 def find(db: sqlite3.Connection, approval_id: str) -> Waiting | None:

@@ -185,6 +185,22 @@ def _parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="continue every task a crashed runner left running"
     )
 
+    worker = sub.add_parser(
+        "worker",
+        parents=[running],
+        help="continue tasks as they become due: decided over HTTP, expired, or left running",
+    )
+    worker.add_argument("--once", action="store_true", help="continue what is due now, then stop")
+    worker.add_argument(
+        "--poll", type=float, default=0.05, help="seconds between looks at the store (0.05)"
+    )
+    worker.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds a task left running waits before a worker takes it (10)",
+    )
+
     for verb in ("approve", "deny"):
         decide_cmd = sub.add_parser(
             verb, parents=[running], help=f"{verb} a task's pending action, then continue the task"

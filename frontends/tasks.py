@@ -8,6 +8,8 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
 from agent.events import Limits
+from agent.inbox import decided_elsewhere, waiting
 from agent.prices import Price
 from agent.runner import Runner
 from agent.state import TaskState
@@ -157,6 +160,8 @@ def drive(
 
     if args.command == "run":
         return _run_new(s, given)
+    if args.command == "worker":
+        return asyncio.run(_work(s))
     if args.command == "resume" and args.all:
         if given:
             raise ConfigError(
@@ -380,6 +385,44 @@ async def _resume_all(s: _Session) -> int:
     elif not orphans:
         s.out.print("no unfinished tasks to continue")
     return max(codes, default=0)
+
+
+async def _work(s: _Session) -> int:
+    """`agent worker`: continue, as they become due, the tasks a reviewer decided over HTTP,
+    those whose request expired, and those a runner left running (after `--grace` seconds,
+    so as not to take a task from the command that is starting it)."""
+    leftovers = sandboxes_for(s.config, s.store)
+    await _reap(leftovers, s.store)
+    await leftovers.aclose()
+    s.out.print(f"[dim]worker {os.getpid()}: continuing decided and unfinished tasks[/]")
+    while True:
+        for task_id in _due(s.store, s.args.grace):
+            try:
+                state = TaskState.from_store(s.store, task_id)
+                runner = s.runner(Setup.of(state, s.args), task_id)
+                try:
+                    state = await runner.run(task_id)
+                finally:
+                    await _close(runner)
+            except TaskBusy:
+                continue  # another worker (or the command that decided) has it
+            except AgentError as exc:
+                print_error(f"{task_id}: {exc}")
+                continue
+            s.out.print(f"[dim]{task_id}: {state.status}[/]")
+        if s.args.once:
+            return 0
+        await asyncio.sleep(s.args.poll)
+
+
+def _due(store: Store, grace: float) -> list[str]:
+    """The tasks a worker should continue now, oldest first."""
+    reader = store.reader()
+    decided = decided_elsewhere(reader)
+    expired = {w.task_id for w in waiting(reader, expired=True)}
+    now = time.time()
+    left = [t for t in store.orphans() if t in decided or now - store.task(t).updated >= grace]
+    return [*left, *sorted(expired - set(left))]
 
 
 def _report(s: _Session, runner: Runner, state: TaskState) -> int:

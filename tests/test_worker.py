@@ -1,0 +1,115 @@
+"""`agent worker`: a task a reviewer decided over HTTP runs on with no one re-running a command;
+one whose request expired is denied and runs on; one that another command decided is left to it
+for the grace period; two workers at once run a task once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agent.state import TaskState
+from agent.store import Store
+from examples.tally_tool import read_ledger
+from frontends.cli import main
+from frontends.serve import app
+
+from .conftest import REPO, pending, request_args, write_script
+
+TALLY = str(REPO / "examples" / "tally_tool.py")
+TURNS: list[Any] = [
+    {"plan": ["Count a visitor"]},
+    {"tool": "tally", "args": {"counter": "front", "amount": 1}},
+    {"done": "counted"},
+]
+
+
+def _waiting(tmp_path: Path, capsys: pytest.CaptureFixture[str], *config: str) -> str:
+    """A task stopped at its request for approval; its id."""
+    script = write_script(tmp_path / "script.json", TURNS)
+    run = ["run", "--model", f"scripted:{script}", "--tools", TALLY, *config, "--json"]
+    capsys.readouterr()
+    assert main([*run, "Count a visitor"]) == 3
+    task: str = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["task_id"]
+    return task
+
+
+def _approve_over_http(home: Path, task: str, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["reviewers", "add", "ann", "--json"]) == 0
+    token = json.loads(capsys.readouterr().out)["token"]
+
+    async def post(store: Store) -> httpx.Response:
+        request = pending(TaskState.from_store(store, task))
+        transport = httpx.ASGITransport(app=app(store))
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as api:
+            return await api.post(
+                f"/api/requests/{request.approval_id}/decision",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"approved": True, "call_hash": request.call_hash},
+            )
+
+    with Store.open(home / "events.db") as store:
+        answer = asyncio.run(post(store))
+    assert answer.status_code == 200, answer.text
+
+
+def _status(task: str) -> str:
+    with Store.open() as store:
+        return TaskState.from_store(store, task).status
+
+
+def test_a_decision_over_http_is_carried_out_by_a_worker(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = _waiting(tmp_path, capsys)
+    assert main(["worker", "--once"]) == 0  # nothing is due: it waits for a reviewer
+    assert _status(task) == "awaiting_approval"
+    _approve_over_http(home, task, capsys)
+    assert main(["worker", "--once"]) == 0
+    assert _status(task) == "done"
+    assert [(e["counter"], e["amount"]) for e in read_ledger()] == [("front", 1)]
+
+
+def test_a_decision_by_another_command_is_left_to_it_for_the_grace_period(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = _waiting(tmp_path, capsys)
+    assert main(["approve", *request_args(task), "--no-resume"]) == 4  # running, not here
+    assert main(["worker", "--once", "--grace", "600"]) == 0
+    assert _status(task) == "running"  # the command that decided may yet go on with it
+    assert main(["worker", "--once", "--grace", "0"]) == 0  # the control: past the grace
+    assert _status(task) == "done"
+
+
+def test_an_expired_request_is_denied_and_the_task_goes_on(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("[approvals]\nexpire_after = 0.1\n")
+    task = _waiting(tmp_path, capsys, "--config", str(config))
+    time.sleep(0.2)
+    assert main(["worker", "--once", "--config", str(config)]) == 0
+    assert _status(task) == "done"
+    assert read_ledger() == []
+
+
+def test_two_workers_at_once_run_a_task_once(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = _waiting(tmp_path, capsys)
+    _approve_over_http(home, task, capsys)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AGENT_HOME": str(home)}
+    command = [sys.executable, "-m", "frontends.cli", "worker", "--once"]
+    workers = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(2)]
+    assert [w.wait(120) for w in workers] == [0, 0]
+    assert _status(task) == "done"
+    assert len(read_ledger()) == 1
