@@ -1,15 +1,16 @@
-"""What the store keeps beside the log: the audit log's entries and the reviewers' inbox,
-written in the transaction that appends the events; and the reviewers who may decide."""
+"""What the store keeps beside the log: the audit log's entries, the reviewers' inbox and the
+webhooks' outbox, written in the transaction that appends the events; and the reviewers who may
+decide."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
 
-from agent import audit, inbox, reviewers
-from agent.events import Event
+from agent import audit, inbox, reviewers, webhooks
+from agent.events import ApprovalDecided, ApprovalRequested, Event
 
-SCHEMA = audit.SCHEMA + inbox.SCHEMA + reviewers.SCHEMA
+SCHEMA = audit.SCHEMA + inbox.SCHEMA + reviewers.SCHEMA + webhooks.SCHEMA
 
 
 def keep(
@@ -20,7 +21,11 @@ def keep(
     for seq, event, body in written:
         if event.kind in audit.AUDITED:
             audited.append(audit.Entry(task_id, seq, ts, event.kind, body))
-        if event.kind in inbox.KINDS:
+        if isinstance(event, ApprovalRequested | ApprovalDecided):
             inbox.note(db, task_id, seq, ts, event)
+            notice = (
+                "approval.requested" if event.kind == "approval_requested" else "approval.decided"
+            )
+            webhooks.queue(db, notice, event.approval_id, ts)
     if audited:
         audit.extend(db, audited)

@@ -124,6 +124,17 @@ def find(db: sqlite3.Connection, approval_id: str) -> Waiting | None:
     return None if row is None else Waiting(*row)
 
 
+def describe(db: sqlite3.Connection, approval_id: str) -> dict[str, object] | None:
+    """Everything the inbox holds of a request, decision included, by column."""
+    cursor = db.execute("SELECT * FROM inbox WHERE approval_id = ?", (approval_id,))
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    found = dict(zip([c[0] for c in cursor.description], row, strict=True))
+    found["approved"] = None if found["approved"] is None else bool(found["approved"])
+    return found
+
+
 def expiry(db: sqlite3.Connection, approval_id: str) -> float | None:
     """When the request expires (None: never, or not in the inbox)."""
     row = db.execute("SELECT expires FROM inbox WHERE approval_id = ?", (approval_id,)).fetchone()

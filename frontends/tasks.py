@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from rich.console import Console
 
+from agent import webhooks
 from agent.approvals import (
     Expired,
     NothingToApprove,
@@ -28,7 +30,7 @@ from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
 from agent.events import Limits
-from agent.inbox import decided_elsewhere, waiting
+from agent.inbox import decided_elsewhere, describe, waiting
 from agent.prices import Price
 from agent.runner import Runner
 from agent.state import TaskState
@@ -391,28 +393,55 @@ async def _work(s: _Session) -> int:
     """`agent worker`: continue, as they become due, the tasks a reviewer decided over HTTP,
     those whose request expired, and those a runner left running (after `--grace` seconds,
     so as not to take a task from the command that is starting it)."""
+    hook = _webhook(s.config)
     leftovers = sandboxes_for(s.config, s.store)
     await _reap(leftovers, s.store)
     await leftovers.aclose()
     s.out.print(f"[dim]worker {os.getpid()}: continuing decided and unfinished tasks[/]")
-    while True:
-        for task_id in _due(s.store, s.args.grace):
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        while True:
+            await _round(s, hook, client)
+            if s.args.once:
+                return 0
+            await asyncio.sleep(s.args.poll)
+
+
+def _webhook(config: Config) -> webhooks.Webhook | None:
+    """The webhook the config names, with its key. Raises `ConfigError` for a missing key."""
+    url, variable = config.approvals.webhook, config.approvals.webhook_key_env
+    if url is None:
+        return None
+    key = os.environ.get(variable, "")
+    if len(key) < 16:
+        raise ConfigError(
+            f"[approvals] webhook is set, but ${variable} holds no signing key of 16 characters "
+            "or more: set it (the receiver checks each notice's signature with it)"
+        )
+    return webhooks.Webhook(url, key.encode())
+
+
+async def _round(s: _Session, hook: webhooks.Webhook | None, client: httpx.AsyncClient) -> None:
+    """One look at the store: the tasks due, then the notices due (theirs included)."""
+    for task_id in _due(s.store, s.args.grace):
+        try:
+            state = TaskState.from_store(s.store, task_id)
+            runner = s.runner(Setup.of(state, s.args), task_id)
             try:
-                state = TaskState.from_store(s.store, task_id)
-                runner = s.runner(Setup.of(state, s.args), task_id)
-                try:
-                    state = await runner.run(task_id)
-                finally:
-                    await _close(runner)
-            except TaskBusy:
-                continue  # another worker (or the command that decided) has it
-            except AgentError as exc:
-                print_error(f"{task_id}: {exc}")
-                continue
-            s.out.print(f"[dim]{task_id}: {state.status}[/]")
-        if s.args.once:
-            return 0
-        await asyncio.sleep(s.args.poll)
+                state = await runner.run(task_id)
+            finally:
+                await _close(runner)
+        except TaskBusy:
+            continue  # another worker (or the command that decided) has it
+        except AgentError as exc:
+            print_error(f"{task_id}: {exc}")
+            continue
+        s.out.print(f"[dim]{task_id}: {state.status}[/]")
+    if hook is not None:
+        sent = await webhooks.deliver(
+            hook, client, s.store.writing, lambda found: describe(s.store.reader(), found)
+        )
+        if sent.failed:
+            print_error(f"{sent.failed} webhook notice(s) failed; they are tried again later")
 
 
 def _due(store: Store, grace: float) -> list[str]:
