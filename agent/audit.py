@@ -9,9 +9,11 @@ An entry names its event in the task's log; the event itself is not copied. The 
 number and hash are kept as the head, in the same transaction. `verify` recomputes the chain and
 names the first entry that does not hold: one changed (its hash no longer matches), removed (a
 number missing, or its event gone), reordered (hashes no longer follow), the log cut (the head
-names an entry that is not there), or an event of an audited kind that no entry records (written
-into the log from outside). Someone who can write the file can also recompute every hash and the
-head: `agent audit head` prints the head, to be kept elsewhere and given back to `verify`.
+names an entry that is not there), an event filed under another kind than its body's, or more
+events of audited kinds without an entry than the store held before its audit log began (added
+from outside, or the audit log emptied). Someone who can write the file can also rewrite the
+head, or recompute every hash: `agent audit head` prints the head, to be kept elsewhere and
+given back to `verify`, which then finds both.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     n INTEGER PRIMARY KEY, task_id TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_head (
-    one INTEGER PRIMARY KEY CHECK (one = 1), n INTEGER NOT NULL, hash TEXT NOT NULL);
+    one INTEGER PRIMARY KEY CHECK (one = 1), n INTEGER NOT NULL, hash TEXT NOT NULL,
+    before INTEGER NOT NULL);
 """
 _GENESIS = "0" * 64
 
@@ -100,14 +103,25 @@ def link(previous: str, n: int, entry: Entry) -> str:
 
 
 def extend(db: sqlite3.Connection, entries: Sequence[Entry]) -> None:
-    """Add `entries` to the log, inside the caller's write transaction."""
-    row = db.execute("SELECT n, hash FROM audit_head").fetchone()
-    n, previous = (int(row[0]), str(row[1])) if row is not None else (0, _GENESIS)
+    """Add `entries` (whose events are written already) to the log, inside the caller's write
+    transaction. The first time, the head also records how many audited events the store held
+    from before there was an audit log (they have no entries)."""
+    row = db.execute("SELECT n, hash, before FROM audit_head").fetchone()
+    if row is None:
+        n, previous, before = 0, _GENESIS, _audited_events(db) - len(entries)
+    else:
+        n, previous, before = int(row[0]), str(row[1]), int(row[2])
     for entry in entries:
         n += 1
         previous = link(previous, n, entry)
         db.execute("INSERT INTO audit VALUES (?, ?, ?, ?)", (n, entry.task_id, entry.seq, previous))
-    db.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?)", (n, previous))
+    db.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?, ?)", (n, previous, before))
+
+
+def _audited_events(db: sqlite3.Connection) -> int:
+    kinds = sorted(AUDITED)
+    query = f"SELECT COUNT(*) FROM events WHERE kind IN ({','.join('?' * len(kinds))})"
+    return int(db.execute(query, kinds).fetchone()[0])
 
 
 def head(db: sqlite3.Connection) -> Head:
@@ -129,9 +143,18 @@ def _rows(db: sqlite3.Connection) -> Iterator[tuple[int, str, int, str, Entry | 
 
 def verify(db: sqlite3.Connection, pinned: Head | None = None) -> Verdict:
     """Recompute the chain; the first entry that does not hold is the verdict's problem.
-    `pinned`, a head kept elsewhere, must be an entry of the chain."""
+    `pinned`, a head kept elsewhere, must be an entry of the chain. Read in one transaction,
+    so that what other processes append meanwhile is not half seen."""
+    db.execute("BEGIN")
+    try:
+        return _verify(db, pinned)
+    finally:
+        db.execute("COMMIT")
+
+
+def _verify(db: sqlite3.Connection, pinned: Head | None) -> Verdict:
     recorded = head(db)
-    previous, expected, first_ts = _GENESIS, 1, None
+    previous, expected = _GENESIS, 1
     hashes: dict[int, str] = {}
     for n, task_id, seq, digest, event in _rows(db):
         where = f"entry {n} (task {task_id} event {seq})"
@@ -141,7 +164,6 @@ def verify(db: sqlite3.Connection, pinned: Head | None = None) -> Verdict:
             return Verdict(n - 1, recorded, f"{where}: its event was removed from the task's log")
         if event.kind not in AUDITED or link(previous, n, event) != digest:
             return Verdict(n - 1, recorded, f"{where}, {event.kind}: it was changed (or reordered)")
-        first_ts = event.ts if first_ts is None else first_ts
         previous, expected = digest, n + 1
         if pinned is not None and n == pinned.n:
             hashes[n] = digest
@@ -158,24 +180,40 @@ def verify(db: sqlite3.Connection, pinned: Head | None = None) -> Verdict:
             recorded,
             f"the head kept elsewhere ({pinned}) is not in this log: it was rewritten",
         )
-    if (stray := _unrecorded(db, first_ts)) is not None:
+    if (stray := _outside(db)) is not None:
         return Verdict(last, recorded, stray)
     return Verdict(last, recorded, None)
 
 
-def _unrecorded(db: sqlite3.Connection, since: float | None) -> str | None:
-    """An event of an audited kind, from the audit log's start on, that no entry records."""
-    kinds = sorted(AUDITED)
+def _outside(db: sqlite3.Connection) -> str | None:
+    """An event written into the log from outside: one whose kind column is not its body's (a
+    state is rebuilt from the body), or more audited events with no entry than the store held
+    before its audit log began."""
     row = db.execute(
+        "SELECT task_id, seq, kind, json_extract(body, '$.kind') FROM events WHERE kind IS NOT "
+        "json_extract(body, '$.kind') LIMIT 1"
+    ).fetchone()
+    if row is not None:
+        return (
+            f"task {row[0]} event {row[1]}: it is filed as {row[2]} but its body is a {row[3]} "
+            "(it was changed from outside)"
+        )
+    kinds = sorted(AUDITED)
+    unrecorded = db.execute(
         "SELECT e.task_id, e.seq, e.kind FROM events e LEFT JOIN audit a ON a.task_id = "
         f"e.task_id AND a.seq = e.seq WHERE e.kind IN ({','.join('?' * len(kinds))}) AND "
-        "a.n IS NULL AND e.ts >= ? LIMIT 1",
-        (*kinds, since if since is not None else float("inf")),
-    ).fetchone()
-    if row is None:
+        "a.n IS NULL ORDER BY e.ts DESC",
+        kinds,
+    ).fetchall()
+    head_row = db.execute("SELECT before FROM audit_head").fetchone()
+    before = int(head_row[0]) if head_row is not None else 0
+    if len(unrecorded) <= before:
         return None
+    task_id, seq, kind = unrecorded[0]
     return (
-        f"task {row[0]} event {row[1]}, {row[2]}: no entry records it (it was added from outside)"
+        f"task {task_id} event {seq}, {kind}: no entry records it ({len(unrecorded)} audited "
+        f"events have none, where {before} came before the audit log: it was added from outside, "
+        "or the audit log was emptied)"
     )
 
 

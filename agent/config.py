@@ -72,7 +72,8 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
 
     [approvals]
     expire_after = 259200           # seconds a request waits for a reviewer before it is
-                                    # denied (the model is told); default 3 days
+                                    # denied (the model is told); default 3 days;
+                                    # 0: requests never expire
     webhook = "https://hooks.example.com/agent"  # `agent worker` posts each request and
                                     # decision there, signed (see agent/webhooks.py)
     webhook_key_env = "AGENT_WEBHOOK_KEY"  # the variable holding the signing key
@@ -159,8 +160,8 @@ class SecretsConfig(_Section):
 
 
 class ApprovalsConfig(_Section):
-    #: seconds a request for approval waits for a reviewer before it is denied; None: for ever
-    expire_after: float | None = Field(3 * 24 * 3600.0, gt=0)
+    #: seconds a request for approval waits for a reviewer before it is denied; 0: for ever
+    expire_after: float = Field(3 * 24 * 3600.0, ge=0)
     #: where `agent worker` posts a notice of each request and decision (see agent/webhooks.py)
     webhook: str | None = Field(None, pattern=r"^https?://")
     #: the variable holding the key the notices are signed with

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS inbox (
     preview TEXT NOT NULL, call_hash TEXT NOT NULL, cause TEXT NOT NULL, expires REAL,
     decided REAL, approved INTEGER, reviewer TEXT, origin TEXT);
 CREATE INDEX IF NOT EXISTS inbox_waiting ON inbox (decided, asked);
+CREATE INDEX IF NOT EXISTS inbox_task ON inbox (task_id);
 """
 #: the kinds of event the inbox follows
 KINDS = frozenset({"approval_requested", "approval_decided"})
@@ -80,14 +81,17 @@ def waiting(
     tools: Sequence[str] = (),
     risks: Sequence[str] = (),
     limit: int = -1,
-    expired: bool = False,
+    expired: bool | None = None,
 ) -> list[Waiting]:
     """The requests waiting for a reviewer, oldest first; only those of `task`, of one of
-    `tools`, of one of `risks`, when given. With `expired`, those whose time has run out
-    instead (no reviewer may decide them: they are to be denied)."""
+    `tools`, of one of `risks`, when given. `expired`: only those whose time has run out (no
+    reviewer may decide them: the first process to find them denies them), or only those whose
+    time has not; None: both."""
     where = ["i.decided IS NULL", "t.status = 'awaiting_approval'"]
-    where.append("i.expires <= ?" if expired else "(i.expires IS NULL OR i.expires > ?)")
-    args: list[str | int | float] = [time.time()]
+    args: list[str | int | float] = []
+    if expired is not None:
+        where.append("i.expires <= ?" if expired else "(i.expires IS NULL OR i.expires > ?)")
+        args.append(time.time())
     if task is not None:
         where.append("i.task_id = ?")
         args.append(task)
@@ -108,8 +112,8 @@ def decided_elsewhere(db: sqlite3.Connection) -> set[str]:
     """The running tasks whose last request was decided where no runner goes on with it (over
     HTTP): a worker's to continue."""
     rows = db.execute(
-        "SELECT i.task_id FROM inbox i JOIN tasks t ON t.id = i.task_id WHERE t.status = "
-        "'running' AND i.decided IS NOT NULL AND i.origin LIKE 'http %' AND i.decided >= t.updated"
+        "SELECT t.id FROM tasks t JOIN inbox i ON i.task_id = t.id WHERE t.status = 'running' "
+        "AND i.decided IS NOT NULL AND i.origin LIKE 'http %' AND i.decided >= t.updated"
     ).fetchall()
     return {str(task_id) for (task_id,) in rows}
 
@@ -155,10 +159,13 @@ def backfill(db: sqlite3.Connection, tasks: Sequence[str]) -> None:
     """Put in the inbox the requests and decisions of `tasks`, from their logs, inside the
     caller's write transaction."""
     for task_id in tasks:
-        rows = db.execute(
-            "SELECT seq, ts, body FROM events WHERE task_id = ? AND kind IN "
-            "('approval_requested', 'approval_decided') ORDER BY seq",
-            (task_id,),
-        ).fetchall()
+        try:
+            rows = db.execute(
+                "SELECT seq, ts, body FROM events WHERE task_id = ? AND kind IN "
+                "('approval_requested', 'approval_decided') ORDER BY seq",
+                (task_id,),
+            ).fetchall()
+        except sqlite3.DatabaseError:
+            continue  # on a damaged page: its readers say so; the others are listed
         for seq, ts, body in rows:
             note(db, task_id, seq, ts, EVENT_ADAPTER.validate_json(body))

@@ -95,7 +95,10 @@ def _command(args: argparse.Namespace, db: sqlite3.Connection, out: Console) -> 
 
 
 def _export(db: sqlite3.Connection, output: Path | None) -> int:
-    stream = output.open("w", encoding="utf-8") if output is not None else sys.stdout
+    try:
+        stream = output.open("w", encoding="utf-8") if output is not None else sys.stdout
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None
     try:
         for entry in audit.entries(db):
             stream.write(json.dumps(entry, ensure_ascii=False) + "\n")

@@ -59,6 +59,24 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def _interval(text: str) -> float:
+    """A number of seconds above 0 (a wait in a loop)."""
+    if (value := _seconds(text)) == 0:
+        raise argparse.ArgumentTypeError("0 would look at the store without pause: give more")
+    return value
+
+
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -187,16 +205,22 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser(
         "worker",
-        parents=[running],
-        help="continue tasks as they become due: decided over HTTP, expired, or left running",
+        parents=[common],
+        help="continue tasks as they become due: decided over HTTP, expired, or left running "
+        "(each with the model, tools and policy it was started with)",
     )
+    # What `agent run` and `resume` take, fixed: a worker changes nothing of a task's setup.
+    worker.set_defaults(model=None, tools=[], policy=None, no_prompt=True)
     worker.add_argument("--once", action="store_true", help="continue what is due now, then stop")
     worker.add_argument(
-        "--poll", type=float, default=0.05, help="seconds between looks at the store (0.05)"
+        "--poll",
+        type=_interval,
+        default=0.05,
+        help="seconds between looks at the store (0.05)",
     )
     worker.add_argument(
         "--grace",
-        type=float,
+        type=_seconds,
         default=10.0,
         help="seconds a task left running waits before a worker takes it (10)",
     )

@@ -59,7 +59,7 @@ def inbox_command(args: argparse.Namespace, out: Console) -> int:
             shown(request.tool or "?"),
             request.risk or "?",
             duration(now - request.asked),
-            "never" if request.expires is None else duration(max(0.0, request.expires - now)),
+            _expires(request, now),
             shown(why if len(why) <= 60 else why[:57] + "..."),
         )
     out.print(table)
@@ -85,4 +85,13 @@ def as_json(request: Waiting) -> dict[str, object]:
         "preview": request.preview,
         "cause": request.cause,
         "expires": request.expires,
+        "expired": request.expires is not None and request.expires <= time.time(),
     }
+
+
+def _expires(request: Waiting, now: float) -> str:
+    if request.expires is None:
+        return "never"
+    if request.expires <= now:
+        return f"expired: agent resume {request.task_id} denies it"
+    return duration(request.expires - now)

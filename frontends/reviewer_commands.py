@@ -50,17 +50,18 @@ def reviewers_command(args: argparse.Namespace, out: Console) -> int:
             )
             out.print(f"{reviewer.name}  since {since}  {state}", soft_wrap=True, markup=False)
         return 0
-    with Store.open() as store, store.writing() as db:
-        if command == "add":
+    if command == "add":
+        with Store.open() as store, store.writing() as db:
             token = reviewers.add(db, args.name)
-            say(
-                args.json,
-                out,
-                {"name": args.name, "token": token},
-                f"{args.name} may decide through `agent serve` with this token, shown once:\n"
-                f"{token}",
-            )
-            return 0
+        # Shown once it is stored (a write that failed shows nothing).
+        say(
+            args.json,
+            out,
+            {"name": args.name, "token": token},
+            f"{args.name} may decide through `agent serve` with this token, shown once:\n{token}",
+        )
+        return 0
+    with Store.open() as store, store.writing() as db:
         reviewers.revoke(db, args.name)
     say(args.json, out, {"name": args.name, "revoked": True}, f"{args.name}'s token is revoked")
     return 0

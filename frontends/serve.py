@@ -30,7 +30,7 @@ from agent import inbox, reviewers
 from agent.approvals import NothingToApprove, NotPending, Seen, decide
 from agent.state import TaskState
 from agent.store import Store
-from base.errors import ConfigError, ConflictingWrite, TaskNotFound
+from base.errors import ConfigError, ConflictingWrite, StoreError, TaskNotFound
 from frontends.inbox_commands import as_json
 
 DEFAULT_PORT = 8717
@@ -43,7 +43,14 @@ def add_serve_parser(
         "serve", parents=[common], help="the reviewers' HTTP API (tokens: agent reviewers add)"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"({DEFAULT_PORT})")
+    parser.add_argument(
+        "--port",
+        type=int,
+        choices=range(1, 65536),
+        metavar="PORT",
+        default=DEFAULT_PORT,
+        help=f"({DEFAULT_PORT})",
+    )
     parser.add_argument(
         "--public",
         action="store_true",
@@ -54,7 +61,7 @@ def add_serve_parser(
 def serve_command(args: argparse.Namespace, out: Console) -> int:
     import uvicorn  # noqa: PLC0415 - only for this command
 
-    if not args.public and not ipaddress.ip_address(args.host).is_loopback:
+    if not args.public and not _loopback(args.host):
         raise ConfigError(
             f"{args.host} is not a loopback address: give --public to serve beyond this host "
             "(behind TLS: tokens travel in every request)"
@@ -65,6 +72,15 @@ def serve_command(args: argparse.Namespace, out: Console) -> int:
         out.print(f"reviewers' API on http://{args.host}:{args.port}/api/requests")
         uvicorn.run(app(store), host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ConfigError(f"--host {host!r} is not an IP address (or localhost)") from None
 
 
 def app(store: Store) -> Starlette:
@@ -135,6 +151,8 @@ def app(store: Store) -> Starlette:
             return _error(409, exc.message, code=str(exc.code))
         except ConflictingWrite:
             return _error(409, "another decision was recorded first", code="conflict")
+        except StoreError as exc:
+            return _error(503, exc.message, code=str(exc.code))
         return JSONResponse(
             {
                 "approval_id": decided.approval_id,

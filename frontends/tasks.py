@@ -125,7 +125,7 @@ class _Session:
             sandboxes=sandboxes_for(self.config, self.store),
             deploy=deploy_target(self.config),
             secrets=Secrets.load(self.config.secrets.path()),
-            approval_expiry=self.config.approvals.expire_after,
+            approval_expiry=self.config.approvals.expire_after or None,
         )
         if not self.args.json:
             renderer = self.renderer = Renderer(self.out)
@@ -398,9 +398,10 @@ async def _work(s: _Session) -> int:
     await _reap(leftovers, s.store)
     await leftovers.aclose()
     s.out.print(f"[dim]worker {os.getpid()}: continuing decided and unfinished tasks[/]")
+    failing: dict[str, tuple[int, float]] = {}
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
         while True:
-            await _round(s, hook, client)
+            await _round(s, hook, client, failing)
             if s.args.once:
                 return 0
             await asyncio.sleep(s.args.poll)
@@ -420,9 +421,18 @@ def _webhook(config: Config) -> webhooks.Webhook | None:
     return webhooks.Webhook(url, key.encode())
 
 
-async def _round(s: _Session, hook: webhooks.Webhook | None, client: httpx.AsyncClient) -> None:
-    """One look at the store: the tasks due, then the notices due (theirs included)."""
+async def _round(
+    s: _Session,
+    hook: webhooks.Webhook | None,
+    client: httpx.AsyncClient,
+    failing: dict[str, tuple[int, float]],
+) -> None:
+    """One look at the store: the tasks due, then the notices due (theirs included). A task
+    that cannot be run is tried again after 1, 2, 4, ... seconds (at most 10 minutes)."""
+    now = time.time()
     for task_id in _due(s.store, s.args.grace):
+        if failing.get(task_id, (0, 0.0))[1] > now:
+            continue
         try:
             state = TaskState.from_store(s.store, task_id)
             runner = s.runner(Setup.of(state, s.args), task_id)
@@ -432,9 +442,13 @@ async def _round(s: _Session, hook: webhooks.Webhook | None, client: httpx.Async
                 await _close(runner)
         except TaskBusy:
             continue  # another worker (or the command that decided) has it
-        except AgentError as exc:
-            print_error(f"{task_id}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one task's failure must not stop the worker
+            tries = failing.get(task_id, (0, 0.0))[0] + 1
+            wait = min(2.0 ** (tries - 1), 600.0)
+            failing[task_id] = (tries, time.time() + wait)
+            print_error(f"{task_id}: {exc} (tried again in {wait:.0f} s)")
             continue
+        failing.pop(task_id, None)
         s.out.print(f"[dim]{task_id}: {state.status}[/]")
     if hook is not None:
         sent = await webhooks.deliver(

@@ -5,10 +5,12 @@ added from outside, or rewritten whole against a head kept elsewhere)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,6 @@ import pytest
 from agent import audit
 from agent.approvals import decide
 from agent.events import Limits, StepStarted, TaskCreated, TaskFinished
-from agent.state import TaskState
 from agent.store import Store
 from base.errors import StoreError
 from frontends.cli import main
@@ -74,37 +75,44 @@ async def test_a_task_s_decisions_are_chained_and_verify(store: Store, home: Pat
             "DELETE FROM events WHERE kind = 'intent'",
             r"entry \d+ \(task \w+ event \d+\): its event was removed",
         ),
-        (
-            "UPDATE audit SET hash = (SELECT hash FROM audit WHERE n = 5) WHERE n = 4",
+        (  # entries 4 and 5 swapped: each keeps its own event and hash, in the other's place
+            "UPDATE audit SET n = -5 WHERE n = 5; UPDATE audit SET n = 5 WHERE n = 4; "
+            "UPDATE audit SET n = 4 WHERE n = -5",
             r"entry 4 .*: it was changed \(or reordered\)",
         ),
+        (
+            'UPDATE events SET body = replace(body, \'"kind":"step_started"\', '
+            '\'"kind":"approval_decided","approval_id":"x","approved":true\') '
+            "WHERE kind = 'step_started'",
+            r"event \d+: it is filed as step_started but its body is a approval_decided",
+        ),
+        ("DELETE FROM audit; DELETE FROM audit_head", r"no entry records it .*emptied"),
         ("DELETE FROM audit WHERE n = (SELECT MAX(n) FROM audit)", "the log was cut after entry"),
     ],
-    ids=["changed", "removed", "event-removed", "reordered", "cut"],
+    ids=["changed", "removed", "event-removed", "reordered", "cut", "refiled", "emptied"],
 )
 async def test_an_edit_with_sqlite3_is_found_and_named(
     store: Store, home: Path, edit: str, found: str
 ) -> None:
     await _a_decided_task(store)
     assert audit.verify(store.reader()).ok  # the probe's control: it held before the edit
-    _db(home).execute(edit)
+    _db(home).executescript(edit)
     verdict = audit.verify(store.reader())
     assert not verdict.ok
     assert verdict.problem is not None
     assert re.search(found, verdict.problem), verdict.problem
 
 
-async def test_an_event_written_from_outside_is_found(store: Store, home: Path) -> None:
+@pytest.mark.parametrize("when", ["(SELECT MAX(ts) FROM events)", "0"], ids=["now", "backdated"])
+async def test_an_event_written_from_outside_is_found(store: Store, home: Path, when: str) -> None:
     task = await _a_decided_task(store)
     forged = '{"kind":"approval_decided","approval_id":"x","approved":true,"reviewer":"eve"}'
     _db(home).execute(
-        "INSERT INTO events VALUES (?, 99, (SELECT MAX(ts) FROM events), 'approval_decided', ?)",
-        (task, forged),
+        f"INSERT INTO events VALUES (?, 99, {when}, 'approval_decided', ?)", (task, forged)
     )
     verdict = audit.verify(store.reader())
-    assert verdict.problem == (
-        f"task {task} event 99, approval_decided: no entry records it (it was added from outside)"
-    )
+    assert verdict.problem is not None
+    assert verdict.problem.startswith(f"task {task} event 99, approval_decided: no entry records")
 
 
 async def test_a_log_rewritten_whole_is_found_with_a_head_kept_elsewhere(
@@ -143,6 +151,8 @@ def test_the_commands_say_what_is_wrong(home: Path, capsys: pytest.CaptureFixtur
     assert main(["audit", "export", "-o", str(out)]) == 0
     [line] = out.read_text().splitlines()
     assert json.loads(line)["kind"] == "task_created"
+    assert main(["audit", "export", "-o", str(home / "no" / "such" / "folder")]) == 2
+    assert "cannot write" in capsys.readouterr().err
     # A store written before the audit log existed, read read-only, says so.
     old = home / "old.db"
     sqlite3.connect(old).executescript(
@@ -152,30 +162,38 @@ def test_the_commands_say_what_is_wrong(home: Path, capsys: pytest.CaptureFixtur
         store.reader()
 
 
-def _append_many(path: str, name: str) -> None:
+def _append_many(path: str, name: str, go: Any) -> None:
     with Store.open(Path(path)) as store:
         task = store.create_task(TaskCreated(task=name, model="m", limits=Limits()))
+        go.wait(30)  # all at once
         last = 1
-        for number in range(60):
+        for number in range(APPENDS):
             last = store.append(task, [StepStarted(index=number, title="s")], after=last)
-            if number % 20 == 19:
-                last = store.append(task, [TaskFinished(answer=str(number))], after=last)
+            last = store.append(task, [TaskFinished(answer=str(number))], after=last)
+
+
+APPENDS = 1000
 
 
 def test_processes_writing_at_once_keep_one_chain(home: Path) -> None:
     path = str(home / "events.db")
     Store.open(Path(path)).close()
-    workers = [
-        multiprocessing.get_context("spawn").Process(target=_append_many, args=(path, f"w{i}"))
-        for i in range(3)
-    ]
+    spawn = multiprocessing.get_context("spawn")
+    go = spawn.Event()
+    workers = [spawn.Process(target=_append_many, args=(path, f"w{i}", go)) for i in range(3)]
     for worker in workers:
         worker.start()
+    time.sleep(1.0)  # each has started and made its task
+    go.set()
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
     with Store.open(Path(path)) as store:
         verdict = audit.verify(store.reader())
         assert verdict.ok, verdict.problem
-        assert verdict.entries == 3 * (1 + 3)  # each: its start and three ends
-        assert TaskState.from_store(store, store.tasks()[0].id).task.startswith("w")
+        assert verdict.entries == 3 * (1 + APPENDS)  # each: its start, and every end
+        order = [e["task_id"] for e in audit.entries(store.reader())]
+    # They did write at once: the chain goes from one task to another many times.
+    switches = sum(a != b for a, b in itertools.pairwise(order))
+    print(f"the chain switched tasks {switches} times")
+    assert switches > 2, switches  # one after another would switch twice

@@ -16,6 +16,7 @@ import pytest
 
 from agent.approvals import Expired, decide
 from agent.backends.scripted import ScriptedBackend
+from agent.config import load_config
 from agent.events import ApprovalDecided
 from agent.inbox import waiting
 from agent.runner import Runner
@@ -59,7 +60,10 @@ async def test_a_decision_after_the_request_expired_is_refused_and_the_model_tol
     [listed] = waiting(store.reader())  # listed while there is time
     assert listed.expires is not None
     await asyncio.sleep(0.3)
-    assert waiting(store.reader()) == []  # no longer for a reviewer to decide
+    assert waiting(store.reader(), expired=False) == []  # no longer for a reviewer to decide
+    [shown] = waiting(store.reader())  # still listed, as expired, until a process denies it
+    assert shown.expires is not None
+    assert shown.expires <= time.time()
     assert [w.task_id for w in waiting(store.reader(), expired=True)] == [task]
     with pytest.raises(Expired, match=r"expired at .* \(no reviewer decided it within 0\.2 s\)"):
         decide(store, TaskState.from_store(store, task), request, approved=True)
@@ -131,3 +135,5 @@ def test_a_bad_expiry_in_the_config_is_refused(
     config.write_text("[approvals]\nexpire_after = -1\n")
     assert main(["tasks", "--config", str(config)]) == 2
     assert "approvals.expire_after" in capsys.readouterr().err
+    config.write_text("[approvals]\nexpire_after = 0\n")  # never
+    assert load_config(config).approvals.expire_after == 0

@@ -131,7 +131,7 @@ async def test_stale_replayed_expired_and_malformed_decisions_are_refused(
     assert [d.expired for d in _decisions(store, late_task)] == [True]
 
 
-async def test_reviewers_racing_make_one_decision(
+async def test_many_reviewers_deciding_one_request_make_one_decision(
     store: Store, api: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tokens = [_token(f"r{n}", capsys) for n in range(5)]
@@ -174,6 +174,8 @@ def test_agent_serve_listens_on_loopback_only_unless_told(
 ) -> None:
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "not a loopback address" in capsys.readouterr().err
+    assert main(["serve", "--host", "example"]) == 2
+    assert "not an IP address (or localhost)" in capsys.readouterr().err
     token = _token("dee", capsys)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

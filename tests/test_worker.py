@@ -102,6 +102,20 @@ def test_an_expired_request_is_denied_and_the_task_goes_on(
     assert read_ledger() == []
 
 
+def test_a_task_another_process_holds_is_left_to_it(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = _waiting(tmp_path, capsys)
+    _approve_over_http(home, task, capsys)
+    with Store.open() as store, store.lease(task):  # as another worker running it would
+        assert main(["worker", "--once"]) == 0
+        assert _status(task) == "running"
+        assert read_ledger() == []
+    assert main(["worker", "--once"]) == 0  # the control: once let go, a worker runs it
+    assert _status(task) == "done"
+    assert len(read_ledger()) == 1
+
+
 def test_two_workers_at_once_run_a_task_once(
     home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
