@@ -118,6 +118,12 @@ def decided_elsewhere(db: sqlite3.Connection) -> set[str]:
     return {str(task_id) for (task_id,) in rows}
 
 
+def marker(db: sqlite3.Connection) -> tuple[object, ...]:
+    """What changes whenever a request is asked or decided (for a reader that polls)."""
+    row = db.execute("SELECT COUNT(*), MAX(asked), MAX(decided), MAX(rowid) FROM inbox").fetchone()
+    return tuple(row)
+
+
 def find(db: sqlite3.Connection, approval_id: str) -> Waiting | None:
     """The request `approval_id`, waiting or not; None if the inbox holds none."""
     row = db.execute(

@@ -5,6 +5,8 @@
     GET  /api/requests/{approval_id}        one request, with its task's status
     POST /api/requests/{approval_id}/decision
          {"approved": true|false, "call_hash": "...", "reason": "..."}
+    GET  /api/stream                        server-sent events: `inbox`, with the requests
+                                            waiting (as /api/requests), whenever they change
 
 Every call carries `Authorization: Bearer TOKEN`, a token from `agent reviewers add`; a decision
 is recorded with that reviewer's name and the address it came from. A decision names the hash
@@ -17,13 +19,16 @@ reviewer's browser. The server listens on loopback unless told otherwise.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
+import json
+from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agent import inbox, reviewers
@@ -34,6 +39,8 @@ from base.errors import ConfigError, ConflictingWrite, StoreError, TaskNotFound
 from frontends.inbox_commands import as_json
 
 DEFAULT_PORT = 8717
+#: how often the stream looks for a change (another process's request or decision)
+STREAM_POLL = 0.25
 
 
 def add_serve_parser(
@@ -162,8 +169,25 @@ def app(store: Store) -> Starlette:
             }
         )
 
+    async def stream(request: Request) -> Response:
+        if isinstance(who := reviewer(request), JSONResponse):
+            return who
+
+        async def changes() -> AsyncIterator[str]:
+            seen: object = None
+            while not await request.is_disconnected():
+                marker = inbox.marker(store.reader())
+                if marker != seen:
+                    seen = marker
+                    found = [as_json(w) for w in inbox.waiting(store.reader(), limit=100)]
+                    yield f"event: inbox\ndata: {json.dumps(found)}\n\n"
+                await asyncio.sleep(STREAM_POLL)
+
+        return StreamingResponse(changes(), media_type="text/event-stream")
+
     return Starlette(
         routes=[
+            Route("/api/stream", stream),
             Route("/api/requests", listing),
             Route("/api/requests/{approval_id}", one),
             Route("/api/requests/{approval_id}/decision", decision, methods=["POST"]),

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,15 @@ def test_a_revoked_token_is_refused(store: Store, capsys: pytest.CaptureFixture[
     assert asyncio.run(ask()) == 401
 
 
+def _next_inbox(lines: Iterator[str]) -> list[dict[str, Any]]:
+    """The requests the stream's next `inbox` event lists."""
+    for line in lines:
+        if line.startswith("data: "):
+            listed: list[dict[str, Any]] = json.loads(line.removeprefix("data: "))
+            return listed
+    raise AssertionError("the stream ended")
+
+
 def test_agent_serve_listens_on_loopback_only_unless_told(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,6 +206,16 @@ def test_agent_serve_listens_on_loopback_only_unless_told(
                 assert time.monotonic() < deadline, "agent serve did not answer"
                 time.sleep(0.1)
         assert (answer.status_code, answer.json()) == (200, [])
+        # The stream says what is waiting now, then again when a task asks.
+        url = f"http://127.0.0.1:{port}/api/stream"
+        with httpx.stream("GET", url, headers=_as(token), timeout=30) as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            lines = events.iter_lines()
+            assert _next_inbox(lines) == []
+            with Store.open() as store:
+                _, task = asyncio.run(_waiting(store))
+            [listed] = _next_inbox(lines)
+            assert (listed["task_id"], listed["tool"]) == (task, "tally")
     finally:
         server.terminate()
         server.wait(10)
