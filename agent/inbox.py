@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from agent.events import EVENT_ADAPTER, ApprovalDecided, ApprovalRequested, Event
 
@@ -27,9 +27,9 @@ CREATE INDEX IF NOT EXISTS inbox_task ON inbox (task_id);
 KINDS = frozenset({"approval_requested", "approval_decided"})
 
 
-@dataclass(frozen=True)
-class Waiting:
-    """A request waiting for a reviewer, as the inbox lists it."""
+class Waiting(NamedTuple):
+    """A request waiting for a reviewer, as the inbox lists it (a tuple: made fast, 10,000 at
+    a time)."""
 
     approval_id: str
     task_id: str
