@@ -50,7 +50,10 @@ def inbox_command(args: argparse.Namespace, out: Console) -> int:
         out.print("nothing is waiting for a reviewer")
         return 0
     now = time.time()
-    table = Table("task", "request", "tool", "risk", "waiting", "expires in", "why", box=None)
+    table = Table(box=None)
+    for name in ("task", "request", "tool", "risk", "waiting", "expires in", "why"):
+        # Nothing cut short: a request's id and hash are what a decision names.
+        table.add_column(name, overflow="fold", ratio=3 if name == "why" else None)
     for request in found:
         why = request.reason.strip().splitlines()[0] if request.reason.strip() else ""
         table.add_row(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from agent.approvals import decide
+from agent.events import ApprovalRequested, Limits, TaskCreated
 from agent.inbox import waiting
 from agent.runner import Runner
 from agent.state import TaskState
@@ -88,3 +89,36 @@ async def test_agent_inbox_lists_as_text_and_json(
     assert (listed["approval_id"], listed["call_hash"]) == (request.approval_id, request.call_hash)
     assert main(["inbox", "--risk", "deploy"]) == 0
     assert "nothing is waiting" in capsys.readouterr().out
+
+
+def test_what_a_page_or_model_put_in_a_request_cannot_steer_the_listing(
+    store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # one line per request, to read it whole
+    # A reason can carry what a page said (an effect that changed: "values.name: 'a' -> '...'").
+    hostile = "changed: \x1b[2J\x1b]0;owned\x07 [bold red]APPROVED[/] \u202eevil\x9b31m"
+    task = store.create_task(TaskCreated(task="t", model="m", limits=Limits()))
+    asked = ApprovalRequested(
+        approval_id=f"{task}-1.0",
+        ref="1.0",
+        call_hash="ab" * 32,
+        reason=hostile,
+        preview=hostile,
+        tool="browser_submit",
+        risk="external",
+    )
+    store.append(task, [asked], after=1)
+    capsys.readouterr()
+    assert main(["inbox"]) == 0
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown
+    assert "\x07" not in shown
+    assert "\x9b" not in shown
+    assert "\u202e" not in shown
+    assert "\\x1b[2J" in shown  # made visible, not obeyed
+    assert "[bold red]APPROVED[/]" in shown  # markup shown as text
+    assert "<U+202E>" in shown
+    # The JSON is exact: every character, for a client that escapes it itself.
+    assert main(["inbox", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["reason"] == hostile
