@@ -11,20 +11,23 @@ finds it so (a decision that comes too late, a resume, a worker), and the model 
 
     AgentError
     ├── NothingToApprove   the task is not waiting for a reviewer
-    └── NotPending         the request named is not the one pending (decided, replaced, unknown)
-        └── Expired        it was, but its time ran out first: it is now denied
+    ├── NotPending         the request named is not the one pending (decided, replaced, unknown)
+    │   └── Expired        it was, but its time ran out first: it is now denied
+    └── EditRefused        an edit that cannot be made (the call's effect is read, not given)
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from agent.events import SHORT_HASH, ApprovalDecided, ApprovalRequested
 from agent.inbox import Waiting, expiry
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import AgentError, ErrorCode
+from tools.tool import EFFECT
 
 
 class NothingToApprove(AgentError):
@@ -35,6 +38,13 @@ class NotPending(AgentError):
     """The request a decision names is not the one pending."""
 
     code = ErrorCode.NOT_PENDING
+
+
+class EditRefused(AgentError):
+    """An edit that cannot be made to the request (nothing to edit, or a call whose effect is
+    read, not given)."""
+
+    code = ErrorCode.BAD_ARGUMENTS
 
 
 class Expired(NotPending):
@@ -75,12 +85,18 @@ def decide(
     reason: str = "",
     reviewer: str = "",
     origin: str = "",
+    edit: dict[str, Any] | None = None,
 ) -> ApprovalDecided:
     """Record a reviewer's decision on the request `seen`, which must be the task's pending one.
 
     Raises `NothingToApprove` if the task is not waiting for a reviewer, `NotPending` if `seen`
     is not the request pending (its message says what is), and `ConflictingWrite` if the task's
     log moved on since `state` was read (the decision is then not recorded).
+
+    `edit` (with `approved`): arguments to put in place of the model's, each key replacing the
+    one of that name. The edited call is checked and judged by the gate again before it runs
+    (see `call_steps.Execute`), and the edit is kept beside the original in the log. Raises
+    `EditRefused` for an edit that cannot be made.
     """
     if isinstance(seen, ApprovalRequested):
         seen = Seen.of(seen)
@@ -116,10 +132,32 @@ def decide(
         reason=reason,
         reviewer=reviewer,
         origin=origin,
+        edited=_edited(state, request, edit) if edit is not None and approved else None,
     )
     store.append(state.task_id, [decision], after=state.last_seq)
     state.apply(decision, state.last_seq + 1)
     return decision
+
+
+def _edited(state: TaskState, request: ApprovalRequested, edit: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments with `edit` put in. Raises `EditRefused`."""
+    call = state.awaiting
+    if call is None or call.arguments is None:
+        raise EditRefused("there is no call to edit", task_id=state.task_id)
+    if request.cause == "reconcile":
+        raise EditRefused(
+            "this request is about a call that may have run already: approve or deny it as it is",
+            task_id=state.task_id,
+        )
+    if EFFECT in call.arguments or EFFECT in edit:
+        raise EditRefused(
+            "what this call would do is read from the page or the files (a form's values, a "
+            "deploy's folder): change it there, or approve or deny it as it is",
+            task_id=state.task_id,
+        )
+    if not edit:
+        raise EditRefused("the edit changes nothing", task_id=state.task_id)
+    return {**call.arguments, **edit}
 
 
 def expired(store: Store, request: ApprovalRequested) -> ApprovalDecided | None:

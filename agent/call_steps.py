@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.events import (
+    ApprovalDecided,
     ApprovalRequested,
     CallRejected,
     Event,
@@ -227,6 +228,8 @@ class Execute(Step):
                     loop, call, f"not run: the arguments no longer fit {tool.name}: {exc}"
                 )
         approval_id = None
+        if call.decision is not None and call.decision.edited is not None:
+            return await self._edited(loop, tool)
         if call.approval is not None:
             # The approval is bound to the exact call: checked again, just before it runs.
             approval = call.approval
@@ -271,6 +274,58 @@ class Execute(Step):
             record_result(loop, tool, result, durable=durable)
             failpoints.reached("result:after")
         return None
+
+    async def _edited(self, loop: Loop, tool: Tool) -> None:
+        """A reviewer approved the call with arguments of their own: check them, and have the
+        gate judge the edited call again. What the gate allows or asks about runs as edited,
+        under an approval of its own (the reviewer's, for the call they wrote); what it denies
+        does not run. The edit is recorded beside the original; the model is told."""
+        call, decision = self.call, self.call.decision
+        assert decision is not None
+        assert decision.edited is not None
+        assert call.approval is not None
+        edited = decision.edited
+        try:
+            validated = tool.validate(edited)
+        except InvalidArguments as exc:
+            return reject(
+                loop, call, f"not run: the arguments a reviewer gave do not fit {tool.name}: {exc}"
+            )
+        changed = "; ".join(changes(call.arguments, edited)) or "no change"
+        approval_id = f"{loop.state.task_id}-{call.ref}-e{call.judgements + 1}"
+        verdict, events = judged(
+            loop, tool, call, edited, approval_id, note=f" (a reviewer's edit: {changed})"
+        )
+        if isinstance(verdict, Deny):
+            loop.record.commit(events)  # its own observation: denied by policy
+            return None
+        [gate] = [e for e in events if isinstance(e, GateDecided)]
+        if isinstance(verdict, Allow):
+            asked = ApprovalRequested(
+                approval_id=approval_id,
+                ref=call.ref,
+                call_hash=gate.call_hash,
+                reason=f"a reviewer's edit of {call.approval.approval_id}: {changed}",
+                preview=_previewed(tool.name, tool.touches, edited),
+                tool=tool.name,
+                rule=gate.rule,
+                risk=tool.touches,
+            )
+            events.append(asked)
+        events.append(
+            ApprovalDecided(
+                approval_id=approval_id,
+                call_hash=gate.call_hash,
+                approved=True,
+                reason=f"edited: {changed}",
+                reviewer=decision.reviewer,
+                origin=decision.origin,
+                edit_of=call.approval.approval_id,
+            )
+        )
+        loop.record.commit(events)
+        call.validated = validated
+        return await self.run(loop)
 
     async def _effect_changed(self, loop: Loop, tool: Tool) -> bool | None:
         """Read the call's effect again, just before it runs. If it is not what the reviewer
@@ -405,6 +460,9 @@ def reconciled(call: Call, found: ToolResult) -> ToolResulted:
 
 
 def preview(tool: Tool | None, call: Call) -> str:
-    touches = tool.touches if tool else "unknown"
-    args = json.dumps(call.arguments, indent=2, ensure_ascii=False)
-    return f"{call.wire.name} (touches: {touches})\n{args}"
+    return _previewed(call.wire.name, tool.touches if tool else "unknown", call.arguments)
+
+
+def _previewed(name: str, touches: str, arguments: Any) -> str:
+    args = json.dumps(arguments, indent=2, ensure_ascii=False)
+    return f"{name} (touches: {touches})\n{args}"

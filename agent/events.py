@@ -162,6 +162,12 @@ class ApprovalDecided(_Event):
     expired: bool = False
     #: where the decision came from: "cli", "terminal" (the inline prompt), "http ADDRESS"
     origin: str = ""
+    #: approved with these arguments instead of the model's (the reviewer's edit, whole): the
+    #: edited call is checked and judged again before it runs
+    edited: dict[str, Any] | None = None
+    #: this approval is the reviewer's edit of the request named (recorded when the edited
+    #: call was judged again): the model is told its arguments were changed
+    edit_of: str | None = None
 
 
 class IntentRecorded(_Event):

@@ -347,6 +347,9 @@ class TaskState:
     def _on_tool_result(self, event: ToolResulted) -> None:
         self.seconds += event.seconds
         text = event.content if event.ok else f"Error: {event.content}"
+        call = self.calls.get(event.ref)
+        if call is not None and call.decision is not None and call.decision.edit_of is not None:
+            text = f"(A reviewer changed this call before it ran: {call.decision.reason}.)\n{text}"
         self._observe(event.ref, text, error=not event.ok)
 
     def _on_outcome_unknown(self, event: OutcomeUnknown) -> None:

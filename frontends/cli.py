@@ -12,6 +12,7 @@ Exit codes (for scripts):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +57,16 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _json_object(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('give a JSON object: {"name": value, ...}')
     return value
 
 
@@ -247,6 +258,14 @@ def _parser() -> argparse.ArgumentParser:
         decide_cmd.add_argument(
             "--no-resume", action="store_true", help="record the decision; do not continue here"
         )
+        if verb == "approve":
+            decide_cmd.add_argument(
+                "--edit",
+                type=_json_object,
+                metavar="JSON",
+                help="approve the call with these arguments changed, e.g. '{\"amount\": 2}' (each "
+                "key replaces the model's; the edited call is judged by the policy again)",
+            )
 
     tasks = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
     tasks.add_argument(

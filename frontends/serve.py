@@ -23,6 +23,7 @@ import asyncio
 import ipaddress
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
@@ -32,7 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agent import inbox, reviewers
-from agent.approvals import NothingToApprove, NotPending, Seen, decide
+from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, decide
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import ConfigError, ConflictingWrite, StoreError, TaskNotFound
@@ -153,9 +154,12 @@ def app(store: Store) -> Starlette:
                 reason=body.reason,
                 reviewer=who,
                 origin=f"http {request.client.host if request.client else '?'}",
+                edit=body.edit,
             )
         except (NotPending, NothingToApprove) as exc:
             return _error(409, exc.message, code=str(exc.code))
+        except EditRefused as exc:
+            return _error(400, exc.message, code=str(exc.code))
         except ConflictingWrite:
             return _error(409, "another decision was recorded first", code="conflict")
         except StoreError as exc:
@@ -166,6 +170,7 @@ def app(store: Store) -> Starlette:
                 "approved": decided.approved,
                 "reviewer": decided.reviewer,
                 "task_id": found.task_id,
+                "edited": decided.edited,
             }
         )
 
@@ -203,6 +208,8 @@ class _Decision(BaseModel):
     approved: bool
     call_hash: str = Field(min_length=1, max_length=64)
     reason: str = Field("", max_length=2000)
+    #: arguments to change before approving (each replaces the model's)
+    edit: dict[str, Any] | None = None
 
 
 def _error(status: int, message: str, *, code: str = "") -> JSONResponse:

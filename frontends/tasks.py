@@ -184,10 +184,14 @@ def drive(
             reason=args.reason,
             reviewer=getpass.getuser(),
             origin="cli",
+            edit=getattr(args, "edit", None),
         )
         if not args.json:
             word = "approved" if decision.approved else "denied"
-            out.print(f"{word} {decision.approval_id}")
+            edited = (
+                " with the reviewer's edit (judged again before it runs)" if decision.edited else ""
+            )
+            out.print(f"{word} {decision.approval_id}{edited}")
         if args.no_resume:
             return _report(s, runner, runner.load(task_id))
     return _until_stopped(s, runner, task_id, raised)
