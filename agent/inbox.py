@@ -110,10 +110,11 @@ def waiting(
 
 def decided_elsewhere(db: sqlite3.Connection) -> set[str]:
     """The running tasks whose last request was decided where no runner goes on with it (over
-    HTTP): a worker's to continue."""
+    HTTP, or in `agent review`): a worker's to continue."""
     rows = db.execute(
         "SELECT t.id FROM tasks t JOIN inbox i ON i.task_id = t.id WHERE t.status = 'running' "
-        "AND i.decided IS NOT NULL AND i.origin LIKE 'http %' AND i.decided >= t.updated"
+        "AND i.decided IS NOT NULL AND (i.origin LIKE 'http %' OR i.origin = 'review') "
+        "AND i.decided >= t.updated"
     ).fetchall()
     return {str(task_id) for (task_id,) in rows}
 

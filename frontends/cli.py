@@ -32,6 +32,7 @@ from frontends.deploy_commands import add_deploy_parsers, deployments_command
 from frontends.doctor import doctor
 from frontends.inbox_commands import add_inbox_parser, inbox_command
 from frontends.line_input import LineSource
+from frontends.review import add_review_parser, review_command
 from frontends.reviewer_commands import add_reviewer_parsers, reviewers_command
 from frontends.sandbox_commands import add_parsers, sandbox_command
 from frontends.screen import json_document, shown
@@ -300,6 +301,7 @@ def _parser() -> argparse.ArgumentParser:
     add_inbox_parser(sub, common)
     add_reviewer_parsers(sub, common)
     add_serve_parser(sub, common)
+    add_review_parser(sub, common)
     return parser
 
 
@@ -348,6 +350,8 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
         return reviewers_command(args, out)
     if command == "serve":
         return serve_command(args, out)
+    if command == "review":
+        return review_command(args, out, stdin)
     if command in ("tasks", "show"):
         with Store.open(read_only=True) as store:  # a read-only store can still be read
             if command == "tasks":

@@ -23,6 +23,11 @@ def add_inbox_parser(
         parents=[common],
         help="the requests waiting for a reviewer, across all tasks, oldest first",
     )
+    add_filters(parser)
+
+
+def add_filters(parser: argparse.ArgumentParser) -> None:
+    """The options that choose which waiting requests are shown."""
     parser.add_argument("--task", metavar="ID", help="only this task's (the start of its id)")
     parser.add_argument(
         "--tool", action="append", default=[], metavar="NAME", help="only calls of this tool"
@@ -46,17 +51,31 @@ def inbox_command(args: argparse.Namespace, out: Console) -> int:
     if args.json:
         print_json([as_json(w) for w in found])
         return 0
+    print_listing(out, found)
+    if found:
+        first = found[0]
+        out.print(
+            f"[dim]the oldest: agent show {first.task_id}; then "
+            f"{shown(decide_command(first.task_id, first))}[/]",
+            soft_wrap=True,
+        )
+    return 0
+
+
+def print_listing(out: Console, found: list[Waiting], *, numbered: bool = False) -> None:
+    """The requests as a table (numbered, for `agent review` to open by number)."""
     if not found:
         out.print("nothing is waiting for a reviewer")
-        return 0
+        return
     now = time.time()
     table = Table(box=None)
-    for name in ("task", "request", "tool", "risk", "waiting", "expires in", "why"):
+    names = ("task", "request", "tool", "risk", "waiting", "expires in", "why")
+    for name in ("#", *names) if numbered else names:
         # Nothing cut short: a request's id and hash are what a decision names.
         table.add_column(name, overflow="fold", ratio=3 if name == "why" else None)
-    for request in found:
+    for number, request in enumerate(found, 1):
         why = request.reason.strip().splitlines()[0] if request.reason.strip() else ""
-        table.add_row(
+        row = [
             request.task_id,
             f"{request.approval_id} {request.call_hash[:SHORT_HASH]}",
             shown(request.tool or "?"),
@@ -64,15 +83,9 @@ def inbox_command(args: argparse.Namespace, out: Console) -> int:
             duration(now - request.asked),
             _expires(request, now),
             shown(why if len(why) <= 60 else why[:57] + "..."),
-        )
+        ]
+        table.add_row(*([str(number)] if numbered else []), *row)
     out.print(table)
-    first = found[0]
-    out.print(
-        f"[dim]the oldest: agent show {first.task_id}; then "
-        f"{shown(decide_command(first.task_id, first))}[/]",
-        soft_wrap=True,
-    )
-    return 0
 
 
 def as_json(request: Waiting) -> dict[str, object]:

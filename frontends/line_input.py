@@ -9,6 +9,7 @@ raised (`KeyboardInterrupt`) at once. Input is handed in (`main(stdin=...)`), ne
 from __future__ import annotations
 
 import select
+from collections.abc import Callable
 from typing import Protocol
 
 #: how often a wait for a line looks for a Ctrl-C noted meanwhile
@@ -23,6 +24,16 @@ class LineSource(Protocol):
     def isatty(self) -> bool: ...
 
     def fileno(self) -> int: ...
+
+
+def wait_for_line(source: LineSource, stop: Callable[[], bool]) -> str | None:
+    """The next line from `source`, or None if `stop()` says so while none is typed yet (asked
+    between waits). Raises as `read_line` does."""
+    if source.isatty():
+        while not select.select([source.fileno()], [], [], POLL_SECONDS)[0]:
+            if stop():
+                return None
+    return read_line(source)
 
 
 def read_line(source: LineSource) -> str:

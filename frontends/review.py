@@ -1,0 +1,143 @@
+"""`agent review`: the reviewers' inbox in the terminal.
+
+The list of requests waiting, oldest first (filtered as `agent inbox` is), numbered; a number
+opens one: its preview, why it was asked, the rule, and the task's last events; then one letter
+and Enter decides it: `a` approve, `e` edit then approve, `d` deny (with a reason the model
+reads). While it waits for a key it watches the store: a request asked or decided in another
+process redraws the list. Decisions are the same as `agent approve`'s (bound to the hash shown,
+once, in time) and are recorded as the OS user's, from `review`; a worker (`agent worker`) or
+`agent resume` carries them out. Everything from a model, a page or a tool passes the one
+neutraliser, so nothing in a request can change what the reviewer sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import time
+
+from rich.console import Console
+from rich.panel import Panel
+
+from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, decide
+from agent.events import SHORT_HASH
+from agent.inbox import Waiting, marker, waiting
+from agent.state import TaskState
+from agent.store import Store
+from base.errors import ConflictingWrite
+from frontends.inbox_commands import add_filters, print_listing
+from frontends.line_input import LineSource, read_line, wait_for_line
+from frontends.render import Renderer
+from frontends.screen import shown
+
+#: how many of a task's last events the detail view shows
+RECENT = 6
+
+
+def add_review_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    parser = sub.add_parser(
+        "review",
+        parents=[common],
+        help="the reviewers' inbox in the terminal: open a request, approve, edit, or deny it",
+    )
+    add_filters(parser)
+
+
+def review_command(args: argparse.Namespace, out: Console, stdin: LineSource) -> int:
+    reviewer = getpass.getuser()
+    with Store.open() as store:
+        task = store.resolve(args.task) if args.task else None
+
+        def listed() -> list[Waiting]:
+            found = waiting(store.reader(), task=task, tools=args.tool, risks=args.risk)
+            return found[: args.limit]
+
+        while True:
+            requests = listed()
+            print_listing(out, requests, numbered=True)
+            out.print("[dim]a number opens a request · Enter looks again · q quits[/]")
+            answer = _ask(stdin, store, marker(store.reader()))
+            if answer is None:
+                out.print("[dim](the inbox changed)[/]")
+                continue
+            if answer.strip().lower() in ("q", "quit"):
+                return 0
+            if not answer.strip():
+                continue
+            if not answer.strip().isdigit() or not 1 <= int(answer) <= len(requests):
+                out.print(f"[yellow]not a request's number: {shown(answer.strip())}[/]")
+                continue
+            _open(store, requests[int(answer) - 1], out, stdin, reviewer)
+
+
+def _ask(stdin: LineSource, store: Store, seen: tuple[object, ...]) -> str | None:
+    """A line typed, or None when the inbox changed first from `seen` (looked at about once a
+    second while nothing is typed)."""
+    last = time.monotonic()
+
+    def idle() -> bool:
+        nonlocal last
+        if time.monotonic() - last < 1.0:
+            return False
+        last = time.monotonic()
+        return marker(store.reader()) != seen
+
+    return wait_for_line(stdin, idle)
+
+
+def _open(store: Store, request: Waiting, out: Console, stdin: LineSource, reviewer: str) -> None:
+    """Show one request whole, and take the reviewer's decision on it."""
+    state = TaskState.from_store(store, request.task_id)
+    out.rule(f"task {request.task_id}: {shown(state.task)}", align="left", style="dim")
+    render = Renderer(out)
+    for stored in store.events(request.task_id)[-RECENT:]:
+        render(stored)
+    title = f"{request.approval_id} · {request.call_hash[:SHORT_HASH]} · {shown(request.tool)}"
+    body = (
+        f"{shown(request.reason)}\n[dim]rule: {shown(request.rule or '?')} · touches: "
+        f"{shown(request.risk or '?')}[/]\n\n{shown(request.preview)}"
+    )
+    out.print(Panel(body, title=title, title_align="left", border_style="yellow"))
+    out.print("[bold]a[/] approve · [bold]e[/] edit then approve · [bold]d[/] deny · Enter: back")
+    key = read_line(stdin).strip().lower()
+    if key not in ("a", "e", "d"):
+        return
+    edit = reason = None
+    if key == "e":
+        out.print('the arguments to change, as JSON (e.g. {"amount": 2}):')
+        try:
+            edit = json.loads(read_line(stdin))
+        except json.JSONDecodeError as exc:
+            out.print(f"[yellow]not JSON ({exc}): nothing decided[/]")
+            return
+        if not isinstance(edit, dict):
+            out.print("[yellow]give a JSON object: nothing decided[/]")
+            return
+    if key == "d":
+        out.print("why (the model reads it):")
+        reason = read_line(stdin)
+    try:
+        decided = decide(
+            store,
+            state,
+            Seen(request.approval_id, request.call_hash),
+            approved=key != "d",
+            reason=reason or "",
+            reviewer=reviewer,
+            origin="review",
+            edit=edit,
+        )
+    except (NotPending, NothingToApprove, EditRefused) as exc:
+        out.print(f"[yellow]{shown(exc.message)}[/]")
+        return
+    except ConflictingWrite:
+        out.print("[yellow]another decision was recorded first: look again[/]")
+        return
+    word = "approved" if decided.approved else "denied"
+    out.print(
+        f"[green]{word}[/] {decided.approval_id}{' with your edit' if decided.edited else ''}; "
+        f"`agent worker` (or `agent resume {request.task_id}`) carries it out"
+    )
