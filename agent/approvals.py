@@ -12,7 +12,8 @@ finds it so (a decision that comes too late, a resume, a worker), and the model 
     AgentError
     ├── NothingToApprove   the task is not waiting for a reviewer
     ├── NotPending         the request named is not the one pending (decided, replaced, unknown)
-    │   └── Expired        it was, but its time ran out first: it is now denied
+    │   ├── Expired        it was, but its time ran out first: it is now denied
+    │   └── AlreadyGiven   it needs several reviewers, and this one has approved it already
     └── EditRefused        an edit that cannot be made (the call's effect is read, not given)
 """
 
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.events import SHORT_HASH, ApprovalDecided, ApprovalRequested
+from agent.events import SHORT_HASH, ApprovalDecided, ApprovalGiven, ApprovalRequested
 from agent.inbox import Waiting, expiry
 from agent.state import TaskState
 from agent.store import Store
@@ -45,6 +46,10 @@ class EditRefused(AgentError):
     read, not given)."""
 
     code = ErrorCode.BAD_ARGUMENTS
+
+
+class AlreadyGiven(NotPending):
+    """A request that needs several reviewers was approved by this one already."""
 
 
 class Expired(NotPending):
@@ -86,12 +91,16 @@ def decide(
     reviewer: str = "",
     origin: str = "",
     edit: dict[str, Any] | None = None,
-) -> ApprovalDecided:
+) -> ApprovalDecided | ApprovalGiven:
     """Record a reviewer's decision on the request `seen`, which must be the task's pending one.
 
     Raises `NothingToApprove` if the task is not waiting for a reviewer, `NotPending` if `seen`
     is not the request pending (its message says what is), and `ConflictingWrite` if the task's
     log moved on since `state` was read (the decision is then not recorded).
+
+    A request that needs several reviewers (a rule's `approvers`) gets an `ApprovalGiven` for
+    each approval but the last, which is the decision; a denial by any of them decides it.
+    Raises `AlreadyGiven` for a reviewer who approved it already.
 
     `edit` (with `approved`): arguments to put in place of the model's, each key replacing the
     one of that name. The edited call is checked and judged by the gate again before it runs
@@ -125,6 +134,20 @@ def decide(
             f"and the task is told when it runs on (`agent resume {state.task_id}`)",
             task_id=state.task_id,
         )
+    if approved and request.approvers > 1:
+        given = _given(store, state, request, reviewer, edit)
+        if len(given) + 1 < request.approvers:
+            one = ApprovalGiven(
+                approval_id=request.approval_id,
+                call_hash=request.call_hash,
+                reviewer=reviewer,
+                origin=origin,
+                reason=reason,
+            )
+            store.append(state.task_id, [one], after=state.last_seq)
+            state.apply(one, state.last_seq + 1)
+            return one
+        reason = f"approved by {', '.join([*given, reviewer])}" + (f": {reason}" if reason else "")
     decision = ApprovalDecided(
         approval_id=request.approval_id,
         call_hash=request.call_hash,
@@ -137,6 +160,37 @@ def decide(
     store.append(state.task_id, [decision], after=state.last_seq)
     state.apply(decision, state.last_seq + 1)
     return decision
+
+
+def _given(
+    store: Store,
+    state: TaskState,
+    request: ApprovalRequested,
+    reviewer: str,
+    edit: dict[str, Any] | None,
+) -> list[str]:
+    """Who has approved `request` so far, for a request that needs several reviewers. Raises
+    `AlreadyGiven` if `reviewer` is one of them (or has no name to tell them apart)."""
+    if edit is not None:
+        raise EditRefused(
+            f"this request needs {request.approvers} reviewers: approve or deny it as it is",
+            task_id=state.task_id,
+        )
+    given = [
+        e.event.reviewer
+        for e in store.events(state.task_id)
+        if isinstance(e.event, ApprovalGiven)
+        and (e.event.approval_id, e.event.call_hash) == (request.approval_id, request.call_hash)
+    ]
+    if not reviewer or reviewer in given:
+        raise AlreadyGiven(
+            f"request {request.approval_id} needs {request.approvers} different reviewers, and "
+            f"{reviewer or 'a reviewer with no name'} "
+            + ("has approved it already" if reviewer else "cannot be told apart")
+            + f" (approved so far by: {', '.join(given) or 'no one'})",
+            task_id=state.task_id,
+        )
+    return given
 
 
 def _edited(state: TaskState, request: ApprovalRequested, edit: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ AUDITED = frozenset(
         "gate_decided",
         "approval_requested",
         "approval_decided",
+        "approval_given",
         "intent",
         "tool_result",
         "outcome_unknown",

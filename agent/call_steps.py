@@ -191,6 +191,7 @@ def judged(
                 rule=decision.rule,
                 risk=tool.touches,
                 expire_after=loop.approval_expiry,
+                approvers=decision.approvers,
             )
         )
     return decision, events

@@ -142,6 +142,8 @@ class ApprovalRequested(_Event):
     risk: str = ""
     #: seconds after it was asked that it expires (denied, the task told); None: never
     expire_after: float | None = None
+    #: how many reviewers must approve it, each once (the rule's `approvers`)
+    approvers: int = 1
 
     @property
     def short_hash(self) -> str:
@@ -168,6 +170,21 @@ class ApprovalDecided(_Event):
     #: this approval is the reviewer's edit of the request named (recorded when the edited
     #: call was judged again): the model is told its arguments were changed
     edit_of: str | None = None
+
+
+class ApprovalGiven(_Event):
+    """One reviewer's approval of a request that needs more than one: the request still waits
+    until enough reviewers have approved it (then an `ApprovalDecided` records the decision)."""
+
+    kind: Literal["approval_given"] = "approval_given"
+    approval_id: str
+    call_hash: str
+    reviewer: str
+    origin: str = ""
+    reason: str = ""
+    #: read as a decision is (an approval, with no edit), by whoever shows it
+    approved: Literal[True] = True
+    edited: None = None
 
 
 class IntentRecorded(_Event):
@@ -303,6 +320,7 @@ Event = Annotated[
     | GateDecided
     | ApprovalRequested
     | ApprovalDecided
+    | ApprovalGiven
     | IntentRecorded
     | ToolResulted
     | OutcomeUnknown

@@ -19,6 +19,7 @@ from agent.backends.base import Message, ModelResponse, ToolCall, Usage
 from agent.events import (
     STATUS_AFTER,
     ApprovalDecided,
+    ApprovalGiven,
     ApprovalRequested,
     CallRejected,
     EgressDecided,
@@ -54,12 +55,9 @@ WINDOW = 12
 
 
 def call_hash(tool: str, arguments: dict[str, Any]) -> str:
-    """The identity of a call: its tool (`Tool.identity`) and its arguments as recorded.
-    Approvals are bound to it.
-
-    Taken over the recorded (JSON) arguments with sorted keys, so it is the same in any process
-    that reads the log, whatever order a set or a dict had when it was first validated.
-    """
+    """The identity of a call, which approvals are bound to: its tool (`Tool.identity`) and its
+    recorded (JSON) arguments with sorted keys, so it is the same in any process that reads the
+    log, whatever order a set or a dict had when it was first validated."""
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{tool}\n{canonical}".encode()).hexdigest()
 
@@ -247,8 +245,8 @@ class TaskState:
                 self._on_task_finished(event)
             case TaskFailed() | TaskStuck():
                 self._on_task_ended(event)
-            case EgressDecided():
-                pass  # a record of the proxy's decision; the task's state does not change
+            case EgressDecided() | ApprovalGiven():
+                pass  # a proxy's decision; one approval of several (`decide` counts them)
             case _:
                 assert_never(event)
 

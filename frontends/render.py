@@ -18,6 +18,7 @@ from rich.panel import Panel
 from agent.backends.base import Delta, Purpose
 from agent.events import (
     ApprovalDecided,
+    ApprovalGiven,
     ApprovalRequested,
     CallRejected,
     EgressDecided,
@@ -187,6 +188,9 @@ class Renderer:
                     if e.approved
                     else f"    [red]✗ declined{who}[/]{why}"
                 )
+            case ApprovalGiven():
+                who = shown(e.reviewer)
+                return f"    [green]✓ approved by {who}[/] [dim](it waits for more reviewers)[/]"
             case IntentRecorded():
                 return (
                     f"    [dim]intent recorded ({e.idempotency_key})[/]" if self.detailed else None

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, decide
-from agent.events import SHORT_HASH
+from agent.events import SHORT_HASH, ApprovalGiven
 from agent.inbox import Waiting, marker, waiting
 from agent.state import TaskState
 from agent.store import Store
@@ -137,6 +137,9 @@ def _open(store: Store, request: Waiting, out: Console, stdin: LineSource, revie
         out.print("[yellow]another decision was recorded first: look again[/]")
         return
     word = "approved" if decided.approved else "denied"
+    if isinstance(decided, ApprovalGiven):
+        out.print(f"[green]approved[/] {decided.approval_id}: it waits for more reviewers")
+        return
     out.print(
         f"[green]{word}[/] {decided.approval_id}{' with your edit' if decided.edited else ''}; "
         f"`agent worker` (or `agent resume {request.task_id}`) carries it out"

@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from agent import inbox, reviewers
 from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, decide
+from agent.events import ApprovalGiven
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import ConfigError, ConflictingWrite, StoreError, TaskNotFound
@@ -171,6 +172,8 @@ def app(store: Store) -> Starlette:
                 "reviewer": decided.reviewer,
                 "task_id": found.task_id,
                 "edited": decided.edited,
+                # one approval of several: the request waits for more reviewers
+                "final": not isinstance(decided, ApprovalGiven),
             }
         )
 

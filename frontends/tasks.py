@@ -29,7 +29,7 @@ from agent.backends import normalize_uri
 from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
-from agent.events import Limits
+from agent.events import ApprovalGiven, Limits
 from agent.inbox import decided_elsewhere, describe, waiting
 from agent.prices import Price
 from agent.runner import Runner
@@ -191,7 +191,8 @@ def drive(
             edited = (
                 " with the reviewer's edit (judged again before it runs)" if decision.edited else ""
             )
-            out.print(f"{word} {decision.approval_id}{edited}")
+            more = " (it waits for more reviewers)" if isinstance(decision, ApprovalGiven) else ""
+            out.print(f"{word} {decision.approval_id}{edited}{more}")
         if args.no_resume:
             return _report(s, runner, runner.load(task_id))
     return _until_stopped(s, runner, task_id, raised)

@@ -197,6 +197,7 @@ class CompiledRule:
 
     __slots__ = (
         "action",
+        "approvers",
         "args",
         "command",
         "hosts",
@@ -213,6 +214,7 @@ class CompiledRule:
 
     def __init__(self, rule: Rule, label: str, index: int) -> None:
         self.action = rule.action
+        self.approvers = rule.approvers
         self.reason = rule.reason
         self.label = label
         self.index = index

@@ -40,6 +40,8 @@ class RequireApproval:
     reason: str
     rule: str
     preview: str
+    #: how many reviewers must approve it (each once); one denial denies it
+    approvers: int = 1
     kind: ClassVar[Literal["ask"]] = "ask"
 
 

@@ -128,6 +128,7 @@ class Gate:
             rule.reason or f"policy rule {rule.label} asks a reviewer",
             rule.label,
             _preview(tool, call.arguments, rule.explain(call)),
+            approvers=rule.approvers,
         )
 
     @staticmethod

@@ -9,6 +9,7 @@ The format (``policies/default.toml`` is a worked example)::
     [[rule]]
     action = "deny"                  # required: allow | ask | deny
     reason = "destructive command"   # said to the model (deny) or to the reviewer (ask)
+    approvers = 2                    # ask: how many reviewers must approve (default 1)
     tool = "shell"                   # glob on the tool name, or a list of globs
     touches = ["external", "deploy"] # what the tool declares it touches: read/write/external/deploy
     command_prefix = ["rm -rf / "]   # the `command` argument starts with one of these
@@ -18,9 +19,10 @@ The format (``policies/default.toml`` is a worked example)::
     [rule.args]                      # any argument by name -> a glob, or a list of globs
     branch = "main"
 
-Every key but `action` and `reason` is a matcher, and a rule needs at least one (the catch-all
-is `[default]`). All matchers in a rule must match; within a list, any entry may. A string
-stands for a list of one. A matcher about an argument the call does not have does not match.
+Every key but `action`, `reason` and `approvers` is a matcher, and a rule needs at least one
+(the catch-all is `[default]`). All matchers in a rule must match; within a list, any entry
+may. A string stands for a list of one. A matcher about an argument the call does not have does
+not match. `approvers` (a rule that asks) is how many reviewers must approve, each once.
 
 - ``tool`` and ``[rule.args]`` are shell-style globs (``*``, ``?``, ``[abc]``, ``[!abc]``),
   case-sensitive; ``*`` matches any characters. ``[rule.args]`` sees the value as written. An
@@ -155,6 +157,7 @@ class Rule(BaseModel):
 
     action: Action
     reason: str = ""
+    approvers: int = Field(1, ge=1, le=5)
     tool: Globs | None = None
     touches: TouchesList | None = None
     command_prefix: Prefixes | None = None
@@ -171,6 +174,8 @@ class Rule(BaseModel):
                 + ", ".join(MATCHERS)
                 + "); to decide every other call, set [default] action"
             )
+        if self.approvers > 1 and self.action != "ask":
+            raise ValueError('approvers is for a rule that asks (action = "ask")')
         return self
 
 
@@ -347,7 +352,8 @@ def _describe(err: ErrorDetails) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        return f"unknown key {key!r}{_did_you_mean(key, ('action', 'reason', *MATCHERS))}"
+        known = ("action", "reason", "approvers", *MATCHERS)
+        return f"unknown key {key!r}{_did_you_mean(key, known)}"
     if kind == "missing":
         return f"missing key {where!r}"
     if kind == "too_short":
