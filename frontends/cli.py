@@ -267,15 +267,6 @@ def _parser() -> argparse.ArgumentParser:
                 help="approve the call with these arguments changed, e.g. '{\"amount\": 2}' (each "
                 "key replaces the model's; the edited call is judged by the policy again)",
             )
-            decide_cmd.add_argument(
-                "--always",
-                action="store_true",
-                help="approve, and allow calls exactly like this one from now on: a rule is "
-                "written at the top of the task's policy file, shown first",
-            )
-            decide_cmd.add_argument(
-                "--yes", action="store_true", help="with --always: save the rule without asking"
-            )
 
     tasks = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
     tasks.add_argument(

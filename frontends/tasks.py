@@ -43,7 +43,6 @@ from base.errors import (
     SandboxError,
     TaskBusy,
 )
-from frontends.always_allow import always_rule
 from frontends.line_input import LineSource, read_line
 from frontends.render import Renderer
 from frontends.sandbox_commands import deploy_target, sandboxes_for, task_is_over
@@ -59,7 +58,6 @@ from frontends.task_setup import (
 )
 from frontends.views import next_move, status_line, summary
 from policies import Gate
-from policies.allowing import add_rule
 from sandbox.manager import Sandboxes
 from tools.secrets import Secrets
 
@@ -178,11 +176,6 @@ def drive(
     runner = s.runner(Setup.of(state, args), task_id)
     raised = limits_with(state.limits, given) if given else None
     if args.command in ("approve", "deny"):
-        always = (
-            always_rule(args, s.out, s.stdin, runner, state, can_ask=_can_prompt(args, s.stdin))
-            if getattr(args, "always", False)
-            else None
-        )
         decision = decide(
             store,
             state,
@@ -200,13 +193,6 @@ def drive(
             )
             more = " (it waits for more reviewers)" if isinstance(decision, ApprovalGiven) else ""
             out.print(f"{word} {decision.approval_id}{edited}{more}")
-        if always is not None:
-            path, rule = always
-            add_rule(path, rule)
-            if not args.json:
-                out.print(
-                    f"the rule is saved at the top of {path}: calls exactly like it run unasked"
-                )
         if args.no_resume:
             return _report(s, runner, runner.load(task_id))
     return _until_stopped(s, runner, task_id, raised)
