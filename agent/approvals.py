@@ -19,6 +19,8 @@ finds it so (a decision that comes too late, a resume, a worker), and the model 
 
 from __future__ import annotations
 
+import os
+import pwd
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +137,7 @@ def decide(
             task_id=state.task_id,
         )
     if approved and request.approvers > 1:
-        given = _given(store, state, request, reviewer, edit)
+        given = _given(store, state, request, reviewer, edit=edit, origin=origin)
         if len(given) + 1 < request.approvers:
             one = ApprovalGiven(
                 approval_id=request.approval_id,
@@ -147,7 +149,8 @@ def decide(
             store.append(state.task_id, [one], after=state.last_seq)
             state.apply(one, state.last_seq + 1)
             return one
-        reason = f"approved by {', '.join([*given, reviewer])}" + (f": {reason}" if reason else "")
+        everyone = ", ".join([*given, identity(reviewer, origin)])
+        reason = f"approved by {everyone}" + (f": {reason}" if reason else "")
     decision = ApprovalDecided(
         approval_id=request.approval_id,
         call_hash=request.call_hash,
@@ -167,22 +170,25 @@ def _given(
     state: TaskState,
     request: ApprovalRequested,
     reviewer: str,
+    *,
     edit: dict[str, Any] | None,
+    origin: str,
 ) -> list[str]:
     """Who has approved `request` so far, for a request that needs several reviewers. Raises
-    `AlreadyGiven` if `reviewer` is one of them (or has no name to tell them apart)."""
+    `AlreadyGiven` if `reviewer` is one of them (or has no name to tell them apart). A name
+    is this host's account or an API reviewer's: "ann" of one is not "ann" of the other."""
     if edit is not None:
         raise EditRefused(
             f"this request needs {request.approvers} reviewers: approve or deny it as it is",
             task_id=state.task_id,
         )
     given = [
-        e.event.reviewer
+        identity(e.event.reviewer, e.event.origin)
         for e in store.events(state.task_id)
         if isinstance(e.event, ApprovalGiven)
         and (e.event.approval_id, e.event.call_hash) == (request.approval_id, request.call_hash)
     ]
-    if not reviewer or reviewer in given:
+    if not reviewer or identity(reviewer, origin) in given:
         raise AlreadyGiven(
             f"request {request.approval_id} needs {request.approvers} different reviewers, and "
             f"{reviewer or 'a reviewer with no name'} "
@@ -191,6 +197,20 @@ def _given(
             task_id=state.task_id,
         )
     return given
+
+
+def account() -> str:
+    """The name of this process's account, as a decision made here records it: from the system's
+    user database, not from $LOGNAME or $USER, which anyone can set."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
+def identity(reviewer: str, origin: str) -> str:
+    """Who decided, told apart across where names come from: "api:ann" or "host:ann"."""
+    return f"{'api' if origin.startswith('http') else 'host'}:{reviewer}"
 
 
 def _edited(state: TaskState, request: ApprovalRequested, edit: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from agent.events import (
     ApprovalDecided,
+    ApprovalGiven,
     ApprovalRequested,
     CallRejected,
     Event,
@@ -285,13 +286,18 @@ class Execute(Step):
         assert decision is not None
         assert decision.edited is not None
         assert call.approval is not None
-        edited = decision.edited
+        assert call.arguments is not None
+        if call.approval.call_hash != call_hash(tool.identity, call.arguments):
+            # The tool is not the one the reviewer saw asked about (another of that name now).
+            return reject(loop, call, "the approval does not match this call; it was not run")
         try:
-            validated = tool.validate(edited)
+            validated = tool.validate(decision.edited)
         except InvalidArguments as exc:
             return reject(
                 loop, call, f"not run: the arguments a reviewer gave do not fit {tool.name}: {exc}"
             )
+        # Judged as the tool will receive them (values converted to the schema's types).
+        edited = validated.model_dump(mode="json")
         changed = "; ".join(changes(call.arguments, edited)) or "no change"
         approval_id = f"{loop.state.task_id}-{call.ref}-e{call.judgements + 1}"
         verdict, events = judged(
@@ -301,6 +307,17 @@ class Execute(Step):
             loop.record.commit(events)  # its own observation: denied by policy
             return None
         [gate] = [e for e in events if isinstance(e, GateDecided)]
+        if isinstance(verdict, RequireApproval) and verdict.approvers > 1:
+            # The edited call needs several reviewers: the editor is one of them, no more.
+            given = ApprovalGiven(
+                approval_id=approval_id,
+                call_hash=gate.call_hash,
+                reviewer=decision.reviewer,
+                origin=decision.origin,
+                reason=f"edited: {changed}",
+            )
+            loop.record.commit([*events, given])
+            return None
         if isinstance(verdict, Allow):
             asked = ApprovalRequested(
                 approval_id=approval_id,

@@ -13,14 +13,15 @@ neutraliser, so nothing in a request can change what the reviewer sees.
 from __future__ import annotations
 
 import argparse
-import getpass
+import contextlib
 import json
+import termios
 import time
 
 from rich.console import Console
 from rich.panel import Panel
 
-from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, decide
+from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, account, decide
 from agent.events import SHORT_HASH, ApprovalGiven
 from agent.inbox import Waiting, marker, waiting
 from agent.state import TaskState
@@ -47,7 +48,16 @@ def add_review_parser(
 
 
 def review_command(args: argparse.Namespace, out: Console, stdin: LineSource) -> int:
-    reviewer = getpass.getuser()
+    """Work through the inbox until `q`, Ctrl-C or the end of input (all exit 0)."""
+    try:
+        return _review(args, out, stdin)
+    except (KeyboardInterrupt, EOFError):
+        out.print()
+        return 0
+
+
+def _review(args: argparse.Namespace, out: Console, stdin: LineSource) -> int:
+    reviewer = account()
     with Store.open() as store:
         task = store.resolve(args.task) if args.task else None
 
@@ -62,15 +72,19 @@ def review_command(args: argparse.Namespace, out: Console, stdin: LineSource) ->
             answer = _ask(stdin, store, marker(store.reader()))
             if answer is None:
                 out.print("[dim](the inbox changed)[/]")
+                _forget_typed(stdin)  # a number typed for the old list must not open another
                 continue
             if answer.strip().lower() in ("q", "quit"):
                 return 0
             if not answer.strip():
                 continue
-            if not answer.strip().isdigit() or not 1 <= int(answer) <= len(requests):
+            number = answer.strip()
+            if not (number.isascii() and number.isdecimal()) or not 1 <= int(number) <= len(
+                requests
+            ):
                 out.print(f"[yellow]not a request's number: {shown(answer.strip())}[/]")
                 continue
-            _open(store, requests[int(answer) - 1], out, stdin, reviewer)
+            _open(store, requests[int(number) - 1], out, stdin, reviewer)
 
 
 def _ask(stdin: LineSource, store: Store, seen: tuple[object, ...]) -> str | None:
@@ -88,8 +102,16 @@ def _ask(stdin: LineSource, store: Store, seen: tuple[object, ...]) -> str | Non
     return wait_for_line(stdin, idle)
 
 
+def _forget_typed(stdin: LineSource) -> None:
+    """Drop what was typed but not yet read (the list it was typed for is gone)."""
+    if stdin.isatty():
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcflush(stdin.fileno(), termios.TCIFLUSH)
+
+
 def _open(store: Store, request: Waiting, out: Console, stdin: LineSource, reviewer: str) -> None:
     """Show one request whole, and take the reviewer's decision on it."""
+    _forget_typed(stdin)  # only a key typed once the request is on the screen decides it
     state = TaskState.from_store(store, request.task_id)
     out.rule(f"task {request.task_id}: {shown(state.task)}", align="left", style="dim")
     render = Renderer(out)
@@ -110,8 +132,8 @@ def _open(store: Store, request: Waiting, out: Console, stdin: LineSource, revie
         out.print('the arguments to change, as JSON (e.g. {"amount": 2}):')
         try:
             edit = json.loads(read_line(stdin))
-        except json.JSONDecodeError as exc:
-            out.print(f"[yellow]not JSON ({exc}): nothing decided[/]")
+        except (ValueError, RecursionError) as exc:
+            out.print(f"[yellow]not JSON ({shown(str(exc))[:200]}): nothing decided[/]")
             return
         if not isinstance(edit, dict):
             out.print("[yellow]give a JSON object: nothing decided[/]")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import os
 import time
 from dataclasses import dataclass
@@ -18,10 +17,12 @@ from rich.console import Console
 
 from agent import webhooks
 from agent.approvals import (
+    AlreadyGiven,
     Expired,
     NothingToApprove,
     NotPending,
     Seen,
+    account,
     decide,
     pending_approval,
 )
@@ -182,7 +183,7 @@ def drive(
             Seen(args.request, args.hash),
             approved=args.command == "approve",
             reason=args.reason,
-            reviewer=getpass.getuser(),
+            reviewer=account(),
             origin="cli",
             edit=getattr(args, "edit", None),
         )
@@ -267,9 +268,12 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
                     asked,
                     approved=approved,
                     reason=reason,
-                    reviewer=getpass.getuser(),
+                    reviewer=account(),
                     origin="terminal",
                 )
+            except AlreadyGiven as exc:
+                s.out.print(f"    [yellow]{shown(exc.message)}[/]")
+                break  # it waits for another reviewer, durably
             except Expired as exc:
                 s.out.print(f"    [yellow]{shown(exc.message)}[/]")
                 state = asyncio.run(_run_once(runner, task_id, None))  # the model is told
@@ -281,6 +285,9 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
                 continue
             word = "approved" if decision.approved else "denied"
             s.out.print(f"    {word} {decision.approval_id} {asked.short_hash}")
+            if isinstance(decision, ApprovalGiven):
+                s.out.print("    [dim]it waits for more reviewers[/]")
+                break
             state = asyncio.run(_run_once(runner, task_id, None))
     except KeyboardInterrupt:
         state = runner.load(task_id)  # the runner recorded the pause (if it was running)

@@ -52,8 +52,9 @@ async def test_an_edited_call_is_judged_again_runs_as_edited_and_the_model_is_to
     task = runner.create("Count a visitor")
     state = await runner.run(task)
     asked = pending(state)
-    decision = decide(store, state, asked, approved=True, reviewer="ann", edit={"amount": 5})
-    assert decision.edited == {"counter": "front", "amount": 5}
+    # Given as text, the amount is judged as the tool will take it: a number.
+    decision = decide(store, state, asked, approved=True, reviewer="ann", edit={"amount": "5"})
+    assert decision.edited == {"counter": "front", "amount": "5"}
     assert (await runner.resume(task)).status == "done"
     assert [(e["counter"], e["amount"]) for e in read_ledger()] == [("front", 5)]
     events = [e.event for e in store.events(task)]

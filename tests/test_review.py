@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from agent.events import ApprovalDecided
 from agent.runner import Runner
 from agent.store import Store
+from frontends.cli import main
 from policies import Gate
 
 from .conftest import scripted, tools
@@ -111,3 +113,10 @@ def test_a_request_that_tries_to_steer_the_terminal_is_shown_not_obeyed(home: Pa
     assert b"[bold red]APPROVED[/]" in screen  # markup shown as text
     assert b"<U+202E>" in screen
     assert _decisions(task) == []
+
+
+def test_the_end_of_input_or_a_stray_key_ends_or_is_refused_calmly(home: Path) -> None:
+    _waiting("front")
+    assert main(["review"], stdin=io.StringIO("")) == 0  # the end of input: done
+    assert main(["review"], stdin=io.StringIO("\u00b2\n9\nq\n")) == 0  # not numbers here
+    assert main(["review"], stdin=io.StringIO("1\ne\n" + "[" * 100000 + "\nq\n")) == 0

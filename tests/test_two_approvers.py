@@ -4,6 +4,7 @@ the CLI and the HTTP API. A rule that allows or denies cannot ask for approvers.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ async def test_a_call_runs_once_two_reviewers_have_approved_it(store: Store) -> 
         decide(store, TaskState.from_store(store, task), request, approved=True, reviewer="ann")
     second = decide(store, TaskState.from_store(store, task), request, approved=True, reviewer="bo")
     assert isinstance(second, ApprovalDecided)
-    assert second.reason == "approved by ann, bo"
+    assert second.reason == "approved by host:ann, host:bo"
     assert (await runner.resume(task)).status == "done"
     assert len(read_ledger()) == 1
 
@@ -108,3 +109,39 @@ def test_only_a_rule_that_asks_can_want_approvers(tmp_path: Path) -> None:
         parse_rules('[[rule]]\naction = "allow"\ntool = "x"\napprovers = 2\n', source="p.toml")
     with pytest.raises(ConfigError, match="approvers"):
         parse_rules('[[rule]]\naction = "ask"\ntool = "x"\napprovers = 0\n', source="p.toml")
+
+
+async def test_an_edit_into_a_rule_that_wants_two_waits_for_another_reviewer(store: Store) -> None:
+    # Asked by the default policy; edited, the call falls under the two-approver rule.
+    policy = (
+        '[[rule]]\naction = "ask"\ntool = "tally"\napprovers = 2\n[rule.args]\ncounter = "vault"\n'
+        '\n[default]\naction = "ask"\n'
+    )
+    runner = Runner(store, tools(), Gate.from_text(policy), planner=scripted(TURNS))
+    task = runner.create("Count")
+    state = await runner.run(task)
+    decide(store, state, pending(state), approved=True, reviewer="ann", edit={"counter": "vault"})
+    state = await runner.resume(task)
+    assert state.status == "awaiting_approval"  # the editor counts once; another must approve
+    request = pending(state)
+    assert request.approvers == 2
+    with pytest.raises(AlreadyGiven):
+        decide(store, state, request, approved=True, reviewer="ann")
+    decide(store, state, request, approved=True, reviewer="bo")
+    assert (await runner.resume(task)).status == "done"
+    assert [(e["counter"], e["amount"]) for e in read_ledger()] == [("vault", 1)]
+
+
+def test_the_same_name_from_this_host_and_the_api_are_two_reviewers(store: Store) -> None:
+    _, task = asyncio.run(_waiting(store))
+    request = pending(TaskState.from_store(store, task))
+    decide(store, TaskState.from_store(store, task), request, approved=True, reviewer="ann")
+    final = decide(
+        store,
+        TaskState.from_store(store, task),
+        request,
+        approved=True,
+        reviewer="ann",
+        origin="http 127.0.0.1",
+    )
+    assert final.reason == "approved by host:ann, api:ann"
