@@ -79,6 +79,8 @@ class Store:
         self._written: dict[str, int] = {}
         #: what a read found damaged and went round (see `tasks`), for the reader to say
         self.damage: list[str] = []
+        #: the inbox and audit tables are known to be there (see `reader`)
+        self._beside_checked = False
 
     @classmethod
     def open(
@@ -280,13 +282,16 @@ class Store:
         """The connection, for the readers of what the store keeps beside the log (the audit
         log's `verify` and `entries`, the inbox's `waiting`). Raises `StoreError` for a store
         last written by a version that kept neither (and opened read-only since)."""
-        try:
-            self._db.execute("SELECT 1 FROM inbox, audit_head LIMIT 0")
-        except sqlite3.OperationalError:
-            raise StoreError(
-                f"the event store at {self.path} has no inbox or audit log yet (an older version "
-                "wrote it): a command that writes to it adds them (`agent doctor`, `agent run`)"
-            ) from None
+        if not self._beside_checked:  # once: tables do not come and go under an open store
+            try:
+                self._db.execute("SELECT 1 FROM inbox, audit_head LIMIT 0")
+            except sqlite3.OperationalError:
+                raise StoreError(
+                    f"the event store at {self.path} has no inbox or audit log yet (an older "
+                    "version wrote it): a command that writes to it adds them (`agent doctor`, "
+                    "`agent run`)"
+                ) from None
+            self._beside_checked = True
         return self._db
 
     def check(self) -> str:

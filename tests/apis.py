@@ -4,6 +4,8 @@ tools/_redact.py) in what a run kept."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 import socket
 import subprocess
@@ -11,14 +13,19 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from agent.state import TaskState
+from agent.store import Store
+from frontends.serve import app
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes
 from tools._redact import forms
 
-from .conftest import REPO
+from .conftest import REPO, pending
 
 #: the MCP server of the examples, written with the `mcp` SDK
 NOTES_SERVER = REPO / "examples" / "mcp" / "notes_server.py"
@@ -56,20 +63,65 @@ def leaks(value: str, data: bytes | str) -> list[str]:
 @pytest.fixture(name="notes_over_http")
 def notes_over_http_fixture() -> Iterator[str]:
     """The example MCP server over streamable HTTP on loopback; its URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(NOTES_SERVER), "--http", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
+    listening(port, "the notes server")
     yield f"http://127.0.0.1:{port}/mcp"
     process.terminate()
     process.wait(10)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def listening(port: int, what: str, within: float = 30.0) -> None:
+    """Return once something accepts connections on loopback `port`; fail after `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, f"{what} did not listen on port {port}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(name="served")
+def served_fixture(home: Path) -> Iterator[str]:
+    """`agent serve` on a free loopback port, on the test's store; its base URL."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AGENT_HOME": str(home)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "frontends.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    listening(port, "agent serve")
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(10)
+
+
+def decide_over_http(store: Store, task: str, token: str, **body: Any) -> httpx.Response:
+    """A reviewer's approval of the task's pending request through the API (in process), with
+    `body` added to the decision's."""
+
+    async def post() -> httpx.Response:
+        request = pending(TaskState.from_store(store, task))
+        transport = httpx.ASGITransport(app=app(store))
+        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as api:
+            return await api.post(
+                f"/api/requests/{request.approval_id}/decision",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"approved": True, "call_hash": request.call_hash, **body},
+            )
+
+    return asyncio.run(post())

@@ -89,3 +89,10 @@ def request_args(task_id: str, db: Path | None = None) -> list[str]:
     with Store.open(db) as store:
         request = pending(TaskState.from_store(store, store.resolve(task_id)))
     return [task_id, request.approval_id, request.short_hash]
+
+
+def told(runner: Runner) -> str:
+    """Everything the runner's executor model was last sent, as JSON text."""
+    backend = runner.backends["act"]
+    assert isinstance(backend, ScriptedBackend)
+    return json.dumps([m.model_dump() for m in backend.requests[-1].messages])

@@ -5,28 +5,25 @@ its own, recorded beside the original, and the model is told. Through the librar
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from agent import audit
 from agent.approvals import EditRefused, decide
-from agent.backends.scripted import ScriptedBackend
 from agent.events import ApprovalDecided, ApprovalRequested, GateDecided, IntentRecorded
 from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
 from examples.tally_tool import read_ledger
 from frontends.cli import main
-from frontends.serve import app
 from policies import Gate
 from tools import Registry, tool
 
-from .conftest import REPO, pending, request_args, scripted, tools, write_script
+from .apis import decide_over_http
+from .conftest import REPO, pending, request_args, scripted, told, tools, write_script
 
 TALLY = str(REPO / "examples" / "tally_tool.py")
 
@@ -37,12 +34,6 @@ def _turns(**arguments: Any) -> list[Any]:
         {"tool": "tally", "args": {"counter": "front", "amount": 1, **arguments}},
         {"done": "counted"},
     ]
-
-
-def _told(runner: Runner) -> str:
-    backend = runner.backends["act"]
-    assert isinstance(backend, ScriptedBackend)
-    return json.dumps([m.model_dump() for m in backend.requests[-1].messages])
 
 
 async def test_an_edited_call_is_judged_again_runs_as_edited_and_the_model_is_told(
@@ -72,7 +63,7 @@ async def test_an_edited_call_is_judged_again_runs_as_edited_and_the_model_is_to
     assert edit.reason == "edited: amount: 1 -> 5"
     [intent] = [e for e in events if isinstance(e, IntentRecorded)]
     assert (intent.approval_id, intent.call_hash) == (again.approval_id, again.call_hash)
-    assert "A reviewer changed this call before it ran: edited: amount: 1 -> 5" in _told(runner)
+    assert "A reviewer changed this call before it ran: edited: amount: 1 -> 5" in told(runner)
     assert audit.verify(store.reader()).ok
 
 
@@ -102,8 +93,8 @@ async def test_an_edit_the_policy_denies_or_the_schema_refuses_does_not_run(stor
         assert state.status == "awaiting_approval"
         decide(store, state, pending(state), approved=True, edit=edit)
         assert (await runner.resume(task)).status == "done"
-        assert said in _told(runner)
-        assert "saved" not in _told(runner)
+        assert said in told(runner)
+        assert "saved" not in told(runner)
 
 
 async def test_an_edit_that_cannot_be_made_is_refused(store: Store) -> None:
@@ -135,19 +126,8 @@ def test_agent_approve_edit_and_the_api_edit(
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["task_id"]
     assert main(["reviewers", "add", "bo", "--json"]) == 0
     token = json.loads(capsys.readouterr().out)["token"]
-
-    async def post(store: Store) -> httpx.Response:
-        request = pending(TaskState.from_store(store, second))
-        transport = httpx.ASGITransport(app=app(store))
-        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as api:
-            return await api.post(
-                f"/api/requests/{request.approval_id}/decision",
-                headers={"Authorization": f"Bearer {token}"},
-                json={"approved": True, "call_hash": request.call_hash, "edit": {"amount": 7}},
-            )
-
     with Store.open() as store:
-        answer = asyncio.run(post(store))
+        answer = decide_over_http(store, second, token, edit={"amount": 7})
     assert answer.status_code == 200, answer.text
     assert answer.json()["edited"] == {"counter": "front", "amount": 7}
     assert main(["worker", "--once"]) == 0

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from agent.approvals import Expired, decide
-from agent.backends.scripted import ScriptedBackend
 from agent.config import load_config
 from agent.events import ApprovalDecided
 from agent.inbox import waiting
@@ -26,7 +25,7 @@ from examples.tally_tool import read_ledger
 from frontends.cli import main
 from policies import Gate
 
-from .conftest import REPO, pending, request_args, scripted, tools, write_script
+from .conftest import REPO, pending, request_args, scripted, told, tools, write_script
 from .terminal import agent_in_terminal, read_until
 
 TALLY = str(REPO / "examples" / "tally_tool.py")
@@ -40,13 +39,6 @@ TURNS: list[Any] = [
 
 def _runner(store: Store, expiry: float | None) -> Runner:
     return Runner(store, tools(), Gate.default(), planner=scripted(TURNS), approval_expiry=expiry)
-
-
-def _told(runner: Runner) -> str:
-    """What the model was last sent."""
-    backend = runner.backends["act"]
-    assert isinstance(backend, ScriptedBackend)
-    return json.dumps([m.model_dump() for m in backend.requests[-1].messages])
 
 
 async def test_a_decision_after_the_request_expired_is_refused_and_the_model_told(
@@ -71,7 +63,7 @@ async def test_a_decision_after_the_request_expired_is_refused_and_the_model_tol
     assert state.status == "done"
     decided = [e.event for e in store.events(task) if isinstance(e.event, ApprovalDecided)]
     assert [(d.approved, d.expired) for d in decided] == [(False, True)]
-    assert "Error: not run: no reviewer decided in time: expired at" in _told(runner)
+    assert "Error: not run: no reviewer decided in time: expired at" in told(runner)
 
 
 async def test_a_resume_after_expiry_denies_it_and_goes_on(store: Store) -> None:

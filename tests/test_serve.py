@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +23,8 @@ from frontends.cli import main
 from frontends.serve import app
 from policies import Gate
 
-from .conftest import REPO, pending, scripted, tools
+from .apis import served_fixture  # noqa: F401 - a fixture
+from .conftest import pending, scripted, tools
 
 TURNS: list[Any] = [
     {"plan": ["Count a visitor"]},
@@ -179,43 +175,22 @@ def _next_inbox(lines: Iterator[str]) -> list[dict[str, Any]]:
 
 
 def test_agent_serve_listens_on_loopback_only_unless_told(
-    home: Path, capsys: pytest.CaptureFixture[str]
+    home: Path, served: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "not a loopback address" in capsys.readouterr().err
     assert main(["serve", "--host", "example"]) == 2
     assert "not an IP address (or localhost)" in capsys.readouterr().err
     token = _token("dee", capsys)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AGENT_HOME": str(home)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "frontends.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/api/requests", headers=_as(token))
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, "agent serve did not answer"
-                time.sleep(0.1)
-        assert (answer.status_code, answer.json()) == (200, [])
-        # The stream says what is waiting now, then again when a task asks.
-        url = f"http://127.0.0.1:{port}/api/stream"
-        with httpx.stream("GET", url, headers=_as(token), timeout=30) as events:
-            assert events.headers["content-type"].startswith("text/event-stream")
-            lines = events.iter_lines()
-            assert _next_inbox(lines) == []
-            with Store.open() as store:
-                _, task = asyncio.run(_waiting(store))
-            [listed] = _next_inbox(lines)
-            assert (listed["task_id"], listed["tool"]) == (task, "tally")
-    finally:
-        server.terminate()
-        server.wait(10)
+    answer = httpx.get(f"{served}/api/requests", headers=_as(token))
+    assert (answer.status_code, answer.json()) == (200, [])
+    # The stream says what is waiting now, then again when a task asks.
+    url = f"{served}/api/stream"
+    with httpx.stream("GET", url, headers=_as(token), timeout=30) as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        lines = events.iter_lines()
+        assert _next_inbox(lines) == []
+        with Store.open() as store:
+            _, task = asyncio.run(_waiting(store))
+        [listed] = _next_inbox(lines)
+        assert (listed["task_id"], listed["tool"]) == (task, "tally")

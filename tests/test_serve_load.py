@@ -6,14 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,38 +23,13 @@ from examples.tally_tool import read_ledger
 from frontends.cli import main
 from policies import Gate
 
-from .conftest import REPO, pending, scripted, tools
+from .apis import served_fixture  # noqa: F401 - a fixture
+from .conftest import pending, scripted, tools
 
 REQUESTS = 1000
 REVIEWERS = 10
 RATE = 200
 SECONDS = 30
-
-
-@pytest.fixture
-def served(home: Path) -> Iterator[str]:
-    """`agent serve` on a free loopback port; its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AGENT_HOME": str(home)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "frontends.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{base}/api/requests")
-            break
-        except httpx.ConnectError:
-            assert time.monotonic() < deadline, "agent serve did not answer"
-            time.sleep(0.1)
-    yield base
-    server.terminate()
-    server.wait(10)
 
 
 async def _make_waiting(store: Store, count: int) -> list[tuple[str, str, str]]:

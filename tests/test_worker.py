@@ -4,7 +4,6 @@ for the grace period; two workers at once run a task once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -13,16 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from agent.state import TaskState
 from agent.store import Store
 from examples.tally_tool import read_ledger
 from frontends.cli import main
-from frontends.serve import app
 
-from .conftest import REPO, pending, request_args, write_script
+from .apis import decide_over_http
+from .conftest import REPO, request_args, write_script
 
 TALLY = str(REPO / "examples" / "tally_tool.py")
 TURNS: list[Any] = [
@@ -46,19 +44,8 @@ def _approve_over_http(home: Path, task: str, capsys: pytest.CaptureFixture[str]
     capsys.readouterr()
     assert main(["reviewers", "add", "ann", "--json"]) == 0
     token = json.loads(capsys.readouterr().out)["token"]
-
-    async def post(store: Store) -> httpx.Response:
-        request = pending(TaskState.from_store(store, task))
-        transport = httpx.ASGITransport(app=app(store))
-        async with httpx.AsyncClient(transport=transport, base_url="http://agent") as api:
-            return await api.post(
-                f"/api/requests/{request.approval_id}/decision",
-                headers={"Authorization": f"Bearer {token}"},
-                json={"approved": True, "call_hash": request.call_hash},
-            )
-
     with Store.open(home / "events.db") as store:
-        answer = asyncio.run(post(store))
+        answer = decide_over_http(store, task, token)
     assert answer.status_code == 200, answer.text
 
 
