@@ -77,3 +77,11 @@ def who(db: sqlite3.Connection, token: str) -> str | None:
         "SELECT name FROM reviewers WHERE token_hash = ? AND revoked IS NULL", (_digest(token),)
     ).fetchone()
     return None if row is None else str(row[0])
+
+
+def active(db: sqlite3.Connection, name: str) -> bool:
+    """Whether `name` is a reviewer whose token was not revoked."""
+    row = db.execute(
+        "SELECT 1 FROM reviewers WHERE name = ? AND revoked IS NULL", (name,)
+    ).fetchone()
+    return row is not None

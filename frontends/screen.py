@@ -11,6 +11,7 @@ frontend prints untrusted text through it; `--json` output is JSON, exact, and n
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sys
@@ -45,6 +46,20 @@ def plain(text: str) -> str:
 def shown(text: str) -> str:
     """`text` made safe to print through rich: visible controls (see `plain`), inert markup."""
     return escape(plain(text))
+
+
+def in_html(text: str) -> str:
+    """`text` made safe to put in an HTML page (as an element's text or an attribute's value):
+    visible controls (see `plain`), inert markup."""
+    return html.escape(plain(text), quote=True)
+
+
+def editable_json(value: Any) -> str:
+    """`value` as indented JSON for a person to edit: exact once decoded, with every character a
+    screen would obey or hide written as a JSON escape (`\\u202e`), so what is edited is what
+    is there."""
+    text = json.dumps(value, ensure_ascii=False, indent=2)
+    return _HIDDEN.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 #: characters that JSON may carry raw but that split a line for many readers (Python's

@@ -9,11 +9,14 @@
                                             waiting (as /api/requests), whenever they change
 
 Every call carries `Authorization: Bearer TOKEN`, a token from `agent reviewers add`; a decision
-is recorded with that reviewer's name and the address it came from. A decision names the hash
+is recorded with that reviewer's name and the address it came from. The web inbox (`/`, see
+`web_inbox`) is served beside the API, on the same data. A decision names the hash
 of the call the reviewer was shown, as everywhere: one on another request, one decided already,
 one that expired, or one that lost a race with another reviewer is refused (409) saying what is
-pending now, and records nothing. No cookie is read, so no other site can decide through a
-reviewer's browser. The server listens on loopback unless told otherwise.
+pending now, and records nothing. The API's reads also accept the web inbox's session cookie
+(its live list reads the stream); a decision through the API takes only a token, so no other
+site can decide through a reviewer's browser (the web inbox's own forms carry a CSRF token).
+The server listens on loopback unless told otherwise.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agent import inbox, reviewers
-from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, decide
 from agent.events import ApprovalGiven
 from agent.state import TaskState
 from agent.store import Store
-from base.errors import ConfigError, ConflictingWrite, StoreError, TaskNotFound
+from base.errors import ConfigError, TaskNotFound
+from frontends import web_inbox
+from frontends._deciding import Refused, decide_request
 from frontends.inbox_commands import as_json
+from frontends.web_inbox import Sessions
 
 DEFAULT_PORT = 8717
 #: how often the stream looks for a change (another process's request or decision)
@@ -78,6 +83,7 @@ def serve_command(args: argparse.Namespace, out: Console) -> int:
     with Store.open() as store:
         if not reviewers.listing(store.reader()):
             out.print("[yellow]no reviewers yet[/]: agent reviewers add NAME makes one")
+        out.print(f"reviewers' inbox on http://{args.host}:{args.port}/ (sign in with a token)")
         out.print(f"reviewers' API on http://{args.host}:{args.port}/api/requests")
         uvicorn.run(app(store), host=args.host, port=args.port, log_level="warning")
     return 0
@@ -96,9 +102,17 @@ def app(store: Store) -> Starlette:
     """The API over `store`. SQLite is called inline: each call is a local read or write of
     microseconds, and the event loop is this server's only thread."""
 
-    def reviewer(request: Request) -> str | JSONResponse:
+    sessions = Sessions()
+
+    def reviewer(request: Request, *, reading: bool = True) -> str | JSONResponse:
+        """Who calls: a token's reviewer; for reading, also the web inbox's signed-in one."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        name = reviewers.who(store.reader(), token.strip()) if scheme.lower() == "bearer" else None
+        if scheme.lower() == "bearer":
+            name = reviewers.who(store.reader(), token.strip())
+        elif reading and (session := sessions.find(request, store)) is not None:
+            name = session.reviewer
+        else:
+            name = None
         if name is None:
             return _error(401, "give a reviewer's token: Authorization: Bearer TOKEN")
         return name
@@ -128,10 +142,18 @@ def app(store: Store) -> Starlette:
         if found is None:
             return _error(404, "no such request")
         state = TaskState.from_store(store, found.task_id)
-        return JSONResponse({**as_json(found), "task_status": state.status, "task": state.task})
+        described = inbox.describe(store.reader(), found.approval_id) or {}
+        return JSONResponse(
+            {
+                **as_json(found),
+                "task_status": state.status,
+                "task": state.task,
+                "decided": described.get("decided") is not None,
+            }
+        )
 
     async def decision(request: Request) -> JSONResponse:
-        if isinstance(who := reviewer(request), JSONResponse):
+        if isinstance(who := reviewer(request, reading=False), JSONResponse):
             return who
         try:
             body = _Decision.model_validate_json(await request.body())
@@ -141,30 +163,21 @@ def app(store: Store) -> Starlette:
                 400,
                 f'send {{"approved": true|false, "call_hash": "...", "reason": "..."}} ({said})',
             )
-        approval_id = request.path_params["approval_id"]
-        found = inbox.find(store.reader(), approval_id)
+        found = inbox.find(store.reader(), request.path_params["approval_id"])
         if found is None:
             return _error(404, "no such request")
-        state = TaskState.from_store(store, found.task_id)
-        try:
-            decided = decide(
-                store,
-                state,
-                Seen(approval_id, body.call_hash),
-                approved=body.approved,
-                reason=body.reason,
-                reviewer=who,
-                origin=f"http {request.client.host if request.client else '?'}",
-                edit=body.edit,
-            )
-        except (NotPending, NothingToApprove) as exc:
-            return _error(409, exc.message, code=str(exc.code))
-        except EditRefused as exc:
-            return _error(400, exc.message, code=str(exc.code))
-        except ConflictingWrite:
-            return _error(409, "another decision was recorded first", code="conflict")
-        except StoreError as exc:
-            return _error(503, exc.message, code=str(exc.code))
+        decided = decide_request(
+            store,
+            found,
+            body.call_hash,
+            approved=body.approved,
+            reason=body.reason,
+            reviewer=who,
+            origin=f"http {request.client.host if request.client else '?'}",
+            edit=body.edit,
+        )
+        if isinstance(decided, Refused):
+            return _error(decided.status, decided.message, code=decided.code)
         return JSONResponse(
             {
                 "approval_id": decided.approval_id,
@@ -199,6 +212,7 @@ def app(store: Store) -> Starlette:
             Route("/api/requests", listing),
             Route("/api/requests/{approval_id}", one),
             Route("/api/requests/{approval_id}/decision", decision, methods=["POST"]),
+            *web_inbox.routes(store, sessions),
         ]
     )
 

@@ -5,6 +5,7 @@ tools/_redact.py) in what a run kept."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -20,13 +21,15 @@ import pytest
 
 from agent.state import TaskState
 from agent.store import Store
+from frontends.cli import main
 from frontends.serve import app
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes
 from tools._redact import forms
 
-from .conftest import REPO, pending
+from .conftest import REPO, pending, write_script
 
+TALLY = str(REPO / "examples" / "tally_tool.py")
 #: the MCP server of the examples, written with the `mcp` SDK
 NOTES_SERVER = REPO / "examples" / "mcp" / "notes_server.py"
 
@@ -125,3 +128,21 @@ def decide_over_http(store: Store, task: str, token: str, **body: Any) -> httpx.
             )
 
     return asyncio.run(post())
+
+
+def task_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *config: str, counter: str = "front"
+) -> str:
+    """A task that `agent run` left at its request to tally `counter` (so that a worker can run
+    it on); its id."""
+    turns: list[Any] = [
+        {"plan": ["Count a visitor"]},
+        {"tool": "tally", "args": {"counter": counter, "amount": 1}},
+        {"done": "counted"},
+    ]
+    script = write_script(tmp_path / "script.json", turns)
+    run = ["run", "--model", f"scripted:{script}", "--tools", TALLY, *config, "--json"]
+    capsys.readouterr()
+    assert main([*run, f"Count a visitor at {counter}"]) == 3
+    task: str = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["task_id"]
+    return task

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,25 +18,12 @@ from agent.store import Store
 from examples.tally_tool import read_ledger
 from frontends.cli import main
 
-from .apis import decide_over_http
-from .conftest import REPO, request_args, write_script
-
-TALLY = str(REPO / "examples" / "tally_tool.py")
-TURNS: list[Any] = [
-    {"plan": ["Count a visitor"]},
-    {"tool": "tally", "args": {"counter": "front", "amount": 1}},
-    {"done": "counted"},
-]
+from .apis import decide_over_http, task_waiting
+from .conftest import REPO, request_args
 
 
 def _waiting(tmp_path: Path, capsys: pytest.CaptureFixture[str], *config: str) -> str:
-    """A task stopped at its request for approval; its id."""
-    script = write_script(tmp_path / "script.json", TURNS)
-    run = ["run", "--model", f"scripted:{script}", "--tools", TALLY, *config, "--json"]
-    capsys.readouterr()
-    assert main([*run, "Count a visitor"]) == 3
-    task: str = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["task_id"]
-    return task
+    return task_waiting(tmp_path, capsys, *config)
 
 
 def _approve_over_http(home: Path, task: str, capsys: pytest.CaptureFixture[str]) -> None:
