@@ -83,32 +83,12 @@ def pending_approval(state: TaskState) -> ApprovalRequested | None:
     return call.approval if call is not None else None
 
 
-def decide(
-    store: Store,
-    state: TaskState,
-    seen: Seen | ApprovalRequested,
-    *,
-    approved: bool,
-    reason: str = "",
-    reviewer: str = "",
-    origin: str = "",
-    edit: dict[str, Any] | None = None,
-) -> ApprovalDecided | ApprovalGiven:
-    """Record a reviewer's decision on the request `seen`, which must be the task's pending one.
-
-    Raises `NothingToApprove` if the task is not waiting for a reviewer, `NotPending` if `seen`
-    is not the request pending (its message says what is), and `ConflictingWrite` if the task's
-    log moved on since `state` was read (the decision is then not recorded).
-
-    A request that needs several reviewers (a rule's `approvers`) gets an `ApprovalGiven` for
-    each approval but the last, which is the decision; a denial by any of them decides it.
-    Raises `AlreadyGiven` for a reviewer who approved it already.
-
-    `edit` (with `approved`): arguments to put in place of the model's, each key replacing the
-    one of that name. The edited call is checked and judged by the gate again before it runs
-    (see `call_steps.Execute`), and the edit is kept beside the original in the log. Raises
-    `EditRefused` for an edit that cannot be made.
-    """
+def named_pending(
+    store: Store, state: TaskState, seen: Seen | ApprovalRequested
+) -> ApprovalRequested:
+    """The task's pending request, which `seen` must name. Raises `NothingToApprove` if the
+    task is not waiting for a reviewer, `NotPending` if `seen` names another request (its
+    message says which is pending)."""
     if isinstance(seen, ApprovalRequested):
         seen = Seen.of(seen)
     request = pending_approval(state)
@@ -128,14 +108,41 @@ def decide(
             task_id=state.task_id,
             pending=request.approval_id,
         )
-    if (lapsed := expired(store, request)) is not None:
-        store.append(state.task_id, [lapsed], after=state.last_seq)
-        state.apply(lapsed, state.last_seq + 1)
-        raise Expired(
-            f"request {request.approval_id} {request.short_hash} {lapsed.reason}: it is denied, "
-            f"and the task is told when it runs on (`agent resume {state.task_id}`)",
-            task_id=state.task_id,
-        )
+    return request
+
+
+def decide(
+    store: Store,
+    state: TaskState,
+    seen: Seen | ApprovalRequested,
+    *,
+    approved: bool,
+    reason: str = "",
+    reviewer: str = "",
+    origin: str = "",
+    edit: dict[str, Any] | None = None,
+    always: str | None = None,
+) -> ApprovalDecided | ApprovalGiven:
+    """Record a reviewer's decision on the request `seen`, which must be the task's pending one.
+
+    Raises `NothingToApprove` if the task is not waiting for a reviewer, `NotPending` if `seen`
+    is not the request pending (its message says what is), and `ConflictingWrite` if the task's
+    log moved on since `state` was read (the decision is then not recorded).
+
+    A request that needs several reviewers (a rule's `approvers`) gets an `ApprovalGiven` for
+    each approval but the last, which is the decision; a denial by any of them decides it.
+    Raises `AlreadyGiven` for a reviewer who approved it already.
+
+    `always` (with `approved`): the rule saved with this approval (see `agent.always`), kept in
+    the decision.
+
+    `edit` (with `approved`): arguments to put in place of the model's, each key replacing the
+    one of that name. The edited call is checked and judged by the gate again before it runs
+    (see `call_steps.Execute`), and the edit is kept beside the original in the log. Raises
+    `EditRefused` for an edit that cannot be made.
+    """
+    request = named_pending(store, state, seen)
+    refuse_if_expired(store, state, request)
     if approved and request.approvers > 1:
         given = _given(store, state, request, reviewer, edit=edit, origin=origin)
         if len(given) + 1 < request.approvers:
@@ -159,6 +166,7 @@ def decide(
         reviewer=reviewer,
         origin=origin,
         edited=_edited(state, request, edit) if edit is not None and approved else None,
+        always=always if approved else None,
     )
     store.append(state.task_id, [decision], after=state.last_seq)
     state.apply(decision, state.last_seq + 1)
@@ -232,6 +240,18 @@ def _edited(state: TaskState, request: ApprovalRequested, edit: dict[str, Any]) 
     if not edit:
         raise EditRefused("the edit changes nothing", task_id=state.task_id)
     return {**call.arguments, **edit}
+
+
+def refuse_if_expired(store: Store, state: TaskState, request: ApprovalRequested) -> None:
+    """Raise `Expired` if `request`'s time has run out, once its denial is recorded."""
+    if (lapsed := expired(store, request)) is not None:
+        store.append(state.task_id, [lapsed], after=state.last_seq)
+        state.apply(lapsed, state.last_seq + 1)
+        raise Expired(
+            f"request {request.approval_id} {request.short_hash} {lapsed.reason}: it is denied, "
+            f"and the task is told when it runs on (`agent resume {state.task_id}`)",
+            task_id=state.task_id,
+        )
 
 
 def expired(store: Store, request: ApprovalRequested) -> ApprovalDecided | None:

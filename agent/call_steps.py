@@ -160,7 +160,7 @@ def judged(
 ) -> tuple[Decision, list[Event]]:
     """Ask the policy about a call; the events that record its answer. `note` is added to the
     reason a reviewer is given."""
-    decision = loop.gate.evaluate(tool, arguments)
+    decision = loop.gate.evaluate(tool, arguments, task=loop.state.task_id)
     digest = call_hash(tool.identity, arguments)
     verdict = (
         "ask"

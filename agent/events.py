@@ -167,6 +167,9 @@ class ApprovalDecided(_Event):
     #: approved with these arguments instead of the model's (the reviewer's edit, whole): the
     #: edited call is checked and judged again before it runs
     edited: dict[str, Any] | None = None
+    #: "always allow calls like this": the rule the reviewer saved into the policy file with
+    #: this approval, as it was written there
+    always: str | None = None
     #: this approval is the reviewer's edit of the request named (recorded when the edited
     #: call was judged again): the model is told its arguments were changed
     edit_of: str | None = None

@@ -74,6 +74,7 @@ class ErrorCode(StrEnum):
     OVERLOADED = "overloaded"
     PAGE_ERROR = "page_error"
     PORT_TAKEN = "port_taken"
+    RULE_REFUSED = "rule_refused"
     RATE_LIMITED = "rate_limited"
     REFUSED = "refused"
     SANDBOX_BUSY = "sandbox_busy"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agent.always import RuleRefused, Scope, allow_always
 from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, decide
 from agent.events import ApprovalDecided, ApprovalGiven
 from agent.inbox import Waiting
@@ -33,16 +34,25 @@ def decide_request(
     reviewer: str,
     origin: str,
     edit: dict[str, Any] | None,
+    always: tuple[Scope, str] | None = None,
 ) -> ApprovalDecided | ApprovalGiven | Refused:
     """Decide `found`, named with the hash the reviewer was shown (see `approvals.decide`):
     one on another request, one decided already, one expired, one that lost a race with
-    another reviewer, or an edit that cannot be made is refused, and records nothing."""
+    another reviewer, or an edit that cannot be made is refused, and records nothing.
+    `always`: approve it and save the rule of this scope whose digest the reviewer was shown
+    (see `agent.always`)."""
     state = TaskState.from_store(store, found.task_id)
+    seen = Seen(found.approval_id, call_hash)
     try:
+        if always is not None:
+            scope, digest = always
+            return allow_always(
+                store, state, seen, scope=scope, confirmed=digest, reviewer=reviewer, origin=origin
+            )
         return decide(
             store,
             state,
-            Seen(found.approval_id, call_hash),
+            seen,
             approved=approved,
             reason=reason,
             reviewer=reviewer,
@@ -51,7 +61,7 @@ def decide_request(
         )
     except (NotPending, NothingToApprove) as exc:
         return Refused(409, exc.message, str(exc.code))
-    except EditRefused as exc:
+    except (EditRefused, RuleRefused) as exc:
         return Refused(400, exc.message, str(exc.code))
     except ConflictingWrite:
         return Refused(409, "another decision was recorded first", "conflict")

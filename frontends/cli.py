@@ -267,6 +267,16 @@ def _parser() -> argparse.ArgumentParser:
                 help="approve the call with these arguments changed, e.g. '{\"amount\": 2}' (each "
                 "key replaces the model's; the edited call is judged by the policy again)",
             )
+            decide_cmd.add_argument(
+                "--always",
+                choices=["task", "project"],
+                help="approve, and allow calls exactly like this one from now on, in this task or "
+                "in every task of its policy file: the rule is shown, then saved at the top of "
+                "the task's policy file",
+            )
+            decide_cmd.add_argument(
+                "--yes", action="store_true", help="with --always: save the rule without asking"
+            )
 
     tasks = sub.add_parser("tasks", parents=[common], help="list tasks, newest first")
     tasks.add_argument(

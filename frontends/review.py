@@ -1,13 +1,15 @@
 """`agent review`: the reviewers' inbox in the terminal.
 
-The list of requests waiting, oldest first (filtered as `agent inbox` is), numbered; a number
-opens one: its preview, why it was asked, the rule, and the task's last events; then one letter
-and Enter decides it: `a` approve, `e` edit then approve, `d` deny (with a reason the model
-reads). While it waits for a key it watches the store: a request asked or decided in another
-process redraws the list. Decisions are the same as `agent approve`'s (bound to the hash shown,
-once, in time) and are recorded as the OS user's, from `review`; a worker (`agent worker`) or
-`agent resume` carries them out. Everything from a model, a page or a tool passes the one
-neutraliser, so nothing in a request can change what the reviewer sees.
+The list of requests waiting, oldest first (filtered as `agent inbox` is), numbered; a number opens
+one: its preview, why it was asked, the rule, and the task's last events; then one letter and Enter
+decides it: `a` approve, `e` edit then approve, `d` deny (with a reason the model reads), `r`
+approve and always allow calls exactly like it (a rule, shown before it is saved, in the task's
+policy file: for this task or for every task). While it waits for a key it watches the store: a
+request asked or decided in another process redraws the list. Decisions are the same as `agent
+approve`'s (bound to the hash shown, once, in time) and are recorded as the OS user's, from
+`review`; a worker (`agent worker`) or `agent resume` carries them out. Everything from a model, a
+page or a tool passes the one neutraliser, so nothing in a request can change what the reviewer
+sees.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import time
 from rich.console import Console
 from rich.panel import Panel
 
+from agent.always import RuleRefused
 from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, account, decide
 from agent.events import SHORT_HASH, ApprovalGiven
 from agent.inbox import Waiting, marker, waiting
 from agent.state import TaskState
 from agent.store import Store
-from base.errors import ConflictingWrite
+from base.errors import ConfigError, ConflictingWrite
+from frontends.always_allow import approve_always
 from frontends.inbox_commands import add_filters, print_listing
 from frontends.line_input import LineSource, read_line, wait_for_line
 from frontends.render import Renderer
@@ -109,6 +113,42 @@ def _forget_typed(stdin: LineSource) -> None:
             termios.tcflush(stdin.fileno(), termios.TCIFLUSH)
 
 
+def _always(
+    store: Store,
+    state: TaskState,
+    request: Waiting,
+    out: Console,
+    stdin: LineSource,
+    *,
+    reviewer: str,
+) -> None:
+    """Approve the request, saving a rule that allows calls exactly like it, once the reviewer
+    has read the rule and said yes."""
+    out.print(
+        "allow calls exactly like this in [bold]t[/]his task only, or in every task of its "
+        "[bold]p[/]olicy file? (t/p, Enter: back)"
+    )
+    scope = {"t": "task", "p": "project"}.get(read_line(stdin).strip().lower())
+    if scope is None:
+        return
+    try:
+        approve_always(
+            out,
+            stdin,
+            store,
+            state,
+            Seen(request.approval_id, request.call_hash),
+            scope="task" if scope == "task" else "project",
+            reviewer=reviewer,
+            origin="review",
+            asked=False,
+        )
+    except (NotPending, NothingToApprove, RuleRefused, ConfigError) as exc:
+        out.print(f"[yellow]{shown(exc.message)}[/]")
+    except ConflictingWrite:
+        out.print("[yellow]another decision was recorded first: look again[/]")
+
+
 def _open(store: Store, request: Waiting, out: Console, stdin: LineSource, reviewer: str) -> None:
     """Show one request whole, and take the reviewer's decision on it."""
     _forget_typed(stdin)  # only a key typed once the request is on the screen decides it
@@ -123,8 +163,14 @@ def _open(store: Store, request: Waiting, out: Console, stdin: LineSource, revie
         f"{shown(request.risk or '?')}[/]\n\n{shown(request.preview)}"
     )
     out.print(Panel(body, title=title, title_align="left", border_style="yellow"))
-    out.print("[bold]a[/] approve · [bold]e[/] edit then approve · [bold]d[/] deny · Enter: back")
+    out.print(
+        "[bold]a[/] approve · [bold]e[/] edit then approve · [bold]d[/] deny · "
+        "[bold]r[/] approve and always allow calls like this (a rule) · Enter: back"
+    )
     key = read_line(stdin).strip().lower()
+    if key == "r":
+        _always(store, state, request, out, stdin, reviewer=reviewer)
+        return
     if key not in ("a", "e", "d"):
         return
     edit = reason = None

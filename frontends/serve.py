@@ -4,7 +4,10 @@
                                             (?task=ID&tool=T&risk=R&limit=N)
     GET  /api/requests/{approval_id}        one request, with its task's status
     POST /api/requests/{approval_id}/decision
-         {"approved": true|false, "call_hash": "...", "reason": "..."}
+         {"approved": true|false, "call_hash": "...", "reason": "...",
+          "edit": {...}, "always": {"scope": "task"|"project", "digest": "..."}}
+    GET  /api/requests/{approval_id}/rule?scope=task|project
+                                            the rule "always allow" would save, and its digest
     GET  /api/stream                        server-sent events: `inbox`, with the requests
                                             waiting (as /api/requests), whenever they change
 
@@ -36,14 +39,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from agent import inbox, reviewers
+from agent.always import SCOPES, RuleRefused, Scope, propose
+from agent.approvals import NothingToApprove, NotPending, Seen
 from agent.events import ApprovalGiven
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import ConfigError, TaskNotFound
 from frontends import web_inbox
 from frontends._deciding import Refused, decide_request
+from frontends._web_sessions import Sessions
 from frontends.inbox_commands import as_json
-from frontends.web_inbox import Sessions
 
 DEFAULT_PORT = 8717
 #: how often the stream looks for a change (another process's request or decision)
@@ -99,17 +104,34 @@ def _loopback(host: str) -> bool:
 
 
 def app(store: Store) -> Starlette:
-    """The API over `store`. SQLite is called inline: each call is a local read or write of
-    microseconds, and the event loop is this server's only thread."""
+    """The API over `store`, and the web inbox beside it. SQLite is called inline: each call is
+    a local read or write of microseconds, and the event loop is this server's only thread."""
+    api = _Api(store, Sessions())
+    return Starlette(
+        routes=[
+            Route("/api/stream", api.stream),
+            Route("/api/requests", api.listing),
+            Route("/api/requests/{approval_id}", api.one),
+            Route("/api/requests/{approval_id}/rule", api.rule),
+            Route("/api/requests/{approval_id}/decision", api.decision, methods=["POST"]),
+            *web_inbox.routes(store, api.sessions),
+        ]
+    )
 
-    sessions = Sessions()
 
-    def reviewer(request: Request, *, reading: bool = True) -> str | JSONResponse:
+class _Api:
+    """The API's handlers, over one store."""
+
+    def __init__(self, store: Store, sessions: Sessions) -> None:
+        self.store = store
+        self.sessions = sessions
+
+    def reviewer(self, request: Request, *, reading: bool = True) -> str | JSONResponse:
         """Who calls: a token's reviewer; for reading, also the web inbox's signed-in one."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
-            name = reviewers.who(store.reader(), token.strip())
-        elif reading and (session := sessions.find(request, store)) is not None:
+            name = reviewers.who(self.store.reader(), token.strip())
+        elif reading and (session := self.sessions.find(request, self.store)) is not None:
             name = session.reviewer
         else:
             name = None
@@ -117,17 +139,17 @@ def app(store: Store) -> Starlette:
             return _error(401, "give a reviewer's token: Authorization: Bearer TOKEN")
         return name
 
-    async def listing(request: Request) -> JSONResponse:
-        if isinstance(who := reviewer(request), JSONResponse):
+    async def listing(self, request: Request) -> JSONResponse:
+        if isinstance(who := self.reviewer(request), JSONResponse):
             return who
         query = request.query_params
         try:
             limit = int(query.get("limit", "100"))
-            task = store.resolve(query["task"]) if "task" in query else None
+            task = self.store.resolve(query["task"]) if "task" in query else None
         except (ValueError, TaskNotFound) as exc:
             return _error(400, str(exc))
         found = inbox.waiting(
-            store.reader(),
+            self.store.reader(),
             task=task,
             tools=query.getlist("tool"),
             risks=query.getlist("risk"),
@@ -135,14 +157,14 @@ def app(store: Store) -> Starlette:
         )
         return JSONResponse([as_json(w) for w in found])
 
-    async def one(request: Request) -> JSONResponse:
-        if isinstance(who := reviewer(request), JSONResponse):
+    async def one(self, request: Request) -> JSONResponse:
+        if isinstance(who := self.reviewer(request), JSONResponse):
             return who
-        found = inbox.find(store.reader(), request.path_params["approval_id"])
+        found = inbox.find(self.store.reader(), request.path_params["approval_id"])
         if found is None:
             return _error(404, "no such request")
-        state = TaskState.from_store(store, found.task_id)
-        described = inbox.describe(store.reader(), found.approval_id) or {}
+        state = TaskState.from_store(self.store, found.task_id)
+        described = inbox.describe(self.store.reader(), found.approval_id) or {}
         return JSONResponse(
             {
                 **as_json(found),
@@ -152,8 +174,8 @@ def app(store: Store) -> Starlette:
             }
         )
 
-    async def decision(request: Request) -> JSONResponse:
-        if isinstance(who := reviewer(request, reading=False), JSONResponse):
+    async def decision(self, request: Request) -> JSONResponse:
+        if isinstance(who := self.reviewer(request, reading=False), JSONResponse):
             return who
         try:
             body = _Decision.model_validate_json(await request.body())
@@ -163,11 +185,11 @@ def app(store: Store) -> Starlette:
                 400,
                 f'send {{"approved": true|false, "call_hash": "...", "reason": "..."}} ({said})',
             )
-        found = inbox.find(store.reader(), request.path_params["approval_id"])
+        found = inbox.find(self.store.reader(), request.path_params["approval_id"])
         if found is None:
             return _error(404, "no such request")
         decided = decide_request(
-            store,
+            self.store,
             found,
             body.call_hash,
             approved=body.approved,
@@ -175,6 +197,7 @@ def app(store: Store) -> Starlette:
             reviewer=who,
             origin=f"http {request.client.host if request.client else '?'}",
             edit=body.edit,
+            always=(body.always.scope, body.always.digest) if body.always else None,
         )
         if isinstance(decided, Refused):
             return _error(decided.status, decided.message, code=decided.code)
@@ -190,31 +213,57 @@ def app(store: Store) -> Starlette:
             }
         )
 
-    async def stream(request: Request) -> Response:
-        if isinstance(who := reviewer(request), JSONResponse):
+    async def rule(self, request: Request) -> JSONResponse:
+        if isinstance(who := self.reviewer(request), JSONResponse):
+            return who
+        found = inbox.find(self.store.reader(), request.path_params["approval_id"])
+        if found is None:
+            return _error(404, "no such request")
+        scope = request.query_params.get("scope", "task")
+        if scope not in SCOPES:
+            return _error(400, "scope is task or project")
+        state = TaskState.from_store(self.store, found.task_id)
+        try:
+            proposal = propose(
+                self.store,
+                state,
+                Seen(found.approval_id, found.call_hash),
+                scope="task" if scope == "task" else "project",
+                reviewer=who,
+            )
+        except (NotPending, NothingToApprove, RuleRefused) as exc:
+            return _error(409, exc.message, code=str(exc.code))
+        return JSONResponse(
+            {
+                "rule": proposal.rule,
+                "path": str(proposal.path),
+                "scope": proposal.scope,
+                "digest": proposal.digest,
+            }
+        )
+
+    async def stream(self, request: Request) -> Response:
+        if isinstance(who := self.reviewer(request), JSONResponse):
             return who
 
         async def changes() -> AsyncIterator[str]:
             seen: object = None
             while not await request.is_disconnected():
-                marker = inbox.marker(store.reader())
+                marker = inbox.marker(self.store.reader())
                 if marker != seen:
                     seen = marker
-                    found = [as_json(w) for w in inbox.waiting(store.reader(), limit=100)]
+                    found = [as_json(w) for w in inbox.waiting(self.store.reader(), limit=100)]
                     yield f"event: inbox\ndata: {json.dumps(found)}\n\n"
                 await asyncio.sleep(STREAM_POLL)
 
         return StreamingResponse(changes(), media_type="text/event-stream")
 
-    return Starlette(
-        routes=[
-            Route("/api/stream", stream),
-            Route("/api/requests", listing),
-            Route("/api/requests/{approval_id}", one),
-            Route("/api/requests/{approval_id}/decision", decision, methods=["POST"]),
-            *web_inbox.routes(store, sessions),
-        ]
-    )
+
+class _Always(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    scope: Scope
+    digest: str = Field(min_length=1, max_length=64)
 
 
 class _Decision(BaseModel):
@@ -227,6 +276,9 @@ class _Decision(BaseModel):
     reason: str = Field("", max_length=2000)
     #: arguments to change before approving (each replaces the model's)
     edit: dict[str, Any] | None = None
+    #: approve, and save the rule GET .../rule showed (its digest): calls exactly like this one
+    #: run unasked from then on
+    always: _Always | None = None
 
 
 def _error(status: int, message: str, *, code: str = "") -> JSONResponse:

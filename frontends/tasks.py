@@ -30,7 +30,7 @@ from agent.backends import normalize_uri
 from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
-from agent.events import ApprovalGiven, Limits
+from agent.events import ApprovalDecided, ApprovalGiven, Limits
 from agent.inbox import decided_elsewhere, describe, waiting
 from agent.prices import Price
 from agent.runner import Runner
@@ -44,6 +44,7 @@ from base.errors import (
     SandboxError,
     TaskBusy,
 )
+from frontends.always_allow import approve_always
 from frontends.line_input import LineSource, read_line
 from frontends.render import Renderer
 from frontends.sandbox_commands import deploy_target, sandboxes_for, task_is_over
@@ -177,16 +178,7 @@ def drive(
     runner = s.runner(Setup.of(state, args), task_id)
     raised = limits_with(state.limits, given) if given else None
     if args.command in ("approve", "deny"):
-        decision = decide(
-            store,
-            state,
-            Seen(args.request, args.hash),
-            approved=args.command == "approve",
-            reason=args.reason,
-            reviewer=account(),
-            origin="cli",
-            edit=getattr(args, "edit", None),
-        )
+        decision = _decide(s, state, Seen(args.request, args.hash))
         if not args.json:
             word = "approved" if decision.approved else "denied"
             edited = (
@@ -197,6 +189,35 @@ def drive(
         if args.no_resume:
             return _report(s, runner, runner.load(task_id))
     return _until_stopped(s, runner, task_id, raised)
+
+
+def _decide(s: _Session, state: TaskState, seen: Seen) -> ApprovalDecided | ApprovalGiven:
+    """`agent approve` or `agent deny`'s decision (with --always: and its rule, saved)."""
+    args = s.args
+    if getattr(args, "always", None) is None:
+        return decide(
+            s.store,
+            state,
+            seen,
+            approved=args.command == "approve",
+            reason=args.reason,
+            reviewer=account(),
+            origin="cli",
+            edit=getattr(args, "edit", None),
+        )
+    if args.edit is not None:
+        raise ConfigError("--always allows the call as it is: give it without --edit")
+    return approve_always(
+        s.out,
+        s.stdin,
+        s.store,
+        state,
+        seen,
+        scope=args.always,
+        reviewer=account(),
+        origin="cli",
+        asked=True if args.yes else (False if _can_prompt(args, s.stdin) else None),
+    )
 
 
 def _run_new(s: _Session, given: dict[str, Any]) -> int:

@@ -6,7 +6,9 @@
     GET  /rows                  the list's rows alone (what the page fetches when it changes)
     GET  /requests/{id}         one request: why it was asked, its preview, the task's last
                                 events, and (while it waits) the form that decides it
-    POST /requests/{id}         approve, approve with the arguments as edited, or deny
+    POST /requests/{id}         approve, approve with the arguments as edited, deny; or
+                                always allow calls like it (the rule is shown first, and
+                                saved only when the reviewer presses "Save this rule")
 
 A token signs a reviewer in once; the browser then holds only a session cookie (HttpOnly,
 SameSite=Strict), kept in this process's memory: a restart, a revoked token or eight idle hours
@@ -18,94 +20,36 @@ nothing in a request can change what the reviewer sees.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import secrets
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from hmac import compare_digest
 from typing import Any
 from urllib.parse import urlsplit
 
-from rich.console import Console
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from agent import inbox, reviewers
-from agent.approvals import duration
-from agent.events import SHORT_HASH, ApprovalDecided, ApprovalGiven
+from agent.always import Scope
 from agent.inbox import Waiting
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import TaskNotFound
 from frontends._deciding import Refused, decide_request
 from frontends._web_assets import SCRIPT, STYLE
-from frontends.render import Renderer
-from frontends.screen import editable_json, in_html
-
-SESSION_COOKIE = "agent_session"
-#: the sign-in form's own CSRF token, held in a cookie until a session replaces it
-LOGIN_COOKIE = "agent_login"
-#: a session unused this long is over
-IDLE = 8 * 3600.0
-#: how many of a task's last events a request's page shows
-RECENT = 8
-HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
-
-
-@dataclass
-class Session:
-    reviewer: str
-    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    used: float = field(default_factory=time.monotonic)
-
-
-class Sessions:
-    """The signed-in browsers, by the digest of their cookie (the cookie itself is kept
-    nowhere)."""
-
-    def __init__(self) -> None:
-        self._by_digest: dict[str, Session] = {}
-
-    def open(self, reviewer: str) -> tuple[str, Session]:
-        cookie = secrets.token_urlsafe(32)
-        session = self._by_digest[_digest(cookie)] = Session(reviewer)
-        return cookie, session
-
-    def find(self, request: Request, store: Store) -> Session | None:
-        """The request's session, if it has one that is live and whose reviewer may still
-        decide."""
-        digest = _digest(request.cookies.get(SESSION_COOKIE, ""))
-        session = self._by_digest.get(digest)
-        if session is None:
-            return None
-        now = time.monotonic()
-        if now - session.used > IDLE or not reviewers.active(store.reader(), session.reviewer):
-            del self._by_digest[digest]
-            return None
-        session.used = now
-        return session
-
-    def close(self, request: Request) -> None:
-        self._by_digest.pop(_digest(request.cookies.get(SESSION_COOKIE, "")), None)
-
-
-def _digest(cookie: str) -> str:
-    return hashlib.sha256(cookie.encode()).hexdigest()
-
+from frontends._web_pages import (
+    HEADERS,
+    inbox_body,
+    listed_rows,
+    login_page,
+    page,
+    request_page,
+    rule_page,
+)
+from frontends._web_sessions import LOGIN_COOKIE, SESSION_COOKIE, Session, Sessions
+from frontends.screen import in_html
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -123,16 +67,16 @@ def routes(store: Store, sessions: Sessions) -> list[Route]:
         return handler
 
     async def login_form(request: Request) -> Response:
-        return _login_page(request, status=200)
+        return login_page(request, status=200)
 
     async def login(request: Request) -> Response:
         form = await request.form()
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not _same_site(request) or not expected or not _matches(form, expected):
-            return _login_page(request, status=403, said="Sign-in refused: reload this page.")
+            return login_page(request, status=403, said="Sign-in refused: reload this page.")
         name = reviewers.who(store.reader(), str(form.get("token", "")).strip())
         if name is None:
-            return _login_page(request, status=401, said="That is not a reviewer's token.")
+            return login_page(request, status=401, said="That is not a reviewer's token.")
         cookie, _ = sessions.open(name)
         answer = RedirectResponse("/", status_code=303)
         answer.set_cookie(
@@ -147,7 +91,7 @@ def routes(store: Store, sessions: Sessions) -> list[Route]:
 
     async def logout(request: Request, session: Session) -> Response:
         if not _same_site(request) or not _matches(await request.form(), session.csrf):
-            return _page("Refused", "<p>Sign-out refused: reload the page.</p>", None, 403)
+            return page("Refused", "<p>Sign-out refused: reload the page.</p>", None, 403)
         sessions.close(request)
         answer = RedirectResponse("/login", status_code=303)
         answer.delete_cookie(SESSION_COOKIE)
@@ -155,55 +99,30 @@ def routes(store: Store, sessions: Sessions) -> list[Route]:
 
     async def listing(request: Request, session: Session) -> Response:
         found = _listed(request, store)
-        rows = found if isinstance(found, str) else _rows(found)
-        return _page("Inbox", _inbox_body(request, rows), session)
+        shown = found if isinstance(found, str) else listed_rows(found)
+        return page("Inbox", inbox_body(request, shown), session)
 
     async def rows(request: Request, session: Session) -> Response:
         found = _listed(request, store)
-        return HTMLResponse(found if isinstance(found, str) else _rows(found), headers=HEADERS)
+        return HTMLResponse(
+            found if isinstance(found, str) else listed_rows(found), headers=HEADERS
+        )
 
     async def one(request: Request, session: Session) -> Response:
         found = inbox.find(store.reader(), request.path_params["approval_id"])
         if found is None:
-            return _page("Not found", "<p>No such request.</p>", session, 404)
-        return _request_page(store, found, session)
+            return page("Not found", "<p>No such request.</p>", session, 404)
+        return request_page(store, found, session)
 
     async def decision(request: Request, session: Session) -> Response:
         form = await request.form()
         if not _same_site(request) or not _matches(form, session.csrf):
-            return _page("Refused", "<p>Refused: reload the page and decide again.</p>", None, 403)
+            return page("Refused", "<p>Refused: reload the page and decide again.</p>", None, 403)
         found = inbox.find(store.reader(), request.path_params["approval_id"])
         if found is None:
-            return _page("Not found", "<p>No such request.</p>", session, 404)
-        action = str(form.get("action", ""))
-        edit: dict[str, Any] | None = None
-        if action in ("approve", "edit"):
-            state = TaskState.from_store(store, found.task_id)
-            call = state.awaiting
-            original = call.arguments if call is not None and call.arguments else {}
-            changed = _changes(str(form.get("arguments", "")), original)
-            if isinstance(changed, str):
-                return _request_page(store, found, session, Refused(400, changed, "edit"))
-            if action == "approve" and changed:
-                said = (
-                    "You changed the arguments: press “Approve with my edit” to approve them as "
-                    "changed, or reload the page to approve them as asked."
-                )
-                return _request_page(store, found, session, Refused(400, said, "edit"))
-            edit = changed if action == "edit" else None
-        elif action != "deny":
-            return _request_page(store, found, session, Refused(400, "Choose a decision.", "form"))
-        outcome = decide_request(
-            store,
-            found,
-            str(form.get("call_hash", "")),
-            approved=action != "deny",
-            reason=str(form.get("reason", "")),
-            reviewer=session.reviewer,
-            origin=f"http {request.client.host if request.client else '?'}",
-            edit=edit,
-        )
-        return _request_page(store, found, session, outcome)
+            return page("Not found", "<p>No such request.</p>", session, 404)
+        origin = f"http {request.client.host if request.client else '?'}"
+        return _decided(store, found, session, form, origin)
 
     async def script(request: Request) -> Response:
         return Response(SCRIPT, media_type="text/javascript", headers=HEADERS)
@@ -222,6 +141,53 @@ def routes(store: Store, sessions: Sessions) -> list[Route]:
         Route("/static/inbox.js", script),
         Route("/static/inbox.css", style),
     ]
+
+
+def _decided(
+    store: Store, found: Waiting, session: Session, form: FormData, origin: str
+) -> Response:
+    """The request's page once the reviewer's form is acted on: approve, approve with an edit,
+    deny; always allow (the rule is shown, and saved only when the reviewer confirms it)."""
+    action = str(form.get("action", ""))
+    call_hash = str(form.get("call_hash", ""))
+    edit: dict[str, Any] | None = None
+    if action in ("approve", "edit", "always"):
+        state = TaskState.from_store(store, found.task_id)
+        call = state.awaiting
+        original = call.arguments if call is not None and call.arguments else {}
+        changed = _changes(str(form.get("arguments", "")), original)
+        if isinstance(changed, str):
+            return request_page(store, found, session, Refused(400, changed, "edit"))
+        if action != "edit" and changed:
+            said = (
+                "You changed the arguments: press “Approve with my edit” to approve them as "
+                "changed, or reload the page to decide on them as asked."
+            )
+            return request_page(store, found, session, Refused(400, said, "edit"))
+        if action == "always":
+            return rule_page(
+                store, found, session, scope=_scope(form), call_hash=str(form.get("call_hash", ""))
+            )
+        edit = changed if action == "edit" else None
+    elif action not in ("deny", "always-save"):
+        return request_page(store, found, session, Refused(400, "Choose a decision.", "form"))
+    scope = _scope(form)
+    outcome = decide_request(
+        store,
+        found,
+        call_hash,
+        approved=action != "deny",
+        reason=str(form.get("reason", "")),
+        reviewer=session.reviewer,
+        origin=origin,
+        edit=edit,
+        always=(scope, str(form.get("digest", ""))) if action == "always-save" else None,
+    )
+    return request_page(store, found, session, outcome)
+
+
+def _scope(form: FormData) -> Scope:
+    return "project" if form.get("scope") == "project" else "task"
 
 
 def _same_site(request: Request) -> bool:
@@ -278,191 +244,3 @@ def _listed(request: Request, store: Store) -> list[Waiting] | str:
         risks=[r for r in query.getlist("risk") if r],
         limit=200,
     )
-
-
-def _rows(found: list[Waiting]) -> str:
-    if not found:
-        return '<tr><td colspan="7">Nothing is waiting for a reviewer.</td></tr>'
-    now = time.time()
-    lines = []
-    for request in found:
-        why = request.reason.strip().splitlines()[0] if request.reason.strip() else ""
-        lines.append(
-            f"<tr><td>{in_html(request.task_id)}</td>"
-            f'<td><a href="/requests/{in_html(request.approval_id)}">'
-            f"{in_html(request.approval_id)} {in_html(request.call_hash[:SHORT_HASH])}</a></td>"
-            f"<td>{in_html(request.tool or '?')}</td>"
-            f'<td class="risk">{in_html(request.risk or "?")}</td>'
-            f"<td>{duration(now - request.asked)}</td><td>{_expires(request, now)}</td>"
-            f"<td>{in_html(why[:120])}</td></tr>"
-        )
-    return "\n".join(lines)
-
-
-def _expires(request: Waiting, now: float) -> str:
-    if request.expires is None:
-        return "never"
-    if request.expires <= now:
-        return "expired"
-    return f"in {duration(request.expires - now)}"
-
-
-def _inbox_body(request: Request, rows: str) -> str:
-    query = request.query_params
-    return (
-        '<h1>Waiting for a reviewer</h1><form method="get" class="filters">'
-        f'task <input name="task" size="14" value="{in_html(query.get("task", ""))}"> '
-        f'tool <input name="tool" size="14" value="{in_html(query.get("tool", ""))}"> '
-        f'risk <input name="risk" size="10" value="{in_html(query.get("risk", ""))}"> '
-        "<button>Filter</button></form><table><thead><tr><th>task</th><th>request</th>"
-        "<th>tool</th><th>risk</th><th>waiting</th><th>expires</th><th>why</th></tr></thead>"
-        f'<tbody id="rows">{rows}</tbody></table>'
-    )
-
-
-def _request_page(
-    store: Store,
-    found: Waiting,
-    session: Session,
-    outcome: ApprovalDecided | ApprovalGiven | Refused | None = None,
-) -> Response:
-    """One request whole; with what just became of the reviewer's decision, if they made
-    one."""
-    state = TaskState.from_store(store, found.task_id)
-    call = state.awaiting
-    open_now = (
-        call is not None
-        and call.approval is not None
-        and call.approval.approval_id == found.approval_id
-        and state.status == "awaiting_approval"
-    )
-    status = 200
-    banner = ""
-    if isinstance(outcome, Refused):
-        status = outcome.status
-        banner = f'<p class="banner refused">{in_html(outcome.message)}</p>'
-    elif outcome is not None:
-        banner = f'<p class="banner ok">{in_html(_said(outcome))}</p>'
-    expires = "never" if found.expires is None else _expires(found, time.time())
-    approvers = call.approval.approvers if open_now and call and call.approval else 1
-    facts = [
-        ("task", f"{found.task_id}: {state.task}"),
-        ("task status", state.status),
-        ("request", f"{found.approval_id} · {found.call_hash[:SHORT_HASH]}"),
-        ("tool", found.tool or "?"),
-        ("risk", found.risk or "?"),
-        ("rule", found.rule or "?"),
-        ("waiting", duration(time.time() - found.asked)),
-        ("expires", expires),
-        ("who may decide", "any reviewer" if approvers == 1 else f"{approvers} reviewers"),
-    ]
-    body = (
-        f"<h1>Request {in_html(found.approval_id)}</h1>{banner}"
-        '<p id="elsewhere" class="banner note" hidden>This request was decided elsewhere: '
-        "reload the page.</p><dl>"
-        + "".join(f"<dt>{name}</dt><dd>{in_html(value)}</dd>" for name, value in facts)
-        + f'</dl><h2>Why</h2><p class="reason">{in_html(found.reason)}</p>'
-        f'<h2>What will happen</h2><pre class="preview">{in_html(found.preview)}</pre>'
-        + (
-            _decision_form(found, session, call.arguments if call else None)
-            if open_now
-            else f'<p class="banner note">{in_html(_fate(store, found))}</p>'
-        )
-        + f'<h2>The task so far</h2><pre class="history">{_history(store, found.task_id)}</pre>'
-    )
-    return _page(f"Request {found.approval_id}", body, session, status, found.approval_id)
-
-
-def _said(outcome: ApprovalDecided | ApprovalGiven) -> str:
-    if isinstance(outcome, ApprovalGiven):
-        return "Approved: it waits for more reviewers."
-    if not outcome.approved:
-        return "Denied: the task is told why when it runs on."
-    edited = " with your edit" if outcome.edited else ""
-    return f"Approved{edited}: a worker (agent worker) carries it out."
-
-
-def _fate(store: Store, found: Waiting) -> str:
-    """What became of a request that no longer waits."""
-    row = inbox.describe(store.reader(), found.approval_id)
-    if row is None or row["decided"] is None:
-        return "This request is not waiting for a decision: its task moved on."
-    ago = duration(time.time() - float(str(row["decided"])))
-    word = "Approved" if row["approved"] else "Denied"
-    return f"{word} by {row['reviewer'] or 'no one'} ({row['origin'] or '?'}) {ago} ago."
-
-
-def _decision_form(found: Waiting, session: Session, arguments: dict[str, Any] | None) -> str:
-    hidden = (
-        f'<input type="hidden" name="csrf" value="{in_html(session.csrf)}">'
-        f'<input type="hidden" name="call_hash" value="{in_html(found.call_hash)}">'
-    )
-    editable = arguments is not None
-    # A newline right after <textarea> is dropped by the parser: one is given, so the value's
-    # own first character is kept whatever it is.
-    field_ = (
-        '<h2>Arguments</h2><textarea name="arguments" rows="8" spellcheck="false">\n'
-        f"{in_html(editable_json(arguments))}</textarea>"
-        if editable
-        else "<p>(the arguments cannot be edited)</p>"
-    )
-    edit_button = (
-        '<button name="action" value="edit">Approve with my edit</button>' if editable else ""
-    )
-    return (
-        f'<form method="post" class="decide">{hidden}{field_}'
-        '<p><button name="action" value="approve">Approve</button>'
-        f"{edit_button}</p>"
-        '<p>Reason (the model reads it): <input name="reason" size="50"> '
-        '<button name="action" value="deny">Deny</button></p></form>'
-    )
-
-
-def _history(store: Store, task_id: str) -> str:
-    """The task's last events as `agent show` prints them, in text (already neutralised by the
-    renderer; escaped here for HTML)."""
-    text = io.StringIO()
-    render = Renderer(
-        Console(file=text, width=100, color_system=None, highlight=False, soft_wrap=True)
-    )
-    for stored in store.events(task_id)[-RECENT:]:
-        render(stored)
-    return in_html(text.getvalue())
-
-
-def _page(
-    title: str, body: str, session: Session | None, status: int = 200, request_id: str = ""
-) -> HTMLResponse:
-    who = (
-        f'<span class="who">{in_html(session.reviewer)}</span>'
-        '<form method="post" action="/logout" class="inline">'
-        f'<input type="hidden" name="csrf" value="{in_html(session.csrf)}">'
-        "<button>Sign out</button></form>"
-        if session
-        else ""
-    )
-    opened = f' data-request="{in_html(request_id)}"' if request_id else ""
-    page = (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{in_html(title)} · '
-        'agent</title><link rel="stylesheet" href="/static/inbox.css">'
-        f'<script src="/static/inbox.js" defer></script></head><body{opened}>'
-        f'<header><a href="/">agent · reviewers</a>{who}</header><main>{body}</main></body></html>'
-    )
-    return HTMLResponse(page, status_code=status, headers=HEADERS)
-
-
-def _login_page(request: Request, *, status: int, said: str = "") -> HTMLResponse:
-    csrf = secrets.token_urlsafe(32)
-    banner = f'<p class="banner refused">{in_html(said)}</p>' if said else ""
-    body = (
-        f'<h1>Sign in</h1>{banner}<form method="post" action="/login">'
-        f'<input type="hidden" name="csrf" value="{csrf}">'
-        "<p>Reviewer's token (from <code>agent reviewers add NAME</code>):<br>"
-        '<input type="password" name="token" size="60" autocomplete="off" autofocus></p>'
-        "<p><button>Sign in</button></p></form>"
-    )
-    answer = _page("Sign in", body, None, status)
-    answer.set_cookie(
-        LOGIN_COOKIE, csrf, httponly=True, samesite="strict", secure=request.url.scheme == "https"
-    )
-    return answer

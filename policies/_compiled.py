@@ -75,6 +75,12 @@ def _char_class(body: str) -> str:
     return f"[{'^' if negate else ''}{escaped}]"
 
 
+def exact_form(value: Any) -> str:
+    """A value as `exactly` compares it: JSON with its types kept (`1`, `1.0` and `true` are
+    three values), keys sorted."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def render_argument(value: Any) -> str:
     """An argument as `[rule.args]` globs see it: a string as is, anything else as compact JSON."""
     if isinstance(value, str):
@@ -102,10 +108,12 @@ class CallView:
     cost more than the matching itself.)
     """
 
-    __slots__ = ("_commands", "_hosts", "_literal", "_method", "_path", "arguments")
+    __slots__ = ("_commands", "_hosts", "_literal", "_method", "_path", "arguments", "task")
 
-    def __init__(self, arguments: Mapping[str, Any]) -> None:
+    def __init__(self, arguments: Mapping[str, Any], task: str | None = None) -> None:
         self.arguments = arguments
+        #: the task the call is made in (None: not known, and no task's rule matches it)
+        self.task = task
         self._commands = self._hosts = self._method = self._path = self._literal = _UNSET
 
     @property
@@ -200,6 +208,7 @@ class CompiledRule:
         "approvers",
         "args",
         "command",
+        "exactly",
         "hosts",
         "index",
         "inspects_arguments",
@@ -208,6 +217,7 @@ class CompiledRule:
         "path",
         "reads",
         "reason",
+        "task",
         "tool",
         "touches",
     )
@@ -229,19 +239,31 @@ class CompiledRule:
             if rule.args
             else None
         )
+        self.task = rule.task
+        self.exactly = (
+            {name: exact_form(value) for name, value in rule.exactly.items()}
+            if rule.exactly is not None
+            else None
+        )
         #: the arguments its matchers read; a tool without one of them can never match the rule
-        self.reads = frozenset(
-            name
-            for name, matcher in (
-                ("method", self.methods),
-                ("command", self.command),
-                ("path", self.path),
-                ("url", self.hosts),
+        self.reads = (
+            frozenset(self.exactly or ())
+            | frozenset(
+                name
+                for name, matcher in (
+                    ("method", self.methods),
+                    ("command", self.command),
+                    ("path", self.path),
+                    ("url", self.hosts),
+                )
+                if matcher is not None
             )
-            if matcher is not None
-        ) | frozenset(name for name, _ in self.args or ())
+            | frozenset(name for name, _ in self.args or ())
+        )
         #: whether matching looks at the arguments at all (most rules look only at the tool)
-        self.inspects_arguments = bool(self.reads)
+        self.inspects_arguments = (
+            bool(self.reads) or self.exactly is not None or self.task is not None
+        )
 
     def applies_to(self, tool_name: str, touches: str) -> bool:
         """Whether the tool-level matchers (`tool`, `touches`) accept this tool."""
@@ -255,6 +277,10 @@ class CompiledRule:
         Where the text reads several ways (a command line's simple commands, a URL's hosts), an
         allow rule needs every reading to match and a deny or ask rule needs one.
         """
+        if self.task is not None and call.task != self.task:
+            return False
+        if self.exactly is not None and not self._exactly_matches(call.arguments):
+            return False
         if self.methods is not None and call.method not in self.methods:
             return False
         if self.command is not None and not self._command_matches(call):
@@ -270,6 +296,16 @@ class CompiledRule:
                 value = call.rendered(name)
                 if value is None or not patterns.match(value):
                     return False
+        return True
+
+    def _exactly_matches(self, arguments: Mapping[str, Any]) -> bool:
+        assert self.exactly is not None
+        if len(arguments) != len(self.exactly):
+            return False
+        for name, value in arguments.items():
+            wanted = self.exactly.get(name)
+            if wanted is None or exact_form(value) != wanted:
+                return False
         return True
 
     def _command_matches(self, call: CallView) -> bool:

@@ -68,9 +68,12 @@ class Gate:
         text = resources.files("policies").joinpath("default.toml").read_text(encoding="utf-8")
         return cls.from_text(text, source="policies/default.toml")
 
-    def evaluate(self, tool: Tool, arguments: Mapping[str, Any]) -> Decision:
-        """Decide whether `tool` may run with `arguments` (already validated by `Tool.parse`)."""
-        call = CallView(arguments)
+    def evaluate(
+        self, tool: Tool, arguments: Mapping[str, Any], *, task: str | None = None
+    ) -> Decision:
+        """Decide whether `tool` may run with `arguments` (already validated by `Tool.parse`) in
+        the task `task` (a rule scoped to a task applies only there)."""
+        call = CallView(arguments, task)
         for rule in self._rules_for(tool):
             if not rule.inspects_arguments or rule.matches(call):
                 decision = self._decide(rule, tool, call)

@@ -19,6 +19,15 @@ The format (``policies/default.toml`` is a worked example)::
     [rule.args]                      # any argument by name -> a glob, or a list of globs
     branch = "main"
 
+    [[rule]]                         # what "always allow calls like this" writes:
+    action = "allow"
+    tool = "tally"
+    touches = "external"
+    task = "f372b294c0de4a1b"        # only in this task (left out: in every task)
+    [rule.exactly]                   # every argument, each exactly this value, and no other
+    counter = "front"
+    amount = 1
+
 Every key but `action`, `reason` and `approvers` is a matcher, and a rule needs at least one
 (the catch-all is `[default]`). All matchers in a rule must match; within a list, any entry
 may. A string stands for a list of one. A matcher about an argument the call does not have does
@@ -54,6 +63,12 @@ not match. `approvers` (a rule that asks) is how many reviewers must approve, ea
   ``::ffff:169.254.169.254``). A deny or ask rule matches if any reading matches; an allow rule
   only if every one does. A ``url`` argument from which no host can be read (a bare path, a
   broken URL, ``file:///x``) matches every deny and ask ``url_host`` rule and no allow rule.
+- ``exactly`` pins the whole call: the call must have exactly these arguments (none missing,
+  none more) and each must be exactly this value, of this type (``1`` is not ``1.0``, ``"1"`` or
+  ``true``; a list is compared whole, in order; a table key by key). A tool's effect, read beside
+  its arguments (a form's values, where a browser action goes), is the argument ``effect``.
+  An empty ``[rule.exactly]`` matches only a call with no arguments.
+- ``task`` is a task's id: the rule applies in that task alone.
 - ``method`` is case-insensitive.
 - ``path`` is first normalised lexically (``/tmp/../etc/x`` is ``/etc/x``). A leading ``~`` or
   ``~user`` is a home directory, so absolute: ``~/x`` stays ``~/x`` and a path that climbs out of
@@ -99,7 +114,17 @@ from policies._call_text import canonical_host, normalise_prefix
 from tools.tool import Touches
 
 Action = Literal["allow", "ask", "deny"]
-MATCHERS = ("tool", "touches", "command_prefix", "url_host", "method", "path", "args")
+MATCHERS = (
+    "tool",
+    "touches",
+    "task",
+    "command_prefix",
+    "url_host",
+    "method",
+    "path",
+    "args",
+    "exactly",
+)
 
 
 def _one_or_many(value: object) -> object:
@@ -141,6 +166,21 @@ def _prefix(value: str) -> str:
     return normalise_prefix(_non_empty(value))
 
 
+def _json_value(value: Any) -> Any:
+    """A value a call's argument can have: what JSON holds (TOML's dates and times are not)."""
+    if isinstance(value, dict):
+        for item in value.values():
+            _json_value(item)
+    elif isinstance(value, list):
+        for item in value:
+            _json_value(item)
+    elif not isinstance(value, str | int | float | bool):
+        raise ValueError(  # noqa: TRY004 - pydantic reports a ValueError as the line's error
+            f"{value!r} is not a value a call's argument can have (write it as text)"
+        )
+    return value
+
+
 # A matcher field: a string or a non-empty list of them, each entry checked (and normalised).
 _AS_LIST = BeforeValidator(_one_or_many)
 Globs = Annotated[tuple[str, ...], _AS_LIST, Field(min_length=1), _each(_non_empty)]
@@ -165,6 +205,8 @@ class Rule(BaseModel):
     method: Methods | None = None
     path: Globs | None = None
     args: Annotated[dict[str, Globs], Field(min_length=1)] | None = None
+    task: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = None
+    exactly: dict[str, Annotated[Any, AfterValidator(_json_value)]] | None = None
 
     @model_validator(mode="after")
     def _has_a_matcher(self) -> Rule:
@@ -437,16 +479,17 @@ class _Lines:
             return header
         body_end = self._next_header(header)
         key_line = self._key(loc[0], header, body_end)
-        if loc[0] == "args" and len(loc) > 1 and isinstance(loc[1], str):
+        table = loc[0]
+        if table in ("args", "exactly") and len(loc) > 1 and isinstance(loc[1], str):
             # The argument may be set in a [rule.args] table, as `args.name =`, or inline.
             rule_end = self._next_header(header, within="rule")
             for number, name, _ in self.headers:
-                if header < number < rule_end and name == "rule.args":
+                if header < number < rule_end and name == f"rule.{table}":
                     found = self._key(loc[1], number, self._next_header(number))
                     if found:
                         return found
                     key_line = key_line or number
-            return self._key(loc[1], header, body_end, parent="args") or key_line or header
+            return self._key(loc[1], header, body_end, parent=table) or key_line or header
         if key_line is None:
             # An unknown subtable such as `[rule.arg]` is reported at its own header.
             rule_end = self._next_header(header, within="rule")

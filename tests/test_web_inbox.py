@@ -215,3 +215,34 @@ async def test_text_from_the_model_is_shown_not_obeyed_and_round_trips_exactly(
     [decided] = _decisions(task)
     assert decided.approved
     assert decided.edited is None
+
+
+async def test_always_allow_shows_the_rule_and_saves_only_that_one(
+    web: httpx.AsyncClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[default]\naction = "ask"\n')
+    task = await asyncio.to_thread(task_waiting, tmp_path, capsys, "--policy", str(policy))
+    approval_id, call_hash = _asked(task)
+    csrf = await _sign_in(web, _reviewer())
+    page = await web.get(f"/requests/{approval_id}")
+    [box] = BOX.findall(page.text)
+    form = {"csrf": csrf, "call_hash": call_hash, "arguments": html.unescape(box)}
+    shown = await web.post(
+        f"/requests/{approval_id}", data={**form, "action": "always", "scope": "task"}
+    )
+    rule = re.search(r'<pre class="rule">(.*?)</pre>', shown.text, re.S)
+    assert rule is not None
+    assert f"task = &quot;{task}&quot;" in rule[1]
+    [digest] = re.findall(r'name="digest" value="([^"]+)"', shown.text)
+    assert _decisions(task) == []  # shown, not saved
+    assert policy.read_text() == '[default]\naction = "ask"\n'
+    # Confirmed for another scope than the one shown: refused.
+    other = {**form, "action": "always-save", "scope": "project", "digest": digest}
+    refused = await web.post(f"/requests/{approval_id}", data=other)
+    assert "not the one you were shown" in refused.text
+    saved = await web.post(f"/requests/{approval_id}", data={**other, "scope": "task"})
+    assert "the rule is saved" in saved.text
+    assert html.unescape(rule[1]) in policy.read_text()
+    [decided] = _decisions(task)
+    assert decided.always == html.unescape(rule[1])
