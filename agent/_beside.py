@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from agent import audit, inbox, reviewers, webhooks
-from agent.events import ApprovalDecided, ApprovalRequested, Event
+from agent.events import ApprovalDecided, ApprovalEscalated, ApprovalRequested, Event
 
 SCHEMA = audit.SCHEMA + inbox.SCHEMA + reviewers.SCHEMA + webhooks.SCHEMA
 
@@ -21,11 +21,9 @@ def keep(
     for seq, event, body in written:
         if event.kind in audit.AUDITED:
             audited.append(audit.Entry(task_id, seq, ts, event.kind, body))
-        if isinstance(event, ApprovalRequested | ApprovalDecided):
+        if isinstance(event, ApprovalRequested | ApprovalDecided | ApprovalEscalated):
             inbox.note(db, task_id, seq, ts, event)
-            notice = (
-                "approval.requested" if event.kind == "approval_requested" else "approval.decided"
-            )
+            notice = "approval." + event.kind.removeprefix("approval_")
             webhooks.queue(db, notice, event.approval_id, ts)
     if audited:
         audit.extend(db, audited)

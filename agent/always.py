@@ -113,7 +113,7 @@ def allow_always(
             "changed): look at it again",
             task_id=state.task_id,
         )
-    refuse_if_expired(store, state, named_pending(store, state, seen))
+    refuse_if_expired(store, state, named_pending(store, state, seen), reviewer)
     try:
         before = add_rule(proposal.path, proposal.rule)
     except ConfigError as exc:

@@ -25,7 +25,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent.events import SHORT_HASH, ApprovalDecided, ApprovalGiven, ApprovalRequested
+from agent.events import (
+    SHORT_HASH,
+    ApprovalDecided,
+    ApprovalEscalated,
+    ApprovalGiven,
+    ApprovalRequested,
+)
 from agent.inbox import Waiting, expiry
 from agent.state import TaskState
 from agent.store import Store
@@ -58,6 +64,12 @@ class Expired(NotPending):
     """The request a decision names expired before it: it is denied, and the task told."""
 
     code = ErrorCode.EXPIRED
+
+
+class Escalated(NotPending):
+    """The request a decision names was escalated to other reviewers: only they may decide it."""
+
+    code = ErrorCode.ESCALATED
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,7 @@ def decide(
     `EditRefused` for an edit that cannot be made.
     """
     request = named_pending(store, state, seen)
-    refuse_if_expired(store, state, request)
+    refuse_if_expired(store, state, request, reviewer)
     if approved and request.approvers > 1:
         given = _given(store, state, request, reviewer, edit=edit, origin=origin)
         if len(given) + 1 < request.approvers:
@@ -242,30 +254,60 @@ def _edited(state: TaskState, request: ApprovalRequested, edit: dict[str, Any]) 
     return {**call.arguments, **edit}
 
 
-def refuse_if_expired(store: Store, state: TaskState, request: ApprovalRequested) -> None:
-    """Raise `Expired` if `request`'s time has run out, once its denial is recorded."""
-    if (lapsed := expired(store, request)) is not None:
+def refuse_if_expired(
+    store: Store, state: TaskState, request: ApprovalRequested, reviewer: str
+) -> None:
+    """Raise `Expired` if `request`'s time has run out, once its denial is recorded. A request
+    the config escalates is escalated instead (recorded), the first time; then only the
+    reviewers it was escalated to may decide it: `Escalated` for anyone else."""
+    lapsed = expired(store, state, request)
+    if lapsed is not None:
         store.append(state.task_id, [lapsed], after=state.last_seq)
         state.apply(lapsed, state.last_seq + 1)
+    if isinstance(lapsed, ApprovalDecided):
         raise Expired(
             f"request {request.approval_id} {request.short_hash} {lapsed.reason}: it is denied, "
             f"and the task is told when it runs on (`agent resume {state.task_id}`)",
             task_id=state.task_id,
         )
+    call = state.awaiting
+    escalated = call.escalated if call is not None else None
+    if escalated is not None and reviewer not in escalated.to:
+        raise Escalated(
+            f"request {request.approval_id} {request.short_hash} was escalated to "
+            f"{', '.join(escalated.to)} ({escalated.reason}): only they may decide it now",
+            task_id=state.task_id,
+        )
 
 
-def expired(store: Store, request: ApprovalRequested) -> ApprovalDecided | None:
-    """The denial that `request` is due, if its time has run out; None if it has not."""
+def expired(
+    store: Store, state: TaskState, request: ApprovalRequested
+) -> ApprovalDecided | ApprovalEscalated | None:
+    """What `request` is due if its time has run out: its escalation (the first time, when the
+    config escalates), else its denial; None if its time has not run out."""
     expires = expiry(store.reader(), request.approval_id)
     if expires is None or expires > time.time():
         return None
-    waited = duration(request.expire_after or 0)
+    call = state.awaiting
+    escalated = call.escalated if call is not None else None
+    if request.escalate_to and escalated is None:
+        return ApprovalEscalated(
+            approval_id=request.approval_id,
+            call_hash=request.call_hash,
+            to=request.escalate_to,
+            expire_after=request.escalate_after,
+            reason=f"no reviewer decided it within {duration(request.expire_after or 0)}",
+        )
+    waited = duration(
+        (escalated.expire_after if escalated is not None else request.expire_after) or 0
+    )
+    after = f"; it had been escalated to {', '.join(escalated.to)}" if escalated else ""
     return ApprovalDecided(
         approval_id=request.approval_id,
         call_hash=request.call_hash,
         approved=False,
         reason=f"expired at {time.strftime('%Y-%m-%d %H:%M %Z', time.localtime(expires))} "
-        f"(no reviewer decided it within {waited})",
+        f"(no reviewer decided it within {waited}{after})",
         expired=True,
     )
 

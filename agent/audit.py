@@ -33,6 +33,7 @@ AUDITED = frozenset(
         "approval_requested",
         "approval_decided",
         "approval_given",
+        "approval_escalated",
         "intent",
         "tool_result",
         "outcome_unknown",

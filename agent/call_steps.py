@@ -149,6 +149,18 @@ def with_effect(arguments: dict[str, Any], effect: dict[str, Any]) -> dict[str, 
     return {**arguments, EFFECT: effect} if effect else arguments
 
 
+def expiry_fields(loop: Loop) -> dict[str, Any]:
+    """When a request expires, and what then (escalated, or denied), as it records them."""
+    escalation = loop.approval_escalation
+    if loop.approval_expiry is None or escalation is None:
+        return {"expire_after": loop.approval_expiry}
+    return {
+        "expire_after": loop.approval_expiry,
+        "escalate_to": list(escalation.to),
+        "escalate_after": escalation.after,
+    }
+
+
 def judged(
     loop: Loop,
     tool: Tool,
@@ -191,8 +203,8 @@ def judged(
                 tool=tool.name,
                 rule=decision.rule,
                 risk=tool.touches,
-                expire_after=loop.approval_expiry,
                 approvers=decision.approvers,
+                **expiry_fields(loop),
             )
         )
     return decision, events
@@ -449,7 +461,7 @@ class Reconcile(Step):
                     preview=preview(tool, call),
                     tool=call.wire.name,
                     risk=tool.touches if tool is not None else "external",
-                    expire_after=loop.approval_expiry,
+                    **expiry_fields(loop),
                 )
             ]
         )

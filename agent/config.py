@@ -74,6 +74,10 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     expire_after = 259200           # seconds a request waits for a reviewer before it is
                                     # denied (the model is told); default 3 days;
                                     # 0: requests never expire
+    escalate_to = ["dana"]          # instead of denied, an expired request is escalated to
+                                    # these reviewers; only they may decide it then
+    escalate_after = 86400          # how long it then waits before it is denied (default:
+                                    # expire_after; 0: for ever)
     webhook = "https://hooks.example.com/agent"  # `agent worker` posts each request and
                                     # decision there, signed (see agent/webhooks.py)
     webhook_key_env = "AGENT_WEBHOOK_KEY"  # the variable holding the signing key
@@ -86,12 +90,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.backends import normalize_uri
 from agent.backends._worker_proto import DEFAULT_IDLE_SECONDS
-from agent.events import Limits
+from agent.events import Escalation, Limits
 from agent.home import default_home
 from base.errors import ConfigError
 from sandbox.limits import SandboxConfig
@@ -162,6 +167,22 @@ class SecretsConfig(_Section):
 class ApprovalsConfig(_Section):
     #: seconds a request for approval waits for a reviewer before it is denied; 0: for ever
     expire_after: float = Field(3 * 24 * 3600.0, ge=0)
+    #: reviewers (their names, as `agent reviewers add` or the OS account gives them) a request
+    #: is escalated to when it expires, instead of being denied: only they may decide it then
+    escalate_to: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]] = Field(
+        default_factory=list
+    )
+    #: seconds an escalated request then waits before it is denied (left out: expire_after; 0:
+    #: for ever)
+    escalate_after: float | None = Field(None, ge=0)
+
+    def escalation(self) -> Escalation | None:
+        """What becomes of a request no reviewer decided in time, when not a denial."""
+        if not self.escalate_to:
+            return None
+        after = self.expire_after if self.escalate_after is None else self.escalate_after
+        return Escalation(tuple(self.escalate_to), after or None)
+
     #: where `agent worker` posts a notice of each request and decision (see agent/webhooks.py)
     webhook: str | None = Field(None, pattern=r"^https?://")
     #: the variable holding the key the notices are signed with

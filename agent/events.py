@@ -7,6 +7,7 @@ stream. Events are a discriminated union on `kind`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -144,6 +145,11 @@ class ApprovalRequested(_Event):
     expire_after: float | None = None
     #: how many reviewers must approve it, each once (the rule's `approvers`)
     approvers: int = 1
+    #: when it expires: escalated to these reviewers (names), who alone may decide it then,
+    #: instead of denied ([approvals] escalate_to); empty: denied
+    escalate_to: list[str] = Field(default_factory=list)
+    #: seconds an escalated request then waits before it is denied (None: for ever)
+    escalate_after: float | None = None
 
     @property
     def short_hash(self) -> str:
@@ -188,6 +194,30 @@ class ApprovalGiven(_Event):
     #: read as a decision is (an approval, with no edit), by whoever shows it
     approved: Literal[True] = True
     edited: None = None
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """What becomes of a request no reviewer decides in time, when not a denial: only the
+    reviewers named (`to`) may decide it from then, for `after` seconds more (None: for ever),
+    then it is denied."""
+
+    to: tuple[str, ...]
+    after: float | None = None
+
+
+class ApprovalEscalated(_Event):
+    """No reviewer decided a request in time, and the policy's config escalates rather than
+    denies: from now on only the reviewers named may decide it, within a new deadline (then it
+    is denied)."""
+
+    kind: Literal["approval_escalated"] = "approval_escalated"
+    approval_id: str
+    call_hash: str
+    to: list[str]
+    #: seconds from now it waits for them before it is denied (None: for ever)
+    expire_after: float | None = None
+    reason: str = ""
 
 
 class IntentRecorded(_Event):
@@ -324,6 +354,7 @@ Event = Annotated[
     | ApprovalRequested
     | ApprovalDecided
     | ApprovalGiven
+    | ApprovalEscalated
     | IntentRecorded
     | ToolResulted
     | OutcomeUnknown

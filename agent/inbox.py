@@ -7,24 +7,33 @@ query, however many tasks the store holds.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from agent.events import EVENT_ADAPTER, ApprovalDecided, ApprovalRequested, Event
+from agent.events import (
+    EVENT_ADAPTER,
+    ApprovalDecided,
+    ApprovalEscalated,
+    ApprovalRequested,
+    Event,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
     approval_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, seq INTEGER NOT NULL,
     asked REAL NOT NULL, tool TEXT NOT NULL, risk TEXT NOT NULL, rule TEXT, reason TEXT NOT NULL,
     preview TEXT NOT NULL, call_hash TEXT NOT NULL, cause TEXT NOT NULL, expires REAL,
-    decided REAL, approved INTEGER, reviewer TEXT, origin TEXT);
+    decided REAL, approved INTEGER, reviewer TEXT, origin TEXT, escalated_to TEXT);
 CREATE INDEX IF NOT EXISTS inbox_waiting ON inbox (decided, asked);
 CREATE INDEX IF NOT EXISTS inbox_task ON inbox (task_id);
 """
 #: the kinds of event the inbox follows
-KINDS = frozenset({"approval_requested", "approval_decided"})
+KINDS = frozenset({"approval_requested", "approval_decided", "approval_escalated"})
+#: the columns added since the table was first made, for stores made before them
+ADDED = {"escalated_to": "TEXT"}
 
 
 class Waiting(NamedTuple):
@@ -41,16 +50,35 @@ class Waiting(NamedTuple):
     preview: str
     call_hash: str
     cause: str
-    #: when it is denied if no reviewer decides it first (None: never)
+    #: when it is denied (or escalated) if no reviewer decides it first (None: never)
     expires: float | None
+    #: the reviewers it was escalated to, who alone may decide it now (JSON list; None: any)
+    escalated_to: str | None
+
+
+def upgrade(db: sqlite3.Connection) -> None:
+    """Add to a store's inbox the columns it was made without."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(inbox)")}
+    for column, kind in ADDED.items():
+        if column not in have:
+            db.execute(f"ALTER TABLE inbox ADD COLUMN {column} {kind}")
 
 
 def note(db: sqlite3.Connection, task_id: str, seq: int, ts: float, event: Event) -> None:
-    """Follow a request or a decision, inside the caller's write transaction."""
-    if isinstance(event, ApprovalRequested):
+    """Follow a request, an escalation or a decision, inside the caller's write transaction."""
+    if isinstance(event, ApprovalEscalated):
+        db.execute(
+            "UPDATE inbox SET expires = ?, escalated_to = ? WHERE approval_id = ?",
+            (
+                None if event.expire_after is None else ts + event.expire_after,
+                json.dumps(event.to),
+                event.approval_id,
+            ),
+        )
+    elif isinstance(event, ApprovalRequested):
         db.execute(  # asked again (its call changed): the last asking counts
             "INSERT OR REPLACE INTO inbox VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL)",
             (
                 event.approval_id,
                 task_id,
@@ -101,7 +129,8 @@ def waiting(
             args += wanted
     rows = db.execute(
         "SELECT i.approval_id, i.task_id, i.asked, i.tool, i.risk, i.rule, i.reason, i.preview, "
-        "i.call_hash, i.cause, i.expires FROM inbox i JOIN tasks t ON t.id = i.task_id "
+        "i.call_hash, i.cause, i.expires, i.escalated_to "
+        "FROM inbox i JOIN tasks t ON t.id = i.task_id "
         f"WHERE {' AND '.join(where)} ORDER BY i.decided, i.asked, i.approval_id LIMIT ?",
         (*args, limit),
     ).fetchall()
@@ -129,7 +158,7 @@ def find(db: sqlite3.Connection, approval_id: str) -> Waiting | None:
     """The request `approval_id`, waiting or not; None if the inbox holds none."""
     row = db.execute(
         "SELECT approval_id, task_id, asked, tool, risk, rule, reason, preview, call_hash, cause, "
-        "expires FROM inbox WHERE approval_id = ?",
+        "expires, escalated_to FROM inbox WHERE approval_id = ?",
         (approval_id,),
     ).fetchone()
     return None if row is None else Waiting(*row)
@@ -169,7 +198,7 @@ def backfill(db: sqlite3.Connection, tasks: Sequence[str]) -> None:
         try:
             rows = db.execute(
                 "SELECT seq, ts, body FROM events WHERE task_id = ? AND kind IN "
-                "('approval_requested', 'approval_decided') ORDER BY seq",
+                "('approval_requested', 'approval_decided', 'approval_escalated') ORDER BY seq",
                 (task_id,),
             ).fetchall()
         except sqlite3.DatabaseError:

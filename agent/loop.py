@@ -16,6 +16,7 @@ from agent.context import observation_chars
 from agent.effects import Effects, Stopped
 from agent.events import (
     CallRejected,
+    Escalation,
     Event,
     LateResult,
     ModelResponded,
@@ -50,6 +51,8 @@ class Loop:
     max_argument_bytes: int = 64 * 1024
     #: how long a request for approval waits for a reviewer before it is denied (None: ever)
     approval_expiry: float | None = None
+    #: what becomes of a request no reviewer decided in time, when not a denial
+    approval_escalation: Escalation | None = None
     #: the task's state, the recorder's (an attribute, not a property: steps read it often)
     state: TaskState = field(init=False)
     #: the names in `tool_specs`, looked up once per call

@@ -25,6 +25,7 @@ from agent.effects import LocalEffects, artifacts_of, keep_files
 from agent.events import (
     Attachment,
     EgressDecided,
+    Escalation,
     Event,
     Limits,
     LimitsRaised,
@@ -75,6 +76,7 @@ class Runner:
         deploy: DeployTarget | None = None,
         secrets: Secrets | None = None,
         approval_expiry: float | None = None,
+        approval_escalation: Escalation | None = None,
     ) -> None:
         clash = [t.name for t in registry if t.name in EXECUTOR or t.name in PLANNER]
         if clash:
@@ -87,6 +89,8 @@ class Runner:
         self.max_argument_bytes = max_argument_bytes
         #: how long a request for approval may wait before it is denied (None: for ever)
         self.approval_expiry = approval_expiry
+        #: what becomes of a request no reviewer decided in time, when not a denial
+        self.approval_escalation = approval_escalation
         self.listeners: list[Listener] = []
         #: by task: its calls given up on at their timeout whose threads run on (see `Loop.late`)
         self._late: dict[str, dict[str, tuple[str, Future[ToolResult]]]] = {}
@@ -262,6 +266,7 @@ class Runner:
                 self.backends["act"].context_window,
                 self.max_argument_bytes,
                 self.approval_expiry,
+                self.approval_escalation,
                 late=self._late.setdefault(task_id, {}),
             )
             events: list[Event] = []
@@ -273,9 +278,10 @@ class Runner:
             if not continue_only and state.status in ("paused", "stuck"):
                 events.append(TaskResumed())
             if (request := pending_approval(state)) is not None and (
-                lapsed := expired(self.store, request)
+                lapsed := expired(self.store, state, request)
             ) is not None:
-                events.append(lapsed)  # no reviewer decided in time: the model is told
+                # no reviewer decided in time: denied (the model is told), or escalated
+                events.append(lapsed)
             self._running[task_id] = record
             record.commit(events)
             # Decisions recorded by other processes (a reviewer's denials) are observations too.

@@ -19,6 +19,7 @@ from agent.backends.base import Message, ModelResponse, ToolCall, Usage
 from agent.events import (
     STATUS_AFTER,
     ApprovalDecided,
+    ApprovalEscalated,
     ApprovalGiven,
     ApprovalRequested,
     CallRejected,
@@ -74,6 +75,8 @@ class Call:
     judgements: int = 0
     verdict: str | None = None
     approval: ApprovalRequested | None = None
+    #: the request went unanswered and was escalated: only these reviewers may decide it now
+    escalated: ApprovalEscalated | None = None
     decision: ApprovalDecided | None = None
     intent: IntentRecorded | None = None
     #: what the model is shown about this call; None while the call is unresolved
@@ -223,7 +226,7 @@ class TaskState:
                 self._on_task_created(event)
             case PlanProposed():
                 self._on_plan_proposed(event)
-            case ApprovalRequested():
+            case ApprovalRequested() | ApprovalEscalated():
                 self._on_approval_requested(event)
             case ApprovalDecided():
                 self._on_approval_decided(event)
@@ -308,9 +311,15 @@ class TaskState:
         if event.verdict == "deny":
             self._observe(event.ref, f"Error: denied by policy: {event.reason}", error=True)
 
-    def _on_approval_requested(self, event: ApprovalRequested) -> None:
+    def _on_approval_requested(self, event: ApprovalRequested | ApprovalEscalated) -> None:
+        if isinstance(event, ApprovalEscalated):  # it waits on, for the reviewers it names
+            waiting = self.awaiting
+            asked = waiting.approval if waiting is not None else None
+            if waiting is not None and asked is not None and asked.approval_id == event.approval_id:
+                waiting.escalated = event
+            return
         call = self.calls[event.ref]
-        call.approval, call.decision = event, None
+        call.approval, call.decision, call.escalated = event, None, None
         if event.cause == "reconcile":
             call.reconcile_requests += 1
 

@@ -115,6 +115,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             conn.executescript(_SCHEMA + _beside.SCHEMA)
+            inbox.upgrade(conn)
             if unlisted := _unlisted(conn):
                 with _transaction(conn):
                     inbox.backfill(conn, unlisted)
@@ -284,12 +285,12 @@ class Store:
         last written by a version that kept neither (and opened read-only since)."""
         if not self._beside_checked:  # once: tables do not come and go under an open store
             try:
-                self._db.execute("SELECT 1 FROM inbox, audit_head LIMIT 0")
+                self._db.execute("SELECT escalated_to FROM inbox, audit_head LIMIT 0")
             except sqlite3.OperationalError:
                 raise StoreError(
-                    f"the event store at {self.path} has no inbox or audit log yet (an older "
-                    "version wrote it): a command that writes to it adds them (`agent doctor`, "
-                    "`agent run`)"
+                    f"the event store at {self.path} has no inbox or audit log of this version "
+                    "yet (an older version wrote it): a command that writes to it adds them "
+                    "(`agent doctor`, `agent run`)"
                 ) from None
             self._beside_checked = True
         return self._db

@@ -10,7 +10,8 @@ due ones (several workers never send one twice at once) and posts them:
     Content-Type: application/json
     X-Agent-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the key>
 
-    {"event": "approval.requested" | "approval.decided", "sent_at": ..., "request": {...}}
+    {"event": "approval.requested" | "approval.escalated" | "approval.decided", "sent_at": ...,
+     "request": {...}}
 
 A receiver recomputes the HMAC with the key (the variable `[approvals] webhook_key_env` names)
 and refuses a stale `t`. A notice that fails (no answer, or not 2xx) is tried again after 1, 2,

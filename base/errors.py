@@ -67,6 +67,7 @@ class ErrorCode(StrEnum):
     NOT_IN_FORM = "not_in_form"
     NOT_PENDING = "not_pending"
     EXPIRED = "expired"
+    ESCALATED = "escalated"
     NOT_RUNNING = "not_running"
     NOT_TEXT = "not_text"
     NOTHING_TO_APPROVE = "nothing_to_approve"

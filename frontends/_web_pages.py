@@ -21,6 +21,7 @@ from agent.state import TaskState
 from agent.store import Store
 from frontends._deciding import Refused
 from frontends._web_sessions import LOGIN_COOKIE, Session
+from frontends.inbox_commands import escalated_to
 from frontends.render import Renderer
 from frontends.screen import editable_json, in_html
 
@@ -74,7 +75,7 @@ def request_page(
         ("rule", found.rule or "?"),
         ("waiting", duration(time.time() - found.asked)),
         ("expires", expires),
-        ("who may decide", "any reviewer" if approvers == 1 else f"{approvers} reviewers"),
+        ("who may decide", _deciders(found, approvers)),
     ]
     body = (
         f"<h1>Request {in_html(found.approval_id)}</h1>{banner}"
@@ -91,6 +92,12 @@ def request_page(
         + f'<h2>The task so far</h2><pre class="history">{_history(store, found.task_id)}</pre>'
     )
     return page(f"Request {found.approval_id}", body, session, status, found.approval_id)
+
+
+def _deciders(found: Waiting, approvers: int) -> str:
+    if (names := escalated_to(found)) is not None:
+        return f"only {', '.join(names)} (it was escalated to them)"
+    return "any reviewer" if approvers == 1 else f"{approvers} reviewers"
 
 
 def _said(outcome: ApprovalDecided | ApprovalGiven) -> str:
@@ -203,6 +210,8 @@ def listed_rows(found: list[Waiting]) -> str:
     lines = []
     for request in found:
         why = request.reason.strip().splitlines()[0] if request.reason.strip() else ""
+        if (names := escalated_to(request)) is not None:
+            why = f"escalated to {', '.join(names)}: {why}"
         lines.append(
             f"<tr><td>{in_html(request.task_id)}</td>"
             f'<td><a href="/requests/{in_html(request.approval_id)}">'

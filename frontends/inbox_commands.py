@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from rich.console import Console
@@ -75,6 +76,8 @@ def print_listing(out: Console, found: list[Waiting], *, numbered: bool = False)
         table.add_column(name, overflow="fold", ratio=3 if name == "why" else None)
     for number, request in enumerate(found, 1):
         why = request.reason.strip().splitlines()[0] if request.reason.strip() else ""
+        if (deciders := escalated_to(request)) is not None:
+            why = f"escalated to {', '.join(deciders)}: {why}"
         row = [
             request.task_id,
             f"{request.approval_id} {request.call_hash[:SHORT_HASH]}",
@@ -102,7 +105,16 @@ def as_json(request: Waiting) -> dict[str, object]:
         "cause": request.cause,
         "expires": request.expires,
         "expired": request.expires is not None and request.expires <= time.time(),
+        "escalated_to": escalated_to(request),
     }
+
+
+def escalated_to(request: Waiting) -> list[str] | None:
+    """The reviewers the request was escalated to (who alone may decide it); None: not."""
+    if request.escalated_to is None:
+        return None
+    names = json.loads(request.escalated_to)
+    return [str(name) for name in names]
 
 
 def _expires(request: Waiting, now: float) -> str:

@@ -18,6 +18,7 @@ from rich.panel import Panel
 from agent.backends.base import Delta, Purpose
 from agent.events import (
     ApprovalDecided,
+    ApprovalEscalated,
     ApprovalGiven,
     ApprovalRequested,
     CallRejected,
@@ -188,6 +189,8 @@ class Renderer:
                     if e.approved
                     else f"    [red]✗ declined{who}[/]{why}"
                 )
+            case ApprovalEscalated():
+                return f"    [yellow]⇡ escalated to {shown(', '.join(e.to))}[/]: {shown(e.reason)}"
             case ApprovalGiven():
                 who = shown(e.reviewer)
                 return f"    [green]✓ approved by {who}[/] [dim](it waits for more reviewers)[/]"

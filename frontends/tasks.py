@@ -128,6 +128,7 @@ class _Session:
             deploy=deploy_target(self.config),
             secrets=Secrets.load(self.config.secrets.path()),
             approval_expiry=self.config.approvals.expire_after or None,
+            approval_escalation=self.config.approvals.escalation(),
         )
         if not self.args.json:
             renderer = self.renderer = Renderer(self.out)

@@ -26,6 +26,7 @@ from agent.approvals import NothingToApprove, Seen, decide
 from agent.backends.base import ModelResponse, ToolCall, Usage
 from agent.events import (
     ApprovalDecided,
+    ApprovalEscalated,
     ApprovalGiven,
     ApprovalRequested,
     CallRejected,
@@ -149,6 +150,7 @@ def one_of_each() -> list[Event]:
             preview="POST /users/new\nname=Dana Ölund\nadmin=false",
         ),
         ApprovalGiven(approval_id="t1-2.0", call_hash="ab" * 32, reviewer="kim"),
+        ApprovalEscalated(approval_id="t1-2.0", call_hash="ab" * 32, to=["dana"], expire_after=60),
         ApprovalDecided(approval_id="t1-2.0", approved=True, reason="ok", reviewer="sam"),
         IntentRecorded(ref="2.0", call_hash=HASH, idempotency_key="t1-2.0-k", approval_id="t1-2.0"),
         ToolResulted(
