@@ -17,10 +17,6 @@ from rich.console import Console
 
 from agent import webhooks
 from agent.approvals import (
-    AlreadyGiven,
-    Expired,
-    NothingToApprove,
-    NotPending,
     Seen,
     account,
     decide,
@@ -40,12 +36,12 @@ from base.errors import (
     AgentError,
     BackendError,
     ConfigError,
-    ConflictingWrite,
     SandboxError,
     TaskBusy,
 )
 from frontends.always_allow import approve_always
-from frontends.line_input import LineSource, read_line
+from frontends.inline_prompt import Prompt, ask_inline, settle
+from frontends.line_input import LineSource
 from frontends.render import Renderer
 from frontends.sandbox_commands import deploy_target, sandboxes_for, task_is_over
 from frontends.screen import print_json, shown
@@ -273,44 +269,21 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
             asked = pending_approval(state)
             assert asked is not None
             try:
-                answer = _ask_approval(s.out, s.stdin)
+                answer = ask_inline(s.out, s.stdin, s.store, task_id)
             except KeyboardInterrupt:
                 answer = None
             if answer is None:
                 s.out.print()
                 break  # the task keeps waiting, durably
-            approved, reason = answer
-            # The answer is about the request shown: if another process decided it, or the task
-            # asks something else now, it decides nothing, and what is pending is asked anew.
-            state = runner.load(task_id)
-            try:
-                decision = decide(
-                    s.store,
-                    state,
-                    asked,
-                    approved=approved,
-                    reason=reason,
-                    reviewer=account(),
-                    origin="terminal",
-                )
-            except AlreadyGiven as exc:
-                s.out.print(f"    [yellow]{shown(exc.message)}[/]")
-                break  # it waits for another reviewer, durably
-            except Expired as exc:
-                s.out.print(f"    [yellow]{shown(exc.message)}[/]")
-                state = asyncio.run(_run_once(runner, task_id, None))  # the model is told
-                continue
-            except (NotPending, NothingToApprove, ConflictingWrite):
-                state = runner.load(task_id)
-                s.out.print("    [yellow]the request changed while the prompt was open[/]")
-                _show_pending(s, state)
-                continue
-            word = "approved" if decision.approved else "denied"
-            s.out.print(f"    {word} {decision.approval_id} {asked.short_hash}")
-            if isinstance(decision, ApprovalGiven):
-                s.out.print("    [dim]it waits for more reviewers[/]")
+            state, again = settle(
+                Prompt(s.out, s.store, s.renderer),
+                asked,
+                answer,
+                load=lambda: runner.load(task_id),
+                run_on=lambda: asyncio.run(_run_once(runner, task_id, None)),
+            )
+            if not again:
                 break
-            state = asyncio.run(_run_once(runner, task_id, None))
     except KeyboardInterrupt:
         state = runner.load(task_id)  # the runner recorded the pause (if it was running)
     return _report(s, runner, state)
@@ -346,36 +319,6 @@ async def _close(runner: Runner) -> None:
         await runner.browsers.aclose()
     if runner.sandboxes is not None:
         await runner.sandboxes.aclose()
-
-
-def _show_pending(s: _Session, state: TaskState) -> None:
-    """Show the request pending now (what a reviewer is asked), as the run showed the first."""
-    request = pending_approval(state)
-    if request is None or s.renderer is None:
-        return
-    for stored in s.store.events(state.task_id):
-        if stored.event == request:
-            s.renderer(stored)
-            return
-
-
-def _ask_approval(out: Console, stdin: LineSource) -> tuple[bool, str] | None:
-    """Ask until the answer is yes or no; None at the end of input."""
-    while True:
-        try:
-            out.print(
-                "[bold yellow]Approve?[/] \\[y]es / \\[n]o, optionally followed by a reason > ",
-                end="",
-            )
-            answer = read_line(stdin).strip()
-        except EOFError:
-            return None
-        word, _, reason = answer.partition(" ")
-        if word.lower() in ("y", "yes"):
-            return True, reason.strip()
-        if word.lower() in ("n", "no"):
-            return False, reason.strip()
-        out.print("please answer y or n (Ctrl-C stops here; the task keeps waiting for a reviewer)")
 
 
 def print_error(message: str) -> None:

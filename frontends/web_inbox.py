@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from agent import inbox, reviewers
 from agent.always import Scope
+from agent.approvals import NothingToApprove, NotPending, Seen, named_pending
 from agent.inbox import Waiting
 from agent.state import TaskState
 from agent.store import Store
@@ -153,6 +154,11 @@ def _decided(
     edit: dict[str, Any] | None = None
     if action in ("approve", "edit", "always"):
         state = TaskState.from_store(store, found.task_id)
+        try:  # decided meanwhile, or another request shown: said as `decide` says it
+            named_pending(store, state, Seen(found.approval_id, call_hash))
+        except (NotPending, NothingToApprove) as exc:
+            refused = Refused(409, exc.message, str(exc.code))
+            return request_page(store, found, session, refused)
         call = state.awaiting
         original = call.arguments if call is not None and call.arguments else {}
         changed = _changes(str(form.get("arguments", "")), original)

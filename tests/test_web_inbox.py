@@ -246,3 +246,51 @@ async def test_always_allow_shows_the_rule_and_saves_only_that_one(
     assert html.unescape(rule[1]) in policy.read_text()
     [decided] = _decisions(task)
     assert decided.always == html.unescape(rule[1])
+
+
+async def test_a_form_sent_again_by_two_reviewers_at_once_or_too_late_decides_once(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("[approvals]\nexpire_after = 1.5\n")
+    task = await asyncio.to_thread(task_waiting, tmp_path, capsys, "--config", str(config))
+    approval_id, call_hash = _asked(task)
+    with Store.open() as store:
+        clients = []
+        for name in ("ann", "bo"):
+            transport = httpx.ASGITransport(app=app(store), client=("127.0.0.1", 5000))
+            client = httpx.AsyncClient(transport=transport, base_url="http://agent")
+            clients.append((client, await _sign_in(client, _reviewer(name))))
+        page = await clients[0][0].get(f"/requests/{approval_id}")
+        [box] = BOX.findall(page.text)
+        form = {"call_hash": call_hash, "action": "approve", "arguments": html.unescape(box)}
+        # Two reviewers at once, each sending the form twice: one decision.
+        answers = await asyncio.gather(
+            *(
+                client.post(f"/requests/{approval_id}", data={**form, "csrf": csrf})
+                for client, csrf in clients * 2
+            )
+        )
+        assert sorted(a.status_code for a in answers) == [200, 409, 409, 409]
+        assert len(_decisions(task)) == 1
+        for client, _ in clients:
+            await client.aclose()
+    # Too late: the next request of another task expires before the form is sent.
+    late = await asyncio.to_thread(task_waiting, tmp_path, capsys, "--config", str(config))
+    approval_id, call_hash = _asked(late)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app(Store.open()), client=("127.0.0.1", 5000)),
+        base_url="http://agent",
+    ) as web:
+        csrf = await _sign_in(web, _reviewer("cy"))
+        page = await web.get(f"/requests/{approval_id}")
+        [box] = BOX.findall(page.text)
+        await asyncio.sleep(1.6)
+        answer = await web.post(
+            f"/requests/{approval_id}",
+            data={**form, "call_hash": call_hash, "csrf": csrf, "arguments": html.unescape(box)},
+        )
+    assert answer.status_code == 409
+    assert "expired at" in answer.text
+    [denied] = _decisions(late)
+    assert denied.expired

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,9 @@ from agent.store import Store
 from examples.tally_tool import read_ledger
 from frontends.cli import main
 
-from .apis import decide_over_http, task_waiting
-from .conftest import REPO, request_args
+from .apis import TALLY, decide_over_http, task_waiting
+from .conftest import REPO, request_args, write_script
+from .terminal import agent_in_terminal, read_until
 
 
 def _waiting(tmp_path: Path, capsys: pytest.CaptureFixture[str], *config: str) -> str:
@@ -100,3 +102,24 @@ def test_two_workers_at_once_run_a_task_once(
     assert [w.wait(120) for w in workers] == [0, 0]
     assert _status(task) == "done"
     assert len(read_ledger()) == 1
+
+
+def test_the_inline_prompt_notices_a_decision_made_elsewhere_and_goes_on(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    turns: list[Any] = [
+        {"plan": ["Count a visitor"]},
+        {"tool": "tally", "args": {"counter": "front", "amount": 1}},
+        {"done": "counted"},
+    ]
+    model = f"scripted:{write_script(tmp_path / 'script.json', turns)}"
+    pid, fd = agent_in_terminal("run", "count", "--model", model, "--tools", TALLY)
+    read_until(fd, b"Approve?")
+    with Store.open() as store:
+        [task] = [row.id for row in store.tasks()]
+    _approve_over_http(home, task, capsys)  # while the prompt waits, nothing typed
+    screen = read_until(fd, b"counted")
+    assert b"was approved elsewhere, by ann (http 127.0.0.1)" in screen
+    os.waitpid(pid, 0)
+    assert [e["amount"] for e in read_ledger()] == [1]
+    assert _status(task) == "done"
