@@ -1,13 +1,13 @@
 """ "Always allow calls like this": a reviewer approves the request pending and, in the same act,
-saves a rule that allows calls exactly like it from then on, in this task or in every task of
-the project (its policy file).
+saves a rule that allows calls exactly like it from then on, in this task or in every task of the
+project (its policy file).
 
-The rule is made by `policies.allowing` (never wider than the call), shown to the reviewer
-first, and saved only as shown: `allow_always` makes it again and refuses it if it is not the
-rule whose digest the reviewer confirmed. Everything that could refuse the decision is checked
-before the rule is written; should recording the decision still fail, the policy file is put back
-as it was. The decision keeps the rule's text, so the log (and its audit chain) says who allowed
-what, when.
+The rule is made by `policies.allowing` (never wider than the call), shown to the reviewer first,
+and saved only as shown: `allow_always` makes it again and refuses it if it is not the rule whose
+digest the reviewer confirmed. Everything that could refuse the decision is checked before the rule
+is written, and the rule takes its place in the file only once the decision is recorded (the file's
+lock held throughout; see `policies.allowing.adding`). The decision keeps the rule's text, so the
+log (and its audit chain) says who allowed what, when.
 
     RuleRefused   no rule can be made for this request, or it is not the rule shown
 """
@@ -24,7 +24,7 @@ from agent.events import ApprovalDecided, ApprovalRequested
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import AgentError, ConfigError, ErrorCode
-from policies.allowing import add_rule, restore, rule_for
+from policies.allowing import Pinned, adding, rule_for
 
 Scope = Literal["task", "project"]
 SCOPES: tuple[Scope, ...] = ("task", "project")
@@ -38,16 +38,19 @@ class RuleRefused(AgentError):
 
 @dataclass(frozen=True)
 class Proposal:
-    """The rule to be shown to the reviewer, and where it would be saved."""
+    """The rule to be shown to the reviewer, where it would be saved, and the call it pins."""
 
     path: Path
     rule: str
     scope: Scope
+    call: Pinned
 
     @property
     def digest(self) -> str:
-        """What a reviewer's confirmation names: the rule they were shown, and no other."""
-        return hashlib.sha256(f"{self.path}\n{self.rule}".encode()).hexdigest()[:16]
+        """What a reviewer's confirmation names: the rule they were shown, and no other (its
+        dated comment aside, so that a confirmation after midnight still names it)."""
+        lines = [line for line in self.rule.splitlines() if not line.startswith("#")]
+        return hashlib.sha256("\n".join([str(self.path), *lines]).encode()).hexdigest()[:16]
 
 
 def propose(
@@ -71,6 +74,12 @@ def propose(
             "so): approve or deny this one as it is",
             task_id=state.task_id,
         )
+    if request.rule == "tool:needs_approval":
+        raise RuleRefused(
+            f"the tool {call.wire.name} asks a reviewer for every call itself (needs_approval): "
+            "no rule can allow it",
+            task_id=state.task_id,
+        )
     if created.policy is None:
         raise RuleRefused(
             "this task runs with the packaged default policy, which is not yours to change: copy "
@@ -78,18 +87,19 @@ def propose(
             "agent.toml), and always-allow rules are saved there",
             task_id=state.task_id,
         )
+    pinned = Pinned(
+        call.wire.name,
+        request.risk or "external",
+        call.arguments,
+        state.task_id if scope == "task" else None,
+    )
     try:
         rule = rule_for(
-            call.wire.name,
-            request.risk or "external",
-            call.arguments,
-            task=state.task_id if scope == "task" else None,
-            who=reviewer,
-            request=f"{request.approval_id} of task {state.task_id}",
+            pinned, who=reviewer, request=f"{request.approval_id} of task {state.task_id}"
         )
     except ConfigError as exc:
         raise RuleRefused(exc.message, task_id=state.task_id) from None
-    return Proposal(Path(created.policy), rule, scope)
+    return Proposal(Path(created.policy), rule, scope, pinned)
 
 
 def allow_always(
@@ -101,6 +111,7 @@ def allow_always(
     confirmed: str,
     reviewer: str,
     origin: str,
+    reason: str = "",
 ) -> ApprovalDecided:
     """Save the rule whose digest is `confirmed` (see `Proposal.digest`) ahead of the policy
     file's rules, and approve the request `seen`. Raises what `propose` and `decide` raise
@@ -113,24 +124,22 @@ def allow_always(
             "changed): look at it again",
             task_id=state.task_id,
         )
-    refuse_if_expired(store, state, named_pending(store, state, seen), reviewer)
+    refuse_if_expired(store, state, named_pending(store, state, seen), reviewer, approving=True)
     try:
-        before = add_rule(proposal.path, proposal.rule)
+        with adding(proposal.path, proposal.rule, proposal.call) as put_in_place:
+            decision = decide(
+                store,
+                state,
+                seen,
+                approved=True,
+                reason=f"always allowed from now on ({scope}): the rule is in {proposal.path}"
+                + (f": {reason}" if reason else ""),
+                reviewer=reviewer,
+                origin=origin,
+                always=proposal.rule,
+            )
+            put_in_place()
     except ConfigError as exc:
         raise RuleRefused(exc.message, task_id=state.task_id) from None
-    try:
-        decision = decide(
-            store,
-            state,
-            seen,
-            approved=True,
-            reason=f"always allowed from now on ({scope}): the rule is in {proposal.path}",
-            reviewer=reviewer,
-            origin=origin,
-            always=proposal.rule,
-        )
-    except BaseException:
-        restore(proposal.path, before)
-        raise
     assert isinstance(decision, ApprovalDecided), "a request for several reviewers is refused above"
     return decision

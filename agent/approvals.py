@@ -7,12 +7,15 @@ on one already decided, or on one no longer pending is refused, saying what is p
 reviewer who read "pay bob 5" cannot approve the "pay mallory 5000" that replaced it.
 
 A request that waits longer than it may (`expire_after`) is denied by the first process that
-finds it so (a decision that comes too late, a resume, a worker), and the model is told.
+finds it so (a decision that comes too late, a resume, a worker), and the model is told; or, when
+the config escalates (`escalate_to`), escalated once: then only the reviewers named may approve
+it (any may still deny it) until its second deadline, when it is denied.
 
     AgentError
     ├── NothingToApprove   the task is not waiting for a reviewer
     ├── NotPending         the request named is not the one pending (decided, replaced, unknown)
     │   ├── Expired        it was, but its time ran out first: it is now denied
+    │   ├── Escalated      it was escalated to other reviewers: only they may approve it
     │   └── AlreadyGiven   it needs several reviewers, and this one has approved it already
     └── EditRefused        an edit that cannot be made (the call's effect is read, not given)
 """
@@ -154,7 +157,7 @@ def decide(
     `EditRefused` for an edit that cannot be made.
     """
     request = named_pending(store, state, seen)
-    refuse_if_expired(store, state, request, reviewer)
+    refuse_if_expired(store, state, request, reviewer, approving=approved)
     if approved and request.approvers > 1:
         given = _given(store, state, request, reviewer, edit=edit, origin=origin)
         if len(given) + 1 < request.approvers:
@@ -255,11 +258,13 @@ def _edited(state: TaskState, request: ApprovalRequested, edit: dict[str, Any]) 
 
 
 def refuse_if_expired(
-    store: Store, state: TaskState, request: ApprovalRequested, reviewer: str
+    store: Store, state: TaskState, request: ApprovalRequested, reviewer: str, *, approving: bool
 ) -> None:
     """Raise `Expired` if `request`'s time has run out, once its denial is recorded. A request
     the config escalates is escalated instead (recorded), the first time; then only the
-    reviewers it was escalated to may decide it: `Escalated` for anyone else."""
+    reviewers it was escalated to may approve it (`Escalated` for anyone else), while any
+    reviewer may still deny it (the safe way: a name mistyped in the config must not leave a
+    task no one can decide)."""
     lapsed = expired(store, state, request)
     if lapsed is not None:
         store.append(state.task_id, [lapsed], after=state.last_seq)
@@ -272,10 +277,11 @@ def refuse_if_expired(
         )
     call = state.awaiting
     escalated = call.escalated if call is not None else None
-    if escalated is not None and reviewer not in escalated.to:
+    if approving and escalated is not None and reviewer not in escalated.to:
         raise Escalated(
             f"request {request.approval_id} {request.short_hash} was escalated to "
-            f"{', '.join(escalated.to)} ({escalated.reason}): only they may decide it now",
+            f"{', '.join(escalated.to)} ({escalated.reason}): only they may approve it now "
+            "(any reviewer may deny it)",
             task_id=state.task_id,
         )
 

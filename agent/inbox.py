@@ -26,14 +26,14 @@ CREATE TABLE IF NOT EXISTS inbox (
     approval_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, seq INTEGER NOT NULL,
     asked REAL NOT NULL, tool TEXT NOT NULL, risk TEXT NOT NULL, rule TEXT, reason TEXT NOT NULL,
     preview TEXT NOT NULL, call_hash TEXT NOT NULL, cause TEXT NOT NULL, expires REAL,
-    decided REAL, approved INTEGER, reviewer TEXT, origin TEXT, escalated_to TEXT);
+    decided REAL, approved INTEGER, reviewer TEXT, origin TEXT);
 CREATE INDEX IF NOT EXISTS inbox_waiting ON inbox (decided, asked);
 CREATE INDEX IF NOT EXISTS inbox_task ON inbox (task_id);
+CREATE TABLE IF NOT EXISTS inbox_escalations (
+    approval_id TEXT PRIMARY KEY, escalated REAL NOT NULL, escalated_to TEXT NOT NULL);
 """
 #: the kinds of event the inbox follows
 KINDS = frozenset({"approval_requested", "approval_decided", "approval_escalated"})
-#: the columns added since the table was first made, for stores made before them
-ADDED = {"escalated_to": "TEXT"}
 
 
 class Waiting(NamedTuple):
@@ -56,29 +56,23 @@ class Waiting(NamedTuple):
     escalated_to: str | None
 
 
-def upgrade(db: sqlite3.Connection) -> None:
-    """Add to a store's inbox the columns it was made without."""
-    have = {row[1] for row in db.execute("PRAGMA table_info(inbox)")}
-    for column, kind in ADDED.items():
-        if column not in have:
-            db.execute(f"ALTER TABLE inbox ADD COLUMN {column} {kind}")
-
-
 def note(db: sqlite3.Connection, task_id: str, seq: int, ts: float, event: Event) -> None:
     """Follow a request, an escalation or a decision, inside the caller's write transaction."""
     if isinstance(event, ApprovalEscalated):
+        # Kept in a table of its own: a process of the version before escalation writes the
+        # inbox's rows as they were, and goes on doing so beside this one.
         db.execute(
-            "UPDATE inbox SET expires = ?, escalated_to = ? WHERE approval_id = ?",
-            (
-                None if event.expire_after is None else ts + event.expire_after,
-                json.dumps(event.to),
-                event.approval_id,
-            ),
+            "UPDATE inbox SET expires = ? WHERE approval_id = ?",
+            (None if event.expire_after is None else ts + event.expire_after, event.approval_id),
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO inbox_escalations VALUES (?, ?, ?)",
+            (event.approval_id, ts, json.dumps(event.to)),
         )
     elif isinstance(event, ApprovalRequested):
         db.execute(  # asked again (its call changed): the last asking counts
             "INSERT OR REPLACE INTO inbox VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)",
             (
                 event.approval_id,
                 task_id,
@@ -129,8 +123,8 @@ def waiting(
             args += wanted
     rows = db.execute(
         "SELECT i.approval_id, i.task_id, i.asked, i.tool, i.risk, i.rule, i.reason, i.preview, "
-        "i.call_hash, i.cause, i.expires, i.escalated_to "
-        "FROM inbox i JOIN tasks t ON t.id = i.task_id "
+        "i.call_hash, i.cause, i.expires, e.escalated_to FROM inbox i "
+        "JOIN tasks t ON t.id = i.task_id LEFT JOIN inbox_escalations e USING (approval_id) "
         f"WHERE {' AND '.join(where)} ORDER BY i.decided, i.asked, i.approval_id LIMIT ?",
         (*args, limit),
     ).fetchall()
@@ -150,15 +144,19 @@ def decided_elsewhere(db: sqlite3.Connection) -> set[str]:
 
 def marker(db: sqlite3.Connection) -> tuple[object, ...]:
     """What changes whenever a request is asked or decided (for a reader that polls)."""
-    row = db.execute("SELECT COUNT(*), MAX(asked), MAX(decided), MAX(rowid) FROM inbox").fetchone()
+    row = db.execute(
+        "SELECT COUNT(*), MAX(asked), MAX(decided), MAX(rowid), "
+        "(SELECT COUNT(*) FROM inbox_escalations) FROM inbox"
+    ).fetchone()
     return tuple(row)
 
 
 def find(db: sqlite3.Connection, approval_id: str) -> Waiting | None:
     """The request `approval_id`, waiting or not; None if the inbox holds none."""
     row = db.execute(
-        "SELECT approval_id, task_id, asked, tool, risk, rule, reason, preview, call_hash, cause, "
-        "expires, escalated_to FROM inbox WHERE approval_id = ?",
+        "SELECT i.approval_id, task_id, asked, tool, risk, rule, reason, preview, call_hash, "
+        "cause, expires, e.escalated_to FROM inbox i "
+        "LEFT JOIN inbox_escalations e USING (approval_id) WHERE i.approval_id = ?",
         (approval_id,),
     ).fetchone()
     return None if row is None else Waiting(*row)
@@ -166,7 +164,11 @@ def find(db: sqlite3.Connection, approval_id: str) -> Waiting | None:
 
 def describe(db: sqlite3.Connection, approval_id: str) -> dict[str, object] | None:
     """Everything the inbox holds of a request, decision included, by column."""
-    cursor = db.execute("SELECT * FROM inbox WHERE approval_id = ?", (approval_id,))
+    cursor = db.execute(
+        "SELECT i.*, e.escalated_to FROM inbox i LEFT JOIN inbox_escalations e USING "
+        "(approval_id) WHERE i.approval_id = ?",
+        (approval_id,),
+    )
     row = cursor.fetchone()
     if row is None:
         return None

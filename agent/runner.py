@@ -243,6 +243,7 @@ class Runner:
         """
         with self.store.lease(task_id):
             state = self.load(task_id)
+            self.gate = self.gate.current()  # with the rules a reviewer saved meanwhile
             if state.created is not None and state.created.files:
                 keep_files(FolderArtifacts(artifacts_of(self.store, task_id)), state.created.files)
             record = Recorder(self.store, state, self.listeners)

@@ -115,7 +115,6 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             conn.executescript(_SCHEMA + _beside.SCHEMA)
-            inbox.upgrade(conn)
             if unlisted := _unlisted(conn):
                 with _transaction(conn):
                     inbox.backfill(conn, unlisted)
@@ -285,7 +284,7 @@ class Store:
         last written by a version that kept neither (and opened read-only since)."""
         if not self._beside_checked:  # once: tables do not come and go under an open store
             try:
-                self._db.execute("SELECT escalated_to FROM inbox, audit_head LIMIT 0")
+                self._db.execute("SELECT 1 FROM inbox, inbox_escalations, audit_head LIMIT 0")
             except sqlite3.OperationalError:
                 raise StoreError(
                     f"the event store at {self.path} has no inbox or audit log of this version "

@@ -47,7 +47,14 @@ def decide_request(
         if always is not None:
             scope, digest = always
             return allow_always(
-                store, state, seen, scope=scope, confirmed=digest, reviewer=reviewer, origin=origin
+                store,
+                state,
+                seen,
+                scope=scope,
+                confirmed=digest,
+                reviewer=reviewer,
+                origin=origin,
+                reason=reason,
             )
         return decide(
             store,

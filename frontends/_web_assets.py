@@ -16,7 +16,9 @@ const stream = new EventSource("/api/stream");
 stream.addEventListener("inbox", async () => {
   if (rows) {
     const answer = await fetch("/rows" + window.location.search);
-    if (answer.ok) {
+    if (answer.status === 401) {
+      window.location.reload();  // signed out: to the sign-in page
+    } else if (answer.ok) {
       rows.innerHTML = await answer.text();
     }
   }

@@ -35,6 +35,7 @@ def approve_always(
     reviewer: str,
     origin: str,
     asked: bool | None,
+    reason: str = "",
 ) -> ApprovalDecided:
     """Show the rule, have the reviewer say yes (`asked`: True when they already did, as with
     --yes; None when no one can be asked), then save it and approve. Raises `ConfigError` when
@@ -55,6 +56,7 @@ def approve_always(
         confirmed=proposal.digest,
         reviewer=reviewer,
         origin=origin,
+        reason=reason,
     )
     out.print(
         f"saved at the top of {shown(str(proposal.path))}: calls exactly like this one run "

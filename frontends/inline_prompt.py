@@ -20,6 +20,7 @@ from rich.console import Console
 from agent import inbox
 from agent.approvals import (
     AlreadyGiven,
+    Escalated,
     Expired,
     NothingToApprove,
     NotPending,
@@ -116,9 +117,9 @@ def settle(
             reviewer=account(),
             origin="terminal",
         )
-    except AlreadyGiven as exc:
+    except (AlreadyGiven, Escalated) as exc:
         out.print(f"    [yellow]{shown(exc.message)}[/]")
-        return state, False  # it waits for another reviewer, durably
+        return load(), False  # it waits for another reviewer, durably
     except Expired as exc:
         out.print(f"    [yellow]{shown(exc.message)}[/]")
         return run_on(), True  # the model is told

@@ -31,7 +31,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.console import Console
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -59,7 +59,9 @@ def add_serve_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     parser = sub.add_parser(
-        "serve", parents=[common], help="the reviewers' HTTP API (tokens: agent reviewers add)"
+        "serve",
+        parents=[common],
+        help="the reviewers' web inbox and HTTP API (tokens: agent reviewers add)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument(
@@ -88,7 +90,10 @@ def serve_command(args: argparse.Namespace, out: Console) -> int:
     with Store.open() as store:
         if not reviewers.listing(store.reader()):
             out.print("[yellow]no reviewers yet[/]: agent reviewers add NAME makes one")
-        out.print(f"reviewers' inbox on http://{args.host}:{args.port}/ (sign in with a token)")
+        # Named `localhost`, not 127.0.0.1, where the tasks' deployments are published: a
+        # browser sends a site's cookies to every port of its host name.
+        shown_host = "localhost" if args.host in ("127.0.0.1", "localhost") else args.host
+        out.print(f"reviewers' inbox on http://{shown_host}:{args.port}/ (sign in with a token)")
         out.print(f"reviewers' API on http://{args.host}:{args.port}/api/requests")
         uvicorn.run(app(store), host=args.host, port=args.port, log_level="warning")
     return 0
@@ -183,7 +188,9 @@ class _Api:
             said = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             return _error(
                 400,
-                f'send {{"approved": true|false, "call_hash": "...", "reason": "..."}} ({said})',
+                'send {"approved": true|false, "call_hash": "...", "reason": "..."} (and '
+                'optionally "edit": {...} or "always": {"scope": ..., "digest": ...}) '
+                f"({said})",
             )
         found = inbox.find(self.store.reader(), request.path_params["approval_id"])
         if found is None:
@@ -249,6 +256,8 @@ class _Api:
         async def changes() -> AsyncIterator[str]:
             seen: object = None
             while not await request.is_disconnected():
+                if isinstance(self.reviewer(request), JSONResponse):
+                    return  # revoked, signed out, or idle too long: the stream ends
                 marker = inbox.marker(self.store.reader())
                 if marker != seen:
                     seen = marker
@@ -279,6 +288,12 @@ class _Decision(BaseModel):
     #: approve, and save the rule GET .../rule showed (its digest): calls exactly like this one
     #: run unasked from then on
     always: _Always | None = None
+
+    @model_validator(mode="after")
+    def _one_decision(self) -> _Decision:
+        if self.always is not None and (not self.approved or self.edit is not None):
+            raise ValueError("always approves the call as it is: not with approved false or edit")
+        return self
 
 
 def _error(status: int, message: str, *, code: str = "") -> JSONResponse:

@@ -192,6 +192,8 @@ def _decide(s: _Session, state: TaskState, seen: Seen) -> ApprovalDecided | Appr
     """`agent approve` or `agent deny`'s decision (with --always: and its rule, saved)."""
     args = s.args
     if getattr(args, "always", None) is None:
+        if getattr(args, "yes", False):
+            raise ConfigError("--yes answers --always's question: give it with --always")
         return decide(
             s.store,
             state,
@@ -213,6 +215,7 @@ def _decide(s: _Session, state: TaskState, seen: Seen) -> ApprovalDecided | Appr
         scope=args.always,
         reviewer=account(),
         origin="cli",
+        reason=args.reason,
         asked=True if args.yes else (False if _can_prompt(args, s.stdin) else None),
     )
 

@@ -61,6 +61,8 @@ def routes(store: Store, sessions: Sessions) -> list[Route]:
     def signed_in(page: Callable[[Request, Session], Awaitable[Response]]) -> Handler:
         async def handler(request: Request) -> Response:
             session = sessions.find(request, store)
+            if session is None and request.url.path == "/rows":
+                return HTMLResponse("", status_code=401)  # the page's script reloads it
             if session is None:
                 return RedirectResponse("/login", status_code=303)
             return await page(request, session)
@@ -73,7 +75,14 @@ def routes(store: Store, sessions: Sessions) -> list[Route]:
     async def login(request: Request) -> Response:
         form = await request.form()
         expected = request.cookies.get(LOGIN_COOKIE, "")
-        if not _same_site(request) or not expected or not _matches(form, expected):
+        if not _same_site(request):
+            said = (
+                f"Sign-in refused: the page's origin ({request.headers.get('origin')}) is not "
+                f"this server's ({request.headers.get('host')}). Behind a proxy, pass the "
+                "Host header through."
+            )
+            return login_page(request, status=403, said=said)
+        if not expected or not _matches(form, expected):
             return login_page(request, status=403, said="Sign-in refused: reload this page.")
         name = reviewers.who(store.reader(), str(form.get("token", "")).strip())
         if name is None:

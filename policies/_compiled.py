@@ -242,6 +242,7 @@ class CompiledRule:
         self.task = rule.task
         self.exactly = (
             {name: exact_form(value) for name, value in rule.exactly.items()}
+            | dict.fromkeys(rule.exactly_null or (), exact_form(None))
             if rule.exactly is not None
             else None
         )

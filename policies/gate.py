@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 from policies._compiled import CallView, CompiledRule
@@ -29,8 +30,12 @@ class Gate:
     The first rule that matches decides; when none does, the rule set's default action does.
     """
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(
+        self, rules: RuleSet, *, read_from: tuple[Path, tuple[int, int]] | None = None
+    ) -> None:
         self.rules = rules
+        #: the file the rules were read from, and its modification time and size then
+        self._read_from = read_from
         self._compiled = tuple(
             CompiledRule(rule, rules.label(i), i) for i, rule in enumerate(rules.rules)
         )
@@ -49,7 +54,18 @@ class Gate:
     @classmethod
     def from_file(cls, path: str | PathLike[str]) -> Gate:
         """A gate from a TOML rules file. Raises `ConfigError` naming the file and bad line."""
-        return cls(load_rules(path))
+        where = Path(path)
+        seen = _stamp(where)
+        return cls(load_rules(where), read_from=(where, seen) if seen else None)
+
+    def current(self) -> Gate:
+        """This gate, or one read again from its file if the file changed since (a rule a
+        reviewer saved meanwhile: "always allow"). Raises `ConfigError` for a file that no
+        longer loads."""
+        if self._read_from is None:
+            return self
+        path, seen = self._read_from
+        return self if _stamp(path) == seen else Gate.from_file(path)
 
     @classmethod
     def from_text(cls, text: str, source: str = "<rules>") -> Gate:
@@ -155,6 +171,14 @@ class Gate:
         return RequireApproval(
             f"{what}; the default is to ask a reviewer", label, _preview(tool, call.arguments, ())
         )
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 def _preview(tool: Tool, arguments: Mapping[str, Any], matched: Iterable[str]) -> str:

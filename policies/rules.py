@@ -67,7 +67,8 @@ not match. `approvers` (a rule that asks) is how many reviewers must approve, ea
   none more) and each must be exactly this value, of this type (``1`` is not ``1.0``, ``"1"`` or
   ``true``; a list is compared whole, in order; a table key by key). A tool's effect, read beside
   its arguments (a form's values, where a browser action goes), is the argument ``effect``.
-  An empty ``[rule.exactly]`` matches only a call with no arguments.
+  An empty ``[rule.exactly]`` matches only a call with no arguments. TOML has no null: the
+  arguments that are null are named in ``exactly_null = ["body"]`` beside it.
 - ``task`` is a task's id: the rule applies in that task alone.
 - ``method`` is case-insensitive.
 - ``path`` is first normalised lexically (``/tmp/../etc/x`` is ``/etc/x``). A leading ``~`` or
@@ -207,6 +208,7 @@ class Rule(BaseModel):
     args: Annotated[dict[str, Globs], Field(min_length=1)] | None = None
     task: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = None
     exactly: dict[str, Annotated[Any, AfterValidator(_json_value)]] | None = None
+    exactly_null: Annotated[tuple[str, ...], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _has_a_matcher(self) -> Rule:
@@ -215,6 +217,13 @@ class Rule(BaseModel):
                 "a rule needs at least one matcher ("
                 + ", ".join(MATCHERS)
                 + "); to decide every other call, set [default] action"
+            )
+        if self.exactly_null is not None and (
+            self.exactly is None or set(self.exactly_null) & set(self.exactly)
+        ):
+            raise ValueError(
+                "exactly_null names the arguments of an [rule.exactly] call that are null: "
+                "give [rule.exactly] too, and name each argument in one of them only"
             )
         if self.approvers > 1 and self.action != "ask":
             raise ValueError('approvers is for a rule that asks (action = "ask")')

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from agent.always import RuleRefused, allow_always, propose
 from agent.approvals import Expired, NotPending, Seen, decide
 from agent.events import ApprovalDecided
+from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import ConfigError, ConflictingWrite
@@ -26,12 +28,12 @@ from examples.tally_tool import read_ledger
 from frontends.cli import main
 from frontends.serve import app
 from policies import Allow, Gate, RequireApproval
-from policies.allowing import rule_for
+from policies.allowing import Pinned, rule_for
 from tools import ToolContext, tool
 from tools.tool import EFFECT
 
 from .apis import task_waiting
-from .conftest import REPO, pending, request_args
+from .conftest import REPO, pending, request_args, scripted, tools
 from .terminal import agent_in_terminal, read_until
 
 DEFAULT_POLICY = (REPO / "policies" / "default.toml").read_text()
@@ -71,7 +73,7 @@ def _gate(rule: str) -> Gate:
 
 def test_the_rule_pins_every_argument_with_its_type_and_nothing_more() -> None:
     approved: dict[str, Any] = {"to": "ann*", "body": "hi\u202e", "copies": 1, "tags": ["a"]}
-    rule = rule_for("send", "external", approved, task=None, who="bo", request="a1")
+    rule = rule_for(Pinned("send", "external", approved, None), who="bo", request="a1")
     assert 'tool = "send"' in rule
     assert '"to" = "ann[*]"' not in rule  # values are exact, not globs: nothing to escape
     assert '"body" = "hi\\u202e"' in rule  # nothing in the file hides or reorders text
@@ -92,7 +94,7 @@ def test_the_rule_pins_every_argument_with_its_type_and_nothing_more() -> None:
 
 def test_a_rule_for_a_task_and_for_an_effect_is_held_to_them() -> None:
     judged = {"to": "ann", "body": "hi", EFFECT: {"origin": "https://a.test", "fields": [1]}}
-    rule = rule_for("post", "external", judged, task="t1", who="bo", request="a1")
+    rule = rule_for(Pinned("post", "external", judged, "t1"), who="bo", request="a1")
     gate = _gate(rule)
     assert isinstance(gate.evaluate(post, judged, task="t1"), Allow)
     assert isinstance(gate.evaluate(post, judged, task="t2"), RequireApproval)
@@ -102,9 +104,25 @@ def test_a_rule_for_a_task_and_for_an_effect_is_held_to_them() -> None:
     assert isinstance(gate.evaluate(send, judged, task="t1"), RequireApproval)  # another tool
 
 
+def test_nulls_and_characters_beyond_the_basic_plane_are_pinned_too() -> None:
+    # Optional arguments left out are judged as null: a rule must be able to say so.
+    approved: dict[str, Any] = {"to": "\U0001f600 ann", "body": "hi", "copies": 1, "tags": None}
+    rule = rule_for(Pinned("send", "external", approved, None), who="bo", request="a1")
+    assert 'exactly_null = ["tags"]' in rule
+    assert "\\U0001f600" in rule  # nothing outside printable ASCII in the file
+    gate = _gate(rule)
+    assert isinstance(gate.evaluate(send, approved), Allow)
+    for unlike in (
+        {**approved, "tags": []},
+        {k: v for k, v in approved.items() if k != "tags"},
+        {**approved, "to": "\U0001f601 ann"},
+    ):
+        assert isinstance(gate.evaluate(send, unlike), RequireApproval), unlike
+
+
 def test_a_call_no_rule_can_pin_is_refused() -> None:
-    with pytest.raises(ConfigError, match="the argument tags is null"):
-        rule_for("send", "external", {"to": "a", "tags": None}, task=None, who="", request="")
+    with pytest.raises(ConfigError, match="the argument tags holds a null inside it"):
+        rule_for(Pinned("send", "external", {"to": "a", "tags": [None]}, None), who="", request="")
 
 
 def test_a_malformed_exactly_or_task_is_refused_with_its_line() -> None:
@@ -314,3 +332,66 @@ def test_always_allow_from_agent_review_the_api_and_the_web_inbox(
 def _decisions(task: str) -> list[ApprovalDecided]:
     with Store.open() as store:
         return [e.event for e in store.events(task) if isinstance(e.event, ApprovalDecided)]
+
+
+def test_rules_saved_at_once_are_both_kept_and_go_ahead_of_a_commented_header(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[default]\naction = "ask"\n\n'
+        '[[rule]]  # ask before counting\naction = "ask"\ntool = "tally"\n'
+    )
+    tasks = [task_waiting(tmp_path, capsys, "--policy", str(policy)) for _ in range(2)]
+
+    def save(task: str) -> None:
+        with Store.open() as store:
+            state = TaskState.from_store(store, task)
+            proposal = propose(store, state, pending(state), scope="task", reviewer="ann")
+            allow_always(
+                store,
+                state,
+                pending(state),
+                scope="task",
+                confirmed=proposal.digest,
+                reviewer="ann",
+                origin="cli",
+            )
+
+    threads = [threading.Thread(target=save, args=(task,)) for task in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    text = policy.read_text()
+    for task in tasks:
+        assert text.index(f'task = "{task}"') < text.index("[[rule]]  # ask before counting")
+    assert all(_state(task).status == "running" for task in tasks)  # approved, to run on
+
+
+async def test_a_runner_that_is_running_picks_up_a_rule_saved_meanwhile(
+    store: Store, tmp_path: Path
+) -> None:
+    policy = _policy(tmp_path)
+    turns: list[Any] = [
+        {"plan": ["Count"]},
+        {"tool": "tally", "args": {"counter": "front", "amount": 1}},
+        {"done": "counted"},
+    ]
+    runner = Runner(store, tools(), Gate.from_file(policy), planner=scripted(turns * 2))
+    first = runner.create("Count", policy=str(policy))
+    state = await runner.run(first)
+    proposal = propose(store, state, pending(state), scope="project", reviewer="ann")
+    allow_always(
+        store,
+        state,
+        pending(state),
+        scope="project",
+        confirmed=proposal.digest,
+        reviewer="ann",
+        origin="cli",
+    )
+    assert (await runner.resume(first)).status == "done"
+    second = runner.create("Count", policy=str(policy))
+    assert (await runner.run(second)).status == "done"  # unasked: the gate read the new rule
+    assert len(read_ledger()) == 2

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from agent import inbox
 from agent.approvals import Escalated, decide
 from agent.config import load_config
 from agent.events import ApprovalDecided, ApprovalEscalated, Escalation
@@ -60,7 +60,7 @@ async def test_an_expired_request_is_escalated_and_only_those_named_may_decide(
     request = pending(await runner.run(task))
     assert (request.escalate_to, request.escalate_after) == (["dana"], 60)
     await asyncio.sleep(0.2)
-    with pytest.raises(Escalated, match=r"was escalated to dana .*: only they may decide it now"):
+    with pytest.raises(Escalated, match=r"was escalated to dana .*: only they may approve it now"):
         decide(store, TaskState.from_store(store, task), request, approved=True, reviewer="ann")
     [escalated] = _escalations(store, task)  # recorded by the first to find it, once
     assert escalated.to == ["dana"]
@@ -68,12 +68,22 @@ async def test_an_expired_request_is_escalated_and_only_those_named_may_decide(
     assert state.status == "awaiting_approval"
     [listed] = waiting(store.reader(), expired=False)  # for dana to decide, for a minute more
     assert listed.escalated_to == '["dana"]'
-    with pytest.raises(Escalated):
-        decide(store, state, request, approved=False, reviewer="ann")  # a denial neither
-    decide(store, TaskState.from_store(store, task), request, approved=True, reviewer="dana")
+    decide(store, state, request, approved=True, reviewer="dana")
     assert len(_escalations(store, task)) == 1
     assert (await runner.resume(task)).status == "done"
     assert [e["amount"] for e in read_ledger()] == [1]
+
+
+async def test_anyone_may_deny_an_escalated_request(store: Store) -> None:
+    runner = _runner(store, after=60)
+    task = runner.create("Count a visitor")
+    request = pending(await runner.run(task))
+    await asyncio.sleep(0.2)
+    assert (await runner.resume(task)).status == "awaiting_approval"  # escalated
+    denied = decide(store, TaskState.from_store(store, task), request, approved=False)
+    assert not denied.approved
+    assert (await runner.resume(task)).status == "done"
+    assert read_ledger() == []
 
 
 async def test_an_escalated_request_no_one_decides_is_denied_and_the_model_told(
@@ -144,18 +154,12 @@ def test_a_bad_escalation_config_is_refused(tmp_path: Path) -> None:
         load_config(config)
 
 
-def test_a_store_made_before_escalation_gains_its_column(home: Path) -> None:
-    home.mkdir(parents=True)
-    old = sqlite3.connect(home / "events.db")
-    old.executescript(
-        "CREATE TABLE inbox (approval_id TEXT PRIMARY KEY, task_id TEXT NOT NULL, "
-        "seq INTEGER NOT NULL, asked REAL NOT NULL, tool TEXT NOT NULL, risk TEXT NOT NULL, "
-        "rule TEXT, reason TEXT NOT NULL, preview TEXT NOT NULL, call_hash TEXT NOT NULL, "
-        "cause TEXT NOT NULL, expires REAL, decided REAL, approved INTEGER, reviewer TEXT, "
-        "origin TEXT);"
-    )
-    old.close()
-    with Store.open() as store:
-        assert waiting(store.reader()) == []
-        columns = [row[1] for row in store.reader().execute("PRAGMA table_info(inbox)")]
-    assert columns[-1] == "escalated_to"
+def test_the_inbox_rows_stay_as_the_version_before_escalation_writes_them(store: Store) -> None:
+    # A process of that version, still running beside this one, inserts rows of 16 columns.
+    with store.writing() as db:
+        db.execute(
+            "INSERT OR REPLACE INTO inbox VALUES "
+            "('a1', 't1', 2, 0, 'tally', 'external', NULL, 'why', 'p', 'h', 'gate', NULL, "
+            "NULL, NULL, NULL, NULL)"
+        )
+    assert inbox.find(store.reader(), "a1") is not None
