@@ -82,6 +82,9 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
                                     # decision there, signed (see agent/webhooks.py)
     webhook_key_env = "AGENT_WEBHOOK_KEY"  # the variable holding the signing key
 
+    [session]                       # the interactive session (`agent` with no command)
+    review_plan = true              # show each plan before it runs (`/plan review` too)
+
     [secrets]                       # named secrets tools fill in for {{secret:NAME}}
     file = "secrets.toml"           # default: $AGENT_HOME/secrets.toml (`agent secrets`)
 """
@@ -189,6 +192,13 @@ class ApprovalsConfig(_Section):
     webhook_key_env: str = "AGENT_WEBHOOK_KEY"
 
 
+class SessionConfig(_Section):
+    #: each plan (and replan) waits for the user to accept, edit or replace it
+    review_plan: bool = False
+    #: where the interactive session keeps what was typed ($AGENT_HOME/history when unset)
+    history: Path | None = None
+
+
 class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     limits: Limits = Field(default_factory=Limits)
@@ -199,6 +209,7 @@ class Config(_Section):
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    session: SessionConfig = Field(default_factory=SessionConfig)
     #: the file it came from, if any (paths inside it are relative to its folder)
     source: Path | None = None
 

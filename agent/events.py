@@ -68,6 +68,8 @@ class TaskCreated(_Event):
     plan: bool = True
     #: True: the task may deploy services (it is offered the deploy tools)
     deploy: bool = False
+    #: True: each plan (and replan) waits for the user to accept, edit or replace it
+    review_plan: bool = False
 
 
 class PlanProposed(_Event):
@@ -75,6 +77,16 @@ class PlanProposed(_Event):
     steps: tuple[str, ...]
     #: why the plan was made again; None for the first plan
     replan_reason: str | None = None
+    #: who wrote it: the planner, or the user (who edited the planner's)
+    by: Literal["model", "user"] = "model"
+
+
+class InstructionAdded(_Event):
+    """Something the user told the task while it was paused: the model is shown it from its next
+    request on, beside the task."""
+
+    kind: Literal["instruction_added"] = "instruction_added"
+    text: str
 
 
 class StepStarted(_Event):
@@ -296,7 +308,7 @@ class ReplanRequested(_Event):
 
 
 PauseReason = Literal[
-    "budget_exhausted", "model_error", "tool_crashed", "interrupted", "sandbox_error"
+    "budget_exhausted", "model_error", "tool_crashed", "interrupted", "sandbox_error", "plan_review"
 ]
 
 
@@ -346,6 +358,7 @@ class EgressDecided(_Event):
 Event = Annotated[
     TaskCreated
     | PlanProposed
+    | InstructionAdded
     | StepStarted
     | ModelResponded
     | ReplyRejected

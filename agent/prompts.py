@@ -33,7 +33,13 @@ SUMMARY_CHARS = 600
 
 
 def plan_request(state: TaskState, tools: tuple[ToolSpec, ...]) -> ModelRequest:
-    lines = [f"Task: {state.task}", *_files(state), "", "Tools the agent has:"]
+    lines = [
+        f"Task: {state.task}",
+        *_files(state),
+        *_instructions(state),
+        "",
+        "Tools the agent has:",
+    ]
     lines += [f"- {t.name}: {t.description}" for t in tools]
     if state.replan_reason is not None:
         lines += ["", "The previous plan did not work out. It was:"]
@@ -94,10 +100,10 @@ def act_request(
 
 def _act_header(state: TaskState) -> tuple[Message, Message]:
     """The executor's instructions and its view of the plan: rebuilt only when the step changes."""
-    key = (state.plan_revision, state.step, len(state.completed))
+    key = (state.plan_revision, state.step, len(state.completed), len(state.instructions))
     if state.header is not None and state.header[0] == key:
         return state.header[1]
-    lines = [f"Task: {state.task}", *_files(state), "", "Plan:"]
+    lines = [f"Task: {state.task}", *_files(state), *_instructions(state), "", "Plan:"]
     lines += [f"{'→' if i == state.step else ' '} {i + 1}. {s}" for i, s in enumerate(state.plan)]
     lines += _progress(state)
     lines += ["", f"Current step ({state.step + 1} of {len(state.plan)}): {state.current_step}"]
@@ -107,6 +113,17 @@ def _act_header(state: TaskState) -> tuple[Message, Message]:
     )
     state.header = (key, header)
     return header
+
+
+def _instructions(state: TaskState) -> list[str]:
+    """What the user told the task while it ran (theirs, so instructions: not data)."""
+    if not state.instructions:
+        return []
+    return [
+        "",
+        "The user added, while the task ran (follow it):",
+        *(f"- {t}" for t in state.instructions),
+    ]
 
 
 def _files(state: TaskState) -> list[str]:

@@ -170,6 +170,7 @@ class Runner:
         files: tuple[Attachment, ...] = (),
         plan: bool = True,
         deploy: bool = False,
+        review_plan: bool = False,
     ) -> str:
         """Record a new task; return its id. Nothing runs until `run`.
 
@@ -190,6 +191,7 @@ class Runner:
             files=files,
             plan=plan,
             deploy=deploy,
+            review_plan=review_plan,
         )
         task_id = self.store.create_task(created)
         if files:

@@ -26,6 +26,7 @@ from agent.events import (
     EgressDecided,
     Event,
     GateDecided,
+    InstructionAdded,
     IntentRecorded,
     LateResult,
     Limits,
@@ -152,6 +153,8 @@ class TaskState:
     #: planner replies that were rejected since the last plan (shown back to the planner)
     plan_attempts: list[tuple[ModelResponse, str]] = field(default_factory=list)
     pending_plan: ModelResponse | None = None
+    #: what the user told the task while it was paused, oldest first (the model is shown them)
+    instructions: list[str] = field(default_factory=list)
 
     turns: int = 0
     steps_taken: int = 0
@@ -174,7 +177,7 @@ class TaskState:
     #: observations so far (the runner checks for being stuck when this moves)
     observations: int = 0
     #: the executor's prompt header, cached with the (plan, step, progress) it was built for
-    header: tuple[tuple[int, int, int], tuple[Message, Message]] | None = None
+    header: tuple[tuple[int, int, int, int], tuple[Message, Message]] | None = None
     used_approvals: set[str] = field(default_factory=set)
     #: the digest of the tools the model was last told of (see `ToolsOffered`)
     offered_digest: str | None = None
@@ -234,8 +237,8 @@ class TaskState:
                 self._on_outcome_unknown(event)
             case LateResult():
                 self._on_late_result(event)
-            case ToolsOffered():
-                self.offered_digest = event.digest
+            case ToolsOffered() | InstructionAdded():
+                self._on_told(event)
             case ReplanRequested():
                 self._on_replan_requested(event)
             case TaskPaused():
@@ -256,6 +259,13 @@ class TaskState:
     def _on_task_created(self, event: TaskCreated) -> None:
         self.task, self.model, self.limits = event.task, event.model, event.limits
         self.created = event
+
+    def _on_told(self, event: ToolsOffered | InstructionAdded) -> None:
+        """What the model is told changed: the tools it is offered, or a user's instruction."""
+        if isinstance(event, ToolsOffered):
+            self.offered_digest = event.digest
+        else:
+            self.instructions.append(event.text)
 
     def _on_plan_proposed(self, event: PlanProposed) -> None:
         self.plan, self.step = event.steps, 0

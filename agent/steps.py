@@ -15,6 +15,7 @@ from agent.events import (
     ReplyRejected,
     StepStarted,
     TaskFailed,
+    TaskPaused,
 )
 from agent.loop import Loop, Step, ask, settle_late, stop_if_over_budget
 from agent.loop_tools import MAX_PLAN_STEPS, submit_plan
@@ -105,12 +106,13 @@ class ReadPlan(Step):
                 )
             loop.record.commit(events)
             return
-        loop.record.commit(
-            [
-                PlanProposed(steps=tuple(steps), replan_reason=state.replan_reason),
-                StepStarted(index=0, title=steps[0]),
-            ]
-        )
+        proposed = PlanProposed(steps=tuple(steps), replan_reason=state.replan_reason)
+        if state.created is not None and state.created.review_plan:
+            # The user reads it first: accept, edit or ask for another (agent/steering.py).
+            why = "the plan waits for you: accept it, edit it, or ask for another"
+            loop.record.commit([proposed, TaskPaused(reason="plan_review", detail=why)])
+            return
+        loop.record.commit([proposed, StepStarted(index=0, title=steps[0])])
 
 
 class Act(Step):

@@ -201,11 +201,24 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     run.add_argument(
+        "--review-plan",
+        action="store_true",
+        default=None,
+        help="show each plan (and replan) before it runs: accept it, edit it, or ask for "
+        "another (default: [session] review_plan in agent.toml, else off)",
+    )
+    run.add_argument(
         "--deploy",
         action="store_true",
         default=None,
         help="let the task deploy services: it is offered the deploy tools, and each deploy "
         "still waits for a reviewer (default: [deploy] enabled in agent.toml, else off)",
+    )
+
+    sub.add_parser(
+        "session",
+        parents=[running],
+        help="a session to stay in: type tasks, watch them, steer them (what `agent` alone opens)",
     )
 
     resume = sub.add_parser("resume", parents=[running], help="continue a task from its log")
@@ -318,6 +331,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdin: LineSource | None = None) -> int:
     """Run one `agent` command; its exit code. Answers to prompts are read from `stdin` (by
     default the process's own)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["session", *argv]  # `agent` alone, or with a session's options: a session
     args = _parser().parse_args(argv)
     out = Console(stderr=args.json, highlight=False)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -335,6 +351,10 @@ def main(argv: Sequence[str] | None = None, *, stdin: LineSource | None = None) 
 
 def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: LineSource) -> int:
     command = args.command
+    if command == "session":
+        from frontends.session import session_command  # noqa: PLC0415 - prompt_toolkit
+
+        return session_command(args, config, out, stdin, lambda argv: main(argv, stdin=stdin))
     if command == "tools":
         registry = registry_of(
             [*config.tools.modules, *args.tools],

@@ -10,6 +10,10 @@ shown and asked anew.
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +34,10 @@ from agent.approvals import (
 )
 from agent.events import ApprovalGiven, ApprovalRequested
 from agent.state import TaskState
+from agent.steering import NotSteerable, accept_plan, another_plan, edit_plan
 from agent.store import Store
 from base.errors import ConflictingWrite, TaskBusy
-from frontends.line_input import LineSource, wait_for_line
+from frontends.line_input import LineSource, read_line, wait_for_line
 from frontends.render import Renderer
 from frontends.screen import shown
 
@@ -155,3 +160,63 @@ def _fate(store: Store, approval_id: str) -> str:
     word = "approved" if row["approved"] else "denied"
     who = f"{row['reviewer'] or 'no reviewer'} ({row['origin'] or '?'})"
     return f"request {approval_id} was {word} elsewhere, by {who}"
+
+
+def review_plan_inline(prompt: Prompt, stdin: LineSource, state: TaskState) -> bool:
+    """Ask what to do with the plan waiting for review: accept it, edit it, or ask for another;
+    whether to run on (False: at the end of input or Ctrl-C, the plan keeps waiting)."""
+    out = prompt.out
+    while True:
+        out.print(
+            "[bold yellow]Plan?[/] \\[a]ccept / \\[e]dit / \\[n]ew plan, optionally followed by "
+            "why > ",
+            end="",
+        )
+        try:
+            word, _, why = read_line(stdin).strip().partition(" ")
+        except (EOFError, KeyboardInterrupt):
+            out.print()
+            return False
+        try:
+            match word.lower():
+                case "a" | "accept":
+                    accept_plan(prompt.store, state)
+                case "n" | "new":
+                    another_plan(prompt.store, state, why)
+                case "e" | "edit":
+                    steps = _edited_steps(out, stdin, state.plan)
+                    if steps is None:
+                        continue
+                    edit_plan(prompt.store, state, steps)
+                case _:
+                    out.print("please answer a, e or n (Ctrl-C stops here; the plan keeps waiting)")
+                    continue
+        except NotSteerable as exc:
+            out.print(f"    [yellow]{shown(exc.message)}[/]")
+            continue
+        return True
+
+
+def _edited_steps(out: Console, stdin: LineSource, plan: tuple[str, ...]) -> list[str] | None:
+    """The plan as the user rewrites it: in $EDITOR when there is one (and a terminal), else
+    typed here, one step a line, an empty line to end; None to keep the plan as it was."""
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if editor and stdin.isatty():
+        with tempfile.NamedTemporaryFile("w+", suffix=".txt", encoding="utf-8") as draft:
+            draft.write("\n".join(plan) + "\n")
+            draft.flush()
+            if subprocess.run([*shlex.split(editor), draft.name], check=False).returncode != 0:
+                out.print("[yellow]the editor failed: the plan is unchanged[/]")
+                return None
+            draft.seek(0)
+            return draft.read().splitlines()
+    out.print("type the plan, one step a line; an empty line ends it:")
+    steps: list[str] = []
+    while True:
+        try:
+            line = read_line(stdin)
+        except (EOFError, KeyboardInterrupt):
+            return None
+        if not line.strip():
+            return steps or None
+        steps.append(line)

@@ -24,6 +24,7 @@ from agent.events import (
     CallRejected,
     EgressDecided,
     GateDecided,
+    InstructionAdded,
     IntentRecorded,
     LateResult,
     LimitsRaised,
@@ -152,10 +153,14 @@ class Renderer:
                     if e.replan_reason is None
                     else f"[bold yellow]New plan[/] [dim](after: {shown(e.replan_reason)})[/]"
                 )
+                if e.by == "user":
+                    head += " [dim](as you wrote it)[/]"
                 steps = "\n".join(f"  {i}. {shown(s)}" for i, s in enumerate(e.steps, 1))
                 return f"{head}\n{steps}"
             case StepStarted():
                 return f"[bold cyan]● step {e.index + 1}[/] {shown(e.title)}"
+            case InstructionAdded():
+                return f"[bold]✎ you told it:[/] {shown(e.text)}"
             case ModelResponded():
                 return self._response(e)
             case ReplyRejected():

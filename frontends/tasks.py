@@ -31,6 +31,7 @@ from agent.inbox import decided_elsewhere, describe, waiting
 from agent.prices import Price
 from agent.runner import Runner
 from agent.state import TaskState
+from agent.steering import reviewing_plan
 from agent.store import Store
 from base.errors import (
     AgentError,
@@ -40,7 +41,7 @@ from base.errors import (
     TaskBusy,
 )
 from frontends.always_allow import approve_always
-from frontends.inline_prompt import Prompt, ask_inline, settle
+from frontends.inline_prompt import Prompt, ask_inline, review_plan_inline, settle
 from frontends.line_input import LineSource
 from frontends.render import Renderer
 from frontends.sandbox_commands import deploy_target, sandboxes_for, task_is_over
@@ -249,6 +250,9 @@ def _run_new(s: _Session, given: dict[str, Any]) -> int:
         and s.config.model.plan
         and (setup.model is not None or setup.planner is not None),
         deploy=s.config.deploy.enabled if s.args.deploy is None else s.args.deploy,
+        review_plan=s.config.session.review_plan
+        if s.args.review_plan is None
+        else s.args.review_plan,
     )
     return _until_stopped(s, runner, task_id, None)
 
@@ -268,7 +272,15 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
     """
     try:
         state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
-        while state.status == "awaiting_approval" and _can_prompt(s.args, s.stdin):
+        prompt = Prompt(s.out, s.store, s.renderer)
+        while _can_prompt(s.args, s.stdin):
+            if reviewing_plan(state):
+                if not review_plan_inline(prompt, s.stdin, state):
+                    break  # the plan keeps waiting, durably
+                state = asyncio.run(_run_once(runner, task_id, None))
+                continue
+            if state.status != "awaiting_approval":
+                break
             asked = pending_approval(state)
             assert asked is not None
             try:
@@ -279,7 +291,7 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
                 s.out.print()
                 break  # the task keeps waiting, durably
             state, again = settle(
-                Prompt(s.out, s.store, s.renderer),
+                prompt,
                 asked,
                 answer,
                 load=lambda: runner.load(task_id),

@@ -15,7 +15,9 @@ makes sense)::
     {"text": "prose"}                          text (with no call, the loop rejects it)
 
 Every turn may also carry `"usage": {"input_tokens": N, "output_tokens": M}` (otherwise usage is
-estimated at four characters a token) and `"repeat": N` to stand for N copies of itself.
+estimated at four characters a token), `"repeat": N` to stand for N copies of itself, and
+`"expect": "text"`: the request must hold the text, or the turn fails with `ScriptError` (a
+script that checks what the model was told, such as a user's instruction).
 A `plan` turn answers only the planner; every other turn answers only the executor: a script that
 diverges from the run fails at once with `ScriptError` naming the turn.
 """
@@ -61,6 +63,8 @@ class ScriptedTurn(BaseModel):
     text: str = ""
     usage: Usage | None = None
     repeat: int = Field(1, ge=1)
+    #: text the request must hold (in any message): a script that checks what the model is told
+    expect: str | None = None
 
     @model_validator(mode="after")
     def _one_purpose(self) -> ScriptedTurn:
@@ -150,6 +154,12 @@ class ScriptedBackend(ModelBackend):
             raise ScriptError(
                 f"script turn {n + 1} answers the {_ROLE[turn.purpose]}'s call but the run asked "
                 f"the {_ROLE[request.purpose]}: the run diverged from the script",
+                code=ErrorCode.SCRIPT_DIVERGED,
+                turn=n,
+            )
+        if turn.expect is not None and not any(turn.expect in m.content for m in request.messages):
+            raise ScriptError(
+                f"script turn {n + 1} expects the model to be told {turn.expect!r}, and it was not",
                 code=ErrorCode.SCRIPT_DIVERGED,
                 turn=n,
             )
