@@ -13,12 +13,15 @@ importable by that name in the same process; a tool module that tries is told so
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 #: the runtime's top-level packages, which a project's folders must not stand in for
 PACKAGES = frozenset({"agent", "base", "browser", "frontends", "policies", "sandbox", "tools"})
@@ -58,20 +61,41 @@ def install() -> None:
 
 install()
 
-from tools.registry import Registry  # noqa: E402 (only once the guard is in place)
-from tools.tool import (  # noqa: E402
-    CannotTell,
-    Tool,
-    ToolContext,
-    ToolError,
-    ToolResult,
-    Touches,
-    tool,
-)
+if TYPE_CHECKING:
+    from tools.registry import Registry
+    from tools.tool import CannotTell, Tool, ToolContext, ToolError, ToolResult, Touches, tool
+
+#: where each name a tool author imports from here lives (loaded on first use: the `agent`
+#: command starts without them)
+_LAZY = {
+    "Registry": "tools.registry",
+    **dict.fromkeys(
+        ("CannotTell", "Tool", "ToolContext", "ToolError", "ToolResult", "Touches", "tool"),
+        "tools.tool",
+    ),
+}
+#: set (to "1") when the session's prompt was drawn before the program was loaded
+PROMPT_SHOWN = "AGENT_PROMPT_SHOWN"
+PROMPT = "agent> "
+INTRO = "agent — type a task, or /help. Ctrl-C pauses a task; Ctrl-D leaves."
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> int:
-    """The `agent` command."""
+    """The `agent` command. A session in a terminal gets its prompt drawn at once, before the
+    program is loaded (about half a second): what is typed meanwhile is kept, and the session's
+    input line takes it over once it is ready."""
+    argv = sys.argv[1:]
+    alone = not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"))
+    if alone and sys.stdin.isatty() and sys.stdout.isatty():
+        sys.stdout.write(f"{INTRO}\n{PROMPT}")
+        sys.stdout.flush()
+        os.environ[PROMPT_SHOWN] = "1"
     from frontends.cli import main as cli_main  # noqa: PLC0415 (after the guard, on demand)
 
     return cli_main()

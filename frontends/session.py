@@ -15,6 +15,7 @@ plain text with no escape codes, and the exit code is the last task's, as `agent
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from agent.home import default_home
 from agent.state import TaskState
 from agent.steering import NotSteerable, add_instruction, cancel, reviewing_plan
 from agent.store import Store
+from agent_runtime import INTRO, PROMPT, PROMPT_SHOWN
 from base.errors import AgentError
 from frontends.line_input import LineSource, read_line
 from frontends.screen import shown
@@ -98,8 +100,12 @@ def session_command(
     session = Session(run, out, flags, review_plan=config.session.review_plan)
     interactive = stdin.isatty() and out.is_terminal
     lines = _typed(session, config) if interactive else _piped(stdin)
-    if interactive:
-        out.print("[bold]agent[/] — type a task, or /help. Ctrl-C pauses a task; Ctrl-D leaves.")
+    if interactive and os.environ.pop(PROMPT_SHOWN, ""):
+        # `agent` drew the prompt before it loaded: the input line takes over the line it is
+        # on (what was typed meanwhile is still to be read, and is shown there again).
+        out.file.write("\r\x1b[K")
+    elif interactive:
+        out.print(f"[bold]{INTRO}[/]")
     for line in lines:
         if not _handle(session, line.strip()):
             break
@@ -138,7 +144,7 @@ def _typed(session: Session, config: Config) -> Iterator[str]:
     )
     while True:
         try:
-            yield prompt.prompt("agent> ")
+            yield prompt.prompt(PROMPT)
         except KeyboardInterrupt:
             if session.paused_at is not None and time.monotonic() - session.paused_at < 2.0:
                 _cancel(session)

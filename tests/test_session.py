@@ -8,6 +8,7 @@ text, checked against a golden file."""
 from __future__ import annotations
 
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -179,3 +180,23 @@ def test_the_model_told_nothing_fails_an_expecting_script(home: Path, tmp_path: 
     pause = _current_task(home).pause
     assert pause is not None
     assert "expects the model to be told 'count the back door too'" in pause.detail
+
+
+def test_the_prompt_is_up_before_the_program_loads_and_keeps_what_is_typed(
+    home: Path,
+) -> None:
+    # The installed command, as a person starts it: its prompt is drawn before the program is
+    # loaded; keys typed at once (before the input line is ready) are not lost.
+    agent = str(Path(sys.executable).with_name("agent"))
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update({"TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"})
+        os.execv(agent, [agent])
+    read_until(fd, b"agent> ", timeout=10)
+    os.write(fd, b"/he")
+    os.write(fd, b"lp\r")
+    screen = _screen(read_until(fd, b"tasks keep their state"))
+    assert "/resume [ID]" in screen
+    os.write(fd, b"/exit\r")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
