@@ -47,8 +47,13 @@ def accept_plan(store: Store, state: TaskState) -> None:
 
 
 def edit_plan(store: Store, state: TaskState, steps: Sequence[str]) -> PlanProposed:
-    """Replace the plan waiting for review with `steps` (the user's), to run as written."""
-    _must_review(state)
+    """Replace the plan with `steps` (the user's), to run as written from its first step: one
+    waiting for review, or that of a task paused or stuck."""
+    if not reviewing_plan(state) and state.status not in ("paused", "stuck"):
+        raise NotSteerable(
+            f"task {state.task_id} is {state.status}: pause it first (Ctrl-C) to change its plan",
+            task_id=state.task_id,
+        )
     cleaned = tuple(s.strip() for s in steps if s.strip())
     if not cleaned:
         raise NotSteerable("a plan needs at least one step", task_id=state.task_id)

@@ -10,6 +10,7 @@ shown and asked anew.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -17,40 +18,63 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from rich.console import Console
 
 from agent import inbox
+from agent.always import RuleRefused, Scope
 from agent.approvals import (
     AlreadyGiven,
+    EditRefused,
     Escalated,
     Expired,
     NothingToApprove,
     NotPending,
+    Seen,
     account,
     decide,
     pending_approval,
 )
-from agent.events import ApprovalGiven, ApprovalRequested
+from agent.events import ApprovalDecided, ApprovalGiven, ApprovalRequested
 from agent.state import TaskState
 from agent.steering import NotSteerable, accept_plan, another_plan, edit_plan
 from agent.store import Store
-from base.errors import ConflictingWrite, TaskBusy
+from base.errors import ConfigError, ConflictingWrite, TaskBusy
+from frontends.always_allow import approve_always
 from frontends.line_input import LineSource, read_line, wait_for_line
 from frontends.render import Renderer
 from frontends.screen import shown
 
 #: the answer when the request was decided in another process while the prompt waited
 ELSEWHERE: Final = "elsewhere"
-Answer = tuple[bool, str] | Literal["elsewhere"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A decision typed at the prompt: the same decisions as the reviewers' inbox."""
+
+    approved: bool
+    reason: str = ""
+    #: approve with these arguments changed
+    edit: dict[str, Any] | None = None
+    #: approve, and always allow calls exactly like it (in this task, or the project)
+    always: Scope | None = None
+
+
+Answer = Reply | Literal["elsewhere"]
+ASK = (
+    "[bold yellow]Approve?[/] \\[y]es / \\[n]o (optionally with a reason) / \\[e]dit "
+    'JSON (e {"amount": 2}) / \\[a]lways task|project > '
+)
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """Where the prompt shows what it says, and the task's store."""
+    """Where the prompt shows what it says and reads answers, and the task's store."""
 
     out: Console
+    stdin: LineSource
     store: Store
     renderer: Renderer | None
 
@@ -69,21 +93,40 @@ def ask_inline(out: Console, stdin: LineSource, store: Store, task_id: str) -> A
 
     while True:
         try:
-            out.print(
-                "[bold yellow]Approve?[/] \\[y]es / \\[n]o, optionally followed by a reason > ",
-                end="",
-            )
+            out.print(ASK, end="")
             typed = wait_for_line(stdin, decided_elsewhere)
         except EOFError:
             return None
         if typed is None:
             return ELSEWHERE
-        word, _, reason = typed.strip().partition(" ")
-        if word.lower() in ("y", "yes"):
-            return True, reason.strip()
-        if word.lower() in ("n", "no"):
-            return False, reason.strip()
-        out.print("please answer y or n (Ctrl-C stops here; the task keeps waiting for a reviewer)")
+        reply = _reply(typed)
+        if isinstance(reply, Reply):
+            return reply
+        out.print(f"{reply} (Ctrl-C stops here; the task keeps waiting for a reviewer)")
+
+
+def _reply(typed: str) -> Reply | str:
+    """The decision typed, or what is wrong with it."""
+    word, _, rest = typed.strip().partition(" ")
+    rest = rest.strip()
+    match word.lower():
+        case "y" | "yes":
+            return Reply(True, rest)
+        case "n" | "no":
+            return Reply(False, rest)
+        case "e" | "edit":
+            try:
+                edit = json.loads(rest)
+            except (ValueError, RecursionError) as exc:
+                return f'not JSON ({exc}): e {{"name": value}}'
+            if not isinstance(edit, dict):
+                return 'give the arguments to change as a JSON object: e {"name": value}'
+            return Reply(True, edit=edit)
+        case "a" | "always":
+            if rest not in ("task", "project"):
+                return "always for this task or the project: a task, or a project"
+            return Reply(True, always="task" if rest == "task" else "project")
+    return "please answer y, n, e JSON or a task|project"
 
 
 def settle(
@@ -108,21 +151,12 @@ def settle(
         except TaskBusy:
             out.print("    [dim]another process (agent worker) carries it on[/]")
             return load(), False
-    approved, reason = answer
     # The answer is about the request shown: if another process decided it, or the task asks
     # something else now, it decides nothing, and what is pending is asked anew.
     state = load()
     try:
-        decision = decide(
-            prompt.store,
-            state,
-            asked,
-            approved=approved,
-            reason=reason,
-            reviewer=account(),
-            origin="terminal",
-        )
-    except (AlreadyGiven, Escalated) as exc:
+        decision = _record(prompt, state, asked, answer)
+    except (AlreadyGiven, Escalated, EditRefused, RuleRefused, ConfigError) as exc:
         out.print(f"    [yellow]{shown(exc.message)}[/]")
         return load(), False  # it waits for another reviewer, durably
     except Expired as exc:
@@ -139,6 +173,33 @@ def settle(
         out.print("    [dim]it waits for more reviewers[/]")
         return load(), False
     return run_on(), True
+
+
+def _record(
+    prompt: Prompt, state: TaskState, asked: ApprovalRequested, reply: Reply
+) -> ApprovalDecided | ApprovalGiven:
+    if reply.always is not None:
+        return approve_always(
+            prompt.out,
+            prompt.stdin,
+            prompt.store,
+            state,
+            Seen.of(asked),
+            scope=reply.always,
+            reviewer=account(),
+            origin="terminal",
+            asked=False,
+        )
+    return decide(
+        prompt.store,
+        state,
+        asked,
+        approved=reply.approved,
+        reason=reply.reason,
+        reviewer=account(),
+        origin="terminal",
+        edit=reply.edit,
+    )
 
 
 def show_pending(prompt: Prompt, state: TaskState) -> None:
@@ -184,7 +245,7 @@ def review_plan_inline(prompt: Prompt, stdin: LineSource, state: TaskState) -> b
                 case "n" | "new":
                     another_plan(prompt.store, state, why)
                 case "e" | "edit":
-                    steps = _edited_steps(out, stdin, state.plan)
+                    steps = edited_steps(out, stdin, state.plan)
                     if steps is None:
                         continue
                     edit_plan(prompt.store, state, steps)
@@ -197,7 +258,7 @@ def review_plan_inline(prompt: Prompt, stdin: LineSource, state: TaskState) -> b
         return True
 
 
-def _edited_steps(out: Console, stdin: LineSource, plan: tuple[str, ...]) -> list[str] | None:
+def edited_steps(out: Console, stdin: LineSource, plan: tuple[str, ...]) -> list[str] | None:
     """The plan as the user rewrites it: in $EDITOR when there is one (and a terminal), else
     typed here, one step a line, an empty line to end; None to keep the plan as it was."""
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")

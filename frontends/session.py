@@ -26,17 +26,21 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from rich.console import Console
 
 from agent.approvals import pending_approval
 from agent.config import Config
+from agent.events import ToolResulted
 from agent.home import default_home
 from agent.state import TaskState
-from agent.steering import NotSteerable, add_instruction, cancel, reviewing_plan
+from agent.steering import NotSteerable, add_instruction, cancel, edit_plan, reviewing_plan
 from agent.store import Store
 from agent_runtime import INTRO, PROMPT, PROMPT_SHOWN
 from base.errors import AgentError
+from frontends.inline_prompt import edited_steps
 from frontends.line_input import LineSource, read_line
+from frontends.render import Renderer
 from frontends.screen import shown
 
 #: the commands, with what each does (for /help and completion)
@@ -46,7 +50,9 @@ COMMANDS = {
     "/resume": "[ID] go on with a paused, stuck or waiting task (default: the current task)",
     "/approve": "[reason] approve the current task's pending request",
     "/deny": "reason: deny the current task's pending request (the model reads why)",
-    "/plan": "the current plan; /plan review | /plan off: show new plans before they run",
+    "/plan": "the current plan; /plan edit: rewrite it (paused); /plan review | /plan off: "
+    "show new plans before they run",
+    "/last": "the last tool call's result, whole (Ctrl-O too)",
     "/budget": "the current task's use and limits; /budget steps=N tokens=N cost=USD time=S",
     "/model": "[URI] the model of new tasks (and of /resume)",
     "/policy": "the policy file tasks run with",
@@ -71,6 +77,7 @@ class Session:
 
     run: Callable[[list[str]], int]
     out: Console
+    stdin: LineSource
     flags: list[str]
     review_plan: bool
     model: str | None = None
@@ -97,7 +104,7 @@ def session_command(
 ) -> int:
     """Read tasks and commands until /exit or the end of input; the last task's exit code."""
     flags = _flags(args)
-    session = Session(run, out, flags, review_plan=config.session.review_plan)
+    session = Session(run, out, stdin, flags, review_plan=config.session.review_plan)
     interactive = stdin.isatty() and out.is_terminal
     lines = _typed(session, config) if interactive else _piped(stdin)
     if interactive and os.environ.pop(PROMPT_SHOWN, ""):
@@ -139,8 +146,16 @@ def _typed(session: Session, config: Config) -> Iterator[str]:
     pause cancels the paused task."""
     history = config.session.history or default_home() / "history"
     history.parent.mkdir(parents=True, exist_ok=True)
+    keys = KeyBindings()
+
+    @keys.add("c-o")
+    def _expand(event: KeyPressEvent) -> None:
+        """Ctrl-O: the last tool call's result, whole (as /last)."""
+        event.app.current_buffer.text = "/last"
+        event.app.current_buffer.validate_and_handle()
+
     prompt: PromptSession[str] = PromptSession(
-        history=FileHistory(str(history)), completer=_Completer()
+        history=FileHistory(str(history)), completer=_Completer(), key_bindings=keys
     )
     while True:
         try:
@@ -275,6 +290,8 @@ def _command(session: Session, line: str) -> bool:
             _decide(session, name[1:], " ".join(rest))
         case "/plan":
             _plan(session, rest)
+        case "/last":
+            _last(session)
         case "/budget":
             _budget(session, rest)
         case "/model":
@@ -320,6 +337,9 @@ def _decide(session: Session, verb: str, reason: str) -> None:
 
 def _plan(session: Session, rest: list[str]) -> None:
     out = session.out
+    if rest and rest[0] == "edit":
+        _edit_plan(session)
+        return
     if rest and rest[0] in ("review", "off"):
         session.review_plan = rest[0] == "review"
         out.print(
@@ -336,6 +356,36 @@ def _plan(session: Session, rest: list[str]) -> None:
         out.print(f"  {mark} {index + 1}. {shown(step)}")
     if reviewing_plan(state):
         out.print("[dim]it waits for you: /resume runs it as it is[/]")
+
+
+def _edit_plan(session: Session) -> None:
+    state = session.state()
+    if state is None:
+        session.out.print("[yellow]no current task[/]")
+        return
+    steps = edited_steps(session.out, session.stdin, state.plan)
+    if steps is None:
+        return
+    try:
+        with Store.open() as store:
+            edit_plan(store, TaskState.from_store(store, state.task_id), steps)
+    except AgentError as exc:
+        session.out.print(f"[yellow]{shown(exc.message)}[/]")
+        return
+    session.out.print("[dim]the plan is yours; /resume runs it from its first step[/]")
+
+
+def _last(session: Session) -> None:
+    """The last tool result of the current task, as `agent show` prints it (whole)."""
+    if session.task is None:
+        session.out.print("[yellow]no current task[/]")
+        return
+    with Store.open() as store:
+        results = [e for e in store.events(session.task) if isinstance(e.event, ToolResulted)]
+    if not results:
+        session.out.print("[dim]no tool has run yet[/]")
+        return
+    Renderer(session.out, detailed=True)(results[-1])
 
 
 def _budget(session: Session, rest: list[str]) -> None:

@@ -272,7 +272,7 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
     """
     try:
         state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
-        prompt = Prompt(s.out, s.store, s.renderer)
+        prompt = Prompt(s.out, s.stdin, s.store, s.renderer)
         while _can_prompt(s.args, s.stdin):
             if reviewing_plan(state):
                 if not review_plan_inline(prompt, s.stdin, state):

@@ -395,3 +395,40 @@ async def test_a_runner_that_is_running_picks_up_a_rule_saved_meanwhile(
     second = runner.create("Count", policy=str(policy))
     assert (await runner.run(second)).status == "done"  # unasked: the gate read the new rule
     assert len(read_ledger()) == 2
+
+
+def test_the_inline_prompt_edits_and_always_allows(home: Path, tmp_path: Path) -> None:
+    policy = _policy(tmp_path)
+    turns: list[Any] = [
+        {"plan": ["Count"]},
+        {"tool": "tally", "args": {"counter": "front", "amount": 1}},
+        {"tool": "tally", "args": {"counter": "front", "amount": 2}},
+        {"done": "counted"},
+    ]
+    script = tmp_path / "inline.json"
+    script.write_text(json.dumps({"turns": turns}))
+    tally = str(REPO / "examples" / "tally_tool.py")
+    pid, fd = agent_in_terminal(
+        "run",
+        "count",
+        "--model",
+        f"scripted:{script}",
+        "--tools",
+        tally,
+        "--policy",
+        str(policy),
+        env={"COLUMNS": "160"},
+    )
+    read_until(fd, b"Approve?")
+    os.write(fd, b'e {"amount": 3\n')  # not JSON: asked again
+    read_until(fd, b"not JSON")
+    os.write(fd, b'e {"amount": 3}\n')
+    read_until(fd, b"Approve?")
+    os.write(fd, b"a task\n")
+    screen = read_until(fd, b"save it and approve?")
+    assert b'"amount" = 2' in screen
+    os.write(fd, b"y\n")
+    read_until(fd, b"counted")
+    os.waitpid(pid, 0)
+    assert [e["amount"] for e in read_ledger()] == [3, 2]
+    assert '"amount" = 2' in policy.read_text()

@@ -104,6 +104,8 @@ def test_a_session_in_a_terminal_plans_pauses_steers_and_decides(
     assert f"request {request.approval_id} was approved elsewhere" in screen
     assert "done: counted" in screen
     assert "budget: steps" in screen
+    os.write(fd, b"\x0f")  # Ctrl-O: the last result, whole
+    assert "front is now 1" in _screen(read_until(fd, b"front is now 1"))
     os.write(fd, b"/exit\r")
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
