@@ -84,6 +84,7 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
 
     [session]                       # the interactive session (`agent` with no command)
     review_plan = true              # show each plan before it runs (`/plan review` too)
+    history = "/home/me/.agent-history"  # what was typed (default: $AGENT_HOME/history)
 
     [secrets]                       # named secrets tools fill in for {{secret:NAME}}
     file = "secrets.toml"           # default: $AGENT_HOME/secrets.toml (`agent secrets`)

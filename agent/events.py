@@ -305,6 +305,9 @@ class StepFinished(_Event):
 class ReplanRequested(_Event):
     kind: Literal["replan_requested"] = "replan_requested"
     reason: str
+    #: who asked: the model (a replan counts against the task's limit), or the user reviewing a
+    #: plan (which does not)
+    by: Literal["model", "user"] = "model"
 
 
 PauseReason = Literal[

@@ -150,6 +150,8 @@ class TaskState:
     #: how many plans there have been (the first is 1)
     plan_revision: int = 0
     replan_reason: str | None = None
+    #: the replan asked for was the user's (it does not count against the limit)
+    replan_by_user: bool = False
     #: planner replies that were rejected since the last plan (shown back to the planner)
     plan_attempts: list[tuple[ModelResponse, str]] = field(default_factory=list)
     pending_plan: ModelResponse | None = None
@@ -270,8 +272,9 @@ class TaskState:
     def _on_plan_proposed(self, event: PlanProposed) -> None:
         self.plan, self.step = event.steps, 0
         self.plan_revision += 1
-        if event.replan_reason is not None:
+        if event.replan_reason is not None and not self.replan_by_user:
             self.replans += 1
+        self.replan_by_user = False
         self.replan_reason, self.pending_plan = None, None
         self.plan_attempts.clear()
         self._new_step()
@@ -396,6 +399,7 @@ class TaskState:
 
     def _on_replan_requested(self, event: ReplanRequested) -> None:
         self.replan_reason = event.reason
+        self.replan_by_user = event.by == "user"
         self.pending = None
 
     def _on_task_paused(self, event: TaskPaused) -> None:

@@ -6,7 +6,8 @@ on since the user looked (`ConflictingWrite` otherwise), so any process may stee
 run the task on: `Runner.resume` then records the task resumed.
 
     AgentError
-    └── NotSteerable   the task is not in a state this can be done in (the message says why)
+    ├── NotSteerable   the task is not in a state this can be done in (the message says why)
+    └── TaskBusy       another process runs the task now
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from agent.events import (
     InstructionAdded,
     PlanProposed,
     ReplanRequested,
+    StepStarted,
     TaskFailed,
 )
 from agent.state import TaskState
@@ -44,6 +46,7 @@ def reviewing_plan(state: TaskState) -> bool:
 def accept_plan(store: Store, state: TaskState) -> None:
     """Run the plan as the planner wrote it (the next resume starts its first step)."""
     _must_review(state)
+    _append(store, state, [StepStarted(index=0, title=state.plan[0])])
 
 
 def edit_plan(store: Store, state: TaskState, steps: Sequence[str]) -> PlanProposed:
@@ -52,6 +55,12 @@ def edit_plan(store: Store, state: TaskState, steps: Sequence[str]) -> PlanPropo
     if not reviewing_plan(state) and state.status not in ("paused", "stuck"):
         raise NotSteerable(
             f"task {state.task_id} is {state.status}: pause it first (Ctrl-C) to change its plan",
+            task_id=state.task_id,
+        )
+    if state.pending is not None and any(c.observation is None for c in state.pending.calls):
+        raise NotSteerable(
+            "a call of this step has not settled yet (it may have taken effect): resume the "
+            "task, and change its plan once the call is settled",
             task_id=state.task_id,
         )
     cleaned = tuple(s.strip() for s in steps if s.strip())
@@ -63,7 +72,7 @@ def edit_plan(store: Store, state: TaskState, steps: Sequence[str]) -> PlanPropo
             task_id=state.task_id,
         )
     plan = PlanProposed(steps=cleaned, replan_reason=None, by="user")
-    _append(store, state, [plan])
+    _append(store, state, [plan, StepStarted(index=0, title=cleaned[0])])
     return plan
 
 
@@ -71,12 +80,13 @@ def another_plan(store: Store, state: TaskState, why: str) -> None:
     """Ask the planner for another plan, telling it why the user wants one."""
     _must_review(state)
     said = why.strip() or "no reason given"
-    _append(store, state, [ReplanRequested(reason=f"the user asked for another plan: {said}")])
+    asked = ReplanRequested(reason=f"the user asked for another plan: {said}", by="user")
+    _append(store, state, [asked])
 
 
 def add_instruction(store: Store, state: TaskState, text: str) -> InstructionAdded:
-    """Tell the model `text` from its next request on (the task must not be running here or
-    finished)."""
+    """Tell the model `text` from its next request on. Raises `TaskBusy` while another process
+    runs the task, and `NotSteerable` for a finished one."""
     if state.status in ("done", "failed"):
         raise NotSteerable(f"task {state.task_id} is {state.status}", task_id=state.task_id)
     text = text.strip()
@@ -107,6 +117,8 @@ def _must_review(state: TaskState) -> None:
 
 
 def _append(store: Store, state: TaskState, events: list[Event]) -> None:
-    store.append(state.task_id, events, after=state.last_seq)
+    # Held while appending: a runner of the task in another process would find its log moved.
+    with store.lease(state.task_id):
+        store.append(state.task_id, events, after=state.last_seq)
     for event in events:
         state.apply(event, state.last_seq + 1)

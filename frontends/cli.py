@@ -202,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run.add_argument(
         "--review-plan",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
         help="show each plan (and replan) before it runs: accept it, edit it, or ask for "
         "another (default: [session] review_plan in agent.toml, else off)",

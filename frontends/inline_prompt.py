@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from rich.console import Console
@@ -40,11 +41,11 @@ from agent.events import ApprovalDecided, ApprovalGiven, ApprovalRequested
 from agent.state import TaskState
 from agent.steering import NotSteerable, accept_plan, another_plan, edit_plan
 from agent.store import Store
-from base.errors import ConfigError, ConflictingWrite, TaskBusy
+from base.errors import ConfigError, ConflictingWrite, StoreError, TaskBusy
 from frontends.always_allow import approve_always
 from frontends.line_input import LineSource, read_line, wait_for_line
 from frontends.render import Renderer
-from frontends.screen import shown
+from frontends.screen import plain, shown
 
 #: the answer when the request was decided in another process while the prompt waited
 ELSEWHERE: Final = "elsewhere"
@@ -156,9 +157,12 @@ def settle(
     state = load()
     try:
         decision = _record(prompt, state, asked, answer)
-    except (AlreadyGiven, Escalated, EditRefused, RuleRefused, ConfigError) as exc:
+    except (AlreadyGiven, Escalated) as exc:
         out.print(f"    [yellow]{shown(exc.message)}[/]")
         return load(), False  # it waits for another reviewer, durably
+    except (EditRefused, RuleRefused, ConfigError) as exc:
+        out.print(f"    [yellow]{shown(exc.message)}[/]")
+        return load(), True  # nothing decided: asked again
     except Expired as exc:
         out.print(f"    [yellow]{shown(exc.message)}[/]")
         return run_on(), True  # the model is told
@@ -213,6 +217,25 @@ def show_pending(prompt: Prompt, state: TaskState) -> None:
             return
 
 
+def _in_editor(out: Console, editor: str, plan: tuple[str, ...]) -> list[str] | None:
+    """The plan as rewritten in `editor`; None when it is left as it was, or the editor fails."""
+    with tempfile.TemporaryDirectory() as folder:
+        draft = Path(folder) / "plan.txt"
+        # The model wrote these steps: what a screen would obey or hide is made visible.
+        draft.write_text("\n".join(plain(step) for step in plan) + "\n", encoding="utf-8")
+        try:
+            ran = subprocess.run([*shlex.split(editor), str(draft)], check=False)
+            text = draft.read_text(encoding="utf-8")  # by name: editors save a new file
+        except (OSError, ValueError) as exc:
+            out.print(f"[yellow]the editor ({shown(editor)}) could not run: {shown(str(exc))}[/]")
+            return None
+    if ran.returncode != 0:
+        out.print("[yellow]the editor failed: the plan is unchanged[/]")
+        return None
+    steps = [line for line in text.splitlines() if line.strip()]
+    return None if tuple(steps) == plan else steps
+
+
 def _fate(store: Store, approval_id: str) -> str:
     """Who decided a request, and from where, as the inbox holds it."""
     row = inbox.describe(store.reader(), approval_id) or {}
@@ -255,6 +278,9 @@ def review_plan_inline(prompt: Prompt, stdin: LineSource, state: TaskState) -> b
         except NotSteerable as exc:
             out.print(f"    [yellow]{shown(exc.message)}[/]")
             continue
+        except StoreError as exc:  # decided elsewhere meanwhile, or run by another process
+            out.print(f"    [yellow]{shown(exc.message)}[/]")
+            return False
         return True
 
 
@@ -263,14 +289,7 @@ def edited_steps(out: Console, stdin: LineSource, plan: tuple[str, ...]) -> list
     typed here, one step a line, an empty line to end; None to keep the plan as it was."""
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if editor and stdin.isatty():
-        with tempfile.NamedTemporaryFile("w+", suffix=".txt", encoding="utf-8") as draft:
-            draft.write("\n".join(plan) + "\n")
-            draft.flush()
-            if subprocess.run([*shlex.split(editor), draft.name], check=False).returncode != 0:
-                out.print("[yellow]the editor failed: the plan is unchanged[/]")
-                return None
-            draft.seek(0)
-            return draft.read().splitlines()
+        return _in_editor(out, editor, plan)
     out.print("type the plan, one step a line; an empty line ends it:")
     steps: list[str] = []
     while True:

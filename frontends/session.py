@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +34,7 @@ from agent.config import Config
 from agent.events import ToolResulted
 from agent.home import default_home
 from agent.state import TaskState
-from agent.steering import NotSteerable, add_instruction, cancel, edit_plan, reviewing_plan
+from agent.steering import add_instruction, another_plan, cancel, edit_plan, reviewing_plan
 from agent.store import Store
 from agent_runtime import INTRO, PROMPT, PROMPT_SHOWN
 from base.errors import AgentError
@@ -50,9 +50,11 @@ COMMANDS = {
     "/resume": "[ID] go on with a paused, stuck or waiting task (default: the current task)",
     "/approve": "[reason] approve the current task's pending request",
     "/deny": "reason: deny the current task's pending request (the model reads why)",
-    "/plan": "the current plan; /plan edit: rewrite it (paused); /plan review | /plan off: "
-    "show new plans before they run",
-    "/last": "the last tool call's result, whole (Ctrl-O too)",
+    "/plan": "the current plan; /plan edit: rewrite it (paused); /plan new WHY: ask for "
+    "another; /plan review | /plan off: show new plans before they run",
+    "/tell": "TEXT: tell the current task's model (what a line typed while it is paused does)",
+    "/cancel": "end the current task here",
+    "/last": "the last tool call's result at length, as agent show prints it (Ctrl-O too)",
     "/budget": "the current task's use and limits; /budget steps=N tokens=N cost=USD time=S",
     "/model": "[URI] the model of new tasks (and of /resume)",
     "/policy": "the policy file tasks run with",
@@ -87,6 +89,12 @@ class Session:
     #: when the current task was last paused by a Ctrl-C (for a second one to cancel it)
     paused_at: float | None = None
     code: int = 0
+    #: a person at a terminal (not lines piped in)
+    interactive: bool = False
+
+    def interrupted(self) -> bool:
+        """Whether the last command's task was paused by a Ctrl-C."""
+        return self.paused_at is not None
 
     def state(self) -> TaskState | None:
         if self.task is None:
@@ -103,33 +111,73 @@ def session_command(
     run: Callable[[list[str]], int],
 ) -> int:
     """Read tasks and commands until /exit or the end of input; the last task's exit code."""
-    flags = _flags(args)
-    session = Session(run, out, stdin, flags, review_plan=config.session.review_plan)
-    interactive = stdin.isatty() and out.is_terminal
-    lines = _typed(session, config) if interactive else _piped(stdin)
-    if interactive and os.environ.pop(PROMPT_SHOWN, ""):
-        # `agent` drew the prompt before it loaded: the input line takes over the line it is
-        # on (what was typed meanwhile is still to be read, and is shown there again).
-        out.file.write("\r\x1b[K")
+    session = Session(
+        _guarded(run), out, stdin, _flags(args), review_plan=config.session.review_plan
+    )
+    # The same test as `agent`'s own, which drew the prompt before the program loaded.
+    interactive = stdin.isatty() and sys.stdout.isatty() and not args.json
+    drawn = os.environ.pop(PROMPT_SHOWN, "")
+    if interactive and drawn:
+        # The input line takes over the line the prompt is on (what was typed meanwhile is
+        # still to be read, and is shown there again).
+        sys.stdout.write("\r\x1b[K")
+        sys.stdout.flush()
     elif interactive:
         out.print(f"[bold]{INTRO}[/]")
+    elif drawn:
+        sys.stdout.write("\n")
+    session.interactive = interactive
+    lines = _typed(session, config) if interactive else _piped(stdin)
     for line in lines:
-        if not _handle(session, line.strip()):
-            break
+        try:
+            if not _handle(session, line.strip()):
+                break
+        except KeyboardInterrupt:
+            out.print("[yellow]interrupted[/]")
+            if not interactive:
+                break  # a batch stops, as `agent run` does
+        except AgentError as exc:
+            out.print(f"[yellow]{shown(exc.message)}[/]")
+        if not interactive and session.interrupted():
+            break  # a Ctrl-C paused its task: the rest of the batch does not run
     return session.code
 
 
+def _guarded(run: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+    """`run`, with the exit a command's bad arguments make turned into its code."""
+
+    def guarded(argv: list[str]) -> int:
+        try:
+            return run(argv)
+        except SystemExit as exc:  # argparse refused the arguments, and said why
+            return exc.code if isinstance(exc.code, int) else 2
+
+    return guarded
+
+
 def _flags(args: argparse.Namespace) -> list[str]:
-    """The session's own options, given again to each task it runs."""
+    """The session's own options, given again to each new task it runs."""
     flags: list[str] = []
-    if args.config:
-        flags += ["--config", str(args.config)]
+    for name, flag in (
+        ("config", "--config"),
+        ("policy", "--policy"),
+        ("model", "--model"),
+        ("max_steps", "--max-steps"),
+        ("max_tokens", "--max-tokens"),
+        ("max_seconds", "--max-seconds"),
+        ("max_cost_usd", "--max-cost"),
+        ("memory_mb", "--memory"),
+        ("cpus", "--cpus"),
+        ("pids", "--pids"),
+    ):
+        if getattr(args, name, None) is not None:
+            flags += [flag, str(getattr(args, name))]
     for module in args.tools:
         flags += ["--tools", module]
-    if args.policy:
-        flags += ["--policy", str(args.policy)]
-    if args.model:
-        flags += ["--model", args.model]
+    for host in args.allow_domains or ():
+        flags += ["--allow-domain", host]
+    if args.no_prompt:
+        flags.append("--no-prompt")
     return flags
 
 
@@ -161,7 +209,11 @@ def _typed(session: Session, config: Config) -> Iterator[str]:
         try:
             yield prompt.prompt(PROMPT)
         except KeyboardInterrupt:
-            if session.paused_at is not None and time.monotonic() - session.paused_at < 2.0:
+            # A Ctrl-C at an empty line, soon after one paused a task, cancels it; one that
+            # clears a half-typed line does not.
+            recent = session.paused_at is not None
+            recent = recent and time.monotonic() - (session.paused_at or 0) < CANCEL_WINDOW
+            if recent and not prompt.default_buffer.text:
                 _cancel(session)
             continue
         except EOFError:
@@ -175,45 +227,54 @@ def _handle(session: Session, line: str) -> bool:
     if line.startswith("/"):
         return _command(session, line)
     state = session.state()
-    if state is not None and state.status in ("paused", "stuck") and not reviewing_plan(state):
-        try:
-            with Store.open() as store:
-                add_instruction(store, TaskState.from_store(store, state.task_id), line)
-        except (NotSteerable, AgentError) as exc:
-            session.out.print(f"[yellow]{shown(exc.message)}[/]")
-            return True
-        session.out.print(
-            f"[bold]✎ you told it:[/] {shown(line)} [dim]— the model sees it when the task goes "
-            "on: /resume (or /new for another task)[/]"
-        )
+    if session.interactive and state is not None and _steerable(state):
+        _tell(session, state, line)  # while a task is paused, what is typed is for its model
         return True
     _run_task(session, line)
     return True
 
 
+def _steerable(state: TaskState) -> bool:
+    """Whether the task waits for the user to steer it (not for a reviewer, nor its plan)."""
+    return state.status in ("paused", "stuck") and not reviewing_plan(state)
+
+
+def _tell(session: Session, state: TaskState, text: str) -> None:
+    with Store.open() as store:
+        add_instruction(store, TaskState.from_store(store, state.task_id), text)
+    session.out.print(
+        f"[bold]✎ you told it:[/] {shown(text)} [dim]— the model sees it when the task goes "
+        "on: /resume (or /new for another task)[/]"
+    )
+
+
 def _run_task(session: Session, text: str) -> None:
     files: list[str] = []
+    words = []
     for word in text.split():
-        if word.startswith("@") and Path(word[1:]).is_file():
-            files += ["--file", word[1:]]
-    task = " ".join(
-        w[1:] if w.startswith("@") and Path(w[1:]).is_file() else w for w in text.split()
-    )
-    argv = ["run", task, *session.flags]
+        named = word[1:] if word.startswith("@") and Path(word[1:]).is_file() else None
+        if named is not None:
+            files += ["--file", named]
+        words.append(named or word)
+    argv = ["run", *session.flags, *files]
     if session.model:
         argv += ["--model", session.model]
-    if session.review_plan:
-        argv.append("--review-plan")
-    _go(session, [*argv, *files], new=True)
+    argv.append("--review-plan" if session.review_plan else "--no-review-plan")
+    _go(session, [*argv, "--", " ".join(words)], new=True)
+
+
+def _newest() -> str | None:
+    with Store.open() as store:
+        rows = store.tasks(limit=1)
+    return rows[0].id if rows else None
 
 
 def _go(session: Session, argv: list[str], *, new: bool = False) -> None:
     """Run a command that drives a task; remember the task and say where it stands."""
+    before = _newest() if new else None
     session.code = session.run(argv)
-    if new:
-        with Store.open() as store:
-            newest = store.tasks(limit=1)
-        session.task = newest[0].id if newest else session.task
+    if new and (made := _newest()) != before:
+        session.task = made  # the task this command made (none, if it failed before that)
     state = session.state()
     if state is None:
         return
@@ -227,46 +288,46 @@ def _status_line(session: Session, state: TaskState) -> None:
     """The budget used so far, against the task's limits, and the model."""
     limits = state.limits
     tokens = state.input_tokens + state.output_tokens
+    seconds = f"{state.seconds:.0f}"
+    seconds += f"/{limits.max_seconds:.0f} s" if limits.max_seconds is not None else " s"
     parts = [
         f"steps {state.steps_taken}/{limits.max_steps}",
         f"tokens {tokens:,}/{limits.max_tokens:,}" if limits.max_tokens else f"tokens {tokens:,}",
-        f"{state.seconds:.0f}/{limits.max_seconds:.0f} s",
+        seconds,
     ]
     if state.priced:
         parts.append(f"${state.cost_usd:.4f}")
-    model = state.created.model if state.created is not None else "?"
+    model = session.model or (state.created.model if state.created is not None else "?")
     session.out.print(f"[dim]budget: {' · '.join(parts)} · model {shown(model)}[/]")
-    hint = {
-        "paused": "type an instruction for the model, then /resume; /budget, /model, /plan",
-        "stuck": "type an instruction for the model, then /resume (or /new)",
-        "awaiting_approval": "/approve or /deny REASON (or decide in agent review / the web)",
-    }.get(state.status)
-    if hint:
+    if reviewing_plan(state):
+        hint = "the plan waits: /resume runs it as it is; /plan edit; /plan new WHY"
+    else:
+        hint = {
+            "paused": "type an instruction for the model, then /resume; /budget, /model, /plan "
+            "edit, /cancel",
+            "stuck": "type an instruction for the model, then /resume (or /new)",
+            "awaiting_approval": "/approve or /deny REASON (or decide in agent review or the "
+            "web inbox)",
+        }.get(state.status, "")
+    if hint and session.interactive:
         session.out.print(f"[dim]{hint}[/]")
 
 
 def _cancel(session: Session) -> None:
     state = session.state()
     if state is None:
+        session.out.print("[yellow]no current task[/]")
         return
     with Store.open() as store:
-        try:
-            cancel(store, TaskState.from_store(store, state.task_id))
-        except AgentError as exc:
-            session.out.print(f"[yellow]{shown(exc.message)}[/]")
-            return
+        cancel(store, TaskState.from_store(store, state.task_id))
     session.paused_at = None
     session.out.print(f"[red]✘ task {state.task_id} cancelled[/]")
 
 
 def _command(session: Session, line: str) -> bool:
-    try:
-        name, *rest = shlex.split(line)
-    except ValueError as exc:
-        session.out.print(f"[yellow]{shown(str(exc))}[/]")
-        return True
+    name, _, rest = line.partition(" ")
+    rest = rest.strip()
     out = session.out
-    current = [session.task] if session.task else []
     match name:
         case "/exit" | "/quit":
             return False
@@ -276,41 +337,72 @@ def _command(session: Session, line: str) -> bool:
         case "/tasks":
             session.run(["tasks", *_config(session)])
         case "/show":
-            session.run(["show", *(rest or current), *_config(session)])
+            task = _task(session, rest)
+            if task is not None:
+                session.run(["show", task, *_config(session)])
         case "/resume":
-            if rest:
-                session.task = rest[0]
-            if session.task is None:
-                out.print("[yellow]no current task: /resume ID[/]")
-                return True
-            model = ["--model", session.model] if session.model else []
-            _go(session, ["resume", session.task, *session.flags, *model, *session.limits])
-            session.limits = []
+            task = _task(session, rest)
+            if task is not None:
+                session.task = task
+                model = ["--model", session.model] if session.model else []
+                _go(session, ["resume", task, *_config(session), *model, *session.limits])
+                session.limits = []
         case "/approve" | "/deny":
-            _decide(session, name[1:], " ".join(rest))
+            _decide(session, name[1:], rest)
+        case "/tell":
+            _tell_current(session, rest)
+        case "/cancel":
+            _cancel(session)
         case "/plan":
             _plan(session, rest)
         case "/last":
             _last(session)
         case "/budget":
-            _budget(session, rest)
-        case "/model":
-            if rest:
-                session.model = rest[0]
-            out.print(f"model: {shown(session.model or 'as configured')}")
-        case "/policy":
-            policy = _flag(session.flags, "--policy")
-            out.print(
-                f"policy: {shown(policy or 'as configured ([policy] file), else the default')}"
-            )
-        case "/tools":
-            session.run(["tools", "list", *session.flags])
+            _budget(session, rest.split())
+        case "/model" | "/policy" | "/tools":
+            _setup(session, name, rest)
         case "/new":
             session.task = None
             out.print("[dim]the next task starts afresh[/]")
         case _:
             out.print(f"[yellow]no command {shown(name)}[/]: /help lists them")
     return True
+
+
+def _tell_current(session: Session, text: str) -> None:
+    state = session.state()
+    if state is None or state.status in ("done", "failed"):
+        session.out.print("[yellow]no task to tell: /resume ID first[/]")
+    elif text:
+        _tell(session, state, text)
+
+
+def _setup(session: Session, name: str, rest: str) -> None:
+    """/model, /policy and /tools: what new tasks run with."""
+    out = session.out
+    if name == "/model":
+        if rest:
+            session.model = rest
+        out.print(f"model: {shown(session.model or 'as configured')}")
+    elif name == "/policy":
+        policy = (
+            _flag(session.flags, "--policy") or "as configured ([policy] file), else the default"
+        )
+        out.print(f"policy: {shown(policy)}")
+    else:
+        flags = session.flags
+        modules = [m for i, m in enumerate(flags) if i and flags[i - 1] == "--tools"]
+        session.run(["tools", "list", *_config(session), *(f"--tools={m}" for m in modules)])
+
+
+def _task(session: Session, given: str) -> str | None:
+    """The task `given` names (a unique prefix is enough), else the current one."""
+    if not given:
+        if session.task is None:
+            session.out.print("[yellow]no current task: name one (/tasks lists them)[/]")
+        return session.task
+    with Store.open() as store:
+        return store.resolve(given)  # raises TaskNotFound, said to the user
 
 
 def _config(session: Session) -> list[str]:
@@ -332,30 +424,44 @@ def _decide(session: Session, verb: str, reason: str) -> None:
         session.out.print("[yellow]say why: /deny REASON (the model reads it)[/]")
         return
     argv = [verb, state.task_id, request.approval_id, request.short_hash, "--reason", reason]
-    _go(session, [*argv, *session.flags])
+    model = ["--model", session.model] if session.model else []
+    _go(session, [*argv, *_config(session), *model])
 
 
-def _plan(session: Session, rest: list[str]) -> None:
+def _plan(session: Session, rest: str) -> None:
     out = session.out
-    if rest and rest[0] == "edit":
+    word, _, why = rest.partition(" ")
+    if word == "edit":
         _edit_plan(session)
         return
-    if rest and rest[0] in ("review", "off"):
-        session.review_plan = rest[0] == "review"
-        out.print(
-            f"new plans {'are shown before they run' if session.review_plan else 'run at once'}"
-        )
+    if word == "new":
+        _another_plan(session, why)
+        return
+    if word in ("review", "off"):
+        session.review_plan = word == "review"
+        said = "are shown before they run" if session.review_plan else "run at once"
+        out.print(f"new plans {said}")
         return
     state = session.state()
     if state is None or not state.plan:
         out.print("[dim]no plan yet[/]")
         return
-    done = len(state.completed)
     for index, step in enumerate(state.plan):
-        mark = "✓" if index < done else ("●" if index == state.step else "☐")
+        done = index < state.step or state.status == "done"
+        mark = "✓" if done else ("●" if index == state.step else "☐")
         out.print(f"  {mark} {index + 1}. {shown(step)}")
     if reviewing_plan(state):
         out.print("[dim]it waits for you: /resume runs it as it is[/]")
+
+
+def _another_plan(session: Session, why: str) -> None:
+    state = session.state()
+    if state is None:
+        session.out.print("[yellow]no current task[/]")
+        return
+    with Store.open() as store:
+        another_plan(store, TaskState.from_store(store, state.task_id), why)
+    session.out.print("[dim]the planner is asked again when the task goes on: /resume[/]")
 
 
 def _edit_plan(session: Session) -> None:
@@ -366,17 +472,13 @@ def _edit_plan(session: Session) -> None:
     steps = edited_steps(session.out, session.stdin, state.plan)
     if steps is None:
         return
-    try:
-        with Store.open() as store:
-            edit_plan(store, TaskState.from_store(store, state.task_id), steps)
-    except AgentError as exc:
-        session.out.print(f"[yellow]{shown(exc.message)}[/]")
-        return
+    with Store.open() as store:
+        edit_plan(store, TaskState.from_store(store, state.task_id), steps)
     session.out.print("[dim]the plan is yours; /resume runs it from its first step[/]")
 
 
 def _last(session: Session) -> None:
-    """The last tool result of the current task, as `agent show` prints it (whole)."""
+    """The last tool result of the current task, as `agent show` prints it."""
     if session.task is None:
         session.out.print("[yellow]no current task[/]")
         return
@@ -390,21 +492,26 @@ def _last(session: Session) -> None:
 
 def _budget(session: Session, rest: list[str]) -> None:
     out = session.out
+    given: list[str] = []
     for item in rest:
         key, _, value = item.partition("=")
-        if key not in _LIMIT_FLAGS or not value:
-            out.print(f"[yellow]give {', '.join(f'{k}=N' for k in _LIMIT_FLAGS)}[/]")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if key not in _LIMIT_FLAGS or not number > 0 or (key != "cost" and not number.is_integer()):
+            out.print(
+                f"[yellow]give {', '.join(f'{k}=N' for k in _LIMIT_FLAGS)} (numbers above 0; "
+                "cost in dollars)[/]"
+            )
             return
-        session.limits += [_LIMIT_FLAGS[key], value]
-    if rest:
+        given += [_LIMIT_FLAGS[key], value if key == "cost" else str(int(number))]
+    if given:
+        session.limits += given
         out.print("[dim]the new limits apply from the next /resume[/]")
     state = session.state()
     if state is not None:
-        limits = state.limits
-        out.print(
-            f"steps {state.steps_taken}/{limits.max_steps} · tokens "
-            f"{state.input_tokens + state.output_tokens:,}/{limits.max_tokens or '∞'}"
-        )
+        _status_line(session, state)
 
 
 class _Completer(Completer):

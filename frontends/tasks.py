@@ -271,13 +271,17 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
     Ctrl-C at the prompt is an ordinary interrupt: the task simply keeps waiting.
     """
     try:
-        state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
+        state = runner.load(task_id)
+        if not (reviewing_plan(state) and _can_prompt(s.args, s.stdin)):
+            state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
+            limits = None
         prompt = Prompt(s.out, s.stdin, s.store, s.renderer)
         while _can_prompt(s.args, s.stdin):
             if reviewing_plan(state):
                 if not review_plan_inline(prompt, s.stdin, state):
                     break  # the plan keeps waiting, durably
-                state = asyncio.run(_run_once(runner, task_id, None))
+                state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
+                limits = None  # given once: a later stretch keeps them from the log
                 continue
             if state.status != "awaiting_approval":
                 break

@@ -86,6 +86,11 @@ def next_move(state: TaskState) -> str | None:
             return f"fix the tool, then: agent resume {task_id}"
         if pause.reason == "sandbox_error":
             return f"`agent doctor` says what the sandbox needs; then: agent resume {task_id}"
+        if pause.reason == "plan_review":
+            return (
+                f"the plan waits for you: agent resume {task_id} (in a terminal it asks first; "
+                "otherwise it runs the plan as it is)"
+            )
         if pause.reason == "model_error":
             return f"once the model answers again: agent resume {task_id} [--model URI]"
         return f"continue with: agent resume {task_id}"
