@@ -111,6 +111,8 @@ class _Session:
                 "(pass --tools to give it others)"
             ) from exc
         warn_problems(registry, verbose=self.args.verbose)
+        if model.startswith("local:") and not self.args.json:
+            self._loading(model)
         executor = backend_for(model, self.config, self._retrying, self._loaded, self._noted)
         runner = Runner(
             self.store,
@@ -135,6 +137,12 @@ class _Session:
     def _say(self, text: str) -> None:
         """A note for the person, on stderr (so --json output stays one object)."""
         Console(stderr=True, soft_wrap=True, highlight=False).print(text)
+
+    def _loading(self, uri: str) -> None:
+        """Say a local model is on its way, so its first load (seconds) is not silence."""
+        self._say(
+            f"[dim]model: {shown(uri)} loads in its worker process (or joins the one running)…[/]"
+        )
 
     def _loaded(self, info: ModelInfo, seconds: float) -> None:
         self._say(f"[dim]model: {shown(info.summary())}, ready in {seconds:.1f} s[/]")
