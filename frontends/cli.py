@@ -166,7 +166,9 @@ def _running_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent",
-        description="Run tasks with a model, tools, a policy gate and approvals.",
+        usage="agent [-h] [--version] [COMMAND ...]",
+        description="Run tasks with a model, tools, a policy gate and approvals.\nWith no command "
+        "(or only a session's options, such as --model), `agent` opens a session to stay in.",
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
