@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, Literal, TypeVar, get_args
 
-from playwright.async_api import Frame
+from playwright.async_api import Frame, Locator
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from base.errors import AgentError, ErrorCode
@@ -216,3 +216,15 @@ async def one(
     if reply.error is not None:
         raise TargetError(reply.error)
     return reply
+
+
+_CONTROLS_ADAPTER: Final = TypeAdapter(list[Candidate])
+
+
+async def controls_in(element: Locator, prefix: str) -> list[Candidate]:
+    """The visible controls inside `element` (at most 20), with refs of `prefix`; none when the
+    element's document has no page script (it was replaced meanwhile)."""
+    raw = await element.evaluate(
+        "(el, p) => window.__agent ? window.__agent.controlsIn(el, p) : []", prefix
+    )
+    return _parse(_CONTROLS_ADAPTER, raw, "controlsIn")

@@ -38,7 +38,7 @@ from browser.forms import (
 )
 from browser.protocol import EXTRACT_CHARS, SNAPSHOT_CHARS, BrowserDriver
 from browser.submission import Submission
-from browser.target import Target
+from browser.target import Target, frame_prefix
 from sandbox.proxy import REFUSED_HEADER
 
 __all__ = [
@@ -234,7 +234,30 @@ class PageDriver:
         return await self._on(target, "scrolled to", lambda loc: loc.scroll_into_view_if_needed())
 
     async def click(self, target: Target) -> str:
-        return await self._on(target, "clicked", lambda loc: loc.click())
+        """Click the one control `target` names. Refused, saying why, where the click would not
+        do what was asked: text that is no control (perhaps the page's own instructions), named
+        other than by its ref; an element holding several controls (the click would land on
+        whichever is at its centre)."""
+        locator, candidate = await self.locate(target)
+        if target.kind != "ref" and candidate.role in ("text", "heading"):
+            raise PageError(
+                f"{target} matches no control, only the text {describe(candidate)}: it may be "
+                "the page's own words (an instruction), not something to click. If it is what "
+                f"you mean, click it by its reference: {candidate.ref}",
+                code=ErrorCode.BAD_TARGET,
+            )
+        inside = await _script.controls_in(locator, frame_prefix(candidate.ref))
+        if len(inside) > 1:
+            listed = "\n".join(f"  {describe(c)}" for c in inside[:15])
+            raise PageError(
+                f"{describe(candidate)} holds {len(inside)} controls, and a click on it would "
+                f"land on whichever is at its centre; click the one you mean:\n{listed}",
+                code=ErrorCode.AMBIGUOUS,
+            )
+        new_tab = " new-tab" in candidate.line
+        return await self._tabs.act(
+            f"clicked {describe(candidate)}", locator.click, new_tab=new_tab
+        )
 
     async def type_text(self, target: Target, text: str, *, clear: bool = True) -> str:
         async def typing(loc: Locator) -> None:

@@ -55,6 +55,14 @@ window.__agent ??= (() => {
   const unbrace = (s) => s.replace(/\{(?=\{)/g, '{ ');
   const quote = (s, n = NAME_MAX) => JSON.stringify(unbrace(clip(norm(s), n)));
   const bare = (s) => (/^[\w.:@/+-]+$/.test(s) ? s : quote(s));
+  // A field's value as it is, space for space, JSON-quoted ("{{" written "{\u007b", which reads
+  // back the same and cannot pose as a placeholder); past VALUE_MAX, cut, saying how much more.
+  const exactValue = (s) => {
+    const more = s.length - VALUE_MAX;
+    const json = JSON.stringify(more > 0 ? s.slice(0, VALUE_MAX) : s).replace(/\{(?=\{)/g, '\\u007b');
+    return more > 0 ? `value=${json}(+${more} more characters: browser_extract reads it whole)` :
+      `value=${json}`;
+  };
 
   function assign(el, prefix) {
     let ref = refOf.get(el);
@@ -254,10 +262,10 @@ window.__agent ??= (() => {
       const chosen = [...el.selectedOptions].map((o) => quote(o.value));
       if (chosen.length) f.push(`value=${chosen.join(',')}`);
     } else if (texty || role === 'slider') {
-      if (el.value) f.push(`value=${quote(el.value, VALUE_MAX)}`);
+      if (el.value) f.push(exactValue(el.value));
     } else if (role === 'textbox' && el.isContentEditable) {
-      const t = norm(textOf(el));
-      if (t) f.push(`value=${quote(t, VALUE_MAX)}`);
+      const t = el.innerText ?? textOf(el);
+      if (t.trim()) f.push(exactValue(t));
     } else if (attr('aria-valuetext') ?? attr('aria-valuenow')) {
       f.push(`value=${quote(attr('aria-valuetext') ?? attr('aria-valuenow'))}`);
     }
@@ -678,7 +686,11 @@ window.__agent ??= (() => {
     if (found.error || found.candidates.length !== 1) return found;
     let el = lookup(found.candidates[0].ref);
     if (!el) return found;
-    if (a.op === 'text') return { ...found, value: el.innerText ?? el.textContent ?? '' };
+    if (a.op === 'text') {
+      // A field's text is its value, exactly (set by typing or by script alike).
+      const field = el.localName === 'input' || el.localName === 'textarea';
+      return { ...found, value: field ? el.value : el.innerText ?? el.textContent ?? '' };
+    }
     if (a.op === 'rows') return { ...found, value: rowsOf(el) };
     if (a.op === 'select') {
       if (el.localName === 'label' && el.control) el = el.control; // a label stands for its control
@@ -687,5 +699,20 @@ window.__agent ??= (() => {
     return { error: `unknown operation ${JSON.stringify(a.op)}` };
   }
 
-  return { snapshot, find, formOf, one };
+  // The controls inside an element, each with its ref (a click on it would land on one of them).
+  function controlsIn(el, prefix) {
+    const p = String(prefix ?? lastPrefix);
+    const found = [];
+    for (const d of allElements(el)) {
+      const role = roleOf(d);
+      if (role && role !== 'clickable' && (CLICKS.has(role) || CONTROLS.has(role)) &&
+          isVisible(d)) {
+        found.push(candidate(d, p));
+        if (found.length >= CANDIDATES_MAX) break;
+      }
+    }
+    return found;
+  }
+
+  return { snapshot, find, formOf, one, controlsIn };
 })();

@@ -4,6 +4,7 @@ tests/pages served on loopback (reached through the task's egress proxy)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -552,3 +553,29 @@ async def test_the_managed_policy_refuses_data_pages_but_shows_inline_images(
     assert "a new tab opened" in opened + shot
     assert "data page text" not in [line.strip() for line in shot.splitlines()]
     await web.ok(bt.browser_tabs, switch_to=1)
+
+
+async def test_no_false_successes_and_values_read_exactly(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/traps.html"))
+    snapshot = await web.ok(bt.browser_snapshot)
+    # Values as they are: spaces and newlines kept (as JSON escapes), a long one said to be cut.
+    assert 'textbox "Note" multiline value="  two  spaces\\n  then a line"' in snapshot
+    assert "(+53 more characters: browser_extract reads it whole)" in snapshot
+    note = await web.ok(bt.browser_extract, target="label=Note")
+    assert "<page-content>\n  two  spaces\n  then a line\n</page-content>" in note
+    assert "xxxEND\n</page-content>" in await web.ok(bt.browser_extract, target="label=Code")
+    # Text that is no control (the page's own instruction) is not clicked by accident.
+    refused = await web.fails(bt.browser_click, "bad_target", target="text=beside Ana's message")
+    assert "matches no control" in refused
+    assert "Press the Reply button" in refused
+    # A region holding several controls is not clicked at its centre: the controls are listed.
+    row = next(line for line in snapshot.splitlines() if "clickable" in line and "Ana" in line)
+    ref = re.search(r"\[(e\d+)\]", row)
+    assert ref is not None, row
+    listed = await web.fails(bt.browser_click, "ambiguous", target=ref.group(1))
+    assert 'button "Reply"' in listed
+    assert 'button "Forward"' in listed
+    assert "replied" not in await web.ok(bt.browser_extract)
+    # The control itself, named exactly, is clicked.
+    await web.ok(bt.browser_click, target="text=Reply")
+    assert "replied" in await web.ok(bt.browser_extract, target="css=#said")

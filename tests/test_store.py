@@ -33,6 +33,7 @@ from agent.events import (
     EgressDecided,
     Event,
     GateDecided,
+    InstructionAdded,
     IntentRecorded,
     LateResult,
     Limits,
@@ -151,6 +152,7 @@ def one_of_each() -> list[Event]:
         ),
         ApprovalGiven(approval_id="t1-2.0", call_hash="ab" * 32, reviewer="kim"),
         ApprovalEscalated(approval_id="t1-2.0", call_hash="ab" * 32, to=["dana"], expire_after=60),
+        InstructionAdded(text="mind the cat"),
         ApprovalDecided(approval_id="t1-2.0", approved=True, reason="ok", reviewer="sam"),
         IntentRecorded(ref="2.0", call_hash=HASH, idempotency_key="t1-2.0-k", approval_id="t1-2.0"),
         ToolResulted(

@@ -150,7 +150,8 @@ async def browser_snapshot(
 async def browser_extract(
     ctx: ToolContext, target: TargetText | None = None, table: bool = False
 ) -> str:
-    """The text of an element (or of the whole page), or a table as rows of cells.
+    """The text of an element (or of the whole page), or a table as rows of cells. A field
+    gives its value exactly, spaces and all, however long.
 
     Args:
         target: the element; none for the whole page.
@@ -252,10 +253,13 @@ async def browser_scroll(
     effect=_submission_effect(lambda args: None),  # a click on a submit control
 )
 async def browser_click(ctx: ToolContext, target: TargetText) -> str:
-    """Click an element. A click that submits a form is shown to a reviewer first.
+    """Click a control. A click that submits a form is shown to a reviewer first. Refused, with
+    the reason, where it would not do what was asked: text that is no control (perhaps the
+    page's own instructions; click it by its reference if it is what you mean), or an element
+    holding several controls (they are listed: click the one you mean).
 
     Args:
-        target: the element to click.
+        target: the control to click.
     """
     await _submitting(ctx, {"target": target}, None)
     driver = await _driver(ctx)
