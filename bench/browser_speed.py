@@ -42,6 +42,7 @@ from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes
 from tools import Tool, ToolContext
 from tools import browser as bt
+from tools import browser_pointer as bp
 
 ROUNDS = 15
 LAUNCHES = 7
@@ -68,6 +69,17 @@ async def _open_raw(page: Page, url: str) -> str:
 async def _upload_raw(page: Page, box: Sandbox) -> None:
     data = await box.read_file("cv.txt")
     await page.get_by_label("CV").set_input_files({**CV, "buffer": data})
+
+
+async def _drag_raw(page: Page, locator: Locator, dx: float) -> None:
+    await locator.scroll_into_view_if_needed()
+    box = await locator.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    await page.mouse.move(x, y)
+    await page.mouse.down()
+    await page.mouse.move(x + dx, y, steps=8)
+    await page.mouse.up()
 
 
 async def _tabs_raw(page: Page) -> list[str]:
@@ -117,6 +129,8 @@ REFERENCE = {
     "upload": "read the file from the sandbox (as the tool does), then set_input_files()",
     "screenshot": "page.screenshot() written to a file on the host, as the tool keeps it",
     "tabs": "title and URL of each page of the context",
+    "hover": "locator.hover()",
+    "drag": "scroll into view, read the box, then press, move in 8 steps and release the mouse",
 }
 
 
@@ -193,6 +207,14 @@ def pairs(
         "tabs": (
             lambda: tool(bt.browser_tabs),
             lambda: _tabs_raw(page),
+        ),
+        "hover": (
+            lambda: tool(bp.browser_hover, target="Check"),
+            check.hover,
+        ),
+        "drag": (
+            lambda: tool(bp.browser_drag, target="Full name", dx=20),
+            lambda: _drag_raw(page, form("Full name"), 20),
         ),
         "scroll": (
             lambda: tool(bt.browser_scroll, target="Create account"),

@@ -218,13 +218,22 @@ async def one(
     return reply
 
 
-_CONTROLS_ADAPTER: Final = TypeAdapter(list[Candidate])
+@dataclass(frozen=True)
+class ClickCheck:
+    """What a click on an element would meet: the controls inside it, and what covers it."""
+
+    controls: list[Candidate]
+    covered: str | None = None
 
 
-async def controls_in(element: Locator, prefix: str) -> list[Candidate]:
-    """The visible controls inside `element` (at most 20), with refs of `prefix`; none when the
-    element's document has no page script (it was replaced meanwhile)."""
+_CHECK_ADAPTER: Final = TypeAdapter(ClickCheck)
+
+
+async def click_check(element: Locator, prefix: str) -> ClickCheck:
+    """The controls inside `element` (at most 20, with refs of `prefix`) and what covers its
+    centre (None: nothing, or it is out of view); nothing when the element's document has no
+    page script (it was replaced meanwhile)."""
     raw = await element.evaluate(
-        "(el, p) => window.__agent ? window.__agent.controlsIn(el, p) : []", prefix
+        "(el, p) => window.__agent ? window.__agent.clickCheck(el, p) : {controls: []}", prefix
     )
-    return _parse(_CONTROLS_ADAPTER, raw, "controlsIn")
+    return _parse(_CHECK_ADAPTER, raw, "clickCheck")

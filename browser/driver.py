@@ -11,7 +11,9 @@ model should read is a `PageError` (browser/errors.py); a lost browser is a `San
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
 import mimetypes
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
@@ -56,6 +58,44 @@ SCHEMES = ("http", "https")
 #: the keys that submit a form from its fields (with any modifier: Shift+Enter...)
 ENTER_KEYS = ("Enter", "NumpadEnter")
 _T = TypeVar("_T")
+
+
+#: Selects an element's text (or the first `wanted` in it) with a DOM range over its text nodes;
+#: the text selected, or null when `wanted` is not in it.
+_SELECT_TEXT = """(el, wanted) => {
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  const nodes = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) nodes.push(n);
+  const whole = nodes.map((n) => n.data).join('');
+  const start = wanted ? whole.indexOf(wanted) : 0;
+  if (start < 0 || !nodes.length) return null;
+  const end = wanted ? start + wanted.length : whole.length;
+  const at = (offset) => {
+    let seen = 0;
+    for (const n of nodes) {
+      if (offset <= seen + n.data.length) return [n, offset - seen];
+      seen += n.data.length;
+    }
+    const last = nodes[nodes.length - 1];
+    return [last, last.data.length];
+  };
+  const range = document.createRange();
+  range.setStart(...at(start));
+  range.setEnd(...at(end));
+  const selection = window.getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
+  document.dispatchEvent(new Event('selectionchange'));
+  return selection.toString();
+}"""
+#: What is at a point of the viewport, as a person would name it: tag, and its text or label.
+_AT_POINT = """([x, y]) => {
+  const el = document.elementFromPoint(x, y);
+  if (!el) return 'nothing (outside the page)';
+  const text = (el.getAttribute('aria-label') || el.innerText || el.textContent || '')
+    .replace(/\\s+/g, ' ').trim().slice(0, 60);
+  return `<${el.localName}>` + (text ? ` ${JSON.stringify(text)}` : '');
+}"""
 
 
 class PageDriver:
@@ -237,7 +277,8 @@ class PageDriver:
         """Click the one control `target` names. Refused, saying why, where the click would not
         do what was asked: text that is no control (perhaps the page's own instructions), named
         other than by its ref; an element holding several controls (the click would land on
-        whichever is at its centre)."""
+        whichever is at its centre); an element something else covers (it would take the
+        click)."""
         locator, candidate = await self.locate(target)
         if target.kind != "ref" and candidate.role in ("text", "heading"):
             raise PageError(
@@ -246,7 +287,14 @@ class PageDriver:
                 f"you mean, click it by its reference: {candidate.ref}",
                 code=ErrorCode.BAD_TARGET,
             )
-        inside = await _script.controls_in(locator, frame_prefix(candidate.ref))
+        check = await _script.click_check(locator, frame_prefix(candidate.ref))
+        inside = check.controls
+        if check.covered is not None:
+            raise PageError(
+                f"{describe(candidate)} is covered by {check.covered}, which would take the "
+                "click: close or wait for that first (browser_wait), then click again",
+                code=ErrorCode.ELEMENT_NOT_READY,
+            )
         if len(inside) > 1:
             listed = "\n".join(f"  {describe(c)}" for c in inside[:15])
             raise PageError(
@@ -259,6 +307,60 @@ class PageDriver:
             f"clicked {describe(candidate)}", locator.click, new_tab=new_tab
         )
 
+    async def hover(self, target: Target) -> str:
+        return await self._on(target, "hovered over", lambda loc: loc.hover())
+
+    async def drag(
+        self, source: Target, *, to: Target | None = None, dx: float = 0, dy: float = 0
+    ) -> str:
+        """Drag `source` onto `to`, or by (`dx`, `dy`) CSS pixels (a slider's handle, a list
+        item), with the mouse as a person would: press, move in steps, release."""
+        grabbed, what = await self.locate(source)
+        if to is not None:
+            dropped, onto = await self.locate(to)
+            return await self._tabs.act(
+                f"dragged {describe(what)} onto {describe(onto)}", lambda: grabbed.drag_to(dropped)
+            )
+
+        async def by_offset() -> None:
+            await grabbed.scroll_into_view_if_needed()
+            box = await grabbed.bounding_box()
+            if box is None:
+                raise PageError(
+                    f"{describe(what)} has no box on the page to grab", code=ErrorCode.BAD_TARGET
+                )
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            mouse = self.page.mouse
+            await mouse.move(x, y)
+            await mouse.down()
+            await mouse.move(x + dx, y + dy, steps=8)
+            await mouse.up()
+
+        return await self._tabs.act(f"dragged {describe(what)} by ({dx:g}, {dy:g})", by_offset)
+
+    async def select_text(self, target: Target, text: str | None = None) -> str:
+        """Select `target`'s text, or the first `text` in it, as a person's mouse would."""
+        locator, candidate = await self.locate(target)
+
+        async def selecting() -> None:
+            chosen = await locator.evaluate(_SELECT_TEXT, text)
+            if chosen is None:
+                raise PageError(
+                    f"{describe(candidate)} has no text {text!r} to select",
+                    code=ErrorCode.NOT_FOUND,
+                )
+
+        what = f"selected {text!r} in" if text else "selected the text of"
+        return await self._tabs.act(f"{what} {describe(candidate)}", selecting)
+
+    async def click_at(self, x: float, y: float) -> str:
+        """Click the point (`x`, `y`) of the page's viewport, in CSS pixels: for what no element
+        names (a canvas, a shape). Says what was there."""
+        there = await self.page.evaluate(_AT_POINT, [x, y])
+        return await self._tabs.act(
+            f"clicked at ({x:g}, {y:g}), on {there}", lambda: self.page.mouse.click(x, y)
+        )
+
     async def type_text(self, target: Target, text: str, *, clear: bool = True) -> str:
         async def typing(loc: Locator) -> None:
             if clear:
@@ -268,10 +370,33 @@ class PageDriver:
 
         return await self._on(target, f"typed {text!r} into", typing)
 
-    async def press(self, key: str, target: Target | None = None) -> str:
-        if target is not None:
-            return await self._on(target, f"pressed {key} on", lambda loc: loc.press(key))
-        return await self._tabs.act(f"pressed {key}", lambda: self.page.keyboard.press(key))
+    async def press(self, key: str, target: Target | None = None, *, times: int = 1) -> str:
+        """Press `key` (a chord such as Control+A too) `times` times, on `target` or on what has
+        focus; the element's value afterwards is said."""
+        counted = f"{key} ×{times}" if times > 1 else key
+        if target is None:
+
+            async def on_focus() -> None:
+                for _ in range(times):
+                    await self.page.keyboard.press(key)
+
+            return await self._tabs.act(f"pressed {counted}", on_focus)
+        locator, candidate = await self.locate(target)
+
+        async def on_element() -> None:
+            for _ in range(times):
+                await locator.press(key)
+
+        done = await self._tabs.act(f"pressed {counted} on {describe(candidate)}", on_element)
+        with contextlib.suppress(PlaywrightError):
+            value = await locator.evaluate(
+                "(el) => el.value ?? el.getAttribute('aria-valuenow') ?? null"
+            )
+            # A field's or a slider's new value; never a password's.
+            shows = candidate.role in ("textbox", "slider", "spinbutton", "combobox", "searchbox")
+            if isinstance(value, str) and shows and "type=password" not in candidate.line:
+                done += f"; its value is now {json.dumps(value)}"
+        return done
 
     async def select(self, target: Target, option: str) -> str:
         return await self._tabs.act(

@@ -714,5 +714,24 @@ window.__agent ??= (() => {
     return found;
   }
 
-  return { snapshot, find, formOf, one, controlsIn };
+  // What a click on an element would meet: the controls inside it (it would land on one of
+  // them), and what covers its centre, if something else is on top there.
+  function clickCheck(el, prefix) {
+    const controls = controlsIn(el, prefix);
+    const r = el.getBoundingClientRect();
+    const [x, y] = [r.left + r.width / 2, r.top + r.height / 2];
+    let covered = null;
+    if (x >= 0 && y >= 0 && x < innerWidth && y < innerHeight) {
+      const top = document.elementFromPoint(x, y);
+      const mine = (e) => e && (e === el || el.contains(e) || (e.localName === 'label' && e.control === el));
+      if (top && !mine(top) && !top.contains(el)) {
+        const text = clip(norm(top.getAttribute('aria-label') || top.innerText || ''), 60);
+        const id = top.id ? `#${top.id}` : (top.classList[0] ? `.${top.classList[0]}` : '');
+        covered = `<${top.localName}${id}>` + (text ? ` ${JSON.stringify(text)}` : '');
+      }
+    }
+    return { controls, covered };
+  }
+
+  return { snapshot, find, formOf, one, controlsIn, clickCheck };
 })();

@@ -63,6 +63,24 @@ class BrowserDriver(Protocol):
         """Go back to the previous page of the current tab."""
         ...
 
+    async def hover(self, target: Target) -> str:
+        """Move the mouse over the element (a menu that opens on hover)."""
+        ...
+
+    async def drag(
+        self, source: Target, *, to: Target | None = None, dx: float = 0, dy: float = 0
+    ) -> str:
+        """Drag `source` onto `to`, or by (`dx`, `dy`) CSS pixels."""
+        ...
+
+    async def select_text(self, target: Target, text: str | None = None) -> str:
+        """Select the element's text, or the first `text` in it."""
+        ...
+
+    async def click_at(self, x: float, y: float) -> str:
+        """Click a point of the viewport (CSS pixels)."""
+        ...
+
     async def scroll(self, direction: str) -> str:
         """Scroll the page by most of a screen, "down" or "up"."""
         ...
@@ -79,7 +97,7 @@ class BrowserDriver(Protocol):
         """Type `text` into a field: in place of its value, or (not `clear`) after it."""
         ...
 
-    async def press(self, key: str, target: Target | None = None) -> str:
+    async def press(self, key: str, target: Target | None = None, *, times: int = 1) -> str:
         """Press `key` (as Playwright names keys: Enter, Control+A) on the element `target`
         names, or on whatever has the focus."""
         ...

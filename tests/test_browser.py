@@ -22,6 +22,7 @@ from sandbox.manager import Sandboxes
 from sandbox.proxy import EgressAttempt
 from tools import Tool, ToolContext, ToolResult
 from tools import browser as bt
+from tools import browser_pointer as bp
 
 from .site_server import Site, serve_site
 from .test_sandbox import assert_confined_inside, assert_hardened
@@ -576,6 +577,40 @@ async def test_no_false_successes_and_values_read_exactly(web: Browsing) -> None
     assert 'button "Reply"' in listed
     assert 'button "Forward"' in listed
     assert "replied" not in await web.ok(bt.browser_extract)
+    # Something on top of a button would take the click: said, not clicked.
+    covered = await web.fails(bt.browser_click, "element_not_ready", target="text=Save")
+    assert 'is covered by <div.veil> "Loading…"' in covered
     # The control itself, named exactly, is clicked.
     await web.ok(bt.browser_click, target="text=Reply")
     assert "replied" in await web.ok(bt.browser_extract, target="css=#said")
+
+
+async def test_pointer_actions_hover_drag_select_and_click_at_a_point(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/pointer.html"))
+    assert "Settings" not in await web.ok(bt.browser_snapshot)
+    await web.ok(bp.browser_hover, target="text=Account")
+    assert 'link "Settings"' in await web.ok(bt.browser_snapshot)  # the menu opened on hover
+    # A key pressed several times on a slider says where it ended.
+    pressed = await web.ok(bt.browser_press, target="label=Volume", key="ArrowRight", times=5)
+    assert 'pressed ArrowRight ×5 on' in pressed
+    assert 'its value is now "5"' in pressed
+    # A slider's handle, dragged by an offset; an item dropped on a zone.
+    await web.ok(bp.browser_drag, target="label=Volume", dx=60)
+    volume = await web.ok(bt.browser_extract, target="css=#said")
+    assert re.search(r"volume (\d+)", volume) is not None, volume
+    nowhere = await web.call(bp.browser_drag, target="text=Drag me")
+    assert not nowhere.ok
+    assert "say where to" in nowhere.content
+    await web.ok(bp.browser_drag, target="text=Drag me", to="text=Drop here")
+    assert "dropped item" in await web.ok(bt.browser_extract, target="css=#said")
+    # Text selected as a person's mouse would.
+    selected = await web.ok(bp.browser_select_text, target="css=#para", text="brown fox")
+    assert "selected 'brown fox'" in selected
+    assert "selected: brown fox" in await web.ok(bt.browser_extract, target="css=#selected")
+    assert "no text" in await web.fails(
+        bp.browser_select_text, "not_found", target="css=#para", text="zebra"
+    )
+    # A point of a canvas, which no element names inside it.
+    clicked = await web.ok(bp.browser_click_at, x=410, y=20)
+    assert "<canvas>" in clicked
+    assert "hit 10,10" in await web.ok(bt.browser_extract, target="css=#said")

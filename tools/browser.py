@@ -325,17 +325,26 @@ def _with_secrets(ctx: ToolContext, driver: BrowserDriver, text: str) -> str:
     timeout=_TIMEOUT,
     effect=_submission_effect(lambda args: str(args["key"])),  # Enter in a field
 )
-async def browser_press(ctx: ToolContext, key: str, target: TargetText | None = None) -> str:
-    """Press a key (Enter, Tab, Escape, ArrowDown, Control+A, ...), on an element or on the page.
-    Enter in a form's field submits the form, and is shown to a reviewer first.
+async def browser_press(
+    ctx: ToolContext,
+    key: str,
+    target: TargetText | None = None,
+    times: Annotated[int, Field(ge=1, le=50)] = 1,
+) -> str:
+    """Press a key or a chord (Enter, Tab, Escape, ArrowRight, Control+A, Shift+End, ...), on an
+    element or on what has focus, once or several times (a slider moved 5 steps: ArrowRight,
+    times=5); an element's value afterwards is said. Enter in a form's field submits the form,
+    and is shown to a reviewer first.
 
     Args:
-        key: the key, as Playwright names it.
+        key: the key or chord, as Playwright names it.
         target: the element to press it on; none for whatever has focus.
+        times: how many times to press it.
     """
     await _submitting(ctx, {"target": target}, key)
     driver = await _driver(ctx)
-    return await _model_errors(driver.press(key, _target(target) if target is not None else None))
+    at = _target(target) if target is not None else None
+    return await _model_errors(driver.press(key, at, times=times))
 
 
 @tool(needs_network=True, touches="external", timeout=_TIMEOUT)
