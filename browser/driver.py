@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from playwright.async_api import Browser, FilePayload, Locator, Page
 from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from base.errors import ErrorCode
 from browser import _script
@@ -287,14 +288,8 @@ class PageDriver:
                 f"you mean, click it by its reference: {candidate.ref}",
                 code=ErrorCode.BAD_TARGET,
             )
-        check = await _script.click_check(locator, frame_prefix(candidate.ref))
-        inside = check.controls
-        if check.covered is not None:
-            raise PageError(
-                f"{describe(candidate)} is covered by {check.covered}, which would take the "
-                "click: close or wait for that first (browser_wait), then click again",
-                code=ErrorCode.ELEMENT_NOT_READY,
-            )
+        prefix = frame_prefix(candidate.ref)
+        inside = (await _script.click_check(locator, prefix)).controls
         if len(inside) > 1:
             listed = "\n".join(f"  {describe(c)}" for c in inside[:15])
             raise PageError(
@@ -302,10 +297,23 @@ class PageDriver:
                 f"land on whichever is at its centre; click the one you mean:\n{listed}",
                 code=ErrorCode.AMBIGUOUS,
             )
+
+        async def clicking() -> None:
+            try:
+                await locator.click()
+            except PlaywrightTimeout:
+                # Playwright waited for the element to take clicks: say what took them instead.
+                covered = (await _script.click_check(locator, prefix)).covered
+                if covered is None:
+                    raise
+                raise PageError(
+                    f"{describe(candidate)} is covered by {covered}, which takes the click: "
+                    "close it or wait for it to go (browser_wait), then click again",
+                    code=ErrorCode.ELEMENT_NOT_READY,
+                ) from None
+
         new_tab = " new-tab" in candidate.line
-        return await self._tabs.act(
-            f"clicked {describe(candidate)}", locator.click, new_tab=new_tab
-        )
+        return await self._tabs.act(f"clicked {describe(candidate)}", clicking, new_tab=new_tab)
 
     async def hover(self, target: Target) -> str:
         return await self._on(target, "hovered over", lambda loc: loc.hover())

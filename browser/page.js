@@ -722,7 +722,9 @@ window.__agent ??= (() => {
     const [x, y] = [r.left + r.width / 2, r.top + r.height / 2];
     let covered = null;
     if (x >= 0 && y >= 0 && x < innerWidth && y < innerHeight) {
-      const top = document.elementFromPoint(x, y);
+      // Asked of the element's own root: in a shadow tree, the document answers with the host.
+      const root = el.getRootNode();
+      const top = (root.elementFromPoint ? root : document).elementFromPoint(x, y);
       const mine = (e) => e && (e === el || el.contains(e) || (e.localName === 'label' && e.control === el));
       if (top && !mine(top) && !top.contains(el)) {
         const text = clip(norm(top.getAttribute('aria-label') || top.innerText || ''), 60);
