@@ -17,6 +17,7 @@ from agent.events import Limits, TaskCreated
 from agent.store import Store
 from frontends.cli import main
 from tools.browser import registry as browser_tools
+from tools.browser_pointer import registry as pointer_tools
 from tools.deploy import registry as deploy_tools
 from tools.sandboxed import registry as sandbox_tools
 
@@ -220,6 +221,7 @@ def test_listings(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     everyone = [
         *(t.name for t in sandbox_tools),
         *(t.name for t in browser_tools),
+        *(t.name for t in pointer_tools),
         *(t.name for t in deploy_tools),
         "http_request",
     ]
