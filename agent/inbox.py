@@ -177,6 +177,28 @@ def describe(db: sqlite3.Connection, approval_id: str) -> dict[str, object] | No
     return found
 
 
+class Decision(NamedTuple):
+    """How a request was decided, as the inbox holds it."""
+
+    approved: bool
+    reviewer: str
+    origin: str
+    decided: float
+
+
+def decision(db: sqlite3.Connection, approval_id: str) -> Decision | None:
+    """How the request `approval_id` was decided; None while it is not (or is not listed)."""
+    row = db.execute(
+        "SELECT approved, reviewer, origin, decided FROM inbox WHERE approval_id = ? "
+        "AND decided IS NOT NULL",
+        (approval_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    approved, reviewer, origin, decided = row
+    return Decision(bool(approved), reviewer or "", origin or "", float(decided))
+
+
 def expiry(db: sqlite3.Connection, approval_id: str) -> float | None:
     """When the request expires (None: never, or not in the inbox)."""
     row = db.execute("SELECT expires FROM inbox WHERE approval_id = ?", (approval_id,)).fetchone()

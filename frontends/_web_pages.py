@@ -116,12 +116,12 @@ def _said(outcome: ApprovalDecided | ApprovalGiven) -> str:
 
 def _fate(store: Store, found: Waiting) -> str:
     """What became of a request that no longer waits."""
-    row = inbox.describe(store.reader(), found.approval_id)
-    if row is None or row["decided"] is None:
+    decided = inbox.decision(store.reader(), found.approval_id)
+    if decided is None:
         return "This request is not waiting for a decision: its task moved on."
-    ago = duration(time.time() - float(str(row["decided"])))
-    word = "Approved" if row["approved"] else "Denied"
-    return f"{word} by {row['reviewer'] or 'no one'} ({row['origin'] or '?'}) {ago} ago."
+    ago = duration(time.time() - decided.decided)
+    word = "Approved" if decided.approved else "Denied"
+    return f"{word} by {decided.reviewer or 'no one'} ({decided.origin or '?'}) {ago} ago."
 
 
 def _decision_form(found: Waiting, session: Session, arguments: dict[str, Any] | None) -> str:

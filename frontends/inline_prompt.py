@@ -238,11 +238,11 @@ def _in_editor(out: Console, editor: str, plan: tuple[str, ...]) -> list[str] | 
 
 def _fate(store: Store, approval_id: str) -> str:
     """Who decided a request, and from where, as the inbox holds it."""
-    row = inbox.describe(store.reader(), approval_id) or {}
-    if row.get("decided") is None:
+    decided = inbox.decision(store.reader(), approval_id)
+    if decided is None:
         return f"request {approval_id} was decided elsewhere"
-    word = "approved" if row["approved"] else "denied"
-    who = f"{row['reviewer'] or 'no reviewer'} ({row['origin'] or '?'})"
+    word = "approved" if decided.approved else "denied"
+    who = f"{decided.reviewer or 'no reviewer'} ({decided.origin or '?'})"
     return f"request {approval_id} was {word} elsewhere, by {who}"
 
 

@@ -169,13 +169,13 @@ class _Api:
         if found is None:
             return _error(404, "no such request")
         state = TaskState.from_store(self.store, found.task_id)
-        described = inbox.describe(self.store.reader(), found.approval_id) or {}
+        decided = inbox.decision(self.store.reader(), found.approval_id)
         return JSONResponse(
             {
                 **as_json(found),
                 "task_status": state.status,
                 "task": state.task,
-                "decided": described.get("decided") is not None,
+                "decided": decided is not None,
             }
         )
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.always import RuleRefused, allow_always, propose
+from agent.always import RuleRefused, Scope, allow_always, propose
 from agent.approvals import Expired, NotPending, Seen, decide
 from agent.events import ApprovalDecided
 from agent.runner import Runner
@@ -329,6 +329,20 @@ def test_always_allow_from_agent_review_the_api_and_the_web_inbox(
     assert "task =" not in decided.always
 
 
+def _allow_as_shown(store: Store, state: TaskState, scope: Scope) -> ApprovalDecided:
+    """Always allow the pending request, with the rule a reviewer would have been shown."""
+    proposal = propose(store, state, pending(state), scope=scope, reviewer="ann")
+    return allow_always(
+        store,
+        state,
+        pending(state),
+        scope=scope,
+        confirmed=proposal.digest,
+        reviewer="ann",
+        origin="cli",
+    )
+
+
 def _decisions(task: str) -> list[ApprovalDecided]:
     with Store.open() as store:
         return [e.event for e in store.events(task) if isinstance(e.event, ApprovalDecided)]
@@ -346,17 +360,7 @@ def test_rules_saved_at_once_are_both_kept_and_go_ahead_of_a_commented_header(
 
     def save(task: str) -> None:
         with Store.open() as store:
-            state = TaskState.from_store(store, task)
-            proposal = propose(store, state, pending(state), scope="task", reviewer="ann")
-            allow_always(
-                store,
-                state,
-                pending(state),
-                scope="task",
-                confirmed=proposal.digest,
-                reviewer="ann",
-                origin="cli",
-            )
+            _allow_as_shown(store, TaskState.from_store(store, task), "task")
 
     threads = [threading.Thread(target=save, args=(task,)) for task in tasks]
     for thread in threads:
@@ -380,17 +384,7 @@ async def test_a_runner_that_is_running_picks_up_a_rule_saved_meanwhile(
     ]
     runner = Runner(store, tools(), Gate.from_file(policy), planner=scripted(turns * 2))
     first = runner.create("Count", policy=str(policy))
-    state = await runner.run(first)
-    proposal = propose(store, state, pending(state), scope="project", reviewer="ann")
-    allow_always(
-        store,
-        state,
-        pending(state),
-        scope="project",
-        confirmed=proposal.digest,
-        reviewer="ann",
-        origin="cli",
-    )
+    _allow_as_shown(store, await runner.run(first), "project")
     assert (await runner.resume(first)).status == "done"
     second = runner.create("Count", policy=str(policy))
     assert (await runner.run(second)).status == "done"  # unasked: the gate read the new rule
