@@ -11,6 +11,8 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     timeout = 120                   # seconds per model call
     max_attempts = 5                # tries per model call on 429, 5xx, timeouts
     context_window = 128000         # tokens, for an HTTP model (a local model's file says)
+    vision = true                   # the model sees pictures (screenshots): sent as images.
+                                    # Default: true for openai: and anthropic:, else false
     plan = true                     # false: no planner call, each task is one step
 
     [model.local]                   # for local:PATH.gguf models (llama.cpp in a model worker)
@@ -131,6 +133,7 @@ class ModelConfig(_Section):
     timeout: float = Field(120.0, gt=0)
     max_attempts: int = Field(5, ge=1, le=20)
     context_window: int | None = Field(None, ge=512)
+    vision: bool | None = None
     plan: bool = True
     local: LocalModelConfig = Field(default_factory=LocalModelConfig)
 

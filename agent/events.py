@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agent.backends.base import ModelResponse, Purpose, Usage
+from base.images import Image
 from base.toolspec import ToolSpec
 from sandbox.limits import SandboxLimits
 
@@ -35,6 +36,9 @@ class Limits(_Event):
     stuck_errors: int = Field(3, ge=2)
     #: stuck detector: two actions alternating A,B,A,B,... over this many steps
     stuck_alternation: int = Field(6, ge=4)
+    #: stuck detector: the same look at something still changing (a page loading) this many
+    #: times in a row; until then it counts as waiting, not as repeating
+    stuck_polls: int = Field(30, ge=2)
 
 
 class Attachment(BaseModel):
@@ -256,6 +260,10 @@ class ToolResulted(_Event):
     artifact: str | None = None
     #: what the tool printed while it ran (not shown to the model)
     printed: str | None = None
+    #: a picture for a model that sees (a screenshot); `content` says what it shows
+    image: Image | None = None
+    #: what the tool looked at was still changing by itself (see `tools.ToolResult.changing`)
+    changing: bool = False
 
 
 class OutcomeUnknown(_Event):

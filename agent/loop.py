@@ -220,4 +220,6 @@ def resulted(
         seconds=seconds,
         recovery=recovery,
         printed=result.printed or None,
+        image=result.image,
+        changing=result.changing,
     )

@@ -89,6 +89,7 @@ def act_request(
         )
     for exchange in exchanges:
         messages.extend(exchange)
+    _latest_image_only(messages)
     return ModelRequest(
         task_id=state.task_id,
         purpose="act",
@@ -96,6 +97,17 @@ def act_request(
         messages=tuple(messages),
         tools=tools,
     )
+
+
+def _latest_image_only(messages: list[Message]) -> None:
+    """Keep the pictures of the latest result that has any: what the page looks like now. Older
+    ones would cost the model's attention (and money) for what is gone; their text stays."""
+    seen = False
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].images:
+            if seen:
+                messages[i] = messages[i].model_copy(update={"images": ()})
+            seen = True
 
 
 def _act_header(state: TaskState) -> tuple[Message, Message]:

@@ -48,6 +48,7 @@ from agent.events import (
     ToolResulted,
     ToolsOffered,
 )
+from base.images import Image
 
 if TYPE_CHECKING:
     from agent.store import Store
@@ -83,6 +84,8 @@ class Call:
     #: what the model is shown about this call; None while the call is unresolved
     observation: str | None = None
     is_error: bool = False
+    #: a picture the result carries, for a model that sees
+    image: Image | None = None
     #: the size in bytes of arguments too large to keep
     oversized: int | None = None
     #: how many times a reviewer was asked to settle this call's unknown outcome
@@ -118,7 +121,12 @@ class Turn:
         return (
             assistant,
             *(
-                Message(role="tool", tool_call_id=c.wire.id, content=c.observation or "")
+                Message(
+                    role="tool",
+                    tool_call_id=c.wire.id,
+                    content=c.observation or "",
+                    images=(c.image,) if c.image is not None else (),
+                )
                 for c in self.calls
             ),
         )
@@ -174,6 +182,8 @@ class TaskState:
     recent: deque[_Signature] = field(default_factory=lambda: deque(maxlen=2))
     recent_shown: deque[ToolCall | str] = field(default_factory=lambda: deque(maxlen=2))
     repeat_run: int = 0
+    #: the same look at something still changing, in a row (waiting, not repeating)
+    poll_run: int = 0
     error_run: int = 0
     alternation_run: int = 0
     #: observations so far (the runner checks for being stuck when this moves)
@@ -370,7 +380,9 @@ class TaskState:
         call = self.calls.get(event.ref)
         if call is not None and call.decision is not None and call.decision.edit_of is not None:
             text = f"(A reviewer changed this call before it ran: {call.decision.reason}.)\n{text}"
-        self._observe(event.ref, text, error=not event.ok)
+        if call is not None:
+            call.image = event.image
+        self._observe(event.ref, text, error=not event.ok, changing=event.changing)
 
     def _on_outcome_unknown(self, event: OutcomeUnknown) -> None:
         self.calls[event.ref].timed_out = True
@@ -440,25 +452,37 @@ class TaskState:
     def _forget_runs(self) -> None:
         self.recent.clear()
         self.recent_shown.clear()
-        self.repeat_run = self.error_run = self.alternation_run = 0
+        self.repeat_run = self.poll_run = self.error_run = self.alternation_run = 0
 
-    def _observe(self, ref: str, text: str, *, error: bool) -> None:
+    def _observe(self, ref: str, text: str, *, error: bool, changing: bool = False) -> None:
         call = self.calls[ref]
         call.observation, call.is_error = text, error
         # The call hash identifies a validated call; a rejected one is known by its raw text.
         action = call.call_hash or call.wire.arguments
-        self._remember(f"{call.wire.name}:{action}", text, error, call.wire)
+        self._remember(f"{call.wire.name}:{action}", text, error, call.wire, changing=changing)
         if self.pending is not None and self.pending.resolved:
             self._close_turn()
 
-    def _remember(self, action: str, observation: str, error: bool, shown: ToolCall | str) -> None:
+    def _remember(
+        self,
+        action: str,
+        observation: str,
+        error: bool,
+        shown: ToolCall | str,
+        *,
+        changing: bool = False,
+    ) -> None:
         """Update the stuck detector's runs in constant time. `shown` is what to tell people
-        (the call, or a reply's text), formatted only if the task is found stuck."""
+        (the call, or a reply's text), formatted only if the task is found stuck. A repeat whose
+        tool saw what it looked at still `changing` is waiting: it counts toward `stuck_polls`,
+        not `stuck_repeats`."""
         self.recent_shown.append(shown)
         sig = _Signature(action, observation, error)
         prev = self.recent[-1] if self.recent else None
         before = self.recent[0] if len(self.recent) == 2 else None
-        self.repeat_run = self.repeat_run + 1 if sig == prev else 1
+        waiting = sig == prev and changing
+        self.poll_run = self.poll_run + 1 if waiting else 1
+        self.repeat_run = 1 if waiting else self.repeat_run + 1 if sig == prev else 1
         same_error = prev is not None and prev.error and prev.observation == observation
         self.error_run = (self.error_run + 1 if same_error else 1) if error else 0
         if prev is None or sig == prev:
@@ -487,6 +511,11 @@ class TaskState:
             return (
                 f"the same action and observation {self.repeat_run} times in a row: "
                 f"{_shown(self.recent_shown[-1])}"
+            )
+        if self.poll_run >= lim.stuck_polls:
+            return (
+                f"waited {self.poll_run} times in a row on something still changing, and it did "
+                f"not settle: {_shown(self.recent_shown[-1])}"
             )
         if self.alternation_run >= lim.stuck_alternation:
             return (

@@ -162,6 +162,8 @@ def backend_for(
     )
     if mc.context_window is not None:
         backend.context_window = mc.context_window
+    if mc.vision is not None:
+        backend.vision = mc.vision
     if isinstance(backend, OpenAICompatibleBackend):
         backend.on_note = on_note
     return backend

@@ -12,7 +12,7 @@ from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
 from policies import Gate
-from tools import Registry, tool
+from tools import Registry, Shown, tool
 
 from .conftest import ALLOW_ALL, make_runner, pending, run_limits, scripted, tools
 
@@ -208,3 +208,46 @@ async def test_finishing_in_the_same_turn_as_a_failed_call_is_refused(store: Sto
     assert (state.status, state.answer) == ("done", "cannot")
     seen = backend.requests[-1].messages[-1].content
     assert seen.startswith("Error: not run: an earlier call in this turn failed or was declined")
+
+
+def _watching(changing_for: int) -> Registry:
+    """A tool that looks at something which changes by itself for its first `changing_for` looks
+    (a page loading), then is still; it says the same every time, as a snapshot of a spinner
+    does."""
+    looks = 0
+
+    @tool
+    def look() -> Shown:
+        """Look at the page."""
+        nonlocal looks
+        looks += 1
+        return Shown("Loading…", changing=looks <= changing_for)
+
+    registry = tools()
+    registry.add(look)
+    return registry
+
+
+async def test_looking_again_at_a_page_still_changing_is_waiting_not_a_loop(store: Store) -> None:
+    # Six looks while it changes, then the same look at a page that has stopped: the detector
+    # tells them apart by the tool's word that what it looked at changed since its last look.
+    turns = [{"plan": ["Wait for the page"]}, *[{"tool": "look", "args": {}}] * 20]
+    runner, _ = make_runner(store, turns, registry=_watching(changing_for=6))
+    state = await runner.run(runner.create("wait for the page", run_limits()))
+    assert state.status == "stuck"
+    assert state.end_reason == "the same action and observation 4 times in a row: look({})"
+    # The positive control: the same results without the word are caught at the fourth.
+    assert _ran(store, state.task_id) == 6 + 3
+
+
+async def test_waiting_on_a_page_that_never_settles_is_stuck_at_the_poll_limit(
+    store: Store,
+) -> None:
+    turns = [{"plan": ["Wait for the page"]}, *[{"tool": "look", "args": {}}] * 20]
+    runner, _ = make_runner(store, turns, registry=_watching(changing_for=100))
+    state = await runner.run(runner.create("wait", run_limits(stuck_polls=12)))
+    assert state.status == "stuck"
+    assert state.end_reason == (
+        "waited 12 times in a row on something still changing, and it did not settle: look({})"
+    )
+    assert _ran(store, state.task_id) == 12

@@ -20,6 +20,7 @@ from agent.backends.base import Delta, Message, ModelBackend, ModelRequest, Tool
 from agent.backends.base import Usage as TokenUsage
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from base.errors import BackendError
+from base.images import Image
 from base.toolspec import ToolSpec
 
 from .wire_server import Event, Reply, WireServer
@@ -95,10 +96,32 @@ class Wire(Protocol):
         """The event a provider sends when it fails after the 200, e.g. overloaded."""
         ...
 
+    def pictures(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        """The pictures a request body sends, each as (the call it answers, its data URL), where
+        the provider documents them: an image part of a user message after the tool messages
+        (OpenAI), an image block in the tool result (Anthropic)."""
+        ...
+
 
 class OpenAIWire:
     path = "/v1/chat/completions"
     stream_error_code = "server_error"
+
+    def pictures(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        messages = body["messages"]
+        for i, message in enumerate(messages):
+            if message["role"] != "user" or isinstance(message["content"], str):
+                continue
+            assert messages[i - 1]["role"] == "tool", "pictures follow the tool messages"
+            answers = ""
+            for part in message["content"]:
+                if part["type"] == "text":
+                    answers = part["text"].removeprefix("The picture ").removesuffix(" gave:")
+                else:
+                    assert part["type"] == "image_url", part
+                    found.append((answers, part["image_url"]["url"]))
+        return found
 
     def backend(self, url: str, *, retry: RetryPolicy, timeout: float = 5.0) -> ModelBackend:
         return OpenAICompatibleBackend(
@@ -251,6 +274,22 @@ def _chunk(delta: dict[str, Any] | None, finish: str | None = None, *, usage: An
 
 
 class AnthropicWire:
+    def pictures(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for turn in body["messages"]:
+            for block in turn["content"] if isinstance(turn["content"], list) else []:
+                if block["type"] != "tool_result" or isinstance(block["content"], str):
+                    continue
+                for part in block["content"]:
+                    if part["type"] == "image":
+                        source = part["source"]
+                        assert source["type"] == "base64", source
+                        url = f"data:{source['media_type']};base64,{source['data']}"
+                        found.append((block["tool_use_id"], url))
+                    else:
+                        assert part["type"] == "text", part
+        return found
+
     path = "/v1/messages"
     stream_error_code = "overloaded"
 
@@ -446,6 +485,40 @@ EXPECTED_USAGE = TokenUsage(input_tokens=USAGE["input"], output_tokens=USAGE["ou
 
 
 # --- answers -------------------------------------------------------------------------------------
+
+#: a picture as a tool result carries it (a JPEG's first bytes will do for the wire)
+PICTURE = Image.of(b"\xff\xd8\xff\xe0 a picture", "image/jpeg")
+
+SEEING = ROUND_TRIP.model_copy(
+    update={
+        "messages": (
+            *ROUND_TRIP.messages[:-1],
+            Message(
+                role="assistant",
+                tool_calls=(
+                    ToolCall(id="call_1", name="read_file", arguments='{"path": "a.txt"}'),
+                    ToolCall(id="call_2", name="browser_screenshot", arguments="{}"),
+                ),
+            ),
+            Message(role="tool", tool_call_id="call_1", content="alpha"),
+            Message(role="tool", tool_call_id="call_2", content="took it", images=(PICTURE,)),
+        )
+    }
+)
+
+
+@pytest.mark.parametrize("vision", [True, False], ids=["sees", "blind"])
+async def test_a_picture_goes_where_the_provider_takes_it_only_to_a_model_that_sees(
+    server: WireServer, wire: Wire, backend: ModelBackend, vision: bool
+) -> None:
+    backend.vision = vision
+    server.reply(wire.tool_call("call_3", "read_file", '{"path": "b.txt"}'))
+    await backend.complete(SEEING)
+    [sent] = server.requests
+    expected = [("call_2", f"data:image/jpeg;base64,{PICTURE.data}")] if vision else []
+    assert wire.pictures(sent.json) == expected
+    # The text goes either way: a model that cannot see reads what the picture shows.
+    assert "took it" in sent.body.decode()
 
 
 async def test_tool_call_round_trip(server: WireServer, wire: Wire, backend: ModelBackend) -> None:

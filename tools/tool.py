@@ -26,6 +26,7 @@ from pydantic import (
 
 from base.artifacts import ArtifactStore
 from base.errors import ConfigError, ErrorCode
+from base.images import Image
 from base.toolspec import ToolSpec
 from tools._docs import Docs
 from tools._schema import (
@@ -91,6 +92,22 @@ class ToolResult:
     printed: str = ""
     #: binary data it returned (kept as an artifact; `content` says so)
     data: bytes | None = None
+    #: a picture for a model that sees (`content` says what it shows, for one that does not)
+    image: Image | None = None
+    #: what the tool looked at changed by itself since it last looked (a page still loading): the
+    #: same call and result again is waiting, not a loop
+    changing: bool = False
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a tool returns to say more than text: `image` for a model that sees (the text says
+    what it shows, for one that does not); `changing` when what it looked at is still changing
+    by itself (see `ToolResult.changing`)."""
+
+    text: str
+    image: Image | None = None
+    changing: bool = False
 
 
 class ToolError(Exception):
@@ -346,6 +363,11 @@ class Tool:
         if type(value) is str:
             printed = capture.text()
             return ToolResult(True, value, None, printed) if printed else ToolResult(True, value)
+        if isinstance(value, Shown):
+            printed = capture.text()
+            return ToolResult(
+                True, value.text, printed=printed, image=value.image, changing=value.changing
+            )
         if isinstance(value, bytes):
             return ToolResult(
                 True, f"{len(value):,} bytes of binary data", printed=capture.text(), data=value

@@ -86,7 +86,10 @@ def backend_from_uri(
         if not key:
             raise ConfigError(f"{uri} needs an API key: set $OPENAI_API_KEY")
         base = os.environ.get("OPENAI_BASE_URL", OPENAI_URL)
-        openai = OpenAICompatibleBackend(base, rest, api_key=key, timeout=timeout, retry=retry)
+        # OpenAI's own models see pictures; `[model] vision` says otherwise where one does not.
+        openai = OpenAICompatibleBackend(
+            base, rest, api_key=key, timeout=timeout, retry=retry, vision=True
+        )
         openai.name = uri
         return openai
     if scheme == "anthropic":

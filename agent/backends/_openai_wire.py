@@ -4,6 +4,7 @@ streamed) as `ModelResponse`s. Providers add fields freely; only ours are read."
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,16 +32,37 @@ from base.toolspec import ToolSpec
 # --- request -------------------------------------------------------------------------------------
 
 
-def request_body(model: str, request: ModelRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [wire_message(message) for message in request.messages],
-    }
+def request_body(model: str, request: ModelRequest, *, vision: bool = False) -> dict[str, Any]:
+    """The body of a chat completion request. With `vision`, the pictures tool results carry
+    are sent as image parts (see `wire_messages`)."""
+    body: dict[str, Any] = {"model": model, "messages": wire_messages(request.messages, vision)}
     # OpenAI rejects `tool_choice` without `tools`, and some servers reject an empty `tools`.
     if request.tools:
         body["tools"] = [_wire_tool(tool) for tool in request.tools]
         body["tool_choice"] = request.tool_choice
     return body
+
+
+def wire_messages(messages: Sequence[Message], vision: bool) -> list[dict[str, Any]]:
+    """The messages in the wire's shape. A tool message's content can only be text, and the tool
+    messages answering one turn must follow it unbroken: with `vision`, their pictures go in one
+    user message after them, each introduced by the call it came from."""
+    out: list[dict[str, Any]] = []
+    pictures: list[dict[str, Any]] = []
+    for message in messages:
+        if pictures and message.role != "tool":
+            out.append({"role": "user", "content": pictures})
+            pictures = []
+        out.append(wire_message(message))
+        if vision and message.images:
+            pictures.append({"type": "text", "text": f"The picture {message.tool_call_id} gave:"})
+            pictures += [
+                {"type": "image_url", "image_url": {"url": image.data_url()}}
+                for image in message.images
+            ]
+    if pictures:
+        out.append({"role": "user", "content": pictures})
+    return out
 
 
 def wire_message(message: Message) -> dict[str, Any]:

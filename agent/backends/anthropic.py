@@ -83,9 +83,11 @@ class AnthropicBackend(ModelBackend):
         max_tokens: int = 4096,
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        vision: bool = True,
     ) -> None:
         check_base_url(base_url, "Anthropic")
         self.name = f"anthropic:{model}"
+        self.vision = vision
         self.model = model
         self.url = f"{base_url.rstrip('/')}/v1/messages"
         self.max_tokens = max_tokens
@@ -102,7 +104,7 @@ class AnthropicBackend(ModelBackend):
 
         Raises `BackendError` with one of the codes in the module docstring.
         """
-        body = _request_body(self.model, self.max_tokens, request)
+        body = _request_body(self.model, self.max_tokens, request, self.vision)
         if on_delta is not None:
             body["stream"] = True
         return await self._retry.run(lambda: self._attempt(body, on_delta))
@@ -138,13 +140,15 @@ class AnthropicBackend(ModelBackend):
 # --- request -------------------------------------------------------------------------------------
 
 
-def _request_body(model: str, max_tokens: int, request: ModelRequest) -> dict[str, Any]:
+def _request_body(
+    model: str, max_tokens: int, request: ModelRequest, vision: bool = False
+) -> dict[str, Any]:
     turns: list[dict[str, Any]] = []
     for message in request.messages:
         if message.role == "system":
             continue
         role = "assistant" if message.role == "assistant" else "user"
-        blocks = _blocks(message)
+        blocks = _blocks(message, vision)
         if not blocks:
             continue  # the API refuses empty content; the turns around it may then merge
         if turns and turns[-1]["role"] == role:
@@ -167,7 +171,7 @@ def _request_body(model: str, max_tokens: int, request: ModelRequest) -> dict[st
     return body
 
 
-def _blocks(message: Message) -> list[dict[str, Any]]:
+def _blocks(message: Message, vision: bool) -> list[dict[str, Any]]:
     if message.role == "tool":
         if message.tool_call_id is None:
             raise BackendError(
@@ -175,9 +179,16 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
                 code=ErrorCode.BAD_REQUEST,
                 retryable=False,
             )
-        return [
-            {"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.content}
-        ]
+        content: str | list[dict[str, Any]] = message.content
+        if vision and message.images:
+            content = [{"type": "text", "text": message.content}] + [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": i.media_type, "data": i.data},
+                }
+                for i in message.images
+            ]
+        return [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": content}]
     blocks: list[dict[str, Any]] = []
     if message.content:
         blocks.append({"type": "text", "text": message.content})

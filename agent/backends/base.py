@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from base.images import Image
 from base.toolspec import ToolSpec
 
 Purpose = Literal["plan", "act"]
@@ -48,6 +49,8 @@ class Message(_Frozen):
     content: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    #: pictures a tool result carries (a screenshot): sent by backends whose model can see
+    images: tuple[Image, ...] = ()
 
 
 class ModelRequest(_Frozen):
@@ -115,6 +118,8 @@ class ModelBackend(ABC):
     context_window: int | None = None
     #: runs on this machine, so its calls cost no money (unless the price table says otherwise)
     runs_locally: bool = False
+    #: its model sees pictures: a tool result's images are sent to it (else only the text)
+    vision: bool = False
 
     @abstractmethod
     async def complete(

@@ -115,9 +115,11 @@ class OpenAICompatibleBackend(ModelBackend):
         transport: httpx.AsyncBaseTransport | None = None,
         temperature: float | None = 0.0,
         on_note: Callable[[str], None] | None = None,
+        vision: bool = False,
     ) -> None:
         check_base_url(base_url, "OpenAI-compatible")
         self.name = f"openai-compatible:{model}"
+        self.vision = vision
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
@@ -287,7 +289,7 @@ class OpenAICompatibleBackend(ModelBackend):
             if response_format is not None:
                 body["response_format"] = response_format
         else:
-            body = request_body(self.model, request)
+            body = request_body(self.model, request, vision=self.vision)
             if shape.mode == "native":
                 body["tool_choice"] = shape.tool_choice
         if shape.temperature is not None:
