@@ -78,8 +78,14 @@ async def _drag_raw(page: Page, locator: Locator, dx: float) -> None:
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     await page.mouse.move(x, y)
     await page.mouse.down()
-    await page.mouse.move(x + dx, y, steps=8)
+    await page.mouse.move(x + 2, y + 2, steps=2)  # as the tool does: past drag code's threshold
+    await page.mouse.move(x + dx, y, steps=10)
     await page.mouse.up()
+
+
+async def _marked_raw(page: Page, path: Path) -> None:
+    await page.aria_snapshot(mode="ai")
+    await page.screenshot(path=path, type="jpeg", quality=70, scale="css")
 
 
 async def _tabs_raw(page: Page) -> list[str]:
@@ -128,9 +134,11 @@ REFERENCE = {
     "fill_form": "fill, fill, select_option on three labelled fields",
     "upload": "read the file from the sandbox (as the tool does), then set_input_files()",
     "screenshot": "page.screenshot() written to a file on the host, as the tool keeps it",
+    "screenshot_marked": "page.aria_snapshot(mode='ai'), then a JPEG page.screenshot() written "
+    "to a file (the tool also draws and removes the refs' marks)",
     "tabs": "title and URL of each page of the context",
     "hover": "locator.hover()",
-    "drag": "scroll into view, read the box, then press, move in 8 steps and release the mouse",
+    "drag": "scroll into view, read the box, then press, move in 2 and 10 steps and release",
 }
 
 
@@ -201,8 +209,12 @@ def pairs(
             lambda: _upload_raw(page, box),
         ),
         "screenshot": (
-            lambda: tool(bt.browser_screenshot),
+            lambda: tool(bt.browser_screenshot, marks=False),
             lambda: page.screenshot(path=shots / "reference.png"),
+        ),
+        "screenshot_marked": (
+            lambda: tool(bt.browser_screenshot),
+            lambda: _marked_raw(page, shots / "reference.jpg"),
         ),
         "tabs": (
             lambda: tool(bt.browser_tabs),

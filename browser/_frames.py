@@ -32,20 +32,26 @@ class Frames:
     by_prefix: dict[str, Frame] = field(default_factory=dict)
     #: each child frame's reference prefix, for as long as the frame lives: never reused
     prefixes: dict[Frame, str] = field(default_factory=dict)
+    #: how many times the frames changed between the last two snapshots
+    changes: int = 0
 
     def forget(self) -> None:
         """Another tab, or another page: its frames are named by the next snapshot."""
         self.by_prefix.clear()
 
-    async def text(self, page: Page, max_chars: int) -> tuple[str, bool]:
+    async def text(self, page: Page, max_chars: int, *, boxes: bool = False) -> tuple[str, bool]:
         """The page as text, with each frame's inside it, at most about `max_chars`; and
-        whether it was cut. Names the frames afresh."""
+        whether it was cut. Names the frames afresh. `boxes`: see `snapshot_frame`."""
         self.by_prefix = {"e": page.main_frame}
-        return await self._frame_text(page.main_frame, "e", max_chars)
+        self.changes = 0
+        return await self._frame_text(page.main_frame, "e", max_chars, boxes)
 
-    async def _frame_text(self, frame: Frame, prefix: str, budget: int) -> tuple[str, bool]:
-        shot = await _script.snapshot_frame(frame, prefix, max(budget, 200))
+    async def _frame_text(
+        self, frame: Frame, prefix: str, budget: int, boxes: bool
+    ) -> tuple[str, bool]:
+        shot = await _script.snapshot_frame(frame, prefix, max(budget, 200), boxes=boxes)
         text, truncated = shot.text, shot.truncated
+        self.changes += shot.changes
         for ref in shot.frames:
             child = await self._child_frame(frame, ref)
             placeholder = "{{frame " + ref + "}}"
@@ -54,7 +60,7 @@ class Frames:
                 continue
             child_prefix = self.prefixes.setdefault(child, f"f{len(self.prefixes) + 1}e")
             self.by_prefix[child_prefix] = child
-            inner, cut = await self._frame_text(child, child_prefix, budget - len(text))
+            inner, cut = await self._frame_text(child, child_prefix, budget - len(text), boxes)
             truncated = truncated or cut
             text = text.replace(placeholder, "\n" + textwrap.indent(inner, "  "))
         return text, truncated

@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from base.errors import AgentError, ErrorCode
 
 SOURCE: Final = resources.files("browser").joinpath("page.js").read_text(encoding="utf-8")
+#: the init script that notes which elements the page listens to for input (listeners.js)
+LISTENERS: Final = resources.files("browser").joinpath("listeners.js").read_text(encoding="utf-8")
 
 T = TypeVar("T")
 
@@ -53,6 +55,8 @@ class FrameSnapshot:
     text: str
     truncated: bool
     frames: tuple[str, ...]
+    #: how many times the frame's document changed since its last snapshot (0 the first time)
+    changes: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,14 +158,17 @@ def _parse(adapter: TypeAdapter[T], raw: Any, call: str) -> T:
         ) from e
 
 
-async def snapshot_frame(frame: Frame, prefix: str, max_chars: int) -> FrameSnapshot:
-    """Snapshot one frame (not its child frames) as text of at most `max_chars` characters.
+async def snapshot_frame(
+    frame: Frame, prefix: str, max_chars: int, *, boxes: bool = False
+) -> FrameSnapshot:
+    """Snapshot one frame (not its child frames) as text of at most `max_chars` characters;
+    with `boxes`, each control's box in the frame's CSS pixels (`box=x,y,width,height`).
 
     Refs given in this frame start with `prefix` ("e" for the main frame). Raises
     `PageScriptError` on a malformed answer, and Playwright's `Error` if the frame is detached or
     navigates away during the call.
     """
-    raw = await _SNAPSHOT(frame, {"prefix": prefix, "maxChars": max_chars})
+    raw = await _SNAPSHOT(frame, {"prefix": prefix, "maxChars": max_chars, "boxes": boxes})
     return _parse(_SNAPSHOT_ADAPTER, raw, "snapshot")
 
 
@@ -229,10 +236,49 @@ class ClickCheck:
 _CHECK_ADAPTER: Final = TypeAdapter(ClickCheck)
 
 
+class Press(BaseModel):
+    """Where the mouse press of a click landed: on the element (`landed`), or on `on`; `landed`
+    is None when no press was seen (the page went away, or the script was replaced)."""
+
+    model_config = ConfigDict(frozen=True)
+    landed: bool | None
+    on: str
+
+
+_PRESS_ADAPTER: Final = TypeAdapter(Press)
+
+
+async def pressed(element: Locator) -> Press:
+    """Where the press of the click since `click_check` landed (see `Press`)."""
+    raw = await element.evaluate(
+        "(el) => window.__agent?.pressed ? window.__agent.pressed(el) : {landed: null, on: ''}"
+    )
+    return _parse(_PRESS_ADAPTER, raw, "pressed")
+
+
+async def changes(element: Locator, ms: float, settle: float) -> int:
+    """Wait until something in `element` changes and then stays still for `settle` ms, or `ms`
+    at the latest; how many changes it saw (0: none)."""
+    raw = await element.evaluate(
+        "(el, [ms, settle]) => window.__agent?.changes ? window.__agent.changes(el, ms, settle) "
+        ": 0",
+        [ms, settle],
+    )
+    return raw if isinstance(raw, int) else 0
+
+
+async def marks(frame: Frame, on: bool) -> int:
+    """Draw each element's ref on the frame (see page.js `marks`), or take the marks away; how
+    many it drew."""
+    raw = await frame.evaluate("(on) => window.__agent?.marks ? window.__agent.marks(on) : 0", on)
+    return raw if isinstance(raw, int) else 0
+
+
 async def click_check(element: Locator, prefix: str) -> ClickCheck:
     """The controls inside `element` (at most 20, with refs of `prefix`) and what covers its
     centre (None: nothing, or it is out of view); nothing when the element's document has no
-    page script (it was replaced meanwhile)."""
+    page script (it was replaced meanwhile). Then watches where the next mouse press lands
+    (`pressed`)."""
     raw = await element.evaluate(
         "(el, p) => window.__agent ? window.__agent.clickCheck(el, p) : {controls: []}", prefix
     )

@@ -16,6 +16,7 @@ from base.errors import ErrorCode, SandboxError
 from browser._frames import Frames
 from browser._guard import FormGuard
 from browser._page_errors import mapped, page_errors
+from browser._script import LISTENERS
 from browser.errors import PageError
 from browser.submission import Submission
 from sandbox.proxy import REFUSED_HEADER
@@ -67,11 +68,13 @@ class Tabs:
     keep_download: Callable[[str, str], Awaitable[str]] | None = None
 
     def __post_init__(self) -> None:
-        self.guard = FormGuard(self._tell)
+        self.guard = FormGuard(self.tell)
 
     @classmethod
     async def attach(cls, browser: Browser) -> Tabs:
         context = browser.contexts[0] if browser.contexts else await browser.new_context()
+        # Before any page script runs, so that the snapshot knows what the page listens to.
+        await context.add_init_script(LISTENERS)
         page = context.pages[0] if context.pages else await context.new_page()
         tabs = cls(browser, page)
         context.on("page", tabs._on_new_page)
@@ -83,7 +86,8 @@ class Tabs:
     def connected(self) -> bool:
         return self.browser.is_connected()
 
-    def _tell(self, line: str) -> None:
+    def tell(self, line: str) -> None:
+        """Say `line` with the next report (see `news`)."""
         self._news.append(line)
 
     def submitting(self, submission: Submission | None) -> None:

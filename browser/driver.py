@@ -24,7 +24,8 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from base.errors import ErrorCode
-from browser import _script
+from base.images import MAX_BYTES
+from browser import _pointer, _script
 from browser._bodies import grouped
 from browser._frames import describe
 from browser._page_errors import page_errors
@@ -59,44 +60,18 @@ SCHEMES = ("http", "https")
 #: the keys that submit a form from its fields (with any modifier: Shift+Enter...)
 ENTER_KEYS = ("Enter", "NumpadEnter")
 _T = TypeVar("_T")
+#: how long a region must be still after a change before the change counts as done
+CHANGE_SETTLE_MS = 150
 
 
-#: Selects an element's text (or the first `wanted` in it) with a DOM range over its text nodes;
-#: the text selected, or null when `wanted` is not in it.
-_SELECT_TEXT = """(el, wanted) => {
-  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
-  const nodes = [];
-  for (let n = walker.nextNode(); n; n = walker.nextNode()) nodes.push(n);
-  const whole = nodes.map((n) => n.data).join('');
-  const start = wanted ? whole.indexOf(wanted) : 0;
-  if (start < 0 || !nodes.length) return null;
-  const end = wanted ? start + wanted.length : whole.length;
-  const at = (offset) => {
-    let seen = 0;
-    for (const n of nodes) {
-      if (offset <= seen + n.data.length) return [n, offset - seen];
-      seen += n.data.length;
-    }
-    const last = nodes[nodes.length - 1];
-    return [last, last.data.length];
-  };
-  const range = document.createRange();
-  range.setStart(...at(start));
-  range.setEnd(...at(end));
-  const selection = window.getSelection();
-  selection.removeAllRanges();
-  selection.addRange(range);
-  document.dispatchEvent(new Event('selectionchange'));
-  return selection.toString();
-}"""
-#: What is at a point of the viewport, as a person would name it: tag, and its text or label.
-_AT_POINT = """([x, y]) => {
-  const el = document.elementFromPoint(x, y);
-  if (!el) return 'nothing (outside the page)';
-  const text = (el.getAttribute('aria-label') || el.innerText || el.textContent || '')
-    .replace(/\\s+/g, ' ').trim().slice(0, 60);
-  return `<${el.localName}>` + (text ? ` ${JSON.stringify(text)}` : '');
-}"""
+async def _missed(locator: Locator) -> str | None:
+    """What the press of the last click landed on, when that was not `locator`'s element (None
+    when it was, or when there is nothing to ask: the click led to another page)."""
+    try:
+        press = await _script.pressed(locator)
+    except PlaywrightError:
+        return None
+    return press.on or "something else" if press.landed is False else None
 
 
 class PageDriver:
@@ -134,6 +109,15 @@ class PageDriver:
     def keep_download(self, keep: Callable[[str, str], Awaitable[str]] | None) -> None:
         self._tabs.keep_download = keep
 
+    @property
+    def changing(self) -> bool:
+        """Whether the page changed between the last two snapshots (it may be loading still)."""
+        return self._tabs.frames.changes > 0
+
+    def tell(self, line: str) -> None:
+        """Say `line` with the next tool's report (something that happened to the browser)."""
+        self._tabs.tell(line)
+
     async def disconnect(self) -> None:
         """Let go of the browser; it goes on running in its sandbox (see `Tabs.disconnect`)."""
         await self._tabs.disconnect()
@@ -164,12 +148,13 @@ class PageDriver:
                 code=ErrorCode.REFUSED,
             )
         status = f" (HTTP {response.status})" if response is not None else ""
-        return f"opened {self.page.url}{status}; title: {await self.page.title()!r}"
+        opened = f"opened {self.page.url}{status}; title: {await self.page.title()!r}"
+        return "\n".join([opened, *self._tabs.news()])
 
-    async def snapshot(self, max_chars: int = SNAPSHOT_CHARS) -> str:
+    async def snapshot(self, max_chars: int = SNAPSHOT_CHARS, *, boxes: bool = False) -> str:
         self._tabs.no_dialog()
         with page_errors("reading the page"):
-            text, truncated = await self._tabs.frames.text(self.page, max_chars)
+            text, truncated = await self._tabs.frames.text(self.page, max_chars, boxes=boxes)
         tabs = self.page.context.pages
         if len(tabs) > 1:
             text = f"(tab {tabs.index(self.page) + 1} of {len(tabs)})\n{text}"
@@ -205,6 +190,29 @@ class PageDriver:
         return await self.read(
             "taking a screenshot", lambda: self.page.screenshot(full_page=full_page)
         )
+
+    async def marked_screenshot(self, *, full_page: bool = False) -> tuple[bytes, int]:
+        """A JPEG of the page with each element of the snapshot framed and tagged with its ref
+        (the snapshot is taken first, so the refs are current), at CSS pixel scale and small
+        enough for a model (see `base.images.MAX_BYTES`); and how many elements it marks. The
+        marks are on the page only while the picture is taken."""
+        await self.snapshot()
+        frame = self.page.main_frame
+
+        async def shoot() -> tuple[bytes, int]:
+            drawn = await _script.marks(frame, True)
+            try:
+                for quality in (70, 45, 25):
+                    data = await self.page.screenshot(
+                        full_page=full_page, type="jpeg", quality=quality, scale="css"
+                    )
+                    if len(data) <= MAX_BYTES:
+                        break
+                return data, drawn
+            finally:
+                await _script.marks(frame, False)
+
+        return await self.read("taking a screenshot", shoot)
 
     async def locate(self, target: Target) -> tuple[Locator, _script.Candidate]:
         """The one element `target` names. Raises `PageError` listing the candidates when it
@@ -243,6 +251,16 @@ class PageDriver:
                     raise
             # A page says nothing when an element appears; looking again is the only way.
             await asyncio.sleep(0.2)
+
+    async def wait_change(self, target: Target, seconds: float) -> tuple[str, bool]:
+        """Wait until `target`'s content changes (a menu opening in it, a result arriving), then
+        until it has been still for a moment. What to say, and whether it changed."""
+        locator, candidate = await self.locate(target)
+        with page_errors(f"waiting for {describe(candidate)} to change"):
+            seen = await _script.changes(locator, seconds * 1000, CHANGE_SETTLE_MS)
+        if not seen:
+            return f"{describe(candidate)} did not change in {seconds:g} s", False
+        return f"{describe(candidate)} changed; take a snapshot to see it", True
 
     async def tabs(self, switch_to: int | None) -> str:
         return await self._tabs.listing(switch_to)
@@ -301,6 +319,17 @@ class PageDriver:
         async def clicking() -> None:
             try:
                 await locator.click()
+                if await _missed(locator):
+                    # It moved or changed as the pointer arrived (a hover image loading): now
+                    # it rests under the pointer, so a second click lands, as a person's would.
+                    await _script.click_check(locator, prefix)
+                    await locator.click()
+                    if missed := await _missed(locator):
+                        raise PageError(
+                            f"the click on {describe(candidate)} landed on {missed} instead: "
+                            "the element moves or changes under the pointer",
+                            code=ErrorCode.ELEMENT_NOT_READY,
+                        )
             except PlaywrightTimeout:
                 # Playwright waited for the element to take clicks: say what took them instead.
                 covered = (await _script.click_check(locator, prefix)).covered
@@ -322,49 +351,26 @@ class PageDriver:
         self, source: Target, *, to: Target | None = None, dx: float = 0, dy: float = 0
     ) -> str:
         """Drag `source` onto `to`, or by (`dx`, `dy`) CSS pixels (a slider's handle, a list
-        item), with the mouse as a person would: press, move in steps, release."""
-        grabbed, what = await self.locate(source)
-        if to is not None:
-            dropped, onto = await self.locate(to)
-            return await self._tabs.act(
-                f"dragged {describe(what)} onto {describe(onto)}", lambda: grabbed.drag_to(dropped)
-            )
-
-        async def by_offset() -> None:
-            await grabbed.scroll_into_view_if_needed()
-            box = await grabbed.bounding_box()
-            if box is None:
-                raise PageError(
-                    f"{describe(what)} has no box on the page to grab", code=ErrorCode.BAD_TARGET
-                )
-            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            mouse = self.page.mouse
-            await mouse.move(x, y)
-            await mouse.down()
-            await mouse.move(x + dx, y + dy, steps=8)
-            await mouse.up()
-
-        return await self._tabs.act(f"dragged {describe(what)} by ({dx:g}, {dy:g})", by_offset)
+        item), with the mouse as a person would (see `_pointer.drag`)."""
+        grabbed = await self.locate(source)
+        onto = await self.locate(to) if to is not None else None
+        what = f"dragged {describe(grabbed[1])} " + (
+            f"onto {describe(onto[1])}" if onto is not None else f"by ({dx:g}, {dy:g})"
+        )
+        return await self._tabs.act(what, lambda: _pointer.drag(self.page, grabbed, onto, dx, dy))
 
     async def select_text(self, target: Target, text: str | None = None) -> str:
         """Select `target`'s text, or the first `text` in it, as a person's mouse would."""
         locator, candidate = await self.locate(target)
-
-        async def selecting() -> None:
-            chosen = await locator.evaluate(_SELECT_TEXT, text)
-            if chosen is None:
-                raise PageError(
-                    f"{describe(candidate)} has no text {text!r} to select",
-                    code=ErrorCode.NOT_FOUND,
-                )
-
         what = f"selected {text!r} in" if text else "selected the text of"
-        return await self._tabs.act(f"{what} {describe(candidate)}", selecting)
+        return await self._tabs.act(
+            f"{what} {describe(candidate)}", lambda: _pointer.select_text(locator, candidate, text)
+        )
 
     async def click_at(self, x: float, y: float) -> str:
         """Click the point (`x`, `y`) of the page's viewport, in CSS pixels: for what no element
         names (a canvas, a shape). Says what was there."""
-        there = await self.page.evaluate(_AT_POINT, [x, y])
+        there = await _pointer.at_point(self.page, x, y)
         return await self._tabs.act(
             f"clicked at ({x:g}, {y:g}), on {there}", lambda: self.page.mouse.click(x, y)
         )

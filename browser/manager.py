@@ -78,7 +78,14 @@ class Browsers:
         return driver
 
     async def _start(self, sandbox: Sandbox) -> PageDriver:
-        return await PageDriver.attach(await connect(await self._client(), sandbox))
+        browser, restarted = await connect_or_restart(await self._client(), sandbox)
+        driver = await PageDriver.attach(browser)
+        if restarted is not None:
+            driver.tell(
+                f"the task's browser did not answer ({restarted}) and was started again: the "
+                "pages it had open, its cookies and logins are gone"
+            )
+        return driver
 
     async def fill_pool(self) -> int:
         """Start browsers in pooled sandboxes until `browser_pool` wait, connected; return how
@@ -146,12 +153,42 @@ class Browsers:
             await playwright.stop()
 
 
-async def connect(client: Playwright, sandbox: Sandbox) -> Browser:
+async def connect_or_restart(client: Playwright, sandbox: Sandbox) -> tuple[Browser, str | None]:
+    """A new DevTools connection to the sandbox's browser (see `connect`); if the browser does not
+    answer, it is started again in the same sandbox, once, and connected to. The connection, and
+    why the browser was started again (None if it was not). Raises `SandboxError` if Chromium
+    cannot be started, or reached even after the restart."""
+    try:
+        return await connect(client, sandbox), None
+    except BrowserUnreachable as exc:
+        why = exc.why
+    try:
+        return await connect(client, sandbox, restart=True), why
+    except BrowserUnreachable as exc:
+        raise SandboxError(
+            f"cannot reach the task's browser at {sandbox.devtools}, even after starting it "
+            f"again: {exc.why}"
+        ) from None
+
+
+class BrowserUnreachable(SandboxError):
+    """The sandbox's browser runs but does not answer on its DevTools relay."""
+
+    def __init__(self, devtools: str, why: str) -> None:
+        super().__init__(f"cannot reach the task's browser at {devtools}: {why}")
+        self.why = why
+
+
+async def connect(client: Playwright, sandbox: Sandbox, *, restart: bool = False) -> Browser:
     """A new DevTools connection to the sandbox's browser, started there first if it is not
-    running. Raises `SandboxError` if Chromium cannot be started or reached."""
+    running (or, with `restart`, started afresh). Raises `SandboxError` if Chromium cannot be
+    started, and `BrowserUnreachable` if it cannot be reached."""
     assert sandbox.devtools is not None
     started = await sandbox.exec(
-        ["agent-browser"], timeout=START_TIMEOUT, user=BROWSER_USER, record=False
+        ["agent-browser", *(["--restart"] if restart else [])],
+        timeout=START_TIMEOUT,
+        user=BROWSER_USER,
+        record=False,
     )
     key = next((line[4:] for line in started.stdout.splitlines() if line.startswith("key ")), "")
     if not started.ok or not key:
@@ -167,9 +204,11 @@ async def connect(client: Playwright, sandbox: Sandbox) -> Browser:
             endpoint, timeout=CONNECT_TIMEOUT_MS, headers={KEY_HEADER: key}
         )
     except PlaywrightError as exc:
-        raise SandboxError(
-            f"cannot reach the task's browser at {sandbox.devtools}: {exc}"
-        ) from None
+        raise BrowserUnreachable(sandbox.devtools, _first_line(str(exc))) from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no answer"
 
 
 #: copies $1 (the browser's) into the folder $3 as $2, or as $2 with a number added if that name

@@ -33,7 +33,7 @@ window.__agent ??= (() => {
     option combobox textbox searchbox switch slider spinbutton treeitem listbox`);
   // Roles named by their text (a textbox is not: its text is its value).
   const CLICKS = words(`button link checkbox radio switch tab menuitem menuitemcheckbox
-    menuitemradio option treeitem clickable`);
+    menuitemradio option treeitem clickable draggable`);
   const CONTROLS = words(`textbox searchbox combobox listbox checkbox radio switch slider
     spinbutton file`);
   const BUTTON_TYPES = words('submit reset button image');
@@ -42,8 +42,31 @@ window.__agent ??= (() => {
     footer form h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section table td th tr ul`);
   // Leaves: what they contain is their value or their own document, not part of this snapshot.
   const LEAF = words('input select textarea iframe frame img svg');
-  const INTERACTIVE =
-    'a[href],button,input,select,textarea,summary,iframe,[role],[contenteditable],[onclick]';
+  // Cursors that say "grab me" rather than "click me".
+  const GRAB = words('move grab grabbing all-scroll');
+  // Class words that say what kind of thing an element is, not what it does: no name in them.
+  const GENERIC_CLASS = /^(?:icon|icons|colou?r|box|item|cell|fa[srlbd]?|bi|glyphicon|material-icons?|btn|button|clicked|active|selected|hover|focus|open|closed|disabled|enabled|on|off|small|large|left|right|pull-\w+|float-\w+|ui-.*|js-.*|is-.*|has-.*)$/;
+  // CSS's own colours by name, the plain ones people say: the nearest names a box's colour.
+  const COLOURS = [['black', 0, 0, 0], ['white', 255, 255, 255], ['grey', 128, 128, 128],
+    ['silver', 192, 192, 192], ['red', 255, 0, 0], ['maroon', 128, 0, 0], ['lime', 0, 255, 0],
+    ['green', 0, 128, 0], ['olive', 128, 128, 0], ['blue', 0, 0, 255], ['navy', 0, 0, 128],
+    ['yellow', 255, 255, 0], ['orange', 255, 165, 0], ['purple', 128, 0, 128],
+    ['magenta', 255, 0, 255], ['pink', 255, 192, 203], ['brown', 165, 42, 42],
+    ['cyan', 0, 255, 255], ['teal', 0, 128, 128]];
+
+  // How many times the page changed since the last snapshot (nodes, attributes, text), leaving
+  // out the script's own marks: the snapshot says so, for telling a page that is still changing
+  // (a widget loading) from one a model keeps looking at for nothing.
+  let changed = 0;
+  const ours = (n) => n.nodeType === Node.ELEMENT_NODE && n.hasAttribute('data-agent-marks');
+  new MutationObserver((records) => {
+    for (const r of records) {
+      if (r.type === 'attributes' && r.attributeName === 'data-agent-ref') continue;
+      if (r.type === 'childList' && [...r.addedNodes, ...r.removedNodes].every(ours)) continue;
+      if (r.target.nodeType === Node.ELEMENT_NODE && r.target.closest('[data-agent-marks]')) continue;
+      changed++;
+    }
+  }).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
 
   const refOf = new WeakMap(); // element -> ref
   const byRef = new Map(); // ref -> WeakRef(element)
@@ -135,6 +158,74 @@ window.__agent ??= (() => {
     return c && !isVisible(c) ? c : null;
   }
 
+  // Whether the page listens to this element for a person's input (listeners.js noted it, or
+  // an on* property is set).
+  const handles = (el) => window.__agentHandlers?.has(el) === true || el.onclick != null ||
+    el.onmousedown != null || el.onpointerdown != null || el.onkeydown != null;
+
+  // Selectors of the rules that give a cursor only on :hover (`.star:hover { cursor: pointer }`),
+  // read from the page's style sheets once per call into the script.
+  let hoverRules = null;
+  function hoverCursors() {
+    if (hoverRules) return hoverRules;
+    const found = { pointer: [], grab: [] };
+    const visit = (rules) => {
+      for (const r of rules) {
+        if (r.cssRules && !r.selectorText) visit(r.cssRules); // @media, @supports
+        const cursor = r.style?.cursor;
+        if (!cursor || !r.selectorText?.includes(':hover')) continue;
+        const into = cursor === 'pointer' ? found.pointer : GRAB.has(cursor) ? found.grab : null;
+        for (const part of r.selectorText.split(',')) {
+          if (into && part.includes(':hover')) into.push(part.replace(/:hover/g, '').trim() || '*');
+        }
+      }
+    };
+    for (const sheet of document.styleSheets) {
+      try {
+        visit(sheet.cssRules);
+      } catch {
+        // a cross-origin sheet cannot be read
+      }
+    }
+    hoverRules = found;
+    return found;
+  }
+
+  const matchesAny = (el, selectors) => selectors.some((sel) => {
+    try {
+      return el.matches(sel);
+    } catch {
+      return false;
+    }
+  });
+
+  // 'pointer', 'grab' or null: the cursor over the element, as styled or on hover.
+  function cursorOf(el, style) {
+    const c = (style ?? getComputedStyle(el)).cursor;
+    if (c === 'pointer') return 'pointer';
+    if (GRAB.has(c)) return 'grab';
+    const hover = hoverCursors();
+    if (matchesAny(el, hover.pointer)) return 'pointer';
+    return matchesAny(el, hover.grab) ? 'grab' : null;
+  }
+
+  const classText = (el) => (typeof el.className === 'string' ? el.className : el.getAttribute('class') ?? '');
+
+  // A role guessed from how the element is made: a slider's handle, a thing to drag.
+  function guessedRole(el) {
+    const cls = classText(el);
+    if (/\bui-slider-handle\b|slider[-_]?(?:handle|thumb)|(?:handle|thumb)[-_]?slider/i.test(cls)) {
+      return 'slider';
+    }
+    if (el.getAttribute('draggable') === 'true' || /\bui-(?:draggable|sortable-handle)\b/.test(cls)) {
+      return 'draggable';
+    }
+    return null;
+  }
+
+  // Focusable by the page's choice (a tabindex), not by nature: a control made of a div.
+  const focusable = (el) => el.hasAttribute('tabindex') && el.tabIndex >= 0;
+
   // The role from markup alone, no styles: ARIA, native element, contenteditable, onclick.
   function semanticRole(el) {
     const role = ariaRole(el) ?? nativeRole(el);
@@ -147,14 +238,40 @@ window.__agent ??= (() => {
     return el.hasAttribute('onclick') ? 'clickable' : null;
   }
 
+  // The role of an element a person could use: from markup; else guessed from its class; else
+  // 'clickable' when the page listens to it or made it focusable; else from its cursor.
   function roleOf(el, style) {
     const role = semanticRole(el);
     if (role || el.localName === 'label' || el === document.body) return role;
-    if (el === document.documentElement) return null;
-    // Only the outermost element of a pointer-cursor region: its children inherit the cursor.
-    if ((style ?? getComputedStyle(el)).cursor !== 'pointer') return null;
+    if (el === document.documentElement || el instanceof SVGElement) return null;
+    const guess = guessedRole(el);
+    if (guess) return guess;
+    if ((focusable(el) || handles(el)) && !delegating(el)) return 'clickable';
+    const cursor = cursorOf(el, style);
+    if (!cursor) return null;
+    // Only the outermost element of a cursor region: its children inherit the cursor.
     const p = parentOf(el);
-    return p && getComputedStyle(p).cursor === 'pointer' ? null : 'clickable';
+    if (p && p !== document.body && cursorOf(p) === cursor) return null;
+    return cursor === 'grab' ? 'draggable' : 'clickable';
+  }
+
+  // A container that listens for what happens inside it (a page, a form, a menu, a list), not
+  // a control: its text is longer than a name, or it holds two controls or more.
+  function delegating(el) {
+    if (el.firstElementChild === null) return false;
+    if (norm(el.textContent).length > NAME_MAX * 2) return true;
+    let inside = 0;
+    let only = null;
+    const cursor = cursorOf(el);
+    for (const d of el.querySelectorAll('*')) {
+      const own = semanticRole(d) || guessedRole(d) || handles(d) ||
+        (cursor === null && cursorOf(d) !== null && cursorOf(parentOf(d)) === null);
+      if (own && ++inside >= 2) return true;
+      if (own) only = d;
+    }
+    // A wrapper around one control and nothing else (a menu of one item) adds nothing to it.
+    const text = norm(el.textContent);
+    return only !== null && text !== '' && norm(only.textContent) === text;
   }
 
   function headingLevel(el) {
@@ -164,17 +281,20 @@ window.__agent ??= (() => {
   }
 
   // Text of a subtree as a name: without hidden parts, script, or the contents of controls.
-  function textOf(node) {
+  function textOf(node, all = false) {
     let out = '';
     for (const n of kids(node)) {
       if (n.nodeType === Node.TEXT_NODE) out += n.data;
       if (n.nodeType !== Node.ELEMENT_NODE || n.hidden) continue;
       const tag = n.localName;
       if (SKIP.has(tag) || n.getAttribute('aria-hidden') === 'true') continue;
+      // Names come from what shows: a closed folder is not named after its hidden files.
+      if (!all && !n.checkVisibility({ visibilityProperty: true }) &&
+        getComputedStyle(n).display !== 'contents') continue;
       if (tag === 'img') out += ` ${n.getAttribute('alt') ?? ''} `;
       else if (tag === 'input') out += BUTTON_TYPES.has(n.type) ? ` ${n.value} ` : '';
       else if (tag !== 'select' && tag !== 'textarea') {
-        out += BLOCK_TAG.has(tag) ? ` ${textOf(n)} ` : textOf(n);
+        out += BLOCK_TAG.has(tag) ? ` ${textOf(n, all)} ` : textOf(n, all);
       }
     }
     return out;
@@ -185,13 +305,14 @@ window.__agent ??= (() => {
     if (ids) {
       const root = el.getRootNode();
       const parts = ids.split(/\s+/).map((id) => root.getElementById?.(id)).filter(Boolean);
-      const t = norm(parts.map(textOf).join(' '));
+      // What aria-labelledby points at names the element even when it is hidden.
+      const t = norm(parts.map((p) => textOf(p, true)).join(' '));
       if (t) return t;
     }
     const aria = norm(el.getAttribute('aria-label'));
     if (aria) return aria;
     if (el.labels?.length) {
-      const t = norm([...el.labels].map(textOf).join(' '));
+      const t = norm([...el.labels].map((l) => textOf(l)).join(' '));
       if (t) return t;
     }
     const tag = el.localName;
@@ -278,6 +399,7 @@ window.__agent ??= (() => {
       mixed: checked === 'mixed',
       selected: attr('aria-selected') === 'true',
       pressed: attr('aria-pressed') === 'true',
+      'has-popup': ['true', 'menu', 'listbox', 'tree', 'grid', 'dialog'].includes(attr('aria-haspopup')),
       expanded: expanded === 'true',
       collapsed: expanded === 'false',
       disabled: el.matches(':disabled') || attr('aria-disabled') === 'true',
@@ -292,20 +414,90 @@ window.__agent ??= (() => {
     return f;
   }
 
+  // A name for a control that has none (an icon): from its class ("trash", "fa-star"), else
+  // from the file name of its image ("reply.png"), its own or a child's.
+  function guessName(el) {
+    for (const e of [el, ...el.querySelectorAll('*')].slice(0, 8)) {
+      for (const c of classText(e).split(/\s+/)) {
+        const word = c.replace(/^(?:fa|bi|icon|glyphicon|mdi|ion|ui-icon)-/, '');
+        if (word && !GENERIC_CLASS.test(word) && /^[a-z][\w-]*$/i.test(word)) return word;
+      }
+    }
+    for (const e of [el, ...el.querySelectorAll('*')].slice(0, 8)) {
+      const st = getComputedStyle(e);
+      const url = /url\(["']?([^"')]*)/.exec(`${st.content} ${st.backgroundImage}`)?.[1] ??
+        (e.localName === 'img' ? e.getAttribute('src') : null);
+      const file = url?.split(/[?#]/)[0].split('/').pop()?.replace(/\.\w+$/, '');
+      if (file) return file.replace(/[-_](?:hover|active|icon|\d+x?\d*)$/i, '');
+    }
+    return '';
+  }
+
+  // An icon: an empty element that shows an image (a background, a CSS content url, an icon
+  // font's class); its guessed name, or null.
+  function iconOf(el, st) {
+    if (el.firstElementChild || norm(el.textContent) || LEAF.has(el.localName) || !hasBox(el)) {
+      return null;
+    }
+    const style = st ?? getComputedStyle(el);
+    const image = style.backgroundImage !== 'none' || /url\(/.test(style.content);
+    return image ? guessName(el) || 'icon' : null;
+  }
+
+  // The icon inside a control that has text of its own (a menu item's), or null.
+  function iconIn(el) {
+    for (const d of el.querySelectorAll('*')) {
+      const name = iconOf(d);
+      if (name) return name;
+    }
+    return null;
+  }
+
+  // Where an element is, in CSS pixels of its frame's viewport: `box=x,y,width,height`.
+  function boxOf(el) {
+    const r = el.getBoundingClientRect();
+    return `box=${[r.left, r.top, r.width, r.height].map(Math.round).join(',')}`;
+  }
+
+  // How far along its track a guessed slider's handle sits (its parent is the track).
+  function along(el) {
+    const track = parentOf(el)?.getBoundingClientRect();
+    const r = el.getBoundingClientRect();
+    if (!track) return null;
+    const [pos, len] = track.width >= track.height ?
+      [r.left + r.width / 2 - track.left, track.width] :
+      [track.bottom - (r.top + r.height / 2), track.height];
+    return len > 0 ? `at=${Math.round((100 * pos) / len)}%` : null;
+  }
+
   // One line for an element with a role: `[e3] button "Sign in" disabled`.
-  function describe(el, role, prefix, placeholder = true) {
+  function describe(el, role, prefix, placeholder = true, boxes = false) {
     const ref = assign(el, prefix);
     // A label standing in for its hidden control has the control's state.
     const stand = proxied(el);
-    const name = stand ? norm(textOf(el)) : accName(el, role);
+    let name = stand ? norm(textOf(el)) : accName(el, role);
+    const guessed = !name && CLICKS.has(role) ? guessName(el) : '';
+    name ||= guessed;
     const parts = [`[${ref}]`, role];
     if (name) parts.push(quote(name));
+    if (guessed) parts.push('(name guessed)');
+    // A control with no words of its own (a coloured square to click) is told by its colour.
+    if ((role === 'clickable' || role === 'draggable') && !norm(el.textContent)) {
+      const colour = ownColour(el);
+      if (colour) parts.push(`colour=${colour.replace(' ', '(')})`);
+    }
+    else if (name && !LEAF.has(el.localName)) {
+      const icon = !delegating(el) && iconIn(el);
+      if (icon) parts.push(`icon=${quote(icon)}`);
+    }
     if (role === 'iframe') {
       if (placeholder) parts.push(`{{frame ${ref}}}`);
     } else {
       parts.push(...facts(stand ?? el, role));
+      if (role === 'slider' && !semanticRole(el)) parts.push(along(el) ?? '');
     }
-    return parts.join(' ');
+    if (boxes) parts.push(boxOf(el));
+    return parts.filter(Boolean).join(' ');
   }
 
   // --- snapshot ---------------------------------------------------------------------------
@@ -353,6 +545,17 @@ window.__agent ??= (() => {
     const role = roleOf(el, st);
     if (role) return control(el, role, s, inner);
     if (tag === 'br') return flush(s);
+    const icon = inner.visible && !ctx.mute && iconOf(el, st);
+    if (icon) {
+      s.buf += ` (icon ${quote(icon)}) `;
+      return;
+    }
+    const colour = inner.visible && graphic(el, st);
+    if (colour) return box(el, colour, s);
+    // A canvas that lets the pointer through is a layer over the page (drawn clicks), not a
+    // drawing to point at.
+    if (tag === 'canvas' && st.pointerEvents === 'none') return;
+    if ((tag === 'svg' || tag === 'canvas') && inner.visible && !ctx.mute) return drawing(el, s);
     if (tag === 'img') {
       const alt = norm(el.getAttribute('alt'));
       if (alt && inner.visible && !ctx.mute) s.buf += ` (image ${quote(alt)}) `;
@@ -410,13 +613,100 @@ window.__agent ??= (() => {
   function control(el, role, s, ctx) {
     if (!ctx.visible || !hasBox(el)) return;
     flush(s);
-    emit(s, describe(el, role, s.prefix), CTL);
+    emit(s, describe(el, role, s.prefix, true, s.boxes), CTL);
     if (role === 'iframe') s.frames.push(refOf.get(el));
-    // A container made clickable (a card, a row) may hold controls of its own: list them too.
-    if (!LEAF.has(el.localName) && el.querySelector(INTERACTIVE)) {
+    // A control made of others (a card, a row, a folder of a tree) lists them too, each with
+    // its own ref, indented under it; its text is already its name.
+    if (!LEAF.has(el.localName)) {
+      const outer = s.indent;
+      s.indent = outer + '  ';
       walkKids(el, s, { visible: ctx.visible, mute: true });
       flush(s);
+      s.indent = outer;
     }
+  }
+
+  // A graphic with nothing to read (a coloured box or square, an empty cell): listed as a box
+  // with its colour, so that it can be named by ref. Null for anything else.
+  function graphic(el, st) {
+    if (el.firstElementChild || norm(el.textContent) || LEAF.has(el.localName)) return null;
+    const r = el.getBoundingClientRect();
+    // A mark or a square, not a panel or a page's background.
+    if (Math.min(r.width, r.height) < 8 || Math.max(r.width, r.height) > 120) return null;
+    return ownColour(el, st);
+  }
+
+  // An element's background colour when it is its own (not transparent, not its parent's).
+  function ownColour(el, st) {
+    const colour = colourOf((st ?? getComputedStyle(el)).backgroundColor);
+    const p = parentOf(el);
+    if (!colour || (p && colourOf(getComputedStyle(p).backgroundColor) === colour)) return null;
+    return colour;
+  }
+
+  // The nearest plain colour name of a CSS colour, with its hex; null when transparent.
+  function colourOf(css) {
+    const m = /rgba?\((\d+),\s*(\d+),\s*(\d+)(?:,\s*([\d.]+))?/.exec(css);
+    if (!m || (m[4] !== undefined && Number(m[4]) < 0.1)) return null;
+    const [r, g, b] = [m[1], m[2], m[3]].map(Number);
+    let best = COLOURS[0];
+    const far = ([, R, G, B]) => (r - R) ** 2 + (g - G) ** 2 + (b - B) ** 2;
+    for (const c of COLOURS) if (far(c) < far(best)) best = c;
+    const hex = [r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('');
+    return `${best[0]} #${hex}`;
+  }
+
+  const SHAPES = words('rect circle ellipse polygon polyline path line');
+  const SHAPES_MAX = 40;
+
+  // A drawing, for a model that cannot see it: an SVG's shapes with their colour, size and
+  // place (CSS pixels from the drawing's top left) and its words; a canvas's size. Each shape
+  // has a ref, to be hovered or clicked like any element.
+  function drawing(el, s) {
+    flush(s);
+    const r = el.getBoundingClientRect();
+    const size = `${Math.round(r.width)}x${Math.round(r.height)}`;
+    const head = [`[${assign(el, s.prefix)}]`, el.localName === 'svg' ? 'drawing' : 'canvas', size];
+    const label = norm(el.getAttribute('aria-label') || el.querySelector(':scope > title')?.textContent);
+    if (label) head.splice(2, 0, quote(label));
+    if (s.boxes) head.push(boxOf(el));
+    emit(s, head.join(' '), CTL);
+    if (el.localName !== 'svg') return;
+    const outer = s.indent;
+    s.indent = outer + '  ';
+    let shown = 0;
+    const parts = [...el.querySelectorAll('*')].filter((p) =>
+      (SHAPES.has(p.localName) || p.localName === 'text') && hasBox(p) &&
+      p.checkVisibility({ visibilityProperty: true }));
+    for (const p of parts) {
+      if (shown++ >= SHAPES_MAX) {
+        emit(s, `…(${parts.length - SHAPES_MAX} more shapes)`, TEXT);
+        break;
+      }
+      const b = p.getBoundingClientRect();
+      const at = `at=${Math.round(b.left - r.left)},${Math.round(b.top - r.top)}`;
+      const dims = `${Math.round(b.width)}x${Math.round(b.height)}`;
+      if (p.localName === 'text') {
+        emit(s, `[${assign(p, s.prefix)}] text ${quote(p.textContent)} ${at}`, CTL);
+        continue;
+      }
+      const fill = colourOf(getComputedStyle(p).fill) ?? colourOf(getComputedStyle(p).stroke);
+      const line = [`[${assign(p, s.prefix)}] shape ${p.localName}`];
+      if (fill) line.push(`colour=${fill.replace(' ', '(')})`);
+      line.push(dims, at);
+      emit(s, line.join(' '), CTL);
+    }
+    s.indent = outer;
+  }
+
+  function box(el, colour, s) {
+    flush(s);
+    const [name, hex] = colour.split(' ');
+    const r = el.getBoundingClientRect();
+    const size = `${Math.round(r.width)}x${Math.round(r.height)}`;
+    const parts = [`[${assign(el, s.prefix)}] box`, quote(name), `colour=${hex}`, size];
+    if (s.boxes) parts.push(boxOf(el));
+    emit(s, parts.join(' '), CTL);
   }
 
   // A table row on one line, `| cell | cell |`, controls in a cell inline.
@@ -476,15 +766,18 @@ window.__agent ??= (() => {
   function snapshot(opts) {
     const prefix = String(opts?.prefix ?? lastPrefix);
     lastPrefix = prefix;
+    hoverRules = null;
     const maxChars = Math.max(1, Math.floor(Number(opts?.maxChars) || 20000));
     // pending: the marker ("- ", "## ") the next line starts with, instead of the indent.
     const s = { prefix, lines: [], frames: [], buf: '', pending: null, indent: '', heading: 0,
-      size: 0, limit: maxChars * WALK_FACTOR, stopped: false };
+      size: 0, limit: maxChars * WALK_FACTOR, stopped: false, boxes: opts?.boxes === true };
     emit(s, `page ${quote(document.title, 200)} url=${unbrace(clip(location.href, 300))}`, HEAD);
     const root = document.documentElement;
     if (root) walkKids(root, s, { visible: true, mute: false });
     flush(s);
-    return fit(s, maxChars);
+    const seen = changed;
+    changed = 0;
+    return { ...fit(s, maxChars), changes: seen };
   }
 
   // --- find ----------------------------------------------------------------------------------
@@ -548,7 +841,7 @@ window.__agent ??= (() => {
     const els = allElements().filter((el) => CONTROLS.has(semanticRole(el)) && isVisible(el));
     const texts = (el) => {
       const labels = el.localName === 'label' ? [el] : [...(el.labels ?? [])];
-      return [accName(el, semanticRole(el)), ...labels.map(textOf)];
+      return [accName(el, semanticRole(el)), ...labels.map((l) => textOf(l))];
     };
     return pick(els, texts, wanted);
   }
@@ -594,6 +887,7 @@ window.__agent ??= (() => {
   const KINDS = Object.keys(FINDERS);
 
   function find(target, prefix) {
+    hoverRules = null;
     const keys = Object.keys(target ?? {}).filter((k) => target[k] != null);
     if (keys.length !== 1 || !KINDS.includes(keys[0])) {
       const got = JSON.stringify(keys);
@@ -701,6 +995,7 @@ window.__agent ??= (() => {
 
   // The controls inside an element, each with its ref (a click on it would land on one of them).
   function controlsIn(el, prefix) {
+    hoverRules = null;
     const p = String(prefix ?? lastPrefix);
     const found = [];
     for (const d of allElements(el)) {
@@ -717,6 +1012,7 @@ window.__agent ??= (() => {
   // What a click on an element would meet: the controls inside it (it would land on one of
   // them), and what covers its centre, if something else is on top there.
   function clickCheck(el, prefix) {
+    watchPress(el);
     const controls = controlsIn(el, prefix);
     const r = el.getBoundingClientRect();
     const [x, y] = [r.left + r.width / 2, r.top + r.height / 2];
@@ -735,5 +1031,96 @@ window.__agent ??= (() => {
     return { controls, covered };
   }
 
-  return { snapshot, find, formOf, one, controlsIn, clickCheck };
+  // Note where the next mouse press lands: on the element (or inside it), or on something else
+  // (the element moved, or changed as the pointer reached it: a hover image still loading).
+  const PRESS = Symbol('press');
+  function watchPress(el) {
+    el[PRESS]?.();
+    const doc = el.ownerDocument;
+    const seen = { landed: null, on: '' };
+    const on = (e) => {
+      if (seen.landed !== null) return;
+      seen.landed = e.composedPath().includes(el);
+      const t = e.target;
+      seen.on = t instanceof Element ? `<${t.localName}${t.id ? `#${t.id}` : t.classList[0] ? `.${t.classList[0]}` : ''}>` : '';
+    };
+    doc.addEventListener('mousedown', on, { capture: true });
+    el[PRESS] = () => {
+      doc.removeEventListener('mousedown', on, { capture: true });
+      delete el[PRESS];
+      return seen;
+    };
+  }
+
+  // Where the press watched by clickCheck landed: {landed, on}; landed null if none was seen.
+  const pressed = (el) => el[PRESS]?.() ?? { landed: null, on: '' };
+
+  // --- marks: each element's ref drawn on the page, for a screenshot -------------------------
+
+  const MARK = '#c81e3c';
+
+  // The part of an element's box its scrolling or clipping ancestors let show; null if none.
+  function shownRect(el) {
+    let { left, top, right, bottom } = el.getBoundingClientRect();
+    for (let a = parentOf(el); a && a !== document.documentElement; a = parentOf(a)) {
+      const st = getComputedStyle(a);
+      if (st.overflowX === 'visible' && st.overflowY === 'visible') continue;
+      const c = a.getBoundingClientRect();
+      [left, top, right, bottom] =
+        [Math.max(left, c.left), Math.max(top, c.top), Math.min(right, c.right), Math.min(bottom, c.bottom)];
+      if (right <= left || bottom <= top) return null;
+    }
+    return { left, top, width: right - left, height: bottom - top };
+  }
+
+  // Draw a frame and a ref tag on every element the last snapshot (or find) gave a ref and
+  // that shows; or, with `on` false, take them away. How many it drew.
+  function marks(on) {
+    for (const old of document.querySelectorAll('[data-agent-marks]')) old.remove();
+    if (!on) return 0;
+    const layer = document.createElement('div');
+    layer.setAttribute('data-agent-marks', '');
+    layer.style.cssText = 'position:absolute;left:0;top:0;width:0;height:0;overflow:visible;' +
+      'z-index:2147483647;pointer-events:none;';
+    let drawn = 0;
+    for (const [ref, weak] of byRef) {
+      const el = weak.deref();
+      const r = el?.isConnected && isVisible(el) ? shownRect(el) : null;
+      if (!r) continue;
+      const frame = document.createElement('div');
+      frame.style.cssText = `position:absolute;left:${r.left + scrollX}px;top:${r.top + scrollY}px;` +
+        `width:${r.width}px;height:${r.height}px;outline:2px solid ${MARK};box-sizing:border-box;`;
+      const tag = document.createElement('span');
+      tag.textContent = ref;
+      tag.style.cssText = `position:absolute;left:-2px;top:-2px;transform:translateY(-100%);` +
+        `background:${MARK};color:#fff;font:bold 11px/13px monospace;padding:0 2px;white-space:nowrap;`;
+      frame.append(tag);
+      layer.append(frame);
+      drawn++;
+    }
+    document.documentElement.append(layer);
+    return drawn;
+  }
+
+  // Resolves once something in `el` has changed (nodes, attributes or text) and then been still
+  // for `settle` ms, or at `ms` at the latest: how many changes it saw.
+  const changes = (el, ms, settle) => new Promise((resolve) => {
+    let seen = 0;
+    let still = null;
+    const done = () => {
+      observer.disconnect();
+      clearTimeout(limit);
+      clearTimeout(still);
+      resolve(seen);
+    };
+    const observer = new MutationObserver((records) => {
+      seen += records.length;
+      clearTimeout(still);
+      still = setTimeout(done, settle);
+    });
+    observer.observe(el, { subtree: true, childList: true, attributes: true, characterData: true });
+    const limit = setTimeout(done, ms);
+  });
+
+  return { snapshot, find, formOf, one, controlsIn, clickCheck, pressed, marks, changes };
 })();

@@ -37,9 +37,10 @@ class BrowserDriver(Protocol):
         failed load."""
         ...
 
-    async def snapshot(self, max_chars: int = SNAPSHOT_CHARS) -> str:
+    async def snapshot(self, max_chars: int = SNAPSHOT_CHARS, *, boxes: bool = False) -> str:
         """The current tab as text, at most about `max_chars`, with a note if it was cut:
-        every interactive element with its reference (e12)."""
+        every interactive element with its reference (e12); with `boxes`, where each is
+        (`box=x,y,width,height` in CSS pixels of its frame)."""
         ...
 
     async def extract(self, target: Target | None, *, table: bool = False) -> str:
@@ -51,8 +52,23 @@ class BrowserDriver(Protocol):
         """A PNG of what the window shows, or of the whole page."""
         ...
 
+    @property
+    def changing(self) -> bool:
+        """Whether the page changed between the last two snapshots."""
+        ...
+
+    async def marked_screenshot(self, *, full_page: bool = False) -> tuple[bytes, int]:
+        """A JPEG with each element the snapshot lists framed and tagged with its ref, at most
+        `base.images.MAX_BYTES` if it can be; and how many elements it marks."""
+        ...
+
     async def wait_for(self, text: str | None, target: Target | None, seconds: float) -> str:
         """Wait until `text` shows in the page, or `target` names an element."""
+        ...
+
+    async def wait_change(self, target: Target, seconds: float) -> tuple[str, bool]:
+        """Wait until the content of the element `target` names changes and is still again;
+        what to say, and whether it changed within `seconds`."""
         ...
 
     async def tabs(self, switch_to: int | None) -> str:

@@ -14,9 +14,10 @@ import pytest
 import pytest_asyncio
 
 from base.artifacts import FolderArtifacts
+from base.images import Image
 from browser.driver import PageDriver
 from browser.manager import Browsers
-from sandbox.container import Sandbox
+from sandbox.container import BROWSER_USER, Sandbox
 from sandbox.limits import SandboxConfig, SandboxLimits
 from sandbox.manager import Sandboxes
 from sandbox.proxy import EgressAttempt
@@ -334,10 +335,19 @@ async def test_scroll_back_wait_extract_and_screenshot(web: Browsing) -> None:
     assert "timed out" in timed_out
     rows = await web.ok(bt.browser_extract, target="css=#prices", table=True)
     assert '[["Plan", "Price"], ["Free", "0"], ["Pro", "12"]]' in rows
-    saved = await web.ok(bt.browser_screenshot)
+    saved = await web.ok(bt.browser_screenshot, marks=False)
     path = Path(saved.split("kept with the task at ")[1])
     assert path.parent == web.artifacts
     assert (await asyncio.to_thread(path.read_bytes)).startswith(b"\x89PNG")
+    # With marks (the default): a JPEG, with the picture for a model that sees.
+    marked = await web.call(bt.browser_screenshot)
+    assert marked.ok, marked.content
+    assert "elements are framed and tagged with their refs" in marked.content
+    kept = Path(marked.content.split("kept with the task at ")[1].split(";")[0])
+    data = await asyncio.to_thread(kept.read_bytes)
+    assert data.startswith(b"\xff\xd8")
+    assert marked.image is not None
+    assert marked.image == Image.of(data, "image/jpeg")
     await web.ok(bt.browser_click, target="Go to the form")
     await web.ok(bt.browser_wait, text="Sign up")
     await web.ok(bt.browser_back)
@@ -615,3 +625,26 @@ async def test_pointer_actions_hover_drag_select_and_click_at_a_point(web: Brows
     assert "<canvas>" in clicked
     # 410 - 400 - its 1px border: 9 px into the canvas.
     assert "hit 9,9" in await web.ok(bt.browser_extract, target="css=#said")
+
+
+async def test_a_browser_that_does_not_answer_is_started_again_once(
+    web: Browsing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    assert "started again" not in opened  # the positive control: an answering browser is kept
+    box = await web.sandboxes.for_task(web.task_id)
+    await web.browsers.forget(web.task_id)  # the runner connects afresh, as a new runner would
+    # The browser's relay hangs: it runs, and takes no connection.
+    hung = await box.exec(
+        "kill -STOP $(cut -d' ' -f1 /tmp/browser.*/relay)", user=BROWSER_USER, timeout=10
+    )
+    assert hung.ok, hung.stderr
+    monkeypatch.setattr("browser.manager.CONNECT_TIMEOUT_MS", 3_000)  # its wait, made short
+    again = await web.ok(bt.browser_open, url=web.site.url("site/form.html"))
+    assert "the task's browser did not answer" in again
+    assert "was started again" in again
+    assert '[e1] textbox "Full name"' in await web.ok(bt.browser_snapshot)
+    # One restart: the hung relay is gone, and the new one answers the next call as it is.
+    left = await box.exec("ps -eo stat,args | grep '^T' | grep -c agent-browser", timeout=10)
+    assert left.stdout.strip() == "0", left.stdout
+    assert "started again" not in await web.ok(bt.browser_snapshot)

@@ -16,12 +16,14 @@ import pytest_asyncio
 from playwright.async_api import Browser, FilePayload, Frame, Page, async_playwright
 
 from browser._script import (
+    LISTENERS,
     Candidate,
     FormField,
     PageScriptError,
     TargetError,
     find,
     form_of,
+    marks,
     snapshot_frame,
 )
 
@@ -314,13 +316,13 @@ async def test_widgets_lines(page: Page, base: str) -> None:
     assert text.splitlines()[1:] == [
         '[e1] tab "Inbox" selected',
         '[e2] tab "Sent"',
-        '[e3] button "Actions" collapsed',
+        '[e3] button "Actions" has-popup collapsed',
         '[e4] listbox "Fruit"',
-        '[e5] option "Apple" selected',
-        '[e6] option "Pear"',
-        # A clickable container is listed, and so are the controls inside it.
+        '  [e5] option "Apple" selected',
+        '  [e6] option "Pear"',
+        # A clickable container is listed, and so are the controls inside it, under it.
         '[e7] clickable "Card heading Card body Card action"',
-        '[e8] button "Card action"',
+        '  [e8] button "Card action"',
         '[e9] link "Block link with a block inside" href=/article',
         '[e10] button "Open section" expanded',
         "Open section body",
@@ -521,3 +523,70 @@ async def test_a_fresh_document_gets_the_script_again(page: Page, base: str) -> 
     assert await page.evaluate("() => window.__agent === undefined")
     # find before any snapshot installs the script too, and refs start over in the new document.
     assert [c.ref for c in await find(frame, {"text": "Delete"})] == ["e1", "e2"]
+
+
+async def test_every_control_a_person_could_use_is_listed(page: Page, base: str) -> None:
+    # The driver installs the listener notes before any page script runs; so does this test.
+    await page.context.add_init_script(LISTENERS)
+    text = await snap(await open_page(page, base, "controls"))
+    assert text.splitlines()[1:] == [
+        "Plain words, no control.",
+        '[e1] clickable "Listened to"',  # a listener and nothing else marks it
+        '[e2] clickable "Focusable span"',  # a tabindex
+        '[e3] clickable "Shows a hand on hover"',  # a pointer cursor only on :hover
+        '[e4] clickable "trash" (name guessed)',  # an icon: named from its class
+        '[e5] box "red" colour=#ff0000 20x20',  # a graphic with nothing to read
+        '[e6] draggable "Drag me"',
+        "[e7] slider at=74%",  # a handle, and how far along its track it sits
+        # A closed folder is named by what shows, not by its hidden files; an open one lists
+        # its items under it, each with its own ref.
+        '[e8] clickable "Docs"',
+        '[e9] clickable "Src main.py"',
+        '  [e10] clickable "main.py"',
+        # A menu that listens for its items' clicks is no control itself: its items are.
+        '[e11] clickable "One"',
+        '[e12] clickable "Two"',
+        '[e13] clickable "Three"',
+        'Rated (icon "star") by readers.',
+    ]
+    boxed = (await snapshot_frame(page.main_frame, "e", 20_000, boxes=True)).text
+    found = re.search(r"\[e7\] slider at=74% box=(\d+),(\d+),16,16", boxed)
+    assert found is not None, boxed
+    handle = await page.locator('[data-agent-ref="e7"]').bounding_box()
+    assert handle is not None
+    assert (int(found[1]), int(found[2])) == (round(handle["x"]), round(handle["y"]))
+
+
+async def test_marks_tag_each_listed_element_with_its_ref_and_then_go(
+    page: Page, base: str
+) -> None:
+    frame = await open_page(page, base, "controls")
+    listed = re.findall(r"\[(e\d+)\]", await snap(frame))
+    assert await marks(frame, True) == len(listed)
+    tags = await page.evaluate(
+        "() => [...document.querySelectorAll('[data-agent-marks] span')].map((t) => {"
+        "  const r = t.parentElement.getBoundingClientRect();"
+        "  return [t.textContent, Math.round(r.left), Math.round(r.top)]; })"
+    )
+    assert [ref for ref, _, _ in tags] == listed
+    for ref, left, top in tags:  # each frame is on its element
+        box = await page.locator(f'[data-agent-ref="{ref}"]').bounding_box()
+        assert box is not None
+        assert (left, top) == (round(box["x"]), round(box["y"])), ref
+    assert await marks(frame, False) == 0
+    assert await page.locator("[data-agent-marks]").count() == 0
+    assert "data-agent-marks" not in await snap(frame)
+
+
+async def test_drawings_are_described_for_models_that_cannot_see(page: Page, base: str) -> None:
+    text = await snap(await open_page(page, base, "drawing"))
+    assert text.splitlines()[1:] == [
+        '[e1] drawing "Chart" 120x80',
+        # Each shape with its colour, size and place in the drawing, and a ref to point at it.
+        "  [e2] shape rect colour=red(#ff0000) 30x20 at=10,10",
+        "  [e3] shape circle colour=blue(#0000ff) 30x30 at=65,25",
+        '  [e4] text "Sales" at=10,56',
+        "[e5] canvas 50x40",
+    ]
+    circle = await only(page.main_frame, {"ref": "e3"})
+    assert circle.tag == "circle"

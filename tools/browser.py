@@ -28,6 +28,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field
 
 from base.errors import ErrorCode
+from base.images import MAX_BYTES, Image
 from browser.errors import PageError
 from browser.protocol import SNAPSHOT_CHARS, BrowserDriver
 from browser.submission import Submission
@@ -35,7 +36,7 @@ from browser.target import Target, parse_target
 from sandbox.container import WorkspaceError
 from tools.registry import Registry
 from tools.secrets import SecretRefused, Secrets, uses
-from tools.tool import ToolContext, ToolError, tool
+from tools.tool import Shown, ToolContext, ToolError, tool
 
 #: a browser tool's own limit: a page load, an action, and starting the browser first
 _TIMEOUT = 90.0
@@ -134,16 +135,23 @@ async def browser_open(url: str, ctx: ToolContext) -> str:
 
 @tool(needs_network=True, touches="read", timeout=_TIMEOUT)
 async def browser_snapshot(
-    ctx: ToolContext, max_chars: Annotated[int, Field(ge=500, le=100_000)] = SNAPSHOT_CHARS
-) -> str:
-    """The current page as text: headings, text, links, and every interactive element with its
-    reference (e12), role, label, value and state. Frames and shadow DOM included.
+    ctx: ToolContext,
+    max_chars: Annotated[int, Field(ge=500, le=100_000)] = SNAPSHOT_CHARS,
+    boxes: bool = False,
+) -> str | Shown:
+    """The current page as text: headings, text, links, and every element a person could use
+    with its reference (e12), role, label, value and state: controls nested in others indented
+    under them, icons with a guessed name, coloured boxes with their colour. Frames and shadow
+    DOM included.
 
     Args:
         max_chars: the most to show; a longer page is cut, with a note saying so.
+        boxes: also say where each element is: box=x,y,width,height in CSS pixels.
     """
     driver = await _driver(ctx)
-    return _page_content(await _model_errors(driver.snapshot(max_chars)))
+    text = _page_content(await _model_errors(driver.snapshot(max_chars, boxes=boxes)))
+    # A page that changed since the last look may be loading still: looking again is waiting.
+    return Shown(text, changing=True) if driver.changing else text
 
 
 @tool(needs_network=True, touches="read", timeout=_TIMEOUT)
@@ -167,31 +175,49 @@ async def browser_wait(
     ctx: ToolContext,
     text: str | None = None,
     target: TargetText | None = None,
+    changes: TargetText | None = None,
     seconds: Annotated[float, Field(gt=0, le=60)] = 10,
-) -> str:
-    """Wait until some text shows on the page, or an element appears.
+) -> str | Shown:
+    """Wait until some text shows on the page, an element appears, or an element's content
+    changes (a menu that opens a moment after a hover, a result that arrives).
 
     Args:
         text: text to wait for.
         target: an element to wait for (css=..., text=..., ...).
+        changes: an element to watch: the wait ends when something in it changes and is still.
         seconds: how long to wait at most.
     """
-    if (text is None) == (target is None):
-        raise ToolError("give exactly one of text and target", code=ErrorCode.BAD_ARGUMENTS)
+    if sum(x is not None for x in (text, target, changes)) != 1:
+        raise ToolError(
+            "give exactly one of text, target and changes", code=ErrorCode.BAD_ARGUMENTS
+        )
     driver = await _driver(ctx)
+    if changes is not None:
+        said, changed = await _model_errors(driver.wait_change(_target(changes), seconds))
+        return Shown(said, changing=True) if changed else said
     return await _model_errors(driver.wait_for(text, _target(target) if target else None, seconds))
 
 
 @tool(needs_network=True, touches="write", timeout=_TIMEOUT)
-async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> str:
-    """Take a screenshot of the current page (PNG), kept with the task.
+async def browser_screenshot(
+    ctx: ToolContext, full_page: bool = False, marks: bool = True
+) -> str | Shown:
+    """Take a screenshot of the current page, kept with the task. With marks, each element the
+    snapshot lists is framed and tagged with its ref (e12), so what you see can be named; a
+    model that sees pictures is shown it.
 
     Args:
         full_page: the whole page rather than what the window shows.
+        marks: frame and tag the elements with their refs (a JPEG); false for a plain PNG.
     """
     driver = await _driver(ctx)
-    data = await _model_errors(driver.screenshot(full_page=full_page))
-    name = "screenshot-" + re.sub(r"[^\w.-]", "_", ctx.call_id or "shot") + ".png"
+    drawn = 0
+    if marks:
+        data, drawn = await _model_errors(driver.marked_screenshot(full_page=full_page))
+        kind = "jpg"
+    else:
+        data, kind = await _model_errors(driver.screenshot(full_page=full_page)), "png"
+    name = "screenshot-" + re.sub(r"[^\w.-]", "_", ctx.call_id or "shot") + f".{kind}"
     if ctx.artifacts is not None:
         # Kept on the host with the task: the workspace goes with the sandbox when it ends.
         kept = await asyncio.to_thread(ctx.artifacts.keep, name, data)
@@ -201,7 +227,15 @@ async def browser_screenshot(ctx: ToolContext, full_page: bool = False) -> str:
         box = await ctx.sandbox()
         await box.write_file(f"screenshots/{name}", data)
         where = f"saved in the workspace at screenshots/{name}"
-    return f"took a screenshot of {driver.url} ({len(data):,} bytes, PNG): {where}"
+    said = f"took a screenshot of {driver.url} ({len(data):,} bytes, {kind.upper()}): {where}"
+    if not marks:
+        return said
+    said += (
+        f"; {drawn} elements are framed and tagged with their refs, as browser_snapshot names them"
+    )
+    if len(data) > MAX_BYTES:
+        return said + " (too large to show: take it without full_page)"
+    return Shown(said, Image.of(data, "image/jpeg"))
 
 
 @tool(needs_network=True, touches="read", timeout=_TIMEOUT)
