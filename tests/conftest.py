@@ -20,6 +20,8 @@ from policies import Gate
 from tools import Registry
 from tools.builtin import registry as builtin
 
+from .miniwob_site import serve_miniwob
+
 REPO = Path(__file__).resolve().parent.parent
 ALLOW_ALL = '[default]\naction = "allow"\n'
 
@@ -96,3 +98,10 @@ def told(runner: Runner) -> str:
     backend = runner.backends["act"]
     assert isinstance(backend, ScriptedBackend)
     return json.dumps([m.model_dump() for m in backend.requests[-1].messages])
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    """MiniWoB++'s pages, served on loopback (see `miniwob_site`)."""
+    with serve_miniwob() as base:
+        yield base
