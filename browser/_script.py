@@ -267,6 +267,27 @@ async def changes(element: Locator, ms: float, settle: float) -> int:
     return raw if isinstance(raw, int) else 0
 
 
+async def until(element: Locator, state: str, ms: float) -> bool | None:
+    """Wait until the element is in `state` (visible, hidden, enabled, disabled, checked,
+    unchecked, expanded, collapsed): True, False when `ms` passed first, None for no such
+    state."""
+    raw = await element.evaluate(
+        "(el, [state, ms]) => window.__agent?.until ? window.__agent.until(el, state, ms) : null",
+        [state, ms],
+    )
+    return raw if isinstance(raw, bool) else None
+
+
+async def text_in(element: Locator, text: str, ms: float) -> bool:
+    """Wait until `text` shows inside the element (case and spacing aside): False when `ms`
+    passed first."""
+    raw = await element.evaluate(
+        "(el, [text, ms]) => window.__agent?.textIn ? window.__agent.textIn(el, text, ms) : false",
+        [text, ms],
+    )
+    return raw is True
+
+
 async def marks(frame: Frame, on: bool) -> int:
     """Draw each element's ref on the frame (see page.js `marks`), or take the marks away; how
     many it drew."""

@@ -17,6 +17,7 @@ from browser._frames import Frames
 from browser._guard import FormGuard
 from browser._page_errors import mapped, page_errors
 from browser._script import LISTENERS
+from browser._traffic import Traffic
 from browser.errors import PageError
 from browser.submission import Submission
 from sandbox.proxy import REFUSED_HEADER
@@ -67,6 +68,9 @@ class Tabs:
     #: workspace; returns where it went (set by `Browsers`)
     keep_download: Callable[[str, str], Awaitable[str]] | None = None
 
+    #: the requests the pages have in flight
+    traffic: Traffic = field(default_factory=Traffic)
+
     def __post_init__(self) -> None:
         self.guard = FormGuard(self.tell)
 
@@ -104,6 +108,7 @@ class Tabs:
         page.on("domcontentloaded", lambda _: self._settled.set())
         page.on("response", self._on_response)
         page.on("requestfailed", self._on_request_failed)
+        self.traffic.watch(page)
 
     def _on_response(self, response: Response) -> None:
         # The egress proxy's refusal of a page (plain http): an answer it marks as its own.

@@ -252,6 +252,42 @@ class PageDriver:
             # A page says nothing when an element appears; looking again is the only way.
             await asyncio.sleep(0.2)
 
+    async def wait_state(self, target: Target, state: str, seconds: float) -> str:
+        locator, candidate = await self.locate(target)
+        with page_errors(f"waiting for {describe(candidate)} to be {state}"):
+            reached = await _script.until(locator, state, seconds * 1000)
+        if reached is None:
+            raise PageError(f"no such state {state!r}", code=ErrorCode.BAD_ARGUMENTS)
+        if not reached:
+            raise PageError(
+                f"{describe(candidate)} was not {state} within {seconds:g} s",
+                code=ErrorCode.ELEMENT_NOT_READY,
+            )
+        return f"{describe(candidate)} is {state}"
+
+    async def wait_text_in(self, target: Target, text: str, seconds: float) -> str:
+        locator, candidate = await self.locate(target)
+        with page_errors(f"waiting for {text!r} in {describe(candidate)}"):
+            shown = await _script.text_in(locator, text, seconds * 1000)
+        if not shown:
+            raise PageError(
+                f"{text!r} did not show in {describe(candidate)} within {seconds:g} s",
+                code=ErrorCode.ELEMENT_NOT_READY,
+            )
+        return f"{text!r} is in {describe(candidate)}"
+
+    async def wait_quiet(self, seconds: float) -> str:
+        traffic = self._tabs.traffic
+        if await traffic.quiet(seconds):
+            return "the network is quiet: no request in flight for half a second"
+        urls = sorted({r.url for r in traffic.inflight})
+        listed = "".join(f"\n  {url}" for url in urls[:5])
+        more = f"\n  …and {len(urls) - 5} more" if len(urls) > 5 else ""
+        raise PageError(
+            f"the network was not quiet within {seconds:g} s; still in flight:{listed}{more}",
+            code=ErrorCode.ELEMENT_NOT_READY,
+        )
+
     async def wait_change(self, target: Target, seconds: float) -> tuple[str, bool]:
         """Wait until `target`'s content changes (a menu opening in it, a result arriving), then
         until it has been still for a moment. What to say, and whether it changed."""

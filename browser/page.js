@@ -187,17 +187,20 @@ window.__agent ??= (() => {
         // a cross-origin sheet cannot be read
       }
     }
-    hoverRules = found;
-    return found;
+    // One selector list each, of the selectors that parse: one match per element.
+    const joined = (list) => list.filter((sel) => {
+      try {
+        document.createDocumentFragment().querySelector(sel);
+        return true;
+      } catch {
+        return false;
+      }
+    }).join(', ');
+    hoverRules = { pointer: joined(found.pointer), grab: joined(found.grab) };
+    return hoverRules;
   }
 
-  const matchesAny = (el, selectors) => selectors.some((sel) => {
-    try {
-      return el.matches(sel);
-    } catch {
-      return false;
-    }
-  });
+  const matchesAny = (el, selectors) => selectors !== '' && el.matches(selectors);
 
   // 'pointer', 'grab' or null: the cursor over the element, as styled or on hover.
   function cursorOf(el, style) {
@@ -446,8 +449,9 @@ window.__agent ??= (() => {
 
   // The icon inside a control that has text of its own (a menu item's), or null.
   function iconIn(el) {
-    for (const d of el.querySelectorAll('*')) {
-      const name = iconOf(d);
+    const inside = el.querySelectorAll('*');
+    for (let i = 0; i < inside.length && i < 20; i++) {
+      const name = iconOf(inside[i]);
       if (name) return name;
     }
     return null;
@@ -1122,5 +1126,48 @@ window.__agent ??= (() => {
     const limit = setTimeout(done, ms);
   });
 
-  return { snapshot, find, formOf, one, controlsIn, clickCheck, pressed, marks, changes };
+  // States an element can be waited for, each a test.
+  const enabled = (el) => !el.matches(':disabled') && el.getAttribute('aria-disabled') !== 'true';
+  const checked = (el) => el.checked === true || el.getAttribute('aria-checked') === 'true';
+  const expanded = (el) => el.getAttribute('aria-expanded') === 'true' ||
+    (el.localName === 'summary' && el.parentElement?.open === true);
+  const STATES = {
+    visible: (el) => el.isConnected && isVisible(el),
+    hidden: (el) => !el.isConnected || !isVisible(el),
+    enabled,
+    disabled: (el) => !enabled(el),
+    checked,
+    unchecked: (el) => !checked(el),
+    expanded,
+    collapsed: (el) => !expanded(el),
+  };
+
+  // Resolves true once `test()` holds (looked at on every change to the document, and every
+  // 100 ms for what changes no markup: a property set by script), false at `ms`.
+  const when = (test, ms) => new Promise((resolve) => {
+    if (test()) return resolve(true);
+    const done = (ok) => {
+      observer.disconnect();
+      clearInterval(poll);
+      clearTimeout(limit);
+      resolve(ok);
+    };
+    const observer = new MutationObserver(() => test() && done(true));
+    observer.observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
+    const poll = setInterval(() => test() && done(true), 100);
+    const limit = setTimeout(() => done(false), ms);
+  });
+
+  // Wait until `el` is in `state` (one of STATES): true, or false at `ms`; null for no such state.
+  const until = (el, state, ms) => (STATES[state] ? when(() => STATES[state](el), ms) : null);
+
+  // Wait until `text` shows inside `el` (a region of the page, not its instructions): true, or
+  // false at `ms`.
+  const textIn = (el, text, ms) => {
+    const wanted = norm(text).toLowerCase();
+    return when(() => norm(el.innerText ?? el.textContent).toLowerCase().includes(wanted), ms);
+  };
+
+  return { snapshot, find, formOf, one, controlsIn, clickCheck, pressed, marks, changes, until,
+    textIn };
 })();

@@ -66,6 +66,22 @@ class BrowserDriver(Protocol):
         """Wait until `text` shows in the page, or `target` names an element."""
         ...
 
+    async def wait_state(self, target: Target, state: str, seconds: float) -> str:
+        """Wait until the element `target` names is in `state` (visible, hidden, enabled,
+        disabled, checked, unchecked, expanded, collapsed). Raises `PageError` if it is not
+        within `seconds`."""
+        ...
+
+    async def wait_text_in(self, target: Target, text: str, seconds: float) -> str:
+        """Wait until `text` shows inside the element `target` names (a region, so that the
+        page's own instructions never match). Raises `PageError` if it does not."""
+        ...
+
+    async def wait_quiet(self, seconds: float) -> str:
+        """Wait until no request of the task's pages is in flight for half a second. Raises
+        `PageError` naming what is still in flight if that does not happen within `seconds`."""
+        ...
+
     async def wait_change(self, target: Target, seconds: float) -> tuple[str, bool]:
         """Wait until the content of the element `target` names changes and is still again;
         what to say, and whether it changed within `seconds`."""

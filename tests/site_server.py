@@ -4,6 +4,7 @@ that records what it receives, and a download. Every request is recorded."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +66,15 @@ def serve_site(port: int = 0) -> Iterator[Site]:
 
         def do_GET(self) -> None:
             site.requests.append(("GET", self.path, b""))
+            if self.path.startswith("/slow/"):  # an answer that takes a while
+                time.sleep(0.8)
+                body = b"the slow answer"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             if self.path.startswith("/download/"):
                 body = b"quarterly report: all good\n"
                 self.send_response(200)

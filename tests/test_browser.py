@@ -648,3 +648,37 @@ async def test_a_browser_that_does_not_answer_is_started_again_once(
     left = await box.exec("ps -eo stat,args | grep '^T' | grep -c agent-browser", timeout=10)
     assert left.stdout.strip() == "0", left.stdout
     assert "started again" not in await web.ok(bt.browser_snapshot)
+
+
+async def test_waits_for_text_in_a_region_a_state_and_a_quiet_network(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/waits.html"))
+    # The page's own instruction says "Ready": a plain wait for the text matches it at once...
+    assert "is on the page" in await web.ok(bt.browser_wait, text="Ready", seconds=0.5)
+    # ...and a wait within the result area does not: nothing is there yet.
+    early = await web.fails(
+        bt.browser_wait, "element_not_ready", text="Ready", within="css=#out", seconds=0.3
+    )
+    assert "did not show" in early
+    await web.ok(bt.browser_click, target="Start")
+    there = await web.ok(bt.browser_wait, text="Ready", within="css=#out", seconds=5)
+    assert there.startswith("'Ready' is in ")
+    assert "is enabled" in await web.ok(bt.browser_wait, target="Go", state="enabled")
+    # Checked by script (a property, no attribute): seen all the same.
+    assert "is checked" in await web.ok(bt.browser_wait, target="Agreed", state="checked")
+    stays = await web.fails(
+        bt.browser_wait, "element_not_ready", target="Go", state="disabled", seconds=0.3
+    )
+    assert "was not disabled within 0.3 s" in stays
+    # A fetch that takes 0.8 s: the network is quiet once its answer is in.
+    await web.ok(bt.browser_click, target="Fetch")
+    assert "quiet" in await web.ok(bt.browser_wait, network_quiet=True, seconds=5)
+    assert "\nfetched: the slow answer\n" in await web.ok(bt.browser_extract, target="css=#out")
+    await web.fails(bt.browser_wait, "bad_arguments", state="checked")
+
+
+async def test_a_wait_for_a_quiet_network_says_what_is_still_in_flight(web: Browsing) -> None:
+    await web.ok(bt.browser_open, url=web.site.url("site/waits.html"))
+    await web.ok(bt.browser_click, target="Fetch")
+    busy = await web.fails(bt.browser_wait, "element_not_ready", network_quiet=True, seconds=0.3)
+    assert "the network was not quiet within 0.3 s; still in flight:" in busy
+    assert busy.endswith("/slow/data")

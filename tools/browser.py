@@ -23,7 +23,7 @@ import posixpath
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field
 
@@ -170,31 +170,61 @@ async def browser_extract(
     return _page_content(await _model_errors(driver.extract(parsed, table=table)))
 
 
+#: what an element can be waited for
+WaitState = Literal[
+    "visible", "hidden", "enabled", "disabled", "checked", "unchecked", "expanded", "collapsed"
+]
+
+
 @tool(needs_network=True, touches="read", timeout=_TIMEOUT)
-async def browser_wait(
+async def browser_wait(  # noqa: PLR0917 - a tool's arguments come by name, from the model
     ctx: ToolContext,
     text: str | None = None,
+    within: TargetText | None = None,
     target: TargetText | None = None,
+    state: WaitState | None = None,
     changes: TargetText | None = None,
+    network_quiet: bool = False,
     seconds: Annotated[float, Field(gt=0, le=60)] = 10,
 ) -> str | Shown:
-    """Wait until some text shows on the page, an element appears, or an element's content
-    changes (a menu that opens a moment after a hover, a result that arrives).
+    """Wait for the page: until some text shows (anywhere, or `within` an element: a result
+    area, not the page's own instructions), an element appears (or reaches a `state`), an
+    element's content changes (a menu that opens a moment after a hover, a result that
+    arrives), or the network is quiet (a page that loads its content after it has loaded).
 
     Args:
         text: text to wait for.
+        within: with text: the element it must show in.
         target: an element to wait for (css=..., text=..., ...).
+        state: with target: the state to wait for it to reach.
         changes: an element to watch: the wait ends when something in it changes and is still.
+        network_quiet: wait until no request is in flight for half a second.
         seconds: how long to wait at most.
     """
-    if sum(x is not None for x in (text, target, changes)) != 1:
+    asked = [text is not None, target is not None, changes is not None, network_quiet]
+    if sum(asked) != 1:
         raise ToolError(
-            "give exactly one of text, target and changes", code=ErrorCode.BAD_ARGUMENTS
+            "give exactly one of text, target, changes and network_quiet",
+            code=ErrorCode.BAD_ARGUMENTS,
+        )
+    if within is not None and text is None:
+        raise ToolError(
+            "within goes with text: the text to wait for in it", code=ErrorCode.BAD_ARGUMENTS
+        )
+    if state is not None and target is None:
+        raise ToolError(
+            "state goes with target: the element to wait for", code=ErrorCode.BAD_ARGUMENTS
         )
     driver = await _driver(ctx)
     if changes is not None:
         said, changed = await _model_errors(driver.wait_change(_target(changes), seconds))
         return Shown(said, changing=True) if changed else said
+    if network_quiet:
+        return await _model_errors(driver.wait_quiet(seconds))
+    if text is not None and within is not None:
+        return await _model_errors(driver.wait_text_in(_target(within), text, seconds))
+    if target is not None and state is not None:
+        return await _model_errors(driver.wait_state(_target(target), state, seconds))
     return await _model_errors(driver.wait_for(text, _target(target) if target else None, seconds))
 
 
