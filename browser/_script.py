@@ -248,10 +248,10 @@ class Press(BaseModel):
 _PRESS_ADAPTER: Final = TypeAdapter(Press)
 
 
-async def pressed(element: Locator) -> Press:
-    """Where the press of the click since `click_check` landed (see `Press`)."""
-    raw = await element.evaluate(
-        "(el) => window.__agent?.pressed ? window.__agent.pressed(el) : {landed: null, on: ''}"
+async def pressed(frame: Frame) -> Press:
+    """Where the press of the click since the frame's last `click_check` landed (see `Press`)."""
+    raw = await frame.evaluate(
+        "() => window.__agent?.pressed ? window.__agent.pressed() : {landed: null, on: ''}"
     )
     return _parse(_PRESS_ADAPTER, raw, "pressed")
 

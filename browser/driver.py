@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from playwright.async_api import Browser, FilePayload, Locator, Page
+from playwright.async_api import Browser, FilePayload, Frame, Locator, Page
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
@@ -64,11 +64,11 @@ _T = TypeVar("_T")
 CHANGE_SETTLE_MS = 150
 
 
-async def _missed(locator: Locator) -> str | None:
-    """What the press of the last click landed on, when that was not `locator`'s element (None
-    when it was, or when there is nothing to ask: the click led to another page)."""
+async def _missed(frame: Frame) -> str | None:
+    """What the press of the frame's last watched click landed on, when that was not the element
+    clicked (None when it was, or when there is nothing to ask: the click led to another page)."""
     try:
-        press = await _script.pressed(locator)
+        press = await _script.pressed(frame)
     except PlaywrightError:
         return None
     return press.on or "something else" if press.landed is False else None
@@ -352,15 +352,17 @@ class PageDriver:
                 code=ErrorCode.AMBIGUOUS,
             )
 
+        frame = self._tabs.frames.by_prefix.get(prefix, self.page.main_frame)
+
         async def clicking() -> None:
             try:
                 await locator.click()
-                if await _missed(locator):
+                if await _missed(frame):
                     # It moved or changed as the pointer arrived (a hover image loading): now
                     # it rests under the pointer, so a second click lands, as a person's would.
                     await _script.click_check(locator, prefix)
                     await locator.click()
-                    if missed := await _missed(locator):
+                    if missed := await _missed(frame):
                         raise PageError(
                             f"the click on {describe(candidate)} landed on {missed} instead: "
                             "the element moves or changes under the pointer",

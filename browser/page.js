@@ -999,11 +999,11 @@ window.__agent ??= (() => {
 
   // The controls inside an element, each with its ref (a click on it would land on one of them).
   function controlsIn(el, prefix) {
-    hoverRules = null;
     const p = String(prefix ?? lastPrefix);
     const found = [];
     for (const d of allElements(el)) {
-      const role = roleOf(d);
+      // What markup or make says (a clickable by cursor or listener alone is not counted).
+      const role = semanticRole(d) ?? guessedRole(d);
       if (role && role !== 'clickable' && (CLICKS.has(role) || CONTROLS.has(role)) &&
           isVisible(d)) {
         found.push(candidate(d, p));
@@ -1037,9 +1037,9 @@ window.__agent ??= (() => {
 
   // Note where the next mouse press lands: on the element (or inside it), or on something else
   // (the element moved, or changed as the pointer reached it: a hover image still loading).
-  const PRESS = Symbol('press');
+  let watching = null; // stops the watch of the last click, and says where its press landed
   function watchPress(el) {
-    el[PRESS]?.();
+    watching?.();
     const doc = el.ownerDocument;
     const seen = { landed: null, on: '' };
     const on = (e) => {
@@ -1049,15 +1049,16 @@ window.__agent ??= (() => {
       seen.on = t instanceof Element ? `<${t.localName}${t.id ? `#${t.id}` : t.classList[0] ? `.${t.classList[0]}` : ''}>` : '';
     };
     doc.addEventListener('mousedown', on, { capture: true });
-    el[PRESS] = () => {
+    watching = () => {
       doc.removeEventListener('mousedown', on, { capture: true });
-      delete el[PRESS];
+      watching = null;
       return seen;
     };
   }
 
-  // Where the press watched by clickCheck landed: {landed, on}; landed null if none was seen.
-  const pressed = (el) => el[PRESS]?.() ?? { landed: null, on: '' };
+  // Where the press watched by the last clickCheck landed: {landed, on}; landed null if none
+  // was seen (or nothing was watched).
+  const pressed = () => watching?.() ?? { landed: null, on: '' };
 
   // --- marks: each element's ref drawn on the page, for a screenshot -------------------------
 
