@@ -17,13 +17,14 @@ so what comes back is validated like any outside data. Two errors:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, Literal, TypeVar, get_args
 
 from playwright.async_api import Frame, Locator
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, TypeAdapter, ValidationError
 
 from base.errors import AgentError, ErrorCode
 
@@ -248,51 +249,59 @@ class Press(BaseModel):
 _PRESS_ADAPTER: Final = TypeAdapter(Press)
 
 
+_PRESSED: Final = _Call.of("pressed()")
+_MARKS: Final = _Call.of("marks(a)")
+_COUNT_ADAPTER: Final = TypeAdapter(StrictInt)
+_YES_ADAPTER: Final = TypeAdapter(StrictBool)
+_MAYBE_ADAPTER: Final = TypeAdapter(StrictBool | None)
+
+
+async def _on_element(element: Locator, call: str, arg: Any, default: Any) -> Any:
+    """One method of `window.__agent` in the element's document (`call` names the element `el`
+    and the argument `a`); `default` when the document has no page script (it was replaced
+    meanwhile: a located element's document had one)."""
+    fallback = json.dumps(default)
+    return await element.evaluate(
+        f"(el, a) => window.__agent ? window.__agent.{call} : {fallback}", arg
+    )
+
+
 async def pressed(frame: Frame) -> Press:
     """Where the press of the click since the frame's last `click_check` landed (see `Press`)."""
-    raw = await frame.evaluate(
-        "() => window.__agent?.pressed ? window.__agent.pressed() : {landed: null, on: ''}"
-    )
-    return _parse(_PRESS_ADAPTER, raw, "pressed")
+    return _parse(_PRESS_ADAPTER, await _PRESSED(frame, None), "pressed")
 
 
 async def changes(element: Locator, ms: float, settle: float) -> int:
     """Wait until something in `element` changes and then stays still for `settle` ms, or `ms`
     at the latest; how many changes it saw (0: none)."""
-    raw = await element.evaluate(
-        "(el, [ms, settle]) => window.__agent?.changes ? window.__agent.changes(el, ms, settle) "
-        ": 0",
-        [ms, settle],
-    )
-    return raw if isinstance(raw, int) else 0
+    raw = await _on_element(element, "changes(el, a[0], a[1])", [ms, settle], 0)
+    return _parse(_COUNT_ADAPTER, raw, "changes")
 
 
 async def until(element: Locator, state: str, ms: float) -> bool | None:
     """Wait until the element is in `state` (visible, hidden, enabled, disabled, checked,
     unchecked, expanded, collapsed): True, False when `ms` passed first, None for no such
     state."""
-    raw = await element.evaluate(
-        "(el, [state, ms]) => window.__agent?.until ? window.__agent.until(el, state, ms) : null",
-        [state, ms],
-    )
-    return raw if isinstance(raw, bool) else None
+    raw = await _on_element(element, "until(el, a[0], a[1])", [state, ms], None)
+    return _parse(_MAYBE_ADAPTER, raw, "until")
 
 
 async def text_in(element: Locator, text: str, ms: float) -> bool:
     """Wait until `text` shows inside the element (case and spacing aside): False when `ms`
     passed first."""
-    raw = await element.evaluate(
-        "(el, [text, ms]) => window.__agent?.textIn ? window.__agent.textIn(el, text, ms) : false",
-        [text, ms],
-    )
-    return raw is True
+    raw = await _on_element(element, "textIn(el, a[0], a[1])", [text, ms], False)
+    return _parse(_YES_ADAPTER, raw, "textIn")
 
 
 async def marks(frame: Frame, on: bool) -> int:
     """Draw each element's ref on the frame (see page.js `marks`), or take the marks away; how
     many it drew."""
-    raw = await frame.evaluate("(on) => window.__agent?.marks ? window.__agent.marks(on) : 0", on)
-    return raw if isinstance(raw, int) else 0
+    return _parse(_COUNT_ADAPTER, await _MARKS(frame, on), "marks")
+
+
+async def watch_press(element: Locator) -> None:
+    """Watch where the next mouse press lands, as `click_check` does (see `pressed`)."""
+    await _on_element(element, "watchPress(el)", None, None)
 
 
 async def click_check(element: Locator, prefix: str) -> ClickCheck:
@@ -300,7 +309,5 @@ async def click_check(element: Locator, prefix: str) -> ClickCheck:
     centre (None: nothing, or it is out of view); nothing when the element's document has no
     page script (it was replaced meanwhile). Then watches where the next mouse press lands
     (`pressed`)."""
-    raw = await element.evaluate(
-        "(el, p) => window.__agent ? window.__agent.clickCheck(el, p) : {controls: []}", prefix
-    )
+    raw = await _on_element(element, "clickCheck(el, a)", prefix, {"controls": []})
     return _parse(_CHECK_ADAPTER, raw, "clickCheck")

@@ -360,7 +360,7 @@ class PageDriver:
                 if await _missed(frame):
                     # It moved or changed as the pointer arrived (a hover image loading): now
                     # it rests under the pointer, so a second click lands, as a person's would.
-                    await _script.click_check(locator, prefix)
+                    await _script.watch_press(locator)
                     await locator.click()
                     if missed := await _missed(frame):
                         raise PageError(

@@ -262,7 +262,8 @@ window.__agent ??= (() => {
   // a control: its text is longer than a name, or it holds two controls or more.
   function delegating(el) {
     if (el.firstElementChild === null) return false;
-    if (norm(el.textContent).length > NAME_MAX * 2) return true;
+    const text = norm(el.textContent);
+    if (text.length > NAME_MAX * 2) return true;
     let inside = 0;
     let only = null;
     const cursor = cursorOf(el);
@@ -273,7 +274,6 @@ window.__agent ??= (() => {
       if (own) only = d;
     }
     // A wrapper around one control and nothing else (a menu of one item) adds nothing to it.
-    const text = norm(el.textContent);
     return only !== null && text !== '' && norm(only.textContent) === text;
   }
 
@@ -363,6 +363,17 @@ window.__agent ??= (() => {
     return `options: ${shown.join(', ')}${more}`;
   }
 
+  // An element's checked and expanded state as ARIA words ('true', 'false', 'mixed'; null when
+  // it has none), and whether it is disabled: read alike by the snapshot and by waits.
+  function checkedOf(el) {
+    const checkable = el.localName === 'input' && (el.type === 'checkbox' || el.type === 'radio');
+    if (checkable) return el.indeterminate ? 'mixed' : `${el.checked}`;
+    return el.getAttribute('aria-checked');
+  }
+  const expandedOf = (el) =>
+    el.localName === 'summary' ? `${el.parentElement?.open}` : el.getAttribute('aria-expanded');
+  const disabledNow = (el) => el.matches(':disabled') || el.getAttribute('aria-disabled') === 'true';
+
   // Value and state of a control, as short words after its name.
   function facts(el, role) {
     const f = [];
@@ -393,10 +404,8 @@ window.__agent ??= (() => {
     } else if (attr('aria-valuetext') ?? attr('aria-valuenow')) {
       f.push(`value=${quote(attr('aria-valuetext') ?? attr('aria-valuenow'))}`);
     }
-    const checkable = type === 'checkbox' || type === 'radio';
-    let checked = attr('aria-checked');
-    if (checkable) checked = el.indeterminate ? 'mixed' : `${el.checked}`;
-    const expanded = tag === 'summary' ? `${el.parentElement.open}` : attr('aria-expanded');
+    const checked = checkedOf(el);
+    const expanded = expandedOf(el);
     const states = {
       checked: checked === 'true',
       mixed: checked === 'mixed',
@@ -405,7 +414,7 @@ window.__agent ??= (() => {
       'has-popup': ['true', 'menu', 'listbox', 'tree', 'grid', 'dialog'].includes(attr('aria-haspopup')),
       expanded: expanded === 'true',
       collapsed: expanded === 'false',
-      disabled: el.matches(':disabled') || attr('aria-disabled') === 'true',
+      disabled: disabledNow(el),
       required: el.required || attr('aria-required') === 'true',
       readonly: (texty && el.readOnly) || attr('aria-readonly') === 'true',
       multiple: el.multiple,
@@ -420,13 +429,14 @@ window.__agent ??= (() => {
   // A name for a control that has none (an icon): from its class ("trash", "fa-star"), else
   // from the file name of its image ("reply.png"), its own or a child's.
   function guessName(el) {
-    for (const e of [el, ...el.querySelectorAll('*')].slice(0, 8)) {
+    const near = [el, ...el.querySelectorAll('*')].slice(0, 8);
+    for (const e of near) {
       for (const c of classText(e).split(/\s+/)) {
         const word = c.replace(/^(?:fa|bi|icon|glyphicon|mdi|ion|ui-icon)-/, '');
         if (word && !GENERIC_CLASS.test(word) && /^[a-z][\w-]*$/i.test(word)) return word;
       }
     }
-    for (const e of [el, ...el.querySelectorAll('*')].slice(0, 8)) {
+    for (const e of near) {
       const st = getComputedStyle(e);
       const url = /url\(["']?([^"')]*)/.exec(`${st.content} ${st.backgroundImage}`)?.[1] ??
         (e.localName === 'img' ? e.getAttribute('src') : null);
@@ -1013,6 +1023,10 @@ window.__agent ??= (() => {
     return found;
   }
 
+  // An element as a person reading its markup would name it: `<div#id>`, `<span.class>`.
+  const tagOf = (el) =>
+    `<${el.localName}${el.id ? `#${el.id}` : el.classList[0] ? `.${el.classList[0]}` : ''}>`;
+
   // What a click on an element would meet: the controls inside it (it would land on one of
   // them), and what covers its centre, if something else is on top there.
   function clickCheck(el, prefix) {
@@ -1028,8 +1042,7 @@ window.__agent ??= (() => {
       const mine = (e) => e && (e === el || el.contains(e) || (e.localName === 'label' && e.control === el));
       if (top && !mine(top) && !top.contains(el)) {
         const text = clip(norm(top.getAttribute('aria-label') || top.innerText || ''), 60);
-        const id = top.id ? `#${top.id}` : (top.classList[0] ? `.${top.classList[0]}` : '');
-        covered = `<${top.localName}${id}>` + (text ? ` ${JSON.stringify(text)}` : '');
+        covered = tagOf(top) + (text ? ` ${JSON.stringify(text)}` : '');
       }
     }
     return { controls, covered };
@@ -1046,7 +1059,7 @@ window.__agent ??= (() => {
       if (seen.landed !== null) return;
       seen.landed = e.composedPath().includes(el);
       const t = e.target;
-      seen.on = t instanceof Element ? `<${t.localName}${t.id ? `#${t.id}` : t.classList[0] ? `.${t.classList[0]}` : ''}>` : '';
+      seen.on = t instanceof Element ? tagOf(t) : '';
     };
     doc.addEventListener('mousedown', on, { capture: true });
     watching = () => {
@@ -1128,15 +1141,13 @@ window.__agent ??= (() => {
   });
 
   // States an element can be waited for, each a test.
-  const enabled = (el) => !el.matches(':disabled') && el.getAttribute('aria-disabled') !== 'true';
-  const checked = (el) => el.checked === true || el.getAttribute('aria-checked') === 'true';
-  const expanded = (el) => el.getAttribute('aria-expanded') === 'true' ||
-    (el.localName === 'summary' && el.parentElement?.open === true);
+  const checked = (el) => checkedOf(el) === 'true';
+  const expanded = (el) => expandedOf(el) === 'true';
   const STATES = {
     visible: (el) => el.isConnected && isVisible(el),
     hidden: (el) => !el.isConnected || !isVisible(el),
-    enabled,
-    disabled: (el) => !enabled(el),
+    enabled: (el) => !disabledNow(el),
+    disabled: disabledNow,
     checked,
     unchecked: (el) => !checked(el),
     expanded,
@@ -1169,6 +1180,6 @@ window.__agent ??= (() => {
     return when(() => norm(el.innerText ?? el.textContent).toLowerCase().includes(wanted), ms);
   };
 
-  return { snapshot, find, formOf, one, controlsIn, clickCheck, pressed, marks, changes, until,
-    textIn };
+  return { snapshot, find, formOf, one, controlsIn, clickCheck, watchPress, pressed, marks,
+    changes, until, textIn };
 })();

@@ -64,27 +64,28 @@ def serve_site(port: int = 0) -> Iterator[Site]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+        def _answer(self, body: bytes, kind: str, **headers: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            for name, value in headers.items():
+                self.send_header(name.replace("_", "-"), value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_GET(self) -> None:
             site.requests.append(("GET", self.path, b""))
             if self.path.startswith("/slow/"):  # an answer that takes a while
                 time.sleep(0.8)
-                body = b"the slow answer"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self._answer(b"the slow answer", "text/plain")
                 return
             if self.path.startswith("/download/"):
-                body = b"quarterly report: all good\n"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header(
-                    "Content-Disposition", f'attachment; filename="{self.path.rsplit("/", 1)[1]}"'
+                name = self.path.rsplit("/", 1)[1]
+                self._answer(
+                    b"quarterly report: all good\n",
+                    "text/plain",
+                    Content_Disposition=f'attachment; filename="{name}"',
                 )
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
                 return
             super().do_GET()
 
@@ -94,11 +95,7 @@ def serve_site(port: int = 0) -> Iterator[Site]:
             site.requests.append(("POST", self.path, body))
             site.posts.append((self.path, self.headers.get("Content-Type") or "", body))
             page = b"<!doctype html><title>Thanks</title><h1>Thank you</h1><p>Received.</p>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
+            self._answer(page, "text/html")
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     site.port = server.server_address[1]
