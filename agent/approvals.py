@@ -99,11 +99,12 @@ def pending_approval(state: TaskState) -> ApprovalRequested | None:
 
 
 def named_pending(
-    store: Store, state: TaskState, seen: Seen | ApprovalRequested
+    store: Store | None, state: TaskState, seen: Seen | ApprovalRequested
 ) -> ApprovalRequested:
     """The task's pending request, which `seen` must name. Raises `NothingToApprove` if the
     task is not waiting for a reviewer, `NotPending` if `seen` names another request (its
-    message says which is pending)."""
+    message says which is pending, and, with the task's `store`, what became of the one named:
+    a workflow checks without it)."""
     if isinstance(seen, ApprovalRequested):
         seen = Seen.of(seen)
     request = pending_approval(state)
@@ -339,8 +340,10 @@ def _names(seen: Seen, request: ApprovalRequested) -> bool:
     )
 
 
-def _fate(store: Store, task_id: str, seen: Seen) -> str:
+def _fate(store: Store | None, task_id: str, seen: Seen) -> str:
     """What became of the request `seen` names, from the task's log (" (it was ...)")."""
+    if store is None:
+        return ""
     asked: ApprovalRequested | None = None
     decided: ApprovalDecided | None = None
     for stored in store.events(task_id):

@@ -90,13 +90,27 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
 
     [secrets]                       # named secrets tools fill in for {{secret:NAME}}
     file = "secrets.toml"           # default: $AGENT_HOME/secrets.toml (`agent secrets`)
+
+    [engine]                        # what runs tasks (see "Scaling out" in README.md)
+    kind = "embedded"               # this process, SQLite (default); "temporal": workflows on
+                                    # a Temporal service, run by `agent worker --engine temporal`
+    address = "127.0.0.1:7233"      # the Temporal frontend (`agent engine dev` starts one here)
+    namespace = "default"
+    task_queue = "agent-tasks"
+    heartbeat_seconds = 10          # a worker that dies mid-call is noticed within this
+    history_events = 5000           # a task's workflow continues as new past this many events
+    [engine.tls]                    # for a service that wants TLS (mutual, with cert and key)
+    ca = "ca.pem"
+    cert = "client.pem"
+    key = "client.key"
+    server_name = "temporal.example.internal"
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -203,6 +217,28 @@ class SessionConfig(_Section):
     history: Path | None = None
 
 
+class EngineTLS(_Section):
+    #: the CA that signed the service's certificate (default: the system's)
+    ca: Path | None = None
+    #: a client certificate and its key, for mutual TLS
+    cert: Path | None = None
+    key: Path | None = None
+    #: the name the service's certificate is checked against (default: the address's host)
+    server_name: str | None = None
+
+
+class EngineConfig(_Section):
+    kind: Literal["embedded", "temporal"] = "embedded"
+    address: str = Field("127.0.0.1:7233", pattern=r"^[^\s:/]+:[0-9]{1,5}$")
+    namespace: str = Field("default", min_length=1)
+    task_queue: str = Field("agent-tasks", min_length=1)
+    heartbeat_seconds: float = Field(10.0, ge=1, le=600)
+    #: a workflow's history is kept under this many events by continuing it as new (Temporal
+    #: warns at 10,240 and fails at 51,200)
+    history_events: int = Field(5000, ge=200, le=40000)
+    tls: EngineTLS | None = None
+
+
 class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     limits: Limits = Field(default_factory=Limits)
@@ -214,6 +250,7 @@ class Config(_Section):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     session: SessionConfig = Field(default_factory=SessionConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     #: the file it came from, if any (paths inside it are relative to its folder)
     source: Path | None = None
 
@@ -267,6 +304,11 @@ def load_config(path: Path | None) -> Config:
     for server in config.tools.mcp:
         if server.folder is not None:
             server.folder = str(base / server.folder)
+    if (tls := config.engine.tls) is not None:
+        for name in ("ca", "cert", "key"):
+            given = getattr(tls, name)
+            if given is not None and not given.is_absolute():
+                setattr(tls, name, base / given)
     config.tools.modules = [
         str(base / m) if m.endswith(".py") and not Path(m).is_absolute() else m
         for m in config.tools.modules

@@ -74,6 +74,8 @@ class TaskCreated(_Event):
     deploy: bool = False
     #: True: each plan (and replan) waits for the user to accept, edit or replace it
     review_plan: bool = False
+    #: what runs it: this process ("embedded") or workflows on a Temporal service
+    engine: Literal["embedded", "temporal"] = "embedded"
 
 
 class PlanProposed(_Event):

@@ -19,7 +19,7 @@ from agent.store import Store, StoredEvent
 class Recorder:
     """The one writer of a running task's log."""
 
-    def __init__(self, store: Store, state: TaskState, listeners: list[Listener]) -> None:
+    def __init__(self, store: Store | None, state: TaskState, listeners: list[Listener]) -> None:
         self.store = store
         self.state = state
         self.listeners = listeners
@@ -46,10 +46,16 @@ class Recorder:
             return
         events = self.staged
         first = self.state.last_seq - len(events) + 1
-        self.store.append(self.state.task_id, events, after=first - 1)
+        self.write(events, after=first - 1)
         self.staged = []  # only once they are durable
         if self.listeners:
             now = time.time()
             for seq, event in enumerate(events, first):
                 for notify in self.listeners:
                     notify(StoredEvent(self.state.task_id, seq, now, event))
+
+    def write(self, events: list[Event], *, after: int) -> None:
+        """Make `events` durable, the first after the log's event `after`. Here: in the store;
+        a workflow's recorder keeps them in its history instead (agent/temporal/workflow.py)."""
+        assert self.store is not None
+        self.store.append(self.state.task_id, events, after=after)

@@ -17,7 +17,7 @@ import hashlib
 import json
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from agent.approvals import expired, pending_approval
 from agent.backends.base import ModelBackend, Purpose
@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 
 class Runner:
     """Runs tasks. Holds its dependencies; all task state lives in the store."""
+
+    #: what runs the tasks this runner creates (see `TaskCreated.engine`)
+    engine_kind: Literal["embedded", "temporal"] = "embedded"
 
     def __init__(
         self,
@@ -192,6 +195,7 @@ class Runner:
             plan=plan,
             deploy=deploy,
             review_plan=review_plan,
+            engine=self.engine_kind,
         )
         task_id = self.store.create_task(created)
         if files:
@@ -245,6 +249,11 @@ class Runner:
         """
         with self.store.lease(task_id):
             state = self.load(task_id)
+            if state.created is not None and state.created.engine != "embedded":
+                raise ConfigError(
+                    f"task {task_id} runs on the {state.created.engine} engine: continue it with "
+                    f'[engine] kind = "{state.created.engine}" in agent.toml'
+                )
             self.gate = self.gate.current()  # with the rules a reviewer saved meanwhile
             if state.created is not None and state.created.files:
                 keep_files(FolderArtifacts(artifacts_of(self.store, task_id)), state.created.files)

@@ -357,10 +357,13 @@ class Store:
         raise TaskNotFound(f"more than one task id starts with {prefix!r}; type more of it")
 
     def orphans(self) -> list[str]:
-        """Tasks left running with no live runner (it crashed, or was killed): oldest first."""
+        """Tasks of the embedded engine left running with no live runner (it crashed, or was
+        killed): oldest first. A Temporal task's workers hold no lease: it is never one."""
         rows = self._db.execute(
             "SELECT t.id, l.host, l.pid, l.started FROM tasks t LEFT JOIN leases l "
-            "ON l.task_id = t.id WHERE t.status = 'running' ORDER BY t.created, t.rowid"
+            "ON l.task_id = t.id JOIN events e ON e.task_id = t.id AND e.seq = 1 "
+            "WHERE t.status = 'running' AND e.body NOT LIKE '%\"engine\":\"temporal\"%' "
+            "ORDER BY t.created, t.rowid"
         ).fetchall()
         return [
             task_id

@@ -30,6 +30,7 @@ from base.errors import (
 from frontends.audit_commands import add_audit_parsers, audit_command
 from frontends.deploy_commands import add_deploy_parsers, deployments_command
 from frontends.doctor import doctor
+from frontends.engine_commands import add_engine_parsers, add_worker_options, engine_command
 from frontends.inbox_commands import add_inbox_parser, inbox_command
 from frontends.line_input import LineSource
 from frontends.review import add_review_parser, review_command
@@ -251,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds a task left running waits before a worker takes it (10)",
     )
+    add_worker_options(worker)
 
     for verb in ("approve", "deny"):
         decide_cmd = sub.add_parser(
@@ -319,14 +321,18 @@ def _parser() -> argparse.ArgumentParser:
     tools_list.add_argument(
         "--tools", action="append", default=[], metavar="MODULE_OR_FILE", help=_TOOLS_HELP
     )
-    add_parsers(sub, common)
-    add_deploy_parsers(sub, common)
-    add_secrets_parsers(sub, common)
-    add_audit_parsers(sub, common)
-    add_inbox_parser(sub, common)
-    add_reviewer_parsers(sub, common)
-    add_serve_parser(sub, common)
-    add_review_parser(sub, common)
+    for add in (
+        add_parsers,
+        add_deploy_parsers,
+        add_secrets_parsers,
+        add_audit_parsers,
+        add_inbox_parser,
+        add_reviewer_parsers,
+        add_serve_parser,
+        add_review_parser,
+        add_engine_parsers,
+    ):
+        add(sub, common)
     return parser
 
 
@@ -384,6 +390,8 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
         return serve_command(args, out)
     if command == "review":
         return review_command(args, out, stdin)
+    if command == "engine":
+        return engine_command(args, config, out)
     if command in ("tasks", "show"):
         with Store.open(read_only=True) as store:  # a read-only store can still be read
             if command == "tasks":

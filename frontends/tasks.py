@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from agent.runner import Runner
 from agent.state import TaskState
 from agent.steering import reviewing_plan
 from agent.store import Store
+from agent.temporal.runner import TemporalRunner
 from base.errors import (
     AgentError,
     BackendError,
@@ -41,6 +43,7 @@ from base.errors import (
     TaskBusy,
 )
 from frontends.always_allow import approve_always
+from frontends.engine_commands import decide_on_temporal, temporal_worker
 from frontends.inline_prompt import Prompt, ask_inline, review_plan_inline, settle
 from frontends.line_input import LineSource
 from frontends.render import Renderer
@@ -58,6 +61,7 @@ from frontends.task_setup import (
 from frontends.views import next_move, status_line, summary
 from policies import Gate
 from sandbox.manager import Sandboxes
+from tools.registry import Registry
 from tools.secrets import Secrets
 
 EXIT = {"done": 0, "failed": 1, "awaiting_approval": 3, "paused": 4, "stuck": 5, "running": 4}
@@ -83,9 +87,17 @@ class _Session:
     stdin: LineSource
     renderer: Renderer | None = None
 
-    def runner(self, setup: Setup, task_id: str | None = None) -> Runner:
-        """A runner for `setup`. Raises `ConfigError` (before anything is recorded) if its model,
-        tools or policy cannot be had."""
+    def runner(
+        self,
+        setup: Setup,
+        task_id: str | None = None,
+        *,
+        engine: str | None = None,
+        registry: Registry | None = None,
+    ) -> Runner:
+        """A runner for `setup`, on `engine` (by default the configured one; a task keeps the
+        one it was started on), with `registry` if given. Raises `ConfigError` (before anything
+        is recorded) if its model, tools or policy cannot be had."""
         if not setup.model:
             self._say(FALLBACK_NOTICE)
         model = normalize_uri(setup.model or BUNDLED)
@@ -96,7 +108,7 @@ class _Session:
                 "every model call): do not combine it with a separate [model] planner"
             )
         try:
-            registry = registry_of(
+            registry = registry or registry_of(
                 setup.tools,
                 self.config.tools.disable,
                 self.config.tools.openapi,
@@ -114,7 +126,11 @@ class _Session:
         if model.startswith("local:") and not self.args.json:
             self._loading(model)
         executor = backend_for(model, self.config, self._retrying, self._loaded, self._noted)
-        runner = Runner(
+        on_temporal = (engine or self.config.engine.kind) == "temporal"
+        make = (
+            functools.partial(TemporalRunner, engine=self.config.engine) if on_temporal else Runner
+        )
+        runner = make(
             self.store,
             registry,
             Gate.from_file(setup.policy) if setup.policy else Gate.default(),
@@ -171,6 +187,8 @@ def drive(
     if args.command == "run":
         return _run_new(s, given)
     if args.command == "worker":
+        if (args.engine or config.engine.kind) == "temporal":
+            return temporal_worker(args, config, store, out, s.runner)
         return asyncio.run(_work(s))
     if args.command == "resume" and args.all:
         if given:
@@ -181,7 +199,8 @@ def drive(
 
     task_id = store.resolve(args.id)
     state = TaskState.from_store(store, task_id)
-    runner = s.runner(Setup.of(state, args), task_id)
+    engine = state.created.engine if state.created is not None else None
+    runner = s.runner(Setup.of(state, args), task_id, engine=engine)
     raised = limits_with(state.limits, given) if given else None
     if args.command in ("approve", "deny"):
         decision = _decide(s, state, Seen(args.request, args.hash))
@@ -200,6 +219,8 @@ def drive(
 def _decide(s: _Session, state: TaskState, seen: Seen) -> ApprovalDecided | ApprovalGiven:
     """`agent approve` or `agent deny`'s decision (with --always: and its rule, saved)."""
     args = s.args
+    if state.created is not None and state.created.engine == "temporal":
+        return decide_on_temporal(s.config.engine, s.store, state, seen, args)
     if getattr(args, "always", None) is None:
         if getattr(args, "yes", False):
             raise ConfigError("--yes answers --always's question: give it with --always")

