@@ -76,7 +76,8 @@ def test_the_quickstart_runs_on_temporal_with_approvals_from_other_processes(
         ran = agent(config, env, "run", "--json", "--model", f"scripted:{QUICKSTART}", TASK)
         assert ran.returncode == 3, ran.stderr  # waiting for a reviewer
         task_id, state = _last_task(home)
-        assert state.created is not None and state.created.engine == "temporal"
+        assert state.created is not None
+        assert state.created.engine == "temporal"
         request = pending(state)
 
         # A decision on a request that is not the one pending is refused by the update's
