@@ -7,6 +7,8 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tools import ToolContext, tool
@@ -30,6 +32,22 @@ def counted(ctx: ToolContext) -> str | None:
     return None
 
 
+@contextmanager
+def _busy(tool: str, key: str) -> Iterator[None]:
+    """With $CRASH_BUSY set, a file in that folder says this process is in a call, while it is
+    (how the Temporal test finds a worker to kill mid-call)."""
+    folder = os.environ.get("CRASH_BUSY")
+    if not folder:
+        yield
+        return
+    marker = Path(folder) / f"{os.getpid()}-{tool}-{key.replace('/', '_')}"
+    marker.touch()
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
 @tool(touches="external", reconcile=counted)
 def count(name: str, ctx: ToolContext) -> str:
     """Count one occurrence of `name` in the ledger.
@@ -37,13 +55,15 @@ def count(name: str, ctx: ToolContext) -> str:
     Args:
         name: what to count.
     """
-    time.sleep(random.uniform(0, 0.06))
-    fd = os.open(_ledger(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps({"key": ctx.idempotency_key, "name": name}) + "\n").encode())
-    finally:
-        os.close(fd)
-    time.sleep(random.uniform(0, 0.06))
+    pause = float(os.environ.get("CRASH_PAUSE", "0.06"))
+    with _busy("count", ctx.idempotency_key):
+        time.sleep(random.uniform(0, pause))
+        fd = os.open(_ledger(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps({"key": ctx.idempotency_key, "name": name}) + "\n").encode())
+        finally:
+            os.close(fd)
+        time.sleep(random.uniform(0, pause))
     return f"counted {name}"
 
 
@@ -54,5 +74,7 @@ def look(name: str) -> str:
     Args:
         name: what to look at.
     """
-    time.sleep(random.uniform(0, 0.01))
+    pause = float(os.environ.get("CRASH_PAUSE", "0.06")) / 2
+    with _busy("look", name.replace(" ", "_")):
+        time.sleep(random.uniform(0, pause))
     return f"{name} looks fine"
