@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -49,6 +50,47 @@ def _script(i: int) -> list[dict[str, object]]:
     return turns
 
 
+def _create_tasks(home: Path, folder: Path, policy: Path) -> list[str]:
+    home.mkdir()
+    with Store.open(home / "events.db") as store:
+        return [
+            store.create_task(
+                TaskCreated(
+                    task=f"count items of batch {i}",
+                    model=f"scripted:{write_script(folder / f's{i}.json', _script(i))}",
+                    limits=Limits(max_steps=100),
+                    tools=(CRASH_TOOLS,),
+                    policy=str(policy),
+                    engine="temporal",
+                )
+            )
+            for i in range(TASKS)
+        ]
+
+
+def _kill_mid_call(
+    rng: random.Random, busy: Path, tool: str, workers: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes] | None:
+    """Kill -9 a worker that is in a call of `tool`, at a random moment of it; the worker, or
+    None if none was in one (or the call ended before the moment came)."""
+    in_call = sorted(p for p in busy.iterdir() if p.name.split("-")[1] == tool)
+    if not in_call:
+        time.sleep(0.01)
+        return None
+    victim = rng.choice(in_call)
+    time.sleep(rng.uniform(0, 0.3 if tool == "count" else 0.02))
+    if not victim.exists():
+        return None  # the call ended meanwhile: not mid-call any more
+    pid = int(victim.name.split("-")[0])
+    process = next((w for w in workers if w.pid == pid), None)
+    if process is None or process.poll() is not None:
+        return None
+    os.kill(pid, signal.SIGKILL)
+    process.wait()
+    victim.unlink(missing_ok=True)
+    return process
+
+
 def duplicated(entries: list[dict[str, str]]) -> dict[str, int]:
     """The effects in the ledger more than once."""
     counts = Counter(e["name"] for e in entries)
@@ -69,21 +111,7 @@ def test_killing_workers_mid_call_loses_and_repeats_nothing(
     policy.write_text('[default]\naction = "allow"\n')
     config = write_config(tmp_path / "agent.toml", engine, tools=[CRASH_TOOLS], policy=policy)
     env = agent_env(home, CRASH_LEDGER=str(ledger), CRASH_BUSY=str(busy), CRASH_PAUSE="0.3")
-    home.mkdir()
-    with Store.open(home / "events.db") as store:
-        ids = [
-            store.create_task(
-                TaskCreated(
-                    task=f"count items of batch {i}",
-                    model=f"scripted:{write_script(tmp_path / f's{i}.json', _script(i))}",
-                    limits=Limits(max_steps=100),
-                    tools=(CRASH_TOOLS,),
-                    policy=str(policy),
-                    engine="temporal",
-                )
-            )
-            for i in range(TASKS)
-        ]
+    ids = _create_tasks(home, tmp_path, policy)
     log = tmp_path / "workers.log"
     workers = [start_worker(config, env, log) for _ in range(WORKERS)]
     killed: set[int] = set()
@@ -100,24 +128,11 @@ def test_killing_workers_mid_call_loses_and_repeats_nothing(
             # A worker in the middle of a call, at a random moment of it: of a call with a side
             # effect (settled by reconciling) and of a read-only one (tried again) in turn.
             tool = "count" if len(killed) % 2 == 0 else "look"
-            in_call = sorted(p for p in busy.iterdir() if p.name.split("-")[1] == tool)
-            if not in_call:
-                time.sleep(0.01)
-                continue
-            victim = rng.choice(in_call)
-            time.sleep(rng.uniform(0, 0.3 if tool == "count" else 0.02))
-            if not victim.exists():
-                continue  # the call ended meanwhile: not mid-call any more
-            pid = int(victim.name.split("-")[0])
-            process = next((w for w in workers if w.pid == pid), None)
-            if process is None or process.poll() is not None:
-                continue
-            os.kill(pid, signal.SIGKILL)
-            process.wait()
-            killed.add(pid)
-            victim.unlink(missing_ok=True)
-            workers.remove(process)
-            workers.append(start_worker(config, env, log))
+            victim = _kill_mid_call(rng, busy, tool, workers)
+            if victim is not None:
+                killed.add(victim.pid)
+                workers.remove(victim)
+                workers.append(start_worker(config, env, log))
         assert len(killed) == KILLS, f"only {len(killed)} kills landed mid-call (seed {seed})"
         with Store.open(home / "events.db") as store:
             while time.monotonic() < deadline + 120:
