@@ -321,7 +321,13 @@ class ReplanRequested(_Event):
 
 
 PauseReason = Literal[
-    "budget_exhausted", "model_error", "tool_crashed", "interrupted", "sandbox_error", "plan_review"
+    "budget_exhausted",
+    "model_error",
+    "tool_crashed",
+    "interrupted",
+    "sandbox_error",
+    "plan_review",
+    "config_error",
 ]
 
 

@@ -72,7 +72,7 @@ class WorkflowRecorder(Recorder):
 class ActivityEffects:
     """Each effect, an activity; what they return, as the steps expect it."""
 
-    def __init__(self, record: WorkflowRecorder, heartbeat_seconds: float) -> None:
+    def __init__(self, record: WorkflowRecorder, heartbeat_seconds: float = 10.0) -> None:
         self.record = record
         self.heartbeat = timedelta(seconds=heartbeat_seconds)
         #: the artifact holding the whole output of a call, by ref, until it is recorded

@@ -30,7 +30,7 @@ from agent.state import TaskState
 from agent.steering import add_instruction, cancel
 from agent.store import Store
 from agent.temporal import _wire as w
-from base.errors import AgentError, SandboxError
+from base.errors import AgentError, ConfigError, SandboxError
 from policies import Gate
 from tools.tool import ToolResult
 
@@ -139,10 +139,15 @@ class TaskActivities:
 
     @activity.defn(name=w.PREPARE)
     async def prepare(self, task_id: str) -> w.Prepared:
+        """What the workflow decides with. Fails for good (the task pauses, saying why) when the
+        task's model, tools or policy cannot be had here."""
         state = self._state(task_id)
-        runner = self.runner_for(state)
         created = state.created
-        policy, source = Gate.text_of(created.policy if created is not None else None)
+        try:
+            runner = self.runner_for(state)
+            policy, source = Gate.text_of(created.policy if created is not None else None)
+        except ConfigError as exc:
+            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from None
         return w.Prepared(
             policy=policy,
             policy_source=source,

@@ -23,12 +23,13 @@ from typing import TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from agent.approvals import Seen, named_pending, pending_approval
+    from agent.events import TaskPaused
     from agent.loop import Loop
     from agent.runner import offered_event
     from agent.state import TaskState
@@ -62,48 +63,49 @@ class TaskWorkflow:
     async def run(self, start: w.Start) -> str:
         state = self._state = await self._fold(start.task_id)
         record = WorkflowRecorder(state)
-        prepared = await self._prepare(start.task_id)
-        effects = self._effects = ActivityEffects(record, prepared.heartbeat_seconds)
+        effects = self._effects = ActivityEffects(record)
         while True:
-            loop = Loop(
-                record,
-                effects,
-                registry(),
-                Gate.from_text(prepared.policy, prepared.policy_source),
-                prepared.offered,
-                prepared.context_window,
-                prepared.max_argument_bytes,
-                prepared.approval_expiry,
-                prepared.escalation,
-            )
-            offered = offered_event(loop.tool_specs)
-            if offered.digest != state.offered_digest:
-                record.commit([offered])
-            record.check_stuck()  # decisions recorded since are observations too
-            full = await self._drive(loop, prepared.history_events)
-            await effects.flush()
-            if state.status in ("done", "failed"):
-                await workflow.execute_activity(
-                    w.RELEASE, start.task_id, start_to_close_timeout=_SHORT, retry_policy=_RETRY
-                )
-                return state.status
-            if full:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    w.Start(task_id=start.task_id, continued=start.continued + 1)
-                )
+            prepared = await self._prepare(start.task_id)
+            if prepared is not None:
+                full = await self._drive(prepared)
+                await effects.flush()
+                if state.status in ("done", "failed"):
+                    await _short(w.RELEASE, start.task_id, type(None))
+                    return state.status
+                if full:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(
+                        w.Start(task_id=start.task_id, continued=start.continued + 1)
+                    )
             await self._wait_for_a_person(state)
-            prepared = await self._prepare(start.task_id)  # a rule a reviewer saved, say
 
-    async def _drive(self, loop: Loop, history_events: int) -> bool:
+    async def _drive(self, prepared: w.Prepared) -> bool:
         """Run steps until the state says to stop; True when it stopped for the history's
         length, at a step boundary."""
+        assert self._effects is not None
+        record, effects = self._effects.record, self._effects
+        effects.heartbeat = timedelta(seconds=prepared.heartbeat_seconds)
+        loop = Loop(
+            record,
+            effects,
+            registry(),
+            Gate.from_text(prepared.policy, prepared.policy_source),
+            prepared.offered,
+            prepared.context_window,
+            prepared.max_argument_bytes,
+            prepared.approval_expiry,
+            prepared.escalation,
+        )
+        offered = offered_event(loop.tool_specs)
+        if offered.digest != loop.state.offered_digest:
+            record.commit([offered])
+        record.check_stuck()  # decisions recorded since are observations too
         while (step := next_step(loop.state)) is not None:
             # A lost call with a side effect: as after a crash, its intent is recorded, so the
             # next step reconciles it.
             with contextlib.suppress(EffectLost):
                 await step.run(loop)
-            if workflow.info().get_current_history_length() >= history_events:
+            if workflow.info().get_current_history_length() >= prepared.history_events:
                 return True
         return False
 
@@ -218,8 +220,19 @@ class TaskWorkflow:
             if not page.more:
                 return state
 
-    async def _prepare(self, task_id: str) -> w.Prepared:
-        return await _short(w.PREPARE, task_id, w.Prepared)
+    async def _prepare(self, task_id: str) -> w.Prepared | None:
+        """What this deployment decides with (a policy a reviewer changed included); None when
+        the task's model, tools or policy cannot be had, which pauses it, saying why."""
+        try:
+            return await _short(w.PREPARE, task_id, w.Prepared)
+        except ActivityError as exc:
+            assert self._effects is not None
+            assert self._state is not None
+            if self._state.status == "running":
+                detail = str(exc.cause) if exc.cause is not None else str(exc)
+                self._effects.record.commit([TaskPaused(reason="config_error", detail=detail)])
+                await self._effects.flush()
+            return None
 
 
 async def _short(name: str, given: object, returns: type[_T]) -> _T:

@@ -1,0 +1,153 @@
+"""Record the workflow histories the replay test pins the workflow's decisions to.
+
+    .venv/bin/python -m tests.temporal_histories
+
+Runs scripted tasks on a dev server of its own: the quickstart (two approvals given, a replan), a
+task whose worker is killed in the middle of a call with a side effect (the call reconciled by
+another), and a task continued as new at step boundaries. Each run's history is written to
+tests/golden/temporal/NAME.json (NAME-N.json for the runs of one task). Record them again only
+when a change to the workflow is meant to change its decisions, and then guard the workflows
+already running with `workflow.patched` (see agent/temporal/workflow.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from agent.config import EngineConfig
+from agent.events import Limits, TaskCreated
+from agent.state import TaskState
+from agent.store import Store
+from agent.temporal.client import connect, start
+
+from .conftest import REPO, pending, write_script
+from .temporal_env import agent, agent_env, dev_server, start_worker, stop, write_config
+
+GOLDEN = REPO / "tests" / "golden" / "temporal"
+TALLY = str(REPO / "examples" / "tally_tool.py")
+CRASH_TOOLS = str(REPO / "tests" / "crash_tools.py")
+ENGINE_TOOLS = str(REPO / "tests" / "engine_tools.py")
+#: the tools every recording's worker runs (the replay test's registry is the same)
+TOOLS = (TALLY, CRASH_TOOLS, ENGINE_TOOLS)
+#: a short history, so that a task of 60 steps continues as new a few times
+HISTORY_EVENTS = 200
+
+
+def _status(home: Path, task_id: str) -> TaskState:
+    with Store.open(home / "events.db") as store:
+        return TaskState.from_store(store, task_id)
+
+
+async def _save(engine: EngineConfig, task_id: str, name: str) -> list[str]:
+    client = await connect(engine)
+    runs = [run async for run in client.list_workflows(f'WorkflowId = "{task_id}"')]
+    saved = []
+    for n, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
+        history = await client.get_workflow_handle(task_id, run_id=run.run_id).fetch_history()
+        path = GOLDEN / (f"{name}.json" if len(runs) == 1 else f"{name}-{n + 1}.json")
+        path.write_text(history.to_json())
+        saved.append(path.name)
+    return saved
+
+
+def _create(home: Path, engine: EngineConfig, script: Path, policy: Path, tools: str) -> str:
+    with Store.open(home / "events.db") as store:
+        task_id = store.create_task(
+            TaskCreated(
+                task="a recorded task",
+                model=f"scripted:{script}",
+                limits=Limits(max_steps=500, max_tokens=10_000_000),
+                tools=(tools,),
+                policy=str(policy),
+                engine="temporal",
+            )
+        )
+
+    async def begin() -> None:
+        await start(await connect(engine), engine, task_id)
+
+    asyncio.run(begin())
+    return task_id
+
+
+def _until(home: Path, task_id: str, statuses: tuple[str, ...], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while _status(home, task_id).status not in statuses:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {task_id} is {_status(home, task_id).status}")
+        time.sleep(0.1)
+
+
+def record(folder: Path) -> None:
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    with dev_server(folder) as served:
+        engine = served.model_copy(update={"history_events": HISTORY_EVENTS})
+        home, busy = folder / "home", folder / "busy"
+        home.mkdir()
+        busy.mkdir()
+        policy = folder / "policy.toml"
+        policy.write_text(
+            '[default]\naction = "allow"\n\n[[rule]]\ntool = "tally"\naction = "ask"\n'
+        )
+        env = agent_env(
+            home,
+            TALLY_LEDGER=str(folder / "tally.jsonl"),
+            CRASH_LEDGER=str(folder / "crash.jsonl"),
+            CRASH_BUSY=str(busy),
+            CRASH_PAUSE="1.0",
+        )
+        config = write_config(folder / "agent.toml", engine, tools=list(TOOLS), policy=policy)
+        log = folder / "worker.log"
+        workers = [start_worker(config, env, log)]
+        try:
+            # The quickstart: a plan, a replan, two requests approved from the command line.
+            quickstart = REPO / "examples" / "quickstart.json"
+            task_id = _create(home, engine, quickstart, policy, TALLY)
+            for _ in range(2):
+                _until(home, task_id, ("awaiting_approval",))
+                request = pending(_status(home, task_id))
+                agent(config, env, "approve", task_id, request.approval_id, request.short_hash)
+            _until(home, task_id, ("done",))
+            print(asyncio.run(_save(engine, task_id, "approvals")))
+
+            # A worker killed while it counts: the call is reconciled by the next worker.
+            script = write_script(
+                folder / "crash.json",
+                [
+                    {"plan": ["count it"]},
+                    {"tool": "count", "args": {"name": "once"}},
+                    {"done": "ok"},
+                ],
+            )
+            task_id = _create(home, engine, script, policy, CRASH_TOOLS)
+            while not any(busy.iterdir()):
+                time.sleep(0.01)
+            time.sleep(0.5)
+            os.kill(workers[0].pid, signal.SIGKILL)
+            workers[0].wait()
+            workers = [start_worker(config, env, log)]
+            _until(home, task_id, ("done",))
+            print(asyncio.run(_save(engine, task_id, "crash")))
+
+            # Sixty steps in a history kept to 200 events: continued as new a few times.
+            turns: list[dict[str, object]] = [{"plan": ["tick"]}]
+            turns += [{"tool": "tick", "args": {"n": n}} for n in range(60)]
+            turns.append({"answer": "ticked"})
+            script = write_script(folder / "ticks.json", turns)
+            task_id = _create(home, engine, script, policy, ENGINE_TOOLS)
+            _until(home, task_id, ("done",))
+            print(asyncio.run(_save(engine, task_id, "continued")))
+        finally:
+            for worker in workers:
+                stop(worker)
+    print("recorded in", GOLDEN)
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        record(Path(tmp))
