@@ -62,5 +62,5 @@ def test_a_history_the_code_would_not_make_fails_to_replay() -> None:
             scheduled["activityType"]["name"] = "agent.ask_model"
             renamed += 1
     assert renamed
-    with pytest.raises(Exception, match="(?i)nondetermin"):
+    with pytest.raises(Exception, match=r"(?i)nondetermin"):
         _replay(GOLDEN / "approvals.json", json.dumps(history))
