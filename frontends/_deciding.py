@@ -3,15 +3,28 @@ what was decided, or why nothing was (with the HTTP status that says so)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from dataclasses import dataclass
 from typing import Any
 
 from agent.always import RuleRefused, Scope, allow_always
-from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, decide
+from agent.approvals import (
+    EditRefused,
+    NothingToApprove,
+    NotPending,
+    Seen,
+    decide,
+    named_pending,
+)
+from agent.config import EngineConfig
 from agent.events import ApprovalDecided, ApprovalGiven
 from agent.inbox import Waiting
 from agent.state import TaskState
 from agent.store import Store
+from agent.temporal import client as engine_client
+from agent.temporal._wire import Decide
+from agent.temporal.client import EngineError
 from base.errors import ConflictingWrite, StoreError
 
 
@@ -35,15 +48,37 @@ def decide_request(
     origin: str,
     edit: dict[str, Any] | None,
     always: tuple[Scope, str] | None = None,
+    engine: EngineConfig | None = None,
 ) -> ApprovalDecided | ApprovalGiven | Refused:
     """Decide `found`, named with the hash the reviewer was shown (see `approvals.decide`):
     one on another request, one decided already, one expired, one that lost a race with
     another reviewer, or an edit that cannot be made is refused, and records nothing.
     `always`: approve it and save the rule of this scope whose digest the reviewer was shown
-    (see `agent.always`)."""
+    (see `agent.always`). A task on the Temporal engine is sent the decision as an update,
+    through the service `engine` names."""
     state = TaskState.from_store(store, found.task_id)
     seen = Seen(found.approval_id, call_hash)
     try:
+        if state.created is not None and state.created.engine == "temporal":
+            if always is not None:
+                return Refused(
+                    400,
+                    "always-allow rules are not yet saved for a task on the Temporal engine: "
+                    "approve it, and add the rule to the policy file",
+                    "always",
+                )
+            if engine is None:
+                return Refused(503, "this server has no Temporal engine configured", "engine")
+            decision = Decide(
+                approval_id=seen.approval_id,
+                call_hash=seen.call_hash,
+                approved=approved,
+                reason=reason,
+                reviewer=reviewer,
+                origin=origin,
+                edit=edit,
+            )
+            return decided_on_temporal(engine, store, state, decision)
         if always is not None:
             scope, digest = always
             return allow_always(
@@ -70,7 +105,32 @@ def decide_request(
         return Refused(409, exc.message, str(exc.code))
     except (EditRefused, RuleRefused) as exc:
         return Refused(400, exc.message, str(exc.code))
+    except EngineError as exc:
+        return Refused(503, exc.message, str(exc.code))
     except ConflictingWrite:
         return Refused(409, "another decision was recorded first", "conflict")
     except StoreError as exc:
         return Refused(503, exc.message, str(exc.code))
+
+
+def decided_on_temporal(
+    engine: EngineConfig, store: Store, state: TaskState, decision: Decide
+) -> ApprovalDecided | ApprovalGiven:
+    """Send `decision` to the task's workflow as an update, checked first against the log
+    for the embedded inbox's full words; the decision as the workflow recorded it. Raises what
+    `approvals.decide` raises for a decision it refuses, and `EngineError`.
+
+    Blocking (the update runs in a thread of its own): the command line and the inbox's
+    handlers wait for it as they wait for SQLite."""
+    named_pending(store, state, Seen(decision.approval_id, decision.call_hash))
+
+    async def send() -> None:
+        client = await engine_client.connect(engine)
+        await engine_client.decide(client, state.task_id, decision)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, send()).result()
+    for stored in reversed(store.events(state.task_id, after=state.last_seq)):
+        if isinstance(stored.event, ApprovalDecided | ApprovalGiven):
+            return stored.event
+    raise AssertionError("the workflow accepted a decision it did not record")

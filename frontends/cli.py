@@ -387,7 +387,7 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
     if command == "reviewers":
         return reviewers_command(args, out)
     if command == "serve":
-        return serve_command(args, out)
+        return serve_command(args, config, out)
     if command == "review":
         return review_command(args, out, stdin)
     if command == "engine":

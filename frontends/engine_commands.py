@@ -10,15 +10,18 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from agent.approvals import Seen, account, named_pending
+from agent.approvals import Seen, account
 from agent.config import Config, EngineConfig
 from agent.events import ApprovalDecided, ApprovalGiven
 from agent.home import default_home
@@ -30,6 +33,7 @@ from agent.temporal import client as engine_client
 from agent.temporal.activities import TaskActivities
 from agent.temporal.worker import make_worker, run_worker
 from base.errors import ConfigError
+from frontends._deciding import decided_on_temporal
 from frontends.task_setup import Setup, registry_of, warn_problems
 from tools.registry import Registry
 
@@ -104,7 +108,9 @@ def temporal_binary() -> str:
     return found
 
 
-def dev_server_command(binary: str, port: int, db: Path) -> list[str]:
+def dev_server_command(binary: str, port: int, db: Path | None) -> list[str]:
+    """The dev server's command line; with no `db`, it keeps its state in memory."""
+    stored = ["--db-filename", str(db)] if db is not None else []
     return [
         binary,
         "server",
@@ -114,11 +120,57 @@ def dev_server_command(binary: str, port: int, db: Path) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
-        "--db-filename",
-        str(db),
+        *stored,
         "--log-level",
         "error",
     ]
+
+
+@contextmanager
+def dev_server(
+    folder: Path, port: int | None = None, *, in_memory: bool = False
+) -> Iterator[EngineConfig]:
+    """A Temporal dev server of its own on loopback (its state in `folder`, or in memory),
+    until the block ends: its engine config, once it answers. For tests and benchmarks."""
+    port = port or _free_port()
+    log = (folder / "temporal.log").open("w")
+    db = None if in_memory else folder / "temporal.db"
+    process = subprocess.Popen(
+        dev_server_command(temporal_binary(), port, db),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    engine = EngineConfig(address=f"127.0.0.1:{port}", heartbeat_seconds=2)
+    try:
+        asyncio.run(_until_up(engine, process))
+        yield engine
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _until_up(engine: EngineConfig, process: subprocess.Popen[bytes]) -> None:
+    """Wait for a server just started to answer (a minute at most)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            await engine_client.connect(engine)
+            return
+        except engine_client.EngineError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def temporal_worker(
@@ -203,9 +255,6 @@ def decide_on_temporal(
             "--always is not yet supported for a task on the Temporal engine: approve it, and "
             "add the rule to the policy file"
         )
-    # Checked against the log first, for the embedded inbox's full words (what became of the
-    # request named); the workflow's validator checks again against its own state.
-    named_pending(store, state, seen)
     decision = w.Decide(
         approval_id=seen.approval_id,
         call_hash=seen.call_hash,
@@ -215,13 +264,4 @@ def decide_on_temporal(
         origin="cli",
         edit=getattr(args, "edit", None),
     )
-
-    async def send() -> None:
-        client = await engine_client.connect(engine)
-        await engine_client.decide(client, state.task_id, decision)
-
-    asyncio.run(send())
-    for stored in reversed(store.events(state.task_id, after=state.last_seq)):
-        if isinstance(stored.event, ApprovalDecided | ApprovalGiven):
-            return stored.event
-    raise AssertionError("the workflow accepted a decision it did not record")
+    return decided_on_temporal(engine, store, state, decision)

@@ -41,6 +41,7 @@ from starlette.routing import Route
 from agent import inbox, reviewers
 from agent.always import SCOPES, RuleRefused, Scope, propose
 from agent.approvals import NothingToApprove, NotPending, Seen
+from agent.config import Config, EngineConfig
 from agent.events import ApprovalGiven
 from agent.state import TaskState
 from agent.store import Store
@@ -79,7 +80,7 @@ def add_serve_parser(
     )
 
 
-def serve_command(args: argparse.Namespace, out: Console) -> int:
+def serve_command(args: argparse.Namespace, config: Config, out: Console) -> int:
     import uvicorn  # noqa: PLC0415 - only for this command
 
     if not args.public and not _loopback(args.host):
@@ -95,7 +96,8 @@ def serve_command(args: argparse.Namespace, out: Console) -> int:
         shown_host = "localhost" if args.host in ("127.0.0.1", "localhost") else args.host
         out.print(f"reviewers' inbox on http://{shown_host}:{args.port}/ (sign in with a token)")
         out.print(f"reviewers' API on http://{args.host}:{args.port}/api/requests")
-        uvicorn.run(app(store), host=args.host, port=args.port, log_level="warning")
+        engine = config.engine if config.engine.kind == "temporal" else None
+        uvicorn.run(app(store, engine), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -108,10 +110,10 @@ def _loopback(host: str) -> bool:
         raise ConfigError(f"--host {host!r} is not an IP address (or localhost)") from None
 
 
-def app(store: Store) -> Starlette:
+def app(store: Store, engine: EngineConfig | None = None) -> Starlette:
     """The API over `store`, and the web inbox beside it. SQLite is called inline: each call is
     a local read or write of microseconds, and the event loop is this server's only thread."""
-    api = _Api(store, Sessions())
+    api = _Api(store, Sessions(), engine)
     return Starlette(
         routes=[
             Route("/api/stream", api.stream),
@@ -119,7 +121,7 @@ def app(store: Store) -> Starlette:
             Route("/api/requests/{approval_id}", api.one),
             Route("/api/requests/{approval_id}/rule", api.rule),
             Route("/api/requests/{approval_id}/decision", api.decision, methods=["POST"]),
-            *web_inbox.routes(store, api.sessions),
+            *web_inbox.routes(store, api.sessions, engine),
         ]
     )
 
@@ -127,9 +129,11 @@ def app(store: Store) -> Starlette:
 class _Api:
     """The API's handlers, over one store."""
 
-    def __init__(self, store: Store, sessions: Sessions) -> None:
+    def __init__(self, store: Store, sessions: Sessions, engine: EngineConfig | None) -> None:
         self.store = store
         self.sessions = sessions
+        #: where a decision on a task of the Temporal engine is sent
+        self.engine = engine
 
     def reviewer(self, request: Request, *, reading: bool = True) -> str | JSONResponse:
         """Who calls: a token's reviewer; for reading, also the web inbox's signed-in one."""
@@ -205,6 +209,7 @@ class _Api:
             origin=f"http {request.client.host if request.client else '?'}",
             edit=body.edit,
             always=(body.always.scope, body.always.digest) if body.always else None,
+            engine=self.engine,
         )
         if isinstance(decided, Refused):
             return _error(decided.status, decided.message, code=decided.code)

@@ -34,6 +34,7 @@ from starlette.routing import Route
 from agent import inbox, reviewers
 from agent.always import Scope
 from agent.approvals import NothingToApprove, NotPending, Seen, named_pending
+from agent.config import EngineConfig
 from agent.inbox import Waiting
 from agent.state import TaskState
 from agent.store import Store
@@ -55,7 +56,7 @@ from frontends.screen import in_html
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def routes(store: Store, sessions: Sessions) -> list[Route]:
+def routes(store: Store, sessions: Sessions, engine: EngineConfig | None = None) -> list[Route]:
     """The web inbox's pages over `store`, signed in through `sessions`."""
 
     def signed_in(page: Callable[[Request, Session], Awaitable[Response]]) -> Handler:
@@ -132,7 +133,7 @@ def routes(store: Store, sessions: Sessions) -> list[Route]:
         if found is None:
             return page("Not found", "<p>No such request.</p>", session, 404)
         origin = f"http {request.client.host if request.client else '?'}"
-        return _decided(store, found, session, form, origin)
+        return _decided(store, found, session, form, (origin, engine))
 
     async def script(request: Request) -> Response:
         return Response(SCRIPT, media_type="text/javascript", headers=HEADERS)
@@ -154,10 +155,16 @@ def routes(store: Store, sessions: Sessions) -> list[Route]:
 
 
 def _decided(
-    store: Store, found: Waiting, session: Session, form: FormData, origin: str
+    store: Store,
+    found: Waiting,
+    session: Session,
+    form: FormData,
+    where: tuple[str, EngineConfig | None],
 ) -> Response:
     """The request's page once the reviewer's form is acted on: approve, approve with an edit,
-    deny; always allow (the rule is shown, and saved only when the reviewer confirms it)."""
+    deny; always allow (the rule is shown, and saved only when the reviewer confirms it).
+    `where`: the request's origin, and the engine a Temporal task's decision is sent to."""
+    origin, engine = where
     action = str(form.get("action", ""))
     call_hash = str(form.get("call_hash", ""))
     edit: dict[str, Any] | None = None
@@ -197,6 +204,7 @@ def _decided(
         origin=origin,
         edit=edit,
         always=(scope, str(form.get("digest", ""))) if action == "always-save" else None,
+        engine=engine,
     )
     return request_page(store, found, session, outcome)
 

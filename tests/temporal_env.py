@@ -3,65 +3,15 @@ loopback port, and `agent worker --engine temporal` processes against it."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from temporalio.client import Client
-
 from agent.config import EngineConfig
-from agent.temporal.client import EngineError, connect
-from frontends.engine_commands import dev_server_command, temporal_binary
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextmanager
-def dev_server(folder: Path) -> Iterator[EngineConfig]:
-    """A Temporal dev server of its own, until the block ends; its engine config."""
-    port = free_port()
-    log = (folder / "temporal.log").open("w")
-    process = subprocess.Popen(
-        dev_server_command(temporal_binary(), port, folder / "temporal.db"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    engine = EngineConfig(address=f"127.0.0.1:{port}", heartbeat_seconds=2)
-    try:
-        asyncio.run(_until_up(engine, process))
-        yield engine
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-async def _until_up(engine: EngineConfig, process: subprocess.Popen[bytes]) -> Client:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return await connect(engine)
-        except EngineError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
 
 
 def write_config(

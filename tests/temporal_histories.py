@@ -24,9 +24,10 @@ from agent.events import Limits, TaskCreated
 from agent.state import TaskState
 from agent.store import Store
 from agent.temporal.client import connect, start
+from frontends.engine_commands import dev_server
 
 from .conftest import REPO, pending, write_script
-from .temporal_env import agent, agent_env, dev_server, start_worker, stop, write_config
+from .temporal_env import agent, agent_env, start_worker, stop, write_config
 
 GOLDEN = REPO / "tests" / "golden" / "temporal"
 TALLY = str(REPO / "examples" / "tally_tool.py")

@@ -22,9 +22,10 @@ from agent.config import EngineConfig
 from agent.events import Limits, TaskCreated
 from agent.store import Store
 from agent.temporal.client import connect, start
+from frontends.engine_commands import dev_server
 
 from .conftest import REPO, write_script
-from .temporal_env import agent_env, dev_server, start_worker, stop, write_config
+from .temporal_env import agent_env, start_worker, stop, write_config
 
 TASKS = 30
 STEPS = 3

@@ -106,11 +106,12 @@ class ActivityEffects:
         return cast(_T, result)
 
     async def flush(self) -> None:
-        """Write what waits in the outbox now (before waiting for a person, or ending)."""
+        """Write what waits in the outbox now (before waiting for a person, or ending): a local
+        activity, in this worker."""
         self.record.flush()
         if self.record.outbox:
             records = self.record.records()
-            await workflow.execute_activity(
+            await workflow.execute_local_activity(
                 w.RECORD,
                 records,
                 start_to_close_timeout=timedelta(seconds=60),

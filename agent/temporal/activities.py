@@ -56,21 +56,22 @@ class TaskActivities:
         self.history_events = history_events
         self._states: dict[str, TaskState] = {}
 
-    def all(self) -> list[Callable[..., Any]]:
-        """The activities, to register with a worker."""
+    def bookkeeping(self) -> list[Callable[..., Any]]:
+        """The activities that read and write the log for the workflow: local activities, run
+        by the worker that runs the workflow (it must reach the store)."""
         return [
             self.prepare,
             self.read_log,
             self.record,
-            self.ask_model,
-            self.run_tool,
-            self.read_effect,
-            self.reconcile,
             self.decide,
             self.expire,
             self.steer,
             self.release,
         ]
+
+    def effects(self) -> list[Callable[..., Any]]:
+        """The activities that touch the world: any worker of the task queue runs them."""
+        return [self.ask_model, self.run_tool, self.read_effect, self.reconcile]
 
     # The task's log, as this worker knows it
 
@@ -123,9 +124,9 @@ class TaskActivities:
         """Heartbeat while the body runs, so that a worker that dies is noticed in seconds."""
 
         async def beat() -> None:
-            while True:
-                activity.heartbeat()
+            while True:  # a call done within the first interval costs no heartbeat
                 await asyncio.sleep(self.heartbeat_seconds / 4)
+                activity.heartbeat()
 
         beating = asyncio.create_task(beat())
         try:

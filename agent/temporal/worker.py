@@ -56,7 +56,8 @@ def make_worker(
         client,
         task_queue=engine.task_queue,
         workflows=[TaskWorkflow] if role != "activities" else [],
-        activities=activities.all() if role != "workflows" else [],
+        activities=(activities.bookkeeping() if role != "activities" else [])
+        + (activities.effects() if role != "workflows" else []),
         workflow_runner=workflow_runner(),
         max_concurrent_activities=max_activities or most_activities,
         max_concurrent_workflow_tasks=most_workflow_tasks,

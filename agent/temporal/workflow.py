@@ -236,8 +236,10 @@ class TaskWorkflow:
 
 
 async def _short(name: str, given: object, returns: type[_T]) -> _T:
-    """A bookkeeping activity (reading or writing the log), tried until it succeeds."""
-    result = await workflow.execute_activity(
+    """A bookkeeping activity (reading or writing the log), tried until it succeeds. It runs
+    as a local activity, in the worker that runs the workflow: no round trip to the service,
+    only a marker in the history."""
+    result = await workflow.execute_local_activity(
         name, given, result_type=returns, start_to_close_timeout=_SHORT, retry_policy=_RETRY
     )
     return cast(_T, result)
