@@ -6,8 +6,9 @@ Runs scripted tasks on a dev server of its own: the quickstart (two approvals gi
 task whose worker is killed in the middle of a call with a side effect (the call reconciled by
 another), and a task continued as new at step boundaries. Each run's history is written to
 tests/golden/temporal/NAME.json (NAME-N.json for the runs of one task). Record them again only
-when a change to the workflow is meant to change its decisions, and then guard the workflows
-already running with `workflow.patched` (see agent/temporal/workflow.py).
+when a change to the workflow is meant to change its decisions: guard the workflows already
+running with `workflow.patched` (as `LOCAL_BOOKKEEPING` in agent/temporal/_effects.py does), and
+keep a history the old code made (v1-*.json) beside the new ones, so both stay replayed.
 """
 
 from __future__ import annotations

@@ -37,6 +37,39 @@ _T = TypeVar("_T", bound=BaseModel)
 SAFE_ATTEMPTS = 4
 
 
+#: how long a bookkeeping activity (reading or writing the log) may take, and its retries
+BOOKKEEPING_TIMEOUT = timedelta(seconds=60)
+BOOKKEEPING_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), non_retryable_error_types=["ConflictingLog"]
+)
+
+#: the versions of this workflow's decisions: each change that would make a running workflow
+#: decide differently on replay is guarded by a patch, and its older histories stay in
+#: tests/golden/temporal (v1-*.json) for the replay test
+LOCAL_BOOKKEEPING = "bookkeeping-as-local-activities"
+
+
+async def bookkeeping(name: str, given: object, *, result_type: type | None = None) -> object:
+    """Run a bookkeeping activity: since LOCAL_BOOKKEEPING, as a local activity, in the worker
+    that runs the workflow (no round trip to the service, only a marker in the history); in
+    the workflows started before, as the activity it was."""
+    if workflow.patched(LOCAL_BOOKKEEPING):
+        return await workflow.execute_local_activity(
+            name,
+            given,
+            result_type=result_type,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+    return await workflow.execute_activity(
+        name,
+        given,
+        result_type=result_type,
+        start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+        retry_policy=BOOKKEEPING_RETRY,
+    )
+
+
 class EffectLost(Exception):
     """The worker running a call with a side effect was lost: whether it took effect is not
     known. The workflow goes on from its state, which reconciles the call (its intent is
@@ -106,20 +139,11 @@ class ActivityEffects:
         return cast(_T, result)
 
     async def flush(self) -> None:
-        """Write what waits in the outbox now (before waiting for a person, or ending): a local
-        activity, in this worker."""
+        """Write what waits in the outbox now (before waiting for a person, or ending)."""
         self.record.flush()
         if self.record.outbox:
             records = self.record.records()
-            await workflow.execute_local_activity(
-                w.RECORD,
-                records,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(milliseconds=200),
-                    non_retryable_error_types=["ConflictingLog"],
-                ),
-            )
+            await bookkeeping(w.RECORD, records)
             self.record.wrote(records)
 
     async def ask_model(

@@ -22,7 +22,6 @@ from datetime import timedelta
 from typing import TypeVar, cast
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -35,16 +34,16 @@ with workflow.unsafe.imports_passed_through():
     from agent.state import TaskState
     from agent.steps import next_step
     from agent.temporal import _wire as w
-    from agent.temporal._effects import ActivityEffects, EffectLost, WorkflowRecorder
+    from agent.temporal._effects import (
+        ActivityEffects,
+        EffectLost,
+        WorkflowRecorder,
+        bookkeeping,
+    )
     from agent.temporal._tools import registry
     from base.errors import AgentError
     from policies import Gate
 
-#: how long a short bookkeeping activity may take
-_SHORT = timedelta(seconds=60)
-_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), non_retryable_error_types=["ConflictingLog"]
-)
 _T = TypeVar("_T")
 
 
@@ -236,10 +235,6 @@ class TaskWorkflow:
 
 
 async def _short(name: str, given: object, returns: type[_T]) -> _T:
-    """A bookkeeping activity (reading or writing the log), tried until it succeeds. It runs
-    as a local activity, in the worker that runs the workflow: no round trip to the service,
-    only a marker in the history."""
-    result = await workflow.execute_local_activity(
-        name, given, result_type=returns, start_to_close_timeout=_SHORT, retry_policy=_RETRY
-    )
+    """A bookkeeping activity (reading or writing the log), tried until it succeeds."""
+    result = await bookkeeping(name, given, result_type=returns)
     return cast(_T, result)
