@@ -37,11 +37,15 @@ from agent.approvals import (
     decide,
     pending_approval,
 )
+from agent.config import EngineConfig
 from agent.events import ApprovalDecided, ApprovalGiven, ApprovalRequested
 from agent.state import TaskState
 from agent.steering import NotSteerable, accept_plan, another_plan, edit_plan
 from agent.store import Store
+from agent.temporal._wire import Decide
+from agent.temporal.client import EngineError
 from base.errors import ConfigError, ConflictingWrite, StoreError, TaskBusy
+from frontends._deciding import decided_on_temporal
 from frontends.always_allow import approve_always
 from frontends.line_input import LineSource, read_line, wait_for_line
 from frontends.render import Renderer
@@ -78,6 +82,8 @@ class Prompt:
     stdin: LineSource
     store: Store
     renderer: Renderer | None
+    #: the Temporal service a decision on a task of that engine is sent to
+    engine: EngineConfig | None = None
 
 
 def ask_inline(out: Console, stdin: LineSource, store: Store, task_id: str) -> Answer | None:
@@ -160,6 +166,9 @@ def settle(
     except (AlreadyGiven, Escalated) as exc:
         out.print(f"    [yellow]{shown(exc.message)}[/]")
         return load(), False  # it waits for another reviewer, durably
+    except EngineError as exc:
+        out.print(f"    [yellow]{shown(exc.message)}[/]")
+        return load(), False  # it waits, durably: decide it once the service answers
     except (EditRefused, RuleRefused, ConfigError) as exc:
         out.print(f"    [yellow]{shown(exc.message)}[/]")
         return load(), True  # nothing decided: asked again
@@ -182,6 +191,22 @@ def settle(
 def _record(
     prompt: Prompt, state: TaskState, asked: ApprovalRequested, reply: Reply
 ) -> ApprovalDecided | ApprovalGiven:
+    if state.created is not None and state.created.engine == "temporal":
+        if reply.always is not None or prompt.engine is None:
+            raise ConfigError(
+                "always-allow rules are not yet saved for a task on the Temporal engine: "
+                "answer y or n"
+            )
+        decision = Decide(
+            approval_id=asked.approval_id,
+            call_hash=asked.call_hash,
+            approved=reply.approved,
+            reason=reply.reason,
+            reviewer=account(),
+            origin="terminal",
+            edit=reply.edit,
+        )
+        return decided_on_temporal(prompt.engine, prompt.store, state, decision)
     if reply.always is not None:
         return approve_always(
             prompt.out,

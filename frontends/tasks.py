@@ -304,7 +304,8 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
         if not (reviewing_plan(state) and _can_prompt(s.args, s.stdin)):
             state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
             limits = None
-        prompt = Prompt(s.out, s.stdin, s.store, s.renderer)
+        engine = s.config.engine if isinstance(runner, TemporalRunner) else None
+        prompt = Prompt(s.out, s.stdin, s.store, s.renderer, engine)
         while _can_prompt(s.args, s.stdin):
             if reviewing_plan(state):
                 if not review_plan_inline(prompt, s.stdin, state):

@@ -19,6 +19,7 @@ from agent.state import TaskState
 from agent.store import StoredEvent
 from agent.temporal import _wire as w
 from agent.temporal import client as engine_client
+from base.errors import ConfigError
 
 
 class TemporalRunner(Runner):
@@ -28,6 +29,16 @@ class TemporalRunner(Runner):
         super().__init__(*args, **kwargs)
         self.engine = engine
         self._client: Client | None = None
+
+    def create(self, task: str, limits: Limits | None = None, **given: Any) -> str:
+        """Record a new task to run on the Temporal engine (see `Runner.create`). Raises
+        `ConfigError` for what that engine does not do yet: a plan read before it runs."""
+        if given.get("review_plan"):
+            raise ConfigError(
+                "a plan read before it runs is not yet available on the Temporal engine: give "
+                "--no-review-plan, or run the task on the embedded engine"
+            )
+        return super().create(task, limits, **given)
 
     async def client(self) -> Client:
         if self._client is None:
