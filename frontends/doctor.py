@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 from rich.console import Console
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.service import RPCError
 
 from agent.backends import backend_from_uri
 from agent.backends.base import Capabilities, Message, ModelBackend, ModelRequest
@@ -60,6 +62,8 @@ def doctor(args: argparse.Namespace, config: Config, out: Console) -> int:
     checks.append(_check_tools(config))
     checks.append(_check_secrets(config))
     checks.append(_check_store())
+    if config.engine.kind == "temporal":
+        checks.append(_check_engine(config))
     if args.json:
         print_json([c.__dict__ for c in checks])
     else:
@@ -262,6 +266,31 @@ def _check_secrets(config: Config) -> Check:
             "set the variable, or `agent secrets set NAME` again",
         )
     return Check("secrets", True, f"{len(found)} declared ({path})" if found else "none declared")
+
+
+def _check_engine(config: Config) -> Check:
+    """The Temporal service answers, and says which version it runs."""
+    from agent.temporal.client import EngineError, connect  # noqa: PLC0415 - only for Temporal
+
+    engine = config.engine
+
+    async def ask() -> str:
+        client = await connect(engine)
+        info = await client.service_client.workflow_service.get_system_info(GetSystemInfoRequest())
+        return info.server_version or "a version it does not say"
+
+    try:
+        version = asyncio.run(ask())
+    except EngineError as exc:
+        return Check("engine", False, exc.message, "agent engine dev (to try it on this machine)")
+    except RPCError as exc:
+        return Check("engine", False, f"{engine.address}: {exc.message}")
+    return Check(
+        "engine",
+        True,
+        f"Temporal {version} at {engine.address}, namespace {engine.namespace}, task queue "
+        f"{engine.task_queue} (`agent worker --engine temporal` runs its tasks)",
+    )
 
 
 def _check_store() -> Check:

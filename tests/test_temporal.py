@@ -264,3 +264,15 @@ def test_a_worker_with_no_service_says_how_to_start_one(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "no Temporal service answers at 127.0.0.1:1" in done.stderr
     assert "agent engine dev" in done.stderr
+    doctor = agent(config, agent_env(home), "doctor", "--json")
+    (row,) = [c for c in json.loads(doctor.stdout) if c["name"] == "engine"]
+    assert row["ok"] is False
+    assert row["fix"].startswith("agent engine dev")
+
+
+def test_doctor_names_the_service_that_answers(engine: EngineConfig, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent.toml", engine, tools=[])
+    doctor = agent(config, agent_env(tmp_path / "home"), "doctor", "--json")
+    (row,) = [c for c in json.loads(doctor.stdout) if c["name"] == "engine"]
+    assert row["ok"] is True
+    assert f"at {engine.address}, namespace default" in row["detail"]
