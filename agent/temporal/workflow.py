@@ -104,7 +104,7 @@ class TaskWorkflow:
             # next step reconciles it.
             with contextlib.suppress(EffectLost):
                 await step.run(loop)
-            if workflow.info().get_current_history_length() >= prepared.history_events:
+            if _history_full(prepared.history_events):
                 return True
         return False
 
@@ -232,6 +232,21 @@ class TaskWorkflow:
                 self._effects.record.commit([TaskPaused(reason="config_error", detail=detail)])
                 await self._effects.flush()
             return None
+
+
+#: a run's history is continued as new before it holds this many bytes (Temporal warns at 10 MB)
+HISTORY_BYTES = 8_000_000
+
+
+def _history_full(events: int) -> bool:
+    """Whether the run's history should end here: past `events` events or HISTORY_BYTES
+    bytes, or past what the service suggests."""
+    info = workflow.info()
+    return (
+        info.get_current_history_length() >= events
+        or info.get_current_history_size() >= HISTORY_BYTES
+        or info.is_continue_as_new_suggested()
+    )
 
 
 async def _short(name: str, given: object, returns: type[_T]) -> _T:
