@@ -86,7 +86,7 @@ def engine_command(args: argparse.Namespace, config: Config, out: Console) -> in
     db.parent.mkdir(parents=True, exist_ok=True)
     command = dev_server_command(binary, args.port, db)
     out.print(
-        f"Temporal dev server on 127.0.0.1:{args.port} (state in {db}); set [engine] kind = "
+        f"Temporal dev server on 127.0.0.1:{args.port} (state in {db}); set \\[engine] kind = "
         f'"temporal" and address = "127.0.0.1:{args.port}" in agent.toml, start '
         "`agent worker --engine temporal`, then run tasks. Ctrl-C stops it."
     )
