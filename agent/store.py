@@ -357,8 +357,8 @@ class Store:
         raise TaskNotFound(f"more than one task id starts with {prefix!r}; type more of it")
 
     def orphans(self) -> list[str]:
-        """Tasks of the embedded engine left running with no live runner (it crashed, or was
-        killed): oldest first. A Temporal task's workers hold no lease: it is never one."""
+        """Embedded tasks left running with no live runner (it crashed, or was killed): oldest
+        first. A Temporal task's workers hold no lease: it is never one."""
         rows = self._db.execute(
             "SELECT t.id, l.host, l.pid, l.started FROM tasks t LEFT JOIN leases l "
             "ON l.task_id = t.id JOIN events e ON e.task_id = t.id AND e.seq = 1 "

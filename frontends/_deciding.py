@@ -23,7 +23,7 @@ from agent.inbox import Waiting
 from agent.state import TaskState
 from agent.store import Store
 from agent.temporal import client as engine_client
-from agent.temporal._wire import Decide
+from agent.temporal._wire import Decide, Steer
 from agent.temporal.client import EngineError
 from base.errors import ConflictingWrite, StoreError
 
@@ -111,6 +111,19 @@ def decide_request(
         return Refused(409, "another decision was recorded first", "conflict")
     except StoreError as exc:
         return Refused(503, exc.message, str(exc.code))
+
+
+def steer_on_temporal(engine: EngineConfig, task_id: str, steer: Steer) -> str:
+    """Send a person's `steer` to a Temporal task's workflow; its status after. Raises
+    `NotSteerable` (as the embedded engine would) or `EngineError`. Blocking, as
+    `decided_on_temporal` is."""
+
+    async def send() -> str:
+        client = await engine_client.connect(engine)
+        return await engine_client.steer(client, task_id, steer)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, send()).result()
 
 
 def decided_on_temporal(

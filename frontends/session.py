@@ -30,14 +30,16 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from rich.console import Console
 
 from agent.approvals import pending_approval
-from agent.config import Config
+from agent.config import Config, EngineConfig
 from agent.events import ToolResulted
 from agent.home import default_home
 from agent.state import TaskState
 from agent.steering import add_instruction, another_plan, cancel, edit_plan, reviewing_plan
 from agent.store import Store
+from agent.temporal._wire import Steer
 from agent_runtime import INTRO, PROMPT, PROMPT_SHOWN
 from base.errors import AgentError
+from frontends._deciding import steer_on_temporal
 from frontends.inline_prompt import edited_steps
 from frontends.line_input import LineSource, read_line
 from frontends.render import Renderer
@@ -91,6 +93,8 @@ class Session:
     code: int = 0
     #: a person at a terminal (not lines piped in)
     interactive: bool = False
+    #: where a task of the Temporal engine is steered
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def interrupted(self) -> bool:
         """Whether the last command's task was paused by a Ctrl-C."""
@@ -112,7 +116,12 @@ def session_command(
 ) -> int:
     """Read tasks and commands until /exit or the end of input; the last task's exit code."""
     session = Session(
-        _guarded(run), out, stdin, _flags(args), review_plan=config.session.review_plan
+        _guarded(run),
+        out,
+        stdin,
+        _flags(args),
+        review_plan=config.session.review_plan,
+        engine=config.engine,
     )
     # The same test as `agent`'s own, which drew the prompt before the program loaded.
     interactive = stdin.isatty() and sys.stdout.isatty() and not args.json
@@ -234,14 +243,23 @@ def _handle(session: Session, line: str) -> bool:
     return True
 
 
+def _on_temporal(state: TaskState) -> bool:
+    """Whether the task runs on the Temporal engine: what the user does to it goes to its
+    workflow, which keeps its log."""
+    return state.created is not None and state.created.engine == "temporal"
+
+
 def _steerable(state: TaskState) -> bool:
     """Whether the task waits for the user to steer it (not for a reviewer, nor its plan)."""
     return state.status in ("paused", "stuck") and not reviewing_plan(state)
 
 
 def _tell(session: Session, state: TaskState, text: str) -> None:
-    with Store.open() as store:
-        add_instruction(store, TaskState.from_store(store, state.task_id), text)
+    if _on_temporal(state):
+        steer_on_temporal(session.engine, state.task_id, Steer(action="tell", instruction=text))
+    else:
+        with Store.open() as store:
+            add_instruction(store, TaskState.from_store(store, state.task_id), text)
     session.out.print(
         f"[bold]✎ you told it:[/] {shown(text)} [dim]— the model sees it when the task goes "
         "on: /resume (or /new for another task)[/]"
@@ -318,8 +336,11 @@ def _cancel(session: Session) -> None:
     if state is None:
         session.out.print("[yellow]no current task[/]")
         return
-    with Store.open() as store:
-        cancel(store, TaskState.from_store(store, state.task_id))
+    if _on_temporal(state):
+        steer_on_temporal(session.engine, state.task_id, Steer(action="cancel"))
+    else:
+        with Store.open() as store:
+            cancel(store, TaskState.from_store(store, state.task_id))
     session.paused_at = None
     session.out.print(f"[red]✘ task {state.task_id} cancelled[/]")
 

@@ -3,6 +3,8 @@ a long task."""
 
 from __future__ import annotations
 
+import time
+
 from tools import tool
 
 
@@ -25,3 +27,14 @@ def tick(n: int) -> str:
         n: the step's number.
     """
     return f"tick {n} taken"
+
+
+@tool
+def nap(seconds: float) -> str:
+    """Wait `seconds` (no side effect): a step that takes a while.
+
+    Args:
+        seconds: how long.
+    """
+    time.sleep(seconds)
+    return f"napped {seconds} s"

@@ -15,9 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def write_config(
-    path: Path, engine: EngineConfig, *, tools: list[str], policy: Path | None = None
+    path: Path,
+    engine: EngineConfig,
+    *,
+    tools: list[str],
+    policy: Path | None = None,
+    more: str = "",
 ) -> Path:
-    """An agent.toml that puts tasks on `engine`."""
+    """An agent.toml that puts tasks on `engine` (with `more` TOML after)."""
     lines = [
         "[engine]",
         'kind = "temporal"',
@@ -30,7 +35,7 @@ def write_config(
     ]
     if policy is not None:
         lines += ["[policy]", f'file = "{policy}"']
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + more)
     return path
 
 

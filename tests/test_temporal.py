@@ -18,11 +18,12 @@ import pytest
 
 from agent.approvals import NotPending
 from agent.config import EngineConfig
-from agent.events import TaskCreated, ToolResulted
+from agent.events import ApprovalDecided, Event, TaskCreated, ToolResulted
 from agent.state import TaskState
+from agent.steering import NotSteerable
 from agent.store import Store
-from agent.temporal._wire import Decide
-from agent.temporal.client import connect, decide
+from agent.temporal._wire import Decide, Steer
+from agent.temporal.client import connect, decide, steer
 from frontends.engine_commands import dev_server
 from frontends.serve import app
 
@@ -75,6 +76,17 @@ def _until_stopped(home: Path, task_id: str) -> TaskState:
     while (state := _last_task(home)[1]).status == "running" and time.monotonic() < deadline:
         time.sleep(0.05)
     return state
+
+
+def _run_with_a_worker(
+    config: Path, env: dict[str, str], folder: Path, script: Path, task: str
+) -> subprocess.CompletedProcess[str]:
+    """`agent run` of a scripted task, with one worker up until it stops."""
+    worker = start_worker(config, env, folder / "worker.log")
+    try:
+        return agent(config, env, "run", "--json", "--model", f"scripted:{script}", task)
+    finally:
+        stop(worker)
 
 
 def _kinds(home: Path) -> list[str]:
@@ -173,12 +185,8 @@ def test_a_megabyte_of_output_passes_by_reference(engine: EngineConfig, tmp_path
             {"done": "ok"},
         ],
     )
-    worker = start_worker(config, env, tmp_path / "worker.log")
-    try:
-        ran = agent(config, env, "run", "--json", "--model", f"scripted:{script}", "produce")
-        assert ran.returncode == 0, ran.stderr
-    finally:
-        stop(worker)
+    ran = _run_with_a_worker(config, env, tmp_path, script, "produce")
+    assert ran.returncode == 0, ran.stderr
     task_id, _ = _last_task(home)
     with Store.open(home / "events.db") as store:
         (result,) = [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
@@ -276,3 +284,116 @@ def test_doctor_names_the_service_that_answers(engine: EngineConfig, tmp_path: P
     (row,) = [c for c in json.loads(doctor.stdout) if c["name"] == "engine"]
     assert row["ok"] is True
     assert f"at {engine.address}, namespace default" in row["detail"]
+
+
+def _events(home: Path, task_id: str) -> list[Event]:
+    with Store.open(home / "events.db") as store:
+        return [e.event for e in store.events(task_id)]
+
+
+def test_a_person_pauses_tells_resumes_and_cancels_through_updates(
+    engine: EngineConfig, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = agent_env(home)
+    config = write_config(tmp_path / "agent.toml", engine, tools=[ENGINE_TOOLS])
+    turns: list[dict[str, object]] = [{"plan": ["nap a while"]}]
+    turns += [{"tool": "nap", "args": {"seconds": 0.3}} for _ in range(40)]
+    turns.append({"answer": "rested"})
+    script = write_script(tmp_path / "naps.json", turns)
+    worker = start_worker(config, env, tmp_path / "worker.log")
+    try:
+        started = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "frontends.cli",
+                "run",
+                "--json",
+                "--model",
+                f"scripted:{script}",
+                "--config",
+                str(config),
+                "nap",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while not (home / "events.db").exists() or not _last_task(home)[1].steps_taken:
+            assert time.monotonic() < deadline, "the task did not start"
+            time.sleep(0.1)
+        task_id, _ = _last_task(home)
+
+        async def steer_all() -> list[str]:
+            client = await connect(engine)
+            said = [await steer(client, task_id, Steer(action="pause"))]
+            with pytest.raises(NotSteerable, match="is not running"):
+                await steer(client, task_id, Steer(action="pause"))
+            said.append(await steer(client, task_id, Steer(action="tell", instruction="hurry")))
+            said.append(
+                await steer(client, task_id, Steer(action="resume", limits={"max_steps": 77}))
+            )
+            said.append(await steer(client, task_id, Steer(action="cancel")))
+            return said
+
+        said = asyncio.run(steer_all())
+        started.communicate(timeout=60)  # it followed the task to its end
+    finally:
+        stop(worker)
+    assert said == ["paused", "paused", "running", "failed"]
+    kinds = [e.kind for e in _events(home, task_id)]
+    paused = kinds.index("task_paused")
+    assert kinds[paused + 1 : paused + 4] == ["instruction_added", "limits_raised", "task_resumed"]
+    assert kinds[-2:] == ["task_paused", "task_failed"]
+    state = _last_task(home)[1]
+    assert state.limits.max_steps == 77
+    assert state.end_reason == "cancelled by the user"
+
+
+def test_an_unanswered_request_expires_on_a_durable_timer_with_no_worker_up(
+    engine: EngineConfig, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = agent_env(home, TALLY_LEDGER=str(tmp_path / "tally.jsonl"))
+    config = write_config(
+        tmp_path / "agent.toml", engine, tools=[TALLY], more="[approvals]\nexpire_after = 3\n"
+    )
+    script = write_script(
+        tmp_path / "ask.json",
+        [
+            {"plan": ["count a visitor"]},
+            {"tool": "tally", "args": {"counter": "door", "amount": 1}},
+            {"answer": "the request was not answered"},
+        ],
+    )
+    ran = _run_with_a_worker(config, env, tmp_path, script, "count")
+    assert ran.returncode == 3, ran.stderr  # then the worker stops: nothing holds the task
+    time.sleep(4)  # its time runs out with no worker up: the service keeps the timer
+    task_id, state = _last_task(home)
+    assert state.status == "awaiting_approval"
+    worker = start_worker(config, env, tmp_path / "worker2.log")
+    try:
+        state = _until_stopped(home, task_id)
+        deadline = time.monotonic() + 60
+        while state.status == "awaiting_approval" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            state = _until_stopped(home, task_id)
+    finally:
+        stop(worker)
+    assert state.status == "done"
+    (decided,) = [e for e in _events(home, task_id) if isinstance(e, ApprovalDecided)]
+    assert decided.expired is True
+    assert decided.approved is False
+    assert not (tmp_path / "tally.jsonl").exists()  # denied: nothing was counted
+
+
+def test_a_task_is_not_recorded_when_no_service_answers(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    config = write_config(tmp_path / "agent.toml", EngineConfig(address="127.0.0.1:1"), tools=[])
+    ran = agent(config, agent_env(home), "run", "--model", f"scripted:{QUICKSTART}", "x")
+    assert ran.returncode == 2
+    assert "no Temporal service answers at 127.0.0.1:1" in ran.stderr
+    with Store.open(home / "events.db") as store:
+        assert store.tasks() == []  # nothing to find and run twice later

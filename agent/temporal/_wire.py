@@ -162,9 +162,11 @@ class DecideIn(_Wire):
 
 
 class Steer(_Wire):
-    """Go on with a paused or stuck task (its limits raised, an instruction given), or stop it."""
+    """What a person does to a task between its stretches of running: pause it (at the next
+    step boundary), tell its model something, go on with it (its limits raised, an instruction
+    given), or cancel it."""
 
-    action: Literal["resume", "cancel"]
+    action: Literal["pause", "tell", "resume", "cancel"]
     limits: dict[str, Any] = Field(default_factory=dict)
     instruction: str | None = None
 

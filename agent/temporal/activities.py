@@ -299,6 +299,8 @@ class TaskActivities:
                 return self._appended(state, after)
             if steer.instruction:
                 add_instruction(self.store, state, steer.instruction)
+            if steer.action == "tell":
+                return self._appended(state, after)
             events: list[Event] = []
             if steer.limits:
                 limits = state.limits.model_validate({**state.limits.model_dump(), **steer.limits})

@@ -8,6 +8,7 @@ event as they would on the embedded engine, since the workflow's activities writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Literal
 
 from temporalio.client import Client
@@ -19,7 +20,7 @@ from agent.state import TaskState
 from agent.store import StoredEvent
 from agent.temporal import _wire as w
 from agent.temporal import client as engine_client
-from base.errors import ConfigError
+from base.errors import AgentError, ConfigError
 
 
 class TemporalRunner(Runner):
@@ -31,13 +32,18 @@ class TemporalRunner(Runner):
         self._client: Client | None = None
 
     def create(self, task: str, limits: Limits | None = None, **given: Any) -> str:
-        """Record a new task to run on the Temporal engine (see `Runner.create`). Raises
+        """Record a new task to run on the Temporal engine (see `Runner.create`), once the
+        service answers. Raises `EngineError` when it does not (nothing is recorded), and
         `ConfigError` for what that engine does not do yet: a plan read before it runs."""
         if given.get("review_plan"):
             raise ConfigError(
                 "a plan read before it runs is not yet available on the Temporal engine: give "
                 "--no-review-plan, or run the task on the embedded engine"
             )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs here: ask the service now, before anything is kept
+            asyncio.run(engine_client.connect(self.engine))
         return super().create(task, limits, **given)
 
     async def client(self) -> Client:
@@ -58,7 +64,14 @@ class TemporalRunner(Runner):
         if limits is not None or (not continue_only and state.status in ("paused", "stuck")):
             given = limits.model_dump() if limits is not None else {}
             await engine_client.steer(client, task_id, w.Steer(action="resume", limits=given))
-        return await self.follow(task_id)
+        try:
+            return await self.follow(task_id)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            # Stopped by the user (Ctrl-C): the task pauses at its next step boundary, as on
+            # the embedded engine (the workers, not this process, are running it).
+            with contextlib.suppress(AgentError):
+                await engine_client.steer(client, task_id, w.Steer(action="pause"))
+            raise
 
     async def follow(self, task_id: str, *, poll: float = 0.05) -> TaskState:
         """The task's state once it stops running (done, failed, paused, stuck, or waiting for

@@ -57,6 +57,8 @@ class TaskWorkflow:
         #: a person did something the run should look at
         self._woken = False
         self._one_at_a_time = asyncio.Lock()
+        #: a person asked the run to pause at the next step boundary
+        self._pause_asked = False
 
     @workflow.run
     async def run(self, start: w.Start) -> str:
@@ -104,6 +106,9 @@ class TaskWorkflow:
             # next step reconciles it.
             with contextlib.suppress(EffectLost):
                 await step.run(loop)
+            if self._pause_asked and loop.state.status == "running":
+                record.commit([TaskPaused(reason="interrupted", detail="paused by the user")])
+                break
             if _history_full(prepared.history_events):
                 return True
         return False
@@ -164,9 +169,18 @@ class TaskWorkflow:
 
     @workflow.update(name="steer")
     async def steer(self, steer: w.Steer) -> str:
-        """Go on with a paused or stuck task, or cancel it."""
-        await self._act(w.STEER, lambda r: w.SteerIn(records=r, steer=steer))
+        """Pause a running task (at its next step boundary), tell a waiting one something, go
+        on with a paused or stuck one, or cancel it; its status after."""
         assert self._state is not None
+        if steer.action in ("pause", "cancel"):
+            self._pause_asked = True  # a running task stops at its next step boundary
+            try:
+                await workflow.wait_condition(lambda: self._waiting)
+            finally:
+                self._pause_asked = False
+            if steer.action == "pause":
+                return self._state.status
+        await self._act(w.STEER, lambda r: w.SteerIn(records=r, steer=steer))
         return self._state.status
 
     @steer.validator
@@ -176,8 +190,15 @@ class TaskWorkflow:
             raise ApplicationError("the task's workflow is starting: try again", type="NotReady")
         if state.status in ("done", "failed"):
             raise ApplicationError(f"task {state.task_id} is {state.status}", type="NotSteerable")
-        if steer.action == "resume" and state.status == "running":
-            raise ApplicationError(f"task {state.task_id} is running", type="NotSteerable")
+        running = state.status == "running"
+        if steer.action == "pause" and not running:
+            raise ApplicationError(
+                f"task {state.task_id} is not running (it is {state.status})", type="NotSteerable"
+            )
+        if steer.action in ("resume", "tell") and running:
+            raise ApplicationError(
+                f"task {state.task_id} is running: pause it first", type="NotSteerable"
+            )
 
     @workflow.query(name="status")
     def status(self) -> str:
