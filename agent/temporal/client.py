@@ -19,6 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, TLSConfig
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from agent import approvals, steering
 from agent.config import EngineConfig
@@ -100,15 +101,20 @@ async def steer(client: Client, task_id: str, steer: w.Steer) -> str:
 
 
 async def _update(client: Client, task_id: str, name: str, given: w.Decide | w.Steer) -> str:
+    """Send the update. One that reaches a workflow still folding its log (refused as
+    `NotReady`) is sent again once it has: every 0.1 s, for 5 s at most."""
     handle = client.get_workflow_handle(task_id)
     try:
-        result: str = await handle.execute_update(name, given, result_type=str)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_not_ready),
+            wait=wait_fixed(0.1),
+            stop=stop_after_attempt(50),
+            reraise=True,
+        ):
+            with attempt:
+                result: str = await handle.execute_update(name, given, result_type=str)
     except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        if isinstance(cause, ApplicationError):
-            error = _REFUSALS.get(cause.type or "", AgentError)
-            raise error(cause.message, task_id=task_id) from None
-        raise EngineError(f"task {task_id}: {cause or exc}", task_id=task_id) from None
+        raise _refusal(task_id, exc) from None
     except RPCError as exc:
         raise EngineError(
             f"task {task_id} has no running workflow on the Temporal service ({exc.message}): "
@@ -116,3 +122,17 @@ async def _update(client: Client, task_id: str, name: str, given: w.Decide | w.S
             task_id=task_id,
         ) from None
     return result
+
+
+def _not_ready(exc: BaseException) -> bool:
+    cause = exc.cause if isinstance(exc, WorkflowUpdateFailedError) else None
+    return isinstance(cause, ApplicationError) and cause.type == "NotReady"
+
+
+def _refusal(task_id: str, exc: WorkflowUpdateFailedError) -> AgentError:
+    """The error a refused update is raised as: the embedded inbox's own, by its name."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        error = _REFUSALS.get(cause.type or "", AgentError)
+        return error(cause.message, task_id=task_id)
+    return EngineError(f"task {task_id}: {cause or exc}", task_id=task_id)
