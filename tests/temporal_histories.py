@@ -31,9 +31,11 @@ from .conftest import REPO, pending, write_script
 from .temporal_env import agent, agent_env, start_worker, stop, write_config
 
 GOLDEN = REPO / "tests" / "golden" / "temporal"
-TALLY = str(REPO / "examples" / "tally_tool.py")
-CRASH_TOOLS = str(REPO / "tests" / "crash_tools.py")
-ENGINE_TOOLS = str(REPO / "tests" / "engine_tools.py")
+# Named by module, not by file: a tool's identity (in every call's hash) holds its module's name,
+# which for a file is made from its path, and the histories must replay in any checkout.
+TALLY = "examples.tally_tool"
+CRASH_TOOLS = "tests.crash_tools"
+ENGINE_TOOLS = "tests.engine_tools"
 #: the tools every recording's worker runs (the replay test's registry is the same)
 TOOLS = (TALLY, CRASH_TOOLS, ENGINE_TOOLS)
 #: a short history, so that a task of 60 steps continues as new a few times
