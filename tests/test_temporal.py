@@ -286,6 +286,14 @@ def test_doctor_names_the_service_that_answers(engine: EngineConfig, tmp_path: P
     assert f"at {engine.address}, namespace default" in row["detail"]
 
 
+def _taken_a_step(home: Path) -> bool:
+    if not (home / "events.db").exists():
+        return False
+    with Store.open(home / "events.db") as store:
+        rows = store.tasks(limit=1)
+        return bool(rows) and TaskState.from_store(store, rows[0].id).steps_taken > 0
+
+
 def _events(home: Path, task_id: str) -> list[Event]:
     with Store.open(home / "events.db") as store:
         return [e.event for e in store.events(task_id)]
@@ -321,7 +329,7 @@ def test_a_person_pauses_tells_resumes_and_cancels_through_updates(
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 60
-        while not (home / "events.db").exists() or not _last_task(home)[1].steps_taken:
+        while not _taken_a_step(home):
             assert time.monotonic() < deadline, "the task did not start"
             time.sleep(0.1)
         task_id, _ = _last_task(home)
