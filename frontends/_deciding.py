@@ -59,26 +59,13 @@ def decide_request(
     state = TaskState.from_store(store, found.task_id)
     seen = Seen(found.approval_id, call_hash)
     try:
-        if state.created is not None and state.created.engine == "temporal":
-            if always is not None:
-                return Refused(
-                    400,
-                    "always-allow rules are not yet saved for a task on the Temporal engine: "
-                    "approve it, and add the rule to the policy file",
-                    "always",
-                )
-            if engine is None:
-                return Refused(503, "this server has no Temporal engine configured", "engine")
-            decision = Decide(
-                approval_id=seen.approval_id,
-                call_hash=seen.call_hash,
-                approved=approved,
-                reason=reason,
-                reviewer=reviewer,
-                origin=origin,
-                edit=edit,
+        if always is not None and _on_temporal(state):
+            return Refused(
+                400,
+                "always-allow rules are not yet saved for a task on the Temporal engine: "
+                "approve it, and add the rule to the policy file",
+                "always",
             )
-            return decided_on_temporal(engine, store, state, decision)
         if always is not None:
             scope, digest = always
             return allow_always(
@@ -91,10 +78,11 @@ def decide_request(
                 origin=origin,
                 reason=reason,
             )
-        return decide(
+        return decide_on_its_engine(
             store,
             state,
             seen,
+            engine=engine,
             approved=approved,
             reason=reason,
             reviewer=reviewer,
@@ -111,6 +99,53 @@ def decide_request(
         return Refused(409, "another decision was recorded first", "conflict")
     except StoreError as exc:
         return Refused(503, exc.message, str(exc.code))
+
+
+def _on_temporal(state: TaskState) -> bool:
+    return state.created is not None and state.created.engine == "temporal"
+
+
+def decide_on_its_engine(
+    store: Store,
+    state: TaskState,
+    seen: Seen,
+    *,
+    engine: EngineConfig | None,
+    approved: bool,
+    reason: str,
+    reviewer: str,
+    origin: str,
+    edit: dict[str, Any] | None = None,
+) -> ApprovalDecided | ApprovalGiven:
+    """`approvals.decide`, or for a task of the Temporal engine, its workflow's `decide`
+    update through the service `engine` names. Raises what `approvals.decide` raises, and
+    `EngineError` (also when no Temporal engine is configured here)."""
+    if not _on_temporal(state):
+        return decide(
+            store,
+            state,
+            seen,
+            approved=approved,
+            reason=reason,
+            reviewer=reviewer,
+            origin=origin,
+            edit=edit,
+        )
+    if engine is None:
+        raise EngineError(
+            f"task {state.task_id} runs on the Temporal engine, and none is configured here: "
+            'set [engine] kind = "temporal" and its address in agent.toml'
+        )
+    decision = Decide(
+        approval_id=seen.approval_id,
+        call_hash=seen.call_hash,
+        approved=approved,
+        reason=reason,
+        reviewer=reviewer,
+        origin=origin,
+        edit=edit,
+    )
+    return decided_on_temporal(engine, store, state, decision)
 
 
 def steer_on_temporal(engine: EngineConfig, task_id: str, steer: Steer) -> str:

@@ -389,7 +389,7 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
     if command == "serve":
         return serve_command(args, config, out)
     if command == "review":
-        return review_command(args, out, stdin)
+        return review_command(args, config, out, stdin)
     if command == "engine":
         return engine_command(args, config, out)
     if command in ("tasks", "show"):

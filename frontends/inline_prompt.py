@@ -34,7 +34,6 @@ from agent.approvals import (
     NotPending,
     Seen,
     account,
-    decide,
     pending_approval,
 )
 from agent.config import EngineConfig
@@ -42,10 +41,9 @@ from agent.events import ApprovalDecided, ApprovalGiven, ApprovalRequested
 from agent.state import TaskState
 from agent.steering import NotSteerable, accept_plan, another_plan, edit_plan
 from agent.store import Store
-from agent.temporal._wire import Decide
 from agent.temporal.client import EngineError
 from base.errors import ConfigError, ConflictingWrite, StoreError, TaskBusy
-from frontends._deciding import decided_on_temporal
+from frontends._deciding import decide_on_its_engine
 from frontends.always_allow import approve_always
 from frontends.line_input import LineSource, read_line, wait_for_line
 from frontends.render import Renderer
@@ -191,23 +189,12 @@ def settle(
 def _record(
     prompt: Prompt, state: TaskState, asked: ApprovalRequested, reply: Reply
 ) -> ApprovalDecided | ApprovalGiven:
-    if state.created is not None and state.created.engine == "temporal":
-        if reply.always is not None or prompt.engine is None:
+    if reply.always is not None:
+        if state.created is not None and state.created.engine == "temporal":
             raise ConfigError(
                 "always-allow rules are not yet saved for a task on the Temporal engine: "
                 "answer y or n"
             )
-        decision = Decide(
-            approval_id=asked.approval_id,
-            call_hash=asked.call_hash,
-            approved=reply.approved,
-            reason=reply.reason,
-            reviewer=account(),
-            origin="terminal",
-            edit=reply.edit,
-        )
-        return decided_on_temporal(prompt.engine, prompt.store, state, decision)
-    if reply.always is not None:
         return approve_always(
             prompt.out,
             prompt.stdin,
@@ -219,10 +206,11 @@ def _record(
             origin="terminal",
             asked=False,
         )
-    return decide(
+    return decide_on_its_engine(
         prompt.store,
         state,
-        asked,
+        Seen.of(asked),
+        engine=prompt.engine,
         approved=reply.approved,
         reason=reply.reason,
         reviewer=account(),

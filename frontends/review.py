@@ -24,12 +24,15 @@ from rich.console import Console
 from rich.panel import Panel
 
 from agent.always import RuleRefused
-from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, account, decide
+from agent.approvals import EditRefused, NothingToApprove, NotPending, Seen, account
+from agent.config import Config, EngineConfig
 from agent.events import SHORT_HASH, ApprovalGiven
 from agent.inbox import Waiting, marker, waiting
 from agent.state import TaskState
 from agent.store import Store
+from agent.temporal.client import EngineError
 from base.errors import ConfigError, ConflictingWrite
+from frontends._deciding import decide_on_its_engine
 from frontends.always_allow import approve_always
 from frontends.inbox_commands import add_filters, print_listing
 from frontends.line_input import LineSource, read_line, wait_for_line
@@ -51,16 +54,22 @@ def add_review_parser(
     add_filters(parser)
 
 
-def review_command(args: argparse.Namespace, out: Console, stdin: LineSource) -> int:
-    """Work through the inbox until `q`, Ctrl-C or the end of input (all exit 0)."""
+def review_command(
+    args: argparse.Namespace, config: Config, out: Console, stdin: LineSource
+) -> int:
+    """Work through the inbox until `q`, Ctrl-C or the end of input (all exit 0). A decision
+    on a task of the Temporal engine goes to its workflow (`config`'s [engine])."""
+    engine = config.engine if config.engine.kind == "temporal" else None
     try:
-        return _review(args, out, stdin)
+        return _review(args, out, stdin, engine)
     except (KeyboardInterrupt, EOFError):
         out.print()
         return 0
 
 
-def _review(args: argparse.Namespace, out: Console, stdin: LineSource) -> int:
+def _review(
+    args: argparse.Namespace, out: Console, stdin: LineSource, engine: EngineConfig | None
+) -> int:
     reviewer = account()
     with Store.open() as store:
         task = store.resolve(args.task) if args.task else None
@@ -88,7 +97,7 @@ def _review(args: argparse.Namespace, out: Console, stdin: LineSource) -> int:
             ):
                 out.print(f"[yellow]not a request's number: {shown(answer.strip())}[/]")
                 continue
-            _open(store, requests[int(number) - 1], out, stdin, reviewer)
+            _open(store, requests[int(number) - 1], out, stdin, reviewer, engine=engine)
 
 
 def _ask(stdin: LineSource, store: Store, seen: tuple[object, ...]) -> str | None:
@@ -149,7 +158,15 @@ def _always(
         out.print("[yellow]another decision was recorded first: look again[/]")
 
 
-def _open(store: Store, request: Waiting, out: Console, stdin: LineSource, reviewer: str) -> None:
+def _open(
+    store: Store,
+    request: Waiting,
+    out: Console,
+    stdin: LineSource,
+    reviewer: str,
+    *,
+    engine: EngineConfig | None = None,
+) -> None:
     """Show one request whole, and take the reviewer's decision on it."""
     _forget_typed(stdin)  # only a key typed once the request is on the screen decides it
     state = TaskState.from_store(store, request.task_id)
@@ -169,6 +186,12 @@ def _open(store: Store, request: Waiting, out: Console, stdin: LineSource, revie
     )
     key = read_line(stdin).strip().lower()
     if key == "r":
+        if state.created is not None and state.created.engine == "temporal":
+            out.print(
+                "[yellow]always-allow rules are not yet saved for a task on the Temporal "
+                "engine: approve it, and add the rule to the policy file[/]"
+            )
+            return
         _always(store, state, request, out, stdin, reviewer=reviewer)
         return
     if key not in ("a", "e", "d"):
@@ -188,17 +211,18 @@ def _open(store: Store, request: Waiting, out: Console, stdin: LineSource, revie
         out.print("why (the model reads it):")
         reason = read_line(stdin)
     try:
-        decided = decide(
+        decided = decide_on_its_engine(
             store,
             state,
             Seen(request.approval_id, request.call_hash),
+            engine=engine,
             approved=key != "d",
             reason=reason or "",
             reviewer=reviewer,
             origin="review",
             edit=edit,
         )
-    except (NotPending, NothingToApprove, EditRefused) as exc:
+    except (NotPending, NothingToApprove, EditRefused, EngineError) as exc:
         out.print(f"[yellow]{shown(exc.message)}[/]")
         return
     except ConflictingWrite:

@@ -405,3 +405,35 @@ def test_a_task_is_not_recorded_when_no_service_answers(tmp_path: Path) -> None:
     assert "no Temporal service answers at 127.0.0.1:1" in ran.stderr
     with Store.open(home / "events.db") as store:
         assert store.tasks() == []  # nothing to find and run twice later
+
+
+def test_agent_review_decides_a_temporal_task_through_its_workflow(
+    engine: EngineConfig, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = agent_env(home, TALLY_LEDGER=str(tmp_path / "tally.jsonl"))
+    config = write_config(tmp_path / "agent.toml", engine, tools=[TALLY])
+    worker = start_worker(config, env, tmp_path / "worker.log")
+    try:
+        ran = agent(config, env, "run", "--json", "--model", f"scripted:{QUICKSTART}", TASK)
+        assert ran.returncode == 3, ran.stderr
+        task_id, state = _last_task(home)
+        first = pending(state)
+        reviewed = subprocess.run(
+            [sys.executable, "-m", "frontends.cli", "review", "--config", str(config)],
+            env=env,
+            input="1\na\nq\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert reviewed.returncode == 0, reviewed.stderr
+        assert f"approved {first.approval_id}" in reviewed.stdout
+        state = _until_stopped(home, task_id)
+    finally:
+        stop(worker)
+    decided = [e for e in _events(home, task_id) if isinstance(e, ApprovalDecided)]
+    assert [(d.approval_id, d.origin) for d in decided] == [(first.approval_id, "review")]
+    assert state.status == "awaiting_approval"  # the workflow ran on to the next request
+    assert pending(state).approval_id != first.approval_id
