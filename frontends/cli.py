@@ -235,7 +235,8 @@ def _parser() -> argparse.ArgumentParser:
         "worker",
         parents=[common],
         help="continue tasks as they become due: decided over HTTP, expired, or left running "
-        "(each with the model, tools and policy it was started with)",
+        "(each with the model, tools and policy it was started with); with --engine temporal, "
+        "run tasks' workflows and activities",
     )
     # What `agent run` and `resume` take, fixed: a worker changes nothing of a task's setup.
     worker.set_defaults(model=None, tools=[], policy=None, no_prompt=True)
