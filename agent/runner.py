@@ -231,6 +231,21 @@ class Runner:
             pause = TaskPaused(reason="interrupted", detail="stopped by the user")
             self.store.append(task_id, [pause], after=durable.last_seq)
 
+    def local_effects(self, state: TaskState, listeners: list[Listener]) -> LocalEffects:
+        """The effects of a run of the task `state` folds, in this process, with this runner's
+        models, sandboxes, browsers and secrets; `listeners` hear what comes as it comes."""
+        return LocalEffects(
+            self.store,
+            state,
+            self.backends,
+            self.prices,
+            self.sandboxes,
+            self.browsers,
+            deploy=self.deploy,
+            listeners=listeners,
+            secrets=self.secrets,
+        )
+
     def load(self, task_id: str) -> TaskState:
         return TaskState.from_store(self.store, task_id)
 
@@ -258,17 +273,7 @@ class Runner:
             if state.created is not None and state.created.files:
                 keep_files(FolderArtifacts(artifacts_of(self.store, task_id)), state.created.files)
             record = Recorder(self.store, state, self.listeners)
-            effects = LocalEffects(
-                self.store,
-                state,
-                self.backends,
-                self.prices,
-                self.sandboxes,
-                self.browsers,
-                deploy=self.deploy,
-                listeners=self.listeners,
-                secrets=self.secrets,
-            )
+            effects = self.local_effects(state, self.listeners)
             loop = Loop(
                 record,
                 effects,

@@ -32,7 +32,7 @@ from agent.store import Store
 from agent.temporal import _wire as w
 from base.errors import AgentError, ConfigError, SandboxError
 from policies import Gate
-from tools.tool import ToolResult
+from tools.tool import Tool, ToolResult
 
 if TYPE_CHECKING:
     from agent.runner import Runner
@@ -107,17 +107,7 @@ class TaskActivities:
 
     def _effects(self, state: TaskState) -> tuple[Runner, LocalEffects]:
         runner = self.runner_for(state)
-        effects = LocalEffects(
-            self.store,
-            state,
-            runner.backends,
-            runner.prices,
-            runner.sandboxes,
-            runner.browsers,
-            deploy=runner.deploy,
-            secrets=runner.secrets,
-        )
-        return runner, effects
+        return runner, runner.local_effects(state, [])
 
     @contextlib.asynccontextmanager
     async def _beating(self) -> AsyncIterator[None]:
@@ -339,7 +329,7 @@ class TaskActivities:
                 await runner.sandboxes.release(task_id)
 
 
-def _tool(runner: Runner, name: str) -> Any:
+def _tool(runner: Runner, name: str) -> Tool:
     tool = runner.registry.get(name)
     if tool is None:
         raise ApplicationError(
