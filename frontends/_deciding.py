@@ -27,6 +27,12 @@ from agent.temporal._wire import Decide, Steer
 from agent.temporal.client import EngineError
 from base.errors import ConflictingWrite, StoreError
 
+#: why an always-allow rule is not saved with a decision on a task of the Temporal engine
+ALWAYS_NOT_ON_TEMPORAL = (
+    "always-allow rules are not yet saved for a task on the Temporal engine: approve it, and "
+    "add the rule to the policy file"
+)
+
 
 @dataclass(frozen=True)
 class Refused:
@@ -59,13 +65,8 @@ def decide_request(
     state = TaskState.from_store(store, found.task_id)
     seen = Seen(found.approval_id, call_hash)
     try:
-        if always is not None and _on_temporal(state):
-            return Refused(
-                400,
-                "always-allow rules are not yet saved for a task on the Temporal engine: "
-                "approve it, and add the rule to the policy file",
-                "always",
-            )
+        if always is not None and on_temporal(state):
+            return Refused(400, ALWAYS_NOT_ON_TEMPORAL, "always")
         if always is not None:
             scope, digest = always
             return allow_always(
@@ -101,7 +102,9 @@ def decide_request(
         return Refused(503, exc.message, str(exc.code))
 
 
-def _on_temporal(state: TaskState) -> bool:
+def on_temporal(state: TaskState) -> bool:
+    """Whether the task runs on the Temporal engine (what people do to it goes to its
+    workflow, which keeps its log)."""
     return state.created is not None and state.created.engine == "temporal"
 
 
@@ -120,7 +123,7 @@ def decide_on_its_engine(
     """`approvals.decide`, or for a task of the Temporal engine, its workflow's `decide`
     update through the service `engine` names. Raises what `approvals.decide` raises, and
     `EngineError` (also when no Temporal engine is configured here)."""
-    if not _on_temporal(state):
+    if not on_temporal(state):
         return decide(
             store,
             state,

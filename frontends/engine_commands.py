@@ -21,19 +21,15 @@ from typing import Any
 
 from rich.console import Console
 
-from agent.approvals import Seen, account
 from agent.config import Config, EngineConfig
-from agent.events import ApprovalDecided, ApprovalGiven
 from agent.home import default_home
 from agent.runner import Runner
 from agent.state import TaskState
 from agent.store import Store
-from agent.temporal import _wire as w
 from agent.temporal import client as engine_client
 from agent.temporal.activities import TaskActivities
 from agent.temporal.worker import make_worker, run_worker
 from base.errors import ConfigError
-from frontends._deciding import decided_on_temporal
 from frontends.task_setup import Setup, registry_of, warn_problems
 from tools.registry import Registry
 
@@ -243,25 +239,3 @@ async def _close_runner(runner: Runner) -> None:
         await runner.browsers.aclose()
     if runner.sandboxes is not None:
         await runner.sandboxes.aclose()
-
-
-def decide_on_temporal(
-    engine: EngineConfig, store: Store, state: TaskState, seen: Seen, args: argparse.Namespace
-) -> ApprovalDecided | ApprovalGiven:
-    """`agent approve|deny` for a task on the Temporal engine: the decision goes to its workflow
-    as an update, refused there as the embedded inbox refuses it."""
-    if getattr(args, "always", None) is not None:
-        raise ConfigError(
-            "--always is not yet supported for a task on the Temporal engine: approve it, and "
-            "add the rule to the policy file"
-        )
-    decision = w.Decide(
-        approval_id=seen.approval_id,
-        call_hash=seen.call_hash,
-        approved=args.command == "approve",
-        reason=args.reason,
-        reviewer=account(),
-        origin="cli",
-        edit=getattr(args, "edit", None),
-    )
-    return decided_on_temporal(engine, store, state, decision)

@@ -43,7 +43,7 @@ from agent.steering import NotSteerable, accept_plan, another_plan, edit_plan
 from agent.store import Store
 from agent.temporal.client import EngineError
 from base.errors import ConfigError, ConflictingWrite, StoreError, TaskBusy
-from frontends._deciding import decide_on_its_engine
+from frontends._deciding import ALWAYS_NOT_ON_TEMPORAL, decide_on_its_engine, on_temporal
 from frontends.always_allow import approve_always
 from frontends.line_input import LineSource, read_line, wait_for_line
 from frontends.render import Renderer
@@ -190,11 +190,8 @@ def _record(
     prompt: Prompt, state: TaskState, asked: ApprovalRequested, reply: Reply
 ) -> ApprovalDecided | ApprovalGiven:
     if reply.always is not None:
-        if state.created is not None and state.created.engine == "temporal":
-            raise ConfigError(
-                "always-allow rules are not yet saved for a task on the Temporal engine: "
-                "answer y or n"
-            )
+        if on_temporal(state):
+            raise ConfigError(f"{ALWAYS_NOT_ON_TEMPORAL}; here, answer y or n")
         return approve_always(
             prompt.out,
             prompt.stdin,

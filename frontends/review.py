@@ -32,7 +32,7 @@ from agent.state import TaskState
 from agent.store import Store
 from agent.temporal.client import EngineError
 from base.errors import ConfigError, ConflictingWrite
-from frontends._deciding import decide_on_its_engine
+from frontends._deciding import ALWAYS_NOT_ON_TEMPORAL, decide_on_its_engine, on_temporal
 from frontends.always_allow import approve_always
 from frontends.inbox_commands import add_filters, print_listing
 from frontends.line_input import LineSource, read_line, wait_for_line
@@ -186,11 +186,8 @@ def _open(
     )
     key = read_line(stdin).strip().lower()
     if key == "r":
-        if state.created is not None and state.created.engine == "temporal":
-            out.print(
-                "[yellow]always-allow rules are not yet saved for a task on the Temporal "
-                "engine: approve it, and add the rule to the policy file[/]"
-            )
+        if on_temporal(state):
+            out.print(f"[yellow]{ALWAYS_NOT_ON_TEMPORAL}[/]")
             return
         _always(store, state, request, out, stdin, reviewer=reviewer)
         return

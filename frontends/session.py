@@ -39,7 +39,7 @@ from agent.store import Store
 from agent.temporal._wire import Steer
 from agent_runtime import INTRO, PROMPT, PROMPT_SHOWN
 from base.errors import AgentError
-from frontends._deciding import steer_on_temporal
+from frontends._deciding import on_temporal, steer_on_temporal
 from frontends.inline_prompt import edited_steps
 from frontends.line_input import LineSource, read_line
 from frontends.render import Renderer
@@ -243,19 +243,13 @@ def _handle(session: Session, line: str) -> bool:
     return True
 
 
-def _on_temporal(state: TaskState) -> bool:
-    """Whether the task runs on the Temporal engine: what the user does to it goes to its
-    workflow, which keeps its log."""
-    return state.created is not None and state.created.engine == "temporal"
-
-
 def _steerable(state: TaskState) -> bool:
     """Whether the task waits for the user to steer it (not for a reviewer, nor its plan)."""
     return state.status in ("paused", "stuck") and not reviewing_plan(state)
 
 
 def _tell(session: Session, state: TaskState, text: str) -> None:
-    if _on_temporal(state):
+    if on_temporal(state):
         steer_on_temporal(session.engine, state.task_id, Steer(action="tell", instruction=text))
     else:
         with Store.open() as store:
@@ -336,7 +330,7 @@ def _cancel(session: Session) -> None:
     if state is None:
         session.out.print("[yellow]no current task[/]")
         return
-    if _on_temporal(state):
+    if on_temporal(state):
         steer_on_temporal(session.engine, state.task_id, Steer(action="cancel"))
     else:
         with Store.open() as store:

@@ -20,7 +20,6 @@ from agent import webhooks
 from agent.approvals import (
     Seen,
     account,
-    decide,
     pending_approval,
 )
 from agent.backends import normalize_uri
@@ -42,8 +41,9 @@ from base.errors import (
     SandboxError,
     TaskBusy,
 )
+from frontends._deciding import ALWAYS_NOT_ON_TEMPORAL, decide_on_its_engine, on_temporal
 from frontends.always_allow import approve_always
-from frontends.engine_commands import decide_on_temporal, temporal_worker
+from frontends.engine_commands import temporal_worker
 from frontends.inline_prompt import Prompt, ask_inline, review_plan_inline, settle
 from frontends.line_input import LineSource
 from frontends.render import Renderer
@@ -219,15 +219,14 @@ def drive(
 def _decide(s: _Session, state: TaskState, seen: Seen) -> ApprovalDecided | ApprovalGiven:
     """`agent approve` or `agent deny`'s decision (with --always: and its rule, saved)."""
     args = s.args
-    if state.created is not None and state.created.engine == "temporal":
-        return decide_on_temporal(s.config.engine, s.store, state, seen, args)
     if getattr(args, "always", None) is None:
         if getattr(args, "yes", False):
             raise ConfigError("--yes answers --always's question: give it with --always")
-        return decide(
+        return decide_on_its_engine(
             s.store,
             state,
             seen,
+            engine=s.config.engine,
             approved=args.command == "approve",
             reason=args.reason,
             reviewer=account(),
@@ -236,6 +235,8 @@ def _decide(s: _Session, state: TaskState, seen: Seen) -> ApprovalDecided | Appr
         )
     if args.edit is not None:
         raise ConfigError("--always allows the call as it is: give it without --edit")
+    if on_temporal(state):
+        raise ConfigError(ALWAYS_NOT_ON_TEMPORAL)
     return approve_always(
         s.out,
         s.stdin,

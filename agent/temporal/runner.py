@@ -89,7 +89,3 @@ class TemporalRunner(Runner):
     def _tell(self, stored: StoredEvent) -> None:
         for notify in self.listeners:
             notify(stored)
-
-    async def aclose(self) -> None:
-        self._client = None
-        await asyncio.sleep(0)
