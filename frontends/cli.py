@@ -39,7 +39,7 @@ from frontends.sandbox_commands import add_parsers, sandbox_command
 from frontends.screen import json_document, shown
 from frontends.secrets_commands import add_secrets_parsers, secrets_command
 from frontends.serve import add_serve_parser, serve_command
-from frontends.task_setup import MAX_FILE_BYTES, registry_of, warn_problems
+from frontends.task_setup import MAX_FILE_BYTES, configured_registry, warn_problems
 from frontends.tasks import EXIT, EXIT_USAGE, drive
 from frontends.views import print_history, print_offered, print_tasks, print_tools
 
@@ -365,13 +365,7 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
 
         return session_command(args, config, out, stdin, lambda argv: main(argv, stdin=stdin))
     if command == "tools":
-        registry = registry_of(
-            [*config.tools.modules, *args.tools],
-            config.tools.disable,
-            config.tools.openapi,
-            config.tools.mcp,
-            runtime_image=config.sandbox.image,
-        )
+        registry = configured_registry(config, [*config.tools.modules, *args.tools])
         warn_problems(registry, verbose=args.verbose)
         print_tools(registry, out, as_json=args.json)
         return 0

@@ -33,7 +33,7 @@ from base.errors import (
     StoreError,
 )
 from frontends.screen import print_json, shown
-from frontends.task_setup import registry_of
+from frontends.task_setup import configured_registry
 from sandbox._docker import BUILD_IMAGE, START_DOCKER, connect, owner_labels
 from sandbox._hardening import hardened
 from sandbox.image import image_state
@@ -230,13 +230,7 @@ def _check_tools(config: Config) -> Check:
     """Load every source of tools (the installed packages', then agent.toml's); a package that
     fails to load is a finding (a task runs without it)."""
     try:
-        registry = registry_of(
-            config.tools.modules,
-            config.tools.disable,
-            config.tools.openapi,
-            config.tools.mcp,
-            runtime_image=config.sandbox.image,
-        )
+        registry = configured_registry(config, config.tools.modules)
     except ConfigError as exc:
         return Check("tools", False, str(exc), "correct [tools] in agent.toml")
     if registry.problems:

@@ -30,7 +30,7 @@ from agent.temporal import client as engine_client
 from agent.temporal.activities import TaskActivities
 from agent.temporal.worker import make_worker, run_worker
 from base.errors import ConfigError
-from frontends.task_setup import Setup, registry_of, warn_problems
+from frontends.task_setup import Setup, configured_registry, warn_problems
 from tools.registry import Registry
 
 
@@ -177,13 +177,7 @@ def temporal_worker(
     runner_of: Callable[..., Runner],
 ) -> int:
     """`agent worker --engine temporal`: run tasks' workflows and activities until stopped."""
-    registry = registry_of(
-        [*config.tools.modules, *args.worker_tools],
-        config.tools.disable,
-        config.tools.openapi,
-        config.tools.mcp,
-        runtime_image=config.sandbox.image,
-    )
+    registry = configured_registry(config, [*config.tools.modules, *args.worker_tools])
     warn_problems(registry, verbose=args.verbose)
     return asyncio.run(_serve(args, config, store, out, (registry, runner_of)))
 

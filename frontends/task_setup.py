@@ -196,6 +196,18 @@ def registry_of(
     return registry
 
 
+def configured_registry(config: Config, specs: Sequence[str]) -> Registry:
+    """`registry_of` the modules and files in `specs`, with agent.toml's [tools] (what it
+    disables, its OpenAPI specs and MCP servers) and its sandbox image."""
+    return registry_of(
+        specs,
+        config.tools.disable,
+        config.tools.openapi,
+        config.tools.mcp,
+        runtime_image=config.sandbox.image,
+    )
+
+
 def _on_stderr(text: str) -> None:
     Console(stderr=True, soft_wrap=True, highlight=False).print(f"[dim]{shown(text)}[/]")
 

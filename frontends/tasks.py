@@ -53,8 +53,8 @@ from frontends.task_setup import (
     Setup,
     attachments,
     backend_for,
+    configured_registry,
     limits_with,
-    registry_of,
     sandbox_limits,
     warn_problems,
 )
@@ -108,13 +108,7 @@ class _Session:
                 "every model call): do not combine it with a separate [model] planner"
             )
         try:
-            registry = registry or registry_of(
-                setup.tools,
-                self.config.tools.disable,
-                self.config.tools.openapi,
-                self.config.tools.mcp,
-                runtime_image=self.config.sandbox.image,
-            )
+            registry = registry or configured_registry(self.config, setup.tools)
         except ConfigError as exc:
             if task_id is None:
                 raise
