@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -226,7 +227,11 @@ def test_the_inline_prompt_asks_again_when_the_request_changed_while_it_was_open
     task_id = row.id
     bob = request_args(task_id)
 
-    # Meanwhile, another reviewer denies bob and the task goes on to ask for mallory.
+    # Meanwhile, another reviewer denies bob and the task goes on to ask for mallory. The
+    # prompt is held still meanwhile: it looks at the task about once a second, and seeing it
+    # run or ask anew would show mallory before the answer below is typed, which is not the
+    # moment this test is about (an answer typed while the prompt still shows bob).
+    os.kill(pid, signal.SIGSTOP)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PAY_LEDGER": str(ledger)}
     other = subprocess.run(
         [sys.executable, "-m", "frontends.cli", "deny", *bob, "--reason", "no", "--json"],
@@ -241,6 +246,7 @@ def test_the_inline_prompt_asks_again_when_the_request_changed_while_it_was_open
 
     # The person at the prompt, who saw bob, answers yes.
     os.write(fd, b"y\n")
+    os.kill(pid, signal.SIGCONT)
     screen = read_until(fd, b"Approve?")
     assert b"the request changed while the prompt was open" in screen
     assert b'"mallory"' in screen  # shown the request pending now, before being asked again

@@ -47,7 +47,7 @@ def test_a_typed_line_is_read_without_its_newline() -> None:
     os.write(fd, b"yes please\n")
     # Up to the end of the child's line, not just "got": the rest may come in a later read.
     # The echo of what was typed has no quote, so this stops only after the child's answer.
-    assert b"got 'yes please'\r\n" in read_until(fd, b"'\r\n", timeout=10)
+    assert b"got 'yes please'\r\n" in read_until(fd, b"'\r\n")
     os.waitpid(pid, 0)
 
 
@@ -55,7 +55,7 @@ def test_ctrl_c_stops_the_wait() -> None:
     pid, fd = in_terminal()
     os.write(fd, b"\x03")  # Ctrl-C, as the terminal sends it
     started = time.monotonic()
-    assert b"interrupted" in read_until(fd, b"interrupted", timeout=10)
+    assert b"interrupted" in read_until(fd, b"interrupted")
     assert time.monotonic() - started < 3
     os.waitpid(pid, 0)
 

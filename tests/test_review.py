@@ -76,7 +76,7 @@ def test_a_reviewer_opens_approves_and_denies_and_sees_new_requests_arrive(home:
     read_until(fd, PROMPT)
     # Another process's task asks: the list is drawn again with it, untouched.
     third = _waiting("back")
-    screen = read_until(fd, third.encode(), timeout=15)
+    screen = read_until(fd, third.encode())
     assert b"the inbox changed" in screen
     os.write(fd, b"q\n")
     os.waitpid(pid, 0)

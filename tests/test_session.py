@@ -194,7 +194,7 @@ def test_the_prompt_is_up_before_the_program_loads_and_keeps_what_is_typed(
     if pid == 0:
         os.environ.update({"TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"})
         os.execv(agent, [agent])
-    read_until(fd, b"agent> ", timeout=10)
+    read_until(fd, b"agent> ")
     os.write(fd, b"/he")
     os.write(fd, b"lp\r")
     screen = _screen(read_until(fd, b"tasks keep their state"))
