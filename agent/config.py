@@ -99,6 +99,10 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     task_queue = "agent-tasks"
     heartbeat_seconds = 10          # a worker that dies mid-call is noticed within this
     history_events = 5000           # a task's workflow continues as new past this many events
+    host = ""                       # this worker's host (default: the machine's name); a task's
+                                    # sandbox stays on one host, and its calls go there
+    host_wait_seconds = 60          # then a host that no worker answers for is given up: the
+                                    # sandbox is made again elsewhere from its last snapshot
     [engine.tls]                    # for a service that wants TLS (mutual, with cert and key)
     ca = "ca.pem"
     cert = "client.pem"
@@ -108,6 +112,7 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -237,6 +242,16 @@ class EngineConfig(_Section):
     #: warns at 10,240 and fails at 51,200)
     history_events: int = Field(5000, ge=200, le=40000)
     tls: EngineTLS | None = None
+    #: the name of this worker's host: a task's sandbox lives on one host, and its calls go to
+    #: that host's workers (default: the machine's host name)
+    host: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$", max_length=100)
+    #: how long a call waits for a worker on its sandbox's host before the sandbox is made
+    #: again on another host, from the last snapshot of its workspace
+    host_wait_seconds: float = Field(60.0, ge=1, le=86400)
+
+    def host_name(self) -> str:
+        """The host this process's sandboxes are on, as task queues name it."""
+        return self.host or socket.gethostname()
 
 
 class Config(_Section):

@@ -65,6 +65,12 @@ def add_worker_options(worker: argparse.ArgumentParser) -> None:
         help="with --engine temporal: run tasks' workflows, their activities, or both (both)",
     )
     worker.add_argument(
+        "--host",
+        default=None,
+        help="with --engine temporal: the name of this worker's host, where the sandboxes of "
+        "the tasks it takes live (default: [engine] host, else the machine's name)",
+    )
+    worker.add_argument(
         "--worker-tools",
         dest="worker_tools",
         action="append",
@@ -207,18 +213,21 @@ async def _serve(
         runner_for,
         heartbeat_seconds=config.engine.heartbeat_seconds,
         history_events=config.engine.history_events,
+        host=config.engine.host_name(),
+        host_wait_seconds=config.engine.host_wait_seconds,
     )
-    worker = make_worker(client, config.engine, activities, registry, role=args.role)
+    workers = make_worker(client, config.engine, activities, registry, role=args.role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     out.print(
         f"[dim]worker {os.getpid()}: {args.role} of task queue {config.engine.task_queue} on "
-        f"{config.engine.address} ({len(list(registry))} tools); Ctrl-C stops it[/]"
+        f"{config.engine.address}, host {activities.host} ({len(list(registry))} tools); "
+        "Ctrl-C stops it[/]"
     )
     try:
-        await run_worker(worker, stop)
+        await run_worker(workers, stop)
     finally:
         for runner in runners.values():
             with contextlib.suppress(Exception):

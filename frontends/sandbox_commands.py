@@ -53,7 +53,8 @@ def add_parsers(
 
 
 def sandboxes_for(config: Config, store: Store) -> Sandboxes:
-    return Sandboxes(config.sandbox, scope=store_scope(store.path))
+    """The sandboxes of `store`'s tasks on this host ([engine] host, when one is named)."""
+    return Sandboxes(config.sandbox, scope=store_scope(store.path, config.engine.host))
 
 
 def deploy_target(config: Config) -> DockerTarget:

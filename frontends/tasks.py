@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 from rich.console import Console
 
 from agent import webhooks
@@ -25,7 +26,7 @@ from agent.approvals import (
 from agent.backends import normalize_uri
 from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.scripted import ScriptedBackend
-from agent.config import Config
+from agent.config import Config, EngineConfig
 from agent.events import ApprovalDecided, ApprovalGiven, Limits
 from agent.inbox import decided_elsewhere, describe, waiting
 from agent.prices import Price
@@ -172,9 +173,21 @@ class _Session:
         )
 
 
+def _on_host(engine: EngineConfig, host: str) -> EngineConfig:
+    """`engine` with the host `agent worker --host` names. Raises `ConfigError`."""
+    try:
+        return EngineConfig.model_validate({**engine.model_dump(), "host": host})
+    except ValidationError:
+        raise ConfigError(
+            f"--host {host!r}: a host's name is letters, digits, '.', '_' and '-'"
+        ) from None
+
+
 def drive(
     args: argparse.Namespace, config: Config, store: Store, out: Console, stdin: LineSource
 ) -> int:
+    if args.command == "worker" and getattr(args, "host", None):
+        config = config.model_copy(update={"engine": _on_host(config.engine, args.host)})
     s = _Session(args, config, store, out, stdin)
     given = {k: getattr(args, k) for k in Limits.model_fields if getattr(args, k, None) is not None}
 

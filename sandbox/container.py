@@ -120,6 +120,11 @@ class Sandbox:
         note, self._restart_note = self._restart_note, None
         return note
 
+    def note_made_again(self, note: str) -> None:
+        """Have the task told `note` (how its sandbox was made again, and what was lost) at
+        its next call, which is not run, as after a restart."""
+        self._restart_note = note
+
     def __repr__(self) -> str:
         return f"<Sandbox {self.name} {self.id[:12]}>"
 

@@ -46,9 +46,11 @@ PREPARE_GRACE = 300.0
 VOLUME_GRACE = 60.0
 
 
-def store_scope(path: Path) -> str:
-    """A short digest naming a store's containers."""
-    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+def store_scope(path: Path, host: str = "") -> str:
+    """A short digest naming a store's containers (on `host`, when one machine holds several
+    workers' hosts, as a test of many hosts does)."""
+    named = str(path.resolve()) + (f"@{host}" if host else "")
+    return hashlib.sha256(named.encode()).hexdigest()[:8]
 
 
 class Sandboxes:
@@ -218,6 +220,10 @@ class Sandboxes:
             self._refill = None  # the next claim refills again
         if not refill.cancelled():
             refill.exception()  # a failed refill leaves the pool smaller, nothing else
+
+    def holds(self, task_id: str) -> bool:
+        """Whether this process has the task's sandbox open (a call of the task used it)."""
+        return task_id in self._open
 
     def done_running(self, task_id: str) -> None:
         """The task's run in this process is over (it may resume later, anywhere): forget its

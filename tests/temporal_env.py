@@ -30,6 +30,7 @@ def write_config(
         f'task_queue = "{engine.task_queue}"',
         f"heartbeat_seconds = {engine.heartbeat_seconds}",
         f"history_events = {engine.history_events}",
+        f"host_wait_seconds = {engine.host_wait_seconds}",
         "[tools]",
         f"modules = [{', '.join(repr(t) for t in tools)}]".replace("'", '"'),
     ]

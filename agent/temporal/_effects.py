@@ -9,16 +9,22 @@ store before it acts, so a call's intent is in the log before the call runs.
 Retries follow what an effect is: a model call and a read-only tool are tried again (on another
 worker if theirs died); a call with a side effect never is. When its worker dies, the call is
 settled as after a crash: its intent is in the log, so the next step reconciles it.
+
+Once a call has used the task's sandbox, the task's calls go to the task queue of the host that
+holds it. When no worker of that host takes a call within the host wait, the host is given up:
+the call goes to any worker, which makes the sandbox again from the last snapshot of its
+workspace (a call that never started is safe to send elsewhere).
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -105,9 +111,15 @@ class WorkflowRecorder(Recorder):
 class ActivityEffects:
     """Each effect, an activity; what they return, as the steps expect it."""
 
-    def __init__(self, record: WorkflowRecorder, heartbeat_seconds: float = 10.0) -> None:
+    def __init__(
+        self, record: WorkflowRecorder, heartbeat_seconds: float = 10.0, host: str | None = None
+    ) -> None:
         self.record = record
         self.heartbeat = timedelta(seconds=heartbeat_seconds)
+        #: the host holding the task's sandbox (None until a call uses it), and how long a
+        #: call waits for a worker there before the host is given up
+        self.host = host
+        self.host_wait = timedelta(seconds=60)
         #: the artifact holding the whole output of a call, by ref, until it is recorded
         self._kept: dict[str, str] = {}
 
@@ -119,24 +131,71 @@ class ActivityEffects:
         *,
         seconds: float,
         attempts: int = SAFE_ATTEMPTS,
-        beats: bool = True,
+        on_host: bool = False,
     ) -> _T:
+        """Run an effect's activity (on the sandbox's host, for a call that may use it)."""
         records = given.records if hasattr(given, "records") else None
-        result = await workflow.execute_activity(
+        host = self.host if on_host else None
+        try:
+            result = await self._execute(
+                name, given, returns, seconds=seconds, attempts=attempts, host=host
+            )
+        except ActivityError as exc:
+            if host is None or not _not_taken(exc):
+                raise
+            # No worker of the host took the call, so it never started: any worker may.
+            self.host = None
+            given = given.model_copy(update={"moved_from": host})
+            result = await self._execute(
+                name, given, returns, seconds=seconds, attempts=attempts, host=None
+            )
+        if records is not None:
+            self.record.wrote(records)
+        placed = getattr(result, "host", None)
+        if on_host and isinstance(placed, str):
+            self.host = placed
+        return cast(_T, result)
+
+    async def _execute(
+        self,
+        name: str,
+        given: BaseModel,
+        returns: type[_T],
+        *,
+        seconds: float,
+        attempts: int,
+        host: str | None,
+    ) -> object:
+        return await workflow.execute_activity(
             name,
             given,
             result_type=returns,
+            task_queue=w.host_queue(workflow.info().task_queue, host) if host else None,
+            schedule_to_start_timeout=self.host_wait if host else None,
             start_to_close_timeout=timedelta(seconds=seconds),
-            heartbeat_timeout=self.heartbeat if beats else None,
+            heartbeat_timeout=self.heartbeat,
             retry_policy=RetryPolicy(
                 maximum_attempts=attempts,
                 initial_interval=timedelta(milliseconds=200),
                 non_retryable_error_types=["ConflictingLog", "UnknownTool"],
             ),
         )
-        if records is not None:
-            self.record.wrote(records)
-        return cast(_T, result)
+
+    async def release(self, task_id: str) -> None:
+        """Have the host holding the task's sandbox let it go (a host that does not answer
+        within the host wait keeps it until its own clean-up)."""
+        if self.host is None:
+            return
+        with contextlib.suppress(ActivityError):
+            await workflow.execute_activity(
+                w.RELEASE,
+                task_id,
+                task_queue=w.host_queue(workflow.info().task_queue, self.host),
+                schedule_to_start_timeout=self.host_wait,
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        self.host = None
 
     async def flush(self) -> None:
         """Write what waits in the outbox now (before waiting for a person, or ending)."""
@@ -169,6 +228,7 @@ class ActivityEffects:
                 w.ToolRan,
                 seconds=tool.timeout + 60,
                 attempts=1 if tool.has_side_effects else SAFE_ATTEMPTS,
+                on_host=True,
             )
         except ActivityError as exc:
             if tool.has_side_effects:
@@ -190,7 +250,7 @@ class ActivityEffects:
         )
         try:
             read = await self._activity(
-                w.READ_EFFECT, given, w.EffectRead, seconds=tool.timeout + 60
+                w.READ_EFFECT, given, w.EffectRead, seconds=tool.timeout + 60, on_host=True
             )
         except ActivityError as exc:
             return TaskPaused(reason="sandbox_error", detail=f"{tool.name}: {_why(exc)}")
@@ -204,7 +264,7 @@ class ActivityEffects:
         given = w.Reconcile(records=self.record.records(), tool=tool.name, ref=call.ref)
         try:
             found = await self._activity(
-                w.RECONCILE, given, w.Reconciled, seconds=tool.timeout + 60
+                w.RECONCILE, given, w.Reconciled, seconds=tool.timeout + 60, on_host=True
             )
         except ActivityError as exc:
             return TaskPaused(reason="sandbox_error", detail=f"{tool.name}: {_why(exc)}")
@@ -231,6 +291,12 @@ def _result(ran: w.ToolRan) -> ToolResult:
         image=ran.image,
         changing=ran.changing,
     )
+
+
+def _not_taken(exc: ActivityError) -> bool:
+    """Whether no worker took the activity in its time (so it never started)."""
+    cause = exc.cause
+    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
 
 
 def _why(exc: ActivityError) -> str:

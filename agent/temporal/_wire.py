@@ -29,6 +29,12 @@ EXPIRE = "agent.expire"
 STEER = "agent.steer"
 RELEASE = "agent.release"
 
+
+def host_queue(task_queue: str, host: str) -> str:
+    """The task queue of `host`'s workers: the calls of a task whose sandbox is there."""
+    return f"{task_queue}@{host}"
+
+
 #: a page of the log read at a time: under the payload warning, whatever the events hold
 PAGE_BYTES = 200_000
 
@@ -43,6 +49,8 @@ class Start(_Wire):
     task_id: str
     #: the runs before this one (continued as new at a step boundary)
     continued: int = 0
+    #: the host holding the task's sandbox, as the run before this one left it
+    host: str | None = None
 
 
 class Records(_Wire):
@@ -71,6 +79,8 @@ class Prepared(_Wire):
     heartbeat_seconds: float
     #: the workflow continues as new at the first step boundary past this many events
     history_events: int
+    #: how long a call waits for a worker on its sandbox's host before the host is given up
+    host_wait_seconds: float = 60.0
 
 
 class ReadLog(_Wire):
@@ -94,7 +104,14 @@ class Asked(_Wire):
     paused: TaskPaused | None = None
 
 
-class RunTool(_Wire):
+class _OnHost(_Wire):
+    """A call that may use the task's sandbox: when the host that held it was given up (no
+    worker of it answered), the worker that takes the call makes it again from its snapshot."""
+
+    moved_from: str | None = None
+
+
+class RunTool(_OnHost):
     records: Records
     tool: str
     ref: str
@@ -115,9 +132,11 @@ class ToolRan(_Wire):
     seconds: float = 0.0
     paused: TaskPaused | None = None
     not_run: bool = False
+    #: the host whose worker holds the task's sandbox, once a call used it
+    host: str | None = None
 
 
-class ReadEffect(_Wire):
+class ReadEffect(_OnHost):
     records: Records
     tool: str
     ref: str
@@ -129,9 +148,10 @@ class EffectRead(_Wire):
     paused: TaskPaused | None = None
     #: the call cannot be what it asks: the model is told (a failed result)
     refused: ToolRan | None = None
+    host: str | None = None
 
 
-class Reconcile(_Wire):
+class Reconcile(_OnHost):
     records: Records
     tool: str
     ref: str
@@ -141,6 +161,7 @@ class Reconciled(_Wire):
     found: Literal["result", "absent", "unknown", "paused"]
     result: ToolRan | None = None
     paused: TaskPaused | None = None
+    host: str | None = None
 
 
 class Decide(_Wire):

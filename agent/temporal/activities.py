@@ -6,14 +6,18 @@ a call's intent is in the log before the call runs, as on the embedded engine; a
 earlier attempt made already is not made twice. The log in the store stays the product's one
 record: `agent show`, the live stream and the audit log read it whatever the engine.
 
-The worker's state per task (its folded log, its sandbox, its browser) is a cache: another worker
-rebuilds it from the log, as the embedded runner does after a crash.
+The worker's state per task (its folded log, its browser) is a cache: another worker rebuilds it
+from the log, as the embedded runner does after a crash. A task's sandbox is the exception: it
+lives on one host (`host`), whose workers take the task's calls once one has used it; after each
+call that may change its files, a snapshot of its workspace is kept with the task's artifacts,
+and a worker that takes a call whose host was given up makes the sandbox again from it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -32,6 +36,7 @@ from agent.store import Store
 from agent.temporal import _wire as w
 from base.errors import AgentError, ConfigError, SandboxError
 from policies import Gate
+from sandbox.snapshot import SNAPSHOT, restore, snapshot
 from tools.tool import Tool, ToolResult
 
 if TYPE_CHECKING:
@@ -49,11 +54,16 @@ class TaskActivities:
         *,
         heartbeat_seconds: float = 10.0,
         history_events: int = 5000,
+        host: str = "",
+        host_wait_seconds: float = 60.0,
     ) -> None:
         self.store = store
         self.runner_for = runner_for
         self.heartbeat_seconds = heartbeat_seconds
         self.history_events = history_events
+        #: the host this worker's sandboxes are on (its task queue is named after it)
+        self.host = host or socket.gethostname()
+        self.host_wait_seconds = host_wait_seconds
         self._states: dict[str, TaskState] = {}
 
     def bookkeeping(self) -> list[Callable[..., Any]]:
@@ -72,6 +82,11 @@ class TaskActivities:
     def effects(self) -> list[Callable[..., Any]]:
         """The activities that touch the world: any worker of the task queue runs them."""
         return [self.ask_model, self.run_tool, self.read_effect, self.reconcile]
+
+    def on_host(self) -> list[Callable[..., Any]]:
+        """The activities of a task whose sandbox is on this worker's host (its own task
+        queue): the calls, and letting go of the sandbox."""
+        return [self.run_tool, self.read_effect, self.reconcile, self.release]
 
     # The task's log, as this worker knows it
 
@@ -150,6 +165,7 @@ class TaskActivities:
             tools=tuple(t.name for t in runner.registry),
             heartbeat_seconds=self.heartbeat_seconds,
             history_events=self.history_events,
+            host_wait_seconds=self.host_wait_seconds,
         )
 
     @activity.defn(name=w.READ_LOG)
@@ -185,16 +201,62 @@ class TaskActivities:
         tool = _tool(runner, given.tool)
         call = state.calls[given.ref]
         async with self._beating():
+            await self._arrive(runner, effects, state, given.moved_from)
             outcome = await effects.run_tool(tool, call, given.key)
+            if tool.has_side_effects:
+                await self._keep_snapshot(runner, effects, state)
+        host = self._placed(runner, state)
         if isinstance(outcome, Stopped):
             not_run = outcome.not_run
             return w.ToolRan(
                 paused=outcome.paused,
                 seconds=outcome.seconds,
                 not_run=not_run is not None,
+                host=host,
                 **(_fields(not_run) if not_run is not None else {}),
             )
-        return self._whole(effects, runner, given.ref, outcome)
+        return self._whole(effects, runner, given.ref, outcome).model_copy(update={"host": host})
+
+    # The task's sandbox, on this worker's host
+
+    def _placed(self, runner: Runner, state: TaskState) -> str | None:
+        """This worker's host, when it holds the task's sandbox."""
+        held = runner.sandboxes is not None and runner.sandboxes.holds(state.task_id)
+        return self.host if held else None
+
+    async def _arrive(
+        self, runner: Runner, effects: LocalEffects, state: TaskState, moved_from: str | None
+    ) -> None:
+        """Make the task's sandbox here when its host `moved_from` was given up: from the
+        snapshot of its workspace, if one was kept; the task is told at its next call (which is
+        not run), as after a restart."""
+        if moved_from is None or moved_from == self.host or runner.sandboxes is None:
+            return
+        created = state.created
+        box = await runner.sandboxes.for_task(
+            state.task_id, created.sandbox if created is not None else None
+        )
+        try:
+            archive: bytes | None = effects.artifacts.read(SNAPSHOT)
+        except KeyError:
+            archive = None
+        if archive is not None:
+            await restore(box, archive)
+        box.note_made_again(moved_note(moved_from, self.host, restored=archive is not None))
+
+    async def _keep_snapshot(self, runner: Runner, effects: LocalEffects, state: TaskState) -> None:
+        """Keep the workspace of the task's sandbox (if this worker holds it) with the task's
+        artifacts. A snapshot that cannot be taken is skipped: the call's own outcome stands."""
+        if runner.sandboxes is None or not runner.sandboxes.holds(state.task_id):
+            return
+        created = state.created
+        try:
+            box = await runner.sandboxes.for_task(
+                state.task_id, created.sandbox if created is not None else None
+            )
+            effects.artifacts.keep(SNAPSHOT, await snapshot(box))
+        except (SandboxError, OSError) as exc:
+            activity.logger.warning("no snapshot of task %s's workspace: %s", state.task_id, exc)
 
     @staticmethod
     def _whole(effects: LocalEffects, runner: Runner, ref: str, ran: Ran) -> w.ToolRan:
@@ -217,12 +279,14 @@ class TaskActivities:
         runner, effects = self._effects(state)
         tool = _tool(runner, given.tool)
         async with self._beating():
+            await self._arrive(runner, effects, state, given.moved_from)
             read = await effects.read_effect(tool, state.calls[given.ref], given.arguments)
+        host = self._placed(runner, state)
         if isinstance(read, ToolResult):
-            return w.EffectRead(refused=w.ToolRan(**_fields(read)))
+            return w.EffectRead(refused=w.ToolRan(**_fields(read)), host=host)
         if isinstance(read, dict):
-            return w.EffectRead(effect=read)
-        return w.EffectRead(paused=read)
+            return w.EffectRead(effect=read, host=host)
+        return w.EffectRead(paused=read, host=host)
 
     @activity.defn(name=w.RECONCILE)
     async def reconcile(self, given: w.Reconcile) -> w.Reconciled:
@@ -230,12 +294,18 @@ class TaskActivities:
         runner, effects = self._effects(state)
         tool = _tool(runner, given.tool)
         async with self._beating():
+            if given.moved_from not in (None, self.host):
+                # What the call did is known only where it ran, on the host given up: a
+                # reviewer says, as for any call whose outcome cannot be read back.
+                await self._arrive(runner, effects, state, given.moved_from)
+                return w.Reconciled(found="unknown", host=self._placed(runner, state))
             found = await effects.reconcile(tool, state.calls[given.ref])
+        host = self._placed(runner, state)
         if found in {"absent", "unknown"}:
-            return w.Reconciled(found=found)
+            return w.Reconciled(found=found, host=host)
         if isinstance(found, ToolResult):
-            return w.Reconciled(found="result", result=w.ToolRan(**_fields(found)))
-        return w.Reconciled(found="paused", paused=found)
+            return w.Reconciled(found="result", result=w.ToolRan(**_fields(found)), host=host)
+        return w.Reconciled(found="paused", paused=found, host=host)
 
     @activity.defn(name=w.DECIDE)
     async def decide(self, given: w.DecideIn) -> w.Appended:
@@ -350,3 +420,17 @@ def _fields(result: ToolResult) -> dict[str, Any]:
         "image": result.image,
         "changing": result.changing,
     }
+
+
+def moved_note(lost: str, here: str, *, restored: bool) -> str:
+    """What a task is told when its sandbox's host `lost` was given up for `here`."""
+    kept = (
+        "from the snapshot of its /workspace kept after its last call that finished there: "
+        "what changed since is lost"
+        if restored
+        else "empty (no snapshot of its /workspace was kept)"
+    )
+    return (
+        f"the sandbox's host {lost} stopped answering, so the sandbox was made again on {here}, "
+        f"{kept}, and nothing it was running (processes, /tmp, a browser's pages) is left"
+    )

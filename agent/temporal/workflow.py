@@ -11,6 +11,9 @@ A person's part is durable without a worker holding anything: a reviewer's decis
 refused as the embedded inbox refuses it); going on after a pause, with limits raised or an
 instruction, and cancelling are the `steer` update; a request's expiry is a durable timer. The
 history is kept short by continuing as new at a step boundary; the new run folds the log again.
+
+The host holding the task's sandbox (see `_effects`) is part of the run's state: it is carried
+into the next run, answered by the `sandbox_host` query, and told to let the sandbox go at the end.
 """
 
 from __future__ import annotations
@@ -64,19 +67,24 @@ class TaskWorkflow:
     async def run(self, start: w.Start) -> str:
         state = self._state = await self._fold(start.task_id)
         record = WorkflowRecorder(state)
-        effects = self._effects = ActivityEffects(record)
+        effects = self._effects = ActivityEffects(record, host=start.host)
         while True:
             prepared = await self._prepare(start.task_id)
             if prepared is not None:
                 full = await self._drive(prepared)
                 await effects.flush()
                 if state.status in ("done", "failed"):
+                    await effects.release(start.task_id)
                     await _short(w.RELEASE, start.task_id, type(None))
                     return state.status
                 if full:
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     workflow.continue_as_new(
-                        w.Start(task_id=start.task_id, continued=start.continued + 1)
+                        w.Start(
+                            task_id=start.task_id,
+                            continued=start.continued + 1,
+                            host=effects.host,
+                        )
                     )
             await self._wait_for_a_person(state)
 
@@ -86,6 +94,7 @@ class TaskWorkflow:
         assert self._effects is not None
         record, effects = self._effects.record, self._effects
         effects.heartbeat = timedelta(seconds=prepared.heartbeat_seconds)
+        effects.host_wait = timedelta(seconds=prepared.host_wait_seconds)
         loop = Loop(
             record,
             effects,
@@ -203,6 +212,11 @@ class TaskWorkflow:
     @workflow.query(name="status")
     def status(self) -> str:
         return self._state.status if self._state is not None else "starting"
+
+    @workflow.query(name="sandbox_host")
+    def sandbox_host(self) -> str | None:
+        """The host holding the task's sandbox (None before a call has used one)."""
+        return self._effects.host if self._effects is not None else None
 
     async def _act(self, name: str, given: Callable[[w.Records], BaseModel]) -> w.Appended:
         """Have an activity record what a person did, once the run waits with its log written;
