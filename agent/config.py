@@ -108,6 +108,13 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     cert = "client.pem"
     key = "client.key"
     server_name = "temporal.example.internal"
+
+    [artifacts]                     # where tasks keep files beside their logs (default: a folder
+                                    # beside the store); a bucket every worker reaches:
+    bucket = "agent-artifacts"      # an S3-compatible bucket (needs agent-runtime[s3]);
+    prefix = "prod"                 # credentials are the AWS SDK's (AWS_ACCESS_KEY_ID...)
+    endpoint_url = "https://minio.internal:9000"   # for a store that is not AWS's
+    region = "eu-west-1"
 """
 
 from __future__ import annotations
@@ -190,6 +197,16 @@ class SecretsConfig(_Section):
         return self.file or default_home() / "secrets.toml"
 
 
+class ArtifactsConfig(_Section):
+    #: an S3-compatible bucket to keep tasks' artifacts in ("": a folder beside the store)
+    bucket: str = Field("", pattern=r"^[a-z0-9.-]{3,63}$|^$")
+    #: where in the bucket (objects are PREFIX/TASK/NAME)
+    prefix: str = ""
+    #: the store's endpoint, for one that is not AWS's (MinIO, Ceph, R2...)
+    endpoint_url: str = Field("", pattern=r"^(https?://\S+)?$")
+    region: str = ""
+
+
 class ApprovalsConfig(_Section):
     #: seconds a request for approval waits for a reviewer before it is denied; 0: for ever
     expire_after: float = Field(3 * 24 * 3600.0, ge=0)
@@ -266,6 +283,7 @@ class Config(_Section):
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     session: SessionConfig = Field(default_factory=SessionConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     #: the file it came from, if any (paths inside it are relative to its folder)
     source: Path | None = None
 

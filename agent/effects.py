@@ -35,7 +35,7 @@ from agent.live import CommandOutput, Listener, ModelDelta
 from agent.prices import FREE, Price
 from agent.state import Call, TaskState
 from agent.store import Store
-from base.artifacts import ArtifactStore, FolderArtifacts
+from base.artifacts import Artifacts, ArtifactStore, FolderArtifacts
 from base.errors import BackendError, SandboxError
 from tools._redact import LiveText, RedactedArtifacts, Redactor
 from tools.capture import OnPrint, Stream, uncaptured
@@ -120,7 +120,12 @@ def tool_crashed(tool: Tool, exc: BaseException, detail: str) -> TaskPaused:
 def artifacts_of(store: Store, task_id: str) -> Path:
     """The task's folder for what it keeps beside its log (files given with it, screenshots,
     long outputs); made by whoever writes there first."""
-    return store.path.parent / "artifacts" / task_id
+    return artifacts_root(store) / task_id
+
+
+def artifacts_root(store: Store) -> Path:
+    """The folder of the tasks' artifact folders, beside the store."""
+    return store.path.parent / "artifacts"
 
 
 def keep_files(artifacts: ArtifactStore, files: tuple[Attachment, ...]) -> None:
@@ -149,6 +154,8 @@ class LocalEffects:
     #: what tools may fill in for `{{secret:NAME}}`; their values are taken out of everything a
     #: tool returns, prints, shows or keeps, before any of it is recorded or shown
     secrets: Secrets = field(default_factory=Secrets)
+    #: where the task's artifacts are kept (default: its folder beside the store)
+    artifact_store: Artifacts | None = None
 
     @property
     def _redactor(self) -> Redactor:
@@ -316,7 +323,12 @@ class LocalEffects:
 
     @property
     def artifacts(self) -> ArtifactStore:
-        kept = FolderArtifacts(artifacts_of(self.store, self.state.task_id))
+        task_id = self.state.task_id
+        kept = (
+            self.artifact_store(task_id)
+            if self.artifact_store is not None
+            else FolderArtifacts(artifacts_of(self.store, task_id))
+        )
         return RedactedArtifacts(kept, self._redactor) if self.secrets else kept
 
     def keep_whole(self, result: ToolResulted, limit: int) -> ToolResulted:

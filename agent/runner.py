@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from agent.approvals import expired, pending_approval
 from agent.backends.base import ModelBackend, Purpose
-from agent.effects import LocalEffects, artifacts_of, keep_files
+from agent.effects import LocalEffects, artifacts_root, keep_files
 from agent.events import (
     Attachment,
     EgressDecided,
@@ -42,7 +42,7 @@ from agent.recorder import Recorder
 from agent.state import TaskState
 from agent.steps import drive
 from agent.store import Store, StoredEvent
-from base.artifacts import FolderArtifacts
+from base.artifacts import Artifacts, folder_artifacts
 from base.errors import ConfigError, SandboxError
 from base.toolspec import ToolSpec
 from policies import Gate
@@ -80,6 +80,7 @@ class Runner:
         secrets: Secrets | None = None,
         approval_expiry: float | None = None,
         approval_escalation: Escalation | None = None,
+        artifacts: Artifacts | None = None,
     ) -> None:
         clash = [t.name for t in registry if t.name in EXECUTOR or t.name in PLANNER]
         if clash:
@@ -95,6 +96,9 @@ class Runner:
         #: what becomes of a request no reviewer decided in time, when not a denial
         self.approval_escalation = approval_escalation
         self.listeners: list[Listener] = []
+        #: where each task keeps what it keeps beside its log (default: a folder per task
+        #: beside the store)
+        self.artifacts = artifacts or folder_artifacts(artifacts_root(store))
         #: by task: its calls given up on at their timeout whose threads run on (see `Loop.late`)
         self._late: dict[str, dict[str, tuple[str, Future[ToolResult]]]] = {}
         #: the tasks' containers; None runs without (sandbox tools then fail, telling the model)
@@ -199,7 +203,7 @@ class Runner:
         )
         task_id = self.store.create_task(created)
         if files:
-            keep_files(FolderArtifacts(artifacts_of(self.store, task_id)), files)
+            keep_files(self.artifacts(task_id), files)
         for notify in self.listeners:
             notify(StoredEvent(task_id, 1, time.time(), created))
         return task_id
@@ -244,6 +248,7 @@ class Runner:
             deploy=self.deploy,
             listeners=listeners,
             secrets=self.secrets,
+            artifact_store=self.artifacts,
         )
 
     def load(self, task_id: str) -> TaskState:
@@ -271,7 +276,7 @@ class Runner:
                 )
             self.gate = self.gate.current()  # with the rules a reviewer saved meanwhile
             if state.created is not None and state.created.files:
-                keep_files(FolderArtifacts(artifacts_of(self.store, task_id)), state.created.files)
+                keep_files(self.artifacts(task_id), state.created.files)
             record = Recorder(self.store, state, self.listeners)
             effects = self.local_effects(state, self.listeners)
             loop = Loop(

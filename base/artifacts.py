@@ -1,12 +1,13 @@
 """What a task keeps beside its log (the files given with it, screenshots, the whole of a long
 output): the `ArtifactStore` protocol, and `FolderArtifacts`, which keeps them in a folder.
 
-Tools and the loop name the protocol; object storage, for runners on many machines, is the next
-implementation.
+Tools and the loop name the protocol; `base.bucket_artifacts` keeps them in an S3-compatible
+bucket, for workers on many machines. `Artifacts` gives a task's store, by task.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -55,6 +56,20 @@ class FolderArtifacts:
         return sorted(p.name for p in self.folder.iterdir() if not p.name.startswith("."))
 
     def _path(self, name: str) -> Path:
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise ValueError(f"{name!r} is not an artifact name (names have no folders)")
-        return self.folder / name
+        return self.folder / check_name(name)
+
+
+#: a task's artifacts, given its id
+Artifacts = Callable[[str], ArtifactStore]
+
+
+def folder_artifacts(root: Path) -> Artifacts:
+    """Each task's artifacts in a folder of its own under `root`."""
+    return lambda task_id: FolderArtifacts(root / task_id)
+
+
+def check_name(name: str) -> str:
+    """`name`, if it names an artifact. Raises `ValueError` for one with folders or hidden."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"{name!r} is not an artifact name (names have no folders)")
+    return name

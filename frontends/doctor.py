@@ -33,7 +33,7 @@ from base.errors import (
     StoreError,
 )
 from frontends.screen import print_json, shown
-from frontends.task_setup import configured_registry
+from frontends.task_setup import artifacts_for, configured_registry
 from sandbox._docker import BUILD_IMAGE, START_DOCKER, connect, owner_labels
 from sandbox._hardening import hardened
 from sandbox.image import image_state
@@ -64,6 +64,8 @@ def doctor(args: argparse.Namespace, config: Config, out: Console) -> int:
     checks.append(_check_store())
     if config.engine.kind == "temporal":
         checks.append(_check_engine(config))
+    if config.artifacts.bucket:
+        checks.append(_check_bucket(config))
     if args.json:
         print_json([c.__dict__ for c in checks])
     else:
@@ -285,6 +287,19 @@ def _check_engine(config: Config) -> Check:
         f"Temporal {version} at {engine.address}, namespace {engine.namespace}, task queue "
         f"{engine.task_queue} (`agent worker --engine temporal` runs its tasks)",
     )
+
+
+def _check_bucket(config: Config) -> Check:
+    """The artifact bucket can be listed with the credentials this process has."""
+    kept = config.artifacts
+    try:
+        artifacts = artifacts_for(config)
+        assert artifacts is not None
+        artifacts("doctor").names()
+    except (ConfigError, StoreError) as exc:
+        return Check("artifacts", False, exc.message, "correct [artifacts] in agent.toml")
+    where = f" at {kept.endpoint_url}" if kept.endpoint_url else ""
+    return Check("artifacts", True, f"bucket {kept.bucket}{where} answers")
 
 
 def _check_store() -> Check:

@@ -21,6 +21,8 @@ from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.config import Config
 from agent.events import Attachment, Limits
 from agent.state import TaskState
+from base.artifacts import Artifacts
+from base.bucket_artifacts import bucket_artifacts
 from base.errors import (
     BackendError,
     ConfigError,
@@ -229,3 +231,14 @@ def warn_problems(registry: Registry, *, verbose: bool) -> None:
             continue
         for warning in t.warnings:
             err.print(f"[yellow]warning:[/] tool {t.name} ({shown(str(source))}): {shown(warning)}")
+
+
+def artifacts_for(config: Config) -> Artifacts | None:
+    """Where tasks keep their artifacts, as [artifacts] says: a bucket, or None for the folder
+    beside the store. Raises `ConfigError` when a bucket needs the AWS SDK and it is missing."""
+    kept = config.artifacts
+    if not kept.bucket:
+        return None
+    return bucket_artifacts(
+        kept.bucket, prefix=kept.prefix, endpoint_url=kept.endpoint_url, region=kept.region
+    )

@@ -52,6 +52,7 @@ from frontends.sandbox_commands import deploy_target, sandboxes_for, task_is_ove
 from frontends.screen import print_json, shown
 from frontends.task_setup import (
     Setup,
+    artifacts_for,
     attachments,
     backend_for,
     configured_registry,
@@ -139,6 +140,7 @@ class _Session:
             secrets=Secrets.load(self.config.secrets.path()),
             approval_expiry=self.config.approvals.expire_after or None,
             approval_escalation=self.config.approvals.escalation(),
+            artifacts=artifacts_for(self.config),
         )
         if not self.args.json:
             renderer = self.renderer = Renderer(self.out)

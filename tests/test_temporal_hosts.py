@@ -33,6 +33,7 @@ from frontends.engine_commands import dev_server
 from sandbox.manager import store_scope
 from sandbox.snapshot import SNAPSHOT, workspace_relative
 
+from .bucket import SDK_ENV, Bucket, make_bucket, s3_server
 from .conftest import pending, write_script
 from .temporal_env import agent, agent_env, start_worker, stop, write_config
 
@@ -125,15 +126,57 @@ def _approve(config: Path, env: dict[str, str], home: Path, task_id: str) -> Non
     assert approved.returncode in (0, 3), approved.stderr
 
 
-@pytest.mark.parametrize("snapshot_kept", [True, False], ids=["moved", "control-no-snapshot"])
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as sdk:
+        for name, value in SDK_ENV.items():
+            sdk.setenv(name, value)
+        with s3_server() as url:
+            yield url
+
+
+class _Snapshots:
+    """Where a test's task keeps its snapshot: the folder beside the store, or a bucket."""
+
+    def __init__(self, home: Path, bucket: Bucket | None) -> None:
+        self.home, self.bucket = home, bucket
+
+    def key(self, task_id: str) -> str:
+        return f"{task_id}/{SNAPSHOT}"
+
+    def size(self, task_id: str) -> int:
+        if self.bucket is None:
+            return (self.home / "artifacts" / self.key(task_id)).stat().st_size
+        return len(self.bucket.objects()[self.key(task_id)])
+
+    def lose(self, task_id: str) -> None:
+        assert self.bucket is None
+        (self.home / "artifacts" / self.key(task_id)).unlink()
+
+
+@pytest.mark.parametrize(
+    ("kept_in", "snapshot_kept"),
+    [("folder", True), ("bucket", True), ("folder", False)],
+    ids=["moved", "moved-with-a-bucket", "control-no-snapshot"],
+)
 def test_a_lost_host_s_sandbox_is_made_again_elsewhere_from_its_snapshot(
-    engine: EngineConfig, tmp_path: Path, snapshot_kept: bool
+    engine: EngineConfig,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    kept_in: str,
+    snapshot_kept: bool,
 ) -> None:
     home = tmp_path / "home"
     env = agent_env(home)
+    bucket = None
+    if kept_in == "bucket":  # artifacts in an S3-compatible bucket every worker reaches
+        env.update(SDK_ENV)
+        bucket = make_bucket(request.getfixturevalue("s3_endpoint"), "hosts-snapshots")
+    snapshots = _Snapshots(home, bucket)
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
-    config = write_config(tmp_path / "agent.toml", engine, tools=[], policy=policy)
+    more = bucket.toml() if bucket is not None else ""
+    config = write_config(tmp_path / "agent.toml", engine, tools=[], policy=policy, more=more)
     script = write_script(tmp_path / "turns.json", TURNS)
     docker_client = docker.from_env()
     with _workers(config, env, tmp_path) as hosts:
@@ -146,10 +189,9 @@ def test_a_lost_host_s_sandbox_is_made_again_elsewhere_from_its_snapshot(
         [survivor] = [h for h in HOSTS if h != first]
         lost_box = docker_client.containers.get(_container(home, first, task_id))
         assert lost_box.status == "running"
-        kept = home / "artifacts" / task_id / SNAPSHOT
-        assert kept.stat().st_size > 0
+        assert snapshots.size(task_id) > 0
         if not snapshot_kept:
-            kept.unlink()
+            snapshots.lose(task_id)
 
         os.kill(hosts[first].pid, signal.SIGKILL)  # the host holding the sandbox is lost
         hosts[first].wait()
