@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,17 +22,12 @@ from agent.config import EngineConfig
 from agent.events import ApprovalDecided, ApprovalGiven
 from agent.inbox import Waiting
 from agent.state import TaskState
+from agent.steering import accept_plan, another_plan, edit_plan
 from agent.store import Store
 from agent.temporal import client as engine_client
-from agent.temporal._wire import Decide, Steer
+from agent.temporal._wire import Decide, PlanAction, Steer
 from agent.temporal.client import EngineError
 from base.errors import ConflictingWrite, StoreError
-
-#: why an always-allow rule is not saved with a decision on a task of the Temporal engine
-ALWAYS_NOT_ON_TEMPORAL = (
-    "always-allow rules are not yet saved for a task on the Temporal engine: approve it, and "
-    "add the rule to the policy file"
-)
 
 
 @dataclass(frozen=True)
@@ -65,20 +61,6 @@ def decide_request(
     state = TaskState.from_store(store, found.task_id)
     seen = Seen(found.approval_id, call_hash)
     try:
-        if always is not None and on_temporal(state):
-            return Refused(400, ALWAYS_NOT_ON_TEMPORAL, "always")
-        if always is not None:
-            scope, digest = always
-            return allow_always(
-                store,
-                state,
-                seen,
-                scope=scope,
-                confirmed=digest,
-                reviewer=reviewer,
-                origin=origin,
-                reason=reason,
-            )
         return decide_on_its_engine(
             store,
             state,
@@ -89,6 +71,7 @@ def decide_request(
             reviewer=reviewer,
             origin=origin,
             edit=edit,
+            always=always,
         )
     except (NotPending, NothingToApprove) as exc:
         return Refused(409, exc.message, str(exc.code))
@@ -119,10 +102,25 @@ def decide_on_its_engine(
     reviewer: str,
     origin: str,
     edit: dict[str, Any] | None = None,
+    always: tuple[Scope, str] | None = None,
 ) -> ApprovalDecided | ApprovalGiven:
     """`approvals.decide`, or for a task of the Temporal engine, its workflow's `decide`
-    update through the service `engine` names. Raises what `approvals.decide` raises, and
-    `EngineError` (also when no Temporal engine is configured here)."""
+    update through the service `engine` names. `always` (a scope, and the digest of the rule
+    the reviewer was shown): approve, and save that rule (`agent.always.allow_always`). Raises
+    what `approvals.decide` and `allow_always` raise, and `EngineError` (also when no Temporal
+    engine is configured here)."""
+    if always is not None and not on_temporal(state):
+        scope, digest = always
+        return allow_always(
+            store,
+            state,
+            seen,
+            scope=scope,
+            confirmed=digest,
+            reviewer=reviewer,
+            origin=origin,
+            reason=reason,
+        )
     if not on_temporal(state):
         return decide(
             store,
@@ -147,8 +145,39 @@ def decide_on_its_engine(
         reviewer=reviewer,
         origin=origin,
         edit=edit,
+        always_scope=always[0] if always is not None else None,
+        confirmed=always[1] if always is not None else "",
     )
     return decided_on_temporal(engine, store, state, decision)
+
+
+def plan_on_its_engine(
+    store: Store,
+    state: TaskState,
+    engine: EngineConfig | None,
+    action: PlanAction,
+    *,
+    steps: Sequence[str] = (),
+    why: str = "",
+) -> None:
+    """What a person does with the task's plan (`agent.steering`'s accept, another, edit), or
+    for a task of the Temporal engine, sent to its workflow, which goes on at once. Raises
+    `NotSteerable`, `StoreError` and `EngineError`."""
+    if on_temporal(state):
+        if engine is None:
+            raise EngineError(
+                f"task {state.task_id} runs on the Temporal engine, and none is configured "
+                'here: set [engine] kind = "temporal" and its address in agent.toml'
+            )
+        steer = Steer(action=action, steps=tuple(steps), why=why)
+        steer_on_temporal(engine, state.task_id, steer)
+        return
+    if action == "accept_plan":
+        accept_plan(store, state)
+    elif action == "another_plan":
+        another_plan(store, state, why)
+    else:
+        edit_plan(store, state, steps)
 
 
 def steer_on_temporal(engine: EngineConfig, task_id: str, steer: Steer) -> str:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from agent.always import Proposal, Scope, allow_always, propose
+from agent.always import Proposal, Scope, propose
 from agent.approvals import Seen
-from agent.events import ApprovalDecided
+from agent.config import EngineConfig
+from agent.events import ApprovalDecided, ApprovalGiven
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import ConfigError
+from frontends._deciding import decide_on_its_engine
 from frontends.line_input import LineSource, read_line
 from frontends.screen import shown
 
@@ -36,10 +38,13 @@ def approve_always(
     origin: str,
     asked: bool | None,
     reason: str = "",
-) -> ApprovalDecided:
+    engine: EngineConfig | None = None,
+) -> ApprovalDecided | ApprovalGiven:
     """Show the rule, have the reviewer say yes (`asked`: True when they already did, as with
-    --yes; None when no one can be asked), then save it and approve. Raises `ConfigError` when
-    they do not (nothing is saved or decided), and what `allow_always` raises."""
+    --yes; None when no one can be asked), then save it and approve (for a task of the
+    Temporal engine, through its workflow, on the service `engine` names). Raises
+    `ConfigError` when they do not (nothing is saved or decided), and what `allow_always` and
+    `decide_on_its_engine` raise."""
     proposal = propose(store, state, seen, scope=scope, reviewer=reviewer)
     show_rule(out, proposal)
     if asked is None:
@@ -48,15 +53,16 @@ def approve_always(
         out.print("save it and approve? \\[y/N] ", end="")
         if read_line(stdin).strip().lower() not in ("y", "yes"):
             raise ConfigError("not saved, and nothing is decided")
-    decision = allow_always(
+    decision = decide_on_its_engine(
         store,
         state,
         seen,
-        scope=scope,
-        confirmed=proposal.digest,
+        engine=engine,
+        approved=True,
+        reason=reason,
         reviewer=reviewer,
         origin=origin,
-        reason=reason,
+        always=(scope, proposal.digest),
     )
     out.print(
         f"saved at the top of {shown(str(proposal.path))}: calls exactly like this one run "

@@ -39,11 +39,11 @@ from agent.approvals import (
 from agent.config import EngineConfig
 from agent.events import ApprovalDecided, ApprovalGiven, ApprovalRequested
 from agent.state import TaskState
-from agent.steering import NotSteerable, accept_plan, another_plan, edit_plan
+from agent.steering import NotSteerable
 from agent.store import Store
 from agent.temporal.client import EngineError
 from base.errors import ConfigError, ConflictingWrite, StoreError, TaskBusy
-from frontends._deciding import ALWAYS_NOT_ON_TEMPORAL, decide_on_its_engine, on_temporal
+from frontends._deciding import decide_on_its_engine, plan_on_its_engine
 from frontends.always_allow import approve_always
 from frontends.line_input import LineSource, read_line, wait_for_line
 from frontends.render import Renderer
@@ -190,8 +190,6 @@ def _record(
     prompt: Prompt, state: TaskState, asked: ApprovalRequested, reply: Reply
 ) -> ApprovalDecided | ApprovalGiven:
     if reply.always is not None:
-        if on_temporal(state):
-            raise ConfigError(f"{ALWAYS_NOT_ON_TEMPORAL}; here, answer y or n")
         return approve_always(
             prompt.out,
             prompt.stdin,
@@ -202,6 +200,7 @@ def _record(
             reviewer=account(),
             origin="terminal",
             asked=False,
+            engine=prompt.engine,
         )
     return decide_on_its_engine(
         prompt.store,
@@ -274,21 +273,21 @@ def review_plan_inline(prompt: Prompt, stdin: LineSource, state: TaskState) -> b
         try:
             match word.lower():
                 case "a" | "accept":
-                    accept_plan(prompt.store, state)
+                    plan_on_its_engine(prompt.store, state, prompt.engine, "accept_plan")
                 case "n" | "new":
-                    another_plan(prompt.store, state, why)
+                    plan_on_its_engine(prompt.store, state, prompt.engine, "another_plan", why=why)
                 case "e" | "edit":
                     steps = edited_steps(out, stdin, state.plan)
                     if steps is None:
                         continue
-                    edit_plan(prompt.store, state, steps)
+                    plan_on_its_engine(prompt.store, state, prompt.engine, "edit_plan", steps=steps)
                 case _:
                     out.print("please answer a, e or n (Ctrl-C stops here; the plan keeps waiting)")
                     continue
         except NotSteerable as exc:
             out.print(f"    [yellow]{shown(exc.message)}[/]")
             continue
-        except StoreError as exc:  # decided elsewhere meanwhile, or run by another process
+        except (StoreError, EngineError) as exc:  # decided elsewhere, or run by another process
             out.print(f"    [yellow]{shown(exc.message)}[/]")
             return False
         return True

@@ -32,7 +32,7 @@ from agent.state import TaskState
 from agent.store import Store
 from agent.temporal.client import EngineError
 from base.errors import ConfigError, ConflictingWrite
-from frontends._deciding import ALWAYS_NOT_ON_TEMPORAL, decide_on_its_engine, on_temporal
+from frontends._deciding import decide_on_its_engine
 from frontends.always_allow import approve_always
 from frontends.inbox_commands import add_filters, print_listing
 from frontends.line_input import LineSource, read_line, wait_for_line
@@ -130,6 +130,7 @@ def _always(
     stdin: LineSource,
     *,
     reviewer: str,
+    engine: EngineConfig | None,
 ) -> None:
     """Approve the request, saving a rule that allows calls exactly like it, once the reviewer
     has read the rule and said yes."""
@@ -151,8 +152,9 @@ def _always(
             reviewer=reviewer,
             origin="review",
             asked=False,
+            engine=engine,
         )
-    except (NotPending, NothingToApprove, RuleRefused, ConfigError) as exc:
+    except (NotPending, NothingToApprove, RuleRefused, ConfigError, EngineError) as exc:
         out.print(f"[yellow]{shown(exc.message)}[/]")
     except ConflictingWrite:
         out.print("[yellow]another decision was recorded first: look again[/]")
@@ -186,10 +188,7 @@ def _open(
     )
     key = read_line(stdin).strip().lower()
     if key == "r":
-        if on_temporal(state):
-            out.print(f"[yellow]{ALWAYS_NOT_ON_TEMPORAL}[/]")
-            return
-        _always(store, state, request, out, stdin, reviewer=reviewer)
+        _always(store, state, request, out, stdin, reviewer=reviewer, engine=engine)
         return
     if key not in ("a", "e", "d"):
         return

@@ -34,12 +34,12 @@ from agent.config import Config, EngineConfig
 from agent.events import ToolResulted
 from agent.home import default_home
 from agent.state import TaskState
-from agent.steering import add_instruction, another_plan, cancel, edit_plan, reviewing_plan
+from agent.steering import add_instruction, cancel, reviewing_plan
 from agent.store import Store
 from agent.temporal._wire import Steer
 from agent_runtime import INTRO, PROMPT, PROMPT_SHOWN
 from base.errors import AgentError
-from frontends._deciding import on_temporal, steer_on_temporal
+from frontends._deciding import on_temporal, plan_on_its_engine, steer_on_temporal
 from frontends.inline_prompt import edited_steps
 from frontends.line_input import LineSource, read_line
 from frontends.render import Renderer
@@ -475,8 +475,12 @@ def _another_plan(session: Session, why: str) -> None:
         session.out.print("[yellow]no current task[/]")
         return
     with Store.open() as store:
-        another_plan(store, TaskState.from_store(store, state.task_id), why)
-    session.out.print("[dim]the planner is asked again when the task goes on: /resume[/]")
+        current = TaskState.from_store(store, state.task_id)
+        plan_on_its_engine(store, current, session.engine, "another_plan", why=why)
+    if on_temporal(current):
+        session.out.print("[dim]its workflow asks the planner again now[/]")
+    else:
+        session.out.print("[dim]the planner is asked again when the task goes on: /resume[/]")
 
 
 def _edit_plan(session: Session) -> None:
@@ -488,8 +492,12 @@ def _edit_plan(session: Session) -> None:
     if steps is None:
         return
     with Store.open() as store:
-        edit_plan(store, TaskState.from_store(store, state.task_id), steps)
-    session.out.print("[dim]the plan is yours; /resume runs it from its first step[/]")
+        current = TaskState.from_store(store, state.task_id)
+        plan_on_its_engine(store, current, session.engine, "edit_plan", steps=steps)
+    if on_temporal(current):
+        session.out.print("[dim]the plan is yours; its workflow runs it now[/]")
+    else:
+        session.out.print("[dim]the plan is yours; /resume runs it from its first step[/]")
 
 
 def _last(session: Session) -> None:

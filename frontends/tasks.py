@@ -42,7 +42,7 @@ from base.errors import (
     SandboxError,
     TaskBusy,
 )
-from frontends._deciding import ALWAYS_NOT_ON_TEMPORAL, decide_on_its_engine, on_temporal
+from frontends._deciding import decide_on_its_engine
 from frontends.always_allow import approve_always
 from frontends.engine_commands import temporal_worker
 from frontends.inline_prompt import Prompt, ask_inline, review_plan_inline, settle
@@ -244,8 +244,6 @@ def _decide(s: _Session, state: TaskState, seen: Seen) -> ApprovalDecided | Appr
         )
     if args.edit is not None:
         raise ConfigError("--always allows the call as it is: give it without --edit")
-    if on_temporal(state):
-        raise ConfigError(ALWAYS_NOT_ON_TEMPORAL)
     return approve_always(
         s.out,
         s.stdin,
@@ -257,6 +255,7 @@ def _decide(s: _Session, state: TaskState, seen: Seen) -> ApprovalDecided | Appr
         origin="cli",
         reason=args.reason,
         asked=True if args.yes else (False if _can_prompt(args, s.stdin) else None),
+        engine=s.config.engine,
     )
 
 
@@ -320,7 +319,10 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
             if reviewing_plan(state):
                 if not review_plan_inline(prompt, s.stdin, state):
                     break  # the plan keeps waiting, durably
-                state = asyncio.run(_run_once(runner, task_id, limits, reap=True))
+                # A task's workflow went on with the answer: it is followed, not resumed.
+                state = asyncio.run(
+                    _run_once(runner, task_id, limits, reap=True, follow=engine is not None)
+                )
                 limits = None  # given once: a later stretch keeps them from the log
                 continue
             if state.status != "awaiting_approval":
@@ -349,14 +351,20 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
 
 
 async def _run_once(
-    runner: Runner, task_id: str, limits: Limits | None, *, reap: bool = False
+    runner: Runner,
+    task_id: str,
+    limits: Limits | None,
+    *,
+    reap: bool = False,
+    follow: bool = False,
 ) -> TaskState:
     """One stretch of running; `reap` first (once per process: later stretches follow an inline
-    approval, with nothing new to remove)."""
+    approval, with nothing new to remove). `follow`: a paused task is not resumed (it went on
+    already, or waits for what was asked)."""
     try:
         if reap and runner.sandboxes is not None:
             await _reap(runner.sandboxes, runner.store)
-        return await runner.resume(task_id, limits)
+        return await runner.resume(task_id, limits, continue_only=follow)
     finally:
         await _close(runner)  # HTTP clients belong to this event loop
 

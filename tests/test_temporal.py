@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 
 from agent.approvals import NotPending
 from agent.config import EngineConfig
-from agent.events import ApprovalDecided, Event, TaskCreated, ToolResulted
+from agent.events import ApprovalDecided, Event, GateDecided, TaskCreated, ToolResulted
 from agent.state import TaskState
 from agent.steering import NotSteerable
 from agent.store import Store
@@ -29,6 +30,7 @@ from frontends.serve import app
 
 from .conftest import REPO, pending, write_script
 from .temporal_env import agent, agent_env, start_worker, stop, write_config
+from .terminal import agent_in_terminal, read_until
 
 QUICKSTART = REPO / "examples" / "quickstart.json"
 TALLY = str(REPO / "examples" / "tally_tool.py")
@@ -437,3 +439,86 @@ def test_agent_review_decides_a_temporal_task_through_its_workflow(
     assert [(d.approval_id, d.origin) for d in decided] == [(first.approval_id, "review")]
     assert state.status == "awaiting_approval"  # the workflow ran on to the next request
     assert pending(state).approval_id != first.approval_id
+
+
+def test_an_always_allow_rule_is_saved_with_a_decision_and_heeded_by_the_workflow(
+    engine: EngineConfig, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    ledger = tmp_path / "tally.jsonl"
+    env = agent_env(home, TALLY_LEDGER=str(ledger))
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\naction = "ask"\nreason = "a person counts"\ntool = ["tally"]\n')
+    config = write_config(tmp_path / "agent.toml", engine, tools=[TALLY], policy=policy)
+    same = {"tool": "tally", "args": {"counter": "front-desk", "amount": 1}}
+    script = write_script(
+        tmp_path / "twice.json", [{"plan": ["Count two visitors"]}, same, same, {"done": "2"}]
+    )
+    worker = start_worker(config, env, tmp_path / "worker.log")
+    try:
+        ran = agent(config, env, "run", "--json", "--model", f"scripted:{script}", "count")
+        assert ran.returncode == 3, ran.stderr
+        task_id, state = _last_task(home)
+        first = pending(state)
+        always = agent(
+            config, env, "approve", task_id, first.approval_id, first.short_hash,
+            "--always", "task", "--yes",
+        )  # fmt: skip
+        assert always.returncode == 0, always.stderr  # the second call ran unasked: done
+        assert f"saved at the top of {policy}" in " ".join(always.stdout.split())
+        state = _until_stopped(home, task_id)
+    finally:
+        stop(worker)
+    assert state.status == "done"
+    events = _events(home, task_id)
+    [decided] = [e for e in events if isinstance(e, ApprovalDecided)]
+    assert decided.approved
+    assert decided.always is not None
+    assert decided.always in policy.read_text()  # the rule the decision keeps is the one saved
+    assert f'task = "{task_id}"' in decided.always
+    gates = [e for e in events if isinstance(e, GateDecided)]
+    assert [g.verdict for g in gates] == ["ask", "allow"]
+    assert [json.loads(line)["amount"] for line in ledger.read_text().splitlines()] == [1, 1]
+
+
+def test_a_plan_is_read_before_it_runs_and_changed_through_the_workflow(
+    engine: EngineConfig, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = agent_env(home)
+    config = write_config(tmp_path / "agent.toml", engine, tools=[ENGINE_TOOLS])
+    script = write_script(
+        tmp_path / "plans.json",
+        [
+            {"plan": ["Tick at the front desk"]},
+            {"plan": ["Tick at the side door"]},  # asked again: the person wants another
+            {"tool": "tick", "args": {"n": 3}},  # the person's own plan runs
+            {"done": "ticked"},
+        ],
+    )
+    worker = start_worker(config, env, tmp_path / "worker.log")
+    try:
+        pid, fd = agent_in_terminal(
+            "run", "--review-plan", "--config", str(config), "--model", f"scripted:{script}",
+            "tick once",
+            env={"AGENT_HOME": str(home), "EDITOR": "", "VISUAL": ""},
+        )  # fmt: skip
+        assert b"Tick at the front desk" in read_until(fd, b"Plan?")
+        os.write(fd, b"n not the front desk\n")
+        assert b"Tick at the side door" in read_until(fd, b"Plan?")
+        os.write(fd, b"e\n")
+        read_until(fd, b"an empty line ends it")
+        os.write(fd, b"Tick at the back door\n\n")
+        screen = read_until(fd, b"done")
+        os.waitpid(pid, 0)
+    finally:
+        stop(worker)
+    assert b"tick 3 taken" in screen
+    task_id, state = _last_task(home)
+    assert state.status == "done"
+    assert state.created is not None
+    assert state.created.engine == "temporal"
+    assert state.plan == ("Tick at the back door",)
+    kinds = [e.kind for e in _events(home, task_id)]
+    assert kinds.count("replan_requested") == 1
+    assert kinds.count("task_resumed") == 2  # each answer went to the workflow, which went on

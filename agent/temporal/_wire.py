@@ -4,7 +4,7 @@ tool's long output is kept as an artifact by the activity and passed by its name
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -175,6 +175,10 @@ class Decide(_Wire):
     origin: str = ""
     edit: dict[str, Any] | None = None
     always: str | None = None
+    #: approve, and save the rule that always allows calls like it, in this task or the
+    #: project: the rule whose digest (`agent.always.Proposal.digest`) the reviewer confirmed
+    always_scope: Literal["task", "project"] | None = None
+    confirmed: str = ""
 
 
 class DecideIn(_Wire):
@@ -182,14 +186,24 @@ class DecideIn(_Wire):
     decision: Decide
 
 
+#: what a person does with a plan: run it as written, ask the planner for another (saying
+#: why), or replace it with their own steps
+PlanAction = Literal["accept_plan", "another_plan", "edit_plan"]
+PLAN_ACTIONS: tuple[PlanAction, ...] = get_args(PlanAction)
+
+
 class Steer(_Wire):
     """What a person does to a task between its stretches of running: pause it (at the next
     step boundary), tell its model something, go on with it (its limits raised, an instruction
-    given), or cancel it."""
+    given), cancel it, or act on its plan (one of PLAN_ACTIONS; the task then goes on)."""
 
-    action: Literal["pause", "tell", "resume", "cancel"]
+    action: Literal["pause", "tell", "resume", "cancel", "accept_plan", "another_plan", "edit_plan"]
     limits: dict[str, Any] = Field(default_factory=dict)
     instruction: str | None = None
+    #: edit_plan: the person's steps
+    steps: tuple[str, ...] = ()
+    #: another_plan: why the person wants one
+    why: str = ""
 
 
 class SteerIn(_Wire):

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from agent.always import allow_always
 from agent.approvals import Seen, decide, expired, pending_approval
 from agent.context import observation_chars
 from agent.effects import LocalEffects, Ran, Stopped
 from agent.events import Event, LimitsRaised, TaskResumed, ToolResulted
 from agent.inbox import expiry
 from agent.state import TaskState
-from agent.steering import add_instruction, cancel
+from agent.steering import accept_plan, add_instruction, another_plan, cancel, edit_plan
 from agent.store import Store
 from agent.temporal import _wire as w
 from base.errors import AgentError, ConfigError, SandboxError
@@ -315,6 +316,20 @@ class TaskActivities:
         after = state.last_seq
         d = given.decision
         try:
+            if d.always_scope is not None:
+                # The rule goes into the policy file here, where the workflow's next look at
+                # the policy (before it goes on) reads it.
+                allow_always(
+                    self.store,
+                    state,
+                    Seen(d.approval_id, d.call_hash),
+                    scope=d.always_scope,
+                    confirmed=d.confirmed,
+                    reviewer=d.reviewer,
+                    origin=d.origin,
+                    reason=d.reason,
+                )
+                return self._appended(state, after)
             decide(
                 self.store,
                 state,
@@ -361,6 +376,12 @@ class TaskActivities:
                 add_instruction(self.store, state, steer.instruction)
             if steer.action == "tell":
                 return self._appended(state, after)
+            if steer.action == "accept_plan":
+                accept_plan(self.store, state)
+            elif steer.action == "another_plan":
+                another_plan(self.store, state, steer.why)
+            elif steer.action == "edit_plan":
+                edit_plan(self.store, state, steer.steps)
             events: list[Event] = []
             if steer.limits:
                 limits = state.limits.model_validate({**state.limits.model_dump(), **steer.limits})

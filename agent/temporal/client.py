@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, TLSConfig
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
-from agent import approvals, steering
+from agent import always, approvals, steering
 from agent.config import EngineConfig
 from agent.temporal import _wire as w
 from base.errors import AgentError, ErrorCode
@@ -36,6 +36,7 @@ _REFUSALS: dict[str, type[AgentError]] = {
         approvals.Escalated,
         approvals.AlreadyGiven,
         approvals.EditRefused,
+        always.RuleRefused,
         steering.NotSteerable,
     )
 }

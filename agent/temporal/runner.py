@@ -20,7 +20,7 @@ from agent.state import TaskState
 from agent.store import StoredEvent
 from agent.temporal import _wire as w
 from agent.temporal import client as engine_client
-from base.errors import AgentError, ConfigError
+from base.errors import AgentError
 
 
 class TemporalRunner(Runner):
@@ -30,16 +30,12 @@ class TemporalRunner(Runner):
         super().__init__(*args, **kwargs)
         self.engine = engine
         self._client: Client | None = None
+        #: by task: the last event of its log this runner told its listeners
+        self._followed: dict[str, int] = {}
 
     def create(self, task: str, limits: Limits | None = None, **given: Any) -> str:
         """Record a new task to run on the Temporal engine (see `Runner.create`), once the
-        service answers. Raises `EngineError` when it does not (nothing is recorded), and
-        `ConfigError` for what that engine does not do yet: a plan read before it runs."""
-        if given.get("review_plan"):
-            raise ConfigError(
-                "a plan read before it runs is not yet available on the Temporal engine: give "
-                "--no-review-plan, or run the task on the embedded engine"
-            )
+        service answers. Raises `EngineError` when it does not (nothing is recorded)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # no loop runs here: ask the service now, before anything is kept
@@ -75,13 +71,22 @@ class TemporalRunner(Runner):
 
     async def follow(self, task_id: str, *, poll: float = 0.05) -> TaskState:
         """The task's state once it stops running (done, failed, paused, stuck, or waiting for
-        a reviewer); each event recorded meanwhile told to the listeners."""
+        a reviewer); each event recorded meanwhile told to the listeners, and those recorded
+        since this runner last followed the task (the workflow may have run on and stopped
+        again before this looks)."""
         state = self.load(task_id)
+        told = self._followed.get(task_id)
+        if told is not None:
+            for stored in self.store.events(task_id, after=told):
+                if stored.seq <= state.last_seq:
+                    self._tell(stored)
+        self._followed[task_id] = state.last_seq
         if state.status != "running":
             return state
         async for stored in self.store.tail(task_id, after=state.last_seq, poll=poll):
             state.apply(stored.event, stored.seq)
             self._tell(stored)
+            self._followed[task_id] = stored.seq
             if state.status != "running":
                 return state
         raise AssertionError("the tail of a log never ends")  # pragma: no cover

@@ -204,7 +204,7 @@ class TaskWorkflow:
             raise ApplicationError(
                 f"task {state.task_id} is not running (it is {state.status})", type="NotSteerable"
             )
-        if steer.action in ("resume", "tell") and running:
+        if (steer.action in ("resume", "tell") or steer.action in w.PLAN_ACTIONS) and running:
             raise ApplicationError(
                 f"task {state.task_id} is running: pause it first", type="NotSteerable"
             )
