@@ -20,15 +20,19 @@ import pytest
 from agent.approvals import NotPending
 from agent.config import EngineConfig
 from agent.events import ApprovalDecided, Event, GateDecided, TaskCreated, ToolResulted
+from agent.live import CommandOutput, ModelDelta
 from agent.state import TaskState
 from agent.steering import NotSteerable
-from agent.store import Store
+from agent.store import Store, StoredEvent
 from agent.temporal._wire import Decide, Steer
 from agent.temporal.client import connect, decide, steer
+from agent.temporal.runner import TemporalRunner
 from frontends.engine_commands import dev_server
 from frontends.serve import app
+from policies import Gate
+from tools.registry import Registry
 
-from .conftest import REPO, pending, write_script
+from .conftest import REPO, pending, scripted, write_script
 from .temporal_env import agent, agent_env, start_worker, stop, write_config
 from .terminal import agent_in_terminal, read_until
 
@@ -522,3 +526,59 @@ def test_a_plan_is_read_before_it_runs_and_changed_through_the_workflow(
     kinds = [e.kind for e in _events(home, task_id)]
     assert kinds.count("replan_requested") == 1
     assert kinds.count("task_resumed") == 2  # each answer went to the workflow, which went on
+
+
+def test_a_terminal_following_a_temporal_task_sees_its_output_as_it_comes(
+    engine: EngineConfig, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = agent_env(home)
+    config = write_config(tmp_path / "agent.toml", engine, tools=[])
+    command = "sleep 2; echo first line; sleep 1; echo second line"
+    script = write_script(
+        tmp_path / "live.json",
+        [
+            {"plan": ["Print two lines"]},
+            {"tool": "shell", "args": {"command": command}},
+            {"text": "Both lines are out.", "done": "printed"},
+        ],
+    )
+    worker = start_worker(config, env, tmp_path / "worker.log")
+    argv = [sys.executable, "-m", "frontends.cli", "run", "--json", "--config", str(config)]
+    run = subprocess.Popen(
+        [*argv, "--model", f"scripted:{script}", "print two lines"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen: list[object] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "events.db").exists():
+            assert time.monotonic() < deadline, "the store was never made"
+            time.sleep(0.05)
+        with Store.open(home / "events.db") as store:
+            while not (rows := store.tasks()):
+                assert time.monotonic() < deadline, "the task was never recorded"
+                time.sleep(0.05)
+            [row] = rows
+            follower = TemporalRunner(
+                store, Registry(), Gate.default(), planner=scripted([]), engine=engine
+            )
+            follower.subscribe(seen.append)
+            state = asyncio.run(follower.follow(row.id))
+        assert run.wait(timeout=120) == 0
+    finally:
+        stop(run)
+        stop(worker)
+    assert state.status == "done"
+    # The command's lines came as it printed them, before its result was recorded.
+    printed = [i.text for i in seen if isinstance(i, CommandOutput)]
+    assert "".join(printed) == "first line\nsecond line\n"
+    kinds = [i.event.kind if isinstance(i, StoredEvent) else type(i).__name__ for i in seen]
+    assert kinds.index("CommandOutput") < kinds.index("tool_result")
+    # The model's words came as they arrived, before its answer was recorded.
+    deltas = [i.delta.text for i in seen if isinstance(i, ModelDelta)]
+    assert deltas == ["Both lines are out."]
+    last_answer = len(kinds) - 1 - kinds[::-1].index("model_responded")
+    assert kinds.index("ModelDelta") < last_answer

@@ -31,17 +31,22 @@ from agent.context import observation_chars
 from agent.effects import LocalEffects, Ran, Stopped
 from agent.events import Event, LimitsRaised, TaskResumed, ToolResulted
 from agent.inbox import expiry
+from agent.relay import Relay
 from agent.state import TaskState
 from agent.steering import accept_plan, add_instruction, another_plan, cancel, edit_plan
 from agent.store import Store
 from agent.temporal import _wire as w
-from base.errors import AgentError, ConfigError, SandboxError
+from base.errors import AgentError, ConfigError, SandboxError, StoreError
 from policies import Gate
 from sandbox.snapshot import SNAPSHOT, restore, snapshot
 from tools.tool import Tool, ToolResult
 
 if TYPE_CHECKING:
     from agent.runner import Runner
+
+
+#: how often a call's live stream is written for the terminals that follow the task
+RELAY_SECONDS = 0.1
 
 
 class TaskActivities:
@@ -121,9 +126,36 @@ class TaskActivities:
                 state.apply(event, state.last_seq + 1)
         return state
 
-    def _effects(self, state: TaskState) -> tuple[Runner, LocalEffects]:
+    def _effects(self, state: TaskState, relay: Relay | None = None) -> tuple[Runner, LocalEffects]:
         runner = self.runner_for(state)
-        return runner, runner.local_effects(state, [])
+        return runner, runner.local_effects(state, [relay] if relay is not None else [])
+
+    @contextlib.asynccontextmanager
+    async def _relaying(self) -> AsyncIterator[Relay]:
+        """A relay of the call's live stream (a model's answer as it arrives, a command's
+        output as it comes), written every RELAY_SECONDS and before the activity returns. Best
+        effort: a write the store refuses is skipped, never the call's outcome."""
+        relay = Relay(self.store)
+
+        def flush() -> None:
+            try:
+                relay.flush()
+            except StoreError as exc:
+                activity.logger.warning("live output not relayed: %s", exc)
+
+        async def flushing() -> None:
+            while True:
+                await asyncio.sleep(RELAY_SECONDS)
+                flush()
+
+        running = asyncio.create_task(flushing())
+        try:
+            yield relay
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            flush()
 
     @contextlib.asynccontextmanager
     async def _beating(self) -> AsyncIterator[None]:
@@ -188,8 +220,8 @@ class TaskActivities:
     @activity.defn(name=w.ASK_MODEL)
     async def ask_model(self, given: w.AskModel) -> w.Asked:
         state = self._write(given.records)
-        _, effects = self._effects(state)
-        async with self._beating():
+        async with self._relaying() as relay, self._beating():
+            _, effects = self._effects(state, relay)
             answer = await effects.ask_model(given.purpose, given.request)
         if answer.kind == "task_paused":
             return w.Asked(paused=answer)
@@ -198,7 +230,11 @@ class TaskActivities:
     @activity.defn(name=w.RUN_TOOL)
     async def run_tool(self, given: w.RunTool) -> w.ToolRan:
         state = self._write(given.records)
-        runner, effects = self._effects(state)
+        async with self._relaying() as relay:
+            return await self._run_tool(given, state, relay)
+
+    async def _run_tool(self, given: w.RunTool, state: TaskState, relay: Relay) -> w.ToolRan:
+        runner, effects = self._effects(state, relay)
         tool = _tool(runner, given.tool)
         call = state.calls[given.ref]
         async with self._beating():

@@ -15,9 +15,10 @@ from temporalio.client import Client
 
 from agent.config import EngineConfig
 from agent.events import Limits
+from agent.live import Live
+from agent.relay import relayed
 from agent.runner import Runner
 from agent.state import TaskState
-from agent.store import StoredEvent
 from agent.temporal import _wire as w
 from agent.temporal import client as engine_client
 from base.errors import AgentError
@@ -73,7 +74,8 @@ class TemporalRunner(Runner):
         """The task's state once it stops running (done, failed, paused, stuck, or waiting for
         a reviewer); each event recorded meanwhile told to the listeners, and those recorded
         since this runner last followed the task (the workflow may have run on and stopped
-        again before this looks)."""
+        again before this looks). What the workers relay as it comes (a model's answer, a
+        command's output: `agent.relay`) is told too, before the events that follow it."""
         state = self.load(task_id)
         told = self._followed.get(task_id)
         if told is not None:
@@ -83,14 +85,22 @@ class TemporalRunner(Runner):
         self._followed[task_id] = state.last_seq
         if state.status != "running":
             return state
-        async for stored in self.store.tail(task_id, after=state.last_seq, poll=poll):
-            state.apply(stored.event, stored.seq)
-            self._tell(stored)
-            self._followed[task_id] = stored.seq
-            if state.status != "running":
-                return state
-        raise AssertionError("the tail of a log never ends")  # pragma: no cover
+        _, mark = relayed(self.store, task_id, None)
+        while True:
+            # The log first, then the items: an item relayed before an event read here is
+            # among those read next, and told first.
+            events = self.store.events(task_id, after=state.last_seq)
+            items, mark = relayed(self.store, task_id, mark)
+            for item in items:
+                self._tell(item)
+            for stored in events:
+                state.apply(stored.event, stored.seq)
+                self._tell(stored)
+                self._followed[task_id] = stored.seq
+                if state.status != "running":
+                    return state
+            await asyncio.sleep(poll)
 
-    def _tell(self, stored: StoredEvent) -> None:
+    def _tell(self, stored: Live) -> None:
         for notify in self.listeners:
             notify(stored)
