@@ -4,11 +4,13 @@
 
 Runs scripted tasks on a dev server of its own: the quickstart (two approvals given, a replan), a
 task whose worker is killed in the middle of a call with a side effect (the call reconciled by
-another), and a task continued as new at step boundaries. Each run's history is written to
-tests/golden/temporal/NAME.json (NAME-N.json for the runs of one task). Record them again only
-when a change to the workflow is meant to change its decisions: guard the workflows already
-running with `workflow.patched` (as `LOCAL_BOOKKEEPING` in agent/temporal/_effects.py does), and
-keep a history the old code made (v1-*.json) beside the new ones, so both stay replayed.
+another), a task continued as new at step boundaries, a task whose plan a person reads, sends
+back and rewrites before approving a call with an always-allow rule, and a task whose sandbox's
+host is lost (its sandbox made again on another host). Each run's history is written to
+tests/golden/temporal/NAME.json (NAME-N.json for the runs of one task). Record them again when
+the workflow changes: guard the workflows already running with `workflow.patched` (as
+`LOCAL_BOOKKEEPING` in agent/temporal/_effects.py does), and keep the histories the older code
+made (vN-*.json) beside the new ones, so all stay replayed.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import docker
+
 from agent.config import EngineConfig
 from agent.events import Limits, TaskCreated
 from agent.state import TaskState
 from agent.store import Store
-from agent.temporal.client import connect, start
+from agent.temporal._wire import Steer
+from agent.temporal.client import connect, start, steer
 from frontends.engine_commands import dev_server
+from sandbox.manager import store_scope
 
 from .conftest import REPO, pending, write_script
 from .temporal_env import agent, agent_env, start_worker, stop, write_config
@@ -59,7 +65,15 @@ async def _save(engine: EngineConfig, task_id: str, name: str) -> list[str]:
     return saved
 
 
-def _create(home: Path, engine: EngineConfig, script: Path, policy: Path, tools: str) -> str:
+def _create(
+    home: Path,
+    engine: EngineConfig,
+    script: Path,
+    policy: Path,
+    tools: str,
+    *,
+    review_plan: bool = False,
+) -> str:
     with Store.open(home / "events.db") as store:
         task_id = store.create_task(
             TaskCreated(
@@ -69,6 +83,7 @@ def _create(home: Path, engine: EngineConfig, script: Path, policy: Path, tools:
                 tools=(tools,),
                 policy=str(policy),
                 engine="temporal",
+                review_plan=review_plan,
             )
         )
 
@@ -146,10 +161,106 @@ def record(folder: Path) -> None:
             task_id = _create(home, engine, script, policy, ENGINE_TOOLS)
             _until(home, task_id, ("done",))
             print(asyncio.run(_save(engine, task_id, "continued")))
+
+            _steered(folder, home, engine, (config, env))
         finally:
             for worker in workers:
                 stop(worker)
+        _moved(folder, engine)
     print("recorded in", GOLDEN)
+
+
+def _steer(engine: EngineConfig, task_id: str, given: Steer) -> None:
+    async def send() -> None:
+        await steer(await connect(engine), task_id, given)
+
+    asyncio.run(send())
+
+
+def _steered(
+    folder: Path, home: Path, engine: EngineConfig, setup: tuple[Path, dict[str, str]]
+) -> None:
+    """A plan read first, sent back, rewritten; then a call approved with an always-allow
+    rule, and the same call run unasked."""
+    config, env = setup
+    policy = folder / "steered.toml"
+    policy.write_text('[default]\naction = "allow"\n\n[[rule]]\ntool = "tally"\naction = "ask"\n')
+    same = {"tool": "tally", "args": {"counter": "front-desk", "amount": 1}}
+    script = write_script(
+        folder / "steered.json",
+        [
+            {"plan": ["Count at the side door"]},
+            {"plan": ["Count twice"]},
+            same,
+            same,
+            {"done": "2"},
+        ],
+    )
+    task_id = _create(home, engine, script, policy, TALLY, review_plan=True)
+    _until(home, task_id, ("paused",))
+    _steer(engine, task_id, Steer(action="another_plan", why="count at the front desk"))
+    _until(home, task_id, ("paused",))
+    _steer(engine, task_id, Steer(action="edit_plan", steps=("Count at the front desk, twice",)))
+    _until(home, task_id, ("awaiting_approval",))
+    request = pending(_status(home, task_id))
+    agent(
+        config, env, "approve", task_id, request.approval_id, request.short_hash,
+        "--always", "task", "--yes",
+    )  # fmt: skip
+    _until(home, task_id, ("done",))
+    print(asyncio.run(_save(engine, task_id, "steered")))
+
+
+def _moved(folder: Path, engine: EngineConfig) -> None:
+    """A task's sandbox on one host, which is lost while the task waits: the next call waits
+    for it, then goes to the other host, which makes the sandbox again from its snapshot."""
+    home = folder / "moved-home"
+    home.mkdir()
+    env = agent_env(home)
+    policy = folder / "moved.toml"
+    policy.write_text('[default]\naction = "allow"\n\n[[rule]]\ntool = "shell"\naction = "ask"\n')
+    fast = engine.model_copy(update={"host_wait_seconds": 3.0})
+    config = write_config(folder / "moved.toml.agent", fast, tools=list(TOOLS), policy=policy)
+    script = write_script(
+        folder / "moved.json",
+        [
+            {"plan": ["Keep a note, read it back"]},
+            {"tool": "write_file", "args": {"path": "note.txt", "content": "kept"}},
+            {"tool": "shell", "args": {"command": "cat note.txt"}},
+            {"tool": "read_file", "args": {"path": "note.txt"}},
+            {"done": "read"},
+        ],
+    )
+    log = folder / "moved.log"
+    decider = start_worker(config, env, log, "--role", "workflows")
+    hosts = {
+        h: start_worker(config, env, log, "--role", "activities", "--host", h)
+        for h in ("north", "south")
+    }
+    try:
+        task_id = _create(home, fast, script, policy, ENGINE_TOOLS)
+        _until(home, task_id, ("awaiting_approval",))
+
+        async def where() -> str:
+            handle = (await connect(fast)).get_workflow_handle(task_id)
+            host: str = await handle.query("sandbox_host")
+            return host
+
+        lost = hosts[asyncio.run(where())]
+        os.kill(lost.pid, signal.SIGKILL)
+        lost.wait()
+        request = pending(_status(home, task_id))
+        agent(config, env, "approve", task_id, request.approval_id, request.short_hash)
+        _until(home, task_id, ("done",))
+        print(asyncio.run(_save(fast, task_id, "moved")))
+    finally:
+        for worker in [decider, *hosts.values()]:
+            stop(worker)
+        client = docker.from_env()
+        for host in hosts:
+            prefix = f"agent-{store_scope(home / 'events.db', host)}-"
+            for box in client.containers.list(all=True, filters={"name": prefix}):
+                box.remove(force=True)
 
 
 if __name__ == "__main__":

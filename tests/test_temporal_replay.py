@@ -3,9 +3,12 @@ tests/temporal_histories.py): each replays against the current code with the SDK
 change to the steps that would break a running workflow fails here, not in production.
 
 They cover a plan and a replan with two approvals, a worker killed mid-call (the call then
-reconciled), and a task continued as new (the run that continues, and the run that follows);
-and, as v1-*.json, the first two as the workflow made them before its bookkeeping became local
-activities: the patch `LOCAL_BOOKKEEPING` keeps those running workflows deciding as they did."""
+reconciled), a task continued as new (the run that continues, and the runs that follow), a plan
+sent back and rewritten by a person before a call approved with an always-allow rule, and a
+task whose sandbox's host was lost (its call sent to another host). As v1-*.json, the first two
+as the workflow made them before its bookkeeping became local activities (the patch
+`LOCAL_BOOKKEEPING` keeps those running workflows deciding as they did); as v2-*.json, the
+first three as the workflow made them before tasks' sandboxes stayed on their hosts."""
 
 from __future__ import annotations
 
@@ -41,11 +44,19 @@ def _replay(path: Path, history_json: str | None = None) -> None:
 
 def test_every_kind_of_history_is_recorded() -> None:
     names = {p.stem for p in RECORDED}
-    assert {"approvals", "crash", "continued-1", "continued-2", "v1-approvals", "v1-crash"} <= names
+    assert {"approvals", "crash", "continued-1", "continued-2", "steered", "moved"} <= names
+    assert {"v1-approvals", "v1-crash", "v2-approvals", "v2-crash", "v2-continued-1"} <= names
     crash = (GOLDEN / "crash.json").read_text()
     assert "agent.reconcile" in crash  # the kill landed mid-call, and the call was reconciled
     continued = (GOLDEN / "continued-1.json").read_text()
     assert "workflowExecutionContinuedAsNewEventAttributes" in continued
+    steered = (GOLDEN / "steered.json").read_text()
+    assert steered.count('"name": "steer"') == 2  # another plan, then the person's own
+    assert steered.count('"name": "decide"') == 1  # approved, with an always-allow rule
+    moved = (GOLDEN / "moved.json").read_text()
+    assert "TIMEOUT_TYPE_SCHEDULE_TO_START" in moved  # the lost host's queue took nothing
+    assert '"name": "agent-tasks@north"' in moved
+    assert '"name": "agent-tasks@south"' in moved
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
