@@ -109,7 +109,9 @@ def bucket_artifacts(
         "s3",
         endpoint_url=endpoint_url or None,
         region_name=region or None,
-        config=Config(retries={"mode": "standard", "max_attempts": 4}),
+        config=Config(
+            retries={"mode": "standard", "max_attempts": 4}, connect_timeout=10, read_timeout=60
+        ),
     )
     base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
     return lambda task_id: BucketArtifacts(client, bucket, f"{base}{task_id}/")

@@ -19,7 +19,7 @@ from agent.approvals import (
     named_pending,
 )
 from agent.config import EngineConfig
-from agent.events import ApprovalDecided, ApprovalGiven
+from agent.events import ApprovalDecided, ApprovalGiven, Limits
 from agent.inbox import Waiting
 from agent.state import TaskState
 from agent.steering import accept_plan, another_plan, edit_plan
@@ -159,9 +159,11 @@ def plan_on_its_engine(
     *,
     steps: Sequence[str] = (),
     why: str = "",
+    limits: Limits | None = None,
 ) -> None:
     """What a person does with the task's plan (`agent.steering`'s accept, another, edit), or
-    for a task of the Temporal engine, sent to its workflow, which goes on at once. Raises
+    for a task of the Temporal engine, sent to its workflow, which goes on at once (with
+    `limits`, when given; on the embedded engine the run that follows takes them). Raises
     `NotSteerable`, `StoreError` and `EngineError`."""
     if on_temporal(state):
         if engine is None:
@@ -169,7 +171,8 @@ def plan_on_its_engine(
                 f"task {state.task_id} runs on the Temporal engine, and none is configured "
                 'here: set [engine] kind = "temporal" and its address in agent.toml'
             )
-        steer = Steer(action=action, steps=tuple(steps), why=why)
+        given = limits.model_dump() if limits is not None else {}
+        steer = Steer(action=action, steps=tuple(steps), why=why, limits=given)
         steer_on_temporal(engine, state.task_id, steer)
         return
     if action == "accept_plan":

@@ -10,6 +10,7 @@ shown and asked anew.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -37,7 +38,7 @@ from agent.approvals import (
     pending_approval,
 )
 from agent.config import EngineConfig
-from agent.events import ApprovalDecided, ApprovalGiven, ApprovalRequested
+from agent.events import ApprovalDecided, ApprovalGiven, ApprovalRequested, Limits
 from agent.state import TaskState
 from agent.steering import NotSteerable
 from agent.store import Store
@@ -255,9 +256,13 @@ def _fate(store: Store, approval_id: str) -> str:
     return f"request {approval_id} was {word} elsewhere, by {who}"
 
 
-def review_plan_inline(prompt: Prompt, stdin: LineSource, state: TaskState) -> bool:
+def review_plan_inline(
+    prompt: Prompt, stdin: LineSource, state: TaskState, limits: Limits | None = None
+) -> bool:
     """Ask what to do with the plan waiting for review: accept it, edit it, or ask for another;
-    whether to run on (False: at the end of input or Ctrl-C, the plan keeps waiting)."""
+    whether to run on (False: at the end of input or Ctrl-C, the plan keeps waiting). A task
+    of the Temporal engine goes on at once, with `limits` raised when given."""
+    on_its_engine = functools.partial(plan_on_its_engine, prompt.store, state, prompt.engine)
     out = prompt.out
     while True:
         out.print(
@@ -273,14 +278,14 @@ def review_plan_inline(prompt: Prompt, stdin: LineSource, state: TaskState) -> b
         try:
             match word.lower():
                 case "a" | "accept":
-                    plan_on_its_engine(prompt.store, state, prompt.engine, "accept_plan")
+                    on_its_engine("accept_plan", limits=limits)
                 case "n" | "new":
-                    plan_on_its_engine(prompt.store, state, prompt.engine, "another_plan", why=why)
+                    on_its_engine("another_plan", why=why, limits=limits)
                 case "e" | "edit":
                     steps = edited_steps(out, stdin, state.plan)
                     if steps is None:
                         continue
-                    plan_on_its_engine(prompt.store, state, prompt.engine, "edit_plan", steps=steps)
+                    on_its_engine("edit_plan", steps=steps, limits=limits)
                 case _:
                     out.print("please answer a, e or n (Ctrl-C stops here; the plan keeps waiting)")
                     continue

@@ -317,12 +317,16 @@ def _until_stopped(s: _Session, runner: Runner, task_id: str, limits: Limits | N
         prompt = Prompt(s.out, s.stdin, s.store, s.renderer, engine)
         while _can_prompt(s.args, s.stdin):
             if reviewing_plan(state):
-                if not review_plan_inline(prompt, s.stdin, state):
+                on_workflow = engine is not None
+                if not review_plan_inline(prompt, s.stdin, state, limits if on_workflow else None):
                     break  # the plan keeps waiting, durably
-                # A task's workflow went on with the answer: it is followed, not resumed.
+                # A task's workflow went on with the answer (and the limits): it is followed.
                 state = asyncio.run(
-                    _run_once(runner, task_id, limits, reap=True, follow=engine is not None)
-                )
+                    _run_once(
+                        runner, task_id, None if on_workflow else limits, reap=True,
+                        follow=on_workflow,
+                    )
+                )  # fmt: skip
                 limits = None  # given once: a later stretch keeps them from the log
                 continue
             if state.status != "awaiting_approval":

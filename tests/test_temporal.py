@@ -551,7 +551,7 @@ def test_a_terminal_following_a_temporal_task_sees_its_output_as_it_comes(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    seen: list[object] = []
+    arrived: list[tuple[float, object]] = []
     try:
         deadline = time.monotonic() + 60
         while not (home / "events.db").exists():
@@ -565,16 +565,19 @@ def test_a_terminal_following_a_temporal_task_sees_its_output_as_it_comes(
             follower = TemporalRunner(
                 store, Registry(), Gate.default(), planner=scripted([]), engine=engine
             )
-            follower.subscribe(seen.append)
+            follower.subscribe(lambda item: arrived.append((time.monotonic(), item)))
             state = asyncio.run(follower.follow(row.id))
         assert run.wait(timeout=120) == 0
     finally:
         stop(run)
         stop(worker)
     assert state.status == "done"
-    # The command's lines came as it printed them, before its result was recorded.
-    printed = [i.text for i in seen if isinstance(i, CommandOutput)]
-    assert "".join(printed) == "first line\nsecond line\n"
+    seen: list[object] = [item for _, item in arrived]
+    # The command's lines came as it printed them (a second apart), before its result was
+    # recorded.
+    printed = [(at, i.text) for at, i in arrived if isinstance(i, CommandOutput)]
+    assert "".join(text for _, text in printed) == "first line\nsecond line\n"
+    assert printed[-1][0] - printed[0][0] > 0.5
     kinds = [i.event.kind if isinstance(i, StoredEvent) else type(i).__name__ for i in seen]
     assert kinds.index("CommandOutput") < kinds.index("tool_result")
     # The model's words came as they arrived, before its answer was recorded.

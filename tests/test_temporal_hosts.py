@@ -256,3 +256,35 @@ def test_a_snapshot_holds_the_workspace_s_files_and_nothing_outside_it() -> None
         kept = archive.extractfile(members["notes/today.txt"])
         assert kept is not None
         assert kept.read() == b"kept"
+
+
+class _Secret:
+    """Takes one secret's value out, as the task's redactor does (a different length)."""
+
+    def data(self, data: bytes) -> bytes:
+        return data.replace(b"hunter2", b"{{secret:PASSWORD}}")
+
+    def text(self, text: str) -> str:
+        return text.replace("hunter2", "{{secret:PASSWORD}}")
+
+
+def test_a_snapshot_keeps_no_secret_and_stays_a_whole_archive() -> None:
+    made = io.BytesIO()
+    with tarfile.open(fileobj=made, mode="w") as archive:
+        for name, data in [
+            ("workspace/.env", b"PASSWORD=hunter2\n"),
+            ("workspace/hunter2.txt", b"named after it"),
+            ("workspace/after.txt", b"a file after them, read whole"),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    kept = workspace_relative(made.getvalue(), _Secret())
+    assert b"hunter2" not in kept
+    with tarfile.open(fileobj=io.BytesIO(kept)) as archive:
+        read = {m.name: archive.extractfile(m).read() for m in archive}  # type: ignore[union-attr]
+    assert read == {
+        ".env": b"PASSWORD={{secret:PASSWORD}}\n",
+        "{{secret:PASSWORD}}.txt": b"named after it",
+        "after.txt": b"a file after them, read whole",
+    }

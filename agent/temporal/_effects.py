@@ -112,7 +112,11 @@ class ActivityEffects:
     """Each effect, an activity; what they return, as the steps expect it."""
 
     def __init__(
-        self, record: WorkflowRecorder, heartbeat_seconds: float = 10.0, host: str | None = None
+        self,
+        record: WorkflowRecorder,
+        heartbeat_seconds: float = 10.0,
+        host: str | None = None,
+        lost: str | None = None,
     ) -> None:
         self.record = record
         self.heartbeat = timedelta(seconds=heartbeat_seconds)
@@ -120,6 +124,9 @@ class ActivityEffects:
         #: call waits for a worker there before the host is given up
         self.host = host
         self.host_wait = timedelta(seconds=60)
+        #: the host given up, until a call names the host that holds the sandbox now: each
+        #: call meanwhile may be the one that makes it again from its snapshot
+        self.lost = lost
         #: the artifact holding the whole output of a call, by ref, until it is recorded
         self._kept: dict[str, str] = {}
 
@@ -136,6 +143,8 @@ class ActivityEffects:
         """Run an effect's activity (on the sandbox's host, for a call that may use it)."""
         records = given.records if hasattr(given, "records") else None
         host = self.host if on_host else None
+        if on_host and host is None and self.lost is not None:
+            given = given.model_copy(update={"moved_from": self.lost})
         try:
             result = await self._execute(
                 name, given, returns, seconds=seconds, attempts=attempts, host=host
@@ -144,7 +153,7 @@ class ActivityEffects:
             if host is None or not _not_taken(exc):
                 raise
             # No worker of the host took the call, so it never started: any worker may.
-            self.host = None
+            self.host, self.lost = None, host
             given = given.model_copy(update={"moved_from": host})
             result = await self._execute(
                 name, given, returns, seconds=seconds, attempts=attempts, host=None
@@ -153,7 +162,7 @@ class ActivityEffects:
             self.record.wrote(records)
         placed = getattr(result, "host", None)
         if on_host and isinstance(placed, str):
-            self.host = placed
+            self.host, self.lost = placed, None
         return cast(_T, result)
 
     async def _execute(

@@ -49,8 +49,10 @@ class Start(_Wire):
     task_id: str
     #: the runs before this one (continued as new at a step boundary)
     continued: int = 0
-    #: the host holding the task's sandbox, as the run before this one left it
+    #: the host holding the task's sandbox, as the run before this one left it, and the host
+    #: given up, if no call has named the one that holds it since
     host: str | None = None
+    lost: str | None = None
 
 
 class Records(_Wire):

@@ -36,9 +36,9 @@ from agent.state import TaskState
 from agent.steering import accept_plan, add_instruction, another_plan, cancel, edit_plan
 from agent.store import Store
 from agent.temporal import _wire as w
-from base.errors import AgentError, ConfigError, SandboxError, StoreError
+from agent.temporal._hosts import arrive, keep_snapshot, placed
+from base.errors import AgentError, ConfigError, SandboxError
 from policies import Gate
-from sandbox.snapshot import SNAPSHOT, restore, snapshot
 from tools.tool import Tool, ToolResult
 
 if TYPE_CHECKING:
@@ -131,16 +131,16 @@ class TaskActivities:
         return runner, runner.local_effects(state, [relay] if relay is not None else [])
 
     @contextlib.asynccontextmanager
-    async def _relaying(self) -> AsyncIterator[Relay]:
+    async def _relaying(self, state: TaskState) -> AsyncIterator[Relay]:
         """A relay of the call's live stream (a model's answer as it arrives, a command's
         output as it comes), written every RELAY_SECONDS and before the activity returns. Best
-        effort: a write the store refuses is skipped, never the call's outcome."""
-        relay = Relay(self.store)
+        effort: a write that fails is skipped, never the call's outcome."""
+        relay = Relay(self.store, after=state.last_seq)
 
         def flush() -> None:
             try:
                 relay.flush()
-            except StoreError as exc:
+            except Exception as exc:  # noqa: BLE001 - what is shown live must not fail a call
                 activity.logger.warning("live output not relayed: %s", exc)
 
         async def flushing() -> None:
@@ -220,7 +220,7 @@ class TaskActivities:
     @activity.defn(name=w.ASK_MODEL)
     async def ask_model(self, given: w.AskModel) -> w.Asked:
         state = self._write(given.records)
-        async with self._relaying() as relay, self._beating():
+        async with self._relaying(state) as relay, self._beating():
             _, effects = self._effects(state, relay)
             answer = await effects.ask_model(given.purpose, given.request)
         if answer.kind == "task_paused":
@@ -230,7 +230,7 @@ class TaskActivities:
     @activity.defn(name=w.RUN_TOOL)
     async def run_tool(self, given: w.RunTool) -> w.ToolRan:
         state = self._write(given.records)
-        async with self._relaying() as relay:
+        async with self._relaying(state) as relay:
             return await self._run_tool(given, state, relay)
 
     async def _run_tool(self, given: w.RunTool, state: TaskState, relay: Relay) -> w.ToolRan:
@@ -238,11 +238,13 @@ class TaskActivities:
         tool = _tool(runner, given.tool)
         call = state.calls[given.ref]
         async with self._beating():
-            await self._arrive(runner, effects, state, given.moved_from)
+            lost = await arrive(runner, effects, state, given.moved_from, self.host)
+            if lost is not None:
+                return w.ToolRan(paused=lost, not_run=True, content=f"not run: {lost.detail}")
             outcome = await effects.run_tool(tool, call, given.key)
             if tool.has_side_effects:
-                await self._keep_snapshot(runner, effects, state)
-        host = self._placed(runner, state)
+                await keep_snapshot(runner, effects, state)
+        host = placed(runner, state, self.host)
         if isinstance(outcome, Stopped):
             not_run = outcome.not_run
             return w.ToolRan(
@@ -252,48 +254,9 @@ class TaskActivities:
                 host=host,
                 **(_fields(not_run) if not_run is not None else {}),
             )
-        return self._whole(effects, runner, given.ref, outcome).model_copy(update={"host": host})
-
-    # The task's sandbox, on this worker's host
-
-    def _placed(self, runner: Runner, state: TaskState) -> str | None:
-        """This worker's host, when it holds the task's sandbox."""
-        held = runner.sandboxes is not None and runner.sandboxes.holds(state.task_id)
-        return self.host if held else None
-
-    async def _arrive(
-        self, runner: Runner, effects: LocalEffects, state: TaskState, moved_from: str | None
-    ) -> None:
-        """Make the task's sandbox here when its host `moved_from` was given up: from the
-        snapshot of its workspace, if one was kept; the task is told at its next call (which is
-        not run), as after a restart."""
-        if moved_from is None or moved_from == self.host or runner.sandboxes is None:
-            return
-        created = state.created
-        box = await runner.sandboxes.for_task(
-            state.task_id, created.sandbox if created is not None else None
-        )
-        try:
-            archive: bytes | None = effects.artifacts.read(SNAPSHOT)
-        except KeyError:
-            archive = None
-        if archive is not None:
-            await restore(box, archive)
-        box.note_made_again(moved_note(moved_from, self.host, restored=archive is not None))
-
-    async def _keep_snapshot(self, runner: Runner, effects: LocalEffects, state: TaskState) -> None:
-        """Keep the workspace of the task's sandbox (if this worker holds it) with the task's
-        artifacts. A snapshot that cannot be taken is skipped: the call's own outcome stands."""
-        if runner.sandboxes is None or not runner.sandboxes.holds(state.task_id):
-            return
-        created = state.created
-        try:
-            box = await runner.sandboxes.for_task(
-                state.task_id, created.sandbox if created is not None else None
-            )
-            effects.artifacts.keep(SNAPSHOT, await snapshot(box))
-        except (SandboxError, OSError) as exc:
-            activity.logger.warning("no snapshot of task %s's workspace: %s", state.task_id, exc)
+        # Kept in a thread: a bucket's put must not stop the worker's other heartbeats.
+        whole = await asyncio.to_thread(self._whole, effects, runner, given.ref, outcome)
+        return whole.model_copy(update={"host": host})
 
     @staticmethod
     def _whole(effects: LocalEffects, runner: Runner, ref: str, ran: Ran) -> w.ToolRan:
@@ -316,9 +279,11 @@ class TaskActivities:
         runner, effects = self._effects(state)
         tool = _tool(runner, given.tool)
         async with self._beating():
-            await self._arrive(runner, effects, state, given.moved_from)
+            lost = await arrive(runner, effects, state, given.moved_from, self.host)
+            if lost is not None:
+                return w.EffectRead(paused=lost)
             read = await effects.read_effect(tool, state.calls[given.ref], given.arguments)
-        host = self._placed(runner, state)
+        host = placed(runner, state, self.host)
         if isinstance(read, ToolResult):
             return w.EffectRead(refused=w.ToolRan(**_fields(read)), host=host)
         if isinstance(read, dict):
@@ -334,10 +299,12 @@ class TaskActivities:
             if given.moved_from not in (None, self.host):
                 # What the call did is known only where it ran, on the host given up: a
                 # reviewer says, as for any call whose outcome cannot be read back.
-                await self._arrive(runner, effects, state, given.moved_from)
-                return w.Reconciled(found="unknown", host=self._placed(runner, state))
+                lost = await arrive(runner, effects, state, given.moved_from, self.host)
+                if lost is not None:
+                    return w.Reconciled(found="paused", paused=lost)
+                return w.Reconciled(found="unknown", host=placed(runner, state, self.host))
             found = await effects.reconcile(tool, state.calls[given.ref])
-        host = self._placed(runner, state)
+        host = placed(runner, state, self.host)
         if found in {"absent", "unknown"}:
             return w.Reconciled(found=found, host=host)
         if isinstance(found, ToolResult):
@@ -443,11 +410,17 @@ class TaskActivities:
 
     @activity.defn(name=w.RELEASE)
     async def release(self, task_id: str) -> None:
-        """Let go of a finished task's sandbox and browser on this worker."""
+        """Let go of a finished task's sandbox and browser on this worker (also after it was
+        started again since the task last used it here)."""
         state = self._states.pop(task_id, None)
         if state is None:
-            return
-        runner = self.runner_for(state)
+            if "@" not in activity.info().task_queue:
+                return  # the workflow's worker, which never held it
+            state = TaskState.from_store(self.store, task_id)  # the host's, started again
+        try:
+            runner = self.runner_for(state)
+        except ConfigError:
+            return  # its setup cannot be had here now: its sandbox goes with the next reap
         if runner.browsers is not None:
             await runner.browsers.forget(task_id)
         if runner.sandboxes is not None:
@@ -477,17 +450,3 @@ def _fields(result: ToolResult) -> dict[str, Any]:
         "image": result.image,
         "changing": result.changing,
     }
-
-
-def moved_note(lost: str, here: str, *, restored: bool) -> str:
-    """What a task is told when its sandbox's host `lost` was given up for `here`."""
-    kept = (
-        "from the snapshot of its /workspace kept after its last call that finished there: "
-        "what changed since is lost"
-        if restored
-        else "empty (no snapshot of its /workspace was kept)"
-    )
-    return (
-        f"the sandbox's host {lost} stopped answering, so the sandbox was made again on {here}, "
-        f"{kept}, and nothing it was running (processes, /tmp, a browser's pages) is left"
-    )

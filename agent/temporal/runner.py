@@ -13,12 +13,13 @@ from typing import Any, Literal
 
 from temporalio.client import Client
 
+from agent import relay
 from agent.config import EngineConfig
 from agent.events import Limits
 from agent.live import Live
-from agent.relay import relayed
 from agent.runner import Runner
 from agent.state import TaskState
+from agent.store import StoredEvent
 from agent.temporal import _wire as w
 from agent.temporal import client as engine_client
 from base.errors import AgentError
@@ -85,20 +86,16 @@ class TemporalRunner(Runner):
         self._followed[task_id] = state.last_seq
         if state.status != "running":
             return state
-        _, mark = relayed(self.store, task_id, None)
+        seen = relay.mark(self.store)
         while True:
-            # The log first, then the items: an item relayed before an event read here is
-            # among those read next, and told first.
-            events = self.store.events(task_id, after=state.last_seq)
-            items, mark = relayed(self.store, task_id, mark)
-            for item in items:
+            merged, seen = relay.together(self.store, task_id, after=state.last_seq, mark=seen)
+            for item in merged:
                 self._tell(item)
-            for stored in events:
-                state.apply(stored.event, stored.seq)
-                self._tell(stored)
-                self._followed[task_id] = stored.seq
-                if state.status != "running":
-                    return state
+                if isinstance(item, StoredEvent):
+                    state.apply(item.event, item.seq)
+                    self._followed[task_id] = item.seq
+                    if state.status != "running":
+                        return state
             await asyncio.sleep(poll)
 
     def _tell(self, stored: Live) -> None:

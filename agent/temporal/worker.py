@@ -62,8 +62,9 @@ def make_worker(
         client,
         task_queue=engine.task_queue,
         workflows=[TaskWorkflow] if role != "activities" else [],
-        activities=(activities.bookkeeping() if role != "activities" else [])
-        + (activities.effects() if role != "workflows" else []),
+        # Bookkeeping on every role: workflows started before LOCAL_BOOKKEEPING still ask a
+        # worker of the queue for it as ordinary activities.
+        activities=activities.bookkeeping() + (activities.effects() if role != "workflows" else []),
         workflow_runner=workflow_runner(),
         max_concurrent_activities=max_activities or most_activities,
         max_concurrent_workflow_tasks=most_workflow_tasks,

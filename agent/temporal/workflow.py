@@ -67,7 +67,7 @@ class TaskWorkflow:
     async def run(self, start: w.Start) -> str:
         state = self._state = await self._fold(start.task_id)
         record = WorkflowRecorder(state)
-        effects = self._effects = ActivityEffects(record, host=start.host)
+        effects = self._effects = ActivityEffects(record, host=start.host, lost=start.lost)
         while True:
             prepared = await self._prepare(start.task_id)
             if prepared is not None:
@@ -84,6 +84,7 @@ class TaskWorkflow:
                             task_id=start.task_id,
                             continued=start.continued + 1,
                             host=effects.host,
+                            lost=effects.lost,
                         )
                     )
             await self._wait_for_a_person(state)
