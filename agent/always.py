@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from agent.approvals import Seen, decide, named_pending, refuse_if_expired
-from agent.events import ApprovalDecided, ApprovalRequested
+from agent.events import ApprovalDecided, ApprovalGiven, ApprovalRequested
 from agent.state import TaskState
 from agent.store import Store
 from base.errors import AgentError, ConfigError, ErrorCode
@@ -143,3 +143,43 @@ def allow_always(
         raise RuleRefused(exc.message, task_id=state.task_id) from None
     assert isinstance(decision, ApprovalDecided), "a request for several reviewers is refused above"
     return decision
+
+
+def decide_or_allow(
+    store: Store,
+    state: TaskState,
+    seen: Seen | ApprovalRequested,
+    *,
+    approved: bool,
+    reason: str,
+    reviewer: str,
+    origin: str,
+    edit: dict[str, Any] | None = None,
+    saving: tuple[Scope, str] | None = None,
+    always: str | None = None,
+) -> ApprovalDecided | ApprovalGiven:
+    """`approvals.decide`, or, with `saving` (a scope, and the digest of the rule the reviewer
+    was shown), approve and save that rule (`allow_always`). Raises what those raise."""
+    if saving is None:
+        return decide(
+            store,
+            state,
+            seen,
+            approved=approved,
+            reason=reason,
+            reviewer=reviewer,
+            origin=origin,
+            edit=edit,
+            always=always,
+        )
+    scope, digest = saving
+    return allow_always(
+        store,
+        state,
+        seen,
+        scope=scope,
+        confirmed=digest,
+        reviewer=reviewer,
+        origin=origin,
+        reason=reason,
+    )

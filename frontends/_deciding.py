@@ -9,13 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.always import RuleRefused, Scope, allow_always
+from agent.always import RuleRefused, Scope, decide_or_allow
 from agent.approvals import (
     EditRefused,
     NothingToApprove,
     NotPending,
     Seen,
-    decide,
     named_pending,
 )
 from agent.config import EngineConfig
@@ -109,20 +108,8 @@ def decide_on_its_engine(
     the reviewer was shown): approve, and save that rule (`agent.always.allow_always`). Raises
     what `approvals.decide` and `allow_always` raise, and `EngineError` (also when no Temporal
     engine is configured here)."""
-    if always is not None and not on_temporal(state):
-        scope, digest = always
-        return allow_always(
-            store,
-            state,
-            seen,
-            scope=scope,
-            confirmed=digest,
-            reviewer=reviewer,
-            origin=origin,
-            reason=reason,
-        )
     if not on_temporal(state):
-        return decide(
+        return decide_or_allow(
             store,
             state,
             seen,
@@ -131,11 +118,7 @@ def decide_on_its_engine(
             reviewer=reviewer,
             origin=origin,
             edit=edit,
-        )
-    if engine is None:
-        raise EngineError(
-            f"task {state.task_id} runs on the Temporal engine, and none is configured here: "
-            'set [engine] kind = "temporal" and its address in agent.toml'
+            saving=always,
         )
     decision = Decide(
         approval_id=seen.approval_id,
@@ -148,7 +131,7 @@ def decide_on_its_engine(
         always_scope=always[0] if always is not None else None,
         confirmed=always[1] if always is not None else "",
     )
-    return decided_on_temporal(engine, store, state, decision)
+    return decided_on_temporal(_configured(engine, state), store, state, decision)
 
 
 def plan_on_its_engine(
@@ -166,14 +149,9 @@ def plan_on_its_engine(
     `limits`, when given; on the embedded engine the run that follows takes them). Raises
     `NotSteerable`, `StoreError` and `EngineError`."""
     if on_temporal(state):
-        if engine is None:
-            raise EngineError(
-                f"task {state.task_id} runs on the Temporal engine, and none is configured "
-                'here: set [engine] kind = "temporal" and its address in agent.toml'
-            )
         given = limits.model_dump() if limits is not None else {}
         steer = Steer(action=action, steps=tuple(steps), why=why, limits=given)
-        steer_on_temporal(engine, state.task_id, steer)
+        steer_on_temporal(_configured(engine, state), state.task_id, steer)
         return
     if action == "accept_plan":
         accept_plan(store, state)
@@ -181,6 +159,17 @@ def plan_on_its_engine(
         another_plan(store, state, why)
     else:
         edit_plan(store, state, steps)
+
+
+def _configured(engine: EngineConfig | None, state: TaskState) -> EngineConfig:
+    """The Temporal service a task of that engine is sent what a person does. Raises
+    `EngineError` when none is configured here."""
+    if engine is None:
+        raise EngineError(
+            f"task {state.task_id} runs on the Temporal engine, and none is configured here: "
+            'set [engine] kind = "temporal" and its address in agent.toml'
+        )
+    return engine
 
 
 def steer_on_temporal(engine: EngineConfig, task_id: str, steer: Steer) -> str:

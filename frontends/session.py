@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from agent.home import default_home
 from agent.state import TaskState
 from agent.steering import add_instruction, cancel, reviewing_plan
 from agent.store import Store
-from agent.temporal._wire import Steer
+from agent.temporal._wire import PlanAction, Steer
 from agent_runtime import INTRO, PROMPT, PROMPT_SHOWN
 from base.errors import AgentError
 from frontends._deciding import on_temporal, plan_on_its_engine, steer_on_temporal
@@ -474,13 +474,11 @@ def _another_plan(session: Session, why: str) -> None:
     if state is None:
         session.out.print("[yellow]no current task[/]")
         return
-    with Store.open() as store:
-        current = TaskState.from_store(store, state.task_id)
-        plan_on_its_engine(store, current, session.engine, "another_plan", why=why)
-    if on_temporal(current):
-        session.out.print("[dim]its workflow asks the planner again now[/]")
-    else:
-        session.out.print("[dim]the planner is asked again when the task goes on: /resume[/]")
+    said = (
+        "its workflow asks the planner again now",
+        "the planner is asked again when the task goes on: /resume",
+    )
+    _on_plan(session, state.task_id, "another_plan", said, why=why)
 
 
 def _edit_plan(session: Session) -> None:
@@ -491,13 +489,28 @@ def _edit_plan(session: Session) -> None:
     steps = edited_steps(session.out, session.stdin, state.plan)
     if steps is None:
         return
+    said = (
+        "the plan is yours; its workflow runs it now",
+        "the plan is yours; /resume runs it from its first step",
+    )
+    _on_plan(session, state.task_id, "edit_plan", said, steps=steps)
+
+
+def _on_plan(
+    session: Session,
+    task_id: str,
+    action: PlanAction,
+    said: tuple[str, str],
+    *,
+    steps: Sequence[str] = (),
+    why: str = "",
+) -> None:
+    """Do `action` to the task's plan on its engine; say what comes of it (`said`: on the
+    Temporal engine, which goes on at once, and on the embedded one)."""
     with Store.open() as store:
-        current = TaskState.from_store(store, state.task_id)
-        plan_on_its_engine(store, current, session.engine, "edit_plan", steps=steps)
-    if on_temporal(current):
-        session.out.print("[dim]the plan is yours; its workflow runs it now[/]")
-    else:
-        session.out.print("[dim]the plan is yours; /resume runs it from its first step[/]")
+        current = TaskState.from_store(store, task_id)
+        plan_on_its_engine(store, current, session.engine, action, steps=steps, why=why)
+    session.out.print(f"[dim]{said[0] if on_temporal(current) else said[1]}[/]")
 
 
 def _last(session: Session) -> None:

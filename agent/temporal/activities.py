@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from agent.always import allow_always
-from agent.approvals import Seen, decide, expired, pending_approval
+from agent.always import decide_or_allow
+from agent.approvals import Seen, expired, pending_approval
 from agent.context import observation_chars
 from agent.effects import LocalEffects, Ran, Stopped
 from agent.events import Event, LimitsRaised, TaskResumed, ToolResulted
@@ -319,21 +319,9 @@ class TaskActivities:
         after = state.last_seq
         d = given.decision
         try:
-            if d.always_scope is not None:
-                # The rule goes into the policy file here, where the workflow's next look at
-                # the policy (before it goes on) reads it.
-                allow_always(
-                    self.store,
-                    state,
-                    Seen(d.approval_id, d.call_hash),
-                    scope=d.always_scope,
-                    confirmed=d.confirmed,
-                    reviewer=d.reviewer,
-                    origin=d.origin,
-                    reason=d.reason,
-                )
-                return self._appended(state, after)
-            decide(
+            # A rule saved goes into the policy file here, where the workflow's next look at the
+            # policy (before it goes on) reads it.
+            decide_or_allow(
                 self.store,
                 state,
                 Seen(d.approval_id, d.call_hash),
@@ -342,6 +330,7 @@ class TaskActivities:
                 reviewer=d.reviewer,
                 origin=d.origin,
                 edit=d.edit,
+                saving=(d.always_scope, d.confirmed) if d.always_scope is not None else None,
                 always=d.always,
             )
         except AgentError as exc:
