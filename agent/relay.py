@@ -51,6 +51,8 @@ class Relay:
         self._waiting: list[tuple[str, int, float, str]] = []
         self._lock = threading.Lock()
         self._pruned = 0.0
+        #: the table is known to be there (made by this relay's first write, if need be)
+        self._made = False
 
     def __call__(self, item: Live) -> None:
         if isinstance(item, CommandOutput | ModelDelta):  # an event is in the log already
@@ -66,13 +68,15 @@ class Relay:
             return
         prune = time.monotonic() - self._pruned > PRUNE_SECONDS
         with self.store.writing() as db:
-            db.execute(_TABLE)
-            db.execute(_INDEX)
+            if not self._made:
+                db.execute(_TABLE)
+                db.execute(_INDEX)
             db.executemany(
                 "INSERT INTO relayed (task_id, after_seq, at, item) VALUES (?, ?, ?, ?)", waiting
             )
             if prune:
                 db.execute("DELETE FROM relayed WHERE at < ?", (time.time() - KEEP_SECONDS,))
+        self._made = True
         if prune:
             self._pruned = time.monotonic()
 
