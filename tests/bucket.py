@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import boto3
+import pytest
 from moto.server import ThreadedMotoServer
 
 #: the settings the AWS SDK reads, for a server that takes any credentials (none of them real);
@@ -41,6 +42,16 @@ class Bucket:
             f'[artifacts]\nbucket = "{self.name}"\nprefix = "{prefix}"\n'
             f'endpoint_url = "{self.endpoint}"\n'
         )
+
+
+@contextmanager
+def sdk_s3_server() -> Iterator[str]:
+    """`s3_server`, with the AWS SDK's settings (SDK_ENV) in this process's environment."""
+    with pytest.MonkeyPatch.context() as sdk:
+        for name, value in SDK_ENV.items():
+            sdk.setenv(name, value)
+        with s3_server() as url:
+            yield url
 
 
 @contextmanager

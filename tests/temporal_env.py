@@ -3,13 +3,18 @@ loopback port, and `agent worker --engine temporal` processes against it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import docker
+
 from agent.config import EngineConfig
+from sandbox.manager import store_scope
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,6 +69,33 @@ def start_worker(
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
+
+
+@contextlib.contextmanager
+def workers_on_hosts(
+    config: Path, env: dict[str, str], folder: Path, hosts: Sequence[str]
+) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """A worker of workflows, and one of activities on each host named (`--host`), their
+    output in `folder`; the activity workers by host. All stopped, and the hosts' sandboxes
+    removed, at the end."""
+    decider = start_worker(config, env, folder / "workflows.log", "--role", "workflows")
+    on_hosts = {
+        host: start_worker(
+            config, env, folder / f"{host}.log", "--role", "activities", "--host", host
+        )
+        for host in hosts
+    }
+    try:
+        yield on_hosts
+    finally:
+        for process in [decider, *on_hosts.values()]:
+            stop(process)
+        client = docker.from_env()
+        for host in hosts:
+            prefix = f"agent-{store_scope(Path(env['AGENT_HOME']) / 'events.db', host)}-"
+            for container in client.containers.list(all=True, filters={"name": prefix}):
+                container.remove(force=True)
+        client.close()
 
 
 def agent(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

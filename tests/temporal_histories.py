@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import docker
-
 from agent.config import EngineConfig
 from agent.events import Limits, TaskCreated
 from agent.state import TaskState
@@ -31,10 +29,9 @@ from agent.store import Store
 from agent.temporal._wire import Steer
 from agent.temporal.client import connect, start, steer
 from frontends.engine_commands import dev_server
-from sandbox.manager import store_scope
 
 from .conftest import REPO, pending, write_script
-from .temporal_env import agent, agent_env, start_worker, stop, write_config
+from .temporal_env import agent, agent_env, start_worker, stop, workers_on_hosts, write_config
 
 GOLDEN = REPO / "tests" / "golden" / "temporal"
 # Named by module, not by file: a tool's identity (in every call's hash) holds its module's name,
@@ -231,13 +228,9 @@ def _moved(folder: Path, engine: EngineConfig) -> None:
             {"done": "read"},
         ],
     )
-    log = folder / "moved.log"
-    decider = start_worker(config, env, log, "--role", "workflows")
-    hosts = {
-        h: start_worker(config, env, log, "--role", "activities", "--host", h)
-        for h in ("north", "south")
-    }
-    try:
+    logs = folder / "moved-logs"
+    logs.mkdir()
+    with workers_on_hosts(config, env, logs, ("north", "south")) as hosts:
         task_id = _create(home, fast, script, policy, ENGINE_TOOLS)
         _until(home, task_id, ("awaiting_approval",))
 
@@ -253,14 +246,6 @@ def _moved(folder: Path, engine: EngineConfig) -> None:
         agent(config, env, "approve", task_id, request.approval_id, request.short_hash)
         _until(home, task_id, ("done",))
         print(asyncio.run(_save(fast, task_id, "moved")))
-    finally:
-        for worker in [decider, *hosts.values()]:
-            stop(worker)
-        client = docker.from_env()
-        for host in hosts:
-            prefix = f"agent-{store_scope(home / 'events.db', host)}-"
-            for box in client.containers.list(all=True, filters={"name": prefix}):
-                box.remove(force=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from base.bucket_artifacts import bucket_artifacts
 from base.errors import ConfigError, StoreError
 from frontends.cli import main
 
-from .bucket import SDK_ENV, Bucket, make_bucket, s3_server
+from .bucket import SDK_ENV, Bucket, make_bucket, sdk_s3_server
 from .conftest import REPO, tool_results, write_script
 
 ENGINE_TOOLS = str(REPO / "tests" / "engine_tools.py")
@@ -27,11 +27,8 @@ ENGINE_TOOLS = str(REPO / "tests" / "engine_tools.py")
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in SDK_ENV.items():
-            env.setenv(name, value)
-        with s3_server() as url:
-            yield url
+    with sdk_s3_server() as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ then fails, so the probe can see a move that lost the workspace."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import os
 import signal
@@ -18,7 +17,6 @@ import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from subprocess import Popen
 
 import docker
 import pytest
@@ -33,9 +31,9 @@ from frontends.engine_commands import dev_server
 from sandbox.manager import store_scope
 from sandbox.snapshot import SNAPSHOT, workspace_relative
 
-from .bucket import SDK_ENV, Bucket, make_bucket, s3_server
+from .bucket import SDK_ENV, Bucket, make_bucket, sdk_s3_server
 from .conftest import pending, write_script
-from .temporal_env import agent, agent_env, start_worker, stop, write_config
+from .temporal_env import agent, agent_env, workers_on_hosts, write_config
 
 NOTE = "kept on the first host"
 TURNS: list[dict[str, object]] = [
@@ -96,30 +94,6 @@ def _container(home: Path, host: str, task_id: str) -> str:
     return f"agent-{store_scope(home / 'events.db', host)}-{task_id}"
 
 
-@contextlib.contextmanager
-def _workers(config: Path, env: dict[str, str], folder: Path) -> Iterator[dict[str, Popen[bytes]]]:
-    """A worker of workflows, and one of activities on each of HOSTS (by host); all stopped,
-    and the hosts' sandboxes removed, at the end."""
-    decider = start_worker(config, env, folder / "workflows.log", "--role", "workflows")
-    hosts = {
-        host: start_worker(
-            config, env, folder / f"{host}.log", "--role", "activities", "--host", host
-        )
-        for host in HOSTS
-    }
-    try:
-        yield hosts
-    finally:
-        for process in [decider, *hosts.values()]:
-            stop(process)
-        client = docker.from_env()
-        for host in HOSTS:
-            prefix = f"agent-{store_scope(Path(env['AGENT_HOME']) / 'events.db', host)}-"
-            for container in client.containers.list(all=True, filters={"name": prefix}):
-                container.remove(force=True)
-        client.close()
-
-
 def _approve(config: Path, env: dict[str, str], home: Path, task_id: str) -> None:
     request = pending(_state(home, task_id))
     approved = agent(config, env, "approve", task_id, request.approval_id, request.short_hash)
@@ -128,11 +102,8 @@ def _approve(config: Path, env: dict[str, str], home: Path, task_id: str) -> Non
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as sdk:
-        for name, value in SDK_ENV.items():
-            sdk.setenv(name, value)
-        with s3_server() as url:
-            yield url
+    with sdk_s3_server() as url:
+        yield url
 
 
 class _Snapshots:
@@ -179,7 +150,7 @@ def test_a_lost_host_s_sandbox_is_made_again_elsewhere_from_its_snapshot(
     config = write_config(tmp_path / "agent.toml", engine, tools=[], policy=policy, more=more)
     script = write_script(tmp_path / "turns.json", TURNS)
     docker_client = docker.from_env()
-    with _workers(config, env, tmp_path) as hosts:
+    with workers_on_hosts(config, env, tmp_path, HOSTS) as hosts:
         ran = agent(config, env, "run", "--json", "--model", f"scripted:{script}", "keep a note")
         assert ran.returncode == 3, ran.stderr  # the shell command waits for a reviewer
         with Store.open(home / "events.db") as store:
@@ -231,24 +202,15 @@ def test_a_host_s_name_is_checked_before_the_worker_starts(
 def test_a_snapshot_holds_the_workspace_s_files_and_nothing_outside_it() -> None:
     # Docker's archive of /workspace, as a sandbox could make it look: a file, a folder, a
     # link; and names that would leave the workspace once put into another sandbox.
-    made = io.BytesIO()
-    with tarfile.open(fileobj=made, mode="w") as archive:
-        for name, data in [
-            ("workspace/notes/today.txt", b"kept"),
-            ("workspace/../etc/cron.d/job", b"* * * * * root evil"),
-            ("etc/passwd", b"root::0:0::/:/bin/sh"),
-        ]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-        for name, target in [
-            ("workspace/copy", "workspace/notes/today.txt"),
-            ("workspace/x", "etc/passwd"),
-        ]:
-            link = tarfile.TarInfo(name)
-            link.type, link.linkname = tarfile.LNKTYPE, target
-            archive.addfile(link)
-    relative = workspace_relative(made.getvalue())
+    made = _archive(
+        {
+            "workspace/notes/today.txt": b"kept",
+            "workspace/../etc/cron.d/job": b"* * * * * root evil",
+            "etc/passwd": b"root::0:0::/:/bin/sh",
+        },
+        links={"workspace/copy": "workspace/notes/today.txt", "workspace/x": "etc/passwd"},
+    )
+    relative = workspace_relative(made)
     with tarfile.open(fileobj=io.BytesIO(relative)) as archive:
         members = {m.name: m for m in archive}
         assert sorted(members) == ["copy", "notes/today.txt"]
@@ -269,17 +231,14 @@ class _Secret:
 
 
 def test_a_snapshot_keeps_no_secret_and_stays_a_whole_archive() -> None:
-    made = io.BytesIO()
-    with tarfile.open(fileobj=made, mode="w") as archive:
-        for name, data in [
-            ("workspace/.env", b"PASSWORD=hunter2\n"),
-            ("workspace/hunter2.txt", b"named after it"),
-            ("workspace/after.txt", b"a file after them, read whole"),
-        ]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    kept = workspace_relative(made.getvalue(), _Secret())
+    made = _archive(
+        {
+            "workspace/.env": b"PASSWORD=hunter2\n",
+            "workspace/hunter2.txt": b"named after it",
+            "workspace/after.txt": b"a file after them, read whole",
+        }
+    )
+    kept = workspace_relative(made, _Secret())
     assert b"hunter2" not in kept
     with tarfile.open(fileobj=io.BytesIO(kept)) as archive:
         read = {m.name: archive.extractfile(m).read() for m in archive}  # type: ignore[union-attr]
@@ -288,3 +247,18 @@ def test_a_snapshot_keeps_no_secret_and_stays_a_whole_archive() -> None:
         "{{secret:PASSWORD}}.txt": b"named after it",
         "after.txt": b"a file after them, read whole",
     }
+
+
+def _archive(files: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    """A tar archive as Docker gives one: `files` by name, then hard `links` (name: target)."""
+    made = io.BytesIO()
+    with tarfile.open(fileobj=made, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.LNKTYPE, target
+            archive.addfile(link)
+    return made.getvalue()
