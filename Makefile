@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sandbox format lint typecheck test bench ci clean
+.PHONY: setup sandbox postgres format lint typecheck test bench ci clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ setup: $(STAMP)
 sandbox: $(STAMP)
 	scripts/ensure-docker
 
+# Debian's PostgreSQL programs, for the shared store's tests (they start a server of their own).
+postgres:
+	scripts/ensure-postgres
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -29,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) sandbox
+test: $(STAMP) sandbox postgres
 	$(BIN)/pytest -q
 
 # Every benchmark runs; then the ones that missed a goal (or failed) are named, and it exits 1.

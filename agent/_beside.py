@@ -4,18 +4,16 @@ decide."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 from agent import audit, inbox, reviewers, webhooks
+from agent._db import Db
 from agent.events import ApprovalDecided, ApprovalEscalated, ApprovalRequested, Event
 
 SCHEMA = audit.SCHEMA + inbox.SCHEMA + reviewers.SCHEMA + webhooks.SCHEMA
 
 
-def keep(
-    db: sqlite3.Connection, task_id: str, ts: float, written: Sequence[tuple[int, Event, str]]
-) -> None:
+def keep(db: Db, task_id: str, ts: float, written: Sequence[tuple[int, Event, str]]) -> None:
     """Keep beside the log what its new events (seq, event, its JSON body) call for."""
     audited: list[audit.Entry] = []
     for seq, event, body in written:

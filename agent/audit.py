@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from agent._db import Db
 
 #: the kinds of event the audit log records
 AUDITED = frozenset(
@@ -104,7 +105,7 @@ def link(previous: str, n: int, entry: Entry) -> str:
     return hashlib.sha256(f"{previous}\n{fields}".encode()).hexdigest()
 
 
-def extend(db: sqlite3.Connection, entries: Sequence[Entry]) -> None:
+def extend(db: Db, entries: Sequence[Entry]) -> None:
     """Add `entries` (whose events are written already) to the log, inside the caller's write
     transaction. The first time, the head also records how many audited events the store held
     from before there was an audit log (they have no entries)."""
@@ -117,22 +118,26 @@ def extend(db: sqlite3.Connection, entries: Sequence[Entry]) -> None:
         n += 1
         previous = link(previous, n, entry)
         db.execute("INSERT INTO audit VALUES (?, ?, ?, ?)", (n, entry.task_id, entry.seq, previous))
-    db.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?, ?)", (n, previous, before))
+    db.execute(
+        "INSERT INTO audit_head VALUES (1, ?, ?, ?) ON CONFLICT (one) DO UPDATE SET "
+        "n = excluded.n, hash = excluded.hash, before = excluded.before",
+        (n, previous, before),
+    )
 
 
-def _audited_events(db: sqlite3.Connection) -> int:
+def _audited_events(db: Db) -> int:
     kinds = sorted(AUDITED)
     query = f"SELECT COUNT(*) FROM events WHERE kind IN ({','.join('?' * len(kinds))})"
     return int(db.execute(query, kinds).fetchone()[0])
 
 
-def head(db: sqlite3.Connection) -> Head:
+def head(db: Db) -> Head:
     """The head as the store records it."""
     row = db.execute("SELECT n, hash FROM audit_head").fetchone()
     return Head(int(row[0]), str(row[1])) if row is not None else Head(0, _GENESIS)
 
 
-def _rows(db: sqlite3.Connection) -> Iterator[tuple[int, str, int, str, Entry | None]]:
+def _rows(db: Db) -> Iterator[tuple[int, str, int, str, Entry | None]]:
     """Each entry in order: its number, task, seq, hash, and its event (None if gone)."""
     query = (
         "SELECT a.n, a.task_id, a.seq, a.hash, e.ts, e.kind, e.body FROM audit a LEFT JOIN "
@@ -143,7 +148,7 @@ def _rows(db: sqlite3.Connection) -> Iterator[tuple[int, str, int, str, Entry | 
         yield n, task_id, seq, digest, event
 
 
-def verify(db: sqlite3.Connection, pinned: Head | None = None) -> Verdict:
+def verify(db: Db, pinned: Head | None = None) -> Verdict:
     """Recompute the chain; the first entry that does not hold is the verdict's problem.
     `pinned`, a head kept elsewhere, must be an entry of the chain. Read in one transaction,
     so that what other processes append meanwhile is not half seen."""
@@ -154,7 +159,7 @@ def verify(db: sqlite3.Connection, pinned: Head | None = None) -> Verdict:
         db.execute("COMMIT")
 
 
-def _verify(db: sqlite3.Connection, pinned: Head | None) -> Verdict:
+def _verify(db: Db, pinned: Head | None) -> Verdict:
     recorded = head(db)
     previous, expected = _GENESIS, 1
     hashes: dict[int, str] = {}
@@ -187,13 +192,13 @@ def _verify(db: sqlite3.Connection, pinned: Head | None) -> Verdict:
     return Verdict(last, recorded, None)
 
 
-def _outside(db: sqlite3.Connection) -> str | None:
+def _outside(db: Db) -> str | None:
     """An event written into the log from outside: one whose kind column is not its body's (a
     state is rebuilt from the body), or more audited events with no entry than the store held
     before its audit log began."""
     row = db.execute(
-        "SELECT task_id, seq, kind, json_extract(body, '$.kind') FROM events WHERE kind IS NOT "
-        "json_extract(body, '$.kind') LIMIT 1"
+        "SELECT task_id, seq, kind, json_extract(body, '$.kind') FROM events WHERE "
+        "json_extract(body, '$.kind') IS NULL OR kind <> json_extract(body, '$.kind') LIMIT 1"
     ).fetchone()
     if row is not None:
         return (
@@ -219,7 +224,7 @@ def _outside(db: sqlite3.Connection) -> str | None:
     )
 
 
-def entries(db: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+def entries(db: Db) -> Iterator[dict[str, Any]]:
     """Each entry with its event, as `agent audit export` writes it (a JSON object a line)."""
     for n, task_id, seq, digest, event in _rows(db):
         yield {

@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from agent._db import Db
+
 
 def recovery(path: Path) -> str:
     """How to get back what can be read of a damaged store at `path`."""
@@ -26,7 +28,7 @@ _SALVAGE_QUERIES = 4000
 
 
 def salvage(
-    db: sqlite3.Connection, query: str, args: tuple[object, ...], low: int
+    db: Db, query: str, args: tuple[object, ...], low: int
 ) -> tuple[list[tuple[Any, ...]], list[tuple[int, int]]]:
     """The rows of `query` (whose last two parameters are a range of keys) that can be read
     from `low` on, and the ranges of keys that cannot: a failing range is halved until what

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from agent._db import Db
 from agent.events import (
     EVENT_ADAPTER,
     ApprovalDecided,
@@ -32,6 +33,11 @@ CREATE INDEX IF NOT EXISTS inbox_task ON inbox (task_id);
 CREATE TABLE IF NOT EXISTS inbox_escalations (
     approval_id TEXT PRIMARY KEY, escalated REAL NOT NULL, escalated_to TEXT NOT NULL);
 """
+#: the inbox's own columns, in order (a PostgreSQL store's table has its rowid too)
+COLUMNS = (
+    "i.approval_id, task_id, seq, asked, tool, risk, rule, reason, preview, call_hash, cause, "
+    "expires, decided, approved, reviewer, origin"
+)
 #: the kinds of event the inbox follows
 KINDS = frozenset({"approval_requested", "approval_decided", "approval_escalated"})
 
@@ -56,7 +62,7 @@ class Waiting(NamedTuple):
     escalated_to: str | None
 
 
-def note(db: sqlite3.Connection, task_id: str, seq: int, ts: float, event: Event) -> None:
+def note(db: Db, task_id: str, seq: int, ts: float, event: Event) -> None:
     """Follow a request, an escalation or a decision, inside the caller's write transaction."""
     if isinstance(event, ApprovalEscalated):
         # Kept in a table of its own: a process of the version before escalation writes the
@@ -65,14 +71,18 @@ def note(db: sqlite3.Connection, task_id: str, seq: int, ts: float, event: Event
             "UPDATE inbox SET expires = ? WHERE approval_id = ?",
             (None if event.expire_after is None else ts + event.expire_after, event.approval_id),
         )
+        # Delete, then insert (not an upsert): a row asked again is a new row, as the
+        # inbox's `marker` counts them.
+        db.execute("DELETE FROM inbox_escalations WHERE approval_id = ?", (event.approval_id,))
         db.execute(
-            "INSERT OR REPLACE INTO inbox_escalations VALUES (?, ?, ?)",
+            "INSERT INTO inbox_escalations VALUES (?, ?, ?)",
             (event.approval_id, ts, json.dumps(event.to)),
         )
     elif isinstance(event, ApprovalRequested):
-        db.execute(  # asked again (its call changed): the last asking counts
-            "INSERT OR REPLACE INTO inbox VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)",
+        # asked again (its call changed): the last asking counts, as a new row
+        db.execute("DELETE FROM inbox WHERE approval_id = ?", (event.approval_id,))
+        db.execute(
+            "INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)",
             (
                 event.approval_id,
                 task_id,
@@ -97,7 +107,7 @@ def note(db: sqlite3.Connection, task_id: str, seq: int, ts: float, event: Event
 
 
 def waiting(
-    db: sqlite3.Connection,
+    db: Db,
     *,
     task: str | None = None,
     tools: Sequence[str] = (),
@@ -126,12 +136,12 @@ def waiting(
         "i.call_hash, i.cause, i.expires, e.escalated_to FROM inbox i "
         "JOIN tasks t ON t.id = i.task_id LEFT JOIN inbox_escalations e USING (approval_id) "
         f"WHERE {' AND '.join(where)} ORDER BY i.decided, i.asked, i.approval_id LIMIT ?",
-        (*args, limit),
+        (*args, limit if limit >= 0 else 2**62),  # SQLite's -1 (no limit) is not SQL's
     ).fetchall()
     return [Waiting(*row) for row in rows]
 
 
-def decided_elsewhere(db: sqlite3.Connection) -> set[str]:
+def decided_elsewhere(db: Db) -> set[str]:
     """The running tasks whose last request was decided where no runner goes on with it (over
     HTTP, or in `agent review`): a worker's to continue."""
     rows = db.execute(
@@ -142,7 +152,7 @@ def decided_elsewhere(db: sqlite3.Connection) -> set[str]:
     return {str(task_id) for (task_id,) in rows}
 
 
-def marker(db: sqlite3.Connection) -> tuple[object, ...]:
+def marker(db: Db) -> tuple[object, ...]:
     """What changes whenever a request is asked or decided (for a reader that polls)."""
     row = db.execute(
         "SELECT COUNT(*), MAX(asked), MAX(decided), MAX(rowid), "
@@ -151,7 +161,7 @@ def marker(db: sqlite3.Connection) -> tuple[object, ...]:
     return tuple(row)
 
 
-def find(db: sqlite3.Connection, approval_id: str) -> Waiting | None:
+def find(db: Db, approval_id: str) -> Waiting | None:
     """The request `approval_id`, waiting or not; None if the inbox holds none."""
     row = db.execute(
         "SELECT i.approval_id, task_id, asked, tool, risk, rule, reason, preview, call_hash, "
@@ -162,10 +172,10 @@ def find(db: sqlite3.Connection, approval_id: str) -> Waiting | None:
     return None if row is None else Waiting(*row)
 
 
-def describe(db: sqlite3.Connection, approval_id: str) -> dict[str, object] | None:
+def describe(db: Db, approval_id: str) -> dict[str, object] | None:
     """Everything the inbox holds of a request, decision included, by column."""
     cursor = db.execute(
-        "SELECT i.*, e.escalated_to FROM inbox i LEFT JOIN inbox_escalations e USING "
+        f"SELECT {COLUMNS}, e.escalated_to FROM inbox i LEFT JOIN inbox_escalations e USING "
         "(approval_id) WHERE i.approval_id = ?",
         (approval_id,),
     )
@@ -186,7 +196,7 @@ class Decision(NamedTuple):
     decided: float
 
 
-def decision(db: sqlite3.Connection, approval_id: str) -> Decision | None:
+def decision(db: Db, approval_id: str) -> Decision | None:
     """How the request `approval_id` was decided; None while it is not (or is not listed)."""
     row = db.execute(
         "SELECT approved, reviewer, origin, decided FROM inbox WHERE approval_id = ? "
@@ -199,13 +209,13 @@ def decision(db: sqlite3.Connection, approval_id: str) -> Decision | None:
     return Decision(bool(approved), reviewer or "", origin or "", float(decided))
 
 
-def expiry(db: sqlite3.Connection, approval_id: str) -> float | None:
+def expiry(db: Db, approval_id: str) -> float | None:
     """When the request expires (None: never, or not in the inbox)."""
     row = db.execute("SELECT expires FROM inbox WHERE approval_id = ?", (approval_id,)).fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 
-def unlisted(db: sqlite3.Connection) -> list[str]:
+def unlisted(db: Db) -> list[str]:
     """The tasks waiting for a reviewer whose request the inbox does not hold: they were
     waiting before the store kept an inbox."""
     rows = db.execute(
@@ -215,7 +225,7 @@ def unlisted(db: sqlite3.Connection) -> list[str]:
     return [str(task_id) for (task_id,) in rows]
 
 
-def backfill(db: sqlite3.Connection, tasks: Sequence[str]) -> None:
+def backfill(db: Db, tasks: Sequence[str]) -> None:
     """Put in the inbox the requests and decisions of `tasks`, from their logs, inside the
     caller's write transaction."""
     for task_id in tasks:

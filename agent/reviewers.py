@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 
+from agent._db import Db
 from base.errors import ConfigError
 
 SCHEMA = """
@@ -36,7 +36,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add(db: sqlite3.Connection, name: str) -> str:
+def add(db: Db, name: str) -> str:
     """Make `name` a reviewer, inside the caller's write transaction; their token (shown once,
     kept only as its digest). Raises `ConfigError` for a bad or taken name."""
     if not NAME.fullmatch(name):
@@ -53,7 +53,7 @@ def add(db: sqlite3.Connection, name: str) -> str:
     return token
 
 
-def revoke(db: sqlite3.Connection, name: str) -> None:
+def revoke(db: Db, name: str) -> None:
     """Refuse `name`'s token from now on, inside the caller's write transaction. Raises
     `ConfigError` for no such reviewer, or one revoked already."""
     row = db.execute("SELECT revoked FROM reviewers WHERE name = ?", (name,)).fetchone()
@@ -64,12 +64,12 @@ def revoke(db: sqlite3.Connection, name: str) -> None:
     db.execute("UPDATE reviewers SET revoked = ? WHERE name = ?", (time.time(), name))
 
 
-def listing(db: sqlite3.Connection) -> list[Reviewer]:
+def listing(db: Db) -> list[Reviewer]:
     rows = db.execute("SELECT name, created, revoked FROM reviewers ORDER BY created").fetchall()
     return [Reviewer(*row) for row in rows]
 
 
-def who(db: sqlite3.Connection, token: str) -> str | None:
+def who(db: Db, token: str) -> str | None:
     """The reviewer whose token `token` is, if it is one and not revoked."""
     if not token.startswith(PREFIX):
         return None
@@ -79,7 +79,7 @@ def who(db: sqlite3.Connection, token: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def active(db: sqlite3.Connection, name: str) -> bool:
+def active(db: Db, name: str) -> bool:
     """Whether `name` is a reviewer whose token was not revoked."""
     row = db.execute(
         "SELECT 1 FROM reviewers WHERE name = ? AND revoked IS NULL", (name,)

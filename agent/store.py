@@ -24,13 +24,24 @@ from typing import Literal
 from urllib.parse import quote
 
 from agent import _beside, inbox
+from agent._db import Db
 from agent._process import alive, process_start
 from agent.damage import damaged, ranges_text, recovery, salvage
 from agent.events import EVENT_ADAPTER, STATUS_AFTER, Event, Status, TaskCreated
 from agent.home import default_home
-from base.errors import ConflictingWrite, ErrorCode, StoreError, TaskBusy, TaskNotFound
+from base.errors import (
+    ConfigError,
+    ConflictingWrite,
+    ErrorCode,
+    StoreError,
+    TaskBusy,
+    TaskNotFound,
+)
 
 _ALL = 2**31
+
+#: the environment variable naming a shared (PostgreSQL) store, for workers on many hosts
+STORE_URL = "AGENT_STORE_URL"
 
 #: the kinds of event whose commit is on disk before `append` returns, whatever `synchronous` says
 MUST_SURVIVE = frozenset({"intent", "approval_decided"})
@@ -46,6 +57,9 @@ CREATE TABLE IF NOT EXISTS leases (
     task_id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started TEXT NOT NULL,
     since REAL NOT NULL);
 """
+
+#: a task row's columns, in order (a PostgreSQL store's table has its rowid too)
+_TASK = "id, task, status, created, updated"
 
 
 @dataclass(frozen=True)
@@ -70,10 +84,21 @@ class Store:
     """The event log. Open with `Store.open(path)`; close with `close()` or a `with` block."""
 
     def __init__(
-        self, conn: sqlite3.Connection, path: Path, synchronous: Literal["normal", "full"]
+        self,
+        conn: Db,
+        path: Path,
+        synchronous: Literal["normal", "full"],
+        *,
+        shared: str | None = None,
     ) -> None:
         self._db = conn
+        #: the SQLite file; for a shared store, where the file would be (its folder still
+        #: holds what this host keeps: artifacts by default, model sockets)
         self.path = path
+        #: a shared (PostgreSQL) store's URL, its password left out; None for SQLite
+        self.shared = shared
+        #: where the store is, as messages and sandbox names say it
+        self.location = shared or str(path)
         self._synchronous = synchronous
         #: the last seq this connection appended, per task
         self._written: dict[str, int] = {}
@@ -104,7 +129,10 @@ class Store:
         its intent, nor a decision asked again. A write waits up to `busy_timeout`
         seconds for another process's write to finish, then raises a retryable `StoreError`.
         """
+        url = os.environ.get(STORE_URL) if path is None else None
         path = path or default_home() / "events.db"
+        if url:
+            return cls._open_shared(url, path, busy_timeout)
         if read_only and path.exists():
             return cls(_read_only(path, busy_timeout), path, synchronous)
         try:
@@ -128,6 +156,33 @@ class Store:
             raise StoreError(f"cannot open the event store at {path}: {exc}") from exc
         return cls(conn, path, synchronous)
 
+    @classmethod
+    def _open_shared(cls, url: str, path: Path, busy_timeout: float) -> Store:
+        """The PostgreSQL store at `url`, its tables made if need be."""
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"{STORE_URL} must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DATABASE), "
+                f"not {url[:60]!r}; unset it to use the SQLite store in {path.parent}"
+            )
+        try:
+            from agent import _postgres  # noqa: PLC0415 - psycopg is an optional extra
+        except ImportError as exc:
+            raise ConfigError(
+                f"{STORE_URL} names a PostgreSQL store, but its driver is not installed "
+                f"({exc}): pip install 'agent-runtime[postgres]'"
+            ) from exc
+        where = _postgres.redacted(url)
+        try:
+            conn = _postgres.Connection(url, busy_timeout=busy_timeout)
+            conn.executescript(_SCHEMA + _beside.SCHEMA)
+            if unlisted := _unlisted(conn):
+                with _transaction(conn):
+                    inbox.backfill(conn, unlisted)
+        except sqlite3.Error as exc:
+            raise _store_error(exc, where) from exc
+        # Commits on PostgreSQL are on disk before they return (synchronous_commit): "full".
+        return cls(conn, path, "full", shared=where)
+
     def close(self) -> None:
         self._db.close()
 
@@ -138,18 +193,18 @@ class Store:
         self.close()
 
     @contextmanager
-    def writing(self) -> Iterator[sqlite3.Connection]:
+    def writing(self) -> Iterator[Db]:
         """A write transaction, for what is kept beside the log (reviewers)."""
         with self._write() as db:
             yield db
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Db]:
         try:
             with _transaction(self._db):
                 yield self._db
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise _store_error(exc, self.location) from exc
 
     def create_task(self, created: TaskCreated, task_id: str | None = None) -> str:
         """Start a task's log with its `TaskCreated` event; return the new task id."""
@@ -192,7 +247,7 @@ class Store:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise _store_error(exc, self.location) from exc
         try:
             # Where this connection wrote the event at `after` itself, it certainly exists (events
             # are never deleted): no lookup needed, and the (task, seq) key still refuses a seq
@@ -226,12 +281,12 @@ class Store:
         except BaseException as exc:
             db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise _store_error(exc, self.path) from exc
+                raise _store_error(exc, self.location) from exc
             raise
         try:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise _store_error(exc, self.path) from exc
+            raise _store_error(exc, self.location) from exc
         self._written[task_id] = last
         return last
 
@@ -278,7 +333,7 @@ class Store:
                 yield stored
             await asyncio.sleep(poll)
 
-    def reader(self) -> sqlite3.Connection:
+    def reader(self) -> Db:
         """The connection, for the readers of what the store keeps beside the log (the audit
         log's `verify` and `entries`, the inbox's `waiting`). Raises `StoreError` for a store
         last written by a version that kept neither (and opened read-only since)."""
@@ -287,7 +342,7 @@ class Store:
                 self._db.execute("SELECT 1 FROM inbox, inbox_escalations, audit_head LIMIT 0")
             except sqlite3.OperationalError:
                 raise StoreError(
-                    f"the event store at {self.path} has no inbox or audit log of this version "
+                    f"the event store at {self.location} has no inbox or audit log of this version "
                     "yet (an older version wrote it): a command that writes to it adds them "
                     "(`agent doctor`, `agent run`)"
                 ) from None
@@ -295,12 +350,16 @@ class Store:
         return self._db
 
     def check(self) -> str:
-        """SQLite's quick integrity check of the log: "ok", or what is wrong."""
+        """SQLite's quick integrity check of the log: "ok", or what is wrong. A shared store's
+        server checks its own pages: there, that it answers."""
+        if self.shared:
+            self._db.execute("SELECT COUNT(*) FROM tasks").fetchone()
+            return "ok"
         (result,) = self._db.execute("PRAGMA quick_check").fetchone()
         return str(result)
 
     def task(self, task_id: str) -> TaskRow:
-        row = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_TASK} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if row is None:
             raise TaskNotFound(f"no task {task_id}", task_id=task_id)
         return TaskRow(*row)
@@ -309,7 +368,7 @@ class Store:
         """Tasks, newest first, optionally only those in `statuses`. On a damaged store, those
         that can be read, with what could not said in `damage`."""
         where, args = _status_filter(statuses)
-        query = f"SELECT * FROM tasks{where} ORDER BY created DESC, rowid DESC LIMIT ?"
+        query = f"SELECT {_TASK} FROM tasks{where} ORDER BY created DESC, rowid DESC LIMIT ?"
         try:
             return [TaskRow(*r) for r in self._db.execute(query, (*args, limit)).fetchall()]
         except sqlite3.DatabaseError as exc:
@@ -389,7 +448,10 @@ class Store:
                     pid=row[1],
                 )
             db.execute(
-                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)", (task_id, *me, time.time())
+                "INSERT INTO leases VALUES (?, ?, ?, ?, ?) ON CONFLICT (task_id) DO UPDATE SET "
+                "host = excluded.host, pid = excluded.pid, started = excluded.started, "
+                "since = excluded.since",
+                (task_id, *me, time.time()),
             )
         try:
             yield
@@ -398,7 +460,7 @@ class Store:
                 db.execute("DELETE FROM leases WHERE task_id = ? AND pid = ?", (task_id, me[1]))
 
 
-def _unlisted(db: sqlite3.Connection) -> list[str]:
+def _unlisted(db: Db) -> list[str]:
     """`inbox.unlisted`, or none where the store is damaged (its readers say where)."""
     try:
         return inbox.unlisted(db)
@@ -409,7 +471,7 @@ def _unlisted(db: sqlite3.Connection) -> list[str]:
 
 
 @contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+def _transaction(db: Db) -> Iterator[None]:
     # BEGIN IMMEDIATE takes the write lock up front, so a concurrent writer waits on
     # busy_timeout instead of failing half way through.
     db.execute("BEGIN IMMEDIATE")
@@ -428,7 +490,7 @@ def _status_filter(statuses: Sequence[str] | None) -> tuple[str, tuple[str, ...]
     return f" WHERE status IN ({','.join('?' * len(statuses))})", tuple(statuses)
 
 
-def _last_seq(db: sqlite3.Connection, task_id: str, *, expected: int | None = None) -> int:
+def _last_seq(db: Db, task_id: str, *, expected: int | None = None) -> int:
     """The task's last sequence number; `ConflictingWrite` if it is not `expected` (when given).
 
     One index lookup, made under the write lock. Trusting `expected` instead would let a stale or
@@ -475,7 +537,7 @@ def _unwritable(path: Path) -> bool:
     return _read_only_mount(folder) or not os.access(folder, os.W_OK)
 
 
-def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
+def _store_error(exc: sqlite3.Error, path: Path | str) -> StoreError:
     """Map an SQLite failure, once, to the store's own error (busy and locked are retryable)."""
     name = getattr(exc, "sqlite_errorname", "")
     if isinstance(exc, sqlite3.IntegrityError):
@@ -489,7 +551,7 @@ def _store_error(exc: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(
         f"the event store at {path} failed: {exc}"
         + (" (another process holds it)" if busy else ""),
-        retryable=busy,
+        retryable=busy or name == "PG_UNAVAILABLE",  # a server that may come back
         sqlite_error=name,
     )
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -32,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from agent._db import Db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -45,7 +46,7 @@ CLAIM_SECONDS = 30.0
 BATCH = 20
 
 
-def queue(db: sqlite3.Connection, event: str, approval_id: str, ts: float) -> None:
+def queue(db: Db, event: str, approval_id: str, ts: float) -> None:
     """Put a notice in the outbox, inside the caller's write transaction."""
     db.execute(
         "INSERT INTO outbox (event, approval_id, made, due) VALUES (?, ?, ?, ?)",
@@ -76,7 +77,7 @@ class Sent:
 async def deliver(
     hook: Webhook,
     client: httpx.AsyncClient,
-    writing: Callable[[], AbstractContextManager[sqlite3.Connection]],
+    writing: Callable[[], AbstractContextManager[Db]],
     describe: Callable[[str], dict[str, Any] | None],
 ) -> Sent:
     """Post the notices due now. `writing` opens a write transaction on the store; `describe`

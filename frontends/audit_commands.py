@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from agent import audit
+from agent._db import Db
 from agent.store import Store
 from base.errors import ConfigError
 from frontends.screen import print_json, shown
@@ -56,7 +56,7 @@ def audit_command(args: argparse.Namespace, out: Console) -> int:
         return _command(args, store.reader(), out)
 
 
-def _command(args: argparse.Namespace, db: sqlite3.Connection, out: Console) -> int:
+def _command(args: argparse.Namespace, db: Db, out: Console) -> int:
     command = args.audit_command
     if command == "head":
         head = audit.head(db)
@@ -94,7 +94,7 @@ def _command(args: argparse.Namespace, db: sqlite3.Connection, out: Console) -> 
     return 0 if verdict.ok else EXIT_BROKEN
 
 
-def _export(db: sqlite3.Connection, output: Path | None) -> int:
+def _export(db: Db, output: Path | None) -> int:
     try:
         stream = output.open("w", encoding="utf-8") if output is not None else sys.stdout
     except OSError as exc:

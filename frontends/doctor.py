@@ -23,7 +23,7 @@ from agent.backends.scripted import ScriptedBackend
 from agent.config import Config
 from agent.damage import recovery
 from agent.home import default_home
-from agent.store import Store
+from agent.store import STORE_URL, Store
 from base.errors import (
     AgentError,
     BackendError,
@@ -303,6 +303,8 @@ def _check_bucket(config: Config) -> Check:
 
 
 def _check_store() -> Check:
+    if os.environ.get(STORE_URL):
+        return _check_shared_store()
     path = default_home() / "events.db"
     recover = recovery(path)
     try:
@@ -329,3 +331,14 @@ def _check_store() -> Check:
     if result != "ok":
         return Check("store", False, f"{path} is damaged: {result[:300]}", recover)
     return Check("store", True, f"{path} ({count} tasks)")
+
+
+def _check_shared_store() -> Check:
+    """The PostgreSQL store that AGENT_STORE_URL names: it answers, and holds how many tasks."""
+    fix = f"check {STORE_URL}, and that its server answers from this host"
+    try:
+        with Store.open() as store:
+            store.check()
+            return Check("store", True, f"{store.location} (shared; {store.count()} tasks)")
+    except (ConfigError, StoreError) as exc:
+        return Check("store", False, exc.message, fix)

@@ -54,7 +54,9 @@ def add_parsers(
 
 def sandboxes_for(config: Config, store: Store) -> Sandboxes:
     """The sandboxes of `store`'s tasks on this host ([engine] host, when one is named)."""
-    return Sandboxes(config.sandbox, scope=store_scope(store.path, config.engine.host))
+    return Sandboxes(
+        config.sandbox, scope=store_scope(store.shared or store.path, config.engine.host)
+    )
 
 
 def deploy_target(config: Config) -> DockerTarget:

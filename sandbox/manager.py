@@ -46,10 +46,13 @@ PREPARE_GRACE = 300.0
 VOLUME_GRACE = 60.0
 
 
-def store_scope(path: Path, host: str = "") -> str:
-    """A short digest naming a store's containers (on `host`, when one machine holds several
-    workers' hosts, as a test of many hosts does)."""
-    named = str(path.resolve()) + (f"@{host}" if host else "")
+def store_scope(where: Path | str, host: str = "") -> str:
+    """A short digest naming the containers of a store, at a path (SQLite) or a URL (shared:
+    PostgreSQL), on `host` (when one machine holds several workers' hosts, as a test of many
+    hosts does)."""
+    named = str(where.resolve() if isinstance(where, Path) else where) + (
+        f"@{host}" if host else ""
+    )
     return hashlib.sha256(named.encode()).hexdigest()[:8]
 
 
