@@ -16,6 +16,7 @@ What each SQLite notion becomes here:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sqlite3
@@ -133,19 +134,21 @@ class Connection:
         self._pg.close()
 
     def _begin(self, *, immediate: bool) -> Rows:
+        # One round trip: a writer holds the lock for as short a time as it can.
+        begin = (
+            f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            if immediate
+            else "BEGIN ISOLATION LEVEL REPEATABLE READ"
+        )
         try:
-            begun = self._say("BEGIN" if immediate else "BEGIN ISOLATION LEVEL REPEATABLE READ")
+            begun = self._say(begin)
         except sqlite3.Error:
             self._open = False
+            with contextlib.suppress(sqlite3.Error):  # a lock not had: nothing was begun
+                self._say("ROLLBACK")
             raise
         self._open = True
-        if not immediate:
-            return begun
-        try:
-            return self._say(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
-        except BaseException:
-            self.execute("ROLLBACK")
-            raise
+        return begun
 
     def _say(self, sql: str) -> Rows:
         """A statement of PostgreSQL's own, with no parameters."""

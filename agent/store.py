@@ -21,9 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
 
-from agent import _beside, inbox
+from agent import _beside, _sqlite_file, inbox
 from agent._db import Db
 from agent._process import alive, process_start
 from agent.damage import damaged, ranges_text, recovery, salvage
@@ -134,7 +133,7 @@ class Store:
         if url:
             return cls._open_shared(url, path, busy_timeout)
         if read_only and path.exists():
-            return cls(_read_only(path, busy_timeout), path, synchronous)
+            return cls(_sqlite_file.read_only(path, busy_timeout), path, synchronous)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -147,7 +146,7 @@ class Store:
                 with _transaction(conn):
                     inbox.backfill(conn, unlisted)
         except (OSError, sqlite3.Error) as exc:
-            if _unwritable(path):
+            if _sqlite_file.unwritable(path):
                 raise StoreError(
                     f"the event store at {path} is read-only ({exc}): `agent tasks` and "
                     "`agent show` can read it; running or deciding a task needs it writable",
@@ -506,35 +505,6 @@ def _last_seq(db: Db, task_id: str, *, expected: int | None = None) -> int:
             task_id=task_id,
         )
     return last
-
-
-def _read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """A connection that only reads the store at `path`. On a read-only file system SQLite
-    cannot make the shared-memory file WAL mode reads through; there nobody can be writing
-    either, so the file is read as immutable."""
-    uri = f"file:{quote(str(path.resolve()))}"
-    try:
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=busy_timeout)
-        conn.execute("SELECT 1 FROM tasks LIMIT 1")
-    except sqlite3.OperationalError as exc:
-        if not _read_only_mount(path):
-            raise StoreError(f"cannot read the event store at {path}: {exc}") from exc
-        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=busy_timeout)
-    conn.isolation_level = None
-    return conn
-
-
-def _read_only_mount(path: Path) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _unwritable(path: Path) -> bool:
-    """Whether the store at `path` cannot be written: its file system or folder is read-only."""
-    folder = path.parent if path.parent.exists() else path.parent.parent
-    return _read_only_mount(folder) or not os.access(folder, os.W_OK)
 
 
 def _store_error(exc: sqlite3.Error, path: Path | str) -> StoreError:

@@ -7,6 +7,12 @@ Exit codes (for scripts):
     3  the task is waiting for a reviewer (`agent approve ID REQ HASH` / `agent deny ...`)
     4  the task is paused (a budget ran out, the model failed, Ctrl-C): `agent resume ID`
     5  the task is stuck (it repeated itself): `agent resume ID` to try again
+
+Environment:
+    AGENT_HOME       where the store, artifacts and model sockets are kept
+                     (default: ~/.local/share/agent)
+    AGENT_STORE_URL  postgresql://USER@HOST/DATABASE: the event store that workers on many
+                     hosts share, instead of $AGENT_HOME/events.db
 """
 
 from __future__ import annotations

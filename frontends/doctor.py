@@ -66,6 +66,16 @@ def doctor(args: argparse.Namespace, config: Config, out: Console) -> int:
         checks.append(_check_engine(config))
     if config.artifacts.bucket:
         checks.append(_check_bucket(config))
+    elif os.environ.get(STORE_URL):
+        folder = default_home() / "artifacts"
+        checks.append(
+            Check(
+                "artifacts",
+                True,
+                f"kept in {folder}, on this host only: a task whose sandbox moves to another "
+                "host finds them only in a bucket every host reaches ([artifacts] bucket)",
+            )
+        )
     if args.json:
         print_json([c.__dict__ for c in checks])
     else:

@@ -71,17 +71,34 @@ def start_worker(
     )
 
 
+def store_of(env: dict[str, str]) -> Path | str:
+    """Where the store of processes run with `env` is: its shared URL, or its SQLite file."""
+    return env.get("AGENT_STORE_URL") or Path(env["AGENT_HOME"]) / "events.db"
+
+
 @contextlib.contextmanager
 def workers_on_hosts(
-    config: Path, env: dict[str, str], folder: Path, hosts: Sequence[str]
+    config: Path,
+    env: dict[str, str],
+    folder: Path,
+    hosts: Sequence[str],
+    *,
+    own_homes: bool = False,
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     """A worker of workflows, and one of activities on each host named (`--host`), their
     output in `folder`; the activity workers by host. All stopped, and the hosts' sandboxes
-    removed, at the end."""
-    decider = start_worker(config, env, folder / "workflows.log", "--role", "workflows")
+    removed, at the end. `own_homes`: each worker has a home folder of its own, as on
+    machines of their own (their store must then be a shared one)."""
+
+    def env_of(name: str) -> dict[str, str]:
+        return {**env, "AGENT_HOME": str(folder / f"home-{name}")} if own_homes else env
+
+    decider = start_worker(
+        config, env_of("workflows"), folder / "workflows.log", "--role", "workflows"
+    )
     on_hosts = {
         host: start_worker(
-            config, env, folder / f"{host}.log", "--role", "activities", "--host", host
+            config, env_of(host), folder / f"{host}.log", "--role", "activities", "--host", host
         )
         for host in hosts
     }
@@ -92,7 +109,7 @@ def workers_on_hosts(
             stop(process)
         client = docker.from_env()
         for host in hosts:
-            prefix = f"agent-{store_scope(Path(env['AGENT_HOME']) / 'events.db', host)}-"
+            prefix = f"agent-{store_scope(store_of(env), host)}-"
             for container in client.containers.list(all=True, filters={"name": prefix}):
                 container.remove(force=True)
         client.close()

@@ -33,7 +33,10 @@ from sandbox.snapshot import SNAPSHOT, workspace_relative
 
 from .bucket import SDK_ENV, Bucket, make_bucket, sdk_s3_server
 from .conftest import pending, write_script
-from .temporal_env import agent, agent_env, workers_on_hosts, write_config
+from .postgres import postgres
+from .temporal_env import agent, agent_env, store_of, workers_on_hosts, write_config
+
+__all__ = ["postgres"]  # a fixture, asked for by name
 
 NOTE = "kept on the first host"
 TURNS: list[dict[str, object]] = [
@@ -63,8 +66,13 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineConfig]:
         yield config.model_copy(update={"host_wait_seconds": 3.0, "heartbeat_seconds": 2.0})
 
 
+def _open(home: Path) -> Store:
+    """The task's store: the shared one the test's environment names, or the home's."""
+    return Store.open(None if os.environ.get("AGENT_STORE_URL") else home / "events.db")
+
+
 def _state(home: Path, task_id: str) -> TaskState:
-    with Store.open(home / "events.db") as store:
+    with _open(home) as store:
         return TaskState.from_store(store, task_id)
 
 
@@ -86,12 +94,12 @@ def _sandbox_host(engine: EngineConfig, task_id: str) -> str | None:
 
 
 def _results(home: Path, task_id: str) -> list[ToolResulted]:
-    with Store.open(home / "events.db") as store:
+    with _open(home) as store:
         return [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
 
 
-def _container(home: Path, host: str, task_id: str) -> str:
-    return f"agent-{store_scope(home / 'events.db', host)}-{task_id}"
+def _container(env: dict[str, str], host: str, task_id: str) -> str:
+    return f"agent-{store_scope(store_of(env), host)}-{task_id}"
 
 
 def _approve(config: Path, env: dict[str, str], home: Path, task_id: str) -> None:
@@ -125,24 +133,36 @@ class _Snapshots:
         (self.home / "artifacts" / self.key(task_id)).unlink()
 
 
+def _kept_in(
+    kept_in: str, home: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, str], Bucket | None]:
+    """The processes' environment, and the bucket of the artifacts if they are in one."""
+    env = agent_env(home)
+    if kept_in == "shared":  # hosts with no file in common: the store is a PostgreSQL server
+        url = request.getfixturevalue("postgres").schema()
+        monkeypatch.setenv("AGENT_STORE_URL", url)
+        env["AGENT_STORE_URL"] = url
+    if kept_in == "folder":
+        return env, None
+    env.update(SDK_ENV)  # artifacts in an S3-compatible bucket every worker reaches
+    return env, make_bucket(request.getfixturevalue("s3_endpoint"), f"hosts-{kept_in}")
+
+
 @pytest.mark.parametrize(
     ("kept_in", "snapshot_kept"),
-    [("folder", True), ("bucket", True), ("folder", False)],
-    ids=["moved", "moved-with-a-bucket", "control-no-snapshot"],
+    [("folder", True), ("bucket", True), ("shared", True), ("folder", False)],
+    ids=["moved", "moved-with-a-bucket", "moved-between-homes", "control-no-snapshot"],
 )
 def test_a_lost_host_s_sandbox_is_made_again_elsewhere_from_its_snapshot(
     engine: EngineConfig,
     tmp_path: Path,
     request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
     kept_in: str,
     snapshot_kept: bool,
 ) -> None:
     home = tmp_path / "home"
-    env = agent_env(home)
-    bucket = None
-    if kept_in == "bucket":  # artifacts in an S3-compatible bucket every worker reaches
-        env.update(SDK_ENV)
-        bucket = make_bucket(request.getfixturevalue("s3_endpoint"), "hosts-snapshots")
+    env, bucket = _kept_in(kept_in, home, request, monkeypatch)
     snapshots = _Snapshots(home, bucket)
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
@@ -150,15 +170,15 @@ def test_a_lost_host_s_sandbox_is_made_again_elsewhere_from_its_snapshot(
     config = write_config(tmp_path / "agent.toml", engine, tools=[], policy=policy, more=more)
     script = write_script(tmp_path / "turns.json", TURNS)
     docker_client = docker.from_env()
-    with workers_on_hosts(config, env, tmp_path, HOSTS) as hosts:
+    with workers_on_hosts(config, env, tmp_path, HOSTS, own_homes=kept_in == "shared") as hosts:
         ran = agent(config, env, "run", "--json", "--model", f"scripted:{script}", "keep a note")
         assert ran.returncode == 3, ran.stderr  # the shell command waits for a reviewer
-        with Store.open(home / "events.db") as store:
+        with _open(home) as store:
             task_id = store.tasks(limit=1)[0].id
         first = _sandbox_host(engine, task_id)
         assert first in HOSTS  # the note was written on one host, which holds the sandbox
         [survivor] = [h for h in HOSTS if h != first]
-        lost_box = docker_client.containers.get(_container(home, first, task_id))
+        lost_box = docker_client.containers.get(_container(env, first, task_id))
         assert lost_box.status == "running"
         assert snapshots.size(task_id) > 0
         if not snapshot_kept:
@@ -177,10 +197,12 @@ def test_a_lost_host_s_sandbox_is_made_again_elsewhere_from_its_snapshot(
         assert f"made again on {survivor}" in told.content
         assert _sandbox_host(engine, task_id) is None  # the finished task's sandbox is let go
         with pytest.raises(docker.errors.NotFound):
-            docker_client.containers.get(_container(home, survivor, task_id))
+            docker_client.containers.get(_container(env, survivor, task_id))
         # The lost host's container is not the one read from: it is still there, untouched.
         lost_box.reload()
         assert lost_box.status == "running"
+        if kept_in == "shared":  # no worker, nor the person, kept a log of their own
+            assert not list(tmp_path.glob("home*/events.db"))
         if snapshot_kept:
             assert "from the snapshot of its /workspace" in told.content
             assert (read.ok, read.content) == (True, NOTE)
