@@ -6,6 +6,7 @@ dead workers held were retried on live ones."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -13,19 +14,22 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.config import EngineConfig
-from agent.events import Limits, TaskCreated
+from agent.events import Limits, Status, TaskCreated
 from agent.store import Store
 from agent.temporal.client import connect, start
 from frontends.engine_commands import dev_server
 
 from .conftest import REPO, write_script
+from .postgres import postgres
 from .temporal_env import agent_env, start_worker, stop, write_config
+
+__all__ = ["postgres"]  # a fixture, asked for by name
 
 TASKS = 30
 STEPS = 3
@@ -51,9 +55,14 @@ def _script(i: int) -> list[dict[str, object]]:
     return turns
 
 
+def _open(home: Path) -> Store:
+    """The tasks' store: the shared one the test's environment names, or the home's file."""
+    return Store.open(None if os.environ.get("AGENT_STORE_URL") else home / "events.db")
+
+
 def _create_tasks(home: Path, folder: Path, policy: Path) -> list[str]:
     home.mkdir()
-    with Store.open(home / "events.db") as store:
+    with _open(home) as store:
         return [
             store.create_task(
                 TaskCreated(
@@ -92,15 +101,64 @@ def _kill_mid_call(
     return process
 
 
+def _kill_workers(
+    rng: random.Random,
+    busy: Path,
+    workers: list[subprocess.Popen[bytes]],
+    worker: Callable[[], subprocess.Popen[bytes]],
+    deadline: float,
+) -> set[int]:
+    """Kill KILLS workers mid-call (before `deadline`), each replaced by a new one from
+    `worker()` in `workers`; the pids killed."""
+    killed: set[int] = set()
+    while len(killed) < KILLS and time.monotonic() < deadline:
+        # A worker in the middle of a call, at a random moment of it: of a call with a side
+        # effect (settled by reconciling) and of a read-only one (tried again) in turn.
+        tool = "count" if len(killed) % 2 == 0 else "look"
+        victim = _kill_mid_call(rng, busy, tool, workers)
+        if victim is not None:
+            killed.add(victim.pid)
+            workers.remove(victim)
+            workers.append(worker())
+    return killed
+
+
+def _when_stopped(
+    home: Path, ids: list[str], deadline: float
+) -> tuple[Counter[Status], Counter[str]]:
+    """Once every task has stopped (or at `deadline`): the tasks by status, and their calls
+    settled after a crash by how (reconciled, rerun)."""
+    with _open(home) as tasks:
+        while time.monotonic() < deadline:
+            statuses = Counter(tasks.task(i).status for i in ids)
+            if statuses["done"] + statuses["failed"] + statuses["paused"] == TASKS:
+                break
+            time.sleep(0.5)
+        recoveries: Counter[str] = Counter(
+            e.event.recovery
+            for i in ids
+            for e in tasks.events(i)
+            if e.event.kind == "tool_result" and e.event.recovery
+        )
+    return statuses, recoveries
+
+
 def duplicated(entries: list[dict[str, str]]) -> dict[str, int]:
     """The effects in the ledger more than once."""
     counts = Counter(e["name"] for e in entries)
     return {name: n for name, n in counts.items() if n > 1}
 
 
+@pytest.mark.parametrize("store", ["file", "shared"], ids=["one-store-file", "shared-store"])
 def test_killing_workers_mid_call_loses_and_repeats_nothing(
-    engine: EngineConfig, tmp_path: Path
+    engine: EngineConfig,
+    tmp_path: Path,
+    store: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """With `shared`, each worker has a home of its own, as on a machine of its own, and the
+    tasks' store is a PostgreSQL server."""
     seed = int(os.environ.get("CRASH_SEED", "0")) or random.randrange(1, 2**32)
     print(f"\nCRASH_SEED={seed} (set it to replay this run's choices of victim and moment)")
     rng = random.Random(seed)
@@ -112,10 +170,19 @@ def test_killing_workers_mid_call_loses_and_repeats_nothing(
     policy.write_text('[default]\naction = "allow"\n')
     config = write_config(tmp_path / "agent.toml", engine, tools=[CRASH_TOOLS], policy=policy)
     env = agent_env(home, CRASH_LEDGER=str(ledger), CRASH_BUSY=str(busy), CRASH_PAUSE="0.3")
+    if store == "shared":
+        url = request.getfixturevalue("postgres").schema()
+        monkeypatch.setenv("AGENT_STORE_URL", url)
+        env["AGENT_STORE_URL"] = url
     ids = _create_tasks(home, tmp_path, policy)
     log = tmp_path / "workers.log"
-    workers = [start_worker(config, env, log) for _ in range(WORKERS)]
-    killed: set[int] = set()
+    started = itertools.count()
+
+    def worker() -> subprocess.Popen[bytes]:
+        own = {"AGENT_HOME": str(tmp_path / f"home-{next(started)}")} if store == "shared" else {}
+        return start_worker(config, {**env, **own}, log)
+
+    workers = [worker() for _ in range(WORKERS)]
 
     async def start_all() -> None:
         client = await connect(engine)
@@ -125,28 +192,9 @@ def test_killing_workers_mid_call_loses_and_repeats_nothing(
     asyncio.run(start_all())
     try:
         deadline = time.monotonic() + 240
-        while len(killed) < KILLS and time.monotonic() < deadline:
-            # A worker in the middle of a call, at a random moment of it: of a call with a side
-            # effect (settled by reconciling) and of a read-only one (tried again) in turn.
-            tool = "count" if len(killed) % 2 == 0 else "look"
-            victim = _kill_mid_call(rng, busy, tool, workers)
-            if victim is not None:
-                killed.add(victim.pid)
-                workers.remove(victim)
-                workers.append(start_worker(config, env, log))
+        killed = _kill_workers(rng, busy, workers, worker, deadline)
         assert len(killed) == KILLS, f"only {len(killed)} kills landed mid-call (seed {seed})"
-        with Store.open(home / "events.db") as store:
-            while time.monotonic() < deadline + 120:
-                statuses = Counter(store.task(i).status for i in ids)
-                if statuses["done"] + statuses["failed"] + statuses["paused"] == TASKS:
-                    break
-                time.sleep(0.5)
-            recoveries = Counter(
-                e.event.recovery
-                for i in ids
-                for e in store.events(i)
-                if e.event.kind == "tool_result" and e.event.recovery
-            )
+        statuses, recoveries = _when_stopped(home, ids, deadline + 120)
     finally:
         for process in workers:
             stop(process)
@@ -166,6 +214,8 @@ def test_killing_workers_mid_call_loses_and_repeats_nothing(
     # dead workers held were tried again, and finished, on workers still alive.
     assert recoveries["reconciled"] + recoveries["rerun"] >= 1, f"none settled (seed {seed})"
     assert retried["retried on a live worker"] >= 1, f"no retry elsewhere (seed {seed})"
+    if store == "shared":  # no worker kept a log of its own
+        assert not list(tmp_path.glob("home*/events.db"))
 
 
 async def _retried_elsewhere(
