@@ -128,6 +128,11 @@ def artifacts_root(store: Store) -> Path:
     return store.path.parent / "artifacts"
 
 
+def library_of(store: Store) -> Path:
+    """The folder of the documents index (`agent index`), beside the store."""
+    return store.path.parent / "index"
+
+
 def keep_files(artifacts: ArtifactStore, files: tuple[Attachment, ...]) -> None:
     """Keep the files given with a task as its artifacts, where they are not kept already (the
     log holds them; a crash between recording the task and writing them is made good here)."""
@@ -381,6 +386,7 @@ class LocalEffects:
             shown_chars=observation_chars(self.backends["act"].context_window),
             deploy=self.deploy,
             secrets=self.secrets,
+            library=library_of(self.store),
             approved_by=(
                 call.decision.reviewer
                 if call.decision is not None and call.decision.approved

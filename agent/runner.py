@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from agent.approvals import expired, pending_approval
 from agent.backends.base import ModelBackend, Purpose
-from agent.effects import LocalEffects, artifacts_root, keep_files
+from agent.effects import LocalEffects, artifacts_root, keep_files, library_of
 from agent.events import (
     Attachment,
     EgressDecided,
@@ -47,6 +47,7 @@ from base.errors import ConfigError, SandboxError
 from base.toolspec import ToolSpec
 from policies import Gate
 from sandbox.limits import SandboxLimits
+from tools.documents import indexed
 from tools.registry import Registry
 from tools.secrets import Secrets
 from tools.tool import Tool, ToolResult
@@ -130,18 +131,22 @@ class Runner:
         """The tools the task's model is told of: all, but those that need the network where
         the task's sandbox has none (a browser that can load no page is only a distraction,
         and costs a small model a third of its prompt), and the deploy tools unless the task
-        may deploy (and this runner has somewhere to)."""
+        may deploy (and this runner has somewhere to), and the documents' search unless there
+        are documents indexed."""
         created = state.created
         limits = created.sandbox if created is not None else None
         if limits is None and self.sandboxes is not None:
             limits = self.sandboxes.config.limits
         online = limits is not None and limits.network != "none"
         deploys = created is not None and created.deploy and self.deploy is not None
+        documents = indexed(library_of(self.store))
         return (
             tuple(
                 self._told(t)
                 for t in self.registry
-                if (online or not t.needs_network) and (deploys or not t.needs_deploy)
+                if (online or not t.needs_network)
+                and (deploys or not t.needs_deploy)
+                and (documents or not t.needs_documents)
             )
             + EXECUTOR.specs()
         )

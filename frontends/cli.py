@@ -38,6 +38,7 @@ from frontends.deploy_commands import add_deploy_parsers, deployments_command
 from frontends.doctor import doctor
 from frontends.engine_commands import add_engine_parsers, add_worker_options, engine_command
 from frontends.inbox_commands import add_inbox_parser, inbox_command
+from frontends.index_commands import add_index_parser, index_command
 from frontends.line_input import LineSource
 from frontends.review import add_review_parser, review_command
 from frontends.reviewer_commands import add_reviewer_parsers, reviewers_command
@@ -334,6 +335,7 @@ def _parser() -> argparse.ArgumentParser:
         add_secrets_parsers,
         add_audit_parsers,
         add_inbox_parser,
+        add_index_parser,
         add_reviewer_parsers,
         add_serve_parser,
         add_review_parser,
@@ -385,6 +387,8 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
         return audit_command(args, out)
     if command == "inbox":
         return inbox_command(args, out)
+    if command == "index":
+        return index_command(args, out)
     if command == "reviewers":
         return reviewers_command(args, out)
     if command == "serve":

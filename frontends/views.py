@@ -7,14 +7,16 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agent.approvals import decide_command, pending_approval
-from agent.events import ToolsOffered
+from agent.events import ToolResulted, ToolsOffered
 from agent.state import TaskState
 from agent.store import Store
 from frontends.render import Renderer
 from frontends.screen import print_json, shown
+from tools.documents import cited
 from tools.registry import Registry
 from tools.tool import Tool
 
@@ -142,6 +144,16 @@ def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) ->
         render(stored)
         state.apply(stored.event, stored.seq)
     out.print(status_line(state, events=len(events)))
+    results = [e.event.content for e in events if isinstance(e.event, ToolResulted)]
+    if state.answer and (citations := cited(state.answer, results)):
+        out.print("[bold]Citations[/] (the passages the answer cites)")
+        for c in citations:
+            page = f", page {c.page}" if c.page is not None else ""
+            out.print(
+                f"  {escape(shown(f'[cite: {c.cite}]'))} {escape(shown(c.path))}{page}, "
+                f"section {escape(shown(c.section))!s}, lines {c.lines}",
+                highlight=False,
+            )
 
 
 def print_offered(store: Store, task_id: str, out: Console, *, as_json: bool) -> None:

@@ -11,9 +11,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("base", "agent", "frontends", "tools", "sandbox", "browser", "policies")
+PACKAGES = ("base", "agent", "frontends", "tools", "sandbox", "browser", "policies", "documents")
 #: the layers under the loop: they never import it, nor the frontends
-UNDER_THE_LOOP = ("tools", "sandbox", "browser", "policies")
+UNDER_THE_LOOP = ("tools", "sandbox", "browser", "policies", "documents")
 
 
 def modules() -> dict[str, Path]:

@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 from pydantic import (
@@ -81,6 +82,8 @@ class ToolContext:
     approved_by: str | None = None
     #: the secrets a tool may fill in for `{{secret:NAME}}`, for the hosts each is scoped to
     secrets: Secrets | None = None
+    #: the folder of the documents index (`agent index`), where the runner has one
+    library: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ class Tool:
         effect: EffectReader | None = None,
         needs_network: bool = False,
         needs_deploy: bool = False,
+        needs_documents: bool = False,
         replaces: str | None = None,
         touches_declared: bool = True,
         render: Callable[[Any], str] | None = None,
@@ -198,6 +202,8 @@ class Tool:
         self.needs_network = needs_network
         #: offered only to a task that may deploy services (the deploy tools)
         self.needs_deploy = needs_deploy
+        #: offered only where there are documents to search (an index, or files too long)
+        self.needs_documents = needs_documents
         #: the name of a tool (a built-in, say) this one takes the place of
         self.replaces = replaces
         #: turns a return value that is not JSON into the text the model reads
@@ -437,6 +443,7 @@ def tool(
     effect: EffectReader | None = None,
     needs_network: bool = False,
     needs_deploy: bool = False,
+    needs_documents: bool = False,
     replaces: str | None = None,
     render: Callable[[Any], str] | None = None,
     needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
@@ -454,6 +461,7 @@ def tool(
     effect: EffectReader | None = None,
     needs_network: bool = False,
     needs_deploy: bool = False,
+    needs_documents: bool = False,
     replaces: str | None = None,
     render: Callable[[Any], str] | None = None,
     needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
@@ -483,6 +491,8 @@ def tool(
             (the browser's tools); a task without network is not offered it.
         needs_deploy: the tool is offered only to a task allowed to deploy services
             (`agent run --deploy`; the deploy tools).
+        needs_documents: the tool is offered only where there are documents to search: an
+            index made by `agent index`, or files given with the task that did not fit.
         replaces: the name of a registered tool (a built-in, say) this one takes the place of;
             without it, a second tool of one name is an error.
         render: turns the function's return value into the text the model reads, for a value
@@ -508,6 +518,7 @@ def tool(
             effect=effect,
             needs_network=needs_network,
             needs_deploy=needs_deploy,
+            needs_documents=needs_documents,
             replaces=replaces,
             render=render,
             needs_approval=needs_approval,

@@ -1,0 +1,340 @@
+"""The documents index (`agent index PATH...`, the `search_documents` tool): passages with their
+citations, searched by keywords (SQLite FTS5's BM25) and by meaning (the embedder's vectors),
+the two rankings fused.
+
+One SQLite file in a folder of its own. Indexing is incremental: a file whose size and time are
+unchanged is not read again, one whose content is unchanged is not cut or embedded again, and
+the passages of a file gone from a folder indexed go with it. Each file is one transaction, so
+an index stopped half way keeps what it finished.
+
+Fusion is reciprocal rank fusion: a passage scores 1/(K + rank) in each ranking it is in, and
+the sums order the result, so neither ranking's scale can drown the other's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from base.errors import ConfigError, StoreError
+from documents.embedder import Embedder
+from documents.extract import kind_of, pages
+from documents.passages import Passage, passages
+
+#: how deep each ranking is read before they are fused
+DEPTH = 50
+#: reciprocal rank fusion's constant (60, as its authors found best)
+K = 60
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL, digest TEXT NOT NULL,
+    passages INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS passages (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL, page INTEGER, section TEXT NOT NULL,
+    line_start INTEGER NOT NULL, line_end INTEGER NOT NULL, text TEXT NOT NULL,
+    vector BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS passages_of ON passages (path);
+CREATE VIRTUAL TABLE IF NOT EXISTS words USING fts5(
+    section, text, content='passages', content_rowid='id', tokenize='porter unicode61');
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_WORD = re.compile(r"\w+", re.UNICODE)
+Ranking = Sequence[int]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage found, with its citation: `cite` is what an answer quotes to cite it."""
+
+    id: int
+    path: str
+    page: int | None
+    section: str
+    line_start: int
+    line_end: int
+    text: str
+    score: float
+
+    @property
+    def cite(self) -> str:
+        where = f"p.{self.page}:" if self.page is not None else ""
+        return f"{Path(self.path).name}:{where}{self.line_start}-{self.line_end}"
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """What one `add` did."""
+
+    files: int
+    read: int
+    passages: int
+    removed: int
+    seconds: float
+
+
+Progress = Callable[[str, int, int], None]
+
+
+class Index:
+    """The index in `folder` (made on first use). Open with `Index.open(folder)`."""
+
+    def __init__(self, db: sqlite3.Connection, folder: Path, embedder: Embedder) -> None:
+        self._db = db
+        self.folder = folder
+        self.embedder = embedder
+        self._lock = threading.Lock()
+        self._matrix: tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float32]] | None = None
+
+    @classmethod
+    def open(cls, folder: Path, embedder: Embedder | None = None) -> Index:
+        embedder = embedder or shared_embedder()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(folder / "index.db", isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the documents index in {folder}: {exc}") from exc
+        row = db.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('embedder', ?)", (embedder.name,))
+        elif row[0] != embedder.name:
+            raise ConfigError(
+                f"the index in {folder} was made with the embedder {row[0]}, not {embedder.name}: "
+                "index again into another folder, or remove this one"
+            )
+        return cls(db, folder, embedder)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- indexing --------------------------------------------------------------------------
+
+    def add(self, paths: Iterable[Path], progress: Progress | None = None) -> Indexed:
+        """Index the files at `paths` (a folder: every file in it this can read, at any depth,
+        hidden ones left out). Raises `ConfigError` for a path that is not there."""
+        started = time.perf_counter()
+        files, folders = found_files(paths)
+        read = made = 0
+        for n, path in enumerate(files, start=1):
+            if progress is not None:
+                progress(str(path), n, len(files))
+            count = self._add_file(path)
+            if count is not None:
+                read, made = read + 1, made + count
+        removed = self._forget_gone(folders, {str(p) for p in files})
+        if read or removed:
+            self._bump()
+        return Indexed(len(files), read, made, removed, time.perf_counter() - started)
+
+    def _add_file(self, path: Path) -> int | None:
+        """Index one file; the passages made (None: it had not changed)."""
+        stat = path.stat()
+        key = str(path)
+        row = self._db.execute("SELECT size, mtime, digest FROM files WHERE path = ?", (key,))
+        known = row.fetchone()
+        if known is not None and (known[0], known[1]) == (stat.st_size, stat.st_mtime):
+            return None
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if known is not None and known[2] == digest:
+            self._db.execute(
+                "UPDATE files SET size = ?, mtime = ? WHERE path = ?",
+                (stat.st_size, stat.st_mtime, key),
+            )
+            return None
+        cut = [p for page in pages(path) for p in passages(page, title=path.name)]
+        vectors = self.embedder.embed([embedded_text(p) for p in cut])
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._remove(key)
+            for passage, vector in zip(cut, vectors, strict=True):
+                rowid = self._db.execute(
+                    "INSERT INTO passages (path, page, section, line_start, line_end, text, vector)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        passage.page,
+                        passage.section,
+                        passage.line_start,
+                        passage.line_end,
+                        passage.text,
+                        vector.astype(np.float16).tobytes(),
+                    ),
+                ).lastrowid
+                self._db.execute(
+                    "INSERT INTO words (rowid, section, text) VALUES (?, ?, ?)",
+                    (rowid, passage.section, passage.text),
+                )
+            self._db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                (key, stat.st_size, stat.st_mtime, digest, len(cut)),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return len(cut)
+
+    def _remove(self, key: str) -> None:
+        rows = self._db.execute(
+            "SELECT id, section, text FROM passages WHERE path = ?", (key,)
+        ).fetchall()
+        self._db.executemany(  # an external-content table is told what it held
+            "INSERT INTO words (words, rowid, section, text) VALUES ('delete', ?, ?, ?)", rows
+        )
+        self._db.execute("DELETE FROM passages WHERE path = ?", (key,))
+        self._db.execute("DELETE FROM files WHERE path = ?", (key,))
+
+    def _forget_gone(self, folders: list[Path], present: set[str]) -> int:
+        """Remove the files that were indexed under `folders` and are there no more."""
+        gone = 0
+        for folder in folders:
+            prefix = str(folder).rstrip("/") + "/"
+            rows = self._db.execute(
+                "SELECT path FROM files WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+            ).fetchall()
+            for (key,) in rows:
+                if key not in present:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._remove(key)
+                    self._db.execute("COMMIT")
+                    gone += 1
+        return gone
+
+    def _bump(self) -> None:
+        self._db.execute(
+            "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE SET "
+            "value = CAST(value AS INTEGER) + 1"
+        )
+
+    # --- searching -------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0])
+
+    def files(self) -> list[tuple[str, int]]:
+        """The files indexed, with how many passages each gave."""
+        rows = self._db.execute("SELECT path, passages FROM files ORDER BY path").fetchall()
+        return [(str(p), int(n)) for p, n in rows]
+
+    def keywords(self, query: str, depth: int = DEPTH) -> list[int]:
+        """Passages by BM25 over their words (a section's title counts twice a word of text)."""
+        words = _WORD.findall(query.lower())
+        if not words:
+            return []
+        match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+        rows = self._db.execute(
+            "SELECT rowid FROM words WHERE words MATCH ? ORDER BY bm25(words, 2.0, 1.0) LIMIT ?",
+            (match, depth),
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def vectors(self, query: str, depth: int = DEPTH) -> list[int]:
+        """Passages by the cosine of their vector to the query's."""
+        ids, matrix = self._vectors()
+        if not len(ids):
+            return []
+        scores = matrix @ self.embedder.embed([query])[0]
+        depth = min(depth, len(ids))
+        top = np.argpartition(-scores, depth - 1)[:depth]
+        return [int(ids[i]) for i in top[np.argsort(-scores[top])]]
+
+    def _vectors(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Every passage's vector, as one matrix: read once, and again when the index changed."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        generation = int(row[0]) if row is not None else 0
+        with self._lock:
+            if self._matrix is None or self._matrix[0] != generation:
+                rows = self._db.execute("SELECT id, vector FROM passages ORDER BY id").fetchall()
+                ids = np.array([r[0] for r in rows], dtype=np.int64)
+                matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16)
+                dims = self.embedder.dimensions
+                self._matrix = (generation, ids, matrix.reshape(-1, dims).astype(np.float32))
+            return self._matrix[1], self._matrix[2]
+
+    def search(self, query: str, k: int = 5, how: str = "fused") -> list[Hit]:
+        """The `k` passages best for `query`: by `how`, "fused", "keywords" or "vectors"."""
+        if how == "keywords":
+            ranked = [(i, 1.0 / (K + r)) for r, i in enumerate(self.keywords(query), start=1)]
+        elif how == "vectors":
+            ranked = [(i, 1.0 / (K + r)) for r, i in enumerate(self.vectors(query), start=1)]
+        else:
+            ranked = fused([self.keywords(query), self.vectors(query)])
+        return self._hits(ranked[:k])
+
+    def _hits(self, ranked: list[tuple[int, float]]) -> list[Hit]:
+        if not ranked:
+            return []
+        scores = dict(ranked)
+        marks = ",".join("?" * len(scores))
+        rows = self._db.execute(
+            "SELECT id, path, page, section, line_start, line_end, text FROM passages "
+            f"WHERE id IN ({marks})",
+            list(scores),
+        ).fetchall()
+        hits = [
+            Hit(int(i), str(path), page, str(section), int(start), int(end), str(text), scores[i])
+            for i, path, page, section, start, end, text in rows
+        ]
+        return sorted(hits, key=lambda h: -h.score)
+
+
+def fused(rankings: Sequence[Ranking]) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of `rankings` (best first): (passage, score), best first."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, passage in enumerate(ranking, start=1):
+            scores[passage] = scores.get(passage, 0.0) + 1.0 / (K + rank)
+    return sorted(scores.items(), key=lambda item: -item[1])
+
+
+def embedded_text(passage: Passage) -> str:
+    """What is embedded of a passage: its section's title, then its text."""
+    return f"{passage.section}\n{passage.text}"
+
+
+def found_files(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
+    """The readable files at `paths` (a folder's, recursively, hidden ones left out), in order,
+    and the folders among `paths`. Raises `ConfigError` for a path that is not there."""
+    files: dict[Path, None] = {}
+    folders: list[Path] = []
+    for given in paths:
+        path = given.expanduser().resolve()
+        if path.is_dir():
+            folders.append(path)
+            for found in sorted(path.rglob("*")):
+                hidden = any(part.startswith(".") for part in found.relative_to(path).parts)
+                if found.is_file() and not hidden and kind_of(found) is not None:
+                    files[found] = None
+        elif path.is_file():
+            if kind_of(path) is None:
+                raise ConfigError(f"{given}: not a kind of document the index reads")
+            files[path] = None
+        else:
+            raise ConfigError(f"{given}: no such file or folder")
+    return list(files), folders
+
+
+_SHARED: list[Embedder] = []
+
+
+def shared_embedder() -> Embedder:
+    """One embedder a process shares (its model is loaded once)."""
+    if not _SHARED:
+        _SHARED.append(Embedder())
+    return _SHARED[0]

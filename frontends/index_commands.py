@@ -1,0 +1,133 @@
+"""`agent index`: index documents for the `search_documents` tool, list what is indexed, and
+try a search from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agent.effects import library_of
+from agent.store import Store
+from documents.extract import kind_of
+from documents.index import Index, found_files
+from frontends.screen import print_json, shown
+from tools.documents import indexed
+
+
+def add_index_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    parser = sub.add_parser(
+        "index",
+        parents=[common],
+        help="index documents (text, Markdown, reST, HTML, PDF; folders recursively) for the "
+        "search_documents tool; only what changed is read again",
+        description="Index documents for the search_documents tool: each file is cut into "
+        "passages, kept with their citation (file, page, section, lines), searchable by "
+        "keywords (BM25) and by meaning (an offline embedder), the two fused. Indexing again "
+        "reads only files that changed, and forgets files gone from a folder indexed.",
+    )
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="files or folders to index")
+    parser.add_argument("--search", metavar="QUERY", help="show the passages a search finds")
+    parser.add_argument("-k", type=int, default=5, help="with --search: how many (default 5)")
+    parser.add_argument(
+        "--how",
+        choices=("fused", "keywords", "vectors"),
+        default="fused",
+        help="with --search: by keywords, by meaning, or both fused (the default, as the tool)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the files indexed")
+
+
+def index_command(args: argparse.Namespace, out: Console) -> int:
+    if not (args.paths or args.search or args.list):
+        out.print("nothing to do: give PATH to index, --search QUERY, or --list (see --help)")
+        return 2
+    with Store.open() as store:
+        folder = library_of(store)
+    if args.paths:
+        summary = _index(folder, [Path(p) for p in args.paths], out, quiet=args.json)
+        if args.json and not (args.search or args.list):
+            print_json(summary)
+    if not indexed(folder):
+        out.print(f"nothing is indexed in {folder} yet: agent index PATH")
+        return 1
+    with Index.open(folder) as index:
+        if args.list:
+            files = index.files()
+            if args.json:
+                print_json([{"path": p, "passages": n} for p, n in files])
+            for path, n in [] if args.json else files:
+                out.print(f"{n:>6,}  {shown(path)}")
+        if args.search:
+            started = time.perf_counter()
+            hits = index.search(args.search, args.k, args.how)
+            ms = (time.perf_counter() - started) * 1000
+            if args.json:
+                print_json([hit.__dict__ | {"cite": hit.cite} for hit in hits])
+                return 0
+            for n, hit in enumerate(hits, start=1):
+                cite = escape(f"[cite: {shown(hit.cite)}]")
+                out.print(
+                    f"[bold]{n}. {cite}[/] {escape(shown(hit.path))} — "
+                    f"{escape(shown(hit.section))}",
+                    highlight=False,
+                )
+                out.print(shown(hit.text[:600]), markup=False, highlight=False)
+                out.print()
+            out.print(f"[dim]{len(hits)} of {index.count():,} passages, in {ms:.0f} ms[/]")
+    return 0
+
+
+def _index(folder: Path, paths: list[Path], out: Console, *, quiet: bool) -> dict[str, object]:
+    """Index `paths` into `folder`, saying first what there is and then how it goes."""
+    files, _ = found_files(paths)
+    size = sum(f.stat().st_size for f in files)
+    kinds = Counter(kind_of(f) or "other" for f in files)
+    if not quiet:
+        out.print(
+            f"indexing {len(files):,} files ({size / 1e6:,.1f} MB: "
+            + ", ".join(f"{n:,} {kind}" for kind, n in kinds.most_common())
+            + f") into {folder}; files unchanged since the last time are skipped"
+        )
+    with (
+        Index.open(folder) as index,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=out,
+            disable=quiet,
+            transient=True,
+        ) as progress,
+    ):
+        bar = progress.add_task("files", total=len(files))
+
+        def step(path: str, n: int, total: int) -> None:
+            progress.update(bar, completed=n - 1, description=shown(Path(path).name)[:40])
+
+        done = index.add(paths, step)
+        total = index.count()
+    rate = done.passages / done.seconds if done.seconds and done.passages else 0.0
+    if not quiet:
+        out.print(
+            f"indexed {done.files:,} files in {done.seconds:,.1f} s: {done.read:,} read "
+            f"({done.passages:,} passages, {rate:,.1f} a second), "
+            f"{done.files - done.read:,} unchanged, {done.removed:,} gone; "
+            f"{total:,} passages in all"
+        )
+    return {
+        "files": done.files,
+        "read": done.read,
+        "passages": done.passages,
+        "removed": done.removed,
+        "seconds": round(done.seconds, 3),
+        "total": total,
+    }
