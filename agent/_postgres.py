@@ -20,16 +20,19 @@ import contextlib
 import functools
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import errors
+from psycopg.pq import TransactionStatus
 
 from agent._db import Rows
 
-#: the advisory lock every writer of one database takes ("agent", as a number)
-WRITE_LOCK = 0x6167656E74
+#: the advisory lock every writer of one store takes ("agen", with its schema's hash)
+WRITE_LOCK = 0x6167656E
+#: how long a writer may sit in its transaction saying nothing before the server ends it
+IDLE_IN_WRITE_MS = 60_000
 
 #: the names, as SQLite names its failures, that a retry may get past
 BUSY = "SQLITE_BUSY"
@@ -44,18 +47,21 @@ _TYPES = (
     (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
     (re.compile(r"\bBLOB\b"), "BYTEA"),
 )
+_LIKE = re.compile(r"\sLIKE\s")
 _JSON_FIELD = re.compile(r"json_extract\((\w+(?:\.\w+)?), '\$\.(\w+)'\)")
 
 
 def redacted(url: str) -> str:
     """`url` without its password, for messages and names."""
-    return re.sub(r"(://[^:@/]*):[^@/]*@", r"\1:***@", url)
+    url = re.sub(r"(://[^:@/]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 @functools.lru_cache(maxsize=512)
 def statement(sql: str) -> str:
     """A statement of SQLite's dialect (`?` placeholders) in PostgreSQL's (`%s`)."""
     sql = _JSON_FIELD.sub(r"(\1::jsonb ->> '\2')", sql)
+    sql = _LIKE.sub(" ILIKE ", sql)  # SQLite's LIKE ignores the case of ASCII letters
     return sql.replace("%", "%%").replace("?", "%s")
 
 
@@ -75,36 +81,73 @@ def table(sql: str) -> str:
     return created
 
 
+def has_tables(db: Connection, names: Sequence[str]) -> bool:
+    """Whether the connection's schema holds every table of `names`."""
+    found = db.execute(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() "
+        f"AND table_name IN ({','.join('?' * len(names))})",
+        names,
+    ).fetchone()
+    return int(found[0]) == len(names)
+
+
+class _NoRows:
+    """What a statement that had nothing to do gives back."""
+
+    description = None
+    rowcount = -1
+
+    def fetchone(self) -> None:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
 class Connection:
     """A PostgreSQL connection that takes the store's statements (see the module's docstring).
-    Safe to share between threads, as the SQLite one is: psycopg serialises its use."""
+    Used by one thread at a time, as the store's SQLite connection is: a transaction begun
+    while another is open on it is refused, not joined."""
 
     def __init__(self, url: str, *, busy_timeout: float) -> None:
         self.url = url
-        self._busy_ms = int(busy_timeout * 1000)
+        self._busy_ms = max(1, int(busy_timeout * 1000))  # 0 would be: wait for ever
         #: a transaction is open (begun, not yet committed or rolled back)
         self._open = False
         self._pg = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            pg = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            pg = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=10,
+                # A host that vanishes is noticed in seconds, not the system's two hours.
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            )
+            pg.execute(f"SET lock_timeout = {self._busy_ms}")
+            # A writer that vanished mid-transaction lets the others' lock go, in the end.
+            pg.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_WRITE_MS}")
         except psycopg.Error as exc:
             raise _as_sqlite(exc) from exc
-        pg.execute(f"SET lock_timeout = {self._busy_ms}")
         return pg
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
         word = sql.lstrip()[:16].upper()
         if word.startswith("BEGIN"):
             return self._begin(immediate="IMMEDIATE" in word)
-        if word.startswith("COMMIT"):  # on the connection that began it, or it fails
-            try:
-                return self._say("COMMIT")
-            finally:
-                self._open = False
+        if word.startswith("COMMIT"):
+            return self._commit()
         if word.startswith("ROLLBACK"):
             self._open = False
+            if self._pg.broken or self._pg.closed:
+                return _NoRows()  # the server rolled it back when the connection went
             return self._say("ROLLBACK")
         if word.startswith("CREATE"):
             return self._say(table(sql))
@@ -128,42 +171,77 @@ class Connection:
         except BaseException:
             self.execute("ROLLBACK")
             raise
-        self.execute("COMMIT")
+        self._commit()
 
     def close(self) -> None:
         self._pg.close()
 
     def _begin(self, *, immediate: bool) -> Rows:
-        # One round trip: a writer holds the lock for as short a time as it can.
+        if self._open:
+            raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+        # One round trip: a writer holds the lock for as short a time as it can. Read
+        # committed whatever the server's default, so that what the lock's holder wrote
+        # before is seen once the lock is had.
         begin = (
-            f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            "BEGIN ISOLATION LEVEL READ COMMITTED; "
+            f"SELECT pg_advisory_xact_lock({WRITE_LOCK}, hashtext(current_schema()))"
             if immediate
             else "BEGIN ISOLATION LEVEL REPEATABLE READ"
         )
-        try:
-            begun = self._say(begin)
-        except sqlite3.Error:
-            self._open = False
-            with contextlib.suppress(sqlite3.Error):  # a lock not had: nothing was begun
-                self._say("ROLLBACK")
-            raise
+        if self._pg.broken or self._pg.closed:  # dropped while idle: a new one begins it
+            self._pg = self._connect()
         self._open = True
-        return begun
+        try:
+            return self._say(begin)
+        except BaseException:  # Ctrl-C in the lock's wait too: nothing is left half begun
+            self._open = False
+            if not (self._pg.broken or self._pg.closed):
+                with contextlib.suppress(psycopg.Error):
+                    self._pg.execute("ROLLBACK")
+            raise
+
+    def _commit(self) -> Rows:
+        """COMMIT, on the connection that began the transaction. One a failed statement
+        aborted is refused (PostgreSQL would roll it back and say nothing); one whose fate a
+        lost connection hides is said to be unknown, and not retryable."""
+        try:
+            if self._pg.info.transaction_status != TransactionStatus.INERROR:
+                return self._say("COMMIT")
+            self._say("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != UNAVAILABLE:
+                raise
+            unknown = sqlite3.DatabaseError(f"the commit's outcome is unknown: {exc}")
+            unknown.sqlite_errorname = "PG_COMMIT_UNKNOWN"
+            raise unknown from exc
+        finally:
+            self._open = False
+        raise sqlite3.OperationalError("a statement of the transaction failed: it was rolled back")
 
     def _say(self, sql: str) -> Rows:
         """A statement of PostgreSQL's own, with no parameters."""
         return self._run(lambda pg: pg.execute(sql))
 
     def _run(self, call: Callable[[psycopg.Connection[Any]], Rows]) -> Rows:
-        """`call(connection)`, its failure as SQLite's. A connection the server dropped is
-        made again first, unless a transaction was open on it: that one is lost, and its
-        caller hears so when it commits."""
+        """`call(connection)`, its failure as SQLite's. Outside a transaction, a connection
+        the server dropped is made again and the statement tried once more; inside one, the
+        transaction is lost, and its caller hears so."""
         if self._pg.broken or self._pg.closed:
             if self._open:
                 raise _as_sqlite(
                     psycopg.OperationalError("the connection was lost mid-transaction")
                 )
             self._pg = self._connect()
+        elif not self._open and self._pg.info.transaction_status != TransactionStatus.IDLE:
+            self._pg.execute("ROLLBACK")  # left open by an interrupted caller: not ours to keep
+        try:
+            return call(self._pg)
+        except psycopg.OperationalError as exc:
+            if self._open or not self._pg.broken:
+                raise _as_sqlite(exc) from exc
+        except psycopg.Error as exc:
+            raise _as_sqlite(exc) from exc
+        self._pg = self._connect()  # dropped while idle (a restart, a proxy's timeout)
         try:
             return call(self._pg)
         except psycopg.Error as exc:

@@ -196,15 +196,18 @@ def _outside(db: Db) -> str | None:
     """An event written into the log from outside: one whose kind column is not its body's (a
     state is rebuilt from the body), or more audited events with no entry than the store held
     before its audit log began."""
-    row = db.execute(
-        "SELECT task_id, seq, kind, json_extract(body, '$.kind') FROM events WHERE "
-        "json_extract(body, '$.kind') IS NULL OR kind <> json_extract(body, '$.kind') LIMIT 1"
-    ).fetchone()
-    if row is not None:
-        return (
-            f"task {row[0]} event {row[1]}: it is filed as {row[2]} but its body is a {row[3]} "
-            "(it was changed from outside)"
-        )
+    # Read here, not by the database's JSON functions: PostgreSQL's refuse a body holding
+    # the character NUL, which a tool's output may.
+    for task_id, seq, kind, body in db.execute("SELECT task_id, seq, kind, body FROM events"):
+        try:
+            said = json.loads(body).get("kind")
+        except (ValueError, AttributeError):
+            said = "body that is not an event"
+        if said != kind:
+            return (
+                f"task {task_id} event {seq}: it is filed as {kind} but its body is a {said} "
+                "(it was changed from outside)"
+            )
     kinds = sorted(AUDITED)
     unrecorded = db.execute(
         "SELECT e.task_id, e.seq, e.kind FROM events e LEFT JOIN audit a ON a.task_id = "

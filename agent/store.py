@@ -115,7 +115,8 @@ class Store:
         busy_timeout: float = 30.0,
         read_only: bool = False,
     ) -> Store:
-        """Open (creating if needed) the store at `path` (default: `default_home()/events.db`).
+        """Open (creating if needed) the store at `path` (default: the PostgreSQL store that
+        `$AGENT_STORE_URL` names, if it is set, else `default_home()/events.db`).
 
         `read_only` (for listing and showing): an existing store is opened for reading only, so
         one on a read-only file system or folder can still be read; a write to it raises a
@@ -131,7 +132,7 @@ class Store:
         url = os.environ.get(STORE_URL) if path is None else None
         path = path or default_home() / "events.db"
         if url:
-            return cls._open_shared(url, path, busy_timeout)
+            return cls._open_shared(url, path, busy_timeout, read_only=read_only)
         if read_only and path.exists():
             return cls(_sqlite_file.read_only(path, busy_timeout), path, synchronous)
         try:
@@ -156,8 +157,9 @@ class Store:
         return cls(conn, path, synchronous)
 
     @classmethod
-    def _open_shared(cls, url: str, path: Path, busy_timeout: float) -> Store:
-        """The PostgreSQL store at `url`, its tables made if need be."""
+    def _open_shared(cls, url: str, path: Path, busy_timeout: float, *, read_only: bool) -> Store:
+        """The PostgreSQL store at `url`, its tables made if need be (not for a reader, when
+        they are there: it then takes no writer's lock, and needs no right to make them)."""
         if not url.startswith(("postgresql://", "postgres://")):
             raise ConfigError(
                 f"{STORE_URL} must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DATABASE), "
@@ -173,6 +175,8 @@ class Store:
         where = _postgres.redacted(url)
         try:
             conn = _postgres.Connection(url, busy_timeout=busy_timeout)
+            if read_only and _postgres.has_tables(conn, ("tasks", "events", "inbox", "audit")):
+                return cls(conn, path, "full", shared=where)
             conn.executescript(_SCHEMA + _beside.SCHEMA)
             if unlisted := _unlisted(conn):
                 with _transaction(conn):

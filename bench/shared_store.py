@@ -1,7 +1,8 @@
 """The shared store's figures: appends a second to a PostgreSQL store (the one workers on many
 hosts share, `AGENT_STORE_URL`) against the SQLite store, under the same conditions.
 
-Each writer is a process of its own that appends a task's turn (two events, audited) 400 times
+Each writer is a process of its own that appends a call's turn (the gate's decision and the
+result, both audited) 400 times
 to its own task, the writers started together: 1 writer, then 4. The PostgreSQL server is one
 of the tests' own, on this machine (loopback; `fsync=off`, as SQLite's default `normal` does not
 wait for the disk either); it shares the machine's cores with the writers, as SQLite's writers
@@ -25,7 +26,7 @@ from _goals import Goals, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.events import Event, Limits, ReplanRequested, ReplyRejected, TaskCreated
+from agent.events import Event, GateDecided, Limits, TaskCreated, ToolResulted
 from agent.store import STORE_URL, Store
 from tests.postgres import Server
 
@@ -34,7 +35,20 @@ ROUNDS = 3
 
 
 def _turn(n: int) -> list[Event]:
-    return [ReplyRejected(error=f"turn {n}: not a plan"), ReplanRequested(reason=f"turn {n}")]
+    """A read-only call's turn as the runner appends it: the gate's decision, then the
+    result (both audited: each adds an entry to the audit chain)."""
+    ref = f"{n}.0"
+    return [
+        GateDecided(
+            ref=ref,
+            tool="read_file",
+            arguments={"path": f"notes/{n}.txt"},
+            call_hash="3f" * 32,
+            verdict="allow",
+            reason="reads are allowed",
+        ),
+        ToolResulted(ref=ref, ok=True, content=f"note {n}"),
+    ]
 
 
 def _open(where: str) -> Store:

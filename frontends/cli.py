@@ -10,7 +10,7 @@ Exit codes (for scripts):
 
 Environment:
     AGENT_HOME       where the store, artifacts and model sockets are kept
-                     (default: ~/.local/share/agent)
+                     (default: $XDG_DATA_HOME/agent, else ~/.local/share/agent)
     AGENT_STORE_URL  postgresql://USER@HOST/DATABASE: the event store that workers on many
                      hosts share, instead of $AGENT_HOME/events.db
 """

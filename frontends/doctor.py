@@ -345,10 +345,12 @@ def _check_store() -> Check:
 
 def _check_shared_store() -> Check:
     """The PostgreSQL store that AGENT_STORE_URL names: it answers, and holds how many tasks."""
-    fix = f"check {STORE_URL}, and that its server answers from this host"
     try:
         with Store.open() as store:
             store.check()
             return Check("store", True, f"{store.location} (shared; {store.count()} tasks)")
-    except (ConfigError, StoreError) as exc:
-        return Check("store", False, exc.message, fix)
+    except ConfigError as exc:  # it says what to do
+        return Check("store", False, exc.message)
+    except (StoreError, sqlite3.Error) as exc:
+        fix = f"check {STORE_URL}, and that its server answers from this host"
+        return Check("store", False, str(exc), fix)

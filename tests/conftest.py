@@ -32,6 +32,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AGENT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TALLY_LEDGER", str(tmp_path / "tally.jsonl"))
     monkeypatch.delenv("AGENT_MODEL", raising=False)
+    # a shared store the developer uses is never written by a test (tests that want one say)
+    monkeypatch.delenv("AGENT_STORE_URL", raising=False)
     return tmp_path / "home"
 
 

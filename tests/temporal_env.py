@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 
+from agent._postgres import redacted
 from agent.config import EngineConfig
 from sandbox.manager import store_scope
 
@@ -73,7 +74,8 @@ def start_worker(
 
 def store_of(env: dict[str, str]) -> Path | str:
     """Where the store of processes run with `env` is: its shared URL, or its SQLite file."""
-    return env.get("AGENT_STORE_URL") or Path(env["AGENT_HOME"]) / "events.db"
+    url = env.get("AGENT_STORE_URL")
+    return redacted(url) if url else Path(env["AGENT_HOME"]) / "events.db"
 
 
 @contextlib.contextmanager

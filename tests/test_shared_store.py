@@ -5,13 +5,17 @@ says. Against a real PostgreSQL server of the tests' own, on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from agent import audit, inbox, relay, reviewers
+from agent._postgres import WRITE_LOCK
 from agent._process import process_start
 from agent.approvals import decide
 from agent.events import ReplanRequested
@@ -221,3 +225,41 @@ def test_a_task_run_in_one_home_is_approved_and_shown_from_others(
         assert store.task(task_id).status == "done"
     assert not (tmp_path / "a" / "events.db").exists()
     assert not (tmp_path / "b" / "events.db").exists()
+
+
+def _write_past_a_failure(store: Store) -> None:
+    """A write transaction in which one statement fails, caught, and another succeeds."""
+    with store.writing() as db:
+        db.execute("INSERT INTO reviewers VALUES ('ana', 'h', 0, NULL)")
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("SELECT * FROM no_such_table")
+
+
+def test_what_the_review_found_holds_on_postgresql(shared_url: str) -> None:
+    """A NUL in an event, a transaction a failed statement aborted, a connection the server
+    dropped while idle, a reader while a writer holds the lock, an id typed in capitals."""
+    with Store.open() as store:
+        task_id = store.create_task(created())
+        store.append(task_id, [ReplanRequested(reason="binary \x00 output")])
+        assert audit.verify(store.reader()).ok  # PostgreSQL's JSON refuses a NUL: not used
+        with pytest.raises(StoreError, match="rolled back"):
+            _write_past_a_failure(store)
+        assert rows(shared_url, "SELECT COUNT(*) FROM reviewers")[0][0] == 0  # none kept
+        rows(
+            shared_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = 'agent' AND pid <> pg_backend_pid()",
+        )
+        assert len(store.events(task_id)) == 2  # connected again, asked again
+        assert store.resolve(task_id[:4].upper()) == task_id
+    with psycopg.connect(shared_url, autocommit=True) as writer:
+        writer.execute("BEGIN")
+        writer.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (WRITE_LOCK,)
+        )
+        with Store.open(read_only=True, busy_timeout=1) as reader:  # takes no lock to read
+            assert [t.id for t in reader.tasks()] == [task_id]
+        with pytest.raises(StoreError) as busy:
+            Store.open(busy_timeout=1).append(task_id, batch(0))
+        assert busy.value.retryable
+        writer.execute("ROLLBACK")

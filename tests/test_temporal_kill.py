@@ -170,6 +170,7 @@ def test_killing_workers_mid_call_loses_and_repeats_nothing(
     policy.write_text('[default]\naction = "allow"\n')
     config = write_config(tmp_path / "agent.toml", engine, tools=[CRASH_TOOLS], policy=policy)
     env = agent_env(home, CRASH_LEDGER=str(ledger), CRASH_BUSY=str(busy), CRASH_PAUSE="0.3")
+    monkeypatch.delenv("AGENT_STORE_URL", raising=False)
     if store == "shared":
         url = request.getfixturevalue("postgres").schema()
         monkeypatch.setenv("AGENT_STORE_URL", url)
