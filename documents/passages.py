@@ -71,19 +71,18 @@ def passages(page: Page, title: str = "") -> Iterator[Passage]:
     words = 0
 
     def made() -> Passage | None:
-        if not block or not any(text.strip() for _, text in block):
+        kept = [i for i, (_, text) in enumerate(block) if text.strip()]
+        if not kept:
             return None
-        first, last = block[0][0], block[-1][0]
-        text = "\n".join(t for _, t in block).strip("\n")
-        return Passage(text, page.number, section, first, last)
+        lines = block[kept[0] : kept[-1] + 1]  # no blank line at either end
+        text = "\n".join(t for _, t in lines)
+        return Passage(text, page.number, section, lines[0][0], lines[-1][0])
 
     for i, line in enumerate(lines):
         if i in titles:  # a section begins: what came before is a passage of its own
             if (done := made()) is not None:
                 yield done
             block, words, section = [], 0, titles[i]
-        if i - 1 in titles and _UNDERLINE.match(line.strip()):
-            continue  # a title's underline: the title is the section's name already
         count = len(line.split())
         if count > WORDS:  # a line too long on its own: its words, a passage's worth at a time
             if (done := made()) is not None:

@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.effects import library_of
@@ -73,13 +72,12 @@ def index_command(args: argparse.Namespace, out: Console) -> int:
                 print_json([hit.__dict__ | {"cite": hit.cite} for hit in hits])
                 return 0
             for n, hit in enumerate(hits, start=1):
-                cite = escape(f"[cite: {shown(hit.cite)}]")
                 out.print(
-                    f"[bold]{n}. {cite}[/] {escape(shown(hit.path))} — "
-                    f"{escape(shown(hit.section))}",
+                    f"[bold]{n}. {shown(f'[cite: {hit.cite}]')}[/] {shown(hit.path)} — "
+                    f"{shown(hit.section)}",
                     highlight=False,
                 )
-                out.print(shown(hit.text[:600]), markup=False, highlight=False)
+                out.print(shown(hit.text[:600]), highlight=False)
                 out.print()
             out.print(f"[dim]{len(hits)} of {index.count():,} passages, in {ms:.0f} ms[/]")
     return 0

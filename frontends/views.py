@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from agent.approvals import decide_command, pending_approval
@@ -150,8 +149,8 @@ def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) ->
         for c in citations:
             page = f", page {c.page}" if c.page is not None else ""
             out.print(
-                f"  {escape(shown(f'[cite: {c.cite}]'))} {escape(shown(c.path))}{page}, "
-                f"section {escape(shown(c.section))!s}, lines {c.lines}",
+                f"  {shown(f'[cite: {c.cite}]')} {shown(c.path)}{page}, "
+                f"section {shown(c.section)}, lines {c.lines}",
                 highlight=False,
             )
 

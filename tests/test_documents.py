@@ -1,0 +1,197 @@
+"""Documents and their index: the text of each kind with its pages and sections, passages that
+cite their lines, the offline embedder, indexing again only what changed, the two rankings and
+their fusion, the search tool offered only where there is an index, and an answer's citations
+listed by `agent show`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.store import Store
+from base.errors import ConfigError
+from documents.embedder import Embedder, _checked
+from documents.extract import html_text, pages
+from documents.index import Index
+from documents.passages import WORDS, passages
+from frontends.cli import main
+from tools.documents import search_documents
+from tools.registry import Registry
+
+from .conftest import make_runner, write_script
+from .pdf import write_pdf
+
+RST = """\
+:mod:`tides` --- Tables of the tides
+====================================
+
+The :mod:`tides` module reads tide tables.
+
+.. function:: high_water(port, day)
+
+   Return the time of the first high water at *port* on *day*.
+
+Harbour notes
+-------------
+
+Boats leave the harbour two hours before high water.
+"""
+
+
+def test_each_kind_gives_its_text_with_pages_and_headings(tmp_path: Path) -> None:
+    pdf = write_pdf(
+        tmp_path / "lease.pdf",
+        ["Lease (draft)\nRent is paid monthly.", "Deposit\nThe deposit is two months."],
+    )
+    assert [(p.number, p.text) for p in pages(pdf)] == [
+        (1, "Lease (draft)\nRent is paid monthly."),
+        (2, "Deposit\nThe deposit is two months."),
+    ]
+    page = (
+        "<html><head><title>t</title><script>var x = 1;</script></head><body><h2>Ferries</h2>"
+        "<p>The first ferry leaves at&nbsp;six.</p><style>p {}</style>"
+        "<ul><li>one</li><li>two</li></ul></body></html>"
+    )
+    text = html_text(page)  # blocks apart, as paragraphs are; what is not shown left out
+    assert text == "## Ferries\n\nThe first ferry leaves at six.\n\none\n\ntwo\n"
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Ferries\r\nThe first ferry leaves at six.\r\n")
+    assert pages(notes)[0].text == "# Ferries\nThe first ferry leaves at six.\n"
+
+
+def test_passages_name_their_section_and_the_lines_they_are(tmp_path: Path) -> None:
+    lines = RST.split("\n")
+    found = list(passages(pages(_write(tmp_path / "tides.rst", RST))[0], title="tides.rst"))
+    assert [p.section for p in found] == [
+        "tides — Tables of the tides",
+        "high_water(port, day)",
+        "Harbour notes",
+    ]
+    for passage in found:  # what a passage says is exactly its lines
+        assert passage.text == "\n".join(lines[passage.line_start - 1 : passage.line_end])
+    # A paragraph past a passage's size is cut; a line past it, at its words.
+    long = "\n\n".join(" ".join(f"w{p}_{i}" for i in range(60)) for p in range(5))
+    cut = list(passages(pages(_write(tmp_path / "long.txt", long + "\n" + "x " * 400))[0]))
+    assert all(len(p.text.split()) <= WORDS * 1.3 for p in cut)
+    assert (
+        " ".join(" ".join(p.text.split()) for p in cut).split() == (long + " " + "x " * 400).split()
+    )
+
+
+def test_what_cannot_be_read_says_why(tmp_path: Path) -> None:
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe not text")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        pages(tmp_path / "bad.txt")
+    (tmp_path / "bad.pdf").write_bytes(b"%PDF-1.4 no more")
+    with pytest.raises(ConfigError, match="cannot be read as a PDF"):
+        pages(tmp_path / "bad.pdf")
+    with pytest.raises(ConfigError, match="not a kind of document"):
+        pages(_write(tmp_path / "x.bin", "?"))
+    with Index.open(tmp_path / "index") as index, pytest.raises(ConfigError, match="no such"):
+        index.add([tmp_path / "missing"])
+
+
+def test_the_embedder_puts_meaning_close_and_refuses_a_changed_file(tmp_path: Path) -> None:
+    cat, kitten, market = Embedder().embed(
+        ["a cat sleeps on the sofa", "a kitten naps on the couch", "the stock market fell"]
+    )
+    assert float(cat @ kitten) > 0.6
+    assert float(cat @ market) < 0.2
+    assert abs(float(cat @ cat) - 1.0) < 1e-5
+    changed = _write(tmp_path / "model.onnx", "not the model")
+    with pytest.raises(ConfigError, match="not the one this version pins"):
+        _checked(changed, "0" * 64)
+
+
+def test_indexing_again_reads_what_changed_and_forgets_what_went(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write(docs / "tides.rst", RST)
+    _write(docs / "ferries.md", "# Ferries\n\nThe first ferry leaves at six.\n")
+    _write(docs / ".hidden.md", "# Hidden\n\nnever indexed\n")
+    write_pdf(
+        docs / "lease.pdf", ["Lease\nRent is paid monthly.", "Deposit\nThe deposit is two months."]
+    )
+    with Index.open(tmp_path / "index") as index:
+        first = index.add([docs])
+        assert (first.files, first.read, first.removed) == (3, 3, 0)
+        again = index.add([docs])
+        assert (again.read, again.passages) == (0, 0)  # nothing changed: nothing read
+        _write(docs / "ferries.md", "# Ferries\n\nThe last ferry leaves at ten.\n")
+        (docs / "tides.rst").unlink()
+        changed = index.add([docs])
+        assert (changed.read, changed.removed) == (1, 1)
+        assert [Path(p).name for p, _ in index.files()] == ["ferries.md", "lease.pdf"]
+        [hit] = index.search("when does the last boat go", k=1)
+        assert (Path(hit.path).name, hit.section) == ("ferries.md", "Ferries")
+        assert hit.text == "# Ferries\n\nThe last ferry leaves at ten."
+        assert index.search("high water at a port", k=5, how="keywords") == []  # tides went
+        [deposit] = index.search("deposit", k=1, how="keywords")
+        assert (deposit.page, deposit.cite) == (2, "lease.pdf:p.2:1-2")
+
+
+def test_keywords_meaning_and_their_fusion_each_find_what_the_other_misses(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    _write(docs / "codes.md", "# Codes\n\nError XK-47 means the gasket is worn.\n")
+    _write(docs / "pets.md", "# Pets\n\nA kitten should sleep somewhere warm and quiet.\n")
+    _write(docs / "ships.md", "# Ships\n\nThe hull is painted every spring.\n")
+    with Index.open(tmp_path / "index") as index:
+        index.add([docs])
+        # Words the passage shares with the query, and none of its meaning: keywords find it.
+        assert _first(index, "XK-47", "keywords") == "codes.md"
+        # Meaning with no word in common: only the vectors find it.
+        assert index.search("resting place for a young cat", 3, "keywords") == []
+        assert _first(index, "resting place for a young cat", "vectors") == "pets.md"
+        # The fusion finds both.
+        assert _first(index, "XK-47", "fused") == "codes.md"
+        assert _first(index, "resting place for a young cat", "fused") == "pets.md"
+    db = sqlite3.connect(tmp_path / "index" / "index.db")
+    db.execute("UPDATE meta SET value = 'another-embedder' WHERE key = 'embedder'")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match="made with the embedder another-embedder"):
+        Index.open(tmp_path / "index")
+
+
+def test_the_search_is_offered_once_there_is_an_index_and_its_answer_is_cited(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner, _ = make_runner(store, [], registry=Registry([search_documents]))
+    task_id = runner.create("t")
+    assert "search_documents" not in {t.name for t in runner.offered(runner.load(task_id))}
+    docs = tmp_path / "docs"
+    _write(docs / "tides.rst", RST)
+    assert main(["index", str(docs)]) == 0
+    assert "indexed 1 files" in " ".join(capsys.readouterr().out.split())
+    assert "search_documents" in {t.name for t in runner.offered(runner.load(task_id))}
+
+    cite = "tides.rst:10-13"
+    script = write_script(
+        tmp_path / "turns.json",
+        [
+            {"tool": "search_documents", "args": {"query": "when do boats leave the harbour"}},
+            {"answer": f"Two hours before high water [cite: {cite}]; also [cite: made-up:1-2]."},
+        ],
+    )
+    code = main(["run", "--json", "--no-plan", "--model", f"scripted:{script}", "boats?"])
+    ran = json.loads(capsys.readouterr().out)
+    assert code == 0, ran
+    assert main(["show", ran["task_id"]]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"[cite: {cite}] {docs / 'tides.rst'}, section Harbour notes, lines 10-13" in said
+    assert "made-up" not in said.split("Citations")[1]  # cited, but never found: not listed
+
+
+def _first(index: Index, query: str, how: str) -> str:
+    hits = index.search(query, 1, how)
+    return Path(hits[0].path).name if hits else ""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
