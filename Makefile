@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sandbox postgres format lint typecheck test bench ci clean
+.PHONY: setup sandbox postgres media format lint typecheck test bench ci clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ sandbox: $(STAMP)
 postgres:
 	scripts/ensure-postgres
 
+# Debian's Python documentation (a corpus), ffmpeg and espeak-ng, for the documents' tests.
+media:
+	scripts/ensure-media
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -33,11 +37,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) sandbox postgres
+test: $(STAMP) sandbox postgres media
 	$(BIN)/pytest -q
 
 # Every benchmark runs; then the ones that missed a goal (or failed) are named, and it exits 1.
-bench: $(STAMP) sandbox
+bench: $(STAMP) sandbox postgres media
 	@failed=""; for script in bench/[!_]*.py; do echo "== $$script"; \
 		$(BIN)/python $$script || failed="$$failed $$script"; done; \
 	if [ -n "$$failed" ]; then echo "== missed a goal or failed:$$failed" >&2; exit 1; fi

@@ -138,7 +138,7 @@ def keep_files(artifacts: ArtifactStore, files: tuple[Attachment, ...]) -> None:
     log holds them; a crash between recording the task and writing them is made good here)."""
     kept = set(artifacts.names())
     for file in files:
-        if file.name not in kept:
+        if file.name not in kept and not file.indexed:  # an indexed file's text is the index's
             artifacts.keep(file.name, file.content.encode("utf-8"))
 
 

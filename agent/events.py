@@ -47,7 +47,16 @@ class Attachment(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     #: a plain file name: it names the task's artifact that holds the file
     name: str = Field(pattern=r"^[^/\\.][^/\\]*$", max_length=200)
+    #: what the model is given: the file's text (a PDF's with its pages marked); for one
+    #: indexed instead of shown, the passages most relevant to the task
     content: str
+    #: "text", "html" or "pdf" (what the text was read from)
+    kind: str = "text"
+    #: a PDF's pages
+    pages: int | None = None
+    #: too long to show whole: indexed for `search_documents` instead (its words counted)
+    indexed: bool = False
+    words: int | None = None
 
 
 class TaskCreated(_Event):

@@ -39,6 +39,7 @@ from frontends.doctor import doctor
 from frontends.engine_commands import add_engine_parsers, add_worker_options, engine_command
 from frontends.inbox_commands import add_inbox_parser, inbox_command
 from frontends.index_commands import add_index_parser, index_command
+from frontends.inputs import SHOWN_AT_MOST
 from frontends.line_input import LineSource
 from frontends.review import add_review_parser, review_command
 from frontends.reviewer_commands import add_reviewer_parsers, reviewers_command
@@ -46,7 +47,7 @@ from frontends.sandbox_commands import add_parsers, sandbox_command
 from frontends.screen import json_document, shown
 from frontends.secrets_commands import add_secrets_parsers, secrets_command
 from frontends.serve import add_serve_parser, serve_command
-from frontends.task_setup import MAX_FILE_BYTES, configured_registry, warn_problems
+from frontends.task_setup import configured_registry, warn_problems
 from frontends.tasks import EXIT, EXIT_USAGE, drive
 from frontends.views import print_history, print_offered, print_tasks, print_tools
 
@@ -199,8 +200,10 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         dest="files",
         metavar="PATH",
-        help="give the model this text file with the task, e.g. to ask about it (repeatable; "
-        f"up to {MAX_FILE_BYTES // 1000:,} kB each; kept in the task's log)",
+        help="give the model this file with the task, e.g. to ask about it: text, Markdown, "
+        "reST, HTML or PDF, or a folder of them (repeatable). Shown whole when the task's files "
+        f"hold up to {SHOWN_AT_MOST // 1000:,}k characters; past that they are indexed, and the "
+        "model searches them with search_documents",
     )
     run.add_argument(
         "--no-plan",

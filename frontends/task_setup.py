@@ -19,7 +19,7 @@ from agent.backends.base import ModelBackend
 from agent.backends.local import ModelInfo
 from agent.backends.openai_compat import OpenAICompatibleBackend
 from agent.config import Config
-from agent.events import Attachment, Limits
+from agent.events import Limits
 from agent.state import TaskState
 from base.artifacts import Artifacts
 from base.bucket_artifacts import bucket_artifacts
@@ -35,7 +35,6 @@ from tools.registry import Registry
 from tools.sources import ToolSource
 
 #: the largest file `--file` takes
-MAX_FILE_BYTES = 256_000
 
 
 @dataclass(frozen=True)
@@ -68,33 +67,6 @@ class Setup:
             tools=tuple(_where(t) for t in args.tools) if args.tools else created.tools,
             policy=str(Path(args.policy).resolve()) if args.policy else created.policy,
         )
-
-
-def attachments(paths: Sequence[str]) -> tuple[Attachment, ...]:
-    """The files given with `--file`, read now. Raises `ConfigError` for one that cannot be
-    read, is not UTF-8 text, is too large, or shares its name with another."""
-    files: dict[str, Attachment] = {}
-    for given in paths:
-        path = Path(given).expanduser()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"--file {given}: {exc.strerror or exc}") from exc
-        if len(data) > MAX_FILE_BYTES:
-            raise ConfigError(
-                f"--file {given} is {len(data):,} bytes; the most is {MAX_FILE_BYTES:,}. For a "
-                "larger file, let the task read it in its sandbox"
-            )
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"--file {given} is not UTF-8 text") from None
-        # Kept as an artifact of this name, which cannot be hidden: .env is kept as _env.
-        name = "_" + path.name.lstrip(".") if path.name.startswith(".") else path.name
-        if name in files:
-            raise ConfigError(f"two files named {name!r} given with --file")
-        files[name] = Attachment(name=name, content=text)
-    return tuple(files.values())
 
 
 def _where(spec: str) -> str:

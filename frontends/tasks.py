@@ -27,6 +27,7 @@ from agent.backends import normalize_uri
 from agent.backends.local import BUNDLED, ModelInfo
 from agent.backends.scripted import ScriptedBackend
 from agent.config import Config, EngineConfig
+from agent.effects import library_of
 from agent.events import ApprovalDecided, ApprovalGiven, Limits
 from agent.inbox import decided_elsewhere, describe, waiting
 from agent.prices import Price
@@ -46,6 +47,7 @@ from frontends._deciding import decide_on_its_engine
 from frontends.always_allow import approve_always
 from frontends.engine_commands import temporal_worker
 from frontends.inline_prompt import Prompt, ask_inline, review_plan_inline, settle
+from frontends.inputs import attachments
 from frontends.line_input import LineSource
 from frontends.render import Renderer
 from frontends.sandbox_commands import deploy_target, sandboxes_for, task_is_over
@@ -53,7 +55,6 @@ from frontends.screen import print_json, shown
 from frontends.task_setup import (
     Setup,
     artifacts_for,
-    attachments,
     backend_for,
     configured_registry,
     limits_with,
@@ -282,7 +283,12 @@ def _run_new(s: _Session, given: dict[str, Any]) -> int:
         tools=setup.tools,
         policy=setup.policy,
         sandbox=sandbox_limits(s.args, s.config),
-        files=attachments(s.args.files),
+        files=attachments(
+            s.args.files,
+            task=s.args.task,
+            library=library_of(s.store),
+            out=None if s.args.json else s.out,
+        ),
         # A tiny model cannot plan: the fallback acts on the task directly.
         plan=not s.args.no_plan
         and s.config.model.plan

@@ -52,7 +52,7 @@ def _no_tasks(home: Path) -> bool:
     [
         (
             ["run", "x", "--model", "scripted:s.json", "--file", "nowhere.txt"],
-            "--file nowhere.txt: No such file or directory",
+            "--file nowhere.txt: no such file or folder",
         ),
         (
             ["run", "x", "--model", "scripted:s.json", "--file", "s.json", "--file", "./s.json"],
@@ -224,6 +224,7 @@ def test_listings(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
         *(t.name for t in pointer_tools),
         *(t.name for t in deploy_tools),
         "http_request",
+        "search_documents",
     ]
     assert set(tools) == {"calculate", "current_time", "read_artifact", *everyone}
     assert tools["calculate"]["parameters"]["required"] == ["expression"]

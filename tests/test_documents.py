@@ -18,6 +18,7 @@ from documents.extract import html_text, pages
 from documents.index import Index
 from documents.passages import WORDS, passages
 from frontends.cli import main
+from frontends.inputs import attachments
 from tools.documents import search_documents
 from tools.registry import Registry
 
@@ -195,3 +196,56 @@ def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+async def test_a_pdf_given_with_a_task_reaches_the_model_with_its_pages(
+    store: Store, tmp_path: Path
+) -> None:
+    lease = write_pdf(
+        tmp_path / "lease.pdf", ["Lease\nRent is paid monthly.", "Deposit\nTwo months."]
+    )
+    files = attachments([str(lease)], task="what is the deposit?")
+    assert [(f.name, f.kind, f.pages, f.indexed) for f in files] == [("lease.pdf", "pdf", 2, False)]
+    runner, backend = make_runner(store, [{"plan": ["Answer"]}, {"answer": "two months"}])
+    task_id = runner.create("what is the deposit?", files=files)
+    assert (await runner.run(task_id)).status == "done"
+    prompt = "\n".join(m.content for m in backend.requests[0].messages)
+    assert '<file name="lease.pdf" kind="pdf" pages="2">\n[page 1]\nLease\n' in prompt
+    assert "[page 2]\nDeposit\nTwo months.\n</file>" in prompt
+    assert runner.artifacts(task_id).read("lease.pdf").decode().startswith("[page 1]")
+
+
+async def test_files_too_long_to_show_are_indexed_and_the_model_told(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "minutes"
+    for n in range(40):  # 40 meetings of about 2,000 characters: more than is shown whole
+        body = "\n\n".join(
+            f"Item {i} of meeting {n}: the budget was discussed again." for i in range(30)
+        )
+        _write(folder / f"meeting-{n:02}.md", f"# Meeting {n}\n\n{body}\n")
+    _write(folder / "meeting-17.md", "# Meeting 17\n\nThe board chose Lisbon for the retreat.\n")
+    files = attachments([str(folder)], task="Where will the retreat be?", library=home / "index")
+    assert len(files) == 40
+    assert all(f.indexed for f in files)
+    assert "Lisbon" in files[0].content  # the passage most relevant to the task, first
+    runner, backend = make_runner(
+        store, [{"plan": ["Answer"]}, {"answer": "Lisbon"}], registry=Registry([search_documents])
+    )
+    task_id = runner.create("Where will the retreat be?", files=files)
+    assert "search_documents" in {t.name for t in runner.offered(runner.load(task_id))}
+    assert (await runner.run(task_id)).status == "done"
+    prompt = "\n".join(m.content for m in backend.requests[0].messages)
+    assert "These 40 files are too long to show here, so they are indexed" in prompt
+    assert "- meeting-00.md (text, " in prompt
+    assert "The board chose Lisbon for the retreat." in prompt
+    assert runner.artifacts(task_id).names() == []  # their text is the index's, not copied
+
+
+def test_a_scan_or_a_file_of_no_text_given_with_a_task_says_why(tmp_path: Path) -> None:
+    scan = write_pdf(tmp_path / "scan.pdf", ["", ""])
+    with pytest.raises(ConfigError, match="its 2 pages hold no text"):
+        attachments([str(scan)])
+    (tmp_path / "photo.raw").write_bytes(b"\xff\xd8\xff\xe0 not text")
+    with pytest.raises(ConfigError, match="not UTF-8 text, nor a document"):
+        attachments([str(tmp_path / "photo.raw")])

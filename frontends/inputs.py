@@ -1,0 +1,144 @@
+"""The files given with a task (`--file PATH`, `@path` in a session): text, Markdown, reST, HTML
+and PDF, and folders of them (at any depth), read now into what the model is given.
+
+A file's text is shown to the model whole when all the task's files fit in `SHOWN_AT_MOST`
+characters. Past that nothing is cut silently: every file is indexed (`agent index`'s index) and
+the model is told which were, how long each is, that `search_documents` searches them, and is
+given first the passages most relevant to the task.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from agent.events import Attachment
+from base.errors import ConfigError
+from documents.extract import kind_of, pages
+from documents.index import Index, found_files
+from tools.documents import shown as shown_hits
+
+#: the most characters of text all of a task's files may hold and still be shown whole
+SHOWN_AT_MOST = 64_000
+#: the most files one task may be given
+MOST_FILES = 2_000
+#: the passages most relevant to the task given first, when the files are indexed
+FIRST_PASSAGES = 5
+
+
+@dataclass(frozen=True)
+class _Read:
+    path: Path
+    name: str
+    kind: str
+    text: str
+    pages: int | None
+
+
+def attachments(
+    paths: Sequence[str],
+    *,
+    task: str = "",
+    library: Path | None = None,
+    out: Console | None = None,
+) -> tuple[Attachment, ...]:
+    """The files at `paths`, read now (a folder's files recursively, a summary said first).
+    When they do not fit, they are indexed into `library`. Raises `ConfigError` for a path
+    that cannot be read, two files of one name, or too many files."""
+    files = _files(paths, out)
+    read = [_read(path) for path in files]
+    names: set[str] = set()
+    for one in read:
+        if one.name in names:
+            raise ConfigError(f"two files named {one.name!r} given with --file")
+        names.add(one.name)
+    total = sum(len(r.text) for r in read)
+    if total <= SHOWN_AT_MOST:
+        return tuple(
+            Attachment(name=r.name, content=r.text, kind=r.kind, pages=r.pages) for r in read
+        )
+    if library is None:
+        raise ConfigError(
+            f"the files given hold {total:,} characters, more than the {SHOWN_AT_MOST:,} shown "
+            "whole, and this runner has no index to put them in"
+        )
+    if out is not None:
+        out.print(
+            f"the files hold {total:,} characters, more than the {SHOWN_AT_MOST:,} a task is "
+            f"shown whole: indexing them in {library} for search_documents"
+        )
+    with Index.open(library) as index:
+        index.add(files)
+        first = shown_hits(index.search(task, FIRST_PASSAGES)) if task else ""
+    return tuple(
+        Attachment(
+            name=r.name,
+            content=first if n == 0 else "",
+            kind=r.kind,
+            pages=r.pages,
+            indexed=True,
+            words=len(r.text.split()),
+        )
+        for n, r in enumerate(read)
+    )
+
+
+def _files(paths: Sequence[str], out: Console | None) -> list[Path]:
+    """The files at `paths` (a folder's, recursively), a folder's summarised first."""
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            found, _ = found_files([path])
+            if out is not None:
+                kinds = Counter(kind_of(f) for f in found)
+                size = sum(f.stat().st_size for f in found)
+                out.print(
+                    f"--file {given}: {len(found):,} files, {size / 1e6:,.1f} MB ("
+                    + ", ".join(f"{n:,} {kind}" for kind, n in kinds.most_common())
+                    + ")"
+                )
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(f"--file {given}: no such file or folder")
+    if len(files) > MOST_FILES:
+        raise ConfigError(
+            f"--file gives {len(files):,} files, more than {MOST_FILES:,}: index them with "
+            "`agent index PATH` and ask the task to search them"
+        )
+    return files
+
+
+def _read(path: Path) -> _Read:
+    """A file's text as the model reads it: a PDF's pages marked [page N]."""
+    kind = kind_of(path)
+    try:
+        if kind is None:  # a file of another name, given outright: read if it is text
+            return _Read(path, _name(path), "text", path.read_bytes().decode("utf-8"), None)
+        read = pages(path)
+    except UnicodeDecodeError:
+        raise ConfigError(f"--file {path} is not UTF-8 text, nor a document this reads") from None
+    except OSError as exc:
+        raise ConfigError(f"--file {path}: {exc.strerror or exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"--file {exc}") from exc
+    if kind != "pdf":
+        return _Read(path, _name(path), kind, read[0].text, None)
+    if not any(p.text.strip() for p in read):
+        raise ConfigError(
+            f"--file {path}: its {len(read)} pages hold no text (a scan, with no text layer: "
+            "this reads no scans)"
+        )
+    text = "\n\n".join(f"[page {p.number}]\n{p.text}" for p in read)
+    return _Read(path, _name(path), kind, text, len(read))
+
+
+def _name(path: Path) -> str:
+    """The artifact's name: the file's, never hidden (.env is kept as _env)."""
+    return "_" + path.name.lstrip(".") if path.name.startswith(".") else path.name

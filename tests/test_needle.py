@@ -1,0 +1,89 @@
+"""A needle in about two million tokens: one fact planted in one passage of a corpus far larger
+than any model's window (the Python documentation, Debian's python3.11-doc, copied until it
+holds 2,000,000 of the embedder's tokens) is found by `search_documents` and cited by a scripted
+run, and `agent show` lists the citation. The positive control asks for a fact that was not
+planted: the same probe finds nothing that states it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+
+from documents.embedder import _tokenizer_file
+from documents.index import Index
+from frontends.cli import main
+
+from .conftest import write_script
+
+CORPUS = Path("/usr/share/doc/python3.11/html/_sources")
+TOKENS = 2_000_000
+NEEDLE = (
+    "The lighthouse keeper hides the spare key to the lamp room under the third blue flowerpot."
+)
+QUESTION = "Where does the keeper of the lighthouse keep a spare key to the lamp room?"
+UNPLANTED = "Where does the ferry captain keep the spare anchor chain?"
+
+
+def _corpus(folder: Path) -> tuple[int, Path]:
+    """Files of the documentation copied into `folder` until they hold TOKENS tokens; the
+    tokens, and the file the needle was planted in (in the middle of it)."""
+    tokenizer = Tokenizer.from_file(str(_tokenizer_file()))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    total, copied = 0, []
+    for source in sorted(CORPUS.rglob("*.rst.txt")):
+        text = source.read_text()
+        total += len(tokenizer.encode(text).ids)
+        target = folder / source.relative_to(CORPUS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+        copied.append(target)
+        if total >= TOKENS:
+            break
+    planted = copied[len(copied) // 2]
+    lines = planted.read_text().split("\n")
+    middle = len(lines) // 2
+    while lines[middle].strip():  # between two paragraphs: a paragraph of its own
+        middle += 1
+    lines[middle:middle] = ["", NEEDLE, ""]
+    planted.write_text("\n".join(lines))
+    return total, planted
+
+
+def test_a_fact_planted_in_two_million_tokens_is_found_and_cited(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert CORPUS.is_dir(), f"no corpus at {CORPUS}: run scripts/ensure-media (make test does)"
+    tokens, planted = _corpus(tmp_path / "corpus")
+    assert tokens >= TOKENS
+    assert main(["index", str(tmp_path / "corpus")]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    print(said)  # how many passages, and at what speed, in the test's output
+    with Index.open(home / "index") as index:
+        hits = index.search(QUESTION, 5)
+        unplanted = index.search(UNPLANTED, 5)
+        passages = index.count()
+    assert passages > 5_000
+    [needle] = [h for h in hits if NEEDLE in h.text]
+    assert needle.path == str(planted)
+    # The control: the probe can come back empty-handed (nothing states the unplanted fact).
+    assert not any("anchor chain" in h.text for h in unplanted)
+
+    script = write_script(
+        tmp_path / "turns.json",
+        [
+            {"tool": "search_documents", "args": {"query": QUESTION}},
+            {"answer": f"Under the third blue flowerpot [cite: {needle.cite}]."},
+        ],
+    )
+    assert main(["run", "--json", "--no-plan", "--model", f"scripted:{script}", QUESTION]) == 0
+    ran = json.loads(capsys.readouterr().out)
+    assert main(["show", ran["task_id"]]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert NEEDLE in shown  # the run's own search returned the passage
+    listed = shown.split("Citations (the passages the answer cites)")[1]
+    assert f"[cite: {needle.cite}] {planted}" in listed
