@@ -13,6 +13,7 @@ event to record.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextvars
 import dataclasses
@@ -138,7 +139,11 @@ def keep_files(artifacts: ArtifactStore, files: tuple[Attachment, ...]) -> None:
     log holds them; a crash between recording the task and writing them is made good here)."""
     kept = set(artifacts.names())
     for file in files:
-        if file.name not in kept and not file.indexed:  # an indexed file's text is the index's
+        if file.name in kept or file.indexed:  # an indexed file's text is the index's
+            continue
+        if file.image is not None:
+            artifacts.keep(file.name, base64.b64decode(file.image.data))
+        else:
             artifacts.keep(file.name, file.content.encode("utf-8"))
 
 

@@ -11,6 +11,7 @@ from agent.backends.base import Message, ModelRequest
 from agent.context import MAX_OBSERVATION, fit_window, shortened
 from agent.loop_tools import submit_plan
 from agent.state import TaskState
+from base.images import Image
 from base.toolspec import ToolSpec
 
 PLANNER_SYSTEM = """\
@@ -52,7 +53,7 @@ def plan_request(state: TaskState, tools: tuple[ToolSpec, ...]) -> ModelRequest:
         ]
     messages = [
         Message(role="system", content=PLANNER_SYSTEM),
-        Message(role="user", content="\n".join(lines)),
+        Message(role="user", content="\n".join(lines), images=_images(state)),
     ]
     for response, error in state.plan_attempts:
         messages.append(
@@ -89,7 +90,7 @@ def act_request(
         )
     for exchange in exchanges:
         messages.extend(exchange)
-    _latest_image_only(messages)
+    _latest_image_only(messages, after=len(header))
     return ModelRequest(
         task_id=state.task_id,
         purpose="act",
@@ -99,11 +100,12 @@ def act_request(
     )
 
 
-def _latest_image_only(messages: list[Message]) -> None:
+def _latest_image_only(messages: list[Message], *, after: int) -> None:
     """Keep the pictures of the latest result that has any: what the page looks like now. Older
-    ones would cost the model's attention (and money) for what is gone; their text stays."""
+    ones would cost the model's attention (and money) for what is gone; their text stays. The
+    pictures given with the task (in the first `after` messages) stay."""
     seen = False
-    for i in range(len(messages) - 1, -1, -1):
+    for i in range(len(messages) - 1, after - 1, -1):
         if messages[i].images:
             if seen:
                 messages[i] = messages[i].model_copy(update={"images": ()})
@@ -121,7 +123,7 @@ def _act_header(state: TaskState) -> tuple[Message, Message]:
     lines += ["", f"Current step ({state.step + 1} of {len(state.plan)}): {state.current_step}"]
     header = (
         Message(role="system", content=EXECUTOR_SYSTEM),
-        Message(role="user", content="\n".join(lines)),
+        Message(role="user", content="\n".join(lines), images=_images(state)),
     )
     state.header = (key, header)
     return header
@@ -136,6 +138,14 @@ def _instructions(state: TaskState) -> list[str]:
         "The user added, while the task ran (follow it):",
         *(f"- {t}" for t in state.instructions),
     ]
+
+
+def _images(state: TaskState) -> tuple[Image, ...]:
+    """The pictures given with the task, for a model that sees."""
+    created = state.created
+    if created is None:
+        return ()
+    return tuple(f.image for f in created.files if f.image is not None)
 
 
 def _files(state: TaskState) -> list[str]:

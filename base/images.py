@@ -1,4 +1,5 @@
-"""A picture that travels with a tool's result to the model: a screenshot, for models that see.
+"""A picture that travels to the model with a tool's result (a screenshot) or with the task (a
+file given with it), for models that see.
 
 It is kept in the task's log with the result (base64, so the log stays JSON), and sent as an
 image part by the backends whose model can see; the others send only the result's text, which
@@ -12,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-MediaType = Literal["image/png", "image/jpeg"]
+MediaType = Literal["image/png", "image/jpeg", "image/webp"]
 #: the most bytes a picture may have: a model's image limit is a few MB, a log's row far less
 MAX_BYTES = 400_000
 

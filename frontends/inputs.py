@@ -1,5 +1,7 @@
-"""The files given with a task (`--file PATH`, `@path` in a session): text, Markdown, reST, HTML
-and PDF, and folders of them (at any depth), read now into what the model is given.
+"""The files given with a task (`--file PATH`, `@path` in a session): text, Markdown, reST, HTML,
+PDF and images (PNG, JPEG, WebP), and folders of them (at any depth), read now into what the
+model is given. An image goes to a model that sees as a picture (made smaller first if it is
+over what a task's log keeps of one); a model that cannot see is told only what it is.
 
 A file's text is shown to the model whole when all the task's files fit in `SHOWN_AT_MOST`
 characters. Past that nothing is cut silently: every file is indexed (`agent index`'s index) and
@@ -9,15 +11,18 @@ given first the passages most relevant to the task.
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import PIL.Image
 from rich.console import Console
 
 from agent.events import Attachment
 from base.errors import ConfigError
+from base.images import MAX_BYTES, Image, MediaType
 from documents.extract import kind_of, pages
 from documents.index import Index, found_files
 from tools.documents import shown as shown_hits
@@ -28,6 +33,12 @@ SHOWN_AT_MOST = 64_000
 MOST_FILES = 2_000
 #: the passages most relevant to the task given first, when the files are indexed
 FIRST_PASSAGES = 5
+IMAGE_TYPES: dict[str, MediaType] = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+}
 
 
 @dataclass(frozen=True)
@@ -50,17 +61,19 @@ def attachments(
     When they do not fit, they are indexed into `library`. Raises `ConfigError` for a path
     that cannot be read, two files of one name, or too many files."""
     files = _files(paths, out)
+    pictures = [_picture(p) for p in files if p.suffix.lower() in IMAGE_TYPES]
+    files = [p for p in files if p.suffix.lower() not in IMAGE_TYPES]
     read = [_read(path) for path in files]
     names: set[str] = set()
-    for one in read:
-        if one.name in names:
-            raise ConfigError(f"two files named {one.name!r} given with --file")
-        names.add(one.name)
+    for name in [*(r.name for r in read), *(p.name for p in pictures)]:
+        if name in names:
+            raise ConfigError(f"two files named {name!r} given with --file")
+        names.add(name)
     total = sum(len(r.text) for r in read)
     if total <= SHOWN_AT_MOST:
         return tuple(
             Attachment(name=r.name, content=r.text, kind=r.kind, pages=r.pages) for r in read
-        )
+        ) + tuple(pictures)
     if library is None:
         raise ConfigError(
             f"the files given hold {total:,} characters, more than the {SHOWN_AT_MOST:,} shown "
@@ -84,7 +97,7 @@ def attachments(
             words=len(r.text.split()),
         )
         for n, r in enumerate(read)
-    )
+    ) + tuple(pictures)
 
 
 def _files(paths: Sequence[str], out: Console | None) -> list[Path]:
@@ -137,6 +150,39 @@ def _read(path: Path) -> _Read:
         )
     text = "\n\n".join(f"[page {p.number}]\n{p.text}" for p in read)
     return _Read(path, _name(path), kind, text, len(read))
+
+
+def _picture(path: Path) -> Attachment:
+    """An image as the model is given it: its picture, and what it is in words."""
+    try:
+        data = path.read_bytes()
+        with PIL.Image.open(io.BytesIO(data)) as picture:
+            picture.load()
+            width, height = picture.size
+            made_smaller = len(data) > MAX_BYTES
+            if made_smaller:
+                data = _smaller(picture)
+    except OSError as exc:  # Pillow's "cannot identify image file" is an OSError too
+        raise ConfigError(f"--file {path}: not a picture this reads ({exc})") from exc
+    media = "image/jpeg" if made_smaller else IMAGE_TYPES[path.suffix.lower()]
+    said = f"a picture, {width}x{height} pixels, sent with the task to a model that can see" + (
+        ", made smaller to be sent" if made_smaller else ""
+    )
+    return Attachment(name=_name(path), content=said, kind="image", image=Image.of(data, media))
+
+
+def _smaller(picture: PIL.Image.Image) -> bytes:
+    """`picture` as a JPEG of at most MAX_BYTES: smaller and smaller until it fits."""
+    rgb = picture.convert("RGB")
+    side = 1600
+    while True:
+        copy = rgb.copy()
+        copy.thumbnail((side, side))
+        out = io.BytesIO()
+        copy.save(out, "JPEG", quality=80)
+        if out.tell() <= MAX_BYTES or side <= 200:
+            return out.getvalue()
+        side = side * 3 // 4
 
 
 def _name(path: Path) -> str:

@@ -53,6 +53,13 @@ def wire_messages(messages: Sequence[Message], vision: bool) -> list[dict[str, A
         if pictures and message.role != "tool":
             out.append({"role": "user", "content": pictures})
             pictures = []
+        if vision and message.images and message.role == "user":  # pictures given with the task
+            parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+            parts += [
+                {"type": "image_url", "image_url": {"url": i.data_url()}} for i in message.images
+            ]
+            out.append({"role": "user", "content": parts})
+            continue
         out.append(wire_message(message))
         if vision and message.images:
             pictures.append({"type": "text", "text": f"The picture {message.tool_call_id} gave:"})

@@ -192,6 +192,14 @@ def _blocks(message: Message, vision: bool) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if message.content:
         blocks.append({"type": "text", "text": message.content})
+    if vision and message.role == "user":  # pictures given with the task
+        blocks += [
+            {
+                "type": "image",
+                "source": {"type": "base64", "media_type": i.media_type, "data": i.data},
+            }
+            for i in message.images
+        ]
     for call in message.tool_calls:
         blocks.append(
             {"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call.arguments)}
