@@ -141,8 +141,8 @@ def keep_files(artifacts: ArtifactStore, files: tuple[Attachment, ...]) -> None:
     for file in files:
         if file.name in kept or file.indexed:  # an indexed file's text is the index's
             continue
-        if file.image is not None:
-            artifacts.keep(file.name, base64.b64decode(file.image.data))
+        if file.kind == "image" and file.images:
+            artifacts.keep(file.name, base64.b64decode(file.images[0].data))
         else:
             artifacts.keep(file.name, file.content.encode("utf-8"))
 

@@ -50,15 +50,15 @@ class Attachment(BaseModel):
     #: what the model is given: the file's text (a PDF's with its pages marked); for one
     #: indexed instead of shown, the passages most relevant to the task
     content: str
-    #: "text", "html", "pdf" or "image" (what the text was read from)
+    #: "text", "html", "pdf", "image", "audio" or "video" (what the text was read from)
     kind: str = "text"
     #: a PDF's pages
     pages: int | None = None
     #: too long to show whole: indexed for `search_documents` instead (its words counted)
     indexed: bool = False
     words: int | None = None
-    #: an image given with the task: sent as a picture to a model that sees
-    image: Image | None = None
+    #: an image given with the task, or a video's frames: pictures for a model that sees
+    images: tuple[Image, ...] = ()
 
 
 class TaskCreated(_Event):

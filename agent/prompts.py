@@ -145,7 +145,7 @@ def _images(state: TaskState) -> tuple[Image, ...]:
     created = state.created
     if created is None:
         return ()
-    return tuple(f.image for f in created.files if f.image is not None)
+    return tuple(image for f in created.files for image in f.images)
 
 
 def _files(state: TaskState) -> list[str]:

@@ -12,6 +12,7 @@ given first the passages most relevant to the task.
 from __future__ import annotations
 
 import io
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ import PIL.Image
 from rich.console import Console
 
 from agent.events import Attachment
+from agent.home import default_home
 from base.errors import ConfigError
 from base.images import MAX_BYTES, Image, MediaType
+from documents import media
 from documents.extract import kind_of, pages
 from documents.index import Index, found_files
 from tools.documents import shown as shown_hits
@@ -62,7 +65,8 @@ def attachments(
     that cannot be read, two files of one name, or too many files."""
     files = _files(paths, out)
     pictures = [_picture(p) for p in files if p.suffix.lower() in IMAGE_TYPES]
-    files = [p for p in files if p.suffix.lower() not in IMAGE_TYPES]
+    pictures += [_recording(p, out) for p in files if media.kind_of(p) is not None]
+    files = [p for p in files if p.suffix.lower() not in IMAGE_TYPES and not media.kind_of(p)]
     read = [_read(path) for path in files]
     names: set[str] = set()
     for name in [*(r.name for r in read), *(p.name for p in pictures)]:
@@ -168,7 +172,38 @@ def _picture(path: Path) -> Attachment:
     said = f"a picture, {width}x{height} pixels, sent with the task to a model that can see" + (
         ", made smaller to be sent" if made_smaller else ""
     )
-    return Attachment(name=_name(path), content=said, kind="image", image=Image.of(data, media))
+    return Attachment(name=_name(path), content=said, kind="image", images=(Image.of(data, media),))
+
+
+def _recording(path: Path, out: Console | None) -> Attachment:
+    """A recording as the model is given it: what is said in it, with times (transcribed on
+    this machine); a video's key frames too, as pictures."""
+    cache = default_home() / "models"
+    started = time.perf_counter()
+    transcript: media.Transcript | None
+    if media.kind_of(path) == "audio":
+        transcript = media.transcribe(path, cache)
+        frames: tuple[bytes, ...] = ()
+    else:
+        seen = media.video(path, cache)
+        transcript, frames = seen.transcript, seen.frames
+    heard = (
+        f"its sound ({transcript.duration:.1f} s, {transcript.language}) transcribed on this "
+        f"machine:\n{transcript.text() or '(no speech)'}"
+        if transcript is not None
+        else "it has no sound"
+    )
+    if out is not None:
+        rate = f", real-time factor {transcript.real_time_factor:.2f}" if transcript else ""
+        out.print(f"--file {path.name}: read in {time.perf_counter() - started:.1f} s{rate}")
+    if media.kind_of(path) == "audio":
+        return Attachment(name=_name(path), content=f"a recording; {heard}", kind="audio")
+    return Attachment(
+        name=_name(path),
+        content=f"a video; its {len(frames)} key frames are the pictures given; {heard}",
+        kind="video",
+        images=tuple(Image.of(f, "image/jpeg") for f in frames),
+    )
 
 
 def _smaller(picture: PIL.Image.Image) -> bytes:

@@ -98,9 +98,9 @@ def test_an_image_too_large_is_made_smaller_and_a_broken_one_refused(tmp_path: P
     big, data = _png(tmp_path / "big.png", (1400, 1000), noisy=True)
     assert len(data) > MAX_BYTES
     [given] = attachments([str(big)])
-    assert given.image is not None
-    assert given.image.media_type == "image/jpeg"
-    data = base64.b64decode(given.image.data)
+    [image] = given.images
+    assert image.media_type == "image/jpeg"
+    data = base64.b64decode(image.data)
     assert len(data) <= MAX_BYTES
     with PIL.Image.open(io.BytesIO(data)) as smaller:
         assert max(smaller.size) <= 1600
