@@ -72,7 +72,7 @@ def grown(source: Path, folder: Path, size: int) -> Path:
     shutil.copy(source / "index.db", folder / "index.db")
     db = sqlite3.connect(folder / "index.db", isolation_level=None)
     rows = db.execute(
-        "SELECT path, page, section, line_start, line_end, text, vector FROM passages"
+        "SELECT path, page, title, section, line_start, line_end, text, vector FROM passages"
     )
     original = rows.fetchall()
     rng = np.random.default_rng(7)
@@ -81,16 +81,17 @@ def grown(source: Path, folder: Path, size: int) -> Path:
     copy = 0
     while have < size:
         copy += 1
-        for path, page, section, start, end, text, vector in original[: size - have]:
+        for path, page, title, section, start, end, text, vector in original[: size - have]:
             moved = np.frombuffer(vector, dtype=np.float16).astype(np.float32)
             moved = moved + rng.normal(0, 0.02, moved.shape).astype(np.float32)
             moved /= np.linalg.norm(moved)
             rowid = db.execute(
-                "INSERT INTO passages (path, page, section, line_start, line_end, text, vector) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO passages (path, page, title, section, line_start, line_end, text, "
+                "vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     f"{path}#copy{copy}",
                     page,
+                    title,
                     section,
                     start,
                     end,
@@ -99,7 +100,8 @@ def grown(source: Path, folder: Path, size: int) -> Path:
                 ),
             ).lastrowid
             db.execute(
-                "INSERT INTO words (rowid, section, text) VALUES (?, ?, ?)", (rowid, section, text)
+                "INSERT INTO words (rowid, title, section, text) VALUES (?, ?, ?, ?)",
+                (rowid, title, section, text),
             )
         have = min(size, have + len(original))
     db.execute(

@@ -39,12 +39,12 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL, digest TEXT NOT NULL,
     passages INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS passages (
-    id INTEGER PRIMARY KEY, path TEXT NOT NULL, page INTEGER, section TEXT NOT NULL,
-    line_start INTEGER NOT NULL, line_end INTEGER NOT NULL, text TEXT NOT NULL,
-    vector BLOB NOT NULL);
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL, page INTEGER, title TEXT NOT NULL,
+    section TEXT NOT NULL, line_start INTEGER NOT NULL, line_end INTEGER NOT NULL,
+    text TEXT NOT NULL, vector BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS passages_of ON passages (path);
 CREATE VIRTUAL TABLE IF NOT EXISTS words USING fts5(
-    section, text, content='passages', content_rowid='id', tokenize='porter unicode61');
+    title, section, text, content='passages', content_rowid='id', tokenize='porter unicode61');
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -169,6 +169,12 @@ class Index:
             db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the documents index in {folder}: {exc}") from exc
+        columns = [r[1] for r in db.execute("PRAGMA table_info(passages)").fetchall()]
+        if "title" not in columns:
+            raise ConfigError(
+                f"the index in {folder} was made by an earlier version: remove the folder and "
+                "index again"
+            )
         row = db.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
         if row is None:
             db.execute("INSERT INTO meta VALUES ('embedder', ?)", (embedder.name,))
@@ -223,17 +229,19 @@ class Index:
             )
             return None
         cut = [p for page in pages(path) for p in passages(page, title=path.name)]
-        vectors = self.embedder.embed([embedded_text(p) for p in cut])
+        title = cut[0].section if cut else path.name  # the document's first heading
+        vectors = self.embedder.embed([embedded_text(p, title) for p in cut])
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._remove(key)
             for passage, vector in zip(cut, vectors, strict=True):
                 rowid = self._db.execute(
-                    "INSERT INTO passages (path, page, section, line_start, line_end, text, vector)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO passages (path, page, title, section, line_start, line_end, "
+                    "text, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         key,
                         passage.page,
+                        title,
                         passage.section,
                         passage.line_start,
                         passage.line_end,
@@ -242,8 +250,8 @@ class Index:
                     ),
                 ).lastrowid
                 self._db.execute(
-                    "INSERT INTO words (rowid, section, text) VALUES (?, ?, ?)",
-                    (rowid, passage.section, passage.text),
+                    "INSERT INTO words (rowid, title, section, text) VALUES (?, ?, ?, ?)",
+                    (rowid, title, passage.section, passage.text),
                 )
             self._db.execute(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
@@ -257,10 +265,11 @@ class Index:
 
     def _remove(self, key: str) -> None:
         rows = self._db.execute(
-            "SELECT id, section, text FROM passages WHERE path = ?", (key,)
+            "SELECT id, title, section, text FROM passages WHERE path = ?", (key,)
         ).fetchall()
         self._db.executemany(  # an external-content table is told what it held
-            "INSERT INTO words (words, rowid, section, text) VALUES ('delete', ?, ?, ?)", rows
+            "INSERT INTO words (words, rowid, title, section, text) VALUES ('delete', ?, ?, ?, ?)",
+            rows,
         )
         self._db.execute("DELETE FROM passages WHERE path = ?", (key,))
         self._db.execute("DELETE FROM files WHERE path = ?", (key,))
@@ -298,13 +307,15 @@ class Index:
         return [(str(p), int(n)) for p, n in rows]
 
     def keywords(self, query: str, depth: int = DEPTH) -> list[int]:
-        """Passages by BM25 over their words (a section's title counts twice a word of text)."""
+        """Passages by BM25 over their words: a word of their document's title counts three
+        times a word of their text, one of their section's title twice."""
         words = [w for w in _WORD.findall(query.lower()) if w not in _STOPWORDS]
         if not words:
             return []
         match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
         rows = self._db.execute(
-            "SELECT rowid FROM words WHERE words MATCH ? ORDER BY bm25(words, 2.0, 1.0) LIMIT ?",
+            "SELECT rowid FROM words WHERE words MATCH ? ORDER BY bm25(words, 3.0, 2.0, 1.0) "
+            "LIMIT ?",
             (match, depth),
         ).fetchall()
         return [int(r[0]) for r in rows]
@@ -368,9 +379,10 @@ def fused(rankings: Sequence[Ranking]) -> list[tuple[int, float]]:
     return sorted(scores.items(), key=lambda item: -item[1])
 
 
-def embedded_text(passage: Passage) -> str:
-    """What is embedded of a passage: its section's title, then its text."""
-    return f"{passage.section}\n{passage.text}"
+def embedded_text(passage: Passage, title: str) -> str:
+    """What is embedded of a passage: its document's title and its section's, then its text."""
+    heading = passage.section if passage.section == title else f"{title} — {passage.section}"
+    return f"{heading}\n{passage.text}"
 
 
 def found_files(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
