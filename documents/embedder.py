@@ -15,7 +15,7 @@ import importlib.util
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,15 @@ TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f41157
 BATCH = 8
 
 Vectors = npt.NDArray[np.float32]
+
+
+class TextEmbedder(Protocol):
+    """What the index embeds with: this bundled model, or an API (`documents.api_embedder`)."""
+
+    #: what the index records, so that its queries are embedded by the same model
+    name: str
+
+    def embed(self, texts: list[str]) -> Vectors: ...
 
 
 def _model_file() -> Path:

@@ -26,7 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from base.errors import ConfigError, StoreError
-from documents.embedder import Embedder
+from documents.api_embedder import ApiEmbedder
+from documents.embedder import NAME, Embedder, TextEmbedder
 from documents.extract import kind_of, pages
 from documents.passages import Passage, passages
 
@@ -152,7 +153,7 @@ Progress = Callable[[str, int, int], None]
 class Index:
     """The index in `folder` (made on first use). Open with `Index.open(folder)`."""
 
-    def __init__(self, db: sqlite3.Connection, folder: Path, embedder: Embedder) -> None:
+    def __init__(self, db: sqlite3.Connection, folder: Path, embedder: TextEmbedder) -> None:
         self._db = db
         self.folder = folder
         self.embedder = embedder
@@ -160,8 +161,10 @@ class Index:
         self._matrix: tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float32]] | None = None
 
     @classmethod
-    def open(cls, folder: Path, embedder: Embedder | None = None) -> Index:
-        embedder = embedder or shared_embedder()
+    def open(cls, folder: Path, embedder: TextEmbedder | str | None = None) -> Index:
+        """The index in `folder`, made if need be with `embedder` (a URI: "local", the
+        default, "openai:MODEL", "openai-compatible:URL#MODEL"). An index made already is
+        opened with the embedder it was made with; another one given is refused."""
         try:
             folder.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(folder / "index.db", isolation_level=None, check_same_thread=False)
@@ -176,13 +179,18 @@ class Index:
                 "index again"
             )
         row = db.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
-        if row is None:
-            db.execute("INSERT INTO meta VALUES ('embedder', ?)", (embedder.name,))
-        elif row[0] != embedder.name:
+        wanted = embedder if isinstance(embedder, str) or embedder is None else embedder.name
+        if wanted == "local":
+            wanted = NAME
+        if row is not None and wanted is not None and row[0] != wanted:
             raise ConfigError(
-                f"the index in {folder} was made with the embedder {row[0]}, not {embedder.name}: "
+                f"the index in {folder} was made with the embedder {row[0]}, not {wanted}: "
                 "index again into another folder, or remove this one"
             )
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('embedder', ?)", (wanted or NAME,))
+        if embedder is None or isinstance(embedder, str):
+            embedder = embedder_named(row[0] if row is not None else wanted or NAME)
         return cls(db, folder, embedder)
 
     def close(self) -> None:
@@ -339,7 +347,7 @@ class Index:
                 rows = self._db.execute("SELECT id, vector FROM passages ORDER BY id").fetchall()
                 ids = np.array([r[0] for r in rows], dtype=np.int64)
                 matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16)
-                dims = self.embedder.dimensions
+                dims = len(rows[0][1]) // 2 if rows else 1  # float16: two bytes a dimension
                 self._matrix = (generation, ids, matrix.reshape(-1, dims).astype(np.float32))
             return self._matrix[1], self._matrix[2]
 
@@ -405,6 +413,11 @@ def found_files(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
         else:
             raise ConfigError(f"{given}: no such file or folder")
     return list(files), folders
+
+
+def embedder_named(name: str) -> TextEmbedder:
+    """The embedder an index names: the bundled one, or one behind an API."""
+    return shared_embedder() if name in (NAME, "local") else ApiEmbedder(name)
 
 
 _SHARED: list[Embedder] = []

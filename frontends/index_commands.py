@@ -42,6 +42,13 @@ def add_index_parser(
         help="with --search: by keywords, by meaning, or both fused (the default, as the tool)",
     )
     parser.add_argument("--list", action="store_true", help="list the files indexed")
+    parser.add_argument(
+        "--embedder",
+        metavar="URI",
+        help="for a new index: 'local' (the bundled offline model, the default), "
+        "'openai:MODEL' or 'openai-compatible:URL#MODEL' (an embeddings API); an index keeps "
+        "the one it was made with",
+    )
 
 
 def index_command(args: argparse.Namespace, out: Console) -> int:
@@ -51,7 +58,7 @@ def index_command(args: argparse.Namespace, out: Console) -> int:
     with Store.open() as store:
         folder = library_of(store)
     if args.paths:
-        summary = _index(folder, [Path(p) for p in args.paths], out, quiet=args.json)
+        summary = _index(folder, [Path(p) for p in args.paths], out, args.embedder, args.json)
         if args.json and not (args.search or args.list):
             print_json(summary)
     if not indexed(folder):
@@ -83,7 +90,9 @@ def index_command(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def _index(folder: Path, paths: list[Path], out: Console, *, quiet: bool) -> dict[str, object]:
+def _index(
+    folder: Path, paths: list[Path], out: Console, embedder: str | None, quiet: bool
+) -> dict[str, object]:
     """Index `paths` into `folder`, saying first what there is and then how it goes."""
     files, _ = found_files(paths)
     size = sum(f.stat().st_size for f in files)
@@ -95,7 +104,7 @@ def _index(folder: Path, paths: list[Path], out: Console, *, quiet: bool) -> dic
             + f") into {folder}; files unchanged since the last time are skipped"
         )
     with (
-        Index.open(folder) as index,
+        Index.open(folder, embedder) as index,
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -9,10 +9,12 @@ import json
 import sqlite3
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent.store import Store
-from base.errors import ConfigError
+from base.errors import ConfigError, StoreError
+from documents.api_embedder import ApiEmbedder
 from documents.embedder import Embedder, _checked
 from documents.extract import html_text, pages
 from documents.index import Index
@@ -154,7 +156,9 @@ def test_keywords_meaning_and_their_fusion_each_find_what_the_other_misses(
     db.execute("UPDATE meta SET value = 'another-embedder' WHERE key = 'embedder'")
     db.commit()
     db.close()
-    with pytest.raises(ConfigError, match="made with the embedder another-embedder"):
+    with pytest.raises(ConfigError, match="made with the embedder another-embedder, not all-Mini"):
+        Index.open(tmp_path / "index", "local")
+    with pytest.raises(ConfigError, match="unknown embedder 'another-embedder'"):
         Index.open(tmp_path / "index")
 
 
@@ -249,3 +253,52 @@ def test_a_scan_or_a_file_of_no_text_given_with_a_task_says_why(tmp_path: Path) 
     (tmp_path / "photo.raw").write_bytes(b"\xff\xd8\xff\xe0 not text")
     with pytest.raises(ConfigError, match="not UTF-8 text, nor a document"):
         attachments([str(tmp_path / "photo.raw")])
+
+
+def _embeddings_api(seen: list[dict[str, object]], status: int = 200) -> httpx.MockTransport:
+    """An embeddings API (OpenAI's wire format) whose vectors count a few words."""
+    vocabulary = ["ferry", "boat", "harbour", "rent", "deposit", "cat", "kitten", "water"]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(
+            {"path": request.url.path, "auth": request.headers.get("authorization"), **body}
+        )
+        if status != 200:
+            return httpx.Response(status, json={"error": {"message": "no"}})
+        data = [
+            {"index": i, "embedding": [text.lower().count(w) + 0.01 for w in vocabulary]}
+            for i, text in enumerate(body["input"])
+        ]
+        return httpx.Response(200, json={"data": list(reversed(data)), "model": body["model"]})
+
+    return httpx.MockTransport(answer)
+
+
+def test_an_index_can_embed_through_an_api_and_keeps_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENT_EMBEDDINGS_API_KEY", "k-test")
+    seen: list[dict[str, object]] = []
+    uri = "openai-compatible:http://embeddings.test/v1#tiny-embed"
+    docs = tmp_path / "docs"
+    _write(docs / "ferries.md", "# Ferries\n\nThe ferry leaves the harbour at six.\n")
+    _write(docs / "lease.md", "# Lease\n\nThe deposit is two months of rent.\n")
+    embedder = ApiEmbedder(uri, transport=_embeddings_api(seen))
+    with Index.open(tmp_path / "index", embedder) as index:
+        index.add([docs])
+        [hit] = index.search("boat harbour", 1, "vectors")
+        assert Path(hit.path).name == "ferries.md"
+    assert seen[0]["path"] == "/v1/embeddings"
+    assert (seen[0]["model"], seen[0]["auth"]) == ("tiny-embed", "Bearer k-test")
+    with pytest.raises(ConfigError, match="made with the embedder openai-compatible"):
+        Index.open(tmp_path / "index", "local")
+    refused = ApiEmbedder(uri, transport=_embeddings_api([], status=401))
+    with pytest.raises(ConfigError, match="refused the key"):
+        refused.embed(["x"])
+    failing = ApiEmbedder(uri, transport=_embeddings_api([], status=503))
+    with pytest.raises(StoreError) as failed:
+        failing.embed(["x"])
+    assert failed.value.retryable
+    with pytest.raises(ConfigError, match="unknown embedder"):
+        ApiEmbedder("cohere:embed")
