@@ -197,6 +197,18 @@ class SecretsConfig(_Section):
         return self.file or default_home() / "secrets.toml"
 
 
+class DocumentsConfig(_Section):
+    #: what a new documents index embeds with: "local" (the bundled offline model),
+    #: "openai:MODEL" or "openai-compatible:URL#MODEL" (an embeddings API); "": the one the
+    #: index was made with, else "local"
+    embedder: str = Field("", pattern=r"^(|local|openai:\S+|openai-compatible:https?://\S+#\S+)$")
+    #: what transcribes speech given with a task: "local" (Whisper base, the audio extra),
+    #: "openai:MODEL" or "openai-compatible:URL#MODEL" (a transcription API)
+    transcriber: str = Field(
+        "local", pattern=r"^(local|openai:\S+|openai-compatible:https?://\S+#\S+)$"
+    )
+
+
 class ArtifactsConfig(_Section):
     #: an S3-compatible bucket to keep tasks' artifacts in ("": a folder beside the store)
     bucket: str = Field("", pattern=r"^[a-z0-9.-]{3,63}$|^$")
@@ -284,6 +296,7 @@ class Config(_Section):
     session: SessionConfig = Field(default_factory=SessionConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
+    documents: DocumentsConfig = Field(default_factory=DocumentsConfig)
     #: the file it came from, if any (paths inside it are relative to its folder)
     source: Path | None = None
 

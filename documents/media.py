@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from base.errors import ConfigError
+import httpx
+
+from base.errors import ConfigError, StoreError
+from documents.api_embedder import answered, client
 
 AUDIO_SUFFIXES = frozenset({".wav", ".mp3", ".m4a", ".ogg", ".flac"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".mkv"})
@@ -128,9 +131,12 @@ def _model(folder: Path) -> Any:
         return _MODELS[folder]
 
 
-def transcribe(path: Path, cache: Path) -> Transcript:
-    """What is said in the sound at `path` (any format ffmpeg's libraries decode), with times.
-    Raises `ConfigError` for a file that is not sound, or the extra missing."""
+def transcribe(path: Path, cache: Path, transcriber: str = "local") -> Transcript:
+    """What is said in the sound at `path` (any format ffmpeg's libraries decode), with times:
+    by Whisper on this machine, or by the API `transcriber` names. Raises `ConfigError` for a
+    file that is not sound, or the extra missing."""
+    if transcriber != "local":
+        return transcribe_with(transcriber, path)
     model = _model(model_folder(cache))
     started = time.perf_counter()
     try:
@@ -139,6 +145,37 @@ def transcribe(path: Path, cache: Path) -> Transcript:
     except Exception as exc:
         raise ConfigError(f"{path}: its sound cannot be read ({exc})") from exc
     return Transcript(segments, info.language, info.duration, time.perf_counter() - started)
+
+
+def transcribe_with(
+    uri: str, path: Path, *, transport: httpx.BaseTransport | None = None
+) -> Transcript:
+    """What is said in the sound at `path`, transcribed by the API `uri` names (OpenAI's
+    transcriptions wire format, its segments with their times). Raises `ConfigError` for a
+    refused key or an unusable URI, a retryable `StoreError` for an API that fails."""
+    http, model = client(uri, "transcriber", transport=transport)
+    started = time.perf_counter()
+    try:
+        with http, path.open("rb") as sound:
+            answer = http.post(
+                "/audio/transcriptions",
+                files={"file": (path.name, sound)},
+                data={"model": model, "response_format": "verbose_json"},
+            )
+    except httpx.HTTPError as exc:
+        raise StoreError(f"the transcriber {uri} did not answer: {exc}", retryable=True) from exc
+    body = answered(answer, f"transcriber {uri}")
+    try:
+        segments = tuple(
+            Segment(float(s["start"]), float(s["end"]), str(s["text"]))
+            for s in body.get("segments")
+            or [{"start": 0, "end": body.get("duration", 0), "text": body["text"]}]
+        )
+        duration = float(body.get("duration") or (segments[-1].end if segments else 0.0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"the transcriber {uri} answered what is not a transcript: {exc}") from exc
+    language = str(body.get("language") or "")
+    return Transcript(segments, language, duration, time.perf_counter() - started)
 
 
 def _ffmpeg(*args: str) -> None:
@@ -157,7 +194,7 @@ class Video:
     transcript: Transcript | None
 
 
-def video(path: Path, cache: Path) -> Video:
+def video(path: Path, cache: Path, transcriber: str = "local") -> Video:
     """A video's key frames (at most MOST_FRAMES, spread over it) and its sound's transcript
     (None for a video with no sound)."""
     with tempfile.TemporaryDirectory(prefix="agent-video-") as tmp:
@@ -185,4 +222,4 @@ def video(path: Path, cache: Path) -> Video:
             _ffmpeg("-i", str(path), "-vn", "-ac", "1", "-ar", "16000", str(sound))
         except ConfigError:
             return Video(frames, None)  # no sound track
-        return Video(frames, transcribe(sound, cache))
+        return Video(frames, transcribe(sound, cache, transcriber))

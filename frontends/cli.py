@@ -391,7 +391,7 @@ def _dispatch(args: argparse.Namespace, config: Config, out: Console, stdin: Lin
     if command == "inbox":
         return inbox_command(args, out)
     if command == "index":
-        return index_command(args, out)
+        return index_command(args, config, out)
     if command == "reviewers":
         return reviewers_command(args, out)
     if command == "serve":

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agent.config import Config
 from agent.effects import library_of
 from agent.store import Store
 from documents.extract import kind_of
@@ -51,14 +52,15 @@ def add_index_parser(
     )
 
 
-def index_command(args: argparse.Namespace, out: Console) -> int:
+def index_command(args: argparse.Namespace, config: Config, out: Console) -> int:
     if not (args.paths or args.search or args.list):
         out.print("nothing to do: give PATH to index, --search QUERY, or --list (see --help)")
         return 2
     with Store.open() as store:
         folder = library_of(store)
     if args.paths:
-        summary = _index(folder, [Path(p) for p in args.paths], out, args.embedder, args.json)
+        embedder = args.embedder or config.documents.embedder or None
+        summary = _index(folder, [Path(p) for p in args.paths], out, embedder, args.json)
         if args.json and not (args.search or args.list):
             print_json(summary)
     if not indexed(folder):

@@ -59,13 +59,14 @@ def attachments(
     task: str = "",
     library: Path | None = None,
     out: Console | None = None,
+    transcriber: str = "local",
 ) -> tuple[Attachment, ...]:
     """The files at `paths`, read now (a folder's files recursively, a summary said first).
     When they do not fit, they are indexed into `library`. Raises `ConfigError` for a path
     that cannot be read, two files of one name, or too many files."""
     files = _files(paths, out)
     pictures = [_picture(p) for p in files if p.suffix.lower() in IMAGE_TYPES]
-    pictures += [_recording(p, out) for p in files if media.kind_of(p) is not None]
+    pictures += [_recording(p, out, transcriber) for p in files if media.kind_of(p) is not None]
     files = [p for p in files if p.suffix.lower() not in IMAGE_TYPES and not media.kind_of(p)]
     read = [_read(path) for path in files]
     names: set[str] = set()
@@ -175,21 +176,22 @@ def _picture(path: Path) -> Attachment:
     return Attachment(name=_name(path), content=said, kind="image", images=(Image.of(data, media),))
 
 
-def _recording(path: Path, out: Console | None) -> Attachment:
+def _recording(path: Path, out: Console | None, transcriber: str) -> Attachment:
     """A recording as the model is given it: what is said in it, with times (transcribed on
     this machine); a video's key frames too, as pictures."""
     cache = default_home() / "models"
     started = time.perf_counter()
     transcript: media.Transcript | None
     if media.kind_of(path) == "audio":
-        transcript = media.transcribe(path, cache)
+        transcript = media.transcribe(path, cache, transcriber)
         frames: tuple[bytes, ...] = ()
     else:
-        seen = media.video(path, cache)
+        seen = media.video(path, cache, transcriber)
         transcript, frames = seen.transcript, seen.frames
+    where = "on this machine" if transcriber == "local" else f"by {transcriber}"
     heard = (
-        f"its sound ({transcript.duration:.1f} s, {transcript.language}) transcribed on this "
-        f"machine:\n{transcript.text() or '(no speech)'}"
+        f"its sound ({transcript.duration:.1f} s, {transcript.language}) transcribed {where}:"
+        f"\n{transcript.text() or '(no speech)'}"
         if transcript is not None
         else "it has no sound"
     )

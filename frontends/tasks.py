@@ -288,6 +288,7 @@ def _run_new(s: _Session, given: dict[str, Any]) -> int:
             task=s.args.task,
             library=library_of(s.store),
             out=None if s.args.json else s.out,
+            transcriber=s.config.documents.transcriber,
         ),
         # A tiny model cannot plan: the fallback acts on the task directly.
         plan=not s.args.no_plan

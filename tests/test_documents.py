@@ -278,7 +278,7 @@ def _embeddings_api(seen: list[dict[str, object]], status: int = 200) -> httpx.M
 def test_an_index_can_embed_through_an_api_and_keeps_to_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AGENT_EMBEDDINGS_API_KEY", "k-test")
+    monkeypatch.setenv("AGENT_DOCUMENTS_API_KEY", "k-test")
     seen: list[dict[str, object]] = []
     uri = "openai-compatible:http://embeddings.test/v1#tiny-embed"
     docs = tmp_path / "docs"

@@ -10,12 +10,14 @@ import re
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
+from agent.config import load_config
 from agent.events import Limits
 from agent.runner import Runner
 from agent.store import Store
-from base.errors import ConfigError
+from base.errors import ConfigError, StoreError
 from documents import media
 from frontends.inputs import attachments
 from policies import Gate
@@ -96,3 +98,38 @@ def test_a_silent_video_and_a_file_that_is_not_sound(home: Path, tmp_path: Path)
     (tmp_path / "fake.wav").write_bytes(b"RIFF not really a wave")
     with pytest.raises(ConfigError, match="its sound cannot be read"):
         attachments([str(tmp_path / "fake.wav")])
+
+
+def test_a_transcription_api_when_one_is_configured(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            json={
+                "language": "english",
+                "duration": 4.2,
+                "text": "The review moves to Thursday.",
+                "segments": [{"start": 0.0, "end": 2.5, "text": " The review moves to Thursday."}],
+            },
+        )
+
+    memo = _speech(tmp_path / "memo.wav")
+    uri = "openai-compatible:http://speech.test/v1#whisper-1"
+    transcript = media.transcribe_with(uri, memo, transport=httpx.MockTransport(answer))
+    assert transcript.text() == "[00:00.0-00:02.5] The review moves to Thursday."
+    [request] = seen
+    assert request.url.path == "/v1/audio/transcriptions"
+    sent = request.content
+    assert b'name="model"\r\n\r\nwhisper-1' in sent
+    assert b'name="response_format"\r\n\r\nverbose_json' in sent
+    assert b'filename="memo.wav"' in sent
+    failing = httpx.MockTransport(lambda _: httpx.Response(500, text="down"))
+    with pytest.raises(StoreError) as failed:
+        media.transcribe_with(uri, memo, transport=failing)
+    assert failed.value.retryable
+    bad = tmp_path / "agent.toml"
+    bad.write_text('[documents]\ntranscriber = "whisper"\n')
+    with pytest.raises(ConfigError, match="transcriber"):
+        load_config(bad)
