@@ -36,6 +36,9 @@ SHOWN_AT_MOST = 64_000
 MOST_FILES = 2_000
 #: the passages most relevant to the task given first, when the files are indexed
 FIRST_PASSAGES = 5
+#: the most bytes of pictures one task may be given: they are kept in its log (and, on the
+#: Temporal engine, travel in payloads that may not pass 2 MB)
+MOST_PICTURE_BYTES = 1_200_000
 IMAGE_TYPES: dict[str, MediaType] = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -68,6 +71,12 @@ def attachments(
     pictures = [_picture(p) for p in files if p.suffix.lower() in IMAGE_TYPES]
     pictures += [_recording(p, out, transcriber) for p in files if media.kind_of(p) is not None]
     files = [p for p in files if p.suffix.lower() not in IMAGE_TYPES and not media.kind_of(p)]
+    picture_bytes = sum(len(i.data) * 3 // 4 for a in pictures for i in a.images)
+    if picture_bytes > MOST_PICTURE_BYTES:
+        raise ConfigError(
+            f"the pictures given (images, a video's frames) come to {picture_bytes:,} bytes, more "
+            f"than the {MOST_PICTURE_BYTES:,} a task keeps in its log: give fewer, or smaller"
+        )
     read = [_read(path) for path in files]
     names: set[str] = set()
     for name in [*(r.name for r in read), *(p.name for p in pictures)]:

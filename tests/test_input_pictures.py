@@ -109,3 +109,9 @@ def test_an_image_too_large_is_made_smaller_and_a_broken_one_refused(tmp_path: P
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(ConfigError, match="not a picture this reads"):
         attachments([str(tmp_path / "broken.png")])
+
+
+def test_more_pictures_than_a_log_keeps_are_refused(tmp_path: Path) -> None:
+    shots = [_png(tmp_path / f"noise-{n}.png", (400, 300), noisy=True)[0] for n in range(4)]
+    with pytest.raises(ConfigError, match="more than the 1,200,000 a task keeps in its log"):
+        attachments([str(s) for s in shots])

@@ -235,11 +235,7 @@ class Tool:
         #: what the tool is, beyond its name: approvals and decisions are bound to it, so a
         #: different function registered under the same name after a restart inherits none
         self.identity = f"{name}|{touches}|{fn.__module__}.{fn.__qualname__}"
-        self.spec = ToolSpec(
-            name=name,
-            description=self.description,
-            parameters=parameters,
-        )
+        self.spec = ToolSpec(name=name, description=self.description, parameters=parameters)
 
     @property
     def has_side_effects(self) -> bool:
