@@ -3,7 +3,8 @@ passage is cut from and cited by.
 
 Text, Markdown, reStructuredText and code are read as they are (a page of their own); HTML has
 its tags taken out, its headings kept as Markdown headings; a PDF gives one page per page, from
-its text layer (`pypdfium2`): a scanned PDF, with no text layer, gives empty pages, and says so.
+its text layer (`pypdfium2`): a scanned PDF, with no text layer, gives empty pages (the index
+makes no passage of them; `--file` refuses such a PDF, saying why).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ TEXT_SUFFIXES = frozenset(
 HTML_SUFFIXES = frozenset({".html", ".htm"})
 PDF_SUFFIXES = frozenset({".pdf"})
 SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
+#: the most bytes a text document may have (a PDF is read a page at a time)
+MOST_BYTES = 50_000_000
 
 
 @dataclass(frozen=True)
@@ -45,17 +48,18 @@ def kind_of(path: Path) -> str | None:
 
 
 def pages(path: Path) -> list[Page]:
-    """The pages of the document at `path`. Raises `ConfigError` for one that cannot be read
-    (its kind unknown, not UTF-8 text, a damaged PDF)."""
+    """The pages of the document at `path` (one of another kind is read as text). Raises
+    `ConfigError` for one that cannot be read (not UTF-8 text, too large, a damaged PDF)."""
     kind = kind_of(path)
     if kind == "pdf":
         return _pdf_pages(path)
-    if kind is None:
+    if path.stat().st_size > MOST_BYTES:
         raise ConfigError(
-            f"{path}: not a kind of document this reads ({', '.join(sorted(SUFFIXES))})"
+            f"{path} is {path.stat().st_size / 1e6:,.0f} MB, more than the "
+            f"{MOST_BYTES // 1_000_000} MB of text a document may hold here"
         )
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte order mark is not text
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
     except OSError as exc:

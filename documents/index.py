@@ -14,6 +14,7 @@ the sums order the result, so neither ranking's scale can drown the other's.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import threading
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL, digest TEXT NOT NULL,
     passages INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS passages (
-    id INTEGER PRIMARY KEY, path TEXT NOT NULL, page INTEGER, title TEXT NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL, page INTEGER, title TEXT NOT NULL,
     section TEXT NOT NULL, line_start INTEGER NOT NULL, line_end INTEGER NOT NULL,
     text TEXT NOT NULL, vector BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS passages_of ON passages (path);
@@ -145,6 +146,8 @@ class Indexed:
     passages: int
     removed: int
     seconds: float
+    #: a folder's files that could not be read, and why (the others were indexed)
+    skipped: tuple[str, ...] = ()
 
 
 Progress = Callable[[str, int, int], None]
@@ -167,7 +170,9 @@ class Index:
         opened with the embedder it was made with; another one given is refused."""
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(folder / "index.db", isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                folder / "index.db", isolation_level=None, check_same_thread=False, timeout=60.0
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
@@ -209,27 +214,39 @@ class Index:
         hidden ones left out). Raises `ConfigError` for a path that is not there."""
         started = time.perf_counter()
         files, folders = found_files(paths)
+        named = {p.expanduser().resolve() for p in paths}
         read = made = 0
+        skipped: list[str] = []
         for n, path in enumerate(files, start=1):
             if progress is not None:
                 progress(str(path), n, len(files))
-            count = self._add_file(path)
+            try:
+                count = self._add_file(path)
+            except ConfigError as exc:
+                if path in named:  # a file named outright that cannot be read: said so
+                    raise
+                skipped.append(str(exc))  # one of a folder's: the others go on
+                continue
+            except sqlite3.Error as exc:
+                raise StoreError(f"the documents index in {self.folder}: {exc}") from exc
             if count is not None:
                 read, made = read + 1, made + count
         removed = self._forget_gone(folders, {str(p) for p in files})
-        if read or removed:
-            self._bump()
-        return Indexed(len(files), read, made, removed, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return Indexed(len(files), read, made, removed, seconds, tuple(skipped))
 
     def _add_file(self, path: Path) -> int | None:
         """Index one file; the passages made (None: it had not changed)."""
-        stat = path.stat()
         key = str(path)
         row = self._db.execute("SELECT size, mtime, digest FROM files WHERE path = ?", (key,))
         known = row.fetchone()
-        if known is not None and (known[0], known[1]) == (stat.st_size, stat.st_mtime):
-            return None
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            stat = path.stat()
+            if known is not None and (known[0], known[1]) == (stat.st_size, stat.st_mtime):
+                return None
+            digest = _digest(path)
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
         if known is not None and known[2] == digest:
             self._db.execute(
                 "UPDATE files SET size = ?, mtime = ? WHERE path = ?",
@@ -265,6 +282,7 @@ class Index:
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
                 (key, stat.st_size, stat.st_mtime, digest, len(cut)),
             )
+            self._bump()  # in the same transaction: a reader's vectors never lag its words
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -294,6 +312,7 @@ class Index:
                 if key not in present:
                     self._db.execute("BEGIN IMMEDIATE")
                     self._remove(key)
+                    self._bump()
                     self._db.execute("COMMIT")
                     gone += 1
         return gone
@@ -393,26 +412,39 @@ def embedded_text(passage: Passage, title: str) -> str:
     return f"{heading}\n{passage.text}"
 
 
-def found_files(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
-    """The readable files at `paths` (a folder's, recursively, hidden ones left out), in order,
-    and the folders among `paths`. Raises `ConfigError` for a path that is not there."""
+def found_files(
+    paths: Iterable[Path], readable: Callable[[Path], bool] = lambda p: kind_of(p) is not None
+) -> tuple[list[Path], list[Path]]:
+    """The files at `paths` (a folder's that are `readable`, at any depth, hidden ones and
+    hidden folders left out), in order, and the folders among `paths`. A file named outright
+    is taken whatever its kind (a text is read as text). Raises `ConfigError` for a path that
+    is not there."""
     files: dict[Path, None] = {}
     folders: list[Path] = []
     for given in paths:
         path = given.expanduser().resolve()
         if path.is_dir():
             folders.append(path)
-            for found in sorted(path.rglob("*")):
-                hidden = any(part.startswith(".") for part in found.relative_to(path).parts)
-                if found.is_file() and not hidden and kind_of(found) is not None:
-                    files[found] = None
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    found = Path(root) / name
+                    if not name.startswith(".") and found.is_file() and readable(found):
+                        files[found] = None
         elif path.is_file():
-            if kind_of(path) is None:
-                raise ConfigError(f"{given}: not a kind of document the index reads")
             files[path] = None
         else:
             raise ConfigError(f"{given}: no such file or folder")
     return list(files), folders
+
+
+def _digest(path: Path) -> str:
+    """The sha256 of a file, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as read:
+        while chunk := read.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def embedder_named(name: str) -> TextEmbedder:

@@ -18,6 +18,9 @@ from documents.extract import Page
 #: about how many words a passage holds (most passages then fit the embedder's 256 tokens:
 #: prose takes about 1.3 tokens a word, code and markup up to 2.5)
 WORDS = 110
+#: the most characters a passage holds (a line with few spaces, minified JSON say, is cut
+#: at this many)
+CHARS = 2000
 
 _MARKDOWN = re.compile(r"^#{1,6}\s+(\S.*)$")
 _UNDERLINE = re.compile(r"^([=\-~^\"'`#*+.:_])\1{2,}\s*$")
@@ -57,6 +60,16 @@ def headings(lines: list[str]) -> dict[int, str]:
     return found
 
 
+def _cut(line: str) -> Iterator[str]:
+    """A line too long for a passage, a passage's worth at a time: WORDS words, at most CHARS
+    characters."""
+    words = line.split()
+    for start in range(0, len(words), WORDS):
+        piece = " ".join(words[start : start + WORDS])
+        for at in range(0, len(piece), CHARS):
+            yield piece[at : at + CHARS]
+
+
 def _plain(title: str) -> str:
     """A title without reStructuredText's roles (`:mod:\\`functools\\``) and rules (`---`)."""
     return _ROLES.sub(r"\1", title).replace(" --- ", " — ").strip()[:200]
@@ -68,7 +81,7 @@ def passages(page: Page, title: str = "") -> Iterator[Passage]:
     titles = headings(lines)
     section = title
     block: list[tuple[int, str]] = []  # (line number from 1, text) of the passage being made
-    words = 0
+    words = chars = 0
 
     def made() -> Passage | None:
         kept = [i for i, (_, text) in enumerate(block) if text.strip()]
@@ -82,25 +95,23 @@ def passages(page: Page, title: str = "") -> Iterator[Passage]:
         if i in titles:  # a section begins: what came before is a passage of its own
             if (done := made()) is not None:
                 yield done
-            block, words, section = [], 0, titles[i]
+            block, words, chars, section = [], 0, 0, titles[i]
         count = len(line.split())
-        if count > WORDS:  # a line too long on its own: its words, a passage's worth at a time
+        if count > WORDS or len(line) > CHARS:  # a line too long on its own: cut by itself
             if (done := made()) is not None:
                 yield done
-            cut = line.split()
-            for start in range(0, len(cut), WORDS):
-                yield Passage(
-                    " ".join(cut[start : start + WORDS]), page.number, section, i + 1, i + 1
-                )
-            block, words = [], 0
+            for piece in _cut(line):
+                yield Passage(piece, page.number, section, i + 1, i + 1)
+            block, words, chars = [], 0, 0
             continue
         paragraph_ends = not line.strip()
-        if words + count > WORDS * 1.3 or (paragraph_ends and words >= WORDS):
+        too_long = words + count > WORDS * 1.3 or chars + len(line) > CHARS
+        if too_long or (paragraph_ends and words >= WORDS):
             if (done := made()) is not None:
                 yield done
-            block, words = [], 0
+            block, words, chars = [], 0, 0
         if block or line.strip():
             block.append((i + 1, line))
-            words += count
+            words, chars = words + count, chars + len(line) + 1
     if (done := made()) is not None:
         yield done

@@ -201,9 +201,11 @@ def _parser() -> argparse.ArgumentParser:
         dest="files",
         metavar="PATH",
         help="give the model this file with the task, e.g. to ask about it: text, Markdown, "
-        "reST, HTML or PDF, or a folder of them (repeatable). Shown whole when the task's files "
-        f"hold up to {SHOWN_AT_MOST // 1000:,}k characters; past that they are indexed, and the "
-        "model searches them with search_documents",
+        "reST, HTML, PDF, an image (PNG, JPEG, WebP), a recording (WAV, MP3, M4A...) or a video "
+        "(MP4...), or a folder of them (repeatable). Documents are shown (a long one shortened, "
+        "the rest read with read_artifact) while the task's hold up to "
+        f"{SHOWN_AT_MOST // 1000:,}k characters; past that they are indexed, and the model "
+        "searches them with search_documents",
     )
     run.add_argument(
         "--no-plan",

@@ -59,7 +59,9 @@ def index_command(args: argparse.Namespace, config: Config, out: Console) -> int
     with Store.open() as store:
         folder = library_of(store)
     if args.paths:
-        embedder = args.embedder or config.documents.embedder or None
+        # The configured embedder makes a new index; only --embedder is held to an old one.
+        made = indexed(folder)
+        embedder = args.embedder or (None if made else config.documents.embedder or None)
         summary = _index(folder, [Path(p) for p in args.paths], out, embedder, args.json)
         if args.json and not (args.search or args.list):
             print_json(summary)
@@ -125,6 +127,8 @@ def _index(
         done = index.add(paths, step)
         total = index.count()
     rate = done.passages / done.seconds if done.seconds and done.passages else 0.0
+    for skipped in [] if quiet else done.skipped:
+        out.print(f"[yellow]skipped[/] {shown(skipped)}")
     if not quiet:
         out.print(
             f"indexed {done.files:,} files in {done.seconds:,.1f} s: {done.read:,} read "
@@ -137,6 +141,7 @@ def _index(
         "read": done.read,
         "passages": done.passages,
         "removed": done.removed,
+        "skipped": list(done.skipped),
         "seconds": round(done.seconds, 3),
         "total": total,
     }

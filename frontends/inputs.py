@@ -28,9 +28,12 @@ from base.images import MAX_BYTES, Image, MediaType
 from documents import media
 from documents.extract import kind_of, pages
 from documents.index import Index, found_files
+from frontends.screen import shown
+from tools.documents import indexed
 from tools.documents import shown as shown_hits
 
-#: the most characters of text all of a task's files may hold and still be shown whole
+#: the most characters of text a task's documents may hold and still be shown (each one
+#: shortened past MAX_FILE_SHOWN, the rest read with read_artifact) rather than indexed
 SHOWN_AT_MOST = 64_000
 #: the most files one task may be given
 MOST_FILES = 2_000
@@ -63,21 +66,23 @@ def attachments(
     library: Path | None = None,
     out: Console | None = None,
     transcriber: str = "local",
+    embedder: str = "",
 ) -> tuple[Attachment, ...]:
     """The files at `paths`, read now (a folder's files recursively, a summary said first).
     When they do not fit, they are indexed into `library`. Raises `ConfigError` for a path
     that cannot be read, two files of one name, or too many files."""
-    files = _files(paths, out)
-    pictures = [_picture(p) for p in files if p.suffix.lower() in IMAGE_TYPES]
-    pictures += [_recording(p, out, transcriber) for p in files if media.kind_of(p) is not None]
-    files = [p for p in files if p.suffix.lower() not in IMAGE_TYPES and not media.kind_of(p)]
+    named = _files(paths, out)
+    pictures = [_picture(p, n) for p, n in named if _kind(p) == "image"]
+    pictures += [_recording(p, n, out, transcriber) for p, n in named if media.kind_of(p)]
+    documents = [(p, n) for p, n in named if _kind(p) not in ("image", "audio", "video")]
+    files = [p for p, _ in documents]
     picture_bytes = sum(len(i.data) * 3 // 4 for a in pictures for i in a.images)
     if picture_bytes > MOST_PICTURE_BYTES:
         raise ConfigError(
             f"the pictures given (images, a video's frames) come to {picture_bytes:,} bytes, more "
             f"than the {MOST_PICTURE_BYTES:,} a task keeps in its log: give fewer, or smaller"
         )
-    read = [_read(path) for path in files]
+    read = [_read(path, name) for path, name in documents]
     names: set[str] = set()
     for name in [*(r.name for r in read), *(p.name for p in pictures)]:
         if name in names:
@@ -96,9 +101,9 @@ def attachments(
     if out is not None:
         out.print(
             f"the files hold {total:,} characters, more than the {SHOWN_AT_MOST:,} a task is "
-            f"shown whole: indexing them in {library} for search_documents"
+            f"shown: indexing them in {shown(str(library))} for search_documents"
         )
-    with Index.open(library) as index:
+    with Index.open(library, None if indexed(library) else embedder or None) as index:
         index.add(files)
         first = shown_hits(index.search(task, FIRST_PASSAGES)) if task else ""
     return tuple(
@@ -114,24 +119,35 @@ def attachments(
     ) + tuple(pictures)
 
 
-def _files(paths: Sequence[str], out: Console | None) -> list[Path]:
-    """The files at `paths` (a folder's, recursively), a folder's summarised first."""
-    files: list[Path] = []
+def _kind(path: Path) -> str | None:
+    """What a file found in a folder is read as; None for one left out."""
+    if path.suffix.lower() in IMAGE_TYPES:
+        return "image"
+    return media.kind_of(path) or kind_of(path)
+
+
+def _files(paths: Sequence[str], out: Console | None) -> list[tuple[Path, str]]:
+    """The files at `paths` (a folder's, at any depth), each with the name it is given by
+    (a folder's files by their path in it: `docs_a_index.md`); a folder summarised first."""
+    files: list[tuple[Path, str]] = []
     for given in paths:
         path = Path(given).expanduser()
         if path.is_dir():
-            found, _ = found_files([path])
+            found, _ = found_files([path], lambda p: _kind(p) is not None)
+            if not found:
+                raise ConfigError(f"--file {given}: the folder holds no file of a kind this reads")
             if out is not None:
-                kinds = Counter(kind_of(f) for f in found)
+                kinds = Counter(_kind(f) for f in found)
                 size = sum(f.stat().st_size for f in found)
                 out.print(
-                    f"--file {given}: {len(found):,} files, {size / 1e6:,.1f} MB ("
+                    f"--file {shown(given)}: {len(found):,} files, {size / 1e6:,.1f} MB ("
                     + ", ".join(f"{n:,} {kind}" for kind, n in kinds.most_common())
                     + ")"
                 )
-            files += found
+            root = path.resolve()
+            files += [(f, _name(Path(root.name, *f.relative_to(root).parts))) for f in found]
         elif path.is_file():
-            files.append(path)
+            files.append((path, _name(Path(path.name))))
         else:
             raise ConfigError(f"--file {given}: no such file or folder")
     if len(files) > MOST_FILES:
@@ -142,12 +158,12 @@ def _files(paths: Sequence[str], out: Console | None) -> list[Path]:
     return files
 
 
-def _read(path: Path) -> _Read:
+def _read(path: Path, name: str) -> _Read:
     """A file's text as the model reads it: a PDF's pages marked [page N]."""
     kind = kind_of(path)
     try:
         if kind is None:  # a file of another name, given outright: read if it is text
-            return _Read(path, _name(path), "text", path.read_bytes().decode("utf-8"), None)
+            return _Read(path, name, "text", path.read_bytes().decode("utf-8"), None)
         read = pages(path)
     except UnicodeDecodeError:
         raise ConfigError(f"--file {path} is not UTF-8 text, nor a document this reads") from None
@@ -156,17 +172,17 @@ def _read(path: Path) -> _Read:
     except ConfigError as exc:
         raise ConfigError(f"--file {exc}") from exc
     if kind != "pdf":
-        return _Read(path, _name(path), kind, read[0].text, None)
+        return _Read(path, name, kind, read[0].text, None)
     if not any(p.text.strip() for p in read):
         raise ConfigError(
             f"--file {path}: its {len(read)} pages hold no text (a scan, with no text layer: "
             "this reads no scans)"
         )
     text = "\n\n".join(f"[page {p.number}]\n{p.text}" for p in read)
-    return _Read(path, _name(path), kind, text, len(read))
+    return _Read(path, name, kind, text, len(read))
 
 
-def _picture(path: Path) -> Attachment:
+def _picture(path: Path, name: str) -> Attachment:
     """An image as the model is given it: its picture, and what it is in words."""
     try:
         data = path.read_bytes()
@@ -176,16 +192,16 @@ def _picture(path: Path) -> Attachment:
             made_smaller = len(data) > MAX_BYTES
             if made_smaller:
                 data = _smaller(picture)
-    except OSError as exc:  # Pillow's "cannot identify image file" is an OSError too
+    except (OSError, PIL.Image.DecompressionBombError) as exc:  # "cannot identify" is an OSError
         raise ConfigError(f"--file {path}: not a picture this reads ({exc})") from exc
     media = "image/jpeg" if made_smaller else IMAGE_TYPES[path.suffix.lower()]
     said = f"a picture, {width}x{height} pixels, sent with the task to a model that can see" + (
         ", made smaller to be sent" if made_smaller else ""
     )
-    return Attachment(name=_name(path), content=said, kind="image", images=(Image.of(data, media),))
+    return Attachment(name=name, content=said, kind="image", images=(Image.of(data, media),))
 
 
-def _recording(path: Path, out: Console | None, transcriber: str) -> Attachment:
+def _recording(path: Path, name: str, out: Console | None, transcriber: str) -> Attachment:
     """A recording as the model is given it: what is said in it, with times (transcribed on
     this machine); a video's key frames too, as pictures."""
     cache = default_home() / "models"
@@ -206,11 +222,11 @@ def _recording(path: Path, out: Console | None, transcriber: str) -> Attachment:
     )
     if out is not None:
         rate = f", real-time factor {transcript.real_time_factor:.2f}" if transcript else ""
-        out.print(f"--file {path.name}: read in {time.perf_counter() - started:.1f} s{rate}")
+        out.print(f"--file {shown(path.name)}: read in {time.perf_counter() - started:.1f} s{rate}")
     if media.kind_of(path) == "audio":
-        return Attachment(name=_name(path), content=f"a recording; {heard}", kind="audio")
+        return Attachment(name=name, content=f"a recording; {heard}", kind="audio")
     return Attachment(
-        name=_name(path),
+        name=name,
         content=f"a video; its {len(frames)} key frames are the pictures given; {heard}",
         kind="video",
         images=tuple(Image.of(f, "image/jpeg") for f in frames),
@@ -232,5 +248,7 @@ def _smaller(picture: PIL.Image.Image) -> bytes:
 
 
 def _name(path: Path) -> str:
-    """The artifact's name: the file's, never hidden (.env is kept as _env)."""
-    return "_" + path.name.lstrip(".") if path.name.startswith(".") else path.name
+    """The artifact's name: the file's (a folder's file's, its path there, `/` as `_`), never
+    hidden (.env is kept as _env)."""
+    name = "_".join(path.parts)[-200:]
+    return "_" + name.lstrip(".") if name.startswith(".") else name

@@ -34,8 +34,6 @@ from tools.openapi import OpenAPISource, openapi_tools
 from tools.registry import Registry
 from tools.sources import ToolSource
 
-#: the largest file `--file` takes
-
 
 @dataclass(frozen=True)
 class Setup:

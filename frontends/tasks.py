@@ -289,6 +289,7 @@ def _run_new(s: _Session, given: dict[str, Any]) -> int:
             library=library_of(s.store),
             out=None if s.args.json else s.out,
             transcriber=s.config.documents.transcriber,
+            embedder=s.config.documents.embedder,
         ),
         # A tiny model cannot plan: the fallback acts on the task directly.
         plan=not s.args.no_plan

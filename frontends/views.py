@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.approvals import decide_command, pending_approval
-from agent.events import ToolResulted, ToolsOffered
+from agent.events import GateDecided, TaskCreated, ToolResulted, ToolsOffered
 from agent.state import TaskState
-from agent.store import Store
+from agent.store import Store, StoredEvent
 from frontends.render import Renderer
 from frontends.screen import print_json, shown
-from tools.documents import cited
+from tools.documents import cited, search_documents
 from tools.registry import Registry
 from tools.tool import Tool
 
@@ -143,8 +143,7 @@ def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) ->
         render(stored)
         state.apply(stored.event, stored.seq)
     out.print(status_line(state, events=len(events)))
-    results = [e.event.content for e in events if isinstance(e.event, ToolResulted)]
-    if state.answer and (citations := cited(state.answer, results)):
+    if state.answer and (citations := cited(state.answer, _searched(events))):
         out.print("[bold]Citations[/] (the passages the answer cites)")
         for c in citations:
             page = f", page {c.page}" if c.page is not None else ""
@@ -153,6 +152,21 @@ def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) ->
                 f"section {shown(c.section)}, lines {c.lines}",
                 highlight=False,
             )
+
+
+def _searched(events: list[StoredEvent]) -> list[str]:
+    """What the task's searches returned (and the passages it was given first): where the
+    passages its answer may cite are. Another tool's output could say anything."""
+    tools = {e.event.ref: e.event.tool for e in events if isinstance(e.event, GateDecided)}
+    found = [
+        e.event.content
+        for e in events
+        if isinstance(e.event, ToolResulted) and tools.get(e.event.ref) == search_documents.name
+    ]
+    created = events[0].event if events else None
+    if isinstance(created, TaskCreated):
+        found += [f.content for f in created.files if f.indexed]
+    return found
 
 
 def print_offered(store: Store, task_id: str, out: Console, *, as_json: bool) -> None:

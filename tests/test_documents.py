@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import httpx
+import PIL.Image
 import pytest
 
 from agent.store import Store
@@ -91,8 +92,14 @@ def test_what_cannot_be_read_says_why(tmp_path: Path) -> None:
     (tmp_path / "bad.pdf").write_bytes(b"%PDF-1.4 no more")
     with pytest.raises(ConfigError, match="cannot be read as a PDF"):
         pages(tmp_path / "bad.pdf")
-    with pytest.raises(ConfigError, match="not a kind of document"):
-        pages(_write(tmp_path / "x.bin", "?"))
+    (tmp_path / "x.bin").write_bytes(b"\x00\xff\x00")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        pages(tmp_path / "x.bin")
+    assert pages(_write(tmp_path / "server.log", "\ufeffstarted\n"))[0].text == "started\n"
+    with (tmp_path / "huge.txt").open("wb") as huge:
+        huge.truncate(60_000_000)  # sparse: nothing written
+    with pytest.raises(ConfigError, match="more than the 50 MB of text"):
+        pages(tmp_path / "huge.txt")
     with Index.open(tmp_path / "index") as index, pytest.raises(ConfigError, match="no such"):
         index.add([tmp_path / "missing"])
 
@@ -241,7 +248,7 @@ async def test_files_too_long_to_show_are_indexed_and_the_model_told(
     assert (await runner.run(task_id)).status == "done"
     prompt = "\n".join(m.content for m in backend.requests[0].messages)
     assert "These 40 files are too long to show here, so they are indexed" in prompt
-    assert "- meeting-00.md (text, " in prompt
+    assert "- minutes_meeting-00.md (text, " in prompt
     assert "The board chose Lisbon for the retreat." in prompt
     assert runner.artifacts(task_id).names() == []  # their text is the index's, not copied
 
@@ -302,3 +309,21 @@ def test_an_index_can_embed_through_an_api_and_keeps_to_it(
     assert failed.value.retryable
     with pytest.raises(ConfigError, match="unknown embedder"):
         ApiEmbedder("cohere:embed")
+
+
+def test_a_folder_given_with_a_task_names_its_files_by_their_place_in_it(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write(docs / "a" / "index.md", "# A\n\nfirst\n")
+    _write(docs / "b" / "index.md", "# B\n\nsecond\n")
+    _write(docs / ".git" / "config.md", "never read\n")
+    _png_file = docs / "b" / "shot.png"
+    PIL.Image.new("RGB", (8, 8)).save(_png_file, "PNG")
+    files = attachments([str(docs)])
+    assert [(f.name, f.kind) for f in files] == [
+        ("docs_a_index.md", "text"),
+        ("docs_b_index.md", "text"),
+        ("docs_b_shot.png", "image"),
+    ]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no file of a kind this reads"):
+        attachments([str(tmp_path / "empty")])

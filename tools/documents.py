@@ -81,7 +81,10 @@ def cited(answer: str, results: Iterable[str]) -> list[Citation]:
     for result in results:
         for m in _SHOWN_HIT.finditer(result):
             page = int(m["page"]) if m["page"] else None
-            section = str(ast.literal_eval(m["section"]))
+            try:
+                section = str(ast.literal_eval(m["section"]))
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                continue  # not a line this wrote
             found.setdefault(m["cite"], Citation(m["cite"], m["path"], page, section, m["lines"]))
     wanted = dict.fromkeys(_CITED.findall(answer))
     return [found[c] for c in wanted if c in found]
@@ -93,10 +96,10 @@ def search_documents(
     query: Annotated[str, Field(min_length=1, max_length=1000)],
     k: Annotated[int, Field(ge=1, le=20)] = 5,
 ) -> str:
-    """Search the documents indexed for this task (files given with it, folders indexed with
-    `agent index`) by meaning and by keywords. Each passage comes with its citation, e.g.
-    [cite: guide.pdf:p.3:10-24]: when your answer uses a passage, quote its [cite: ...] beside
-    what it supports.
+    """Search the documents indexed here (files given with tasks that were too long to show,
+    folders indexed with `agent index`) by meaning and by keywords. Each passage comes with
+    its citation, e.g. [cite: guide.pdf:p.3:10-24]: when your answer uses a passage, quote its
+    [cite: ...] beside what it supports.
 
     Args:
         query: what to look for, in words (a question, or the terms to find).
