@@ -1,13 +1,14 @@
 """A needle in about two million tokens: one fact planted in one passage of a corpus far larger
 than any model's window (the Python documentation, Debian's python3.11-doc, copied until it
 holds 2,000,000 of the embedder's tokens) is found by `search_documents` and cited by a scripted
-run, and `agent show` lists the citation. The positive control asks for a fact that was not
-planted: the same probe finds nothing that states it."""
+run, and `agent show` lists the citation. The positive control takes the needle out again
+(only that file is read again): the same probe then finds no passage that states it."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,6 @@ NEEDLE = (
     "The lighthouse keeper hides the spare key to the lamp room under the third blue flowerpot."
 )
 QUESTION = "Where does the keeper of the lighthouse keep a spare key to the lamp room?"
-UNPLANTED = "Where does the ferry captain keep the spare anchor chain?"
 
 
 def _corpus(folder: Path) -> tuple[int, Path]:
@@ -62,16 +62,13 @@ def test_a_fact_planted_in_two_million_tokens_is_found_and_cited(
     assert tokens >= TOKENS
     assert main(["index", str(tmp_path / "corpus")]) == 0
     said = " ".join(capsys.readouterr().out.split())
-    print(said)  # how many passages, and at what speed, in the test's output
+    print(said, file=sys.stderr)  # how many passages, and at what speed, in the test's output
     with Index.open(home / "index") as index:
         hits = index.search(QUESTION, 5)
-        unplanted = index.search(UNPLANTED, 5)
         passages = index.count()
     assert passages > 5_000
     [needle] = [h for h in hits if NEEDLE in h.text]
     assert needle.path == str(planted)
-    # The control: the probe can come back empty-handed (nothing states the unplanted fact).
-    assert not any("anchor chain" in h.text for h in unplanted)
 
     script = write_script(
         tmp_path / "turns.json",
@@ -87,3 +84,10 @@ def test_a_fact_planted_in_two_million_tokens_is_found_and_cited(
     assert NEEDLE in shown  # the run's own search returned the passage
     listed = shown.split("Citations (the passages the answer cites)")[1]
     assert f"[cite: {needle.cite}] {planted}" in listed
+
+    # The control: without the needle, the same probe finds it nowhere.
+    planted.write_text(planted.read_text().replace(NEEDLE, ""))
+    with Index.open(home / "index") as index:
+        again = index.add([tmp_path / "corpus"])
+        assert (again.read, again.removed) == (1, 0)  # only the planted file, read again
+        assert not [h for h in index.search(QUESTION, 5) if NEEDLE in h.text]
