@@ -117,6 +117,8 @@ class Connection:
         self._busy_ms = max(1, int(busy_timeout * 1000))  # 0 would be: wait for ever
         #: a transaction is open (begun, not yet committed or rolled back)
         self._open = False
+        #: the open transaction is a writer's (BEGIN IMMEDIATE), not a read of one moment
+        self._writing = False
         self._pg = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -190,7 +192,7 @@ class Connection:
         )
         if self._pg.broken or self._pg.closed:  # dropped while idle: a new one begins it
             self._pg = self._connect()
-        self._open = True
+        self._open, self._writing = True, immediate
         try:
             return self._say(begin)
         except BaseException:  # Ctrl-C in the lock's wait too: nothing is left half begun
@@ -208,6 +210,8 @@ class Connection:
             if self._pg.info.transaction_status != TransactionStatus.INERROR:
                 return self._say("COMMIT")
             self._say("ROLLBACK")
+            if not self._writing:  # a read whose caller went past a failed statement
+                return _NoRows()
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorname", "") != UNAVAILABLE:
                 raise

@@ -145,6 +145,8 @@ def test_the_live_relay_reads_with_the_log_at_one_moment(shared_url: str) -> Non
         task_id = store.create_task(created())
         start = relay.mark(store)
         assert start == 0  # nothing relayed yet: no table, no failure
+        told, _ = relay.together(store, task_id, after=0, mark=0)  # a read past a failed SELECT
+        assert [getattr(t, "seq", "item") for t in told] == [1]
         piped = relay.Relay(store, after=1)
         piped(CommandOutput(task_id, "stdout", "one\n", "command"))
         piped.flush()
