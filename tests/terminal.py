@@ -30,13 +30,19 @@ def agent_in_terminal(*argv: str, env: dict[str, str] | None = None) -> tuple[in
         os.environ.update({"PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1", **(env or {})})
         os.execv(sys.executable, [sys.executable, "-m", "frontends.cli", *argv])
     _children[fd] = pid
+    _unread.pop(fd, None)  # a new terminal: nothing of an old one on the same fd
     return pid, fd
+
+
+#: per terminal, what was read after the last marker found
+_unread: dict[int, bytes] = {}
 
 
 def read_until(fd: int, marker: bytes, timeout: float = WAIT_SECONDS) -> bytes:
     """What the terminal shows until `marker` (or its end); fails after `timeout` seconds,
     with what the child was doing then."""
-    seen = b""
+    # What an earlier call read past its own marker (in the same chunk) counts here too.
+    seen = _unread.pop(fd, b"")
     deadline = time.monotonic() + timeout
     while marker not in seen:
         remaining = deadline - time.monotonic()
@@ -51,6 +57,8 @@ def read_until(fd: int, marker: bytes, timeout: float = WAIT_SECONDS) -> bytes:
                 seen += os.read(fd, 4096)
             except OSError:  # the terminal closed: the program ended
                 break
+    if marker in seen:
+        _unread[fd] = seen[seen.index(marker) + len(marker) :]
     return seen
 
 
