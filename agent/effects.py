@@ -131,7 +131,12 @@ def artifacts_root(store: Store) -> Path:
 
 def library_of(store: Store) -> Path:
     """The folder of the documents index (`agent index`), beside the store."""
-    return store.path.parent / "index"
+    return library_in(store.path.parent)
+
+
+def library_in(home: Path) -> Path:
+    """The folder of the documents index in the home folder `home`."""
+    return home / "index"
 
 
 def keep_files(artifacts: ArtifactStore, files: tuple[Attachment, ...]) -> None:

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.config import Config
-from agent.effects import library_of
-from agent.store import Store
+from agent.effects import library_in
+from agent.home import default_home
 from documents.extract import kind_of
 from documents.index import Index, found_files
 from frontends.screen import print_json, shown
@@ -56,8 +56,7 @@ def index_command(args: argparse.Namespace, config: Config, out: Console) -> int
     if not (args.paths or args.search or args.list):
         out.print("nothing to do: give PATH to index, --search QUERY, or --list (see --help)")
         return 2
-    with Store.open() as store:
-        folder = library_of(store)
+    folder = library_in(default_home())  # no store opened (a database, maybe) for a folder
     if args.paths:
         # The configured embedder makes a new index; only --embedder is held to an old one.
         made = indexed(folder)
