@@ -21,6 +21,8 @@ WAIT_SECONDS = 60.0
 
 #: the child started on each terminal, so a wait that runs out can ask it where it is
 _children: dict[int, int] = {}
+#: per terminal, what was read after the last marker found
+_unread: dict[int, bytes] = {}
 
 
 def agent_in_terminal(*argv: str, env: dict[str, str] | None = None) -> tuple[int, int]:
@@ -32,10 +34,6 @@ def agent_in_terminal(*argv: str, env: dict[str, str] | None = None) -> tuple[in
     _children[fd] = pid
     _unread.pop(fd, None)  # a new terminal: nothing of an old one on the same fd
     return pid, fd
-
-
-#: per terminal, what was read after the last marker found
-_unread: dict[int, bytes] = {}
 
 
 def read_until(fd: int, marker: bytes, timeout: float = WAIT_SECONDS) -> bytes:
