@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from agent.asking import TaskModel, price_of
 from agent.backends.base import Delta, ModelBackend, ModelRequest, Purpose
 from agent.context import observation_chars, shortened
 from agent.events import Attachment, ModelResponded, TaskPaused, ToolResulted
 from agent.live import CommandOutput, Listener, ModelDelta
-from agent.prices import FREE, Price
+from agent.prices import Price
 from agent.state import Call, TaskState
 from agent.store import Store
 from base.artifacts import Artifacts, ArtifactStore, FolderArtifacts
@@ -193,9 +194,7 @@ class LocalEffects:
             response = await backend.complete(request, on_delta=on_delta)
         except BackendError as exc:
             return TaskPaused(reason="model_error", detail=f"{backend.name}: {exc} [{exc.code}]")
-        price = self.prices.get(backend.name) or self.prices.get(response.model)
-        if price is None and backend.runs_locally:
-            price = FREE
+        price = price_of(backend, self.prices, response.model)
         return ModelResponded(
             purpose=purpose,
             response=response,
@@ -207,7 +206,8 @@ class LocalEffects:
         assert call.arguments is not None
         # With secrets, what the call shows as it runs is redacted (and a tail of it held back).
         live = LiveText(self._redactor) if self.secrets else None
-        ctx = self.tool_context(call, key, live) if tool.wants_context else None
+        model = TaskModel.of(self.backends["act"], self.state, self.prices)
+        ctx = self.tool_context(call, key, live, model) if tool.wants_context else None
         started = time.perf_counter()
         try:
             printing = self._printing(live) if self.listeners else None
@@ -222,12 +222,17 @@ class LocalEffects:
             if exc.nothing_ran:
                 not_run = ToolResult(ok=False, content=f"not run: {text}", error_code=exc.code)
             return Stopped(paused, not_run, time.perf_counter() - started)
+        except BackendError as exc:  # a tool's own call to the model failed: as the loop's would
+            detail = f"{self.backends['act'].name}: {exc} [{exc.code}]"
+            return Stopped(TaskPaused(reason="model_error", detail=self._redactor.text(detail)))
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
             return Stopped(self._crashed(tool, exc))
         finally:
             if live is not None:
                 self._show_held(live)
         result = self._redacted(outcome.result)
+        if model.spent().turns:
+            result = dataclasses.replace(result, spent=model.spent())
         if result.data is not None:
             result = self._keep_data(result, result.data)
         late = outcome.late
@@ -359,9 +364,12 @@ class LocalEffects:
             update={"content": shortened(result.content, limit, name), "artifact": name}
         )
 
-    def tool_context(self, call: Call, key: str, live: LiveText | None = None) -> ToolContext:
+    def tool_context(
+        self, call: Call, key: str, live: LiveText | None = None, model: TaskModel | None = None
+    ) -> ToolContext:
         """What a tool (or its reconciler, or its effect reader) is given for `call`; what it
-        shows as it runs is redacted through `live`."""
+        shows as it runs is redacted through `live`; `model` is lent to a tool that asks the
+        task's model itself (a reconciler or an effect reader is lent none)."""
         task_id = self.state.task_id
         sandbox = browser = None
         if self.sandboxes is not None:
@@ -397,6 +405,7 @@ class LocalEffects:
             deploy=self.deploy,
             secrets=self.secrets,
             library=library_of(self.store),
+            model=model,
             approved_by=(
                 call.decision.reviewer
                 if call.decision is not None and call.decision.approved

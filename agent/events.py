@@ -277,6 +277,11 @@ class ToolResulted(_Event):
     image: Image | None = None
     #: what the tool looked at was still changing by itself (see `tools.ToolResult.changing`)
     changing: bool = False
+    #: what the tool's own calls to the task's model took (map_documents): the turn numbers
+    #: it reserved, the tokens, the cost (None: unknown); counted against the task's budget
+    model_turns: int = 0
+    model_usage: Usage | None = None
+    model_cost_usd: float | None = None
 
 
 class OutcomeUnknown(_Event):

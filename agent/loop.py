@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.backends.base import ModelRequest
+from agent.backends.base import ModelRequest, Usage
 from agent.context import observation_chars
 from agent.effects import Effects, Stopped
 from agent.events import (
@@ -30,6 +30,7 @@ from agent.state import Call, TaskState
 from base.errors import ErrorCode
 from base.toolspec import ToolSpec
 from policies import Gate
+from tools.asking import Spent
 from tools.registry import Registry
 from tools.tool import Tool, ToolResult
 
@@ -222,4 +223,16 @@ def resulted(
         printed=result.printed or None,
         image=result.image,
         changing=result.changing,
+        **spent_fields(result.spent),
     )
+
+
+def spent_fields(spent: Spent | None) -> dict[str, Any]:
+    """The `ToolResulted` fields that say what a tool's own model calls took."""
+    if spent is None or not (spent.turns or spent.calls):
+        return {}
+    return {
+        "model_turns": spent.turns,
+        "model_usage": Usage(input_tokens=spent.input_tokens, output_tokens=spent.output_tokens),
+        "model_cost_usd": spent.cost_usd,
+    }

@@ -376,6 +376,13 @@ class TaskState:
 
     def _on_tool_result(self, event: ToolResulted) -> None:
         self.seconds += event.seconds
+        self.turns += event.model_turns
+        if event.model_usage is not None:
+            self.input_tokens += event.model_usage.input_tokens
+            self.output_tokens += event.model_usage.output_tokens
+        if event.model_cost_usd is not None:
+            self.cost_usd += event.model_cost_usd
+            self.priced = True
         text = event.content if event.ok else f"Error: {event.content}"
         call = self.calls.get(event.ref)
         if call is not None and call.decision is not None and call.decision.edit_of is not None:

@@ -333,6 +333,19 @@ class Index:
         rows = self._db.execute("SELECT path, passages FROM files ORDER BY path").fetchall()
         return [(str(p), int(n)) for p, n in rows]
 
+    def passages(self, contains: str = "") -> list[Hit]:
+        """Every passage of the files whose path holds `contains` (all files for ""), in order:
+        by file, then as they come in it."""
+        rows = self._db.execute(
+            "SELECT id, path, page, section, line_start, line_end, text FROM passages "
+            "WHERE instr(path, ?) > 0 ORDER BY path, id",
+            (contains,),
+        ).fetchall()
+        return [
+            Hit(int(i), str(path), page, str(section), int(start), int(end), str(text), 0.0)
+            for i, path, page, section, start, end, text in rows
+        ]
+
     def keywords(self, query: str, depth: int = DEPTH) -> list[int]:
         """Passages by BM25 over their words: a word of their document's title counts three
         times a word of their text, one of their section's title twice."""

@@ -207,6 +207,13 @@ async def test_a_request_without_tools_or_system_sends_neither(
     }
     assert response.text == "Paris."
 
+    server.reply(message([{"type": "text", "text": "Paris."}]))
+    capped = ask(Message(role="user", content="Capital?")).model_copy(
+        update={"max_output_tokens": 40}
+    )
+    await backend.complete(capped)
+    assert server.requests[1].json["max_tokens"] == 40  # a request's cap, within the backend's
+
 
 async def test_a_tool_message_without_its_call_id_is_refused_before_sending(
     server: WireServer, backend: AnthropicBackend

@@ -313,6 +313,16 @@ async def test_without_tools_the_answer_is_text_streamed_as_text(smollm: LocalBa
     assert response.usage.output_tokens == smollm.last.output_tokens <= SMOL_MAX_TOKENS
 
 
+async def test_a_request_that_caps_its_answer_is_cut_there(smollm: LocalBackend) -> None:
+    asked = Message(role="user", content="Write a long story about a lighthouse keeper.")
+    capped = request([asked]).model_copy(update={"max_output_tokens": 6})
+    response = await smollm.complete(capped)
+
+    assert response.usage.output_tokens == 6  # the request's cap, well under the backend's
+    whole = await smollm.complete(request([asked]))
+    assert whole.usage.output_tokens > 6  # the probe: uncapped, the same request goes on
+
+
 # --- cut-off calls ---------------------------------------------------------------------------
 
 

@@ -128,6 +128,20 @@ async def test_plain_text_answer_without_tools_or_key(server: WireServer) -> Non
     assert response.usage == Usage(input_tokens=9, output_tokens=2)
 
 
+async def test_a_request_that_caps_its_answer_says_so(server: WireServer) -> None:
+    server.reply(Reply(body=completion({"content": "Paris."})))
+    backend = OpenAICompatibleBackend(f"{server.url}/v1/", "local", retry=FAST)
+    capped = ask(Message(role="user", content="Capital?")).model_copy(
+        update={"max_output_tokens": 40}
+    )
+    try:
+        await backend.complete(capped)
+    finally:
+        await backend.aclose()
+
+    assert server.requests[0].json["max_completion_tokens"] == 40
+
+
 async def test_arguments_kept_raw_or_reserialized(
     server: WireServer, backend: OpenAICompatibleBackend
 ) -> None:

@@ -39,6 +39,7 @@ from tools._schema import (
     render_value,
     schema_checker,
 )
+from tools.asking import Spent, ToolModel
 from tools.capture import Capture, OnPrint
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class ToolContext:
     secrets: Secrets | None = None
     #: the folder of the documents index (`agent index`), where the runner has one
     library: Path | None = None
+    #: the task's model, for a tool that asks it itself (None where the runner lends none)
+    model: ToolModel | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class ToolResult:
     #: what the tool looked at changed by itself since it last looked (a page still loading): the
     #: same call and result again is waiting, not a loop
     changing: bool = False
+    #: what the tool's own calls to the task's model took (set by the runner, never the tool)
+    spent: Spent | None = None
 
 
 @dataclass(frozen=True)

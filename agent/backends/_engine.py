@@ -220,7 +220,8 @@ class Engine:
         try:
             return self.decoder.generate(
                 prompt,
-                max_tokens=min(options.max_tokens, room),
+                # the request's cap (a tool's) within the backend's own, never past it
+                max_tokens=min(options.max_tokens, request.max_output_tokens or room, room),
                 grammar=grammar,
                 temperature=options.temperature,
                 repeat_penalty=options.repeat_penalty,

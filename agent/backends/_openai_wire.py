@@ -40,6 +40,8 @@ def request_body(model: str, request: ModelRequest, *, vision: bool = False) -> 
     if request.tools:
         body["tools"] = [_wire_tool(tool) for tool in request.tools]
         body["tool_choice"] = request.tool_choice
+    if request.max_output_tokens is not None:
+        body["max_completion_tokens"] = request.max_output_tokens  # `max_tokens` is deprecated
     return body
 
 

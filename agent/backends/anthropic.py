@@ -104,7 +104,8 @@ class AnthropicBackend(ModelBackend):
 
         Raises `BackendError` with one of the codes in the module docstring.
         """
-        body = _request_body(self.model, self.max_tokens, request, self.vision)
+        limit = min(self.max_tokens, request.max_output_tokens or self.max_tokens)
+        body = _request_body(self.model, limit, request, self.vision)
         if on_delta is not None:
             body["stream"] = True
         return await self._retry.run(lambda: self._attempt(body, on_delta))

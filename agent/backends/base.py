@@ -66,6 +66,9 @@ class ModelRequest(_Frozen):
     messages: tuple[Message, ...]
     tools: tuple[ToolSpec, ...]
     tool_choice: Literal["auto", "required"] = "required"
+    #: the most tokens the answer may take (None: the backend's own limit); a tool that asks
+    #: the model many times (map_documents) bounds each answer, so its budget can be known
+    max_output_tokens: int | None = Field(None, ge=1)
 
 
 class ModelResponse(_Frozen):

@@ -299,6 +299,7 @@ def _result(ran: w.ToolRan) -> ToolResult:
         printed=ran.printed,
         image=ran.image,
         changing=ran.changing,
+        spent=ran.spent,
     )
 
 

@@ -12,6 +12,7 @@ from agent.backends.base import ModelRequest, Purpose
 from agent.events import Escalation, Event, ModelResponded, TaskPaused
 from base.images import Image
 from base.toolspec import ToolSpec
+from tools.asking import Spent
 
 #: the name a task's workflow is registered under
 WORKFLOW = "AgentTask"
@@ -132,6 +133,8 @@ class ToolRan(_Wire):
     changing: bool = False
     artifact: str | None = None
     seconds: float = 0.0
+    #: what the tool's own calls to the task's model took
+    spent: Spent | None = None
     paused: TaskPaused | None = None
     not_run: bool = False
     #: the host whose worker holds the task's sandbox, once a call used it

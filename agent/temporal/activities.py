@@ -438,4 +438,5 @@ def _fields(result: ToolResult) -> dict[str, Any]:
         "printed": result.printed,
         "image": result.image,
         "changing": result.changing,
+        "spent": result.spent,
     }

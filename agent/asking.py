@@ -1,0 +1,105 @@
+"""The task's model lent to a tool that asks it itself (`tools.asking.ToolModel`).
+
+One `TaskModel` serves one call of one tool: it asks the executor's backend, adds up what the
+answers took, and gives that back as `Spent`, which the runner records with the call's result.
+Its turn numbers follow the task's: a tool's calls take the numbers after the model calls the
+task has recorded, and the task's next call the number after them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.backends.base import Message, ModelBackend, ModelRequest, Usage
+from agent.prices import FREE, Price
+from agent.state import TaskState
+from tools.asking import Allowance, Spent
+
+#: the window assumed of a model that does not say its own
+DEFAULT_WINDOW = 8192
+
+
+@dataclass
+class TaskModel:
+    """The task's executor model, for one call of a tool (see the module docstring)."""
+
+    backend: ModelBackend
+    task_id: str
+    #: the task's turns recorded when the call began: the first number this may reserve
+    first_turn: int
+    allowance: Allowance
+    prices: dict[str, Price]
+    _reserved: int = 0
+    _calls: int = 0
+    _usage: Usage = field(default_factory=Usage)
+    _cost: float | None = None
+
+    @classmethod
+    def of(cls, backend: ModelBackend, state: TaskState, prices: dict[str, Price]) -> TaskModel:
+        """The model of `backend` for a tool called by the task `state` folds."""
+        price = price_of(backend, prices)
+        lim = state.limits
+        used = state.input_tokens + state.output_tokens
+        allowance = Allowance(
+            tokens=None if lim.max_tokens is None else max(0, lim.max_tokens - used),
+            cost_usd=(
+                None if lim.max_cost_usd is None else max(0.0, lim.max_cost_usd - state.cost_usd)
+            ),
+            price_in=None if price is None else price.input,
+            price_out=None if price is None else price.output,
+        )
+        return cls(backend, state.task_id, state.turns, allowance, prices)
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def context_window(self) -> int:
+        return self.backend.context_window or DEFAULT_WINDOW
+
+    @property
+    def left(self) -> Allowance:
+        return self.allowance
+
+    def reserve(self, calls: int) -> range:
+        start = self.first_turn + self._reserved
+        self._reserved += calls
+        return range(start, start + calls)
+
+    async def ask(self, turn: int, system: str, text: str, max_tokens: int) -> str:
+        request = ModelRequest(
+            task_id=self.task_id,
+            purpose="act",
+            turn=turn,
+            messages=(Message(role="system", content=system), Message(role="user", content=text)),
+            tools=(),
+            tool_choice="auto",
+            max_output_tokens=max_tokens,
+        )
+        response = await self.backend.complete(request)
+        self._calls += 1
+        self._usage = self._usage + response.usage
+        price = price_of(self.backend, self.prices, response.model)
+        if price is not None:
+            self._cost = (self._cost or 0.0) + price.cost(response.usage)
+        return response.text
+
+    def spent(self) -> Spent:
+        """What the calls so far took."""
+        return Spent(
+            turns=self._reserved,
+            calls=self._calls,
+            input_tokens=self._usage.input_tokens,
+            output_tokens=self._usage.output_tokens,
+            cost_usd=self._cost,
+        )
+
+
+def price_of(backend: ModelBackend, prices: dict[str, Price], model: str = "") -> Price | None:
+    """What `backend`'s answers cost (by its name, else the model an answer names), free for a
+    model on this machine the table does not price; None where it is not known."""
+    price = prices.get(backend.name) or (prices.get(model) if model else None)
+    if price is None and backend.runs_locally:
+        price = FREE
+    return price
