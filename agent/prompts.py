@@ -172,7 +172,8 @@ def _files(state: TaskState) -> list[str]:
     if indexed:
         lines += [
             f"These {len(indexed)} files are too long to show here, so they are indexed: "
-            "search_documents searches them (cite what you use with its [cite: ...]):",
+            "search_documents searches them (cite what you use with its [cite: ...]); "
+            "map_documents goes through all of them, for what needs the whole:",
             *(
                 f"- {f.name} ({f.kind}"
                 + (f", {f.pages} pages" if f.pages is not None else "")

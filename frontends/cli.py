@@ -205,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         "(MP4...), or a folder of them (repeatable). Documents are shown (a long one shortened, "
         "the rest read with read_artifact) while the task's hold up to "
         f"{SHOWN_AT_MOST // 1000:,}k characters; past that they are indexed, and the model "
-        "searches them with search_documents",
+        "searches them with search_documents (or goes through all of them with map_documents)",
     )
     run.add_argument(
         "--no-plan",

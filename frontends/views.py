@@ -16,6 +16,7 @@ from agent.store import Store, StoredEvent
 from frontends.render import Renderer
 from frontends.screen import print_json, shown
 from tools.documents import cited, search_documents
+from tools.mapping import cited_part, map_documents
 from tools.registry import Registry
 from tools.tool import Tool
 
@@ -155,14 +156,18 @@ def print_history(store: Store, task_id: str, out: Console, *, as_json: bool) ->
 
 
 def _searched(events: list[StoredEvent]) -> list[str]:
-    """What the task's searches returned (and the passages it was given first): where the
-    passages its answer may cite are. Another tool's output could say anything."""
+    """What the task's searches returned (and the passages it was given first, and the sources
+    a map_documents result listed): where the passages its answer may cite are. Another
+    tool's output could say anything."""
     tools = {e.event.ref: e.event.tool for e in events if isinstance(e.event, GateDecided)}
-    found = [
-        e.event.content
-        for e in events
-        if isinstance(e.event, ToolResulted) and tools.get(e.event.ref) == search_documents.name
-    ]
+    found: list[str] = []
+    for e in events:
+        if not isinstance(e.event, ToolResulted) or not e.event.ok:
+            continue
+        if tools.get(e.event.ref) == search_documents.name:
+            found.append(e.event.content)
+        elif tools.get(e.event.ref) == map_documents.name:  # the model's answer heads it
+            found.append(cited_part(e.event.content))
     created = events[0].event if events else None
     if isinstance(created, TaskCreated):
         found += [f.content for f in created.files if f.indexed]

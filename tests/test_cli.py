@@ -225,6 +225,7 @@ def test_listings(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
         *(t.name for t in deploy_tools),
         "http_request",
         "search_documents",
+        "map_documents",
     ]
     assert set(tools) == {"calculate", "current_time", "read_artifact", *everyone}
     assert tools["calculate"]["parameters"]["required"] == ["expression"]

@@ -1,0 +1,291 @@
+"""`map_documents`: every passage indexed goes to the model in parts of bounded size, in bounded
+parallel calls, each part's notes kept as an artifact, then combined with their citations; the
+calls are counted against the task's budget (and work it cannot pay for refused before the
+first); a run again asks only for the parts it has no notes for; a model that cannot be reached
+pauses the task; the bundled local model does the whole of it for real."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent.backends.base import DeltaSink, ModelBackend, ModelRequest, ModelResponse
+from agent.backends.local import LocalBackend, bundled_model
+from agent.backends.scripted import ScriptedBackend, parse_script
+from agent.events import ModelResponded, TaskPaused
+from agent.runner import Runner
+from agent.state import TaskState
+from agent.store import Store
+from base.errors import BackendError, ErrorCode
+from documents.index import Index
+from frontends.cli import main
+from policies import Gate
+from tools.asking import Allowance
+from tools.mapping import (
+    SOURCES,
+    Part,
+    map_documents,
+    note_name,
+    packed,
+    part_room,
+    plan,
+    reduce_calls,
+)
+from tools.registry import Registry
+
+from .conftest import ALLOW_ALL, run_limits, tool_results
+
+INSTRUCTION = "List each harbour and the hour its boats leave."
+#: the window the scripted model says it has: small, so a few files make several parts
+WINDOW = 2048
+
+
+def harbours(folder: Path, count: int = 6) -> Path:
+    """`count` files of notes on harbours, about 2,000 characters each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        body = "\n\n".join(
+            f"Quay {q} of harbour {n} is kept by the port authority and its fishing boats."
+            for q in range(20)
+        )
+        leave = f"Boats leave harbour {n} at {5 + n} o'clock."
+        (folder / f"harbour-{n}.md").write_text(f"# Harbour {n}\n\n{leave}\n\n{body}\n")
+    return folder
+
+
+def indexed(home: Path, docs: Path) -> Index:
+    index = Index.open(home / "index")
+    index.add([docs])
+    return index
+
+
+class Watched(ModelBackend):
+    """A model at the backend seam: the script's answers, after a pause, counting how many calls
+    are under way at once; a call with no tools (a tool's own) fails when `fail_tools_calls`."""
+
+    def __init__(self, script: ScriptedBackend, *, fail_tools_calls: bool = False) -> None:
+        self.script, self.fail = script, fail_tools_calls
+        self.name, self.context_window = "watched", WINDOW
+        self.now = self.most = 0
+
+    async def complete(
+        self, request: ModelRequest, *, on_delta: DeltaSink | None = None
+    ) -> ModelResponse:
+        if self.fail and not request.tools:
+            raise BackendError(
+                "the server went away", code=ErrorCode.CONNECTION_FAILED, retryable=True
+            )
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(0.02)
+            return await self.script.complete(request, on_delta=on_delta)
+        finally:
+            self.now -= 1
+
+
+def runner_of(store: Store, backend: ModelBackend) -> Runner:
+    return Runner(
+        store,
+        Registry([map_documents]),
+        Gate.from_text(ALLOW_ALL, source="test-policy.toml"),
+        planner=backend,
+    )
+
+
+def script(parts: int, rounds: list[int], answer: str, **args: object) -> list[dict[str, object]]:
+    """The executor calls map_documents; the model's notes for each part (the second part holds
+    nothing); the combining rounds; the task's answer."""
+    turns: list[dict[str, object]] = [
+        {"tool": "map_documents", "args": {"instruction": INSTRUCTION, **args}}
+    ]
+    turns += [
+        {"text": "NOTHING" if n == 1 else f"harbour notes {n} [cite: harbour-{n}.md:1-17]"}
+        for n in range(parts)
+    ]
+    turns += [{"text": f"combined {r}"} for r in range(sum(rounds) - 1)]
+    turns += [{"text": answer}, {"answer": answer}]
+    return turns
+
+
+def work(home: Path, docs: Path) -> tuple[int, list[int]]:
+    """How many parts the harbours make for the scripted model, and its combining rounds."""
+    with indexed(home, docs) as index:
+        parts = len(packed(index.passages(), part_room(WINDOW, INSTRUCTION)))
+    return parts, reduce_calls(parts - 1, part_room(WINDOW, INSTRUCTION))
+
+
+async def test_every_part_is_read_in_bounded_calls_kept_combined_and_counted(
+    store: Store, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts, rounds = work(home, harbours(tmp_path / "docs"))
+    assert parts >= 4
+    assert len(rounds) >= 2
+    with indexed(home, tmp_path / "docs") as index:
+        cites = [index.passages(f"harbour-{n}.md")[0].cite for n in (0, 4)]
+    answer = f"Harbour 0 at five [cite: {cites[0]}]; harbour 4 at nine [cite: {cites[1]}]"
+    backend = Watched(ScriptedBackend(parse_script(script(parts, rounds, answer, parallel=2))))
+    runner = runner_of(store, backend)
+    task_id = runner.create("when do the boats leave?", plan=False)
+
+    assert (await runner.run(task_id)).status == "done"
+    assert backend.most == 2  # the parts were read two at a time, as asked
+    (result,) = tool_results(store, task_id)
+    assert result.ok, result.content
+    assert result.content.startswith(answer)
+    assert f"in {parts} parts ({parts + sum(rounds)} model calls, 0 parts' notes" in result.content
+    # Each part's notes, kept under its own name; the empty part's too (so it is not asked again).
+    notes = [n for n in runner.artifacts(task_id).names() if n.startswith("map-")]
+    assert len(notes) == parts
+    assert any(b"harbour notes 0" in runner.artifacts(task_id).read(n) for n in notes)
+    # The calls count against the task's budget as its own calls do.
+    assert result.model_turns == parts + sum(rounds)
+    assert result.model_usage is not None
+    assert result.model_usage.input_tokens > 0
+    state = TaskState.from_store(store, task_id)
+    responded = [e.event for e in store.events(task_id) if isinstance(e.event, ModelResponded)]
+    own = sum(r.response.usage.total for r in responded)
+    assert state.input_tokens + state.output_tokens == own + result.model_usage.total
+    assert state.turns == len(responded) + parts + sum(rounds)
+    # The reduce saw only the notes of parts that held something.
+    told = [m.content for r in backend.script.requests if not r.tools for m in r.messages]
+    assert not any("[part 2]\nNOTHING" in t for t in told)
+    # Its answer's citations are the task's: `agent show` lists where they are.
+    assert main(["show", task_id]) == 0
+    listed = " ".join(capsys.readouterr().out.split()).split("Citations")[1].replace(" ", "")
+    for n, cite in zip((0, 4), cites, strict=True):
+        assert f"[cite:{cite}]{tmp_path / 'docs' / f'harbour-{n}.md'}" in listed
+
+
+async def test_work_the_budget_cannot_pay_for_is_refused_before_any_call(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    harbours(tmp_path / "docs")
+    room = part_room(WINDOW, INSTRUCTION)
+    with indexed(home, tmp_path / "docs") as index:
+        work = plan(packed(index.passages(), room), INSTRUCTION, room, Allowance(None, None, 0, 0))
+    cheap = {"input_tokens": 10, "output_tokens": 10}
+    turns = [
+        {"tool": "map_documents", "args": {"instruction": INSTRUCTION, "estimate_only": True}},
+        {"tool": "map_documents", "args": {"instruction": INSTRUCTION}, "usage": cheap},
+        {"answer": "too big", "usage": cheap},
+    ]
+    turns[0]["usage"] = cheap
+    backend = Watched(ScriptedBackend(parse_script(turns)))
+    runner = runner_of(store, backend)
+    # Enough for the executor's own three calls; after two of them, 20 tokens short of the work.
+    task_id = runner.create("boats?", run_limits(max_tokens=work.tokens + 20), plan=False)
+
+    assert (await runner.run(task_id)).status == "done"
+    estimate, refused = tool_results(store, task_id)
+    assert estimate.ok, estimate.content
+    assert f"would take {work.calls} model calls" in estimate.content
+    assert f"at most about {work.tokens:,} tokens" in estimate.content
+    assert not refused.ok
+    assert refused.content.startswith("not started: mapping over ")
+    assert f"and the task has {work.tokens - 20:,} tokens left" in refused.content
+    assert all(r.tools for r in backend.script.requests)  # no call but the executor's own
+    assert estimate.model_turns == refused.model_turns == 0
+
+
+async def test_a_part_already_read_is_not_asked_again(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    parts, rounds = work(home, harbours(tmp_path / "docs"))
+    first = script(parts, rounds, "first answer")[:-1]
+    # The same work again: the parts' turns are reserved but never asked (their notes are
+    # kept); only the combining is asked again.
+    again = [first[0], *({"text": "never asked"} for _ in range(parts))]
+    again += [{"text": f"again {r}"} for r in range(sum(rounds) - 1)]
+    again += [{"text": "second answer"}, {"answer": "done"}]
+    backend = Watched(ScriptedBackend(parse_script(first + again)))
+    runner = runner_of(store, backend)
+    task_id = runner.create("boats?", plan=False)
+
+    assert (await runner.run(task_id)).status == "done"
+    one, two = tool_results(store, task_id)
+    assert one.content.startswith("first answer")
+    assert two.content.startswith("second answer")
+    assert f"{parts} parts' notes kept from before" in two.content
+    asked = [r.turn for r in backend.script.requests if not r.tools]
+    assert len(asked) == parts + 2 * sum(rounds)
+    assert two.model_usage is not None
+    assert one.model_usage is not None
+    assert two.model_usage.total < one.model_usage.total
+
+
+async def test_a_model_that_cannot_be_reached_pauses_the_task(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    parts, rounds = work(home, harbours(tmp_path / "docs"))
+    backend = Watched(
+        ScriptedBackend(parse_script(script(parts, rounds, "never"))), fail_tools_calls=True
+    )
+    runner = runner_of(store, backend)
+    task_id = runner.create("boats?", plan=False)
+
+    assert (await runner.run(task_id)).status == "paused"
+    paused = [e.event for e in store.events(task_id) if isinstance(e.event, TaskPaused)]
+    assert paused[-1].reason == "model_error"
+    assert "the server went away" in paused[-1].detail
+    assert tool_results(store, task_id) == []  # the call is unresolved: a resume runs it
+
+
+def test_parts_keep_the_passages_in_order_and_within_their_room(home: Path, tmp_path: Path) -> None:
+    with indexed(home, harbours(tmp_path / "docs")) as index:
+        hits = index.passages()
+        assert [h.path for h in index.passages("harbour-3")] == [
+            str(tmp_path / "docs" / "harbour-3.md")
+        ] * len(index.passages("harbour-3"))
+    parts = packed(hits, 300)
+    assert [h for p in parts for h in p.hits] == hits  # every passage, once, in order
+    assert len(parts) > 6
+    assert all(p.tokens <= 300 for p in parts if len(p.hits) > 1)
+    assert reduce_calls(1, 4000) == [1]
+    assert reduce_calls(25, 4000) == [3, 1]  # ten notes a call: three, then one
+    assert reduce_calls(2, 100) == [1]  # at least two notes a call, whatever the room
+    a, b = Part(1, (), "a"), Part(1, (), "b")
+    assert note_name("m", "i", a) != note_name("m", "i", b) != note_name("n", "i", b)
+
+
+async def test_the_bundled_model_maps_and_combines_for_real(home: Path, tmp_path: Path) -> None:
+    docs = harbours(tmp_path / "docs", count=2)
+    with indexed(home, docs) as index:
+        parts = len(packed(index.passages(), part_room(WINDOW, INSTRUCTION)))
+    backend = LocalBackend(bundled_model(), threads=1, max_tokens=24)
+    try:
+        with Store.open(home / "events.db") as store:
+            runner = runner_of(store, _Planned(backend, parts))
+            task_id = runner.create("boats?", plan=False)
+            assert (await runner.run(task_id)).status == "done"
+            (result,) = tool_results(store, task_id)
+    finally:
+        await backend.aclose()
+    assert result.ok, result.content
+    assert parts >= 2
+    assert result.model_turns == parts + 1
+    assert result.model_usage is not None
+    assert result.model_usage.input_tokens > 1000
+    assert result.model_usage.output_tokens <= 24 * (parts + 1)  # each answer within its cap
+    assert result.content.rpartition(SOURCES)[1] == SOURCES
+
+
+class _Planned(ModelBackend):
+    """The bundled model as the tool's: the executor's turns are scripted (a small model does
+    not reliably choose this tool), the tool's own calls are the real model's."""
+
+    def __init__(self, real: LocalBackend, parts: int) -> None:
+        self.real, self.name = real, real.name
+        self.context_window, self.runs_locally = WINDOW, True
+        turns = [{"tool": "map_documents", "args": {"instruction": INSTRUCTION}}]
+        turns += [{"text": "asked of the real model"}] * (parts + 1)
+        self.script = ScriptedBackend(parse_script([*turns, {"answer": "done"}]))
+
+    async def complete(
+        self, request: ModelRequest, *, on_delta: DeltaSink | None = None
+    ) -> ModelResponse:
+        if request.tools:
+            return await self.script.complete(request, on_delta=on_delta)
+        return await self.real.complete(request, on_delta=on_delta)
