@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from base.errors import ConfigError, StoreError
+from documents import windows
 from documents.api_embedder import ApiEmbedder
 from documents.embedder import NAME, Embedder, TextEmbedder
 from documents.extract import kind_of, pages
@@ -45,8 +46,6 @@ CREATE TABLE IF NOT EXISTS passages (
     section TEXT NOT NULL, line_start INTEGER NOT NULL, line_end INTEGER NOT NULL,
     text TEXT NOT NULL, vector BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS passages_of ON passages (path);
-CREATE VIRTUAL TABLE IF NOT EXISTS words USING fts5(
-    title, section, text, content='passages', content_rowid='id', tokenize='porter unicode61');
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -116,6 +115,7 @@ _STOPWORDS = frozenset(
     ]
 )
 Ranking = Sequence[int]
+Matrix = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ class Index:
         self.folder = folder
         self.embedder = embedder
         self._lock = threading.Lock()
-        self._matrix: tuple[int, npt.NDArray[np.int64], npt.NDArray[np.float32]] | None = None
+        self._matrix: tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64], Matrix] | None = None
 
     @classmethod
     def open(cls, folder: Path, embedder: TextEmbedder | str | None = None) -> Index:
@@ -174,7 +174,7 @@ class Index:
                 folder / "index.db", isolation_level=None, check_same_thread=False, timeout=60.0
             )
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + windows.SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the documents index in {folder}: {exc}") from exc
         columns = [r[1] for r in db.execute("PRAGMA table_info(passages)").fetchall()]
@@ -183,6 +183,10 @@ class Index:
                 f"the index in {folder} was made by an earlier version: remove the folder and "
                 "index again"
             )
+        try:
+            _windowed(db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the documents index in {folder}: {exc}") from exc
         row = db.execute("SELECT value FROM meta WHERE key = 'embedder'").fetchone()
         wanted = embedder if isinstance(embedder, str) or embedder is None else embedder.name
         if wanted == "local":
@@ -260,7 +264,7 @@ class Index:
         try:
             self._remove(key)
             for passage, vector in zip(cut, vectors, strict=True):
-                rowid = self._db.execute(
+                self._db.execute(
                     "INSERT INTO passages (path, page, title, section, line_start, line_end, "
                     "text, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -273,11 +277,8 @@ class Index:
                         passage.text,
                         vector.astype(np.float16).tobytes(),
                     ),
-                ).lastrowid
-                self._db.execute(
-                    "INSERT INTO words (rowid, title, section, text) VALUES (?, ?, ?, ?)",
-                    (rowid, title, passage.section, passage.text),
                 )
+            windows.make(self._db, key)
             self._db.execute(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
                 (key, stat.st_size, stat.st_mtime, digest, len(cut)),
@@ -290,13 +291,7 @@ class Index:
         return len(cut)
 
     def _remove(self, key: str) -> None:
-        rows = self._db.execute(
-            "SELECT id, title, section, text FROM passages WHERE path = ?", (key,)
-        ).fetchall()
-        self._db.executemany(  # an external-content table is told what it held
-            "INSERT INTO words (words, rowid, title, section, text) VALUES ('delete', ?, ?, ?, ?)",
-            rows,
-        )
+        windows.drop(self._db, key)
         self._db.execute("DELETE FROM passages WHERE path = ?", (key,))
         self._db.execute("DELETE FROM files WHERE path = ?", (key,))
 
@@ -347,31 +342,34 @@ class Index:
         ]
 
     def keywords(self, query: str, depth: int = DEPTH) -> list[int]:
-        """Passages by BM25 over their words: a word of their document's title counts three
-        times a word of their text, one of their section's title twice."""
+        """Windows (by their first passage's id) by BM25 over their words: a word of their
+        document's title counts three times a word of their text, one of their sections'
+        titles twice."""
         words = [w for w in _WORD.findall(query.lower()) if w not in _STOPWORDS]
         if not words:
             return []
         match = " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
         rows = self._db.execute(
-            "SELECT rowid FROM words WHERE words MATCH ? ORDER BY bm25(words, 3.0, 2.0, 1.0) "
-            "LIMIT ?",
+            "SELECT rowid FROM window_words WHERE window_words MATCH ? "
+            "ORDER BY bm25(window_words, 3.0, 2.0, 1.0) LIMIT ?",
             (match, depth),
         ).fetchall()
         return [int(r[0]) for r in rows]
 
     def vectors(self, query: str, depth: int = DEPTH) -> list[int]:
-        """Passages by the cosine of their vector to the query's."""
-        ids, matrix = self._vectors()
-        if not len(ids):
+        """Windows (by their first passage's id) by the best cosine of their passages' vectors
+        to the query's."""
+        firsts, starts, matrix = self._vectors()
+        if not len(firsts):
             return []
-        scores = matrix @ self.embedder.embed([query])[0]
-        depth = min(depth, len(ids))
+        scores = np.maximum.reduceat(matrix @ self.embedder.embed([query])[0], starts)
+        depth = min(depth, len(firsts))
         top = np.argpartition(-scores, depth - 1)[:depth]
-        return [int(ids[i]) for i in top[np.argsort(-scores[top])]]
+        return [int(firsts[i]) for i in top[np.argsort(-scores[top])]]
 
-    def _vectors(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Every passage's vector, as one matrix: read once, and again when the index changed."""
+    def _vectors(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Matrix]:
+        """Every window's first passage, where its passages begin in the matrix of every
+        passage's vector, and the matrix: read once, and again when the index changed."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         generation = int(row[0]) if row is not None else 0
         with self._lock:
@@ -380,11 +378,19 @@ class Index:
                 ids = np.array([r[0] for r in rows], dtype=np.int64)
                 matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16)
                 dims = len(rows[0][1]) // 2 if rows else 1  # float16: two bytes a dimension
-                self._matrix = (generation, ids, matrix.reshape(-1, dims).astype(np.float32))
-            return self._matrix[1], self._matrix[2]
+                firsts = np.array(
+                    [r[0] for r in self._db.execute("SELECT first FROM windows ORDER BY first")],
+                    dtype=np.int64,
+                )
+                # A file's passages have consecutive ids and its windows cover them all, in
+                # order: each window's passages are the rows from its first to the next's.
+                starts = np.searchsorted(ids, firsts).astype(np.int64)
+                vectors = matrix.reshape(-1, dims).astype(np.float32)
+                self._matrix = (generation, firsts, starts, vectors)
+            return self._matrix[1], self._matrix[2], self._matrix[3]
 
     def search(self, query: str, k: int = 5, how: str = "fused") -> list[Hit]:
-        """The `k` passages best for `query`: by `how`, "fused", "keywords" or "vectors"."""
+        """The `k` windows best for `query`: by `how`, "fused", "keywords" or "vectors"."""
         if how == "keywords":
             ranked = [(i, 1.0 / (K + r)) for r, i in enumerate(self.keywords(query), start=1)]
         elif how == "vectors":
@@ -394,20 +400,44 @@ class Index:
         return self._hits(ranked[:k])
 
     def _hits(self, ranked: list[tuple[int, float]]) -> list[Hit]:
-        if not ranked:
-            return []
-        scores = dict(ranked)
-        marks = ",".join("?" * len(scores))
-        rows = self._db.execute(
-            "SELECT id, path, page, section, line_start, line_end, text FROM passages "
-            f"WHERE id IN ({marks})",
-            list(scores),
-        ).fetchall()
-        hits = [
-            Hit(int(i), str(path), page, str(section), int(start), int(end), str(text), scores[i])
-            for i, path, page, section, start, end, text in rows
-        ]
-        return sorted(hits, key=lambda h: -h.score)
+        """The windows `ranked` names (by their first passage's id), each as one hit: where its
+        first passage is, to the end of its last, with their texts joined."""
+        hits = []
+        for first, score in ranked:
+            rows = self._db.execute(
+                "SELECT p.path, p.page, p.section, p.line_start, p.line_end, p.text "
+                "FROM windows w JOIN passages p ON p.id BETWEEN w.first AND w.last "
+                "WHERE w.first = ? ORDER BY p.id",
+                (first,),
+            ).fetchall()
+            if rows:
+                path, page, section, start = rows[0][:4]
+                text = "\n\n".join(str(r[5]) for r in rows)
+                end = int(rows[-1][4])
+                hits.append(Hit(first, str(path), page, str(section), int(start), end, text, score))
+        return hits
+
+
+def _windowed(db: sqlite3.Connection) -> None:
+    """Give an index made before windows its windows (from its passages: nothing is embedded
+    again), and drop the passages' own keyword table it kept then."""
+    paths = windows.missing(db)
+    old = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'words'").fetchone()
+    if not paths and old is None:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for path in windows.missing(db):  # again, now that no one else writes
+            windows.make(db, path)
+        db.execute("DROP TABLE IF EXISTS words")
+        db.execute(
+            "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE SET "
+            "value = CAST(value AS INTEGER) + 1"
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def fused(rankings: Sequence[Ranking]) -> list[tuple[int, float]]:

@@ -15,6 +15,7 @@ import pytest
 
 from agent.store import Store
 from base.errors import ConfigError, StoreError
+from documents import windows
 from documents.api_embedder import ApiEmbedder
 from documents.embedder import Embedder, _checked
 from documents.extract import html_text, pages
@@ -83,6 +84,59 @@ def test_passages_name_their_section_and_the_lines_they_are(tmp_path: Path) -> N
     assert (
         " ".join(" ".join(p.text.split()) for p in cut).split() == (long + " " + "x " * 400).split()
     )
+
+
+def test_a_search_finds_windows_of_neighbouring_passages_across_headings(
+    tmp_path: Path,
+) -> None:
+    # A window closes past LEAST_WORDS when the next would pass MOST_WORDS, at MOST_PASSAGES,
+    # and at a new page.
+    assert windows.grouped([(1, None, 10), (2, None, 10)]) == [(1, 2)]
+    assert windows.grouped([(1, None, 200), (2, None, 200)]) == [(1, 1), (2, 2)]
+    assert windows.grouped([(1, None, 100), (2, None, 100)]) == [(1, 2)]  # not yet LEAST
+    assert windows.grouped([(i, None, 5) for i in range(1, 7)]) == [(1, 4), (5, 6)]
+    assert windows.grouped([(1, 1, 5), (2, 1, 5), (3, 2, 5)]) == [(1, 2), (3, 3)]
+    docs = tmp_path / "docs"
+    _write(docs / "tides.rst", RST)
+    with Index.open(tmp_path / "index") as index:
+        index.add([docs])
+        [hit] = index.search("when do boats leave the harbour", k=5, how="keywords")
+    # The three short passages (a title, a function, a note) are one window: its lines, all
+    # of them, its section the first's.
+    assert (hit.line_start, hit.line_end, hit.section) == (1, 13, "tides — Tables of the tides")
+    assert "Boats leave the harbour" in hit.text
+    assert "Return the time" in hit.text
+
+
+def test_an_index_made_before_windows_is_given_them_without_embedding_again(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    _write(docs / "tides.rst", RST)
+    with Index.open(tmp_path / "index") as index:
+        index.add([docs])
+        before = index.search("boats leave the harbour", k=1)
+    db = sqlite3.connect(tmp_path / "index" / "index.db")
+    db.executescript(  # as the index was made then: no windows, the passages' own words
+        "DELETE FROM windows; DELETE FROM window_words;"
+        "CREATE VIRTUAL TABLE words USING fts5(title, section, text);"
+    )
+    db.execute("UPDATE passages SET vector = zeroblob(length(vector))")  # a probe: not re-made
+    db.commit()
+    db.close()
+    with Index.open(tmp_path / "index") as index:
+        [after] = index.search("boats leave the harbour", k=1, how="keywords")
+        assert (after.path, after.line_start, after.line_end) == (
+            before[0].path,
+            before[0].line_start,
+            before[0].line_end,
+        )
+        assert index.vectors("boats leave the harbour") != []
+    db = sqlite3.connect(tmp_path / "index" / "index.db")
+    assert db.execute("SELECT 1 FROM sqlite_master WHERE name = 'words'").fetchone() is None
+    zero = db.execute("SELECT COUNT(*) FROM passages WHERE vector = zeroblob(length(vector))")
+    assert zero.fetchone()[0] == 3  # the vectors were not embedded again
+    db.close()
 
 
 def test_what_cannot_be_read_says_why(tmp_path: Path) -> None:
@@ -181,7 +235,7 @@ def test_the_search_is_offered_once_there_is_an_index_and_its_answer_is_cited(
     assert "indexed 1 files" in " ".join(capsys.readouterr().out.split())
     assert "search_documents" in {t.name for t in runner.offered(runner.load(task_id))}
 
-    cite = "tides.rst:10-13"
+    cite = "tides.rst:1-13"  # a window: the file's three short passages joined
     script = write_script(
         tmp_path / "turns.json",
         [
@@ -195,7 +249,7 @@ def test_the_search_is_offered_once_there_is_an_index_and_its_answer_is_cited(
     assert main(["show", ran["task_id"]]) == 0
     said = " ".join(capsys.readouterr().out.split())
     listed = said.split("Citations")[1].replace(" ", "")  # spaces out: the screen wraps lines
-    assert f"[cite:{cite}]{docs / 'tides.rst'},sectionHarbournotes,lines10-13" in listed
+    assert f"[cite:{cite}]{docs / 'tides.rst'},sectiontides—Tablesofthetides,lines1-13" in listed
     assert "made-up" not in listed  # cited, but never found: not listed
 
 

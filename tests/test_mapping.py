@@ -257,7 +257,7 @@ async def test_the_bundled_model_maps_and_combines_for_real(home: Path, tmp_path
     backend = LocalBackend(bundled_model(), threads=1, max_tokens=24)
     try:
         with Store.open(home / "events.db") as store:
-            runner = runner_of(store, _Planned(backend, parts))
+            runner = runner_of(store, _Planned(backend))
             task_id = runner.create("boats?", plan=False)
             assert (await runner.run(task_id)).status == "done"
             (result,) = tool_results(store, task_id)
@@ -265,27 +265,31 @@ async def test_the_bundled_model_maps_and_combines_for_real(home: Path, tmp_path
         await backend.aclose()
     assert result.ok, result.content
     assert parts >= 2
-    assert result.model_turns == parts + 1
+    assert result.model_turns >= parts + 1  # every part, then one call or more to combine
     assert result.model_usage is not None
     assert result.model_usage.input_tokens > 1000
-    assert result.model_usage.output_tokens <= 24 * (parts + 1)  # each answer within its cap
+    assert result.model_usage.output_tokens <= 24 * result.model_turns  # each within its cap
     assert result.content.rpartition(SOURCES)[1] == SOURCES
 
 
 class _Planned(ModelBackend):
-    """The bundled model as the tool's: the executor's turns are scripted (a small model does
-    not reliably choose this tool), the tool's own calls are the real model's."""
+    """The bundled model as the tool's: the executor's two turns are scripted (a small model
+    does not reliably choose this tool), the tool's own calls are the real model's."""
 
-    def __init__(self, real: LocalBackend, parts: int) -> None:
+    def __init__(self, real: LocalBackend) -> None:
         self.real, self.name = real, real.name
         self.context_window, self.runs_locally = WINDOW, True
         turns = [{"tool": "map_documents", "args": {"instruction": INSTRUCTION}}]
-        turns += [{"text": "asked of the real model"}] * (parts + 1)
         self.script = ScriptedBackend(parse_script([*turns, {"answer": "done"}]))
+        self.asked = 0
 
     async def complete(
         self, request: ModelRequest, *, on_delta: DeltaSink | None = None
     ) -> ModelResponse:
-        if request.tools:
-            return await self.script.complete(request, on_delta=on_delta)
-        return await self.real.complete(request, on_delta=on_delta)
+        if not request.tools:
+            return await self.real.complete(request, on_delta=on_delta)
+        # The executor's turns counted apart from the tool's (how many it takes depends on
+        # what the real model answers).
+        own = request.model_copy(update={"turn": self.asked})
+        self.asked += 1
+        return await self.script.complete(own, on_delta=on_delta)

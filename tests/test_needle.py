@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
+from agent.store import Store
 from documents.embedder import _tokenizer_file
 from documents.index import Index
 from frontends.cli import main
 
-from .conftest import write_script
+from .conftest import tool_results, write_script
 
 CORPUS = Path("/usr/share/doc/python3.11/html/_sources")
 TOKENS = 2_000_000
@@ -79,9 +80,11 @@ def test_a_fact_planted_in_two_million_tokens_is_found_and_cited(
     )
     assert main(["run", "--json", "--no-plan", "--model", f"scripted:{script}", QUESTION]) == 0
     ran = json.loads(capsys.readouterr().out)
+    with Store.open(home / "events.db") as store:
+        [searched] = tool_results(store, ran["task_id"])
+    assert NEEDLE in searched.content  # the run's own search returned the passage
     assert main(["show", ran["task_id"]]) == 0
     shown = " ".join(capsys.readouterr().out.split())
-    assert NEEDLE in shown  # the run's own search returned the passage
     listed = shown.split("Citations (the passages the answer cites)")[1].replace(" ", "")
     assert f"[cite:{needle.cite}]{planted}" in listed  # spaces out: the screen wraps long lines
 

@@ -22,8 +22,8 @@ from documents.index import Hit, Index
 from tools.registry import Registry
 from tools.tool import ToolContext, ToolError, tool
 
-#: how much of a passage the model is shown
-SHOWN = 1200
+#: how much of a window (a few neighbouring passages, about 210 words) the model is shown
+SHOWN = 2400
 
 _OPEN: dict[Path, Index] = {}
 _LOCK = threading.Lock()
