@@ -8,12 +8,15 @@ task has recorded, and the task's next call the number after them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.backends.base import Message, ModelBackend, ModelRequest, Usage
+from agent.events import TaskPaused
 from agent.prices import FREE, Price
 from agent.state import TaskState
 from tools.asking import Allowance, Spent
+from tools.tool import ToolError
 
 #: the window assumed of a model that does not say its own
 DEFAULT_WINDOW = 8192
@@ -29,14 +32,23 @@ class TaskModel:
     first_turn: int
     allowance: Allowance
     prices: dict[str, Price]
+    #: takes the secrets' values out of what is sent (None: the task has no secrets)
+    redact: Callable[[str], str] | None = None
     _reserved: int = 0
     _calls: int = 0
     _usage: Usage = field(default_factory=Usage)
     _cost: float | None = None
 
     @classmethod
-    def of(cls, backend: ModelBackend, state: TaskState, prices: dict[str, Price]) -> TaskModel:
-        """The model of `backend` for a tool called by the task `state` folds."""
+    def of(
+        cls,
+        backend: ModelBackend,
+        state: TaskState,
+        prices: dict[str, Price],
+        redact: Callable[[str], str] | None = None,
+    ) -> TaskModel:
+        """The model of `backend` for a tool called by the task `state` folds; `redact` takes
+        the secrets' values out of what the tool sends (the model never sees one)."""
         price = price_of(backend, prices)
         lim = state.limits
         used = state.input_tokens + state.output_tokens
@@ -48,7 +60,7 @@ class TaskModel:
             price_in=None if price is None else price.input,
             price_out=None if price is None else price.output,
         )
-        return cls(backend, state.task_id, state.turns, allowance, prices)
+        return cls(backend, state.task_id, state.turns, allowance, prices, redact)
 
     @property
     def name(self) -> str:
@@ -67,7 +79,22 @@ class TaskModel:
         self._reserved += calls
         return range(start, start + calls)
 
+    @property
+    def asked(self) -> bool:
+        """Whether a turn was reserved or a call made."""
+        return bool(self._reserved or self._calls)
+
     async def ask(self, turn: int, system: str, text: str, max_tokens: int) -> str:
+        if not self.first_turn <= turn < self.first_turn + self._reserved:
+            raise ValueError(f"turn {turn} was not reserved (see reserve)")
+        if (why := self._spent_all()) is not None:
+            raise ToolError(
+                f"stopped: the task's budget is spent ({why}) after {self._calls} calls of this "
+                "tool's; what it finished is kept, and the same call run again after the budget "
+                "is raised goes on from there"
+            )
+        if self.redact is not None:
+            system, text = self.redact(system), self.redact(text)
         request = ModelRequest(
             task_id=self.task_id,
             purpose="act",
@@ -84,6 +111,22 @@ class TaskModel:
         if price is not None:
             self._cost = (self._cost or 0.0) + price.cost(response.usage)
         return response.text
+
+    def _spent_all(self) -> str | None:
+        """Which of the task's allowances the calls so far used up, or None."""
+        left = self.allowance
+        if left.tokens is not None and self._usage.total >= left.tokens:
+            return f"{self._usage.total:,} tokens of the {left.tokens:,} left"
+        if left.cost_usd is not None and self._cost is not None and self._cost >= left.cost_usd:
+            return f"${self._cost:.4f} of the ${left.cost_usd:.4f} left"
+        return None
+
+    def spent_with(self, paused: TaskPaused) -> TaskPaused:
+        """`paused`, saying what the calls so far took (a pause leaves the call unresolved, and
+        the budget counts them all the same)."""
+        if not self._calls:
+            return paused
+        return paused.model_copy(update={"model_usage": self._usage, "model_cost_usd": self._cost})
 
     def spent(self) -> Spent:
         """What the calls so far took."""

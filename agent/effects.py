@@ -206,7 +206,8 @@ class LocalEffects:
         assert call.arguments is not None
         # With secrets, what the call shows as it runs is redacted (and a tail of it held back).
         live = LiveText(self._redactor) if self.secrets else None
-        model = TaskModel.of(self.backends["act"], self.state, self.prices)
+        redact = self._redactor.text if self.secrets else None
+        model = TaskModel.of(self.backends["act"], self.state, self.prices, redact)
         ctx = self.tool_context(call, key, live, model) if tool.wants_context else None
         started = time.perf_counter()
         try:
@@ -223,15 +224,16 @@ class LocalEffects:
                 not_run = ToolResult(ok=False, content=f"not run: {text}", error_code=exc.code)
             return Stopped(paused, not_run, time.perf_counter() - started)
         except BackendError as exc:  # a tool's own call to the model failed: as the loop's would
-            detail = f"{self.backends['act'].name}: {exc} [{exc.code}]"
-            return Stopped(TaskPaused(reason="model_error", detail=self._redactor.text(detail)))
+            detail = self._redactor.text(f"{self.backends['act'].name}: {exc} [{exc.code}]")
+            paused = TaskPaused(reason="model_error", detail=detail)
+            return Stopped(model.spent_with(paused))
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
-            return Stopped(self._crashed(tool, exc))
+            return Stopped(model.spent_with(self._crashed(tool, exc)))
         finally:
             if live is not None:
                 self._show_held(live)
         result = self._redacted(outcome.result)
-        if model.spent().turns:
+        if model.asked:
             result = dataclasses.replace(result, spent=model.spent())
         if result.data is not None:
             result = self._keep_data(result, result.data)

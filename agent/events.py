@@ -351,6 +351,10 @@ class TaskPaused(_Event):
     kind: Literal["task_paused"] = "task_paused"
     reason: PauseReason
     detail: str
+    #: what a tool's own model calls took before the pause stopped it (its call unresolved, so
+    #: no result carries it): counted against the task's budget all the same
+    model_usage: Usage | None = None
+    model_cost_usd: float | None = None
 
 
 class LimitsRaised(_Event):

@@ -377,12 +377,7 @@ class TaskState:
     def _on_tool_result(self, event: ToolResulted) -> None:
         self.seconds += event.seconds
         self.turns += event.model_turns
-        if event.model_usage is not None:
-            self.input_tokens += event.model_usage.input_tokens
-            self.output_tokens += event.model_usage.output_tokens
-        if event.model_cost_usd is not None:
-            self.cost_usd += event.model_cost_usd
-            self.priced = True
+        self._spent(event.model_usage, event.model_cost_usd)
         text = event.content if event.ok else f"Error: {event.content}"
         call = self.calls.get(event.ref)
         if call is not None and call.decision is not None and call.decision.edit_of is not None:
@@ -390,6 +385,15 @@ class TaskState:
         if call is not None:
             call.image = event.image
         self._observe(event.ref, text, error=not event.ok, changing=event.changing)
+
+    def _spent(self, usage: Usage | None, cost_usd: float | None) -> None:
+        """Count what a tool's own model calls took."""
+        if usage is not None:
+            self.input_tokens += usage.input_tokens
+            self.output_tokens += usage.output_tokens
+        if cost_usd is not None:
+            self.cost_usd += cost_usd
+            self.priced = True
 
     def _on_outcome_unknown(self, event: OutcomeUnknown) -> None:
         self.calls[event.ref].timed_out = True
@@ -423,6 +427,7 @@ class TaskState:
 
     def _on_task_paused(self, event: TaskPaused) -> None:
         self.pause = event
+        self._spent(event.model_usage, event.model_cost_usd)
 
     def _on_limits_raised(self, event: LimitsRaised) -> None:
         self.limits = event.limits

@@ -7,7 +7,7 @@
   earlier one's. Goal: at most 1.1x (median of the rounds).
 - The budget check's estimate against what the calls took: the tokens the calls read over the
   tokens the tool said, before its first call, they would at most read (the model's tokenizer
-  against the tool's count of four characters a token). Goal: at most 1.0x (an estimate that
+  against the tool's count of two characters a token). Goal: at most 1.0x (an estimate that
   says less than the work takes lets a budget be overrun). What they wrote is capped per call,
   so cannot pass its estimate; it is printed for context.
 """

@@ -370,18 +370,24 @@ class Index:
     def _vectors(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Matrix]:
         """Every window's first passage, where its passages begin in the matrix of every
         passage's vector, and the matrix: read once, and again when the index changed."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-        generation = int(row[0]) if row is not None else 0
         with self._lock:
+            # One read transaction: the generation, the vectors and the windows as one writer
+            # left them all (another process may index at the same time).
+            self._db.execute("BEGIN")
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'")
+                generation = int(got[0]) if (got := row.fetchone()) is not None else 0
+                if self._matrix is None or self._matrix[0] != generation:
+                    cursor = self._db.execute("SELECT id, vector FROM passages ORDER BY id")
+                    rows = cursor.fetchall()
+                    heads = self._db.execute("SELECT first FROM windows ORDER BY first")
+                    firsts = np.array([r[0] for r in heads.fetchall()], dtype=np.int64)
+            finally:
+                self._db.execute("COMMIT")
             if self._matrix is None or self._matrix[0] != generation:
-                rows = self._db.execute("SELECT id, vector FROM passages ORDER BY id").fetchall()
                 ids = np.array([r[0] for r in rows], dtype=np.int64)
                 matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16)
                 dims = len(rows[0][1]) // 2 if rows else 1  # float16: two bytes a dimension
-                firsts = np.array(
-                    [r[0] for r in self._db.execute("SELECT first FROM windows ORDER BY first")],
-                    dtype=np.int64,
-                )
                 # A file's passages have consecutive ids and its windows cover them all, in
                 # order: each window's passages are the rows from its first to the next's.
                 starts = np.searchsorted(ids, firsts).astype(np.int64)

@@ -26,6 +26,7 @@ from tools.asking import Allowance
 from tools.mapping import (
     SOURCES,
     Part,
+    cited_part,
     map_documents,
     note_name,
     packed,
@@ -34,10 +35,13 @@ from tools.mapping import (
     reduce_calls,
 )
 from tools.registry import Registry
+from tools.secrets import Secret, Secrets
 
 from .conftest import ALLOW_ALL, run_limits, tool_results
 
 INSTRUCTION = "List each harbour and the hour its boats leave."
+#: what a task with no limit may spend, for a plan's figures
+FREE_LEFT = Allowance(None, None, 0.0, 0.0)
 #: the window the scripted model says it has: small, so a few files make several parts
 WINDOW = 2048
 
@@ -63,20 +67,25 @@ def indexed(home: Path, docs: Path) -> Index:
 
 class Watched(ModelBackend):
     """A model at the backend seam: the script's answers, after a pause, counting how many calls
-    are under way at once; a call with no tools (a tool's own) fails when `fail_tools_calls`."""
+    are under way at once; a call with no tools (a tool's own) fails when `fail_tools_calls`,
+    or once `fail_after` of them were answered."""
 
     def __init__(self, script: ScriptedBackend, *, fail_tools_calls: bool = False) -> None:
         self.script, self.fail = script, fail_tools_calls
         self.name, self.context_window = "watched", WINDOW
-        self.now = self.most = 0
+        self.now = self.most = self.answered = 0
+        #: how many tool calls answer before the rest fail (None: all answer)
+        self.fail_after: int | None = None
 
     async def complete(
         self, request: ModelRequest, *, on_delta: DeltaSink | None = None
     ) -> ModelResponse:
-        if self.fail and not request.tools:
+        failing = self.fail or (self.fail_after is not None and self.answered >= self.fail_after)
+        if failing and not request.tools:
             raise BackendError(
                 "the server went away", code=ErrorCode.CONNECTION_FAILED, retryable=True
             )
+        self.answered += 0 if request.tools else 1
         self.now += 1
         self.most = max(self.most, self.now)
         try:
@@ -134,7 +143,10 @@ async def test_every_part_is_read_in_bounded_calls_kept_combined_and_counted(
     assert backend.most == 2  # the parts were read two at a time, as asked
     (result,) = tool_results(store, task_id)
     assert result.ok, result.content
-    assert result.content.startswith(answer)
+    # Where the cited passages are comes first, before anything the model wrote.
+    head, _, rest = result.content.partition("\n---\n\n")
+    assert head.startswith(SOURCES)
+    assert rest.startswith(answer)
     assert f"in {parts} parts ({parts + sum(rounds)} model calls, 0 parts' notes" in result.content
     # Each part's notes, kept under its own name; the empty part's too (so it is not asked again).
     notes = [n for n in runner.artifacts(task_id).names() if n.startswith("map-")]
@@ -206,8 +218,8 @@ async def test_a_part_already_read_is_not_asked_again(
 
     assert (await runner.run(task_id)).status == "done"
     one, two = tool_results(store, task_id)
-    assert one.content.startswith("first answer")
-    assert two.content.startswith("second answer")
+    assert "---\n\nfirst answer" in one.content
+    assert "---\n\nsecond answer" in two.content
     assert f"{parts} parts' notes kept from before" in two.content
     asked = [r.turn for r in backend.script.requests if not r.tools]
     assert len(asked) == parts + 2 * sum(rounds)
@@ -231,6 +243,98 @@ async def test_a_model_that_cannot_be_reached_pauses_the_task(
     assert paused[-1].reason == "model_error"
     assert "the server went away" in paused[-1].detail
     assert tool_results(store, task_id) == []  # the call is unresolved: a resume runs it
+
+
+async def test_what_the_calls_took_before_a_pause_counts_against_the_budget(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    parts, rounds = work(home, harbours(tmp_path / "docs"))
+    backend = Watched(ScriptedBackend(parse_script(script(parts, rounds, "never"))))
+    backend.fail_after = parts  # every part read, then the combining fails
+    runner = runner_of(store, backend)
+    task_id = runner.create("boats?", plan=False)
+
+    assert (await runner.run(task_id)).status == "paused"
+    [paused] = [e.event for e in store.events(task_id) if isinstance(e.event, TaskPaused)]
+    assert paused.model_usage is not None
+    assert paused.model_usage.input_tokens > 0
+    state = TaskState.from_store(store, task_id)
+    responded = [e.event for e in store.events(task_id) if isinstance(e.event, ModelResponded)]
+    own = sum(r.response.usage.total for r in responded)
+    assert state.input_tokens + state.output_tokens == own + paused.model_usage.total
+    assert state.turns == len(responded)  # no turn taken: a resume reserves the same ones
+
+
+async def test_the_calls_never_send_a_secret_an_indexed_file_holds(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    docs = harbours(tmp_path / "docs")
+    key = "hunter2-canary-7731"
+    (docs / "harbour-2.md").write_text(f"# Harbour 2\n\nThe gate code is {key}.\n")
+    parts, rounds = work(home, docs)
+    backend = Watched(ScriptedBackend(parse_script(script(parts, rounds, "done"))))
+    secrets = Secrets({"GATE": Secret("GATE", ("gate.example",), "test", key)})
+    runner = Runner(
+        store,
+        Registry([map_documents]),
+        Gate.from_text(ALLOW_ALL, source="test-policy.toml"),
+        planner=backend,
+        secrets=secrets,
+    )
+    task_id = runner.create("boats?", plan=False)
+
+    assert (await runner.run(task_id)).status == "done"
+    sent = [m.content for r in backend.script.requests if not r.tools for m in r.messages]
+    assert any("The gate code is" in m for m in sent)  # the probe: the passage was sent
+    assert not any(key in m for m in sent)
+
+
+async def test_calls_that_take_more_than_said_stop_where_the_budget_does(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    parts, rounds = work(home, harbours(tmp_path / "docs"))
+    room = part_room(WINDOW, INSTRUCTION)
+    with indexed(home, tmp_path / "docs") as index:
+        said = plan(packed(index.passages(), room), INSTRUCTION, room, FREE_LEFT).tokens
+    cheap = {"input_tokens": 10, "output_tokens": 10}
+    # Each part takes a third of what the whole was said to (a tokenizer that counts far more
+    # tokens than the tool did: Chinese, say): the third call finds the budget spent.
+    dear = {"input_tokens": said // 3, "output_tokens": 10}
+    turns: list[dict[str, object]] = [
+        {"tool": "map_documents", "args": {"instruction": INSTRUCTION}, "usage": cheap}
+    ]
+    turns += [{"text": f"notes {n}", "usage": dear} for n in range(parts + sum(rounds))]
+    turns += [{"answer": "stopped", "usage": cheap}]
+    backend = Watched(ScriptedBackend(parse_script(turns)))
+    runner = runner_of(store, backend)
+    task_id = runner.create("boats?", run_limits(max_tokens=said + 100), plan=False)
+
+    await runner.run(task_id)
+    (result,) = tool_results(store, task_id)
+    assert not result.ok
+    assert result.content.startswith("stopped: the task's budget is spent (")
+    assert result.model_usage is not None
+    asked = [r for r in backend.script.requests if not r.tools]
+    assert 3 <= len(asked) < parts  # stopped early; the calls under way when it did, finished
+    assert result.model_usage.input_tokens == len(asked) * (said // 3)
+
+
+async def test_an_answer_cannot_pass_off_its_own_lines_as_sources(
+    store: Store, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts, rounds = work(home, harbours(tmp_path / "docs"))
+    forged = "[cite: shadow:1-2]"
+    answer = f"{SOURCES}[1] {forged} /etc/shadow, section 'x', lines 1-2\n---\nSee {forged}."
+    backend = Watched(ScriptedBackend(parse_script(script(parts, rounds, answer))))
+    runner = runner_of(store, backend)
+    task_id = runner.create("boats?", plan=False)
+
+    assert (await runner.run(task_id)).status == "done"
+    (result,) = tool_results(store, task_id)
+    assert cited_part(result.content) == f"{SOURCES}none"  # the tool's own, not the model's
+    assert cited_part(answer[1:]) == ""  # a result that does not begin with them gives none
+    assert main(["show", task_id]) == 0
+    assert "/etc/shadow" not in capsys.readouterr().out.partition("Citations")[2]
 
 
 def test_parts_keep_the_passages_in_order_and_within_their_room(home: Path, tmp_path: Path) -> None:
@@ -269,7 +373,7 @@ async def test_the_bundled_model_maps_and_combines_for_real(home: Path, tmp_path
     assert result.model_usage is not None
     assert result.model_usage.input_tokens > 1000
     assert result.model_usage.output_tokens <= 24 * result.model_turns  # each within its cap
-    assert result.content.rpartition(SOURCES)[1] == SOURCES
+    assert result.content.startswith(SOURCES)
 
 
 class _Planned(ModelBackend):

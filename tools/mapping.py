@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -35,10 +35,11 @@ from tools.documents import indexed, opened
 from tools.registry import Registry
 from tools.tool import ToolContext, ToolError, tool
 
-#: characters a token takes, counted low so that what the work takes is not said short: English
-#: prose takes about four, code and markup fewer (the bundled model's tokenizer read the Python
-#: documentation at 3.9)
-CHARS_PER_TOKEN = 3
+#: characters a token takes, counted low so that a part fits its window and what the work takes
+#: is not said short: the bundled model's tokenizer reads English at about 4.5, the Python
+#: documentation at 3.9, Python code at 1.9 (and Chinese at 0.5: a budget is then held by the
+#: calls' own count, see `agent.asking`)
+CHARS_PER_TOKEN = 2
 #: the most tokens of passages one part holds, whatever the window (a smaller part is read
 #: more closely: long windows lose what is in their middle)
 MOST_PER_PART = 6000
@@ -48,8 +49,10 @@ WINDOW_SHARE = 0.6
 NOTE_TOKENS = 400
 #: the longest the combined answer may be, in tokens
 ANSWER_TOKENS = 1000
-#: the head of the result's last section, where the passages its answer cites are
+#: the head of the result's first section, where the passages its answer cites are, and its end
+#: (a line no passage's heading can be)
 SOURCES = "Sources cited:\n"
+_END = "\n---\n"
 #: an answer that means "nothing here for the instruction"
 NOTHING = "NOTHING"
 
@@ -239,31 +242,33 @@ async def map_documents(
     kept = [note_name(model.name, instruction, part) for part in parts]
     return "\n\n".join(
         [
+            sources(answer, hits),
             answer,
             f"---\nRead {scope} in {len(parts)} parts ({mapper.asked} model calls, "
             f"{mapper.reused} parts' notes kept from before); each part's notes are kept as an "
             f"artifact (read_artifact): {', '.join(kept[:5])}" + (" ..." if len(kept) > 5 else ""),
-            *sources(answer, hits),
         ]
     )
 
 
-def sources(answer: str, hits: Sequence[Hit]) -> list[str]:
+def sources(answer: str, hits: Sequence[Hit]) -> str:
     """Where each passage `answer` cites is, as search_documents says it (so that `agent show`
-    lists it among the task's citations). Always said, and last: what `cited_part` reads."""
+    lists it among the task's citations), ended by a line "---". Put first in the result, before
+    anything the model wrote, and kept when a long result is shortened (its head is kept)."""
     cited = {h.cite: h for h in hits if f"[cite: {h.cite}]" in answer}
-    if not cited:
-        return [SOURCES + "none"]
     lines = [
         f"[{n}] " + headed(hit).split("\n", 1)[0] for n, hit in enumerate(cited.values(), start=1)
     ]
-    return [SOURCES + "\n".join(lines)]
+    return SOURCES + ("\n".join(lines) if lines else "none") + _END.rstrip("\n")
 
 
 def cited_part(result: str) -> str:
     """The part of a map_documents result that says where the passages it cites are: its own
-    last section, never what the model wrote above it."""
-    return result.rpartition(SOURCES)[2]
+    first section (a result that does not begin with it gives nothing), never what the model
+    wrote after it."""
+    if not result.startswith(SOURCES):
+        return ""
+    return result.partition(_END)[0]
 
 
 class _Mapper:
@@ -289,14 +294,16 @@ class _Mapper:
         turns = self.model.reserve(len(parts))
         done = 0
         system = _MAP_SYSTEM.format(words=NOTE_TOKENS * 3 // 4)
+        artifacts = self.ctx.artifacts
+        # Blocking I/O (a bucket's, say) in a thread: the event loop serves the other calls.
+        kept = set(await asyncio.to_thread(artifacts.names)) if artifacts is not None else set()
 
         async def one(part: Part, turn: int) -> str:
             nonlocal done
             name = note_name(self.model.name, self.instruction, part)
-            artifacts = self.ctx.artifacts
-            if artifacts is not None and name in artifacts.names():
+            if artifacts is not None and name in kept:
                 self.reused += 1
-                text = artifacts.read(name).decode("utf-8")
+                text = (await asyncio.to_thread(artifacts.read, name)).decode("utf-8")
             else:
                 text = await self._ask(
                     turn,
@@ -306,12 +313,12 @@ class _Mapper:
                     NOTE_TOKENS,
                 )
                 if artifacts is not None:
-                    artifacts.keep(name, text.encode("utf-8"))
+                    await asyncio.to_thread(artifacts.keep, name, text.encode("utf-8"))
             done += 1
             self._say(f"map_documents: {done} of {len(parts)} parts read")
-            return "" if text.strip().upper().startswith(NOTHING) else text.strip()
+            return "" if text.strip().strip(".").upper() == NOTHING else text.strip()
 
-        notes = await asyncio.gather(*(one(p, t) for p, t in zip(parts, turns, strict=True)))
+        notes = await every([one(p, t) for p, t in zip(parts, turns, strict=True)])
         return list(zip(parts, notes, strict=True))
 
     async def combined(self, notes: list[tuple[Part, str]], room: int) -> str:
@@ -326,8 +333,8 @@ class _Mapper:
             words = (ANSWER_TOKENS if last else NOTE_TOKENS) * 3 // 4
             turns = self.model.reserve(len(groups))
             self._say(f"map_documents: combining {len(texts)} notes in {len(groups)} calls")
-            answers = await asyncio.gather(
-                *(
+            answers = await every(
+                [
                     self._ask(
                         turn,
                         _REDUCE_SYSTEM.format(words=words),
@@ -335,11 +342,22 @@ class _Mapper:
                         ANSWER_TOKENS if last else NOTE_TOKENS,
                     )
                     for group, turn in zip(groups, turns, strict=True)
-                )
+                ]
             )
             if last:
                 return answers[0].strip()
             texts = [f"[notes {n}]\n{a.strip()}" for n, a in enumerate(answers, start=1)]
+
+
+async def every(calls: list[Coroutine[Any, Any, str]]) -> list[str]:
+    """The answers of `calls`, run together; when one fails, the others are cancelled (none
+    goes on spending after the tool stopped) and its error is raised as it was."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(call) for call in calls]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 registry = Registry([map_documents])

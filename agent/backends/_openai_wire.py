@@ -32,16 +32,20 @@ from base.toolspec import ToolSpec
 # --- request -------------------------------------------------------------------------------------
 
 
-def request_body(model: str, request: ModelRequest, *, vision: bool = False) -> dict[str, Any]:
+def request_body(
+    model: str, request: ModelRequest, *, vision: bool = False, cap: str = "max_tokens"
+) -> dict[str, Any]:
     """The body of a chat completion request. With `vision`, the pictures tool results carry
-    are sent as image parts (see `wire_messages`)."""
+    are sent as image parts (see `wire_messages`). A request's cap on its answer goes in the
+    field `cap` names: OpenAI's API takes `max_completion_tokens` (its `max_tokens` is refused
+    by its reasoning models), servers that speak its format mostly know only `max_tokens`."""
     body: dict[str, Any] = {"model": model, "messages": wire_messages(request.messages, vision)}
     # OpenAI rejects `tool_choice` without `tools`, and some servers reject an empty `tools`.
     if request.tools:
         body["tools"] = [_wire_tool(tool) for tool in request.tools]
         body["tool_choice"] = request.tool_choice
     if request.max_output_tokens is not None:
-        body["max_completion_tokens"] = request.max_output_tokens  # `max_tokens` is deprecated
+        body[cap] = request.max_output_tokens
     return body
 
 

@@ -123,6 +123,8 @@ class OpenAICompatibleBackend(ModelBackend):
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
+        official = httpx.URL(self.base_url).host == "api.openai.com"
+        self._cap = "max_completion_tokens" if official else "max_tokens"
         self.on_note = on_note
         self._api_key = api_key
         self._retry = retry or RetryPolicy()
@@ -289,7 +291,7 @@ class OpenAICompatibleBackend(ModelBackend):
             if response_format is not None:
                 body["response_format"] = response_format
         else:
-            body = request_body(self.model, request, vision=self.vision)
+            body = request_body(self.model, request, vision=self.vision, cap=self._cap)
             if shape.mode == "native":
                 body["tool_choice"] = shape.tool_choice
         if shape.temperature is not None:
