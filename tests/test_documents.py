@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import httpx
+import numpy as np
 import PIL.Image
 import pytest
 
@@ -106,6 +107,31 @@ def test_a_search_finds_windows_of_neighbouring_passages_across_headings(
     assert (hit.line_start, hit.line_end, hit.section) == (1, 13, "tides — Tables of the tides")
     assert "Boats leave the harbour" in hit.text
     assert "Return the time" in hit.text
+
+
+def test_a_window_scores_as_the_best_of_its_passages(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    for n in range(4):  # files of many short sections: windows of several passages each
+        body = "\n\n".join(
+            f"Topic {n}.{i}\n{'-' * 12}\n\nNote {i} on boats and tides {n}." for i in range(9)
+        )
+        _write(docs / f"f{n}.rst", f"File {n}\n======\n\n{body}\n")
+    query = "when do the boats sail with the tide"
+    with Index.open(tmp_path / "index") as index:
+        index.add([docs])
+        found = index.vectors(query, depth=100)
+        db = sqlite3.connect(tmp_path / "index" / "index.db")
+        spans = db.execute("SELECT first, last FROM windows ORDER BY first").fetchall()
+        rows = db.execute("SELECT id, vector FROM passages ORDER BY id").fetchall()
+        db.close()
+        asked = index.embedder.embed([query])[0]
+    cosine = {
+        i: float(np.frombuffer(v, dtype=np.float16).astype(np.float32) @ asked) for i, v in rows
+    }
+    assert sum(last - first + 1 for first, last in spans) == len(rows)  # every passage, once
+    assert any(last > first for first, last in spans)  # windows of several passages
+    best = {first: max(cosine[i] for i in range(first, last + 1)) for first, last in spans}
+    assert found == sorted(best, key=lambda first: -best[first])
 
 
 def test_an_index_made_before_windows_is_given_them_without_embedding_again(
