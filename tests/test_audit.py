@@ -10,7 +10,6 @@ import json
 import multiprocessing
 import re
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -162,10 +161,10 @@ def test_the_commands_say_what_is_wrong(home: Path, capsys: pytest.CaptureFixtur
         store.reader()
 
 
-def _append_many(path: str, name: str, go: Any) -> None:
+def _append_many(path: str, name: str, ready: Any) -> None:
     with Store.open(Path(path)) as store:
         task = store.create_task(TaskCreated(task=name, model="m", limits=Limits()))
-        go.wait(30)  # all at once
+        ready.wait(120)  # all at once: every worker (and the test) has come this far
         last = 1
         for number in range(APPENDS):
             last = store.append(task, [StepStarted(index=number, title="s")], after=last)
@@ -179,15 +178,16 @@ def test_processes_writing_at_once_keep_one_chain(home: Path) -> None:
     path = str(home / "events.db")
     Store.open(Path(path)).close()
     spawn = multiprocessing.get_context("spawn")
-    go = spawn.Event()
-    workers = [spawn.Process(target=_append_many, args=(path, f"w{i}", go)) for i in range(3)]
+    # Each starts (a new interpreter: seconds on a busy machine) and makes its task, then all
+    # write at once; a fixed wait here let one finish before another had started, on CI.
+    ready = spawn.Barrier(4)
+    workers = [spawn.Process(target=_append_many, args=(path, f"w{i}", ready)) for i in range(3)]
     for worker in workers:
         worker.start()
-    time.sleep(1.0)  # each has started and made its task
-    go.set()
+    ready.wait(120)
     for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+        worker.join(180)  # 2,000 commits each, on a machine CI keeps busy
+        assert worker.exitcode == 0, f"a writer ended with {worker.exitcode} (see its stderr)"
     with Store.open(Path(path)) as store:
         verdict = audit.verify(store.reader())
         assert verdict.ok, verdict.problem
