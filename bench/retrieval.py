@@ -31,7 +31,7 @@ import numpy as np
 from _goals import Goals, machine
 
 from documents import windows
-from documents.index import Hit, Index
+from documents.index import Hit, Index, bumped
 
 CORPUS = Path("/usr/share/doc/python3.11/html/_sources")
 QUESTIONS = Path(__file__).resolve().parent / "retrieval_questions.json"
@@ -107,10 +107,7 @@ def grown(source: Path, folder: Path, size: int) -> Path:
         have = min(size, have + len(original))
     for path in sorted(copied):
         windows.make(db, path)
-    db.execute(
-        "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE SET "
-        "value = CAST(value AS INTEGER) + 1"
-    )
+    bumped(db)
     db.execute("COMMIT")
     db.close()
     return folder

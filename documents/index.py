@@ -283,7 +283,7 @@ class Index:
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
                 (key, stat.st_size, stat.st_mtime, digest, len(cut)),
             )
-            self._bump()  # in the same transaction: a reader's vectors never lag its words
+            bumped(self._db)  # in the same transaction: a reader's vectors never lag its words
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -307,16 +307,10 @@ class Index:
                 if key not in present:
                     self._db.execute("BEGIN IMMEDIATE")
                     self._remove(key)
-                    self._bump()
+                    bumped(self._db)
                     self._db.execute("COMMIT")
                     gone += 1
         return gone
-
-    def _bump(self) -> None:
-        self._db.execute(
-            "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE SET "
-            "value = CAST(value AS INTEGER) + 1"
-        )
 
     # --- searching -------------------------------------------------------------------------
 
@@ -424,6 +418,15 @@ class Index:
         return hits
 
 
+def bumped(db: sqlite3.Connection) -> None:
+    """Count one more change to the index (in the caller's transaction): a reader's vectors
+    are read again when the count it read them at is not the index's."""
+    db.execute(
+        "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE SET "
+        "value = CAST(value AS INTEGER) + 1"
+    )
+
+
 def _windowed(db: sqlite3.Connection) -> None:
     """Give an index made before windows its windows (from its passages: nothing is embedded
     again), and drop the passages' own keyword table it kept then."""
@@ -436,10 +439,7 @@ def _windowed(db: sqlite3.Connection) -> None:
         for path in windows.missing(db):  # again, now that no one else writes
             windows.make(db, path)
         db.execute("DROP TABLE IF EXISTS words")
-        db.execute(
-            "INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key) DO UPDATE SET "
-            "value = CAST(value AS INTEGER) + 1"
-        )
+        bumped(db)
     except BaseException:
         db.execute("ROLLBACK")
         raise
