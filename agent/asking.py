@@ -30,7 +30,8 @@ class TaskModel:
     task_id: str
     #: the task's turns recorded when the call began: the first number this may reserve
     first_turn: int
-    allowance: Allowance
+    #: what the task may still spend, as it was when the call began
+    left: Allowance
     prices: dict[str, Price]
     #: takes the secrets' values out of what is sent (None: the task has no secrets)
     redact: Callable[[str], str] | None = None
@@ -69,10 +70,6 @@ class TaskModel:
     @property
     def context_window(self) -> int:
         return self.backend.context_window or DEFAULT_WINDOW
-
-    @property
-    def left(self) -> Allowance:
-        return self.allowance
 
     def reserve(self, calls: int) -> range:
         start = self.first_turn + self._reserved
@@ -114,7 +111,7 @@ class TaskModel:
 
     def _spent_all(self) -> str | None:
         """Which of the task's allowances the calls so far used up, or None."""
-        left = self.allowance
+        left = self.left
         if left.tokens is not None and self._usage.total >= left.tokens:
             return f"{self._usage.total:,} tokens of the {left.tokens:,} left"
         if left.cost_usd is not None and self._cost is not None and self._cost >= left.cost_usd:
