@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.backends.base import DeltaSink, ModelBackend, ModelRequest, ModelResponse
+from agent.backends.base import DeltaSink, ModelBackend, ModelRequest, ModelResponse, Usage
 from agent.backends.local import LocalBackend, bundled_model
 from agent.backends.scripted import ScriptedBackend, parse_script
 from agent.events import ModelResponded, TaskPaused
@@ -119,6 +119,16 @@ def script(parts: int, rounds: list[int], answer: str, **args: object) -> list[d
     return turns
 
 
+def counted(store: Store, task_id: str, tools: Usage) -> tuple[TaskState, int]:
+    """The task's state, having checked that its tokens are its own calls' and the tool's
+    `tools`; and how many calls of its own it made."""
+    state = TaskState.from_store(store, task_id)
+    responded = [e.event for e in store.events(task_id) if isinstance(e.event, ModelResponded)]
+    own = sum(r.response.usage.total for r in responded)
+    assert state.input_tokens + state.output_tokens == own + tools.total
+    return state, len(responded)
+
+
 def work(home: Path, docs: Path) -> tuple[int, list[int]]:
     """How many parts the harbours make for the scripted model, and its combining rounds."""
     with indexed(home, docs) as index:
@@ -156,11 +166,8 @@ async def test_every_part_is_read_in_bounded_calls_kept_combined_and_counted(
     assert result.model_turns == parts + sum(rounds)
     assert result.model_usage is not None
     assert result.model_usage.input_tokens > 0
-    state = TaskState.from_store(store, task_id)
-    responded = [e.event for e in store.events(task_id) if isinstance(e.event, ModelResponded)]
-    own = sum(r.response.usage.total for r in responded)
-    assert state.input_tokens + state.output_tokens == own + result.model_usage.total
-    assert state.turns == len(responded) + parts + sum(rounds)
+    state, own = counted(store, task_id, result.model_usage)
+    assert state.turns == own + parts + sum(rounds)
     # The reduce saw only the notes of parts that held something.
     told = [m.content for r in backend.script.requests if not r.tools for m in r.messages]
     assert not any("[part 2]\nNOTHING" in t for t in told)
@@ -258,11 +265,8 @@ async def test_what_the_calls_took_before_a_pause_counts_against_the_budget(
     [paused] = [e.event for e in store.events(task_id) if isinstance(e.event, TaskPaused)]
     assert paused.model_usage is not None
     assert paused.model_usage.input_tokens > 0
-    state = TaskState.from_store(store, task_id)
-    responded = [e.event for e in store.events(task_id) if isinstance(e.event, ModelResponded)]
-    own = sum(r.response.usage.total for r in responded)
-    assert state.input_tokens + state.output_tokens == own + paused.model_usage.total
-    assert state.turns == len(responded)  # no turn taken: a resume reserves the same ones
+    state, own = counted(store, task_id, paused.model_usage)
+    assert state.turns == own  # no turn taken: a resume reserves the same ones
 
 
 async def test_the_calls_never_send_a_secret_an_indexed_file_holds(
