@@ -25,6 +25,7 @@ Looked for at `--config PATH`, else `./agent.toml`, else `$AGENT_HOME/agent.toml
     seed = 0
     slots = 2                       # KV-cache slots: a planner and an executor keep their own
     repack = false                  # llama.cpp's weight repacking; unset: off on AMX CPUs only
+    mmproj = "mmproj-model.gguf"    # a vision model's projector: the model then sees pictures
     idle_seconds = 300              # the model worker exits after this long with no client
 
     [limits]                        # per task; flags on `agent run` override
@@ -149,6 +150,7 @@ class LocalModelConfig(_Section):
     seed: int = 0
     slots: int = Field(2, ge=1, le=16)
     repack: bool | None = None
+    mmproj: Path | None = None
     idle_seconds: float = Field(DEFAULT_IDLE_SECONDS, gt=0)
 
 

@@ -85,6 +85,8 @@ class ChatTemplate:
 
 #: brackets a message's index in a rendered template: a character no text sent to a model holds
 _MARK = "\x00"
+#: where a message's picture goes, for a model that sees (a character taken out of every text)
+IMAGE_MARK = "\x01"
 
 
 def _neutral(text: str) -> str:
@@ -97,19 +99,24 @@ def _raise(message: str) -> None:
     raise TemplateError(message)
 
 
-def chat_messages(messages: Sequence[Message], note: str | None = None) -> list[dict[str, str]]:
+def chat_messages(
+    messages: Sequence[Message], note: str | None = None, *, pictures: bool = False
+) -> list[dict[str, str]]:
     """Our messages as plain role/content pairs any chat template takes, for a model that has
     no native tool calls (a local one, or a server's in JSON mode).
 
     Tool calls become the JSON the model is asked to write; tool results become user messages
     naming the tool; `note` (what the tools are and how to call them) ends the first system
     message. Adjacent messages of one role are joined, since many templates insist that user
-    and assistant alternate.
+    and assistant alternate. With `pictures`, a message's pictures are marked (`IMAGE_MARK`,
+    one each, in order) after its text, and no text holds that mark of its own.
     """
     names = {call.id: call.name for m in messages for call in m.tool_calls}
     plain: list[dict[str, str]] = []
     for message in messages:
         role, content = message.role, message.content
+        if pictures:
+            content = content.replace(IMAGE_MARK, "\ufffd") + IMAGE_MARK * len(message.images)
         if role == "assistant" and message.tool_calls:
             calls = "\n".join(_call_json(call) for call in message.tool_calls)
             content = f"{content}\n{calls}" if content else calls

@@ -25,15 +25,19 @@ import ctypes
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import llama_cpp
 import numpy as np
 import numpy.typing as npt
 from llama_cpp import _internals
 
-from agent.backends._chat import ChatTemplate
+from agent.backends._chat import IMAGE_MARK, ChatTemplate
 from agent.backends._worker_proto import Generation
+
+if TYPE_CHECKING:
+    from agent.backends._vision import Picture, Projector
+    from base.images import Image
 
 #: how many of the last tokens `repeat_penalty` looks at (llama.cpp's default)
 PENALTY_WINDOW = 64
@@ -53,6 +57,36 @@ def tokenize(model: _internals.LlamaModel, parts: Sequence[tuple[str, bool]]) ->
     for piece, is_text in parts:
         tokens += model.tokenize(piece.encode(), add_bos=False, special=not is_text)
     return tokens
+
+
+def tokenize_seeing(
+    model: _internals.LlamaModel,
+    parts: Sequence[tuple[str, bool]],
+    images: Sequence[Image],
+    projector: Projector,
+) -> tuple[list[int], dict[int, Picture]]:
+    """As `tokenize`, for a prompt whose texts hold an `IMAGE_MARK` where each of `images` goes
+    (in order): the tokens, with each picture's run held by its place-holding tokens, and the
+    pictures by where their runs begin. Raises `ValueError` if the marks and the images do not
+    pair up, or for a picture llama.cpp cannot read."""
+    tokens: list[int] = []
+    pictures: dict[int, Picture] = {}
+    left = list(images)
+    for piece, is_text in parts:
+        for n, text in enumerate(piece.split(IMAGE_MARK)):
+            if n:
+                if not left:
+                    raise ValueError("the prompt marks more pictures than it has")
+                for found in projector.pieces(left.pop(0)):
+                    if isinstance(found, list):
+                        tokens += found
+                    else:
+                        pictures[len(tokens)] = found
+                        tokens += found.placeholders()
+            tokens += model.tokenize(text.encode(), add_bos=False, special=not is_text)
+    if left:
+        raise ValueError(f"{len(left)} of the prompt's pictures have no place in it")
+    return tokens, pictures
 
 
 def chat_template(model: _internals.LlamaModel) -> ChatTemplate:
@@ -144,6 +178,8 @@ class Decoder:
         self.n_ctx: int = context_params.n_ctx
         self._n_batch: int = context_params.n_batch
         self._slots = [Slot(i, model, context_params, self._n_batch) for i in range(max(1, slots))]
+        #: the multimodal projector, for a model that sees (`_vision`)
+        self.projector: Projector | None = None
         self._clock = 0
         self._vocab = model.vocab
         self._n_vocab = model.n_vocab()
@@ -168,6 +204,7 @@ class Decoder:
         seed: int = 0,
         on_text: Callable[[str], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        pictures: dict[int, Picture] | None = None,
     ) -> Generation:
         """Evaluate `prompt` (reusing the longest cached prefix of any slot) and decode up to
         `max_tokens` tokens.
@@ -178,6 +215,7 @@ class Decoder:
         the context, the prompt's included, as llama.cpp's server counts them) keeps a small
         model from writing the same token for ever, or copying the prompt back. Raises
         `ValueError` for a grammar llama.cpp cannot parse or a prompt longer than the context.
+        `pictures` are the runs of the prompt that are pictures (`tokenize_seeing`).
         """
         started = time.perf_counter()
         n_ctx = self.n_ctx
@@ -187,7 +225,7 @@ class Decoder:
         if rules is not None:
             rules.reset()
         slot, shared = self._slot_for(prompt)
-        reused = self._prefill(slot, list(prompt), shared, cancelled)
+        reused = self._prefill(slot, list(prompt), shared, cancelled, pictures or {})
         rng = np.random.default_rng(seed)
         decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
@@ -200,6 +238,7 @@ class Decoder:
             if cancelled is not None and cancelled():
                 break
             recent = np.asarray(slot.tokens[-PENALTY_WINDOW:], dtype=np.intc)
+            recent = recent[recent >= 0]  # a picture's place-holders are no tokens
             token, fixed = self._choose(slot, rules, temperature, repeat_penalty, recent, rng)
             corrected += fixed
             if produced == 0:
@@ -235,6 +274,9 @@ class Decoder:
         )
 
     def close(self) -> None:
+        if self.projector is not None:
+            self.projector.close()
+            self.projector = None
         for rules in self._grammars.values():
             rules.close()
         self._grammars.clear()
@@ -261,18 +303,40 @@ class Decoder:
         return best, shared
 
     def _prefill(
-        self, slot: Slot, prompt: list[int], shared: int, cancelled: Callable[[], bool] | None
+        self,
+        slot: Slot,
+        prompt: list[int],
+        shared: int,
+        cancelled: Callable[[], bool] | None,
+        pictures: dict[int, Picture],
     ) -> int:
         """Bring the slot's cache, which holds the first `shared` tokens of `prompt`, to hold all
         of it; return how many were kept. Stops between batches once `cancelled()` (the cache
-        then holds a prefix of it)."""
+        then holds a prefix of it). A picture's run is evaluated whole."""
         # The last prompt token is always evaluated again: its logits start the answer.
         keep = min(shared, len(prompt) - 1)
+        for start, run in pictures.items():
+            if start < keep < start + run.n_tokens:
+                keep = start
+        if prompt and prompt[-1] < 0:
+            raise ValueError("a prompt cannot end with a picture")
         slot.truncate(keep)
-        for start in range(keep, len(prompt), slot.n_batch):
+        starts = sorted(pictures)
+        at = keep
+        while at < len(prompt):
             if cancelled is not None and cancelled():
                 break
-            slot.eval(prompt[start : start + slot.n_batch])
+            picture = pictures.get(at)
+            if picture is not None:
+                if self.projector is None:
+                    raise ValueError("a prompt with pictures, and no projector loaded")
+                self.projector.evaluate(slot.ctx.ctx, picture, len(slot.tokens), slot.n_batch)
+                slot.tokens += picture.placeholders()
+                at += picture.n_tokens
+                continue
+            end = min([at + slot.n_batch, len(prompt), *(s for s in starts if s > at)])
+            slot.eval(prompt[at:end])
+            at = end
         return keep
 
     def _choose(  # noqa: PLR0917 - private, called once

@@ -27,8 +27,9 @@ from llama_cpp.llama_grammar import LlamaGrammar
 
 from agent.backends._chat import chat_messages, describe_tools, read_call, tool_call_schema
 from agent.backends._cpu import choose_path, cpu_flags, describe
-from agent.backends._decode import Decoder, chat_template
+from agent.backends._decode import Decoder, chat_template, tokenize_seeing
 from agent.backends._gguf import read_metadata
+from agent.backends._vision import Projector
 from agent.backends._worker_proto import (
     GenerateOptions,
     Generation,
@@ -89,6 +90,12 @@ class Engine:
         context.n_threads = settings.threads or max(cpus // 2, 1)
         context.n_threads_batch = settings.threads or cpus
         decoder = Decoder(model, context, slots=settings.slots)
+        if settings.mmproj is not None:
+            try:
+                decoder.projector = Projector.load(settings.mmproj, model, context.n_threads_batch)
+            except ConfigError:
+                decoder.close()
+                raise
         meta = model.metadata()
         arch = meta.get("general.architecture", "unknown")
         info = ModelInfo(
@@ -100,6 +107,7 @@ class Engine:
             expert_count=_int(meta.get(f"{arch}.expert_count")),
             expert_used_count=_int(meta.get(f"{arch}.expert_used_count")),
             size_bytes=path.stat().st_size,
+            vision=decoder.projector is not None,
         )
         worker = WorkerInfo(
             pid=os.getpid(),
@@ -200,9 +208,17 @@ class Engine:
         cancelled: Callable[[], bool] | None,
     ) -> Generation:
         note = describe_tools(request.tools, constrained=grammar is not None)
-        plain = chat_messages(messages, note if request.tools else None)
+        projector = self.decoder.projector
+        images = [image for message in messages for image in message.images]
+        seeing = projector is not None and bool(images)
+        plain = chat_messages(messages, note if request.tools else None, pictures=seeing)
+        pictures = None
         try:
-            prompt = self.decoder.tokenize(self.template.render_parts(plain))
+            parts = self.template.render_parts(plain)
+            if projector is not None and seeing:
+                prompt, pictures = tokenize_seeing(self._model, parts, images, projector)
+            else:
+                prompt = self.decoder.tokenize(parts)
         except ValueError as error:
             raise BackendError(
                 str(error), code=ErrorCode.GENERATION_FAILED, retryable=False
@@ -228,6 +244,7 @@ class Engine:
                 seed=options.seed + request.turn,
                 on_text=(lambda piece: on_delta(Delta(kind, piece))) if on_delta else None,
                 cancelled=cancelled,
+                pictures=pictures,
             )
         except (ValueError, RuntimeError) as error:
             raise BackendError(
@@ -235,6 +252,9 @@ class Engine:
                 code=ErrorCode.GENERATION_FAILED,
                 retryable=False,
             ) from error
+        finally:
+            if projector is not None:
+                projector.release()
 
 
 def _int(value: str | None) -> int | None:

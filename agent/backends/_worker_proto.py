@@ -49,6 +49,8 @@ class WorkerSettings(_Frozen):
     slots: int = 2
     #: llama.cpp's weight repacking; None: chosen from the CPU (`agent.backends._cpu`)
     repack: bool | None = None
+    #: a vision model's multimodal projector (`_vision`): the model then sees pictures
+    mmproj: Path | None = None
 
 
 class GenerateOptions(_Frozen):
@@ -73,6 +75,8 @@ class ModelInfo(_Frozen):
     expert_count: int | None
     expert_used_count: int | None
     size_bytes: int
+    #: a projector is loaded: pictures in a request are shown to the model
+    vision: bool = False
 
     @property
     def is_moe(self) -> bool:
@@ -84,9 +88,10 @@ class ModelInfo(_Frozen):
             if self.is_moe
             else ""
         )
+        sees = ", sees pictures" if self.vision else ""
         return (
             f"{self.name} ({self.architecture}, {self.size_bytes / 1e6:,.0f} MB, "
-            f"context {self.context_window:,} tokens{moe})"
+            f"context {self.context_window:,} tokens{moe}{sees})"
         )
 
 

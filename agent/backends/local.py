@@ -79,7 +79,15 @@ LOAD_TIMEOUT = 900.0
 #: a Unix socket's path must fit in 108 bytes; longer homes keep their sockets under /tmp
 _MAX_SOCKET_PATH = 100
 #: the modules a worker runs: a change to any of them starts a new worker instead of reusing
-_WORKER_MODULES = ("model_worker", "_engine", "_decode", "_chat", "_worker_proto", "_cpu")
+_WORKER_MODULES = (
+    "model_worker",
+    "_engine",
+    "_decode",
+    "_chat",
+    "_worker_proto",
+    "_cpu",
+    "_vision",
+)
 
 __all__ = ["BUNDLED", "Generation", "LocalBackend", "ModelInfo", "bundled_model", "local_backend"]
 
@@ -113,6 +121,9 @@ def local_backend(
     path = bundled_model() if rest == "bundled" else Path(rest).expanduser()
     if not path.is_file():
         raise ConfigError(f"no model file at {path} (from {uri})")
+    projector = (settings or {}).get("mmproj")
+    if projector is not None and not Path(projector).expanduser().is_file():
+        raise ConfigError(f"no projector file at {projector} ([model.local] mmproj)")
     backend = LocalBackend(path, **(settings or {}), on_load=on_load, on_retry=on_retry)
     backend.name = uri
     return backend
@@ -124,7 +135,8 @@ class LocalBackend(ModelBackend):
     Load settings (a worker per distinct set): `n_ctx` is the context to give it (default: its
     trained context, at most 8192); `threads` the CPU threads (default: half the CPUs to
     generate, all of them to read prompts); `slots` the KV-cache slots; `repack` llama.cpp's
-    weight repacking (None: chosen from the CPU, off where it has AMX). Per call: `max_tokens`
+    weight repacking (None: chosen from the CPU, off where it has AMX); `mmproj` a vision model's
+    multimodal projector file (GGUF), with which the model sees pictures. Per call: `max_tokens`
     caps each answer; `temperature` 0 decodes greedily, which suits tool calls;
     `repeat_penalty` (as in llama.cpp) keeps small models out of loops; `seed` makes sampling
     repeatable; `repair_attempts` is how many times an invalid call is asked again.
@@ -142,6 +154,7 @@ class LocalBackend(ModelBackend):
         threads: int | None = None,
         slots: int = 2,
         repack: bool | None = None,
+        mmproj: Path | str | None = None,
         idle_seconds: float = DEFAULT_IDLE_SECONDS,
         max_tokens: int = 1024,
         temperature: float = 0.0,
@@ -154,9 +167,12 @@ class LocalBackend(ModelBackend):
         self.path = path
         self.name = f"local:{path}"
         self.runs_locally = True
+        projector = Path(mmproj).expanduser().absolute() if mmproj is not None else None
         self.settings = WorkerSettings(
-            path=path, n_ctx=n_ctx, threads=threads, slots=slots, repack=repack
+            path=path, n_ctx=n_ctx, threads=threads, slots=slots, repack=repack, mmproj=projector
         )
+        # With its projector, the model sees: pictures go to it (`_vision`).
+        self.vision = projector is not None
         self._options = GenerateOptions(
             max_tokens=max_tokens,
             temperature=temperature,
