@@ -29,6 +29,7 @@ import numpy.typing as npt
 from base.errors import ConfigError, StoreError
 from documents import windows
 from documents.api_embedder import ApiEmbedder
+from documents.citing import cite_names
 from documents.embedder import NAME, Embedder, TextEmbedder
 from documents.extract import kind_of, pages
 from documents.passages import Passage, passages
@@ -130,11 +131,14 @@ class Hit:
     line_end: int
     text: str
     score: float
+    #: what the citation calls its file (`documents.citing`): its name, unless another file
+    #: indexed has that name too
+    name: str = ""
 
     @property
     def cite(self) -> str:
         where = f"p.{self.page}:" if self.page is not None else ""
-        return f"{Path(self.path).name}:{where}{self.line_start}-{self.line_end}"
+        return f"{self.name or Path(self.path).name}:{where}{self.line_start}-{self.line_end}"
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,7 @@ class Index:
         self.embedder = embedder
         self._lock = threading.Lock()
         self._matrix: tuple[int, npt.NDArray[np.int64], npt.NDArray[np.int64], Matrix] | None = None
+        self._names: tuple[int, dict[str, str]] | None = None
 
     @classmethod
     def open(cls, folder: Path, embedder: TextEmbedder | str | None = None) -> Index:
@@ -330,8 +335,9 @@ class Index:
             "WHERE instr(path, ?) > 0 ORDER BY path, id",
             (contains,),
         ).fetchall()
+        names = self._cite_names()
         return [
-            Hit(int(i), str(path), page, str(section), int(start), int(end), str(text), 0.0)
+            Hit(i, path, page, section, start, end, text, 0.0, names.get(path, ""))
             for i, path, page, section, start, end, text in rows
         ]
 
@@ -403,6 +409,7 @@ class Index:
         """The windows `ranked` names (by their first passage's id), each as one hit: where its
         first passage is, to the end of its last, with their texts joined."""
         hits = []
+        names = self._cite_names()
         for first, score in ranked:
             rows = self._db.execute(
                 "SELECT p.path, p.page, p.section, p.line_start, p.line_end, p.text "
@@ -414,8 +421,22 @@ class Index:
                 path, page, section, start = rows[0][:4]
                 text = "\n\n".join(str(r[5]) for r in rows)
                 end = int(rows[-1][4])
-                hits.append(Hit(first, str(path), page, str(section), int(start), end, text, score))
+                name = names.get(str(path), "")
+                hits.append(
+                    Hit(first, str(path), page, str(section), int(start), end, text, score, name)
+                )
         return hits
+
+    def _cite_names(self) -> dict[str, str]:
+        """What citations call each file indexed (`cite_names`): worked out again when the
+        index changed."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            generation = int(row[0]) if row is not None else 0
+            if self._names is None or self._names[0] != generation:
+                paths = [str(r[0]) for r in self._db.execute("SELECT path FROM files")]
+                self._names = (generation, cite_names(paths))
+            return self._names[1]
 
 
 def bumped(db: sqlite3.Connection) -> None:

@@ -18,6 +18,7 @@ from agent.store import Store
 from base.errors import ConfigError, StoreError
 from documents import windows
 from documents.api_embedder import ApiEmbedder
+from documents.citing import cite_names
 from documents.embedder import Embedder, _checked
 from documents.extract import html_text, pages
 from documents.index import Index
@@ -277,6 +278,35 @@ def test_the_search_is_offered_once_there_is_an_index_and_its_answer_is_cited(
     listed = said.split("Citations")[1].replace(" ", "")  # spaces out: the screen wraps lines
     assert f"[cite:{cite}]{docs / 'tides.rst'},sectiontides—Tablesofthetides,lines1-13" in listed
     assert "made-up" not in listed  # cited, but never found: not listed
+
+
+def test_files_of_one_name_are_cited_by_as_much_of_their_path_as_tells_them_apart(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    _write(docs / "api" / "index.md", "# API\n\nThe ferry API answers in JSON.\n")
+    _write(docs / "guide" / "index.md", "# Guide\n\nThe ferry guide is for travellers.\n")
+    _write(docs / "ferries.md", "# Ferries\n\nThe first ferry leaves at six.\n")
+    with Index.open(tmp_path / "index") as index:
+        index.add([docs])
+        cites = {
+            Path(hit.path).parent.name + "/" + Path(hit.path).name: hit.cite
+            for hit in index.search("ferry", k=5, how="keywords")
+        }
+        assert cites == {
+            "api/index.md": "api/index.md:1-3",
+            "guide/index.md": "guide/index.md:1-3",
+            "docs/ferries.md": "ferries.md:1-3",  # the only one of its name: its name alone
+        }
+        (docs / "guide" / "index.md").unlink()
+        index.add([docs])  # one index.md is left: its name is enough again
+        [hit] = index.search("ferry API", k=1, how="keywords")
+        assert hit.cite == "index.md:1-3"
+    assert cite_names(["/a/x.md", "/b/a/x.md", "/c/a/x.md"]) == {
+        "/a/x.md": "/a/x.md",
+        "/b/a/x.md": "b/a/x.md",
+        "/c/a/x.md": "c/a/x.md",
+    }
 
 
 def _first(index: Index, query: str, how: str) -> str:
