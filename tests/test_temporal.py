@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from agent.approvals import NotPending
+from agent.asking import DEFAULT_WINDOW
 from agent.config import EngineConfig
+from agent.effects import library_in
 from agent.events import ApprovalDecided, Event, GateDecided, TaskCreated, ToolResulted
 from agent.live import CommandOutput, ModelDelta
 from agent.state import TaskState
@@ -27,14 +29,18 @@ from agent.store import Store, StoredEvent
 from agent.temporal._wire import Decide, Steer
 from agent.temporal.client import connect, decide, steer
 from agent.temporal.runner import TemporalRunner
+from documents.index import Index
 from frontends.engine_commands import dev_server
 from frontends.serve import app
 from policies import Gate
+from tools.mapping import SOURCES, packed, part_room, reduce_calls
 from tools.registry import Registry
 
 from .conftest import REPO, pending, scripted, write_script
 from .temporal_env import agent, agent_env, start_worker, stop, write_config
 from .terminal import agent_in_terminal, read_until
+from .test_mapping import INSTRUCTION, harbours
+from .test_mapping import script as script_of_the_map
 
 QUICKSTART = REPO / "examples" / "quickstart.json"
 TALLY = str(REPO / "examples" / "tally_tool.py")
@@ -207,6 +213,43 @@ def test_a_megabyte_of_output_passes_by_reference(engine: EngineConfig, tmp_path
         return max(event.ByteSize() for event in history.events)
 
     assert asyncio.run(largest_event()) < 256_000  # the megabyte never entered the history
+
+
+def test_map_documents_reads_every_part_on_a_worker_and_the_task_counts_its_calls(
+    engine: EngineConfig, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = agent_env(home)
+    docs = harbours(tmp_path / "docs")
+    config = write_config(tmp_path / "agent.toml", engine, tools=[])
+    indexed = agent(config, env, "index", str(docs))
+    assert indexed.returncode == 0, indexed.stderr
+    with Index.open(library_in(home)) as index:
+        room = part_room(DEFAULT_WINDOW, INSTRUCTION)  # the scripted model says no window
+        parts = len(packed(index.passages(), room))
+    rounds = reduce_calls(parts - 1, room)
+    assert parts >= 2  # the probe: more than one call to count
+    turns = script_of_the_map(parts, rounds, "Boats leave harbour 0 at 5 o'clock.")
+    script = write_script(tmp_path / "map.json", turns)
+    worker = start_worker(config, env, tmp_path / "worker.log")
+    try:
+        ran = agent(
+            config, env, "run", "--json", "--no-plan", "--model", f"scripted:{script}", "boats?"
+        )
+        assert ran.returncode == 0, ran.stderr[-3000:]
+    finally:
+        stop(worker)
+    task_id, state = _last_task(home)
+    assert state.status == "done"
+    with Store.open(home / "events.db") as store:
+        (result,) = [e.event for e in store.events(task_id) if isinstance(e.event, ToolResulted)]
+    assert result.ok, result.content
+    assert result.content.startswith(SOURCES)
+    assert result.model_turns == parts + sum(rounds)  # each part, each combining call
+    assert result.model_usage is not None
+    assert state.input_tokens > result.model_usage.input_tokens > 0  # the task counted them
+    notes = sorted((home / "artifacts" / task_id).glob("map-*.md"))
+    assert len(notes) == parts  # each part's notes kept, by the worker that read it
 
 
 def test_two_thousand_steps_continue_as_new_and_lose_or_repeat_none(
