@@ -29,7 +29,7 @@ from agent.backends._chat import chat_messages, describe_tools, read_call, tool_
 from agent.backends._cpu import choose_path, cpu_flags, describe
 from agent.backends._decode import Decoder, chat_template, tokenize_seeing
 from agent.backends._gguf import read_metadata
-from agent.backends._vision import Projector
+from agent.backends._vision import Picture, Projector
 from agent.backends._worker_proto import (
     GenerateOptions,
     Generation,
@@ -207,33 +207,18 @@ class Engine:
         on_delta: Callable[[Delta], None] | None,
         cancelled: Callable[[], bool] | None,
     ) -> Generation:
-        note = describe_tools(request.tools, constrained=grammar is not None)
-        projector = self.decoder.projector
-        images = [image for message in messages for image in message.images]
-        seeing = projector is not None and bool(images)
-        plain = chat_messages(messages, note if request.tools else None, pictures=seeing)
-        pictures = None
         try:
-            parts = self.template.render_parts(plain)
-            if projector is not None and seeing:
-                prompt, pictures = tokenize_seeing(self._model, parts, images, projector)
-            else:
-                prompt = self.decoder.tokenize(parts)
-        except ValueError as error:
-            raise BackendError(
-                str(error), code=ErrorCode.GENERATION_FAILED, retryable=False
-            ) from error
-        window = self.info.model.context_window
-        room = window - len(prompt)
-        if room < 16:
-            raise BackendError(
-                f"the prompt is {len(prompt):,} tokens and local:{self.info.model.path} holds "
-                f"{window:,}: set a larger n_ctx, or give it less",
-                code=ErrorCode.CONTEXT_EXCEEDED,
-                retryable=False,
-            )
-        kind: Literal["text", "tool_call"] = "tool_call" if grammar is not None else "text"
-        try:
+            prompt, pictures = self._prompt(request, messages, grammar)
+            window = self.info.model.context_window
+            room = window - len(prompt)
+            if room < 16:
+                raise BackendError(
+                    f"the prompt is {len(prompt):,} tokens and local:{self.info.model.path} "
+                    f"holds {window:,}: set a larger n_ctx, or give it less",
+                    code=ErrorCode.CONTEXT_EXCEEDED,
+                    retryable=False,
+                )
+            kind: Literal["text", "tool_call"] = "tool_call" if grammar is not None else "text"
             return self.decoder.generate(
                 prompt,
                 # the request's cap (a tool's) within the backend's own, never past it
@@ -253,8 +238,24 @@ class Engine:
                 retryable=False,
             ) from error
         finally:
-            if projector is not None:
-                projector.release()
+            if self.decoder.projector is not None:
+                self.decoder.projector.release()  # the prompt's pictures, read or not
+
+    def _prompt(
+        self, request: ModelRequest, messages: list[Message], grammar: str | None
+    ) -> tuple[list[int], dict[int, Picture] | None]:
+        """The prompt's tokens, and its pictures by where their runs begin (None when it shows
+        the model none). Raises `ValueError` for a template that fails or a picture that
+        cannot be read."""
+        note = describe_tools(request.tools, constrained=grammar is not None)
+        projector = self.decoder.projector
+        images = [image for message in messages for image in message.images]
+        seeing = projector is not None and bool(images)
+        plain = chat_messages(messages, note if request.tools else None, pictures=seeing)
+        parts = self.template.render_parts(plain)
+        if projector is None or not seeing:
+            return self.decoder.tokenize(parts), None
+        return tokenize_seeing(self._model, parts, images, projector)
 
 
 def _int(value: str | None) -> int | None:
