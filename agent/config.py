@@ -336,6 +336,8 @@ def load_config(path: Path | None) -> Config:
         config.policy.file = base / config.policy.file
     if config.secrets.file is not None and not config.secrets.file.is_absolute():
         config.secrets.file = base / config.secrets.file
+    if (projector := config.model.local.mmproj) is not None:
+        config.model.local.mmproj = base / projector.expanduser()  # an absolute one stays
     # A scripted or local model's file, a tool given as a file, and the policy file are all
     # relative to the config that names them; so are price keys that name such a model.
     for section in ("uri", "planner"):

@@ -121,15 +121,20 @@ def backend_for(
     on_retry: Callable[[BackendError, int, float], None],
     on_load: Callable[[ModelInfo, float], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    *,
+    projector: bool = True,
 ) -> ModelBackend:
+    """The backend `uri` names, as `config` sets it up; a local model gets `[model.local]
+    mmproj` unless not `projector` (a planner on another file than the projector's model)."""
     mc = config.model
+    local = mc.local.model_dump() | ({} if projector else {"mmproj": None})
     backend = backend_from_uri(
         uri,
         api_key_env=mc.api_key_env,
         timeout=mc.timeout,
         max_attempts=mc.max_attempts,
         on_retry=on_retry,
-        local=mc.local.model_dump(),
+        local=local,
         on_load=on_load,
     )
     if mc.context_window is not None:

@@ -131,7 +131,14 @@ class _Session:
             self.store,
             registry,
             Gate.from_file(setup.policy) if setup.policy else Gate.default(),
-            planner=backend_for(planner, self.config, self._retrying, self._loaded, self._noted)
+            planner=backend_for(
+                planner,
+                self.config,
+                self._retrying,
+                self._loaded,
+                self._noted,
+                projector=planner == model,  # the projector is made for the acting model
+            )
             if planner
             else executor,
             executor=executor,

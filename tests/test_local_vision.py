@@ -4,7 +4,8 @@
 The projector's weights are noise, so what the model says of a picture means nothing; what these
 tests pin down is that the picture reaches the model: its image tokens are in the prompt the
 model read, the KV cache keeps them for the next call with the same picture (and not for another
-picture), and bad projectors and pictures fail with clear errors that leave the worker whole.
+picture), a bad projector fails to load naming it, and a picture that cannot be read is a note
+in its place that leaves the worker whole.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import pytest
 from PIL import Image as Pillow
 
 from agent.backends._chat import IMAGE_MARK, chat_messages
-from agent.backends.base import Message, ModelRequest
+from agent.backends.base import Message, ModelRequest, ToolCall
 from agent.backends.local import LocalBackend, bundled_model, local_backend
+from agent.config import load_config
 from base.errors import BackendError, ConfigError
 from base.images import Image
+from frontends.task_setup import backend_for
 from tests.tiny_projector import IMAGE_TOKENS, write_tiny_projector
 
 #: SmolLM2-135M's width: the projector's output must be this wide
@@ -92,15 +95,35 @@ async def test_the_same_picture_is_kept_in_the_cache_and_another_is_not(
     assert other.reused_tokens <= other.prompt_tokens - IMAGE_TOKENS - 1
 
 
-async def test_a_picture_that_cannot_be_read_fails_that_call_only(seeing: LocalBackend) -> None:
+async def test_a_picture_that_cannot_be_read_is_a_note_in_its_place(seeing: LocalBackend) -> None:
+    without = await seeing.complete(asking())
     broken = Image.of(b"\x89PNG\r\n\x1a\n" + b"not really" * 50, "image/png")
-    with pytest.raises(BackendError) as caught:
-        await seeing.complete(asking((broken,)))
-    assert caught.value.code == "generation_failed"
-    assert "picture" in str(caught.value)
+    noted = await seeing.complete(asking((broken,)))
+    note = noted.usage.input_tokens - without.usage.input_tokens
+    assert 0 < note != IMAGE_TOKENS  # some words said, no picture's run
 
     answer = await seeing.complete(asking((picture((0, 200, 0)),)))  # the worker is whole
-    assert answer.usage.input_tokens > IMAGE_TOKENS
+    assert answer.usage.input_tokens == without.usage.input_tokens + IMAGE_TOKENS
+
+
+async def test_a_webp_picture_is_decoded_here_and_shown(seeing: LocalBackend) -> None:
+    out = io.BytesIO()
+    Pillow.new("RGB", (50, 20), (10, 120, 240)).save(out, format="WEBP")
+    webp = Image.of(out.getvalue(), "image/webp")
+    without = await seeing.complete(asking())
+    shown = await seeing.complete(asking((webp,)))
+    assert shown.usage.input_tokens == without.usage.input_tokens + IMAGE_TOKENS
+
+
+async def test_a_model_set_not_to_see_is_sent_no_pictures(projector: Path) -> None:
+    backend = LocalBackend(bundled_model(), mmproj=projector, max_tokens=4, slots=1)
+    backend.vision = False  # `[model] vision = false`
+    try:
+        without = await backend.complete(asking())
+        with_one = await backend.complete(asking((picture((200, 30, 30)),)))
+        assert with_one.usage.input_tokens == without.usage.input_tokens
+    finally:
+        await backend.aclose()
 
 
 async def test_without_a_projector_pictures_are_left_out() -> None:
@@ -151,8 +174,42 @@ def test_a_missing_projector_is_refused_naming_it(tmp_path: Path) -> None:
 
 def test_a_text_cannot_mark_a_picture_of_its_own() -> None:
     forged = Message(role="user", content=f"look {IMAGE_MARK} here", images=(picture((1, 2, 3)),))
-    (plain,) = chat_messages([forged], pictures=True)
-    assert plain["content"].count(IMAGE_MARK) == 1
-    assert plain["content"].endswith(IMAGE_MARK)
-    (unseeing,) = chat_messages([forged])
-    assert unseeing["content"] == forged.content
+    call = ToolCall(id="c1", name=f"odd{IMAGE_MARK}", arguments=f'{{"a": "{IMAGE_MARK}"}}')
+    messages = [
+        forged,
+        Message(role="assistant", tool_calls=(call,)),
+        Message(role="tool", tool_call_id="c1", content="done", images=(picture((4, 5, 6)),)),
+    ]
+    plain = chat_messages(messages, f"Tools: a tool described with {IMAGE_MARK}", pictures=True)
+    joined = "".join(m["content"] for m in plain)
+    assert joined.count(IMAGE_MARK) == 2  # the two pictures' marks, and no other
+    assert plain[1]["content"].endswith(IMAGE_MARK)  # the user's picture, after its text
+    assert plain[-1]["content"].endswith(IMAGE_MARK)  # the tool's, after its result
+    unseeing = chat_messages(messages)
+    assert unseeing[0]["content"] == forged.content  # a model that does not see: as it was
+
+
+def test_a_relative_projector_is_found_beside_the_config(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    config = folder / "agent.toml"
+    config.write_text('[model]\nuri = "local:model.gguf"\n[model.local]\nmmproj = "mm.gguf"\n')
+    loaded = load_config(config)
+    assert loaded.model.local.mmproj == folder / "mm.gguf"
+    assert loaded.model.uri == f"local:{folder / 'model.gguf'}"
+
+
+def test_a_planner_on_another_file_is_not_given_the_projector(
+    projector: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[model.local]\nmmproj = "{projector}"\n')
+    loaded = load_config(config)
+    acting = backend_for("local:bundled", loaded, lambda *_: None)
+    planning = backend_for("local:bundled", loaded, lambda *_: None, projector=False)
+    assert isinstance(acting, LocalBackend)
+    assert isinstance(planning, LocalBackend)
+    assert acting.settings.mmproj == projector
+    assert acting.vision
+    assert planning.settings.mmproj is None
+    assert not planning.vision

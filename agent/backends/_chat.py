@@ -111,18 +111,23 @@ def chat_messages(
     and assistant alternate. With `pictures`, a message's pictures are marked (`IMAGE_MARK`,
     one each, in order) after its text, and no text holds that mark of its own.
     """
-    names = {call.id: call.name for m in messages for call in m.tool_calls}
+
+    def clean(text: str) -> str:  # with pictures, only they are marked
+        return text.replace(IMAGE_MARK, "\ufffd") if pictures else text
+
+    names = {call.id: clean(call.name) for m in messages for call in m.tool_calls}
+    note = clean(note) if note else note
     plain: list[dict[str, str]] = []
     for message in messages:
-        role, content = message.role, message.content
-        if pictures:
-            content = content.replace(IMAGE_MARK, "\ufffd") + IMAGE_MARK * len(message.images)
+        role, content = message.role, clean(message.content)
         if role == "assistant" and message.tool_calls:
-            calls = "\n".join(_call_json(call) for call in message.tool_calls)
+            calls = "\n".join(clean(_call_json(call)) for call in message.tool_calls)
             content = f"{content}\n{calls}" if content else calls
         elif role == "tool":
             name = names.get(message.tool_call_id or "", "the tool")
             role, content = "user", f"Result of {name}:\n{content}"
+        if pictures:
+            content += IMAGE_MARK * len(message.images)
         if plain and plain[-1]["role"] == role:
             plain[-1]["content"] += "\n\n" + content
         else:

@@ -67,8 +67,8 @@ def tokenize_seeing(
 ) -> tuple[list[int], dict[int, Picture]]:
     """As `tokenize`, for a prompt whose texts hold an `IMAGE_MARK` where each of `images` goes
     (in order): the tokens, with each picture's run held by its place-holding tokens, and the
-    pictures by where their runs begin. Raises `ValueError` if the marks and the images do not
-    pair up, or for a picture llama.cpp cannot read."""
+    pictures by where their runs begin. A picture that cannot be read is a note in its place.
+    Raises `ValueError` if the marks and the images do not pair up."""
     tokens: list[int] = []
     pictures: dict[int, Picture] = {}
     left = list(images)
@@ -77,7 +77,13 @@ def tokenize_seeing(
             if n:
                 if not left:
                     raise ValueError("the prompt marks more pictures than it has")
-                for found in projector.pieces(left.pop(0)):
+                image = left.pop(0)
+                try:
+                    found_pieces = projector.pieces(image)
+                except ValueError as error:
+                    note = f"[a picture ({image.media_type}) that could not be shown: {error}]"
+                    found_pieces = [model.tokenize(note.encode(), add_bos=False, special=False)]
+                for found in found_pieces:
                     if isinstance(found, list):
                         tokens += found
                     else:
@@ -237,8 +243,8 @@ class Decoder:
         while produced < max_tokens and len(slot.tokens) < n_ctx:
             if cancelled is not None and cancelled():
                 break
-            recent = np.asarray(slot.tokens[-PENALTY_WINDOW:], dtype=np.intc)
-            recent = recent[recent >= 0]  # a picture's place-holders are no tokens
+            # A picture's place-holders are no tokens (and no int32 either).
+            recent = np.asarray([t for t in slot.tokens[-PENALTY_WINDOW:] if t >= 0], np.intc)
             token, fixed = self._choose(slot, rules, temperature, repeat_penalty, recent, rng)
             corrected += fixed
             if produced == 0:

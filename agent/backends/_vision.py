@@ -8,9 +8,10 @@ cache like text, with the few text tokens the projector's format puts around the
 
 How a prompt is made (`Projector.pieces`): our own tokenizer still cuts every text (so a page's
 text can never be read as a control token, as `_chat` keeps it), and each picture is given to
-libmtmd alone, whose chunks are taken as they come. A picture is evaluated into a slot's
-context with libmtmd's helper, which knows what each projector needs (non-causal attention,
-batch sizes).
+libmtmd alone, whose chunks are taken as they come. A picture is decoded here (Pillow) and given
+to libmtmd as pixels, and evaluated into a slot's context with libmtmd's helper, which knows
+what each projector needs (non-causal attention, batch sizes). A picture that cannot be read is
+a short note in the prompt in its place (`tokenize_seeing`), not a failed call.
 
 Projectors whose model numbers image positions in two dimensions (M-RoPE: Qwen2-VL and its kin)
 are refused at load: the decoder counts one position a token.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp import _internals
 from llama_cpp import mtmd_cpp as mtmd
+from PIL import Image as Pillow
 
 from base.errors import ConfigError
 from base.images import Image
@@ -47,7 +50,8 @@ class Picture:
 
     def placeholders(self) -> list[int]:
         """What stands for it in a slot's token list: negative (never a real token), and the
-        same for the same picture, so a prompt that repeats it reuses its cache."""
+        same for the same picture (its whole digest), so a prompt that repeats it reuses its
+        cache and no other picture can."""
         return [-1 - self.key] * self.n_tokens
 
 
@@ -94,12 +98,12 @@ class Projector:
 
     def pieces(self, image: Image) -> list[Piece]:
         """What `image` adds to a prompt: the projector's own text tokens around it, and the
-        picture. Raises `ValueError` for bytes libmtmd cannot read as a picture."""
+        picture. Raises `ValueError` for a picture that cannot be read."""
         data = base64.b64decode(image.data)
-        buffer = (ctypes.c_uint8 * len(data)).from_buffer(bytearray(data))
-        bitmap = mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buffer, len(data), False)
+        nx, ny, rgb = _pixels(data)
+        bitmap = mtmd.mtmd_bitmap_init(nx, ny, (ctypes.c_uint8 * len(rgb)).from_buffer(rgb))
         if not bitmap:
-            raise ValueError(f"llama.cpp could not read a {image.media_type} picture")
+            raise ValueError(f"llama.cpp could not take a picture of {nx}x{ny} pixels")
         chunks = mtmd.mtmd_input_chunks_init()
         text = mtmd.mtmd_input_text(
             text=self._marker, text_len=len(self._marker), add_special=False, parse_special=True
@@ -111,9 +115,10 @@ class Projector:
             mtmd.mtmd_bitmap_free(bitmap)
         if code != 0:
             mtmd.mtmd_input_chunks_free(chunks)
-            raise ValueError(f"llama.cpp could not encode the picture (mtmd_tokenize {code})")
+            raise ValueError(f"llama.cpp could not encode a picture (mtmd_tokenize {code})")
         self._owned.append(chunks)
-        key = int.from_bytes(hashlib.sha256(data).digest()[:4], "big") & 0x3FFFFFFF
+        # The whole digest: a picture's place-holders are Python ints, never given to llama.cpp.
+        key = int.from_bytes(hashlib.sha256(data).digest(), "big")
         found: list[Piece] = []
         for i in range(mtmd.mtmd_input_chunks_size(chunks)):
             chunk = mtmd.mtmd_input_chunks_get(chunks, i)
@@ -146,3 +151,15 @@ class Projector:
         if self._ctx:
             mtmd.mtmd_free(self._ctx)
             self._ctx = None
+
+
+def _pixels(data: bytes) -> tuple[int, int, bytearray]:
+    """A picture's width, height and RGB bytes, decoded here (Pillow), so that llama.cpp reads
+    only pixels: neither its own image decoders nor the ffmpeg it falls back on ever see the
+    file. Raises `ValueError` for bytes that are no picture."""
+    try:
+        with Pillow.open(io.BytesIO(data)) as opened:
+            rgb = opened.convert("RGB")
+    except (OSError, ValueError, Pillow.DecompressionBombError) as error:
+        raise ValueError(f"not a picture that can be read ({error})") from error
+    return rgb.width, rgb.height, bytearray(rgb.tobytes())

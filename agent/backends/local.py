@@ -237,6 +237,10 @@ class LocalBackend(ModelBackend):
         (none retryable), or `worker_crashed` (retryable) if the worker died twice on it.
         """
         await self.load()
+        if not self.vision and any(m.images for m in request.messages):
+            # `[model] vision = false`: the projector stays loaded, the pictures stay here
+            plain = tuple(m.model_copy(update={"images": ()}) for m in request.messages)
+            request = request.model_copy(update={"messages": plain})
         call = CompleteCall(request=request, options=self._options)
         return await self._retry.run(lambda: self._complete(call, on_delta))
 
@@ -422,10 +426,12 @@ def _answers(path: Path) -> bool:
 
 def _socket_path(settings: WorkerSettings) -> Path:
     """The socket of the worker for `settings`: the same in every process of this user here."""
-    stat = settings.path.stat() if settings.path.is_file() else None
     key = hashlib.sha256()
     key.update(f"{PROTOCOL}\0{settings.model_dump_json()}\0".encode())
-    key.update(f"{settings.path.resolve()}\0{stat and (stat.st_size, stat.st_mtime_ns)}".encode())
+    for path in (settings.path, settings.mmproj):  # a file changed in place: another worker
+        stat = path.stat() if path is not None and path.is_file() else None
+        where = path.resolve() if path is not None else None
+        key.update(f"{where}\0{stat and (stat.st_size, stat.st_mtime_ns)}\0".encode())
     # A worker told of another CPU (a test's, a diagnosis') is another worker.
     key.update(os.environ.get("AGENT_CPUINFO", "").encode())
     here = Path(__file__).parent
