@@ -91,12 +91,12 @@ def _until_stopped(home: Path, task_id: str) -> TaskState:
 
 
 def _run_with_a_worker(
-    config: Path, env: dict[str, str], folder: Path, script: Path, task: str
+    config: Path, env: dict[str, str], folder: Path, script: Path, task: str, *flags: str
 ) -> subprocess.CompletedProcess[str]:
-    """`agent run` of a scripted task, with one worker up until it stops."""
+    """`agent run` of a scripted task (with `flags`), with one worker up until it stops."""
     worker = start_worker(config, env, folder / "worker.log")
     try:
-        return agent(config, env, "run", "--json", "--model", f"scripted:{script}", task)
+        return agent(config, env, "run", "--json", *flags, "--model", f"scripted:{script}", task)
     finally:
         stop(worker)
 
@@ -231,14 +231,8 @@ def test_map_documents_reads_every_part_on_a_worker_and_the_task_counts_its_call
     assert parts >= 2  # the probe: more than one call to count
     turns = script_of_the_map(parts, rounds, "Boats leave harbour 0 at 5 o'clock.")
     script = write_script(tmp_path / "map.json", turns)
-    worker = start_worker(config, env, tmp_path / "worker.log")
-    try:
-        ran = agent(
-            config, env, "run", "--json", "--no-plan", "--model", f"scripted:{script}", "boats?"
-        )
-        assert ran.returncode == 0, ran.stderr[-3000:]
-    finally:
-        stop(worker)
+    ran = _run_with_a_worker(config, env, tmp_path, script, "boats?", "--no-plan")
+    assert ran.returncode == 0, ran.stderr[-3000:]
     task_id, state = _last_task(home)
     assert state.status == "done"
     with Store.open(home / "events.db") as store:
@@ -264,26 +258,11 @@ def test_two_thousand_steps_continue_as_new_and_lose_or_repeat_none(
     turns += [{"tool": "tick", "args": {"n": n}} for n in range(steps)]
     turns.append({"answer": f"took {steps} steps"})
     script = write_script(tmp_path / "long.json", turns)
-    worker = start_worker(config, env, tmp_path / "worker.log")
-    try:
-        ran = agent(
-            config,
-            env,
-            "run",
-            "--json",
-            "--max-steps",
-            str(steps + 10),
-            "--max-tokens",
-            "100000000",
-            "--max-seconds",
-            "100000",
-            "--model",
-            f"scripted:{script}",
-            "tick",
-        )
-        assert ran.returncode == 0, ran.stderr[-3000:]
-    finally:
-        stop(worker)
+    limits = ("--max-steps", str(steps + 10), "--max-tokens", "100000000")
+    ran = _run_with_a_worker(
+        config, env, tmp_path, script, "tick", *limits, "--max-seconds", "100000"
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
     task_id, state = _last_task(home)
     assert state.status == "done"
     with Store.open(home / "events.db") as store:
