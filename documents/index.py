@@ -375,8 +375,7 @@ class Index:
             # left them all (another process may index at the same time).
             self._db.execute("BEGIN")
             try:
-                row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'")
-                generation = int(got[0]) if (got := row.fetchone()) is not None else 0
+                generation = generation_of(self._db)
                 if self._matrix is None or self._matrix[0] != generation:
                     cursor = self._db.execute("SELECT id, vector FROM passages ORDER BY id")
                     rows = cursor.fetchall()
@@ -431,12 +430,17 @@ class Index:
         """What citations call each file indexed (`cite_names`): worked out again when the
         index changed."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-            generation = int(row[0]) if row is not None else 0
+            generation = generation_of(self._db)
             if self._names is None or self._names[0] != generation:
                 paths = [str(r[0]) for r in self._db.execute("SELECT path FROM files")]
                 self._names = (generation, cite_names(paths))
             return self._names[1]
+
+
+def generation_of(db: sqlite3.Connection) -> int:
+    """How many changes the index has counted (`bumped`): what a reader's copies are keyed by."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def bumped(db: sqlite3.Connection) -> None:
