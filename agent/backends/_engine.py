@@ -249,11 +249,10 @@ class Engine:
         cannot be read."""
         note = describe_tools(request.tools, constrained=grammar is not None)
         projector = self.decoder.projector
-        images = [image for message in messages for image in message.images]
-        seeing = projector is not None and bool(images)
-        plain = chat_messages(messages, note if request.tools else None, pictures=seeing)
+        images = [i for m in messages for i in m.images] if projector is not None else []
+        plain = chat_messages(messages, note if request.tools else None, pictures=bool(images))
         parts = self.template.render_parts(plain)
-        if projector is None or not seeing:
+        if projector is None or not images:
             return self.decoder.tokenize(parts), None
         return tokenize_seeing(self._model, parts, images, projector)
 

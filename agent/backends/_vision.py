@@ -40,10 +40,10 @@ _TEXT = mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT
 
 @dataclass(frozen=True)
 class Picture:
-    """A picture's run in a prompt: libmtmd's chunk (owned by `owner`), how many positions it
-    takes, and a key the run's place-holding tokens are made from (its bytes' digest)."""
+    """A picture's run in a prompt: libmtmd's chunk (its chunks are held by the projector until
+    `release`), how many positions it takes, and a key the run's place-holding tokens are made
+    from (its bytes' digest)."""
 
-    owner: Any  # the mtmd_input_chunks the chunk belongs to
     chunk: Any
     n_tokens: int
     key: int
@@ -127,7 +127,7 @@ class Projector:
                 tokens = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
                 found.append([int(tokens[j]) for j in range(count.value)])
             else:
-                found.append(Picture(chunks, chunk, mtmd.mtmd_input_chunk_get_n_tokens(chunk), key))
+                found.append(Picture(chunk, mtmd.mtmd_input_chunk_get_n_tokens(chunk), key))
         return found
 
     def evaluate(self, ctx: Any, picture: Picture, n_past: int, n_batch: int) -> None:
