@@ -8,6 +8,7 @@ task has recorded, and the task's next call the number after them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ class TaskModel:
     _calls: int = 0
     _usage: Usage = field(default_factory=Usage)
     _cost: float | None = None
+    #: when the call began (the clock `time.monotonic`), what its time left counts from
+    _began: float = field(default_factory=time.monotonic)
 
     @classmethod
     def of(
@@ -60,6 +63,9 @@ class TaskModel:
             ),
             price_in=None if price is None else price.input,
             price_out=None if price is None else price.output,
+            seconds=(
+                None if lim.max_seconds is None else max(0.0, lim.max_seconds - state.seconds)
+            ),
         )
         return cls(backend, state.task_id, state.turns, allowance, prices, redact)
 
@@ -116,6 +122,8 @@ class TaskModel:
             return f"{self._usage.total:,} tokens of the {left.tokens:,} left"
         if left.cost_usd is not None and self._cost is not None and self._cost >= left.cost_usd:
             return f"${self._cost:.4f} of the ${left.cost_usd:.4f} left"
+        if left.seconds is not None and (took := time.monotonic() - self._began) >= left.seconds:
+            return f"{took:.1f} s of the {left.seconds:.1f} s left"
         return None
 
     def spent_with(self, paused: TaskPaused) -> TaskPaused:

@@ -7,6 +7,7 @@ pauses the task; the bundled local model does the whole of it for real."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,8 @@ class Watched(ModelBackend):
         self.now = self.most = self.answered = 0
         #: how many tool calls answer before the rest fail (None: all answer)
         self.fail_after: int | None = None
+        #: how long each call takes, in seconds
+        self.delay = 0.02
 
     async def complete(
         self, request: ModelRequest, *, on_delta: DeltaSink | None = None
@@ -89,7 +92,7 @@ class Watched(ModelBackend):
         self.now += 1
         self.most = max(self.most, self.now)
         try:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(self.delay)
             return await self.script.complete(request, on_delta=on_delta)
         finally:
             self.now -= 1
@@ -321,6 +324,35 @@ async def test_calls_that_take_more_than_said_stop_where_the_budget_does(
     asked = [r for r in backend.script.requests if not r.tools]
     assert 3 <= len(asked) < parts  # stopped early; the calls under way when it did, finished
     assert result.model_usage.input_tokens == len(asked) * (said // 3)
+
+
+async def test_calls_stop_when_the_task_has_no_time_left(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    parts, rounds = work(home, harbours(tmp_path / "docs", count=12))
+    assert parts >= 8
+    backend = Watched(ScriptedBackend(parse_script(script(parts, rounds, "late", parallel=1))))
+    backend.delay = 0.25  # the task's 1.2 s pay for about four of the tool's calls
+    runner = runner_of(store, backend)
+    task_id = runner.create("boats?", run_limits(max_seconds=1.2), plan=False)
+
+    final = await runner.run(task_id)
+    (result,) = tool_results(store, task_id)
+    assert not result.ok
+    assert result.content.startswith("stopped: the task's budget is spent (")
+    assert re.search(r"\(\d+\.\d s of the \d+\.\d s left\) after \d+ calls", result.content)
+    asked = [r for r in backend.script.requests if not r.tools]
+    assert 2 <= len(asked) <= 5 < parts  # stopped when the time ran out, not after every part
+    assert result.model_turns == parts  # every part's turn was reserved; most were not asked
+    # The notes finished are kept: the same call with more time goes on from them.
+    notes = [n for n in runner.artifacts(task_id).names() if n.startswith("map-")]
+    assert len(notes) == len(asked)
+    # The time the tool took counts: the task pauses for its time, not asking the model again.
+    assert final.status == "paused"
+    assert final.pause is not None
+    assert final.pause.reason == "budget_exhausted"
+    assert final.pause.detail.startswith("time: ")
+    assert len(backend.script.requests) == 1 + len(asked)
 
 
 async def test_an_answer_cannot_pass_off_its_own_lines_as_sources(

@@ -31,12 +31,14 @@ class Spent:
 @dataclass(frozen=True)
 class Allowance:
     """What the task may still spend on model calls (None: no limit), and the model's price in
-    US dollars per million tokens read and written (None: not known)."""
+    US dollars per million tokens read and written (None: not known); `seconds`: the time the
+    task has left when the tool's call begins (None: no limit)."""
 
     tokens: int | None
     cost_usd: float | None
     price_in: float | None
     price_out: float | None
+    seconds: float | None = None
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         """What so many tokens cost at the model's price (None where it is not known)."""

@@ -10,7 +10,9 @@ left.
 Before the first call the tool works out what it will take: how many calls, at most how many
 tokens read and written, and what that costs at the model's price. Work the task's budget
 cannot pay for is refused with those figures, so the model can narrow it (`files`) or say so;
-`estimate_only` gives the figures without a call.
+`estimate_only` gives the figures without a call. What a call takes in time is not known
+before it is made: the calls stop when the task's time runs out (and when its tokens or money
+do, should the calls take more than was said), keeping the notes finished.
 
 A part's notes are kept under a name taken from the model, the instruction and the part's
 text: a run that stopped half way (a crash, a pause) and is run again asks only for the parts
@@ -313,7 +315,7 @@ class _Mapper:
                     NOTE_TOKENS,
                 )
                 if artifacts is not None:
-                    await asyncio.to_thread(artifacts.keep, name, text.encode("utf-8"))
+                    await finished(asyncio.to_thread(artifacts.keep, name, text.encode("utf-8")))
             done += 1
             self._say(f"map_documents: {done} of {len(parts)} parts read")
             return "" if text.strip().strip(".").upper() == NOTHING else text.strip()
@@ -347,6 +349,17 @@ class _Mapper:
             if last:
                 return answers[0].strip()
             texts = [f"[notes {n}]\n{a.strip()}" for n, a in enumerate(answers, start=1)]
+
+
+async def finished(work: Coroutine[Any, Any, object]) -> None:
+    """Await `work` to its end, even when the call is cancelled meanwhile (another part's call
+    failed, say): notes the model was paid for are kept before the tool stops."""
+    done = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        await done
+        raise
 
 
 async def every(calls: list[Coroutine[Any, Any, str]]) -> list[str]:
