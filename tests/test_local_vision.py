@@ -106,6 +106,17 @@ async def test_a_picture_that_cannot_be_read_is_a_note_in_its_place(seeing: Loca
     assert answer.usage.input_tokens == without.usage.input_tokens + IMAGE_TOKENS
 
 
+async def test_the_workers_log_says_how_the_projector_loaded_but_not_each_picture(
+    seeing: LocalBackend,
+) -> None:
+    await seeing.complete(asking((picture((90, 90, 90)),), turn=7))
+    await seeing.complete(asking((picture((91, 90, 90)),), turn=8))
+    log = seeing.socket_path.with_suffix(".log").read_text(errors="replace")
+    assert "load_tensors" in log  # the probe: libmtmd's lines reach this log
+    assert "encoding image slice" not in log
+    assert "image decoded" not in log
+
+
 async def test_a_webp_picture_is_decoded_here_and_shown(seeing: LocalBackend) -> None:
     out = io.BytesIO()
     Pillow.new("RGB", (50, 20), (10, 120, 240)).save(out, format="WEBP")
