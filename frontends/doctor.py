@@ -184,7 +184,12 @@ def _model_fix(exc: AgentError) -> str:
             "llama.cpp crashed on this machine: try `repack = false` under [model.local] in "
             "agent.toml, and see the worker's log named above"
         )
-    return "correct [model] in agent.toml"
+    if exc.code == ErrorCode.MODEL_LOAD_FAILED:
+        return (
+            "check the file the error names: [model.local] path (or the model's URI) for the "
+            "model, [model.local] mmproj for its projector, in agent.toml"
+        )
+    return "correct, in agent.toml, the setting the error names"
 
 
 async def _probe(backend: ModelBackend) -> tuple[Capabilities, list[Check]]:

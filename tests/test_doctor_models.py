@@ -56,3 +56,30 @@ def test_a_key_the_provider_refuses_fails_the_check_naming_why(
     assert "401" in str(test["detail"])
     assert "bad key" in str(test["detail"])
     assert "API key" in str(test["fix"])
+
+
+def test_a_projector_that_is_not_there_fails_the_check_naming_where_to_fix_it(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere" / "mmproj.gguf"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "agent.toml").write_text(f'[model.local]\nmmproj = "{missing}"\n')
+    checks = model_checks(capsys)
+    model = checks["model"]
+    assert not model["ok"]
+    assert str(missing) in str(model["detail"])
+    assert "[model.local] mmproj" in str(model["detail"])
+    assert "the setting the error names" in str(model["fix"])
+
+
+def test_a_file_that_is_no_projector_fails_the_self_test_naming_where_to_fix_it(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "mmproj.gguf"
+    fake.write_bytes(b"GGUF but not really" * 100)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "agent.toml").write_text(f'[model.local]\nmmproj = "{fake}"\n')
+    checks = model_checks(capsys)
+    failed = [c for c in checks.values() if not c["ok"]]
+    assert any(str(fake) in str(c["detail"]) for c in failed), checks
+    assert any("[model.local] mmproj" in str(c["fix"]) for c in failed), checks
