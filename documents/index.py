@@ -295,6 +295,41 @@ class Index:
         self._db.execute("COMMIT")
         return len(cut)
 
+    def remove(self, paths: Iterable[Path]) -> tuple[list[str], int]:
+        """Take the files at `paths` out of the index, whether or not they are still there (a
+        folder: every file indexed under it): the files taken out, and how many passages went
+        with them. Raises `ConfigError`, having taken out nothing, for a path under which
+        nothing is indexed."""
+        keys: dict[str, None] = {}
+        for given in paths:
+            path = given.expanduser().resolve()
+            prefix = str(path).rstrip("/") + "/"
+            found = self._db.execute(
+                "SELECT path FROM files WHERE path = ? OR substr(path, 1, ?) = ? ORDER BY path",
+                (str(path), len(prefix), prefix),
+            ).fetchall()
+            if not found:
+                raise ConfigError(
+                    f"{given}: nothing indexed there (`agent index --list` lists what is)"
+                )
+            keys.update((str(r[0]), None) for r in found)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                went = 0
+                for key in keys:
+                    row = self._db.execute("SELECT passages FROM files WHERE path = ?", (key,))
+                    went += int((row.fetchone() or (0,))[0])
+                    self._remove(key)
+                bumped(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the documents index in {self.folder}: {exc}") from exc
+        return list(keys), went
+
     def _remove(self, key: str) -> None:
         windows.drop(self._db, key)
         self._db.execute("DELETE FROM passages WHERE path = ?", (key,))

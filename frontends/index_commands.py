@@ -44,6 +44,12 @@ def add_index_parser(
     )
     parser.add_argument("--list", action="store_true", help="list the files indexed")
     parser.add_argument(
+        "--remove",
+        action="store_true",
+        help="take the files at PATH out of the index (a folder: every file indexed under "
+        "it), whether or not they are still there",
+    )
+    parser.add_argument(
         "--embedder",
         metavar="URI",
         help="for a new index: 'local' (the bundled offline model, the default), "
@@ -54,9 +60,14 @@ def add_index_parser(
 
 def index_command(args: argparse.Namespace, config: Config, out: Console) -> int:
     if not (args.paths or args.search or args.list):
-        out.print("nothing to do: give PATH to index, --search QUERY, or --list (see --help)")
+        out.print(
+            "nothing to do: give PATH to index, --search QUERY, --list, or --remove PATH "
+            "(see --help)"
+        )
         return 2
     folder = library_in(default_home())  # no store opened (a database, maybe) for a folder
+    if args.remove:
+        return _remove(folder, [Path(p) for p in args.paths], out, args.json)
     if args.paths:
         # The configured embedder makes a new index; only --embedder is held to an old one.
         made = indexed(folder)
@@ -90,6 +101,27 @@ def index_command(args: argparse.Namespace, config: Config, out: Console) -> int
                 out.print(shown(hit.text[:600]), highlight=False)
                 out.print()
             out.print(f"[dim]{len(hits)} of {index.count():,} passages, in {ms:.0f} ms[/]")
+    return 0
+
+
+def _remove(folder: Path, paths: list[Path], out: Console, as_json: bool) -> int:
+    """Take `paths` out of the index in `folder`, saying what went."""
+    if not paths:
+        out.print("nothing to remove: give the PATH of a file or folder indexed")
+        return 2
+    if not indexed(folder):
+        out.print(f"nothing is indexed in {folder} yet: agent index PATH")
+        return 1
+    with Index.open(folder) as index:
+        files, went = index.remove(paths)  # a path with nothing indexed: the command's error
+        total = index.count()
+    if as_json:
+        print_json({"removed": files, "passages": went, "total": total})
+        return 0
+    for path in files:
+        out.print(f"removed {shown(path)}", highlight=False)
+    files_said = "1 file" if len(files) == 1 else f"{len(files):,} files"
+    out.print(f"{files_said} and {went:,} passages removed; {total:,} passages left")
     return 0
 
 

@@ -223,6 +223,38 @@ def test_indexing_again_reads_what_changed_and_forgets_what_went(tmp_path: Path)
         assert (deposit.page, deposit.cite) == (2, "lease.pdf:p.2:1-2")
 
 
+def test_files_are_taken_out_of_the_index_on_request_and_nothing_on_a_wrong_path(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = tmp_path / "docs"
+    _write(docs / "tides.rst", RST)
+    _write(docs / "ferries.md", "# Ferries\n\nThe first ferry leaves at six.\n")
+    _write(docs / "old" / "a.md", "# Old A\n\nThe old pier was closed in spring.\n")
+    _write(docs / "old" / "b.md", "# Old B\n\nThe old lighthouse is a museum now.\n")
+    assert main(["index", str(docs)]) == 0
+    capsys.readouterr()
+
+    # A path with nothing indexed under it: an error naming it, and nothing taken out.
+    assert main(["index", "--remove", str(docs / "old"), str(docs / "nowhere")]) == 2
+    assert "nowhere: nothing indexed there" in " ".join(capsys.readouterr().err.split())
+    with Index.open(home / "index") as index:
+        assert len(index.files()) == 4
+
+    # A file (gone from the disk already) and a folder: their passages and windows go too.
+    (docs / "ferries.md").unlink()
+    assert main(["index", "--json", "--remove", str(docs / "ferries.md"), str(docs / "old")]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert [Path(p).name for p in said["removed"]] == ["ferries.md", "a.md", "b.md"]
+    assert said["passages"] == 3
+    with Index.open(home / "index") as index:
+        assert [Path(p).name for p, _ in index.files()] == ["tides.rst"]
+        assert said["total"] == index.count() > 0
+        assert index.search("ferry", 5, "keywords") == []
+        assert index.search("lighthouse museum", 5, "keywords") == []
+        assert all(Path(h.path).name == "tides.rst" for h in index.search("old pier", 5))
+        assert _first(index, "harbour boats", "keywords") == "tides.rst"  # the probe
+
+
 def test_keywords_meaning_and_their_fusion_each_find_what_the_other_misses(
     tmp_path: Path,
 ) -> None:
