@@ -40,8 +40,9 @@ class TaskModel:
     _calls: int = 0
     _usage: Usage = field(default_factory=Usage)
     _cost: float | None = None
-    #: when the call began (the clock `time.monotonic`), what its time left counts from
-    _began: float = field(default_factory=time.monotonic)
+    #: when the call began (`time.perf_counter`, the clock a call's time is recorded by),
+    #: what its time left counts from
+    _began: float = field(default_factory=time.perf_counter)
 
     @classmethod
     def of(
@@ -122,7 +123,7 @@ class TaskModel:
             return f"{self._usage.total:,} tokens of the {left.tokens:,} left"
         if left.cost_usd is not None and self._cost is not None and self._cost >= left.cost_usd:
             return f"${self._cost:.4f} of the ${left.cost_usd:.4f} left"
-        if left.seconds is not None and (took := time.monotonic() - self._began) >= left.seconds:
+        if left.seconds is not None and (took := time.perf_counter() - self._began) >= left.seconds:
             return f"{took:.1f} s of the {left.seconds:.1f} s left"
         return None
 

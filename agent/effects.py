@@ -207,9 +207,11 @@ class LocalEffects:
         # With secrets, what the call shows as it runs is redacted (and a tail of it held back).
         live = LiveText(self._redactor) if self.secrets else None
         redact = self._redactor.text if self.secrets else None
+        # Timed from before the model lent is: the time its calls may take is counted from
+        # there, so what the call is said to take is never less.
+        started = time.perf_counter()
         model = TaskModel.of(self.backends["act"], self.state, self.prices, redact)
         ctx = self.tool_context(call, key, live, model) if tool.wants_context else None
-        started = time.perf_counter()
         try:
             printing = self._printing(live) if self.listeners else None
             outcome = await tool.run(call.validated or call.arguments, ctx, printing)
