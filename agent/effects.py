@@ -228,9 +228,10 @@ class LocalEffects:
         except BackendError as exc:  # a tool's own call to the model failed: as the loop's would
             detail = self._redactor.text(f"{self.backends['act'].name}: {exc} [{exc.code}]")
             paused = TaskPaused(reason="model_error", detail=detail)
-            return Stopped(model.spent_with(paused))
+            return Stopped(model.spent_with(paused), seconds=time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a tool's own bug; recorded, the task pauses
-            return Stopped(model.spent_with(self._crashed(tool, exc)))
+            crashed = model.spent_with(self._crashed(tool, exc))
+            return Stopped(crashed, seconds=time.perf_counter() - started)
         finally:
             if live is not None:
                 self._show_held(live)

@@ -355,6 +355,8 @@ class TaskPaused(_Event):
     #: no result carries it): counted against the task's budget all the same
     model_usage: Usage | None = None
     model_cost_usd: float | None = None
+    #: how long the tool's call ran before the pause stopped it (counted as its result would be)
+    seconds: float | None = Field(None, ge=0)
 
 
 class LimitsRaised(_Event):

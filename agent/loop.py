@@ -193,11 +193,14 @@ async def run_tool(
     outcome = await loop.effects.run_tool(tool, call, key)
     if isinstance(outcome, Stopped):
         events: list[Event] = []
+        paused = outcome.paused
         if outcome.not_run is not None:
             # Known not to have run: say so, so that a resume asks the model again rather than
             # a reviewer whether it took effect.
             events.append(resulted(call, outcome.not_run, outcome.seconds, recovery))
-        loop.record.commit([*events, outcome.paused])
+        elif outcome.seconds:  # no result to count the call's time: the pause counts it
+            paused = paused.model_copy(update={"seconds": outcome.seconds})
+        loop.record.commit([*events, paused])
         return None
     done = resulted(call, outcome.result, outcome.seconds, recovery)
     if outcome.late is not None:

@@ -428,6 +428,7 @@ class TaskState:
     def _on_task_paused(self, event: TaskPaused) -> None:
         self.pause = event
         self._spent(event.model_usage, event.model_cost_usd)
+        self.seconds += event.seconds or 0.0
 
     def _on_limits_raised(self, event: LimitsRaised) -> None:
         self.limits = event.limits

@@ -45,6 +45,8 @@ INSTRUCTION = "List each harbour and the hour its boats leave."
 FREE_LEFT = Allowance(None, None, 0.0, 0.0)
 #: the window the scripted model says it has: small, so a few files make several parts
 WINDOW = 2048
+#: tokens a part's call reads, where a test says
+PART_USAGE = 100
 
 
 def harbours(folder: Path, count: int = 6) -> Path:
@@ -77,8 +79,11 @@ class Watched(ModelBackend):
         self.now = self.most = self.answered = 0
         #: how many tool calls answer before the rest fail (None: all answer)
         self.fail_after: int | None = None
-        #: how long each call takes, in seconds
-        self.delay = 0.02
+        #: how long each call takes, in seconds, in turn
+        self.delays = [0.02]
+        self._made = 0
+        #: the tools' own calls begun (a call cancelled half way is not in the script's requests)
+        self.begun = 0
 
     async def complete(
         self, request: ModelRequest, *, on_delta: DeltaSink | None = None
@@ -89,10 +94,12 @@ class Watched(ModelBackend):
                 "the server went away", code=ErrorCode.CONNECTION_FAILED, retryable=True
             )
         self.answered += 0 if request.tools else 1
+        self.begun += 0 if request.tools else 1
         self.now += 1
         self.most = max(self.most, self.now)
         try:
-            await asyncio.sleep(self.delay)
+            self._made += 1
+            await asyncio.sleep(self.delays[self._made % len(self.delays)])
             return await self.script.complete(request, on_delta=on_delta)
         finally:
             self.now -= 1
@@ -270,6 +277,11 @@ async def test_what_the_calls_took_before_a_pause_counts_against_the_budget(
     assert paused.model_usage.input_tokens > 0
     state, own = counted(store, task_id, paused.model_usage)
     assert state.turns == own  # no turn taken: a resume reserves the same ones
+    # The time the call ran counts too: each part's call took 0.02 s, four at a time.
+    assert paused.seconds is not None
+    assert paused.seconds >= 0.02 * parts / 4
+    responded = [e.event for e in store.events(task_id) if isinstance(e.event, ModelResponded)]
+    assert state.seconds == pytest.approx(sum(r.seconds for r in responded) + paused.seconds)
 
 
 async def test_the_calls_never_send_a_secret_an_indexed_file_holds(
@@ -331,8 +343,13 @@ async def test_calls_stop_when_the_task_has_no_time_left(
 ) -> None:
     parts, rounds = work(home, harbours(tmp_path / "docs", count=12))
     assert parts >= 8
-    backend = Watched(ScriptedBackend(parse_script(script(parts, rounds, "late", parallel=1))))
-    backend.delay = 0.25  # the task's 1.2 s pay for about four of the tool's calls
+    turns = script(parts, rounds, "late", parallel=3)
+    for turn in turns[1 : 1 + parts]:  # each part's notes: so many tokens read
+        turn["usage"] = {"input_tokens": PART_USAGE, "output_tokens": 10}
+    backend = Watched(ScriptedBackend(parse_script(turns)))
+    # Calls of different lengths: when the time runs out, some are always under way. The task's
+    # 1.2 s pay for about four rounds of them.
+    backend.delays = [0.17, 0.25, 0.33]
     runner = runner_of(store, backend)
     task_id = runner.create("boats?", run_limits(max_seconds=1.2), plan=False)
 
@@ -342,11 +359,16 @@ async def test_calls_stop_when_the_task_has_no_time_left(
     assert result.content.startswith("stopped: the task's budget is spent (")
     assert re.search(r"\(\d+\.\d s of the \d+\.\d s left\) after \d+ calls", result.content)
     asked = [r for r in backend.script.requests if not r.tools]
-    assert 2 <= len(asked) <= 5 < parts  # stopped when the time ran out, not after every part
+    assert backend.most == 3
+    assert 6 <= len(asked) <= 15 < parts  # stopped when the time ran out, not after every part
     assert result.model_turns == parts  # every part's turn was reserved; most were not asked
-    # The notes finished are kept: the same call with more time goes on from them.
+    # The calls under way when the time ran out were let finish: each answer is kept (the same
+    # call with more time goes on from them) and counted.
+    assert backend.begun == len(asked)
     notes = [n for n in runner.artifacts(task_id).names() if n.startswith("map-")]
     assert len(notes) == len(asked)
+    assert result.model_usage is not None
+    assert result.model_usage.input_tokens == len(asked) * PART_USAGE
     # The time the tool took counts: the task pauses for its time, not asking the model again.
     assert final.status == "paused"
     assert final.pause is not None

@@ -26,7 +26,7 @@ import hashlib
 import math
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field
 
@@ -57,6 +57,7 @@ SOURCES = "Sources cited:\n"
 _END = "\n---\n"
 #: an answer that means "nothing here for the instruction"
 NOTHING = "NOTHING"
+_T = TypeVar("_T")
 
 _MAP_SYSTEM = (
     "You read one part of a larger set of documents, as passages each headed by its citation "
@@ -280,12 +281,27 @@ class _Mapper:
         self.ctx, self.model, self.instruction = ctx, model, instruction
         self.gate = asyncio.Semaphore(parallel)
         self.asked = self.reused = 0
+        #: why the calls stopped: the task's budget or time ran out (raised once the calls
+        #: under way then have ended)
+        self.stopped: ToolError | None = None
 
-    async def _ask(self, turn: int, system: str, text: str, max_tokens: int) -> str:
+    async def _ask(self, turn: int, system: str, text: str, max_tokens: int) -> str | None:
+        """The model's answer; None once the budget is spent (no call is made: the calls under
+        way finish, and are kept, before the tool stops)."""
         async with self.gate:
-            answer = await self.model.ask(turn, system, text, max_tokens)
+            if self.stopped is not None:
+                return None
+            try:
+                answer = await self.model.ask(turn, system, text, max_tokens)
+            except ToolError as spent:
+                self.stopped = spent
+                return None
         self.asked += 1
         return answer
+
+    def _stop_if_spent(self) -> None:
+        if self.stopped is not None:
+            raise self.stopped
 
     def _say(self, text: str) -> None:
         if self.ctx.output is not None:
@@ -307,13 +323,16 @@ class _Mapper:
                 self.reused += 1
                 text = (await asyncio.to_thread(artifacts.read, name)).decode("utf-8")
             else:
-                text = await self._ask(
+                answer = await self._ask(
                     turn,
                     system,
                     f"Instruction: {self.instruction}\n\nPart {part.number} of "
                     f"{len(parts)}:\n\n{part.text}",
                     NOTE_TOKENS,
                 )
+                if answer is None:
+                    return ""
+                text = answer
                 if artifacts is not None:
                     await finished(asyncio.to_thread(artifacts.keep, name, text.encode("utf-8")))
             done += 1
@@ -321,6 +340,7 @@ class _Mapper:
             return "" if text.strip().strip(".").upper() == NOTHING else text.strip()
 
         notes = await every([one(p, t) for p, t in zip(parts, turns, strict=True)])
+        self._stop_if_spent()
         return list(zip(parts, notes, strict=True))
 
     async def combined(self, notes: list[tuple[Part, str]], room: int) -> str:
@@ -346,23 +366,32 @@ class _Mapper:
                     for group, turn in zip(groups, turns, strict=True)
                 ]
             )
+            self._stop_if_spent()
+            said = [a.strip() for a in answers if a is not None]  # all: none stopped
             if last:
-                return answers[0].strip()
-            texts = [f"[notes {n}]\n{a.strip()}" for n, a in enumerate(answers, start=1)]
+                return said[0]
+            texts = [f"[notes {n}]\n{a}" for n, a in enumerate(said, start=1)]
 
 
 async def finished(work: Coroutine[Any, Any, object]) -> None:
     """Await `work` to its end, even when the call is cancelled meanwhile (another part's call
-    failed, say): notes the model was paid for are kept before the tool stops."""
+    failed, say): notes the model was paid for are kept before the tool stops. Cancelled, it
+    then raises `CancelledError` (whether the notes could be kept or not)."""
     done = asyncio.ensure_future(work)
-    try:
-        await asyncio.shield(done)
-    except asyncio.CancelledError:
-        await done
-        raise
+    cancelled = False
+    while not done.done():
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            cancelled = True  # again if cancelled again: the work is not given up
+    if cancelled:
+        if not done.cancelled():
+            done.exception()  # looked at: a write that failed as the tool stopped says nothing
+        raise asyncio.CancelledError
+    done.result()
 
 
-async def every(calls: list[Coroutine[Any, Any, str]]) -> list[str]:
+async def every(calls: list[Coroutine[Any, Any, _T]]) -> list[_T]:
     """The answers of `calls`, run together; when one fails, the others are cancelled (none
     goes on spending after the tool stopped) and its error is raised as it was."""
     try:
