@@ -462,11 +462,15 @@ async def test_a_gguf_file_without_its_weights_fails_to_load(tmp_path: Path) -> 
     # The header reads fine; llama.cpp finds the tensors missing.
     path = tmp_path / "model.gguf"
     path.write_bytes(bundled_model().read_bytes()[:2_000_000])
+    backend = LocalBackend(path)
     with pytest.raises(BackendError) as caught:
-        await LocalBackend(path).complete(hello())
+        await backend.complete(hello())
 
     assert caught.value.code == "model_load_failed"
     assert "llama.cpp could not load" in str(caught.value)
+    # Why, in llama.cpp's words, is in the worker's log (its errors were once dropped).
+    log = backend.socket_path.with_suffix(".log").read_text(errors="replace")
+    assert "error loading model" in log
 
 
 async def test_a_gguf_file_with_a_corrupt_header_fails_to_load(tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ async def test_the_workers_log_says_how_the_projector_loaded_but_not_each_pictur
     await seeing.complete(asking((picture((90, 90, 90)),), turn=7))
     await seeing.complete(asking((picture((91, 90, 90)),), turn=8))
     log = seeing.socket_path.with_suffix(".log").read_text(errors="replace")
-    assert "load_tensors" in log  # the probe: libmtmd's lines reach this log
+    assert "clip_model_loader" in log  # the probe: libmtmd's lines reach this log
     assert "encoding image slice" not in log
     assert "image decoded" not in log
 

@@ -22,9 +22,9 @@ from typing import Literal
 
 import llama_cpp
 from llama_cpp import _internals
-from llama_cpp._logger import set_verbose
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from agent.backends import _native_log as native_log
 from agent.backends._chat import chat_messages, describe_tools, read_call, tool_call_schema
 from agent.backends._cpu import choose_path, cpu_flags, describe
 from agent.backends._decode import Decoder, chat_template, tokenize_seeing
@@ -72,11 +72,13 @@ class Engine:
         trained = _read_trained_context(path)
         n_ctx = settings.n_ctx or min(trained or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
         llama_cpp.llama_backend_init()
-        set_verbose(False)  # llama.cpp's errors still reach the worker's log
+        native_log.install()  # llama.cpp's warnings and errors reach the worker's log
         params = llama_cpp.llama_model_default_params()
         params.use_extra_bufts = cpu.repack
         try:
-            model = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+            # Not hushed (verbose=False points the process's stderr at /dev/null while it
+            # loads): what llama.cpp says is sorted by `native_log`, warnings and errors kept.
+            model = _internals.LlamaModel(path_model=str(path), params=params, verbose=True)
         except (ValueError, RuntimeError) as error:
             raise ConfigError(f"llama.cpp could not load {path}: {error}") from error
         context = llama_cpp.llama_context_default_params()

@@ -23,7 +23,6 @@ import base64
 import ctypes
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,36 +32,11 @@ from llama_cpp import _internals
 from llama_cpp import mtmd_cpp as mtmd
 from PIL import Image as Pillow
 
+from agent.backends import _native_log as native_log
 from base.errors import ConfigError
 from base.images import Image
 
 _TEXT = mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT
-#: ggml's log levels (ggml.h): a warning, and a line that goes on from the one before
-_WARN, _GOES_ON = 3, 5
-
-
-class _Log:
-    """What libmtmd says goes to the worker's log (its stderr): everything while a projector
-    loads (what the log shows when one fails), then warnings and errors only (it says ten
-    lines of every picture it encodes)."""
-
-    def __init__(self) -> None:
-        self.everything = True
-        self._level = 0
-        # Kept here: ctypes calls it for as long as the process lives.
-        self.callback = llama_cpp.llama_log_callback(self._said)
-
-    def _said(self, level: int, text: bytes | None, _data: object) -> None:
-        self._level = self._level if level == _GOES_ON else level
-        if text and (self.everything or self._level >= _WARN):
-            os.write(2, text)
-
-    def install(self) -> None:
-        mtmd.mtmd_log_set(self.callback, None)
-        mtmd.mtmd_helper_log_set(self.callback, None)
-
-
-_LOG = _Log()
 
 
 @dataclass(frozen=True)
@@ -105,12 +79,9 @@ class Projector:
         params.print_timings = False
         params.n_threads = threads
         params.warmup = False
-        _LOG.install()
-        _LOG.everything = True
-        try:
+        native_log.install()
+        with native_log.loud():
             ctx = mtmd.mtmd_init_from_file(str(path).encode(), model.model, params)
-        finally:
-            _LOG.everything = False
         if not ctx:
             raise ConfigError(
                 f"llama.cpp could not load the projector {path} with this model (mmproj): is "
