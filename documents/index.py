@@ -152,6 +152,8 @@ class Indexed:
     seconds: float
     #: a folder's files that could not be read, and why (the others were indexed)
     skipped: tuple[str, ...] = ()
+    #: files read that held no text (a scanned PDF, say): indexed, with no passage
+    empty: tuple[str, ...] = ()
 
 
 Progress = Callable[[str, int, int], None]
@@ -226,6 +228,7 @@ class Index:
         named = {p.expanduser().resolve() for p in paths}
         read = made = 0
         skipped: list[str] = []
+        empty: list[str] = []
         for n, path in enumerate(files, start=1):
             if progress is not None:
                 progress(str(path), n, len(files))
@@ -240,9 +243,11 @@ class Index:
                 raise StoreError(f"the documents index in {self.folder}: {exc}") from exc
             if count is not None:
                 read, made = read + 1, made + count
+                if not count:
+                    empty.append(str(path))
         removed = self._forget_gone(folders, {str(p) for p in files})
         seconds = time.perf_counter() - started
-        return Indexed(len(files), read, made, removed, seconds, tuple(skipped))
+        return Indexed(len(files), read, made, removed, seconds, tuple(skipped), tuple(empty))
 
     def _add_file(self, path: Path) -> int | None:
         """Index one file; the passages made (None: it had not changed)."""
@@ -297,29 +302,17 @@ class Index:
 
     def remove(self, paths: Iterable[Path]) -> tuple[list[str], int]:
         """Take the files at `paths` out of the index, whether or not they are still there (a
-        folder: every file indexed under it): the files taken out, and how many passages went
-        with them. Raises `ConfigError`, having taken out nothing, for a path under which
-        nothing is indexed."""
-        keys: dict[str, None] = {}
-        for given in paths:
-            path = given.expanduser().resolve()
-            prefix = str(path).rstrip("/") + "/"
-            found = self._db.execute(
-                "SELECT path FROM files WHERE path = ? OR substr(path, 1, ?) = ? ORDER BY path",
-                (str(path), len(prefix), prefix),
-            ).fetchall()
-            if not found:
-                raise ConfigError(
-                    f"{given}: nothing indexed there (`agent index --list` lists what is)"
-                )
-            keys.update((str(r[0]), None) for r in found)
+        folder: every file indexed under it; a link: as it was indexed, or what it points to):
+        the files taken out, and how many passages went with them. Raises `ConfigError`, having
+        taken out nothing, for a path under which nothing is indexed."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                keys = self._indexed_at(paths)
                 went = 0
                 for key in keys:
                     row = self._db.execute("SELECT passages FROM files WHERE path = ?", (key,))
-                    went += int((row.fetchone() or (0,))[0])
+                    went += int(row.fetchone()[0])
                     self._remove(key)
                 bumped(self._db)
             except BaseException:
@@ -328,7 +321,27 @@ class Index:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"the documents index in {self.folder}: {exc}") from exc
-        return list(keys), went
+        return keys, went
+
+    def _indexed_at(self, paths: Iterable[Path]) -> list[str]:
+        """The files indexed at or under each of `paths`. Raises `ConfigError` for a path with
+        none."""
+        keys: dict[str, None] = {}
+        for given in paths:
+            named = given.expanduser()
+            found = []
+            for path in dict.fromkeys([Path(os.path.abspath(named)), named.resolve()]):
+                prefix = str(path).rstrip("/") + "/"
+                found += self._db.execute(
+                    "SELECT path FROM files WHERE path = ? OR substr(path, 1, ?) = ? ORDER BY path",
+                    (str(path), len(prefix), prefix),
+                ).fetchall()
+            if not found:
+                raise ConfigError(
+                    f"{given}: nothing indexed there (`agent index --list` lists what is)"
+                )
+            keys.update((str(r[0]), None) for r in found)
+        return list(keys)
 
     def _remove(self, key: str) -> None:
         windows.drop(self._db, key)

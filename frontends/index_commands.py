@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agent.config import Config
 from agent.effects import library_in
 from agent.home import default_home
+from base.words import counted
 from documents.extract import kind_of
 from documents.index import Index, found_files
 from frontends.screen import print_json, shown
@@ -120,8 +121,10 @@ def _remove(folder: Path, paths: list[Path], out: Console, as_json: bool) -> int
         return 0
     for path in files:
         out.print(f"removed {shown(path)}", highlight=False)
-    files_said = "1 file" if len(files) == 1 else f"{len(files):,} files"
-    out.print(f"{files_said} and {went:,} passages removed; {total:,} passages left")
+    out.print(
+        f"{counted(len(files), 'file')} and {counted(went, 'passage')} removed; "
+        f"{counted(total, 'passage')} left"
+    )
     return 0
 
 
@@ -132,12 +135,25 @@ def _index(
     files, _ = found_files(paths)
     size = sum(f.stat().st_size for f in files)
     kinds = Counter(kind_of(f) or "other" for f in files)
+    others = Counter(
+        f.suffix.lower() or "no extension"
+        for f in found_files(paths, readable=lambda _: True)[0]
+        if f not in set(files)
+    )
     if not quiet:
         out.print(
-            f"indexing {len(files):,} files ({size / 1e6:,.1f} MB: "
-            + ", ".join(f"{n:,} {kind}" for kind, n in kinds.most_common())
+            f"indexing {counted(len(files), 'file')} ({size / 1e6:,.1f} MB"
+            + "".join(f", {n:,} {kind}" for kind, n in kinds.most_common())
             + f") into {folder}; files unchanged since the last time are skipped"
         )
+        if others:
+            out.print(
+                f"[yellow]left out[/] {counted(others.total(), 'file')} of kinds the index does "
+                "not read (it reads text, Markdown, reST, HTML and PDF): "
+                + ", ".join(f"{n:,} {shown(kind)}" for kind, n in others.most_common(8))
+            )
+        if not files:
+            out.print("[yellow]no file here is one the index reads[/]")
     with (
         Index.open(folder, embedder) as index,
         Progress(
@@ -160,12 +176,15 @@ def _index(
     rate = done.passages / done.seconds if done.seconds and done.passages else 0.0
     for skipped in [] if quiet else done.skipped:
         out.print(f"[yellow]skipped[/] {shown(skipped)}")
+    for empty in [] if quiet else done.empty:
+        out.print(f"[yellow]no text[/] in {shown(empty)} (a scan? its pictures are not read)")
+    unchanged = done.files - done.read - len(done.skipped)
     if not quiet:
         out.print(
-            f"indexed {done.files:,} files in {done.seconds:,.1f} s: {done.read:,} read "
-            f"({done.passages:,} passages, {rate:,.1f} a second), "
-            f"{done.files - done.read:,} unchanged, {done.removed:,} gone; "
-            f"{total:,} passages in all"
+            f"indexed {counted(done.files, 'file')} in {done.seconds:,.1f} s: {done.read:,} "
+            f"read ({counted(done.passages, 'passage')}, {rate:,.1f} a second), "
+            f"{unchanged:,} unchanged, {len(done.skipped):,} skipped, {done.removed:,} gone; "
+            f"{counted(total, 'passage')} in all"
         )
     return {
         "files": done.files,
@@ -173,6 +192,7 @@ def _index(
         "passages": done.passages,
         "removed": done.removed,
         "skipped": list(done.skipped),
+        "no_text": list(done.empty),
         "seconds": round(done.seconds, 3),
         "total": total,
     }

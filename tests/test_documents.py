@@ -231,6 +231,8 @@ def test_files_are_taken_out_of_the_index_on_request_and_nothing_on_a_wrong_path
     _write(docs / "ferries.md", "# Ferries\n\nThe first ferry leaves at six.\n")
     _write(docs / "old" / "a.md", "# Old A\n\nThe old pier was closed in spring.\n")
     _write(docs / "old" / "b.md", "# Old B\n\nThe old lighthouse is a museum now.\n")
+    tips = _write(tmp_path / "elsewhere" / "tips.md", "# Tips\n\nTie the dinghy twice.\n")
+    (docs / "tips-link.md").symlink_to(tips)
     assert main(["index", str(docs)]) == 0
     capsys.readouterr()
 
@@ -238,7 +240,11 @@ def test_files_are_taken_out_of_the_index_on_request_and_nothing_on_a_wrong_path
     assert main(["index", "--remove", str(docs / "old"), str(docs / "nowhere")]) == 2
     assert "nowhere: nothing indexed there" in " ".join(capsys.readouterr().err.split())
     with Index.open(home / "index") as index:
-        assert len(index.files()) == 4
+        assert len(index.files()) == 5
+
+    # A link in a folder indexed is indexed as the link: it is taken out by its name.
+    assert main(["index", "--remove", str(docs / "tips-link.md")]) == 0
+    assert "1 file and 1 passage removed" in " ".join(capsys.readouterr().out.split())
 
     # A file (gone from the disk already) and a folder: their passages and windows go too.
     (docs / "ferries.md").unlink()
@@ -291,7 +297,7 @@ def test_the_search_is_offered_once_there_is_an_index_and_its_answer_is_cited(
     docs = tmp_path / "docs"
     _write(docs / "tides.rst", RST)
     assert main(["index", str(docs)]) == 0
-    assert "indexed 1 files" in " ".join(capsys.readouterr().out.split())
+    assert "indexed 1 file in" in " ".join(capsys.readouterr().out.split())
     assert "search_documents" in {t.name for t in runner.offered(runner.load(task_id))}
 
     cite = "tides.rst:1-13"  # a window: the file's three short passages joined
@@ -394,6 +400,33 @@ async def test_files_too_long_to_show_are_indexed_and_the_model_told(
     assert "- minutes_meeting-00.md (text, " in prompt
     assert "The board chose Lisbon for the retreat." in prompt
     assert runner.artifacts(task_id).names() == []  # their text is the index's, not copied
+
+
+def test_indexing_a_folder_says_what_it_left_out_skipped_and_found_no_text_in(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = tmp_path / "docs"
+    _write(docs / "good.md", "# Good\n\nThe tide turns at noon.\n")
+    (docs / "latin.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    write_pdf(docs / "scan.pdf", ["", ""])
+    (docs / "notes.docx").write_bytes(b"PK\x03\x04 a word document")
+    (docs / "blob.bin").write_bytes(b"\x00\x01")
+
+    assert main(["index", str(docs)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "indexing 3 files" in said
+    assert "left out 2 files of kinds the index does not read" in said
+    assert "1 .docx" in said
+    assert "1 .bin" in said
+    assert "latin.txt is not UTF-8 text" in said
+    assert f"no text in {docs / 'scan.pdf'}" in said
+    assert "2 read (1 passage, " in said
+    assert "0 unchanged, 1 skipped, 0 gone" in said
+
+    assert main(["index", str(docs)]) == 0  # again: the file skipped is not "unchanged"
+    assert "0 read (0 passages, 0.0 a second), 2 unchanged, 1 skipped" in " ".join(
+        capsys.readouterr().out.split()
+    )
 
 
 def test_a_scan_or_a_file_of_no_text_given_with_a_task_says_why(tmp_path: Path) -> None:
