@@ -20,6 +20,9 @@ from documents.index import Index, found_files
 from frontends.screen import print_json, shown
 from tools.documents import indexed
 
+#: the most of a passage found that --search shows (a window is about 1,400 characters)
+SHOWN = 1500
+
 
 def add_index_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
@@ -60,7 +63,10 @@ def add_index_parser(
 
 
 def index_command(args: argparse.Namespace, config: Config, out: Console) -> int:
-    if not (args.paths or args.search or args.list):
+    if (wrong := _wrong_arguments(args)) is not None:
+        out.print(wrong)
+        return 2
+    if not (args.paths or args.search is not None or args.list):
         out.print(
             "nothing to do: give PATH to index, --search QUERY, --list, or --remove PATH "
             "(see --help)"
@@ -86,7 +92,7 @@ def index_command(args: argparse.Namespace, config: Config, out: Console) -> int
                 print_json([{"path": p, "passages": n} for p, n in files])
             for path, n in [] if args.json else files:
                 out.print(f"{n:>6,}  {shown(path)}")
-        if args.search:
+        if args.search is not None:
             started = time.perf_counter()
             hits = index.search(args.search, args.k, args.how)
             ms = (time.perf_counter() - started) * 1000
@@ -99,17 +105,33 @@ def index_command(args: argparse.Namespace, config: Config, out: Console) -> int
                     f"{shown(hit.section)}",
                     highlight=False,
                 )
-                out.print(shown(hit.text[:600]), highlight=False)
+                out.print(shown(hit.text[:SHOWN]), highlight=False)
+                if len(hit.text) > SHOWN:
+                    more = counted(len(hit.text) - SHOWN, "more character")
+                    out.print(f"[dim][... {more}: --json gives the whole][/]")
                 out.print()
             out.print(f"[dim]{len(hits)} of {index.count():,} passages, in {ms:.0f} ms[/]")
     return 0
 
 
+def _wrong_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments given together, or None."""
+    if args.search is not None and not args.search.strip():
+        return "--search needs a query: words to look for"
+    if args.k < 1:
+        return f"-k is how many passages to show: at least 1, not {args.k}"
+    if args.remove and (args.embedder or args.search is not None or args.list):
+        return (
+            "--remove takes files out of the index, and does nothing else: give --embedder, "
+            "--search or --list without it"
+        )
+    if args.remove and not args.paths:
+        return "nothing to remove: give the PATH of a file or folder indexed"
+    return None
+
+
 def _remove(folder: Path, paths: list[Path], out: Console, as_json: bool) -> int:
     """Take `paths` out of the index in `folder`, saying what went."""
-    if not paths:
-        out.print("nothing to remove: give the PATH of a file or folder indexed")
-        return 2
     if not indexed(folder):
         out.print(f"nothing is indexed in {folder} yet: agent index PATH")
         return 1

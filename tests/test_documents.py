@@ -429,6 +429,35 @@ def test_indexing_a_folder_says_what_it_left_out_skipped_and_found_no_text_in(
     )
 
 
+def test_index_arguments_that_do_not_go_together_are_refused_and_a_long_passage_is_marked_cut(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = tmp_path / "docs"
+    long = " ".join(f"filler{n}" for n in range(230)) + " The penalty is nine thousand dollars."
+    _write(docs / "terms.md", f"# Terms\n\n{long}\n")
+    assert main(["index", str(docs)]) == 0
+    capsys.readouterr()
+    for wrong, says in [
+        (["--search", " "], "--search needs a query"),
+        (["--search", "penalty", "-k", "0"], "at least 1, not 0"),
+        (["--remove"], "nothing to remove"),
+        (["--remove", str(docs), "--list"], "--remove takes files out of the index, and does"),
+        (["--remove", str(docs), "--embedder", "local"], "give --embedder, --search or --list"),
+    ]:
+        assert main(["index", *wrong]) == 2, wrong
+        assert says in " ".join(capsys.readouterr().out.split()), wrong
+    with Index.open(home / "index") as index:
+        assert len(index.files()) == 1  # nothing was removed
+
+    assert main(["index", "--search", "penalty dollars", "--how", "keywords", "-k", "1"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "more characters: --json gives the whole]" in said
+    assert "nine thousand" not in said  # past what is shown, and said to be
+    assert main(["index", "--json", "--search", "penalty dollars", "--how", "keywords"]) == 0
+    [hit] = json.loads(capsys.readouterr().out)
+    assert hit["text"].endswith("The penalty is nine thousand dollars.")
+
+
 def test_a_scan_or_a_file_of_no_text_given_with_a_task_says_why(tmp_path: Path) -> None:
     scan = write_pdf(tmp_path / "scan.pdf", ["", ""])
     with pytest.raises(ConfigError, match="its 2 pages hold no text"):
