@@ -143,7 +143,8 @@ def transcribe(path: Path, cache: Path, transcriber: str = "local") -> Transcrip
         found, info = model.transcribe(str(path), beam_size=1, vad_filter=True)
         segments = tuple(Segment(s.start, s.end, s.text) for s in found)
     except Exception as exc:
-        raise ConfigError(f"{path}: its sound cannot be read ({exc})") from exc
+        why = getattr(exc, "strerror", None) or str(exc)  # PyAV's errors: no errno in words
+        raise ConfigError(f"{path}: its sound cannot be read ({why})") from exc
     return Transcript(segments, info.language, info.duration, time.perf_counter() - started)
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import io
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import PIL.Image
 from rich.console import Console
@@ -25,6 +26,7 @@ from agent.events import Attachment
 from agent.home import default_home
 from base.errors import ConfigError
 from base.images import MAX_BYTES, Image, MediaType
+from base.words import counted
 from documents import media
 from documents.extract import kind_of, pages
 from documents.index import Index, found_files
@@ -42,6 +44,7 @@ FIRST_PASSAGES = 5
 #: the most bytes of pictures one task may be given: they are kept in its log (and, on the
 #: Temporal engine, travel in payloads that may not pass 2 MB)
 MOST_PICTURE_BYTES = 1_200_000
+_T = TypeVar("_T")
 IMAGE_TYPES: dict[str, MediaType] = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -72,21 +75,47 @@ def attachments(
     When they do not fit, they are indexed into `library`. Raises `ConfigError` for a path
     that cannot be read, two files of one name, or too many files."""
     named = _files(paths, out)
-    pictures = [_picture(p, n) for p, n in named if _kind(p) == "image"]
-    pictures += [_recording(p, n, out, transcriber) for p, n in named if media.kind_of(p)]
-    documents = [(p, n) for p, n in named if _kind(p) not in ("image", "audio", "video")]
-    files = [p for p, _ in documents]
+    skipped: set[Path] = set()
+
+    def kept(read: Callable[[Path, str], _T], kind: Callable[[Path], bool]) -> list[_T]:
+        """`read` of each file of `kind`; a folder's file that cannot be read is skipped (said),
+        one named outright is the error."""
+        done = []
+        for path, name, outright in named:
+            if not kind(path):
+                continue
+            try:
+                done.append(read(path, name))
+            except ConfigError as exc:
+                if outright:
+                    raise
+                skipped.add(path)
+                if out is not None:
+                    out.print(f"[yellow]skipped[/] {shown(str(exc))}")
+        return done
+
+    pictures = kept(_picture, lambda p: _kind(p) == "image")
+    pictures += kept(
+        lambda p, n: _recording(p, n, out, transcriber), lambda p: media.kind_of(p) is not None
+    )
+    read = kept(_read, lambda p: _kind(p) not in ("image", "audio", "video"))
+    files = [r.path for r in read]
     picture_bytes = sum(len(i.data) * 3 // 4 for a in pictures for i in a.images)
     if picture_bytes > MOST_PICTURE_BYTES:
         raise ConfigError(
             f"the pictures given (images, a video's frames) come to {picture_bytes:,} bytes, more "
             f"than the {MOST_PICTURE_BYTES:,} a task keeps in its log: give fewer, or smaller"
         )
-    read = [_read(path, name) for path, name in documents]
+    if named and not (read or pictures):
+        raise ConfigError("--file: no file given could be read (each is said above)")
     names: set[str] = set()
     for name in [*(r.name for r in read), *(p.name for p in pictures)]:
         if name in names:
-            raise ConfigError(f"two files named {name!r} given with --file")
+            raise ConfigError(
+                f"two files named {name!r} given with --file: give the folders that hold them "
+                "instead (a folder's files are named by their path in it), or one of them "
+                "copied under another name"
+            )
         names.add(name)
     total = sum(len(r.text) for r in read)
     if total <= SHOWN_AT_MOST:
@@ -126,10 +155,11 @@ def _kind(path: Path) -> str | None:
     return media.kind_of(path) or kind_of(path)
 
 
-def _files(paths: Sequence[str], out: Console | None) -> list[tuple[Path, str]]:
+def _files(paths: Sequence[str], out: Console | None) -> list[tuple[Path, str, bool]]:
     """The files at `paths` (a folder's, at any depth), each with the name it is given by
-    (a folder's files by their path in it: `docs_a_index.md`); a folder summarised first."""
-    files: list[tuple[Path, str]] = []
+    (a folder's files by their path in it: `docs_a_index.md`) and whether it was named outright
+    (not found in a folder); a folder summarised first."""
+    files: list[tuple[Path, str, bool]] = []
     for given in paths:
         path = Path(given).expanduser()
         if path.is_dir():
@@ -145,9 +175,9 @@ def _files(paths: Sequence[str], out: Console | None) -> list[tuple[Path, str]]:
                     + ")"
                 )
             root = path.resolve()
-            files += [(f, _name(Path(root.name, *f.relative_to(root).parts))) for f in found]
+            files += [(f, _name(Path(root.name, *f.relative_to(root).parts)), False) for f in found]
         elif path.is_file():
-            files.append((path, _name(Path(path.name))))
+            files.append((path, _name(Path(path.name)), True))
         else:
             raise ConfigError(f"--file {given}: no such file or folder")
     if len(files) > MOST_FILES:
@@ -192,8 +222,11 @@ def _picture(path: Path, name: str) -> Attachment:
             made_smaller = len(data) > MAX_BYTES
             if made_smaller:
                 data = _smaller(picture)
-    except (OSError, PIL.Image.DecompressionBombError) as exc:  # "cannot identify" is an OSError
-        raise ConfigError(f"--file {path}: not a picture this reads ({exc})") from exc
+    except PIL.UnidentifiedImageError:
+        raise ConfigError(f"--file {path}: not a PNG, JPEG or WebP picture this reads") from None
+    except (OSError, PIL.Image.DecompressionBombError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"--file {path}: not a picture this reads ({why})") from exc
     media = "image/jpeg" if made_smaller else IMAGE_TYPES[path.suffix.lower()]
     said = f"a picture, {width}x{height} pixels, sent with the task to a model that can see" + (
         ", made smaller to be sent" if made_smaller else ""
@@ -206,14 +239,19 @@ def _recording(path: Path, name: str, out: Console | None, transcriber: str) -> 
     this machine); a video's key frames too, as pictures."""
     cache = default_home() / "models"
     started = time.perf_counter()
-    transcript: media.Transcript | None
-    if media.kind_of(path) == "audio":
-        transcript = media.transcribe(path, cache, transcriber)
-        frames: tuple[bytes, ...] = ()
-    else:
-        seen = media.video(path, cache, transcriber)
-        transcript, frames = seen.transcript, seen.frames
     where = "on this machine" if transcriber == "local" else f"by {transcriber}"
+    if out is not None:  # it takes about half as long as the sound lasts, on 2 cores
+        out.print(f"--file {shown(path.name)}: transcribing its sound {where}...")
+    transcript: media.Transcript | None
+    try:
+        if media.kind_of(path) == "audio":
+            transcript = media.transcribe(path, cache, transcriber)
+            frames: tuple[bytes, ...] = ()
+        else:
+            seen = media.video(path, cache, transcriber)
+            transcript, frames = seen.transcript, seen.frames
+    except ConfigError as exc:
+        raise ConfigError(f"--file {exc}") from exc
     heard = (
         f"its sound ({transcript.duration:.1f} s, {transcript.language}) transcribed {where}:"
         f"\n{transcript.text() or '(no speech)'}"
@@ -227,7 +265,7 @@ def _recording(path: Path, name: str, out: Console | None, transcriber: str) -> 
         return Attachment(name=name, content=f"a recording; {heard}", kind="audio")
     return Attachment(
         name=name,
-        content=f"a video; its {len(frames)} key frames are the pictures given; {heard}",
+        content=f"a video; its {counted(len(frames), 'key frame')} are the pictures given; {heard}",
         kind="video",
         images=tuple(Image.of(f, "image/jpeg") for f in frames),
     )

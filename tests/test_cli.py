@@ -56,7 +56,7 @@ def _no_tasks(home: Path) -> bool:
         ),
         (
             ["run", "x", "--model", "scripted:s.json", "--file", "s.json", "--file", "./s.json"],
-            "two files named 's.json'",
+            "two files named 's.json' given with --file: give the folders",
         ),
         (["run", "x", "--model", "local:nowhere.gguf"], "no model file at"),
         (["run", "x", "--model", "gpt-5"], "has no scheme; use one of: scripted:..."),

@@ -5,6 +5,7 @@ listed by `agent show`."""
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import numpy as np
 import PIL.Image
 import pytest
+from rich.console import Console
 
 from agent.store import Store
 from base.errors import ConfigError, StoreError
@@ -456,6 +458,26 @@ def test_index_arguments_that_do_not_go_together_are_refused_and_a_long_passage_
     assert main(["index", "--json", "--search", "penalty dollars", "--how", "keywords"]) == 0
     [hit] = json.loads(capsys.readouterr().out)
     assert hit["text"].endswith("The penalty is nine thousand dollars.")
+
+
+def test_a_folder_given_with_a_task_skips_what_cannot_be_read_saying_so(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    _write(docs / "good.md", "# Good\n\nThe tide turns at noon.\n")
+    (docs / "latin.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (docs / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    screen = Console(file=io.StringIO(), width=200)
+    given = attachments([str(docs)], out=screen)
+    assert [a.name for a in given] == ["docs_good.md"]
+    said = screen.file.getvalue()  # type: ignore[attr-defined]
+    assert f"skipped --file {docs / 'latin.txt'} is not UTF-8 text" in said
+    assert f"skipped --file {docs / 'fake.png'}: not a PNG, JPEG or WebP picture" in said
+    # Named outright, a file that cannot be read is the error: nothing is run without it.
+    with pytest.raises(ConfigError, match=r"latin\.txt is not UTF-8 text"):
+        attachments([str(docs / "good.md"), str(docs / "latin.txt")])
+    # A folder with nothing that can be read is the error too.
+    (docs / "good.md").unlink()
+    with pytest.raises(ConfigError, match="no file given could be read"):
+        attachments([str(docs)], out=screen)
 
 
 def test_a_scan_or_a_file_of_no_text_given_with_a_task_says_why(tmp_path: Path) -> None:

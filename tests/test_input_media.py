@@ -96,8 +96,11 @@ def test_a_silent_video_and_a_file_that_is_not_sound(home: Path, tmp_path: Path)
     assert "it has no sound" in silent.content
     assert silent.images
     (tmp_path / "fake.wav").write_bytes(b"RIFF not really a wave")
-    with pytest.raises(ConfigError, match="its sound cannot be read"):
+    with pytest.raises(
+        ConfigError, match=r"^--file .*fake\.wav: its sound cannot be read"
+    ) as caught:
         attachments([str(tmp_path / "fake.wav")])
+    assert "Errno" not in str(caught.value)
 
 
 def test_a_transcription_api_when_one_is_configured(tmp_path: Path) -> None:

@@ -107,8 +107,11 @@ def test_an_image_too_large_is_made_smaller_and_a_broken_one_refused(tmp_path: P
     assert "a picture, 1400x1000 pixels" in given.content
     assert "made smaller" in given.content
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(ConfigError, match="not a picture this reads"):
+    with pytest.raises(
+        ConfigError, match=r"broken\.png: not a PNG, JPEG or WebP picture"
+    ) as caught:
         attachments([str(tmp_path / "broken.png")])
+    assert "BytesIO" not in str(caught.value)  # said in words, not as Python's objects
 
 
 def test_more_pictures_than_a_log_keeps_are_refused(tmp_path: Path) -> None:
