@@ -125,7 +125,8 @@ def script(parts: int, rounds: list[int], answer: str, **args: object) -> list[d
         for n in range(parts)
     ]
     turns += [{"text": f"combined {r}"} for r in range(sum(rounds) - 1)]
-    turns += [{"text": answer}, {"answer": answer}]
+    turns += [{"text": answer}] if rounds else []  # one note: no call combines it
+    turns += [{"answer": answer}]
     return turns
 
 
@@ -186,6 +187,37 @@ async def test_every_part_is_read_in_bounded_calls_kept_combined_and_counted(
     listed = " ".join(capsys.readouterr().out.split()).split("Citations")[1].replace(" ", "")
     for n, cite in zip((0, 4), cites, strict=True):
         assert f"[cite:{cite}]{tmp_path / 'docs' / f'harbour-{n}.md'}" in listed
+
+
+async def test_one_parts_notes_are_the_answer_with_no_call_to_combine_them(
+    store: Store, home: Path, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "harbour-0.md").write_text("# Harbour 0\n\nBoats leave harbour 0 at five.\n")
+    parts, rounds = work(home, docs)
+    assert (parts, rounds) == (1, [])
+    note = "Harbour 0: boats leave at five [cite: harbour-0.md:1-5]"
+    turns: list[dict[str, object]] = [
+        {"tool": "map_documents", "args": {"instruction": INSTRUCTION}},
+        {"text": note},
+        {"answer": "at five"},
+    ]
+    backend = Watched(ScriptedBackend(parse_script(turns)))
+    runner = runner_of(store, backend)
+    with indexed(home, tmp_path / "docs") as index:
+        room = part_room(WINDOW, INSTRUCTION)
+        said = plan(packed(index.passages(), room), INSTRUCTION, room, FREE_LEFT)
+    assert (said.map_calls, said.reduce_calls) == (1, 0)
+    task_id = runner.create("boats?", plan=False)
+
+    assert (await runner.run(task_id)).status == "done"
+    (result,) = tool_results(store, task_id)
+    assert result.ok, result.content
+    assert note in result.content
+    assert "in 1 part (1 model call, 0 parts' notes" in result.content
+    assert result.model_turns == 1
+    assert len([r for r in backend.script.requests if not r.tools]) == 1
 
 
 async def test_work_the_budget_cannot_pay_for_is_refused_before_any_call(
@@ -405,7 +437,7 @@ def test_parts_keep_the_passages_in_order_and_within_their_room(home: Path, tmp_
     assert [h for p in parts for h in p.hits] == hits  # every passage, once, in order
     assert len(parts) > 6
     assert all(p.tokens <= 300 for p in parts if len(p.hits) > 1)
-    assert reduce_calls(1, 4000) == [1]
+    assert reduce_calls(1, 4000) == []  # one note is the answer
     assert reduce_calls(25, 4000) == [3, 1]  # ten notes a call: three, then one
     assert reduce_calls(2, 100) == [1]  # at least two notes a call, whatever the room
     a, b = Part(1, (), "a"), Part(1, (), "b")

@@ -31,6 +31,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field
 
 from base.errors import ConfigError, StoreError
+from base.words import counted
 from documents.index import Hit
 from tools.asking import Allowance, ToolModel
 from tools.documents import indexed, opened
@@ -157,13 +158,14 @@ def part_room(window: int, instruction: str) -> int:
 
 def reduce_calls(notes: int, room: int) -> list[int]:
     """How many calls each round of combining takes, for `notes` notes of at most NOTE_TOKENS
-    each, `room` tokens of notes a call (the last round makes one answer)."""
+    each, `room` tokens of notes a call (the last round makes one answer; none for one note,
+    which is the answer)."""
     per_call = max(2, room // NOTE_TOKENS)
     rounds: list[int] = []
     while notes > 1:
         notes = math.ceil(notes / per_call)
         rounds.append(notes)
-    return rounds if rounds else [1]
+    return rounds
 
 
 def plan(parts: Sequence[Part], instruction: str, room: int, left: Allowance) -> Plan:
@@ -172,9 +174,10 @@ def plan(parts: Sequence[Part], instruction: str, room: int, left: Allowance) ->
     map_in = sum(p.tokens + asked for p in parts)
     rounds = reduce_calls(len(parts), room)
     reduces = sum(rounds)
-    reduce_in = len(parts) * NOTE_TOKENS + sum(rounds[:-1]) * NOTE_TOKENS
+    reduce_in = (len(parts) + sum(rounds[:-1])) * NOTE_TOKENS if rounds else 0
     reduce_in += reduces * (tokens_of(_REDUCE_SYSTEM) + tokens_of(instruction) + 16)
-    out = len(parts) * NOTE_TOKENS + (reduces - 1) * NOTE_TOKENS + ANSWER_TOKENS
+    out = len(parts) * NOTE_TOKENS
+    out += (reduces - 1) * NOTE_TOKENS + ANSWER_TOKENS if rounds else 0
     read = map_in + reduce_in
     return Plan(len(parts), len(parts), reduces, read, out, left.cost(read, out))
 
@@ -247,8 +250,9 @@ async def map_documents(
         [
             sources(answer, hits),
             answer,
-            f"---\nRead {scope} in {len(parts)} parts ({mapper.asked} model calls, "
-            f"{mapper.reused} parts' notes kept from before); each part's notes are kept as an "
+            f"---\nRead {scope} in {counted(len(parts), 'part')} "
+            f"({counted(mapper.asked, 'model call')}, {mapper.reused} parts' notes kept from "
+            "before); each part's notes are kept as an "
             f"artifact (read_artifact): {', '.join(kept[:5])}" + (" ..." if len(kept) > 5 else ""),
         ]
     )
@@ -348,13 +352,17 @@ class _Mapper:
         texts = [f"[part {p.number}]\n{text}" for p, text in notes if text]
         if not texts:
             return f"No part of the documents held anything for: {self.instruction}"
+        if len(texts) == 1:  # one part's notes: they are the answer, with nothing to combine
+            return next(text for _, text in notes if text)
         per_call = max(2, room // NOTE_TOKENS)
         while True:
             groups = [texts[i : i + per_call] for i in range(0, len(texts), per_call)]
             last = len(groups) == 1
             words = (ANSWER_TOKENS if last else NOTE_TOKENS) * 3 // 4
             turns = self.model.reserve(len(groups))
-            self._say(f"map_documents: combining {len(texts)} notes in {len(groups)} calls")
+            self._say(
+                f"map_documents: combining {len(texts)} notes in {counted(len(groups), 'call')}"
+            )
             answers = await every(
                 [
                     self._ask(
