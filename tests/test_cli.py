@@ -548,3 +548,16 @@ def test_a_price_key_names_a_script_however_its_path_is_written(
     )
     assert main(["run", "x", "--config", str(tmp_path / "sub" / "agent.toml"), "--json"]) == 0
     assert _last_json(capsys)["usage"]["cost_usd"] > 0
+
+
+def test_a_commands_help_names_the_command_as_it_is_typed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv, usage in [
+        (["run", "--help"], "usage: agent run [-h]"),
+        (["index", "--help"], "usage: agent index [-h]"),
+        (["tools", "list", "--help"], "usage: agent tools list [-h]"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert capsys.readouterr().out.startswith(usage), argv
