@@ -21,6 +21,7 @@ from agent.events import (
     ApprovalEscalated,
     ApprovalGiven,
     ApprovalRequested,
+    Attachment,
     CallRejected,
     EgressDecided,
     GateDecided,
@@ -46,6 +47,7 @@ from agent.events import (
 )
 from agent.live import CommandOutput, Live, ModelDelta
 from agent.store import StoredEvent
+from base.words import counted
 from frontends.screen import plain, shown
 
 
@@ -144,9 +146,10 @@ class Renderer:
         e, cut = stored.event, self.limit
         match e:
             case TaskCreated():
-                return (
+                head = (
                     f"[bold]▶ task {stored.task_id}[/] {shown(e.task)}  [dim]({shown(e.model)})[/]"
                 )
+                return "\n".join([head, *(f"  [dim]with[/] {given(f)}" for f in e.files)])
             case PlanProposed():
                 head = (
                     "[bold]Plan[/]"
@@ -328,3 +331,21 @@ def _args(raw: str) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in value.items())
     return raw
+
+
+def given(file: Attachment) -> str:
+    """A file given with a task, as its history says it: its name, what was made of it, and
+    where it is kept."""
+    if file.indexed:
+        made = f"{file.kind}, {counted(file.words or 0, 'word')}, indexed for search_documents"
+    elif file.kind == "image":
+        made = "a picture"
+    elif file.kind == "audio":
+        made = "a recording, as its transcript"
+    elif file.kind == "video":
+        made = f"a video, as {counted(len(file.images), 'key frame')} and its transcript"
+    else:
+        pages = f", {counted(file.pages, 'page')}" if file.pages is not None else ""
+        made = f"{file.kind}{pages}, {counted(len(file.content), 'character')}"
+    kept = "" if file.indexed else f"; artifact {shown(file.name)}"
+    return f"{shown(file.name)} ({made}{kept})"

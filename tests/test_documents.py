@@ -361,7 +361,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 async def test_a_pdf_given_with_a_task_reaches_the_model_with_its_pages(
-    store: Store, tmp_path: Path
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lease = write_pdf(
         tmp_path / "lease.pdf", ["Lease\nRent is paid monthly.", "Deposit\nTwo months."]
@@ -375,10 +375,15 @@ async def test_a_pdf_given_with_a_task_reaches_the_model_with_its_pages(
     assert '<file name="lease.pdf" kind="pdf" pages="2">\n[page 1]\nLease\n' in prompt
     assert "[page 2]\nDeposit\nTwo months.\n</file>" in prompt
     assert runner.artifacts(task_id).read("lease.pdf").decode().startswith("[page 1]")
+    # Its history says what the task was given, and where it is kept.
+    assert main(["show", task_id]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "with lease.pdf (pdf, 2 pages, " in said
+    assert " characters; artifact lease.pdf)" in said
 
 
 async def test_files_too_long_to_show_are_indexed_and_the_model_told(
-    store: Store, home: Path, tmp_path: Path
+    store: Store, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "minutes"
     for n in range(40):  # 40 meetings of about 2,000 characters: more than is shown whole
@@ -402,6 +407,10 @@ async def test_files_too_long_to_show_are_indexed_and_the_model_told(
     assert "- minutes_meeting-00.md (text, " in prompt
     assert "The board chose Lisbon for the retreat." in prompt
     assert runner.artifacts(task_id).names() == []  # their text is the index's, not copied
+    assert main(["show", task_id]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "with minutes_meeting-00.md (text, " in said
+    assert " words, indexed for search_documents)" in said
 
 
 def test_indexing_a_folder_says_what_it_left_out_skipped_and_found_no_text_in(
