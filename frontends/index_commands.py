@@ -4,8 +4,10 @@ try a search from the terminal."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +19,7 @@ from agent.home import default_home
 from base.words import counted
 from documents.extract import kind_of
 from documents.index import Index, found_files
+from documents.index import Progress as IndexProgress
 from frontends.screen import print_json, shown
 from tools.documents import indexed
 
@@ -176,23 +179,7 @@ def _index(
             )
         if not files:
             out.print("[yellow]no file here is one the index reads[/]")
-    with (
-        Index.open(folder, embedder) as index,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=out,
-            disable=quiet,
-            transient=True,
-        ) as progress,
-    ):
-        bar = progress.add_task("files", total=len(files))
-
-        def step(path: str, n: int, total: int) -> None:
-            progress.update(bar, completed=n - 1, description=shown(Path(path).name)[:40])
-
+    with Index.open(folder, embedder) as index, indexing_bar(out, len(files), quiet) as step:
         done = index.add(paths, step)
         total = index.count()
     rate = done.passages / done.seconds if done.seconds and done.passages else 0.0
@@ -218,3 +205,24 @@ def _index(
         "seconds": round(done.seconds, 3),
         "total": total,
     }
+
+
+@contextlib.contextmanager
+def indexing_bar(out: Console, files: int, quiet: bool = False) -> Iterator[IndexProgress]:
+    """A bar of the files indexed so far, gone when indexing is (none when `quiet`): what
+    `Index.add` is given to tell its progress."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        disable=quiet,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task("files", total=files)
+
+        def step(path: str, n: int, total: int) -> None:
+            progress.update(bar, completed=n - 1, description=shown(Path(path).name)[:40])
+
+        yield step

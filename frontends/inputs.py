@@ -30,6 +30,7 @@ from base.words import counted
 from documents import media
 from documents.extract import kind_of, pages
 from documents.index import Index, found_files
+from frontends.index_commands import indexing_bar
 from frontends.screen import shown
 from tools.documents import indexed
 from tools.documents import shown as shown_hits
@@ -132,8 +133,11 @@ def attachments(
             f"the files hold {total:,} characters, more than the {SHOWN_AT_MOST:,} a task is "
             f"shown: indexing them in {shown(str(library))} for search_documents"
         )
-    with Index.open(library, None if indexed(library) else embedder or None) as index:
-        index.add(files)
+    with (
+        Index.open(library, None if indexed(library) else embedder or None) as index,
+        indexing_bar(out or Console(quiet=True), len(files), quiet=out is None) as step,
+    ):
+        index.add(files, step)
         first = shown_hits(index.search(task, FIRST_PASSAGES)) if task else ""
     return tuple(
         Attachment(
