@@ -186,8 +186,8 @@ def _model_fix(exc: AgentError) -> str:
         )
     if exc.code == ErrorCode.MODEL_LOAD_FAILED:
         return (
-            "check the file the error names: [model.local] path (or the model's URI) for the "
-            "model, [model.local] mmproj for its projector, in agent.toml"
+            "check what the error names, under [model.local] in agent.toml: path (or the "
+            "model's URI) for the model's file, mmproj for its projector's, or the setting named"
         )
     return "correct, in agent.toml, the setting the error names"
 

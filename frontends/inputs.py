@@ -232,8 +232,10 @@ def _picture(path: Path, name: str) -> Attachment:
         why = getattr(exc, "strerror", None) or exc
         raise ConfigError(f"--file {path}: not a picture this reads ({why})") from exc
     media = "image/jpeg" if made_smaller else IMAGE_TYPES[path.suffix.lower()]
-    said = f"a picture, {width}x{height} pixels, sent with the task to a model that can see" + (
-        ", made smaller to be sent" if made_smaller else ""
+    said = (
+        f"a picture, {width}x{height} pixels, given with the task: shown to a model that can "
+        "see pictures, and not a file in the workspace"
+        + (" (made smaller to be sent)" if made_smaller else "")
     )
     return Attachment(name=name, content=said, kind="image", images=(Image.of(data, media),))
 

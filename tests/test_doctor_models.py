@@ -82,4 +82,5 @@ def test_a_file_that_is_no_projector_fails_the_self_test_naming_where_to_fix_it(
     checks = model_checks(capsys)
     failed = [c for c in checks.values() if not c["ok"]]
     assert any(str(fake) in str(c["detail"]) for c in failed), checks
-    assert any("[model.local] mmproj" in str(c["fix"]) for c in failed), checks
+    assert any("[model.local] in agent.toml: path" in str(c["fix"]) for c in failed), checks
+    assert any("mmproj for its projector" in str(c["fix"]) for c in failed), checks
