@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +34,8 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".mkv"})
 #: the joined model.bin of Whisper base (faster-whisper's format), as the two parts make it
 MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 MODEL_NAME = "whisper-base"
+#: a frame's time in what ffmpeg's showinfo filter says of it
+_FRAME_TIME = re.compile(r"\bpts_time:\s*(-?[0-9.]+)")
 #: the most key frames of a video a model is shown
 MOST_FRAMES = 6
 
@@ -179,20 +182,25 @@ def transcribe_with(
     return Transcript(segments, language, duration, time.perf_counter() - started)
 
 
-def _ffmpeg(*args: str) -> None:
+def _ffmpeg(*args: str, level: str = "error") -> str:
+    """Run ffmpeg with `args`; what it said (at `level` and above). Raises `ConfigError` when
+    it is missing or fails."""
     if shutil.which("ffmpeg") is None:
         raise ConfigError("a video needs ffmpeg to read it: apt-get install ffmpeg")
     done = subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", *args], capture_output=True, text=True, check=False
+        ["ffmpeg", "-v", level, "-y", *args], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise ConfigError(f"ffmpeg could not read the video: {done.stderr.strip()[-300:]}")
+    return done.stderr
 
 
 @dataclass(frozen=True)
 class Video:
     frames: tuple[bytes, ...]  # JPEG
     transcript: Transcript | None
+    #: when in the video each frame is, in seconds (empty where ffmpeg did not say)
+    times: tuple[float, ...] = ()
 
 
 def video(path: Path, cache: Path, transcriber: str = "local") -> Video:
@@ -200,7 +208,7 @@ def video(path: Path, cache: Path, transcriber: str = "local") -> Video:
     (None for a video with no sound)."""
     with tempfile.TemporaryDirectory(prefix="agent-video-") as tmp:
         folder = Path(tmp)
-        _ffmpeg(
+        said = _ffmpeg(
             "-skip_frame",
             "nokey",
             "-i",
@@ -208,19 +216,23 @@ def video(path: Path, cache: Path, transcriber: str = "local") -> Video:
             "-vsync",
             "vfr",
             "-vf",
-            "scale=640:-2",
+            "scale=640:-2,showinfo",  # showinfo: each frame's time, in the order written
             "-q:v",
             "5",
             str(folder / "key-%04d.jpg"),
+            level="info",
         )
         keys = sorted(folder.glob("key-*.jpg"))
+        times = [float(t) for t in _FRAME_TIME.findall(said)]
+        chosen = list(range(len(keys)))
         if len(keys) > MOST_FRAMES:  # spread over the whole video
             step = len(keys) / MOST_FRAMES
-            keys = [keys[int(i * step)] for i in range(MOST_FRAMES)]
-        frames = tuple(k.read_bytes() for k in keys)
+            chosen = [int(i * step) for i in range(MOST_FRAMES)]
+        frames = tuple(keys[i].read_bytes() for i in chosen)
+        at = tuple(times[i] for i in chosen) if len(times) == len(keys) else ()
         sound = folder / "sound.wav"
         try:
             _ffmpeg("-i", str(path), "-vn", "-ac", "1", "-ar", "16000", str(sound))
         except ConfigError:
-            return Video(frames, None)  # no sound track
-        return Video(frames, transcribe(sound, cache, transcriber))
+            return Video(frames, None, at)  # no sound track
+        return Video(frames, transcribe(sound, cache, transcriber), at)

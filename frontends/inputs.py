@@ -253,9 +253,10 @@ def _recording(path: Path, name: str, out: Console | None, transcriber: str) -> 
         if media.kind_of(path) == "audio":
             transcript = media.transcribe(path, cache, transcriber)
             frames: tuple[bytes, ...] = ()
+            times: tuple[float, ...] = ()
         else:
             seen = media.video(path, cache, transcriber)
-            transcript, frames = seen.transcript, seen.frames
+            transcript, frames, times = seen.transcript, seen.frames, seen.times
     except ConfigError as exc:
         raise ConfigError(f"--file {exc}") from exc
     heard = (
@@ -271,7 +272,9 @@ def _recording(path: Path, name: str, out: Console | None, transcriber: str) -> 
         return Attachment(name=name, content=f"a recording; {heard}", kind="audio")
     return Attachment(
         name=name,
-        content=f"a video; its {counted(len(frames), 'key frame')} are the pictures given; {heard}",
+        content=f"a video; its {counted(len(frames), 'key frame')} are the pictures given"
+        + (f", in order, at {', '.join(f'{t:.1f}' for t in times)} s" if times else "")
+        + f"; {heard}",
         kind="video",
         images=tuple(Image.of(f, "image/jpeg") for f in frames),
     )
