@@ -32,7 +32,9 @@ from .temporal_env import agent_env, start_worker, stop, write_config
 __all__ = ["postgres"]  # a fixture, asked for by name
 
 TASKS = 30
-STEPS = 3
+#: each a call of each tool: enough calls that ten kills land mid-call before the tasks are
+#: done, even on a machine the rest of the suite keeps busy (three steps once left it two short)
+STEPS = 5
 KILLS = 10
 WORKERS = 3
 CRASH_TOOLS = str(REPO / "tests" / "crash_tools.py")
