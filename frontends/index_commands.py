@@ -76,9 +76,7 @@ def index_command(args: argparse.Namespace, config: Config, out: Console) -> int
         )
         return 2
     folder = library_in(default_home())  # no store opened (a database, maybe) for a folder
-    if args.remove:
-        return _remove(folder, [Path(p) for p in args.paths], out, args.json)
-    if args.paths:
+    if args.paths and not args.remove:
         # The configured embedder makes a new index; only --embedder is held to an old one.
         made = indexed(folder)
         embedder = args.embedder or (None if made else config.documents.embedder or None)
@@ -89,6 +87,8 @@ def index_command(args: argparse.Namespace, config: Config, out: Console) -> int
         out.print(f"nothing is indexed in {folder} yet: agent index PATH")
         return 1
     with Index.open(folder) as index:
+        if args.remove:
+            return _remove(index, [Path(p) for p in args.paths], out, args.json)
         if args.list:
             files = index.files()
             if args.json:
@@ -133,14 +133,10 @@ def _wrong_arguments(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _remove(folder: Path, paths: list[Path], out: Console, as_json: bool) -> int:
-    """Take `paths` out of the index in `folder`, saying what went."""
-    if not indexed(folder):
-        out.print(f"nothing is indexed in {folder} yet: agent index PATH")
-        return 1
-    with Index.open(folder) as index:
-        files, went = index.remove(paths)  # a path with nothing indexed: the command's error
-        total = index.count()
+def _remove(index: Index, paths: list[Path], out: Console, as_json: bool) -> int:
+    """Take `paths` out of `index`, saying what went."""
+    files, went = index.remove(paths)  # a path with nothing indexed: the command's error
+    total = index.count()
     if as_json:
         print_json({"removed": files, "passages": went, "total": total})
         return 0
@@ -160,10 +156,11 @@ def _index(
     files, _ = found_files(paths)
     size = sum(f.stat().st_size for f in files)
     kinds = Counter(kind_of(f) or "other" for f in files)
+    readable = set(files)
     others = Counter(
         f.suffix.lower() or "no extension"
         for f in found_files(paths, readable=lambda _: True)[0]
-        if f not in set(files)
+        if f not in readable
     )
     if not quiet:
         out.print(

@@ -76,7 +76,6 @@ def attachments(
     When they do not fit, they are indexed into `library`. Raises `ConfigError` for a path
     that cannot be read, two files of one name, or too many files."""
     named = _files(paths, out)
-    skipped: set[Path] = set()
 
     def kept(read: Callable[[Path, str], _T], kind: Callable[[Path], bool]) -> list[_T]:
         """`read` of each file of `kind`; a folder's file that cannot be read is skipped (said),
@@ -90,7 +89,6 @@ def attachments(
             except ConfigError as exc:
                 if outright:
                     raise
-                skipped.add(path)
                 if out is not None:
                     out.print(f"[yellow]skipped[/] {shown(str(exc))}")
         return done

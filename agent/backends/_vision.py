@@ -79,8 +79,7 @@ class Projector:
         params.print_timings = False
         params.n_threads = threads
         params.warmup = False
-        native_log.install()
-        with native_log.loud():
+        with native_log.loud():  # installed by the engine, before the model loaded
             ctx = mtmd.mtmd_init_from_file(str(path).encode(), model.model, params)
         if not ctx:
             raise ConfigError(
