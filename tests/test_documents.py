@@ -246,7 +246,7 @@ def test_files_are_taken_out_of_the_index_on_request_and_nothing_on_a_wrong_path
 
     # A link in a folder indexed is indexed as the link: it is taken out by its name.
     assert main(["index", "--remove", str(docs / "tips-link.md")]) == 0
-    assert "1 file and 1 passage removed" in " ".join(capsys.readouterr().out.split())
+    assert "1 file and 1 passage removed" in _said(capsys)
 
     # A file (gone from the disk already) and a folder: their passages and windows go too.
     (docs / "ferries.md").unlink()
@@ -299,7 +299,7 @@ def test_the_search_is_offered_once_there_is_an_index_and_its_answer_is_cited(
     docs = tmp_path / "docs"
     _write(docs / "tides.rst", RST)
     assert main(["index", str(docs)]) == 0
-    assert "indexed 1 file in" in " ".join(capsys.readouterr().out.split())
+    assert "indexed 1 file in" in _said(capsys)
     assert "search_documents" in {t.name for t in runner.offered(runner.load(task_id))}
 
     cite = "tides.rst:1-13"  # a window: the file's three short passages joined
@@ -314,7 +314,7 @@ def test_the_search_is_offered_once_there_is_an_index_and_its_answer_is_cited(
     ran = json.loads(capsys.readouterr().out)
     assert code == 0, ran
     assert main(["show", ran["task_id"]]) == 0
-    said = " ".join(capsys.readouterr().out.split())
+    said = _said(capsys)
     listed = said.split("Citations")[1].replace(" ", "")  # spaces out: the screen wraps lines
     assert f"[cite:{cite}]{docs / 'tides.rst'},sectiontides—Tablesofthetides,lines1-13" in listed
     assert "made-up" not in listed  # cited, but never found: not listed
@@ -349,6 +349,11 @@ def test_files_of_one_name_are_cited_by_as_much_of_their_path_as_tells_them_apar
     }
 
 
+def _said(capsys: pytest.CaptureFixture[str]) -> str:
+    """What was printed since the last look, its lines and spaces as one (the screen wraps)."""
+    return " ".join(capsys.readouterr().out.split())
+
+
 def _first(index: Index, query: str, how: str) -> str:
     hits = index.search(query, 1, how)
     return Path(hits[0].path).name if hits else ""
@@ -377,7 +382,7 @@ async def test_a_pdf_given_with_a_task_reaches_the_model_with_its_pages(
     assert runner.artifacts(task_id).read("lease.pdf").decode().startswith("[page 1]")
     # Its history says what the task was given, and where it is kept.
     assert main(["show", task_id]) == 0
-    said = " ".join(capsys.readouterr().out.split())
+    said = _said(capsys)
     assert "with lease.pdf (pdf, 2 pages, " in said
     assert " characters; artifact lease.pdf)" in said
 
@@ -408,7 +413,7 @@ async def test_files_too_long_to_show_are_indexed_and_the_model_told(
     assert "The board chose Lisbon for the retreat." in prompt
     assert runner.artifacts(task_id).names() == []  # their text is the index's, not copied
     assert main(["show", task_id]) == 0
-    said = " ".join(capsys.readouterr().out.split())
+    said = _said(capsys)
     assert "with minutes_meeting-00.md (text, " in said
     assert " words, indexed for search_documents)" in said
 
@@ -424,7 +429,7 @@ def test_indexing_a_folder_says_what_it_left_out_skipped_and_found_no_text_in(
     (docs / "blob.bin").write_bytes(b"\x00\x01")
 
     assert main(["index", str(docs)]) == 0
-    said = " ".join(capsys.readouterr().out.split())
+    said = _said(capsys)
     assert "indexing 3 files" in said
     assert "left out 2 files of kinds the index does not read" in said
     assert "1 .docx" in said
@@ -456,12 +461,12 @@ def test_index_arguments_that_do_not_go_together_are_refused_and_a_long_passage_
         (["--remove", str(docs), "--embedder", "local"], "give --embedder, --search or --list"),
     ]:
         assert main(["index", *wrong]) == 2, wrong
-        assert says in " ".join(capsys.readouterr().out.split()), wrong
+        assert says in _said(capsys), wrong
     with Index.open(home / "index") as index:
         assert len(index.files()) == 1  # nothing was removed
 
     assert main(["index", "--search", "penalty dollars", "--how", "keywords", "-k", "1"]) == 0
-    said = " ".join(capsys.readouterr().out.split())
+    said = _said(capsys)
     assert "more characters: --json gives the whole]" in said
     assert "nine thousand" not in said  # past what is shown, and said to be
     assert main(["index", "--json", "--search", "penalty dollars", "--how", "keywords"]) == 0
